@@ -1,0 +1,339 @@
+/*
+ * kvtc.h - KV Cache Transform Coding: the public API of libkvtc.
+ *
+ * KVTC stores the key/value cache of a transformer compactly:
+ *
+ *   calibrate (once per model)     encode (per cache)              decode
+ *   --------------------------     ------------------------        ---------------------
+ *   caches -> RoPE removed from    keep 4 sink + 128 window        inflate chunk
+ *   keys -> mean, per-coordinate   tokens raw; for the rest:       dequantize
+ *   weights, PCA basis over all    undo RoPE, (x - mean) * w,      x = D V^T / w + mean
+ *   layers and heads -> DP bit     project D = x V, quantize per   re-apply RoPE to keys
+ *   allocation per target ratio    token per group, DEFLATE in
+ *   -> kvtc_basis                  independent chunks
+ *
+ * Usage in one breath:
+ *
+ *   kvtc_basis *basis;  kvtc_basis_load(file_bytes, n, &basis);
+ *   kvtc_encoder *enc;  kvtc_encoder_alloc(basis, NULL, &enc);   // default options
+ *   size_t cap = kvtc_compress_bound(enc, &cache);
+ *   kvtc_compress(enc, &cache, buf, cap, &size);
+ *   kvtc_stream_info info; kvtc_stream_get_info(buf, size, &info);
+ *   ... allocate info.k_bytes / info.v_bytes ...
+ *   kvtc_decoder *dec;  kvtc_decoder_alloc(basis, NULL, &dec);
+ *   kvtc_decompress(dec, buf, size, &out_cache);
+ *   kvtc_encoder_free(enc); kvtc_decoder_free(dec); kvtc_basis_free(basis);
+ *
+ * Conventions
+ * - Every fallible function returns a kvtc_result; kvtc_result_string() names it.
+ *   On failure, output arguments are left in an unspecified but safe state and
+ *   nothing is leaked.
+ * - Objects are opaque and come in alloc/free pairs; every *_free(NULL) is a no-op.
+ * - The library allocates only inside *_alloc, kvtc_basis_load, the calibrator
+ *   and (temporarily) inside compress/decompress; it never keeps global state.
+ *   Separate objects may be used from separate threads at the same time; one
+ *   object must not be used by two threads at once. A kvtc_basis is immutable
+ *   after creation and may be shared by any number of encoders and decoders on
+ *   any threads.
+ * - All buffers are owned by the caller. Sizes are size_t or uint64_t.
+ * - The bitstream is specified in docs/FORMAT.md. Streams carry a major and a
+ *   minor version; a decoder rejects a major version it does not know
+ *   (KVTC_ERR_UNSUPPORTED_VERSION) rather than guessing.
+ */
+#ifndef KVTC_H
+#define KVTC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVTC_VERSION_MAJOR 0
+#define KVTC_VERSION_MINOR 1
+#define KVTC_VERSION_STRING "0.1.0"
+
+/* Version of the container bitstream this library writes (docs/FORMAT.md). */
+#define KVTC_FORMAT_VERSION_MAJOR 1
+#define KVTC_FORMAT_VERSION_MINOR 0
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kvtc_result {
+    KVTC_OK = 0,
+    KVTC_ERR_INVALID_ARGUMENT,    /* a NULL pointer, zero size or out-of-range option */
+    KVTC_ERR_OUT_OF_MEMORY,       /* an allocation failed */
+    KVTC_ERR_TOO_LARGE,           /* sizes overflow or exceed the format's limits */
+    KVTC_ERR_BAD_MAGIC,           /* the bytes are not a kvtc stream / basis / safetensors file */
+    KVTC_ERR_UNSUPPORTED_VERSION, /* a format version this library cannot read */
+    KVTC_ERR_TRUNCATED,           /* the input ends before a section it declares */
+    KVTC_ERR_CORRUPT,             /* a checksum mismatch or an inconsistent field */
+    KVTC_ERR_BASIS_MISMATCH,      /* the stream was written with another basis or plan */
+    KVTC_ERR_GEOMETRY_MISMATCH,   /* cache geometry differs from the basis' */
+    KVTC_ERR_NO_PLAN,             /* the basis has no plan for the requested ratio */
+    KVTC_ERR_BUFFER_TOO_SMALL,    /* the caller's output buffer is too small */
+    KVTC_ERR_NEEDS_MODEL,         /* the stream recomputes layers; no recompute callback given */
+    KVTC_ERR_UNSUPPORTED,         /* a valid request this build cannot serve (e.g. no CUDA) */
+    KVTC_ERR_NUMERIC,             /* NaN/Inf in inputs or basis, or a failed decomposition */
+    KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
+    KVTC_ERR_CALLBACK,            /* a user callback reported failure */
+    KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
+    KVTC_RESULT_COUNT_
+} kvtc_result;
+
+/* A static, human-readable description of r (never NULL). */
+const char *kvtc_result_string(kvtc_result r);
+
+/* ------------------------------------------------------------------------ */
+/* Caches                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kvtc_dtype {
+    KVTC_DTYPE_F32 = 0,
+    KVTC_DTYPE_F16 = 1,
+    KVTC_DTYPE_BF16 = 2
+} kvtc_dtype;
+
+/* Bytes per element of a dtype (0 for an unknown value). */
+size_t kvtc_dtype_size(kvtc_dtype t);
+
+typedef enum kvtc_rope_type {
+    KVTC_ROPE_NONE = 0, /* keys carry no rotary embedding */
+    KVTC_ROPE_NORM = 1, /* adjacent pairs (x[2i], x[2i+1]): GGUF llama, Meta llama */
+    KVTC_ROPE_NEOX = 2  /* halves (x[i], x[i + rope_dim/2]): HF transformers, GPT-NeoX */
+} kvtc_rope_type;
+
+/* Shape of a model's KV cache. Pair i of the first rope_dim dimensions of a
+ * key at position pos is rotated by pos * rope_theta^(-2i / rope_dim). */
+typedef struct kvtc_geometry {
+    uint32_t n_layers;
+    uint32_t n_kv_heads;
+    uint32_t head_dim;
+    uint32_t rope_dim;        /* <= head_dim, even; 0 means head_dim */
+    kvtc_rope_type rope_type;
+    float rope_theta;         /* > 0 when rope_type != NONE */
+} kvtc_geometry;
+
+/* A KV cache in caller-owned memory.
+ * k, v: [n_layers][n_kv_heads][n_tokens][head_dim] contiguous, in dtype, keys
+ *       with RoPE already applied (as engines cache them).
+ * positions: [n_tokens] RoPE positions; NULL means 0, 1, ..., n_tokens-1.
+ * token_ids: [n_tokens]; needed only by bases that recompute their first
+ *       layers (kvtc_basis_recomputed_layers() > 0); otherwise may be NULL.
+ * Encoding reads these; decoding writes k, v, and positions/token_ids when
+ * they are non-NULL. */
+typedef struct kvtc_cache {
+    kvtc_geometry geometry;
+    kvtc_dtype dtype;
+    uint64_t n_tokens;
+    void *k;
+    void *v;
+    int64_t *positions;
+    int32_t *token_ids;
+} kvtc_cache;
+
+/* Bytes of one of k or v for this geometry, dtype and token count; 0 on overflow. */
+uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
+
+/* ------------------------------------------------------------------------ */
+/* Basis: mean, weights, PCA basis and bit-allocation plans of one model     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvtc_basis kvtc_basis;
+
+/* Parse a basis file (a safetensors file, docs/FORMAT.md) from memory.
+ * Every field is validated and the content checksum verified; the bytes are
+ * copied, so buf may be freed afterwards. */
+kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out);
+
+/* Exact size of the serialized basis, and serialization into a caller buffer. */
+size_t kvtc_basis_serialized_size(const kvtc_basis *b);
+kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, size_t *written);
+
+void kvtc_basis_free(kvtc_basis *b);
+
+/* Geometry the basis was calibrated for. */
+const kvtc_geometry *kvtc_basis_geometry(const kvtc_basis *b);
+
+/* Number of leading layers whose K/V are not stored but recomputed by the
+ * decoder from token ids (0 for the paper's method). */
+uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b);
+
+/* 64-bit fingerprint of the basis content, recorded in every stream. */
+uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
+
+/* Plans: one per calibrated target ratio. */
+uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
+
+typedef struct kvtc_plan_info {
+    double target_ratio;         /* the ratio the plan was made for */
+    double bits_per_token;       /* coded bits per compressed token, K and V, before DEFLATE */
+    double expected_error_k;     /* predicted mean squared error per token (weighted), keys */
+    double expected_error_v;     /* ... values */
+    uint32_t n_groups_k, n_groups_v;
+    uint32_t rank_k, rank_v;     /* PCA components that receive bits */
+} kvtc_plan_info;
+
+kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
+
+/* Index of the plan whose target ratio is closest to `ratio` (relative
+ * distance); KVTC_ERR_NO_PLAN if the basis has none. */
+kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
+
+/* ------------------------------------------------------------------------ */
+/* Calibration                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvtc_calibrator kvtc_calibrator;
+
+typedef enum kvtc_pca_method {
+    KVTC_PCA_AUTO = 0,       /* exact below p = 8192, randomized above */
+    KVTC_PCA_EXACT = 1,      /* covariance (syrk) + symmetric eigendecomposition */
+    KVTC_PCA_RANDOMIZED = 2  /* randomized range finder + small SVD */
+} kvtc_pca_method;
+
+typedef struct kvtc_calibrate_options {
+    size_t struct_size;          /* sizeof(kvtc_calibrate_options) */
+    uint32_t n_sink;             /* tokens at the start excluded (default 4) */
+    uint32_t n_window;           /* tokens at the end excluded (default 128) */
+    uint32_t recompute_layers;   /* leading layers not coded (default 0) */
+    kvtc_pca_method pca_method;
+    uint32_t max_rank;           /* randomized path: components kept (0 = auto) */
+    uint64_t max_tokens;         /* calibration rows kept, by reservoir sampling (0 = 65536) */
+    uint64_t seed;               /* for sampling and the randomized SVD */
+    int remove_rope;             /* 1 (default): un-rotate keys before PCA */
+    /* Per-coordinate distortion weights, [n_layers*n_kv_heads*head_dim] each
+     * (layer-major, then head, then dim), > 0; NULL = plain squared error. */
+    const float *weights_k;
+    const float *weights_v;
+    /* Group sizes the DP may use, as a bit mask of KVTC_GROUP_* (0 = all). */
+    uint32_t group_size_mask;
+    int joint_kv_budget;         /* 1 (default): one budget shared by K and V */
+} kvtc_calibrate_options;
+
+#define KVTC_GROUP_1 (1u << 0)
+#define KVTC_GROUP_16 (1u << 1)
+#define KVTC_GROUP_64 (1u << 2)
+#define KVTC_GROUP_256 (1u << 3)
+#define KVTC_GROUP_1024 (1u << 4)
+
+/* Fill *o with the defaults above. */
+void kvtc_calibrate_options_init(kvtc_calibrate_options *o);
+
+/* opts may be NULL for defaults. */
+kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_options *opts,
+                                  kvtc_calibrator **out);
+
+/* Add one cache's tokens (all but its sinks and window) as calibration rows. */
+kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
+
+/* Rows collected so far. */
+uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
+
+/* Compute mean, PCA and one DP plan per target ratio (each > 1). */
+kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
+                                   kvtc_basis **out);
+
+void kvtc_calibrator_free(kvtc_calibrator *c);
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvtc_encoder kvtc_encoder;
+
+typedef struct kvtc_encode_options {
+    size_t struct_size;          /* sizeof(kvtc_encode_options) */
+    double ratio;                /* target ratio; the closest plan is used (default 16) */
+    uint32_t n_sink;             /* leading tokens stored raw (default 4) */
+    uint32_t n_window;           /* trailing tokens stored raw (default 128) */
+    uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */
+    uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
+    int deflate_level;           /* libdeflate level 0..12 (default 6) */
+} kvtc_encode_options;
+
+void kvtc_encode_options_init(kvtc_encode_options *o);
+
+kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *opts,
+                               kvtc_encoder **out);
+void kvtc_encoder_free(kvtc_encoder *e);
+
+/* Upper bound on the compressed size of `cache` (0 if the cache is invalid
+ * or the bound overflows size_t). */
+size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
+
+/* Compress `cache` into out[0..cap). *written receives the exact size.
+ * KVTC_ERR_BUFFER_TOO_SMALL if cap is too small (a cap of
+ * kvtc_compress_bound() always suffices). Output is deterministic: the same
+ * input and options give the same bytes with any thread count. */
+kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
+                          size_t *written);
+
+/* ------------------------------------------------------------------------ */
+/* Stream inspection (no basis needed)                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvtc_stream_info {
+    uint32_t version_major, version_minor;
+    kvtc_geometry geometry;
+    kvtc_dtype dtype;
+    uint64_t n_tokens;           /* all tokens, raw and coded */
+    uint32_t n_sink, n_window;   /* raw tokens at the start and end (clamped to n_tokens) */
+    uint64_t n_coded_tokens;     /* tokens transform-coded */
+    uint32_t n_chunks, chunk_tokens;
+    uint32_t recompute_layers;   /* decoder must recompute these leading layers */
+    uint32_t entropy_codec;      /* 1 = DEFLATE */
+    int has_positions;           /* explicit positions stored */
+    int has_token_ids;           /* token ids stored */
+    uint64_t basis_fingerprint;
+    double plan_ratio;           /* target ratio of the plan used */
+    uint64_t k_bytes, v_bytes;   /* exact decoded size of k and of v in dtype */
+    uint64_t stream_bytes;       /* total size of the stream */
+    uint64_t coded_bytes;        /* bytes of the coded chunks (payload only) */
+    uint64_t raw_bytes;          /* bytes of the raw sink/window sections */
+} kvtc_stream_info;
+
+/* Parse and validate the stream header and section table (all checksums of
+ * the header and table; chunk payload checksums are checked on decode). */
+kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *out);
+
+/* ------------------------------------------------------------------------ */
+/* Decoding                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvtc_decoder kvtc_decoder;
+
+/* Recompute the K/V of layers [0, n_layers) for the given tokens, as float32
+ * in the cache layout [n_layers][n_kv_heads][n_tokens][head_dim], keys with
+ * RoPE applied. Return 0 on success. */
+typedef int (*kvtc_recompute_fn)(void *user, uint32_t n_layers, const int32_t *token_ids,
+                                 const int64_t *positions, uint64_t n_tokens, float *k_out,
+                                 float *v_out);
+
+typedef struct kvtc_decode_options {
+    size_t struct_size;          /* sizeof(kvtc_decode_options) */
+    uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
+    kvtc_recompute_fn recompute; /* needed for streams with recompute_layers > 0 */
+    void *recompute_user;
+} kvtc_decode_options;
+
+void kvtc_decode_options_init(kvtc_decode_options *o);
+
+kvtc_result kvtc_decoder_alloc(const kvtc_basis *b, const kvtc_decode_options *opts,
+                               kvtc_decoder **out);
+void kvtc_decoder_free(kvtc_decoder *d);
+
+/* Decode a whole stream into `out`, whose geometry, dtype and n_tokens must
+ * match the stream (fill them from kvtc_stream_get_info) and whose k and v
+ * hold k_bytes and v_bytes. positions and token_ids are written when non-NULL.
+ * Every checksum is verified before its bytes are used. */
+kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVTC_H */
