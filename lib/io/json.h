@@ -31,6 +31,8 @@ struct json_value {
 /* Parse text[0..len). Returns NULL on any error; *err_pos (if non-NULL)
  * receives the byte offset of the error. */
 json_value *json_parse(const char *text, size_t len, size_t *err_pos);
+/* Frees a whole tree; v must be a pointer returned by json_parse (never an
+ * inner node). */
 void json_free(json_value *v);
 
 /* Object lookup (first match), NULL if absent or v is not an object. */

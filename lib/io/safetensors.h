@@ -19,7 +19,7 @@
 
 #include "kvtc.h"
 
-#define ST_MAX_HEADER (64u << 20) /* 64 MiB of JSON at most */
+#define ST_MAX_HEADER (16u << 20) /* 16 MiB of JSON at most: bounds parse memory */
 #define ST_MAX_DIMS 8
 #define ST_MAX_NAME 256
 
@@ -29,6 +29,9 @@ typedef enum st_dtype {
 
 size_t st_dtype_size(st_dtype t);
 const char *st_dtype_name(st_dtype t);        /* "F32", "F16", ... */
+/* Added: the inverse of st_dtype_name. Returns 1 and sets *out (if non-NULL)
+ * when name is a known dtype, else 0. */
+int st_dtype_from_name(const char *name, st_dtype *out);
 
 typedef struct st_tensor {
     char name[ST_MAX_NAME];
@@ -56,6 +59,9 @@ typedef struct st_file {
  * outlive *out. Errors: KVTC_ERR_BAD_MAGIC (not safetensors), _TRUNCATED,
  * _CORRUPT (bad JSON or inconsistent offsets), _TOO_LARGE. */
 kvtc_result st_parse(const void *buf, size_t size, st_file *out);
+/* (safetensors.c lists the exact code returned for each check.) Tensors are
+ * kept in header order. Data pointers are NOT aligned in general: copy with
+ * memcpy. On failure *out is zeroed and owns nothing. */
 void st_file_free(st_file *f);
 
 const st_tensor *st_find(const st_file *f, const char *name);
@@ -71,8 +77,16 @@ void st_writer_free(st_writer *w);
 kvtc_result st_writer_add_tensor(st_writer *w, const char *name, st_dtype dtype, uint32_t n_dims,
                                  const uint64_t *shape, const void *data);
 kvtc_result st_writer_add_meta(st_writer *w, const char *key, const char *value);
+/* add_tensor: KVTC_ERR_INVALID_ARGUMENT for a NULL/duplicate/"__metadata__"/
+ * non-UTF-8 name or one of ST_MAX_NAME bytes or more, a bad dtype, NULL data
+ * with a non-zero size; KVTC_ERR_TOO_LARGE for n_dims > ST_MAX_DIMS, a dim
+ * above INT64_MAX, overflowing sizes, or a header beyond ST_MAX_HEADER.
+ * add_meta: KVTC_ERR_INVALID_ARGUMENT for NULL, non-UTF-8 or duplicate keys.
+ * Both leave the writer unchanged on failure. */
 /* Exact size of the serialized file. */
 size_t st_writer_size(const st_writer *w);
+/* KVTC_ERR_BUFFER_TOO_SMALL when buf is NULL or cap < st_writer_size();
+ * *written then receives the required size. */
 kvtc_result st_writer_write(const st_writer *w, void *buf, size_t cap, size_t *written);
 
 #endif

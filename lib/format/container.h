@@ -1,0 +1,96 @@
+/* container.h - the kvtc stream container (docs/FORMAT.md): a fixed
+ * 128-byte header, a section table, then the sections. This module only
+ * lays out and validates; encode/decode fill and read the sections. */
+#ifndef KVTC_FORMAT_CONTAINER_H
+#define KVTC_FORMAT_CONTAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvtc.h"
+
+#define KVTC_MAGIC_BYTES "\x89KVTC\r\n\x1a"
+#define CONTAINER_HEADER_SIZE 128u
+#define CONTAINER_SECTION_ENTRY 24u
+#define CONTAINER_CHUNK_ENTRY 24u
+#define CONTAINER_CODEC_DEFLATE 1u
+#define CONTAINER_MAX_CHUNK_TOKENS 65536u
+
+#define CONTAINER_FLAG_POSITIONS 1u
+#define CONTAINER_FLAG_TOKEN_IDS 2u
+
+enum container_section {
+    SEC_POSITIONS = 0, /* int64 [n_tokens] */
+    SEC_TOKEN_IDS,     /* int32 [n_tokens] */
+    SEC_RAW_K,         /* dtype [n_layers][n_kv_heads][n_sink + n_window][head_dim] */
+    SEC_RAW_V,
+    SEC_CHUNK_INDEX,   /* n_chunks x chunk_entry */
+    SEC_CHUNK_DATA,    /* the DEFLATE chunks back to back */
+    SEC_COUNT
+};
+
+typedef struct container_section_entry {
+    uint64_t offset; /* from the start of the stream */
+    uint64_t size;
+    uint32_t crc32;  /* of the section bytes (CHUNK_DATA: 0, chunks carry their own) */
+} container_section_entry;
+
+typedef struct container_chunk_entry {
+    uint64_t offset;      /* within SEC_CHUNK_DATA */
+    uint32_t size;        /* compressed bytes */
+    uint32_t crc32;       /* of the compressed bytes */
+    uint32_t n_tokens;
+    uint32_t payload_size;/* bytes after inflation */
+} container_chunk_entry;
+
+typedef struct container_header {
+    uint16_t version_major, version_minor;
+    uint32_t flags;
+    kvtc_geometry geometry;
+    kvtc_dtype dtype;
+    uint8_t codec;
+    uint8_t rope_removed;
+    uint32_t recompute_layers;
+    uint64_t n_tokens;
+    uint32_t n_sink, n_window; /* effective: n_sink + n_window <= n_tokens */
+    uint32_t chunk_tokens;
+    uint32_t n_chunks;
+    uint64_t transform_fingerprint;
+    uint64_t plan_fingerprint;
+    double plan_ratio;
+    uint64_t total_size;
+    container_section_entry sections[SEC_COUNT];
+} container_header;
+
+/* Bytes of header + section table. */
+static inline uint64_t container_prefix_size(void) {
+    return CONTAINER_HEADER_SIZE + (uint64_t)SEC_COUNT * CONTAINER_SECTION_ENTRY;
+}
+
+/* Fill the derived fields of h (section offsets and sizes, except the size
+ * of SEC_CHUNK_DATA which the caller sets) from its geometry and counts.
+ * Returns KVTC_ERR_TOO_LARGE on overflow. */
+kvtc_result container_layout(container_header *h, uint64_t chunk_data_size);
+
+/* Serialize header and table (CRCs computed) into out[0..container_prefix_size()). */
+void container_write_prefix(const container_header *h, uint8_t *out);
+
+/* Parse and fully validate header, table and (CRC of) every non-chunk
+ * section of buf[0..size). */
+kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_header *h);
+
+/* Read and validate chunk entry i (bounds, token counts, payload size
+ * against `expected_payload` for its token count computed by the caller). */
+void container_write_chunk_entry(const container_chunk_entry *e, uint8_t *out);
+kvtc_result container_read_chunk_entry(const uint8_t *buf, const container_header *h, uint32_t i,
+                                       container_chunk_entry *e);
+
+/* Raw (sink + window) tokens. */
+static inline uint64_t container_raw_tokens(const container_header *h) {
+    return (uint64_t)h->n_sink + h->n_window;
+}
+static inline uint64_t container_coded_tokens(const container_header *h) {
+    return h->n_tokens - container_raw_tokens(h);
+}
+
+#endif

@@ -1,0 +1,123 @@
+/* pca.c - see pca.h. */
+#include "transform/pca.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t kvtc_rng_next(kvtc_rng *r) { /* splitmix64 */
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double kvtc_rng_uniform(kvtc_rng *r) { return (double)(kvtc_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+double kvtc_rng_gauss(kvtc_rng *r) {
+    double u1 = kvtc_rng_uniform(r), u2 = kvtc_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+#define SYRK_BLOCK 2048u
+
+kvtc_result pca_exact(const float *x, uint64_t n, uint32_t p, uint32_t rank, float *basis, float *eig) {
+    if (rank == 0) return KVTC_OK;
+    if (rank > p || n == 0) return KVTC_ERR_INVALID_ARGUMENT;
+    double *cov = calloc((size_t)p * p, sizeof(double));
+    float *blk = malloc(sizeof(float) * (size_t)p * p);
+    double *w = malloc(sizeof(double) * p);
+    double *z = malloc(sizeof(double) * (size_t)p * rank);
+    lapack_int *isuppz = malloc(sizeof(lapack_int) * 2 * (size_t)rank);
+    kvtc_result r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!cov || !blk || !w || !z || !isuppz) goto done;
+    /* float partial sums over blocks of rows, accumulated in double: a
+     * float sum over 10^5 rows would lose the small eigenvalues. */
+    for (uint64_t r0 = 0; r0 < n; r0 += SYRK_BLOCK) {
+        uint64_t m = n - r0 < SYRK_BLOCK ? n - r0 : SYRK_BLOCK;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)p, (int)m, 1.0f, x + r0 * p, (int)p, 0.0f,
+                    blk, (int)p);
+        for (size_t i = 0; i < p; i++)
+            for (size_t j = i; j < p; j++) cov[i * p + j] += blk[i * p + j];
+    }
+    for (size_t i = 0; i < (size_t)p * p; i++) cov[i] /= (double)n;
+    lapack_int found = 0;
+    lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', (lapack_int)p, cov, (lapack_int)p, 0.0,
+                                     0.0, (lapack_int)(p - rank + 1), (lapack_int)p, 0.0, &found, w, z,
+                                     (lapack_int)rank, isuppz);
+    if (info != 0 || found != (lapack_int)rank) { r = KVTC_ERR_NUMERIC; goto done; }
+    /* ascending -> descending; z is [p][rank] column j = eigenvector j */
+    for (uint32_t j = 0; j < rank; j++) {
+        uint32_t src = rank - 1 - j;
+        eig[j] = (float)(w[src] > 0 ? w[src] : 0.0);
+        for (uint32_t i = 0; i < p; i++) basis[(size_t)j * p + i] = (float)z[(size_t)i * rank + src];
+    }
+    r = KVTC_OK;
+done:
+    free(cov); free(blk); free(w); free(z); free(isuppz);
+    return r;
+}
+
+/* Orthonormalize the columns of a [rows][cols] row-major matrix in place. */
+static kvtc_result orthonormalize(float *a, uint32_t rows, uint32_t cols) {
+    float *tau = malloc(sizeof(float) * cols);
+    if (!tau) return KVTC_ERR_OUT_OF_MEMORY;
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)cols, a, (lapack_int)cols, tau);
+    if (info == 0)
+        info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)cols, (lapack_int)cols, a,
+                              (lapack_int)cols, tau);
+    free(tau);
+    return info == 0 ? KVTC_OK : KVTC_ERR_NUMERIC;
+}
+
+kvtc_result pca_randomized(const float *x, uint64_t n, uint32_t p, uint32_t rank, uint32_t oversample,
+                           uint32_t power_iters, uint64_t seed, float *basis, float *eig) {
+    if (rank == 0) return KVTC_OK;
+    if (rank > p || n == 0) return KVTC_ERR_INVALID_ARGUMENT;
+    uint32_t l = rank + oversample;
+    if (l > p) l = p;
+    float *zm = malloc(sizeof(float) * (size_t)p * l);  /* [p][l] current subspace */
+    float *y = malloc(sizeof(float) * (size_t)n * l);   /* [n][l] = X Z */
+    float *t = malloc(sizeof(float) * (size_t)l * l);   /* Rayleigh quotient */
+    double *td = malloc(sizeof(double) * (size_t)l * l);
+    double *w = malloc(sizeof(double) * l);
+    kvtc_result r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!zm || !y || !t || !td || !w) goto done;
+    kvtc_rng rng = {seed ^ 0x7063615f72616e64ull};
+    for (size_t i = 0; i < (size_t)p * l; i++) zm[i] = (float)kvtc_rng_gauss(&rng);
+    if ((r = orthonormalize(zm, p, l))) goto done;
+    for (uint32_t it = 0; it <= power_iters; it++) {
+        /* Y = X Z; Z = X^T Y (one application of the covariance) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)l, (int)p, 1.0f, x, (int)p, zm,
+                    (int)l, 0.0f, y, (int)l);
+        if (it == power_iters) break;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)p, (int)l, (int)n, 1.0f, x, (int)p, y,
+                    (int)l, 0.0f, zm, (int)l);
+        if ((r = orthonormalize(zm, p, l))) goto done;
+    }
+    /* Rayleigh-Ritz: T = Y^T Y / n = Z^T C Z, T = U diag(w) U^T, V = Z U */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)l, (int)n, 1.0f / (float)n, y, (int)l, 0.0f, t,
+                (int)l);
+    for (size_t i = 0; i < (size_t)l * l; i++) td[i] = t[i];
+    if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, td, (lapack_int)l, w) != 0) {
+        r = KVTC_ERR_NUMERIC;
+        goto done;
+    }
+    /* td columns = eigenvectors, ascending. basis row j = (Z u_{l-1-j})^T */
+    for (uint32_t j = 0; j < rank; j++) {
+        uint32_t src = l - 1 - j;
+        eig[j] = (float)(w[src] > 0 ? w[src] : 0.0);
+        for (uint32_t i = 0; i < p; i++) {
+            double acc = 0;
+            for (uint32_t k = 0; k < l; k++) acc += (double)zm[(size_t)i * l + k] * td[(size_t)k * l + src];
+            basis[(size_t)j * p + i] = (float)acc;
+        }
+    }
+    r = KVTC_OK;
+done:
+    free(zm); free(y); free(t); free(td); free(w);
+    return r;
+}

@@ -1,0 +1,46 @@
+/* kvtc.c - the kvtc command-line tool: dispatch to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"calibrate", cmd_calibrate, "compute a basis (mean, PCA, bit plans) from caches or a model"},
+    {"compress", cmd_compress, "compress a KV cache (safetensors) into a .kvtc stream"},
+    {"decompress", cmd_decompress, "decompress a .kvtc stream into a KV cache (safetensors)"},
+    {"info", cmd_info, "describe a .kvtc stream, a basis or a cache file"},
+    {"capture", cmd_capture, "run a GGUF model over text and write its KV cache"},
+    {"eval", cmd_eval, "measure perplexity / KL / top-1 of KVTC and baselines on a model"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: kvtc <command> [options]   (kvtc <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nkvtc %s, stream format %d.%d\n", KVTC_VERSION_STRING, KVTC_FORMAT_VERSION_MAJOR,
+            KVTC_FORMAT_VERSION_MINOR);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("kvtc %s\n", KVTC_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "kvtc: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
