@@ -6,8 +6,8 @@
  * llama_compute_kv_prefix_layers, so both perform the same float operations
  * in the same order: projections are cblas_sgemm over a micro-batch of up to
  * LLAMA_UBATCH tokens, attention is sgemm per (head, block of ATT_QBLOCK
- * queries) spread over pthreads. Every (head, block) item is computed by one
- * thread in full, so results do not depend on the number of threads.
+ * queries) with the softmax rows spread over pthreads. Every row is computed
+ * by one thread in full, so results do not depend on the number of threads.
  */
 #include "llama_internal.h"
 
@@ -19,19 +19,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Queries per attention work item: bounds the score scratch per thread
- * (ATT_QBLOCK x n_ctx floats) and the wasted upper triangle per block. */
-#define ATT_QBLOCK 128
+/* Queries per attention block: bounds the score scratch (ATT_QBLOCK x n_ctx
+ * floats) and the wasted upper triangle per block, while keeping the sgemms
+ * large enough for OpenBLAS to thread them. */
+#define ATT_QBLOCK 256
 
 /* ======================================================================== */
 /* Scratch and cache views                                                  */
 /* ======================================================================== */
 
-/* Activations of one micro-batch plus per-thread attention scores. */
+/* Activations of one micro-batch plus attention scores. */
 typedef struct scratch {
     uint32_t rows;       /* token capacity, <= LLAMA_UBATCH */
     uint32_t n_ctx;      /* key capacity of the score rows */
-    uint32_t n_workers;  /* attention threads the score buffer is sized for */
     float *x;            /* [rows][n_embd] residual stream */
     float *xn;           /* [rows][n_embd] normalized sublayer input, then sublayer output */
     float *q;            /* [rows][n_head * head_dim] queries, RoPE applied */
@@ -42,7 +42,7 @@ typedef struct scratch {
     float *up;           /* [rows][n_ff] up projection */
     float *rope;         /* [rows][rope_dim] (cos, sin) per rotated pair and token */
     int64_t *pos;        /* [rows] positions of the decode path */
-    float *scores;       /* [n_workers][ATT_QBLOCK][n_ctx] attention probabilities */
+    float *scores;       /* [ATT_QBLOCK][n_ctx] attention scores / probabilities */
 } scratch;
 
 /* Where a forward pass reads and writes K/V: per layer [n_head_kv][n_ctx][head_dim]. */
@@ -69,14 +69,12 @@ static void scratch_free(scratch *s) {
 
 static float *falloc(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
-static int scratch_alloc(scratch *s, const llama_hparams *hp, uint32_t rows, uint32_t n_ctx,
-                         uint32_t n_workers) {
+static int scratch_alloc(scratch *s, const llama_hparams *hp, uint32_t rows, uint32_t n_ctx) {
     memset(s, 0, sizeof(*s));
     size_t r = rows, qd = (size_t)hp->n_head * hp->head_dim,
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
     s->rows = rows;
     s->n_ctx = n_ctx;
-    s->n_workers = n_workers;
     s->x = falloc(r * hp->n_embd);
     s->xn = falloc(r * hp->n_embd);
     s->q = falloc(r * qd);
@@ -87,7 +85,7 @@ static int scratch_alloc(scratch *s, const llama_hparams *hp, uint32_t rows, uin
     s->up = falloc(r * hp->n_ff);
     s->rope = falloc(r * hp->rope_dim);
     s->pos = malloc(r * sizeof(int64_t));
-    s->scores = falloc((size_t)n_workers * ATT_QBLOCK * n_ctx);
+    s->scores = falloc((size_t)(rows < ATT_QBLOCK ? rows : ATT_QBLOCK) * n_ctx);
     if (!s->x || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->gate || !s->up || !s->rope ||
         !s->pos || !s->scores) {
         scratch_free(s);
@@ -158,46 +156,28 @@ static void rope_apply(const llama_hparams *hp, float *x, uint32_t n, uint32_t n
 /* Attention                                                                */
 /* ======================================================================== */
 
-/* Shared description of one layer's attention over a micro-batch. */
-typedef struct attn_task {
-    const llama_hparams *hp; /* shapes */
-    const float *q;          /* [n][n_head * head_dim] queries of the batch */
-    const float *kc;         /* [n_head_kv][n_ctx][head_dim] this layer's keys */
-    const float *vc;         /* [n_head_kv][n_ctx][head_dim] this layer's values */
-    float *att;              /* [n][n_head * head_dim] output */
-    float *scores;           /* [n_workers][ATT_QBLOCK][n_ctx] */
-    uint32_t n_ctx;          /* cache stride in positions */
-    uint32_t n;              /* queries in the batch */
-    uint32_t slot0;          /* cache slot of the batch's first token */
-    uint32_t n_qblocks;      /* ceil(n / ATT_QBLOCK) */
-    uint32_t n_workers;      /* threads sharing the items */
-} attn_task;
+/* One block of score rows to turn into causal softmax probabilities. */
+typedef struct softmax_task {
+    float *s;                /* [m][T] scaled scores in, probabilities out */
+    uint32_t m;              /* rows */
+    uint32_t T;              /* columns (keys visible to the last row) */
+    uint32_t valid0;         /* keys visible to row 0; row r sees valid0 + r */
+    uint32_t n_workers;      /* threads sharing the rows */
+} softmax_task;
 
 /* Per-thread argument. */
-typedef struct attn_worker {
-    const attn_task *task;   /* the shared task */
-    uint32_t id;             /* worker index: items id, id + n_workers, ... */
-} attn_worker;
+typedef struct softmax_worker {
+    const softmax_task *task; /* the shared task */
+    uint32_t id;              /* rows id, id + n_workers, ... (interleaved: row
+                                 lengths grow, so this balances the work) */
+} softmax_worker;
 
-/* Query block qb of head h: S = scale Q K^T over the visible keys, causal
- * softmax per row, O = P V. Query i (slot slot0 + i) sees slots 0..slot0+i. */
-static void attn_item(const attn_task *t, uint32_t h, uint32_t qb, float *s) {
-    const llama_hparams *hp = t->hp;
-    uint32_t hd = hp->head_dim, qd = hp->n_head * hd;
-    uint32_t kvh = h / (hp->n_head / hp->n_head_kv);
-    uint32_t i0 = qb * ATT_QBLOCK;
-    uint32_t m = t->n - i0 < ATT_QBLOCK ? t->n - i0 : ATT_QBLOCK;
-    uint32_t T = t->slot0 + i0 + m; /* keys visible to the block's last query */
-    const float *Q = t->q + (size_t)i0 * qd + (size_t)h * hd;
-    const float *K = t->kc + (size_t)kvh * t->n_ctx * hd;
-    const float *V = t->vc + (size_t)kvh * t->n_ctx * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)T, (int)hd, scale, Q,
-                (int)qd, K, (int)hd, 0.0f, s, (int)T);
-    for (uint32_t r = 0; r < m; r++) {
-        float *row = s + (size_t)r * T;
-        uint32_t valid = t->slot0 + i0 + r + 1;
+static void *softmax_worker_main(void *arg) {
+    const softmax_worker *w = arg;
+    const softmax_task *t = w->task;
+    for (uint32_t r = w->id; r < t->m; r += t->n_workers) {
+        float *row = t->s + (size_t)r * t->T;
+        uint32_t valid = t->valid0 + r;
         float mx = row[0];
         for (uint32_t j = 1; j < valid; j++) mx = row[j] > mx ? row[j] : mx;
         double sum = 0.0;
@@ -207,37 +187,23 @@ static void attn_item(const attn_task *t, uint32_t h, uint32_t qb, float *s) {
         }
         float inv = (float)(1.0 / sum);
         for (uint32_t j = 0; j < valid; j++) row[j] *= inv;
-        for (uint32_t j = valid; j < T; j++) row[j] = 0.0f; /* causal mask */
+        for (uint32_t j = valid; j < t->T; j++) row[j] = 0.0f; /* causal mask */
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)T, 1.0f, s,
-                (int)T, V, (int)hd, 0.0f, t->att + (size_t)i0 * qd + (size_t)h * hd, (int)qd);
-}
-
-static void *attn_worker_main(void *arg) {
-    const attn_worker *w = arg;
-    const attn_task *t = w->task;
-    float *s = t->scores + (size_t)w->id * ATT_QBLOCK * t->n_ctx;
-    uint32_t n_items = t->hp->n_head * t->n_qblocks;
-    for (uint32_t it = w->id; it < n_items; it += t->n_workers)
-        attn_item(t, it / t->n_qblocks, it % t->n_qblocks, s);
     return NULL;
 }
 
-/* Run all (head, block) items on up to max_workers threads (the caller's
- * thread is worker 0). A worker whose thread cannot be created runs on the
- * caller's thread instead, so this cannot fail. */
-static void attention(attn_task *t, uint32_t max_workers) {
+/* Softmax of all rows on up to max_workers threads (the caller's thread is
+ * worker 0). Each row is computed by exactly one thread, the same way, so the
+ * thread count does not change results; a worker whose thread cannot be
+ * created runs on the caller's thread, so this cannot fail. */
+static void softmax_rows(softmax_task *t, uint32_t max_workers) {
     enum { MAX_WORKERS = 64 };
-    uint32_t n_items = t->hp->n_head * t->n_qblocks;
-    uint32_t nw = max_workers < n_items ? max_workers : n_items;
+    uint32_t nw = max_workers < t->m ? max_workers : t->m;
     if (nw > MAX_WORKERS) nw = MAX_WORKERS;
-    /* Thread start-up dominates tiny batches (single-token generation). */
-    uint64_t work = (uint64_t)t->n * (t->slot0 + t->n) * t->hp->head_dim * t->hp->n_head;
-    if (work < (1u << 20)) nw = 1;
-    if (nw < 1) nw = 1;
+    /* Thread start-up (tens of microseconds) dominates small blocks. */
+    if ((uint64_t)t->m * t->T < (1u << 16) || nw < 1) nw = 1;
     t->n_workers = nw;
-
-    attn_worker w[MAX_WORKERS];
+    softmax_worker w[MAX_WORKERS];
     pthread_t th[MAX_WORKERS];
     int started[MAX_WORKERS] = {0};
     for (uint32_t i = 0; i < nw; i++) {
@@ -245,13 +211,44 @@ static void attention(attn_task *t, uint32_t max_workers) {
         w[i].id = i;
     }
     for (uint32_t i = 1; i < nw; i++)
-        started[i] = pthread_create(&th[i], NULL, attn_worker_main, &w[i]) == 0;
-    attn_worker_main(&w[0]);
+        started[i] = pthread_create(&th[i], NULL, softmax_worker_main, &w[i]) == 0;
+    softmax_worker_main(&w[0]);
     for (uint32_t i = 1; i < nw; i++) {
         if (started[i])
             pthread_join(th[i], NULL);
         else
-            attn_worker_main(&w[i]);
+            softmax_worker_main(&w[i]);
+    }
+}
+
+/* Causal attention of n queries (cache slots slot0..slot0+n-1) over this
+ * layer's cache, per head and per block of ATT_QBLOCK queries:
+ * S = scale Q K^T over the visible keys, softmax per row, O = P V.
+ *
+ * The sgemms stay on the calling thread, where OpenBLAS parallelizes them
+ * itself; only the softmax is spread over our threads. Calling a threaded
+ * OpenBLAS from several of our threads at once serializes its calls and
+ * oversubscribes the cores (measured: twice as slow on 2 cores). */
+static void attention(const llama_hparams *hp, const float *q, const float *kc, const float *vc,
+                      float *att, float *s, uint32_t n_ctx, uint32_t n, uint32_t slot0,
+                      uint32_t n_threads) {
+    const uint32_t hd = hp->head_dim, qd = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (uint32_t h = 0; h < hp->n_head; h++) {
+        const float *K = kc + (size_t)(h / group) * n_ctx * hd;
+        const float *V = vc + (size_t)(h / group) * n_ctx * hd;
+        for (uint32_t i0 = 0; i0 < n; i0 += ATT_QBLOCK) {
+            uint32_t m = n - i0 < ATT_QBLOCK ? n - i0 : ATT_QBLOCK;
+            uint32_t T = slot0 + i0 + m; /* keys visible to the block's last query */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)T, (int)hd, scale,
+                        q + (size_t)i0 * qd + (size_t)h * hd, (int)qd, K, (int)hd, 0.0f, s,
+                        (int)T);
+            softmax_task st = {s, m, T, slot0 + i0 + 1, 1};
+            softmax_rows(&st, n_threads);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)T, 1.0f,
+                        s, (int)T, V, (int)hd, 0.0f, att + (size_t)i0 * qd + (size_t)h * hd,
+                        (int)qd);
+        }
     }
 }
 
@@ -299,9 +296,7 @@ static void forward_ubatch(const llama_model *m, scratch *s, const kv_view *kv,
         /* Attention, output projection, residual. */
         matmul(s->xn, L->wq, s->q, n, d, qd);
         rope_apply(hp, s->q, n, hp->n_head, s->rope);
-        attn_task t = {hp, s->q, kc, vc, s->att, s->scores, kv->n_ctx, n, slot0,
-                       (n + ATT_QBLOCK - 1) / ATT_QBLOCK, 1};
-        attention(&t, n_threads < s->n_workers ? n_threads : s->n_workers);
+        attention(hp, s->q, kc, vc, s->att, s->scores, kv->n_ctx, n, slot0, n_threads);
         matmul(s->att, L->wo, s->xn, n, qd, d);
         for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->xn[i];
 
@@ -368,7 +363,7 @@ llama_context *llama_context_alloc(const llama_model *m, uint32_t n_ctx, uint32_
     ctx->k = calloc(per_layer * hp->n_layer, sizeof(float));
     ctx->v = calloc(per_layer * hp->n_layer, sizeof(float));
     uint32_t rows = n_ctx < LLAMA_UBATCH ? n_ctx : LLAMA_UBATCH;
-    if (!ctx->k || !ctx->v || scratch_alloc(&ctx->s, hp, rows, n_ctx, n_threads)) {
+    if (!ctx->k || !ctx->v || scratch_alloc(&ctx->s, hp, rows, n_ctx)) {
         llama_context_free(ctx);
         return NULL;
     }
@@ -465,7 +460,7 @@ int llama_compute_kv_prefix_layers(const llama_model *m, uint32_t n_layers, cons
     uint32_t rows = nn < LLAMA_UBATCH ? nn : LLAMA_UBATCH;
     /* Layer 0 alone needs no attention, hence no score buffer rows. */
     scratch s;
-    if (scratch_alloc(&s, &m->hp, rows, n_layers > 1 ? nn : 0, n_threads)) return LLAMA_E_NOMEM;
+    if (scratch_alloc(&s, &m->hp, rows, n_layers > 1 ? nn : 0)) return LLAMA_E_NOMEM;
     kv_view kv = {k_out, v_out, nn};
     for (uint32_t c = 0; c < nn; c += rows) {
         uint32_t nb = nn - c < rows ? nn - c : rows;

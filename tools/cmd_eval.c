@@ -1,7 +1,387 @@
-/* cmd_eval.c - placeholder replaced by the evaluation harness. */
+/* cmd_eval.c - kvtc eval: the real-model fidelity harness.
+ *
+ * For each window of the text (taken from its END, so that windows do not
+ * overlap the calibration windows `kvtc calibrate --model` takes from its
+ * start): prefill a prefix, take its float32 KV cache, and for each method
+ * round-trip that cache through the method, write it back, and score the
+ * continuation teacher-forced. Every method is compared with the run on
+ * the untouched float32 cache: perplexity of the continuation, mean
+ * KL(reference || method) of the next-token distributions, and top-1
+ * agreement (argmax equal). Ratios are against fp16 storage. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "eval/baselines.h"
+#include "model_kv.h"
+#include "util/cache.h"
+
+#define EVAL_MAX_METHODS 64
+
+typedef struct eval_method {
+    char name[64];
+    int is_kvtc;
+    baseline_kind baseline;   /* when !is_kvtc */
+    kvtc_basis *basis;        /* when is_kvtc */
+    double ratio;             /* KVTC target ratio */
+    /* accumulated */
+    double nll, kld;
+    uint64_t n_pred, n_top1;
+    double bits_coded, bits_total;      /* storage bits (coded tokens / whole cache) */
+    double fp16_coded, fp16_total;      /* fp16 bits of the same */
+    double encode_s, decode_s;
+} eval_method;
+
+typedef struct eval_opts {
+    uint32_t ctx, windows, n_sink, n_window, threads;
+    double prefix_frac;
+    int json;
+    const char *plot;
+} eval_opts;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* log-softmax of n logits into out (double). */
+static void log_softmax(const float *x, uint32_t n, double *out) {
+    double mx = x[0];
+    for (uint32_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double s = 0;
+    for (uint32_t i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    double lse = mx + log(s);
+    for (uint32_t i = 0; i < n; i++) out[i] = (double)x[i] - lse;
+}
+
+static uint32_t argmax(const float *x, uint32_t n) {
+    uint32_t b = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Score C predictions of a method against the reference logits. */
+static void score(eval_method *m, const float *ref, const float *got, const int32_t *next, uint32_t c,
+                  uint32_t vocab, double *lp_ref, double *lp_got) {
+    for (uint32_t i = 0; i < c; i++) {
+        const float *r = ref + (size_t)i * vocab, *g = got + (size_t)i * vocab;
+        log_softmax(r, vocab, lp_ref);
+        log_softmax(g, vocab, lp_got);
+        double kl = 0;
+        for (uint32_t j = 0; j < vocab; j++) kl += exp(lp_ref[j]) * (lp_ref[j] - lp_got[j]);
+        m->kld += kl > 0 ? kl : 0;
+        m->nll -= lp_got[next[i]];
+        m->n_top1 += argmax(r, vocab) == argmax(g, vocab);
+        m->n_pred++;
+    }
+}
+
+/* Round-trip k/v [L][H][n][d] (float32) through KVTC at fp16 storage. */
+static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometry *g, const llama_model *model,
+                          float *k, float *v, uint32_t n, const int32_t *ids) {
+    cache_file cf;
+    kvtc_result r = cache_file_alloc(&cf, g, KVTC_DTYPE_F16, n, 0, 1);
+    if (r) return cli_fail("eval", "%s", kvtc_result_string(r));
+    uint64_t elems = (uint64_t)g->n_layers * g->n_kv_heads * n * g->head_dim;
+    for (uint64_t i = 0; i < elems; i++) {
+        kvtc_store_elem(cf.cache.k, KVTC_DTYPE_F16, i, k[i]);
+        kvtc_store_elem(cf.cache.v, KVTC_DTYPE_F16, i, v[i]);
+    }
+    memcpy(cf.cache.token_ids, ids, sizeof(int32_t) * n);
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.ratio = m->ratio;
+    eo.n_sink = o->n_sink;
+    eo.n_window = o->n_window;
+    eo.n_threads = o->threads;
+    kvtc_decode_options dopt;
+    kvtc_decode_options_init(&dopt);
+    dopt.n_threads = o->threads;
+    dopt.recompute = model_recompute;
+    dopt.recompute_user = (void *)model;
+    kvtc_encoder *e = NULL;
+    kvtc_decoder *d = NULL;
+    void *buf = NULL;
+    int rc = 1;
+    size_t size = 0;
+    kvtc_stream_info info;
+    if ((r = kvtc_encoder_alloc(m->basis, &eo, &e)) || (r = kvtc_decoder_alloc(m->basis, &dopt, &d))) goto fail;
+    size_t cap = kvtc_compress_bound(e, &cf.cache);
+    if (!cap || !(buf = malloc(cap))) { r = cap ? KVTC_ERR_OUT_OF_MEMORY : KVTC_ERR_GEOMETRY_MISMATCH; goto fail; }
+    double t0 = now_s();
+    if ((r = kvtc_compress(e, &cf.cache, buf, cap, &size))) goto fail;
+    double t1 = now_s();
+    memset(cf.cache.k, 0, (size_t)kvtc_cache_tensor_bytes(g, KVTC_DTYPE_F16, n));
+    memset(cf.cache.v, 0, (size_t)kvtc_cache_tensor_bytes(g, KVTC_DTYPE_F16, n));
+    if ((r = kvtc_decompress(d, buf, size, &cf.cache))) goto fail;
+    m->encode_s += t1 - t0;
+    m->decode_s += now_s() - t1;
+    if ((r = kvtc_stream_get_info(buf, size, &info))) goto fail;
+    for (uint64_t i = 0; i < elems; i++) {
+        k[i] = kvtc_load_elem(cf.cache.k, KVTC_DTYPE_F16, i);
+        v[i] = kvtc_load_elem(cf.cache.v, KVTC_DTYPE_F16, i);
+    }
+    double per_tok16 = 2.0 * 16.0 * g->n_layers * g->n_kv_heads * g->head_dim;
+    m->bits_coded += 8.0 * (double)info.coded_bytes;
+    m->fp16_coded += per_tok16 * (double)info.n_coded_tokens;
+    m->bits_total += 8.0 * (double)size;
+    m->fp16_total += per_tok16 * n;
+    rc = 0;
+fail:
+    if (rc) cli_fail("eval", "%s: %s", m->name, kvtc_result_string(r));
+    free(buf);
+    kvtc_encoder_free(e);
+    kvtc_decoder_free(d);
+    cache_file_free(&cf);
+    return rc;
+}
+
+static int baseline_apply(eval_method *m, const eval_opts *o, const kvtc_geometry *g, float *k, float *v,
+                          uint32_t n) {
+    baseline_cost c;
+    int rc = baseline_roundtrip(m->baseline, k, v, g->n_layers, g->n_kv_heads, n, g->head_dim, o->n_sink,
+                                o->n_window, &c);
+    if (rc) return cli_fail("eval", "%s: baseline failed (%d)", m->name, rc);
+    m->bits_coded += c.bits_compressed;
+    m->fp16_coded += 16.0 * (double)c.values_compressed;
+    m->bits_total += c.bits_total;
+    m->fp16_total += 16.0 * (double)c.values_total;
+    return 0;
+}
+
+static void print_table(const eval_method *ms, uint32_t nm, double ref_ppl, FILE *f) {
+    fprintf(f, "%-22s %10s %10s %10s %9s %11s %8s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
+    fprintf(f, "%-22s %10s %10s %10.4f %9s %11s %8s\n", "reference (f32)", "1.00", "1.00", ref_ppl, "", "0", "100%");
+    for (uint32_t i = 0; i < nm; i++) {
+        const eval_method *m = &ms[i];
+        double ppl = exp(m->nll / (double)m->n_pred);
+        fprintf(f, "%-22s %10.2f %10.2f %10.4f %+8.2f%% %11.3e %7.2f%%\n", m->name,
+                m->bits_coded > 0 ? m->fp16_coded / m->bits_coded : 0.0,
+                m->bits_total > 0 ? m->fp16_total / m->bits_total : 0.0, ppl, 100.0 * (ppl / ref_ppl - 1.0),
+                m->kld / (double)m->n_pred, 100.0 * (double)m->n_top1 / (double)m->n_pred);
+    }
+}
+
+static void print_json(const eval_method *ms, uint32_t nm, double ref_ppl, const eval_opts *o, uint32_t prefix,
+                       uint32_t windows, uint64_t n_pred) {
+    printf("{\"ctx\": %u, \"prefix\": %u, \"windows\": %u, \"predictions_per_method\": %" PRIu64
+           ", \"n_sink\": %u, \"n_window\": %u, \"reference_ppl\": %.6f, \"methods\": [",
+           o->ctx, prefix, windows, n_pred, o->n_sink, o->n_window, ref_ppl);
+    for (uint32_t i = 0; i < nm; i++) {
+        const eval_method *m = &ms[i];
+        double ppl = exp(m->nll / (double)m->n_pred);
+        printf("%s\n  {\"name\": \"%s\", \"compression_ratio\": %.4f, \"compression_ratio_total\": %.4f, "
+               "\"ppl\": %.6f, \"ppl_change\": %.6f, \"kld\": %.6e, \"top1\": %.6f, \"encode_s\": %.4f, \"decode_s\": %.4f}",
+               i ? "," : "", m->name, m->bits_coded > 0 ? m->fp16_coded / m->bits_coded : 0.0,
+               m->bits_total > 0 ? m->fp16_total / m->bits_total : 0.0, ppl, ppl / ref_ppl - 1.0,
+               m->kld / (double)m->n_pred, (double)m->n_top1 / (double)m->n_pred, m->encode_s, m->decode_s);
+    }
+    printf("\n]}\n");
+}
+
+/* Rate-distortion plot with gnuplot: KL vs ratio (log-log), one point per method. */
+static int write_plot(const eval_method *ms, uint32_t nm, const char *png) {
+    char dat[] = "/tmp/kvtc-plot-XXXXXX";
+    int fd = mkstemp(dat);
+    if (fd < 0) return cli_fail("eval", "cannot create a temporary file for the plot");
+    FILE *f = fdopen(fd, "w");
+    if (!f) { close(fd); unlink(dat); return cli_fail("eval", "cannot write the plot data"); }
+    for (uint32_t i = 0; i < nm; i++) {
+        double kl = ms[i].kld / (double)ms[i].n_pred;
+        fprintf(f, "%g %g \"%s\" %d\n", ms[i].fp16_coded / ms[i].bits_coded, kl > 1e-9 ? kl : 1e-9, ms[i].name,
+                ms[i].is_kvtc);
+    }
+    fclose(f);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "gnuplot -e \"set terminal pngcairo size 900,600 noenhanced; set output '%s'; set logscale xy; "
+             "set xlabel 'compression ratio vs fp16 (compressed tokens)'; set ylabel 'mean KL divergence (nats)'; "
+             "set grid; set key off; set title 'KV cache compression: rate vs distortion'; "
+             "plot '%s' using 1:2:(\\$4==1?1:2) with points pt 7 ps 1.5 lc variable, "
+             "'' using 1:2:3 with labels offset 1,0.8 left font ',9'\"",
+             png, dat);
+    int rc = system(cmd);
+    unlink(dat);
+    if (rc != 0) return cli_fail("eval", "gnuplot failed (is gnuplot installed?)");
+    return 0;
+}
+
+static const char eval_help[] =
+    "usage: kvtc eval --model M.gguf --text T.txt --basis [NAME=]BASIS... [options]\n"
+    "  --basis [NAME=]PATH  a basis to evaluate at every --ratio; repeatable (NAME defaults to kvtc)\n"
+    "  --ratios LIST        KVTC target ratios, comma separated (default 8,16,32,64)\n"
+    "  --ctx N              window length (default: the model's context)\n"
+    "  --windows N          windows, taken from the END of the text (default 4)\n"
+    "  --prefix F           fraction of each window prefilled and compressed (default 0.75)\n"
+    "  --sink N / --window N  raw tokens at the start / end of the prefix (default 4 / 128)\n"
+    "  --no-baselines       skip f16, fp8_e4m3, q8_0, q4_0, kivi2\n"
+    "  --threads N          threads (default 2)\n"
+    "  --json               print one JSON object instead of the table\n"
+    "  --plot OUT.png       write a KL-vs-ratio plot (gnuplot)\n";
+
 int cmd_eval(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_fail("eval", "not built yet");
+    const char *model_path = NULL, *text_path = NULL;
+    const char *basis_specs[16];
+    int n_bases = 0, baselines = 1;
+    double ratios[16] = {8, 16, 32, 64};
+    int n_ratios = 4;
+    eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(eval_help, stdout); return 0; }
+        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--basis")) {
+            if (!(v = cli_value(argc, argv, &i))) return 2;
+            if (n_bases == 16) return cli_fail("eval", "at most 16 bases");
+            basis_specs[n_bases++] = v;
+        }
+        else if (!strcmp(a, "--ratios")) {
+            if (!(v = cli_value(argc, argv, &i))) return 2;
+            char tmp[256];
+            snprintf(tmp, sizeof tmp, "%s", v);
+            n_ratios = 0;
+            for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+                if (n_ratios == 16 || cli_parse_double(s, &ratios[n_ratios]) || ratios[n_ratios] <= 1)
+                    return cli_fail("eval", "--ratios takes up to 16 numbers > 1, comma separated");
+                n_ratios++;
+            }
+        }
+        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_fail("eval", "--ctx needs a count >= 8"); }
+        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.windows) || !o.windows) return cli_fail("eval", "--windows needs a count > 0"); }
+        else if (!strcmp(a, "--prefix")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_fail("eval", "--prefix needs a fraction in (0, 1)"); }
+        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) return cli_fail("eval", "--sink needs a count"); }
+        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_fail("eval", "--window needs a count"); }
+        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_fail("eval", "--threads needs 1..64"); }
+        else if (!strcmp(a, "--no-baselines")) baselines = 0;
+        else if (!strcmp(a, "--json")) o.json = 1;
+        else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return 2; }
+        else return cli_fail("eval", "unknown argument %s (see --help)", a);
+    }
+    if (!model_path || !text_path || (!n_bases && !baselines)) { fputs(eval_help, stderr); return 2; }
+
+    model_text mt;
+    if (model_text_load(&mt, model_path, text_path)) return 1;
+    const llama_hparams *hp = llama_model_hparams(mt.model);
+    kvtc_geometry g = model_geometry(mt.model);
+    if (!o.ctx) o.ctx = hp->n_ctx_train;
+    uint64_t avail = model_text_windows(&mt, o.ctx);
+    if (!avail) { model_text_free(&mt); return cli_fail("eval", "%s is shorter than one window of %u tokens", text_path, o.ctx); }
+    if (o.windows > avail) o.windows = (uint32_t)avail;
+    uint32_t prefix = (uint32_t)(o.ctx * o.prefix_frac), cont = o.ctx - prefix;
+    if (prefix < 1 || cont < 2) { model_text_free(&mt); return cli_fail("eval", "window too short for prefix %g", o.prefix_frac); }
+
+    eval_method *ms = calloc(EVAL_MAX_METHODS, sizeof *ms);
+    uint32_t nm = 0;
+    int rc = 1;
+    if (!ms) { model_text_free(&mt); return cli_fail("eval", "out of memory"); }
+    if (baselines) {
+        static const baseline_kind kinds[] = {BASELINE_F16, BASELINE_FP8_E4M3, BASELINE_Q8_0, BASELINE_Q4_0, BASELINE_KIVI2};
+        for (int i = 0; i < 5; i++) {
+            ms[nm].baseline = kinds[i];
+            snprintf(ms[nm].name, sizeof ms[nm].name, "%s", baseline_name(kinds[i]));
+            nm++;
+        }
+    }
+    for (int b = 0; b < n_bases; b++) {
+        const char *spec = basis_specs[b], *eq = strchr(spec, '=');
+        char label[32] = "kvtc";
+        if (eq) snprintf(label, sizeof label, "%.*s", (int)(eq - spec < 31 ? eq - spec : 31), spec);
+        const char *path = eq ? eq + 1 : spec;
+        void *buf;
+        size_t size;
+        char err[512];
+        kvtc_basis *basis;
+        if (cli_read_file(path, &buf, &size, err, sizeof err)) { cli_fail("eval", "%s", err); goto done; }
+        kvtc_result r = kvtc_basis_load(buf, size, &basis);
+        free(buf);
+        if (r) { cli_fail("eval", "basis %s: %s", path, kvtc_result_string(r)); goto done; }
+        if (!kvtc_geometry_equal(kvtc_basis_geometry(basis), &g)) {
+            kvtc_basis_free(basis);
+            cli_fail("eval", "basis %s was calibrated for another model geometry", path);
+            goto done;
+        }
+        for (int i = 0; i < n_ratios && nm < EVAL_MAX_METHODS; i++) {
+            uint32_t pi;
+            kvtc_basis_find_plan(basis, ratios[i], &pi);
+            kvtc_plan_info info;
+            kvtc_basis_plan_info(basis, pi, &info);
+            if (fabs(info.target_ratio / ratios[i] - 1.0) > 0.01) {
+                cli_fail("eval", "basis %s has no plan for ratio %g (closest %g): calibrate with --ratio %g", path,
+                         ratios[i], info.target_ratio, ratios[i]);
+                if (i == 0) kvtc_basis_free(basis);
+                goto done;
+            }
+            ms[nm].is_kvtc = 1;
+            ms[nm].basis = basis;
+            ms[nm].ratio = ratios[i];
+            snprintf(ms[nm].name, sizeof ms[nm].name, "%s@%g", label, ratios[i]);
+            nm++;
+        }
+    }
+
+    size_t vocab = hp->n_vocab;
+    size_t per = (size_t)g.n_layers * g.n_kv_heads * prefix * g.head_dim;
+    int32_t *tok = malloc(sizeof(int32_t) * o.ctx);
+    float *k0 = malloc(sizeof(float) * per), *v0 = malloc(sizeof(float) * per);
+    float *k = malloc(sizeof(float) * per), *v = malloc(sizeof(float) * per);
+    float *ref = malloc(sizeof(float) * cont * vocab), *got = malloc(sizeof(float) * cont * vocab);
+    double *lp1 = malloc(sizeof(double) * vocab), *lp2 = malloc(sizeof(double) * vocab);
+    llama_context *ctx = llama_context_alloc(mt.model, o.ctx, o.threads);
+    double ref_nll = 0;
+    uint64_t ref_n = 0;
+    int progress = cli_progress_enabled();
+    if (!tok || !k0 || !v0 || !k || !v || !ref || !got || !lp1 || !lp2 || !ctx) { cli_fail("eval", "out of memory"); goto done_bufs; }
+    for (uint32_t w = 0; w < o.windows; w++) {
+        model_text_window(&mt, o.ctx, w, 1, tok);
+        llama_context_set_n_past(ctx, 0);
+        if (llama_decode(ctx, tok, prefix, NULL)) { cli_fail("eval", "prefill: %s", llama_context_error(ctx)); goto done_bufs; }
+        model_ctx_read_kv(ctx, mt.model, prefix, k0, v0);
+        /* reference continuation; logits i predict token prefix + i + 1 */
+        if (llama_decode(ctx, tok + prefix, cont, ref)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
+        for (uint32_t i = 0; i + 1 < cont; i++) {
+            log_softmax(ref + (size_t)i * vocab, (uint32_t)vocab, lp1);
+            ref_nll -= lp1[tok[prefix + i + 1]];
+            ref_n++;
+        }
+        for (uint32_t mi = 0; mi < nm; mi++) {
+            eval_method *m = &ms[mi];
+            memcpy(k, k0, sizeof(float) * per);
+            memcpy(v, v0, sizeof(float) * per);
+            int bad = m->is_kvtc ? kvtc_roundtrip(m, &o, &g, mt.model, k, v, prefix, tok)
+                                 : baseline_apply(m, &o, &g, k, v, prefix);
+            if (bad) goto done_bufs;
+            model_ctx_write_kv(ctx, mt.model, prefix, k, v);
+            if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
+            score(m, ref, got, tok + prefix + 1, cont - 1, (uint32_t)vocab, lp1, lp2);
+            if (progress) fprintf(stderr, "\rkvtc eval: window %u/%u, method %u/%u   ", w + 1, o.windows, mi + 1, nm);
+        }
+    }
+    if (progress) fputc('\n', stderr);
+    double ref_ppl = exp(ref_nll / (double)ref_n);
+    if (o.json) print_json(ms, nm, ref_ppl, &o, prefix, o.windows, ref_n);
+    else {
+        printf("%s: %u window(s) of %u tokens from the end of %s; prefix %u (sinks %u, window %u raw for KVTC and kivi2), "
+               "%u scored continuation tokens per window\n",
+               model_path, o.windows, o.ctx, text_path, prefix, o.n_sink, o.n_window, cont - 1);
+        print_table(ms, nm, ref_ppl, stdout);
+    }
+    if (o.plot && write_plot(ms, nm, o.plot)) goto done_bufs;
+    rc = 0;
+done_bufs:
+    llama_context_free(ctx);
+    free(tok); free(k0); free(v0); free(k); free(v); free(ref); free(got); free(lp1); free(lp2);
+done:
+    for (uint32_t i = 0; i < nm; i++)
+        if (ms[i].is_kvtc && (i + 1 == nm || ms[i + 1].basis != ms[i].basis)) kvtc_basis_free(ms[i].basis);
+    free(ms);
+    model_text_free(&mt);
+    return rc;
 }
