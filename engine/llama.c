@@ -469,3 +469,55 @@ int llama_compute_kv_prefix_layers(const llama_model *m, uint32_t n_layers, cons
     scratch_free(&s);
     return LLAMA_OK;
 }
+
+/* ======================================================================== */
+/* BLAS backend check                                                       */
+/* ======================================================================== */
+
+/* Case-insensitive substring test, for OpenBLAS core names. */
+static int has_word(const char *s, const char *w) {
+    size_t n = strlen(w);
+    for (; *s; s++) {
+        size_t i = 0;
+        while (i < n && s[i] && (s[i] | 0x20) == (w[i] | 0x20)) i++;
+        if (i == n) return 1;
+    }
+    return 0;
+}
+
+int llama_blas_check(char *msg, size_t len) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    const char *core = openblas_get_corename();
+    if (!core) return 0;
+    static const char *const avx512[] = {"skylakex", "cooperlake", "sapphire"};
+    static const char *const avx2[] = {"haswell", "zen", "skylakex", "cooperlake", "sapphire"};
+    const char *const *good = NULL;
+    size_t n_good = 0;
+    const char *suggest = NULL, *isa = NULL;
+    if (__builtin_cpu_supports("avx512f")) {
+        good = avx512;
+        n_good = sizeof(avx512) / sizeof(avx512[0]);
+        suggest = "SkylakeX";
+        isa = "AVX-512";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        good = avx2;
+        n_good = sizeof(avx2) / sizeof(avx2[0]);
+        suggest = "Haswell";
+        isa = "AVX2/FMA";
+    } else {
+        return 0;
+    }
+    for (size_t i = 0; i < n_good; i++)
+        if (has_word(core, good[i])) return 0;
+    if (msg && len)
+        snprintf(msg, len,
+                 "OpenBLAS uses '%s' kernels on a CPU with %s: sgemm runs several times "
+                 "slower than it could; set OPENBLAS_CORETYPE=%s before starting the program",
+                 core, isa, suggest);
+    return 1;
+#else
+    (void)msg;
+    (void)len;
+    return 0;
+#endif
+}

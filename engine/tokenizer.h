@@ -12,6 +12,10 @@
  * As in SentencePiece, only normal and user-defined pieces take part in merges,
  * so text that happens to spell "<s>" or "<0x0A>" is not turned into control
  * or byte tokens. Special-token syntax in the text is not parsed.
+ *
+ * Invalid UTF-8: a lead byte 0xF0-0xFF claims 4 bytes whatever follows (as in
+ * llama.cpp), so such text does not always detokenize to itself; valid UTF-8
+ * and stray continuation bytes do.
  */
 #ifndef KVTC_ENGINE_TOKENIZER_H
 #define KVTC_ENGINE_TOKENIZER_H

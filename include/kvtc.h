@@ -253,7 +253,15 @@ typedef struct kvtc_encode_options {
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */
     uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
     int deflate_level;           /* libdeflate level 0..12 (default 6) */
+    uint32_t entropy_codec;      /* KVTC_CODEC_DEFLATE (default) or KVTC_CODEC_RANS */
 } kvtc_encode_options;
+
+/* Entropy codecs of the chunk payloads (docs/FORMAT.md). Both code the same
+ * payload bytes; a decoder reads either. DEFLATE is what any inflate reads;
+ * RANS (interleaved static rANS) is built for GPUs and decodes there at
+ * memory speed. */
+#define KVTC_CODEC_DEFLATE 1u
+#define KVTC_CODEC_RANS 2u
 
 void kvtc_encode_options_init(kvtc_encode_options *o);
 
@@ -285,7 +293,7 @@ typedef struct kvtc_stream_info {
     uint64_t n_coded_tokens;     /* tokens transform-coded */
     uint32_t n_chunks, chunk_tokens;
     uint32_t recompute_layers;   /* decoder must recompute these leading layers */
-    uint32_t entropy_codec;      /* 1 = DEFLATE */
+    uint32_t entropy_codec;      /* KVTC_CODEC_DEFLATE or KVTC_CODEC_RANS */
     int has_positions;           /* explicit positions stored */
     int has_token_ids;           /* token ids stored */
     uint64_t basis_fingerprint;

@@ -347,6 +347,8 @@ static void test_stories(void) {
 }
 
 int main(void) {
+    char note[256];
+    if (llama_blas_check(note, sizeof(note))) printf("note: %s\n", note);
     test_eval_model();
     test_stories();
     return TEST_REPORT();

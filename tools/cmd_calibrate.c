@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "io/cache_file.h"
 #include "model_kv.h"
+#include "sensitivity.h"
 
 static const char calibrate_help[] =
     "usage: kvtc calibrate -o BASIS [options] CACHE.safetensors...\n"
@@ -22,7 +23,10 @@ static const char calibrate_help[] =
     "  --rank N             components of the randomized PCA (default 2048)\n"
     "  --no-rope-removal    keep RoPE on keys during PCA (ablation)\n"
     "  --separate-kv        split the bit budget equally between K and V (ablation)\n"
-    "  --seed S             sampling and randomized-PCA seed (default 1)\n";
+    "  --seed S             sampling and randomized-PCA seed (default 1)\n"
+    "  --sensitivity        (with --model) weight the distortion by the model's measured KL\n"
+    "                       sensitivity per layer, head and K/V (stored in the basis)\n"
+    "  --sens-windows N     windows used to measure sensitivity (default 2)\n";
 
 static double now_s(void) {
     struct timespec ts;
@@ -35,7 +39,9 @@ int cmd_calibrate(int argc, char **argv) {
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0;
     double ratios[64];
-    uint32_t n_ratios = 0, ctx = 0, windows = 8;
+    uint32_t n_ratios = 0, ctx = 0, windows = 8, sens_windows = 2;
+    int sensitivity = 0;
+    float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
     int rc = 2;
@@ -68,10 +74,13 @@ int cmd_calibrate(int argc, char **argv) {
             else { rc = cli_fail("calibrate", "--pca takes auto, exact or randomized"); goto done_args; }
         }
         else if (!strcmp(a, "--no-rope-removal")) o.remove_rope = 0;
+        else if (!strcmp(a, "--sensitivity")) sensitivity = 1;
+        else if (!strcmp(a, "--sens-windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_fail("calibrate", "--sens-windows needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--separate-kv")) o.joint_kv_budget = 0;
         else if (a[0] == '-') { rc = cli_fail("calibrate", "unknown option %s (see --help)", a); goto done_args; }
         else inputs[n_inputs++] = a;
     }
+    if (sensitivity && !model_path) { rc = cli_fail("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
     if (!out || (!n_inputs && !model_path) || (model_path && !text_path) || (n_inputs && model_path)) {
         fputs(calibrate_help, stderr);
         goto done_args;
@@ -96,6 +105,19 @@ int cmd_calibrate(int argc, char **argv) {
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
             windows = (uint32_t)avail;
+        }
+        if (sensitivity) {
+            size_t p = (size_t)g.n_layers * g.n_kv_heads * g.head_dim;
+            sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, 2};
+            wk = malloc(sizeof(float) * p);
+            wv = malloc(sizeof(float) * p);
+            if (!wk || !wv || sensitivity_measure(&mt, &so, wk, wv, progress)) {
+                model_text_free(&mt);
+                if (!wk || !wv) cli_fail("calibrate", "out of memory");
+                goto done_args;
+            }
+            o.weights_k = wk;
+            o.weights_v = wv;
         }
         int32_t *tok = malloc(sizeof(int32_t) * ctx);
         if (!tok || (r = kvtc_calibrator_alloc(&g, &o, &cal))) {
@@ -158,6 +180,8 @@ done:
     kvtc_basis_free(basis);
     kvtc_calibrator_free(cal);
 done_args:
+    free(wk);
+    free(wv);
     free(inputs);
     return rc;
 }

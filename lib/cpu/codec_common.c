@@ -22,6 +22,7 @@ static raw_runs runs_of(const container_header *h, uint64_t lh) {
 
 void codec_cache_to_raw(const container_header *h, const void *tensor, uint8_t *section) {
     const uint8_t *t8 = tensor;
+    if (!container_raw_tokens(h)) return; /* an empty cache may have NULL tensors: no memcpy(NULL, ..., 0) */
     for (uint64_t lh = 0; lh < (uint64_t)h->geometry.n_layers * h->geometry.n_kv_heads; lh++) {
         raw_runs r = runs_of(h, lh);
         memcpy(section + r.section, t8 + r.sink, r.sink_bytes);
@@ -31,6 +32,7 @@ void codec_cache_to_raw(const container_header *h, const void *tensor, uint8_t *
 
 void codec_raw_to_cache(const container_header *h, const uint8_t *section, void *tensor) {
     uint8_t *t8 = tensor;
+    if (!container_raw_tokens(h)) return; /* an empty cache may have NULL tensors: no memcpy(NULL, ..., 0) */
     for (uint64_t lh = 0; lh < (uint64_t)h->geometry.n_layers * h->geometry.n_kv_heads; lh++) {
         raw_runs r = runs_of(h, lh);
         memcpy(t8 + r.sink, section + r.section, r.sink_bytes);

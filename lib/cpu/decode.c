@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu/codec_common.h"
+#include "entropy/rans.h"
 #include "format/container.h"
 #include "quant/group_quant.h"
 #include "transform/project.h"
@@ -118,10 +119,15 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
     if (ce.payload_size != want) return KVTC_ERR_CORRUPT;
     const uint8_t *z = b->buf + b->h->sections[SEC_CHUNK_DATA].offset + ce.offset;
     if (libdeflate_crc32(0, z, ce.size) != ce.crc32) return KVTC_ERR_CORRUPT;
-    size_t got = 0;
-    enum libdeflate_result lr =
-        libdeflate_deflate_decompress(b->d->dec[worker], z, ce.size, b->payload[worker], (size_t)want, &got);
-    if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
+    if (b->h->codec == CONTAINER_CODEC_RANS) {
+        r = rans_decode(z, ce.size, b->payload[worker], (size_t)want);
+        if (r) return r;
+    } else {
+        size_t got = 0;
+        enum libdeflate_result lr = libdeflate_deflate_decompress(b->d->dec[worker], z, ce.size,
+                                                                  b->payload[worker], (size_t)want, &got);
+        if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
+    }
     uint64_t t0 = (uint64_t)item * b->chunk_tokens;
     quant_decode(pk, pv, b->payload[worker], ce.n_tokens, b->dk + t0 * pk->rank_used, pk->rank_used,
                  b->dv + t0 * pv->rank_used, pv->rank_used);

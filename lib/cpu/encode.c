@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/codec_common.h"
+#include "entropy/rans.h"
 #include "format/container.h"
 #include "quant/group_quant.h"
 #include "transform/project.h"
@@ -31,6 +32,7 @@ void kvtc_encode_options_init(kvtc_encode_options *o) {
     o->chunk_tokens = 256;
     o->n_threads = 1;
     o->deflate_level = 6;
+    o->entropy_codec = KVTC_CODEC_DEFLATE;
 }
 
 void kvtc_encoder_free(kvtc_encoder *e) {
@@ -54,7 +56,8 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
     }
     if (o.n_threads == 0) o.n_threads = 1;
     if (o.n_threads > 256 || o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS ||
-        o.deflate_level < 0 || o.deflate_level > 12 || !(o.ratio > 0))
+        o.deflate_level < 0 || o.deflate_level > 12 || !(o.ratio > 0) ||
+        (o.entropy_codec != KVTC_CODEC_DEFLATE && o.entropy_codec != KVTC_CODEC_RANS))
         return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_encoder *e = calloc(1, sizeof *e);
     if (!e) return KVTC_ERR_OUT_OF_MEMORY;
@@ -84,7 +87,7 @@ static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, co
     h->geometry = c->geometry;
     h->geometry.rope_dim = kvtc_geometry_rope_dim(&c->geometry);
     h->dtype = c->dtype;
-    h->codec = CONTAINER_CODEC_DEFLATE;
+    h->codec = (uint8_t)e->opt.entropy_codec;
     h->rope_removed = (uint8_t)b->rope_removed;
     h->recompute_layers = b->recompute_layers;
     h->n_tokens = c->n_tokens;
@@ -116,6 +119,15 @@ static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *
     return KVTC_OK;
 }
 
+/* Largest coded size of a chunk payload of n bytes under the encoder's codec. */
+static size_t chunk_bound(const kvtc_encoder *e, size_t n) {
+    if (e->opt.entropy_codec == KVTC_CODEC_RANS) {
+        const basis_plan *pl = &e->basis->plans[e->plan];
+        return rans_bound(n, 2 * (pl->k.n_groups + pl->v.n_groups));
+    }
+    return libdeflate_deflate_compress_bound(e->comp[0], n);
+}
+
 size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *c) {
     if (!e || encoder_check_cache(e, c)) return 0;
     container_header h;
@@ -128,7 +140,7 @@ size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *c) {
         uint64_t n = coded - first < h.chunk_tokens ? coded - first : h.chunk_tokens;
         uint64_t payload = quant_payload_size(&pl->k, &pl->v, n);
         if (payload > UINT32_MAX) return 0;
-        data += libdeflate_deflate_compress_bound(e->comp[0], (size_t)payload);
+        data += chunk_bound(e, (size_t)payload);
     }
     if (container_layout(&h, data)) return 0;
     return h.total_size > SIZE_MAX ? 0 : (size_t)h.total_size;
@@ -158,9 +170,20 @@ static int encode_chunk(void *p, uint32_t item, uint32_t worker) {
     uint64_t psize = quant_payload_size(pk, pv, n);
     quant_encode(pk, pv, b->dk + t0 * pk->rank_used, pk->rank_used, b->dv + t0 * pv->rank_used,
                  pv->rank_used, n, b->payload[worker]);
-    size_t z = libdeflate_deflate_compress(b->e->comp[worker], b->payload[worker], (size_t)psize,
-                                           b->zbuf[item], b->zcap);
-    if (z == 0) return KVTC_ERR_TOO_LARGE; /* cannot happen: zcap is the bound */
+    size_t z = 0;
+    if (b->e->opt.entropy_codec == KVTC_CODEC_RANS) {
+        uint32_t cap = 2 * (pk->n_groups + pv->n_groups);
+        rans_segment *segs = malloc(sizeof *segs * (cap ? cap : 1));
+        if (!segs) return KVTC_ERR_OUT_OF_MEMORY;
+        uint32_t ns = rans_plan_segments(pk, pv, n, segs, cap);
+        kvtc_result r = rans_encode(b->payload[worker], (size_t)psize, segs, ns, b->zbuf[item], b->zcap, &z);
+        free(segs);
+        if (r) return r;
+    } else {
+        z = libdeflate_deflate_compress(b->e->comp[worker], b->payload[worker], (size_t)psize, b->zbuf[item],
+                                        b->zcap);
+        if (z == 0) return KVTC_ERR_TOO_LARGE; /* cannot happen: zcap is the bound */
+    }
     b->zsize[item] = z;
     b->zcrc[item] = libdeflate_crc32(0, b->zbuf[item], z);
     b->payload_size[item] = (uint32_t)psize;
@@ -200,7 +223,7 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     const basis_stream *bk = &b->k, *bv = &b->v;
     uint32_t p = bk->p;
     size_t max_payload = (size_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
-    size_t zcap = libdeflate_deflate_compress_bound(e->comp[0], max_payload);
+    size_t zcap = chunk_bound(e, max_payload);
     float *x = malloc(sizeof(float) * (batch_tokens ? batch_tokens : 1) * p);
     float *dk = malloc(sizeof(float) * (batch_tokens * pl->k.rank_used + 1));
     float *dv = malloc(sizeof(float) * (batch_tokens * pl->v.rank_used + 1));

@@ -85,7 +85,7 @@ void container_write_prefix(const container_header *h, uint8_t *out) {
     kvtc_store_u32(out + 124, libdeflate_crc32(0, out, 124));
 }
 
-kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_header *h) {
+static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header *h, int body) {
     memset(h, 0, sizeof *h);
     if (size < 8) return memcmp(buf, KVTC_MAGIC_BYTES, size) == 0 && size ? KVTC_ERR_TRUNCATED : KVTC_ERR_BAD_MAGIC;
     if (memcmp(buf, KVTC_MAGIC_BYTES, 8) != 0) return KVTC_ERR_BAD_MAGIC;
@@ -108,7 +108,8 @@ kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_hea
     h->codec = buf[38];
     h->rope_removed = buf[39];
     g->rope_theta = kvtc_bits_f32(kvtc_load_u32(buf + 40));
-    if (h->codec != CONTAINER_CODEC_DEFLATE || h->rope_removed > 1) return KVTC_ERR_CORRUPT;
+    if ((h->codec != CONTAINER_CODEC_DEFLATE && h->codec != CONTAINER_CODEC_RANS) || h->rope_removed > 1)
+        return KVTC_ERR_CORRUPT;
     if (g->rope_type == KVTC_ROPE_NONE) {
         /* rope fields are meaningless without RoPE; accept what was written */
         if (!(g->rope_theta >= 0.0f) || g->rope_dim > g->head_dim) return KVTC_ERR_CORRUPT;
@@ -154,6 +155,7 @@ kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_hea
             return KVTC_ERR_CORRUPT;
     }
     if (h->total_size != want.total_size) return KVTC_ERR_CORRUPT;
+    if (!body) return KVTC_OK;
     if (size < h->total_size) return KVTC_ERR_TRUNCATED;
     for (int s = 0; s < SEC_COUNT; s++) {
         if (s == SEC_CHUNK_DATA) continue;
@@ -161,6 +163,14 @@ kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_hea
         if (libdeflate_crc32(0, buf + e->offset, (size_t)e->size) != e->crc32) return KVTC_ERR_CORRUPT;
     }
     return KVTC_OK;
+}
+
+kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_header *h) {
+    return read_prefix(buf, size, h, 1);
+}
+
+kvtc_result container_read_prefix_only(const uint8_t *buf, size_t size, container_header *h) {
+    return read_prefix(buf, size, h, 0);
 }
 
 void container_write_chunk_entry(const container_chunk_entry *e, uint8_t *out) {

@@ -14,6 +14,7 @@
 #define CONTAINER_SECTION_ENTRY 24u
 #define CONTAINER_CHUNK_ENTRY 24u
 #define CONTAINER_CODEC_DEFLATE 1u
+#define CONTAINER_CODEC_RANS 2u
 #define CONTAINER_MAX_CHUNK_TOKENS 65536u
 
 #define CONTAINER_FLAG_POSITIONS 1u
@@ -25,7 +26,7 @@ enum container_section {
     SEC_RAW_K,         /* dtype [n_layers][n_kv_heads][n_sink + n_window][head_dim] */
     SEC_RAW_V,
     SEC_CHUNK_INDEX,   /* n_chunks x chunk_entry */
-    SEC_CHUNK_DATA,    /* the DEFLATE chunks back to back */
+    SEC_CHUNK_DATA,    /* the entropy-coded chunks back to back */
     SEC_COUNT
 };
 
@@ -40,7 +41,7 @@ typedef struct container_chunk_entry {
     uint32_t size;        /* compressed bytes */
     uint32_t crc32;       /* of the compressed bytes */
     uint32_t n_tokens;
-    uint32_t payload_size;/* bytes after inflation */
+    uint32_t payload_size;/* bytes after entropy decoding */
 } container_chunk_entry;
 
 typedef struct container_header {
@@ -78,6 +79,12 @@ void container_write_prefix(const container_header *h, uint8_t *out);
 /* Parse and fully validate header, table and (CRC of) every non-chunk
  * section of buf[0..size). */
 kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_header *h);
+
+/* Like container_read_prefix, but reads and validates only the header and
+ * the section table (buf holds at least container_prefix_size() bytes; the
+ * sections are not checked): for decoders that verify the sections
+ * elsewhere, e.g. on a GPU. */
+kvtc_result container_read_prefix_only(const uint8_t *buf, size_t size, container_header *h);
 
 /* Read and validate chunk entry i (bounds, token counts, payload size
  * against `expected_payload` for its token count computed by the caller). */
