@@ -117,8 +117,10 @@ int32_t llama_token_eos(const llama_model *m); /* -1 when none */
 typedef struct llama_context llama_context;
 
 /* A context with a float32 KV cache of n_ctx positions (n_ctx 0 means
- * n_ctx_train) and up to n_threads attention threads (0 means 1). NULL on
- * allocation failure or bad arguments. */
+ * n_ctx_train), zero-filled, and up to n_threads threads (0 means 1) for the
+ * attention softmax. The matrix products are OpenBLAS calls made from the
+ * calling thread, which OpenBLAS parallelizes itself (OPENBLAS_NUM_THREADS);
+ * results do not depend on n_threads. NULL on allocation failure. */
 llama_context *llama_context_alloc(const llama_model *m, uint32_t n_ctx, uint32_t n_threads);
 void llama_context_free(llama_context *ctx);
 

@@ -212,6 +212,14 @@ typedef struct kvtc_calibrate_options {
     /* Group sizes the DP may use, as a bit mask of KVTC_GROUP_* (0 = all). */
     uint32_t group_size_mask;
     int joint_kv_budget;         /* 1 (default): one budget shared by K and V */
+    /* Ablation knobs (the paper's choices are the defaults, 0):
+     * pca_per_layer: a separate PCA per layer instead of one across all
+     *   layers (exact PCA of each layer block; the basis is block-diagonal);
+     * uniform_allocation: one bit width for every kept coordinate, in groups
+     *   of 64, with the width and the number of kept components chosen to
+     *   minimize the expected error under the same budget, instead of the DP. */
+    int pca_per_layer;
+    int uniform_allocation;
 } kvtc_calibrate_options;
 
 #define KVTC_GROUP_1 (1u << 0)

@@ -4,6 +4,7 @@
 # quality / ratio table of KVTC next to fp16, fp8, q8_0, q4_0 and KIVI-2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/blas-env.sh
 scripts/install-deps.sh
 scripts/build.sh
 mkdir -p out

@@ -29,6 +29,8 @@ static uint8_t *g_ref_k, *g_ref_v;   /* reference decode */
 static int64_t g_ref_pos[N_TOK];
 static kvtc_decoder *g_dec;
 
+static int g_nonfinite; /* set by try_decode: an OK decode produced NaN/Inf */
+
 static int is_trunc_or_corrupt(kvtc_result r) { return r == KVTC_ERR_TRUNCATED || r == KVTC_ERR_CORRUPT; }
 
 /* get_info + decompress on an exact-size copy of buf[0..size). Returns the
@@ -46,6 +48,12 @@ static kvtc_result try_decode(const uint8_t *buf, size_t size, int *same, kvtc_r
     kvtc_result rd = kvtc_decompress(g_dec, copy, size, &out);
     if (r == KVTC_OK) r = rd;
     else if (rd == KVTC_OK) r = KVTC_ERR_INVALID_ARGUMENT + 1000; /* info failed, decode passed: inconsistent */
+    g_nonfinite = 0;
+    if (r == KVTC_OK)
+        for (uint64_t i = 0; i < g_info.k_bytes / 2; i++) {
+            float a = kvtc_f16_to_f32(((uint16_t *)out.k)[i]), b = kvtc_f16_to_f32(((uint16_t *)out.v)[i]);
+            if (!isfinite(a) || !isfinite(b)) { g_nonfinite = 1; break; }
+        }
     if (r == KVTC_OK && same)
         *same = memcmp(out.k, g_ref_k, (size_t)g_info.k_bytes) == 0 &&
                 memcmp(out.v, g_ref_v, (size_t)g_info.v_bytes) == 0 &&
@@ -68,12 +76,12 @@ static void fix_section_crc(uint8_t *b, int s) {
     fix_table_crc(b);
 }
 
-static void setup(void) {
+static void setup(uint32_t codec) {
     g_geo = synth_geometry(2, 1, 32, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
     synth_params_init(&sp, &g_geo, KVTC_DTYPE_F16, 300);
     const double ratios[2] = {8, 16};
-    CHECK(synth_calibrate(&sp, 2, 4, 16, ratios, 2, &g_basis) == KVTC_OK);
+    if (!g_basis) CHECK(synth_calibrate(&sp, 2, 4, 16, ratios, 2, &g_basis) == KVTC_OK);
     int64_t pos[N_TOK];
     for (int t = 0; t < N_TOK; t++) pos[t] = 5000 + 3 * t;
     synth_params tp = sp;
@@ -87,9 +95,10 @@ static void setup(void) {
     eo.n_sink = 4;
     eo.n_window = 16;
     eo.chunk_tokens = CHUNK;
+    eo.entropy_codec = codec;
     CHECK(synth_compress(g_basis, &eo, &sc.c, &g_stream, &g_size) == KVTC_OK);
     CHECK(kvtc_stream_get_info(g_stream, g_size, &g_info) == KVTC_OK);
-    CHECK(g_info.n_chunks == 3 && g_info.has_positions);
+    CHECK(g_info.n_chunks == 3 && g_info.has_positions && g_info.entropy_codec == codec);
     CHECK(kvtc_decoder_alloc(g_basis, NULL, &g_dec) == KVTC_OK);
     kvtc_cache out;
     CHECK(synth_alloc_like(&g_geo, KVTC_DTYPE_F16, N_TOK, 1, &out) == 0);
@@ -179,6 +188,38 @@ static void test_tamper_fixed_crc(void) {
     }
     CHECK_MSG(silent == 0, "%d tampered streams decoded OK to other data", silent);
     printf("tamper with fixed CRCs: %d accepted, all decoding identically\n", accepted);
+    free(b);
+}
+
+/* Corrupt the entropy-coded chunk bytes and fix up the chunk's CRC: the
+ * entropy decoder itself sees hostile input. It may decode (the data are
+ * then "valid" by construction) or fail, but must never crash or read/write
+ * out of bounds (run under ASan). */
+static void test_chunk_fuzz(void) {
+    uint8_t *b = malloc(g_size);
+    const uint8_t *tab = g_stream + 128;
+    uint64_t idx_off = kvtc_load_u64(tab + 24 * 4), data_off = kvtc_load_u64(tab + 24 * 5);
+    uint64_t data_size = kvtc_load_u64(tab + 24 * 5 + 8);
+    int ok = 0, failed = 0, bad_code = 0, nonfinite = 0;
+    for (uint64_t i = 0; i < data_size; i++)
+        for (int m = 0; m < 2; m++) {
+            memcpy(b, g_stream, g_size);
+            b[data_off + i] ^= m ? 0x10 : 0xFF;
+            for (uint32_t c = 0; c < g_info.n_chunks; c++) {
+                uint8_t *e = b + idx_off + 24ull * c;
+                uint64_t off = kvtc_load_u64(e);
+                uint32_t size = kvtc_load_u32(e + 8);
+                if (i >= off && i < off + size) kvtc_store_u32(e + 12, libdeflate_crc32(0, b + data_off + off, size));
+            }
+            fix_section_crc(b, 4);
+            kvtc_result r = try_decode(b, g_size, NULL, NULL);
+            if (r == KVTC_OK) { ok++; nonfinite += g_nonfinite; }
+            else if (r == KVTC_ERR_CORRUPT) failed++;
+            else bad_code++;
+        }
+    CHECK_MSG(bad_code == 0, "%d corrupt chunks (valid CRC) gave a code other than CORRUPT", bad_code);
+    printf("chunk bytes tampered with fixed CRC: %d decoded (%d of them to NaN/Inf), %d CORRUPT\n", ok, nonfinite,
+           failed);
     free(b);
 }
 
@@ -555,21 +596,34 @@ static void test_misc(void) {
     CHECK(kvtc_basis_serialized_size(NULL) == 0);
 }
 
+static void teardown_stream(void) {
+    kvtc_decoder_free(g_dec);
+    free(g_stream);
+    free(g_ref_k);
+    free(g_ref_v);
+    g_dec = NULL;
+    g_stream = NULL;
+    g_ref_k = g_ref_v = NULL;
+}
+
 int main(void) {
-    setup();
-    if (!g_basis || !g_stream || !g_dec) return TEST_REPORT();
-    printf("stream: %zu bytes, %u chunks\n", g_size, g_info.n_chunks);
-    test_truncation();
-    test_flips();
-    test_tamper_fixed_crc();
+    /* the stream sweeps run for every entropy codec; the rest once */
+    const uint32_t codecs[] = {KVTC_CODEC_DEFLATE, KVTC_CODEC_RANS};
+    for (int ci = 1; ci >= 0; ci--) {
+        setup(codecs[ci]);
+        if (!g_basis || !g_stream || !g_dec) return TEST_REPORT();
+        printf("codec %u: stream %zu bytes, %u chunks\n", codecs[ci], g_size, g_info.n_chunks);
+        test_truncation();
+        test_flips();
+        test_tamper_fixed_crc();
+        test_chunk_fuzz();
+        if (ci) teardown_stream();
+    }
     test_magic_version();
     test_mismatch();
     test_basis_files();
     test_misc();
-    kvtc_decoder_free(g_dec);
+    teardown_stream();
     kvtc_basis_free(g_basis);
-    free(g_stream);
-    free(g_ref_k);
-    free(g_ref_v);
     return TEST_REPORT();
 }

@@ -23,6 +23,8 @@ static const char calibrate_help[] =
     "  --rank N             components of the randomized PCA (default 2048)\n"
     "  --no-rope-removal    keep RoPE on keys during PCA (ablation)\n"
     "  --separate-kv        split the bit budget equally between K and V (ablation)\n"
+    "  --per-layer-pca      one PCA per layer instead of across layers (ablation)\n"
+    "  --uniform-bits       one bit width for all kept components instead of the DP (ablation)\n"
     "  --seed S             sampling and randomized-PCA seed (default 1)\n"
     "  --sensitivity        (with --model) weight the distortion by the model's measured KL\n"
     "                       sensitivity per layer, head and K/V (stored in the basis)\n"
@@ -77,6 +79,8 @@ int cmd_calibrate(int argc, char **argv) {
         else if (!strcmp(a, "--sensitivity")) sensitivity = 1;
         else if (!strcmp(a, "--sens-windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_fail("calibrate", "--sens-windows needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--separate-kv")) o.joint_kv_budget = 0;
+        else if (!strcmp(a, "--per-layer-pca")) o.pca_per_layer = 1;
+        else if (!strcmp(a, "--uniform-bits")) o.uniform_allocation = 1;
         else if (a[0] == '-') { rc = cli_fail("calibrate", "unknown option %s (see --help)", a); goto done_args; }
         else inputs[n_inputs++] = a;
     }

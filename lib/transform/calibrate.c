@@ -157,6 +157,46 @@ typedef struct stream_fit {
     dp_curve cv;
 } stream_fit;
 
+static kvtc_result fit_stats(const float *rows, uint64_t n, uint32_t p, stream_fit *f);
+
+/* Ablation: exact PCA of each layer's block of coordinates, merged into one
+ * block-diagonal basis ordered by eigenvalue. */
+static kvtc_result fit_stream_per_layer(kvtc_calibrator *c, const float *rows, stream_fit *f, uint64_t n,
+                                        uint32_t p) {
+    uint32_t L = c->g.n_layers - c->o.recompute_layers;
+    uint32_t q = p / L; /* coordinates per layer */
+    basis_stream *s = &f->bs;
+    s->rank = p;
+    s->basis = calloc((size_t)p * p, sizeof(float));
+    s->eigenvalues = malloc(sizeof(float) * p);
+    float *blk = malloc(sizeof(float) * n * q);
+    float *lb = malloc(sizeof(float) * (size_t)q * q), *le = malloc(sizeof(float) * q);
+    float *all_b = malloc(sizeof(float) * (size_t)p * q), *all_e = malloc(sizeof(float) * p);
+    uint32_t *next = calloc(L, sizeof(uint32_t));
+    kvtc_result r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!s->basis || !s->eigenvalues || !blk || !lb || !le || !all_b || !all_e || !next) goto done;
+    for (uint32_t l = 0; l < L; l++) {
+        for (uint64_t t = 0; t < n; t++) memcpy(blk + t * q, rows + t * p + (size_t)l * q, sizeof(float) * q);
+        if ((r = pca_exact(blk, n, q, q, lb, le))) goto done;
+        memcpy(all_b + (size_t)l * q * q, lb, sizeof(float) * (size_t)q * q);
+        memcpy(all_e + (size_t)l * q, le, sizeof(float) * q);
+    }
+    /* merge the L descending lists */
+    for (uint32_t j = 0; j < p; j++) {
+        int best = -1;
+        for (uint32_t l = 0; l < L; l++)
+            if (next[l] < q && (best < 0 || all_e[(size_t)l * q + next[l]] > all_e[(size_t)best * q + next[best]]))
+                best = (int)l;
+        uint32_t k = next[best]++;
+        s->eigenvalues[j] = all_e[(size_t)best * q + k];
+        memcpy(s->basis + (size_t)j * p + (size_t)best * q, all_b + ((size_t)best * q + k) * q, sizeof(float) * q);
+    }
+    r = fit_stats(rows, n, p, f);
+done:
+    free(blk); free(lb); free(le); free(all_b); free(all_e); free(next);
+    return r;
+}
+
 static kvtc_result fit_stream(kvtc_calibrator *c, float *rows, const float *w, stream_fit *f) {
     uint32_t p = c->p;
     uint64_t n = c->n_rows;
@@ -174,6 +214,7 @@ static kvtc_result fit_stream(kvtc_calibrator *c, float *rows, const float *w, s
     for (uint64_t t = 0; t < n; t++)
         for (uint32_t i = 0; i < p; i++) rows[t * p + i] = (rows[t * p + i] - s->mean[i]) * w[i];
 
+    if (c->o.pca_per_layer) return fit_stream_per_layer(c, rows, f, n, p);
     int exact = c->o.pca_method == KVTC_PCA_EXACT ||
                 (c->o.pca_method == KVTC_PCA_AUTO && p <= CALIB_EXACT_MAX_P);
     uint32_t rank = exact ? p : (c->o.max_rank ? c->o.max_rank : CALIB_AUTO_RANK);
@@ -189,7 +230,14 @@ static kvtc_result fit_stream(kvtc_calibrator *c, float *rows, const float *w, s
                                            s->basis, s->eigenvalues);
     if (r) return r;
 
-    /* DP statistics on (a subsample of) the projections */
+    return fit_stats(rows, n, p, f);
+}
+
+/* DP statistics on (a subsample of) the projections of centered, weighted rows. */
+static kvtc_result fit_stats(const float *rows, uint64_t n, uint32_t p, stream_fit *f) {
+    const basis_stream *s = &f->bs;
+    uint32_t rank = s->rank;
+    kvtc_result r;
     uint64_t ns = n < CALIB_DP_MAX_ROWS ? n : CALIB_DP_MAX_ROWS;
     uint64_t step = n / ns;
     float *xs = malloc(sizeof(float) * ns * p);
@@ -219,29 +267,69 @@ static kvtc_result fit_stream(kvtc_calibrator *c, float *rows, const float *w, s
     return KVTC_OK;
 }
 
-/* Plan groups over [0, rank) padded with a dropped group to [0, p). */
-static kvtc_result make_plan_stream(const dp_curve *cv, const dp_stats *st, uint64_t units, uint32_t p,
-                                    plan_stream *out) {
+
+/* Plan over [0, p) from DP groups over [0, st->p), padded with a dropped group. */
+static kvtc_result plan_from_groups(const dp_group *g, uint32_t n, double error, const dp_stats *st, uint32_t p,
+                                   plan_stream *out) {
     memset(out, 0, sizeof *out);
-    dp_plan dpl = {0};
-    if (st->p) {
-        kvtc_result r = dp_plan_extract(cv, st, units, &dpl);
-        if (r) return r;
-    }
-    uint32_t n = dpl.n_groups;
-    int pad = st->p < p;
     out->groups = malloc(sizeof(dp_group) * (n + 1));
-    if (!out->groups) { dp_plan_free(&dpl); return KVTC_ERR_OUT_OF_MEMORY; }
-    memcpy(out->groups, dpl.groups, sizeof(dp_group) * n);
-    if (pad) {
+    if (!out->groups) return KVTC_ERR_OUT_OF_MEMORY;
+    memcpy(out->groups, g, sizeof(dp_group) * n);
+    if (st->p < p) {
         if (n && out->groups[n - 1].bits == 0) out->groups[n - 1].size += p - st->p;
         else out->groups[n++] = (dp_group){p - st->p, 0};
     }
     out->n_groups = n;
-    out->error = (st->p ? dpl.error : 0.0) + st->tail_error;
-    dp_plan_free(&dpl);
+    out->error = error;
     plan_stream_finalize(out);
     return KVTC_OK;
+}
+
+static kvtc_result make_plan_stream(const dp_curve *cv, const dp_stats *st, uint64_t units, uint32_t p,
+                                    plan_stream *out) {
+    if (!st->p) return plan_from_groups(NULL, 0, st->tail_error, st, p, out);
+    dp_plan dpl = {0};
+    kvtc_result r = dp_plan_extract(cv, st, units, &dpl);
+    if (r) return r;
+    r = plan_from_groups(dpl.groups, dpl.n_groups, dpl.error, st, p, out);
+    dp_plan_free(&dpl);
+    return r;
+}
+
+/* Uniform allocation (ablation): n_groups groups of 64 coordinates at `bits`,
+ * the rest dropped. Writes at most st->p / 64 + 1 groups into g. */
+#define UNIFORM_GROUP 64u
+static uint32_t uniform_groups(const dp_stats *st, uint32_t n_groups, uint8_t bits, dp_group *g) {
+    uint32_t n = 0, kept = n_groups * UNIFORM_GROUP;
+    for (uint32_t i = 0; i < n_groups; i++) g[n++] = (dp_group){UNIFORM_GROUP, bits};
+    if (kept < st->p) g[n++] = (dp_group){st->p - kept, 0};
+    return n;
+}
+
+/* Best uniform width and K/V split of `units` (16-bit units per token). */
+static kvtc_result make_uniform_plans(const stream_fit *fk, const stream_fit *fv, uint64_t units, uint32_t p,
+                                      plan_stream *pk, plan_stream *pv) {
+    uint32_t mk = fk->st.p / UNIFORM_GROUP, mv = fv->st.p / UNIFORM_GROUP;
+    dp_group *gk = malloc(sizeof(dp_group) * (mk + 2)), *gv = malloc(sizeof(dp_group) * (mv + 2));
+    if (!gk || !gv) { free(gk); free(gv); return KVTC_ERR_OUT_OF_MEMORY; }
+    double best = INFINITY;
+    uint32_t bk = 0, bv = 0;
+    uint8_t bb = 1;
+    for (uint8_t b = 1; b <= DP_MAX_BITS; b++) {
+        uint64_t cost = (uint64_t)UNIFORM_GROUP * b / 16 + 2, groups = units / cost;
+        for (uint64_t a = 0; a <= groups && a <= mk; a++) {
+            uint64_t c2 = groups - a < mv ? groups - a : mv;
+            double e = dp_plan_model_error(&fk->st, gk, uniform_groups(&fk->st, (uint32_t)a, b, gk)) +
+                       dp_plan_model_error(&fv->st, gv, uniform_groups(&fv->st, (uint32_t)c2, b, gv));
+            if (e < best) { best = e; bk = (uint32_t)a; bv = (uint32_t)c2; bb = b; }
+        }
+    }
+    uint32_t nk = uniform_groups(&fk->st, bk, bb, gk), nv = uniform_groups(&fv->st, bv, bb, gv);
+    kvtc_result r = plan_from_groups(gk, nk, dp_plan_model_error(&fk->st, gk, nk), &fk->st, p, pk);
+    if (!r) r = plan_from_groups(gv, nv, dp_plan_model_error(&fv->st, gv, nv), &fv->st, p, pv);
+    free(gk);
+    free(gv);
+    return r;
 }
 
 kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
@@ -304,8 +392,12 @@ kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uin
         basis_plan *pl = &b->plans[i];
         b->n_plans = i + 1;
         pl->target_ratio = ratios[i];
-        if ((r = make_plan_stream(&fk.cv, &fk.st, ck, c->p, &pl->k))) goto fail_t;
-        if ((r = make_plan_stream(&fv.cv, &fv.st, cv, c->p, &pl->v))) goto fail_t;
+        if (c->o.uniform_allocation) {
+            if ((r = make_uniform_plans(&fk, &fv, totals[i], c->p, &pl->k, &pl->v))) goto fail_t;
+        } else {
+            if ((r = make_plan_stream(&fk.cv, &fk.st, ck, c->p, &pl->k))) goto fail_t;
+            if ((r = make_plan_stream(&fv.cv, &fv.st, cv, c->p, &pl->v))) goto fail_t;
+        }
         if (pl->k.rank_used > max_rank_k) max_rank_k = pl->k.rank_used;
         if (pl->v.rank_used > max_rank_v) max_rank_v = pl->v.rank_used;
     }
