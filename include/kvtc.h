@@ -241,7 +241,9 @@ kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
 /* Rows collected so far. */
 uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
 
-/* Compute mean, PCA and one DP plan per target ratio (each > 1). */
+/* Compute mean, PCA and one DP plan per target ratio (each > 1). This
+ * consumes the collected rows: afterwards the calibrator only accepts
+ * kvtc_calibrator_free (add/finish return KVTC_ERR_INVALID_ARGUMENT). */
 kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
                                    kvtc_basis **out);
 

@@ -63,7 +63,20 @@ static int run_cli(const char *args) {
     int st = system(cmd);
     free(cmd);
     if (st == -1 || !WIFEXITED(st)) return -1;
-    return WEXITSTATUS(st);
+    /* a sanitizer report (KVTC_SANITIZE builds) counts as a crash */
+    char p[256];
+    snprintf(p, sizeof p, "%s/stderr.txt", g_dir);
+    size_t n = 0;
+    char *err = read_file(p, &n);
+    int sanitizer = 0;
+    if (err) {
+        err = realloc(err, n + 1);
+        err[n] = 0;
+        sanitizer = strstr(err, "Sanitizer") != NULL || strstr(err, "runtime error:") != NULL;
+        free(err);
+    }
+    CHECK_MSG(!sanitizer, "kvtc %s: sanitizer report on stderr", args);
+    return sanitizer ? -1 : WEXITSTATUS(st);
 }
 
 static int file_starts_with(const char *name, const char *prefix) {

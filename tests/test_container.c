@@ -489,11 +489,10 @@ static void test_basis_files(void) {
     /* Everything that defines the transform is covered by its fingerprint: */
     CHECK_MSG(accepted[1] == 0, "%d bit flips in the basis JSON (outside the plan entries) loaded OK", accepted[1]);
     CHECK_MSG(accepted[3] == 0, "%d bit flips in mean/weight/basis tensors loaded OK", accepted[3]);
-    /* BUG (reported): nothing checks the plans' metadata nor the eigenvalues:
-     * a flipped bit in "plan.0.k":"16:7,..." silently changes the bit
-     * allocation, in "plan.0.ratio" which plan a ratio selects, in
-     * "plan.0.k_error" the reported error, and in the eigenvalues. kvtc.h
-     * promises "the content checksum verified". */
+    /* Regression guard (content_hash): a flipped bit in "plan.0.k" would
+     * silently change the bit allocation, in "plan.0.ratio" which plan a
+     * ratio selects, in "plan.0.k_error" the reported error, and in the
+     * eigenvalues; kvtc.h promises the content checksum is verified. */
     CHECK_MSG(accepted[0] == 0, "%d bit flips in plan metadata (plan.N.ratio/k/v/k_error/v_error) loaded OK", accepted[0]);
     CHECK_MSG(accepted[2] == 0, "%d bit flips in the eigenvalue tensors loaded OK", accepted[2]);
 

@@ -21,6 +21,16 @@ int cli_fail(const char *what, const char *fmt, ...) {
     return 1;
 }
 
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "kvtc: %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see kvtc %s --help)\n", cmd);
+    return 2;
+}
+
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
     *buf = NULL;
     *size = 0;
@@ -128,9 +138,6 @@ int cli_parse_double(const char *s, double *out) {
 int cli_progress_enabled(void) { return isatty(2); }
 
 const char *cli_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) {
-        cli_fail(argv[0], "option %s needs a value", argv[*i]);
-        return NULL;
-    }
+    if (*i + 1 >= argc) return NULL;
     return argv[++*i];
 }

@@ -19,6 +19,9 @@ int cmd_eval(int argc, char **argv);
 /* Print "kvtc: <what>: <msg>" to stderr; returns 1 (the exit status). */
 int cli_fail(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A usage error: print "kvtc: <cmd>: <msg> (see kvtc <cmd> --help)"; returns 2. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Read a whole file (malloc'd). KVTC_ERR_IO with errno-based text in err. */
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen);
 
@@ -34,7 +37,8 @@ int cli_parse_double(const char *s, double *out);
 /* 1 if stderr is a terminal (progress output is shown only then). */
 int cli_progress_enabled(void);
 
-/* The option value after argv[*i] (advancing *i), or NULL with an error printed. */
+/* The option value after argv[*i] (advancing *i), or NULL when it is the
+ * last argument (the caller reports the usage error). */
 const char *cli_value(int argc, char **argv, int *i);
 
 #endif

@@ -51,42 +51,42 @@ int cmd_calibrate(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(calibrate_help, stdout); rc = 0; goto done_args; }
-        if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) goto done_args; }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) goto done_args; }
-        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) goto done_args; }
+        if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
+        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
+        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
         else if (!strcmp(a, "--ratio")) {
             double r;
-            if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &r) || r <= 1) { rc = cli_fail("calibrate", "--ratio needs a number > 1"); goto done_args; }
-            if (n_ratios == 64) { rc = cli_fail("calibrate", "at most 64 ratios"); goto done_args; }
+            if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &r) || r <= 1) { rc = cli_usage("calibrate", "--ratio needs a number > 1"); goto done_args; }
+            if (n_ratios == 64) { rc = cli_usage("calibrate", "at most 64 ratios"); goto done_args; }
             ratios[n_ratios++] = r;
         }
-        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) { rc = cli_fail("calibrate", "--ctx needs a count >= 2"); goto done_args; } }
-        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &windows) || !windows) { rc = cli_fail("calibrate", "--windows needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) { rc = cli_fail("calibrate", "--sink needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_fail("calibrate", "--window needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--recompute-layers")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.recompute_layers)) { rc = cli_fail("calibrate", "--recompute-layers needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_fail("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--rank")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.max_rank) || !o.max_rank) { rc = cli_fail("calibrate", "--rank needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_fail("calibrate", "--seed needs a number"); goto done_args; } }
+        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) { rc = cli_usage("calibrate", "--ctx needs a count >= 2"); goto done_args; } }
+        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &windows) || !windows) { rc = cli_usage("calibrate", "--windows needs a count > 0"); goto done_args; } }
+        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count"); goto done_args; } }
+        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } }
+        else if (!strcmp(a, "--recompute-layers")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.recompute_layers)) { rc = cli_usage("calibrate", "--recompute-layers needs a count"); goto done_args; } }
+        else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
+        else if (!strcmp(a, "--rank")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.max_rank) || !o.max_rank) { rc = cli_usage("calibrate", "--rank needs a count > 0"); goto done_args; } }
+        else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } }
         else if (!strcmp(a, "--pca")) {
-            if (!(v = cli_value(argc, argv, &i))) goto done_args;
+            if (!(v = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; }
             if (!strcmp(v, "auto")) o.pca_method = KVTC_PCA_AUTO;
             else if (!strcmp(v, "exact")) o.pca_method = KVTC_PCA_EXACT;
             else if (!strcmp(v, "randomized")) o.pca_method = KVTC_PCA_RANDOMIZED;
-            else { rc = cli_fail("calibrate", "--pca takes auto, exact or randomized"); goto done_args; }
+            else { rc = cli_usage("calibrate", "--pca takes auto, exact or randomized"); goto done_args; }
         }
         else if (!strcmp(a, "--no-rope-removal")) o.remove_rope = 0;
         else if (!strcmp(a, "--sensitivity")) sensitivity = 1;
-        else if (!strcmp(a, "--sens-windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_fail("calibrate", "--sens-windows needs a count > 0"); goto done_args; } }
+        else if (!strcmp(a, "--sens-windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--separate-kv")) o.joint_kv_budget = 0;
         else if (!strcmp(a, "--per-layer-pca")) o.pca_per_layer = 1;
         else if (!strcmp(a, "--uniform-bits")) o.uniform_allocation = 1;
-        else if (a[0] == '-') { rc = cli_fail("calibrate", "unknown option %s (see --help)", a); goto done_args; }
+        else if (a[0] == '-') { rc = cli_usage("calibrate", "unknown option %s (see --help)", a); goto done_args; }
         else inputs[n_inputs++] = a;
     }
-    if (sensitivity && !model_path) { rc = cli_fail("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
+    if (sensitivity && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
     if (!out || (!n_inputs && !model_path) || (model_path && !text_path) || (n_inputs && model_path)) {
-        fputs(calibrate_help, stderr);
+        rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model with --text");
         goto done_args;
     }
     if (!n_ratios) {
@@ -202,21 +202,21 @@ int cmd_capture(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(capture_help, stdout); return 0; }
-        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) return cli_fail("capture", "--ctx needs a count >= 2"); }
-        else if (!strcmp(a, "--window-index")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &widx)) return cli_fail("capture", "--window-index needs a number"); }
+        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
+        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
+        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
+        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) return cli_usage("capture", "--ctx needs a count >= 2"); }
+        else if (!strcmp(a, "--window-index")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &widx)) return cli_usage("capture", "--window-index needs a number"); }
         else if (!strcmp(a, "--dtype")) {
-            if (!(v = cli_value(argc, argv, &i))) return 2;
+            if (!(v = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a);
             if (!strcmp(v, "f16")) dt = KVTC_DTYPE_F16;
             else if (!strcmp(v, "bf16")) dt = KVTC_DTYPE_BF16;
             else if (!strcmp(v, "f32")) dt = KVTC_DTYPE_F32;
-            else return cli_fail("capture", "--dtype takes f16, bf16 or f32");
+            else return cli_usage("capture", "--dtype takes f16, bf16 or f32");
         }
-        else return cli_fail("capture", "unknown argument %s (see --help)", a);
+        else return cli_usage("capture", "unknown argument %s (see --help)", a);
     }
-    if (!model_path || !text_path || !out) { fputs(capture_help, stderr); return 2; }
+    if (!model_path || !text_path || !out) return cli_usage("capture", "needs --model, --text and -o");
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
     if (!ctx) ctx = llama_model_hparams(mt.model)->n_ctx_train;

@@ -47,19 +47,19 @@ int cmd_compress(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(compress_help, stdout); return 0; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--ratio")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &o.ratio) || o.ratio <= 1) return cli_fail("compress", "--ratio needs a number > 1"); }
-        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) return cli_fail("compress", "--sink needs a count"); }
-        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_fail("compress", "--window needs a count"); }
-        else if (!strcmp(a, "--chunk")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.chunk_tokens) || !o.chunk_tokens) return cli_fail("compress", "--chunk needs a count > 0"); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_fail("compress", "--threads needs 1..256"); }
-        else if (!strcmp(a, "--level")) { uint32_t l; if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &l) || l > 12) return cli_fail("compress", "--level needs 0..12"); o.deflate_level = (int)l; }
-        else if (a[0] == '-') return cli_fail("compress", "unknown option %s (see --help)", a);
+        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
+        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
+        else if (!strcmp(a, "--ratio")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &o.ratio) || o.ratio <= 1) return cli_usage("compress", "--ratio needs a number > 1"); }
+        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) return cli_usage("compress", "--sink needs a count"); }
+        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_usage("compress", "--window needs a count"); }
+        else if (!strcmp(a, "--chunk")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.chunk_tokens) || !o.chunk_tokens) return cli_usage("compress", "--chunk needs a count > 0"); }
+        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_usage("compress", "--threads needs 1..256"); }
+        else if (!strcmp(a, "--level")) { uint32_t l; if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &l) || l > 12) return cli_usage("compress", "--level needs 0..12"); o.deflate_level = (int)l; }
+        else if (a[0] == '-') return cli_usage("compress", "unknown option %s (see --help)", a);
         else if (!in) in = a;
-        else return cli_fail("compress", "more than one input given");
+        else return cli_usage("compress", "more than one input given");
     }
-    if (!basis_path || !in || !out) { fputs(compress_help, stderr); return 2; }
+    if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
     kvtc_basis *b = NULL;
     if (load_basis("compress", basis_path, &b)) return 1;
     char err[512];
@@ -117,15 +117,15 @@ int cmd_decompress(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(decompress_help, stdout); return 0; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_fail("decompress", "--threads needs 1..256"); }
-        else if (a[0] == '-') return cli_fail("decompress", "unknown option %s (see --help)", a);
+        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
+        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
+        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
+        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_usage("decompress", "--threads needs 1..256"); }
+        else if (a[0] == '-') return cli_usage("decompress", "unknown option %s (see --help)", a);
         else if (!in) in = a;
-        else return cli_fail("decompress", "more than one input given");
+        else return cli_usage("decompress", "more than one input given");
     }
-    if (!basis_path || !in || !out) { fputs(decompress_help, stderr); return 2; }
+    if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
     kvtc_basis *b = NULL;
     if (load_basis("decompress", basis_path, &b)) return 1;
     char err[512];
@@ -187,9 +187,9 @@ static void print_basis(const kvtc_basis *b) {
 
 int cmd_info(int argc, char **argv) {
     if (argc != 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs("usage: kvtc info FILE   (a .kvtc stream, a basis, or a KV cache .safetensors)\n",
-              argc == 2 ? stdout : stderr);
-        return argc == 2 ? 0 : 2;
+        if (argc != 2) return cli_usage("info", "takes exactly one file");
+        fputs("usage: kvtc info FILE   (a .kvtc stream, a basis, or a KV cache .safetensors)\n", stdout);
+        return 0;
     }
     void *buf;
     size_t size;

@@ -236,36 +236,36 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(eval_help, stdout); return 0; }
-        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return 2; }
+        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
+        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
         else if (!strcmp(a, "--basis")) {
-            if (!(v = cli_value(argc, argv, &i))) return 2;
-            if (n_bases == 16) return cli_fail("eval", "at most 16 bases");
+            if (!(v = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a);
+            if (n_bases == 16) return cli_usage("eval", "at most 16 bases");
             basis_specs[n_bases++] = v;
         }
         else if (!strcmp(a, "--ratios")) {
-            if (!(v = cli_value(argc, argv, &i))) return 2;
+            if (!(v = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a);
             char tmp[256];
             snprintf(tmp, sizeof tmp, "%s", v);
             n_ratios = 0;
             for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
                 if (n_ratios == 16 || cli_parse_double(s, &ratios[n_ratios]) || ratios[n_ratios] <= 1)
-                    return cli_fail("eval", "--ratios takes up to 16 numbers > 1, comma separated");
+                    return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated");
                 n_ratios++;
             }
         }
-        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_fail("eval", "--ctx needs a count >= 8"); }
-        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.windows) || !o.windows) return cli_fail("eval", "--windows needs a count > 0"); }
-        else if (!strcmp(a, "--prefix")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_fail("eval", "--prefix needs a fraction in (0, 1)"); }
-        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) return cli_fail("eval", "--sink needs a count"); }
-        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_fail("eval", "--window needs a count"); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_fail("eval", "--threads needs 1..64"); }
+        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); }
+        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); }
+        else if (!strcmp(a, "--prefix")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)"); }
+        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) return cli_usage("eval", "--sink needs a count"); }
+        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); }
+        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_usage("eval", "--threads needs 1..64"); }
         else if (!strcmp(a, "--no-baselines")) baselines = 0;
         else if (!strcmp(a, "--json")) o.json = 1;
-        else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return 2; }
-        else return cli_fail("eval", "unknown argument %s (see --help)", a);
+        else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
+        else return cli_usage("eval", "unknown argument %s (see --help)", a);
     }
-    if (!model_path || !text_path || (!n_bases && !baselines)) { fputs(eval_help, stderr); return 2; }
+    if (!model_path || !text_path || (!n_bases && !baselines)) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
 
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;

@@ -27,7 +27,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        usage(stderr);
+        fprintf(stderr, "kvtc: no command given (see kvtc --help)\n");
         return 2;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -40,7 +40,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "kvtc: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    fprintf(stderr, "kvtc: unknown command '%s' (see kvtc --help)\n", argv[1]);
     return 2;
 }

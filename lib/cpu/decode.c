@@ -129,9 +129,8 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
         if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
     }
     uint64_t t0 = (uint64_t)item * b->chunk_tokens;
-    quant_decode(pk, pv, b->payload[worker], ce.n_tokens, b->dk + t0 * pk->rank_used, pk->rank_used,
-                 b->dv + t0 * pv->rank_used, pv->rank_used);
-    return 0;
+    return quant_decode(pk, pv, b->payload[worker], ce.n_tokens, b->dk + t0 * pk->rank_used, pk->rank_used,
+                        b->dv + t0 * pv->rank_used, pv->rank_used);
 }
 
 static kvtc_result check_out_cache(const container_header *h, const kvtc_cache *out) {

@@ -103,6 +103,62 @@ double basis_reference_bits_per_token(const kvtc_basis *b) {
     return 2.0 * 16.0 * g->n_layers * g->n_kv_heads * g->head_dim;
 }
 
+static char *groups_to_string(const plan_stream *s);
+
+/* Hash of everything in a basis file that the transform fingerprint does not
+ * cover: the eigenvalues and the exact text of every plan entry (ratio,
+ * groups, errors), so a flipped bit anywhere in a basis file is caught on
+ * load, even one that parses to the same number ("1e-5" vs "1E-5").
+ * meta(ctx, key) returns a malloc'd copy of the text stored under key, or NULL. */
+typedef char *(*meta_text_fn)(void *ctx, const char *key);
+
+static kvtc_result basis_content_hash(const kvtc_basis *b, uint32_t n_plans, meta_text_fn meta, void *ctx,
+                                      uint64_t *out) {
+    static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
+    uint64_t h = kvtc_hash_update(b->transform_fingerprint, b->k.eigenvalues, sizeof(float) * b->k.rank);
+    h = kvtc_hash_update(h, b->v.eigenvalues, sizeof(float) * b->v.rank);
+    char key[48];
+    for (uint32_t i = 0; i < n_plans; i++)
+        for (int fi = 0; fi < 5; fi++) {
+            snprintf(key, sizeof key, "plan.%u.%s", i, fields[fi]);
+            char *text = meta(ctx, key);
+            if (!text) return KVTC_ERR_CORRUPT;
+            h = kvtc_hash_update(h, text, strlen(text) + 1);
+            free(text);
+        }
+    *out = h;
+    return KVTC_OK;
+}
+
+static char *dup_string(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* meta_text_fn over a loaded file */
+static char *file_meta_text(void *ctx, const char *key) {
+    const char *v = st_meta_get(ctx, key);
+    return v ? dup_string(v) : NULL;
+}
+
+/* meta_text_fn over an in-memory basis: the text the writer stores */
+static char *basis_meta_text(void *ctx, const char *key) {
+    const kvtc_basis *b = ctx;
+    unsigned i;
+    char field[16], buf[64];
+    if (sscanf(key, "plan.%u.%15s", &i, field) != 2 || i >= b->n_plans) return NULL;
+    const basis_plan *pl = &b->plans[i];
+    if (!strcmp(field, "ratio")) snprintf(buf, sizeof buf, "%.17g", pl->target_ratio);
+    else if (!strcmp(field, "k_error")) snprintf(buf, sizeof buf, "%.17g", pl->k.error);
+    else if (!strcmp(field, "v_error")) snprintf(buf, sizeof buf, "%.17g", pl->v.error);
+    else if (!strcmp(field, "k")) return groups_to_string(&pl->k);
+    else if (!strcmp(field, "v")) return groups_to_string(&pl->v);
+    else return NULL;
+    return dup_string(buf);
+}
+
 /* ---- accessors -------------------------------------------------------- */
 
 const kvtc_geometry *kvtc_basis_geometry(const kvtc_basis *b) { return b ? &b->geometry : NULL; }
@@ -234,24 +290,21 @@ static kvtc_result basis_writer(const kvtc_basis *b, st_writer **out) {
     snprintf(buf, sizeof buf, "%016" PRIx64, b->transform_fingerprint);
     if ((r = st_writer_add_meta(w, "transform_fingerprint", buf))) goto fail;
     if ((r = add_meta_u64(w, "n_plans", b->n_plans))) goto fail;
-    for (uint32_t i = 0; i < b->n_plans; i++) {
-        char key[48];
-        snprintf(key, sizeof key, "plan.%u.ratio", i);
-        snprintf(buf, sizeof buf, "%.17g", b->plans[i].target_ratio);
-        if ((r = st_writer_add_meta(w, key, buf))) goto fail;
-        for (int s = 0; s < 2; s++) {
-            const plan_stream *ps = s ? &b->plans[i].v : &b->plans[i].k;
-            char *str = groups_to_string(ps);
-            if (!str) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
-            snprintf(key, sizeof key, "plan.%u.%s", i, s ? "v" : "k");
-            r = st_writer_add_meta(w, key, str);
-            free(str);
+    uint64_t content;
+    if ((r = basis_content_hash(b, b->n_plans, basis_meta_text, (void *)b, &content))) goto fail;
+    snprintf(buf, sizeof buf, "%016" PRIx64, content);
+    if ((r = st_writer_add_meta(w, "content_hash", buf))) goto fail;
+    static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
+    for (uint32_t i = 0; i < b->n_plans; i++)
+        for (int fi = 0; fi < 5; fi++) {
+            char key[48];
+            snprintf(key, sizeof key, "plan.%u.%s", i, fields[fi]);
+            char *text = basis_meta_text((void *)b, key);
+            if (!text) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
+            r = st_writer_add_meta(w, key, text);
+            free(text);
             if (r) goto fail;
-            snprintf(key, sizeof key, "plan.%u.%s_error", i, s ? "v" : "k");
-            snprintf(buf, sizeof buf, "%.17g", ps->error);
-            if ((r = st_writer_add_meta(w, key, buf))) goto fail;
         }
-    }
     if ((r = add_stream_tensors(w, "k", &b->k))) goto fail;
     if ((r = add_stream_tensors(w, "v", &b->v))) goto fail;
     *out = w;
@@ -403,6 +456,11 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     char want[32];
     snprintf(want, sizeof want, "%016" PRIx64, b->transform_fingerprint);
     if (!fp || strcmp(fp, want) != 0) { r = KVTC_ERR_CORRUPT; goto fail; }
+    uint64_t content;
+    if ((r = basis_content_hash(b, b->n_plans, file_meta_text, &f, &content))) goto fail;
+    snprintf(want, sizeof want, "%016" PRIx64, content);
+    const char *ch = st_meta_get(&f, "content_hash");
+    if (!ch || strcmp(ch, want) != 0) { r = KVTC_ERR_CORRUPT; goto fail; }
     st_file_free(&f);
     *out = b;
     return KVTC_OK;

@@ -156,8 +156,11 @@ void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, u
     bw_flush(&bw);
 }
 
-static void decode_stream(const plan_stream *s, const uint8_t **params, bit_reader *br, uint64_t n,
-                          float *d, uint64_t ld) {
+/* fp16 bits with the exponent all ones: Inf or NaN */
+static inline int f16_bits_nonfinite(uint16_t h) { return (h & 0x7c00u) == 0x7c00u; }
+
+static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, bit_reader *br, uint64_t n,
+                                 float *d, uint64_t ld) {
     const uint8_t *pp = *params;
     uint32_t col = 0;
     for (uint64_t t = 0; t < n; t++) memset(d + t * ld, 0, sizeof(float) * s->rank_used);
@@ -165,8 +168,10 @@ static void decode_stream(const plan_stream *s, const uint8_t **params, bit_read
         const dp_group *g = &s->groups[gi];
         if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
             for (uint64_t t = 0; t < n; t++) {
-                float shift = kvtc_f16_to_f32(kvtc_load_u16(pp));
-                float scale = kvtc_f16_to_f32(kvtc_load_u16(pp + 2));
+                uint16_t hs = kvtc_load_u16(pp), hc = kvtc_load_u16(pp + 2);
+                if (f16_bits_nonfinite(hs) || f16_bits_nonfinite(hc)) return KVTC_ERR_CORRUPT;
+                float shift = kvtc_f16_to_f32(hs);
+                float scale = kvtc_f16_to_f32(hc);
                 pp += 4;
                 float *x = d + t * ld + col;
                 for (uint32_t j = 0; j < g->size; j++) x[j] = shift + (float)br_get(br, g->bits) * scale;
@@ -174,20 +179,23 @@ static void decode_stream(const plan_stream *s, const uint8_t **params, bit_read
         } else if (g->bits == DP_RAW_BITS) {
             for (uint64_t t = 0; t < n; t++)
                 for (uint32_t j = 0; j < g->size; j++) {
-                    d[t * ld + col + j] = kvtc_f16_to_f32(kvtc_load_u16(pp));
+                    uint16_t h = kvtc_load_u16(pp);
+                    if (f16_bits_nonfinite(h)) return KVTC_ERR_CORRUPT;
+                    d[t * ld + col + j] = kvtc_f16_to_f32(h);
                     pp += 2;
                 }
         }
         col += g->size;
     }
     *params = pp;
+    return KVTC_OK;
 }
 
-void quant_decode(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
-                  float *dk, uint64_t ldk, float *dv, uint64_t ldv) {
+kvtc_result quant_decode(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
+                         float *dk, uint64_t ldk, float *dv, uint64_t ldv) {
     uint64_t params = (stream_param_bytes(k) + stream_param_bytes(v)) * n;
     bit_reader br = {in + params, 0, 0};
     const uint8_t *pp = in;
-    decode_stream(k, &pp, &br, n, dk, ldk);
-    decode_stream(v, &pp, &br, n, dv, ldv);
+    kvtc_result r = decode_stream(k, &pp, &br, n, dk, ldk);
+    return r ? r : decode_stream(v, &pp, &br, n, dv, ldv);
 }

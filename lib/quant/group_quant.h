@@ -22,8 +22,10 @@ uint64_t quant_payload_size(const plan_stream *k, const plan_stream *v, uint64_t
 void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
                   const float *dv, uint64_t ldv, uint64_t n, uint8_t *out);
 
-/* Inverse: writes the first rank_used columns of dk/dv (dropped columns 0). */
-void quant_decode(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
+/* Inverse: writes the first rank_used columns of dk/dv (dropped columns 0).
+ * KVTC_ERR_CORRUPT if a shift, scale or raw value is not finite (an encoder
+ * never writes one: they saturate at +-65504). */
+kvtc_result quant_decode(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
                   float *dk, uint64_t ldk, float *dv, uint64_t ldv);
 
 #endif

@@ -37,6 +37,7 @@ struct kvtc_calibrator {
     float *wk, *wv;        /* [p] sqrt of weights */
     rope_table rope;
     kvtc_rng rng;
+    int finished;          /* finish centers the rows in place: one finish per calibrator */
 };
 
 void kvtc_calibrate_options_init(kvtc_calibrate_options *o) {
@@ -125,7 +126,7 @@ static kvtc_result ensure_rows(kvtc_calibrator *c, uint64_t need) {
 }
 
 kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache) {
-    if (!c || !cache) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!c || !cache || c->finished) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = kvtc_cache_check(cache);
     if (r) return r;
     if (!kvtc_geometry_equal(&cache->geometry, &c->g)) return KVTC_ERR_GEOMETRY_MISMATCH;
@@ -334,11 +335,13 @@ static kvtc_result make_uniform_plans(const stream_fit *fk, const stream_fit *fv
 
 kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
                                    kvtc_basis **out) {
-    if (!c || !out || (n_ratios && !ratios) || n_ratios > CALIB_MAX_RATIOS) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!c || !out || (n_ratios && !ratios) || n_ratios > CALIB_MAX_RATIOS || c->finished)
+        return KVTC_ERR_INVALID_ARGUMENT;
     *out = NULL;
     for (uint32_t i = 0; i < n_ratios; i++)
         if (!(ratios[i] > 1.0) || !isfinite(ratios[i])) return KVTC_ERR_INVALID_ARGUMENT;
     if (c->n_rows < 2) return KVTC_ERR_INVALID_ARGUMENT; /* nothing to calibrate on */
+    c->finished = 1;
     kvtc_basis *b = calloc(1, sizeof *b);
     stream_fit fk, fv;
     memset(&fk, 0, sizeof fk);

@@ -1,0 +1,104 @@
+/*
+ * kvtc_cuda.h - the CUDA backend of libkvtc (library kvtc_cuda, built when
+ * CMake finds nvcc and KVTC_CUDA is ON). It writes and reads the same
+ * stream format as the CPU codec (docs/FORMAT.md) with entropy codec 2
+ * (interleaved rANS): the CPU decodes what the GPU encodes and vice versa.
+ *
+ *   kvtc_cuda_codec *cc;  kvtc_cuda_codec_alloc(basis, NULL, &cc);   // uploads the basis once
+ *   size_t ws = kvtc_cuda_workspace_size(cc, max_tokens, 0);        // cudaMalloc it once
+ *   size_t cap = kvtc_cuda_compress_bound(cc, &dev_cache);          // cudaMalloc d_out once
+ *   kvtc_cuda_compress(cc, &dev_cache, d_out, cap, d_size, d_ws, ws, stream);
+ *   ...
+ *   kvtc_cuda_decompress(cc, host_prefix, n, d_stream, size, &dev_cache, d_ws, ws, d_status, stream);
+ *
+ * Conventions
+ * - kvtc_cache here holds DEVICE pointers (k, v, positions); token_ids is
+ *   unused (bases with recomputed layers are not supported on the GPU:
+ *   KVTC_ERR_UNSUPPORTED).
+ * - compress/decompress are stream-ordered on `stream`: they only enqueue
+ *   work (kernels, cuBLAS, cudaMemsetAsync) and return; they never
+ *   allocate, synchronize or copy to the host, so they may be captured in
+ *   a CUDA graph. Host-side argument checks happen before anything is
+ *   enqueued. Results that depend on the data are written to device
+ *   memory: the stream size (*d_written) and the decode status (*d_status:
+ *   0 = OK, else a kvtc_result such as KVTC_ERR_CORRUPT; the decoded cache
+ *   is then unspecified).
+ * - One codec object is used by one host thread at a time (it owns a
+ *   cuBLAS handle); any number of codecs may share a kvtc_basis.
+ * - Floats: the GPU projects with bf16 operands and fp32 accumulation by
+ *   default (KVTC_CUDA_GEMM_BF16); coefficients may differ slightly from the
+ *   CPU's, so quantization codes can differ where a value sits at a
+ *   rounding boundary. The bitstream itself is the same format, and for the
+ *   same payload bytes the GPU's rANS output is byte-identical to the CPU's.
+ */
+#ifndef KVTC_CUDA_H
+#define KVTC_CUDA_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvtc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kvtc_cuda_gemm {
+    KVTC_CUDA_GEMM_BF16 = 0, /* bf16 operands (basis, rows), fp32 accumulation (default) */
+    KVTC_CUDA_GEMM_TF32 = 1, /* fp32 storage, tensor-core tf32 products, fp32 accumulation */
+    KVTC_CUDA_GEMM_FP32 = 2  /* fp32 throughout (CUBLAS_COMPUTE_32F): the CPU's arithmetic */
+} kvtc_cuda_gemm;
+
+typedef struct kvtc_cuda_options {
+    size_t struct_size;    /* sizeof(kvtc_cuda_options) */
+    double ratio;          /* plan used for encoding: the closest target ratio (default 16) */
+    uint32_t n_sink;       /* default 4 */
+    uint32_t n_window;     /* default 128 */
+    uint32_t chunk_tokens; /* default 256 */
+    kvtc_cuda_gemm gemm;   /* default KVTC_CUDA_GEMM_BF16 */
+    int device;            /* CUDA device (default: the current one) ; -1 = current */
+} kvtc_cuda_options;
+
+void kvtc_cuda_options_init(kvtc_cuda_options *o);
+
+typedef struct kvtc_cuda_codec kvtc_cuda_codec;
+
+/* Upload mean, weights, basis rows (all plans' ranks) and plan tables to
+ * the device and create a cuBLAS handle. b must outlive the codec. */
+kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cuda_options *opts, kvtc_cuda_codec **out);
+void kvtc_cuda_codec_free(kvtc_cuda_codec *c);
+
+/* Device bytes the workspace needs for caches of up to n_tokens tokens, for
+ * encoding and for decoding streams of chunk_tokens per chunk (0 = the
+ * codec's chunk_tokens), with any plan of the basis; 0 on overflow. */
+size_t kvtc_cuda_workspace_size(const kvtc_cuda_codec *c, uint64_t n_tokens, uint32_t chunk_tokens);
+
+/* Upper bound on the stream size of `cache` (0 if the cache is invalid). */
+size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_cache *cache);
+
+/* Encode a cache whose k, v (and positions, if not NULL) are device
+ * pointers into d_out[0..cap) (device), codec 2. *d_written (device u64)
+ * receives the stream size. cap >= kvtc_cuda_compress_bound(). When
+ * positions is non-NULL the stream always carries the positions section.
+ * Unlike the CPU encoder, NaN/Inf inputs are not detected. */
+kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
+                               uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream);
+
+/* Decode a stream held in device memory d_stream[0..size). The host passes
+ * a copy of the stream's first bytes (at least the header and section
+ * table, 272 bytes; validated on the host, without synchronizing). `out`
+ * (device pointers) must match the stream's geometry, dtype and n_tokens;
+ * out->positions, if not NULL, receives the positions. Every section and
+ * chunk CRC is checked on the device; any failure sets *d_status (device
+ * u32, set to 0 first) to a kvtc_result != 0. Codec 1 (DEFLATE) streams:
+ * KVTC_ERR_UNSUPPORTED (decode them on the CPU). */
+kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
+                                 size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
+                                 cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
