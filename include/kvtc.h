@@ -257,7 +257,7 @@ typedef struct kvtc_encoder kvtc_encoder;
 
 typedef struct kvtc_encode_options {
     size_t struct_size;          /* sizeof(kvtc_encode_options) */
-    double ratio;                /* target ratio; the closest plan is used (default 16) */
+    double ratio;                /* target ratio; the closest plan is used (default 20) */
     uint32_t n_sink;             /* leading tokens stored raw (default 4) */
     uint32_t n_window;           /* trailing tokens stored raw (default 128) */
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */

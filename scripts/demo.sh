@@ -10,15 +10,15 @@ scripts/build.sh
 mkdir -p out
 M=data/eval-llama-27m-q8_0.gguf
 T=data/persuasion.txt
-echo "== calibrate (model's measured sensitivity, first 4 windows of the text)"
-build/kvtc calibrate --model $M --text $T --windows 4 --sensitivity \
-  --ratio 8 --ratio 16 --ratio 20 --ratio 32 --ratio 64 -o out/basis.safetensors
+echo "== calibrate on the first 4 windows of the text (defaults: the model's measured"
+echo "   sensitivity weights the distortion, layer 0 is recomputed from token ids)"
+build/kvtc calibrate --model $M --text $T --windows 4 -o out/basis.safetensors
 build/kvtc info out/basis.safetensors
-echo "== compress one cache (last window of the text) at ratio 20"
+echo "== compress one captured cache (a window near the end of the text) at the default ratio 20"
 build/kvtc capture --model $M --text $T --window-index 60 -o out/cache.safetensors
-build/kvtc compress --basis out/basis.safetensors --ratio 20 out/cache.safetensors -o out/cache.kvtc
+build/kvtc compress --basis out/basis.safetensors out/cache.safetensors -o out/cache.kvtc
 build/kvtc info out/cache.kvtc
-build/kvtc decompress --basis out/basis.safetensors out/cache.kvtc -o out/cache.restored.safetensors
+build/kvtc decompress --basis out/basis.safetensors --model $M out/cache.kvtc -o out/cache.restored.safetensors
 echo "== fidelity on the model (windows from the end of the text, disjoint from calibration)"
 build/kvtc eval --model $M --text $T --basis out/basis.safetensors --ratios 8,16,20,32,64 \
   --windows 2 --plot out/rate_distortion.png

@@ -12,12 +12,13 @@
 static const char calibrate_help[] =
     "usage: kvtc calibrate -o BASIS [options] CACHE.safetensors...\n"
     "       kvtc calibrate -o BASIS [options] --model M.gguf --text T.txt\n"
-    "  --ratio R            a target ratio to plan for; repeatable (default 8 16 32 64)\n"
+    "  --ratio R            a target ratio to plan for; repeatable (default 8 16 20 32 64)\n"
     "  --model M --text T   capture calibration caches from the model over the text\n"
     "  --ctx N              window length for --model (default: the model's context)\n"
     "  --windows N          windows of the text to use, from its start (default 8)\n"
     "  --sink N / --window N  tokens at the start / end of each cache left out (default 4 / 128)\n"
-    "  --recompute-layers M leading layers not stored; decoders recompute them (default 0)\n"
+    "  --recompute-layers M leading layers not stored; decoders recompute them from token ids\n"
+    "                       with the model (default: 1 with --model, 0 with cache files)\n"
     "  --max-tokens N       calibration rows kept (reservoir sampled, default 65536)\n"
     "  --pca auto|exact|randomized   (default auto: exact up to 4096 values per token)\n"
     "  --rank N             components of the randomized PCA (default 2048)\n"
@@ -26,9 +27,11 @@ static const char calibrate_help[] =
     "  --per-layer-pca      one PCA per layer instead of across layers (ablation)\n"
     "  --uniform-bits       one bit width for all kept components instead of the DP (ablation)\n"
     "  --seed S             sampling and randomized-PCA seed (default 1)\n"
-    "  --sensitivity        (with --model) weight the distortion by the model's measured KL\n"
-    "                       sensitivity per layer, head and K/V (stored in the basis)\n"
-    "  --sens-windows N     windows used to measure sensitivity (default 2)\n";
+    "  --sensitivity        weight the distortion by the model's measured KL sensitivity per\n"
+    "                       layer, head and K/V, stored in the basis (default with --model)\n"
+    "  --plain              the paper's objective: plain squared error, no recomputed layer\n"
+    "  --sens-windows N     windows used to measure sensitivity (default 2)\n"
+    "  --sens-bands N       RoPE frequency bands per head measured separately (default 1)\n";
 
 static double now_s(void) {
     struct timespec ts;
@@ -41,8 +44,8 @@ int cmd_calibrate(int argc, char **argv) {
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0;
     double ratios[64];
-    uint32_t n_ratios = 0, ctx = 0, windows = 8, sens_windows = 2;
-    int sensitivity = 0;
+    uint32_t n_ratios = 0, ctx = 0, windows = 8, sens_windows = 2, sens_bands = 1;
+    int sensitivity = -1, recompute_set = 0, plain = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
@@ -64,7 +67,7 @@ int cmd_calibrate(int argc, char **argv) {
         else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &windows) || !windows) { rc = cli_usage("calibrate", "--windows needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count"); goto done_args; } }
         else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--recompute-layers")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.recompute_layers)) { rc = cli_usage("calibrate", "--recompute-layers needs a count"); goto done_args; } }
+        else if (!strcmp(a, "--recompute-layers")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.recompute_layers)) { rc = cli_usage("calibrate", "--recompute-layers needs a count"); goto done_args; } recompute_set = 1; }
         else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--rank")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.max_rank) || !o.max_rank) { rc = cli_usage("calibrate", "--rank needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } }
@@ -77,6 +80,8 @@ int cmd_calibrate(int argc, char **argv) {
         }
         else if (!strcmp(a, "--no-rope-removal")) o.remove_rope = 0;
         else if (!strcmp(a, "--sensitivity")) sensitivity = 1;
+        else if (!strcmp(a, "--plain")) plain = 1;
+        else if (!strcmp(a, "--sens-bands")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } }
         else if (!strcmp(a, "--sens-windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--separate-kv")) o.joint_kv_budget = 0;
         else if (!strcmp(a, "--per-layer-pca")) o.pca_per_layer = 1;
@@ -84,14 +89,19 @@ int cmd_calibrate(int argc, char **argv) {
         else if (a[0] == '-') { rc = cli_usage("calibrate", "unknown option %s (see --help)", a); goto done_args; }
         else inputs[n_inputs++] = a;
     }
-    if (sensitivity && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
+    if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
+    if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
+    /* With a model, default to the best measured configuration (bench/RESULTS.md):
+     * sensitivity weighting and layer 0 recomputed. */
+    if (sensitivity < 0) sensitivity = model_path && !plain;
+    if (!recompute_set && model_path && !plain) o.recompute_layers = 1;
     if (!out || (!n_inputs && !model_path) || (model_path && !text_path) || (n_inputs && model_path)) {
         rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model with --text");
         goto done_args;
     }
     if (!n_ratios) {
-        static const double dflt[] = {8, 16, 32, 64};
-        for (n_ratios = 0; n_ratios < 4; n_ratios++) ratios[n_ratios] = dflt[n_ratios];
+        static const double dflt[] = {8, 16, 20, 32, 64};
+        for (n_ratios = 0; n_ratios < 5; n_ratios++) ratios[n_ratios] = dflt[n_ratios];
     }
     rc = 1;
     double t0 = now_s();
@@ -112,7 +122,7 @@ int cmd_calibrate(int argc, char **argv) {
         }
         if (sensitivity) {
             size_t p = (size_t)g.n_layers * g.n_kv_heads * g.head_dim;
-            sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, 2};
+            sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2};
             wk = malloc(sizeof(float) * p);
             wv = malloc(sizeof(float) * p);
             if (!wk || !wv || sensitivity_measure(&mt, &so, wk, wv, progress)) {

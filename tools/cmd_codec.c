@@ -32,7 +32,7 @@ static const char *rope_name(kvtc_rope_type t) {
 
 static const char compress_help[] =
     "usage: kvtc compress --basis BASIS [options] IN.safetensors -o OUT.kvtc\n"
-    "  --ratio R        target compression ratio; the basis plan closest to R is used (default 16)\n"
+    "  --ratio R        target compression ratio; the basis plan closest to R is used (default 20)\n"
     "  --sink N         leading tokens kept uncompressed (default 4)\n"
     "  --window N       trailing tokens kept uncompressed (default 128)\n"
     "  --chunk N        tokens per independently decodable chunk (default 256)\n"
@@ -44,6 +44,7 @@ int cmd_compress(int argc, char **argv) {
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
     o.n_threads = 2;
+    o.ratio = 20;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(compress_help, stdout); return 0; }

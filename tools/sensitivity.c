@@ -48,12 +48,20 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
     float *k = malloc(sizeof(float) * per), *v = malloc(sizeof(float) * per);
     float *ref = malloc(sizeof(float) * (size_t)cont * vocab), *got = malloc(sizeof(float) * (size_t)cont * vocab);
     double *a = malloc(sizeof(double) * vocab), *b = malloc(sizeof(double) * vocab);
-    double *acc = calloc((size_t)2 * L * H, sizeof(double));
+    uint32_t nb = o->bands ? o->bands : 1;
+    if (nb > d / 2) nb = d / 2;
+    double *acc = calloc((size_t)2 * L * H * nb, sizeof(double));
+    uint8_t *band_of = malloc(d);
     llama_context *ctx = llama_context_alloc(mt->model, o->ctx, o->threads);
     int rc = 1;
     kvtc_rng rng = {12345};
     uint32_t t_lo = o->n_sink, t_hi = prefix - o->n_window;
-    if (!tok || !k0 || !v0 || !k || !v || !ref || !got || !a || !b || !acc || !ctx) { cli_fail("sensitivity", "out of memory"); goto done; }
+    if (!tok || !k0 || !v0 || !k || !v || !ref || !got || !a || !b || !acc || !ctx || !band_of) { cli_fail("sensitivity", "out of memory"); goto done; }
+    /* band of each dim: by RoPE pair index, so a band holds whole pairs */
+    for (uint32_t j = 0; j < d; j++) {
+        uint32_t pair = hp->rope_type == LLAMA_ROPE_NEOX ? j % (d / 2) : j / 2;
+        band_of[j] = (uint8_t)((uint64_t)pair * nb / (d / 2));
+    }
     for (uint32_t w = 0; w < windows; w++) {
         model_text_window(mt, o->ctx, w, 0, tok);
         llama_context_set_n_past(ctx, 0);
@@ -62,39 +70,48 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
         if (llama_decode(ctx, tok + prefix, cont, ref)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
         for (uint32_t s = 0; s < 2; s++)
             for (uint32_t l = 0; l < L; l++)
-                for (uint32_t h = 0; h < H; h++) {
-                    memcpy(k, k0, sizeof(float) * per);
-                    memcpy(v, v0, sizeof(float) * per);
-                    float *blk = (s ? v : k) + ((size_t)l * H + h) * prefix * d;
-                    double ms = 0;
-                    for (uint32_t t = t_lo; t < t_hi; t++)
-                        for (uint32_t j = 0; j < d; j++) ms += (double)blk[(size_t)t * d + j] * blk[(size_t)t * d + j];
-                    double sigma = o->noise_rel * sqrt(ms / ((double)(t_hi - t_lo) * d));
-                    for (uint32_t t = t_lo; t < t_hi; t++)
-                        for (uint32_t j = 0; j < d; j++) blk[(size_t)t * d + j] += (float)(sigma * kvtc_rng_gauss(&rng));
-                    model_ctx_write_kv(ctx, mt->model, prefix, k, v);
-                    if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
-                    double kl = mean_kl(ref, got, cont, vocab, a, b);
-                    acc[((size_t)s * L + l) * H + h] += kl / (sigma * sigma) / windows;
-                }
+                for (uint32_t h = 0; h < H; h++)
+                    for (uint32_t bi = 0; bi < nb; bi++) {
+                        memcpy(k, k0, sizeof(float) * per);
+                        memcpy(v, v0, sizeof(float) * per);
+                        float *blk = (s ? v : k) + ((size_t)l * H + h) * prefix * d;
+                        double ms = 0;
+                        uint32_t nd = 0;
+                        for (uint32_t j = 0; j < d; j++) nd += band_of[j] == bi;
+                        for (uint32_t t = t_lo; t < t_hi; t++)
+                            for (uint32_t j = 0; j < d; j++)
+                                if (band_of[j] == bi) ms += (double)blk[(size_t)t * d + j] * blk[(size_t)t * d + j];
+                        double sigma = o->noise_rel * sqrt(ms / ((double)(t_hi - t_lo) * nd));
+                        if (!(sigma > 0)) sigma = 1e-6;
+                        for (uint32_t t = t_lo; t < t_hi; t++)
+                            for (uint32_t j = 0; j < d; j++)
+                                if (band_of[j] == bi) blk[(size_t)t * d + j] += (float)(sigma * kvtc_rng_gauss(&rng));
+                        model_ctx_write_kv(ctx, mt->model, prefix, k, v);
+                        if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
+                        double kl = mean_kl(ref, got, cont, vocab, a, b);
+                        acc[(((size_t)s * L + l) * H + h) * nb + bi] += kl / (sigma * sigma * nd) / windows;
+                    }
     }
     for (uint32_t s = 0; s < 2; s++)
         for (uint32_t l = 0; l < L; l++) {
             for (uint32_t h = 0; h < H; h++) {
-                double wgt = acc[((size_t)s * L + l) * H + h];
-                if (!(wgt > 0) || !isfinite(wgt)) wgt = 1e-12; /* insensitive block: weight ~0, still positive */
                 float *dst = (s ? wv : wk) + ((size_t)l * H + h) * d;
-                for (uint32_t j = 0; j < d; j++) dst[j] = (float)wgt;
+                for (uint32_t j = 0; j < d; j++) {
+                    double wgt = acc[(((size_t)s * L + l) * H + h) * nb + band_of[j]];
+                    /* an insensitive group: weight ~0 but still positive */
+                    dst[j] = (float)(wgt > 1e-12 && isfinite(wgt) ? wgt : 1e-12);
+                }
             }
             if (verbose) {
                 fprintf(stderr, "kvtc: sensitivity %s layer %2u:", s ? "V" : "K", l);
-                for (uint32_t h = 0; h < H; h++) fprintf(stderr, " %.3e", acc[((size_t)s * L + l) * H + h]);
+                for (uint32_t h = 0; h < H; h++)
+                    for (uint32_t bi = 0; bi < nb; bi++) fprintf(stderr, " %.2e", acc[(((size_t)s * L + l) * H + h) * nb + bi]);
                 fputc('\n', stderr);
             }
         }
     rc = 0;
 done:
     llama_context_free(ctx);
-    free(tok); free(k0); free(v0); free(k); free(v); free(ref); free(got); free(a); free(b); free(acc);
+    free(tok); free(k0); free(v0); free(k); free(v); free(ref); free(got); free(a); free(b); free(acc); free(band_of);
     return rc;
 }

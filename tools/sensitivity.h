@@ -5,9 +5,12 @@
  * layer, one KV head, keys or values): add Gaussian noise of known variance
  * s^2 to that block of the coded tokens of a prefilled prefix, decode the
  * continuation, and measure the mean KL against the clean run. The weight of
- * every coordinate of the block is KL / s^2, so the codec's weighted squared
+ * every coordinate of the block is KL / (s^2 * coordinates noised), so the
+ * codec's weighted squared
  * error approximates the KL the errors cause, and the PCA and the DP spend
  * bits where the model is sensitive rather than where the variance is.
+ * With bands > 1 each head is split further into groups of RoPE pairs (by
+ * pair index, i.e. by rotation frequency), one measurement per group.
  * Decoding needs no model: the weights are stored in the basis. */
 #ifndef KVTC_TOOLS_SENSITIVITY_H
 #define KVTC_TOOLS_SENSITIVITY_H
@@ -22,6 +25,7 @@ typedef struct sensitivity_opts {
     uint32_t continuation;/* tokens scored after the prefix */
     uint32_t n_sink, n_window;
     double noise_rel;     /* noise std relative to the block's RMS */
+    uint32_t bands;       /* frequency bands per head (RoPE pairs grouped by index), >= 1 */
     uint32_t threads;
 } sensitivity_opts;
 

@@ -26,7 +26,7 @@ struct kvtc_encoder {
 void kvtc_encode_options_init(kvtc_encode_options *o) {
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
-    o->ratio = 16.0;
+    o->ratio = 20.0;
     o->n_sink = 4;
     o->n_window = 128;
     o->chunk_tokens = 256;

@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,7 @@ extern "C" {
 #include "format/container.h"
 #include "quant/group_quant.h"
 #include "util/cache.h"
+#include "util/half.h"
 }
 
 // ---- limits of this backend ----------------------------------------------
@@ -55,8 +57,14 @@ struct GroupDesc {
     uint32_t code_off;   // code bits per token before this group (within its stream)
 };
 
+struct RawDesc {  // one coordinate of a raw fp16 group
+    uint32_t col, param_off, size, j;
+};
+
 struct StreamPlan {
-    uint32_t n_groups, rank;   // groups up to rank_used; rank_used
+    uint32_t n_groups, rank;   // quantized and dropped groups up to rank_used; rank_used
+    uint32_t n_raw;            // coordinates in raw fp16 groups
+    RawDesc *d_raw;            // device
     uint32_t param_bytes;      // per token
     uint32_t code_bits;        // per token (a multiple of 8)
     GroupDesc *d_groups;       // device
@@ -94,7 +102,33 @@ struct kvtc_cuda_codec {
     uint32_t *d_crc_table;  // 256 + 32 (x^2^k mod P)
     cublasHandle_t blas;
     int esize;  // bytes of an X/D/basis element
+    // KVTC_CUDA_PROFILE=1 at alloc: events between stages, printed (with a
+    // synchronization) at the end of each call. Off the hot path otherwise.
+    int profile, n_ev;
+    cudaEvent_t ev[48];
+    const char *ev_name[48];
 };
+
+static void prof_mark(kvtc_cuda_codec *c, cudaStream_t s, const char *name) {
+    if (!c->profile || c->n_ev >= 48) return;
+    cudaEventRecord(c->ev[c->n_ev], s);
+    c->ev_name[c->n_ev++] = name;
+}
+static void prof_report(kvtc_cuda_codec *c, const char *what) {
+    if (!c->profile || c->n_ev < 2) { if (c->profile) c->n_ev = 0; return; }
+    cudaEventSynchronize(c->ev[c->n_ev - 1]);
+    float tot = 0;
+    cudaEventElapsedTime(&tot, c->ev[0], c->ev[c->n_ev - 1]);
+    fprintf(stderr, "PROFILE %s: %.3f ms:", what, tot);
+    for (int i = 1; i < c->n_ev; i++) {
+        float ms = 0;
+        cudaEventElapsedTime(&ms, c->ev[i - 1], c->ev[i]);
+        fprintf(stderr, " %s %.3f;", c->ev_name[i], ms);
+    }
+    fprintf(stderr, "\n");
+    c->n_ev = 0;
+}
+#define PROF(c, s, name) prof_mark(c, s, name)
 
 // ---- small device helpers ---------------------------------------------------
 
@@ -220,24 +254,46 @@ __global__ void crc_pieces_k(const uint8_t *base, Regions regs, uint64_t data_of
     piece_crc[(uint64_t)r * max_pieces + k] = ~c;
 }
 
-// Combine the pieces of each region. Chunk mode (entries != NULL): write the
-// chunk index entry. Check mode (status != NULL): compare with the wanted CRC
-// (chunk: from the entry; explicit: regs.want).
+// Combine the pieces of each region: one block of 256 threads per region;
+// each thread folds a run of pieces, then a tree in shared memory. Chunk mode
+// (entries != NULL): write the chunk index entry. Check mode (status !=
+// NULL): compare with the wanted CRC (chunk: from the entry; explicit: regs.want).
 __global__ void crc_combine_k(Regions regs, const uint32_t *chunk_size, uint32_t n_regions, uint32_t max_pieces,
                               const uint32_t *x2n, const uint32_t *piece_crc, uint32_t *out_crc, uint8_t *entries,
-                              const uint64_t *chunk_off, uint32_t chunk_tokens, uint64_t coded, const uint32_t *payload_sizes,
-                              const uint32_t *want_chunk, uint32_t *status) {
-    uint32_t r = blockIdx.x * blockDim.x + threadIdx.x;
+                              const uint64_t *chunk_off, uint32_t chunk_tokens, uint64_t coded, uint32_t pay_full,
+                              uint32_t pay_last, const uint32_t *want_chunk, uint32_t *status) {
+    __shared__ uint32_t sc[256];
+    __shared__ uint64_t sl[256];
+    uint32_t r = blockIdx.x, tid = threadIdx.x;
     if (r >= n_regions) return;
     uint64_t size = chunk_size ? chunk_size[r] : regs.size[r];
-    uint32_t crc = 0;  // crc of the empty string
-    uint32_t full = x2nmodp(x2n, CRC_PIECE, 3);
     uint64_t np = (size + CRC_PIECE - 1) / CRC_PIECE;
-    for (uint64_t k = 0; k < np; k++) {
-        uint64_t len = size - k * CRC_PIECE < CRC_PIECE ? size - k * CRC_PIECE : CRC_PIECE;
-        uint32_t op = len == CRC_PIECE ? full : x2nmodp(x2n, len, 3);
-        crc = multmodp(op, crc) ^ piece_crc[(uint64_t)r * max_pieces + k];
+    if (np > max_pieces) {
+        if (status && tid == 0) set_status(status, KVTC_ERR_UNSUPPORTED);
+        return;
     }
+    uint32_t full = x2nmodp(x2n, CRC_PIECE, 3);
+    uint64_t per = (np + 255) / 256, k0 = tid * per, k1 = k0 + per < np ? k0 + per : np;
+    uint32_t crc = 0;  // crc of the empty string
+    uint64_t len = 0;
+    for (uint64_t k = k0; k < k1; k++) {
+        uint64_t pl = size - k * CRC_PIECE < CRC_PIECE ? size - k * CRC_PIECE : CRC_PIECE;
+        uint32_t op = pl == CRC_PIECE ? full : x2nmodp(x2n, pl, 3);
+        crc = multmodp(op, crc) ^ piece_crc[(uint64_t)r * max_pieces + k];
+        len += pl;
+    }
+    sc[tid] = crc;
+    sl[tid] = len;
+    __syncthreads();
+    for (uint32_t s = 1; s < 256; s <<= 1) {
+        if ((tid & (2 * s - 1)) == 0 && tid + s < 256 && sl[tid + s]) {
+            sc[tid] = multmodp(x2nmodp(x2n, sl[tid + s], 3), sc[tid]) ^ sc[tid + s];
+            sl[tid] += sl[tid + s];
+        }
+        __syncthreads();
+    }
+    if (tid) return;
+    crc = sc[0];
     if (out_crc) out_crc[r] = crc;
     if (entries) {
         uint8_t *e = entries + (uint64_t)r * CONTAINER_CHUNK_ENTRY;
@@ -247,7 +303,7 @@ __global__ void crc_combine_k(Regions regs, const uint32_t *chunk_size, uint32_t
         st_u32(e + 8, (uint32_t)size);
         st_u32(e + 12, crc);
         st_u32(e + 16, n);
-        st_u32(e + 20, payload_sizes[n == chunk_tokens ? 0 : 1]);
+        st_u32(e + 20, n == chunk_tokens ? pay_full : pay_last);
     }
     if (status) {
         uint32_t want = want_chunk ? want_chunk[r] : regs.want[r];
@@ -339,6 +395,143 @@ __global__ void scatter_k(void *dst, int dtype, RowGeom g, const float2 *cs, con
     uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d;
     store_elem(dst, dtype, off + a, x0);
     store_elem(dst, dtype, off + b, x1);
+}
+
+// Vectorized gather/scatter for the common case: f16/bf16 cache, bf16 rows,
+// head_dim % 8 == 0, RoPE over the whole head (or none). Each thread moves 4
+// pairs with 8- or 16-byte accesses; same arithmetic as gather_k/scatter_k.
+// ROPE: 0 = adjacent pairs without rotation, 1 = norm, 2 = neox.
+__device__ __forceinline__ float h2f(uint32_t h, int dtype) {
+    return dtype == KVTC_DTYPE_F16 ? d_f16_to_f32(h) : __uint_as_float(h << 16);
+}
+__device__ __forceinline__ uint32_t f2h(float x, int dtype) {
+    return dtype == KVTC_DTYPE_F16 ? d_f32_to_f16(x) : d_f32_to_bf16(x);
+}
+__device__ __forceinline__ void ld4(const uint16_t *p, int dtype, float *o) {
+    uint2 u = *(const uint2 *)p;
+    o[0] = h2f(u.x & 0xffffu, dtype); o[1] = h2f(u.x >> 16, dtype);
+    o[2] = h2f(u.y & 0xffffu, dtype); o[3] = h2f(u.y >> 16, dtype);
+}
+__device__ __forceinline__ void st4(uint16_t *p, int dtype, const float *v) {
+    uint2 u;
+    u.x = f2h(v[0], dtype) | (f2h(v[1], dtype) << 16);
+    u.y = f2h(v[2], dtype) | (f2h(v[3], dtype) << 16);
+    *(uint2 *)p = u;
+}
+#define BF16_BITS(x) ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(x)))
+
+template <int ROPE>
+__global__ void gather_vec_k(const uint16_t *src, int dtype, RowGeom g, const float2 *cs, const float *mean,
+                             const float *weight, uint16_t *X) {
+    uint32_t q = threadIdx.x;
+    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
+    if (t >= g.n) return;
+    uint32_t lh = blockIdx.y;
+    uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d, col = (uint64_t)lh * g.d;
+    float lo[4], hi[4];
+    uint32_t dl[4], dh[4];
+    if (ROPE == 2) {
+        ld4(src + off + 4 * q, dtype, lo);
+        ld4(src + off + 4 * q + g.d / 2, dtype, hi);
+        for (int k = 0; k < 4; k++) { dl[k] = 4 * q + k; dh[k] = 4 * q + k + g.d / 2; }
+    } else {
+        float x[8];
+        ld4(src + off + 8 * q, dtype, x);
+        ld4(src + off + 8 * q + 4, dtype, x + 4);
+        for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; dl[k] = 8 * q + 2 * k; dh[k] = dl[k] + 1; }
+    }
+    float ol[4], oh[4];
+    for (int k = 0; k < 4; k++) {
+        float x0 = lo[k], x1 = hi[k];
+        if (ROPE) {
+            float2 c = cs[t * (g.rd / 2) + 4 * q + k];
+            float sn = -c.y;
+            float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, sn));
+            float y1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c.x));
+            x0 = y0;
+            x1 = y1;
+        }
+        ol[k] = __fmul_rn(__fsub_rn(x0, mean[col + dl[k]]), weight[col + dl[k]]);
+        oh[k] = __fmul_rn(__fsub_rn(x1, mean[col + dh[k]]), weight[col + dh[k]]);
+    }
+    uint16_t *row = X + t * g.p + col;
+    if (ROPE == 2) {
+        uint2 a, b;
+        a.x = BF16_BITS(ol[0]) | (BF16_BITS(ol[1]) << 16); a.y = BF16_BITS(ol[2]) | (BF16_BITS(ol[3]) << 16);
+        b.x = BF16_BITS(oh[0]) | (BF16_BITS(oh[1]) << 16); b.y = BF16_BITS(oh[2]) | (BF16_BITS(oh[3]) << 16);
+        *(uint2 *)(row + 4 * q) = a;
+        *(uint2 *)(row + 4 * q + g.d / 2) = b;
+    } else {
+        uint4 a;
+        a.x = BF16_BITS(ol[0]) | (BF16_BITS(oh[0]) << 16); a.y = BF16_BITS(ol[1]) | (BF16_BITS(oh[1]) << 16);
+        a.z = BF16_BITS(ol[2]) | (BF16_BITS(oh[2]) << 16); a.w = BF16_BITS(ol[3]) | (BF16_BITS(oh[3]) << 16);
+        *(uint4 *)(row + 8 * q) = a;
+    }
+}
+
+template <int ROPE>
+__global__ void scatter_vec_k(uint16_t *dst, int dtype, RowGeom g, const float2 *cs, const float *mean,
+                              const float *weight, const uint16_t *X) {
+    uint32_t q = threadIdx.x;
+    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
+    if (t >= g.n) return;
+    uint32_t lh = blockIdx.y;
+    uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d, col = (uint64_t)lh * g.d;
+    const uint16_t *row = X + t * g.p + col;
+    float lo[4], hi[4];
+    uint32_t dl[4], dh[4];
+    if (ROPE == 2) {
+        ld4(row + 4 * q, KVTC_DTYPE_BF16, lo);
+        ld4(row + 4 * q + g.d / 2, KVTC_DTYPE_BF16, hi);
+        for (int k = 0; k < 4; k++) { dl[k] = 4 * q + k; dh[k] = 4 * q + k + g.d / 2; }
+    } else {
+        float x[8];
+        ld4(row + 8 * q, KVTC_DTYPE_BF16, x);
+        ld4(row + 8 * q + 4, KVTC_DTYPE_BF16, x + 4);
+        for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; dl[k] = 8 * q + 2 * k; dh[k] = dl[k] + 1; }
+    }
+    for (int k = 0; k < 4; k++) {
+        float x0 = __fadd_rn(__fdiv_rn(lo[k], weight[col + dl[k]]), mean[col + dl[k]]);
+        float x1 = __fadd_rn(__fdiv_rn(hi[k], weight[col + dh[k]]), mean[col + dh[k]]);
+        if (ROPE) {
+            float2 c = cs[t * (g.rd / 2) + 4 * q + k];
+            float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
+            float y1 = __fadd_rn(__fmul_rn(x0, c.y), __fmul_rn(x1, c.x));
+            x0 = y0;
+            x1 = y1;
+        }
+        lo[k] = x0;
+        hi[k] = x1;
+    }
+    if (ROPE == 2) {
+        st4(dst + off + 4 * q, dtype, lo);
+        st4(dst + off + 4 * q + g.d / 2, dtype, hi);
+    } else {
+        float x[8] = {lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3]};
+        st4(dst + off + 8 * q, dtype, x);
+        st4(dst + off + 8 * q + 4, dtype, x + 4);
+    }
+}
+
+static bool vec_ok(int esize, kvtc_dtype dt, const RowGeom &g) {
+    return esize == 2 && (dt == KVTC_DTYPE_F16 || dt == KVTC_DTYPE_BF16) && g.d % 8 == 0 && g.d / 8 <= 256 &&
+           (g.rope == 0 || g.rd == g.d);
+}
+
+// launch helpers (template on the RoPE kind)
+static void launch_gather_vec(const RowGeom &g, uint32_t LH, const void *src, int dtype, const float2 *cs, const float *m,
+                              const float *w, void *X, cudaStream_t st) {
+    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
+    if (g.rope == 2) gather_vec_k<2><<<grd, blk, 0, st>>>((const uint16_t *)src, dtype, g, cs, m, w, (uint16_t *)X);
+    else if (g.rope == 1) gather_vec_k<1><<<grd, blk, 0, st>>>((const uint16_t *)src, dtype, g, cs, m, w, (uint16_t *)X);
+    else gather_vec_k<0><<<grd, blk, 0, st>>>((const uint16_t *)src, dtype, g, cs, m, w, (uint16_t *)X);
+}
+static void launch_scatter_vec(const RowGeom &g, uint32_t LH, void *dst, int dtype, const float2 *cs, const float *m,
+                               const float *w, const void *X, cudaStream_t st) {
+    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
+    if (g.rope == 2) scatter_vec_k<2><<<grd, blk, 0, st>>>((uint16_t *)dst, dtype, g, cs, m, w, (const uint16_t *)X);
+    else if (g.rope == 1) scatter_vec_k<1><<<grd, blk, 0, st>>>((uint16_t *)dst, dtype, g, cs, m, w, (const uint16_t *)X);
+    else scatter_vec_k<0><<<grd, blk, 0, st>>>((uint16_t *)dst, dtype, g, cs, m, w, (const uint16_t *)X);
 }
 
 // raw sink/window tokens: dir 0 cache -> section, 1 section -> cache. grid (blocks, L*H)
@@ -480,6 +673,35 @@ __global__ void dequant_k(T *D, const GroupDesc *groups, QuantGeom q, const uint
     }
 }
 
+// raw fp16 coordinates: one thread per (coordinate, token), tokens fastest (coalesced stores)
+__device__ __forceinline__ uint8_t *raw_addr(const QuantGeom &q, const RawDesc &rd, uint64_t t, uint8_t *payload) {
+    uint64_t c = t / q.chunk_tokens, ti = t - c * q.chunk_tokens;
+    uint64_t nc = q.n - c * q.chunk_tokens < q.chunk_tokens ? q.n - c * q.chunk_tokens : q.chunk_tokens;
+    uint64_t pbase = q.stream ? (uint64_t)q.pb[0] * nc : 0;
+    return payload + c * q.max_payload + pbase + (uint64_t)rd.param_off * nc + (ti * rd.size + rd.j) * 2;
+}
+
+__global__ void raw_quant_k(const float *D, const RawDesc *raw, uint32_t n_raw, QuantGeom q, uint8_t *payload) {
+    uint64_t idx = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (uint64_t)n_raw * q.n) return;
+    uint64_t e = idx / q.n, t = idx - e * q.n;
+    RawDesc rd = raw[e];
+    uint16_t h = d_f32_to_f16(clamp16(D[t * q.rank + rd.col]));
+    uint8_t *o = raw_addr(q, rd, t, payload);
+    o[0] = (uint8_t)h;
+    o[1] = (uint8_t)(h >> 8);
+}
+
+template <typename T>
+__global__ void raw_dequant_k(T *D, const RawDesc *raw, uint32_t n_raw, QuantGeom q, const uint8_t *payload) {
+    uint64_t idx = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (uint64_t)n_raw * q.n) return;
+    uint64_t e = idx / q.n, t = idx - e * q.n;
+    RawDesc rd = raw[e];
+    const uint8_t *o = raw_addr(q, rd, t, (uint8_t *)payload);
+    D[t * q.rank + rd.col] = from_f<T>(d_f16_to_f32(ld_u16(o)));
+}
+
 // ---- rANS encoder ------------------------------------------------------------
 
 struct EncWs {
@@ -505,21 +727,22 @@ __device__ __forceinline__ const SegList &pick(const SegList &full, const SegLis
 #define HIX(c, s, t) ((((uint64_t)(c) * ENC_MAX_SEGS + (s)) * 4 + (t)) * 256)
 
 __global__ void hist_k(SegList full, SegList last, EncWs w) {
-    __shared__ uint32_t h[4][256];
+    __shared__ uint32_t h[8][4 * 256];  // one sub-histogram per warp: less contention on peaked data
     uint32_t c = blockIdx.z, s = blockIdx.y;
     const SegList &L = pick(full, last, w, c);
     if (s >= L.n) return;
     uint64_t a = (uint64_t)blockIdx.x * 65536, size = L.size[s];
     if (a >= size) return;
     uint64_t e = a + 65536 < size ? a + 65536 : size;
-    for (int i = threadIdx.x; i < 1024; i += blockDim.x) (&h[0][0])[i] = 0;
+    for (int i = threadIdx.x; i < 8 * 1024; i += blockDim.x) (&h[0][0])[i] = 0;
     __syncthreads();
-    uint32_t P = L.period[s];
+    uint32_t P = L.period[s], wp = threadIdx.x >> 5;
     const uint8_t *p = w.payload + (uint64_t)c * w.max_payload + L.off[s];
-    for (uint64_t i = a + threadIdx.x; i < e; i += blockDim.x) atomicAdd(&h[i % P][p[i]], 1u);
+    for (uint64_t i = a + threadIdx.x; i < e; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
     __syncthreads();
     for (int i = threadIdx.x; i < 256 * (int)P; i += blockDim.x) {
-        uint32_t v = (&h[0][0])[i];
+        uint32_t v = 0;
+        for (int k = 0; k < 8; k++) v += h[k][i];
         if (v) atomicAdd(&w.hist[HIX(c, s, 0) + i], v);
     }
 }
@@ -1030,7 +1253,10 @@ extern "C" void kvtc_cuda_options_init(kvtc_cuda_options *o) {
 static void free_plans(kvtc_cuda_codec *c) {
     if (!c->plans) return;
     for (uint32_t i = 0; i < c->n_plans; i++)
-        for (int s = 0; s < 2; s++) cudaFree(c->plans[i].s[s].d_groups);
+        for (int s = 0; s < 2; s++) {
+            cudaFree(c->plans[i].s[s].d_groups);
+            cudaFree(c->plans[i].s[s].d_raw);
+        }
     free(c->plans);
     c->plans = NULL;
 }
@@ -1046,6 +1272,8 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
     cudaFree(c->d_inv_freq);
     cudaFree(c->d_crc_table);
     if (c->blas) cublasDestroy(c->blas);
+    if (c->profile)
+        for (int i = 0; i < 48; i++) cudaEventDestroy(c->ev[i]);
     free(c);
 }
 
@@ -1053,32 +1281,42 @@ static kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
     memset(sp, 0, sizeof *sp);
     sp->rank = ps->rank_used;
     GroupDesc *g = (GroupDesc *)malloc(sizeof(GroupDesc) * (ps->n_groups + 1));
-    if (!g) return KVTC_ERR_OUT_OF_MEMORY;
-    uint32_t col = 0, n = 0, pb = 0, cb = 0;
-    for (uint32_t i = 0; i < ps->n_groups && col < ps->rank_used; i++) {
+    RawDesc *rw = (RawDesc *)malloc(sizeof(RawDesc) * (ps->rank_used + 1));
+    if (!g || !rw) { free(g); free(rw); return KVTC_ERR_OUT_OF_MEMORY; }
+    uint32_t col = 0, n = 0, nr = 0, pb = 0, cb = 0;
+    kvtc_result r = KVTC_OK;
+    for (uint32_t i = 0; i < ps->n_groups && col < ps->rank_used && !r; i++) {
         const dp_group *dg = &ps->groups[i];
         GroupDesc d = {col, dg->size, dg->bits, pb, cb};
         if (dg->bits >= 1 && dg->bits <= DP_MAX_BITS) {
-            if (dg->size % 8) { free(g); return KVTC_ERR_UNSUPPORTED; }
+            if (dg->size % 8 || dg->size > 1024) r = KVTC_ERR_UNSUPPORTED;
             pb += 4;
             cb += dg->size * dg->bits;
+            g[n++] = d;
         } else if (dg->bits == DP_RAW_BITS) {
+            for (uint32_t j = 0; j < dg->size && col + j < ps->rank_used; j++) rw[nr++] = RawDesc{col + j, pb, dg->size, j};
             pb += 2 * dg->size;
-        } else if (dg->bits != 0) {
-            free(g);
-            return KVTC_ERR_UNSUPPORTED;
+        } else if (dg->bits == 0) {
+            g[n++] = d; /* decoded as zeros */
+        } else {
+            r = KVTC_ERR_UNSUPPORTED;
         }
-        if (dg->size > 1024 && dg->bits && dg->bits != DP_RAW_BITS) { free(g); return KVTC_ERR_UNSUPPORTED; }
-        g[n++] = d;
         col += dg->size;
     }
     sp->n_groups = n;
+    sp->n_raw = nr;
     sp->param_bytes = pb;
     sp->code_bits = cb;
-    cudaError_t e = cudaMalloc(&sp->d_groups, sizeof(GroupDesc) * (n ? n : 1));
-    if (e == cudaSuccess && n) e = cudaMemcpy(sp->d_groups, g, sizeof(GroupDesc) * n, cudaMemcpyHostToDevice);
+    if (!r) {
+        cudaError_t e = cudaMalloc(&sp->d_groups, sizeof(GroupDesc) * (n ? n : 1));
+        if (e == cudaSuccess && n) e = cudaMemcpy(sp->d_groups, g, sizeof(GroupDesc) * n, cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMalloc(&sp->d_raw, sizeof(RawDesc) * (nr ? nr : 1));
+        if (e == cudaSuccess && nr) e = cudaMemcpy(sp->d_raw, rw, sizeof(RawDesc) * nr, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) r = KVTC_ERR_CUDA;
+    }
     free(g);
-    return e == cudaSuccess ? KVTC_OK : KVTC_ERR_CUDA;
+    free(rw);
+    return r;
 }
 
 static kvtc_result upload_f32(float **dst, const float *src, size_t n) {
@@ -1180,6 +1418,12 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
             r = KVTC_ERR_CUDA;
     }
     if (!r && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) r = KVTC_ERR_CUDA;
+    const char *pe = getenv("KVTC_CUDA_PROFILE");
+    if (!r && pe && pe[0] == '1') {
+        c->profile = 1;
+        for (int i = 0; i < 48 && !r; i++)
+            if (cudaEventCreate(&c->ev[i]) != cudaSuccess) r = KVTC_ERR_CUDA;
+    }
     if (r) { kvtc_cuda_codec_free(c); return r; }
     *out = c;
     return KVTC_OK;
@@ -1246,14 +1490,9 @@ static int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens
         if (pz > maxpay) maxpay = pz;
     }
     L->max_payload = al(maxpay + 1);
-    const basis_plan *ep = &c->basis->plans[c->enc_plan];
-    SegList full;
-    build_seglist(ep, chunk_tokens, &full);
-    L->Lmax = full.total_lanes > 0 ? full.total_lanes : 1;
-    L->Wmax = full.total_words + 1;
-    // a last chunk has fewer tokens: fewer or equal lanes and words than... not always: recheck
-    for (uint64_t nl = 1; nl <= 1; nl++) {
-    }
+    // any chunk's segment list: lanes <= payload / 4096 + 32 per segment, words <= payload + lanes
+    L->Lmax = (uint32_t)(L->max_payload / RANS_SYMBOLS_PER_LANE + 32 * ENC_MAX_SEGS + 1);
+    L->Wmax = L->max_payload + L->Lmax;
     uint64_t raw = (uint64_t)g->n_layers * g->n_kv_heads * g->head_dim * kvtc_dtype_size(KVTC_DTYPE_F32) *
                    ((uint64_t)c->opt.n_sink + c->opt.n_window + 64);
     uint64_t big = 2 * maxpay + (uint64_t)DEC_MAX_SEGS * 40000;
@@ -1355,4 +1594,374 @@ extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_
         data += rans_bound((size_t)quant_payload_size(&pl->k, &pl->v, n), ENC_MAX_SEGS);
     }
     return (size_t)(h.sections[SEC_CHUNK_DATA].offset + data);
+}
+
+// ---- host: compress --------------------------------------------------------------
+
+static cudaDataType_t elem_type(const kvtc_cuda_codec *c) { return c->esize == 2 ? CUDA_R_16BF : CUDA_R_32F; }
+static cublasComputeType_t compute_type(const kvtc_cuda_codec *c) {
+    return c->opt.gemm == KVTC_CUDA_GEMM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
+static RowGeom row_geom(const container_header *h, int is_key, int unrope) {
+    RowGeom g;
+    g.H = h->geometry.n_kv_heads;
+    g.d = h->geometry.head_dim;
+    g.rd = kvtc_geometry_rope_dim(&h->geometry);
+    g.rope = (is_key && unrope && h->geometry.rope_type != KVTC_ROPE_NONE) ? (uint32_t)h->geometry.rope_type : 0;
+    g.n_tokens = h->n_tokens;
+    g.t0 = h->n_sink;
+    g.n = container_coded_tokens(h);
+    g.p = (uint64_t)h->geometry.n_layers * g.H * g.d;
+    return g;
+}
+
+static dim3 pair_block(uint32_t d) {
+    uint32_t px = d / 2, ty = 256 / px;
+    return dim3(px, ty ? ty : 1);
+}
+
+static QuantGeom quant_geom(const Layout &L, const PlanDev &pd, uint64_t n, uint32_t chunk_tokens, int s) {
+    QuantGeom q;
+    q.n = n;
+    q.chunk_tokens = chunk_tokens;
+    q.max_payload = L.max_payload;
+    q.pb[0] = pd.s[0].param_bytes; q.pb[1] = pd.s[1].param_bytes;
+    q.cb[0] = pd.s[0].code_bits; q.cb[1] = pd.s[1].code_bits;
+    q.stream = s;
+    q.rank = pd.s[s].rank;
+    q.n_groups = pd.s[s].n_groups;
+    return q;
+}
+
+extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
+                                          uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream) {
+    if (!c || !cache || !d_out || !d_written || !d_ws) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_result r = check_dev_cache(c, cache);
+    if (r) return r;
+    if (cap < kvtc_cuda_compress_bound(c, cache)) return KVTC_ERR_BUFFER_TOO_SMALL;
+    container_header h;
+    if ((r = enc_header(c, cache, &h))) return r;
+    Layout L;
+    layout_ws(c, cache->n_tokens, h.chunk_tokens, &L);
+    if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
+    uint8_t *ws = (uint8_t *)d_ws, *out = (uint8_t *)d_out;
+    const PlanDev &pd = c->plans[c->enc_plan];
+    const basis_plan *pl = pd.host;
+    uint64_t coded = container_coded_tokens(&h);
+    uint32_t C = h.n_chunks;
+    CKB(cublasSetStream(c->blas, stream));
+    CKB(cublasSetWorkspace(c->blas, ws + L.blas, L.blas_size));
+    PROF(c, stream, "start");
+    const kvtc_geometry *g = &h.geometry;
+    uint32_t LH = g->n_layers * g->n_kv_heads;
+    size_t esz = kvtc_dtype_size(h.dtype);
+
+    // raw sections and positions
+    if (container_raw_tokens(&h)) {
+        raw_copy_k<<<dim3(64, LH), 256, 0, stream>>>((uint8_t *)cache->k, out + h.sections[SEC_RAW_K].offset, h.n_tokens,
+                                                     h.n_sink, h.n_window, (uint32_t)(g->head_dim * esz), 0);
+        raw_copy_k<<<dim3(64, LH), 256, 0, stream>>>((uint8_t *)cache->v, out + h.sections[SEC_RAW_V].offset, h.n_tokens,
+                                                     h.n_sink, h.n_window, (uint32_t)(g->head_dim * esz), 0);
+    }
+    if (h.flags & CONTAINER_FLAG_POSITIONS)
+        copy_positions_k<<<(unsigned)((h.n_tokens + 255) / 256), 256, 0, stream>>>(cache->positions, h.n_tokens,
+                                                                                   out + h.sections[SEC_POSITIONS].offset);
+    PROF(c, stream, "raw sections");
+    uint64_t *data_size = (uint64_t *)(ws + L.dsize);
+    if (coded == 0) {
+        CK(cudaMemsetAsync(data_size, 0, 8, stream));
+    } else {
+        float2 *cs = (float2 *)(ws + L.cs);
+        int rot = c->basis->rope_removed && g->rope_type != KVTC_ROPE_NONE;
+        uint32_t n_pairs = kvtc_geometry_rope_dim(g) / 2;
+        if (rot) {
+            uint64_t tot = coded * n_pairs;
+            rope_table_k<<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>(c->d_inv_freq, n_pairs, cache->positions, NULL,
+                                                                            h.n_sink, coded, cs);
+        }
+        PROF(c, stream, "rope table");
+        const float one = 1.0f, zero = 0.0f;
+        for (int s = 0; s < 2; s++) {
+            RowGeom rg = row_geom(&h, s == 0, rot);
+            dim3 blk = pair_block(g->head_dim);
+            dim3 grd((unsigned)((coded + blk.y - 1) / blk.y), LH);
+            const void *src = s == 0 ? cache->k : cache->v;
+            if (vec_ok(c->esize, h.dtype, rg))
+                launch_gather_vec(rg, LH, src, h.dtype, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            else if (c->esize == 2)
+                gather_k<__nv_bfloat16><<<grd, blk, 0, stream>>>(src, h.dtype, rg, cs, c->d_mean[s], c->d_weight[s],
+                                                                 (__nv_bfloat16 *)(ws + L.X));
+            else
+                gather_k<float><<<grd, blk, 0, stream>>>(src, h.dtype, rg, cs, c->d_mean[s], c->d_weight[s], (float *)(ws + L.X));
+            CK(cudaGetLastError());
+            PROF(c, stream, s ? "V gather" : "K gather");
+            uint32_t rk = pd.s[s].rank;
+            if (rk)
+                CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rk, (int)coded, (int)c->p, &one, c->d_basis[s],
+                                 elem_type(c), (int)c->p, ws + L.X, elem_type(c), (int)c->p, &zero, ws + L.D, CUDA_R_32F,
+                                 (int)rk, compute_type(c), CUBLAS_GEMM_DEFAULT));
+            PROF(c, stream, s ? "V gemm" : "K gemm");
+            QuantGeom q = quant_geom(L, pd, coded, h.chunk_tokens, s);
+            if (q.n_groups) {
+                dim3 qg((q.n_groups + 7) / 8, (unsigned)(coded < 256 ? coded : 256));
+                quant_k<<<qg, 256, 0, stream>>>((const float *)(ws + L.D), pd.s[s].d_groups, q, ws + L.payload);
+            }
+            if (pd.s[s].n_raw) {
+                uint64_t tot = (uint64_t)pd.s[s].n_raw * coded;
+                raw_quant_k<<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>((const float *)(ws + L.D), pd.s[s].d_raw,
+                                                                              pd.s[s].n_raw, q, ws + L.payload);
+            }
+            PROF(c, stream, s ? "V quantize" : "K quantize");
+        }
+        // rANS
+        SegList full, last;
+        build_seglist(pl, h.chunk_tokens, &full);
+        uint64_t last_n = coded - (uint64_t)(C - 1) * h.chunk_tokens;
+        build_seglist(pl, last_n, &last);
+        EncWs w;
+        w.payload = ws + L.payload;
+        w.hist = (uint32_t *)(ws + L.hist);
+        w.freq = (uint16_t *)(ws + L.freq);
+        w.start = (uint16_t *)(ws + L.start);
+        w.npres = (uint32_t *)(ws + L.npres);
+        w.lane_state = (uint32_t *)(ws + L.lstate);
+        w.lane_count = (uint32_t *)(ws + L.lcount);
+        w.lane_woff = (uint32_t *)(ws + L.lwoff);
+        w.words = (uint16_t *)(ws + L.words);
+        w.seg_bytes = (uint32_t *)(ws + L.segb);
+        w.seg_mode = (uint32_t *)(ws + L.segm);
+        w.seg_out = (uint32_t *)(ws + L.sego);
+        w.chunk_size = (uint32_t *)(ws + L.csize);
+        w.chunk_off = (uint64_t *)(ws + L.coff);
+        w.data_size = data_size;
+        w.Lmax = L.Lmax;
+        w.Wmax = L.Wmax;
+        w.max_payload = L.max_payload;
+        w.C = C;
+        w.last_short = last_n != h.chunk_tokens;
+        CK(cudaMemsetAsync(w.hist, 0, L.hist_bytes, stream));
+        uint32_t maxseg = 0, maxlanes = full.total_lanes > last.total_lanes ? full.total_lanes : last.total_lanes;
+        for (uint32_t i = 0; i < full.n; i++) maxseg = full.size[i] > maxseg ? full.size[i] : maxseg;
+        for (uint32_t i = 0; i < last.n; i++) maxseg = last.size[i] > maxseg ? last.size[i] : maxseg;
+        hist_k<<<dim3(maxseg / 65536 + 1, ENC_MAX_SEGS, C), 256, 0, stream>>>(full, last, w);
+        PROF(c, stream, "histograms");
+        norm_k<<<dim3(4, ENC_MAX_SEGS, C), 256, 0, stream>>>(full, last, w);
+        PROF(c, stream, "normalize");
+        enc_lanes_k<<<dim3((maxlanes + 127) / 128, C), 128, 0, stream>>>(full, last, w);
+        PROF(c, stream, "rANS lanes");
+        segsize_k<<<dim3(ENC_MAX_SEGS, C), 256, 0, stream>>>(full, last, w);
+        chunkscan_k<<<1, 256, 0, stream>>>(full, last, w);
+        PROF(c, stream, "sizes");
+        uint8_t *data = out + h.sections[SEC_CHUNK_DATA].offset;
+        asm_hdr_k<<<dim3(ENC_MAX_SEGS, C), 256, 0, stream>>>(full, last, w, data);
+        PROF(c, stream, "assemble headers");
+        asm_words_k<<<dim3((maxlanes + 7) / 8, C), 256, 0, stream>>>(full, last, w, data);
+        PROF(c, stream, "assemble words");
+        CK(cudaGetLastError());
+        // chunk CRCs -> chunk index
+        uint32_t chunk_pieces = (uint32_t)(rans_bound(L.max_payload, ENC_MAX_SEGS) / CRC_PIECE + 1);
+        uint32_t *pieces = (uint32_t *)(ws + L.pieces);
+        Regions none;
+        memset(&none, 0, sizeof none);
+        crc_pieces_k<<<dim3((chunk_pieces + 127) / 128, C), 128, 0, stream>>>(data, none, 0, w.chunk_off, w.chunk_size,
+                                                                              chunk_pieces, c->d_crc_table, pieces);
+        uint32_t pay_full = (uint32_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
+        uint32_t pay_last = (uint32_t)quant_payload_size(&pl->k, &pl->v, last_n);
+        crc_combine_k<<<C, 256, 0, stream>>>(none, w.chunk_size, C, chunk_pieces, c->d_crc_table + 256, pieces,
+                                                           NULL, out + h.sections[SEC_CHUNK_INDEX].offset, w.chunk_off,
+                                                           h.chunk_tokens, coded, pay_full, pay_last, NULL, NULL);
+        PROF(c, stream, "chunk CRCs + index");
+        CK(cudaGetLastError());
+    }
+    // section CRCs: positions, token ids, raw K, raw V, chunk index
+    Regions sr;
+    memset(&sr, 0, sizeof sr);
+    const int secs[5] = {SEC_POSITIONS, SEC_TOKEN_IDS, SEC_RAW_K, SEC_RAW_V, SEC_CHUNK_INDEX};
+    sr.n = 5;
+    uint64_t maxsec = 0;
+    for (int i = 0; i < 5; i++) {
+        sr.off[i] = h.sections[secs[i]].offset;
+        sr.size[i] = h.sections[secs[i]].size;
+        maxsec = sr.size[i] > maxsec ? sr.size[i] : maxsec;
+    }
+    uint32_t sec_pieces = (uint32_t)(maxsec / CRC_PIECE + 1);
+    if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
+    uint32_t *pieces = (uint32_t *)(ws + L.pieces);
+    uint32_t *sec_crc = (uint32_t *)(ws + L.crc_out);
+    crc_pieces_k<<<dim3((sec_pieces + 127) / 128, 5), 128, 0, stream>>>(out, sr, 0, NULL, NULL, sec_pieces, c->d_crc_table,
+                                                                         pieces);
+    crc_combine_k<<<5, 256, 0, stream>>>(sr, NULL, 5, sec_pieces, c->d_crc_table + 256, pieces, sec_crc, NULL, NULL, 0, 0,
+                                        0, 0, NULL, NULL);
+    HdrArgs ha;
+    ha.h = h;
+    PROF(c, stream, "section CRCs");
+    prefix_k<<<1, 1, 0, stream>>>(ha, data_size, sec_crc, c->d_crc_table, out, d_written);
+    CK(cudaGetLastError());
+    PROF(c, stream, "header");
+    prof_report(c, "compress");
+    return KVTC_OK;
+}
+
+// ---- host: decompress ------------------------------------------------------------
+
+extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                            const void *d_stream, size_t size, kvtc_cache *out, void *d_ws, size_t ws_size,
+                                            uint32_t *d_status, cudaStream_t stream) {
+    if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    container_header h;
+    kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
+    if (r) return r;
+    const kvtc_basis *b = c->basis;
+    if (h.transform_fingerprint != b->transform_fingerprint || !kvtc_geometry_equal(&h.geometry, &b->geometry) ||
+        h.recompute_layers != b->recompute_layers || h.rope_removed != (uint8_t)b->rope_removed)
+        return KVTC_ERR_BASIS_MISMATCH;
+    if (h.codec != CONTAINER_CODEC_RANS || h.recompute_layers || (h.flags & CONTAINER_FLAG_TOKEN_IDS))
+        return KVTC_ERR_UNSUPPORTED;
+    int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
+    if (pi < 0) return KVTC_ERR_BASIS_MISMATCH;
+    if ((r = check_dev_cache(c, out))) return r;
+    if (out->dtype != h.dtype || out->n_tokens != h.n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (size < h.total_size) return KVTC_ERR_TRUNCATED;
+    Layout L;
+    layout_ws(c, h.n_tokens, h.chunk_tokens, &L);
+    if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
+    const PlanDev &pd = c->plans[pi];
+    const basis_plan *pl = pd.host;
+    uint8_t *ws = (uint8_t *)d_ws;
+    const uint8_t *in = (const uint8_t *)d_stream;
+    uint64_t coded = container_coded_tokens(&h);
+    uint32_t C = h.n_chunks;
+    const kvtc_geometry *g = &h.geometry;
+    uint32_t LH = g->n_layers * g->n_kv_heads;
+    size_t esz = kvtc_dtype_size(h.dtype);
+    CK(cudaMemsetAsync(d_status, 0, 4, stream));
+    CKB(cublasSetStream(c->blas, stream));
+    CKB(cublasSetWorkspace(c->blas, ws + L.blas, L.blas_size));
+    PROF(c, stream, "start");
+    uint32_t *pieces = (uint32_t *)(ws + L.pieces);
+    const uint8_t *pos_le = (h.flags & CONTAINER_FLAG_POSITIONS) ? in + h.sections[SEC_POSITIONS].offset : NULL;
+    if (coded) {
+        uint64_t last_n = coded - (uint64_t)(C - 1) * h.chunk_tokens;
+        DecArgs a;
+        a.in = in;
+        a.index_off = h.sections[SEC_CHUNK_INDEX].offset;
+        a.data_off = h.sections[SEC_CHUNK_DATA].offset;
+        a.data_size = h.sections[SEC_CHUNK_DATA].size;
+        a.chunk_tokens = h.chunk_tokens;
+        a.coded = coded;
+        a.pay[0] = (uint32_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
+        a.pay[1] = (uint32_t)quant_payload_size(&pl->k, &pl->v, last_n);
+        DecWs w;
+        w.payload = ws + L.payload;
+        w.seg = (DSeg *)(ws + L.dseg);
+        w.n_segs = (uint32_t *)(ws + L.dnseg);
+        w.n_blocks = (uint32_t *)(ws + L.dnblk);
+        w.chunk_off = (uint64_t *)(ws + L.dcoff);
+        w.chunk_size = (uint32_t *)(ws + L.dcsize);
+        w.chunk_crc = (uint32_t *)(ws + L.dccrc);
+        w.max_payload = L.max_payload;
+        w.C = C;
+        parse_k<<<(C + 63) / 64, 64, 0, stream>>>(a, w, d_status);
+        PROF(c, stream, "parse index+segments");
+        uint32_t chunk_pieces = (uint32_t)L.max_pieces;
+        Regions none;
+        memset(&none, 0, sizeof none);
+        crc_pieces_k<<<dim3((chunk_pieces + 127) / 128, C), 128, 0, stream>>>(in, none, a.data_off, w.chunk_off, w.chunk_size,
+                                                                              chunk_pieces, c->d_crc_table, pieces);
+        crc_combine_k<<<C, 256, 0, stream>>>(none, w.chunk_size, C, chunk_pieces, c->d_crc_table + 256, pieces,
+                                                           NULL, NULL, NULL, 0, 0, 0, 0, w.chunk_crc, d_status);
+        PROF(c, stream, "chunk CRCs");
+        // lane blocks per chunk: about payload / 4096 / 128, at least 1
+        uint32_t gx = (uint32_t)(a.pay[0] / RANS_SYMBOLS_PER_LANE / LANE_BLOCK + 2);
+        dec_lanes_k<<<dim3(gx, C), LANE_BLOCK, 0, stream>>>(a, w, d_status);
+        PROF(c, stream, "rANS lanes");
+        dec_stored_k<<<dim3(DEC_MAX_SEGS, C), 256, 0, stream>>>(a, w);
+        PROF(c, stream, "stored segments");
+        CK(cudaGetLastError());
+        float2 *cs = (float2 *)(ws + L.cs);
+        int rot = b->rope_removed && g->rope_type != KVTC_ROPE_NONE;
+        uint32_t n_pairs = kvtc_geometry_rope_dim(g) / 2;
+        if (rot) {
+            uint64_t tot = coded * n_pairs;
+            rope_table_k<<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink,
+                                                                            coded, cs);
+        }
+        PROF(c, stream, "rope table");
+        const float one = 1.0f, zero = 0.0f;
+        for (int s = 0; s < 2; s++) {
+            QuantGeom q = quant_geom(L, pd, coded, h.chunk_tokens, s);
+            uint32_t rk = pd.s[s].rank;
+            if (q.n_groups) {
+                dim3 qg((q.n_groups + 7) / 8, (unsigned)(coded < 256 ? coded : 256));
+                if (c->esize == 2)
+                    dequant_k<__nv_bfloat16><<<qg, 256, 0, stream>>>((__nv_bfloat16 *)(ws + L.D), pd.s[s].d_groups, q,
+                                                                     ws + L.payload);
+                else
+                    dequant_k<float><<<qg, 256, 0, stream>>>((float *)(ws + L.D), pd.s[s].d_groups, q, ws + L.payload);
+            }
+            if (pd.s[s].n_raw) {
+                uint64_t tot = (uint64_t)pd.s[s].n_raw * coded;
+                if (c->esize == 2)
+                    raw_dequant_k<__nv_bfloat16><<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>(
+                        (__nv_bfloat16 *)(ws + L.D), pd.s[s].d_raw, pd.s[s].n_raw, q, ws + L.payload);
+                else
+                    raw_dequant_k<float><<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>(
+                        (float *)(ws + L.D), pd.s[s].d_raw, pd.s[s].n_raw, q, ws + L.payload);
+            }
+            PROF(c, stream, s ? "V dequantize" : "K dequantize");
+            if (rk)
+                CKB(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)c->p, (int)coded, (int)rk, &one, c->d_basis[s],
+                                 elem_type(c), (int)c->p, ws + L.D, elem_type(c), (int)rk, &zero, ws + L.X, elem_type(c),
+                                 (int)c->p, compute_type(c), CUBLAS_GEMM_DEFAULT));
+            else
+                CK(cudaMemsetAsync(ws + L.X, 0, coded * c->p * c->esize, stream));
+            PROF(c, stream, s ? "V gemm" : "K gemm");
+            RowGeom rg = row_geom(&h, s == 0, rot);
+            dim3 blk = pair_block(g->head_dim);
+            dim3 grd((unsigned)((coded + blk.y - 1) / blk.y), LH);
+            void *dst = s == 0 ? out->k : out->v;
+            if (vec_ok(c->esize, h.dtype, rg))
+                launch_scatter_vec(rg, LH, dst, h.dtype, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            else if (c->esize == 2)
+                scatter_k<__nv_bfloat16><<<grd, blk, 0, stream>>>(dst, h.dtype, rg, cs, c->d_mean[s], c->d_weight[s],
+                                                                  (const __nv_bfloat16 *)(ws + L.X));
+            else
+                scatter_k<float><<<grd, blk, 0, stream>>>(dst, h.dtype, rg, cs, c->d_mean[s], c->d_weight[s],
+                                                          (const float *)(ws + L.X));
+            CK(cudaGetLastError());
+            PROF(c, stream, s ? "V scatter" : "K scatter");
+        }
+    }
+    // sections: CRC check, raw tokens, positions
+    Regions sr;
+    memset(&sr, 0, sizeof sr);
+    const int secs[5] = {SEC_POSITIONS, SEC_TOKEN_IDS, SEC_RAW_K, SEC_RAW_V, SEC_CHUNK_INDEX};
+    sr.n = 5;
+    uint64_t maxsec = 0;
+    for (int i = 0; i < 5; i++) {
+        sr.off[i] = h.sections[secs[i]].offset;
+        sr.size[i] = h.sections[secs[i]].size;
+        sr.want[i] = h.sections[secs[i]].crc32;
+        maxsec = sr.size[i] > maxsec ? sr.size[i] : maxsec;
+    }
+    uint32_t sec_pieces = (uint32_t)(maxsec / CRC_PIECE + 1);
+    if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
+    crc_pieces_k<<<dim3((sec_pieces + 127) / 128, 5), 128, 0, stream>>>(in, sr, 0, NULL, NULL, sec_pieces, c->d_crc_table,
+                                                                         pieces + (uint64_t)C * L.max_pieces);
+    crc_combine_k<<<5, 256, 0, stream>>>(sr, NULL, 5, sec_pieces, c->d_crc_table + 256, pieces + (uint64_t)C * L.max_pieces,
+                                        NULL, NULL, NULL, 0, 0, 0, 0, NULL, d_status);
+    PROF(c, stream, "section CRCs");
+    if (container_raw_tokens(&h)) {
+        raw_copy_k<<<dim3(64, LH), 256, 0, stream>>>((uint8_t *)out->k, (uint8_t *)in + h.sections[SEC_RAW_K].offset,
+                                                     h.n_tokens, h.n_sink, h.n_window, (uint32_t)(g->head_dim * esz), 1);
+        raw_copy_k<<<dim3(64, LH), 256, 0, stream>>>((uint8_t *)out->v, (uint8_t *)in + h.sections[SEC_RAW_V].offset,
+                                                     h.n_tokens, h.n_sink, h.n_window, (uint32_t)(g->head_dim * esz), 1);
+    }
+    if (out->positions)
+        write_positions_k<<<(unsigned)((h.n_tokens + 255) / 256), 256, 0, stream>>>(pos_le, h.n_tokens, out->positions);
+    CK(cudaGetLastError());
+    PROF(c, stream, "raw tokens + positions");
+    prof_report(c, "decompress");
+    return KVTC_OK;
 }

@@ -420,7 +420,10 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     else { r = KVTC_ERR_CORRUPT; goto fail; }
     if ((r = meta_double(&f, "rope_theta", &theta))) goto fail;
     g->rope_theta = (float)theta;
-    if (kvtc_geometry_check(g) != KVTC_OK) { r = KVTC_ERR_CORRUPT; goto fail; }
+    if ((r = kvtc_geometry_check(g)) != KVTC_OK) {
+        r = r == KVTC_ERR_TOO_LARGE ? r : KVTC_ERR_CORRUPT;
+        goto fail;
+    }
     if ((r = meta_u32(&f, "recompute_layers", &b->recompute_layers))) goto fail;
     if (b->recompute_layers >= g->n_layers) { r = KVTC_ERR_CORRUPT; goto fail; }
     if ((r = meta_u32(&f, "rope_removed", &rr)) || rr > 1) { r = KVTC_ERR_CORRUPT; goto fail; }

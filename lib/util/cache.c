@@ -10,6 +10,8 @@ kvtc_result kvtc_geometry_check(const kvtc_geometry *g) {
     if (!g) return KVTC_ERR_INVALID_ARGUMENT;
     if (g->n_layers == 0 || g->n_kv_heads == 0 || g->head_dim == 0) return KVTC_ERR_INVALID_ARGUMENT;
     if (g->head_dim > KVTC_MAX_HEAD_DIM) return KVTC_ERR_TOO_LARGE;
+    /* bound the factors first: 2^31 x 2^31 x 4 would wrap the product to 0 */
+    if (g->n_layers > KVTC_MAX_ROW || g->n_kv_heads > KVTC_MAX_ROW) return KVTC_ERR_TOO_LARGE;
     uint64_t p = (uint64_t)g->n_layers * g->n_kv_heads * g->head_dim;
     if (p > KVTC_MAX_ROW) return KVTC_ERR_TOO_LARGE;
     if (g->rope_type != KVTC_ROPE_NONE && g->rope_type != KVTC_ROPE_NORM &&

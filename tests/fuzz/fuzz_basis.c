@@ -1,8 +1,10 @@
 /* fuzz_basis.c - libFuzzer target for the basis reader (kvtc_basis_load).
  * A basis that loads must serialize and load again to the same fingerprint,
  * report its plans, and - when small - drive a real encode and decode of a
- * small synthetic cache with every plan it has (the plan strings are not
- * covered by the transform fingerprint, so fuzzed plans reach the codec). */
+ * small synthetic cache with every plan it has. (The basis file's content
+ * hash covers tensors and plan text, so most mutations stop at the hash;
+ * the parser, the metadata checks and the ordering of checks are what this
+ * target exercises, and its own seeds exercise the codec path.) */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -112,6 +112,42 @@ static void token_bound(const kvtc_basis *b, const basis_plan *pl, int is_key, c
     }
 }
 
+/* Every coded coordinate within its bound (see the top of the file). */
+static void check_coded(const kvtc_basis *b, const kvtc_stream_info *info, const kvtc_cache *in,
+                        const kvtc_cache *o, uint64_t sink, uint64_t coded, int which) {
+    const kvtc_geometry g = in->geometry;
+    kvtc_dtype dt = in->dtype;
+    uint64_t p = synth_p(&g);
+    const basis_plan *pl = NULL;
+    for (uint32_t i = 0; i < b->n_plans; i++)
+        if (b->plans[i].target_ratio == info->plan_ratio) pl = &b->plans[i];
+    if (!pl) FAIL("plan not found");
+    rope_table rt;
+    if (rope_table_init(&rt, &g)) FAIL("rope");
+    float *row = malloc(sizeof(float) * p);
+    double *dd = malloc(sizeof(double) * 3 * (p + 1));
+    double *bnd = malloc(sizeof(double) * p);
+    double ur = ulp_rel(dt);
+    for (uint64_t t = sink; t < sink + coded; t++)
+        for (int is_key = 0; is_key < 2; is_key++) {
+            token_bound(b, pl, is_key, in, &rt, t, row, dd, bnd);
+            for (uint32_t l = 0; l < g.n_layers; l++)
+                for (uint32_t h = 0; h < g.n_kv_heads; h++)
+                    for (uint32_t j = 0; j < g.head_dim; j++) {
+                        double x = synth_elem(in, is_key, l, h, t, j);
+                        double y = synth_elem(o, is_key, l, h, t, j);
+                        uint64_t i = ((uint64_t)l * g.n_kv_heads + h) * g.head_dim + j;
+                        double lim = bnd[i] + (fabs(x) + bnd[i]) * ur + 1e-6;
+                        if (!(fabs(x - y) <= lim))
+                            FAIL("token %llu %s l%u h%u d%u: |%g - %g| = %g > bound %g (basis %d, dtype %d)",
+                                 (unsigned long long)t, is_key ? "K" : "V", l, h, j, x, y, fabs(x - y), lim,
+                                 which, (int)dt);
+                    }
+        }
+    free(row); free(dd); free(bnd);
+    rope_table_free(&rt);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rd r = {data, size, 0};
     int which = (int)(u8(&r) % 3);
@@ -202,37 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if ((t < sink || t >= n - win) && !synth_token_equal(&sc.c, &o, t))
             FAIL("raw token %llu not bit-exact", (unsigned long long)t);
     }
-    if (coded) {
-        /* the plan used: the one the stream names */
-        const basis_plan *pl = NULL;
-        for (uint32_t i = 0; i < b->n_plans; i++)
-            if (b->plans[i].target_ratio == info.plan_ratio) pl = &b->plans[i];
-        if (!pl) FAIL("plan not found");
-        rope_table rt;
-        if (rope_table_init(&rt, &g)) FAIL("rope");
-        float *row = malloc(sizeof(float) * p);
-        double *dd = malloc(sizeof(double) * 3 * (p + 1));
-        double *bnd = malloc(sizeof(double) * p);
-        double ur = ulp_rel(dt);
-        for (uint64_t t = sink; t < sink + coded; t++)
-            for (int is_key = 0; is_key < 2; is_key++) {
-                token_bound(b, pl, is_key, &sc.c, &rt, t, row, dd, bnd);
-                for (uint32_t l = 0; l < g.n_layers; l++)
-                    for (uint32_t h = 0; h < g.n_kv_heads; h++)
-                        for (uint32_t j = 0; j < g.head_dim; j++) {
-                            double x = synth_elem(&sc.c, is_key, l, h, t, j);
-                            double y = synth_elem(&o, is_key, l, h, t, j);
-                            uint64_t i = ((uint64_t)l * g.n_kv_heads + h) * g.head_dim + j;
-                            double lim = bnd[i] + (fabs(x) + bnd[i]) * ur + 1e-6;
-                            if (!(fabs(x - y) <= lim))
-                                FAIL("token %llu %s l%u h%u d%u: |%g - %g| = %g > bound %g (basis %d, dtype %d)",
-                                     (unsigned long long)t, is_key ? "K" : "V", l, h, j, x, y, fabs(x - y), lim,
-                                     which, (int)dt);
-                        }
-            }
-        free(row); free(dd); free(bnd);
-        rope_table_free(&rt);
-    }
+    if (coded) check_coded(b, &info, &sc.c, &o, sink, coded, which);
     synth_cache_free(&o);
     kvtc_decoder_free(d);
 out:

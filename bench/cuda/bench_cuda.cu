@@ -1,0 +1,799 @@
+// bench_cuda.cu - correctness and speed of the CUDA backend (run through
+// bench/cuda/run_all.sh on the GPU machine).
+//
+//   kvtc_cuda_bench check          small geometry, CPU-calibrated basis:
+//                                  GPU encode -> CPU decode, CPU encode -> GPU
+//                                  decode, errors vs the CPU path, rANS bytes
+//                                  GPU == CPU, corruption, graph capture
+//   kvtc_cuda_bench bench [m]      paper geometry (40 x 8 x 128, bf16), basis of
+//                                  rank m (default 4096) from a synthetic
+//                                  generator: batch 8 x 8K and 2 x 16K
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <libdeflate.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "bench_synth.h"
+#include "kvtc_cuda.h"
+
+extern "C" {
+#include "entropy/rans.h"
+#include "format/basis.h"
+#include "format/container.h"
+#include "quant/group_quant.h"
+#include "util/half.h"
+}
+
+#define CU(x)                                                                                       \
+    do {                                                                                            \
+        cudaError_t e_ = (x);                                                                       \
+        if (e_ != cudaSuccess) {                                                                    \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
+            exit(2);                                                                                \
+        }                                                                                           \
+    } while (0)
+#define KV(x)                                                                                       \
+    do {                                                                                            \
+        kvtc_result r_ = (x);                                                                       \
+        if (r_ != KVTC_OK) {                                                                        \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, kvtc_result_string(r_));     \
+            exit(2);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+static int g_fail = 0;
+#define EXPECT(cond, ...)                                                    \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            g_fail++;                                                        \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);           \
+            printf(__VA_ARGS__);                                             \
+            printf("\n");                                                    \
+        }                                                                    \
+    } while (0)
+
+static double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// ---- device cache helpers -------------------------------------------------------
+
+struct DevCache {
+    kvtc_cache c;
+    size_t bytes;
+};
+
+static DevCache dev_alloc_like(const kvtc_geometry &g, kvtc_dtype dt, uint64_t n) {
+    DevCache d;
+    memset(&d, 0, sizeof d);
+    d.c.geometry = g;
+    d.c.dtype = dt;
+    d.c.n_tokens = n;
+    d.bytes = kvtc_cache_tensor_bytes(&g, dt, n);
+    CU(cudaMalloc(&d.c.k, d.bytes));
+    CU(cudaMalloc(&d.c.v, d.bytes));
+    CU(cudaMemset(d.c.k, 0xff, d.bytes));  // poison: NaN in every dtype
+    CU(cudaMemset(d.c.v, 0xff, d.bytes));
+    return d;
+}
+static void dev_free(DevCache &d) {
+    cudaFree(d.c.k);
+    cudaFree(d.c.v);
+}
+
+static float elem(const void *b, kvtc_dtype t, uint64_t i) {
+    if (t == KVTC_DTYPE_F32) return ((const float *)b)[i];
+    uint16_t h = ((const uint16_t *)b)[i];
+    return t == KVTC_DTYPE_F16 ? kvtc_f16_to_f32(h) : kvtc_bf16_to_f32(h);
+}
+
+struct Cmp {
+    double rel;       // ||a - ref|| / ||ref||
+    double max_abs;   // max |a - b|
+    double mean_abs;
+    uint64_t nonfinite;
+};
+
+static Cmp compare(const kvtc_cache &a, const kvtc_cache &b, const kvtc_cache &ref) {
+    Cmp r = {0, 0, 0, 0};
+    uint64_t n = kvtc_cache_tensor_bytes(&a.geometry, a.dtype, a.n_tokens) / kvtc_dtype_size(a.dtype);
+    double e2 = 0, r2 = 0, sa = 0;
+    for (int s = 0; s < 2; s++) {
+        const void *pa = s ? a.v : a.k, *pb = s ? b.v : b.k, *pr = s ? ref.v : ref.k;
+        for (uint64_t i = 0; i < n; i++) {
+            float x = elem(pa, a.dtype, i), y = elem(pb, b.dtype, i), z = elem(pr, ref.dtype, i);
+            if (!std::isfinite(x) || !std::isfinite(y)) { r.nonfinite++; continue; }
+            e2 += (double)(x - z) * (x - z);
+            r2 += (double)z * z;
+            double d = fabs((double)x - y);
+            r.max_abs = std::max(r.max_abs, d);
+            sa += d;
+        }
+    }
+    r.rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
+    r.mean_abs = sa / (2.0 * n);
+    return r;
+}
+
+static void host_alloc_like(const kvtc_cache &src, kvtc_cache &dst) {
+    dst = src;
+    size_t bytes = kvtc_cache_tensor_bytes(&src.geometry, src.dtype, src.n_tokens);
+    dst.k = malloc(bytes);
+    dst.v = malloc(bytes);
+    dst.positions = NULL;
+    dst.token_ids = NULL;
+    memset(dst.k, 0, bytes);
+    memset(dst.v, 0, bytes);
+}
+
+// ---- the correctness check --------------------------------------------------------
+
+struct GpuRun {
+    std::vector<uint8_t> stream;
+};
+
+static std::vector<uint8_t> gpu_compress(kvtc_cuda_codec *cc, const DevCache &dc, void *ws, size_t wsz, cudaStream_t st) {
+    size_t cap = kvtc_cuda_compress_bound(cc, &dc.c);
+    void *d_out;
+    uint64_t *d_w;
+    CU(cudaMalloc(&d_out, cap));
+    CU(cudaMalloc(&d_w, 8));
+    KV(kvtc_cuda_compress(cc, &dc.c, d_out, cap, d_w, ws, wsz, st));
+    CU(cudaStreamSynchronize(st));
+    uint64_t w = 0;
+    CU(cudaMemcpy(&w, d_w, 8, cudaMemcpyDeviceToHost));
+    std::vector<uint8_t> out(w);
+    CU(cudaMemcpy(out.data(), d_out, w, cudaMemcpyDeviceToHost));
+    cudaFree(d_out);
+    cudaFree(d_w);
+    return out;
+}
+
+static uint32_t gpu_decompress(kvtc_cuda_codec *cc, const std::vector<uint8_t> &s, DevCache &out, void *ws, size_t wsz,
+                               cudaStream_t st) {
+    void *d_in;
+    uint32_t *d_status, status = 99;
+    CU(cudaMalloc(&d_in, s.size()));
+    CU(cudaMalloc(&d_status, 4));
+    CU(cudaMemcpy(d_in, s.data(), s.size(), cudaMemcpyHostToDevice));
+    kvtc_result r = kvtc_cuda_decompress(cc, s.data(), s.size(), d_in, s.size(), &out.c, ws, wsz, d_status, st);
+    if (r) {
+        cudaFree(d_in);
+        cudaFree(d_status);
+        return 1000 + r;
+    }
+    CU(cudaStreamSynchronize(st));
+    CU(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
+    cudaFree(d_in);
+    cudaFree(d_status);
+    return status;
+}
+
+static void to_host(const DevCache &d, kvtc_cache &h) {
+    CU(cudaMemcpy(h.k, d.c.k, d.bytes, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(h.v, d.c.v, d.bytes, cudaMemcpyDeviceToHost));
+}
+
+// Re-encode every chunk's payload with the CPU rANS encoder: same bytes as the GPU's?
+static int rans_bytes_identical(const std::vector<uint8_t> &s, const kvtc_basis *b, uint32_t *n_chunks) {
+    container_header h;
+    if (container_read_prefix(s.data(), s.size(), &h)) return 0;
+    int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
+    const basis_plan *pl = &b->plans[pi];
+    int same = 1;
+    *n_chunks = h.n_chunks;
+    for (uint32_t i = 0; i < h.n_chunks; i++) {
+        container_chunk_entry ce;
+        if (container_read_chunk_entry(s.data(), &h, i, &ce)) return 0;
+        const uint8_t *z = s.data() + h.sections[SEC_CHUNK_DATA].offset + ce.offset;
+        std::vector<uint8_t> pay(ce.payload_size + 1), re(rans_bound(ce.payload_size, 1024));
+        if (rans_decode(z, ce.size, pay.data(), ce.payload_size)) return 0;
+        uint32_t cap = 2 * (pl->k.n_groups + pl->v.n_groups) + 1;
+        std::vector<rans_segment> segs(cap);
+        uint32_t ns = rans_plan_segments(&pl->k, &pl->v, ce.n_tokens, segs.data(), cap);
+        size_t zs = 0;
+        if (rans_encode(pay.data(), ce.payload_size, segs.data(), ns, re.data(), re.size(), &zs)) return 0;
+        same &= zs == ce.size && memcmp(re.data(), z, zs) == 0;
+    }
+    return same;
+}
+
+static void check(void) {
+    printf("== check: small geometry, CPU-calibrated basis ==\n");
+    kvtc_geometry g;
+    memset(&g, 0, sizeof g);
+    g.n_layers = 4;
+    g.n_kv_heads = 4;
+    g.head_dim = 128;
+    g.rope_type = KVTC_ROPE_NEOX;
+    g.rope_theta = 1e6f;
+    const uint64_t n = 1500;
+    const uint32_t rank = 48;
+    double t0 = now_s();
+    kvtc_basis *b = bs_calibrate_small(&g, n, rank, 16.0);
+    if (!b) { printf("FAIL: calibration\n"); g_fail++; return; }
+    kvtc_plan_info pi;
+    kvtc_basis_plan_info(b, 0, &pi);
+    printf("calibrated p=%u in %.1f s: plan 16x rank_k %u rank_v %u, %u/%u groups\n", g.n_layers * g.n_kv_heads * g.head_dim,
+           now_s() - t0, pi.rank_k, pi.rank_v, pi.n_groups_k, pi.n_groups_v);
+    kvtc_cache hc;
+    if (bs_make_cache(&g, KVTC_DTYPE_BF16, n, rank, 7, &hc)) { g_fail++; return; }
+    DevCache dc = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+    CU(cudaMemcpy(dc.c.k, hc.k, dc.bytes, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dc.c.v, hc.v, dc.bytes, cudaMemcpyHostToDevice));
+    cudaStream_t st;
+    CU(cudaStreamCreate(&st));
+
+    // the CPU path: codec 2 and codec 1
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.entropy_codec = KVTC_CODEC_RANS;
+    eo.n_threads = 8;
+    kvtc_encoder *enc;
+    KV(kvtc_encoder_alloc(b, &eo, &enc));
+    std::vector<uint8_t> cpu_s(kvtc_compress_bound(enc, &hc));
+    size_t cw = 0;
+    KV(kvtc_compress(enc, &hc, cpu_s.data(), cpu_s.size(), &cw));
+    cpu_s.resize(cw);
+    kvtc_encoder_free(enc);
+    eo.entropy_codec = KVTC_CODEC_DEFLATE;
+    KV(kvtc_encoder_alloc(b, &eo, &enc));
+    std::vector<uint8_t> cpu_d(kvtc_compress_bound(enc, &hc));
+    KV(kvtc_compress(enc, &hc, cpu_d.data(), cpu_d.size(), &cw));
+    cpu_d.resize(cw);
+    kvtc_encoder_free(enc);
+    kvtc_decoder *dec;
+    kvtc_decode_options dopt;
+    kvtc_decode_options_init(&dopt);
+    dopt.n_threads = 8;
+    KV(kvtc_decoder_alloc(b, &dopt, &dec));
+    kvtc_cache cpu_out;
+    host_alloc_like(hc, cpu_out);
+    KV(kvtc_decompress(dec, cpu_s.data(), cpu_s.size(), &cpu_out));
+    Cmp ccpu = compare(cpu_out, cpu_out, hc);
+    printf("CPU codec 2: %zu bytes (DEFLATE stream %zu), rel err vs input %.5f\n", cpu_s.size(), cpu_d.size(), ccpu.rel);
+
+    const kvtc_cuda_gemm modes[3] = {KVTC_CUDA_GEMM_BF16, KVTC_CUDA_GEMM_TF32, KVTC_CUDA_GEMM_FP32};
+    const char *names[3] = {"bf16", "tf32", "fp32"};
+    for (int mi = 0; mi < 3; mi++) {
+        kvtc_cuda_options co;
+        kvtc_cuda_options_init(&co);
+        co.gemm = modes[mi];
+        kvtc_cuda_codec *cc;
+        KV(kvtc_cuda_codec_alloc(b, &co, &cc));
+        size_t wsz = kvtc_cuda_workspace_size(cc, n, 0);
+        void *ws;
+        CU(cudaMalloc(&ws, wsz));
+        // GPU encode -> CPU decode
+        std::vector<uint8_t> gs = gpu_compress(cc, dc, ws, wsz, st);
+        kvtc_stream_info info;
+        kvtc_result ri = kvtc_stream_get_info(gs.data(), gs.size(), &info);
+        EXPECT(ri == KVTC_OK && info.entropy_codec == KVTC_CODEC_RANS, "GPU stream info: %s", kvtc_result_string(ri));
+        kvtc_cache a;
+        host_alloc_like(hc, a);
+        kvtc_result rd = kvtc_decompress(dec, gs.data(), gs.size(), &a);
+        EXPECT(rd == KVTC_OK, "CPU decode of GPU stream: %s", kvtc_result_string(rd));
+        Cmp c_a = compare(a, cpu_out, hc);
+        // GPU decode of the GPU stream and of the CPU stream
+        DevCache o1 = dev_alloc_like(g, KVTC_DTYPE_BF16, n), o2 = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        uint32_t s1 = gpu_decompress(cc, gs, o1, ws, wsz, st);
+        uint32_t s2 = gpu_decompress(cc, cpu_s, o2, ws, wsz, st);
+        EXPECT(s1 == 0 && s2 == 0, "GPU decode status %u %u", s1, s2);
+        kvtc_cache h1, h2;
+        host_alloc_like(hc, h1);
+        host_alloc_like(hc, h2);
+        to_host(o1, h1);
+        to_host(o2, h2);
+        Cmp c1 = compare(h1, a, hc);      // GPU dec vs CPU dec, same (GPU) stream
+        Cmp c2 = compare(h2, cpu_out, hc);  // GPU dec vs CPU dec, same (CPU) stream
+        uint32_t nch = 0;
+        int same = rans_bytes_identical(gs, b, &nch);
+        printf("[%s] GPU stream %zu bytes (CPU %zu); GPU enc->CPU dec rel err %.5f (CPU path %.5f), |GPU-enc - CPU-enc "
+               "decoded| max %.4g mean %.3g\n",
+               names[mi], gs.size(), cpu_s.size(), c_a.rel, ccpu.rel, c_a.max_abs, c_a.mean_abs);
+        printf("[%s] GPU dec of GPU stream vs CPU dec: rel err %.5f, max |diff| %.4g mean %.3g, non-finite %llu\n", names[mi],
+               c1.rel, c1.max_abs, c1.mean_abs, (unsigned long long)c1.nonfinite);
+        printf("[%s] GPU dec of CPU stream vs CPU dec: rel err %.5f, max |diff| %.4g mean %.3g, non-finite %llu\n", names[mi],
+               c2.rel, c2.max_abs, c2.mean_abs, (unsigned long long)c2.nonfinite);
+        printf("[%s] rANS chunks of the GPU stream == CPU rans_encode of their payloads: %s (%u chunks)\n", names[mi],
+               same ? "yes, byte-identical" : "NO", nch);
+        EXPECT(same, "rANS bytes differ");
+        EXPECT(c1.nonfinite == 0 && c2.nonfinite == 0, "unwritten outputs");
+        EXPECT(c_a.rel < ccpu.rel * 1.05 + 1e-4, "GPU-encoded error %.5f vs CPU %.5f", c_a.rel, ccpu.rel);
+        EXPECT(c1.rel < 1.02 * c_a.rel + 1e-3 && c2.rel < 1.02 * ccpu.rel + 1e-3 && c1.max_abs < 0.25 && c2.max_abs < 0.25,
+               "GPU decode differs from CPU decode");
+        // corruption: a flipped byte in the chunk data, in a raw section; a truncated stream
+        std::vector<uint8_t> bad = gs;
+        bad[bad.size() - info.coded_bytes / 2] ^= 0x04;
+        uint32_t sb = gpu_decompress(cc, bad, o1, ws, wsz, st);
+        bad = gs;
+        bad[info.stream_bytes - info.coded_bytes - info.n_chunks * 24 - 10] ^= 0x80;
+        uint32_t sr = gpu_decompress(cc, bad, o1, ws, wsz, st);
+        std::vector<uint8_t> tr(gs.begin(), gs.end() - 1);
+        uint32_t stt = gpu_decompress(cc, tr, o1, ws, wsz, st);
+        printf("[%s] corrupt chunk -> status %u, corrupt raw section -> %u, truncated -> %u (want %d, %d, %d)\n", names[mi], sb,
+               sr, stt, KVTC_ERR_CORRUPT, KVTC_ERR_CORRUPT, 1000 + KVTC_ERR_TRUNCATED);
+        EXPECT(sb == KVTC_ERR_CORRUPT && sr == KVTC_ERR_CORRUPT && stt == 1000 + KVTC_ERR_TRUNCATED, "corruption");
+        // CUDA graph capture: compress and decompress replayed from a graph
+        if (mi == 0) {
+            size_t cap = kvtc_cuda_compress_bound(cc, &dc.c);
+            void *d_out, *d_in;
+            uint64_t *d_w;
+            uint32_t *d_status;
+            CU(cudaMalloc(&d_out, cap));
+            CU(cudaMalloc(&d_w, 8));
+            CU(cudaMalloc(&d_status, 4));
+            CU(cudaMalloc(&d_in, gs.size()));
+            CU(cudaMemcpy(d_in, gs.data(), gs.size(), cudaMemcpyHostToDevice));
+            cudaGraph_t gr;
+            cudaGraphExec_t ge;
+            CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+            kvtc_result r1 = kvtc_cuda_compress(cc, &dc.c, d_out, cap, d_w, ws, wsz, st);
+            kvtc_result r2 = kvtc_cuda_decompress(cc, gs.data(), gs.size(), d_in, gs.size(), &o2.c, ws, wsz, d_status, st);
+            CU(cudaStreamEndCapture(st, &gr));
+            CU(cudaGraphInstantiate(&ge, gr, 0));
+            CU(cudaMemset(o2.c.k, 0xff, o2.bytes));
+            CU(cudaGraphLaunch(ge, st));
+            CU(cudaStreamSynchronize(st));
+            uint64_t w = 0;
+            uint32_t status = 9;
+            CU(cudaMemcpy(&w, d_w, 8, cudaMemcpyDeviceToHost));
+            CU(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
+            std::vector<uint8_t> gg(w);
+            CU(cudaMemcpy(gg.data(), d_out, w, cudaMemcpyDeviceToHost));
+            kvtc_cache h3;
+            host_alloc_like(hc, h3);
+            to_host(o2, h3);
+            Cmp c3 = compare(h3, h1, hc);
+            int ok = r1 == KVTC_OK && r2 == KVTC_OK && status == 0 && c3.nonfinite == 0 && c3.rel < 1.02 * c1.rel + 1e-3;
+            printf("[graph] compress+decompress captured in one CUDA graph and replayed: stream identical %s, decode "
+                   "identical %s\n",
+                   gg == gs ? "yes" : "NO", (c3.max_abs == 0 && c3.nonfinite == 0) ? "yes" : "NO");
+            EXPECT(ok, "graph capture");
+            bs_free_cache(&h3);
+            cudaGraphExecDestroy(ge);
+            cudaGraphDestroy(gr);
+            cudaFree(d_out); cudaFree(d_w); cudaFree(d_status); cudaFree(d_in);
+        }
+        bs_free_cache(&a); bs_free_cache(&h1); bs_free_cache(&h2);
+        dev_free(o1); dev_free(o2);
+        cudaFree(ws);
+        kvtc_cuda_codec_free(cc);
+    }
+    kvtc_decoder_free(dec);
+    bs_free_cache(&cpu_out);
+    bs_free_cache(&hc);
+    dev_free(dc);
+    cudaStreamDestroy(st);
+    kvtc_basis_free(b);
+}
+
+// ---- the benchmark at the paper's geometry ------------------------------------------
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+__device__ __forceinline__ float gauss(uint64_t key) {
+    uint64_t a = mix64(key * 0x9e3779b97f4a7c15ull + 1), b = mix64(a + 0x632be59bd9b4e019ull);
+    float u1 = ((a >> 40) + 1) * (1.0f / 16777217.0f), u2 = (b >> 40) * (1.0f / 16777216.0f);
+    return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
+// Z[t][i] = N(0,1) * sqrt(lambda_i)
+__global__ void latent_k(__nv_bfloat16 *Z, const float *lambda, uint64_t n, uint32_t m, uint64_t seed) {
+    uint64_t idx = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n * m) return;
+    Z[idx] = __float2bfloat16(gauss(seed * 0x100000000ull + idx) * sqrtf(lambda[idx % m]));
+}
+
+// cache[l][h][t][d] = rope(mean + X + noise), bf16
+__global__ void emit_k(const __nv_bfloat16 *X, const float *mean, float sigma, int rope, float theta, uint32_t H, uint32_t d,
+                       uint64_t n, uint64_t seed, __nv_bfloat16 *cache) {
+    uint32_t i = threadIdx.x;  // pair (neox: i, i + d/2)
+    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
+    if (t >= n) return;
+    uint32_t lh = blockIdx.y;
+    uint64_t p = (uint64_t)gridDim.y * d;
+    uint32_t a = i, b = i + d / 2;
+    uint64_t col = (uint64_t)lh * d;
+    float x0 = __bfloat162float(X[t * p + col + a]) + mean[col + a] + sigma * gauss(seed ^ ((t * p + col + a) << 1));
+    float x1 = __bfloat162float(X[t * p + col + b]) + mean[col + b] + sigma * gauss(seed ^ ((t * p + col + b) << 1));
+    if (rope) {
+        double ang = (double)t * pow((double)theta, -2.0 * i / (double)d);
+        float c = (float)cos(ang), s = (float)sin(ang);
+        float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        x0 = y0;
+        x1 = y1;
+    }
+    uint64_t off = ((uint64_t)lh * n + t) * d;
+    cache[off + a] = __float2bfloat16(x0);
+    cache[off + b] = __float2bfloat16(x1);
+}
+
+// sum (a - ref)^2 and ref^2 over a tensor
+__global__ void err_k(const __nv_bfloat16 *a, const __nv_bfloat16 *ref, uint64_t n, double *acc) {
+    double e = 0, r = 0;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        float x = __bfloat162float(a[i]), y = __bfloat162float(ref[i]);
+        if (!isfinite(x)) { e += 1e30; continue; }
+        e += (double)(x - y) * (x - y);
+        r += (double)y * y;
+    }
+    for (int o = 16; o; o >>= 1) { e += __shfl_xor_sync(~0u, e, o); r += __shfl_xor_sync(~0u, r, o); }
+    if ((threadIdx.x & 31) == 0) { atomicAdd(acc, e); atomicAdd(acc + 1, r); }
+}
+
+static float median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+struct Timer {
+    cudaEvent_t a, b;
+    Timer() { cudaEventCreate(&a); cudaEventCreate(&b); }
+    void start(cudaStream_t s) { cudaEventRecord(a, s); }
+    float stop(cudaStream_t s) {
+        cudaEventRecord(b, s);
+        cudaEventSynchronize(b);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        return ms;
+    }
+};
+
+static void fill_cache(const kvtc_basis *b, const float *d_lambda, uint32_t m, double sigma2, const __nv_bfloat16 *d_Q[2],
+                       const float *d_mean[2], DevCache &dc, uint64_t seed, cublasHandle_t blas, __nv_bfloat16 *Z,
+                       __nv_bfloat16 *X, cudaStream_t st) {
+    const kvtc_geometry &g = b->geometry;
+    uint64_t n = dc.c.n_tokens, p = b->k.p;
+    const float one = 1, zero = 0;
+    for (int s = 0; s < 2; s++) {
+        latent_k<<<(unsigned)((n * m + 255) / 256), 256, 0, st>>>(Z, d_lambda, n, m, seed * 2 + s);
+        // X[n][p] = Z[n][m] Q[m][p]
+        cublasSetStream(blas, st);
+        cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)p, (int)n, (int)m, &one, d_Q[s], CUDA_R_16BF, (int)p, Z,
+                     CUDA_R_16BF, (int)m, &zero, X, CUDA_R_16BF, (int)p, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        dim3 blk(g.head_dim / 2, 4), grd((unsigned)((n + 3) / 4), g.n_layers * g.n_kv_heads);
+        emit_k<<<grd, blk, 0, st>>>(X, d_mean[s], (float)sqrt(sigma2), s == 0, g.rope_theta, g.n_kv_heads, g.head_dim, n,
+                                    seed * 7 + s, (__nv_bfloat16 *)(s ? dc.c.v : dc.c.k));
+    }
+    CU(cudaGetLastError());
+}
+
+static void bench(uint32_t m) {
+    printf("== bench: paper geometry 40 x 8 x 128 bf16, basis rank m = %u ==\n", m);
+    kvtc_geometry g;
+    memset(&g, 0, sizeof g);
+    g.n_layers = 40;
+    g.n_kv_heads = 8;
+    g.head_dim = 128;
+    g.rope_type = KVTC_ROPE_NEOX;
+    g.rope_theta = 1e6f;
+    uint32_t p = 40960;
+    std::vector<float> lambda(m);
+    double sigma2 = 0;
+    double t0 = now_s();
+    kvtc_basis *b = bs_paper_basis(&g, m, 1.0, 0.5, 16.0, lambda.data(), &sigma2);
+    if (!b) { printf("FAIL: basis\n"); g_fail++; return; }
+    char summary[4096];
+    bs_plan_summary(b, summary, sizeof summary);
+    printf("basis built in %.1f s (lambda_i = (i+1)^-1, i < %u; noise sigma^2 = %.3g on all %u coords)\n", now_s() - t0, m,
+           sigma2, p);
+    printf("plan 16x (K and V alike): %s\n", summary);
+    uint32_t rk = b->plans[0].k.rank_used;
+    cudaStream_t st, cst;
+    CU(cudaStreamCreate(&st));
+    CU(cudaStreamCreate(&cst));
+    cublasHandle_t blas;
+    cublasCreate(&blas);
+    kvtc_cuda_codec *cc;
+    t0 = now_s();
+    KV(kvtc_cuda_codec_alloc(b, NULL, &cc));
+    printf("codec alloc (basis upload, bf16): %.2f s\n", now_s() - t0);
+    // generator inputs on the device
+    float *d_lambda, *d_mean[2];
+    __nv_bfloat16 *d_Q[2];
+    CU(cudaMalloc(&d_lambda, 4 * m));
+    CU(cudaMemcpy(d_lambda, lambda.data(), 4 * m, cudaMemcpyHostToDevice));
+    const basis_stream *bs[2] = {&b->k, &b->v};
+    for (int s = 0; s < 2; s++) {
+        std::vector<uint16_t> q((size_t)m * p);
+        for (size_t i = 0; i < q.size(); i++) q[i] = kvtc_f32_to_bf16(bs[s]->basis[i]);
+        CU(cudaMalloc(&d_Q[s], q.size() * 2));
+        CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+        CU(cudaMalloc(&d_mean[s], 4 * p));
+        CU(cudaMemcpy(d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
+    }
+    // floors: HBM copy and the GEMM rate at the decoder's shape
+    {
+        size_t nb = 4ull << 30;
+        void *x, *y;
+        CU(cudaMalloc(&x, nb));
+        CU(cudaMalloc(&y, nb));
+        CU(cudaMemset(x, 1, nb));
+        Timer t;
+        std::vector<float> v;
+        for (int i = 0; i < 12; i++) {
+            t.start(st);
+            CU(cudaMemcpyAsync(y, x, nb, cudaMemcpyDeviceToDevice, st));
+            float ms = t.stop(st);
+            if (i >= 2) v.push_back(ms);
+        }
+        float ms = median(v);
+        printf("FLOOR hbm copy: %.1f GB/s (read+write of 4 GiB, median of 10)\n", 2.0 * nb / ms / 1e6);
+        cudaFree(x);
+        cudaFree(y);
+        // GEMM: X[8060][p] = D[8060][r] B[r][p] (bf16 in, bf16 out, fp32 accumulate), random operands
+        uint64_t nn = 8060;
+        __nv_bfloat16 *A, *B2, *Cm;
+        CU(cudaMalloc(&A, nn * rk * 2));
+        CU(cudaMalloc(&B2, (size_t)rk * p * 2));
+        CU(cudaMalloc(&Cm, nn * p * 2));
+        latent_k<<<(unsigned)((nn * rk + 255) / 256), 256, 0, st>>>(A, d_lambda, nn, rk, 5);
+        latent_k<<<(unsigned)(((uint64_t)rk * p + 255) / 256), 256, 0, st>>>(B2, d_lambda, p, rk, 6);
+        const float one = 1, zero = 0;
+        cublasSetStream(blas, st);
+        v.clear();
+        for (int i = 0; i < 12; i++) {
+            t.start(st);
+            cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)p, (int)nn, (int)rk, &one, B2, CUDA_R_16BF, (int)p, A,
+                         CUDA_R_16BF, (int)rk, &zero, Cm, CUDA_R_16BF, (int)p, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            float ms2 = t.stop(st);
+            if (i >= 2) v.push_back(ms2);
+        }
+        float gms = median(v);
+        double tf = 2.0 * nn * p * rk / gms / 1e9;
+        printf("FLOOR gemm bf16 %llux%ux%u: %.3f ms, %.0f TFLOP/s -> K+V GEMMs of one 8K cache %.2f ms\n",
+               (unsigned long long)nn, p, rk, gms, tf, 2 * gms);
+        cudaFree(A);
+        cudaFree(B2);
+        cudaFree(Cm);
+    }
+    struct Cfg { int batch; uint64_t n; } cfgs[2] = {{8, 8192}, {2, 16384}};
+    for (int ci = 0; ci < 2; ci++) {
+        int B = cfgs[ci].batch;
+        uint64_t n = cfgs[ci].n;
+        printf("-- batch %d x %llu tokens --\n", B, (unsigned long long)n);
+        std::vector<DevCache> in(B), out(B);
+        __nv_bfloat16 *Z, *X;
+        CU(cudaMalloc(&Z, n * m * 2));
+        CU(cudaMalloc(&X, n * p * 2));
+        for (int i = 0; i < B; i++) {
+            in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+            out[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+            fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, in[i], 1000 + i, blas, Z, X,
+                       st);
+        }
+        CU(cudaStreamSynchronize(st));
+        cudaFree(Z);
+        cudaFree(X);
+        size_t wsz = kvtc_cuda_workspace_size(cc, n, 0);
+        void *ws;
+        CU(cudaMalloc(&ws, wsz));
+        std::vector<void *> d_out(B);
+        std::vector<size_t> cap(B);
+        uint64_t *d_w;
+        uint32_t *d_status;
+        CU(cudaMalloc(&d_w, 8 * B));
+        CU(cudaMalloc(&d_status, 4 * B));
+        for (int i = 0; i < B; i++) {
+            cap[i] = kvtc_cuda_compress_bound(cc, &in[i].c);
+            CU(cudaMalloc(&d_out[i], cap[i]));
+        }
+        printf("workspace %.2f GB, stream bound %.1f MB per cache\n", wsz / 1e9, cap[0] / 1e6);
+        Timer t;
+        std::vector<float> vc, vd;
+        for (int rep = 0; rep < 12; rep++) {
+            t.start(st);
+            for (int i = 0; i < B; i++) KV(kvtc_cuda_compress(cc, &in[i].c, d_out[i], cap[i], d_w + i, ws, wsz, st));
+            float ms = t.stop(st);
+            if (rep >= 2) vc.push_back(ms);
+        }
+        std::vector<uint64_t> sizes(B);
+        CU(cudaMemcpy(sizes.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
+        std::vector<std::vector<uint8_t>> prefix(B);
+        for (int i = 0; i < B; i++) {
+            prefix[i].resize(4096);
+            CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
+        }
+        for (int rep = 0; rep < 12; rep++) {
+            t.start(st);
+            for (int i = 0; i < B; i++)
+                KV(kvtc_cuda_decompress(cc, prefix[i].data(), 4096, d_out[i], sizes[i], &out[i].c, ws, wsz, d_status + i, st));
+            float ms = t.stop(st);
+            if (rep >= 2) vd.push_back(ms);
+        }
+        std::vector<uint32_t> status(B);
+        CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+        int st_ok = 1;
+        for (int i = 0; i < B; i++) st_ok &= status[i] == 0;
+        EXPECT(st_ok, "decode status");
+        // errors
+        double *d_acc;
+        CU(cudaMalloc(&d_acc, 16));
+        double ek = 0, ev = 0;
+        for (int s = 0; s < 2; s++) {
+            CU(cudaMemset(d_acc, 0, 16));
+            for (int i = 0; i < B; i++)
+                err_k<<<1024, 256, 0, st>>>((const __nv_bfloat16 *)(s ? out[i].c.v : out[i].c.k),
+                                            (const __nv_bfloat16 *)(s ? in[i].c.v : in[i].c.k), in[i].bytes / 2, d_acc);
+            double acc[2];
+            CU(cudaMemcpy(acc, d_acc, 16, cudaMemcpyDeviceToHost));
+            (s ? ev : ek) = sqrt(acc[0] / acc[1]);
+        }
+        cudaFree(d_acc);
+        kvtc_stream_info info;
+        std::vector<uint8_t> s0(sizes[0]);
+        CU(cudaMemcpy(s0.data(), d_out[0], sizes[0], cudaMemcpyDeviceToHost));
+        KV(kvtc_stream_get_info(s0.data(), s0.size(), &info));
+        double raw_bytes = 2.0 * in[0].bytes * B;
+        double tot = 0;
+        for (int i = 0; i < B; i++) tot += sizes[i];
+        double coded_fp16 = 2.0 * 2.0 * info.n_coded_tokens * p;
+        float mc = median(vc), md = median(vd);
+        printf("RESULT batch %dx%llu: compress %.2f ms (%.0f GB/s of raw KV), decompress %.2f ms (%.0f GB/s); raw %.2f GB -> "
+               "%.1f MB (%.2fx overall, %.2fx over coded tokens); rel err K %.4f V %.4f; status %s\n",
+               B, (unsigned long long)n, mc, raw_bytes / mc / 1e6, md, raw_bytes / md / 1e6, raw_bytes / 1e9, tot / 1e6,
+               raw_bytes / tot, coded_fp16 / info.coded_bytes, ek, ev, st_ok ? "ok" : "FAIL");
+        printf("  compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps after 2 warm-ups)\n",
+               *std::min_element(vc.begin(), vc.end()), mc, *std::max_element(vc.begin(), vc.end()),
+               *std::min_element(vd.begin(), vd.end()), md, *std::max_element(vd.begin(), vd.end()));
+        // TTFT restore: compressed bytes in pinned host memory -> H2D copy -> decode, copies overlapped with decodes
+        {
+            std::vector<void *> h_pin(B);
+            for (int i = 0; i < B; i++) {
+                CU(cudaMallocHost(&h_pin[i], sizes[i]));
+                CU(cudaMemcpy(h_pin[i], d_out[i], sizes[i], cudaMemcpyDeviceToHost));
+            }
+            std::vector<void *> d_in(B);
+            for (int i = 0; i < B; i++) CU(cudaMalloc(&d_in[i], sizes[i]));
+            std::vector<cudaEvent_t> ev_copy(B);
+            for (int i = 0; i < B; i++) cudaEventCreateWithFlags(&ev_copy[i], cudaEventDisableTiming);
+            std::vector<float> vr, vh;
+            for (int rep = 0; rep < 8; rep++) {
+                CU(cudaDeviceSynchronize());
+                t.start(cst);
+                CU(cudaStreamWaitEvent(st, t.a, 0));
+                for (int i = 0; i < B; i++) {
+                    CU(cudaMemcpyAsync(d_in[i], h_pin[i], sizes[i], cudaMemcpyHostToDevice, cst));
+                    CU(cudaEventRecord(ev_copy[i], cst));
+                }
+                for (int i = 0; i < B; i++) {
+                    CU(cudaStreamWaitEvent(st, ev_copy[i], 0));
+                    KV(kvtc_cuda_decompress(cc, prefix[i].data(), 4096, d_in[i], sizes[i], &out[i].c, ws, wsz, d_status + i,
+                                            st));
+                }
+                CU(cudaEventRecord(t.b, st));
+                CU(cudaEventSynchronize(t.b));
+                float ms = 0;
+                cudaEventElapsedTime(&ms, t.a, t.b);
+                if (rep >= 2) vr.push_back(ms);
+                // the copies alone
+                t.start(cst);
+                for (int i = 0; i < B; i++) CU(cudaMemcpyAsync(d_in[i], h_pin[i], sizes[i], cudaMemcpyHostToDevice, cst));
+                float mh = t.stop(cst);
+                if (rep >= 2) vh.push_back(mh);
+            }
+            CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+            int ok2 = 1;
+            for (int i = 0; i < B; i++) ok2 &= status[i] == 0;
+            printf("RESULT restore batch %dx%llu from pinned host memory: %.2f ms (H2D of %.1f MB alone %.2f ms = %.1f GB/s; "
+                   "decode %.2f ms), status %s\n",
+                   B, (unsigned long long)n, median(vr), tot / 1e6, median(vh), tot / median(vh) / 1e6, md,
+                   ok2 ? "ok" : "FAIL");
+            for (int i = 0; i < B; i++) { cudaFreeHost(h_pin[i]); cudaFree(d_in[i]); cudaEventDestroy(ev_copy[i]); }
+        }
+        {
+            // per-stage breakdown of one cache (a codec with KVTC_CUDA_PROFILE=1 records events between stages)
+            setenv("KVTC_CUDA_PROFILE", "1", 1);
+            kvtc_cuda_codec *pc;
+            KV(kvtc_cuda_codec_alloc(b, NULL, &pc));
+            unsetenv("KVTC_CUDA_PROFILE");
+            for (int rep = 0; rep < 3; rep++) {
+                if (rep == 2) fprintf(stderr, "(batch %dx%llu, cache 0)\n", B, (unsigned long long)n);
+                KV(kvtc_cuda_compress(pc, &in[0].c, d_out[0], cap[0], d_w, ws, wsz, st));
+                KV(kvtc_cuda_decompress(pc, prefix[0].data(), 4096, d_out[0], sizes[0], &out[0].c, ws, wsz, d_status, st));
+                CU(cudaStreamSynchronize(st));
+            }
+            kvtc_cuda_codec_free(pc);
+        }
+        if (ci == 0) {
+            // codec sizes at this geometry: DEFLATE-6 of the same payloads (CPU), first 8 chunks of cache 0
+            container_header h;
+            KV(container_read_prefix(s0.data(), s0.size(), &h));
+            struct libdeflate_compressor *dc6 = libdeflate_alloc_compressor(6);
+            double zr = 0, zd = 0, pz = 0, td = 0, tr = 0;
+            uint32_t nchk = h.n_chunks < 8 ? h.n_chunks : 8;
+            for (uint32_t i = 0; i < nchk; i++) {
+                container_chunk_entry ce;
+                KV(container_read_chunk_entry(s0.data(), &h, i, &ce));
+                const uint8_t *z = s0.data() + h.sections[SEC_CHUNK_DATA].offset + ce.offset;
+                std::vector<uint8_t> pay(ce.payload_size), dz(libdeflate_deflate_compress_bound(dc6, ce.payload_size));
+                double a0 = now_s();
+                KV(rans_decode(z, ce.size, pay.data(), pay.size()));
+                double a1 = now_s();
+                size_t dsz = libdeflate_deflate_compress(dc6, pay.data(), pay.size(), dz.data(), dz.size());
+                double a2 = now_s();
+                struct libdeflate_decompressor *dd = libdeflate_alloc_decompressor();
+                size_t got = 0;
+                double a3 = now_s();
+                libdeflate_deflate_decompress(dd, dz.data(), dsz, pay.data(), pay.size(), &got);
+                double a4 = now_s();
+                libdeflate_free_decompressor(dd);
+                (void)a2;
+                zr += ce.size; zd += dsz; pz += ce.payload_size; tr += a1 - a0; td += a4 - a3;
+            }
+            libdeflate_free_compressor(dc6);
+            printf("RESULT codec sizes (first %u chunks of cache 0, %.1f MB of payload): rANS %.2f%% of payload, DEFLATE-6 "
+                   "%.2f%%; one CPU thread: rANS decode %.0f MB/s, inflate %.0f MB/s\n",
+                   nchk, pz / 1e6, 100 * zr / pz, 100 * zd / pz, pz / tr / 1e6, pz / td / 1e6);
+            // GPU encode -> CPU decode at this geometry, on a 1200-token cache
+            DevCache small = dev_alloc_like(g, KVTC_DTYPE_BF16, 1200), sout = dev_alloc_like(g, KVTC_DTYPE_BF16, 1200);
+            __nv_bfloat16 *Z2, *X2;
+            CU(cudaMalloc(&Z2, 1200ull * m * 2));
+            CU(cudaMalloc(&X2, 1200ull * p * 2));
+            fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, small, 77, blas, Z2, X2, st);
+            CU(cudaStreamSynchronize(st));
+            cudaFree(Z2);
+            cudaFree(X2);
+            std::vector<uint8_t> gs = gpu_compress(cc, small, ws, wsz, st);
+            kvtc_cache hin, hcpu, hgpu;
+            kvtc_cache tmpl = small.c;
+            host_alloc_like(tmpl, hin);
+            host_alloc_like(tmpl, hcpu);
+            host_alloc_like(tmpl, hgpu);
+            to_host(small, hin);
+            kvtc_decoder *dec;
+            kvtc_decode_options dopt;
+            kvtc_decode_options_init(&dopt);
+            dopt.n_threads = 16;
+            KV(kvtc_decoder_alloc(b, &dopt, &dec));
+            double a0 = now_s();
+            kvtc_result rd = kvtc_decompress(dec, gs.data(), gs.size(), &hcpu);
+            double a1 = now_s();
+            uint32_t sg = gpu_decompress(cc, gs, sout, ws, wsz, st);
+            to_host(sout, hgpu);
+            Cmp c1 = compare(hgpu, hcpu, hin), c0 = compare(hcpu, hcpu, hin);
+            int same = 0;
+            uint32_t nch = 0;
+            same = rans_bytes_identical(gs, b, &nch);
+            printf("RESULT paper geometry, 1200 tokens: GPU encode -> CPU decode %s (%.1f s on the CPU), rel err %.4f; GPU "
+                   "decode rel err %.4f, max |GPU - CPU decode| %.4g, mean %.3g; rANS bytes GPU == CPU: %s\n",
+                   kvtc_result_string(rd), a1 - a0, c0.rel, c1.rel, c1.max_abs, c1.mean_abs, same ? "yes" : "NO");
+            EXPECT(rd == KVTC_OK && sg == 0 && same, "paper-geometry cross check");
+            kvtc_decoder_free(dec);
+            bs_free_cache(&hin); bs_free_cache(&hcpu); bs_free_cache(&hgpu);
+            dev_free(small); dev_free(sout);
+        }
+        for (int i = 0; i < B; i++) { dev_free(in[i]); dev_free(out[i]); cudaFree(d_out[i]); }
+        cudaFree(ws);
+        cudaFree(d_w);
+        cudaFree(d_status);
+    }
+    kvtc_cuda_codec_free(cc);
+    cublasDestroy(blas);
+    for (int s = 0; s < 2; s++) { cudaFree(d_Q[s]); cudaFree(d_mean[s]); }
+    cudaFree(d_lambda);
+    kvtc_basis_free(b);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "check";
+    cudaDeviceProp prop;
+    CU(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s, %d SMs, %.0f GB\n", prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1e9);
+    if (!strcmp(mode, "check") || !strcmp(mode, "all")) check();
+    if (!strcmp(mode, "bench") || !strcmp(mode, "all")) bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
+    printf("%s: %d failures\n", mode, g_fail);
+    return g_fail ? 1 : 0;
+}
