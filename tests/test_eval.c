@@ -1,0 +1,83 @@
+/* test_eval.c - kvtc eval on one short window of the bundled model: the
+ * relations that must hold whatever the exact numbers are. Runs the CLI
+ * (KVTC_CLI, set by CMake) and parses its --json output. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/json.h"
+#include "test.h"
+
+static const json_value *method(const json_value *ms, const char *name) {
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        const json_value *n = json_get(&ms->items[i], "name");
+        if (n && n->type == JSON_STRING && !strcmp(n->string, name)) return &ms->items[i];
+    }
+    return NULL;
+}
+
+static double num(const json_value *m, const char *key) {
+    const json_value *v = m ? json_get(m, key) : NULL;
+    return v && v->type == JSON_NUMBER ? v->number : -1.0;
+}
+
+int main(void) {
+    const char *cli = getenv("KVTC_CLI");
+    if (!cli) cli = "build/kvtc";
+    char dir[] = "/tmp/kvtc-test-eval-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char cmd[4096];
+    const char *M = "data/eval-llama-27m-q8_0.gguf", *T = "data/persuasion.txt";
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 --ratio 64 "
+             "-o %s/basis.safetensors 2>%s/cal.err",
+             cli, M, T, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8,64 "
+             "--basis %s/basis.safetensors --json >%s/out.json 2>%s/eval.err",
+             cli, M, T, dir, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/out.json", dir);
+    FILE *f = fopen(path, "rb");
+    char *buf = calloc(1, 1 << 20);
+    size_t n = f ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    if (f) fclose(f);
+    json_value *root = json_parse(buf, n, NULL);
+    CHECK_MSG(root != NULL, "eval --json output does not parse: %.200s", buf);
+    const json_value *ms = root ? json_get(root, "methods") : NULL;
+    CHECK(ms && ms->type == JSON_ARRAY && ms->n == 8);
+
+    const json_value *none = method(ms, "uncompressed"), *f16 = method(ms, "f16");
+    const json_value *q8 = method(ms, "q8_0"), *q4 = method(ms, "q4_0"), *kivi = method(ms, "kivi2");
+    const json_value *k8 = method(ms, "kvtc@8"), *k64 = method(ms, "kvtc@64");
+    CHECK(none && f16 && q8 && q4 && kivi && k8 && k64);
+    /* the harness restores an untouched cache exactly */
+    CHECK(num(none, "kld") == 0.0);
+    CHECK(num(none, "top1") == 1.0);
+    CHECK(num(none, "ppl") == num(root, "reference_ppl"));
+    /* more bits, less damage */
+    CHECK(num(f16, "kld") < 1e-6);
+    CHECK(num(f16, "kld") < num(q8, "kld"));
+    CHECK(num(q8, "kld") < num(q4, "kld"));
+    CHECK(num(k8, "kld") < num(k64, "kld"));
+    /* ratios: the block formats are exact; KVTC reaches its targets */
+    CHECK(num(q8, "compression_ratio") > 1.88 && num(q8, "compression_ratio") < 1.89);
+    CHECK(num(q4, "compression_ratio") > 3.55 && num(q4, "compression_ratio") < 3.56);
+    CHECK(num(kivi, "compression_ratio") > 5.33 && num(kivi, "compression_ratio") < 5.34);
+    CHECK_MSG(num(k8, "compression_ratio") >= 7.6, "kvtc@8 ratio %.2f", num(k8, "compression_ratio"));
+    CHECK_MSG(num(k64, "compression_ratio") >= 55, "kvtc@64 ratio %.2f", num(k64, "compression_ratio"));
+    CHECK(num(k8, "compression_ratio_total") < num(k8, "compression_ratio"));
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        double kl = num(&ms->items[i], "kld"), t1 = num(&ms->items[i], "top1");
+        CHECK(kl >= 0.0 && t1 >= 0.0 && t1 <= 1.0);
+    }
+    json_free(root);
+    free(buf);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    return TEST_REPORT();
+}
