@@ -200,7 +200,7 @@ int main(void) {
     kvtc_basis *basis = NULL;
     CHECK(bb && kvtc_basis_load(bb, bn, &basis) == KVTC_OK);
     free(bb);
-    CHECK(kvtc_basis_plan_count(basis) == 4); /* default ratios 8 16 32 64 */
+    CHECK(kvtc_basis_plan_count(basis) == 5); /* default ratios 8 16 20 32 64 */
 
     rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 test.safetensors -o out.kvtc");
     CHECK_MSG(rc == 0, "compress exit %d", rc);

@@ -82,7 +82,7 @@ static void test_roundtrips(void) {
         if (n >= 4096) CHECK_MSG(zs < n / 3, "geometric(0.5) n=%zu: %zu bytes", n, zs);
         memset(p, 7, n);
         zs = roundtrip(p, n, "constant");
-        if (n >= 4096) CHECK_MSG(zs < 2000 + n / 1000, "constant n=%zu: %zu bytes", n, zs);
+        if (n >= 4096) CHECK_MSG(zs < 2000 + n / 200, "constant n=%zu: %zu bytes", n, zs);
         for (size_t i = 0; i < n; i++) p[i] = (synth_next(&g) % 100) ? 3 : 200; /* two symbols, one rare */
         roundtrip(p, n, "two-symbol");
         for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(synth_next(&g) % 256 < 250 ? synth_next(&g) % 4 : synth_next(&g));

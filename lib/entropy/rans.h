@@ -20,7 +20,7 @@
 #define RANS_STATE_L (1u << 16)     /* states live in [RANS_STATE_L, 2^32) */
 #define RANS_MAX_LANES 4096u
 #define RANS_MIN_LANES 32u
-#define RANS_SYMBOLS_PER_LANE 4096u /* encoder policy: aim for this many bytes per lane */
+#define RANS_SYMBOLS_PER_LANE 2048u /* encoder policy: aim for this many bytes per lane */
 #define RANS_MIN_SEGMENT 16384u     /* encoder policy: smaller segments merge with a neighbour */
 #define RANS_MAX_PERIOD 4u
 
@@ -45,7 +45,7 @@ static inline size_t rans_bound(size_t n, uint32_t n_segments) {
     return n + (size_t)RANS_STORED_HEADER * (n_segments ? n_segments : 1);
 }
 
-/* Lanes this library's encoders use for an n-byte segment: ceil(n / 4096)
+/* Lanes this library's encoders use for an n-byte segment: ceil(n / 2048)
  * rounded up to a multiple of 32, clamped to [32, 4096]. */
 static inline uint32_t rans_lanes_for(uint64_t n) {
     uint64_t l = (n + RANS_SYMBOLS_PER_LANE - 1) / RANS_SYMBOLS_PER_LANE;
