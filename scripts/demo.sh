@@ -10,9 +10,9 @@ scripts/build.sh
 mkdir -p out
 M=data/eval-llama-27m-q8_0.gguf
 T=data/persuasion.txt
-echo "== calibrate on the first 4 windows of the text (defaults: the model's measured"
+echo "== calibrate on the first 16 windows of the text (defaults: the model's measured"
 echo "   sensitivity weights the distortion, layer 0 is recomputed from token ids)"
-build/kvtc calibrate --model $M --text $T --windows 4 -o out/basis.safetensors
+build/kvtc calibrate --model $M --text $T -o out/basis.safetensors
 build/kvtc info out/basis.safetensors
 echo "== compress one captured cache (a window near the end of the text) at the default ratio 20"
 build/kvtc capture --model $M --text $T --window-index 60 -o out/cache.safetensors

@@ -15,7 +15,7 @@ static const char calibrate_help[] =
     "  --ratio R            a target ratio to plan for; repeatable (default 8 16 20 32 64)\n"
     "  --model M --text T   capture calibration caches from the model over the text\n"
     "  --ctx N              window length for --model (default: the model's context)\n"
-    "  --windows N          windows of the text to use, from its start (default 8)\n"
+    "  --windows N          windows of the text to use, from its start (default 16)\n"
     "  --sink N / --window N  tokens at the start / end of each cache left out (default 4 / 128)\n"
     "  --recompute-layers M leading layers not stored; decoders recompute them from token ids\n"
     "                       with the model (default: 1 with --model, 0 with cache files)\n"
@@ -44,7 +44,7 @@ int cmd_calibrate(int argc, char **argv) {
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0;
     double ratios[64];
-    uint32_t n_ratios = 0, ctx = 0, windows = 8, sens_windows = 2, sens_bands = 1;
+    uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1;
     int sensitivity = -1, recompute_set = 0, plain = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
