@@ -107,14 +107,17 @@ static int bench_codec(const char *cache_path, const char *basis_path, int nr, c
     }
     free(raw);
 
-    printf("%-7s %-8s %-12s %-12s %-14s %-14s\n", "ratio", "threads", "coded x", "total x", "encode MB/s", "decode MB/s");
-    for (int ri = 0; ri < nr; ri++) {
+    printf("%-7s %-8s %-8s %-12s %-12s %-14s %-14s\n", "ratio", "codec", "threads", "coded x", "total x",
+           "encode MB/s", "decode MB/s");
+    for (int ri = 0; ri < nr; ri++)
+    for (uint32_t codec = KVTC_CODEC_DEFLATE; codec <= KVTC_CODEC_RANS; codec++) {
         double target = atof(ratios[ri]);
         for (uint32_t th = 1; th <= 2; th++) {
             kvtc_encode_options eo;
             kvtc_encode_options_init(&eo);
             eo.ratio = target;
             eo.n_threads = th;
+            eo.entropy_codec = codec;
             kvtc_decode_options dop;
             kvtc_decode_options_init(&dop);
             dop.n_threads = th;
@@ -140,7 +143,8 @@ static int bench_codec(const char *cache_path, const char *basis_path, int nr, c
             kvtc_stream_info info;
             kvtc_stream_get_info(out, size, &info);
             double coded16 = fp16_bytes * (double)info.n_coded_tokens / (double)info.n_tokens;
-            printf("%-7g %-8u %-12.2f %-12.2f %-14.1f %-14.1f\n", target, th, coded16 / (double)info.coded_bytes,
+            printf("%-7g %-8s %-8u %-12.2f %-12.2f %-14.1f %-14.1f\n", target,
+                   codec == KVTC_CODEC_RANS ? "rans" : "deflate", th, coded16 / (double)info.coded_bytes,
                    fp16_bytes / (double)size, fp16_bytes / median(te) / 1e6, fp16_bytes / median(td) / 1e6);
             free(out);
             cache_file_free(&back);

@@ -37,7 +37,8 @@ static const char compress_help[] =
     "  --window N       trailing tokens kept uncompressed (default 128)\n"
     "  --chunk N        tokens per independently decodable chunk (default 256)\n"
     "  --threads N      worker threads (default 2)\n"
-    "  --level L        DEFLATE level 0..12 (default 6)\n";
+    "  --level L        DEFLATE level 0..12 (default 6)\n"
+    "  --codec C        entropy coder: deflate (default) or rans (interleaved rANS, GPU-friendly)\n";
 
 int cmd_compress(int argc, char **argv) {
     const char *basis_path = NULL, *in = NULL, *out = NULL;
@@ -56,6 +57,12 @@ int cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--chunk")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.chunk_tokens) || !o.chunk_tokens) return cli_usage("compress", "--chunk needs a count > 0"); }
         else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_usage("compress", "--threads needs 1..256"); }
         else if (!strcmp(a, "--level")) { uint32_t l; if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &l) || l > 12) return cli_usage("compress", "--level needs 0..12"); o.deflate_level = (int)l; }
+        else if (!strcmp(a, "--codec")) {
+            if (!(v = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a);
+            if (!strcmp(v, "deflate")) o.entropy_codec = KVTC_CODEC_DEFLATE;
+            else if (!strcmp(v, "rans")) o.entropy_codec = KVTC_CODEC_RANS;
+            else return cli_usage("compress", "--codec takes deflate or rans");
+        }
         else if (a[0] == '-') return cli_usage("compress", "unknown option %s (see --help)", a);
         else if (!in) in = a;
         else return cli_usage("compress", "more than one input given");

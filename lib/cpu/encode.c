@@ -222,7 +222,9 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     if (batch_tokens > coded) batch_tokens = coded;
     const basis_stream *bk = &b->k, *bv = &b->v;
     uint32_t p = bk->p;
-    size_t max_payload = (size_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
+    uint64_t max_payload64 = quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
+    if (max_payload64 > UINT32_MAX) return KVTC_ERR_TOO_LARGE; /* chunk index sizes are u32 */
+    size_t max_payload = (size_t)max_payload64;
     size_t zcap = chunk_bound(e, max_payload);
     float *x = malloc(sizeof(float) * (batch_tokens ? batch_tokens : 1) * p);
     float *dk = malloc(sizeof(float) * (batch_tokens * pl->k.rank_used + 1));
