@@ -79,36 +79,11 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
 
 /* Header fields for this cache (everything but the chunk data size). */
 static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, container_header *h) {
-    const kvtc_basis *b = e->basis;
-    const basis_plan *pl = &b->plans[e->plan];
-    memset(h, 0, sizeof *h);
-    h->version_major = KVTC_FORMAT_VERSION_MAJOR;
-    h->version_minor = KVTC_FORMAT_VERSION_MINOR;
-    h->geometry = c->geometry;
-    h->geometry.rope_dim = kvtc_geometry_rope_dim(&c->geometry);
-    h->dtype = c->dtype;
-    h->codec = (uint8_t)e->opt.entropy_codec;
-    h->rope_removed = (uint8_t)b->rope_removed;
-    h->recompute_layers = b->recompute_layers;
-    h->n_tokens = c->n_tokens;
-    uint64_t sink = e->opt.n_sink < c->n_tokens ? e->opt.n_sink : c->n_tokens;
-    uint64_t win = e->opt.n_window < c->n_tokens - sink ? e->opt.n_window : c->n_tokens - sink;
-    h->n_sink = (uint32_t)sink;
-    h->n_window = (uint32_t)win;
-    h->chunk_tokens = e->opt.chunk_tokens;
-    uint64_t coded = c->n_tokens - sink - win;
-    uint64_t n_chunks = (coded + h->chunk_tokens - 1) / h->chunk_tokens;
-    if (n_chunks > UINT32_MAX) return KVTC_ERR_TOO_LARGE;
-    h->n_chunks = (uint32_t)n_chunks;
-    h->transform_fingerprint = b->transform_fingerprint;
-    h->plan_fingerprint = pl->fingerprint;
-    h->plan_ratio = pl->target_ratio;
     int has_pos = 0;
     if (c->positions)
         for (uint64_t t = 0; t < c->n_tokens && !has_pos; t++) has_pos = c->positions[t] != (int64_t)t;
-    h->flags = (has_pos ? CONTAINER_FLAG_POSITIONS : 0) |
-               (b->recompute_layers ? CONTAINER_FLAG_TOKEN_IDS : 0);
-    return KVTC_OK;
+    return container_header_init(h, e->basis, e->plan, &c->geometry, c->dtype, c->n_tokens, e->opt.n_sink,
+                                 e->opt.n_window, e->opt.chunk_tokens, (uint8_t)e->opt.entropy_codec, has_pos);
 }
 
 static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *c) {

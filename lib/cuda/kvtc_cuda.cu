@@ -1555,32 +1555,12 @@ static kvtc_result check_dev_cache(const kvtc_cuda_codec *c, const kvtc_cache *c
 }
 
 static kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache *cache, container_header *h) {
-    const kvtc_basis *b = c->basis;
-    const basis_plan *pl = &b->plans[c->enc_plan];
-    memset(h, 0, sizeof *h);
-    h->version_major = KVTC_FORMAT_VERSION_MAJOR;
-    h->version_minor = KVTC_FORMAT_VERSION_MINOR;
-    h->geometry = cache->geometry;
-    h->geometry.rope_dim = kvtc_geometry_rope_dim(&cache->geometry);
-    h->dtype = cache->dtype;
-    h->codec = CONTAINER_CODEC_RANS;
-    h->rope_removed = (uint8_t)b->rope_removed;
-    h->recompute_layers = 0;
-    h->n_tokens = cache->n_tokens;
-    uint64_t sink = c->opt.n_sink < cache->n_tokens ? c->opt.n_sink : cache->n_tokens;
-    uint64_t win = c->opt.n_window < cache->n_tokens - sink ? c->opt.n_window : cache->n_tokens - sink;
-    h->n_sink = (uint32_t)sink;
-    h->n_window = (uint32_t)win;
-    h->chunk_tokens = c->opt.chunk_tokens;
-    uint64_t coded = cache->n_tokens - sink - win;
-    uint64_t nch = (coded + h->chunk_tokens - 1) / h->chunk_tokens;
-    if (nch > UINT32_MAX) return KVTC_ERR_TOO_LARGE;
-    h->n_chunks = (uint32_t)nch;
-    h->transform_fingerprint = b->transform_fingerprint;
-    h->plan_fingerprint = pl->fingerprint;
-    h->plan_ratio = pl->target_ratio;
-    h->flags = cache->positions ? CONTAINER_FLAG_POSITIONS : 0;
-    return container_layout(h, 0);
+    /* positions live in device memory: any given positions are stored (the
+     * CPU encoder omits them when they are 0..n-1; both forms decode alike) */
+    kvtc_result r = container_header_init(h, c->basis, c->enc_plan, &cache->geometry, cache->dtype, cache->n_tokens,
+                                          c->opt.n_sink, c->opt.n_window, c->opt.chunk_tokens, CONTAINER_CODEC_RANS,
+                                          cache->positions != NULL);
+    return r ? r : container_layout(h, 0);
 }
 
 extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_cache *cache) {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "format/basis.h"
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/half.h"
@@ -42,6 +43,38 @@ kvtc_result container_layout(container_header *h, uint64_t chunk_data_size) {
         if (!add_ok(off, sizes[s], &off)) return KVTC_ERR_TOO_LARGE;
     }
     h->total_size = off;
+    return KVTC_OK;
+}
+
+kvtc_result container_header_init(container_header *h, const struct kvtc_basis *b, uint32_t plan,
+                                  const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens,
+                                  uint32_t n_sink, uint32_t n_window, uint32_t chunk_tokens, uint8_t codec,
+                                  int has_positions) {
+    const basis_plan *pl = &b->plans[plan];
+    memset(h, 0, sizeof *h);
+    h->version_major = KVTC_FORMAT_VERSION_MAJOR;
+    h->version_minor = KVTC_FORMAT_VERSION_MINOR;
+    h->geometry = *g;
+    h->geometry.rope_dim = kvtc_geometry_rope_dim(g);
+    h->dtype = dtype;
+    h->codec = codec;
+    h->rope_removed = (uint8_t)b->rope_removed;
+    h->recompute_layers = b->recompute_layers;
+    h->n_tokens = n_tokens;
+    uint64_t sink = n_sink < n_tokens ? n_sink : n_tokens;
+    uint64_t win = n_window < n_tokens - sink ? n_window : n_tokens - sink;
+    h->n_sink = (uint32_t)sink;
+    h->n_window = (uint32_t)win;
+    h->chunk_tokens = chunk_tokens;
+    uint64_t coded = n_tokens - sink - win;
+    uint64_t n_chunks = (coded + chunk_tokens - 1) / chunk_tokens;
+    if (n_chunks > UINT32_MAX) return KVTC_ERR_TOO_LARGE;
+    h->n_chunks = (uint32_t)n_chunks;
+    h->transform_fingerprint = b->transform_fingerprint;
+    h->plan_fingerprint = pl->fingerprint;
+    h->plan_ratio = pl->target_ratio;
+    h->flags = (has_positions ? CONTAINER_FLAG_POSITIONS : 0) |
+               (b->recompute_layers ? CONTAINER_FLAG_TOKEN_IDS : 0);
     return KVTC_OK;
 }
 

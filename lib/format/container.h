@@ -73,6 +73,18 @@ static inline uint64_t container_prefix_size(void) {
  * Returns KVTC_ERR_TOO_LARGE on overflow. */
 kvtc_result container_layout(container_header *h, uint64_t chunk_data_size);
 
+/* Header of a stream encoding `n_tokens` tokens of geometry g and dtype with
+ * plan `plan` of basis b: sink and window clamped to the cache, chunk count,
+ * fingerprints, flags (positions when has_positions, token ids when the
+ * basis recomputes layers). Section sizes are left to container_layout().
+ * KVTC_ERR_TOO_LARGE when the chunk count does not fit. Shared by the CPU
+ * and CUDA encoders so both write the same header for the same request. */
+struct kvtc_basis;
+kvtc_result container_header_init(container_header *h, const struct kvtc_basis *b, uint32_t plan,
+                                  const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens,
+                                  uint32_t n_sink, uint32_t n_window, uint32_t chunk_tokens, uint8_t codec,
+                                  int has_positions);
+
 /* Serialize header and table (CRCs computed) into out[0..container_prefix_size()). */
 void container_write_prefix(const container_header *h, uint8_t *out);
 
