@@ -346,8 +346,13 @@ void kvtc_decoder_free(kvtc_decoder *d);
 
 /* Decode a whole stream into `out`, whose geometry, dtype and n_tokens must
  * match the stream (fill them from kvtc_stream_get_info) and whose k and v
- * hold k_bytes and v_bytes. positions and token_ids are written when non-NULL.
- * Every checksum is verified before its bytes are used. */
+ * hold k_bytes and v_bytes. out->positions, when non-NULL, receives the
+ * positions (stored or 0..n-1); out->token_ids, when non-NULL, receives the
+ * stored ids if the stream has them (has_token_ids) and is left untouched
+ * otherwise. Every checksum is verified before its bytes are used; streams
+ * with recompute_layers > 0 need kvtc_decode_options.recompute
+ * (KVTC_ERR_NEEDS_MODEL otherwise, before anything is written). On failure
+ * the contents of out are unspecified. */
 kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
 
 #ifdef __cplusplus
