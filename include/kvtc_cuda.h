@@ -97,6 +97,67 @@ kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
 
+
+/* ------------------------------------------------------------------------ */
+/* GPU calibration                                                           */
+/* ------------------------------------------------------------------------ */
+/* The weighted, centered covariance of each stream is accumulated on the
+ * GPU from batches of rows (cuBLAS syrk in fp32, or GEMM in TF32), shifted
+ * by the first batch's mean so fp32 sums do not cancel; then the top `rank`
+ * eigenpairs by randomized subspace iteration on the covariance (cuBLAS
+ * GEMM + cuSOLVER geqrf/orgqr, Rayleigh-Ritz with cuSOLVER syevd). When
+ * rank + oversample >= p the subspace is all of R^p and the result is the
+ * exact eigendecomposition. The DP statistics use the same row subsample as
+ * the CPU calibrator (projected on the GPU); the DP and the plans are the
+ * CPU code's. Not stream-ordered: these calls synchronize and allocate. */
+
+typedef struct kvtc_cuda_calib_options {
+    size_t struct_size;    /* sizeof(kvtc_cuda_calib_options) */
+    uint32_t rank;         /* components computed (0: the calibrate options' max_rank, else min(p, 2048)) */
+    uint32_t oversample;   /* extra subspace columns (default 32) */
+    uint32_t power_iters;  /* subspace iterations (default 3) */
+    uint32_t batch_rows;   /* rows per upload / syrk (default 4096) */
+    kvtc_cuda_gemm gemm;   /* KVTC_CUDA_GEMM_FP32 (default) or KVTC_CUDA_GEMM_TF32; BF16 is refused */
+    int device;            /* -1 = current (default) */
+} kvtc_cuda_calib_options;
+
+void kvtc_cuda_calib_options_init(kvtc_cuda_calib_options *o);
+
+/* Seconds spent per phase (wall clock, synchronized). */
+typedef struct kvtc_cuda_calib_stats {
+    double covariance_s;   /* rows in + shift/weight + syrk, both streams (includes the row source) */
+    double eigen_s;        /* subspace iteration + Rayleigh-Ritz, both streams */
+    double dp_stats_s;     /* projections of the subsample + dp_stats_compute */
+    double plans_s;        /* DP solve and plans (CPU) */
+    double total_s;
+    uint32_t rank, subspace; /* components computed, subspace columns */
+    uint64_t rows;
+} kvtc_cuda_calib_stats;
+
+/* Finish a calibrator on the GPU: its collected rows are uploaded in
+ * batches (host memory is not duplicated). Same contract as
+ * kvtc_calibrator_finish; opts and stats may be NULL. pca_per_layer is
+ * not supported (KVTC_ERR_UNSUPPORTED). */
+kvtc_result kvtc_cuda_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
+                                        const kvtc_cuda_calib_options *opts, kvtc_basis **out,
+                                        kvtc_cuda_calib_stats *stats);
+
+/* Row source for calibrating from rows that never sit in host memory:
+ * write rows [row0, row0 + n) of stream is_key (1 = keys, RoPE already
+ * removed if the options remove it; 0 = values) as float [n][p] into the
+ * device buffer d_rows, stream-ordered on `stream` or synchronously.
+ * Return 0 on success. Rows must be the same for the same arguments. */
+typedef int (*kvtc_cuda_row_fn)(void *user, int is_key, uint64_t row0, uint64_t n, float *d_rows,
+                                cudaStream_t stream);
+
+/* Calibrate from n_rows rows per stream produced by `fill` (p = the coded
+ * width of geometry g under copts' recompute_layers). Same result fields as
+ * the calibrator. */
+kvtc_result kvtc_cuda_calibrate_rows(const kvtc_geometry *g, const kvtc_calibrate_options *copts, uint64_t n_rows,
+                                     kvtc_cuda_row_fn fill, void *user, const double *ratios, uint32_t n_ratios,
+                                     const kvtc_cuda_calib_options *opts, kvtc_basis **out,
+                                     kvtc_cuda_calib_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

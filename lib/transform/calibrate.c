@@ -14,14 +14,13 @@
 
 #include "alloc/dp.h"
 #include "format/basis.h"
+#include "transform/calibrate_internal.h"
 #include "transform/pca.h"
 #include "transform/rope.h"
 #include "util/cache.h"
 
 #define CALIB_DEFAULT_MAX_TOKENS 65536u
-#define CALIB_DP_MAX_ROWS 8192u       /* rows used for the DP statistics */
 #define CALIB_EXACT_MAX_P 4096u       /* AUTO: exact PCA up to here */
-#define CALIB_AUTO_RANK 2048u         /* AUTO/randomized: components kept */
 #define CALIB_OVERSAMPLE 32u
 #define CALIB_POWER_ITERS 3u
 #define CALIB_MAX_RATIOS 64u
@@ -151,12 +150,22 @@ kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache) {
     return KVTC_OK;
 }
 
-/* Mean, centering + weighting in place, PCA and DP statistics of one stream. */
-typedef struct stream_fit {
-    basis_stream bs;
-    dp_stats st;
-    dp_curve cv;
-} stream_fit;
+void calib_get_view(const kvtc_calibrator *c, calib_view *v) {
+    v->g = c->g;
+    v->o = c->o;
+    v->p = c->p;
+    v->n_rows = c->n_rows;
+    v->rows_k = c->rows_k;
+    v->rows_v = c->rows_v;
+    v->wk = c->wk;
+    v->wv = c->wv;
+}
+
+void stream_fit_free(stream_fit *f) {
+    basis_stream_free(&f->bs);
+    dp_stats_free(&f->st);
+    dp_curve_free(&f->cv);
+}
 
 static kvtc_result fit_stats(const float *rows, uint64_t n, uint32_t p, stream_fit *f);
 
@@ -238,7 +247,6 @@ static kvtc_result fit_stream(kvtc_calibrator *c, float *rows, const float *w, s
 static kvtc_result fit_stats(const float *rows, uint64_t n, uint32_t p, stream_fit *f) {
     const basis_stream *s = &f->bs;
     uint32_t rank = s->rank;
-    kvtc_result r;
     uint64_t ns = n < CALIB_DP_MAX_ROWS ? n : CALIB_DP_MAX_ROWS;
     uint64_t step = n / ns;
     float *xs = malloc(sizeof(float) * ns * p);
@@ -254,13 +262,20 @@ static kvtc_result fit_stats(const float *rows, uint64_t n, uint32_t p, stream_f
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ns, (int)rank, (int)p, 1.0f, xs, (int)p,
                     s->basis, (int)p, 0.0f, d, (int)rank);
     free(xs);
+    kvtc_result r = calib_stats_from_proj(d, ns, total, f);
+    free(d);
+    return r;
+}
+
+kvtc_result calib_stats_from_proj(const float *d, uint64_t ns, double total, stream_fit *f) {
+    uint32_t rank = f->bs.rank;
+    kvtc_result r;
     if (rank) {
         r = dp_stats_compute(d, ns, rank, rank, &f->st);
     } else {
         r = KVTC_OK;
         f->st.p = 0;
     }
-    free(d);
     if (r) return r;
     double captured = 0;
     for (uint32_t i = 0; i < rank; i++) captured += f->st.var[i];
@@ -333,32 +348,52 @@ static kvtc_result make_uniform_plans(const stream_fit *fk, const stream_fit *fv
     return r;
 }
 
-kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
-                                   kvtc_basis **out) {
-    if (!c || !out || (n_ratios && !ratios) || n_ratios > CALIB_MAX_RATIOS || c->finished)
+kvtc_result calib_begin_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios, uint64_t min_rows) {
+    if (!c || (n_ratios && !ratios) || n_ratios > CALIB_MAX_RATIOS || c->finished)
         return KVTC_ERR_INVALID_ARGUMENT;
-    *out = NULL;
     for (uint32_t i = 0; i < n_ratios; i++)
         if (!(ratios[i] > 1.0) || !isfinite(ratios[i])) return KVTC_ERR_INVALID_ARGUMENT;
-    if (c->n_rows < 2) return KVTC_ERR_INVALID_ARGUMENT; /* nothing to calibrate on */
+    if (c->n_rows < min_rows) return KVTC_ERR_INVALID_ARGUMENT; /* nothing to calibrate on */
     c->finished = 1;
-    kvtc_basis *b = calloc(1, sizeof *b);
+    return KVTC_OK;
+}
+
+kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
+                                   kvtc_basis **out) {
+    if (!out) return KVTC_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    kvtc_result r = calib_begin_finish(c, ratios, n_ratios, 2);
+    if (r) return r;
     stream_fit fk, fv;
     memset(&fk, 0, sizeof fk);
     memset(&fv, 0, sizeof fv);
-    if (!b) return KVTC_ERR_OUT_OF_MEMORY;
+    if ((r = fit_stream(c, c->rows_k, c->wk, &fk)) || (r = fit_stream(c, c->rows_v, c->wv, &fv))) {
+        stream_fit_free(&fk);
+        stream_fit_free(&fv);
+        return r;
+    }
+    return calib_build_basis(c, ratios, n_ratios, &fk, &fv, out);
+}
+
+kvtc_result calib_build_basis(const kvtc_calibrator *c, const double *ratios, uint32_t n_ratios, stream_fit *fk_,
+                              stream_fit *fv_, kvtc_basis **out) {
+    *out = NULL;
+    stream_fit fk = *fk_, fv = *fv_;
+    memset(fk_, 0, sizeof *fk_);
+    memset(fv_, 0, sizeof *fv_);
+    kvtc_result r;
+    uint64_t *totals = NULL;
+    kvtc_basis *b = calloc(1, sizeof *b);
+    if (!b) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
     b->geometry = c->g;
     b->recompute_layers = c->o.recompute_layers;
     b->rope_removed = c->o.remove_rope && c->g.rope_type != KVTC_ROPE_NONE;
-    kvtc_result r;
-    if ((r = fit_stream(c, c->rows_k, c->wk, &fk))) goto fail;
-    if ((r = fit_stream(c, c->rows_v, c->wv, &fv))) goto fail;
 
     /* One DP per stream covers every ratio: its curve holds all budgets. */
     double ref_bits = 2.0 * 16.0 * c->g.n_layers * c->g.n_kv_heads * c->g.head_dim;
     double id_units = c->o.recompute_layers ? 2.0 : 0.0;
     uint64_t max_total = 0;
-    uint64_t *totals = calloc(n_ratios ? n_ratios : 1, sizeof(uint64_t));
+    totals = calloc(n_ratios ? n_ratios : 1, sizeof(uint64_t));
     if (!totals) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
     for (uint32_t i = 0; i < n_ratios; i++) {
         double u = floor(ref_bits / ratios[i] / 16.0) - id_units;
