@@ -15,7 +15,7 @@ mkdir -p $O
   $B/bench_codec gemm
   # a real cache: the eval model over one 2048-token window not used for calibration
   [ -f $O/thr_cache.safetensors ] || $B/kvtc capture --model $M --text $T --window-index 60 -o $O/thr_cache.safetensors
-  [ -f $O/thr_basis.safetensors ] || $B/kvtc calibrate --model $M --text $T --windows 4 --sensitivity \
+  [ -f $O/thr_basis.safetensors ] || $B/kvtc calibrate --model $M --text $T --windows 4 --sensitivity --recompute-layers 0 \
       --ratio 8 --ratio 16 --ratio 32 --ratio 64 -o $O/thr_basis.safetensors 2>/dev/null
   $B/bench_codec codec $O/thr_cache.safetensors $O/thr_basis.safetensors 8 16 32 64
   # calibration time, synthetic correlated data (rank-256 latent, power-law spectrum, 1% noise)

@@ -102,20 +102,26 @@ kvtc_result pca_randomized(const float *x, uint64_t n, uint32_t p, uint32_t rank
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)l, (int)n, 1.0f / (float)n, y, (int)l, 0.0f, t,
                 (int)l);
     for (size_t i = 0; i < (size_t)l * l; i++) td[i] = t[i];
-    if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, td, (lapack_int)l, w) != 0) {
+    if (LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, td, (lapack_int)l, w) != 0) {
         r = KVTC_ERR_NUMERIC;
         goto done;
     }
-    /* td columns = eigenvectors, ascending. basis row j = (Z u_{l-1-j})^T */
+    /* td columns = eigenvectors, ascending. V = Z U (one GEMM, reusing y's
+     * memory: n >= l rows of l floats are free now); basis row j = column
+     * l-1-j of V. */
+    for (size_t i = 0; i < (size_t)l * l; i++) t[i] = (float)td[i];
+    float *v = p <= n ? y : NULL;
+    float *v_owned = v ? NULL : malloc(sizeof(float) * (size_t)p * l);
+    if (!v) v = v_owned;
+    if (!v) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p, (int)l, (int)l, 1.0f, zm, (int)l, t, (int)l, 0.0f,
+                v, (int)l);
     for (uint32_t j = 0; j < rank; j++) {
         uint32_t src = l - 1 - j;
         eig[j] = (float)(w[src] > 0 ? w[src] : 0.0);
-        for (uint32_t i = 0; i < p; i++) {
-            double acc = 0;
-            for (uint32_t k = 0; k < l; k++) acc += (double)zm[(size_t)i * l + k] * td[(size_t)k * l + src];
-            basis[(size_t)j * p + i] = (float)acc;
-        }
+        for (uint32_t i = 0; i < p; i++) basis[(size_t)j * p + i] = v[(size_t)i * l + src];
     }
+    free(v_owned);
     r = KVTC_OK;
 done:
     free(zm); free(y); free(t); free(td); free(w);
