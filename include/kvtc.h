@@ -261,7 +261,10 @@ typedef struct kvtc_encode_options {
     uint32_t n_sink;             /* leading tokens stored raw (default 4) */
     uint32_t n_window;           /* trailing tokens stored raw (default 128) */
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */
-    uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
+    uint32_t n_threads;          /* worker threads for chunks and per-token work (0 = 1).
+                                  * With OpenBLAS, run it single-threaded
+                                  * (OPENBLAS_NUM_THREADS=1) and use these:
+                                  * its spinning threads otherwise take the cores. */
     int deflate_level;           /* libdeflate level 0..12 (default 6) */
     uint32_t entropy_codec;      /* KVTC_CODEC_DEFLATE (default) or KVTC_CODEC_RANS */
 } kvtc_encode_options;

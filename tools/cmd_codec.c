@@ -1,4 +1,5 @@
 /* cmd_codec.c - kvtc compress / decompress / info. */
+#include <cblas.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,13 @@
 #include "io/cache_file.h"
 #include "io/safetensors.h"
 #include "model_kv.h"
+
+/* The codec's worker threads (--threads) parallelize by chunk and token;
+ * OpenBLAS's own threads would spin between the codec's small GEMMs and
+ * take the cores from them (measured: 2 worker threads run 1.1-1.7x faster
+ * with OpenBLAS on one thread, bench/RESULTS.md). The CLI owns its process,
+ * so it may make that process-wide choice; the library never does. */
+static void codec_threads_setup(void) { openblas_set_num_threads(1); }
 
 static int load_basis(const char *cmd, const char *path, kvtc_basis **out) {
     void *buf;
@@ -68,6 +76,7 @@ int cmd_compress(int argc, char **argv) {
         else return cli_usage("compress", "more than one input given");
     }
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
+    codec_threads_setup();
     kvtc_basis *b = NULL;
     if (load_basis("compress", basis_path, &b)) return 1;
     char err[512];
@@ -134,6 +143,7 @@ int cmd_decompress(int argc, char **argv) {
         else return cli_usage("decompress", "more than one input given");
     }
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
+    codec_threads_setup();
     kvtc_basis *b = NULL;
     if (load_basis("decompress", basis_path, &b)) return 1;
     char err[512];

@@ -226,10 +226,12 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
         if (rc) { r = (kvtc_result)rc; goto done; }
         chunk += n_chunks;
         uint64_t first_tok = h.n_sink + t0;
-        reconstruct_rows(&b->k, pl->k.rank_used, dk, n, x);
-        kvtc_scatter_rows(&view, 1, b->recompute_layers, first_tok, n, &d->rope, b->rope_removed, x);
-        reconstruct_rows(&b->v, pl->v.rank_used, dv, n, x);
-        kvtc_scatter_rows(&view, 0, b->recompute_layers, first_tok, n, NULL, 0, x);
+        uint32_t th = d->opt.n_threads;
+        reconstruct_centered(&b->k, pl->k.rank_used, dk, n, x);
+        codec_scatter_uncentered(&view, 1, &b->k, b->recompute_layers, first_tok, n,
+                                 b->rope_removed ? &d->rope : NULL, th, x);
+        reconstruct_centered(&b->v, pl->v.rank_used, dv, n, x);
+        codec_scatter_uncentered(&view, 0, &b->v, b->recompute_layers, first_tok, n, NULL, th, x);
     }
     codec_raw_to_cache(&h, in + h.sections[SEC_RAW_K].offset, out->k);
     codec_raw_to_cache(&h, in + h.sections[SEC_RAW_V].offset, out->v);

@@ -221,10 +221,11 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     for (uint64_t t0 = 0; t0 < coded; t0 += batch_tokens) {
         uint64_t n = coded - t0 < batch_tokens ? coded - t0 : batch_tokens;
         uint64_t first_tok = h.n_sink + t0;
-        kvtc_gather_rows(c, 1, b->recompute_layers, first_tok, n, &e->rope, b->rope_removed, x);
-        project_rows(bk, pl->k.rank_used, x, n, dk);
-        kvtc_gather_rows(c, 0, b->recompute_layers, first_tok, n, NULL, 0, x);
-        project_rows(bv, pl->v.rank_used, x, n, dv);
+        uint32_t th = e->opt.n_threads;
+        codec_gather_centered(c, 1, bk, b->recompute_layers, first_tok, n, b->rope_removed ? &e->rope : NULL, th, x);
+        project_centered(bk, pl->k.rank_used, x, n, dk);
+        codec_gather_centered(c, 0, bv, b->recompute_layers, first_tok, n, NULL, th, x);
+        project_centered(bv, pl->v.rank_used, x, n, dv);
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
         int rc = kvtc_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);

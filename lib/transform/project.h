@@ -9,10 +9,16 @@
 
 #include "format/basis.h"
 
-/* x: [n][p], centered and weighted in place; d: [n][r]. r may be 0. */
-void project_rows(const basis_stream *s, uint32_t r, float *x, uint64_t n, float *d);
+/* Each direction is split in a per-token half (run on the codec's worker
+ * threads, by token range) and a GEMM (run on OpenBLAS's threads). */
 
-/* d: [n][r]; x: [n][p] written. */
-void reconstruct_rows(const basis_stream *s, uint32_t r, const float *d, uint64_t n, float *x);
+/* x: [n][p]: x = (x - mean) * weight, in place. */
+void center_rows(const basis_stream *s, float *x, uint64_t n);
+/* d: [n][r] = x B_r^T for centered x. r may be 0. */
+void project_centered(const basis_stream *s, uint32_t r, const float *x, uint64_t n, float *d);
+/* x: [n][p] = d B_r (still centered and weighted). */
+void reconstruct_centered(const basis_stream *s, uint32_t r, const float *d, uint64_t n, float *x);
+/* x = x / weight + mean, in place. */
+void uncenter_rows(const basis_stream *s, float *x, uint64_t n);
 
 #endif
