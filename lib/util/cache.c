@@ -80,13 +80,63 @@ void kvtc_store_elem(void *base, kvtc_dtype t, uint64_t i, float x) {
     }
 }
 
+/* fp16 <-> f32 runs with the F16C instructions where the CPU has them: the
+ * conversions are the largest per-token cost of the CPU codec after the
+ * GEMMs. Both round to nearest even like the scalar code in util/half.h, so
+ * results do not depend on the CPU (NaN payloads aside, which the codec
+ * never produces). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KVTC_HAVE_F16C_PATH 1
+
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, uint32_t n, float *dst) {
+    uint32_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + j))));
+    for (; j < n; j++) dst[j] = kvtc_f16_to_f32(src[j]);
+}
+
+__attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src, uint32_t n, uint16_t *dst) {
+    uint32_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm_storeu_si128((__m128i *)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
+    for (; j < n; j++) dst[j] = kvtc_f32_to_f16(src[j]);
+}
+
+#include <cpuid.h>
+
+/* CPUID.1:ECX bits 27 (OSXSAVE), 28 (AVX), 29 (F16C), and the OS saving YMM
+ * state (XCR0 bits 1-2). Asked once per gather/scatter call, not cached:
+ * the library keeps no global state. */
+static int have_f16c(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned need = (1u << 27) | (1u << 28) | (1u << 29);
+    if ((c & need) != need) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & 6u) == 6u;
+}
+#else
+static int have_f16c(void) { return 0; }
+#endif
+
 /* Load n consecutive elements starting at index i into dst (float). */
-static void load_run(const void *base, kvtc_dtype t, uint64_t i, uint32_t n, float *dst) {
+static void load_run(const void *base, kvtc_dtype t, uint64_t i, uint32_t n, float *dst, int f16c) {
     switch (t) {
     case KVTC_DTYPE_F32:
         for (uint32_t j = 0; j < n; j++) dst[j] = ((const float *)base)[i + j];
         break;
     case KVTC_DTYPE_F16:
+#ifdef KVTC_HAVE_F16C_PATH
+        if (f16c) {
+            f16_to_f32_f16c((const uint16_t *)base + i, n, dst);
+            break;
+        }
+#else
+        (void)f16c;
+#endif
         for (uint32_t j = 0; j < n; j++) dst[j] = kvtc_f16_to_f32(((const uint16_t *)base)[i + j]);
         break;
     case KVTC_DTYPE_BF16:
@@ -95,12 +145,20 @@ static void load_run(const void *base, kvtc_dtype t, uint64_t i, uint32_t n, flo
     }
 }
 
-static void store_run(void *base, kvtc_dtype t, uint64_t i, uint32_t n, const float *src) {
+static void store_run(void *base, kvtc_dtype t, uint64_t i, uint32_t n, const float *src, int f16c) {
     switch (t) {
     case KVTC_DTYPE_F32:
         for (uint32_t j = 0; j < n; j++) ((float *)base)[i + j] = src[j];
         break;
     case KVTC_DTYPE_F16:
+#ifdef KVTC_HAVE_F16C_PATH
+        if (f16c) {
+            f32_to_f16_f16c(src, n, (uint16_t *)base + i);
+            break;
+        }
+#else
+        (void)f16c;
+#endif
         for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvtc_f32_to_f16(src[j]);
         break;
     case KVTC_DTYPE_BF16:
@@ -116,6 +174,7 @@ void kvtc_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uin
     uint64_t w = kvtc_row_width(g, first_layer);
     uint32_t d = g->head_dim;
     int rot = is_key && unrope && g->rope_type != KVTC_ROPE_NONE;
+    int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
     for (uint64_t t = 0; t < n; t++) {
         float *row = rows + t * w;
@@ -124,7 +183,7 @@ void kvtc_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uin
         for (uint32_t l = first_layer; l < g->n_layers; l++)
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
                 uint64_t off = (((uint64_t)l * g->n_kv_heads + h) * c->n_tokens + t0 + t) * d;
-                load_run(src, c->dtype, off, d, row + col);
+                load_run(src, c->dtype, off, d, row + col, f16c);
                 if (rot) rope_rotate(g, cs, -1, row + col);
             }
     }
@@ -137,6 +196,7 @@ void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t
     uint64_t w = kvtc_row_width(g, first_layer);
     uint32_t d = g->head_dim;
     int rot = is_key && rerope && g->rope_type != KVTC_ROPE_NONE;
+    int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
     float tmp[KVTC_MAX_HEAD_DIM];
     for (uint64_t t = 0; t < n; t++) {
@@ -152,7 +212,7 @@ void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t
                     rope_rotate(g, cs, +1, tmp);
                     srcv = tmp;
                 }
-                store_run(dst, c->dtype, off, d, srcv);
+                store_run(dst, c->dtype, off, d, srcv, f16c);
             }
     }
 }
@@ -160,6 +220,7 @@ void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t
 int kvtc_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
     const kvtc_geometry *g = &c->geometry;
     uint32_t d = g->head_dim;
+    int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
     float buf[KVTC_MAX_HEAD_DIM];
     for (int s = 0; s < 2; s++) {
         const void *src = s ? c->v : c->k;
@@ -167,7 +228,7 @@ int kvtc_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
             for (uint32_t h = 0; h < g->n_kv_heads; h++)
                 for (uint64_t t = t0; t < t0 + n; t++) {
                     uint64_t off = (((uint64_t)l * g->n_kv_heads + h) * c->n_tokens + t) * d;
-                    load_run(src, c->dtype, off, d, buf);
+                    load_run(src, c->dtype, off, d, buf, f16c);
                     for (uint32_t j = 0; j < d; j++)
                         if (!isfinite(buf[j])) return 0;
                 }
