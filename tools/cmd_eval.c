@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "eval/baselines.h"
+#include "eval/metrics.h"
 #include "model_kv.h"
 #include "util/cache.h"
 
@@ -51,35 +52,14 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* log-softmax of n logits into out (double). */
-static void log_softmax(const float *x, uint32_t n, double *out) {
-    double mx = x[0];
-    for (uint32_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
-    for (uint32_t i = 0; i < n; i++) s += exp((double)x[i] - mx);
-    double lse = mx + log(s);
-    for (uint32_t i = 0; i < n; i++) out[i] = (double)x[i] - lse;
-}
-
-static uint32_t argmax(const float *x, uint32_t n) {
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 /* Score C predictions of a method against the reference logits. */
 static void score(eval_method *m, const float *ref, const float *got, const int32_t *next, uint32_t c,
                   uint32_t vocab, double *lp_ref, double *lp_got) {
     for (uint32_t i = 0; i < c; i++) {
         const float *r = ref + (size_t)i * vocab, *g = got + (size_t)i * vocab;
-        log_softmax(r, vocab, lp_ref);
-        log_softmax(g, vocab, lp_got);
-        double kl = 0;
-        for (uint32_t j = 0; j < vocab; j++) kl += exp(lp_ref[j]) * (lp_ref[j] - lp_got[j]);
-        m->kld += kl > 0 ? kl : 0;
+        m->kld += metrics_kl(r, g, vocab, lp_ref, lp_got);
         m->nll -= lp_got[next[i]];
-        m->n_top1 += argmax(r, vocab) == argmax(g, vocab);
+        m->n_top1 += metrics_argmax(r, vocab) == metrics_argmax(g, vocab);
         m->n_pred++;
     }
 }
@@ -352,7 +332,7 @@ int cmd_eval(int argc, char **argv) {
         /* reference continuation; logits i predict token prefix + i + 1 */
         if (llama_decode(ctx, tok + prefix, cont, ref)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
         for (uint32_t i = 0; i + 1 < cont; i++) {
-            log_softmax(ref + (size_t)i * vocab, (uint32_t)vocab, lp1);
+            metrics_log_softmax(ref + (size_t)i * vocab, (uint32_t)vocab, lp1);
             ref_nll -= lp1[tok[prefix + i + 1]];
             ref_n++;
         }

@@ -7,30 +7,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "eval/metrics.h"
 #include "transform/pca.h"
 
 /* Mean KL(ref || got) over c positions. */
 static double mean_kl(const float *ref, const float *got, uint32_t c, uint32_t vocab, double *a, double *b) {
     double total = 0;
-    for (uint32_t i = 0; i < c; i++) {
-        const float *r = ref + (size_t)i * vocab, *g = got + (size_t)i * vocab;
-        double mr = r[0], mg = g[0], sr = 0, sg = 0;
-        for (uint32_t j = 1; j < vocab; j++) {
-            mr = r[j] > mr ? r[j] : mr;
-            mg = g[j] > mg ? g[j] : mg;
-        }
-        for (uint32_t j = 0; j < vocab; j++) {
-            sr += exp(r[j] - mr);
-            sg += exp(g[j] - mg);
-        }
-        double lr = mr + log(sr), lg = mg + log(sg), kl = 0;
-        for (uint32_t j = 0; j < vocab; j++) {
-            a[j] = r[j] - lr;
-            b[j] = g[j] - lg;
-            kl += exp(a[j]) * (a[j] - b[j]);
-        }
-        total += kl > 0 ? kl : 0;
-    }
+    for (uint32_t i = 0; i < c; i++) total += metrics_kl(ref + (size_t)i * vocab, got + (size_t)i * vocab, vocab, a, b);
     return total / c;
 }
 
