@@ -32,6 +32,7 @@ cal sens_perlayer --windows $CW $S --per-layer-pca
 cal sens_uniform --windows $CW $S --uniform-bits
 cal sens_cal1 --windows 1 $S
 cal sens_cal4 --windows 4 $S
+cal sens_cal32 --windows 32 $S
 $K eval --model $M --text $T --windows $W --ratios 16,32 --no-baselines \
   --basis sens=$O/sens.safetensors --basis no_rope_removal=$O/sens_norope.safetensors \
   --basis per_layer_pca=$O/sens_perlayer.safetensors --basis uniform_bits=$O/sens_uniform.safetensors \
@@ -39,5 +40,7 @@ $K eval --model $M --text $T --windows $W --ratios 16,32 --no-baselines \
   --json > $O/ablation.json
 $K eval --model $M --text $T --windows $W --ratios 16,32 --no-baselines --sink 0 --window 0 \
   --basis no_sink_window=$O/sens.safetensors --json > $O/ablation_nosink.json
-python3 bench/fidelity_table.py $O/main.json $O/ablation.json $O/ablation_nosink.json > $O/tables.md
+$K eval --model $M --text $T --windows $W --ratios 16,32 --no-baselines \
+  --basis calib_32win=$O/sens_cal32.safetensors --json > $O/ablation_cal32.json
+python3 bench/fidelity_table.py $O/main.json $O/ablation.json $O/ablation_nosink.json $O/ablation_cal32.json > $O/tables.md
 cat $O/tables.md
