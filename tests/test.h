@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int test_passed_, test_failed_;
 
@@ -29,6 +30,33 @@ static int test_passed_, test_failed_;
             fputc('\n', stderr);                                                       \
         }                                                                              \
     } while (0)
+
+/* Monotonic seconds, for the timings tests print. */
+static inline double test_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A whole file, NUL-terminated (malloc'd), or NULL; *len its size. */
+static inline char *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) {
+        b[n] = '\0';
+        *len = (size_t)n;
+    }
+    return b;
+}
 
 #define TEST_REPORT()                                                                  \
     (printf("%s: %d passed, %d failed\n", __FILE__, test_passed_, test_failed_),       \

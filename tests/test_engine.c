@@ -20,31 +20,6 @@
 #define REFERENCE "data/eval-llama.reference.json"
 #define TEXT "data/persuasion.txt"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = '\0';
-        *len = (size_t)n;
-    }
-    return b;
-}
-
 /* The reference array `key` (numbers) of object o into out[cap]; returns its length. */
 static size_t ref_nums(const json_value *o, const char *key, double *out, size_t cap) {
     const json_value *a = json_get(o, key);
@@ -104,11 +79,11 @@ static void check_top5(const json_value *e, const float *row, uint32_t n_vocab, 
 
 static void test_eval_model(void) {
     char err[256];
-    double t0 = now();
+    double t0 = test_now();
     llama_model *m = llama_model_load(EVAL_MODEL, err, sizeof(err));
     CHECK_MSG(m != NULL, "%s", err);
     if (!m) return;
-    printf("load: %.3f s\n", now() - t0);
+    printf("load: %.3f s\n", test_now() - t0);
     const llama_hparams *hp = llama_model_hparams(m);
     CHECK(hp->n_vocab == 4096 && hp->n_embd == 512 && hp->n_layer == 8);
     CHECK(hp->n_head == 8 && hp->n_head_kv == 2 && hp->head_dim == 64 && hp->n_ff == 1408);
@@ -116,8 +91,8 @@ static void test_eval_model(void) {
     CHECK(hp->rope_theta == 10000.0f && fabsf(hp->rms_eps - 1e-5f) < 1e-9f && !hp->tied_output);
 
     size_t rlen = 0, tlen = 0;
-    char *rtext = read_all(REFERENCE, &rlen);
-    char *text = read_all(TEXT, &tlen);
+    char *rtext = test_read_file(REFERENCE, &rlen);
+    char *text = test_read_file(TEXT, &tlen);
     CHECK(rtext && text);
     json_value *ref = rtext ? json_parse(rtext, rlen, NULL) : NULL;
     CHECK(ref != NULL);
@@ -127,9 +102,9 @@ static void test_eval_model(void) {
     int n_tok = llama_tokenize(m, text, tlen, 1, NULL, 0);
     CHECK(n_tok > 1024);
     int32_t *ids = malloc((size_t)n_tok * sizeof(int32_t));
-    t0 = now();
+    t0 = test_now();
     CHECK(llama_tokenize(m, text, tlen, 1, ids, (size_t)n_tok) == n_tok);
-    printf("tokenize persuasion.txt (%zu bytes -> %d tokens): %.3f s\n", tlen, n_tok, now() - t0);
+    printf("tokenize persuasion.txt (%zu bytes -> %d tokens): %.3f s\n", tlen, n_tok, test_now() - t0);
     double r64[64];
     CHECK(ref_nums(ref, "first_64_ids", r64, 64) == 64);
     int same = 1;
@@ -161,9 +136,9 @@ static void test_eval_model(void) {
     llama_context *ctx = llama_context_alloc(m, 2048, 2);
     CHECK(ctx != NULL);
     float *logits = malloc((size_t)N * V * sizeof(float));
-    t0 = now();
+    t0 = test_now();
     CHECK(llama_decode(ctx, ids, N, logits) == LLAMA_OK);
-    printf("decode 1024 tokens with logits: %.3f s\n", now() - t0);
+    printf("decode 1024 tokens with logits: %.3f s\n", test_now() - t0);
     CHECK(llama_context_n_past(ctx) == N);
 
     double r16[16];
@@ -281,15 +256,15 @@ static void test_eval_model(void) {
     {
         llama_context *c5 = llama_context_alloc(m, 2048, 2);
         CHECK(c5 != NULL && n_tok >= 2048);
-        t0 = now();
+        t0 = test_now();
         CHECK(llama_decode(c5, ids, 2048, NULL) == LLAMA_OK);
-        double dt = now() - t0;
+        double dt = test_now() - t0;
         printf("prefill 2048 tokens (no logits): %.3f s (%.0f tok/s)\n", dt, 2048 / dt);
         float *lg = malloc((size_t)V * sizeof(float));
         CHECK(llama_context_set_n_past(c5, 2000) == LLAMA_OK);
-        t0 = now();
+        t0 = test_now();
         for (int i = 0; i < 32; i++) CHECK(llama_decode(c5, ids + 2000 + i, 1, lg) == LLAMA_OK);
-        printf("single-token decode at ~2000 context: %.2f ms/token\n", (now() - t0) / 32 * 1e3);
+        printf("single-token decode at ~2000 context: %.2f ms/token\n", (test_now() - t0) / 32 * 1e3);
         free(lg);
         llama_context_free(c5);
     }

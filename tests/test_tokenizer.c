@@ -11,28 +11,6 @@
 #include "llama.h"
 #include "test.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) *len = (size_t)n;
-    return b;
-}
-
 /* tokenize then detokenize `s`; 1 when the text comes back unchanged. */
 static int round_trip(const llama_model *m, const char *s, size_t len) {
     int n = llama_tokenize(m, s, len, 1, NULL, 0);
@@ -55,11 +33,11 @@ static void test_model(const char *path, int big) {
 
     if (big) {
         size_t len = 0;
-        char *text = read_all("data/persuasion.txt", &len);
+        char *text = test_read_file("data/persuasion.txt", &len);
         CHECK(text != NULL);
-        double t0 = now();
+        double t0 = test_now();
         int n = llama_tokenize(m, text, len, 1, NULL, 0);
-        double dt = now() - t0;
+        double dt = test_now() - t0;
         printf("%s: persuasion.txt -> %d tokens in %.3f s\n", path, n, dt);
         CHECK(n > 100000);
 #ifdef NDEBUG
