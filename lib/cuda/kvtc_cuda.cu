@@ -233,6 +233,25 @@ struct Regions {  // explicit regions (host-known), by value
     uint32_t want[8];  // expected CRCs (decode)
 };
 
+// The five checksummed sections (positions, token ids, raw K, raw V, chunk
+// index) as CRC regions, with their stored CRCs (0 while encoding), and the
+// CRC pieces the largest one needs.
+static Regions section_regions(const container_header &h, uint32_t *pieces) {
+    static const int secs[5] = {SEC_POSITIONS, SEC_TOKEN_IDS, SEC_RAW_K, SEC_RAW_V, SEC_CHUNK_INDEX};
+    Regions sr;
+    memset(&sr, 0, sizeof sr);
+    sr.n = 5;
+    uint64_t maxsec = 0;
+    for (int i = 0; i < 5; i++) {
+        sr.off[i] = h.sections[secs[i]].offset;
+        sr.size[i] = h.sections[secs[i]].size;
+        sr.want[i] = h.sections[secs[i]].crc32;
+        maxsec = sr.size[i] > maxsec ? sr.size[i] : maxsec;
+    }
+    *pieces = (uint32_t)(maxsec / CRC_PIECE + 1);
+    return sr;
+}
+
 // Piece CRCs. Region r: explicit (regs) or chunk c (data_off + chunk_off[c], chunk_size[c]).
 __global__ void crc_pieces_k(const uint8_t *base, Regions regs, uint64_t data_off, const uint64_t *chunk_off,
                              const uint32_t *chunk_size, uint32_t max_pieces, const uint32_t *table, uint32_t *piece_crc) {
@@ -1755,17 +1774,8 @@ extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *
         CK(cudaGetLastError());
     }
     // section CRCs: positions, token ids, raw K, raw V, chunk index
-    Regions sr;
-    memset(&sr, 0, sizeof sr);
-    const int secs[5] = {SEC_POSITIONS, SEC_TOKEN_IDS, SEC_RAW_K, SEC_RAW_V, SEC_CHUNK_INDEX};
-    sr.n = 5;
-    uint64_t maxsec = 0;
-    for (int i = 0; i < 5; i++) {
-        sr.off[i] = h.sections[secs[i]].offset;
-        sr.size[i] = h.sections[secs[i]].size;
-        maxsec = sr.size[i] > maxsec ? sr.size[i] : maxsec;
-    }
-    uint32_t sec_pieces = (uint32_t)(maxsec / CRC_PIECE + 1);
+    uint32_t sec_pieces;
+    Regions sr = section_regions(h, &sec_pieces);
     if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
     uint32_t *pieces = (uint32_t *)(ws + L.pieces);
     uint32_t *sec_crc = (uint32_t *)(ws + L.crc_out);
@@ -1914,18 +1924,8 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
         }
     }
     // sections: CRC check, raw tokens, positions
-    Regions sr;
-    memset(&sr, 0, sizeof sr);
-    const int secs[5] = {SEC_POSITIONS, SEC_TOKEN_IDS, SEC_RAW_K, SEC_RAW_V, SEC_CHUNK_INDEX};
-    sr.n = 5;
-    uint64_t maxsec = 0;
-    for (int i = 0; i < 5; i++) {
-        sr.off[i] = h.sections[secs[i]].offset;
-        sr.size[i] = h.sections[secs[i]].size;
-        sr.want[i] = h.sections[secs[i]].crc32;
-        maxsec = sr.size[i] > maxsec ? sr.size[i] : maxsec;
-    }
-    uint32_t sec_pieces = (uint32_t)(maxsec / CRC_PIECE + 1);
+    uint32_t sec_pieces;
+    Regions sr = section_regions(h, &sec_pieces);
     if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
     crc_pieces_k<<<dim3((sec_pieces + 127) / 128, 5), 128, 0, stream>>>(in, sr, 0, NULL, NULL, sec_pieces, c->d_crc_table,
                                                                          pieces + (uint64_t)C * L.max_pieces);
