@@ -1,8 +1,10 @@
-"""kvtc.py - a small ctypes binding of libkvtc (include/kvtc.h).
+"""kvtc - ctypes binding of libkvtc (include/kvtc.h), and kvtc.cuda for torch
+tensors on the GPU (include/kvtc_cuda.h; see kvtc/cuda.py).
 
-Needs the shared library (CMake option KVTC_SHARED, ON by default: build/libkvtc.so).
-Found through $KVTC_LIB, else build*/libkvtc.so next to this folder, else the
-loader's search path. Standard library only; numpy is used when installed.
+Needs the shared library libkvtc.so.0 (CMake option KVTC_SHARED, ON by
+default). Found through $KVTC_LIB, else next to this package, else a build*/
+folder of the source checkout, else the system loader (kvtc/_loader.py).
+Standard library only; numpy is used when installed.
 
     import kvtc
     basis = kvtc.Basis.load("model.kvtcb")             # or Basis.from_bytes(b)
@@ -11,138 +13,45 @@ loader's search path. Standard library only; numpy is used when installed.
     k2, v2 = kvtc.decompress(basis, blob)              # numpy arrays, same dtype
 
 Arrays: numpy float32, float16, or uint16 holding bf16 bits (dtype="bf16"
-or a uint16 array); PyTorch tensors via t.cpu().numpy() (bf16 tensors:
-t.view(torch.uint16).numpy()). Without numpy, pass any buffer (bytes,
-bytearray, array.array, memoryview) with dtype= and n_tokens=; decompress
-then returns bytearrays.
+or a uint16 array); PyTorch CPU tensors via t.numpy() (bf16 tensors:
+t.view(torch.uint16).numpy()); GPU tensors: kvtc.cuda. Without numpy, pass
+any buffer (bytes, bytearray, array.array, memoryview) with dtype= and
+n_tokens=; decompress then returns bytearrays.
+
+Errors raise kvtc.KvtcError (.code, .name = the kvtc_result enum name).
 """
 import ctypes as C
-import glob
-import os
 
 try:
     import numpy as _np
 except ImportError:  # the binding works without numpy (buffers in, bytearrays out)
     _np = None
 
-F32, F16, BF16 = 0, 1, 2
+from . import _abi
+from ._abi import (BF16, CODEC_DEFLATE, CODEC_RANS, F16, F32, ROPE_NEOX, ROPE_NONE, ROPE_NORM,  # noqa: F401
+                   RESULT_NAMES, Geometry)
+from ._loader import open_library
+from .errors import KvtcError, result_name  # noqa: F401
+
 _DTYPE_NAMES = {"f32": F32, "float32": F32, "f16": F16, "float16": F16, "bf16": BF16, "bfloat16": BF16}
-_DTYPE_SIZE = {F32: 4, F16: 2, BF16: 2}
-ROPE_NONE, ROPE_NORM, ROPE_NEOX = 0, 1, 2
-CODEC_DEFLATE, CODEC_RANS = 1, 2
+_DTYPE_SIZE = _abi.DTYPE_SIZE
+_Cache, _PlanInfo, _StreamInfo = _abi.Cache, _abi.PlanInfo, _abi.StreamInfo
+_CalibOptions, _EncodeOptions, _DecodeOptions = _abi.CalibOptions, _abi.EncodeOptions, _abi.DecodeOptions
+
+_lib, library_path = open_library("kvtc", "KVTC_LIB")
+_missing = _abi.bind(_lib, _abi.CPU_FUNCTIONS)
+if _missing:
+    raise OSError("%s lacks %s: not a libkvtc this binding knows" % (library_path, ", ".join(_missing)))
 
 
-class Geometry(C.Structure):
-    _fields_ = [("n_layers", C.c_uint32), ("n_kv_heads", C.c_uint32), ("head_dim", C.c_uint32),
-                ("rope_dim", C.c_uint32), ("rope_type", C.c_int), ("rope_theta", C.c_float)]
-
-    def __repr__(self):
-        return "Geometry(L=%d, H=%d, d=%d, rope_dim=%d, rope_type=%d, theta=%g)" % (
-            self.n_layers, self.n_kv_heads, self.head_dim, self.rope_dim, self.rope_type, self.rope_theta)
-
-
-class _Cache(C.Structure):
-    _fields_ = [("geometry", Geometry), ("dtype", C.c_int), ("n_tokens", C.c_uint64), ("k", C.c_void_p),
-                ("v", C.c_void_p), ("positions", C.POINTER(C.c_int64)), ("token_ids", C.POINTER(C.c_int32))]
-
-
-class _PlanInfo(C.Structure):
-    _fields_ = [("target_ratio", C.c_double), ("bits_per_token", C.c_double), ("expected_error_k", C.c_double),
-                ("expected_error_v", C.c_double), ("n_groups_k", C.c_uint32), ("n_groups_v", C.c_uint32),
-                ("rank_k", C.c_uint32), ("rank_v", C.c_uint32)]
-
-
-class _CalibOptions(C.Structure):
-    _fields_ = [("struct_size", C.c_size_t), ("n_sink", C.c_uint32), ("n_window", C.c_uint32),
-                ("recompute_layers", C.c_uint32), ("pca_method", C.c_int), ("max_rank", C.c_uint32),
-                ("max_tokens", C.c_uint64), ("seed", C.c_uint64), ("remove_rope", C.c_int),
-                ("weights_k", C.POINTER(C.c_float)), ("weights_v", C.POINTER(C.c_float)),
-                ("group_size_mask", C.c_uint32), ("joint_kv_budget", C.c_int), ("pca_per_layer", C.c_int),
-                ("uniform_allocation", C.c_int)]
-
-
-class _EncodeOptions(C.Structure):
-    _fields_ = [("struct_size", C.c_size_t), ("ratio", C.c_double), ("n_sink", C.c_uint32),
-                ("n_window", C.c_uint32), ("chunk_tokens", C.c_uint32), ("n_threads", C.c_uint32),
-                ("deflate_level", C.c_int), ("entropy_codec", C.c_uint32)]
-
-
-_RECOMPUTE_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_uint32, C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p,
-                            C.c_void_p)
-
-
-class _DecodeOptions(C.Structure):
-    _fields_ = [("struct_size", C.c_size_t), ("n_threads", C.c_uint32), ("recompute", _RECOMPUTE_FN),
-                ("recompute_user", C.c_void_p)]
-
-
-class _StreamInfo(C.Structure):
-    _fields_ = [("version_major", C.c_uint32), ("version_minor", C.c_uint32), ("geometry", Geometry),
-                ("dtype", C.c_int), ("n_tokens", C.c_uint64), ("n_sink", C.c_uint32), ("n_window", C.c_uint32),
-                ("n_coded_tokens", C.c_uint64), ("n_chunks", C.c_uint32), ("chunk_tokens", C.c_uint32),
-                ("recompute_layers", C.c_uint32), ("entropy_codec", C.c_uint32), ("has_positions", C.c_int),
-                ("has_token_ids", C.c_int), ("basis_fingerprint", C.c_uint64), ("plan_ratio", C.c_double),
-                ("k_bytes", C.c_uint64), ("v_bytes", C.c_uint64), ("stream_bytes", C.c_uint64),
-                ("coded_bytes", C.c_uint64), ("raw_bytes", C.c_uint64)]
-
-
-def _find_lib():
-    env = os.environ.get("KVTC_LIB")
-    if env:
-        return env
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for cand in sorted(glob.glob(os.path.join(root, "build*", "libkvtc.so"))):
-        return cand
-    return "libkvtc.so"
-
-
-_lib = C.CDLL(_find_lib())
-_P = C.c_void_p
-_PP = C.POINTER(C.c_void_p)
-
-
-def _sig(name, res, *args):
-    f = getattr(_lib, name)
-    f.restype = res
-    f.argtypes = list(args)
-    return f
-
-
-_sig("kvtc_result_string", C.c_char_p, C.c_int)
-_sig("kvtc_basis_load", C.c_int, _P, C.c_size_t, _PP)
-_sig("kvtc_basis_serialized_size", C.c_size_t, _P)
-_sig("kvtc_basis_serialize", C.c_int, _P, _P, C.c_size_t, C.POINTER(C.c_size_t))
-_sig("kvtc_basis_free", None, _P)
-_sig("kvtc_basis_geometry", C.POINTER(Geometry), _P)
-_sig("kvtc_basis_plan_count", C.c_uint32, _P)
-_sig("kvtc_basis_plan_info", C.c_int, _P, C.c_uint32, C.POINTER(_PlanInfo))
-_sig("kvtc_basis_fingerprint", C.c_uint64, _P)
-_sig("kvtc_calibrate_options_init", None, C.POINTER(_CalibOptions))
-_sig("kvtc_calibrator_alloc", C.c_int, C.POINTER(Geometry), C.POINTER(_CalibOptions), _PP)
-_sig("kvtc_calibrator_add", C.c_int, _P, C.POINTER(_Cache))
-_sig("kvtc_calibrator_finish", C.c_int, _P, C.POINTER(C.c_double), C.c_uint32, _PP)
-_sig("kvtc_calibrator_free", None, _P)
-_sig("kvtc_encode_options_init", None, C.POINTER(_EncodeOptions))
-_sig("kvtc_encoder_alloc", C.c_int, _P, C.POINTER(_EncodeOptions), _PP)
-_sig("kvtc_encoder_free", None, _P)
-_sig("kvtc_compress_bound", C.c_size_t, _P, C.POINTER(_Cache))
-_sig("kvtc_compress", C.c_int, _P, C.POINTER(_Cache), _P, C.c_size_t, C.POINTER(C.c_size_t))
-_sig("kvtc_stream_get_info", C.c_int, _P, C.c_size_t, C.POINTER(_StreamInfo))
-_sig("kvtc_decode_options_init", None, C.POINTER(_DecodeOptions))
-_sig("kvtc_decoder_alloc", C.c_int, _P, C.POINTER(_DecodeOptions), _PP)
-_sig("kvtc_decoder_free", None, _P)
-_sig("kvtc_decompress", C.c_int, _P, _P, C.c_size_t, C.POINTER(_Cache))
-
-
-class KvtcError(RuntimeError):
-    def __init__(self, code, what):
-        self.code = code
-        RuntimeError.__init__(self, "%s: %s (%d)" % (what, _lib.kvtc_result_string(code).decode(), code))
+def result_string(code):
+    """The library's description of a kvtc_result (kvtc_result_string)."""
+    return _lib.kvtc_result_string(int(code)).decode()
 
 
 def _check(r, what):
     if r != 0:
-        raise KvtcError(r, what)
+        raise KvtcError(r, what, result_string(r))
 
 
 class _Buf:
@@ -211,7 +120,7 @@ def _make_cache(g, k, v, dtype, n_tokens, positions):
     if positions is not None:
         arr = (C.c_int64 * n_tokens)(*[int(x) for x in positions])
         keep.append(arr)
-        c.positions = C.cast(arr, C.POINTER(C.c_int64))
+        c.positions = C.addressof(arr)
     return c, keep
 
 
@@ -259,9 +168,9 @@ class Basis:
     def plans(self):
         out = []
         for i in range(_lib.kvtc_basis_plan_count(self._h)):
-            pi = _PlanInfo()
+            pi = _abi.init_struct(_PlanInfo())
             _check(_lib.kvtc_basis_plan_info(self._h, i, C.byref(pi)), "kvtc_basis_plan_info")
-            out.append({f: getattr(pi, f) for f, _ in _PlanInfo._fields_})
+            out.append({f: getattr(pi, f) for f, _ in _PlanInfo._fields_ if f != "struct_size"})
         return out
 
     def close(self):
@@ -280,6 +189,7 @@ def calibrate(geometry, caches, ratios, dtype=None, max_tokens=0, n_sink=4, n_wi
     """Calibrate a basis from caches: an iterable of (k, v) or (k, v, n_tokens)."""
     o = _CalibOptions()
     _lib.kvtc_calibrate_options_init(C.byref(o))
+    _abi.init_struct(o)
     o.n_sink, o.n_window, o.max_rank, o.seed = n_sink, n_window, max_rank, seed
     if max_tokens:
         o.max_tokens = max_tokens
@@ -307,6 +217,7 @@ def compress(basis, k, v, ratio=20.0, dtype=None, n_tokens=None, positions=None,
     c, keep = _make_cache(g, k, v, dtype, n_tokens, positions)
     o = _EncodeOptions()
     _lib.kvtc_encode_options_init(C.byref(o))
+    _abi.init_struct(o)
     o.ratio, o.n_sink, o.n_window, o.chunk_tokens = ratio, n_sink, n_window, chunk_tokens
     o.n_threads, o.deflate_level, o.entropy_codec = n_threads, deflate_level, codec
     e = C.c_void_p()
@@ -314,7 +225,7 @@ def compress(basis, k, v, ratio=20.0, dtype=None, n_tokens=None, positions=None,
     try:
         cap = _lib.kvtc_compress_bound(e, C.byref(c))
         if cap == 0:
-            raise KvtcError(1, "kvtc_compress_bound")
+            raise KvtcError(1, "kvtc_compress_bound", "invalid cache or size overflow")
         out = (C.c_char * cap)()
         written = C.c_size_t()
         _check(_lib.kvtc_compress(e, C.byref(c), out, cap, C.byref(written)), "kvtc_compress")
@@ -327,9 +238,9 @@ def compress(basis, k, v, ratio=20.0, dtype=None, n_tokens=None, positions=None,
 def stream_info(blob):
     """Header fields of a stream, as a dict (no basis needed)."""
     b = _Buf(blob)
-    si = _StreamInfo()
+    si = _abi.init_struct(_StreamInfo())
     _check(_lib.kvtc_stream_get_info(b.ptr, b.nbytes, C.byref(si)), "kvtc_stream_get_info")
-    d = {f: getattr(si, f) for f, _ in _StreamInfo._fields_ if f != "geometry"}
+    d = {f: getattr(si, f) for f, _ in _StreamInfo._fields_ if f not in ("geometry", "struct_size")}
     g = si.geometry
     d["geometry"] = {f: getattr(g, f) for f, _ in Geometry._fields_}
     return d
@@ -339,7 +250,7 @@ def decompress(basis, blob, n_threads=1, want_positions=False):
     """Decode a stream: (k, v) as numpy [L,H,T,d] arrays (uint16 for bf16), or
     bytearrays without numpy; with want_positions, (k, v, positions)."""
     b = _Buf(blob)
-    si = _StreamInfo()
+    si = _abi.init_struct(_StreamInfo())
     _check(_lib.kvtc_stream_get_info(b.ptr, b.nbytes, C.byref(si)), "kvtc_stream_get_info")
     g = si.geometry
     if _np is not None:
@@ -357,9 +268,10 @@ def decompress(basis, blob, n_threads=1, want_positions=False):
     pos = None
     if want_positions:
         pos = (C.c_int64 * max(1, si.n_tokens))()
-        c.positions = C.cast(pos, C.POINTER(C.c_int64))
+        c.positions = C.addressof(pos)
     o = _DecodeOptions()
     _lib.kvtc_decode_options_init(C.byref(o))
+    _abi.init_struct(o)
     o.n_threads = n_threads
     d = C.c_void_p()
     _check(_lib.kvtc_decoder_alloc(basis._h, C.byref(o), C.byref(d)), "kvtc_decoder_alloc")
