@@ -1,18 +1,26 @@
-"""test_kvtc.py - tests of the ctypes binding (python/kvtc.py) over libkvtc.so.
+"""test_kvtc.py - tests of the ctypes binding (the package python/kvtc/) over libkvtc.so.
 
 Runs with the standard library alone (array/struct buffers); when numpy is
-installed the numpy path ([L,H,T,d] arrays in and out) is tested too.
+installed the numpy path ([L,H,T,d] arrays in and out) is tested too. Also
+checks what needs no GPU of the package: error names, the library search,
+the header reader kvtc.cuda uses, and that kvtc.cuda imports without torch.
     KVTC_LIB=build/libkvtc.so python3 python/test_kvtc.py
 """
 import array
+import ctypes
 import math
 import os
 import random
+import shutil
 import struct
 import sys
+import tempfile
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kvtc  # noqa: E402
+import kvtc.cuda  # noqa: E402  (must import without torch, a GPU or libkvtc_cuda)
+from kvtc import _header, _loader  # noqa: E402
 
 try:
     import numpy as np
@@ -84,6 +92,88 @@ def expect(cond, msg):
         print("FAIL:", msg)
 
 
+def test_error_names():
+    """RESULT_NAMES covers every kvtc_result of the loaded library: each
+    known code has its own description, the next one is "unknown"."""
+    unknown = kvtc.result_string(1000)
+    descriptions = [kvtc.result_string(c) for c in range(len(kvtc.RESULT_NAMES))]
+    expect(unknown not in descriptions and len(set(descriptions)) == len(descriptions),
+           "a kvtc_result has no name in RESULT_NAMES or two share one")
+    expect(kvtc.result_string(len(kvtc.RESULT_NAMES)) == unknown, "the library has codes past %s"
+           % kvtc.RESULT_NAMES[-1])
+    for code, name in enumerate(kvtc.RESULT_NAMES):
+        e = kvtc.KvtcError(code, "call", kvtc.result_string(code))
+        expect(e.code == code and e.name == name and name in str(e), "KvtcError(%d) -> %s" % (code, e.name))
+        expect(name.startswith("KVTC_OK" if code == 0 else "KVTC_ERR_"), "name %s" % name)
+    expect(kvtc.KvtcError(99, "x").name == "KVTC_ERR_UNKNOWN_99", "unknown code name")
+    expect(issubclass(kvtc.KvtcError, RuntimeError), "KvtcError is a RuntimeError")
+
+
+def test_header_reader(blob):
+    """kvtc/_header.py (what kvtc.cuda sizes outputs from) agrees with the
+    library's kvtc_stream_get_info, and refuses damaged headers."""
+    info = kvtc.stream_info(blob)
+    h = _header.parse(blob[:272])
+    for f in ("n_tokens", "n_sink", "n_window", "chunk_tokens", "n_chunks", "dtype", "entropy_codec", "plan_ratio"):
+        expect(h[f] == info[f], "header %s: %r vs %r" % (f, h[f], info[f]))
+    expect(h["total_size"] == len(blob) and h["version_major"] == info["version_major"], "header size/version")
+    expect((h["n_layers"], h["n_kv_heads"], h["head_dim"]) == (L, H, D), "header geometry")
+    for bad, name in ((b"\0" * 272, "KVTC_ERR_BAD_MAGIC"), (blob[:100], "KVTC_ERR_TRUNCATED"),
+                      (blob[:48] + bytes([blob[48] ^ 1]) + blob[49:272], "KVTC_ERR_CORRUPT")):
+        try:
+            _header.parse(bad)
+            expect(False, "damaged header accepted (%s)" % name)
+        except kvtc.KvtcError as e:
+            expect(e.name == name, "damaged header -> %s, want %s" % (e.name, name))
+    expect(zlib.crc32(blob[:124]) == struct.unpack_from("<I", blob, 124)[0], "header CRC as FORMAT.md says")
+
+
+def test_library_search():
+    """The environment variable is used alone; then the package folder, then
+    build trees, then the loader's names."""
+    os.environ["KVTC_TEST_LIB"] = "/nonexistent/libkvtc.so.0"
+    try:
+        expect(_loader.candidates("kvtc", "KVTC_TEST_LIB") == ["/nonexistent/libkvtc.so.0"], "env var first, alone")
+        try:
+            _loader.open_library("kvtc", "KVTC_TEST_LIB")
+            expect(False, "a missing KVTC_TEST_LIB path loaded something")
+        except OSError as e:
+            expect("KVTC_TEST_LIB" in str(e), "error names the variable: %s" % e)
+    finally:
+        del os.environ["KVTC_TEST_LIB"]
+    expect(isinstance(kvtc._lib, ctypes.CDLL), "libkvtc loaded")
+    cands = _loader.candidates("kvtc", "KVTC_TEST_LIB")
+    expect(cands[-2:] == ["libkvtc.so.0", "libkvtc.so"], "loader names last: %r" % cands[-2:])
+    # a copy installed next to the package comes before any build tree
+    if not os.path.exists(kvtc.library_path):  # opened by the loader's name: nothing to copy
+        return
+    tmp = tempfile.mkdtemp()
+    here = _loader._HERE
+    try:
+        os.symlink(os.path.abspath(kvtc.library_path), os.path.join(tmp, "libkvtc.so.0"))
+        _loader._HERE = tmp
+        cands = _loader.candidates("kvtc", "KVTC_TEST_LIB")
+        expect(cands[0] == os.path.join(tmp, "libkvtc.so.0"), "package folder first: %r" % cands[:2])
+        lib, path = _loader.open_library("kvtc", "KVTC_TEST_LIB")
+        expect(path == cands[0], "opened %s" % path)
+    finally:
+        _loader._HERE = here
+        shutil.rmtree(tmp)
+
+
+def test_cuda_module_without_gpu():
+    """kvtc.cuda imports anywhere; used where it cannot run, it says why."""
+    if kvtc.cuda.available():
+        print("kvtc.cuda available here: its tests are in test_kvtc_cuda.py")
+        return
+    try:
+        kvtc.cuda.Codec(None)
+        expect(False, "kvtc.cuda.Codec worked without torch/GPU")
+    except kvtc.cuda.CudaUnavailableError as e:
+        expect("torch" in str(e) or "kvtc_cuda" in str(e), "unclear message: %s" % e)
+        print("kvtc.cuda without a GPU ->", e)
+
+
 def main():
     caches = [make_cache(s) for s in (1, 2)]
     fa = [(array.array("f", k), array.array("f", v), T) for k, v in caches]
@@ -142,7 +232,18 @@ def main():
         kvtc.stream_info(b"not a stream at all, certainly not" * 10)
         expect(False, "garbage accepted")
     except kvtc.KvtcError as e:
+        expect(e.code == 4 and e.name == "KVTC_ERR_BAD_MAGIC", "garbage -> %s" % e.name)
         print("garbage stream ->", e)
+    try:
+        kvtc.stream_info(s32[:-1])
+        expect(False, "truncated stream accepted")
+    except kvtc.KvtcError as e:
+        expect(e.name == "KVTC_ERR_TRUNCATED", "truncated -> %s" % e.name)
+
+    test_error_names()
+    test_header_reader(s16)
+    test_library_search()
+    test_cuda_module_without_gpu()
 
     if np is not None:
         ka = np.asarray(k, np.float32).reshape(L, H, T, D)
