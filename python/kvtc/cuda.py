@@ -677,13 +677,17 @@ def rows_from_cache(geometry, k, v, positions=None, n_sink=4, n_window=128, remo
     return k_rows, v_rows
 
 
+def _on_gpu(t):
+    return t.device.type == "cuda"
+
+
 class _CudaArray:
     """__cuda_array_interface__ over a raw device pointer, so torch can wrap
     the calibrator's row buffer without a copy."""
 
     def __init__(self, ptr, rows, cols):
         self.__cuda_array_interface__ = {"shape": (rows, cols), "typestr": "<f4", "data": (ptr, False),
-                                         "version": 2, "strides": None, "stream": None}
+                                         "version": 2, "strides": None}
 
 
 def calibrate_rows(geometry, k_rows, v_rows, ratios, n_sink=4, n_window=128, max_rank=0, seed=1, rank=0,
@@ -699,7 +703,7 @@ def calibrate_rows(geometry, k_rows, v_rows, ratios, n_sink=4, n_window=128, max
     g = geometry
     p = g.n_layers * g.n_kv_heads * g.head_dim
     for name, t in (("k_rows", k_rows), ("v_rows", v_rows)):
-        if (not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.device.type != "cuda" or t.dim() != 2
+        if (not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or not _on_gpu(t) or t.dim() != 2
                 or t.shape[1] != p or not t.is_contiguous()):
             raise ValueError("%s must be a contiguous float32 cuda tensor [n, %d]" % (name, p))
     if k_rows.shape[0] != v_rows.shape[0] or k_rows.shape[0] == 0:
