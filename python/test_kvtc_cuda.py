@@ -229,6 +229,7 @@ def test_gpu(torch):
     gcodec = kc.Codec(basis, ratio=8.0)
     s = torch.cuda.Stream()
     kb, vb = kg.to(torch.bfloat16), vg.to(torch.bfloat16)
+    s.wait_stream(torch.cuda.current_stream())  # kb, vb are made on the current stream
     with torch.cuda.stream(s):
         gcodec.reserve(T)
         ref = gcodec.compress(kb, vb)  # warm-up, and the prefix the captured decode needs

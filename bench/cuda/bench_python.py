@@ -152,14 +152,18 @@ def main():
 
     def raw_compress():
         for i in range(B):
-            lib.kvtc_cuda_compress(h, C.byref(cache_structs[i]), bufs[i].data_ptr(), cap,
-                                   sizes_t.data_ptr() + 8 * i, ws.data_ptr(), ws.numel(), s.cuda_stream)
+            r = lib.kvtc_cuda_compress(h, C.byref(cache_structs[i]), bufs[i].data_ptr(), cap,
+                                       sizes_t.data_ptr() + 8 * i, ws.data_ptr(), ws.numel(), s.cuda_stream)
+            if r:
+                raise kvtc.KvtcError(r, "kvtc_cuda_compress")
 
     def raw_decompress():
         for i in range(B):
-            lib.kvtc_cuda_decompress(h, pre_bufs[i], len(prefixes[i]), bufs[i].data_ptr(), sizes[i],
-                                     C.byref(out_structs[i]), ws.data_ptr(), ws.numel(),
-                                     status.data_ptr() + 4 * i, s.cuda_stream)
+            r = lib.kvtc_cuda_decompress(h, pre_bufs[i], len(prefixes[i]), bufs[i].data_ptr(), sizes[i],
+                                         C.byref(out_structs[i]), ws.data_ptr(), ws.numel(),
+                                         status.data_ptr() + 4 * i, s.cuda_stream)
+            if r:
+                raise kvtc.KvtcError(r, "kvtc_cuda_decompress")
 
     rc_ms, rc_host = timed(torch, raw_compress, s)
     rd_ms, rd_host = timed(torch, raw_decompress, s)
@@ -194,11 +198,10 @@ def main():
     k_ms, _ = timed(torch, compute, s)
 
     def both():
-        compute_ev = []
-        for i, hb in enumerate(hosts):
-            compute_ev.append(kc.restore_from_host(rcodec, hb, out=outs[i], side_stream=side).event)
+        restore_ev = [kc.restore_from_host(rcodec, hb, out=outs[i], side_stream=side).event
+                      for i, hb in enumerate(hosts)]
         compute()
-        for e in compute_ev:
+        for e in restore_ev:
             s.wait_event(e)
 
     b_ms, _ = timed(torch, both, s)
