@@ -27,7 +27,8 @@ Stream order and synchronization
   graph capture). Calls on different streams are ordered against each other
   through an event, so the workspace is never used twice at once; give each
   concurrent stream (e.g. a restore side stream) its own Codec to overlap
-  them. As with any torch work on a side stream, inputs you free before
+  them. A Codec is used by one host thread at a time (it owns a cuBLAS
+  handle); codecs may share a kvtc.Basis. As with any torch work on a side stream, inputs you free before
   that stream finishes need t.record_stream(stream).
 - Device-side results: the stream size (CompressedStream.size_tensor,
   int64) and the decode status (int32, 0 = OK, else a kvtc_result; the
@@ -525,6 +526,10 @@ def restore_from_host(codec, host_stream, out=None, side_stream=None, prefix=Non
     side_stream (default: a stream the codec keeps for restores), so that
     the caller's stream goes on computing. Nothing synchronizes the host:
     the prefix is read from host memory.
+
+    out: (k, v) to decode into; the side stream writes them without waiting
+    for the caller's stream, so pass buffers that stream is done with (or
+    make side_stream wait for it first).
 
     Returns Restored(k, v, event, status): the caller makes its stream wait
     (torch.cuda.current_stream().wait_event(event)) before using k, v; the
