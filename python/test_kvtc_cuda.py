@@ -203,6 +203,10 @@ def test_gpu(torch):
     rcodec = kc.Codec(basis, ratio=8.0, gemm="fp32")
     host = codec.compress(kg, vg).to_host()
     expect(host.is_pinned(), "to_host() gives pinned memory")
+    cs = codec.compress(kg, vg)
+    hs = cs.to_host_async()  # no sync: capacity and size copied in stream order
+    hb = hs.tensor()
+    expect(hs.done() and hb.is_pinned() and host_bytes(hb) == cs.to_bytes(), "to_host_async() gives the stream")
     want_k, want_v = codec.decompress(host)
     r = kc.restore_from_host(rcodec, host)
     torch.cuda.current_stream().wait_event(r.event)

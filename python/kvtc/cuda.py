@@ -6,6 +6,7 @@ ctypes (no compiled extension).
     cs = codec.compress(k, v)              # k, v: [L, H, T, d] cuda tensors, bf16/f16/f32
     k2, v2 = codec.decompress(cs)          # same stream, same device, no host sync
     blob = cs.to_host()                    # pinned uint8 CPU tensor of the exact size (syncs)
+    hs = cs.to_host_async()                # or: offload without a sync; hs.tensor() when done
     r = kvtc.cuda.restore_from_host(codec, blob)   # H2D copy + decode on a side stream
     torch.cuda.current_stream().wait_event(r.event); use(r.k, r.v)
 
@@ -13,8 +14,8 @@ Stream order and synchronization
 - Every call enqueues work on `stream` (a torch.cuda.Stream; default
   torch.cuda.current_stream()) and returns; none synchronizes the host
   unless it returns a host value: CompressedStream.size(), .to_host(),
-  .to_bytes(), .prefix(), Codec.check() and decompress(check=True) do (they
-  wait for that stream only). Outputs allocated by the binding come from
+  .to_bytes(), .prefix(), HostStream.tensor(), Codec.check() and
+  decompress(check=True) do (they wait for that stream only). Outputs allocated by the binding come from
   torch's caching allocator on that stream.
 - Decoding needs a host copy of the stream's first 272 bytes (header and
   section table, validated on the host before anything is enqueued). It is
@@ -189,6 +190,45 @@ class CompressedStream:
         """The stream as bytes (syncs)."""
         host = self.to_host(pinned=False)
         return _host_bytes(host, host.numel())
+
+    def to_host_async(self, out=None):
+        """Start the offload without waiting: copies the whole capacity (the
+        bound, a little above the size) and the size tensor to pinned host
+        memory on `stream` and records an event. Returns a HostStream; its
+        tensor() gives the exact stream once the copy is done. out: a pinned
+        uint8 CPU tensor of >= capacity bytes to copy into."""
+        torch, _ = _runtime()
+        if out is None:
+            out = torch.empty(self.capacity, dtype=torch.uint8, pin_memory=True)
+        elif out.dtype != torch.uint8 or out.device.type != "cpu" or out.numel() < self.capacity:
+            raise ValueError("out must be a uint8 CPU tensor of >= %d bytes" % self.capacity)
+        size = torch.empty(1, dtype=torch.int64, pin_memory=True)
+        event = torch.cuda.Event()
+        with torch.cuda.stream(self.stream):
+            out[: self.capacity].copy_(self.data, non_blocking=True)
+            size.copy_(self.size_tensor, non_blocking=True)
+            event.record(self.stream)
+        return HostStream(out, size, event)
+
+
+class HostStream:
+    """A stream on its way to (pinned) host memory (CompressedStream.to_host_async).
+    buffer: the pinned tensor being filled; event: recorded after the copy."""
+
+    def __init__(self, buffer, size_tensor, event):
+        self.buffer = buffer
+        self.size_tensor = size_tensor
+        self.event = event
+
+    def done(self):
+        """True once the copy has finished (never blocks)."""
+        return self.event.query()
+
+    def tensor(self):
+        """The stream: a view of the first size() bytes of the pinned buffer
+        (waits for the copy: a host result)."""
+        self.event.synchronize()
+        return self.buffer[: int(self.size_tensor[0])]
 
 
 class Codec:
@@ -748,5 +788,6 @@ def calibrate_rows(geometry, k_rows, v_rows, ratios, n_sink=4, n_window=128, max
     return _basis_from(lib, out.value)
 
 
-__all__ = ["Codec", "CompressedStream", "CudaUnavailableError", "Geometry", "KvtcError", "Restored", "available",
+__all__ = ["Codec", "CompressedStream", "CudaUnavailableError", "Geometry", "HostStream", "KvtcError", "Restored",
+           "available",
            "calibrate", "calibrate_rows", "library_path", "restore_from_host", "rows_from_cache"]
