@@ -41,7 +41,10 @@ static void test_model(const char *path, int big) {
         printf("%s: persuasion.txt -> %d tokens in %.3f s\n", path, n, dt);
         CHECK(n > 100000);
 #ifdef NDEBUG
-        CHECK(dt < 1.0); /* optimized builds; sanitizer builds are several times slower */
+        /* Guards against a quadratic merge loop (that took minutes), not a
+         * speed figure: the bound leaves room for a loaded 2-core CI machine
+         * running two tests at once (1.2 s seen there; 0.5 s unloaded). */
+        CHECK(dt < 10.0);
 #endif
         CHECK(round_trip(m, text, len));
         free(text);
