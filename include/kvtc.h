@@ -50,6 +50,19 @@
 extern "C" {
 #endif
 
+/* KVTC_API marks the functions libkvtc exports; everything else in the
+ * library is built with -fvisibility=hidden, so the shared library exports
+ * exactly the functions declared in kvtc.h and kvtc_cuda.h. Internal helpers
+ * use the prefix kvi_ (never kvtc_). Define KVTC_API before including this
+ * header to override it (e.g. as empty). */
+#ifndef KVTC_API
+#if defined(__GNUC__) || defined(__clang__)
+#define KVTC_API __attribute__((visibility("default")))
+#else
+#define KVTC_API
+#endif
+#endif
+
 #define KVTC_VERSION_MAJOR 0
 #define KVTC_VERSION_MINOR 1
 #define KVTC_VERSION_STRING "0.1.0"
@@ -85,7 +98,7 @@ typedef enum kvtc_result {
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */
-const char *kvtc_result_string(kvtc_result r);
+KVTC_API const char *kvtc_result_string(kvtc_result r);
 
 /* ------------------------------------------------------------------------ */
 /* Caches                                                                    */
@@ -98,7 +111,7 @@ typedef enum kvtc_dtype {
 } kvtc_dtype;
 
 /* Bytes per element of a dtype (0 for an unknown value). */
-size_t kvtc_dtype_size(kvtc_dtype t);
+KVTC_API size_t kvtc_dtype_size(kvtc_dtype t);
 
 typedef enum kvtc_rope_type {
     KVTC_ROPE_NONE = 0, /* keys carry no rotary embedding */
@@ -136,7 +149,7 @@ typedef struct kvtc_cache {
 } kvtc_cache;
 
 /* Bytes of one of k or v for this geometry, dtype and token count; 0 on overflow. */
-uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
+KVTC_API uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
 
 /* ------------------------------------------------------------------------ */
 /* Basis: mean, weights, PCA basis and bit-allocation plans of one model     */
@@ -147,26 +160,26 @@ typedef struct kvtc_basis kvtc_basis;
 /* Parse a basis file (a safetensors file, docs/FORMAT.md) from memory.
  * Every field is validated and the content checksum verified; the bytes are
  * copied, so buf may be freed afterwards. */
-kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out);
+KVTC_API kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out);
 
 /* Exact size of the serialized basis, and serialization into a caller buffer. */
-size_t kvtc_basis_serialized_size(const kvtc_basis *b);
-kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, size_t *written);
+KVTC_API size_t kvtc_basis_serialized_size(const kvtc_basis *b);
+KVTC_API kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, size_t *written);
 
-void kvtc_basis_free(kvtc_basis *b);
+KVTC_API void kvtc_basis_free(kvtc_basis *b);
 
 /* Geometry the basis was calibrated for. */
-const kvtc_geometry *kvtc_basis_geometry(const kvtc_basis *b);
+KVTC_API const kvtc_geometry *kvtc_basis_geometry(const kvtc_basis *b);
 
 /* Number of leading layers whose K/V are not stored but recomputed by the
  * decoder from token ids (0 for the paper's method). */
-uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b);
+KVTC_API uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b);
 
 /* 64-bit fingerprint of the basis content, recorded in every stream. */
-uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
+KVTC_API uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
 
 /* Plans: one per calibrated target ratio. */
-uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
+KVTC_API uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
 
 typedef struct kvtc_plan_info {
     double target_ratio;         /* the ratio the plan was made for */
@@ -177,11 +190,11 @@ typedef struct kvtc_plan_info {
     uint32_t rank_k, rank_v;     /* PCA components that receive bits */
 } kvtc_plan_info;
 
-kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
+KVTC_API kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
 
 /* Index of the plan whose target ratio is closest to `ratio` (relative
  * distance); KVTC_ERR_NO_PLAN if the basis has none. */
-kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
+KVTC_API kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
 
 /* ------------------------------------------------------------------------ */
 /* Calibration                                                               */
@@ -229,25 +242,25 @@ typedef struct kvtc_calibrate_options {
 #define KVTC_GROUP_1024 (1u << 4)
 
 /* Fill *o with the defaults above. */
-void kvtc_calibrate_options_init(kvtc_calibrate_options *o);
+KVTC_API void kvtc_calibrate_options_init(kvtc_calibrate_options *o);
 
 /* opts may be NULL for defaults. */
-kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_options *opts,
+KVTC_API kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_options *opts,
                                   kvtc_calibrator **out);
 
 /* Add one cache's tokens (all but its sinks and window) as calibration rows. */
-kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
+KVTC_API kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
 
 /* Rows collected so far. */
-uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
+KVTC_API uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
 
 /* Compute mean, PCA and one DP plan per target ratio (each > 1). This
  * consumes the collected rows: afterwards the calibrator only accepts
  * kvtc_calibrator_free (add/finish return KVTC_ERR_INVALID_ARGUMENT). */
-kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
+KVTC_API kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
                                    kvtc_basis **out);
 
-void kvtc_calibrator_free(kvtc_calibrator *c);
+KVTC_API void kvtc_calibrator_free(kvtc_calibrator *c);
 
 /* ------------------------------------------------------------------------ */
 /* Encoding                                                                  */
@@ -276,21 +289,21 @@ typedef struct kvtc_encode_options {
 #define KVTC_CODEC_DEFLATE 1u
 #define KVTC_CODEC_RANS 2u
 
-void kvtc_encode_options_init(kvtc_encode_options *o);
+KVTC_API void kvtc_encode_options_init(kvtc_encode_options *o);
 
-kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *opts,
+KVTC_API kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *opts,
                                kvtc_encoder **out);
-void kvtc_encoder_free(kvtc_encoder *e);
+KVTC_API void kvtc_encoder_free(kvtc_encoder *e);
 
 /* Upper bound on the compressed size of `cache` (0 if the cache is invalid
  * or the bound overflows size_t). */
-size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
+KVTC_API size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
 
 /* Compress `cache` into out[0..cap). *written receives the exact size.
  * KVTC_ERR_BUFFER_TOO_SMALL if cap is too small (a cap of
  * kvtc_compress_bound() always suffices). Output is deterministic: the same
  * input and options give the same bytes with any thread count. */
-kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
+KVTC_API kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written);
 
 /* ------------------------------------------------------------------------ */
@@ -319,7 +332,7 @@ typedef struct kvtc_stream_info {
 
 /* Parse and validate the stream header and section table (all checksums of
  * the header and table; chunk payload checksums are checked on decode). */
-kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *out);
+KVTC_API kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *out);
 
 /* ------------------------------------------------------------------------ */
 /* Decoding                                                                  */
@@ -341,11 +354,11 @@ typedef struct kvtc_decode_options {
     void *recompute_user;
 } kvtc_decode_options;
 
-void kvtc_decode_options_init(kvtc_decode_options *o);
+KVTC_API void kvtc_decode_options_init(kvtc_decode_options *o);
 
-kvtc_result kvtc_decoder_alloc(const kvtc_basis *b, const kvtc_decode_options *opts,
+KVTC_API kvtc_result kvtc_decoder_alloc(const kvtc_basis *b, const kvtc_decode_options *opts,
                                kvtc_decoder **out);
-void kvtc_decoder_free(kvtc_decoder *d);
+KVTC_API void kvtc_decoder_free(kvtc_decoder *d);
 
 /* Decode a whole stream into `out`, whose geometry, dtype and n_tokens must
  * match the stream (fill them from kvtc_stream_get_info) and whose k and v
@@ -356,7 +369,7 @@ void kvtc_decoder_free(kvtc_decoder *d);
  * with recompute_layers > 0 need kvtc_decode_options.recompute
  * (KVTC_ERR_NEEDS_MODEL otherwise, before anything is written). On failure
  * the contents of out are unspecified. */
-kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
+KVTC_API kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
 
 #ifdef __cplusplus
 }

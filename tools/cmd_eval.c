@@ -72,8 +72,8 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     if (r) return cli_fail("eval", "%s", kvtc_result_string(r));
     uint64_t elems = (uint64_t)g->n_layers * g->n_kv_heads * n * g->head_dim;
     for (uint64_t i = 0; i < elems; i++) {
-        kvtc_store_elem(cf.cache.k, KVTC_DTYPE_F16, i, k[i]);
-        kvtc_store_elem(cf.cache.v, KVTC_DTYPE_F16, i, v[i]);
+        kvi_store_elem(cf.cache.k, KVTC_DTYPE_F16, i, k[i]);
+        kvi_store_elem(cf.cache.v, KVTC_DTYPE_F16, i, v[i]);
     }
     memcpy(cf.cache.token_ids, ids, sizeof(int32_t) * n);
     kvtc_encode_options eo;
@@ -106,8 +106,8 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     m->decode_s += now_s() - t1;
     if ((r = kvtc_stream_get_info(buf, size, &info))) goto fail;
     for (uint64_t i = 0; i < elems; i++) {
-        k[i] = kvtc_load_elem(cf.cache.k, KVTC_DTYPE_F16, i);
-        v[i] = kvtc_load_elem(cf.cache.v, KVTC_DTYPE_F16, i);
+        k[i] = kvi_load_elem(cf.cache.k, KVTC_DTYPE_F16, i);
+        v[i] = kvi_load_elem(cf.cache.v, KVTC_DTYPE_F16, i);
     }
     double per_tok16 = 2.0 * 16.0 * g->n_layers * g->n_kv_heads * g->head_dim;
     m->bits_coded += 8.0 * (double)info.coded_bytes;
@@ -288,7 +288,7 @@ int cmd_eval(int argc, char **argv) {
         kvtc_result r = kvtc_basis_load(buf, size, &basis);
         free(buf);
         if (r) { cli_fail("eval", "basis %s: %s", path, kvtc_result_string(r)); goto done; }
-        if (!kvtc_geometry_equal(kvtc_basis_geometry(basis), &g)) {
+        if (!kvi_geometry_equal(kvtc_basis_geometry(basis), &g)) {
             kvtc_basis_free(basis);
             cli_fail("eval", "basis %s was calibrated for another model geometry", path);
             goto done;

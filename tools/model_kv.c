@@ -116,8 +116,8 @@ int model_capture(const llama_model *m, const int32_t *tokens, uint32_t n, kvtc_
     }
     model_ctx_read_kv(ctx, m, n, k, v);
     for (size_t i = 0; i < per; i++) {
-        kvtc_store_elem(out->cache.k, dtype, i, k[i]);
-        kvtc_store_elem(out->cache.v, dtype, i, v[i]);
+        kvi_store_elem(out->cache.k, dtype, i, k[i]);
+        kvi_store_elem(out->cache.v, dtype, i, v[i]);
     }
     for (uint32_t t = 0; t < n; t++) {
         out->cache.positions[t] = t;

@@ -37,7 +37,7 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
     uint8_t *band_of = malloc(d);
     llama_context *ctx = llama_context_alloc(mt->model, o->ctx, o->threads);
     int rc = 1;
-    kvtc_rng rng = {12345};
+    kvi_rng rng = {12345};
     uint32_t t_lo = o->n_sink, t_hi = prefix - o->n_window;
     if (!tok || !k0 || !v0 || !k || !v || !ref || !got || !a || !b || !acc || !ctx || !band_of) { cli_fail("sensitivity", "out of memory"); goto done; }
     /* band of each dim: by RoPE pair index, so a band holds whole pairs */
@@ -68,7 +68,7 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
                         if (!(sigma > 0)) sigma = 1e-6;
                         for (uint32_t t = t_lo; t < t_hi; t++)
                             for (uint32_t j = 0; j < d; j++)
-                                if (band_of[j] == bi) blk[(size_t)t * d + j] += (float)(sigma * kvtc_rng_gauss(&rng));
+                                if (band_of[j] == bi) blk[(size_t)t * d + j] += (float)(sigma * kvi_rng_gauss(&rng));
                         model_ctx_write_kv(ctx, mt->model, prefix, k, v);
                         if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
                         double kl = mean_kl(ref, got, cont, vocab, a, b);
