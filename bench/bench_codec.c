@@ -140,7 +140,7 @@ static int bench_codec(const char *cache_path, const char *basis_path, int nr, c
                 td[r] = now_s() - t0;
                 if (rr) { fprintf(stderr, "codec failed: %s\n", kvtc_result_string(rr)); return 1; }
             }
-            kvtc_stream_info info;
+            kvtc_stream_info info = {.struct_size = sizeof info};
             kvtc_stream_get_info(out, size, &info);
             double coded16 = fp16_bytes * (double)info.n_coded_tokens / (double)info.n_tokens;
             printf("%-7g %-8s %-8u %-12.2f %-12.2f %-14.1f %-14.1f\n", target,
@@ -207,7 +207,7 @@ static int bench_calib(uint32_t p, uint64_t n, const char *method) {
     kvtc_result res = kvtc_calibrator_finish(cal, ratios, 4, &b);
     double t2 = now_s();
     if (res) { fprintf(stderr, "calibration failed: %s\n", kvtc_result_string(res)); return 1; }
-    kvtc_plan_info pi;
+    kvtc_plan_info pi = {.struct_size = sizeof pi};
     kvtc_basis_plan_info(b, 1, &pi);
     printf("calibrate p=%u n=%llu method=%s: add %.2f s, PCA+DP %.2f s, total %.2f s (plan 16x: rank K %u V %u)\n", p,
            (unsigned long long)n, method, t1 - t0, t2 - t1, t2 - t0, pi.rank_k, pi.rank_v);

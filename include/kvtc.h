@@ -18,7 +18,7 @@
  *   kvtc_encoder *enc;  kvtc_encoder_alloc(basis, NULL, &enc);   // default options
  *   size_t cap = kvtc_compress_bound(enc, &cache);
  *   kvtc_compress(enc, &cache, buf, cap, &size);
- *   kvtc_stream_info info; kvtc_stream_get_info(buf, size, &info);
+ *   kvtc_stream_info info = {sizeof info}; kvtc_stream_get_info(buf, size, &info);
  *   ... allocate info.k_bytes / info.v_bytes ...
  *   kvtc_decoder *dec;  kvtc_decoder_alloc(basis, NULL, &dec);
  *   kvtc_decompress(dec, buf, size, &out_cache);
@@ -63,9 +63,19 @@ extern "C" {
 #endif
 #endif
 
+/* Version of this header; kvtc_version_number() and kvtc_version_string()
+ * give the library's at run time (they differ when a program built against
+ * one version runs with another libkvtc.so.0). */
 #define KVTC_VERSION_MAJOR 0
 #define KVTC_VERSION_MINOR 1
+#define KVTC_VERSION_PATCH 0
 #define KVTC_VERSION_STRING "0.1.0"
+#define KVTC_VERSION_NUMBER (KVTC_VERSION_MAJOR * 10000 + KVTC_VERSION_MINOR * 100 + KVTC_VERSION_PATCH)
+
+/* MAJOR*10000 + MINOR*100 + PATCH of the library, e.g. 100 for 0.1.0. */
+KVTC_API unsigned kvtc_version_number(void);
+/* "MAJOR.MINOR.PATCH" of the library (static, never NULL). */
+KVTC_API const char *kvtc_version_string(void);
 
 /* Version of the container bitstream this library writes (docs/FORMAT.md). */
 #define KVTC_FORMAT_VERSION_MAJOR 1
@@ -75,26 +85,27 @@ extern "C" {
 /* Results                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The values are stable: they never change, and new codes are only
+ * appended (bindings may store the numbers). */
 typedef enum kvtc_result {
     KVTC_OK = 0,
-    KVTC_ERR_INVALID_ARGUMENT,    /* a NULL pointer, zero size or out-of-range option */
-    KVTC_ERR_OUT_OF_MEMORY,       /* an allocation failed */
-    KVTC_ERR_TOO_LARGE,           /* sizes overflow or exceed the format's limits */
-    KVTC_ERR_BAD_MAGIC,           /* the bytes are not a kvtc stream / basis / safetensors file */
-    KVTC_ERR_UNSUPPORTED_VERSION, /* a format version this library cannot read */
-    KVTC_ERR_TRUNCATED,           /* the input ends before a section it declares */
-    KVTC_ERR_CORRUPT,             /* a checksum mismatch or an inconsistent field */
-    KVTC_ERR_BASIS_MISMATCH,      /* the stream was written with another basis or plan */
-    KVTC_ERR_GEOMETRY_MISMATCH,   /* cache geometry differs from the basis' */
-    KVTC_ERR_NO_PLAN,             /* the basis has no plan for the requested ratio */
-    KVTC_ERR_BUFFER_TOO_SMALL,    /* the caller's output buffer is too small */
-    KVTC_ERR_NEEDS_MODEL,         /* the stream recomputes layers; no recompute callback given */
-    KVTC_ERR_UNSUPPORTED,         /* a valid request this build cannot serve (e.g. no CUDA) */
-    KVTC_ERR_NUMERIC,             /* NaN/Inf in inputs or basis, or a failed decomposition */
-    KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
-    KVTC_ERR_CALLBACK,            /* a user callback reported failure */
-    KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
-    KVTC_RESULT_COUNT_
+    KVTC_ERR_INVALID_ARGUMENT = 1,    /* a NULL pointer, zero size or out-of-range option */
+    KVTC_ERR_OUT_OF_MEMORY = 2,       /* an allocation failed */
+    KVTC_ERR_TOO_LARGE = 3,           /* sizes overflow or exceed the format's limits */
+    KVTC_ERR_BAD_MAGIC = 4,           /* the bytes are not a kvtc stream / basis / safetensors file */
+    KVTC_ERR_UNSUPPORTED_VERSION = 5, /* a format version this library cannot read */
+    KVTC_ERR_TRUNCATED = 6,           /* the input ends before a section it declares */
+    KVTC_ERR_CORRUPT = 7,             /* a checksum mismatch or an inconsistent field */
+    KVTC_ERR_BASIS_MISMATCH = 8,      /* the stream was written with another basis or plan */
+    KVTC_ERR_GEOMETRY_MISMATCH = 9,   /* cache geometry differs from the basis' */
+    KVTC_ERR_NO_PLAN = 10,            /* the basis has no plan for the requested ratio */
+    KVTC_ERR_BUFFER_TOO_SMALL = 11,   /* the caller's output buffer is too small */
+    KVTC_ERR_NEEDS_MODEL = 12,        /* the stream recomputes layers; no recompute callback given */
+    KVTC_ERR_UNSUPPORTED = 13,        /* a valid request this build cannot serve (e.g. no CUDA) */
+    KVTC_ERR_NUMERIC = 14,            /* NaN/Inf in inputs or basis, or a failed decomposition */
+    KVTC_ERR_IO = 15,                 /* a file could not be read or written (CLI helpers) */
+    KVTC_ERR_CALLBACK = 16,           /* a user callback reported failure */
+    KVTC_ERR_CUDA = 17,               /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */
@@ -181,7 +192,13 @@ KVTC_API uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
 /* Plans: one per calibrated target ratio. */
 KVTC_API uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
 
+/* Output structs (kvtc_plan_info, kvtc_stream_info) can grow, by fields
+ * appended at the end: the caller sets struct_size to sizeof the struct it
+ * was compiled with; the library fills the fields that fit in struct_size
+ * bytes and zeroes bytes beyond the fields it knows. A struct_size smaller
+ * than the struct of kvtc 0.1.0 is KVTC_ERR_INVALID_ARGUMENT. */
 typedef struct kvtc_plan_info {
+    size_t struct_size;          /* set by the caller: sizeof(kvtc_plan_info) */
     double target_ratio;         /* the ratio the plan was made for */
     double bits_per_token;       /* coded bits per compressed token, K and V, before DEFLATE */
     double expected_error_k;     /* predicted mean squared error per token (weighted), keys */
@@ -311,6 +328,7 @@ KVTC_API kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, voi
 /* ------------------------------------------------------------------------ */
 
 typedef struct kvtc_stream_info {
+    size_t struct_size;          /* set by the caller: sizeof(kvtc_stream_info) */
     uint32_t version_major, version_minor;
     kvtc_geometry geometry;
     kvtc_dtype dtype;

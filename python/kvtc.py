@@ -47,7 +47,7 @@ class _Cache(C.Structure):
 
 
 class _PlanInfo(C.Structure):
-    _fields_ = [("target_ratio", C.c_double), ("bits_per_token", C.c_double), ("expected_error_k", C.c_double),
+    _fields_ = [("struct_size", C.c_size_t), ("target_ratio", C.c_double), ("bits_per_token", C.c_double), ("expected_error_k", C.c_double),
                 ("expected_error_v", C.c_double), ("n_groups_k", C.c_uint32), ("n_groups_v", C.c_uint32),
                 ("rank_k", C.c_uint32), ("rank_v", C.c_uint32)]
 
@@ -77,7 +77,7 @@ class _DecodeOptions(C.Structure):
 
 
 class _StreamInfo(C.Structure):
-    _fields_ = [("version_major", C.c_uint32), ("version_minor", C.c_uint32), ("geometry", Geometry),
+    _fields_ = [("struct_size", C.c_size_t), ("version_major", C.c_uint32), ("version_minor", C.c_uint32), ("geometry", Geometry),
                 ("dtype", C.c_int), ("n_tokens", C.c_uint64), ("n_sink", C.c_uint32), ("n_window", C.c_uint32),
                 ("n_coded_tokens", C.c_uint64), ("n_chunks", C.c_uint32), ("chunk_tokens", C.c_uint32),
                 ("recompute_layers", C.c_uint32), ("entropy_codec", C.c_uint32), ("has_positions", C.c_int),
@@ -109,6 +109,8 @@ def _sig(name, res, *args):
 
 
 _sig("kvtc_result_string", C.c_char_p, C.c_int)
+_sig("kvtc_version_string", C.c_char_p)
+_sig("kvtc_version_number", C.c_uint)
 _sig("kvtc_basis_load", C.c_int, _P, C.c_size_t, _PP)
 _sig("kvtc_basis_serialized_size", C.c_size_t, _P)
 _sig("kvtc_basis_serialize", C.c_int, _P, _P, C.c_size_t, C.POINTER(C.c_size_t))
@@ -259,9 +261,9 @@ class Basis:
     def plans(self):
         out = []
         for i in range(_lib.kvtc_basis_plan_count(self._h)):
-            pi = _PlanInfo()
+            pi = _PlanInfo(struct_size=C.sizeof(_PlanInfo))
             _check(_lib.kvtc_basis_plan_info(self._h, i, C.byref(pi)), "kvtc_basis_plan_info")
-            out.append({f: getattr(pi, f) for f, _ in _PlanInfo._fields_})
+            out.append({f: getattr(pi, f) for f, _ in _PlanInfo._fields_ if f != "struct_size"})
         return out
 
     def close(self):
@@ -324,12 +326,17 @@ def compress(basis, k, v, ratio=20.0, dtype=None, n_tokens=None, positions=None,
         _lib.kvtc_encoder_free(e)
 
 
+def version():
+    """The loaded library's version: ("MAJOR.MINOR.PATCH", MAJOR*10000 + MINOR*100 + PATCH)."""
+    return _lib.kvtc_version_string().decode(), _lib.kvtc_version_number()
+
+
 def stream_info(blob):
     """Header fields of a stream, as a dict (no basis needed)."""
     b = _Buf(blob)
-    si = _StreamInfo()
+    si = _StreamInfo(struct_size=C.sizeof(_StreamInfo))
     _check(_lib.kvtc_stream_get_info(b.ptr, b.nbytes, C.byref(si)), "kvtc_stream_get_info")
-    d = {f: getattr(si, f) for f, _ in _StreamInfo._fields_ if f != "geometry"}
+    d = {f: getattr(si, f) for f, _ in _StreamInfo._fields_ if f not in ("geometry", "struct_size")}
     g = si.geometry
     d["geometry"] = {f: getattr(g, f) for f, _ in Geometry._fields_}
     return d
@@ -339,7 +346,7 @@ def decompress(basis, blob, n_threads=1, want_positions=False):
     """Decode a stream: (k, v) as numpy [L,H,T,d] arrays (uint16 for bf16), or
     bytearrays without numpy; with want_positions, (k, v, positions)."""
     b = _Buf(blob)
-    si = _StreamInfo()
+    si = _StreamInfo(struct_size=C.sizeof(_StreamInfo))
     _check(_lib.kvtc_stream_get_info(b.ptr, b.nbytes, C.byref(si)), "kvtc_stream_get_info")
     g = si.geometry
     if _np is not None:

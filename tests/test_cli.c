@@ -207,8 +207,7 @@ int main(void) {
     path_of(p, sizeof p, "out.kvtc");
     size_t sn = 0;
     uint8_t *stream = read_file(p, &sn);
-    kvtc_stream_info info;
-    memset(&info, 0, sizeof info);
+    kvtc_stream_info info = {.struct_size = sizeof info};
     CHECK(stream && kvtc_stream_get_info(stream, sn, &info) == KVTC_OK);
     CHECK(info.n_tokens == 300 && info.n_sink == 4 && info.n_window == 16 && info.plan_ratio == 16);
     CHECK(info.has_positions && info.dtype == KVTC_DTYPE_F16);

@@ -344,7 +344,7 @@ static void test_end_to_end(void) {
     eo.entropy_codec = 3;
     kvtc_encoder *bad = NULL;
     CHECK(kvtc_encoder_alloc(b, &eo, &bad) == KVTC_ERR_INVALID_ARGUMENT && bad == NULL);
-    kvtc_stream_info id, ir;
+    kvtc_stream_info id = {.struct_size = sizeof id}, ir = {.struct_size = sizeof ir};
     CHECK(kvtc_stream_get_info(sd, nd, &id) == KVTC_OK && id.entropy_codec == KVTC_CODEC_DEFLATE);
     CHECK(kvtc_stream_get_info(sr, nr, &ir) == KVTC_OK && ir.entropy_codec == KVTC_CODEC_RANS);
     printf("  end to end (p=512, 16x, f16): DEFLATE stream %zu bytes (chunks %llu), rANS stream %zu (chunks %llu)\n", nd,

@@ -61,7 +61,7 @@ static void regression_geometry_product_wraps_64_bits_stream_header(void) {
         memcpy(s + 20, v, sizeof v);
         uint32_t crc = (uint32_t)libdeflate_crc32(0, s, 124);
         memcpy(s + 124, &crc, 4);
-        kvtc_stream_info info;
+        kvtc_stream_info info = {.struct_size = sizeof info};
         CHECK(kvtc_stream_get_info(s, n, &info) == KVTC_ERR_TOO_LARGE);
         kvtc_decoder *d = NULL;
         CHECK(kvtc_decoder_alloc(b, NULL, &d) == KVTC_OK);

@@ -92,7 +92,7 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     void *buf = NULL;
     int rc = 1;
     size_t size = 0;
-    kvtc_stream_info info;
+    kvtc_stream_info info = {.struct_size = sizeof info};
     if ((r = kvtc_encoder_alloc(m->basis, &eo, &e)) || (r = kvtc_decoder_alloc(m->basis, &dopt, &d))) goto fail;
     size_t cap = kvtc_compress_bound(e, &cf.cache);
     if (!cap || !(buf = malloc(cap))) { r = cap ? KVTC_ERR_OUT_OF_MEMORY : KVTC_ERR_GEOMETRY_MISMATCH; goto fail; }
@@ -296,7 +296,7 @@ int cmd_eval(int argc, char **argv) {
         for (int i = 0; i < n_ratios && nm < EVAL_MAX_METHODS; i++) {
             uint32_t pi;
             kvtc_basis_find_plan(basis, ratios[i], &pi);
-            kvtc_plan_info info;
+            kvtc_plan_info info = {.struct_size = sizeof info};
             kvtc_basis_plan_info(basis, pi, &info);
             if (fabs(info.target_ratio / ratios[i] - 1.0) > 0.01) {
                 cli_fail("eval", "basis %s has no plan for ratio %g (closest %g): calibrate with --ratio %g", path,

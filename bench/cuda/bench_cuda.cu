@@ -220,7 +220,8 @@ static void check(void) {
     double t0 = now_s();
     kvtc_basis *b = bs_calibrate_small(&g, n, rank, 16.0);
     if (!b) { printf("FAIL: calibration\n"); g_fail++; return; }
-    kvtc_plan_info pi;
+    kvtc_plan_info pi{};
+    pi.struct_size = sizeof pi;
     kvtc_basis_plan_info(b, 0, &pi);
     printf("calibrated p=%u in %.1f s: plan 16x rank_k %u rank_v %u, %u/%u groups\n", g.n_layers * g.n_kv_heads * g.head_dim,
            now_s() - t0, pi.rank_k, pi.rank_v, pi.n_groups_k, pi.n_groups_v);
@@ -274,7 +275,8 @@ static void check(void) {
         CU(cudaMalloc(&ws, wsz));
         // GPU encode -> CPU decode
         std::vector<uint8_t> gs = gpu_compress(cc, dc, ws, wsz, st);
-        kvtc_stream_info info;
+        kvtc_stream_info info{};
+        info.struct_size = sizeof info;
         kvtc_result ri = kvtc_stream_get_info(gs.data(), gs.size(), &info);
         EXPECT(ri == KVTC_OK && info.entropy_codec == KVTC_CODEC_RANS, "GPU stream info: %s", kvtc_result_string(ri));
         kvtc_cache a;
@@ -632,7 +634,8 @@ static void bench(uint32_t m) {
             (s ? ev : ek) = sqrt(acc[0] / acc[1]);
         }
         cudaFree(d_acc);
-        kvtc_stream_info info;
+        kvtc_stream_info info{};
+        info.struct_size = sizeof info;
         std::vector<uint8_t> s0(sizes[0]);
         CU(cudaMemcpy(s0.data(), d_out[0], sizes[0], cudaMemcpyDeviceToHost));
         KV(kvtc_stream_get_info(s0.data(), s0.size(), &info));

@@ -15,6 +15,7 @@
 #include "transform/rope.h"
 #include "util/cache.h"
 #include "util/endian.h"
+#include "util/out_struct.h"
 #include "util/parallel.h"
 
 struct kvtc_decoder {
@@ -68,9 +69,11 @@ kvtc_result kvtc_decoder_alloc(const kvtc_basis *b, const kvtc_decode_options *o
     return KVTC_OK;
 }
 
-kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *out) {
-    if (!buf || !out) return KVTC_ERR_INVALID_ARGUMENT;
-    memset(out, 0, sizeof *out);
+kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *caller) {
+    /* filled completely here, then copied as far as the caller's struct_size reaches */
+    kvtc_stream_info full = {0}, *out = &full;
+    if (!buf || !caller) return KVTC_ERR_INVALID_ARGUMENT;
+    if (caller->struct_size < KVI_STREAM_INFO_MIN_SIZE) return KVTC_ERR_INVALID_ARGUMENT;
     container_header h;
     kvtc_result r = container_read_prefix(buf, size, &h);
     if (r) return r;
@@ -95,7 +98,7 @@ kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info 
     out->stream_bytes = h.total_size;
     out->coded_bytes = h.sections[SEC_CHUNK_DATA].size;
     out->raw_bytes = h.sections[SEC_RAW_K].size + h.sections[SEC_RAW_V].size;
-    return KVTC_OK;
+    return kvi_out_struct_fill(caller, out, sizeof *out, KVI_STREAM_INFO_MIN_SIZE);
 }
 
 typedef struct dbatch_ctx {

@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "util/cache.h"
 #include "util/hash.h"
+#include "util/out_struct.h"
 
 #define BASIS_FORMAT_NAME "kvtc-basis"
 #define BASIS_FORMAT_VERSION 1
@@ -166,8 +167,11 @@ uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b) { return b ? b->recom
 uint64_t kvtc_basis_fingerprint(const kvtc_basis *b) { return b ? b->transform_fingerprint : 0; }
 uint32_t kvtc_basis_plan_count(const kvtc_basis *b) { return b ? b->n_plans : 0; }
 
-kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out) {
-    if (!b || !out) return KVTC_ERR_INVALID_ARGUMENT;
+kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *caller) {
+    /* filled completely here, then copied as far as the caller's struct_size reaches */
+    kvtc_plan_info full = {0}, *out = &full;
+    if (!b || !caller) return KVTC_ERR_INVALID_ARGUMENT;
+    if (caller->struct_size < KVI_PLAN_INFO_MIN_SIZE) return KVTC_ERR_INVALID_ARGUMENT;
     if (index >= b->n_plans) return KVTC_ERR_NO_PLAN;
     const basis_plan *pl = &b->plans[index];
     out->target_ratio = pl->target_ratio;
@@ -178,7 +182,7 @@ kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_
     out->n_groups_v = pl->v.n_groups;
     out->rank_k = pl->k.rank_used;
     out->rank_v = pl->v.rank_used;
-    return KVTC_OK;
+    return kvi_out_struct_fill(caller, out, sizeof *out, KVI_PLAN_INFO_MIN_SIZE);
 }
 
 kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index) {

@@ -217,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (res != KVTC_OK) FAIL("compress failed: %s", kvtc_result_string(res));
 
-    kvtc_stream_info info;
+    kvtc_stream_info info = {.struct_size = sizeof info};
     if (kvtc_stream_get_info(s, sn, &info) != KVTC_OK) FAIL("get_info failed on own stream");
     if (info.n_tokens != n || info.n_sink != sink || info.n_window != win || info.n_coded_tokens != coded ||
         info.stream_bytes != sn || info.dtype != dt)
