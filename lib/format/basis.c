@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "util/cache.h"
 #include "util/hash.h"
+#include "util/numfmt.h"
 #include "util/out_struct.h"
 
 #define BASIS_FORMAT_NAME "kvtc-basis"
@@ -151,9 +152,9 @@ static char *basis_meta_text(void *ctx, const char *key) {
     char field[16], buf[64];
     if (sscanf(key, "plan.%u.%15s", &i, field) != 2 || i >= b->n_plans) return NULL;
     const basis_plan *pl = &b->plans[i];
-    if (!strcmp(field, "ratio")) snprintf(buf, sizeof buf, "%.17g", pl->target_ratio);
-    else if (!strcmp(field, "k_error")) snprintf(buf, sizeof buf, "%.17g", pl->k.error);
-    else if (!strcmp(field, "v_error")) snprintf(buf, sizeof buf, "%.17g", pl->v.error);
+    if (!strcmp(field, "ratio")) kvi_format_g(buf, sizeof buf, 17, pl->target_ratio);
+    else if (!strcmp(field, "k_error")) kvi_format_g(buf, sizeof buf, 17, pl->k.error);
+    else if (!strcmp(field, "v_error")) kvi_format_g(buf, sizeof buf, 17, pl->v.error);
     else if (!strcmp(field, "k")) return groups_to_string(&pl->k);
     else if (!strcmp(field, "v")) return groups_to_string(&pl->v);
     else return NULL;
@@ -287,7 +288,7 @@ static kvtc_result basis_writer(const kvtc_basis *b, st_writer **out) {
     if ((r = add_meta_u64(w, "head_dim", g->head_dim))) goto fail;
     if ((r = add_meta_u64(w, "rope_dim", kvi_geometry_rope_dim(g)))) goto fail;
     if ((r = st_writer_add_meta(w, "rope_type", rope_type_name(g->rope_type)))) goto fail;
-    snprintf(buf, sizeof buf, "%.9g", (double)g->rope_theta);
+    kvi_format_g(buf, sizeof buf, 9, (double)g->rope_theta);
     if ((r = st_writer_add_meta(w, "rope_theta", buf))) goto fail;
     if ((r = add_meta_u64(w, "recompute_layers", b->recompute_layers))) goto fail;
     if ((r = add_meta_u64(w, "rope_removed", (uint64_t)b->rope_removed))) goto fail;
@@ -353,7 +354,7 @@ static kvtc_result meta_double(const st_file *f, const char *key, double *out) {
     const char *s = st_meta_get(f, key);
     if (!s || !*s) return KVTC_ERR_CORRUPT;
     char *end;
-    double v = strtod(s, &end);
+    double v = kvi_strtod(s, &end);
     if (*end || !isfinite(v)) return KVTC_ERR_CORRUPT;
     *out = v;
     return KVTC_OK;

@@ -8,6 +8,7 @@
 
 #include "io/safetensors.h"
 #include "util/cache.h"
+#include "util/numfmt.h"
 
 void cache_file_free(cache_file *f) {
     if (!f) return;
@@ -117,7 +118,7 @@ kvtc_result cache_file_parse(const void *buf, size_t size, cache_file *out) {
     g.rope_theta = 10000.0f;
     if (th) {
         char *end;
-        double x = strtod(th, &end);
+        double x = kvi_strtod(th, &end);
         if (!*th || *end || !isfinite(x) || !(x > 0)) { r = KVTC_ERR_CORRUPT; goto done; }
         g.rope_theta = (float)x;
     }
@@ -149,7 +150,7 @@ kvtc_result cache_file_serialize(const kvtc_cache *c, void **buf, size_t *size) 
     const char *rt = g->rope_type == KVTC_ROPE_NORM ? "norm" : g->rope_type == KVTC_ROPE_NEOX ? "neox" : "none";
     static const uint8_t empty[1] = {0};
     if ((r = st_writer_add_meta(w, "rope_type", rt))) goto done;
-    snprintf(tmp, sizeof tmp, "%.9g", (double)g->rope_theta);
+    kvi_format_g(tmp, sizeof tmp, 9, (double)g->rope_theta);
     if ((r = st_writer_add_meta(w, "rope_theta", tmp))) goto done;
     snprintf(tmp, sizeof tmp, "%u", kvi_geometry_rope_dim(g));
     if ((r = st_writer_add_meta(w, "rope_dim", tmp))) goto done;
