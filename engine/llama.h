@@ -166,14 +166,6 @@ int eng_compute_kv_prefix_layers(const eng_model *m, uint32_t n_layers, const in
                                    const int64_t *positions, uint64_t n, float *k_out,
                                    float *v_out, uint32_t n_threads);
 
-/* ---- BLAS backend ---------------------------------------------------------- */
-
-/* 1 and a message in msg when OpenBLAS runs kernels far slower than this CPU
- * supports (OpenBLAS 0.3.21 takes CPUs newer than it knows, such as Emerald
- * Rapids, for a Prescott and uses SSE3 kernels: 5-6x slower sgemm). The fix
- * is the environment variable OPENBLAS_CORETYPE (e.g. SkylakeX), which
- * OpenBLAS reads when the program starts. 0 when all is well or unknown. */
-int eng_blas_check(char *msg, size_t len);
 
 #ifdef __cplusplus
 }

@@ -322,8 +322,6 @@ static void test_stories(void) {
 }
 
 int main(void) {
-    char note[256];
-    if (eng_blas_check(note, sizeof(note))) printf("note: %s\n", note);
     test_eval_model();
     test_stories();
     return TEST_REPORT();
