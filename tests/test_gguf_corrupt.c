@@ -48,22 +48,6 @@ static void put_pad(bytes *b, size_t align) {
     while (b->n % align) put(b, z, 1);
 }
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)sz);
-    if (p && fread(p, 1, (size_t)sz, f) != (size_t)sz) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)sz;
-    return p;
-}
-
 /* Offset of the first occurrence of a GGUF string (u64 length + bytes). */
 static size_t find_gguf_string(const uint8_t *p, size_t n, const char *s) {
     size_t len = strlen(s);
@@ -539,7 +523,7 @@ int main(void) {
     test_half();
     test_value_types();
     size_t n = 0;
-    uint8_t *f = read_file(STORIES, &n);
+    uint8_t *f = (uint8_t *)test_read_file(STORIES, &n);
     CHECK(f != NULL);
     if (f) {
         test_corruptions(f, n);
