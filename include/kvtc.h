@@ -196,7 +196,8 @@ KVTC_API uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
  * appended at the end: the caller sets struct_size to sizeof the struct it
  * was compiled with; the library fills the fields that fit in struct_size
  * bytes and zeroes bytes beyond the fields it knows. A struct_size smaller
- * than the struct of kvtc 0.1.0 is KVTC_ERR_INVALID_ARGUMENT. */
+ * than the struct of kvtc 0.1.0, or above 1 MiB, is KVTC_ERR_INVALID_ARGUMENT
+ * (nothing is written then). */
 typedef struct kvtc_plan_info {
     size_t struct_size;          /* set by the caller: sizeof(kvtc_plan_info) */
     double target_ratio;         /* the ratio the plan was made for */

@@ -9,6 +9,7 @@ loader's search path. Standard library only; numpy is used when installed.
     blob = kvtc.compress(basis, k, v, ratio=16)        # k, v: numpy [L,H,T,d]
     info = kvtc.stream_info(blob)                      # dict
     k2, v2 = kvtc.decompress(basis, blob)              # numpy arrays, same dtype
+    kvtc.version()                                     # ("0.1.0", 100) of the loaded library
 
 Arrays: numpy float32, float16, or uint16 holding bf16 bits (dtype="bf16"
 or a uint16 array); PyTorch tensors via t.cpu().numpy() (bf16 tensors:
