@@ -18,7 +18,7 @@
  *   kvtc_encoder *enc;  kvtc_encoder_alloc(basis, NULL, &enc);   // default options
  *   size_t cap = kvtc_compress_bound(enc, &cache);
  *   kvtc_compress(enc, &cache, buf, cap, &size);
- *   kvtc_stream_info info = {sizeof info}; kvtc_stream_get_info(buf, size, &info);
+ *   kvtc_stream_info info = {.struct_size = sizeof info}; kvtc_stream_get_info(buf, size, &info);
  *   ... allocate info.k_bytes / info.v_bytes ...
  *   kvtc_decoder *dec;  kvtc_decoder_alloc(basis, NULL, &dec);
  *   kvtc_decompress(dec, buf, size, &out_cache);
