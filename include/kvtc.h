@@ -18,7 +18,7 @@
  *   kvtc_encoder *enc;  kvtc_encoder_alloc(basis, NULL, &enc);   // default options
  *   size_t cap = kvtc_compress_bound(enc, &cache);
  *   kvtc_compress(enc, &cache, buf, cap, &size);
- *   kvtc_stream_info info; kvtc_stream_get_info(buf, size, &info);
+ *   kvtc_stream_info info = {.struct_size = sizeof info}; kvtc_stream_get_info(buf, size, &info);
  *   ... allocate info.k_bytes / info.v_bytes ...
  *   kvtc_decoder *dec;  kvtc_decoder_alloc(basis, NULL, &dec);
  *   kvtc_decompress(dec, buf, size, &out_cache);
@@ -50,9 +50,32 @@
 extern "C" {
 #endif
 
+/* KVTC_API marks the functions libkvtc exports; everything else in the
+ * library is built with -fvisibility=hidden, so the shared library exports
+ * exactly the functions declared in kvtc.h and kvtc_cuda.h. Internal helpers
+ * use the prefix kvi_ (never kvtc_). Define KVTC_API before including this
+ * header to override it (e.g. as empty). */
+#ifndef KVTC_API
+#if defined(__GNUC__) || defined(__clang__)
+#define KVTC_API __attribute__((visibility("default")))
+#else
+#define KVTC_API
+#endif
+#endif
+
+/* Version of this header; kvtc_version_number() and kvtc_version_string()
+ * give the library's at run time (they differ when a program built against
+ * one version runs with another libkvtc.so.0). */
 #define KVTC_VERSION_MAJOR 0
 #define KVTC_VERSION_MINOR 1
+#define KVTC_VERSION_PATCH 0
 #define KVTC_VERSION_STRING "0.1.0"
+#define KVTC_VERSION_NUMBER (KVTC_VERSION_MAJOR * 10000 + KVTC_VERSION_MINOR * 100 + KVTC_VERSION_PATCH)
+
+/* MAJOR*10000 + MINOR*100 + PATCH of the library, e.g. 100 for 0.1.0. */
+KVTC_API unsigned kvtc_version_number(void);
+/* "MAJOR.MINOR.PATCH" of the library (static, never NULL). */
+KVTC_API const char *kvtc_version_string(void);
 
 /* Version of the container bitstream this library writes (docs/FORMAT.md). */
 #define KVTC_FORMAT_VERSION_MAJOR 1
@@ -62,30 +85,31 @@ extern "C" {
 /* Results                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The values are stable: they never change, and new codes are only
+ * appended (bindings may store the numbers). */
 typedef enum kvtc_result {
     KVTC_OK = 0,
-    KVTC_ERR_INVALID_ARGUMENT,    /* a NULL pointer, zero size or out-of-range option */
-    KVTC_ERR_OUT_OF_MEMORY,       /* an allocation failed */
-    KVTC_ERR_TOO_LARGE,           /* sizes overflow or exceed the format's limits */
-    KVTC_ERR_BAD_MAGIC,           /* the bytes are not a kvtc stream / basis / safetensors file */
-    KVTC_ERR_UNSUPPORTED_VERSION, /* a format version this library cannot read */
-    KVTC_ERR_TRUNCATED,           /* the input ends before a section it declares */
-    KVTC_ERR_CORRUPT,             /* a checksum mismatch or an inconsistent field */
-    KVTC_ERR_BASIS_MISMATCH,      /* the stream was written with another basis or plan */
-    KVTC_ERR_GEOMETRY_MISMATCH,   /* cache geometry differs from the basis' */
-    KVTC_ERR_NO_PLAN,             /* the basis has no plan for the requested ratio */
-    KVTC_ERR_BUFFER_TOO_SMALL,    /* the caller's output buffer is too small */
-    KVTC_ERR_NEEDS_MODEL,         /* the stream recomputes layers; no recompute callback given */
-    KVTC_ERR_UNSUPPORTED,         /* a valid request this build cannot serve (e.g. no CUDA) */
-    KVTC_ERR_NUMERIC,             /* NaN/Inf in inputs or basis, or a failed decomposition */
-    KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
-    KVTC_ERR_CALLBACK,            /* a user callback reported failure */
-    KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
-    KVTC_RESULT_COUNT_
+    KVTC_ERR_INVALID_ARGUMENT = 1,    /* a NULL pointer, zero size or out-of-range option */
+    KVTC_ERR_OUT_OF_MEMORY = 2,       /* an allocation failed */
+    KVTC_ERR_TOO_LARGE = 3,           /* sizes overflow or exceed the format's limits */
+    KVTC_ERR_BAD_MAGIC = 4,           /* the bytes are not a kvtc stream / basis / safetensors file */
+    KVTC_ERR_UNSUPPORTED_VERSION = 5, /* a format version this library cannot read */
+    KVTC_ERR_TRUNCATED = 6,           /* the input ends before a section it declares */
+    KVTC_ERR_CORRUPT = 7,             /* a checksum mismatch or an inconsistent field */
+    KVTC_ERR_BASIS_MISMATCH = 8,      /* the stream was written with another basis or plan */
+    KVTC_ERR_GEOMETRY_MISMATCH = 9,   /* cache geometry differs from the basis' */
+    KVTC_ERR_NO_PLAN = 10,            /* the basis has no plan for the requested ratio */
+    KVTC_ERR_BUFFER_TOO_SMALL = 11,   /* the caller's output buffer is too small */
+    KVTC_ERR_NEEDS_MODEL = 12,        /* the stream recomputes layers; no recompute callback given */
+    KVTC_ERR_UNSUPPORTED = 13,        /* a valid request this build cannot serve (e.g. no CUDA) */
+    KVTC_ERR_NUMERIC = 14,            /* NaN/Inf in inputs or basis, or a failed decomposition */
+    KVTC_ERR_IO = 15,                 /* a file could not be read or written (CLI helpers) */
+    KVTC_ERR_CALLBACK = 16,           /* a user callback reported failure */
+    KVTC_ERR_CUDA = 17,               /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */
-const char *kvtc_result_string(kvtc_result r);
+KVTC_API const char *kvtc_result_string(kvtc_result r);
 
 /* ------------------------------------------------------------------------ */
 /* Caches                                                                    */
@@ -98,7 +122,7 @@ typedef enum kvtc_dtype {
 } kvtc_dtype;
 
 /* Bytes per element of a dtype (0 for an unknown value). */
-size_t kvtc_dtype_size(kvtc_dtype t);
+KVTC_API size_t kvtc_dtype_size(kvtc_dtype t);
 
 typedef enum kvtc_rope_type {
     KVTC_ROPE_NONE = 0, /* keys carry no rotary embedding */
@@ -136,7 +160,7 @@ typedef struct kvtc_cache {
 } kvtc_cache;
 
 /* Bytes of one of k or v for this geometry, dtype and token count; 0 on overflow. */
-uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
+KVTC_API uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
 
 /* ------------------------------------------------------------------------ */
 /* Basis: mean, weights, PCA basis and bit-allocation plans of one model     */
@@ -147,28 +171,35 @@ typedef struct kvtc_basis kvtc_basis;
 /* Parse a basis file (a safetensors file, docs/FORMAT.md) from memory.
  * Every field is validated and the content checksum verified; the bytes are
  * copied, so buf may be freed afterwards. */
-kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out);
+KVTC_API kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out);
 
 /* Exact size of the serialized basis, and serialization into a caller buffer. */
-size_t kvtc_basis_serialized_size(const kvtc_basis *b);
-kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, size_t *written);
+KVTC_API size_t kvtc_basis_serialized_size(const kvtc_basis *b);
+KVTC_API kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, size_t *written);
 
-void kvtc_basis_free(kvtc_basis *b);
+KVTC_API void kvtc_basis_free(kvtc_basis *b);
 
 /* Geometry the basis was calibrated for. */
-const kvtc_geometry *kvtc_basis_geometry(const kvtc_basis *b);
+KVTC_API const kvtc_geometry *kvtc_basis_geometry(const kvtc_basis *b);
 
 /* Number of leading layers whose K/V are not stored but recomputed by the
  * decoder from token ids (0 for the paper's method). */
-uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b);
+KVTC_API uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b);
 
 /* 64-bit fingerprint of the basis content, recorded in every stream. */
-uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
+KVTC_API uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
 
 /* Plans: one per calibrated target ratio. */
-uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
+KVTC_API uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
 
+/* Output structs (kvtc_plan_info, kvtc_stream_info) can grow, by fields
+ * appended at the end: the caller sets struct_size to sizeof the struct it
+ * was compiled with; the library fills the fields that fit in struct_size
+ * bytes and zeroes bytes beyond the fields it knows. A struct_size smaller
+ * than the struct of kvtc 0.1.0, or above 1 MiB, is KVTC_ERR_INVALID_ARGUMENT
+ * (nothing is written then). */
 typedef struct kvtc_plan_info {
+    size_t struct_size;          /* set by the caller: sizeof(kvtc_plan_info) */
     double target_ratio;         /* the ratio the plan was made for */
     double bits_per_token;       /* coded bits per compressed token, K and V, before DEFLATE */
     double expected_error_k;     /* predicted mean squared error per token (weighted), keys */
@@ -177,11 +208,11 @@ typedef struct kvtc_plan_info {
     uint32_t rank_k, rank_v;     /* PCA components that receive bits */
 } kvtc_plan_info;
 
-kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
+KVTC_API kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
 
 /* Index of the plan whose target ratio is closest to `ratio` (relative
  * distance); KVTC_ERR_NO_PLAN if the basis has none. */
-kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
+KVTC_API kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
 
 /* ------------------------------------------------------------------------ */
 /* Calibration                                                               */
@@ -229,25 +260,25 @@ typedef struct kvtc_calibrate_options {
 #define KVTC_GROUP_1024 (1u << 4)
 
 /* Fill *o with the defaults above. */
-void kvtc_calibrate_options_init(kvtc_calibrate_options *o);
+KVTC_API void kvtc_calibrate_options_init(kvtc_calibrate_options *o);
 
 /* opts may be NULL for defaults. */
-kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_options *opts,
+KVTC_API kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_options *opts,
                                   kvtc_calibrator **out);
 
 /* Add one cache's tokens (all but its sinks and window) as calibration rows. */
-kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
+KVTC_API kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
 
 /* Rows collected so far. */
-uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
+KVTC_API uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
 
 /* Compute mean, PCA and one DP plan per target ratio (each > 1). This
  * consumes the collected rows: afterwards the calibrator only accepts
  * kvtc_calibrator_free (add/finish return KVTC_ERR_INVALID_ARGUMENT). */
-kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
+KVTC_API kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
                                    kvtc_basis **out);
 
-void kvtc_calibrator_free(kvtc_calibrator *c);
+KVTC_API void kvtc_calibrator_free(kvtc_calibrator *c);
 
 /* ------------------------------------------------------------------------ */
 /* Encoding                                                                  */
@@ -276,21 +307,21 @@ typedef struct kvtc_encode_options {
 #define KVTC_CODEC_DEFLATE 1u
 #define KVTC_CODEC_RANS 2u
 
-void kvtc_encode_options_init(kvtc_encode_options *o);
+KVTC_API void kvtc_encode_options_init(kvtc_encode_options *o);
 
-kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *opts,
+KVTC_API kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *opts,
                                kvtc_encoder **out);
-void kvtc_encoder_free(kvtc_encoder *e);
+KVTC_API void kvtc_encoder_free(kvtc_encoder *e);
 
 /* Upper bound on the compressed size of `cache` (0 if the cache is invalid
  * or the bound overflows size_t). */
-size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
+KVTC_API size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
 
 /* Compress `cache` into out[0..cap). *written receives the exact size.
  * KVTC_ERR_BUFFER_TOO_SMALL if cap is too small (a cap of
  * kvtc_compress_bound() always suffices). Output is deterministic: the same
  * input and options give the same bytes with any thread count. */
-kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
+KVTC_API kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written);
 
 /* ------------------------------------------------------------------------ */
@@ -298,6 +329,7 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, s
 /* ------------------------------------------------------------------------ */
 
 typedef struct kvtc_stream_info {
+    size_t struct_size;          /* set by the caller: sizeof(kvtc_stream_info) */
     uint32_t version_major, version_minor;
     kvtc_geometry geometry;
     kvtc_dtype dtype;
@@ -319,7 +351,7 @@ typedef struct kvtc_stream_info {
 
 /* Parse and validate the stream header and section table (all checksums of
  * the header and table; chunk payload checksums are checked on decode). */
-kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *out);
+KVTC_API kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info *out);
 
 /* ------------------------------------------------------------------------ */
 /* Decoding                                                                  */
@@ -341,11 +373,11 @@ typedef struct kvtc_decode_options {
     void *recompute_user;
 } kvtc_decode_options;
 
-void kvtc_decode_options_init(kvtc_decode_options *o);
+KVTC_API void kvtc_decode_options_init(kvtc_decode_options *o);
 
-kvtc_result kvtc_decoder_alloc(const kvtc_basis *b, const kvtc_decode_options *opts,
+KVTC_API kvtc_result kvtc_decoder_alloc(const kvtc_basis *b, const kvtc_decode_options *opts,
                                kvtc_decoder **out);
-void kvtc_decoder_free(kvtc_decoder *d);
+KVTC_API void kvtc_decoder_free(kvtc_decoder *d);
 
 /* Decode a whole stream into `out`, whose geometry, dtype and n_tokens must
  * match the stream (fill them from kvtc_stream_get_info) and whose k and v
@@ -356,7 +388,7 @@ void kvtc_decoder_free(kvtc_decoder *d);
  * with recompute_layers > 0 need kvtc_decode_options.recompute
  * (KVTC_ERR_NEEDS_MODEL otherwise, before anything is written). On failure
  * the contents of out are unspecified. */
-kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
+KVTC_API kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
 
 #ifdef __cplusplus
 }

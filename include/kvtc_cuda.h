@@ -60,29 +60,29 @@ typedef struct kvtc_cuda_options {
     int device;            /* CUDA device (default: the current one) ; -1 = current */
 } kvtc_cuda_options;
 
-void kvtc_cuda_options_init(kvtc_cuda_options *o);
+KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);
 
 typedef struct kvtc_cuda_codec kvtc_cuda_codec;
 
 /* Upload mean, weights, basis rows (all plans' ranks) and plan tables to
  * the device and create a cuBLAS handle. b must outlive the codec. */
-kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cuda_options *opts, kvtc_cuda_codec **out);
-void kvtc_cuda_codec_free(kvtc_cuda_codec *c);
+KVTC_API kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cuda_options *opts, kvtc_cuda_codec **out);
+KVTC_API void kvtc_cuda_codec_free(kvtc_cuda_codec *c);
 
 /* Device bytes the workspace needs for caches of up to n_tokens tokens, for
  * encoding and for decoding streams of chunk_tokens per chunk (0 = the
  * codec's chunk_tokens), with any plan of the basis; 0 on overflow. */
-size_t kvtc_cuda_workspace_size(const kvtc_cuda_codec *c, uint64_t n_tokens, uint32_t chunk_tokens);
+KVTC_API size_t kvtc_cuda_workspace_size(const kvtc_cuda_codec *c, uint64_t n_tokens, uint32_t chunk_tokens);
 
 /* Upper bound on the stream size of `cache` (0 if the cache is invalid). */
-size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_cache *cache);
+KVTC_API size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_cache *cache);
 
 /* Encode a cache whose k, v (and positions, if not NULL) are device
  * pointers into d_out[0..cap) (device), codec 2. *d_written (device u64)
  * receives the stream size. cap >= kvtc_cuda_compress_bound(). When
  * positions is non-NULL the stream always carries the positions section.
  * Unlike the CPU encoder, NaN/Inf inputs are not detected. */
-kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
+KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
                                uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream);
 
 /* Decode a stream held in device memory d_stream[0..size). The host passes
@@ -93,7 +93,7 @@ kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void
  * chunk CRC is checked on the device; any failure sets *d_status (device
  * u32, set to 0 first) to a kvtc_result != 0. Codec 1 (DEFLATE) streams:
  * KVTC_ERR_UNSUPPORTED (decode them on the CPU). */
-kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
+KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
 
@@ -121,7 +121,7 @@ typedef struct kvtc_cuda_calib_options {
     int device;            /* -1 = current (default) */
 } kvtc_cuda_calib_options;
 
-void kvtc_cuda_calib_options_init(kvtc_cuda_calib_options *o);
+KVTC_API void kvtc_cuda_calib_options_init(kvtc_cuda_calib_options *o);
 
 /* Seconds spent per phase (wall clock, synchronized). */
 typedef struct kvtc_cuda_calib_stats {
@@ -138,7 +138,7 @@ typedef struct kvtc_cuda_calib_stats {
  * batches (host memory is not duplicated). Same contract as
  * kvtc_calibrator_finish; opts and stats may be NULL. pca_per_layer is
  * not supported (KVTC_ERR_UNSUPPORTED). */
-kvtc_result kvtc_cuda_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
+KVTC_API kvtc_result kvtc_cuda_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
                                         const kvtc_cuda_calib_options *opts, kvtc_basis **out,
                                         kvtc_cuda_calib_stats *stats);
 
@@ -153,7 +153,7 @@ typedef int (*kvtc_cuda_row_fn)(void *user, int is_key, uint64_t row0, uint64_t 
 /* Calibrate from n_rows rows per stream produced by `fill` (p = the coded
  * width of geometry g under copts' recompute_layers). Same result fields as
  * the calibrator. */
-kvtc_result kvtc_cuda_calibrate_rows(const kvtc_geometry *g, const kvtc_calibrate_options *copts, uint64_t n_rows,
+KVTC_API kvtc_result kvtc_cuda_calibrate_rows(const kvtc_geometry *g, const kvtc_calibrate_options *copts, uint64_t n_rows,
                                      kvtc_cuda_row_fn fill, void *user, const double *ratios, uint32_t n_ratios,
                                      const kvtc_cuda_calib_options *opts, kvtc_basis **out,
                                      kvtc_cuda_calib_stats *stats);

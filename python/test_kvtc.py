@@ -175,6 +175,10 @@ def test_cuda_module_without_gpu():
 
 
 def main():
+    vs, vn = kvtc.version()
+    major, minor, patch = (int(x) for x in vs.split("."))
+    expect(vn == major * 10000 + minor * 100 + patch, "version %r %r" % (vs, vn))
+
     caches = [make_cache(s) for s in (1, 2)]
     fa = [(array.array("f", k), array.array("f", v), T) for k, v in caches]
     basis = kvtc.calibrate(G, fa, [4.0, 8.0], dtype="f32")

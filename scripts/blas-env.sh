@@ -1,4 +1,5 @@
-# Sourced by the scripts: OpenBLAS 0.3.21 (Debian 12) does not recognise some
+# The one place that picks OPENBLAS_CORETYPE: sourced by the scripts, and
+# run by CMake at configure time for the tests' environment. OpenBLAS 0.3.21 (Debian 12) does not recognise some
 # virtualized Xeons and falls back to its slowest (Prescott) kernels, 5-7x
 # slower GEMMs. Pick the kernel set from the CPU's own flags unless the user
 # already chose one.

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages kvtc needs to build, test and plot. Idempotent.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libdeflate-dev libopenblas-dev liblapacke-dev gnuplot-nox clang libclang-rt-14-dev valgrind python3)
+pkgs=(build-essential cmake pkg-config libdeflate-dev libopenblas-dev liblapacke-dev gnuplot-nox clang libclang-rt-14-dev valgrind python3 locales)
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# A locale whose decimal point is a comma, for tests/test_locale.c (numbers
+# in files must not depend on the locale).
+if ! locale -a 2>/dev/null | grep -qiE '^de_DE\.utf-?8$'; then
+  $SUDO localedef -i de_DE -f UTF-8 de_DE.UTF-8
 fi

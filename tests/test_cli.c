@@ -31,21 +31,9 @@ static int write_file(const char *path, const void *buf, size_t n) {
     return fclose(f) == 0 && w == n ? 0 : -1;
 }
 
-static void *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = malloc(sz > 0 ? (size_t)sz : 1);
-    *n = fread(buf, 1, (size_t)sz, f);
-    fclose(f);
-    return buf;
-}
-
 static int count_lines(const char *path) {
     size_t n = 0;
-    char *b = read_file(path, &n);
+    char *b = test_read_file(path, &n);
     if (!b) return -1;
     int lines = 0;
     for (size_t i = 0; i < n; i++) lines += b[i] == '\n';
@@ -67,7 +55,7 @@ static int run_cli(const char *args) {
     char p[256];
     snprintf(p, sizeof p, "%s/stderr.txt", g_dir);
     size_t n = 0;
-    char *err = read_file(p, &n);
+    char *err = test_read_file(p, &n);
     int sanitizer = 0;
     if (err) {
         err = realloc(err, n + 1);
@@ -83,7 +71,7 @@ static int file_starts_with(const char *name, const char *prefix) {
     char p[256];
     path_of(p, sizeof p, name);
     size_t n = 0;
-    char *b = read_file(p, &n);
+    char *b = test_read_file(p, &n);
     int ok = b && n >= strlen(prefix) && memcmp(b, prefix, strlen(prefix)) == 0;
     free(b);
     return ok;
@@ -93,7 +81,7 @@ static int file_equals(const char *name, const void *want, size_t wn) {
     char p[256];
     path_of(p, sizeof p, name);
     size_t n = 0;
-    void *b = read_file(p, &n);
+    void *b = test_read_file(p, &n);
     int ok = b && n == wn && memcmp(b, want, n) == 0;
     free(b);
     return ok;
@@ -196,7 +184,7 @@ int main(void) {
     char p[256];
     path_of(p, sizeof p, "B.safetensors");
     size_t bn = 0;
-    void *bb = read_file(p, &bn);
+    void *bb = test_read_file(p, &bn);
     kvtc_basis *basis = NULL;
     CHECK(bb && kvtc_basis_load(bb, bn, &basis) == KVTC_OK);
     free(bb);
@@ -206,9 +194,8 @@ int main(void) {
     CHECK_MSG(rc == 0, "compress exit %d", rc);
     path_of(p, sizeof p, "out.kvtc");
     size_t sn = 0;
-    uint8_t *stream = read_file(p, &sn);
-    kvtc_stream_info info;
-    memset(&info, 0, sizeof info);
+    uint8_t *stream = (uint8_t *)test_read_file(p, &sn);
+    kvtc_stream_info info = {.struct_size = sizeof info};
     CHECK(stream && kvtc_stream_get_info(stream, sn, &info) == KVTC_OK);
     CHECK(info.n_tokens == 300 && info.n_sink == 4 && info.n_window == 16 && info.plan_ratio == 16);
     CHECK(info.has_positions && info.dtype == KVTC_DTYPE_F16);
@@ -218,7 +205,7 @@ int main(void) {
     CHECK_MSG(rc == 0, "decompress exit %d", rc);
     path_of(p, sizeof p, "dec.safetensors");
     size_t dn = 0;
-    void *db = read_file(p, &dn);
+    void *db = test_read_file(p, &dn);
     cache_file dec;
     memset(&dec, 0, sizeof dec);
     CHECK(db && cache_file_parse(db, dn, &dec) == KVTC_OK);
@@ -330,7 +317,7 @@ int main(void) {
     /* truncated cache file and a garbage basis */
     path_of(p, sizeof p, "test.safetensors");
     size_t cn = 0;
-    void *cb = read_file(p, &cn);
+    void *cb = test_read_file(p, &cn);
     path_of(p, sizeof p, "short.safetensors");
     CHECK(cb && write_file(p, cb, cn - 100) == 0);
     free(cb);

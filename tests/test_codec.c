@@ -54,6 +54,7 @@ static void run(const kvtc_basis *b, const kvtc_encode_options *eo, uint32_t dec
     memset(rr, 0, sizeof *rr);
     rr->r_compress = synth_compress(b, eo, c, &rr->bytes, &rr->size);
     if (rr->r_compress) return;
+    rr->info.struct_size = sizeof rr->info;
     rr->r_info = kvtc_stream_get_info(rr->bytes, rr->size, &rr->info);
     if (rr->r_info) return;
     if (synth_alloc_like(&rr->info.geometry, rr->info.dtype, rr->info.n_tokens, want_positions, &rr->out)) return;
@@ -101,7 +102,7 @@ static kvtc_basis *calibrate_and_reload(const synth_params *sp, const char *name
     CHECK_MSG(r == KVTC_OK, "%s: calibrate: %s", name, kvtc_result_string(r));
     if (r) return NULL;
     CHECK(kvtc_basis_plan_count(b0) == 3);
-    CHECK(kvtc_geometry_check(kvtc_basis_geometry(b0)) == KVTC_OK);
+    CHECK(kvi_geometry_check(kvtc_basis_geometry(b0)) == KVTC_OK);
     CHECK(kvtc_basis_geometry(b0)->n_layers == sp->g.n_layers);
     CHECK(kvtc_basis_recomputed_layers(b0) == 0);
     size_t n = 0;
@@ -119,7 +120,7 @@ static kvtc_basis *calibrate_and_reload(const synth_params *sp, const char *name
     double p = (double)synth_p(&sp->g);
     double prev_err = -1.0;
     for (uint32_t i = 0; i < 3; i++) {
-        kvtc_plan_info a, c;
+        kvtc_plan_info a = {.struct_size = sizeof a}, c = {.struct_size = sizeof c};
         CHECK(kvtc_basis_plan_info(b0, i, &a) == KVTC_OK);
         CHECK(kvtc_basis_plan_info(b1, i, &c) == KVTC_OK);
         CHECK_MSG(plan_info_equal(&a, &c), "%s: plan %u info differs after reload", name, i);
@@ -135,7 +136,7 @@ static kvtc_basis *calibrate_and_reload(const synth_params *sp, const char *name
         prev_err = e;
         CHECK(isfinite(a.expected_error_k) && a.expected_error_k >= 0);
     }
-    kvtc_plan_info dummy;
+    kvtc_plan_info dummy = {.struct_size = sizeof dummy};
     CHECK(kvtc_basis_plan_info(b1, 3, &dummy) == KVTC_ERR_NO_PLAN);
     uint32_t idx = 99;
     CHECK(kvtc_basis_find_plan(b1, 20.0, &idx) == KVTC_OK && idx == 1);
@@ -208,7 +209,7 @@ static void acceptance(const kvtc_geometry *g, const char *name, kvtc_basis **ke
         CHECK_MSG(achieved >= ratios[i] * 0.95, "%s@%g: achieved ratio %.2f", name, ratios[i], achieved);
 
         /* measured error vs the plan's prediction */
-        kvtc_plan_info pi;
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
         uint32_t idx;
         CHECK(kvtc_basis_find_plan(b, ratios[i], &idx) == KVTC_OK);
         CHECK(kvtc_basis_plan_info(b, idx, &pi) == KVTC_OK);
@@ -255,7 +256,7 @@ static void test_dtypes(const kvtc_basis *b, const kvtc_geometry *g) {
         CHECK(rr.info.raw_bytes == 2ull * (N_SINK + N_WINDOW) * synth_p(g) * 2);
         CHECK(rr.info.k_bytes == synth_p(g) * 333 * 2);
         CHECK_MSG(rr.raw_exact, "dtype %d: sink/window not bit-exact", (int)dts[i]);
-        kvtc_plan_info pi;
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
         CHECK(kvtc_basis_plan_info(b, 1, &pi) == KVTC_OK);
         /* output rounding to 16 bits adds at most ~2^-16 (bf16) of the energy */
         CHECK_MSG(rr.err_k <= 1.5 * pi.expected_error_k + 2e-5 * rr.energy_k, "dtype %d: K err %.4g exp %.4g",
@@ -289,7 +290,7 @@ static void test_positions(const kvtc_basis *b, const kvtc_geometry *g) {
     CHECK(rr.info.has_positions == 1);
     CHECK(rr.out.positions && memcmp(rr.out.positions, pos, sizeof(int64_t) * n) == 0);
     CHECK(rr.raw_exact);
-    kvtc_plan_info pi;
+    kvtc_plan_info pi = {.struct_size = sizeof pi};
     CHECK(kvtc_basis_plan_info(b, 1, &pi) == KVTC_OK);
     CHECK_MSG(rr.err_k <= 1.5 * pi.expected_error_k + 1e-4 * rr.energy_k, "positions: K err %.4g exp %.4g", rr.err_k,
               pi.expected_error_k);
@@ -373,7 +374,7 @@ static void test_small(const kvtc_basis *b, const kvtc_geometry *g) {
     uint8_t *buf = NULL;
     size_t size = 0;
     CHECK(synth_compress(b, &eo, &c0, &buf, &size) == KVTC_OK);
-    kvtc_stream_info in;
+    kvtc_stream_info in = {.struct_size = sizeof in};
     CHECK(kvtc_stream_get_info(buf, size, &in) == KVTC_OK);
     CHECK(in.n_tokens == 0 && in.n_coded_tokens == 0 && in.n_chunks == 0 && in.n_sink == 0 && in.n_window == 0);
     CHECK(in.k_bytes == 0 && in.coded_bytes == 0 && in.raw_bytes == 0 && in.stream_bytes == size);
@@ -472,7 +473,7 @@ static void test_bound_determinism(const kvtc_basis *b, const kvtc_geometry *g) 
     run(b, &eo, 3, &sc.c, 0, &rr);
     CHECK(rr.r_decompress == KVTC_OK && rr.raw_exact);
     CHECK(rr.info.n_chunks == 5);
-    kvtc_plan_info pi;
+    kvtc_plan_info pi = {.struct_size = sizeof pi};
     CHECK(kvtc_basis_plan_info(b, 1, &pi) == KVTC_OK);
     CHECK_MSG(rr.err_k <= 1.5 * pi.expected_error_k + 2e-5 * rr.energy_k, "long: K err %.4g exp %.4g", rr.err_k,
               pi.expected_error_k);
@@ -592,7 +593,7 @@ static void test_arguments(const kvtc_basis *b, const kvtc_geometry *g) {
     CHECK(kvtc_compress(e, &nok, tmp, sizeof tmp, &w) == KVTC_ERR_INVALID_ARGUMENT);
     CHECK(kvtc_compress_bound(e, &nok) == 0);
     kvtc_encoder_free(e);
-    kvtc_stream_info in;
+    kvtc_stream_info in = {.struct_size = sizeof in};
     CHECK(kvtc_stream_get_info(NULL, 10, &in) == KVTC_ERR_INVALID_ARGUMENT);
     synth_free(&sc);
 }
@@ -630,7 +631,7 @@ static void test_calibrator(const kvtc_geometry *g) {
         encode_options(&eo, 16, CHUNK, 1);
         run_result rr;
         run(b2, &eo, 1, &tc.c, 0, &rr);
-        kvtc_plan_info pi;
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
         CHECK(kvtc_basis_plan_info(b1, 1, &pi) == KVTC_OK);
         CHECK_MSG(rr.r_decompress == KVTC_OK && rr.err_k <= 1.5 * pi.expected_error_k + 1e-5 * rr.energy_k,
                   "basis of a second finish: K error %.4g vs %.4g expected of the first", rr.err_k, pi.expected_error_k);
@@ -760,7 +761,7 @@ static void test_recompute(const kvtc_geometry *g) {
     size_t size = 0;
     CHECK(synth_compress(b, &eo, &noids, &buf, &size) == KVTC_ERR_INVALID_ARGUMENT);
     CHECK(synth_compress(b, &eo, &sc.c, &buf, &size) == KVTC_OK);
-    kvtc_stream_info in;
+    kvtc_stream_info in = {.struct_size = sizeof in};
     CHECK(kvtc_stream_get_info(buf, size, &in) == KVTC_OK);
     CHECK(in.recompute_layers == 1 && in.has_token_ids && in.has_positions);
     double achieved = (double)in.n_coded_tokens * 2.0 * synth_p(g) * 16.0 / (8.0 * in.coded_bytes);
@@ -795,7 +796,7 @@ static void test_recompute(const kvtc_geometry *g) {
     double err = 0;
     for (uint64_t t = N_SINK; t < 200 - N_WINDOW; t++) err += synth_token_sqerr(&sc.c, &out, 1, t);
     err /= 200 - N_SINK - N_WINDOW;
-    kvtc_plan_info pi;
+    kvtc_plan_info pi = {.struct_size = sizeof pi};
     CHECK(kvtc_basis_plan_info(b, 1, &pi) == KVTC_OK);
     CHECK_MSG(err <= 1.5 * pi.expected_error_k + 1e-3, "recompute: K err %.4g exp %.4g", err, pi.expected_error_k);
     kvtc_decoder_free(d);

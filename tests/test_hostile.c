@@ -79,7 +79,7 @@ typedef struct field_case {
     kvtc_result info, decode;
 } field_case;
 
-#define F32BITS(x) ((uint64_t)kvtc_f32_bits(x))
+#define F32BITS(x) ((uint64_t)kvi_f32_bits(x))
 static uint64_t f64bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 
 static void test_header_fields(const uint8_t *s, size_t n, uint32_t codec) {
@@ -174,7 +174,7 @@ static void test_header_fields(const uint8_t *s, size_t n, uint32_t codec) {
         uint64_t v = fc->value;
         memcpy(b + fc->off, &v, fc->width); /* little-endian host */
         resign(b);
-        kvtc_stream_info info;
+        kvtc_stream_info info = {.struct_size = sizeof info};
         kvtc_result ri = kvtc_stream_get_info(b, n, &info);
         kvtc_result rd = try_decode(b, n);
         CHECK_MSG(ri == fc->info, "%s: info %s, want %s", fc->what, kvtc_result_string(ri),
@@ -185,16 +185,16 @@ static void test_header_fields(const uint8_t *s, size_t n, uint32_t codec) {
     /* the CRCs themselves: header CRC, table CRC (header CRC recomputed) */
     memcpy(b, s, n);
     b[124] ^= 1;
-    CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){0}) == KVTC_ERR_CORRUPT);
+    CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_ERR_CORRUPT);
     memcpy(b, s, n);
     b[108] ^= 1;
     st32(b + 124, (uint32_t)libdeflate_crc32(0, b, 124));
-    CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){0}) == KVTC_ERR_CORRUPT);
+    CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_ERR_CORRUPT);
     /* magic: every byte */
     for (int i = 0; i < 8; i++) {
         memcpy(b, s, n);
         b[i] ^= 0x20;
-        CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){0}) == KVTC_ERR_BAD_MAGIC);
+        CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_ERR_BAD_MAGIC);
         CHECK(try_decode(b, n) == KVTC_ERR_BAD_MAGIC);
     }
     /* reserved header bytes (112..123) and entry words are ignored, as
@@ -202,7 +202,7 @@ static void test_header_fields(const uint8_t *s, size_t n, uint32_t codec) {
     memcpy(b, s, n);
     b[115] = 0xFF;
     resign(b);
-    CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){0}) == KVTC_OK);
+    CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_OK);
     free(b);
 }
 
@@ -219,7 +219,7 @@ static void test_section_table(const uint8_t *s, size_t n) {
                 memcpy(b, s, n);
                 st64(b + 128 + 24 * sec + 8 * fld, vals[k]);
                 resign(b);
-                kvtc_result r = kvtc_stream_get_info(b, n, &(kvtc_stream_info){0});
+                kvtc_result r = kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)});
                 CHECK_MSG(r == KVTC_ERR_CORRUPT, "section %d field %d value %llu: %s", sec, fld,
                           (unsigned long long)vals[k], kvtc_result_string(r));
                 CHECK(try_decode(b, n) == KVTC_ERR_CORRUPT);
@@ -231,7 +231,7 @@ static void test_section_table(const uint8_t *s, size_t n) {
         if (!size) continue;
         memcpy(b, s, n);
         b[off + size / 2] ^= 0x10;
-        CHECK_MSG(kvtc_stream_get_info(b, n, &(kvtc_stream_info){0}) == KVTC_ERR_CORRUPT, "section %d flip", sec);
+        CHECK_MSG(kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_ERR_CORRUPT, "section %d flip", sec);
         CHECK(try_decode(b, n) == KVTC_ERR_CORRUPT);
     }
     free(b);
@@ -257,7 +257,7 @@ static void test_chunk_index(const uint8_t *s, size_t n) {
             uint32_t crc = (uint32_t)libdeflate_crc32(0, b + io, (size_t)is);
             st32(b + 128 + 24 * 4 + 16, crc);
             resign(b);
-            CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){0}) == KVTC_OK);
+            CHECK(kvtc_stream_get_info(b, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_OK);
             kvtc_result r = try_decode(b, n);
             CHECK_MSG(r == KVTC_ERR_CORRUPT, "chunk %u %s: %s", e, f[i].what, kvtc_result_string(r));
         }
@@ -283,7 +283,7 @@ static void test_chunk_index(const uint8_t *s, size_t n) {
 static void test_truncation(const uint8_t *s, size_t n) {
     int bad = 0;
     for (size_t len = 0; len < n; len++) {
-        kvtc_stream_info info;
+        kvtc_stream_info info = {.struct_size = sizeof info};
         kvtc_result want = len == 0 ? KVTC_ERR_BAD_MAGIC : KVTC_ERR_TRUNCATED;
         if (kvtc_stream_get_info(s, len, &info) != want) bad++;
         if (try_decode(s, len) != want) bad++;
@@ -388,7 +388,7 @@ static void test_cache_file_overflow(void) {
     st32(s + 28, 4);
     st32(s + 32, 4);
     resign(s);
-    CHECK(kvtc_stream_get_info(s, n, &(kvtc_stream_info){0}) == KVTC_ERR_TOO_LARGE);
+    CHECK(kvtc_stream_get_info(s, n, &(kvtc_stream_info){.struct_size = sizeof(kvtc_stream_info)}) == KVTC_ERR_TOO_LARGE);
     free(s);
 }
 
@@ -560,7 +560,7 @@ static void test_short_caches(void) {
                 size_t sn = 0;
                 kvtc_result r = synth_compress(BASIS, &eo, &sc.c, &s, &sn);
                 CHECK_MSG(r == KVTC_OK, "n %llu dtype %d: %s", (unsigned long long)n, dt, kvtc_result_string(r));
-                kvtc_stream_info info;
+                kvtc_stream_info info = {.struct_size = sizeof info};
                 CHECK(kvtc_stream_get_info(s, sn, &info) == KVTC_OK);
                 CHECK(info.n_tokens == n);
                 CHECK(info.n_coded_tokens == (n > 20 ? n - 20 : 0));

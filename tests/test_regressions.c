@@ -3,7 +3,7 @@
  * One function per bug, named for what it guards; the input bytes are
  * spelled out so the test never depends on the fuzzers.
  *
- * geometry_product_wraps_64_bits: kvtc_geometry_check computed
+ * geometry_product_wraps_64_bits: kvi_geometry_check computed
  *   n_layers * n_kv_heads * head_dim in 64 bits without bounding the
  *   factors, so 2^31 x 2^31 x 4 wrapped to 0 and passed the row-size limit.
  *   A cache file with that geometry (and no tokens) parsed as valid, a
@@ -61,7 +61,7 @@ static void regression_geometry_product_wraps_64_bits_stream_header(void) {
         memcpy(s + 20, v, sizeof v);
         uint32_t crc = (uint32_t)libdeflate_crc32(0, s, 124);
         memcpy(s + 124, &crc, 4);
-        kvtc_stream_info info;
+        kvtc_stream_info info = {.struct_size = sizeof info};
         CHECK(kvtc_stream_get_info(s, n, &info) == KVTC_ERR_TOO_LARGE);
         kvtc_decoder *d = NULL;
         CHECK(kvtc_decoder_alloc(b, NULL, &d) == KVTC_OK);

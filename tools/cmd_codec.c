@@ -103,7 +103,7 @@ int cmd_compress(int argc, char **argv) {
     size_t written;
     if ((r = kvtc_compress(e, &cf.cache, zbuf, cap, &written))) { cli_fail("compress", "%s", kvtc_result_string(r)); goto done; }
     if (cli_write_file(out, zbuf, written, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
-    kvtc_stream_info info;
+    kvtc_stream_info info = {.struct_size = sizeof info};
     kvtc_stream_get_info(zbuf, written, &info);
     double raw16 = 2.0 * info.k_bytes / kvtc_dtype_size(info.dtype) * 2.0;
     fprintf(stderr, "kvtc: %s -> %s: %" PRIu64 " tokens (%" PRIu64 " coded), %zu bytes, %.2fx vs fp16 total, %.2fx over coded tokens\n",
@@ -156,7 +156,7 @@ int cmd_decompress(int argc, char **argv) {
     kvtc_decoder *d = NULL;
     int rc = 1;
     kvtc_result r;
-    kvtc_stream_info info;
+    kvtc_stream_info info = {.struct_size = sizeof info};
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     if ((r = kvtc_stream_get_info(buf, size, &info))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
     if (info.recompute_layers) {
@@ -195,7 +195,7 @@ static void print_basis(const kvtc_basis *b) {
     printf("  %-8s %-12s %-10s %-8s %-8s %-12s %-12s\n", "plan", "target", "bits/tok", "rank K", "rank V",
            "exp.err K", "exp.err V");
     for (uint32_t i = 0; i < kvtc_basis_plan_count(b); i++) {
-        kvtc_plan_info pi;
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
         kvtc_basis_plan_info(b, i, &pi);
         printf("  %-8u %-12.4g %-10.0f %-8u %-8u %-12.4g %-12.4g  (coded ratio %.2fx before DEFLATE)\n", i,
                pi.target_ratio, pi.bits_per_token, pi.rank_k, pi.rank_v, pi.expected_error_k,
@@ -214,7 +214,7 @@ int cmd_info(int argc, char **argv) {
     char err[512];
     if (cli_read_file(argv[1], &buf, &size, err, sizeof err)) return cli_fail("info", "%s", err);
     int rc = 0;
-    kvtc_stream_info si;
+    kvtc_stream_info si = {.struct_size = sizeof si};
     kvtc_result r = kvtc_stream_get_info(buf, size, &si);
     if (r == KVTC_OK) {
         const kvtc_geometry *g = &si.geometry;

@@ -123,7 +123,9 @@ static int check_case(const char *name, kvtc_geometry g, uint64_t n_tok, uint32_
         }
     }
     for (uint32_t i = 0; i < bc->n_plans; i++) {
-        kvtc_plan_info pc, pg;
+        kvtc_plan_info pc{}, pg{};
+        pc.struct_size = sizeof pc;
+        pg.struct_size = sizeof pg;
         kvtc_basis_plan_info(bc, i, &pc);
         kvtc_basis_plan_info(bgp, i, &pg);
         printf("  plan %.0f: cpu rank %u/%u err %.4g/%.4g bits %.0f | gpu rank %u/%u err %.4g/%.4g bits %.0f\n",
@@ -268,7 +270,8 @@ static int time_case(uint64_t n_tok, uint32_t rank, kvtc_cuda_gemm mode, uint32_
            p, (unsigned long long)n_tok, st.rank, st.subspace, mode == KVTC_CUDA_GEMM_TF32 ? "tf32" : "fp32", tt,
            st.covariance_s, st.eigen_s, st.dp_stats_s, st.plans_s, tt - tgen);
     for (uint32_t i = 0; i < b->n_plans; i++) {
-        kvtc_plan_info pi;
+        kvtc_plan_info pi{};
+        pi.struct_size = sizeof pi;
         kvtc_basis_plan_info(b, i, &pi);
         printf("  plan %.0f: rank K %u V %u, expected error K %.4g V %.4g\n", pi.target_ratio, pi.rank_k, pi.rank_v,
                pi.expected_error_k, pi.expected_error_v);

@@ -92,7 +92,7 @@ static void dev_free(DevCache &d) {
 static float elem(const void *b, kvtc_dtype t, uint64_t i) {
     if (t == KVTC_DTYPE_F32) return ((const float *)b)[i];
     uint16_t h = ((const uint16_t *)b)[i];
-    return t == KVTC_DTYPE_F16 ? kvtc_f16_to_f32(h) : kvtc_bf16_to_f32(h);
+    return t == KVTC_DTYPE_F16 ? kvi_f16_to_f32(h) : kvi_bf16_to_f32(h);
 }
 
 struct Cmp {
@@ -220,7 +220,8 @@ static void check(void) {
     double t0 = now_s();
     kvtc_basis *b = bs_calibrate_small(&g, n, rank, 16.0);
     if (!b) { printf("FAIL: calibration\n"); g_fail++; return; }
-    kvtc_plan_info pi;
+    kvtc_plan_info pi{};
+    pi.struct_size = sizeof pi;
     kvtc_basis_plan_info(b, 0, &pi);
     printf("calibrated p=%u in %.1f s: plan 16x rank_k %u rank_v %u, %u/%u groups\n", g.n_layers * g.n_kv_heads * g.head_dim,
            now_s() - t0, pi.rank_k, pi.rank_v, pi.n_groups_k, pi.n_groups_v);
@@ -274,7 +275,8 @@ static void check(void) {
         CU(cudaMalloc(&ws, wsz));
         // GPU encode -> CPU decode
         std::vector<uint8_t> gs = gpu_compress(cc, dc, ws, wsz, st);
-        kvtc_stream_info info;
+        kvtc_stream_info info{};
+        info.struct_size = sizeof info;
         kvtc_result ri = kvtc_stream_get_info(gs.data(), gs.size(), &info);
         EXPECT(ri == KVTC_OK && info.entropy_codec == KVTC_CODEC_RANS, "GPU stream info: %s", kvtc_result_string(ri));
         kvtc_cache a;
@@ -508,7 +510,7 @@ static void bench(uint32_t m) {
     const basis_stream *bs[2] = {&b->k, &b->v};
     for (int s = 0; s < 2; s++) {
         std::vector<uint16_t> q((size_t)m * p);
-        for (size_t i = 0; i < q.size(); i++) q[i] = kvtc_f32_to_bf16(bs[s]->basis[i]);
+        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
         CU(cudaMalloc(&d_Q[s], q.size() * 2));
         CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
         CU(cudaMalloc(&d_mean[s], 4 * p));
@@ -632,7 +634,8 @@ static void bench(uint32_t m) {
             (s ? ev : ek) = sqrt(acc[0] / acc[1]);
         }
         cudaFree(d_acc);
-        kvtc_stream_info info;
+        kvtc_stream_info info{};
+        info.struct_size = sizeof info;
         std::vector<uint8_t> s0(sizes[0]);
         CU(cudaMemcpy(s0.data(), d_out[0], sizes[0], cudaMemcpyDeviceToHost));
         KV(kvtc_stream_get_info(s0.data(), s0.size(), &info));

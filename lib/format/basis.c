@@ -15,6 +15,8 @@
 #include "io/safetensors.h"
 #include "util/cache.h"
 #include "util/hash.h"
+#include "util/numfmt.h"
+#include "util/out_struct.h"
 
 #define BASIS_FORMAT_NAME "kvtc-basis"
 #define BASIS_FORMAT_VERSION 1
@@ -57,11 +59,11 @@ void kvtc_basis_free(kvtc_basis *b) {
 }
 
 static uint64_t hash_stream(uint64_t h, const basis_stream *s) {
-    h = kvtc_hash_update(h, &s->p, sizeof s->p);
-    h = kvtc_hash_update(h, &s->rank, sizeof s->rank);
-    h = kvtc_hash_update(h, s->mean, sizeof(float) * s->p);
-    h = kvtc_hash_update(h, s->weight, sizeof(float) * s->p);
-    h = kvtc_hash_update(h, s->basis, sizeof(float) * (size_t)s->rank * s->p);
+    h = kvi_hash_update(h, &s->p, sizeof s->p);
+    h = kvi_hash_update(h, &s->rank, sizeof s->rank);
+    h = kvi_hash_update(h, s->mean, sizeof(float) * s->p);
+    h = kvi_hash_update(h, s->weight, sizeof(float) * s->p);
+    h = kvi_hash_update(h, s->basis, sizeof(float) * (size_t)s->rank * s->p);
     return h;
 }
 
@@ -70,7 +72,7 @@ static uint64_t hash_groups(uint64_t h, const plan_stream *s) {
         uint8_t rec[5];
         memcpy(rec, &s->groups[i].size, 4);
         rec[4] = s->groups[i].bits;
-        h = kvtc_hash_update(h, rec, sizeof rec);
+        h = kvi_hash_update(h, rec, sizeof rec);
     }
     return h;
 }
@@ -78,10 +80,10 @@ static uint64_t hash_groups(uint64_t h, const plan_stream *s) {
 void basis_update_fingerprints(kvtc_basis *b) {
     /* Hash a canonical byte form of the geometry so padding never enters. */
     uint32_t geo[8] = {b->geometry.n_layers, b->geometry.n_kv_heads, b->geometry.head_dim,
-                       kvtc_geometry_rope_dim(&b->geometry), (uint32_t)b->geometry.rope_type, 0,
+                       kvi_geometry_rope_dim(&b->geometry), (uint32_t)b->geometry.rope_type, 0,
                        b->recompute_layers, (uint32_t)b->rope_removed};
     memcpy(&geo[5], &b->geometry.rope_theta, 4);
-    uint64_t h = kvtc_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
+    uint64_t h = kvi_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
     h = hash_stream(h, &b->k);
     h = hash_stream(h, &b->v);
     b->transform_fingerprint = h;
@@ -115,15 +117,15 @@ typedef char *(*meta_text_fn)(void *ctx, const char *key);
 static kvtc_result basis_content_hash(const kvtc_basis *b, uint32_t n_plans, meta_text_fn meta, void *ctx,
                                       uint64_t *out) {
     static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
-    uint64_t h = kvtc_hash_update(b->transform_fingerprint, b->k.eigenvalues, sizeof(float) * b->k.rank);
-    h = kvtc_hash_update(h, b->v.eigenvalues, sizeof(float) * b->v.rank);
+    uint64_t h = kvi_hash_update(b->transform_fingerprint, b->k.eigenvalues, sizeof(float) * b->k.rank);
+    h = kvi_hash_update(h, b->v.eigenvalues, sizeof(float) * b->v.rank);
     char key[48];
     for (uint32_t i = 0; i < n_plans; i++)
         for (int fi = 0; fi < 5; fi++) {
             snprintf(key, sizeof key, "plan.%u.%s", i, fields[fi]);
             char *text = meta(ctx, key);
             if (!text) return KVTC_ERR_CORRUPT;
-            h = kvtc_hash_update(h, text, strlen(text) + 1);
+            h = kvi_hash_update(h, text, strlen(text) + 1);
             free(text);
         }
     *out = h;
@@ -150,9 +152,9 @@ static char *basis_meta_text(void *ctx, const char *key) {
     char field[16], buf[64];
     if (sscanf(key, "plan.%u.%15s", &i, field) != 2 || i >= b->n_plans) return NULL;
     const basis_plan *pl = &b->plans[i];
-    if (!strcmp(field, "ratio")) snprintf(buf, sizeof buf, "%.17g", pl->target_ratio);
-    else if (!strcmp(field, "k_error")) snprintf(buf, sizeof buf, "%.17g", pl->k.error);
-    else if (!strcmp(field, "v_error")) snprintf(buf, sizeof buf, "%.17g", pl->v.error);
+    if (!strcmp(field, "ratio")) kvi_format_g(buf, sizeof buf, 17, pl->target_ratio);
+    else if (!strcmp(field, "k_error")) kvi_format_g(buf, sizeof buf, 17, pl->k.error);
+    else if (!strcmp(field, "v_error")) kvi_format_g(buf, sizeof buf, 17, pl->v.error);
     else if (!strcmp(field, "k")) return groups_to_string(&pl->k);
     else if (!strcmp(field, "v")) return groups_to_string(&pl->v);
     else return NULL;
@@ -166,8 +168,11 @@ uint32_t kvtc_basis_recomputed_layers(const kvtc_basis *b) { return b ? b->recom
 uint64_t kvtc_basis_fingerprint(const kvtc_basis *b) { return b ? b->transform_fingerprint : 0; }
 uint32_t kvtc_basis_plan_count(const kvtc_basis *b) { return b ? b->n_plans : 0; }
 
-kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out) {
-    if (!b || !out) return KVTC_ERR_INVALID_ARGUMENT;
+kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *caller) {
+    /* filled completely here, then copied as far as the caller's struct_size reaches */
+    kvtc_plan_info full = {0}, *out = &full;
+    if (!b || !caller) return KVTC_ERR_INVALID_ARGUMENT;
+    if (caller->struct_size < KVI_PLAN_INFO_MIN_SIZE) return KVTC_ERR_INVALID_ARGUMENT;
     if (index >= b->n_plans) return KVTC_ERR_NO_PLAN;
     const basis_plan *pl = &b->plans[index];
     out->target_ratio = pl->target_ratio;
@@ -178,7 +183,7 @@ kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_
     out->n_groups_v = pl->v.n_groups;
     out->rank_k = pl->k.rank_used;
     out->rank_v = pl->v.rank_used;
-    return KVTC_OK;
+    return kvi_out_struct_fill(caller, out, sizeof *out, KVI_PLAN_INFO_MIN_SIZE);
 }
 
 kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index) {
@@ -281,9 +286,9 @@ static kvtc_result basis_writer(const kvtc_basis *b, st_writer **out) {
     if ((r = add_meta_u64(w, "n_layers", g->n_layers))) goto fail;
     if ((r = add_meta_u64(w, "n_kv_heads", g->n_kv_heads))) goto fail;
     if ((r = add_meta_u64(w, "head_dim", g->head_dim))) goto fail;
-    if ((r = add_meta_u64(w, "rope_dim", kvtc_geometry_rope_dim(g)))) goto fail;
+    if ((r = add_meta_u64(w, "rope_dim", kvi_geometry_rope_dim(g)))) goto fail;
     if ((r = st_writer_add_meta(w, "rope_type", rope_type_name(g->rope_type)))) goto fail;
-    snprintf(buf, sizeof buf, "%.9g", (double)g->rope_theta);
+    kvi_format_g(buf, sizeof buf, 9, (double)g->rope_theta);
     if ((r = st_writer_add_meta(w, "rope_theta", buf))) goto fail;
     if ((r = add_meta_u64(w, "recompute_layers", b->recompute_layers))) goto fail;
     if ((r = add_meta_u64(w, "rope_removed", (uint64_t)b->rope_removed))) goto fail;
@@ -349,7 +354,7 @@ static kvtc_result meta_double(const st_file *f, const char *key, double *out) {
     const char *s = st_meta_get(f, key);
     if (!s || !*s) return KVTC_ERR_CORRUPT;
     char *end;
-    double v = strtod(s, &end);
+    double v = kvi_strtod(s, &end);
     if (*end || !isfinite(v)) return KVTC_ERR_CORRUPT;
     *out = v;
     return KVTC_OK;
@@ -420,7 +425,7 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     else { r = KVTC_ERR_CORRUPT; goto fail; }
     if ((r = meta_double(&f, "rope_theta", &theta))) goto fail;
     g->rope_theta = (float)theta;
-    if ((r = kvtc_geometry_check(g)) != KVTC_OK) {
+    if ((r = kvi_geometry_check(g)) != KVTC_OK) {
         r = r == KVTC_ERR_TOO_LARGE ? r : KVTC_ERR_CORRUPT;
         goto fail;
     }
@@ -428,7 +433,7 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     if (b->recompute_layers >= g->n_layers) { r = KVTC_ERR_CORRUPT; goto fail; }
     if ((r = meta_u32(&f, "rope_removed", &rr)) || rr > 1) { r = KVTC_ERR_CORRUPT; goto fail; }
     b->rope_removed = (int)rr;
-    uint32_t p = (uint32_t)kvtc_row_width(g, b->recompute_layers);
+    uint32_t p = (uint32_t)kvi_row_width(g, b->recompute_layers);
     if ((r = load_stream(&f, "k", p, &b->k))) goto fail;
     if ((r = load_stream(&f, "v", p, &b->v))) goto fail;
     if ((r = meta_u32(&f, "n_plans", &n_plans))) goto fail;

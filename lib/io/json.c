@@ -19,8 +19,8 @@
  * case "[0,0,0,...]" (sizeof(json_value) per 2 bytes), typically a few
  * bytes per byte. The recursion depth is bounded by JSON_MAX_DEPTH.
  *
- * Numbers are converted with strtod on a NUL-terminated copy of the token;
- * the process is expected to run in the "C" locale (decimal point '.').
+ * Numbers are converted with kvi_strtod (strtod in the "C" locale, whatever
+ * the process locale is) on a NUL-terminated copy of the token.
  * Integral literals are additionally accumulated exactly into int64.
  */
 #include "io/json.h"
@@ -28,6 +28,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/numfmt.h"
 
 /* The root is the first member so that json_free can recover the pools. */
 typedef struct json_doc {
@@ -262,7 +264,7 @@ static int parse_number(parser *ps, json_value *v)
     memcpy(buf, s, len);
     buf[len] = '\0';
     char *ep = NULL;
-    double d = strtod(buf, &ep);
+    double d = kvi_strtod(buf, &ep);
     int ok = ep == buf + len;
     if (buf != small) free(buf);
     if (!ok || isinf(d)) return fail(ps, s);

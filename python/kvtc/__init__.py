@@ -44,6 +44,11 @@ if _missing:
     raise OSError("%s lacks %s: not a libkvtc this binding knows" % (library_path, ", ".join(_missing)))
 
 
+def version():
+    """The loaded library's version: ("MAJOR.MINOR.PATCH", MAJOR*10000 + MINOR*100 + PATCH)."""
+    return _lib.kvtc_version_string().decode(), _lib.kvtc_version_number()
+
+
 def result_string(code):
     """The library's description of a kvtc_result (kvtc_result_string)."""
     return _lib.kvtc_result_string(int(code)).decode()

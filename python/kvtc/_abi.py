@@ -61,7 +61,7 @@ class Cache(C.Structure):
 
 
 class PlanInfo(C.Structure):
-    _fields_ = [("target_ratio", C.c_double), ("bits_per_token", C.c_double), ("expected_error_k", C.c_double),
+    _fields_ = [("struct_size", C.c_size_t), ("target_ratio", C.c_double), ("bits_per_token", C.c_double), ("expected_error_k", C.c_double),
                 ("expected_error_v", C.c_double), ("n_groups_k", C.c_uint32), ("n_groups_v", C.c_uint32),
                 ("rank_k", C.c_uint32), ("rank_v", C.c_uint32)]
 
@@ -91,7 +91,7 @@ class DecodeOptions(C.Structure):
 
 
 class StreamInfo(C.Structure):
-    _fields_ = [("version_major", C.c_uint32), ("version_minor", C.c_uint32), ("geometry", Geometry),
+    _fields_ = [("struct_size", C.c_size_t), ("version_major", C.c_uint32), ("version_minor", C.c_uint32), ("geometry", Geometry),
                 ("dtype", C.c_int), ("n_tokens", C.c_uint64), ("n_sink", C.c_uint32), ("n_window", C.c_uint32),
                 ("n_coded_tokens", C.c_uint64), ("n_chunks", C.c_uint32), ("chunk_tokens", C.c_uint32),
                 ("recompute_layers", C.c_uint32), ("entropy_codec", C.c_uint32), ("has_positions", C.c_int),
@@ -136,6 +136,8 @@ _SIZE = C.c_size_t
 # name: (restype, argtypes)
 CPU_FUNCTIONS = {
     "kvtc_result_string": (C.c_char_p, [C.c_int]),
+    "kvtc_version_string": (C.c_char_p, []),
+    "kvtc_version_number": (C.c_uint, []),
     "kvtc_basis_load": (C.c_int, [_P, _SIZE, _PP]),
     "kvtc_basis_serialized_size": (_SIZE, [_P]),
     "kvtc_basis_serialize": (C.c_int, [_P, _P, _SIZE, C.POINTER(_SIZE)]),

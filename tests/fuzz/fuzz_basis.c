@@ -21,7 +21,7 @@ static void codec_with_plans(const kvtc_basis *b) {
     synth_cache sc;
     if (synth_make(&sp, &sc)) return;
     for (uint32_t i = 0; i < kvtc_basis_plan_count(b); i++) {
-        kvtc_plan_info pi;
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
         if (kvtc_basis_plan_info(b, i, &pi) != KVTC_OK) abort();
         kvtc_encode_options eo;
         kvtc_encode_options_init(&eo);

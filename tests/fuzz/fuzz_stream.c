@@ -69,7 +69,7 @@ static void fix_crcs(uint8_t *b, size_t n) {
 }
 
 static void decode_one(const uint8_t *data, size_t size, int threads) {
-    kvtc_stream_info info;
+    kvtc_stream_info info = {.struct_size = sizeof info};
     kvtc_result ri = kvtc_stream_get_info(data, size, &info);
     if (ri != KVTC_OK) {
         /* decompress validates the same prefix: it must fail as well */
