@@ -56,7 +56,7 @@ extern "C" {
 
 /* Version of the container bitstream this library writes (docs/FORMAT.md). */
 #define KVTC_FORMAT_VERSION_MAJOR 1
-#define KVTC_FORMAT_VERSION_MINOR 0
+#define KVTC_FORMAT_VERSION_MINOR 1
 
 /* ------------------------------------------------------------------------ */
 /* Results                                                                   */
@@ -81,6 +81,12 @@ typedef enum kvtc_result {
     KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
     KVTC_ERR_CALLBACK,            /* a user callback reported failure */
     KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
+    KVTC_ERR_OUT_OF_RANGE,        /* finite input the codec cannot represent: a PCA
+                                   * coordinate or quantization step beyond fp16's
+                                   * +-65504 (e.g. values near fp16's limit or f32
+                                   * caches of huge magnitude); nothing is written */
+    KVTC_ERR_MODEL_MISMATCH,      /* the stream recomputes layers with another model
+                                   * (model fingerprints differ, docs/FORMAT.md) */
     KVTC_RESULT_COUNT_
 } kvtc_result;
 
@@ -267,6 +273,13 @@ typedef struct kvtc_encode_options {
                                   * its spinning threads otherwise take the cores. */
     int deflate_level;           /* libdeflate level 0..12 (default 6) */
     uint32_t entropy_codec;      /* KVTC_CODEC_DEFLATE (default) or KVTC_CODEC_RANS */
+    /* Fingerprint of the model the recomputed layers depend on (docs/FORMAT.md
+     * "Model fingerprint": the weights of the recomputed layers, the token
+     * embedding and the tokenizer), computed by the caller, which owns the
+     * model; the library never looks at a model. Non-zero: recorded in the
+     * stream (header flag bit 3) so that decoding with another model fails
+     * with KVTC_ERR_MODEL_MISMATCH. 0 (default): none recorded. */
+    uint64_t model_fingerprint;
 } kvtc_encode_options;
 
 /* Entropy codecs of the chunk payloads (docs/FORMAT.md). Both code the same
@@ -288,8 +301,20 @@ size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
 
 /* Compress `cache` into out[0..cap). *written receives the exact size.
  * KVTC_ERR_BUFFER_TOO_SMALL if cap is too small (a cap of
- * kvtc_compress_bound() always suffices). Output is deterministic: the same
- * input and options give the same bytes with any thread count. */
+ * kvtc_compress_bound() always suffices). KVTC_ERR_NUMERIC for NaN/Inf in
+ * a coded token; KVTC_ERR_OUT_OF_RANGE for finite values whose PCA
+ * coordinates or quantization steps exceed fp16's range (the stream's
+ * parameters are fp16), instead of writing a stream that decodes wrongly.
+ * The token ids are stored when cache->token_ids is non-NULL (always
+ * needed when the basis recomputes layers), so a round trip keeps them.
+ *
+ * Determinism: the same input, options, basis and library build on the same
+ * BLAS kernel give the same bytes with any thread count. Different OpenBLAS
+ * kernels (OPENBLAS_CORETYPE: Haswell, SkylakeX, ...) or CPUs may sum the
+ * projection in another order; a last-bit difference in a PCA coordinate
+ * can move it across a rounding boundary, so the bytes may differ (all of
+ * them decode, with the same error bound). Pin OPENBLAS_CORETYPE when
+ * byte-identical streams matter (e.g. content-addressed storage). */
 kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written);
 
@@ -309,6 +334,8 @@ typedef struct kvtc_stream_info {
     uint32_t entropy_codec;      /* KVTC_CODEC_DEFLATE or KVTC_CODEC_RANS */
     int has_positions;           /* explicit positions stored */
     int has_token_ids;           /* token ids stored */
+    int has_model_fingerprint;   /* a model fingerprint is recorded (format 1.1) */
+    uint64_t model_fingerprint;  /* that fingerprint, else 0 */
     uint64_t basis_fingerprint;
     double plan_ratio;           /* target ratio of the plan used */
     uint64_t k_bytes, v_bytes;   /* exact decoded size of k and of v in dtype */
@@ -339,6 +366,12 @@ typedef struct kvtc_decode_options {
     uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
     kvtc_recompute_fn recompute; /* needed for streams with recompute_layers > 0 */
     void *recompute_user;
+    /* Fingerprint of the model behind `recompute` (see
+     * kvtc_encode_options.model_fingerprint). A stream that recomputes
+     * layers and records a fingerprint is decoded only when this equals it
+     * (KVTC_ERR_MODEL_MISMATCH otherwise, 0 included, before anything is
+     * written). Streams without one (format 1.0) cannot be checked. */
+    uint64_t model_fingerprint;
 } kvtc_decode_options;
 
 void kvtc_decode_options_init(kvtc_decode_options *o);

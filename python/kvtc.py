@@ -64,7 +64,7 @@ class _CalibOptions(C.Structure):
 class _EncodeOptions(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("ratio", C.c_double), ("n_sink", C.c_uint32),
                 ("n_window", C.c_uint32), ("chunk_tokens", C.c_uint32), ("n_threads", C.c_uint32),
-                ("deflate_level", C.c_int), ("entropy_codec", C.c_uint32)]
+                ("deflate_level", C.c_int), ("entropy_codec", C.c_uint32), ("model_fingerprint", C.c_uint64)]
 
 
 _RECOMPUTE_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_uint32, C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p,
@@ -73,7 +73,7 @@ _RECOMPUTE_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_uint32, C.c_void_p, C.c_voi
 
 class _DecodeOptions(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("n_threads", C.c_uint32), ("recompute", _RECOMPUTE_FN),
-                ("recompute_user", C.c_void_p)]
+                ("recompute_user", C.c_void_p), ("model_fingerprint", C.c_uint64)]
 
 
 class _StreamInfo(C.Structure):
@@ -81,7 +81,8 @@ class _StreamInfo(C.Structure):
                 ("dtype", C.c_int), ("n_tokens", C.c_uint64), ("n_sink", C.c_uint32), ("n_window", C.c_uint32),
                 ("n_coded_tokens", C.c_uint64), ("n_chunks", C.c_uint32), ("chunk_tokens", C.c_uint32),
                 ("recompute_layers", C.c_uint32), ("entropy_codec", C.c_uint32), ("has_positions", C.c_int),
-                ("has_token_ids", C.c_int), ("basis_fingerprint", C.c_uint64), ("plan_ratio", C.c_double),
+                ("has_token_ids", C.c_int), ("has_model_fingerprint", C.c_int),
+                ("model_fingerprint", C.c_uint64), ("basis_fingerprint", C.c_uint64), ("plan_ratio", C.c_double),
                 ("k_bytes", C.c_uint64), ("v_bytes", C.c_uint64), ("stream_bytes", C.c_uint64),
                 ("coded_bytes", C.c_uint64), ("raw_bytes", C.c_uint64)]
 
