@@ -461,7 +461,7 @@ static void test_basis(void) {
     CHECK(load_variant(good, gn, NULL, NULL, "k.mean", 0, 123.0f) == KVTC_ERR_CORRUPT);
     struct { const char *key, *value; kvtc_result want; } m[] = {
         {"format", "kvtc-basiz", KVTC_ERR_BAD_MAGIC},
-        {"format_version", "2", KVTC_ERR_UNSUPPORTED_VERSION},
+        {"format_version", "3", KVTC_ERR_UNSUPPORTED_VERSION}, {"format_version", "1", KVTC_ERR_CORRUPT},
         {"format_version", "0", KVTC_ERR_UNSUPPORTED_VERSION},
         {"format_version", "-1", KVTC_ERR_CORRUPT},
         {"format_version", "99999999999999999999999", KVTC_ERR_CORRUPT},

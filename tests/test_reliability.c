@@ -11,6 +11,10 @@
  * item4_*: the decompression bomb (every chunk-index entry pointing at the
  *   same chunk) and payload sizes no coded size can justify are rejected by
  *   kvtc_stream_get_info, before a caller allocates the decoded size.
+ * item7_*: the basis content hash (format_version 2) is an XXH3-128
+ *   digest: the 16-byte forgery of k.mean that version 1's invertible
+ *   64-bit hash accepted is rejected; version 1 files (tests/data/
+ *   basis_v1.safetensors, written by main at 9e9b377) still load.
  * item8_*: token ids survive a round trip with a basis that recomputes
  *   nothing. */
 #include <libdeflate.h>
@@ -19,10 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/safetensors.h"
 #include "kvtc.h"
 #include "synth.h"
 #include "test.h"
 #include "util/cache.h"
+#include "util/hash.h"
 
 #define N_TOK 48
 #define CHUNK 8
@@ -291,6 +297,94 @@ static void item4_decompression_bomb(const kvtc_basis *b, uint32_t codec) {
     free(s);
 }
 
+/* ---- item 7 ------------------------------------------------------------- */
+
+static uint64_t rotr29(uint64_t x) { return (x >> 29) | (x << 35); }
+
+static uint64_t inverse_odd(uint64_t a) { /* a^-1 mod 2^64 by Newton */
+    uint64_t x = a;
+    for (int i = 0; i < 6; i++) x *= 2 - a * x;
+    return x;
+}
+
+/* One word of kvtc_hash_update's loop. */
+static uint64_t word_step(uint64_t h, uint64_t w) {
+    h = h ^ (w * 0x9e3779b97f4a7c15ull);
+    return ((h << 29) | (h >> 35)) * 0xbf58476d1ce4e5b9ull;
+}
+
+/* Rewrite words 0 and 1 of k.mean (16 bytes) so that the 64-bit hash state
+ * after them, hence the transform fingerprint and version 1's content hash,
+ * stays the same: pick word 0, solve for word 1. */
+static void forge_k_mean(uint8_t *file, size_t n, const kvtc_geometry *g) {
+    st_file f;
+    if (st_parse(file, n, &f) != KVTC_OK) return;
+    const st_tensor *t = st_find(&f, "k.mean");
+    const st_tensor *basis = st_find(&f, "k.basis");
+    uint8_t *mean = t ? (uint8_t *)t->data : NULL; /* points into `file` */
+    uint32_t p = t ? (uint32_t)t->n_elements : 0, rank = basis ? (uint32_t)basis->shape[0] : 0;
+    st_file_free(&f);
+    if (!mean) return;
+    uint32_t geo[8] = {g->n_layers, g->n_kv_heads, g->head_dim, g->head_dim, (uint32_t)g->rope_type, 0, 0, 1};
+    memcpy(&geo[5], &g->rope_theta, 4);
+    uint64_t h0 = kvtc_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
+    h0 = kvtc_hash_update(h0, &p, 4);
+    h0 = kvtc_hash_update(h0, &rank, 4);
+    uint64_t w0 = ld64(mean), w1 = ld64(mean + 8);
+    uint64_t h2 = word_step(word_step(h0, w0), w1);
+    uint64_t w0f = w0 ^ 0x0000000000400000ull; /* a different float in k.mean[0] */
+    uint64_t h1f = word_step(h0, w0f);
+    uint64_t x = rotr29(h2 * inverse_odd(0xbf58476d1ce4e5b9ull)); /* = h1f ^ w1f * K1 */
+    uint64_t w1f = (x ^ h1f) * inverse_odd(0x9e3779b97f4a7c15ull);
+    CHECK(word_step(word_step(h0, w0f), w1f) == h2);
+    st64(mean, w0f);
+    st64(mean + 8, w1f);
+}
+
+static void item7_content_hash_is_a_digest(void) {
+    size_t n = 0;
+    uint8_t *v1 = (uint8_t *)test_read_file("tests/data/basis_v1.safetensors", &n);
+    CHECK(v1 != NULL);
+    if (!v1) return;
+    kvtc_basis *b = NULL;
+    CHECK(kvtc_basis_load(v1, n, &b) == KVTC_OK); /* old files still load */
+    CHECK(b && kvtc_basis_fingerprint(b) == 0x914232eb5ca7fb1bull);
+    if (!b) { free(v1); return; }
+    kvtc_geometry g = *kvtc_basis_geometry(b);
+    /* and work: a round trip through it */
+    synth_params sp;
+    synth_params_init(&sp, &g, KVTC_DTYPE_F32, 64);
+    synth_cache sc;
+    CHECK(synth_make(&sp, &sc) == 0);
+    uint8_t *s = NULL;
+    size_t sn = 0;
+    CHECK(synth_compress(b, NULL, &sc.c, &s, &sn) == KVTC_OK);
+    free(s);
+    synth_free(&sc);
+    /* the forgery fools version 1's hash (why version 2 exists) ... */
+    uint8_t *forged = malloc(n);
+    memcpy(forged, v1, n);
+    forge_k_mean(forged, n, &g);
+    CHECK(memcmp(forged, v1, n) != 0);
+    kvtc_basis *fb = NULL;
+    CHECK_MSG(kvtc_basis_load(forged, n, &fb) == KVTC_OK, "the version 1 forgery no longer works: update this test");
+    kvtc_basis_free(fb);
+    free(forged);
+    /* ... and not version 2's digest: the same edit of a re-serialized basis */
+    size_t n2 = 0;
+    uint8_t *v2 = synth_basis_bytes(b, &n2);
+    CHECK(v2 && strstr((const char *)v2 + 8, "\"format_version\":\"2\"") != NULL);
+    if (v2) {
+        forge_k_mean(v2, n2, &g);
+        fb = NULL;
+        CHECK(kvtc_basis_load(v2, n2, &fb) == KVTC_ERR_CORRUPT);
+        kvtc_basis_free(fb);
+    }
+    free(v2);
+    kvtc_basis_free(b);
+    free(v1);
+}
+
 /* ---- item 8 ------------------------------------------------------------- */
 
 static void item8_token_ids_survive_without_recompute(const kvtc_basis *b) {
@@ -327,6 +421,7 @@ int main(void) {
     }
     item2_decoded_values_saturate_to_dtype();
     item3_model_fingerprint();
+    item7_content_hash_is_a_digest();
     kvtc_basis_free(b);
     return TEST_REPORT();
 }

@@ -16,8 +16,14 @@
 #include "util/cache.h"
 #include "util/hash.h"
 
+#include <xxhash.h>
+
 #define BASIS_FORMAT_NAME "kvtc-basis"
-#define BASIS_FORMAT_VERSION 1
+/* Version 2 (issue 9 item 7): content_hash is an XXH3-128 digest over the
+ * raw tensors and plan texts (32 hex digits). Version 1's 64-bit hash could
+ * be forged word by word; version 1 files are still read. */
+#define BASIS_FORMAT_VERSION 2
+#define BASIS_FORMAT_VERSION_V1_HASH 1
 #define BASIS_MAX_PLANS 64
 #define BASIS_MAX_GROUPS (1u << 22)
 
@@ -127,6 +133,49 @@ static kvtc_result basis_content_hash(const kvtc_basis *b, uint32_t n_plans, met
             free(text);
         }
     *out = h;
+    return KVTC_OK;
+}
+
+/* Version 2 content digest: XXH3-128 of "kvtc-basis-2", the canonical
+ * geometry (as the transform fingerprint), then per stream k, v: u32 p,
+ * u32 rank, the bytes of mean, weight, basis, eigenvalues; then every plan
+ * field's exact text with its NUL. Written as 32 lowercase hex digits
+ * (high 64 bits first). */
+static kvtc_result basis_content_digest(const kvtc_basis *b, uint32_t n_plans, meta_text_fn meta, void *ctx,
+                                        char out[33]) {
+    static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) return KVTC_ERR_OUT_OF_MEMORY;
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, "kvtc-basis-2", 12);
+    uint32_t geo[8] = {b->geometry.n_layers, b->geometry.n_kv_heads, b->geometry.head_dim,
+                       kvtc_geometry_rope_dim(&b->geometry), (uint32_t)b->geometry.rope_type, 0,
+                       b->recompute_layers, (uint32_t)b->rope_removed};
+    memcpy(&geo[5], &b->geometry.rope_theta, 4);
+    XXH3_128bits_update(st, geo, sizeof geo);
+    for (int s = 0; s < 2; s++) {
+        const basis_stream *bs = s ? &b->v : &b->k;
+        uint32_t pr[2] = {bs->p, bs->rank};
+        XXH3_128bits_update(st, pr, sizeof pr);
+        XXH3_128bits_update(st, bs->mean, sizeof(float) * bs->p);
+        XXH3_128bits_update(st, bs->weight, sizeof(float) * bs->p);
+        XXH3_128bits_update(st, bs->basis, sizeof(float) * (size_t)bs->rank * bs->p);
+        XXH3_128bits_update(st, bs->eigenvalues, sizeof(float) * bs->rank);
+    }
+    char key[48];
+    kvtc_result r = KVTC_OK;
+    for (uint32_t i = 0; i < n_plans && !r; i++)
+        for (int fi = 0; fi < 5; fi++) {
+            snprintf(key, sizeof key, "plan.%u.%s", i, fields[fi]);
+            char *text = meta(ctx, key);
+            if (!text) { r = KVTC_ERR_CORRUPT; break; }
+            XXH3_128bits_update(st, text, strlen(text) + 1);
+            free(text);
+        }
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    if (r) return r;
+    snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, (uint64_t)h.high64, (uint64_t)h.low64);
     return KVTC_OK;
 }
 
@@ -290,9 +339,7 @@ static kvtc_result basis_writer(const kvtc_basis *b, st_writer **out) {
     snprintf(buf, sizeof buf, "%016" PRIx64, b->transform_fingerprint);
     if ((r = st_writer_add_meta(w, "transform_fingerprint", buf))) goto fail;
     if ((r = add_meta_u64(w, "n_plans", b->n_plans))) goto fail;
-    uint64_t content;
-    if ((r = basis_content_hash(b, b->n_plans, basis_meta_text, (void *)b, &content))) goto fail;
-    snprintf(buf, sizeof buf, "%016" PRIx64, content);
+    if ((r = basis_content_digest(b, b->n_plans, basis_meta_text, (void *)b, buf))) goto fail;
     if ((r = st_writer_add_meta(w, "content_hash", buf))) goto fail;
     static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
     for (uint32_t i = 0; i < b->n_plans; i++)
@@ -405,7 +452,10 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     double theta = 0;
     if (!fmt || strcmp(fmt, BASIS_FORMAT_NAME) != 0) { r = KVTC_ERR_BAD_MAGIC; goto fail; }
     if ((r = meta_u32(&f, "format_version", &ver))) goto fail;
-    if (ver != BASIS_FORMAT_VERSION) { r = KVTC_ERR_UNSUPPORTED_VERSION; goto fail; }
+    if (ver != BASIS_FORMAT_VERSION && ver != BASIS_FORMAT_VERSION_V1_HASH) {
+        r = KVTC_ERR_UNSUPPORTED_VERSION;
+        goto fail;
+    }
     kvtc_geometry *g = &b->geometry;
     if ((r = meta_u32(&f, "n_layers", &g->n_layers))) goto fail;
     if ((r = meta_u32(&f, "n_kv_heads", &g->n_kv_heads))) goto fail;
@@ -456,12 +506,16 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     }
     basis_update_fingerprints(b);
     const char *fp = st_meta_get(&f, "transform_fingerprint");
-    char want[32];
+    char want[40];
     snprintf(want, sizeof want, "%016" PRIx64, b->transform_fingerprint);
     if (!fp || strcmp(fp, want) != 0) { r = KVTC_ERR_CORRUPT; goto fail; }
-    uint64_t content;
-    if ((r = basis_content_hash(b, b->n_plans, file_meta_text, &f, &content))) goto fail;
-    snprintf(want, sizeof want, "%016" PRIx64, content);
+    if (ver == BASIS_FORMAT_VERSION_V1_HASH) {
+        uint64_t content;
+        if ((r = basis_content_hash(b, b->n_plans, file_meta_text, &f, &content))) goto fail;
+        snprintf(want, sizeof want, "%016" PRIx64, content);
+    } else if ((r = basis_content_digest(b, b->n_plans, file_meta_text, &f, want))) {
+        goto fail;
+    }
     const char *ch = st_meta_get(&f, "content_hash");
     if (!ch || strcmp(ch, want) != 0) { r = KVTC_ERR_CORRUPT; goto fail; }
     st_file_free(&f);
