@@ -77,7 +77,9 @@ typedef enum kvtc_result {
     KVTC_ERR_BUFFER_TOO_SMALL,    /* the caller's output buffer is too small */
     KVTC_ERR_NEEDS_MODEL,         /* the stream recomputes layers; no recompute callback given */
     KVTC_ERR_UNSUPPORTED,         /* a valid request this build cannot serve (e.g. no CUDA) */
-    KVTC_ERR_NUMERIC,             /* NaN/Inf in inputs or basis, or a failed decomposition */
+    KVTC_ERR_NUMERIC,             /* NaN/Inf in inputs or basis, a failed decomposition,
+                                   * or calibration data without variance (a basis
+                                   * whose plan would code nothing is refused) */
     KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
     KVTC_ERR_CALLBACK,            /* a user callback reported failure */
     KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
@@ -247,7 +249,11 @@ kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache);
 /* Rows collected so far. */
 uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
 
-/* Compute mean, PCA and one DP plan per target ratio (each > 1). This
+/* Compute mean, PCA and one DP plan per target ratio (each > 1).
+ * KVTC_ERR_NUMERIC when some plan would code no component of K or V (e.g.
+ * all-zero or constant calibration data): such a basis would "compress"
+ * any cache to its mean. kvtc_basis_load rejects such files too
+ * (KVTC_ERR_CORRUPT). This
  * consumes the collected rows: afterwards the calibrator only accepts
  * kvtc_calibrator_free (add/finish return KVTC_ERR_INVALID_ARGUMENT). */
 kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,

@@ -15,6 +15,8 @@
  *   digest: the 16-byte forgery of k.mean that version 1's invertible
  *   64-bit hash accepted is rejected; version 1 files (tests/data/
  *   basis_v1.safetensors, written by main at 9e9b377) still load.
+ * item10_*: a basis calibrated on all-zero data (every plan codes nothing)
+ *   is refused at calibration and at load.
  * item8_*: token ids survive a round trip with a basis that recomputes
  *   nothing. */
 #include <libdeflate.h>
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "format/basis.h"
 #include "io/safetensors.h"
 #include "kvtc.h"
 #include "synth.h"
@@ -385,6 +388,45 @@ static void item7_content_hash_is_a_digest(void) {
     free(v1);
 }
 
+/* ---- item 10 ------------------------------------------------------------ */
+
+static void item10_degenerate_basis_refused(const kvtc_basis *good) {
+    kvtc_calibrate_options o;
+    kvtc_calibrate_options_init(&o);
+    o.n_sink = 2;
+    o.n_window = 4;
+    kvtc_calibrator *cal = NULL;
+    CHECK(kvtc_calibrator_alloc(&G, &o, &cal) == KVTC_OK);
+    kvtc_cache z;
+    CHECK(synth_alloc_like(&G, KVTC_DTYPE_F32, 64, 0, &z) == 0); /* all zero */
+    CHECK(kvtc_calibrator_add(cal, &z) == KVTC_OK);
+    static const double ratios[2] = {4.0, 8.0};
+    kvtc_basis *b = NULL;
+    kvtc_result r = kvtc_calibrator_finish(cal, ratios, 2, &b);
+    CHECK_MSG(r == KVTC_ERR_NUMERIC && b == NULL, "all-zero calibration: %s", kvtc_result_string(r));
+    kvtc_basis_free(b);
+    kvtc_calibrator_free(cal);
+    synth_cache_free(&z);
+    /* a file whose plan 0 codes nothing (otherwise valid, digest correct) */
+    size_t n = 0;
+    uint8_t *bytes = synth_basis_bytes(good, &n);
+    kvtc_basis *copy = NULL;
+    CHECK(bytes && kvtc_basis_load(bytes, n, &copy) == KVTC_OK);
+    free(bytes);
+    if (!copy) return;
+    for (int s = 0; s < 2; s++) {
+        plan_stream *ps = s ? &copy->plans[0].v : &copy->plans[0].k;
+        for (uint32_t i = 0; i < ps->n_groups; i++) ps->groups[i].bits = 0;
+        ps->rank_used = 0;
+    }
+    bytes = synth_basis_bytes(copy, &n);
+    kvtc_basis *back = NULL;
+    CHECK(bytes && kvtc_basis_load(bytes, n, &back) == KVTC_ERR_CORRUPT);
+    kvtc_basis_free(back);
+    free(bytes);
+    kvtc_basis_free(copy);
+}
+
 /* ---- item 8 ------------------------------------------------------------- */
 
 static void item8_token_ids_survive_without_recompute(const kvtc_basis *b) {
@@ -418,6 +460,7 @@ int main(void) {
         item4_decompression_bomb(b, KVTC_CODEC_DEFLATE);
         item4_decompression_bomb(b, KVTC_CODEC_RANS);
         item8_token_ids_survive_without_recompute(b);
+        item10_degenerate_basis_refused(b);
     }
     item2_decoded_values_saturate_to_dtype();
     item3_model_fingerprint();

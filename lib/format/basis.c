@@ -98,6 +98,12 @@ void basis_update_fingerprints(kvtc_basis *b) {
     }
 }
 
+int basis_has_degenerate_plan(const kvtc_basis *b) {
+    for (uint32_t i = 0; i < b->n_plans; i++)
+        if (b->plans[i].k.rank_used == 0 && b->plans[i].v.rank_used == 0) return 1;
+    return 0;
+}
+
 int basis_find_plan_by_fingerprint(const kvtc_basis *b, uint64_t fp) {
     for (uint32_t i = 0; i < b->n_plans; i++)
         if (b->plans[i].fingerprint == fp) return (int)i;
@@ -504,6 +510,7 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
             if ((r = meta_double(&f, key, &ps->error))) goto fail;
         }
     }
+    if (basis_has_degenerate_plan(b)) { r = KVTC_ERR_CORRUPT; goto fail; }
     basis_update_fingerprints(b);
     const char *fp = st_meta_get(&f, "transform_fingerprint");
     char want[40];
