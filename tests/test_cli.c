@@ -222,6 +222,15 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     }
     gguf_close(gf);
     free(mb);
+    /* item 11: a context beyond the model's trained one is refused */
+    snprintf(args, sizeof args, "eval --model %s --text %s --ctx 100000 --no-baselines --basis R.safetensors", model, text);
+    rc = run_cli(args);
+    CHECK_MSG(rc == 1 && file_contains("stderr.txt", "exceeds the model's trained context of 512 tokens"),
+              "eval --ctx 100000: exit %d", rc);
+    snprintf(args, sizeof args, "capture --model %s --text %s --ctx 100000 -o big.safetensors", model, text);
+    CHECK(run_cli(args) == 1 && file_contains("stderr.txt", "pass --force"));
+    snprintf(args, sizeof args, "capture --model %s --text %s --window-index 99999999999 -o big.safetensors", model, text);
+    CHECK(run_cli(args) == 2 && file_contains("stderr.txt", "not '99999999999'"));
     CHECK(tmp_files() == 0);
 }
 

@@ -55,6 +55,18 @@ int cli_parse_double(const char *s, double *out) {
     return 0;
 }
 
+int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force) {
+    if (!n_ctx_train || ctx <= n_ctx_train) return 0;
+    if (force) {
+        fprintf(stderr, "kvtc: %s: warning: --ctx %u exceeds the model's trained context %u (--force)\n", cmd, ctx,
+                n_ctx_train);
+        return 0;
+    }
+    cli_fail(cmd, "--ctx %u exceeds the model's trained context of %u tokens; pass --force to run anyway", ctx,
+             n_ctx_train);
+    return 1;
+}
+
 int cli_progress_enabled(void) { return isatty(2); }
 
 const char *cli_value(int argc, char **argv, int *i) {

@@ -54,6 +54,13 @@ int cli_parse_u32(const char *s, uint32_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 
+/* A window of ctx tokens on a model trained for n_ctx_train: beyond it the
+ * model's output means little and a run can take minutes (issue 9 item 11),
+ * so refuse unless `force` ("... exceeds the model's trained context ...;
+ * pass --force"). Returns 0 when the run may go on, else 1 (message
+ * printed). */
+int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force);
+
 /* 1 if stderr is a terminal (progress output is shown only then). */
 int cli_progress_enabled(void);
 

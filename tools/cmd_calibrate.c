@@ -14,7 +14,8 @@ static const char calibrate_help[] =
     "       kvtc calibrate -o BASIS [options] --model M.gguf --text T.txt\n"
     "  --ratio R            a target ratio to plan for; repeatable (default 8 16 20 32 64)\n"
     "  --model M --text T   capture calibration caches from the model over the text\n"
-    "  --ctx N              window length for --model (default: the model's context)\n"
+    "  --ctx N              window length for --model (default: the model's context; beyond it needs --force)\n"
+    "  --force              allow --ctx beyond the model's trained context\n"
     "  --windows N          windows of the text to use, from its start (default 16)\n"
     "  --sink N / --window N  tokens at the start / end of each cache left out (default 4 / 128)\n"
     "  --recompute-layers M leading layers not stored; decoders recompute them from token ids\n"
@@ -45,7 +46,7 @@ int cmd_calibrate(int argc, char **argv) {
     int n_inputs = 0;
     double ratios[64];
     uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1;
-    int sensitivity = -1, recompute_set = 0, plain = 0;
+    int sensitivity = -1, recompute_set = 0, plain = 0, force = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
@@ -64,6 +65,7 @@ int cmd_calibrate(int argc, char **argv) {
             ratios[n_ratios++] = r;
         }
         else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) { rc = cli_usage("calibrate", "--ctx needs a count >= 2"); goto done_args; } }
+        else if (!strcmp(a, "--force")) force = 1;
         else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &windows) || !windows) { rc = cli_usage("calibrate", "--windows needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count"); goto done_args; } }
         else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } }
@@ -115,6 +117,7 @@ int cmd_calibrate(int argc, char **argv) {
         if (model_text_load(&mt, model_path, text_path)) goto done_args;
         kvtc_geometry g = model_geometry(mt.model);
         if (!ctx) ctx = llama_model_hparams(mt.model)->n_ctx_train;
+        if (cli_check_ctx("calibrate", ctx, llama_model_hparams(mt.model)->n_ctx_train, force)) { model_text_free(&mt); goto done_args; }
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
@@ -203,11 +206,13 @@ done_args:
 static const char capture_help[] =
     "usage: kvtc capture --model M.gguf --text T.txt [--ctx N] [--window-index W] [--dtype f16|bf16|f32] -o KV.safetensors\n"
     "  Runs the model over [<s>] + the first N-1 tokens of window W of the text (default 0)\n"
-    "  and writes its KV cache (keys with RoPE applied), positions and token ids.\n";
+    "  and writes its KV cache (keys with RoPE applied), positions and token ids.\n"
+    "  --force          allow --ctx beyond the model's trained context\n";
 
 int cmd_capture(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *out = NULL;
     uint32_t ctx = 0, widx = 0;
+    int force = 0;
     kvtc_dtype dt = KVTC_DTYPE_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -216,7 +221,8 @@ int cmd_capture(int argc, char **argv) {
         else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
         else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
         else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) return cli_usage("capture", "--ctx needs a count >= 2"); }
-        else if (!strcmp(a, "--window-index")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &widx)) return cli_usage("capture", "--window-index needs a number"); }
+        else if (!strcmp(a, "--force")) force = 1;
+        else if (!strcmp(a, "--window-index")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &widx)) return cli_usage("capture", "--window-index needs a whole number 0..4294967295, not '%s'", v ? v : ""); }
         else if (!strcmp(a, "--dtype")) {
             if (!(v = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a);
             if (!strcmp(v, "f16")) dt = KVTC_DTYPE_F16;
@@ -230,6 +236,7 @@ int cmd_capture(int argc, char **argv) {
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
     if (!ctx) ctx = llama_model_hparams(mt.model)->n_ctx_train;
+    if (cli_check_ctx("capture", ctx, llama_model_hparams(mt.model)->n_ctx_train, force)) { model_text_free(&mt); return 1; }
     int rc = 1;
     int32_t *tok = malloc(sizeof(int32_t) * ctx);
     cache_file cf;

@@ -198,7 +198,8 @@ static const char eval_help[] =
     "usage: kvtc eval --model M.gguf --text T.txt --basis [NAME=]BASIS... [options]\n"
     "  --basis [NAME=]PATH  a basis to evaluate at every --ratio; repeatable (NAME defaults to kvtc)\n"
     "  --ratios LIST        KVTC target ratios, comma separated (default 8,16,32,64)\n"
-    "  --ctx N              window length (default: the model's context)\n"
+    "  --ctx N              window length (default: the model's context; beyond it needs --force)\n"
+    "  --force              allow --ctx beyond the model's trained context\n"
     "  --windows N          windows, taken from the END of the text (default 4)\n"
     "  --prefix F           fraction of each window prefilled and compressed (default 0.75)\n"
     "  --sink N / --window N  raw tokens at the start / end of the prefix (default 4 / 128)\n"
@@ -210,7 +211,7 @@ static const char eval_help[] =
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
     const char *basis_specs[16];
-    int n_bases = 0, baselines = 1;
+    int n_bases = 0, baselines = 1, force = 0;
     double ratios[16] = {8, 16, 32, 64};
     int n_ratios = 4;
     eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
@@ -242,6 +243,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); }
         else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_usage("eval", "--threads needs 1..64"); }
         else if (!strcmp(a, "--no-baselines")) baselines = 0;
+        else if (!strcmp(a, "--force")) force = 1;
         else if (!strcmp(a, "--json")) o.json = 1;
         else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
         else return cli_usage("eval", "unknown argument %s (see --help)", a);
@@ -253,6 +255,7 @@ int cmd_eval(int argc, char **argv) {
     const llama_hparams *hp = llama_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);
     if (!o.ctx) o.ctx = hp->n_ctx_train;
+    if (cli_check_ctx("eval", o.ctx, hp->n_ctx_train, force)) { model_text_free(&mt); return 1; }
     uint64_t avail = model_text_windows(&mt, o.ctx);
     if (!avail) { model_text_free(&mt); return cli_fail("eval", "%s is shorter than one window of %u tokens", text_path, o.ctx); }
     if (o.windows > avail) o.windows = (uint32_t)avail;
