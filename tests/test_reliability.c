@@ -17,6 +17,8 @@
  *   basis_v1.safetensors, written by main at 9e9b377) still load.
  * item10_*: a basis calibrated on all-zero data (every plan codes nothing)
  *   is refused at calibration and at load.
+ * strict_numbers: numbers in metadata and JSON parse strictly (" 10000",
+ *   "0x10", "+5", "inf" refused) and independently of the locale.
  * item8_*: token ids survive a round trip with a basis that recomputes
  *   nothing. */
 #include <libdeflate.h>
@@ -26,7 +28,11 @@
 #include <string.h>
 
 #include "format/basis.h"
+#include "io/cache_file.h"
 #include "io/safetensors.h"
+#include "util/number.h"
+
+#include <locale.h>
 #include "kvtc.h"
 #include "synth.h"
 #include "test.h"
@@ -427,6 +433,51 @@ static void item10_degenerate_basis_refused(const kvtc_basis *good) {
     kvtc_basis_free(copy);
 }
 
+/* ---- clearer errors: strict numbers ------------------------------------ */
+
+static void strict_numbers(void) {
+    static const char *bad[] = {"", " 10000", "10000 ", "0x10", "+5", "inf", "nan", "1e", "1.", ".5", "--1", "1e400"};
+    double x;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_MSG(kvtc_parse_decimal(bad[i], &x) != 0, "'%s' accepted", bad[i]);
+    CHECK(kvtc_parse_decimal("10000", &x) == 0 && x == 10000.0);
+    CHECK(kvtc_parse_decimal("-2.5e-3", &x) == 0 && x == -2.5e-3);
+    uint64_t u;
+    CHECK(kvtc_parse_u64("18446744073709551615", &u) == 0 && u == UINT64_MAX);
+    CHECK(kvtc_parse_u64("18446744073709551616", &u) != 0 && kvtc_parse_u64("-1", &u) != 0 &&
+          kvtc_parse_u64(" 1", &u) != 0);
+    /* a German LC_NUMERIC (decimal comma) must not change what we read */
+    if (setlocale(LC_NUMERIC, "de_DE.UTF-8") || setlocale(LC_NUMERIC, "de_DE.utf8")) {
+        CHECK(kvtc_parse_decimal("10000.5", &x) == 0 && x == 10000.5);
+        CHECK(kvtc_parse_decimal("10000,5", &x) != 0);
+        setlocale(LC_NUMERIC, "C");
+    } else {
+        printf("strict_numbers: de_DE locale not installed, locale case not run\n");
+    }
+    /* through the cache file reader: rope_theta metadata */
+    kvtc_geometry g = synth_geometry(1, 1, 8, KVTC_ROPE_NORM, 0, 10000.0f);
+    kvtc_cache c;
+    CHECK(synth_alloc_like(&g, KVTC_DTYPE_F32, 4, 0, &c) == 0);
+    void *buf = NULL;
+    size_t n = 0;
+    CHECK(cache_file_serialize(&c, &buf, &n) == KVTC_OK);
+    static const char *theta[] = {"0x100", " 1000", "1000 ", "+1000", "10000"};
+    for (int i = 0; i < 5; i++) {
+        char *m = malloc(n);
+        memcpy(m, buf, n);
+        char *at = strstr(m + 8, "\"rope_theta\":\"10000\"");
+        CHECK(at != NULL);
+        if (at) memcpy(at + 14, theta[i], 5);
+        cache_file cf;
+        kvtc_result r = cache_file_parse(m, n, &cf);
+        CHECK_MSG(r == (i == 4 ? KVTC_OK : KVTC_ERR_CORRUPT), "rope_theta '%s': %s", theta[i], kvtc_result_string(r));
+        if (r == KVTC_OK) cache_file_free(&cf);
+        free(m);
+    }
+    free(buf);
+    synth_cache_free(&c);
+}
+
 /* ---- item 8 ------------------------------------------------------------- */
 
 static void item8_token_ids_survive_without_recompute(const kvtc_basis *b) {
@@ -465,6 +516,7 @@ int main(void) {
     item2_decoded_values_saturate_to_dtype();
     item3_model_fingerprint();
     item7_content_hash_is_a_digest();
+    strict_numbers();
     kvtc_basis_free(b);
     return TEST_REPORT();
 }

@@ -1,6 +1,8 @@
 /* cli.c - see cli.h. */
 #include "cli.h"
 
+#include "util/number.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -30,13 +32,7 @@ int cli_usage(const char *cmd, const char *fmt, ...) {
 }
 
 int cli_parse_u64(const char *s, uint64_t *out) {
-    if (!s || *s < '0' || *s > '9') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
+    return kvtc_parse_u64(s, out);
 }
 
 int cli_parse_u32(const char *s, uint32_t *out) {
@@ -47,12 +43,7 @@ int cli_parse_u32(const char *s, uint32_t *out) {
 }
 
 int cli_parse_double(const char *s, double *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
+    return kvtc_parse_decimal(s, out);
 }
 
 int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force) {

@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "util/cache.h"
 #include "util/hash.h"
+#include "util/number.h"
 
 #include <xxhash.h>
 
@@ -390,20 +391,16 @@ kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, siz
 
 static kvtc_result meta_u32(const st_file *f, const char *key, uint32_t *out) {
     const char *s = st_meta_get(f, key);
-    if (!s || *s < '0' || *s > '9') return KVTC_ERR_CORRUPT;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || v > UINT32_MAX) return KVTC_ERR_CORRUPT;
+    uint64_t v;
+    if (kvtc_parse_u64(s, &v) || v > UINT32_MAX) return KVTC_ERR_CORRUPT;
     *out = (uint32_t)v;
     return KVTC_OK;
 }
 
 static kvtc_result meta_double(const st_file *f, const char *key, double *out) {
     const char *s = st_meta_get(f, key);
-    if (!s || !*s) return KVTC_ERR_CORRUPT;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !isfinite(v)) return KVTC_ERR_CORRUPT;
+    double v;
+    if (kvtc_parse_decimal(s, &v)) return KVTC_ERR_CORRUPT;
     *out = v;
     return KVTC_OK;
 }
