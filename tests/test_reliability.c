@@ -19,6 +19,10 @@
  *   is refused at calibration and at load.
  * strict_numbers: numbers in metadata and JSON parse strictly (" 10000",
  *   "0x10", "+5", "inf" refused) and independently of the locale.
+ * safetensors_header_memory: a 16 MiB header of "[0,0,0,..." is refused
+ *   (KVTC_ERR_TOO_LARGE) before the JSON tree is built: the child that
+ *   parses it stays within a small multiple of the header's size (it used
+ *   to reach 612 MB).
  * item8_*: token ids survive a round trip with a basis that recomputes
  *   nothing. */
 #include <libdeflate.h>
@@ -33,6 +37,9 @@
 #include "util/number.h"
 
 #include <locale.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "kvtc.h"
 #include "synth.h"
 #include "test.h"
@@ -478,6 +485,45 @@ static void strict_numbers(void) {
     synth_cache_free(&c);
 }
 
+/* ---- clearer errors: safetensors header memory ------------------------- */
+
+static void safetensors_header_memory(void) {
+    size_t hl = ST_MAX_HEADER, n = 8 + hl;
+    uint8_t *b = malloc(n);
+    if (!b) return;
+    uint64_t h = hl;
+    memcpy(b, &h, 8);
+    static const char head[] = "{\"__metadata__\":{\"x\":\"y\"},\"a\":[";
+    memcpy(b + 8, head, sizeof head - 1);
+    size_t i = 8 + sizeof head - 1;
+    while (i + 3 < n) { b[i++] = '0'; b[i++] = ','; }
+    b[i++] = '0';
+    while (i < n - 1) b[i++] = ' ';
+    b[n - 2] = ']';
+    b[n - 1] = '}';
+    int fd[2];
+    CHECK(pipe(fd) == 0);
+    pid_t child = fork();
+    if (child == 0) { /* measure the parse alone: peak RSS growth in KB */
+        struct rusage u0, u1;
+        getrusage(RUSAGE_SELF, &u0);
+        st_file f;
+        kvtc_result r = st_parse(b, n, &f);
+        getrusage(RUSAGE_SELF, &u1);
+        long rep[2] = {(long)r, u1.ru_maxrss - u0.ru_maxrss};
+        if (write(fd[1], rep, sizeof rep) != (ssize_t)sizeof rep) _exit(1);
+        _exit(0);
+    }
+    long rep[2] = {-1, -1};
+    CHECK(read(fd[0], rep, sizeof rep) == (ssize_t)sizeof rep);
+    waitpid(child, NULL, 0);
+    close(fd[0]);
+    close(fd[1]);
+    CHECK_MSG(rep[0] == KVTC_ERR_TOO_LARGE, "16 MiB dense header: %s", kvtc_result_string((kvtc_result)rep[0]));
+    CHECK_MSG(rep[1] < (long)(2 * hl / 1024), "parsing a %zu-byte header grew RSS by %ld KB", hl, rep[1]);
+    free(b);
+}
+
 /* ---- item 8 ------------------------------------------------------------- */
 
 static void item8_token_ids_survive_without_recompute(const kvtc_basis *b) {
@@ -517,6 +563,7 @@ int main(void) {
     item3_model_fingerprint();
     item7_content_hash_is_a_digest();
     strict_numbers();
+    safetensors_header_memory();
     kvtc_basis_free(b);
     return TEST_REPORT();
 }
