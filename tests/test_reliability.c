@@ -262,6 +262,7 @@ static void item3_model_fingerprint(void) {
     CHECK(decode(b, &o, s, n, KVTC_DTYPE_F32, &out) == KVTC_OK);
     synth_cache_free(&out);
     free(s);
+    free(sc.c.token_ids); /* synth_free does not own ids set by the test */
     synth_free(&sc);
     kvtc_basis_free(b);
 }
@@ -545,6 +546,7 @@ static void item8_token_ids_survive_without_recompute(const kvtc_basis *b) {
     CHECK(out.token_ids && memcmp(out.token_ids, sc.c.token_ids, sizeof(int32_t) * N_TOK) == 0);
     synth_cache_free(&out);
     free(s);
+    free(sc.c.token_ids);
     synth_free(&sc);
 }
 
