@@ -59,8 +59,3 @@ int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force
 }
 
 int cli_progress_enabled(void) { return isatty(2); }
-
-const char *cli_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) return NULL;
-    return argv[++*i];
-}
