@@ -171,6 +171,7 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     const struct { const char *args, *want; } kinds[] = {
         {"compress --basis B.safetensors out.kvtc -o x.kvtc", "out.kvtc is a kvtc stream, not a KV cache"},
         {"compress --basis B.safetensors words.txt -o x.kvtc", "words.txt is a text file, not a KV cache"},
+        {"compress --basis B.safetensors B.safetensors -o x.kvtc", "B.safetensors is a kvtc basis, not a KV cache"},
         {"compress --basis test.safetensors test.safetensors -o x.kvtc", "test.safetensors is a KV cache (safetensors), not a kvtc basis"},
         {"decompress --basis B.safetensors B.safetensors -o x.safetensors", "B.safetensors is a kvtc basis, not a kvtc stream"},
         {"info words.txt", "words.txt is a text file, not a kvtc stream, basis or KV cache"},
@@ -205,6 +206,23 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
           file_contains("stderr.txt", "pass --model"));
     snprintf(args, sizeof args, "compress --basis R.safetensors --window 16 --model %s cap.safetensors -o r.kvtc", model);
     CHECK(run_cli(args) == 0);
+    /* the same cache without token ids: the message names the field */
+    path_of(p, sizeof p, "cap.safetensors");
+    size_t capn = 0;
+    void *capb = read_file(p, &capn);
+    cache_file capf;
+    memset(&capf, 0, sizeof capf);
+    CHECK(capb && cache_file_parse(capb, capn, &capf) == KVTC_OK);
+    free(capb);
+    if (capf.cache.k) {
+        kvtc_cache noids = capf.cache;
+        noids.token_ids = NULL;
+        CHECK(write_cache("noids.safetensors", &noids) == 0);
+        snprintf(args, sizeof args, "compress --basis R.safetensors --model %s noids.safetensors -o x.kvtc", model);
+        rc = run_cli(args);
+        CHECK_MSG(rc == 1 && file_contains("stderr.txt", "token_ids: the basis recomputes 1 layer(s)"), "no token ids: exit %d", rc);
+    }
+    cache_file_free(&capf);
     size_t mn = 0;
     uint8_t *mb = (uint8_t *)test_read_file(model, &mn);
     gguf_file *gf = NULL;
