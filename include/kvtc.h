@@ -89,7 +89,7 @@ typedef enum kvtc_result {
                                    * caches of huge magnitude); nothing is written */
     KVTC_ERR_MODEL_MISMATCH,      /* the stream recomputes layers with another model
                                    * (model fingerprints differ, docs/FORMAT.md) */
-    KVTC_RESULT_COUNT_
+    KVI_RESULT_COUNT
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */

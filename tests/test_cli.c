@@ -225,9 +225,9 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     cache_file_free(&capf);
     size_t mn = 0;
     uint8_t *mb = (uint8_t *)test_read_file(model, &mn);
-    gguf_file *gf = NULL;
-    CHECK(mb && gguf_open_memory(mb, mn, &gf, NULL, 0) == GGUF_OK);
-    const gguf_tensor *t = gf ? gguf_find_tensor(gf, "blk.0.attn_k.weight") : NULL;
+    eng_gguf_file *gf = NULL;
+    CHECK(mb && eng_gguf_open_memory(mb, mn, &gf, NULL, 0) == ENG_GGUF_OK);
+    const eng_gguf_tensor *t = gf ? eng_gguf_find_tensor(gf, "blk.0.attn_k.weight") : NULL;
     CHECK(t != NULL);
     if (t) {
         mb[(size_t)(t->data - gf->buf) + 7] ^= 0x80;
@@ -238,7 +238,7 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
         snprintf(args, sizeof args, "decompress --basis R.safetensors --model %s r.kvtc -o r.safetensors", model);
         CHECK(run_cli(args) == 0);
     }
-    gguf_close(gf);
+    eng_gguf_close(gf);
     free(mb);
     /* item 11: a context beyond the model's trained one is refused */
     snprintf(args, sizeof args, "eval --model %s --text %s --ctx 100000 --no-baselines --basis R.safetensors", model, text);

@@ -184,7 +184,7 @@ static void item2_decoded_values_saturate_to_dtype(void) {
     c.n_tokens = 1;
     c.k = k16;
     c.v = v16;
-    kvtc_scatter_rows(&c, 1, 0, 0, 1, NULL, 0, rows);
+    kvi_scatter_rows(&c, 1, 0, 0, 1, NULL, 0, rows);
     int finite = 1;
     for (int j = 0; j < 16; j++) finite &= k16[j] == (j & 1 ? 0xfbffu : 0x7bffu);
     CHECK_MSG(finite, "fp16 output beyond 65504 must saturate to +-65504, got %04x", k16[2]);
@@ -192,8 +192,8 @@ static void item2_decoded_values_saturate_to_dtype(void) {
     c.dtype = KVTC_DTYPE_BF16;
     c.k = b16;
     rows[3] = 3.4e38f;
-    kvtc_scatter_rows(&c, 1, 0, 0, 1, NULL, 0, rows);
-    CHECK(isfinite(kvtc_bf16_to_f32(b16[3])));
+    kvi_scatter_rows(&c, 1, 0, 0, 1, NULL, 0, rows);
+    CHECK(isfinite(kvi_bf16_to_f32(b16[3])));
 }
 
 /* ---- item 3 ------------------------------------------------------------- */
@@ -324,7 +324,7 @@ static uint64_t inverse_odd(uint64_t a) { /* a^-1 mod 2^64 by Newton */
     return x;
 }
 
-/* One word of kvtc_hash_update's loop. */
+/* One word of kvi_hash_update's loop. */
 static uint64_t word_step(uint64_t h, uint64_t w) {
     h = h ^ (w * 0x9e3779b97f4a7c15ull);
     return ((h << 29) | (h >> 35)) * 0xbf58476d1ce4e5b9ull;
@@ -344,9 +344,9 @@ static void forge_k_mean(uint8_t *file, size_t n, const kvtc_geometry *g) {
     if (!mean) return;
     uint32_t geo[8] = {g->n_layers, g->n_kv_heads, g->head_dim, g->head_dim, (uint32_t)g->rope_type, 0, 0, 1};
     memcpy(&geo[5], &g->rope_theta, 4);
-    uint64_t h0 = kvtc_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
-    h0 = kvtc_hash_update(h0, &p, 4);
-    h0 = kvtc_hash_update(h0, &rank, 4);
+    uint64_t h0 = kvi_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
+    h0 = kvi_hash_update(h0, &p, 4);
+    h0 = kvi_hash_update(h0, &rank, 4);
     uint64_t w0 = ld64(mean), w1 = ld64(mean + 8);
     uint64_t h2 = word_step(word_step(h0, w0), w1);
     uint64_t w0f = w0 ^ 0x0000000000400000ull; /* a different float in k.mean[0] */

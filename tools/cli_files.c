@@ -186,7 +186,7 @@ static int split_path(const char *path, char *dir, size_t dcap, const char **bas
 }
 
 static uint64_t name_hash(const char *base) {
-    return kvtc_hash_mix(kvtc_hash_update(KVTC_HASH_SEED, base, strlen(base)));
+    return kvi_hash_mix(kvi_hash_update(KVTC_HASH_SEED, base, strlen(base)));
 }
 
 int cli_tmp_name_owner(const char *name, uint64_t *hash, long *pid) {

@@ -73,8 +73,8 @@ static void describe_mismatch(const kvtc_cache *c, const kvtc_basis *b, char *ou
         snprintf(out, cap, "head_dim: cache %u, basis %u", x->head_dim, y->head_dim);
     else if (x->rope_type != y->rope_type)
         snprintf(out, cap, "rope_type: cache %s, basis %s", rope_name(x->rope_type), rope_name(y->rope_type));
-    else if (kvtc_geometry_rope_dim(x) != kvtc_geometry_rope_dim(y))
-        snprintf(out, cap, "rope_dim: cache %u, basis %u", kvtc_geometry_rope_dim(x), kvtc_geometry_rope_dim(y));
+    else if (kvi_geometry_rope_dim(x) != kvi_geometry_rope_dim(y))
+        snprintf(out, cap, "rope_dim: cache %u, basis %u", kvi_geometry_rope_dim(x), kvi_geometry_rope_dim(y));
     else if (x->rope_theta != y->rope_theta)
         snprintf(out, cap, "rope_theta: cache %.9g, basis %.9g", (double)x->rope_theta, (double)y->rope_theta);
     else if (kvtc_basis_recomputed_layers(b) && !c->token_ids && c->n_tokens)
@@ -91,7 +91,7 @@ static double relative_error(const kvtc_cache *a, const kvtc_cache *b) {
     for (int s = 0; s < 2; s++) {
         const void *x = s ? a->v : a->k, *y = s ? b->v : b->k;
         for (uint64_t i = 0; i < n; i++) {
-            double u = kvtc_load_elem(x, a->dtype, i), w = kvtc_load_elem(y, a->dtype, i);
+            double u = kvi_load_elem(x, a->dtype, i), w = kvi_load_elem(y, a->dtype, i);
             num += (u - w) * (u - w);
             den += u * u;
         }

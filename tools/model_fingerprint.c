@@ -41,26 +41,26 @@ static void put_f64(XXH3_state_t *st, double d) {
 /* Scalars: u64 of the integer (two's complement for signed), or the f64
  * bits of a float; strings: u64 length + bytes; arrays: u32 element type,
  * u64 count, elements (strings as strings, numbers as f64). */
-static void value_bytes(XXH3_state_t *st, const gguf_kv *kv) {
+static void value_bytes(XXH3_state_t *st, const eng_gguf_kv *kv) {
     switch (kv->type) {
-    case GGUF_VT_STRING: put_str(st, (const char *)kv->data, (size_t)kv->len); break;
-    case GGUF_VT_FLOAT32:
-    case GGUF_VT_FLOAT64: put_f64(st, kv->num.f); break;
-    case GGUF_VT_INT8:
-    case GGUF_VT_INT16:
-    case GGUF_VT_INT32:
-    case GGUF_VT_INT64: put_u64(st, (uint64_t)kv->num.i); break;
-    case GGUF_VT_ARRAY:
+    case ENG_GGUF_VT_STRING: put_str(st, (const char *)kv->data, (size_t)kv->len); break;
+    case ENG_GGUF_VT_FLOAT32:
+    case ENG_GGUF_VT_FLOAT64: put_f64(st, kv->num.f); break;
+    case ENG_GGUF_VT_INT8:
+    case ENG_GGUF_VT_INT16:
+    case ENG_GGUF_VT_INT32:
+    case ENG_GGUF_VT_INT64: put_u64(st, (uint64_t)kv->num.i); break;
+    case ENG_GGUF_VT_ARRAY:
         put_u32(st, kv->arr_type);
         put_u64(st, kv->len);
         for (uint64_t i = 0; i < kv->len; i++) {
-            if (kv->arr_type == GGUF_VT_STRING) {
+            if (kv->arr_type == ENG_GGUF_VT_STRING) {
                 const char *s;
                 size_t n;
-                gguf_arr_str(kv, i, &s, &n);
+                eng_gguf_arr_str(kv, i, &s, &n);
                 put_str(st, s, n);
-            } else if (kv->arr_type != GGUF_VT_ARRAY) {
-                put_f64(st, gguf_arr_num(kv, i));
+            } else if (kv->arr_type != ENG_GGUF_VT_ARRAY) {
+                put_f64(st, eng_gguf_arr_num(kv, i));
             }
         }
         break;
@@ -78,18 +78,18 @@ static int layer_tensor(const char *name, uint32_t m) {
 
 int model_fingerprint_file(const char *cmd, const char *path, uint32_t m, uint64_t *out) {
     char err[256] = "";
-    gguf_file *gf = NULL;
-    if (gguf_open(path, &gf, err, sizeof err) != GGUF_OK) return cli_fail(cmd, "model %s: %s", path, err);
+    eng_gguf_file *gf = NULL;
+    if (eng_gguf_open(path, &gf, err, sizeof err) != ENG_GGUF_OK) return cli_fail(cmd, "model %s: %s", path, err);
     XXH3_state_t *st = XXH3_createState();
     if (!st) {
-        gguf_close(gf);
+        eng_gguf_close(gf);
         return cli_fail(cmd, "out of memory");
     }
     XXH3_64bits_reset(st);
     XXH3_64bits_update(st, "kvtc-model-fp1", 14);
     put_u32(st, m);
     for (uint64_t i = 0; i < gf->n_tensors; i++) {
-        const gguf_tensor *t = &gf->tensors[i];
+        const eng_gguf_tensor *t = &gf->tensors[i];
         if (!layer_tensor(t->name, m)) continue;
         XXH3_64bits_update(st, t->name, strlen(t->name) + 1);
         put_u32(st, t->type);
@@ -98,7 +98,7 @@ int model_fingerprint_file(const char *cmd, const char *path, uint32_t m, uint64
         XXH3_64bits_update(st, t->data, (size_t)t->nbytes);
     }
     for (uint64_t i = 0; i < gf->n_kv; i++) {
-        const gguf_kv *kv = &gf->kv[i];
+        const eng_gguf_kv *kv = &gf->kv[i];
         if (strncmp(kv->key, "tokenizer.", 10) != 0 && strncmp(kv->key, "llama.", 6) != 0) continue;
         XXH3_64bits_update(st, kv->key, strlen(kv->key) + 1);
         put_u32(st, kv->type);
@@ -106,7 +106,7 @@ int model_fingerprint_file(const char *cmd, const char *path, uint32_t m, uint64
     }
     uint64_t h = XXH3_64bits_digest(st);
     XXH3_freeState(st);
-    gguf_close(gf);
+    eng_gguf_close(gf);
     *out = h ? h : 1; /* 0 means "none" in the stream */
     return 0;
 }

@@ -23,7 +23,7 @@ const char *kvtc_result_string(kvtc_result r) {
     case KVTC_ERR_CUDA: return "CUDA error";
     case KVTC_ERR_OUT_OF_RANGE: return "finite values too large for the codec (beyond fp16's +-65504 in PCA space)";
     case KVTC_ERR_MODEL_MISMATCH: return "stream was written with a different model (model fingerprint differs)";
-    case KVTC_RESULT_COUNT_: break;
+    case KVI_RESULT_COUNT: break;
     }
     return "unknown result code";
 }
