@@ -79,7 +79,7 @@ KVTC_API const char *kvtc_version_string(void);
 
 /* Version of the container bitstream this library writes (docs/FORMAT.md). */
 #define KVTC_FORMAT_VERSION_MAJOR 1
-#define KVTC_FORMAT_VERSION_MINOR 0
+#define KVTC_FORMAT_VERSION_MINOR 1
 
 /* ------------------------------------------------------------------------ */
 /* Results                                                                   */
@@ -102,10 +102,18 @@ typedef enum kvtc_result {
     KVTC_ERR_BUFFER_TOO_SMALL = 11,   /* the caller's output buffer is too small */
     KVTC_ERR_NEEDS_MODEL = 12,        /* the stream recomputes layers; no recompute callback given */
     KVTC_ERR_UNSUPPORTED = 13,        /* a valid request this build cannot serve (e.g. no CUDA) */
-    KVTC_ERR_NUMERIC = 14,            /* NaN/Inf in inputs or basis, or a failed decomposition */
+    KVTC_ERR_NUMERIC = 14,            /* NaN/Inf in inputs or basis, a failed decomposition,
+                                       * or calibration data without variance (a basis
+                                       * whose plan would code nothing is refused) */
     KVTC_ERR_IO = 15,                 /* a file could not be read or written (CLI helpers) */
     KVTC_ERR_CALLBACK = 16,           /* a user callback reported failure */
     KVTC_ERR_CUDA = 17,               /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
+    KVTC_ERR_OUT_OF_RANGE = 18,       /* finite input the codec cannot represent: a PCA
+                                       * coordinate or quantization step beyond fp16's
+                                       * +-65504 (e.g. values near fp16's limit or f32
+                                       * caches of huge magnitude); nothing is written */
+    KVTC_ERR_MODEL_MISMATCH = 19,     /* the stream recomputes layers with another model
+                                       * (model fingerprints differ, docs/FORMAT.md) */
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */
@@ -195,9 +203,10 @@ KVTC_API uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
 /* Output structs (kvtc_plan_info, kvtc_stream_info) can grow, by fields
  * appended at the end: the caller sets struct_size to sizeof the struct it
  * was compiled with; the library fills the fields that fit in struct_size
- * bytes and zeroes bytes beyond the fields it knows. A struct_size smaller
- * than the struct of kvtc 0.1.0, or above 1 MiB, is KVTC_ERR_INVALID_ARGUMENT
- * (nothing is written then). */
+ * bytes. A struct_size smaller than the struct of kvtc 0.1.0, or larger
+ * than this library's struct (a caller built against a newer kvtc.h, or an
+ * uninitialized struct_size), is KVTC_ERR_INVALID_ARGUMENT and nothing is
+ * written: the library never writes past what it knows the caller has. */
 typedef struct kvtc_plan_info {
     size_t struct_size;          /* set by the caller: sizeof(kvtc_plan_info) */
     double target_ratio;         /* the ratio the plan was made for */
@@ -272,7 +281,11 @@ KVTC_API kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *c
 /* Rows collected so far. */
 KVTC_API uint64_t kvtc_calibrator_rows(const kvtc_calibrator *c);
 
-/* Compute mean, PCA and one DP plan per target ratio (each > 1). This
+/* Compute mean, PCA and one DP plan per target ratio (each > 1).
+ * KVTC_ERR_NUMERIC when some plan would code no component of K or V (e.g.
+ * all-zero or constant calibration data): such a basis would "compress"
+ * any cache to its mean. kvtc_basis_load rejects such files too
+ * (KVTC_ERR_CORRUPT). This
  * consumes the collected rows: afterwards the calibrator only accepts
  * kvtc_calibrator_free (add/finish return KVTC_ERR_INVALID_ARGUMENT). */
 KVTC_API kvtc_result kvtc_calibrator_finish(kvtc_calibrator *c, const double *ratios, uint32_t n_ratios,
@@ -298,6 +311,13 @@ typedef struct kvtc_encode_options {
                                   * its spinning threads otherwise take the cores. */
     int deflate_level;           /* libdeflate level 0..12 (default 6) */
     uint32_t entropy_codec;      /* KVTC_CODEC_DEFLATE (default) or KVTC_CODEC_RANS */
+    /* Fingerprint of the model the recomputed layers depend on (docs/FORMAT.md
+     * "Model fingerprint": the weights of the recomputed layers, the token
+     * embedding and the tokenizer), computed by the caller, which owns the
+     * model; the library never looks at a model. Non-zero: recorded in the
+     * stream (header flag bit 3) so that decoding with another model fails
+     * with KVTC_ERR_MODEL_MISMATCH. 0 (default): none recorded. */
+    uint64_t model_fingerprint;
 } kvtc_encode_options;
 
 /* Entropy codecs of the chunk payloads (docs/FORMAT.md). Both code the same
@@ -319,8 +339,20 @@ KVTC_API size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cac
 
 /* Compress `cache` into out[0..cap). *written receives the exact size.
  * KVTC_ERR_BUFFER_TOO_SMALL if cap is too small (a cap of
- * kvtc_compress_bound() always suffices). Output is deterministic: the same
- * input and options give the same bytes with any thread count. */
+ * kvtc_compress_bound() always suffices). KVTC_ERR_NUMERIC for NaN/Inf in
+ * a coded token; KVTC_ERR_OUT_OF_RANGE for finite values whose PCA
+ * coordinates or quantization steps exceed fp16's range (the stream's
+ * parameters are fp16), instead of writing a stream that decodes wrongly.
+ * The token ids are stored when cache->token_ids is non-NULL (always
+ * needed when the basis recomputes layers), so a round trip keeps them.
+ *
+ * Determinism: the same input, options, basis and library build on the same
+ * BLAS kernel give the same bytes with any thread count. Different OpenBLAS
+ * kernels (OPENBLAS_CORETYPE: Haswell, SkylakeX, ...) or CPUs may sum the
+ * projection in another order; a last-bit difference in a PCA coordinate
+ * can move it across a rounding boundary, so the bytes may differ (all of
+ * them decode, with the same error bound). Pin OPENBLAS_CORETYPE when
+ * byte-identical streams matter (e.g. content-addressed storage). */
 KVTC_API kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written);
 
@@ -347,6 +379,9 @@ typedef struct kvtc_stream_info {
     uint64_t stream_bytes;       /* total size of the stream */
     uint64_t coded_bytes;        /* bytes of the coded chunks (payload only) */
     uint64_t raw_bytes;          /* bytes of the raw sink/window sections */
+    /* Added in 0.2 (after raw_bytes, so a caller of 0.1 gets the fields it knows): */
+    int has_model_fingerprint;   /* a model fingerprint is recorded (format 1.1) */
+    uint64_t model_fingerprint;  /* that fingerprint, else 0 */
 } kvtc_stream_info;
 
 /* Parse and validate the stream header and section table (all checksums of
@@ -371,6 +406,12 @@ typedef struct kvtc_decode_options {
     uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
     kvtc_recompute_fn recompute; /* needed for streams with recompute_layers > 0 */
     void *recompute_user;
+    /* Fingerprint of the model behind `recompute` (see
+     * kvtc_encode_options.model_fingerprint). A stream that recomputes
+     * layers and records a fingerprint is decoded only when this equals it
+     * (KVTC_ERR_MODEL_MISMATCH otherwise, 0 included, before anything is
+     * written). Streams without one (format 1.0) cannot be checked. */
+    uint64_t model_fingerprint;
 } kvtc_decode_options;
 
 KVTC_API void kvtc_decode_options_init(kvtc_decode_options *o);

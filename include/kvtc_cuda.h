@@ -52,12 +52,19 @@ typedef enum kvtc_cuda_gemm {
 
 typedef struct kvtc_cuda_options {
     size_t struct_size;    /* sizeof(kvtc_cuda_options) */
-    double ratio;          /* plan used for encoding: the closest target ratio (default 16) */
+    double ratio;          /* plan used for encoding: the closest target ratio (default 20,
+                            * as kvtc_encode_options) */
     uint32_t n_sink;       /* default 4 */
     uint32_t n_window;     /* default 128 */
     uint32_t chunk_tokens; /* default 256 */
     kvtc_cuda_gemm gemm;   /* default KVTC_CUDA_GEMM_BF16 */
-    int device;            /* CUDA device (default: the current one) ; -1 = current */
+    int device;            /* CUDA device (default: the current one) ; -1 = current. Every
+                            * entry point runs on the codec's device and leaves the
+                            * caller's current device as it found it. */
+    int profile;           /* 1: record events between stages and print a per-stage
+                            * breakdown to stderr after each call, which SYNCHRONIZES
+                            * the stream (benchmarks only; default 0, the library
+                            * never reads the environment) */
 } kvtc_cuda_options;
 
 KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);

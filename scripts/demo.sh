@@ -16,7 +16,7 @@ build/kvtc calibrate --model $M --text $T -o out/basis.safetensors
 build/kvtc info out/basis.safetensors
 echo "== compress one captured cache (a window near the end of the text) at the default ratio 20"
 build/kvtc capture --model $M --text $T --window-index 60 -o out/cache.safetensors
-build/kvtc compress --basis out/basis.safetensors out/cache.safetensors -o out/cache.kvtc
+build/kvtc compress --basis out/basis.safetensors --model $M out/cache.safetensors -o out/cache.kvtc
 build/kvtc info out/cache.kvtc
 build/kvtc decompress --basis out/basis.safetensors --model $M out/cache.kvtc -o out/cache.restored.safetensors
 echo "== fidelity on the model (windows from the end of the text, disjoint from calibration)"

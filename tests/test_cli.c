@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "io/cache_file.h"
 #include "synth.h"
 #include "test.h"
@@ -87,14 +88,14 @@ static int file_equals(const char *name, const void *want, size_t wn) {
     return ok;
 }
 
-/* Number of leftover temporary files (*.tmp.*) in the temp dir. */
+/* Number of leftover temporary files (.kvtc-tmp-*) in the temp dir. */
 static int tmp_files(void) {
     DIR *d = opendir(g_dir);
     if (!d) return -1;
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
+        if (strstr(e->d_name, ".kvtc-tmp-")) n++;
     closedir(d);
     return n;
 }
@@ -111,6 +112,132 @@ static void remove_dir(void) {
     }
     closedir(d);
     rmdir(g_dir);
+}
+
+static int file_contains(const char *name, const char *needle) {
+    char p[256];
+    path_of(p, sizeof p, name);
+    size_t n = 0;
+    char *b = test_read_file(p, &n);
+    int ok = b && strstr(b, needle) != NULL;
+    free(b);
+    return ok;
+}
+
+static int write_cache(const char *name, const kvtc_cache *c);
+
+/* Issue 9 through the tool (each failed on main at 9e9b377). `stream` is
+ * out.kvtc's bytes (compress --ratio 16 --window 16 test.safetensors). */
+static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_cache) {
+    char p[256];
+    struct stat sb;
+    /* item 1: /dev/null stays a device; "-" is stdin / stdout; dir/ refused */
+    int rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 test.safetensors -o /dev/null");
+    CHECK_MSG(rc == 0 && stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode), "-o /dev/null: exit %d", rc);
+    rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 - -o - <test.safetensors");
+    CHECK_MSG(rc == 0 && file_equals("stdout.txt", stream, sn), "compress - -o -: exit %d", rc);
+    rc = run_cli("decompress --basis B.safetensors -o - - <out.kvtc");
+    path_of(p, sizeof p, "dec.safetensors");
+    size_t dn = 0;
+    void *dec = test_read_file(p, &dn);
+    CHECK_MSG(rc == 0 && dec && file_equals("stdout.txt", dec, dn), "decompress - -o -: exit %d", rc);
+    free(dec);
+    rc = run_cli("compress --basis B.safetensors test.safetensors -o newdir/");
+    CHECK(rc == 1 && file_contains("stderr.txt", "is a directory"));
+    /* item 2: the achieved error is printed; --max-error refuses to write */
+    rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 test.safetensors -o e.kvtc");
+    CHECK(rc == 0 && file_contains("stderr.txt", "relative error"));
+    rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 --max-error 1e-9 test.safetensors -o e2.kvtc");
+    path_of(p, sizeof p, "e2.kvtc");
+    CHECK_MSG(rc == 1 && access(p, F_OK) != 0 && file_contains("stderr.txt", "exceeds --max-error"),
+              "--max-error: exit %d", rc);
+    rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 --max-error 0.5 test.safetensors -o e2.kvtc");
+    CHECK(rc == 0);
+    /* clearer errors: the file kind by its magic, the differing field */
+    path_of(p, sizeof p, "words.txt");
+    CHECK(write_file(p, "just some words\n", 16) == 0);
+    const struct { const char *args, *want; } kinds[] = {
+        {"compress --basis B.safetensors out.kvtc -o x.kvtc", "out.kvtc is a kvtc stream, not a KV cache"},
+        {"compress --basis B.safetensors words.txt -o x.kvtc", "words.txt is a text file, not a KV cache"},
+        {"compress --basis B.safetensors B.safetensors -o x.kvtc", "B.safetensors is a kvtc basis, not a KV cache"},
+        {"compress --basis test.safetensors test.safetensors -o x.kvtc", "test.safetensors is a KV cache (safetensors), not a kvtc basis"},
+        {"decompress --basis B.safetensors B.safetensors -o x.safetensors", "B.safetensors is a kvtc basis, not a kvtc stream"},
+        {"info words.txt", "words.txt is a text file, not a kvtc stream, basis or KV cache"},
+        {"info short.safetensors", "short.safetensors: KV cache:"},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        rc = run_cli(kinds[i].args);
+        CHECK_MSG(rc == 1 && file_contains("stderr.txt", kinds[i].want), "kvtc %s: exit %d, want '%s'", kinds[i].args,
+                  rc, kinds[i].want);
+    }
+    kvtc_cache other = *test_cache;
+    other.geometry.rope_theta = 500000.0f;
+    CHECK(write_cache("theta.safetensors", &other) == 0);
+    rc = run_cli("compress --basis B.safetensors theta.safetensors -o x.kvtc");
+    CHECK_MSG(rc == 1 && file_contains("stderr.txt", "rope_theta: cache 500000, basis 10000"), "rope_theta mismatch: exit %d", rc);
+    other = *test_cache;
+    other.geometry.rope_dim = 16;
+    CHECK(write_cache("ropedim.safetensors", &other) == 0);
+    rc = run_cli("compress --basis B.safetensors ropedim.safetensors -o x.kvtc");
+    CHECK_MSG(rc == 1 && file_contains("stderr.txt", "rope_dim: cache 16, basis 32"), "rope_dim mismatch: exit %d", rc);
+
+    /* item 3: a stream that recomputes layer 0 records the model; another
+     * model (one byte of blk.0.attn_k.weight changed) is refused */
+    char cwd[1024], model[1100], text[1100], args[3000];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(text, sizeof text, "%s/data/persuasion.txt", cwd);
+    snprintf(model, sizeof model, "%s/data/stories260K.gguf", cwd);
+    snprintf(args, sizeof args, "capture --model %s --text %s --ctx 200 -o cap.safetensors", model, text);
+    CHECK(run_cli(args) == 0);
+    CHECK(run_cli("calibrate -o R.safetensors --recompute-layers 1 --window 16 --ratio 4 cap.safetensors") == 0);
+    CHECK(run_cli("compress --basis R.safetensors --window 16 cap.safetensors -o r.kvtc") == 1 &&
+          file_contains("stderr.txt", "pass --model"));
+    snprintf(args, sizeof args, "compress --basis R.safetensors --window 16 --model %s cap.safetensors -o r.kvtc", model);
+    CHECK(run_cli(args) == 0);
+    /* the same cache without token ids: the message names the field */
+    path_of(p, sizeof p, "cap.safetensors");
+    size_t capn = 0;
+    void *capb = test_read_file(p, &capn);
+    cache_file capf;
+    memset(&capf, 0, sizeof capf);
+    CHECK(capb && cache_file_parse(capb, capn, &capf) == KVTC_OK);
+    free(capb);
+    if (capf.cache.k) {
+        kvtc_cache noids = capf.cache;
+        noids.token_ids = NULL;
+        CHECK(write_cache("noids.safetensors", &noids) == 0);
+        snprintf(args, sizeof args, "compress --basis R.safetensors --model %s noids.safetensors -o x.kvtc", model);
+        rc = run_cli(args);
+        CHECK_MSG(rc == 1 && file_contains("stderr.txt", "token_ids: the basis recomputes 1 layer(s)"), "no token ids: exit %d", rc);
+    }
+    cache_file_free(&capf);
+    size_t mn = 0;
+    uint8_t *mb = (uint8_t *)test_read_file(model, &mn);
+    eng_gguf_file *gf = NULL;
+    CHECK(mb && eng_gguf_open_memory(mb, mn, &gf, NULL, 0) == ENG_GGUF_OK);
+    const eng_gguf_tensor *t = gf ? eng_gguf_find_tensor(gf, "blk.0.attn_k.weight") : NULL;
+    CHECK(t != NULL);
+    if (t) {
+        mb[(size_t)(t->data - gf->buf) + 7] ^= 0x80;
+        path_of(p, sizeof p, "other.gguf");
+        CHECK(write_file(p, mb, mn) == 0);
+        rc = run_cli("decompress --basis R.safetensors --model other.gguf r.kvtc -o r.safetensors");
+        CHECK_MSG(rc == 1 && file_contains("stderr.txt", "written with another model"), "wrong model: exit %d", rc);
+        snprintf(args, sizeof args, "decompress --basis R.safetensors --model %s r.kvtc -o r.safetensors", model);
+        CHECK(run_cli(args) == 0);
+    }
+    eng_gguf_close(gf);
+    free(mb);
+    /* item 11: a context beyond the model's trained one is refused */
+    snprintf(args, sizeof args, "eval --model %s --text %s --ctx 100000 --no-baselines --basis R.safetensors", model, text);
+    rc = run_cli(args);
+    CHECK_MSG(rc == 1 && file_contains("stderr.txt", "exceeds the model's trained context of 512 tokens"),
+              "eval --ctx 100000: exit %d", rc);
+    snprintf(args, sizeof args, "capture --model %s --text %s --ctx 100000 -o big.safetensors", model, text);
+    CHECK(run_cli(args) == 1 && file_contains("stderr.txt", "pass --force"));
+    snprintf(args, sizeof args, "capture --model %s --text %s --window-index 99999999999 -o big.safetensors", model, text);
+    CHECK(run_cli(args) == 2 && file_contains("stderr.txt", "not '99999999999'"));
+    CHECK(tmp_files() == 0);
 }
 
 static int write_cache(const char *name, const kvtc_cache *c) {
@@ -367,6 +494,8 @@ int main(void) {
     rc = run_cli("compress --basis B.safetensors --ratio 16 --window 16 test.safetensors -o keep.kvtc");
     CHECK(rc == 0 && file_equals("keep.kvtc", stream, sn));
     CHECK(tmp_files() == 0);
+
+    issue9_cli(stream, sn, &ct.c);
 
     free(stream);
     kvtc_basis_free(basis);

@@ -512,7 +512,7 @@ static void test_basis_files(void) {
         {"rope_theta", "0"}, {"rope_theta", "-1"}, {"rope_theta", "nan"}, {"rope_theta", "inf"},
         {"rope_theta", "1e400"}, {"rope_theta", "10000.5"}, {"recompute_layers", "2"}, {"recompute_layers", "1"},
         {"rope_removed", "2"}, {"rope_removed", "0"}, {"format", "kvtc-other"}, {"format", NULL},
-        {"format_version", "2"}, {"format_version", "0"}, {"transform_fingerprint", "0000000000000000"},
+        {"format_version", "3"}, {"format_version", "1"}, {"format_version", "0"}, {"transform_fingerprint", "0000000000000000"},
         {"transform_fingerprint", NULL}, {"n_plans", "3"}, {"n_plans", "65"}, {"n_plans", "-1"},
         {"plan.0.k", pbuf}, {"plan.0.k", pbad}, {"plan.0.k", ""}, {"plan.0.k", "0:4"}, {"plan.0.k", "32:4,32:0"},
         {"plan.0.k", "16:9,48:0"}, {"plan.0.k", "16:4,,48:0"}, {"plan.0.k", "16:4,48:0,"}, {"plan.0.k", "16:-4,48:0"},
@@ -540,7 +540,7 @@ static void test_basis_files(void) {
     /* specific codes */
     {
         size_t tn = 0;
-        void *t = retag_basis(bytes, n, "format_version", "2", &tn);
+        void *t = retag_basis(bytes, n, "format_version", "3", &tn);
         CHECK(load_bytes(t, tn) == KVTC_ERR_UNSUPPORTED_VERSION);
         free(t);
         t = retag_basis(bytes, n, "format", "something-else", &tn);

@@ -22,23 +22,47 @@ int cli_fail(const char *what, const char *fmt, ...) __attribute__((format(print
 /* A usage error: print "kvtc: <cmd>: <msg> (see kvtc <cmd> --help)"; returns 2. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Read a whole file (malloc'd). KVTC_ERR_IO with errno-based text in err. */
+/* ---- files (cli_files.c) ---- */
+
+/* Read a whole input (malloc'd): a regular file, "-" for standard input, or
+ * a FIFO / character device read to EOF. A directory is refused by name.
+ * KVTC_ERR_IO with errno-based text in err. */
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen);
 
-/* Write atomically: path.tmp.XXXXXX in the same directory, fsync, rename.
- * On any failure the temporary is removed and `path` is untouched. */
+/* Write an output the way cp and zstd do:
+ * - "-": standard output;
+ * - an existing character device, FIFO or socket: written directly, never
+ *   unlinked or replaced (so -o /dev/null is safe even as root);
+ * - a directory, or a name ending in '/': refused ("is a directory");
+ * - a symlink: written through (its target is replaced, the link stays);
+ * - a regular file or a new name: atomically: a temporary
+ *   ".kvtc-tmp-<16 hex>-<pid>-XXXXXX" in the same directory, fsync, rename,
+ *   fsync of the directory. A new file gets mode 0666 minus the umask; a
+ *   replaced file keeps its mode. SIGINT/SIGTERM/SIGHUP during the write
+ *   remove the temporary; temporaries that a SIGKILLed run left for the
+ *   same output name (same hash, dead pid, ours) are removed by the next
+ *   write of that output.
+ * On any failure `path` is untouched and no temporary remains. */
 kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char *err, size_t errlen);
+
+/* Parse a temporary name of cli_write_file: 0 and its output-name hash and
+ * pid, or -1 when name is not one. */
+int cli_tmp_name_owner(const char *name, uint64_t *hash, long *pid);
 
 /* Parse numbers strictly (whole string); return 0 on success. */
 int cli_parse_u32(const char *s, uint32_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 
+/* A window of ctx tokens on a model trained for n_ctx_train: beyond it the
+ * model's output means little and a run can take minutes (issue 9 item 11),
+ * so refuse unless `force` ("... exceeds the model's trained context ...;
+ * pass --force"). Returns 0 when the run may go on, else 1 (message
+ * printed). */
+int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force);
+
 /* 1 if stderr is a terminal (progress output is shown only then). */
 int cli_progress_enabled(void);
 
-/* The option value after argv[*i] (advancing *i), or NULL when it is the
- * last argument (the caller reports the usage error). */
-const char *cli_value(int argc, char **argv, int *i);
 
 #endif

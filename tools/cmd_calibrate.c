@@ -1,4 +1,5 @@
 /* cmd_calibrate.c - kvtc calibrate and kvtc capture. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,8 @@ static const char calibrate_help[] =
     "       kvtc calibrate -o BASIS [options] --model M.gguf --text T.txt\n"
     "  --ratio R            a target ratio to plan for; repeatable (default 8 16 20 32 64)\n"
     "  --model M --text T   capture calibration caches from the model over the text\n"
-    "  --ctx N              window length for --model (default: the model's context)\n"
+    "  --ctx N              window length for --model (default: the model's context; beyond it needs --force)\n"
+    "  --force              allow --ctx beyond the model's trained context\n"
     "  --windows N          windows of the text to use, from its start (default 16)\n"
     "  --sink N / --window N  tokens at the start / end of each cache left out (default 4 / 128)\n"
     "  --recompute-layers M leading layers not stored; decoders recompute them from token ids\n"
@@ -45,50 +47,75 @@ int cmd_calibrate(int argc, char **argv) {
     int n_inputs = 0;
     double ratios[64];
     uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1;
-    int sensitivity = -1, recompute_set = 0, plain = 0;
+    int sensitivity = -1, recompute_set = 0, plain = 0, force = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
     int rc = 2;
     if (!inputs) return cli_fail("calibrate", "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(calibrate_help, stdout); rc = 0; goto done_args; }
-        if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
-        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
-        else if (!strcmp(a, "--ratio")) {
-            double r;
-            if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &r) || r <= 1) { rc = cli_usage("calibrate", "--ratio needs a number > 1"); goto done_args; }
+    enum { O_MODEL = 256, O_TEXT, O_RATIO, O_CTX, O_FORCE, O_WINDOWS, O_SINK, O_WINDOW, O_RECOMPUTE, O_MAX_TOKENS,
+           O_RANK, O_SEED, O_PCA, O_NO_ROPE, O_SENS, O_PLAIN, O_SENS_BANDS, O_SENS_WINDOWS, O_SEPARATE_KV,
+           O_PER_LAYER, O_UNIFORM };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
+        {"ratio", required_argument, NULL, O_RATIO}, {"ctx", required_argument, NULL, O_CTX},
+        {"force", no_argument, NULL, O_FORCE}, {"windows", required_argument, NULL, O_WINDOWS},
+        {"sink", required_argument, NULL, O_SINK}, {"window", required_argument, NULL, O_WINDOW},
+        {"recompute-layers", required_argument, NULL, O_RECOMPUTE},
+        {"max-tokens", required_argument, NULL, O_MAX_TOKENS}, {"rank", required_argument, NULL, O_RANK},
+        {"seed", required_argument, NULL, O_SEED}, {"pca", required_argument, NULL, O_PCA},
+        {"no-rope-removal", no_argument, NULL, O_NO_ROPE}, {"sensitivity", no_argument, NULL, O_SENS},
+        {"plain", no_argument, NULL, O_PLAIN}, {"sens-bands", required_argument, NULL, O_SENS_BANDS},
+        {"sens-windows", required_argument, NULL, O_SENS_WINDOWS}, {"separate-kv", no_argument, NULL, O_SEPARATE_KV},
+        {"per-layer-pca", no_argument, NULL, O_PER_LAYER}, {"uniform-bits", no_argument, NULL, O_UNIFORM},
+        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    opterr = 0;
+    optind = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        const char *v = optarg;
+        double r;
+        switch (opt) {
+        case 'h': fputs(calibrate_help, stdout); rc = 0; goto done_args;
+        case 'o': out = v; break;
+        case O_MODEL: model_path = v; break;
+        case O_TEXT: text_path = v; break;
+        case O_RATIO:
+            if (cli_parse_double(v, &r) || r <= 1) { rc = cli_usage("calibrate", "--ratio needs a number > 1, not '%s'", v); goto done_args; }
             if (n_ratios == 64) { rc = cli_usage("calibrate", "at most 64 ratios"); goto done_args; }
             ratios[n_ratios++] = r;
-        }
-        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) { rc = cli_usage("calibrate", "--ctx needs a count >= 2"); goto done_args; } }
-        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &windows) || !windows) { rc = cli_usage("calibrate", "--windows needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--recompute-layers")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.recompute_layers)) { rc = cli_usage("calibrate", "--recompute-layers needs a count"); goto done_args; } recompute_set = 1; }
-        else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--rank")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.max_rank) || !o.max_rank) { rc = cli_usage("calibrate", "--rank needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } }
-        else if (!strcmp(a, "--pca")) {
-            if (!(v = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; }
+            break;
+        case O_CTX: if (cli_parse_u32(v, &ctx) || ctx < 2) { rc = cli_usage("calibrate", "--ctx needs a count >= 2"); goto done_args; } break;
+        case O_FORCE: force = 1; break;
+        case O_WINDOWS: if (cli_parse_u32(v, &windows) || !windows) { rc = cli_usage("calibrate", "--windows needs a count > 0"); goto done_args; } break;
+        case O_SINK: if (cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count"); goto done_args; } break;
+        case O_WINDOW: if (cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } break;
+        case O_RECOMPUTE:
+            if (cli_parse_u32(v, &o.recompute_layers)) { rc = cli_usage("calibrate", "--recompute-layers needs a count"); goto done_args; }
+            recompute_set = 1;
+            break;
+        case O_MAX_TOKENS: if (cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } break;
+        case O_RANK: if (cli_parse_u32(v, &o.max_rank) || !o.max_rank) { rc = cli_usage("calibrate", "--rank needs a count > 0"); goto done_args; } break;
+        case O_SEED: if (cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } break;
+        case O_PCA:
             if (!strcmp(v, "auto")) o.pca_method = KVTC_PCA_AUTO;
             else if (!strcmp(v, "exact")) o.pca_method = KVTC_PCA_EXACT;
             else if (!strcmp(v, "randomized")) o.pca_method = KVTC_PCA_RANDOMIZED;
             else { rc = cli_usage("calibrate", "--pca takes auto, exact or randomized"); goto done_args; }
+            break;
+        case O_NO_ROPE: o.remove_rope = 0; break;
+        case O_SENS: sensitivity = 1; break;
+        case O_PLAIN: plain = 1; break;
+        case O_SENS_BANDS: if (cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } break;
+        case O_SENS_WINDOWS: if (cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } break;
+        case O_SEPARATE_KV: o.joint_kv_budget = 0; break;
+        case O_PER_LAYER: o.pca_per_layer = 1; break;
+        case O_UNIFORM: o.uniform_allocation = 1; break;
+        case ':': rc = cli_usage("calibrate", "%s needs a value", argv[optind - 1]); goto done_args;
+        default: rc = cli_usage("calibrate", "unknown option %s", argv[optind - 1]); goto done_args;
         }
-        else if (!strcmp(a, "--no-rope-removal")) o.remove_rope = 0;
-        else if (!strcmp(a, "--sensitivity")) sensitivity = 1;
-        else if (!strcmp(a, "--plain")) plain = 1;
-        else if (!strcmp(a, "--sens-bands")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } }
-        else if (!strcmp(a, "--sens-windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--separate-kv")) o.joint_kv_budget = 0;
-        else if (!strcmp(a, "--per-layer-pca")) o.pca_per_layer = 1;
-        else if (!strcmp(a, "--uniform-bits")) o.uniform_allocation = 1;
-        else if (a[0] == '-') { rc = cli_usage("calibrate", "unknown option %s (see --help)", a); goto done_args; }
-        else inputs[n_inputs++] = a;
     }
+    for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
     if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
     if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
     /* With a model, default to the best measured configuration (bench/RESULTS.md):
@@ -115,6 +142,7 @@ int cmd_calibrate(int argc, char **argv) {
         if (model_text_load(&mt, model_path, text_path)) goto done_args;
         kvtc_geometry g = model_geometry(mt.model);
         if (!ctx) ctx = eng_model_hparams(mt.model)->n_ctx_train;
+        if (cli_check_ctx("calibrate", ctx, eng_model_hparams(mt.model)->n_ctx_train, force)) { model_text_free(&mt); goto done_args; }
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
@@ -203,33 +231,51 @@ done_args:
 static const char capture_help[] =
     "usage: kvtc capture --model M.gguf --text T.txt [--ctx N] [--window-index W] [--dtype f16|bf16|f32] -o KV.safetensors\n"
     "  Runs the model over [<s>] + the first N-1 tokens of window W of the text (default 0)\n"
-    "  and writes its KV cache (keys with RoPE applied), positions and token ids.\n";
+    "  and writes its KV cache (keys with RoPE applied), positions and token ids.\n"
+    "  --force          allow --ctx beyond the model's trained context\n";
 
 int cmd_capture(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *out = NULL;
     uint32_t ctx = 0, widx = 0;
+    int force = 0;
     kvtc_dtype dt = KVTC_DTYPE_F16;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(capture_help, stdout); return 0; }
-        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
-        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a); }
-        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ctx) || ctx < 2) return cli_usage("capture", "--ctx needs a count >= 2"); }
-        else if (!strcmp(a, "--window-index")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &widx)) return cli_usage("capture", "--window-index needs a number"); }
-        else if (!strcmp(a, "--dtype")) {
-            if (!(v = cli_value(argc, argv, &i))) return cli_usage("capture", "%s needs a value", a);
+    enum { O_MODEL = 256, O_TEXT, O_CTX, O_WINDOW_INDEX, O_DTYPE, O_FORCE };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
+        {"ctx", required_argument, NULL, O_CTX}, {"window-index", required_argument, NULL, O_WINDOW_INDEX},
+        {"dtype", required_argument, NULL, O_DTYPE}, {"force", no_argument, NULL, O_FORCE},
+        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    opterr = 0;
+    optind = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        const char *v = optarg;
+        switch (opt) {
+        case 'h': fputs(capture_help, stdout); return 0;
+        case 'o': out = v; break;
+        case O_MODEL: model_path = v; break;
+        case O_TEXT: text_path = v; break;
+        case O_CTX: if (cli_parse_u32(v, &ctx) || ctx < 2) return cli_usage("capture", "--ctx needs a count >= 2"); break;
+        case O_FORCE: force = 1; break;
+        case O_WINDOW_INDEX:
+            if (cli_parse_u32(v, &widx)) return cli_usage("capture", "--window-index needs a whole number 0..4294967295, not '%s'", v);
+            break;
+        case O_DTYPE:
             if (!strcmp(v, "f16")) dt = KVTC_DTYPE_F16;
             else if (!strcmp(v, "bf16")) dt = KVTC_DTYPE_BF16;
             else if (!strcmp(v, "f32")) dt = KVTC_DTYPE_F32;
             else return cli_usage("capture", "--dtype takes f16, bf16 or f32");
+            break;
+        case ':': return cli_usage("capture", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage("capture", "unknown option %s", argv[optind - 1]);
         }
-        else return cli_usage("capture", "unknown argument %s (see --help)", a);
     }
+    if (optind < argc) return cli_usage("capture", "unexpected argument %s", argv[optind]);
     if (!model_path || !text_path || !out) return cli_usage("capture", "needs --model, --text and -o");
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
     if (!ctx) ctx = eng_model_hparams(mt.model)->n_ctx_train;
+    if (cli_check_ctx("capture", ctx, eng_model_hparams(mt.model)->n_ctx_train, force)) { model_text_free(&mt); return 1; }
     int rc = 1;
     int32_t *tok = malloc(sizeof(int32_t) * ctx);
     cache_file cf;

@@ -8,6 +8,7 @@
  * the untouched float32 cache: perplexity of the continuation, mean
  * KL(reference || method) of the next-token distributions, and top-1
  * agreement (argmax equal). Ratios are against fp16 storage. */
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -198,7 +199,8 @@ static const char eval_help[] =
     "usage: kvtc eval --model M.gguf --text T.txt --basis [NAME=]BASIS... [options]\n"
     "  --basis [NAME=]PATH  a basis to evaluate at every --ratio; repeatable (NAME defaults to kvtc)\n"
     "  --ratios LIST        KVTC target ratios, comma separated (default 8,16,32,64)\n"
-    "  --ctx N              window length (default: the model's context)\n"
+    "  --ctx N              window length (default: the model's context; beyond it needs --force)\n"
+    "  --force              allow --ctx beyond the model's trained context\n"
     "  --windows N          windows, taken from the END of the text (default 4)\n"
     "  --prefix F           fraction of each window prefilled and compressed (default 0.75)\n"
     "  --sink N / --window N  raw tokens at the start / end of the prefix (default 4 / 128)\n"
@@ -210,22 +212,35 @@ static const char eval_help[] =
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
     const char *basis_specs[16];
-    int n_bases = 0, baselines = 1;
+    int n_bases = 0, baselines = 1, force = 0;
     double ratios[16] = {8, 16, 32, 64};
     int n_ratios = 4;
     eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(eval_help, stdout); return 0; }
-        if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
-        else if (!strcmp(a, "--text")) { if (!(text_path = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
-        else if (!strcmp(a, "--basis")) {
-            if (!(v = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a);
+    enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
+           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
+        {"basis", required_argument, NULL, O_BASIS}, {"ratios", required_argument, NULL, O_RATIOS},
+        {"ctx", required_argument, NULL, O_CTX}, {"windows", required_argument, NULL, O_WINDOWS},
+        {"prefix", required_argument, NULL, O_PREFIX}, {"sink", required_argument, NULL, O_SINK},
+        {"window", required_argument, NULL, O_WINDOW}, {"threads", required_argument, NULL, O_THREADS},
+        {"no-baselines", no_argument, NULL, O_NO_BASELINES}, {"json", no_argument, NULL, O_JSON},
+        {"plot", required_argument, NULL, O_PLOT}, {"force", no_argument, NULL, O_FORCE},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    opterr = 0;
+    optind = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        const char *v = optarg;
+        switch (opt) {
+        case 'h': fputs(eval_help, stdout); return 0;
+        case O_MODEL: model_path = v; break;
+        case O_TEXT: text_path = v; break;
+        case O_BASIS:
             if (n_bases == 16) return cli_usage("eval", "at most 16 bases");
             basis_specs[n_bases++] = v;
-        }
-        else if (!strcmp(a, "--ratios")) {
-            if (!(v = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a);
+            break;
+        case O_RATIOS: {
             char tmp[256];
             snprintf(tmp, sizeof tmp, "%s", v);
             n_ratios = 0;
@@ -234,18 +249,25 @@ int cmd_eval(int argc, char **argv) {
                     return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated");
                 n_ratios++;
             }
+            break;
         }
-        else if (!strcmp(a, "--ctx")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); }
-        else if (!strcmp(a, "--windows")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); }
-        else if (!strcmp(a, "--prefix")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)"); }
-        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) return cli_usage("eval", "--sink needs a count"); }
-        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_usage("eval", "--threads needs 1..64"); }
-        else if (!strcmp(a, "--no-baselines")) baselines = 0;
-        else if (!strcmp(a, "--json")) o.json = 1;
-        else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
-        else return cli_usage("eval", "unknown argument %s (see --help)", a);
+        case O_CTX: if (cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); break;
+        case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
+        case O_PREFIX:
+            if (cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)");
+            break;
+        case O_SINK: if (cli_parse_u32(v, &o.n_sink)) return cli_usage("eval", "--sink needs a count"); break;
+        case O_WINDOW: if (cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); break;
+        case O_THREADS: if (cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_usage("eval", "--threads needs 1..64"); break;
+        case O_NO_BASELINES: baselines = 0; break;
+        case O_JSON: o.json = 1; break;
+        case O_PLOT: o.plot = v; break;
+        case O_FORCE: force = 1; break;
+        case ':': return cli_usage("eval", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage("eval", "unknown option %s", argv[optind - 1]);
+        }
     }
+    if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
     if (!model_path || !text_path || (!n_bases && !baselines)) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
 
     model_text mt;
@@ -253,6 +275,7 @@ int cmd_eval(int argc, char **argv) {
     const eng_hparams *hp = eng_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);
     if (!o.ctx) o.ctx = hp->n_ctx_train;
+    if (cli_check_ctx("eval", o.ctx, hp->n_ctx_train, force)) { model_text_free(&mt); return 1; }
     uint64_t avail = model_text_windows(&mt, o.ctx);
     if (!avail) { model_text_free(&mt); return cli_fail("eval", "%s is shorter than one window of %u tokens", text_path, o.ctx); }
     if (o.windows > avail) o.windows = (uint32_t)avail;

@@ -697,11 +697,13 @@ static void bench(uint32_t m) {
             for (int i = 0; i < B; i++) { cudaFreeHost(h_pin[i]); cudaFree(d_in[i]); cudaEventDestroy(ev_copy[i]); }
         }
         {
-            // per-stage breakdown of one cache (a codec with KVTC_CUDA_PROFILE=1 records events between stages)
-            setenv("KVTC_CUDA_PROFILE", "1", 1);
+            // per-stage breakdown of one cache (a codec with options.profile records events between stages)
+            kvtc_cuda_options po;
+            kvtc_cuda_options_init(&po);
+            po.ratio = 16.0;  // the plan the rest of this benchmark measures
+            po.profile = 1;
             kvtc_cuda_codec *pc;
-            KV(kvtc_cuda_codec_alloc(b, NULL, &pc));
-            unsetenv("KVTC_CUDA_PROFILE");
+            KV(kvtc_cuda_codec_alloc(b, &po, &pc));
             for (int rep = 0; rep < 3; rep++) {
                 if (rep == 2) fprintf(stderr, "(batch %dx%llu, cache 0)\n", B, (unsigned long long)n);
                 KV(kvtc_cuda_compress(pc, &in[0].c, d_out[0], cap[0], d_w, ws, wsz, st));

@@ -91,6 +91,8 @@ kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info 
     out->entropy_codec = h.codec;
     out->has_positions = (h.flags & CONTAINER_FLAG_POSITIONS) != 0;
     out->has_token_ids = (h.flags & CONTAINER_FLAG_TOKEN_IDS) != 0;
+    out->has_model_fingerprint = (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) != 0;
+    out->model_fingerprint = h.model_fingerprint;
     out->basis_fingerprint = h.transform_fingerprint;
     out->plan_ratio = h.plan_ratio;
     out->k_bytes = kvtc_cache_tensor_bytes(&h.geometry, h.dtype, h.n_tokens);
@@ -184,6 +186,9 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
     const basis_plan *pl = &b->plans[pi];
     if ((r = check_out_cache(&h, out))) return r;
     if (h.recompute_layers && container_coded_tokens(&h) && !d->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
+    if (h.recompute_layers && (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) &&
+        h.model_fingerprint != d->opt.model_fingerprint)
+        return KVTC_ERR_MODEL_MISMATCH;
     const uint8_t *in = buf;
 
     /* positions and ids: the decoder's own copies, so RoPE uses the stream's */

@@ -82,8 +82,18 @@ static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, co
     int has_pos = 0;
     if (c->positions)
         for (uint64_t t = 0; t < c->n_tokens && !has_pos; t++) has_pos = c->positions[t] != (int64_t)t;
-    return container_header_init(h, e->basis, e->plan, &c->geometry, c->dtype, c->n_tokens, e->opt.n_sink,
-                                 e->opt.n_window, e->opt.chunk_tokens, (uint8_t)e->opt.entropy_codec, has_pos);
+    kvtc_result r = container_header_init(h, e->basis, e->plan, &c->geometry, c->dtype, c->n_tokens,
+                                          e->opt.n_sink, e->opt.n_window, e->opt.chunk_tokens,
+                                          (uint8_t)e->opt.entropy_codec, has_pos);
+    if (r) return r;
+    /* token ids the caller has are kept even when no layer is recomputed
+     * (issue 9 item 8: a round trip used to drop them) */
+    if (c->token_ids && c->n_tokens) h->flags |= CONTAINER_FLAG_TOKEN_IDS;
+    if (e->opt.model_fingerprint) {
+        h->flags |= CONTAINER_FLAG_MODEL_FINGERPRINT;
+        h->model_fingerprint = e->opt.model_fingerprint;
+    }
+    return KVTC_OK;
 }
 
 static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *c) {
@@ -143,6 +153,9 @@ static int encode_chunk(void *p, uint32_t item, uint32_t worker) {
     uint64_t n = b->n_tokens - t0 < b->chunk_tokens ? b->n_tokens - t0 : b->chunk_tokens;
     const plan_stream *pk = &b->plan->k, *pv = &b->plan->v;
     uint64_t psize = quant_payload_size(pk, pv, n);
+    kvtc_result rr = quant_check_range(pk, pv, b->dk + t0 * pk->rank_used, pk->rank_used,
+                                       b->dv + t0 * pv->rank_used, pv->rank_used, n);
+    if (rr) return rr;
     quant_encode(pk, pv, b->dk + t0 * pk->rank_used, pk->rank_used, b->dv + t0 * pv->rank_used,
                  pv->rank_used, n, b->payload[worker]);
     size_t z = 0;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/device_guard.h"
 #include "kvtc_cuda.h"
 
 extern "C" {
@@ -102,7 +103,7 @@ struct kvtc_cuda_codec {
     uint32_t *d_crc_table;  // 256 + 32 (x^2^k mod P)
     cublasHandle_t blas;
     int esize;  // bytes of an X/D/basis element
-    // KVTC_CUDA_PROFILE=1 at alloc: events between stages, printed (with a
+    // kvtc_cuda_options.profile: events between stages, printed (with a
     // synchronization) at the end of each call. Off the hot path otherwise.
     int profile, n_ev;
     cudaEvent_t ev[48];
@@ -1093,6 +1094,17 @@ __global__ void parse_k(DecArgs a, DecWs w, uint32_t *status) {
         set_status(status, KVTC_ERR_CORRUPT);
         return;
     }
+    // issue 9 item 4 (decompression bomb): chunks back to back from 0,
+    // filling chunk data exactly, none claiming more payload than its bytes
+    // can produce (the CPU's container_check_chunk_index, one entry per thread)
+    const uint8_t *prev = e - CONTAINER_CHUNK_ENTRY;
+    bool layout_ok = c == 0 ? off == 0 : off == ld_u64(prev) + ld_u32(prev + 8);
+    if (c == w.C - 1 && off + size != a.data_size) layout_ok = false;
+    if ((uint64_t)pay > (uint64_t)size * CONTAINER_MAX_EXPANSION + CONTAINER_EXPANSION_SLACK) layout_ok = false;
+    if (!layout_ok) {
+        set_status(status, KVTC_ERR_CORRUPT);
+        return;
+    }
     w.chunk_off[c] = off;
     w.chunk_size[c] = size;
     w.chunk_crc[c] = crc;
@@ -1261,7 +1273,7 @@ __global__ void write_positions_k(const uint8_t *pos_le, uint64_t n, int64_t *ou
 extern "C" void kvtc_cuda_options_init(kvtc_cuda_options *o) {
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
-    o->ratio = 16.0;
+    o->ratio = 20.0;  // the CPU encoder's default (kvtc_encode_options_init)
     o->n_sink = 4;
     o->n_window = 128;
     o->chunk_tokens = 256;
@@ -1282,6 +1294,7 @@ static void free_plans(kvtc_cuda_codec *c) {
 
 extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
     if (!c) return;
+    DeviceGuard dg(c->opt.device);
     free_plans(c);
     for (int s = 0; s < 2; s++) {
         cudaFree(c->d_basis[s]);
@@ -1358,7 +1371,9 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers) return KVTC_ERR_UNSUPPORTED;
     if (b->geometry.head_dim % 2 || b->geometry.head_dim / 2 > 1024) return KVTC_ERR_UNSUPPORTED;
-    if (o.device >= 0 && cudaSetDevice(o.device) != cudaSuccess) return KVTC_ERR_CUDA;
+    if (o.device < 0 && cudaGetDevice(&o.device) != cudaSuccess) return KVTC_ERR_CUDA;
+    DeviceGuard dg(o.device);  // the codec lives on o.device; the caller's device is restored
+    if (!dg.ok) return KVTC_ERR_CUDA;
     kvtc_cuda_codec *c = (kvtc_cuda_codec *)calloc(1, sizeof *c);
     if (!c) return KVTC_ERR_OUT_OF_MEMORY;
     c->basis = b;
@@ -1437,8 +1452,7 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
             r = KVTC_ERR_CUDA;
     }
     if (!r && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) r = KVTC_ERR_CUDA;
-    const char *pe = getenv("KVTC_CUDA_PROFILE");
-    if (!r && pe && pe[0] == '1') {
+    if (!r && o.profile) {
         c->profile = 1;
         for (int i = 0; i < 48 && !r; i++)
             if (cudaEventCreate(&c->ev[i]) != cudaSuccess) r = KVTC_ERR_CUDA;
@@ -1496,10 +1510,28 @@ struct Layout {
 
 static size_t al(size_t x) { return (x + 255) & ~(size_t)255; }
 
+// Checked arithmetic for the workspace layout: hostile or huge token counts
+// must give kvtc_cuda_workspace_size() == 0, never a wrapped small size
+// (issue 9). Every product saturates to UINT64_MAX and sets *ov.
+static uint64_t mulc(uint64_t a, uint64_t b, bool *ov) {
+    uint64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) { *ov = true; return UINT64_MAX; }
+    return r;
+}
+static uint64_t addc(uint64_t a, uint64_t b, bool *ov) {
+    uint64_t r;
+    if (__builtin_add_overflow(a, b, &r)) { *ov = true; return UINT64_MAX; }
+    return r;
+}
+
+// Returns 0 when the layout overflows size_t (or n exceeds the format).
 static int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, Layout *L) {
     memset(L, 0, sizeof *L);
     const kvtc_geometry *g = &c->basis->geometry;
+    if (n > KVTC_MAX_TOKENS) return 0;
     if (!chunk_tokens) chunk_tokens = c->opt.chunk_tokens;
+    if (chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS) return 0;
+    bool ov = false;
     uint64_t C = (n + chunk_tokens - 1) / chunk_tokens;
     if (C == 0) C = 1;
     L->C = C;
@@ -1508,53 +1540,62 @@ static int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens
         uint64_t pz = quant_payload_size(&c->plans[i].host->k, &c->plans[i].host->v, chunk_tokens < n ? chunk_tokens : (n ? n : 1));
         if (pz > maxpay) maxpay = pz;
     }
+    if (maxpay > UINT32_MAX) return 0;  // a chunk payload is a u32 in the format
     L->max_payload = al(maxpay + 1);
     // any chunk's segment list: lanes <= payload / 4096 + 32 per segment, words <= payload + lanes
     L->Lmax = (uint32_t)(L->max_payload / RANS_SYMBOLS_PER_LANE + 32 * ENC_MAX_SEGS + 1);
     L->Wmax = L->max_payload + L->Lmax;
-    uint64_t raw = (uint64_t)g->n_layers * g->n_kv_heads * g->head_dim * kvtc_dtype_size(KVTC_DTYPE_F32) *
-                   ((uint64_t)c->opt.n_sink + c->opt.n_window + 64);
+    uint64_t raw = mulc((uint64_t)g->n_layers * g->n_kv_heads * g->head_dim * kvtc_dtype_size(KVTC_DTYPE_F32),
+                        (uint64_t)c->opt.n_sink + c->opt.n_window + 64, &ov);
     uint64_t big = 2 * maxpay + (uint64_t)DEC_MAX_SEGS * 40000;
     if (raw > big) big = raw;
-    if (n * 8 > big) big = n * 8;
-    if (C * CONTAINER_CHUNK_ENTRY > big) big = C * CONTAINER_CHUNK_ENTRY;
+    if (mulc(n, 8, &ov) > big) big = n * 8;
+    if (mulc(C, CONTAINER_CHUNK_ENTRY, &ov) > big) big = C * CONTAINER_CHUNK_ENTRY;
     L->max_pieces = big / CRC_PIECE + 1;
     uint32_t np = g->rope_type != KVTC_ROPE_NONE ? kvi_geometry_rope_dim(g) / 2 : 1;
     uint32_t rm = c->rmax[0] > c->rmax[1] ? c->rmax[0] : c->rmax[1];
-    size_t o = 0;
-#define TAKE(field, bytes) do { L->field = o; o += al((size_t)(bytes)); } while (0)
-    TAKE(cs, n * np * sizeof(float2) + 8);
-    TAKE(X, n * c->p * c->esize + 8);
-    TAKE(D, n * (uint64_t)(rm ? rm : 1) * 4 + 8);
-    TAKE(payload, C * L->max_payload);
-    TAKE(pieces, (C + 8) * L->max_pieces * 4);
-    TAKE(crc_out, (C + 8) * 4);
+    uint64_t o = 0;
+#define TAKE(field, bytes)                                                     \
+    do {                                                                       \
+        uint64_t b_ = (bytes);                                                 \
+        if (b_ > SIZE_MAX - 512) ov = true;                                    \
+        L->field = (size_t)o;                                                  \
+        o = addc(o, ov ? 0 : al((size_t)b_), &ov);                             \
+    } while (0)
+    uint64_t segs4 = mulc(C, (uint64_t)ENC_MAX_SEGS * 4, &ov);
+    TAKE(cs, addc(mulc(mulc(n, np, &ov), sizeof(float2), &ov), 8, &ov));
+    TAKE(X, addc(mulc(mulc(n, c->p, &ov), c->esize, &ov), 8, &ov));
+    TAKE(D, addc(mulc(n, (uint64_t)(rm ? rm : 1) * 4, &ov), 8, &ov));
+    TAKE(payload, mulc(C, L->max_payload, &ov));
+    TAKE(pieces, mulc(mulc(C + 8, L->max_pieces, &ov), 4, &ov));
+    TAKE(crc_out, mulc(C + 8, 4, &ov));
     TAKE(sec_crc, 64);
     L->blas_size = 32u << 20;
     TAKE(blas, L->blas_size);
-    L->hist_bytes = C * ENC_MAX_SEGS * 4 * 256 * 4;
+    L->hist_bytes = mulc(segs4, 256 * 4, &ov);
     TAKE(hist, L->hist_bytes);
-    TAKE(freq, C * ENC_MAX_SEGS * 4 * 256 * 2);
-    TAKE(start, C * ENC_MAX_SEGS * 4 * 256 * 2);
-    TAKE(npres, C * ENC_MAX_SEGS * 4 * 4);
-    TAKE(lstate, C * L->Lmax * 4);
-    TAKE(lcount, C * L->Lmax * 4);
-    TAKE(lwoff, C * L->Lmax * 4);
-    TAKE(words, C * L->Wmax * 2);
-    TAKE(segb, C * ENC_MAX_SEGS * 4);
-    TAKE(segm, C * ENC_MAX_SEGS * 4);
-    TAKE(sego, C * ENC_MAX_SEGS * 4);
-    TAKE(csize, C * 4);
-    TAKE(coff, C * 8);
+    TAKE(freq, mulc(segs4, 256 * 2, &ov));
+    TAKE(start, mulc(segs4, 256 * 2, &ov));
+    TAKE(npres, mulc(segs4, 4, &ov));
+    TAKE(lstate, mulc(mulc(C, L->Lmax, &ov), 4, &ov));
+    TAKE(lcount, mulc(mulc(C, L->Lmax, &ov), 4, &ov));
+    TAKE(lwoff, mulc(mulc(C, L->Lmax, &ov), 4, &ov));
+    TAKE(words, mulc(mulc(C, L->Wmax, &ov), 2, &ov));
+    TAKE(segb, mulc(C, ENC_MAX_SEGS * 4, &ov));
+    TAKE(segm, mulc(C, ENC_MAX_SEGS * 4, &ov));
+    TAKE(sego, mulc(C, ENC_MAX_SEGS * 4, &ov));
+    TAKE(csize, mulc(C, 4, &ov));
+    TAKE(coff, mulc(C, 8, &ov));
     TAKE(dsize, 8);
-    TAKE(dseg, C * DEC_MAX_SEGS * sizeof(DSeg));
-    TAKE(dnseg, C * 4);
-    TAKE(dnblk, C * 4);
-    TAKE(dcoff, C * 8);
-    TAKE(dcsize, C * 4);
-    TAKE(dccrc, C * 4);
+    TAKE(dseg, mulc(C, DEC_MAX_SEGS * sizeof(DSeg), &ov));
+    TAKE(dnseg, mulc(C, 4, &ov));
+    TAKE(dnblk, mulc(C, 4, &ov));
+    TAKE(dcoff, mulc(C, 8, &ov));
+    TAKE(dcsize, mulc(C, 4, &ov));
+    TAKE(dccrc, mulc(C, 4, &ov));
 #undef TAKE
-    L->total = o;
+    if (ov || o > SIZE_MAX) return 0;
+    L->total = (size_t)o;
     return 1;
 }
 
@@ -1636,13 +1677,15 @@ static QuantGeom quant_geom(const Layout &L, const PlanDev &pd, uint64_t n, uint
 extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
                                           uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream) {
     if (!c || !cache || !d_out || !d_written || !d_ws) return KVTC_ERR_INVALID_ARGUMENT;
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return KVTC_ERR_CUDA;
     kvtc_result r = check_dev_cache(c, cache);
     if (r) return r;
     if (cap < kvtc_cuda_compress_bound(c, cache)) return KVTC_ERR_BUFFER_TOO_SMALL;
     container_header h;
     if ((r = enc_header(c, cache, &h))) return r;
     Layout L;
-    layout_ws(c, cache->n_tokens, h.chunk_tokens, &L);
+    if (!layout_ws(c, cache->n_tokens, h.chunk_tokens, &L)) return KVTC_ERR_TOO_LARGE;
     if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
     uint8_t *ws = (uint8_t *)d_ws, *out = (uint8_t *)d_out;
     const PlanDev &pd = c->plans[c->enc_plan];
@@ -1799,6 +1842,8 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
                                             const void *d_stream, size_t size, kvtc_cache *out, void *d_ws, size_t ws_size,
                                             uint32_t *d_status, cudaStream_t stream) {
     if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return KVTC_ERR_CUDA;
     container_header h;
     kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
     if (r) return r;
@@ -1814,7 +1859,7 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
     if (out->dtype != h.dtype || out->n_tokens != h.n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (size < h.total_size) return KVTC_ERR_TRUNCATED;
     Layout L;
-    layout_ws(c, h.n_tokens, h.chunk_tokens, &L);
+    if (!layout_ws(c, h.n_tokens, h.chunk_tokens, &L)) return KVTC_ERR_TOO_LARGE;
     if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
     const PlanDev &pd = c->plans[pi];
     const basis_plan *pl = pd.host;

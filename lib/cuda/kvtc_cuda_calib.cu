@@ -18,6 +18,7 @@
 #include <string.h>
 #include <vector>
 
+#include "cuda/device_guard.h"
 #include "kvtc_cuda.h"
 
 extern "C" {
@@ -163,7 +164,6 @@ static kvtc_result gcal_setup(GCal &g, uint32_t p, uint64_t n, uint32_t rank, co
     g.ct = g.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     g.ns = n < CALIB_DP_MAX_ROWS ? n : CALIB_DP_MAX_ROWS;
     g.step = n / g.ns;
-    if (o.device >= 0) GC_CK(cudaSetDevice(o.device));
     GC_CK(cudaStreamCreateWithFlags(&g.st, cudaStreamNonBlocking));
     GC_CKB(cublasCreate(&g.h));
     GC_CKB(cublasSetStream(g.h, g.st));
@@ -363,6 +363,8 @@ static kvtc_result gcal_run(kvtc_calibrator *c, uint64_t n_rows, kvtc_cuda_row_f
     memset(&fv, 0, sizeof fv);
     kvtc_result r;
     {
+        DeviceGuard dg(o.device);  // declared first: restores the caller's device after g is freed
+        if (!dg.ok) return KVTC_ERR_CUDA;
         GCal g;
         if ((r = gcal_setup(g, p, n_rows, rank, o)) ||
             (r = gcal_stream(g, 1, v.wk, fill, user, v.o.seed, &fk, &local)) ||

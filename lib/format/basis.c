@@ -17,9 +17,16 @@
 #include "util/hash.h"
 #include "util/numfmt.h"
 #include "util/out_struct.h"
+#include "util/number.h"
+
+#include <xxhash.h>
 
 #define BASIS_FORMAT_NAME "kvtc-basis"
-#define BASIS_FORMAT_VERSION 1
+/* Version 2 (issue 9 item 7): content_hash is an XXH3-128 digest over the
+ * raw tensors and plan texts (32 hex digits). Version 1's 64-bit hash could
+ * be forged word by word; version 1 files are still read. */
+#define BASIS_FORMAT_VERSION 2
+#define BASIS_FORMAT_VERSION_V1_HASH 1
 #define BASIS_MAX_PLANS 64
 #define BASIS_MAX_GROUPS (1u << 22)
 
@@ -94,6 +101,12 @@ void basis_update_fingerprints(kvtc_basis *b) {
     }
 }
 
+int basis_has_degenerate_plan(const kvtc_basis *b) {
+    for (uint32_t i = 0; i < b->n_plans; i++)
+        if (b->plans[i].k.rank_used == 0 && b->plans[i].v.rank_used == 0) return 1;
+    return 0;
+}
+
 int basis_find_plan_by_fingerprint(const kvtc_basis *b, uint64_t fp) {
     for (uint32_t i = 0; i < b->n_plans; i++)
         if (b->plans[i].fingerprint == fp) return (int)i;
@@ -129,6 +142,49 @@ static kvtc_result basis_content_hash(const kvtc_basis *b, uint32_t n_plans, met
             free(text);
         }
     *out = h;
+    return KVTC_OK;
+}
+
+/* Version 2 content digest: XXH3-128 of "kvtc-basis-2", the canonical
+ * geometry (as the transform fingerprint), then per stream k, v: u32 p,
+ * u32 rank, the bytes of mean, weight, basis, eigenvalues; then every plan
+ * field's exact text with its NUL. Written as 32 lowercase hex digits
+ * (high 64 bits first). */
+static kvtc_result basis_content_digest(const kvtc_basis *b, uint32_t n_plans, meta_text_fn meta, void *ctx,
+                                        char out[33]) {
+    static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) return KVTC_ERR_OUT_OF_MEMORY;
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, "kvtc-basis-2", 12);
+    uint32_t geo[8] = {b->geometry.n_layers, b->geometry.n_kv_heads, b->geometry.head_dim,
+                       kvi_geometry_rope_dim(&b->geometry), (uint32_t)b->geometry.rope_type, 0,
+                       b->recompute_layers, (uint32_t)b->rope_removed};
+    memcpy(&geo[5], &b->geometry.rope_theta, 4);
+    XXH3_128bits_update(st, geo, sizeof geo);
+    for (int s = 0; s < 2; s++) {
+        const basis_stream *bs = s ? &b->v : &b->k;
+        uint32_t pr[2] = {bs->p, bs->rank};
+        XXH3_128bits_update(st, pr, sizeof pr);
+        XXH3_128bits_update(st, bs->mean, sizeof(float) * bs->p);
+        XXH3_128bits_update(st, bs->weight, sizeof(float) * bs->p);
+        XXH3_128bits_update(st, bs->basis, sizeof(float) * (size_t)bs->rank * bs->p);
+        XXH3_128bits_update(st, bs->eigenvalues, sizeof(float) * bs->rank);
+    }
+    char key[48];
+    kvtc_result r = KVTC_OK;
+    for (uint32_t i = 0; i < n_plans && !r; i++)
+        for (int fi = 0; fi < 5; fi++) {
+            snprintf(key, sizeof key, "plan.%u.%s", i, fields[fi]);
+            char *text = meta(ctx, key);
+            if (!text) { r = KVTC_ERR_CORRUPT; break; }
+            XXH3_128bits_update(st, text, strlen(text) + 1);
+            free(text);
+        }
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    if (r) return r;
+    snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, (uint64_t)h.high64, (uint64_t)h.low64);
     return KVTC_OK;
 }
 
@@ -295,9 +351,7 @@ static kvtc_result basis_writer(const kvtc_basis *b, st_writer **out) {
     snprintf(buf, sizeof buf, "%016" PRIx64, b->transform_fingerprint);
     if ((r = st_writer_add_meta(w, "transform_fingerprint", buf))) goto fail;
     if ((r = add_meta_u64(w, "n_plans", b->n_plans))) goto fail;
-    uint64_t content;
-    if ((r = basis_content_hash(b, b->n_plans, basis_meta_text, (void *)b, &content))) goto fail;
-    snprintf(buf, sizeof buf, "%016" PRIx64, content);
+    if ((r = basis_content_digest(b, b->n_plans, basis_meta_text, (void *)b, buf))) goto fail;
     if ((r = st_writer_add_meta(w, "content_hash", buf))) goto fail;
     static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
     for (uint32_t i = 0; i < b->n_plans; i++)
@@ -342,20 +396,16 @@ kvtc_result kvtc_basis_serialize(const kvtc_basis *b, void *buf, size_t cap, siz
 
 static kvtc_result meta_u32(const st_file *f, const char *key, uint32_t *out) {
     const char *s = st_meta_get(f, key);
-    if (!s || *s < '0' || *s > '9') return KVTC_ERR_CORRUPT;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || v > UINT32_MAX) return KVTC_ERR_CORRUPT;
+    uint64_t v;
+    if (kvi_parse_u64(s, &v) || v > UINT32_MAX) return KVTC_ERR_CORRUPT;
     *out = (uint32_t)v;
     return KVTC_OK;
 }
 
 static kvtc_result meta_double(const st_file *f, const char *key, double *out) {
     const char *s = st_meta_get(f, key);
-    if (!s || !*s) return KVTC_ERR_CORRUPT;
-    char *end;
-    double v = kvi_strtod(s, &end);
-    if (*end || !isfinite(v)) return KVTC_ERR_CORRUPT;
+    double v;
+    if (kvi_parse_decimal(s, &v)) return KVTC_ERR_CORRUPT;
     *out = v;
     return KVTC_OK;
 }
@@ -410,7 +460,10 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     double theta = 0;
     if (!fmt || strcmp(fmt, BASIS_FORMAT_NAME) != 0) { r = KVTC_ERR_BAD_MAGIC; goto fail; }
     if ((r = meta_u32(&f, "format_version", &ver))) goto fail;
-    if (ver != BASIS_FORMAT_VERSION) { r = KVTC_ERR_UNSUPPORTED_VERSION; goto fail; }
+    if (ver != BASIS_FORMAT_VERSION && ver != BASIS_FORMAT_VERSION_V1_HASH) {
+        r = KVTC_ERR_UNSUPPORTED_VERSION;
+        goto fail;
+    }
     kvtc_geometry *g = &b->geometry;
     if ((r = meta_u32(&f, "n_layers", &g->n_layers))) goto fail;
     if ((r = meta_u32(&f, "n_kv_heads", &g->n_kv_heads))) goto fail;
@@ -459,14 +512,19 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
             if ((r = meta_double(&f, key, &ps->error))) goto fail;
         }
     }
+    if (basis_has_degenerate_plan(b)) { r = KVTC_ERR_CORRUPT; goto fail; }
     basis_update_fingerprints(b);
     const char *fp = st_meta_get(&f, "transform_fingerprint");
-    char want[32];
+    char want[40];
     snprintf(want, sizeof want, "%016" PRIx64, b->transform_fingerprint);
     if (!fp || strcmp(fp, want) != 0) { r = KVTC_ERR_CORRUPT; goto fail; }
-    uint64_t content;
-    if ((r = basis_content_hash(b, b->n_plans, file_meta_text, &f, &content))) goto fail;
-    snprintf(want, sizeof want, "%016" PRIx64, content);
+    if (ver == BASIS_FORMAT_VERSION_V1_HASH) {
+        uint64_t content;
+        if ((r = basis_content_hash(b, b->n_plans, file_meta_text, &f, &content))) goto fail;
+        snprintf(want, sizeof want, "%016" PRIx64, content);
+    } else if ((r = basis_content_digest(b, b->n_plans, file_meta_text, &f, want))) {
+        goto fail;
+    }
     const char *ch = st_meta_get(&f, "content_hash");
     if (!ch || strcmp(ch, want) != 0) { r = KVTC_ERR_CORRUPT; goto fail; }
     st_file_free(&f);

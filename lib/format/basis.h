@@ -54,6 +54,13 @@ void plan_stream_finalize(plan_stream *s);
 void basis_update_fingerprints(kvtc_basis *b);
 
 /* Index of the plan with the given fingerprint, or -1. */
+/* 1 when some plan codes no coordinate of K or V (rank_used 0 for both):
+ * every coded token would decode as the calibration mean whatever it was
+ * (a basis calibrated on constant data). Calibration refuses to make such a
+ * basis (KVTC_ERR_NUMERIC) and loading refuses to read one
+ * (KVTC_ERR_CORRUPT): issue 9 item 10. */
+int basis_has_degenerate_plan(const kvtc_basis *b);
+
 int basis_find_plan_by_fingerprint(const kvtc_basis *b, uint64_t fp);
 
 /* Bytes per token of both streams at fp16, over ALL layers (the ratio's reference). */

@@ -107,6 +107,7 @@ void container_write_prefix(const container_header *h, uint8_t *out) {
     kvi_store_u64(out + 88, rb);
     kvi_store_u64(out + 96, h->total_size);
     kvi_store_u32(out + 104, SEC_COUNT);
+    if (h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT) kvi_store_u64(out + 112, h->model_fingerprint);
     uint8_t *tab = out + CONTAINER_HEADER_SIZE;
     for (int s = 0; s < SEC_COUNT; s++) {
         uint8_t *e = tab + s * CONTAINER_SECTION_ENTRY;
@@ -129,7 +130,12 @@ static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header
     if (libdeflate_crc32(0, buf, 124) != kvi_load_u32(buf + 124)) return KVTC_ERR_CORRUPT;
     if (kvi_load_u32(buf + 12) != CONTAINER_HEADER_SIZE) return KVTC_ERR_CORRUPT;
     h->flags = kvi_load_u32(buf + 16);
-    if (h->flags & ~(CONTAINER_FLAG_POSITIONS | CONTAINER_FLAG_TOKEN_IDS)) return KVTC_ERR_CORRUPT;
+    if (h->flags & ~(CONTAINER_FLAG_POSITIONS | CONTAINER_FLAG_TOKEN_IDS | CONTAINER_FLAG_MODEL_FINGERPRINT))
+        return KVTC_ERR_CORRUPT;
+    if (h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT) {
+        h->model_fingerprint = kvi_load_u64(buf + 112);
+        if (h->model_fingerprint == 0) return KVTC_ERR_CORRUPT;
+    }
     kvtc_geometry *g = &h->geometry;
     g->n_layers = kvi_load_u32(buf + 20);
     g->n_kv_heads = kvi_load_u32(buf + 24);
@@ -195,7 +201,7 @@ static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header
         const container_section_entry *e = &h->sections[s];
         if (libdeflate_crc32(0, buf + e->offset, (size_t)e->size) != e->crc32) return KVTC_ERR_CORRUPT;
     }
-    return KVTC_OK;
+    return container_check_chunk_index(buf, h);
 }
 
 kvtc_result container_read_prefix(const uint8_t *buf, size_t size, container_header *h) {
@@ -230,4 +236,24 @@ kvtc_result container_read_chunk_entry(const uint8_t *buf, const container_heade
     uint64_t want = coded - first < h->chunk_tokens ? coded - first : h->chunk_tokens;
     if (e->n_tokens != want) return KVTC_ERR_CORRUPT;
     return KVTC_OK;
+}
+
+/* Issue 9 item 4 (decompression bomb): every index entry could point at the
+ * same chunk, so a few KB decoded to gigabytes. The layout FORMAT.md states
+ * (chunks back to back, in order, filling chunk data exactly) is enforced
+ * here, and no chunk may claim more payload than its coded bytes can
+ * produce (CONTAINER_MAX_EXPANSION), so the work and memory of a decode
+ * are bounded by the stream's own size. */
+kvtc_result container_check_chunk_index(const uint8_t *buf, const container_header *h) {
+    uint64_t next = 0;
+    for (uint32_t i = 0; i < h->n_chunks; i++) {
+        container_chunk_entry e;
+        kvtc_result r = container_read_chunk_entry(buf, h, i, &e);
+        if (r) return r;
+        if (e.offset != next) return KVTC_ERR_CORRUPT;
+        if ((uint64_t)e.payload_size > (uint64_t)e.size * CONTAINER_MAX_EXPANSION + CONTAINER_EXPANSION_SLACK)
+            return KVTC_ERR_CORRUPT;
+        next += e.size;
+    }
+    return next == h->sections[SEC_CHUNK_DATA].size ? KVTC_OK : KVTC_ERR_CORRUPT;
 }

@@ -19,6 +19,8 @@
 
 #define CONTAINER_FLAG_POSITIONS 1u
 #define CONTAINER_FLAG_TOKEN_IDS 2u
+/* bit 2 is taken by the optional plan section (another branch, format 1.1) */
+#define CONTAINER_FLAG_MODEL_FINGERPRINT 8u /* u64 at offset 112 (format 1.1) */
 
 enum container_section {
     SEC_POSITIONS = 0, /* int64 [n_tokens] */
@@ -59,6 +61,7 @@ typedef struct container_header {
     uint64_t transform_fingerprint;
     uint64_t plan_fingerprint;
     double plan_ratio;
+    uint64_t model_fingerprint; /* with CONTAINER_FLAG_MODEL_FINGERPRINT, else 0 */
     uint64_t total_size;
     container_section_entry sections[SEC_COUNT];
 } container_header;
@@ -103,6 +106,19 @@ kvtc_result container_read_prefix_only(const uint8_t *buf, size_t size, containe
 void container_write_chunk_entry(const container_chunk_entry *e, uint8_t *out);
 kvtc_result container_read_chunk_entry(const uint8_t *buf, const container_header *h, uint32_t i,
                                        container_chunk_entry *e);
+
+/* A chunk's payload may be at most CONTAINER_MAX_EXPANSION times its coded
+ * size plus CONTAINER_EXPANSION_SLACK bytes: DEFLATE cannot expand more than
+ * 1032:1 (a 258-byte match per 2 bits), and this library's rANS encoder
+ * gives every 2048 bytes a lane with 8 bytes of state (at most 256:1). */
+#define CONTAINER_MAX_EXPANSION 1032u
+#define CONTAINER_EXPANSION_SLACK 1024u
+
+/* Check the whole chunk index (its CRC already verified): entries in order,
+ * back to back from offset 0, filling chunk data exactly, token counts as
+ * the header implies, payload sizes within the expansion bound above.
+ * KVTC_ERR_CORRUPT otherwise. container_read_prefix calls it. */
+kvtc_result container_check_chunk_index(const uint8_t *buf, const container_header *h);
 
 /* Raw (sink + window) tokens. */
 static inline uint64_t container_raw_tokens(const container_header *h) {

@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "util/cache.h"
 #include "util/numfmt.h"
+#include "util/number.h"
 
 void cache_file_free(cache_file *f) {
     if (!f) return;
@@ -58,10 +59,8 @@ static st_dtype dtype_to_st(kvtc_dtype t) {
 static kvtc_result meta_uint(const st_file *f, const char *key, uint32_t dflt, uint32_t *out) {
     const char *s = st_meta_get(f, key);
     if (!s) { *out = dflt; return KVTC_OK; }
-    char *end;
-    if (*s < '0' || *s > '9') return KVTC_ERR_CORRUPT;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || v > UINT32_MAX) return KVTC_ERR_CORRUPT;
+    uint64_t v;
+    if (kvi_parse_u64(s, &v) || v > UINT32_MAX) return KVTC_ERR_CORRUPT;
     *out = (uint32_t)v;
     return KVTC_OK;
 }
@@ -117,9 +116,8 @@ kvtc_result cache_file_parse(const void *buf, size_t size, cache_file *out) {
     const char *th = st_meta_get(&f, "rope_theta");
     g.rope_theta = 10000.0f;
     if (th) {
-        char *end;
-        double x = kvi_strtod(th, &end);
-        if (!*th || *end || !isfinite(x) || !(x > 0)) { r = KVTC_ERR_CORRUPT; goto done; }
+        double x;
+        if (kvi_parse_decimal(th, &x) || !(x > 0)) { r = KVTC_ERR_CORRUPT; goto done; }
         g.rope_theta = (float)x;
     }
     if ((r = kvi_geometry_check(&g))) { r = r == KVTC_ERR_TOO_LARGE ? r : KVTC_ERR_CORRUPT; goto done; }

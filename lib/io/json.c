@@ -19,11 +19,13 @@
  * case "[0,0,0,...]" (sizeof(json_value) per 2 bytes), typically a few
  * bytes per byte. The recursion depth is bounded by JSON_MAX_DEPTH.
  *
- * Numbers are converted with kvi_strtod (strtod in the "C" locale, whatever
- * the process locale is) on a NUL-terminated copy of the token.
+ * Numbers are converted by kvi_parse_decimal_n (util/number.h): strtod
+ * under a "C" locale for this thread, whatever the process's locale.
  * Integral literals are additionally accumulated exactly into int64.
  */
 #include "io/json.h"
+
+#include "util/number.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -255,19 +257,8 @@ static int parse_number(parser *ps, json_value *v)
     }
 
     size_t len = (size_t)(p - s);
-    char small[128];
-    char *buf = small;
-    if (len >= sizeof small) {
-        buf = malloc(len + 1);
-        if (!buf) return fail(ps, s);
-    }
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    char *ep = NULL;
-    double d = kvi_strtod(buf, &ep);
-    int ok = ep == buf + len;
-    if (buf != small) free(buf);
-    if (!ok || isinf(d)) return fail(ps, s);
+    double d;
+    if (kvi_parse_decimal_n((const char *)s, len, &d)) return fail(ps, s);
 
     memset(v, 0, sizeof *v);
     v->type = JSON_NUMBER;

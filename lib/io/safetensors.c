@@ -6,6 +6,7 @@
  *   N > ST_MAX_HEADER                          -> KVTC_ERR_TOO_LARGE
  *   8 + N > size                               -> KVTC_ERR_TRUNCATED
  *   header does not start with '{'             -> KVTC_ERR_BAD_MAGIC
+ *   more than ST_MAX_JSON_VALUES JSON values   -> KVTC_ERR_TOO_LARGE
  *   malformed JSON (trailing spaces allowed)   -> KVTC_ERR_CORRUPT
  *   then per entry, in header order:
  *     "__metadata__" not an object of strings, or repeated
@@ -260,6 +261,26 @@ done:
     return r;
 }
 
+/* An upper bound on the number of values in the JSON text p[0..n), without
+ * parsing it: every value but the first follows a ',' ':' '[' outside a
+ * string (a ':' introduces a member value; its key is counted with it). */
+static uint64_t json_value_bound(const uint8_t *p, size_t n) {
+    uint64_t count = 1;
+    int in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == ',' || c == ':' || c == '[') {
+            count++;
+        }
+    }
+    return count;
+}
+
 kvtc_result st_parse(const void *buf, size_t size, st_file *out)
 {
     if (!out) return KVTC_ERR_INVALID_ARGUMENT;
@@ -272,6 +293,7 @@ kvtc_result st_parse(const void *buf, size_t size, st_file *out)
     if (n > (uint64_t)size - 8) return KVTC_ERR_TRUNCATED;
     if (n == 0 || b[8] != '{') return KVTC_ERR_BAD_MAGIC;
 
+    if (json_value_bound(b + 8, (size_t)n) > ST_MAX_JSON_VALUES) return KVTC_ERR_TOO_LARGE;
     json_value *root = json_parse((const char *)b + 8, (size_t)n, NULL);
     if (!root) return KVTC_ERR_CORRUPT; /* (or out of memory; bounded by N) */
     kvtc_result r = parse_root(root, b + 8 + n, (uint64_t)size - 8 - n, out);

@@ -20,6 +20,12 @@
 #include "kvtc.h"
 
 #define ST_MAX_HEADER (16u << 20) /* 16 MiB of JSON at most: bounds parse memory */
+/* JSON values (objects, arrays, strings, numbers...) a header may hold. The
+ * parse tree costs ~72 bytes per value, so a 16 MiB header of "[0,0,0,..."
+ * cost 612 MB (issue 9); with this cap the tree stays under 5 MB whatever
+ * the header, while a KV cache or basis header needs a few hundred values
+ * (a basis: 8 tensors x ~8 values + 5 metadata strings per plan). */
+#define ST_MAX_JSON_VALUES (1u << 16)
 #define ST_MAX_DIMS 8
 #define ST_MAX_NAME 256
 

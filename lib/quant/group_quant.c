@@ -144,6 +144,35 @@ static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uin
     *params = pp;
 }
 
+static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, uint64_t n) {
+    uint32_t col = 0;
+    for (uint32_t gi = 0; gi < s->n_groups && col < s->rank_used; gi++) {
+        const dp_group *g = &s->groups[gi];
+        int quantized = g->bits >= 1 && g->bits <= DP_MAX_BITS;
+        if (quantized || g->bits == DP_RAW_BITS) {
+            float levels = quantized ? (float)((1u << g->bits) - 1u) : 1.0f;
+            for (uint64_t t = 0; t < n; t++) {
+                const float *x = d + t * ld + col;
+                float mn = x[0], mx = x[0];
+                for (uint32_t j = 1; j < g->size; j++) {
+                    mn = x[j] < mn ? x[j] : mn;
+                    mx = x[j] > mx ? x[j] : mx;
+                }
+                if (!(mn >= -F16_MAX && mx <= F16_MAX)) return 0;
+                /* the step is rounded up to an fp16: it must stay finite */
+                if (quantized && !((mx - mn) / levels <= F16_MAX)) return 0;
+            }
+        }
+        col += g->size;
+    }
+    return 1;
+}
+
+kvtc_result quant_check_range(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
+                              const float *dv, uint64_t ldv, uint64_t n) {
+    return stream_in_range(k, dk, ldk, n) && stream_in_range(v, dv, ldv, n) ? KVTC_OK : KVTC_ERR_OUT_OF_RANGE;
+}
+
 void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
                   const float *dv, uint64_t ldv, uint64_t n, uint8_t *out) {
     uint64_t params = (stream_param_bytes(k) + stream_param_bytes(v)) * n;

@@ -17,6 +17,14 @@
 /* Exact payload bytes of a chunk of n tokens under plans k and v. */
 uint64_t quant_payload_size(const plan_stream *k, const plan_stream *v, uint64_t n);
 
+/* KVTC_ERR_OUT_OF_RANGE when a coordinate that n tokens would code (a
+ * quantized group's values or its quantization step, or a raw fp16 group's
+ * values) lies beyond fp16's finite range, where the fp16 shift/scale
+ * would saturate and the decoded values come back wrong; else KVTC_OK.
+ * Encoders call it before quant_encode (issue 9 item 2). */
+kvtc_result quant_check_range(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
+                              const float *dv, uint64_t ldv, uint64_t n);
+
 /* Quantize n tokens. dk: [n][ldk] coordinates (only the first k->rank_used
  * are read), dv likewise. out receives quant_payload_size() bytes. */
 void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,

@@ -440,6 +440,11 @@ kvtc_result calib_build_basis(const kvtc_calibrator *c, const double *ratios, ui
         if (pl->v.rank_used > max_rank_v) max_rank_v = pl->v.rank_used;
     }
     free(totals);
+    totals = NULL;
+    if (basis_has_degenerate_plan(b)) { /* constant calibration data: nothing to code */
+        r = KVTC_ERR_NUMERIC;
+        goto fail;
+    }
     /* keep only the components some plan uses */
     fk.bs.rank = max_rank_k;
     fv.bs.rank = max_rank_v;

@@ -80,6 +80,16 @@ void kvi_store_elem(void *base, kvtc_dtype t, uint64_t i, float x) {
     }
 }
 
+/* Largest finite fp16 and bf16. Decoded values are stored saturated to
+ * these: a reconstruction a little beyond the dtype's range (inputs near
+ * fp16's limit) must come back as the largest finite value, never Inf
+ * (issue 9 item 2). NaN cannot reach here (the decoder rejects non-finite
+ * parameters). */
+#define KVTC_F16_MAX 65504.0f
+#define KVTC_BF16_MAX 3.38953139e38f
+
+static inline float saturate(float x, float m) { return x > m ? m : (x < -m ? -m : x); }
+
 /* fp16 <-> f32 runs with the F16C instructions where the CPU has them: the
  * conversions are the largest per-token cost of the CPU codec after the
  * GEMMs. Both round to nearest even like the scalar code in util/half.h, so
@@ -98,9 +108,12 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *
 
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src, uint32_t n, uint16_t *dst) {
     uint32_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm_storeu_si128((__m128i *)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
-    for (; j < n; j++) dst[j] = kvi_f32_to_f16(src[j]);
+    const __m256 hi = _mm256_set1_ps(KVTC_F16_MAX), lo = _mm256_set1_ps(-KVTC_F16_MAX);
+    for (; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_max_ps(_mm256_min_ps(_mm256_loadu_ps(src + j), hi), lo);
+        _mm_storeu_si128((__m128i *)(dst + j), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; j < n; j++) dst[j] = kvi_f32_to_f16(saturate(src[j], KVTC_F16_MAX));
 }
 
 #include <cpuid.h>
@@ -159,10 +172,10 @@ static void store_run(void *base, kvtc_dtype t, uint64_t i, uint32_t n, const fl
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_f16(src[j]);
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_f16(saturate(src[j], KVTC_F16_MAX));
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_bf16(src[j]);
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_bf16(saturate(src[j], KVTC_BF16_MAX));
         break;
     }
 }

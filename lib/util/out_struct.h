@@ -10,13 +10,17 @@
 
 /* Copy the library's complete struct `full` (full_size bytes, struct_size
  * ignored) into the caller's `out`, whose own size is its first field:
- * only the bytes that fit, zeros past full_size, struct_size kept. A size
- * below min_size (the struct of the first release) or above 1 MiB (a
- * garbage value) is refused before anything is written. */
+ * only the bytes that fit, struct_size kept. A size below min_size (the
+ * struct of the first release) or above full_size (this library's struct:
+ * usually an uninitialized struct_size) is refused before anything is
+ * written. */
 static inline kvtc_result kvi_out_struct_fill(void *out, const void *full, size_t full_size, size_t min_size) {
     size_t caller_size;
     memcpy(&caller_size, out, sizeof caller_size);
-    if (caller_size < min_size || caller_size > ((size_t)1 << 20)) return KVTC_ERR_INVALID_ARGUMENT;
+    /* Larger than this library's struct: refused, not filled up to a guessed
+     * size. An uninitialized struct_size is the usual cause, and writing
+     * past the caller's struct would corrupt its memory. */
+    if (caller_size < min_size || caller_size > full_size) return KVTC_ERR_INVALID_ARGUMENT;
     size_t n = caller_size < full_size ? caller_size : full_size;
     unsigned char *o = out;
     memcpy(o + sizeof caller_size, (const unsigned char *)full + sizeof caller_size, n - sizeof caller_size);

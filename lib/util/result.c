@@ -17,10 +17,12 @@ const char *kvtc_result_string(kvtc_result r) {
     case KVTC_ERR_BUFFER_TOO_SMALL: return "output buffer too small";
     case KVTC_ERR_NEEDS_MODEL: return "stream needs the model to recompute its first layers";
     case KVTC_ERR_UNSUPPORTED: return "not supported by this build";
-    case KVTC_ERR_NUMERIC: return "non-finite value or failed numerical decomposition";
+    case KVTC_ERR_NUMERIC: return "non-finite value, failed numerical decomposition, or calibration data without variance";
     case KVTC_ERR_IO: return "file input/output error";
     case KVTC_ERR_CALLBACK: return "user callback failed";
     case KVTC_ERR_CUDA: return "CUDA error";
+    case KVTC_ERR_OUT_OF_RANGE: return "finite values too large for the codec (beyond fp16's +-65504 in PCA space)";
+    case KVTC_ERR_MODEL_MISMATCH: return "stream was written with a different model (model fingerprint differs)";
     }
     return "unknown result code";
 }

@@ -30,6 +30,8 @@ RESULT_NAMES = (
     "KVTC_ERR_IO",
     "KVTC_ERR_CALLBACK",
     "KVTC_ERR_CUDA",
+    "KVTC_ERR_OUT_OF_RANGE",
+    "KVTC_ERR_MODEL_MISMATCH",
 )
 
 # ---- kvtc.h: enums and constants -------------------------------------------
@@ -78,7 +80,7 @@ class CalibOptions(C.Structure):
 class EncodeOptions(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("ratio", C.c_double), ("n_sink", C.c_uint32),
                 ("n_window", C.c_uint32), ("chunk_tokens", C.c_uint32), ("n_threads", C.c_uint32),
-                ("deflate_level", C.c_int), ("entropy_codec", C.c_uint32)]
+                ("deflate_level", C.c_int), ("entropy_codec", C.c_uint32), ("model_fingerprint", C.c_uint64)]
 
 
 RECOMPUTE_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_uint32, C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p,
@@ -87,7 +89,7 @@ RECOMPUTE_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_uint32, C.c_void_p, C.c_void
 
 class DecodeOptions(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("n_threads", C.c_uint32), ("recompute", RECOMPUTE_FN),
-                ("recompute_user", C.c_void_p)]
+                ("recompute_user", C.c_void_p), ("model_fingerprint", C.c_uint64)]
 
 
 class StreamInfo(C.Structure):
@@ -97,7 +99,8 @@ class StreamInfo(C.Structure):
                 ("recompute_layers", C.c_uint32), ("entropy_codec", C.c_uint32), ("has_positions", C.c_int),
                 ("has_token_ids", C.c_int), ("basis_fingerprint", C.c_uint64), ("plan_ratio", C.c_double),
                 ("k_bytes", C.c_uint64), ("v_bytes", C.c_uint64), ("stream_bytes", C.c_uint64),
-                ("coded_bytes", C.c_uint64), ("raw_bytes", C.c_uint64)]
+                ("coded_bytes", C.c_uint64), ("raw_bytes", C.c_uint64),
+                ("has_model_fingerprint", C.c_int), ("model_fingerprint", C.c_uint64)]
 
 
 # ---- kvtc_cuda.h -----------------------------------------------------------------
