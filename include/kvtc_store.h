@@ -52,8 +52,10 @@ typedef struct kvtc_store_options {
     uint64_t model_fingerprint;
     const char *model_name;
     /* Encoding (KVTC codec): plan ratio (default 20), entropy codec (default
-     * DEFLATE), raw sink tokens kept at the start of chunk 0 (default 4),
-     * worker threads of the codec (0 = 1). */
+     * DEFLATE), raw sink tokens kept at the start of chunk 0 (default 4).
+     * n_threads: chunks encoded (put) and checked and decoded (get) in
+     * parallel, one thread per chunk at a time (0 = 1, at most 256). With
+     * OpenBLAS, run it single-threaded (see kvtc_encode_options). */
     double ratio;
     uint32_t entropy_codec;
     uint32_t n_sink;
@@ -124,9 +126,11 @@ typedef struct kvtc_store_layout {
  * (ceil(n / C) * C <= n_tokens; KVTC_ERR_INVALID_ARGUMENT otherwise).
  * Reads chunks in order and stops at the first one missing or failing its
  * checks: *n_restored receives the tokens written (n when all were there; a
- * multiple of C otherwise), so a miss is KVTC_OK with fewer tokens. Errors:
+ * multiple of C otherwise), so a miss is KVTC_OK with fewer tokens; the
+ * output past *n_restored is unspecified. All chunks are fetched in one
+ * batch (one pipeline on Redis) and decoded in parallel. Errors:
  * KVTC_ERR_INVALID_ARGUMENT, KVTC_ERR_GEOMETRY_MISMATCH, KVTC_ERR_NEEDS_MODEL,
- * KVTC_ERR_IO (backend; *n_restored still valid). */
+ * KVTC_ERR_IO (backend; *n_restored = 0). */
 kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
                            const kvtc_store_layout *layout, uint64_t *n_restored);
 

@@ -52,6 +52,7 @@ FX_API void fixture_options(kvtc_store_options *o) {
     o->chunk_tokens = FX_C;
     o->ratio = 8.0;
     o->model_name = "synthetic-2x2x32";
+    o->n_threads = 2; /* chunks coded in parallel */
 }
 
 /* out = the whole chunks of the first n tokens of cache as the store codes

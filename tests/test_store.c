@@ -113,6 +113,18 @@ static void test_round_trip(void) {
     uint64_t bytes = 0, nv = 0;
     CHECK(kvtc_store_backend_bytes(s, &bytes, &nv) == KVTC_OK && nv == 6 && bytes == st.bytes_written);
 
+    /* one thread and three threads restore the same bytes */
+    for (uint32_t threads = 1; threads <= 3; threads += 2) {
+        kvtc_store_options ot = o;
+        ot.n_threads = threads;
+        kvtc_store *s2 = NULL;
+        CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &ot, &s2) == KVTC_OK);
+        CHECK(fixture_out(&fx, 192, &out, &lay) == 0);
+        CHECK(kvtc_store_get(s2, tokens, N, &lay, &got) == KVTC_OK && got == 192 && fixture_prefix_equal(&out, &ref, 192));
+        synth_cache_free(&out);
+        kvtc_store_close(s2);
+    }
+
     /* delete: the prefix goes, lookups miss */
     CHECK(kvtc_store_delete(s, tokens, 64) == KVTC_OK);
     CHECK(kvtc_store_lookup(s, tokens, N, &hit) == KVTC_OK && hit == 0);
@@ -157,6 +169,7 @@ static void test_damaged_values(void) {
     fixture_tokens(tokens, N, 11);
     kvtc_store_options o;
     fixture_options(&o);
+    o.n_threads = 1;
     kvtc_store *s = NULL;
     CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
     /* learn which file holds which chunk by putting one chunk at a time */

@@ -14,8 +14,10 @@
 typedef struct store_backend store_backend;
 
 typedef struct store_backend_ops {
-    /* *found = 0 and *val = NULL on a miss; else *val is malloc'd (caller frees). */
-    kvtc_result (*get)(store_backend *b, const uint8_t *key, uint8_t **val, size_t *len, int *found);
+    /* The values of n keys (32 bytes each, back to back), in one batch (one
+     * round trip for a server): vals[i] malloc'd (caller frees) or NULL on a
+     * miss. On failure every vals[i] is NULL. */
+    kvtc_result (*get)(store_backend *b, const uint8_t *keys, size_t n, uint8_t **vals, size_t *lens);
     /* Store val under key atomically (readers see the old value, none, or
      * the whole new one). A key that already exists may be left as it is. */
     kvtc_result (*put)(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len);

@@ -59,7 +59,7 @@ static int fsync_dir(const char *path) {
     return r;
 }
 
-static kvtc_result file_get(store_backend *b, const uint8_t *key, uint8_t **val, size_t *len, int *found) {
+static kvtc_result file_get_one(store_backend *b, const uint8_t *key, uint8_t **val, size_t *len, int *found) {
     file_backend *f = (file_backend *)b;
     *val = NULL;
     *len = 0;
@@ -93,6 +93,19 @@ done:
     free(buf);
     close(fd);
     return r;
+}
+
+static kvtc_result file_get(store_backend *b, const uint8_t *keys, size_t n, uint8_t **vals, size_t *lens) {
+    for (size_t i = 0; i < n; i++) vals[i] = NULL;
+    for (size_t i = 0; i < n; i++) {
+        int found = 0;
+        kvtc_result r = file_get_one(b, keys + 32 * i, &vals[i], &lens[i], &found);
+        if (r) {
+            for (size_t j = 0; j < i; j++) { free(vals[j]); vals[j] = NULL; }
+            return r;
+        }
+    }
+    return KVTC_OK;
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n) {

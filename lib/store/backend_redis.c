@@ -125,29 +125,49 @@ static redisReply *command(redis_backend *rb, int argc, const char **argv, const
     return r;
 }
 
-static kvtc_result redis_get(store_backend *b, const uint8_t *key, uint8_t **val, size_t *len, int *found) {
+/* One pipeline of GETs. */
+static kvtc_result redis_get(store_backend *b, const uint8_t *keys, size_t n, uint8_t **vals, size_t *lens) {
     redis_backend *rb = (redis_backend *)b;
-    *val = NULL;
-    *len = 0;
-    *found = 0;
-    char name[KEY_LEN + 1];
-    key_name(key, name);
-    const char *argv[2] = {"GET", name};
-    redisReply *r = command(rb, 2, argv, NULL);
-    if (!r) return KVTC_ERR_IO;
-    kvtc_result res = KVTC_OK;
-    if (r->type == REDIS_REPLY_STRING) {
-        *val = malloc(r->len ? r->len : 1);
-        if (!*val) res = KVTC_ERR_OUT_OF_MEMORY;
-        else {
-            memcpy(*val, r->str, r->len);
-            *len = r->len;
-            *found = 1;
-        }
-    } else if (r->type != REDIS_REPLY_NIL) {
-        res = KVTC_ERR_IO; /* e.g. LOADING while a restarted server reads its data */
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = NULL;
+        lens[i] = 0;
     }
-    freeReplyObject(r);
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    kvtc_result res = KVTC_OK;
+    if (connect_if_needed(rb) != 0) res = KVTC_ERR_IO;
+    for (size_t i = 0; res == KVTC_OK && i < n; i++) {
+        char name[KEY_LEN + 1];
+        key_name(keys + 32 * i, name);
+        const char *argv[2] = {"GET", name};
+        if (redisAppendCommandArgv(rb->c, 2, argv, NULL) != REDIS_OK) res = KVTC_ERR_IO;
+    }
+    int bad_reply = 0, oom = 0;
+    for (size_t i = 0; res == KVTC_OK && i < n; i++) {
+        void *reply = NULL;
+        if (redisGetReply(rb->c, &reply) != REDIS_OK || !reply) { res = KVTC_ERR_IO; break; }
+        redisReply *r = reply;
+        if (r->type == REDIS_REPLY_STRING) {
+            vals[i] = malloc(r->len ? r->len : 1);
+            if (!vals[i]) oom = 1; /* keep reading the pipeline's replies */
+            else {
+                memcpy(vals[i], r->str, r->len);
+                lens[i] = r->len;
+            }
+        } else if (r->type != REDIS_REPLY_NIL) {
+            bad_reply = 1; /* e.g. LOADING while a restarted server reads its data */
+        }
+        freeReplyObject(r);
+    }
+    if (res == KVTC_ERR_IO) drop(rb); /* replies may be left unread: resynchronize */
+    else if (oom) res = KVTC_ERR_OUT_OF_MEMORY;
+    else if (bad_reply) res = KVTC_ERR_IO;
+    sigpipe_restore(&g);
+    if (res)
+        for (size_t i = 0; i < n; i++) {
+            free(vals[i]);
+            vals[i] = NULL;
+        }
     return res;
 }
 

@@ -15,8 +15,23 @@
 #include "store/memory_tier.h"
 #include "store/record.h"
 #include "util/cache.h"
+#include "util/parallel.h"
 
 #define MAX_CHUNK_TOKENS (1u << 20)
+#define MAX_WORKERS 256u
+#define PUT_BATCH_PER_WORKER 4u /* chunks encoded per worker before they are written */
+
+/* What one thread needs to code one chunk: the codec objects (one object
+ * must not be used by two threads at once) and the chunk's scratch. Chunks
+ * are coded in parallel across workers; each codec call is single-threaded. */
+typedef struct store_worker {
+    kvtc_encoder *enc_first, *enc_rest; /* chunk 0 (with sinks), later chunks */
+    kvtc_decoder *dec;
+    uint8_t *ck, *cv;                   /* the chunk's K and V, [L][H][C][d] */
+    int64_t *pos;
+    int32_t *ids;
+    uint8_t *rec;                       /* a record being built (rec_cap bytes) */
+} store_worker;
 
 struct kvtc_store {
     store_backend *be;
@@ -29,15 +44,10 @@ struct kvtc_store {
     size_t tok_bytes;    /* bytes of one token in one [L][H] row block: head_dim * es */
     uint64_t lh;         /* n_layers * n_kv_heads */
     uint8_t ns[KVTC_SHA256_SIZE];
-    kvtc_encoder *enc_first, *enc_rest; /* chunk 0 (with sinks), later chunks */
-    kvtc_decoder *dec;
+    size_t rec_cap;      /* largest record */
+    uint32_t n_workers;
+    store_worker *w;
     kvtc_store_stats st;
-    /* scratch of one chunk */
-    uint8_t *ck, *cv;
-    int64_t *pos;
-    int32_t *ids;
-    uint8_t *rec;
-    size_t rec_cap;
 };
 
 void kvtc_store_options_init(kvtc_store_options *o) {
@@ -51,39 +61,44 @@ void kvtc_store_options_init(kvtc_store_options *o) {
     o->timeout_ms = 2000;
 }
 
+static void worker_free(store_worker *w) {
+    kvtc_encoder_free(w->enc_first);
+    kvtc_encoder_free(w->enc_rest);
+    kvtc_decoder_free(w->dec);
+    free(w->ck);
+    free(w->cv);
+    free(w->pos);
+    free(w->ids);
+    free(w->rec);
+}
+
 void kvtc_store_close(kvtc_store *s) {
     if (!s) return;
     if (s->be) s->be->ops->close(s->be);
     memory_tier_free(s->mem);
-    kvtc_encoder_free(s->enc_first);
-    kvtc_encoder_free(s->enc_rest);
-    kvtc_decoder_free(s->dec);
-    free(s->ck);
-    free(s->cv);
-    free(s->pos);
-    free(s->ids);
-    free(s->rec);
+    for (uint32_t i = 0; s->w && i < s->n_workers; i++) worker_free(&s->w[i]);
+    free(s->w);
     free(s);
 }
 
-/* The chunk as a kvtc_cache over the scratch buffers. */
-static kvtc_cache chunk_cache(kvtc_store *s, uint64_t index) {
+/* The chunk as a kvtc_cache over a worker's scratch buffers. */
+static kvtc_cache chunk_cache(const kvtc_store *s, store_worker *w, uint64_t index) {
     kvtc_cache c;
     memset(&c, 0, sizeof c);
     c.geometry = s->g;
     c.dtype = s->dtype;
     c.n_tokens = s->C;
-    c.k = s->ck;
-    c.v = s->cv;
+    c.k = w->ck;
+    c.v = w->cv;
     if (index > 0) {
-        for (uint32_t t = 0; t < s->C; t++) s->pos[t] = (int64_t)(index * s->C + t);
-        c.positions = s->pos;
+        for (uint32_t t = 0; t < s->C; t++) w->pos[t] = (int64_t)(index * s->C + t);
+        c.positions = w->pos;
     }
     return c;
 }
 
-static kvtc_result open_codec(kvtc_store *s, const kvtc_store_options *o, store_identity *id) {
-    kvtc_result r = KVTC_OK;
+/* The identity fields of the KVTC codec and the largest record. */
+static kvtc_result codec_identity(kvtc_store *s, const kvtc_store_options *o, store_identity *id) {
     if (o->codec == KVTC_STORE_CODEC_RAW) {
         s->rec_cap = store_record_size(s->C, 2 * s->lh * s->C * s->tok_bytes);
         return s->rec_cap ? KVTC_OK : KVTC_ERR_TOO_LARGE;
@@ -93,35 +108,49 @@ static kvtc_result open_codec(kvtc_store *s, const kvtc_store_options *o, store_
     if (o->n_sink > s->C) return KVTC_ERR_INVALID_ARGUMENT;
     uint32_t plan = 0;
     kvtc_plan_info pi;
+    kvtc_result r;
     if ((r = kvtc_basis_find_plan(s->basis, o->ratio, &plan)) != KVTC_OK) return r;
     if ((r = kvtc_basis_plan_info(s->basis, plan, &pi)) != KVTC_OK) return r;
     id->basis_fingerprint = kvtc_basis_fingerprint(s->basis);
     id->plan_ratio = pi.target_ratio;
     id->n_sink = o->n_sink;
+    return KVTC_OK;
+}
+
+static kvtc_result worker_init(kvtc_store *s, store_worker *w, const kvtc_store_options *o) {
+    size_t chunk_bytes = (size_t)kvtc_cache_tensor_bytes(&s->g, s->dtype, s->C);
+    w->ck = malloc(chunk_bytes);
+    w->cv = malloc(chunk_bytes);
+    w->pos = malloc(sizeof(int64_t) * s->C);
+    w->ids = malloc(sizeof(int32_t) * s->C);
+    if (!w->ck || !w->cv || !w->pos || !w->ids) return KVTC_ERR_OUT_OF_MEMORY;
+    if (s->codec == KVTC_STORE_CODEC_RAW) return KVTC_OK;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.ratio = o->ratio;
     eo.n_sink = o->n_sink;
     eo.n_window = 0;
     eo.chunk_tokens = s->C;
-    eo.n_threads = o->n_threads;
+    eo.n_threads = 1;
     eo.entropy_codec = o->entropy_codec ? o->entropy_codec : KVTC_CODEC_DEFLATE;
-    if ((r = kvtc_encoder_alloc(s->basis, &eo, &s->enc_first)) != KVTC_OK) return r;
+    kvtc_result r;
+    if ((r = kvtc_encoder_alloc(s->basis, &eo, &w->enc_first)) != KVTC_OK) return r;
     eo.n_sink = 0;
-    if ((r = kvtc_encoder_alloc(s->basis, &eo, &s->enc_rest)) != KVTC_OK) return r;
+    if ((r = kvtc_encoder_alloc(s->basis, &eo, &w->enc_rest)) != KVTC_OK) return r;
     kvtc_decode_options dopt;
     kvtc_decode_options_init(&dopt);
-    dopt.n_threads = o->n_threads;
+    dopt.n_threads = 1;
     dopt.recompute = o->recompute;
     dopt.recompute_user = o->recompute_user;
-    if ((r = kvtc_decoder_alloc(s->basis, &dopt, &s->dec)) != KVTC_OK) return r;
+    if ((r = kvtc_decoder_alloc(s->basis, &dopt, &w->dec)) != KVTC_OK) return r;
     /* the bound of a chunk with positions (the larger of the two encoders) */
-    kvtc_cache c = chunk_cache(s, 1);
-    size_t b0 = kvtc_compress_bound(s->enc_first, &c), b1 = kvtc_compress_bound(s->enc_rest, &c);
+    kvtc_cache c = chunk_cache(s, w, 1);
+    size_t b0 = kvtc_compress_bound(w->enc_first, &c), b1 = kvtc_compress_bound(w->enc_rest, &c);
     size_t bound = b0 > b1 ? b0 : b1;
-    if (!bound) return KVTC_ERR_TOO_LARGE;
-    s->rec_cap = store_record_size(s->C, bound);
-    return s->rec_cap ? KVTC_OK : KVTC_ERR_TOO_LARGE;
+    size_t cap = bound ? store_record_size(s->C, bound) : 0;
+    if (!cap) return KVTC_ERR_TOO_LARGE;
+    if (cap > s->rec_cap) s->rec_cap = cap;
+    return KVTC_OK;
 }
 
 kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc_geometry *geometry,
@@ -137,9 +166,11 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
     }
     if (o.chunk_tokens == 0 || o.chunk_tokens > MAX_CHUNK_TOKENS) return KVTC_ERR_INVALID_ARGUMENT;
     if (o.codec != KVTC_STORE_CODEC_KVTC && o.codec != KVTC_STORE_CODEC_RAW) return KVTC_ERR_INVALID_ARGUMENT;
+    if (o.n_threads > MAX_WORKERS) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = kvtc_geometry_check(geometry);
     if (r) return r;
     if (!kvtc_dtype_size(dtype)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!kvtc_cache_tensor_bytes(geometry, dtype, o.chunk_tokens)) return KVTC_ERR_TOO_LARGE;
 
     kvtc_store *s = calloc(1, sizeof *s);
     if (!s) return KVTC_ERR_OUT_OF_MEMORY;
@@ -151,13 +182,6 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
     s->es = kvtc_dtype_size(dtype);
     s->tok_bytes = (size_t)geometry->head_dim * s->es;
     s->lh = (uint64_t)geometry->n_layers * geometry->n_kv_heads;
-    if (!kvtc_cache_tensor_bytes(geometry, dtype, s->C)) { kvtc_store_close(s); return KVTC_ERR_TOO_LARGE; }
-    size_t chunk_bytes = (size_t)kvtc_cache_tensor_bytes(geometry, dtype, s->C);
-    s->ck = malloc(chunk_bytes);
-    s->cv = malloc(chunk_bytes);
-    s->pos = malloc(sizeof(int64_t) * s->C);
-    s->ids = malloc(sizeof(int32_t) * s->C);
-    if (!s->ck || !s->cv || !s->pos || !s->ids) { kvtc_store_close(s); return KVTC_ERR_OUT_OF_MEMORY; }
 
     store_identity id;
     memset(&id, 0, sizeof id);
@@ -167,10 +191,16 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
     id.dtype = dtype;
     id.chunk_tokens = s->C;
     id.codec = s->codec;
-    if ((r = open_codec(s, &o, &id)) != KVTC_OK) { kvtc_store_close(s); return r; }
+    if ((r = codec_identity(s, &o, &id)) != KVTC_OK) { kvtc_store_close(s); return r; }
     store_namespace(&id, s->ns);
-    s->rec = malloc(s->rec_cap);
-    if (!s->rec) { kvtc_store_close(s); return KVTC_ERR_OUT_OF_MEMORY; }
+
+    s->n_workers = o.n_threads ? o.n_threads : 1;
+    s->w = calloc(s->n_workers, sizeof *s->w);
+    if (!s->w) { s->n_workers = 0; kvtc_store_close(s); return KVTC_ERR_OUT_OF_MEMORY; }
+    for (uint32_t i = 0; i < s->n_workers; i++)
+        if ((r = worker_init(s, &s->w[i], &o)) != KVTC_OK) { kvtc_store_close(s); return r; }
+    for (uint32_t i = 0; i < s->n_workers; i++)
+        if (!(s->w[i].rec = malloc(s->rec_cap))) { kvtc_store_close(s); return KVTC_ERR_OUT_OF_MEMORY; }
     if (o.memory_bytes && (r = memory_tier_alloc(o.memory_bytes, &s->mem)) != KVTC_OK) {
         kvtc_store_close(s);
         return r;
@@ -229,34 +259,58 @@ static kvtc_result check_cache(const kvtc_store *s, const kvtc_cache *c) {
     return KVTC_OK;
 }
 
-/* Encode chunk `index` of cache into s->rec; *size receives the record size. */
-static kvtc_result encode_chunk(kvtc_store *s, const kvtc_cache *cache, const int32_t *tokens, uint64_t index,
-                                const uint8_t *key, size_t *size) {
-    uint64_t N = cache->n_tokens;
+/* ---- put ------------------------------------------------------------------ */
+
+typedef struct put_job {
+    kvtc_store *s;
+    const kvtc_cache *cache;
+    const int32_t *tokens;
+    const uint8_t *keys;
+    const uint64_t *index;   /* chunk index of each item */
+    uint8_t **recs;          /* out: malloc'd record per item */
+    size_t *sizes;
+    kvtc_result *res;
+} put_job;
+
+/* Encode one chunk into a malloc'd record (a parallel item). */
+static int encode_item(void *ctx, uint32_t item, uint32_t worker) {
+    put_job *j = ctx;
+    kvtc_store *s = j->s;
+    store_worker *w = &s->w[worker];
+    uint64_t index = j->index[item], N = j->cache->n_tokens;
     size_t row = s->C * s->tok_bytes;
     for (uint64_t lh = 0; lh < s->lh; lh++) {
         size_t src = (size_t)((lh * N + index * s->C) * s->tok_bytes);
-        memcpy(s->ck + lh * row, (const uint8_t *)cache->k + src, row);
-        memcpy(s->cv + lh * row, (const uint8_t *)cache->v + src, row);
+        memcpy(w->ck + lh * row, (const uint8_t *)j->cache->k + src, row);
+        memcpy(w->cv + lh * row, (const uint8_t *)j->cache->v + src, row);
     }
-    const int32_t *chunk_tokens = tokens + index * s->C;
-    memcpy(s->ids, chunk_tokens, sizeof(int32_t) * s->C);
-    store_record_expect e = {s->ns, key, index, s->codec, chunk_tokens, s->C};
+    const int32_t *chunk_tokens = j->tokens + index * s->C;
+    memcpy(w->ids, chunk_tokens, sizeof(int32_t) * s->C);
+    store_record_expect e = {s->ns, j->keys + 32 * index, index, s->codec, chunk_tokens, s->C};
     size_t off = store_record_payload_offset(s->C), payload = 0;
+    kvtc_result r = KVTC_OK;
     if (s->codec == KVTC_STORE_CODEC_RAW) {
         payload = 2 * (size_t)s->lh * row;
-        memcpy(s->rec + off, s->ck, (size_t)s->lh * row);
-        memcpy(s->rec + off + s->lh * row, s->cv, (size_t)s->lh * row);
+        memcpy(w->rec + off, w->ck, (size_t)s->lh * row);
+        memcpy(w->rec + off + s->lh * row, w->cv, (size_t)s->lh * row);
     } else {
-        kvtc_cache c = chunk_cache(s, index);
-        if (kvtc_basis_recomputed_layers(s->basis) > 0) c.token_ids = s->ids;
-        kvtc_result r = kvtc_compress(index ? s->enc_rest : s->enc_first, &c, s->rec + off, s->rec_cap - off - 4, &payload);
-        if (r) return r;
+        kvtc_cache c = chunk_cache(s, w, index);
+        if (kvtc_basis_recomputed_layers(s->basis) > 0) c.token_ids = w->ids;
+        r = kvtc_compress(index ? w->enc_rest : w->enc_first, &c, w->rec + off, s->rec_cap - off - 4, &payload);
     }
-    store_record_write_header(s->rec, &e, payload);
-    *size = store_record_size(s->C, payload);
-    store_record_seal(s->rec, *size);
-    return KVTC_OK;
+    if (r == KVTC_OK) {
+        store_record_write_header(w->rec, &e, payload);
+        size_t size = store_record_size(s->C, payload);
+        store_record_seal(w->rec, size);
+        j->recs[item] = malloc(size);
+        if (!j->recs[item]) r = KVTC_ERR_OUT_OF_MEMORY;
+        else {
+            memcpy(j->recs[item], w->rec, size);
+            j->sizes[item] = size;
+        }
+    }
+    j->res[item] = r;
+    return 0;
 }
 
 kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, const kvtc_cache *cache,
@@ -271,26 +325,48 @@ kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
             if (cache->positions[i] != (int64_t)i) return KVTC_ERR_INVALID_ARGUMENT;
     uint64_t n_chunks = n_tokens / s->C;
     if (!n_chunks) return KVTC_OK;
+    uint32_t batch = s->n_workers * PUT_BATCH_PER_WORKER;
     uint8_t *keys = NULL, *present = malloc((size_t)n_chunks);
-    if (!present) return KVTC_ERR_OUT_OF_MEMORY;
-    if ((r = chunk_keys(s, tokens, n_chunks, &keys)) != KVTC_OK) { free(present); return r; }
-    r = keys_present(s, keys, n_chunks, present);
+    uint64_t *missing = malloc(sizeof(uint64_t) * (size_t)n_chunks);
+    uint8_t **recs = calloc(batch, sizeof *recs);
+    size_t *sizes = calloc(batch, sizeof *sizes);
+    kvtc_result *res = calloc(batch, sizeof *res);
+    if (!present || !missing || !recs || !sizes || !res) r = KVTC_ERR_OUT_OF_MEMORY;
+    if (r == KVTC_OK) r = chunk_keys(s, tokens, n_chunks, &keys);
+    if (r == KVTC_OK) r = keys_present(s, keys, n_chunks, present);
+    uint64_t n_missing = 0;
     for (uint64_t i = 0; r == KVTC_OK && i < n_chunks; i++) {
-        if (present[i]) { s->st.chunks_already++; continue; }
-        size_t size = 0;
-        if ((r = encode_chunk(s, cache, tokens, i, keys + 32 * i, &size)) != KVTC_OK) break;
-        if ((r = s->be->ops->put(s->be, keys + 32 * i, s->rec, size)) != KVTC_OK) {
-            s->st.backend_errors++;
-            break;
+        if (present[i]) s->st.chunks_already++;
+        else missing[n_missing++] = i;
+    }
+    /* encode a batch in parallel, then write it in chunk order */
+    for (uint64_t b0 = 0; r == KVTC_OK && b0 < n_missing; b0 += batch) {
+        uint32_t nb = (uint32_t)(n_missing - b0 < batch ? n_missing - b0 : batch);
+        put_job j = {s, cache, tokens, keys, missing + b0, recs, sizes, res};
+        kvtc_parallel_for(s->n_workers, nb, encode_item, &j);
+        for (uint32_t k = 0; k < nb; k++) {
+            const uint8_t *key = keys + 32 * missing[b0 + k];
+            if (r == KVTC_OK && (r = res[k]) == KVTC_OK) {
+                if ((r = s->be->ops->put(s->be, key, recs[k], sizes[k])) != KVTC_OK) {
+                    s->st.backend_errors++;
+                } else {
+                    if (s->mem) (void)memory_tier_put(s->mem, key, recs[k], sizes[k]); /* a cache: failure is harmless */
+                    s->st.chunks_put++;
+                    s->st.bytes_written += sizes[k];
+                    s->st.raw_bytes_written += 2 * s->lh * s->C * s->tok_bytes;
+                    if (n_stored) (*n_stored)++;
+                }
+            }
+            free(recs[k]);
+            recs[k] = NULL;
         }
-        if (s->mem) (void)memory_tier_put(s->mem, keys + 32 * i, s->rec, size); /* a cache: failure is harmless */
-        s->st.chunks_put++;
-        s->st.bytes_written += size;
-        s->st.raw_bytes_written += 2 * s->lh * s->C * s->tok_bytes;
-        if (n_stored) (*n_stored)++;
     }
     free(keys);
     free(present);
+    free(missing);
+    free(recs);
+    free(sizes);
+    free(res);
     return r;
 }
 
@@ -314,30 +390,66 @@ kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_t
     return r;
 }
 
+/* ---- get ------------------------------------------------------------------ */
+
+typedef struct get_job {
+    kvtc_store *s;
+    const int32_t *tokens;
+    const uint8_t *keys;
+    const uint8_t **recs;   /* the record of each chunk */
+    const size_t *lens;
+    kvtc_result *res;
+    kvtc_cache *out;
+} get_job;
+
+/* Check one chunk's record, decode it and copy its tokens into the output
+ * (a parallel item; chunks write disjoint token ranges). */
+static int decode_item(void *ctx, uint32_t item, uint32_t worker) {
+    get_job *j = ctx;
+    kvtc_store *s = j->s;
+    store_worker *w = &s->w[worker];
+    uint64_t i = item;
+    store_record_expect e = {s->ns, j->keys + 32 * i, i, s->codec, j->tokens + i * s->C, s->C};
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    kvtc_result r = store_record_check(j->recs[i], j->lens[i], &e, &p, &n);
+    size_t half = (size_t)s->lh * s->C * s->tok_bytes;
+    if (r == KVTC_OK && s->codec == KVTC_STORE_CODEC_RAW) {
+        if (n != 2 * half) r = KVTC_ERR_CORRUPT;
+        else {
+            memcpy(w->ck, p, half);
+            memcpy(w->cv, p + half, half);
+        }
+    } else if (r == KVTC_OK) {
+        kvtc_stream_info info;
+        r = kvtc_stream_get_info(p, n, &info);
+        if (r == KVTC_OK && (info.n_tokens != s->C || info.dtype != s->dtype)) r = KVTC_ERR_CORRUPT;
+        if (r == KVTC_OK) {
+            kvtc_cache c = chunk_cache(s, w, i);
+            c.positions = NULL; /* decoded from the stream; not needed back */
+            r = kvtc_decompress(w->dec, p, n, &c);
+        }
+    }
+    if (r == KVTC_OK) {
+        kvtc_cache *out = j->out;
+        uint64_t nt = out->n_tokens, m = nt - i * s->C < s->C ? nt - i * s->C : s->C;
+        size_t row = s->C * s->tok_bytes;
+        for (uint64_t lh = 0; lh < s->lh; lh++) {
+            size_t dst = (size_t)((lh * nt + i * s->C) * s->tok_bytes);
+            memcpy((uint8_t *)out->k + dst, w->ck + lh * row, (size_t)m * s->tok_bytes);
+            memcpy((uint8_t *)out->v + dst, w->cv + lh * row, (size_t)m * s->tok_bytes);
+        }
+    }
+    j->res[i] = r;
+    return 0;
+}
+
 /* A record that failed its checks: count it and remove it, so that the next
  * put stores a good one (best effort: a failure here changes nothing). */
 static void reject(kvtc_store *s, const uint8_t *key) {
     s->st.errors++;
     if (s->mem) memory_tier_del(s->mem, key);
     (void)s->be->ops->del(s->be, key);
-}
-
-/* Decode a checked payload into the chunk scratch. */
-static kvtc_result decode_payload(kvtc_store *s, uint64_t index, const uint8_t *p, size_t n) {
-    size_t half = (size_t)s->lh * s->C * s->tok_bytes;
-    if (s->codec == KVTC_STORE_CODEC_RAW) {
-        if (n != 2 * half) return KVTC_ERR_CORRUPT;
-        memcpy(s->ck, p, half);
-        memcpy(s->cv, p + half, half);
-        return KVTC_OK;
-    }
-    kvtc_stream_info info;
-    kvtc_result r = kvtc_stream_get_info(p, n, &info);
-    if (r) return r;
-    if (info.n_tokens != s->C || info.dtype != s->dtype) return KVTC_ERR_CORRUPT;
-    kvtc_cache c = chunk_cache(s, index);
-    c.positions = NULL; /* decoded from the stream; not needed back */
-    return kvtc_decompress(s->dec, p, n, &c);
 }
 
 kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
@@ -352,60 +464,79 @@ kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     uint64_t n_chunks = (n + s->C - 1) / s->C;
     if (n_chunks * s->C > n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
     if (!n_chunks) return KVTC_OK;
-    uint8_t *keys = NULL;
-    if ((r = chunk_keys(s, tokens, n_chunks, &keys)) != KVTC_OK) return r;
-    uint64_t done = 0;
-    for (uint64_t i = 0; i < n_chunks; i++) {
-        const uint8_t *key = keys + 32 * i;
-        uint8_t *val = NULL;
-        size_t len = 0;
-        int found = 0, from_memory = 0;
-        const uint8_t *rec = s->mem ? memory_tier_get(s->mem, key, &len) : NULL;
-        if (rec) {
-            from_memory = 1;
-        } else {
-            if ((r = s->be->ops->get(s->be, key, &val, &len, &found)) != KVTC_OK) {
-                s->st.backend_errors++;
-                break;
-            }
-            rec = found ? val : NULL;
+    size_t nc = (size_t)n_chunks;
+    uint8_t *keys = NULL, *ask = malloc(32 * nc), **fetched = calloc(nc, sizeof *fetched);
+    const uint8_t **recs = calloc(nc, sizeof *recs);
+    size_t *lens = calloc(nc, sizeof *lens), *flens = calloc(nc, sizeof *flens);
+    uint64_t *where = malloc(sizeof(uint64_t) * nc);
+    kvtc_result *res = calloc(nc, sizeof *res);
+    uint8_t *from_memory = calloc(nc, 1);
+    if (!ask || !fetched || !recs || !lens || !flens || !where || !res || !from_memory) r = KVTC_ERR_OUT_OF_MEMORY;
+    if (r == KVTC_OK) r = chunk_keys(s, tokens, n_chunks, &keys);
+
+    /* 1. the records: the memory tier's (borrowed until the tier changes,
+     *    which happens only in step 3), the rest in one backend batch */
+    uint64_t n_ask = 0;
+    for (uint64_t i = 0; r == KVTC_OK && i < n_chunks; i++) {
+        recs[i] = s->mem ? memory_tier_get(s->mem, keys + 32 * i, &lens[i]) : NULL;
+        if (recs[i]) from_memory[i] = 1;
+        else {
+            memcpy(ask + 32 * n_ask, keys + 32 * i, 32);
+            where[n_ask++] = i;
         }
-        if (!rec) { s->st.miss_chunks++; break; }
-        s->st.bytes_read += len;
-        store_record_expect e = {s->ns, key, i, s->codec, tokens + i * s->C, s->C};
-        const uint8_t *payload = NULL;
-        size_t payload_len = 0;
-        kvtc_result cr = store_record_check(rec, len, &e, &payload, &payload_len);
-        if (cr == KVTC_OK) cr = decode_payload(s, i, payload, payload_len);
-        if (cr == KVTC_ERR_NEEDS_MODEL || cr == KVTC_ERR_OUT_OF_MEMORY || cr == KVTC_ERR_CALLBACK) {
-            free(val); /* not the record's fault */
-            r = cr;
-            break;
-        }
-        if (cr != KVTC_OK) {
-            free(val); /* before reject(): rec may point into the memory tier */
-            reject(s, key);
-            s->st.miss_chunks++;
-            break;
-        }
-        if (!from_memory && s->mem) (void)memory_tier_put(s->mem, key, val, len);
-        free(val);
-        s->st.hit_chunks++;
-        if (from_memory) s->st.memory_hits++;
-        uint64_t m = n - i * s->C < s->C ? n - i * s->C : s->C;
-        size_t row = s->C * s->tok_bytes;
-        for (uint64_t lh = 0; lh < s->lh; lh++) {
-            size_t dst = (size_t)((lh * n + i * s->C) * s->tok_bytes);
-            memcpy((uint8_t *)out->k + dst, s->ck + lh * row, (size_t)m * s->tok_bytes);
-            memcpy((uint8_t *)out->v + dst, s->cv + lh * row, (size_t)m * s->tok_bytes);
-        }
-        for (uint64_t t = 0; t < m; t++) {
-            if (out->positions) out->positions[i * s->C + t] = (int64_t)(i * s->C + t);
-            if (out->token_ids) out->token_ids[i * s->C + t] = tokens[i * s->C + t];
-        }
-        done += m;
     }
+    if (r == KVTC_OK && n_ask) {
+        r = s->be->ops->get(s->be, ask, (size_t)n_ask, fetched, flens);
+        if (r == KVTC_ERR_IO) s->st.backend_errors++;
+        for (uint64_t k = 0; r == KVTC_OK && k < n_ask; k++) {
+            recs[where[k]] = fetched[k];
+            lens[where[k]] = flens[k];
+        }
+    }
+    uint64_t n_avail = 0;
+    while (r == KVTC_OK && n_avail < n_chunks && recs[n_avail]) n_avail++;
+
+    /* 2. check and decode the available prefix in parallel */
+    if (r == KVTC_OK && n_avail) {
+        get_job j = {s, tokens, keys, recs, lens, res, out};
+        kvtc_parallel_for(s->n_workers, (uint32_t)n_avail, decode_item, &j);
+    }
+
+    /* 3. the first failure ends the restored prefix */
+    uint64_t good = 0;
+    while (r == KVTC_OK && good < n_avail && res[good] == KVTC_OK) good++;
+    if (r == KVTC_OK && good < n_chunks) {
+        kvtc_result e = good < n_avail ? res[good] : KVTC_OK;
+        if (e == KVTC_ERR_NEEDS_MODEL || e == KVTC_ERR_OUT_OF_MEMORY || e == KVTC_ERR_CALLBACK) {
+            r = e; /* not the record's fault */
+        } else {
+            if (good < n_avail) reject(s, keys + 32 * good);
+            s->st.miss_chunks++;
+        }
+    }
+    for (uint64_t i = 0; r == KVTC_OK && i < good; i++) {
+        s->st.hit_chunks++;
+        s->st.bytes_read += lens[i];
+        if (from_memory[i]) s->st.memory_hits++;
+    }
+    if (s->mem && r == KVTC_OK)
+        for (uint64_t k = 0; k < n_ask; k++)
+            if (where[k] < good) (void)memory_tier_put(s->mem, keys + 32 * where[k], fetched[k], flens[k]);
+    uint64_t done = r == KVTC_OK ? (good * s->C < n ? good * s->C : n) : 0;
+    for (uint64_t t = 0; t < done; t++) {
+        if (out->positions) out->positions[t] = (int64_t)t;
+        if (out->token_ids) out->token_ids[t] = tokens[t];
+    }
+    for (uint64_t k = 0; fetched && k < n_ask; k++) free(fetched[k]);
     free(keys);
+    free(ask);
+    free(fetched);
+    free(recs);
+    free(lens);
+    free(flens);
+    free(where);
+    free(res);
+    free(from_memory);
     if (n_restored) *n_restored = done;
     return r;
 }
