@@ -13,6 +13,9 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "store/keys.h"
+#include "store/record.h"
+#include "util/endian.h"
 #include "store_fixture.h"
 
 static fixture fx;
@@ -548,8 +551,116 @@ static void test_processes(void) {
     fixture_rmtree(dir);
 }
 
+/* The record check alone: every truncation and every single-bit flip of a
+ * record is rejected, and a valid record asked for under another namespace,
+ * key, index, codec or token sequence is a mismatch. */
+static void test_record_checks(void) {
+    uint8_t ns[32], key[32], payload[300];
+    int32_t tokens[16];
+    for (int i = 0; i < 32; i++) { ns[i] = (uint8_t)i; key[i] = (uint8_t)(100 + i); }
+    for (int i = 0; i < 16; i++) tokens[i] = 1000 + 7 * i;
+    for (int i = 0; i < 300; i++) payload[i] = (uint8_t)(i * 13);
+    store_record_expect e = {ns, key, 5, KVTC_STORE_CODEC_RAW, tokens, 16};
+    size_t size = store_record_size(16, sizeof payload);
+    uint8_t *rec = malloc(size), *bad = malloc(size);
+    store_record_write_header(rec, &e, sizeof payload);
+    memcpy(rec + store_record_payload_offset(16), payload, sizeof payload);
+    store_record_seal(rec, size);
+    const uint8_t *p = NULL;
+    size_t pn = 0;
+    CHECK(store_record_check(rec, size, &e, &p, &pn) == KVTC_OK && pn == sizeof payload && !memcmp(p, payload, pn));
+    int all_rejected = 1;
+    for (size_t n = 0; n < size; n++) all_rejected &= store_record_check(rec, n, &e, &p, &pn) != KVTC_OK;
+    CHECK_MSG(all_rejected, "a truncated record was accepted");
+    all_rejected = 1;
+    for (size_t bit = 0; bit < 8 * size; bit++) {
+        memcpy(bad, rec, size);
+        bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        all_rejected &= store_record_check(bad, size, &e, &p, &pn) != KVTC_OK;
+    }
+    CHECK_MSG(all_rejected, "a record with one flipped bit was accepted");
+    uint8_t other[32];
+    memcpy(other, ns, 32);
+    other[31] ^= 1;
+    store_record_expect x = e;
+    x.ns = other;
+    CHECK(store_record_check(rec, size, &x, &p, &pn) == KVTC_ERR_BASIS_MISMATCH);
+    x = e;
+    x.key = other;
+    CHECK(store_record_check(rec, size, &x, &p, &pn) == KVTC_ERR_BASIS_MISMATCH);
+    x = e;
+    x.chunk_index = 4;
+    CHECK(store_record_check(rec, size, &x, &p, &pn) == KVTC_ERR_BASIS_MISMATCH);
+    x = e;
+    x.codec = KVTC_STORE_CODEC_KVTC;
+    CHECK(store_record_check(rec, size, &x, &p, &pn) == KVTC_ERR_BASIS_MISMATCH);
+    int32_t t2[16];
+    memcpy(t2, tokens, sizeof t2);
+    t2[15]++;
+    x = e;
+    x.tokens = t2;
+    CHECK(store_record_check(rec, size, &x, &p, &pn) == KVTC_ERR_BASIS_MISMATCH);
+    /* a future major version is refused even with a valid CRC */
+    memcpy(bad, rec, size);
+    bad[8] = 2;
+    store_record_seal(bad, size);
+    CHECK(store_record_check(bad, size, &e, &p, &pn) == KVTC_ERR_UNSUPPORTED_VERSION);
+    free(rec);
+    free(bad);
+}
+
+/* The keys as docs/STORE.md specifies them, rebuilt here byte by byte. */
+static void test_key_spec(void) {
+    store_identity id;
+    memset(&id, 0, sizeof id);
+    id.basis_fingerprint = 0x1122334455667788ull;
+    id.model_fingerprint = store_name_fingerprint("m");
+    id.geometry = synth_geometry(8, 2, 64, KVTC_ROPE_NORM, 0, 10000.0f);
+    id.dtype = KVTC_DTYPE_F16;
+    id.chunk_tokens = 4;
+    id.codec = KVTC_STORE_CODEC_KVTC;
+    id.n_sink = 4;
+    id.plan_ratio = 20.0;
+    uint8_t buf[128], ns[32], want[32], key[32];
+    size_t n = 0;
+    memcpy(buf, "kvtc-store-ns-v1", 17); /* with its NUL */
+    n = 17;
+    kvtc_store_u64(buf + n, id.basis_fingerprint); n += 8;
+    uint8_t md[32];
+    kvtc_sha256("m", 1, md);
+    memcpy(buf + n, md, 8); n += 8;
+    float theta = 10000.0f;
+    uint32_t theta_bits;
+    memcpy(&theta_bits, &theta, 4);
+    const uint32_t u32s[] = {8, 2, 64, 64, KVTC_ROPE_NORM, theta_bits, KVTC_DTYPE_F16, 4, KVTC_STORE_CODEC_KVTC, 4};
+    for (size_t i = 0; i < sizeof u32s / 4; i++, n += 4) kvtc_store_u32(buf + n, u32s[i]);
+    double ratio = 20.0;
+    uint64_t ratio_bits;
+    memcpy(&ratio_bits, &ratio, 8);
+    kvtc_store_u64(buf + n, ratio_bits); n += 8;
+    kvtc_sha256(buf, n, want);
+    store_namespace(&id, ns);
+    CHECK(!memcmp(ns, want, 32));
+    const int32_t tokens[8] = {1, -2, 300000, 4, 5, 6, 7, 8};
+    memcpy(buf, want, 32);
+    for (int i = 0; i < 4; i++) kvtc_store_u32(buf + 32 + 4 * i, (uint32_t)tokens[i]);
+    kvtc_sha256(buf, 48, want);
+    store_chain_key(ns, tokens, 4, key);
+    CHECK(!memcmp(key, want, 32));
+    memcpy(buf, want, 32);
+    for (int i = 0; i < 4; i++) kvtc_store_u32(buf + 32 + 4 * i, (uint32_t)tokens[4 + i]);
+    kvtc_sha256(buf, 48, want);
+    store_chain_key(key, tokens + 4, 4, key); /* out may alias prev */
+    CHECK(!memcmp(key, want, 32));
+    char hex[65];
+    store_key_hex(want, hex);
+    CHECK(strlen(hex) == 64 && strspn(hex, "0123456789abcdef") == 64);
+}
+
 int main(void) {
     double t0 = test_now();
+    test_key_spec();
+    test_record_checks();
     if (fixture_init(&fx) != 0) {
         fprintf(stderr, "fixture: calibration failed\n");
         return 1;
