@@ -261,6 +261,18 @@ static void test_damaged_values(void) {
     CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
     CHECK(kvtc_store_lookup(s, tokens, N, &hit) == KVTC_OK && hit == N);
     kvtc_store_close(s);
+    /* another basis of the same geometry (calibrated on other data): its own namespace */
+    synth_params other = fx.sp;
+    other.model_seed = 99;
+    const double ratios[] = {8.0};
+    kvtc_basis *b2 = NULL;
+    CHECK(synth_calibrate(&other, 2, 4, 0, ratios, 1, &b2) == KVTC_OK);
+    CHECK(b2 && kvtc_basis_fingerprint(b2) != kvtc_basis_fingerprint(fx.basis));
+    CHECK(kvtc_store_open(uri, b2, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    CHECK(kvtc_store_lookup(s, tokens, N, &hit) == KVTC_OK && hit == 0);
+    CHECK(kvtc_store_get(s, tokens, N, &lay, &got) == KVTC_OK && got == 0);
+    kvtc_store_close(s);
+    kvtc_basis_free(b2);
 
     synth_cache_free(&out);
     synth_cache_free(&ref);
