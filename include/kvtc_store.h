@@ -48,7 +48,8 @@ typedef struct kvtc_store_options {
     uint32_t chunk_tokens;         /* C, tokens per chunk and key (default 256) */
     uint32_t codec;                /* KVTC_STORE_CODEC_KVTC (default) or _RAW */
     /* Model identity pinned into the namespace: model_fingerprint, or when it
-     * is 0 and model_name is non-NULL, a hash of model_name. Both unset: 0. */
+     * is 0 and model_name is non-NULL, a hash of model_name (read only during
+     * kvtc_store_open). Both unset: 0. */
     uint64_t model_fingerprint;
     const char *model_name;
     /* Encoding (KVTC codec): plan ratio (default 20), entropy codec (default
