@@ -237,6 +237,28 @@ static void test_frozen_server(void) {
     kill(server, SIGCONT);
     CHECK(kvtc_store_lookup(s, tokens, 64, &hit) == KVTC_OK && hit == 0); /* reconnected */
     kvtc_store_close(s);
+
+    /* with a memory tier, what it holds is served while the server is frozen */
+    o.memory_bytes = 1 << 20;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    if (!s) return;
+    synth_cache sc;
+    CHECK(fixture_cache(&fx, 64, 5, &sc) == 0);
+    CHECK(kvtc_store_put(s, tokens, 64, &sc.c, NULL) == KVTC_OK);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, 64, &out, &lay) == 0);
+    uint64_t got = 0;
+    kill(server, SIGSTOP);
+    CHECK(kvtc_store_lookup(s, tokens, 64, &hit) == KVTC_OK && hit == 64);
+    CHECK(kvtc_store_get(s, tokens, 64, &lay, &got) == KVTC_OK && got == 64);
+    kill(server, SIGCONT);
+    kvtc_store_stats st;
+    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.memory_hits == 2 && st.backend_errors == 0);
+    CHECK(kvtc_store_delete(s, tokens, 64) == KVTC_OK);
+    synth_cache_free(&out);
+    synth_free(&sc);
+    kvtc_store_close(s);
 }
 
 /* ---- killed during puts ----------------------------------------------------- */
