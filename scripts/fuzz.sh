@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/blas-env.sh
 export OPENBLAS_NUM_THREADS=1
 SECS="${1:-60}"
-TARGETS="${FUZZ_TARGETS:-stream safetensors basis gguf roundtrip}"
+TARGETS="${FUZZ_TARGETS:-stream safetensors basis gguf roundtrip store_record}"
 JOBS="${BUILD_JOBS:-$(nproc)}"
 CC_FUZZ="${CC_FUZZ:-clang}"
 B=build-fuzz
