@@ -176,6 +176,64 @@ static void test_round_trip(void) {
     synth_free(&sc);
 }
 
+static void admin_cmd(const char *cmd) {
+    redisContext *c = admin();
+    if (!c) return;
+    redisReply *r = redisCommand(c, cmd);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+}
+
+static long long used_memory(void) {
+    redisContext *c = admin();
+    if (!c) return -1;
+    redisReply *r = redisCommand(c, "INFO memory");
+    long long v = -1;
+    const char *at = r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+    if (at && (at = strstr(at, "used_memory:"))) v = atoll(at + 12);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+/* A full server that does not evict refuses SETs: KVTC_ERR_IO, and the chunks
+ * stored before the refusal are reported, readable and exact. */
+static void test_full_server(void) {
+    char uri[128];
+    uri_for(4, uri, sizeof uri);
+    enum { N = 20 * FX_C };
+    synth_cache sc;
+    CHECK(fixture_cache(&fx, N, 13, &sc) == 0);
+    int32_t tokens[N];
+    fixture_tokens(tokens, N, 13);
+    kvtc_store_options o;
+    fixture_options(&o);
+    o.codec = KVTC_STORE_CODEC_RAW; /* 16 KB a chunk */
+    kvtc_store *s = NULL;
+    CHECK(kvtc_store_open(uri, NULL, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    long long used = used_memory();
+    CHECK(used > 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "CONFIG SET maxmemory %lld", used + 100000);
+    admin_cmd("CONFIG SET maxmemory-policy noeviction");
+    admin_cmd(cmd);
+    uint64_t stored = 0, hit = 0, got = 0;
+    CHECK(kvtc_store_put(s, tokens, N, &sc.c, &stored) == KVTC_ERR_IO);
+    CHECK_MSG(stored > 0 && stored < 20, "%llu of 20 chunks stored under a 100 KB margin", (unsigned long long)stored);
+    admin_cmd("CONFIG SET maxmemory 0");
+    CHECK(kvtc_store_lookup(s, tokens, N, &hit) == KVTC_OK && hit == stored * FX_C);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, hit ? hit : 1, &out, &lay) == 0);
+    CHECK(kvtc_store_get(s, tokens, N, &lay, &got) == KVTC_OK && got == hit && fixture_prefix_equal(&out, &sc.c, got));
+    CHECK(kvtc_store_put(s, tokens, N, &sc.c, &stored) == KVTC_OK); /* room again: the rest goes in */
+    CHECK(kvtc_store_lookup(s, tokens, N, &hit) == KVTC_OK && hit == N);
+    CHECK(kvtc_store_delete(s, tokens, N) == KVTC_OK);
+    synth_cache_free(&out);
+    synth_free(&sc);
+    kvtc_store_close(s);
+}
+
 static void test_damaged_values(void) {
     char uri[128], key[128];
     uri_for(2, uri, sizeof uri);
@@ -388,6 +446,7 @@ int main(void) {
     }
     test_round_trip();
     test_damaged_values();
+    test_full_server();
     test_frozen_server();
     CHECK(fixture_cache(&fx, K_TOKENS, 77, &k_cache) == 0);
     CHECK(fixture_reference_decode(&fx, &k_cache.c, K_TOKENS, &k_ref) == KVTC_OK);

@@ -18,9 +18,12 @@ typedef struct store_backend_ops {
      * round trip for a server): vals[i] malloc'd (caller frees) or NULL on a
      * miss. On failure every vals[i] is NULL. */
     kvtc_result (*get)(store_backend *b, const uint8_t *keys, size_t n, uint8_t **vals, size_t *lens);
-    /* Store val under key atomically (readers see the old value, none, or
-     * the whole new one). A key that already exists may be left as it is. */
-    kvtc_result (*put)(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len);
+    /* Store vals[i] under keys[i] (32 bytes each, back to back), each
+     * atomically (readers see the old value, none, or the whole new one), in
+     * one batch (one round trip for a server). A key that already exists may
+     * be left as it is. *n_done: the leading entries stored (all on success). */
+    kvtc_result (*put)(store_backend *b, const uint8_t *keys, uint8_t *const *vals, const size_t *lens, size_t n,
+                       size_t *n_done);
     /* present[i] = whether keys[i] (32 bytes each, back to back) exists, in
      * one batch (one round trip for a server). */
     kvtc_result (*exists)(store_backend *b, const uint8_t *keys, size_t n, uint8_t *present);

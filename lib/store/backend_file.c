@@ -121,7 +121,7 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
 
 static kvtc_result file_evict_locked(file_backend *f, uint64_t target, int wait, uint64_t *n_evicted);
 
-static kvtc_result file_put(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len) {
+static kvtc_result file_put_one(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len) {
     file_backend *f = (file_backend *)b;
     char *dir = key_path(f, key, 1), *path = key_path(f, key, 0);
     char *tmp = malloc(f->dir_len + 128);
@@ -156,6 +156,17 @@ done:
     free(path);
     free(tmp);
     return r;
+}
+
+static kvtc_result file_put(store_backend *b, const uint8_t *keys, uint8_t *const *vals, const size_t *lens, size_t n,
+                            size_t *n_done) {
+    *n_done = 0;
+    for (size_t i = 0; i < n; i++) {
+        kvtc_result r = file_put_one(b, keys + 32 * i, vals[i], lens[i]);
+        if (r) return r;
+        (*n_done)++;
+    }
+    return KVTC_OK;
 }
 
 static kvtc_result file_exists(store_backend *b, const uint8_t *keys, size_t n, uint8_t *present) {

@@ -171,23 +171,38 @@ static kvtc_result redis_get(store_backend *b, const uint8_t *keys, size_t n, ui
     return res;
 }
 
-static kvtc_result redis_put(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len) {
+/* One pipeline of SET key record NX [EX ttl]. */
+static kvtc_result redis_put(store_backend *b, const uint8_t *keys, uint8_t *const *vals, const size_t *lens, size_t n,
+                             size_t *n_done) {
     redis_backend *rb = (redis_backend *)b;
-    char name[KEY_LEN + 1], ttl[24];
-    key_name(key, name);
-    const char *argv[6] = {"SET", name, (const char *)val, "NX", "EX", ttl};
-    size_t argvlen[6] = {3, strlen(name), len, 2, 2, 0};
-    int argc = 4;
-    if (rb->ttl_seconds) {
-        snprintf(ttl, sizeof ttl, "%u", rb->ttl_seconds);
-        argvlen[5] = strlen(ttl);
-        argc = 6;
+    *n_done = 0;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%u", rb->ttl_seconds);
+    int argc = rb->ttl_seconds ? 6 : 4;
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    kvtc_result res = KVTC_OK;
+    if (connect_if_needed(rb) != 0) res = KVTC_ERR_IO;
+    for (size_t i = 0; res == KVTC_OK && i < n; i++) {
+        char name[KEY_LEN + 1];
+        key_name(keys + 32 * i, name);
+        const char *argv[6] = {"SET", name, (const char *)vals[i], "NX", "EX", ttl};
+        size_t argvlen[6] = {3, strlen(name), lens[i], 2, 2, strlen(ttl)};
+        if (redisAppendCommandArgv(rb->c, argc, argv, argvlen) != REDIS_OK) res = KVTC_ERR_IO;
     }
-    redisReply *r = command(rb, argc, argv, argvlen);
-    if (!r) return KVTC_ERR_IO;
-    /* OK: stored; nil: it existed (NX); an error (OOM under noeviction): IO */
-    kvtc_result res = r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_NIL ? KVTC_OK : KVTC_ERR_IO;
-    freeReplyObject(r);
+    int refused = 0;
+    for (size_t i = 0; res == KVTC_OK && i < n; i++) {
+        void *reply = NULL;
+        if (redisGetReply(rb->c, &reply) != REDIS_OK || !reply) { res = KVTC_ERR_IO; break; }
+        redisReply *r = reply;
+        /* OK: stored; nil: it existed (NX); an error (OOM under noeviction): refused */
+        if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_NIL) refused = 1;
+        else if (!refused) (*n_done)++;
+        freeReplyObject(r);
+    }
+    if (res == KVTC_ERR_IO) drop(rb); /* replies may be left unread: resynchronize */
+    else if (refused) res = KVTC_ERR_IO;
+    sigpipe_restore(&g);
     return res;
 }
 

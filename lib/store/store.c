@@ -19,7 +19,7 @@
 
 #define MAX_CHUNK_TOKENS (1u << 20)
 #define MAX_WORKERS 256u
-#define PUT_BATCH_PER_WORKER 4u /* chunks encoded per worker before they are written */
+#define PUT_BATCH_PER_WORKER 8u /* chunks encoded per worker before they are written */
 
 /* What one thread needs to code one chunk: the codec objects (one object
  * must not be used by two threads at once) and the chunk's scratch. Chunks
@@ -328,10 +328,10 @@ kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     uint32_t batch = s->n_workers * PUT_BATCH_PER_WORKER;
     uint8_t *keys = NULL, *present = malloc((size_t)n_chunks);
     uint64_t *missing = malloc(sizeof(uint64_t) * (size_t)n_chunks);
-    uint8_t **recs = calloc(batch, sizeof *recs);
+    uint8_t **recs = calloc(batch, sizeof *recs), *bkeys = malloc(32 * (size_t)batch);
     size_t *sizes = calloc(batch, sizeof *sizes);
     kvtc_result *res = calloc(batch, sizeof *res);
-    if (!present || !missing || !recs || !sizes || !res) r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!present || !missing || !recs || !bkeys || !sizes || !res) r = KVTC_ERR_OUT_OF_MEMORY;
     if (r == KVTC_OK) r = chunk_keys(s, tokens, n_chunks, &keys);
     if (r == KVTC_OK) r = keys_present(s, keys, n_chunks, present);
     uint64_t n_missing = 0;
@@ -344,19 +344,22 @@ kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
         uint32_t nb = (uint32_t)(n_missing - b0 < batch ? n_missing - b0 : batch);
         put_job j = {s, cache, tokens, keys, missing + b0, recs, sizes, res};
         kvtc_parallel_for(s->n_workers, nb, encode_item, &j);
+        /* the encoded prefix of the batch in one backend batch, in chunk order */
+        uint32_t ok = 0;
+        while (ok < nb && res[ok] == KVTC_OK) ok++;
+        for (uint32_t k = 0; k < ok; k++) memcpy(bkeys + 32 * k, keys + 32 * missing[b0 + k], 32);
+        size_t done = 0;
+        kvtc_result pr = ok ? s->be->ops->put(s->be, bkeys, recs, sizes, ok, &done) : KVTC_OK;
+        if (pr != KVTC_OK) s->st.backend_errors++;
+        for (size_t k = 0; k < done; k++) {
+            if (s->mem) (void)memory_tier_put(s->mem, bkeys + 32 * k, recs[k], sizes[k]); /* a cache: failure is harmless */
+            s->st.chunks_put++;
+            s->st.bytes_written += sizes[k];
+            s->st.raw_bytes_written += 2 * s->lh * s->C * s->tok_bytes;
+            if (n_stored) (*n_stored)++;
+        }
+        r = pr != KVTC_OK ? pr : ok < nb ? res[ok] : KVTC_OK;
         for (uint32_t k = 0; k < nb; k++) {
-            const uint8_t *key = keys + 32 * missing[b0 + k];
-            if (r == KVTC_OK && (r = res[k]) == KVTC_OK) {
-                if ((r = s->be->ops->put(s->be, key, recs[k], sizes[k])) != KVTC_OK) {
-                    s->st.backend_errors++;
-                } else {
-                    if (s->mem) (void)memory_tier_put(s->mem, key, recs[k], sizes[k]); /* a cache: failure is harmless */
-                    s->st.chunks_put++;
-                    s->st.bytes_written += sizes[k];
-                    s->st.raw_bytes_written += 2 * s->lh * s->C * s->tok_bytes;
-                    if (n_stored) (*n_stored)++;
-                }
-            }
             free(recs[k]);
             recs[k] = NULL;
         }
@@ -365,6 +368,7 @@ kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     free(present);
     free(missing);
     free(recs);
+    free(bkeys);
     free(sizes);
     free(res);
     return r;
