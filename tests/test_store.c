@@ -514,6 +514,7 @@ static void concurrent_child(const char *uri) {
     kvtc_cache out;
     kvtc_store_layout lay;
     CHECK(fixture_out(&fx, P_TOKENS, &out, &lay) == 0);
+    uint64_t restored = 0;
     for (int round = 0; round < P_ROUNDS; round++) {
         const int32_t *t = p_tokens[(me + round) % P_PROCS];
         uint64_t n = (uint64_t)(64 + 32 * ((me + round) % 7));
@@ -524,7 +525,9 @@ static void concurrent_child(const char *uri) {
         CHECK(kvtc_store_get(s, u, P_TOKENS, &lay, &got) == KVTC_OK);
         /* whatever came back is exactly what was put for these tokens */
         CHECK_MSG(fixture_prefix_equal(&out, &p_ref, got), "process %d round %d: a mixed or torn value", me, round);
+        restored += got;
     }
+    CHECK_MSG(restored > 0, "process %d restored nothing", me);
     kvtc_store_stats st;
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 0);
     synth_cache_free(&out);
@@ -558,6 +561,16 @@ static void test_processes(void) {
         CHECK(pids[p] > 0 && waitpid(pids[p], &status, 0) == pids[p]);
         CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "process %d failed", p);
     }
+    /* the cap held under concurrent writers: at most cap + processes x cap/16 */
+    kvtc_store_options o;
+    fixture_options(&o);
+    kvtc_store *s = NULL;
+    uint64_t bytes = 0, nv = 0;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    CHECK(kvtc_store_backend_bytes(s, &bytes, &nv) == KVTC_OK);
+    CHECK_MSG(bytes <= 40 * 1024 + P_PROCS * 40 * 1024 / 16 && nv > 0, "%llu bytes in %llu values after 4 capped writers",
+              (unsigned long long)bytes, (unsigned long long)nv);
+    kvtc_store_close(s);
     synth_cache_free(&p_ref);
     synth_free(&p_cache);
     fixture_rmtree(dir);
