@@ -227,12 +227,18 @@ static void test_damaged_values(void) {
     free(rec0);
     CHECK(kvtc_store_get(s, tokens, N, &lay, &got) == KVTC_OK && got == 3 * FX_C);
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 4);
+    /* a file far larger than any record: not read, a miss */
+    CHECK(kvtc_store_put(s, tokens, N, &sc.c, &stored) == KVTC_OK && stored == 1);
+    CHECK(truncate(chunk_path[3], 1 << 30) == 0); /* sparse: no disk used */
+    CHECK(kvtc_store_get(s, tokens, N, &lay, &got) == KVTC_OK && got == 3 * FX_C);
+    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 5);
+    CHECK(access(chunk_path[3], F_OK) != 0);
     /* an empty file and garbage: misses */
     CHECK(kvtc_store_put(s, tokens, N, &sc.c, &stored) == KVTC_OK && stored == 1);
     w = fopen(chunk_path[0], "wb");
     if (w) fclose(w);
     CHECK(kvtc_store_get(s, tokens, N, &lay, &got) == KVTC_OK && got == 0);
-    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 5);
+    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 6);
     kvtc_store_close(s);
 
     /* namespaces: another model, dtype, codec or chunk size sees nothing */

@@ -35,6 +35,7 @@ typedef struct file_backend {
     char *dir;
     size_t dir_len;
     uint64_t max_bytes;
+    uint64_t max_value;      /* larger files are returned empty, not read */
     uint64_t est_bytes;      /* bytes at the last scan plus our writes since */
     uint64_t since_scan;     /* bytes we wrote since the last scan */
     uint64_t tmp_counter;
@@ -73,7 +74,9 @@ static kvtc_result file_get_one(store_backend *b, const uint8_t *key, uint8_t **
     kvtc_result r = KVTC_OK;
     uint8_t *buf = NULL;
     if (fstat(fd, &st) != 0 || st.st_size < 0) { r = KVTC_ERR_IO; goto done; }
-    size_t n = (size_t)st.st_size, got = 0;
+    /* a file larger than any valid record: an empty value, which the record
+     * check rejects, rather than reading a hostile size into memory */
+    size_t n = f->max_value && (uint64_t)st.st_size > f->max_value ? 0 : (size_t)st.st_size, got = 0;
     buf = malloc(n ? n : 1);
     if (!buf) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
     while (got < n) {
@@ -357,6 +360,7 @@ kvtc_result store_file_open(const char *dir, const store_backend_config *cfg, st
     f->dir[len] = '\0';
     f->dir_len = len;
     f->max_bytes = cfg ? cfg->max_bytes : 0;
+    f->max_value = cfg ? cfg->max_value : 0;
     /* a read-only store is fine for lookups and gets: only a missing,
      * uncreatable directory is an error */
     struct stat st;

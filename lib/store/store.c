@@ -206,7 +206,7 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
         return r;
     }
 
-    store_backend_config cfg = {o.max_bytes, o.ttl_seconds, o.timeout_ms ? o.timeout_ms : 2000};
+    store_backend_config cfg = {o.max_bytes, s->rec_cap, o.ttl_seconds, o.timeout_ms ? o.timeout_ms : 2000};
     if (!strncmp(uri, "file:", 5)) r = store_file_open(uri + 5, &cfg, &s->be);
     else if (!strncmp(uri, "redis://", 8)) r = store_redis_open(uri + 8, &cfg, &s->be);
     else r = KVTC_ERR_INVALID_ARGUMENT;
