@@ -20,13 +20,36 @@
 
 #include "store/backend.h"
 
+/* "HOST:PORT[/DB]": 0, or -1 for a malformed URI (checked with or without hiredis). */
+static int parse_address(const char *hostportdb, char host[256], int *port, unsigned *db) {
+    const char *colon = strrchr(hostportdb, ':');
+    if (!colon || colon == hostportdb || (size_t)(colon - hostportdb) >= 256) return -1;
+    char *end = NULL;
+    long p = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || p <= 0 || p > 65535) return -1;
+    unsigned long d = 0;
+    if (*end == '/') {
+        const char *ds = end + 1;
+        d = strtoul(ds, &end, 10);
+        if (end == ds || d > 1000000) return -1;
+    }
+    if (*end != '\0') return -1;
+    memcpy(host, hostportdb, (size_t)(colon - hostportdb));
+    host[colon - hostportdb] = '\0';
+    *port = (int)p;
+    *db = (unsigned)d;
+    return 0;
+}
+
 #ifndef KVTC_HAVE_HIREDIS
 
 kvtc_result store_redis_open(const char *hostportdb, const store_backend_config *cfg, store_backend **out) {
-    (void)hostportdb;
     (void)cfg;
     *out = NULL;
-    return KVTC_ERR_UNSUPPORTED;
+    char host[256];
+    int port;
+    unsigned db;
+    return parse_address(hostportdb, host, &port, &db) ? KVTC_ERR_INVALID_ARGUMENT : KVTC_ERR_UNSUPPORTED;
 }
 
 #else
@@ -256,24 +279,16 @@ static const store_backend_ops redis_ops = {redis_get, redis_put, redis_exists, 
 
 kvtc_result store_redis_open(const char *hostportdb, const store_backend_config *cfg, store_backend **out) {
     *out = NULL;
-    const char *colon = strrchr(hostportdb, ':');
-    if (!colon || colon == hostportdb || (size_t)(colon - hostportdb) >= 256) return KVTC_ERR_INVALID_ARGUMENT;
-    char *end = NULL;
-    long port = strtol(colon + 1, &end, 10);
-    if (end == colon + 1 || port <= 0 || port > 65535) return KVTC_ERR_INVALID_ARGUMENT;
-    unsigned long db = 0;
-    if (*end == '/') {
-        const char *d = end + 1;
-        db = strtoul(d, &end, 10);
-        if (end == d || db > 1000000) return KVTC_ERR_INVALID_ARGUMENT;
-    }
-    if (*end != '\0') return KVTC_ERR_INVALID_ARGUMENT;
+    char host[256];
+    int port;
+    unsigned db;
+    if (parse_address(hostportdb, host, &port, &db)) return KVTC_ERR_INVALID_ARGUMENT;
     redis_backend *rb = calloc(1, sizeof *rb);
     if (!rb) return KVTC_ERR_OUT_OF_MEMORY;
     rb->base.ops = &redis_ops;
-    memcpy(rb->host, hostportdb, (size_t)(colon - hostportdb));
-    rb->port = (int)port;
-    rb->db = (unsigned)db;
+    memcpy(rb->host, host, strlen(host) + 1);
+    rb->port = port;
+    rb->db = db;
     rb->ttl_seconds = cfg ? cfg->ttl_seconds : 0;
     uint32_t ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : 2000;
     rb->timeout.tv_sec = ms / 1000;
