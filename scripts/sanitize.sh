@@ -2,8 +2,9 @@
 # Sanitizer and analysis runs (about 5-10 minutes on 2 cores):
 #   1. the whole project with -DKVTC_SANITIZE=ON (gcc: ASan + UBSan) into
 #      build-asan, and the full ctest suite;
-#   2. tests/test_concurrency.c under ThreadSanitizer (build-tsan, only that
-#      test; OPENBLAS_NUM_THREADS=1 keeps OpenBLAS's own threads out of it);
+#   2. tests/test_concurrency.c and tests/test_store.c under ThreadSanitizer
+#      (build-tsan, only those tests; OPENBLAS_NUM_THREADS=1 keeps OpenBLAS's
+#      own threads out of them);
 #   3. valgrind (memcheck, leak check) over the CLI: capture a small cache
 #      with data/stories260K.gguf, calibrate, compress, info, decompress;
 #   4. a few seconds of each fuzz target (scripts/fuzz.sh; skipped without clang).
