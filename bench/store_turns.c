@@ -54,29 +54,29 @@ static uint32_t argmax(const float *x, uint32_t n) {
 }
 
 /* Prefill tokens[from..n) after what ctx holds; logits of the last token. */
-static int prefill(llama_context *ctx, const int32_t *tokens, uint32_t from, uint32_t n, float *logits) {
-    if (n - from > 1 && llama_decode(ctx, tokens + from, n - 1 - from, NULL) != LLAMA_OK) return -1;
-    return llama_decode(ctx, tokens + n - 1, 1, logits) == LLAMA_OK ? 0 : -1;
+static int prefill(eng_context *ctx, const int32_t *tokens, uint32_t from, uint32_t n, float *logits) {
+    if (n - from > 1 && eng_decode(ctx, tokens + from, n - 1 - from, NULL) != ENG_OK) return -1;
+    return eng_decode(ctx, tokens + n - 1, 1, logits) == ENG_OK ? 0 : -1;
 }
 
 /* The context's first n positions as a kvtc_cache (float32, [L][H][n][d]). */
-static void read_kv(llama_context *ctx, const llama_hparams *hp, uint32_t n, float *k, float *v) {
-    uint32_t n_ctx = llama_context_n_ctx(ctx), d = hp->head_dim;
+static void read_kv(eng_context *ctx, const eng_hparams *hp, uint32_t n, float *k, float *v) {
+    uint32_t n_ctx = eng_context_n_ctx(ctx), d = hp->head_dim;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t h = 0; h < hp->n_head_kv; h++) {
             size_t dst = ((size_t)l * hp->n_head_kv + h) * n * d;
-            memcpy(k + dst, llama_context_k(ctx, l) + (size_t)h * n_ctx * d, sizeof(float) * n * d);
-            memcpy(v + dst, llama_context_v(ctx, l) + (size_t)h * n_ctx * d, sizeof(float) * n * d);
+            memcpy(k + dst, eng_context_k(ctx, l) + (size_t)h * n_ctx * d, sizeof(float) * n * d);
+            memcpy(v + dst, eng_context_v(ctx, l) + (size_t)h * n_ctx * d, sizeof(float) * n * d);
         }
 }
 
-static void write_kv(llama_context *ctx, const llama_hparams *hp, uint32_t n, const float *k, const float *v) {
-    uint32_t n_ctx = llama_context_n_ctx(ctx), d = hp->head_dim;
+static void write_kv(eng_context *ctx, const eng_hparams *hp, uint32_t n, const float *k, const float *v) {
+    uint32_t n_ctx = eng_context_n_ctx(ctx), d = hp->head_dim;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t h = 0; h < hp->n_head_kv; h++) {
             size_t src = ((size_t)l * hp->n_head_kv + h) * n * d;
-            memcpy(llama_context_k(ctx, l) + (size_t)h * n_ctx * d, k + src, sizeof(float) * n * d);
-            memcpy(llama_context_v(ctx, l) + (size_t)h * n_ctx * d, v + src, sizeof(float) * n * d);
+            memcpy(eng_context_k(ctx, l) + (size_t)h * n_ctx * d, k + src, sizeof(float) * n * d);
+            memcpy(eng_context_v(ctx, l) + (size_t)h * n_ctx * d, v + src, sizeof(float) * n * d);
         }
 }
 
@@ -104,9 +104,9 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "unknown option %s\n", a); return 2; }
     }
     char err[512] = "";
-    llama_model *m = llama_model_load(argv[1], err, sizeof err);
+    eng_model *m = eng_model_load(argv[1], err, sizeof err);
     if (!m) { fprintf(stderr, "model: %s\n", err); return 1; }
-    const llama_hparams *hp = llama_model_hparams(m);
+    const eng_hparams *hp = eng_model_hparams(m);
     size_t text_len = 0, basis_len = 0;
     char *text = read_all(argv[2], &text_len);
     void *basis_bytes = read_all(argv[3], &basis_len);
@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     /* the text: system prompt, then each conversation's turns, disjoint */
     uint64_t need = offset + S + (uint64_t)n_conv * n_turns * (U + R);
     int32_t *ids = malloc(sizeof(int32_t) * (text_len + 2));
-    int n_ids = llama_tokenize(m, text, text_len, 0, ids, (int)text_len + 1);
+    int n_ids = eng_tokenize(m, text, text_len, 0, ids, (int)text_len + 1);
     free(text);
     const int32_t *body = ids + offset;
     if (n_ids < 0 || (uint64_t)n_ids < need) { fprintf(stderr, "text too short: %d tokens, %llu needed\n", n_ids, (unsigned long long)need); return 1; }
@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "store %s: %s\n", argv[4], kvtc_result_string(r));
         return 1;
     }
-    llama_context *full = llama_context_alloc(m, max_prompt, 1), *fast = llama_context_alloc(m, max_prompt, 1);
+    eng_context *full = eng_context_alloc(m, max_prompt, 1), *fast = eng_context_alloc(m, max_prompt, 1);
     size_t per = (size_t)hp->n_layer * hp->n_head_kv * max_prompt * hp->head_dim;
     float *k = malloc(sizeof(float) * per), *v = malloc(sizeof(float) * per);
     float *la = malloc(sizeof(float) * hp->n_vocab), *lb = malloc(sizeof(float) * hp->n_vocab);
@@ -154,7 +154,7 @@ int main(int argc, char **argv) {
     double t_put = 0;
     for (uint32_t c = 0; c < n_conv; c++) {
         uint32_t n = 0;
-        prompt[n++] = llama_token_bos(m) >= 0 ? llama_token_bos(m) : ids[0];
+        prompt[n++] = eng_token_bos(m) >= 0 ? eng_token_bos(m) : ids[0];
         memcpy(prompt + n, body, sizeof(int32_t) * S);
         n += S;
         for (uint32_t t = 0; t < n_turns; t++) {
@@ -162,12 +162,12 @@ int main(int argc, char **argv) {
             memcpy(prompt + n, turn, sizeof(int32_t) * U);
             n += U;
             /* recompute */
-            llama_context_set_n_past(full, 0);
+            eng_context_set_n_past(full, 0);
             double a = now_s();
             if (prefill(full, prompt, 0, n, la)) bad++;
             t_full[t] += now_s() - a;
             /* store */
-            llama_context_set_n_past(fast, 0);
+            eng_context_set_n_past(fast, 0);
             a = now_s();
             uint64_t h = 0, got = 0;
             if (kvtc_store_lookup(s, prompt, n, &h)) bad++;
@@ -177,7 +177,7 @@ int main(int argc, char **argv) {
                 kvtc_store_layout lay = {sizeof lay, KVTC_STORE_LAYOUT_CONTIGUOUS, &out};
                 if (kvtc_store_get(s, prompt, n, &lay, &got) || got != h) bad++;
                 write_kv(fast, hp, (uint32_t)got, k, v);
-                llama_context_set_n_past(fast, (uint32_t)got);
+                eng_context_set_n_past(fast, (uint32_t)got);
             }
             t_rest[t] += now_s() - a;
             if (prefill(fast, prompt, (uint32_t)got, n, lb)) bad++;
@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
             prompts++;
             /* the reply, then the exact KV of the whole history goes into the store */
             memcpy(prompt + n, turn + U, sizeof(int32_t) * R);
-            if (llama_decode(full, prompt + n, R, NULL) != LLAMA_OK) bad++;
+            if (eng_decode(full, prompt + n, R, NULL) != ENG_OK) bad++;
             n += R;
             read_kv(full, hp, n, k, v);
             kvtc_cache in = {*kvtc_basis_geometry(basis), KVTC_DTYPE_F32, n, k, v, NULL, prompt};
@@ -219,10 +219,10 @@ int main(int argc, char **argv) {
            bad ? ", FAILURES" : "");
     free(t_full); free(t_fast); free(t_rest); free(tok); free(hit);
     free(k); free(v); free(la); free(lb); free(prompt); free(ids);
-    llama_context_free(full);
-    llama_context_free(fast);
+    eng_context_free(full);
+    eng_context_free(fast);
     kvtc_store_close(s);
     kvtc_basis_free(basis);
-    llama_model_free(m);
+    eng_model_free(m);
     return bad ? 1 : 0;
 }

@@ -656,7 +656,7 @@ static void test_key_spec(void) {
     size_t n = 0;
     memcpy(buf, "kvtc-store-ns-v1", 17); /* with its NUL */
     n = 17;
-    kvtc_store_u64(buf + n, id.basis_fingerprint); n += 8;
+    kvi_store_u64(buf + n, id.basis_fingerprint); n += 8;
     uint8_t md[32];
     kvtc_sha256("m", 1, md);
     memcpy(buf + n, md, 8); n += 8;
@@ -664,22 +664,22 @@ static void test_key_spec(void) {
     uint32_t theta_bits;
     memcpy(&theta_bits, &theta, 4);
     const uint32_t u32s[] = {8, 2, 64, 64, KVTC_ROPE_NORM, theta_bits, KVTC_DTYPE_F16, 4, KVTC_STORE_CODEC_KVTC, 4};
-    for (size_t i = 0; i < sizeof u32s / 4; i++, n += 4) kvtc_store_u32(buf + n, u32s[i]);
+    for (size_t i = 0; i < sizeof u32s / 4; i++, n += 4) kvi_store_u32(buf + n, u32s[i]);
     double ratio = 20.0;
     uint64_t ratio_bits;
     memcpy(&ratio_bits, &ratio, 8);
-    kvtc_store_u64(buf + n, ratio_bits); n += 8;
+    kvi_store_u64(buf + n, ratio_bits); n += 8;
     kvtc_sha256(buf, n, want);
     store_namespace(&id, ns);
     CHECK(!memcmp(ns, want, 32));
     const int32_t tokens[8] = {1, -2, 300000, 4, 5, 6, 7, 8};
     memcpy(buf, want, 32);
-    for (int i = 0; i < 4; i++) kvtc_store_u32(buf + 32 + 4 * i, (uint32_t)tokens[i]);
+    for (int i = 0; i < 4; i++) kvi_store_u32(buf + 32 + 4 * i, (uint32_t)tokens[i]);
     kvtc_sha256(buf, 48, want);
     store_chain_key(ns, tokens, 4, key);
     CHECK(!memcmp(key, want, 32));
     memcpy(buf, want, 32);
-    for (int i = 0; i < 4; i++) kvtc_store_u32(buf + 32 + 4 * i, (uint32_t)tokens[4 + i]);
+    for (int i = 0; i < 4; i++) kvi_store_u32(buf + 32 + 4 * i, (uint32_t)tokens[4 + i]);
     kvtc_sha256(buf, 48, want);
     store_chain_key(key, tokens + 4, 4, key); /* out may alias prev */
     CHECK(!memcmp(key, want, 32));

@@ -8,13 +8,13 @@
 
 static void put_u32(kvtc_sha256_ctx *s, uint32_t v) {
     uint8_t b[4];
-    kvtc_store_u32(b, v);
+    kvi_store_u32(b, v);
     kvtc_sha256_update(s, b, 4);
 }
 
 static void put_u64(kvtc_sha256_ctx *s, uint64_t v) {
     uint8_t b[8];
-    kvtc_store_u64(b, v);
+    kvi_store_u64(b, v);
     kvtc_sha256_update(s, b, 8);
 }
 
@@ -52,7 +52,7 @@ void store_chain_key(const uint8_t prev[KVTC_SHA256_SIZE], const int32_t *tokens
     uint32_t i = 0;
     while (i < n) {
         uint32_t m = 0;
-        for (; i < n && m + 4 <= sizeof buf; i++, m += 4) kvtc_store_u32(buf + m, (uint32_t)tokens[i]);
+        for (; i < n && m + 4 <= sizeof buf; i++, m += 4) kvi_store_u32(buf + m, (uint32_t)tokens[i]);
         kvtc_sha256_update(&s, buf, m);
     }
     kvtc_sha256_final(&s, out);
@@ -70,5 +70,5 @@ void store_key_hex(const uint8_t key[KVTC_SHA256_SIZE], char hex[2 * KVTC_SHA256
 uint64_t store_name_fingerprint(const char *name) {
     uint8_t d[KVTC_SHA256_SIZE];
     kvtc_sha256(name, strlen(name), d);
-    return kvtc_load_u64(d);
+    return kvi_load_u64(d);
 }

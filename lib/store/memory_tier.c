@@ -24,7 +24,7 @@ struct memory_tier {
 
 /* keys are SHA-256 digests: any 8 of their bytes are a uniform hash */
 static size_t bucket_of(const memory_tier *m, const uint8_t *key) {
-    return (size_t)(kvtc_load_u64(key) & (m->n_buckets - 1));
+    return (size_t)(kvi_load_u64(key) & (m->n_buckets - 1));
 }
 
 kvtc_result memory_tier_alloc(uint64_t max_bytes, memory_tier **out) {
@@ -109,7 +109,7 @@ static void grow(memory_tier *m) {
         entry *e = m->buckets[i];
         while (e) {
             entry *next = e->next_in_bucket;
-            size_t j = (size_t)(kvtc_load_u64(e->key) & (nb - 1));
+            size_t j = (size_t)(kvi_load_u64(e->key) & (nb - 1));
             e->next_in_bucket = b[j];
             b[j] = e;
             e = next;

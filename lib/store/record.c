@@ -23,38 +23,38 @@ size_t store_record_size(uint32_t n_tokens, size_t payload_bytes) {
 
 void store_record_write_header(uint8_t *rec, const store_record_expect *e, size_t payload_bytes) {
     memcpy(rec, STORE_RECORD_MAGIC, 8);
-    kvtc_store_u16(rec + 8, STORE_RECORD_VERSION_MAJOR);
-    kvtc_store_u16(rec + 10, STORE_RECORD_VERSION_MINOR);
-    kvtc_store_u32(rec + 12, e->codec);
+    kvi_store_u16(rec + 8, STORE_RECORD_VERSION_MAJOR);
+    kvi_store_u16(rec + 10, STORE_RECORD_VERSION_MINOR);
+    kvi_store_u32(rec + 12, e->codec);
     memcpy(rec + 16, e->ns, 32);
     memcpy(rec + 48, e->key, 32);
-    kvtc_store_u64(rec + 80, e->chunk_index);
-    kvtc_store_u32(rec + 88, e->n_tokens);
-    kvtc_store_u32(rec + 92, 0);
-    kvtc_store_u64(rec + 96, (uint64_t)payload_bytes);
-    for (uint32_t i = 0; i < e->n_tokens; i++) kvtc_store_u32(rec + STORE_RECORD_HEADER + 4 * (size_t)i, (uint32_t)e->tokens[i]);
+    kvi_store_u64(rec + 80, e->chunk_index);
+    kvi_store_u32(rec + 88, e->n_tokens);
+    kvi_store_u32(rec + 92, 0);
+    kvi_store_u64(rec + 96, (uint64_t)payload_bytes);
+    for (uint32_t i = 0; i < e->n_tokens; i++) kvi_store_u32(rec + STORE_RECORD_HEADER + 4 * (size_t)i, (uint32_t)e->tokens[i]);
 }
 
 void store_record_seal(uint8_t *rec, size_t size) {
-    kvtc_store_u32(rec + size - 4, libdeflate_crc32(0, rec, size - 4));
+    kvi_store_u32(rec + size - 4, libdeflate_crc32(0, rec, size - 4));
 }
 
 kvtc_result store_record_check(const uint8_t *rec, size_t size, const store_record_expect *e,
                                const uint8_t **payload, size_t *payload_bytes) {
     if (size < 8 || memcmp(rec, STORE_RECORD_MAGIC, 8)) return size < 8 ? KVTC_ERR_TRUNCATED : KVTC_ERR_BAD_MAGIC;
     if (size < STORE_RECORD_HEADER + 4) return KVTC_ERR_TRUNCATED;
-    if (kvtc_load_u16(rec + 8) != STORE_RECORD_VERSION_MAJOR) return KVTC_ERR_UNSUPPORTED_VERSION;
-    uint32_t n = kvtc_load_u32(rec + 88);
-    uint64_t pb = kvtc_load_u64(rec + 96);
+    if (kvi_load_u16(rec + 8) != STORE_RECORD_VERSION_MAJOR) return KVTC_ERR_UNSUPPORTED_VERSION;
+    uint32_t n = kvi_load_u32(rec + 88);
+    uint64_t pb = kvi_load_u64(rec + 96);
     size_t head = store_record_payload_offset(n); /* n < 2^32: no overflow in 64-bit size_t */
     if (head > size - 4 || pb != (uint64_t)(size - 4 - head)) return KVTC_ERR_TRUNCATED;
-    if (libdeflate_crc32(0, rec, size - 4) != kvtc_load_u32(rec + size - 4)) return KVTC_ERR_CORRUPT;
-    if (kvtc_load_u32(rec + 92) != 0) return KVTC_ERR_CORRUPT;
-    if (memcmp(rec + 16, e->ns, 32) || memcmp(rec + 48, e->key, 32) || kvtc_load_u64(rec + 80) != e->chunk_index ||
-        kvtc_load_u32(rec + 12) != e->codec || n != e->n_tokens)
+    if (libdeflate_crc32(0, rec, size - 4) != kvi_load_u32(rec + size - 4)) return KVTC_ERR_CORRUPT;
+    if (kvi_load_u32(rec + 92) != 0) return KVTC_ERR_CORRUPT;
+    if (memcmp(rec + 16, e->ns, 32) || memcmp(rec + 48, e->key, 32) || kvi_load_u64(rec + 80) != e->chunk_index ||
+        kvi_load_u32(rec + 12) != e->codec || n != e->n_tokens)
         return KVTC_ERR_BASIS_MISMATCH;
     for (uint32_t i = 0; i < n; i++)
-        if ((int32_t)kvtc_load_u32(rec + STORE_RECORD_HEADER + 4 * (size_t)i) != e->tokens[i])
+        if ((int32_t)kvi_load_u32(rec + STORE_RECORD_HEADER + 4 * (size_t)i) != e->tokens[i])
             return KVTC_ERR_BASIS_MISMATCH;
     *payload = rec + head;
     *payload_bytes = (size_t)pb;

@@ -104,7 +104,7 @@ static kvtc_result codec_identity(kvtc_store *s, const kvtc_store_options *o, st
         return s->rec_cap ? KVTC_OK : KVTC_ERR_TOO_LARGE;
     }
     if (!s->basis) return KVTC_ERR_INVALID_ARGUMENT;
-    if (!kvtc_geometry_equal(kvtc_basis_geometry(s->basis), &s->g)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(kvtc_basis_geometry(s->basis), &s->g)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (o->n_sink > s->C) return KVTC_ERR_INVALID_ARGUMENT;
     uint32_t plan = 0;
     kvtc_plan_info pi;
@@ -167,7 +167,7 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
     if (o.chunk_tokens == 0 || o.chunk_tokens > MAX_CHUNK_TOKENS) return KVTC_ERR_INVALID_ARGUMENT;
     if (o.codec != KVTC_STORE_CODEC_KVTC && o.codec != KVTC_STORE_CODEC_RAW) return KVTC_ERR_INVALID_ARGUMENT;
     if (o.n_threads > MAX_WORKERS) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_result r = kvtc_geometry_check(geometry);
+    kvtc_result r = kvi_geometry_check(geometry);
     if (r) return r;
     if (!kvtc_dtype_size(dtype)) return KVTC_ERR_INVALID_ARGUMENT;
     if (!kvtc_cache_tensor_bytes(geometry, dtype, o.chunk_tokens)) return KVTC_ERR_TOO_LARGE;
@@ -253,9 +253,9 @@ static kvtc_result keys_present(kvtc_store *s, const uint8_t *keys, uint64_t n, 
 }
 
 static kvtc_result check_cache(const kvtc_store *s, const kvtc_cache *c) {
-    kvtc_result r = kvtc_cache_check(c);
+    kvtc_result r = kvi_cache_check(c);
     if (r) return r;
-    if (!kvtc_geometry_equal(&c->geometry, &s->g) || c->dtype != s->dtype) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&c->geometry, &s->g) || c->dtype != s->dtype) return KVTC_ERR_GEOMETRY_MISMATCH;
     return KVTC_OK;
 }
 
@@ -343,7 +343,7 @@ kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     for (uint64_t b0 = 0; r == KVTC_OK && b0 < n_missing; b0 += batch) {
         uint32_t nb = (uint32_t)(n_missing - b0 < batch ? n_missing - b0 : batch);
         put_job j = {s, cache, tokens, keys, missing + b0, recs, sizes, res};
-        kvtc_parallel_for(s->n_workers, nb, encode_item, &j);
+        kvi_parallel_for(s->n_workers, nb, encode_item, &j);
         /* the encoded prefix of the batch in one backend batch, in chunk order */
         uint32_t ok = 0;
         while (ok < nb && res[ok] == KVTC_OK) ok++;
@@ -503,7 +503,7 @@ kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     /* 2. check and decode the available prefix in parallel */
     if (r == KVTC_OK && n_avail) {
         get_job j = {s, tokens, keys, recs, lens, res, out};
-        kvtc_parallel_for(s->n_workers, (uint32_t)n_avail, decode_item, &j);
+        kvi_parallel_for(s->n_workers, (uint32_t)n_avail, decode_item, &j);
     }
 
     /* 3. the first failure ends the restored prefix */

@@ -33,15 +33,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!rec) return 0;
     memcpy(rec, data, size);
     store_record_seal(rec, size);
-    uint32_t n_tokens = kvtc_load_u32(rec + 88);
+    uint32_t n_tokens = kvi_load_u32(rec + 88);
     size_t head = store_record_payload_offset(n_tokens);
     int32_t *tokens = NULL;
     if (head <= size - 4) {
         tokens = malloc(sizeof(int32_t) * (n_tokens ? n_tokens : 1));
         if (tokens)
-            for (uint32_t i = 0; i < n_tokens; i++) tokens[i] = (int32_t)kvtc_load_u32(rec + STORE_RECORD_HEADER + 4 * (size_t)i);
+            for (uint32_t i = 0; i < n_tokens; i++) tokens[i] = (int32_t)kvi_load_u32(rec + STORE_RECORD_HEADER + 4 * (size_t)i);
     }
-    store_record_expect own = {rec + 16, rec + 48, kvtc_load_u64(rec + 80), kvtc_load_u32(rec + 12),
+    store_record_expect own = {rec + 16, rec + 48, kvi_load_u64(rec + 80), kvi_load_u32(rec + 12),
                                tokens ? tokens : no_tokens, tokens ? n_tokens : 0};
     if (store_record_check(rec, size, &own, &p, &n) == KVTC_OK) check_payload(rec, size, p, n);
     free(tokens);
