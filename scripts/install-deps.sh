@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages kvtc needs to build, test and plot. Idempotent.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libdeflate-dev libxxhash-dev libopenblas-dev liblapacke-dev gnuplot-nox clang libclang-rt-14-dev valgrind python3 locales)
+pkgs=(build-essential cmake pkg-config libdeflate-dev libxxhash-dev libopenblas-dev liblapacke-dev gnuplot-nox clang libclang-rt-14-dev valgrind python3 locales libhiredis-dev redis-server)
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -2,8 +2,9 @@
 # Sanitizer and analysis runs (about 5-10 minutes on 2 cores):
 #   1. the whole project with -DKVTC_SANITIZE=ON (gcc: ASan + UBSan) into
 #      build-asan, and the full ctest suite;
-#   2. tests/test_concurrency.c under ThreadSanitizer (build-tsan, only that
-#      test; OPENBLAS_NUM_THREADS=1 keeps OpenBLAS's own threads out of it);
+#   2. tests/test_concurrency.c and tests/test_store.c under ThreadSanitizer
+#      (build-tsan, only those tests; OPENBLAS_NUM_THREADS=1 keeps OpenBLAS's
+#      own threads out of them);
 #   3. valgrind (memcheck, leak check) over the CLI: capture a small cache
 #      with data/stories260K.gguf, calibrate, compress, info, decompress;
 #   4. a few seconds of each fuzz target (scripts/fuzz.sh; skipped without clang).
@@ -26,12 +27,13 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 if (cd "$ASAN_DIR" && ctest --output-on-failure -j"$JOBS"); then STATUS[asan]=pass; else STATUS[asan]=FAIL; fi
 
-echo "== 2. ThreadSanitizer: test_concurrency ($TSAN_DIR)"
+echo "== 2. ThreadSanitizer: test_concurrency, test_store ($TSAN_DIR)"
 cmake -S . -B "$TSAN_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTC_CUDA=OFF \
   -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-cmake --build "$TSAN_DIR" -j"$JOBS" --target test_concurrency >/dev/null
-if OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" "$TSAN_DIR/test_concurrency"; then
+cmake --build "$TSAN_DIR" -j"$JOBS" --target test_concurrency test_store >/dev/null
+if OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" "$TSAN_DIR/test_concurrency" &&
+   OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" "$TSAN_DIR/test_store"; then
   STATUS[tsan]=pass; else STATUS[tsan]=FAIL; fi
 
 if [ "${SKIP_VALGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then

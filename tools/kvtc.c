@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_store.h"
 
 static const struct {
     const char *name;
@@ -15,6 +16,7 @@ static const struct {
     {"info", cmd_info, "describe a .kvtc stream, a basis or a cache file"},
     {"capture", cmd_capture, "run a GGUF model over text and write its KV cache"},
     {"eval", cmd_eval, "measure perplexity / KL / top-1 of KVTC and baselines on a model"},
+    {"store", cmd_store, "a prefix-addressed store of compressed caches (file: or redis://)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,176 @@
+/*
+ * kvtc_store.h - a prefix-addressed store of compressed KV caches.
+ *
+ * Token sequences are cut into chunks of C tokens (default 256). Chunk i of
+ * a sequence is stored under a key chained with SHA-256 over the previous
+ * chunk's key and chunk i's token ids, inside a namespace that pins the
+ * basis, the model, the dtype, C and the codec (docs/STORE.md). So two
+ * prompts share the stored KV of exactly their common whole-chunk prefix.
+ *
+ *   kvtc_store *s;  kvtc_store_open("file:/var/cache/kvtc", basis, &geometry, KVTC_DTYPE_F16, &opts, &s);
+ *   kvtc_store_put(s, tokens, n, &cache, &stored);       // chunks not yet stored
+ *   kvtc_store_lookup(s, tokens, n, &hit);               // longest stored prefix (tokens)
+ *   kvtc_store_get(s, tokens, n, &layout, &restored);    // decode layout.cache->n_tokens = hit tokens
+ *   kvtc_store_close(s);
+ *
+ * URIs: "file:DIR" (embedded; several processes may share DIR),
+ * "redis://HOST:PORT[/DB]" (built when hiredis is available; otherwise
+ * KVTC_ERR_UNSUPPORTED). Values are self-contained, checksummed records that
+ * carry their namespace, key, chunk index and token ids; a record that fails
+ * any check is a miss (counted in kvtc_store_stats.errors and deleted), never
+ * someone else's KV.
+ *
+ * Conventions as in kvtc.h: kvtc_result codes, caller-owned buffers, no
+ * global state. One kvtc_store must not be used by two threads at once;
+ * open one per thread or process (they may share the backend). Backend
+ * failures (a dead server, an unwritable directory) are KVTC_ERR_IO and
+ * leave the store usable: the next call reconnects / retries.
+ */
+#ifndef KVTC_STORE_H
+#define KVTC_STORE_H
+
+#include "kvtc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kvtc_store kvtc_store;
+
+/* How a chunk's KV is coded in its record. */
+#define KVTC_STORE_CODEC_KVTC 1u /* a kvtc stream (kvtc_compress), needs the basis */
+#define KVTC_STORE_CODEC_RAW 2u  /* uncompressed K then V in the store's dtype, for comparison */
+
+#define KVTC_STORE_DEFAULT_CHUNK_TOKENS 256u
+
+typedef struct kvtc_store_options {
+    size_t struct_size;            /* sizeof(kvtc_store_options) */
+    uint32_t chunk_tokens;         /* C, tokens per chunk and key (default 256) */
+    uint32_t codec;                /* KVTC_STORE_CODEC_KVTC (default) or _RAW */
+    /* Model identity pinned into the namespace: model_fingerprint, or when it
+     * is 0 and model_name is non-NULL, a hash of model_name (read only during
+     * kvtc_store_open). Both unset: 0. */
+    uint64_t model_fingerprint;
+    const char *model_name;
+    /* Encoding (KVTC codec): plan ratio (default 20), entropy codec (default
+     * DEFLATE), raw sink tokens kept at the start of chunk 0 (default 4).
+     * n_threads: chunks encoded (put) and checked and decoded (get) in
+     * parallel, one thread per chunk at a time (0 = 1, at most 256). With
+     * OpenBLAS, run it single-threaded (see kvtc_encode_options). */
+    double ratio;
+    uint32_t entropy_codec;
+    uint32_t n_sink;
+    uint32_t n_threads;
+    /* Decoding of bases that recompute layers (kvtc_decode_options). */
+    kvtc_recompute_fn recompute;
+    void *recompute_user;
+    /* file: size cap in bytes with LRU eviction (0 = none). */
+    uint64_t max_bytes;
+    /* redis: key TTL in seconds (0 = none) and the connect/command timeout
+     * in milliseconds (default 2000). */
+    uint32_t ttl_seconds;
+    uint32_t timeout_ms;
+    /* In-process LRU memory tier in front of the backend, in bytes (0 = none). */
+    uint64_t memory_bytes;
+} kvtc_store_options;
+
+void kvtc_store_options_init(kvtc_store_options *o);
+
+/* Open a store. `basis` is required for the KVTC codec (and must match
+ * geometry) and may be NULL for RAW; it is borrowed and must outlive the
+ * store. geometry and dtype describe the caches put and got (dtype is pinned
+ * into the namespace). opts may be NULL for defaults.
+ * Errors: KVTC_ERR_INVALID_ARGUMENT (bad URI, options, missing basis),
+ * KVTC_ERR_GEOMETRY_MISMATCH, KVTC_ERR_NO_PLAN, KVTC_ERR_UNSUPPORTED (a
+ * backend this build lacks), KVTC_ERR_IO (directory not usable; server not
+ * reachable is NOT an error here: the store connects lazily). */
+kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc_geometry *geometry,
+                            kvtc_dtype dtype, const kvtc_store_options *opts, kvtc_store **out);
+
+/* Close and free (NULL is a no-op). */
+void kvtc_store_close(kvtc_store *s);
+
+/* Store the whole chunks of tokens[0..n_tokens) (a trailing partial chunk
+ * is not stored) that are not stored yet. cache holds at least n_tokens
+ * tokens of the store's geometry and dtype; token i is at position i
+ * (cache->positions must be NULL or 0..n-1). *n_stored (may be NULL)
+ * receives the number of chunks written. Errors: KVTC_ERR_INVALID_ARGUMENT,
+ * KVTC_ERR_GEOMETRY_MISMATCH, codec errors, KVTC_ERR_IO (backend; chunks
+ * written before the failure stay valid). */
+kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, const kvtc_cache *cache,
+                           uint64_t *n_stored);
+
+/* Longest stored whole-chunk prefix of tokens[0..n_tokens), in tokens (a
+ * multiple of C), from one batched existence query. A key that exists may
+ * still turn out corrupt on get, which then restores fewer tokens. */
+kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, uint64_t *n_hit);
+
+/* Where kvtc_store_get writes. Only CONTIGUOUS exists today: `cache` is a
+ * kvtc_cache of the store's geometry and dtype whose n_tokens is the number
+ * of tokens requested and whose k/v hold kvtc_cache_tensor_bytes() each
+ * (positions/token_ids filled when non-NULL). Engine layouts (paged,
+ * strided, GPU) will be further kinds; callers set struct_size so the
+ * struct can grow. */
+typedef enum kvtc_store_layout_kind {
+    KVTC_STORE_LAYOUT_CONTIGUOUS = 0
+} kvtc_store_layout_kind;
+
+typedef struct kvtc_store_layout {
+    size_t struct_size;            /* sizeof(kvtc_store_layout) */
+    kvtc_store_layout_kind kind;
+    kvtc_cache *cache;             /* CONTIGUOUS: the destination */
+} kvtc_store_layout;
+
+/* Decode the first n = layout->cache->n_tokens tokens of the sequence
+ * tokens[0..n_tokens) from the store into the layout. n need not be a
+ * multiple of C, but the chunks covering it must be whole in tokens
+ * (ceil(n / C) * C <= n_tokens; KVTC_ERR_INVALID_ARGUMENT otherwise).
+ * Reads chunks in order and stops at the first one missing or failing its
+ * checks: *n_restored receives the tokens written (n when all were there; a
+ * multiple of C otherwise), so a miss is KVTC_OK with fewer tokens; the
+ * output past *n_restored is unspecified. All chunks are fetched in one
+ * batch (one pipeline on Redis) and decoded in parallel. Errors:
+ * KVTC_ERR_INVALID_ARGUMENT, KVTC_ERR_GEOMETRY_MISMATCH, KVTC_ERR_NEEDS_MODEL,
+ * KVTC_ERR_IO (backend; *n_restored = 0). */
+kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                           const kvtc_store_layout *layout, uint64_t *n_restored);
+
+/* Delete the stored chunks of the whole-chunk prefix of tokens[0..n).
+ * Chunks chained after them become unreachable and age out by eviction. */
+kvtc_result kvtc_store_delete(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens);
+
+/* Evict least recently used values until the backend holds at most
+ * target_bytes (file: backend), and trim the memory tier to target_bytes.
+ * redis: the server evicts by itself (maxmemory-policy allkeys-lru, TTLs):
+ * only the memory tier is trimmed and the result is KVTC_ERR_UNSUPPORTED.
+ * *n_evicted (may be NULL) receives the values removed. */
+kvtc_result kvtc_store_evict(kvtc_store *s, uint64_t target_bytes, uint64_t *n_evicted);
+
+/* Counters of this store object since open (not shared across processes). */
+typedef struct kvtc_store_stats {
+    uint64_t chunks_put;           /* records written */
+    uint64_t chunks_already;       /* put found them stored */
+    uint64_t lookups;              /* lookup calls */
+    uint64_t hit_chunks;           /* chunks restored by get */
+    uint64_t miss_chunks;          /* chunks get wanted and did not find (or rejected) */
+    uint64_t memory_hits;          /* of hit_chunks, served by the memory tier */
+    uint64_t errors;               /* records rejected: corrupt, truncated, wrong namespace/key/tokens */
+    uint64_t backend_errors;       /* I/O or server failures */
+    uint64_t evicted;              /* values removed by eviction from this object */
+    uint64_t bytes_written;        /* record bytes put */
+    uint64_t bytes_read;           /* record bytes read by get */
+    uint64_t raw_bytes_written;    /* uncompressed K+V bytes (store dtype) of the chunks put */
+    double ratio;                  /* raw_bytes_written / bytes_written (0 before any put) */
+} kvtc_store_stats;
+
+kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out);
+
+/* Bytes the backend holds now (file: all values in DIR; redis: DBSIZE is not
+ * bytes, so KVTC_ERR_UNSUPPORTED). */
+kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVTC_STORE_H */

@@ -1,0 +1,128 @@
+/* test_store_cli.c - kvtc store put|lookup|get|stats|evict on a file: store:
+ * what get writes equals the codec's own decode of the cache put; usage and
+ * input errors exit 2 and 1. The tool comes from $KVTC_CLI (set by CMake). */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <sys/wait.h>
+
+#include "io/cache_file.h"
+#include "store_fixture.h"
+
+static char g_dir[256], g_cli[1024];
+static fixture fx;
+
+/* Run "kvtc ARGS" in g_dir; stdout to out.txt. Returns the exit status, -1 on a crash. */
+static int run(const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >out.txt 2>err.txt", g_dir, g_cli, args);
+    int st = system(cmd);
+    return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+}
+
+static int out_has(const char *text) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/out.txt", g_dir);
+    size_t n = 0;
+    char *b = test_read_file(p, &n);
+    int has = b && strstr(b, text) != NULL;
+    if (!has) fprintf(stderr, "stdout lacks '%s': %s\n", text, b ? b : "(none)");
+    free(b);
+    return has;
+}
+
+static int write_cache(const char *name, const kvtc_cache *c) {
+    void *buf = NULL;
+    size_t size = 0;
+    if (cache_file_serialize(c, &buf, &size)) return -1;
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    FILE *f = fopen(p, "wb");
+    int ok = f && fwrite(buf, 1, size, f) == size;
+    if (f) fclose(f);
+    free(buf);
+    return ok ? 0 : -1;
+}
+
+static int read_cache(const char *name, cache_file *out) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    size_t n = 0;
+    char *b = test_read_file(p, &n);
+    kvtc_result r = b ? cache_file_parse(b, n, out) : KVTC_ERR_IO;
+    free(b);
+    return r == KVTC_OK ? 0 : -1;
+}
+
+#define STORE_ARGS "--store file:st --basis basis.kvtcb --chunk 32 --ratio 8 --model synthetic"
+
+int main(void) {
+    const char *env = getenv("KVTC_CLI");
+    if (!env || !*env) {
+        printf("test_store_cli: SKIP ($KVTC_CLI not set)\n");
+        return 77;
+    }
+    snprintf(g_cli, sizeof g_cli, "%s", env);
+    if (fixture_init(&fx) != 0 || fixture_tmpdir(g_dir, sizeof g_dir, "storecli") != 0) return 1;
+
+    size_t bsize = 0;
+    void *bbytes = synth_basis_bytes(fx.basis, &bsize);
+    char p[300];
+    snprintf(p, sizeof p, "%s/basis.kvtcb", g_dir);
+    FILE *f = fopen(p, "wb");
+    CHECK(bbytes && f && fwrite(bbytes, 1, bsize, f) == bsize);
+    if (f) fclose(f);
+    free(bbytes);
+
+    enum { N = 200 };
+    synth_cache sc;
+    CHECK(fixture_cache(&fx, N, 7, &sc) == 0);
+    int32_t tokens[N];
+    fixture_tokens(tokens, N, 7);
+    CHECK(write_cache("no_ids.safetensors", &sc.c) == 0);
+    sc.c.token_ids = tokens;
+    CHECK(write_cache("cache.safetensors", &sc.c) == 0);
+    sc.c.token_ids = NULL;
+
+    CHECK(run("store put " STORE_ARGS " cache.safetensors") == 0 && out_has("stored 6 new chunks"));
+    CHECK(run("store put " STORE_ARGS " cache.safetensors") == 0 && out_has("stored 0 new chunks"));
+    CHECK(run("store lookup " STORE_ARGS " cache.safetensors") == 0 && out_has("192 of 200 tokens stored"));
+    CHECK(run("store get " STORE_ARGS " cache.safetensors -o got.safetensors") == 0);
+    kvtc_cache ref;
+    CHECK(fixture_reference_decode(&fx, &sc.c, 192, &ref) == KVTC_OK);
+    cache_file got;
+    if (read_cache("got.safetensors", &got) == 0) {
+        CHECK(got.cache.n_tokens == 192 && got.cache.token_ids && got.cache.token_ids[191] == tokens[191]);
+        CHECK_MSG(got.cache.n_tokens == 192 && fixture_prefix_equal(&got.cache, &ref, 192),
+                  "kvtc store get differs from the codec's decode");
+        cache_file_free(&got);
+    } else {
+        CHECK(0);
+    }
+    CHECK(run("store get " STORE_ARGS " cache.safetensors -n 100 -o part.safetensors") == 0);
+    if (read_cache("part.safetensors", &got) == 0) {
+        CHECK(got.cache.n_tokens == 100 && fixture_prefix_equal(&got.cache, &ref, 100));
+        cache_file_free(&got);
+    } else {
+        CHECK(0);
+    }
+    CHECK(run("store stats " STORE_ARGS) == 0 && out_has("6 values"));
+    CHECK(run("store evict " STORE_ARGS " --max-bytes 0") == 0 && out_has("evicted 6 values"));
+    CHECK(run("store lookup " STORE_ARGS " cache.safetensors") == 0 && out_has("0 of 200 tokens stored"));
+
+    /* errors: no prefix stored, no token ids, bad usage, a wrong basis */
+    CHECK(run("store get " STORE_ARGS " cache.safetensors -o none.safetensors") == 1);
+    snprintf(p, sizeof p, "%s/none.safetensors", g_dir);
+    CHECK(access(p, F_OK) != 0);
+    CHECK(run("store put " STORE_ARGS " no_ids.safetensors") == 1);
+    CHECK(run("store frobnicate " STORE_ARGS) == 2);
+    CHECK(run("store put --basis basis.kvtcb cache.safetensors") == 2);
+    CHECK(run("store get " STORE_ARGS " cache.safetensors") == 2);
+    CHECK(run("store put --store file:st --basis cache.safetensors cache.safetensors") == 1);
+    CHECK(run("store put --store redis://127.0.0.1:1/0 --basis basis.kvtcb --chunk 32 --ratio 8 --timeout-ms 200 cache.safetensors") == 1);
+    CHECK(run("store --help") == 0 && out_has("usage: kvtc store"));
+
+    synth_cache_free(&ref);
+    synth_free(&sc);
+    fixture_free(&fx);
+    fixture_rmtree(g_dir);
+    return TEST_REPORT();
+}
