@@ -1,0 +1,143 @@
+/* llama_state.h - llama.cpp state files: sequence files ('ggsq',
+ * llama_state_seq_save_file, llama-server slot saves) and whole-context
+ * session files ('ggsn', llama_state_save_file). docs/FORMAT.md section 5
+ * and shared/fixtures/llama.cpp/README.md give the byte layout.
+ *
+ * The version fields did not change when the layout did, so the layout
+ * variant is found by structure: every candidate layout is parsed and the
+ * one that accounts for every byte of the file wins.
+ *
+ *   kv-A  llama.cpp <= 2025-05-24: no n_stream; ggsq cells carry n_seq_id 0
+ *   kv-B  2025-05-25 .. 2025-07-15: no n_stream; ggsq cells carry 1 seq id
+ *   kv-C  >= 2025-07-16: u32 n_stream, then one KV part per stream
+ *   ggsn files additionally have a preamble (arch string, and before
+ *   2026-02-23 output ids, logits and embeddings) that is kept verbatim.
+ *
+ * The parser records offsets only: the parsed object borrows the caller's
+ * bytes. A "hollow" file is the same file with every K/V data payload cut
+ * out (the skeleton kvtc keeps losslessly); llama_state_parse_hollow()
+ * parses it with the same rules, and llama_state_write() fills a hollow
+ * file's payloads back in from float values. */
+#ifndef KVTC_IO_LLAMA_STATE_H
+#define KVTC_IO_LLAMA_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvtc.h"
+
+#define LLAMA_MAGIC_GGSQ 0x67677371u
+#define LLAMA_MAGIC_GGSN 0x6767736eu
+#define LLAMA_GGSQ_VERSION 2u
+#define LLAMA_GGSN_VERSION 9u
+
+/* ggml tensor types a KV cache may have in a state file. */
+#define LLAMA_GGML_F32 0
+#define LLAMA_GGML_F16 1
+#define LLAMA_GGML_Q8_0 8
+#define LLAMA_GGML_BF16 30
+#define LLAMA_Q8_0_BLOCK 32u
+
+/* Bounds on hostile counts (beyond "fits in the file"): llama.cpp itself
+ * has at most 256 sequences/streams, and no model has 4096 layers or rows
+ * of more than 2^20 values per token. */
+#define LLAMA_MAX_STREAMS 4096u
+#define LLAMA_MAX_LAYERS 4096u
+#define LLAMA_MAX_SEQ_IDS 4096u
+#define LLAMA_MAX_ROW_VALUES (1u << 20)
+
+typedef enum llama_layout {
+    LLAMA_LAYOUT_KV_A = 0,  /* ggsq cells with n_seq_id 0 */
+    LLAMA_LAYOUT_KV_B = 1,  /* ggsq cells with n_seq_id 1, no n_stream */
+    LLAMA_LAYOUT_KV_AB = 2, /* ggsn without n_stream: kv-A and kv-B look the same */
+    LLAMA_LAYOUT_KV_C = 3   /* u32 n_stream before the KV parts */
+} llama_layout;
+
+/* One K or V tensor of one layer of one stream. */
+typedef struct llama_kv_tensor {
+    int32_t type;         /* ggml type (LLAMA_GGML_*) */
+    uint32_t n_embd;      /* values per cell (n_kv_heads * head_dim) */
+    uint64_t row_bytes;   /* K, and V with v_trans 0: bytes of one cell's row */
+    uint32_t el_bytes;    /* V with v_trans 1: bytes of one value */
+    size_t header_off;    /* offset of the tensor header (type ...) */
+    size_t data_off;      /* offset of the payload (in a hollow file: where it goes) */
+    uint64_t data_bytes;  /* payload bytes in the full file */
+} llama_kv_tensor;
+
+typedef struct llama_stream {
+    uint32_t cell_count;
+    size_t cells_off;     /* first cell record */
+    int64_t *pos;         /* [cell_count] cell positions (owned) */
+    uint32_t v_trans;     /* 0 or 1 (0 when cell_count is 0 in kv-C: no data part) */
+    uint32_t n_layer;
+    llama_kv_tensor *k, *v; /* [n_layer] each (owned) */
+} llama_stream;
+
+typedef struct llama_state {
+    uint32_t magic, version;
+    llama_layout layout;
+    int hollow;               /* parsed as a hollow file */
+    size_t size;              /* bytes parsed */
+    size_t full_size;         /* size of the full file (== size unless hollow) */
+    uint32_t n_token_count;   /* the token array's length field */
+    size_t tokens_off;
+    int packed_tokens;        /* token array is a 2026 llama-server server_tokens record */
+    uint32_t n_ids;           /* token ids (of the record when packed) */
+    size_t ids_off;
+    /* ggsn: preamble [preamble_off, preamble_off + preamble_bytes) kept verbatim */
+    int has_logits;           /* ggsn written before 2026-02-23 (outputs, logits, embd) */
+    size_t preamble_off, preamble_bytes;
+    uint32_t n_stream;        /* 1 for kv-A/B */
+    llama_stream *streams;    /* [n_stream] (owned) */
+} llama_state;
+
+/* 1 if buf starts with a ggsq or ggsn magic (size >= 4). */
+int llama_state_is_state_file(const void *buf, size_t size);
+
+/* Parse a whole file; every byte must be accounted for. Errors:
+ * KVTC_ERR_BAD_MAGIC (not ggsq/ggsn), KVTC_ERR_UNSUPPORTED_VERSION,
+ * KVTC_ERR_TRUNCATED (a count or payload runs past the end),
+ * KVTC_ERR_CORRUPT (inconsistent fields, trailing bytes, bad row sizes),
+ * KVTC_ERR_UNSUPPORTED (a K/V type other than f32/f16/bf16/q8_0),
+ * KVTC_ERR_TOO_LARGE (counts beyond the LLAMA_MAX_* bounds),
+ * KVTC_ERR_OUT_OF_MEMORY. On failure *out is zeroed and owns nothing. */
+kvtc_result llama_state_parse(const void *buf, size_t size, llama_state *out);
+
+/* Parse a hollow file (K/V payloads absent); otherwise as above. */
+kvtc_result llama_state_parse_hollow(const void *buf, size_t size, llama_state *out);
+
+void llama_state_free(llama_state *s);
+
+/* Name of a layout ("kv-A", ...) and of a ggml type ("f16", ... or "?"). */
+const char *llama_layout_name(llama_layout l);
+const char *llama_ggml_type_name(int32_t type);
+
+/* Size of the hollow file of a parsed full file, and the hollow file itself
+ * (out holds llama_state_hollow_size() bytes). */
+size_t llama_state_hollow_size(const llama_state *s);
+void llama_state_make_hollow(const llama_state *s, const uint8_t *buf, uint8_t *out);
+
+/* Token ids of the file (packed record or plain array) into ids[n_ids]. */
+void llama_state_token_ids(const llama_state *s, const uint8_t *buf, int32_t *ids);
+
+/* Dequantize one stream's K or V (is_key) of a full file into float
+ * out[n_layer][cell_count][n_embd] (cell-major rows, whatever v_trans). */
+void llama_state_read_float(const llama_state *s, const uint8_t *buf, uint32_t stream, int is_key,
+                            float *out);
+
+/* Quantize float rows (layout as llama_state_read_float) to the tensor types
+ * of stream `stream` and write them into the full file out[s->full_size],
+ * whose non-payload bytes the caller has placed (llama_state_expand). */
+void llama_state_write_float(const llama_state *s, uint32_t stream, int is_key, const float *in,
+                             uint8_t *out);
+
+/* Copy a hollow file's bytes into out[s->full_size] at their full-file
+ * offsets (payload regions are left as they were). s parsed from hollow. */
+void llama_state_expand(const llama_state *s, const uint8_t *hollow, uint8_t *out);
+
+/* The same cache rows as llama.cpp's ggml reference quantizer:
+ * q8_0 of n values (n a multiple of 32) into n/32 blocks of 34 bytes. */
+void llama_quantize_q8_0(const float *x, uint32_t n, uint8_t *out);
+void llama_dequantize_q8_0(const uint8_t *in, uint32_t n, float *x);
+
+#endif
