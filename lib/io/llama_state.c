@@ -187,8 +187,10 @@ static kvtc_result parse_stream(cursor *c, int with_stream, int seq_file, llama_
     }
     /* kv-C writes nothing more for an empty stream; kv-A/B still do */
     if (with_stream && st->cell_count == 0) return KVTC_OK;
-    if ((r = rd_u32(c, &st->v_trans)) || (r = rd_u32(c, &st->n_layer))) return r;
-    if (st->v_trans > 1 || !st->n_layer) return KVTC_ERR_CORRUPT;
+    if ((r = rd_u32(c, &st->v_trans))) return r;
+    if (st->v_trans > 1) return KVTC_ERR_CORRUPT;
+    if ((r = rd_u32(c, &st->n_layer))) return r;
+    if (!st->n_layer) return KVTC_ERR_CORRUPT;
     if (st->n_layer > LLAMA_MAX_LAYERS) return KVTC_ERR_TOO_LARGE;
     if (st->n_layer > (c->size - c->off) / 24) return truncated(c); /* 2 headers of >= 12 B */
     st->k = calloc((size_t)st->n_layer + 1, sizeof *st->k);
