@@ -1,7 +1,8 @@
 /* test_llama_wrap.c - compressed llama.cpp state files (lib/io/llama_wrap.h)
  * on the real llama.cpp fixtures: compress + decompress gives a file with
  * every non-K/V byte identical, the raw sink/window cells exact, and the
- * K/V error of the coded cells within the bound the basis predicts (below);
+ * K/V error of the coded cells within the bound the basis predicts (below)
+ * (raw cells of q8_0 caches: within the requantization step);
  * several streams; damaged wrappers get specific errors.
  *
  * The error bound: per coded cell, the squared error summed over K (or V)
@@ -46,9 +47,10 @@ static kvtc_basis *calibrate_on(const char *gguf, const char *fixture) {
     kvtc_calibrator *cal = NULL;
     kvtc_basis *basis = NULL;
     kvtc_cache c;
+    uint32_t rot = LLAMA_ROT_AUTO;
     static const double ratios[2] = {8, 20};
     if (kvtc_calibrator_alloc(&g, NULL, &cal) == KVTC_OK &&
-        llama_wrap_stream_cache(&s, (const uint8_t *)b, 0, &g, 0, &c) == KVTC_OK) {
+        llama_wrap_stream_cache(&s, (const uint8_t *)b, 0, &g, 0, &rot, &c) == KVTC_OK) {
         kvtc_calibrator_add(cal, &c);
         llama_wrap_cache_free(&c);
         kvtc_calibrator_finish(cal, ratios, 2, &basis);
@@ -85,11 +87,14 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
     kvtc_encode_options_init(&eo); /* ratio 20, 4 sinks, 128 window */
     void *z = NULL, *back = NULL;
     size_t zn = 0, bn = 0;
-    kvtc_result r = llama_wrap_compress(basis, &eo, b, n, &z, &zn);
+    kvtc_result r = llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, b, n, &z, &zn);
     CHECK_MSG(r == KVTC_OK, "%s: compress: %s", name, kvtc_result_string(r));
     if (r) return;
     llama_wrap w;
     CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK && w.full_size == n && w.n_sets == 1);
+    /* llama.cpp rotates quantized caches since 2026-04 (the 2026 q8_0 file) */
+    uint32_t want_rot = strstr(name, "3f545be") && strstr(name, "q8_0") ? LLAMA_ROT_K | LLAMA_ROT_V : 0;
+    CHECK_MSG(w.set_rotation && w.set_rotation[0] == want_rot, "%s: rotation %u", name, w.set_rotation ? w.set_rotation[0] : 99);
     llama_wrap_free(&w);
     r = llama_wrap_decompress(basis, NULL, z, zn, &back, &bn);
     CHECK_MSG(r == KVTC_OK && bn == n, "%s: decompress: %s", name, kvtc_result_string(r));
@@ -126,7 +131,8 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
                 for (uint32_t j = 0; j < E; j++) {
                     double d = (double)ra[j] - rc[j];
                     e += d * d;
-                    if (raw) raw_exact &= ra[j] == rc[j];
+                    /* raw cells: exact, but for q8_0 caches within the requantization */
+                    if (raw) raw_exact &= type == LLAMA_GGML_Q8_0 ? d * d <= requant_slack(type, ra, j) : d == 0;
                     else slack += requant_slack(type, ra, j);
                 }
             }
@@ -180,7 +186,7 @@ static void test_multistream(const kvtc_basis *basis) {
     kvtc_encode_options_init(&eo);
     void *z = NULL, *back = NULL;
     size_t zn, bn;
-    CHECK(llama_wrap_compress(basis, &eo, m, mn, &z, &zn) == KVTC_OK);
+    CHECK(llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, m, mn, &z, &zn) == KVTC_OK);
     llama_wrap w;
     CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK && w.n_sets == 2 && w.set_stream[0] == 0 && w.set_stream[1] == 2);
     llama_wrap_free(&w);
@@ -223,7 +229,7 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     kvtc_encode_options_init(&eo);
     void *zv = NULL;
     size_t zn;
-    CHECK(llama_wrap_compress(basis, &eo, b, n, &zv, &zn) == KVTC_OK);
+    CHECK(llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, b, n, &zv, &zn) == KVTC_OK);
     uint8_t *z = zv, *c = malloc(zn + 1);
     int trunc_ok = 1;
     for (size_t len = 0; len < zn; len += len < 300 ? 1 : 61) {
@@ -259,7 +265,7 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     /* a basis of another geometry cannot compress the file */
     void *o = NULL;
     size_t on;
-    CHECK(llama_wrap_compress(other, &eo, b, n, &o, &on) == KVTC_ERR_GEOMETRY_MISMATCH && !o);
+    CHECK(llama_wrap_compress(other, &eo, LLAMA_ROT_AUTO, b, n, &o, &on) == KVTC_ERR_GEOMETRY_MISMATCH && !o);
     free(c);
     free(z);
     free(b);

@@ -445,3 +445,59 @@ void llama_state_write_float(const llama_state *s, uint32_t stream, int is_key, 
         in += (size_t)st->cell_count * t->n_embd;
     }
 }
+
+/* ---- Hadamard rotation -------------------------------------------------- */
+
+void llama_hadamard_rows(float *x, uint64_t n_values, uint32_t head_dim) {
+    float scale = 1.0f / sqrtf((float)head_dim);
+    for (uint64_t o = 0; o + head_dim <= n_values; o += head_dim) {
+        float *v = x + o;
+        for (uint32_t h = 1; h < head_dim; h *= 2)
+            for (uint32_t i = 0; i < head_dim; i += 2 * h)
+                for (uint32_t j = i; j < i + h; j++) {
+                    float a = v[j], b = v[j + h];
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+        for (uint32_t j = 0; j < head_dim; j++) v[j] *= scale;
+    }
+}
+
+/* Sum over heads of sum_j E_j^2 / (sum_j E_j)^2, E_j the energy of channel
+ * j: 1/head_dim for perfectly even channels, up to 1 for one outlier. */
+static double channel_concentration(const double *energy, uint32_t width, uint32_t head_dim) {
+    double c = 0;
+    for (uint32_t h = 0; h < width; h += head_dim) {
+        double s = 0, s2 = 0;
+        for (uint32_t j = h; j < h + head_dim; j++) {
+            s += energy[j];
+            s2 += energy[j] * energy[j];
+        }
+        if (s > 0) c += s2 / (s * s);
+    }
+    return c;
+}
+
+int llama_rows_look_rotated(const float *rows, uint64_t n_rows, uint32_t width, uint32_t head_dim) {
+    if (!head_dim || (head_dim & (head_dim - 1)) || width % head_dim || !n_rows) return 0;
+    double *e = calloc(2 * (size_t)width, sizeof(double));
+    float *tmp = malloc(sizeof(float) * width);
+    int rotated = 0;
+    if (e && tmp) {
+        /* at most ~4096 rows, evenly spread: enough for a stable estimate */
+        uint64_t step = n_rows / 4096 + 1;
+        for (uint64_t r = 0; r < n_rows; r += step) {
+            const float *x = rows + r * width;
+            memcpy(tmp, x, sizeof(float) * width);
+            llama_hadamard_rows(tmp, width, head_dim);
+            for (uint32_t j = 0; j < width; j++) {
+                e[j] += (double)x[j] * x[j];
+                e[width + j] += (double)tmp[j] * tmp[j];
+            }
+        }
+        rotated = channel_concentration(e + width, width, head_dim) > channel_concentration(e, width, head_dim);
+    }
+    free(e);
+    free(tmp);
+    return rotated;
+}

@@ -135,6 +135,21 @@ void llama_state_write_float(const llama_state *s, uint32_t stream, int is_key, 
  * offsets (payload regions are left as they were). s parsed from hollow. */
 void llama_state_expand(const llama_state *s, const uint8_t *hollow, uint8_t *out);
 
+/* llama.cpp builds from 2026-04 (upstream #21038) store a quantized K or V
+ * cache rotated per head by the orthonormal Walsh-Hadamard transform H
+ * (Sylvester order, scaled by 1/sqrt(head_dim)); attention is unchanged
+ * because queries are rotated too. Nothing in the file says so. H is its
+ * own inverse: llama_hadamard_rows() rotates and un-rotates, in place, each
+ * head_dim block of n_values values (head_dim a power of two). */
+void llama_hadamard_rows(float *x, uint64_t n_values, uint32_t head_dim);
+
+/* 1 if rows [n_rows][width] (width a multiple of head_dim, a power of two)
+ * look Hadamard-rotated: un-rotated K/V have channels of very unequal
+ * energy (outlier channels), which H spreads evenly, so the rows count as
+ * rotated when H concentrates their per-channel energy instead of
+ * spreading it. */
+int llama_rows_look_rotated(const float *rows, uint64_t n_rows, uint32_t width, uint32_t head_dim);
+
 /* The same cache rows as llama.cpp's ggml reference quantizer:
  * q8_0 of n values (n a multiple of 32) into n/32 blocks of 34 bytes. */
 void llama_quantize_q8_0(const float *x, uint32_t n, uint8_t *out);

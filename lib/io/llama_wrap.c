@@ -27,6 +27,7 @@ void llama_wrap_free(llama_wrap *w) {
     free(w->set_data);
     free(w->set_size);
     free(w->set_stream);
+    free(w->set_rotation);
     memset(w, 0, sizeof *w);
 }
 
@@ -63,13 +64,18 @@ kvtc_result llama_wrap_parse(const void *buf, size_t size, llama_wrap *w) {
     w->set_data = calloc((size_t)w->n_sets + 1, sizeof *w->set_data);
     w->set_size = calloc((size_t)w->n_sets + 1, sizeof *w->set_size);
     w->set_stream = calloc((size_t)w->n_sets + 1, sizeof *w->set_stream);
-    if (!w->set_data || !w->set_size || !w->set_stream) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
+    w->set_rotation = calloc((size_t)w->n_sets + 1, sizeof *w->set_rotation);
+    if (!w->set_data || !w->set_size || !w->set_stream || !w->set_rotation) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
     uint64_t off = table_end + skel;
     for (uint32_t i = 0; i < w->n_sets; i++) {
         const uint8_t *e = b + header_size + (size_t)SET_ENTRY * i;
         uint64_t n = kvtc_load_u64(e + 8);
         w->set_stream[i] = kvtc_load_u32(e);
-        if (kvtc_load_u32(e + 4) || (i && w->set_stream[i] <= w->set_stream[i - 1])) { r = KVTC_ERR_CORRUPT; goto fail; }
+        w->set_rotation[i] = kvtc_load_u32(e + 4);
+        if ((w->set_rotation[i] & ~(LLAMA_ROT_K | LLAMA_ROT_V)) || (i && w->set_stream[i] <= w->set_stream[i - 1])) {
+            r = KVTC_ERR_CORRUPT;
+            goto fail;
+        }
         if (n > size - off) { r = KVTC_ERR_TRUNCATED; goto fail; }
         w->set_data[i] = b + off;
         w->set_size[i] = (size_t)n;
@@ -106,11 +112,22 @@ kvtc_result llama_wrap_check_geometry(const llama_state *s, uint32_t stream, con
     return KVTC_OK;
 }
 
+/* The dtype of the kvtc stream, which is also how its raw sink/window
+ * tokens are stored: the file's own type when all K/V share f16 or bf16
+ * (raw tokens come back bit-exact); f16 for q8_0 (a q8_0 value d*q needs
+ * up to 18 mantissa bits, so f16 rounds it by at most 2^-11 relative, far
+ * below the q8_0 step it is requantized to, at half the bytes of f32);
+ * f32 otherwise. */
 static kvtc_dtype stream_dtype(const llama_stream *st) {
     int32_t t = st->k[0].type;
     for (uint32_t l = 0; l < st->n_layer; l++)
         if (st->k[l].type != t || st->v[l].type != t) return KVTC_DTYPE_F32;
-    return t == LLAMA_GGML_F16 ? KVTC_DTYPE_F16 : t == LLAMA_GGML_BF16 ? KVTC_DTYPE_BF16 : KVTC_DTYPE_F32;
+    switch (t) {
+    case LLAMA_GGML_F16:
+    case LLAMA_GGML_Q8_0: return KVTC_DTYPE_F16;
+    case LLAMA_GGML_BF16: return KVTC_DTYPE_BF16;
+    default: return KVTC_DTYPE_F32;
+    }
 }
 
 void llama_wrap_cache_free(kvtc_cache *c) {
@@ -161,13 +178,31 @@ static kvtc_result cache_alloc(kvtc_cache *c, const kvtc_geometry *g, kvtc_dtype
     return KVTC_OK;
 }
 
+static int pow2(uint32_t x) { return x && !(x & (x - 1)); }
+
+/* Undo (or redo: H is an involution) the rotation `mask` of one of K/V. */
+static void rotate_rows(float *rows, uint64_t n_values, const kvtc_geometry *g, uint32_t mask, int is_key) {
+    if (mask & (is_key ? LLAMA_ROT_K : LLAMA_ROT_V)) llama_hadamard_rows(rows, n_values, g->head_dim);
+}
+
+/* The rotation of one of K/V under LLAMA_ROT_AUTO. */
+static uint32_t detect_rotation(const llama_stream *st, const float *rows, const kvtc_geometry *g, int is_key) {
+    const llama_kv_tensor *t = is_key ? st->k : st->v;
+    if (t[0].type != LLAMA_GGML_Q8_0 || !pow2(g->head_dim)) return 0;
+    uint64_t n_rows = (uint64_t)st->cell_count * st->n_layer;
+    return llama_rows_look_rotated(rows, n_rows, t[0].n_embd, g->head_dim) ? (is_key ? LLAMA_ROT_K : LLAMA_ROT_V) : 0;
+}
+
 kvtc_result llama_wrap_stream_cache(const llama_state *s, const uint8_t *buf, uint32_t stream,
-                                    const kvtc_geometry *g, int want_ids, kvtc_cache *c) {
+                                    const kvtc_geometry *g, int want_ids, uint32_t *rotation, kvtc_cache *c) {
     memset(c, 0, sizeof *c);
     const llama_stream *st = &s->streams[stream];
     kvtc_result r = llama_wrap_check_geometry(s, stream, g);
     if (r) return r;
     if (!st->cell_count) return KVTC_ERR_INVALID_ARGUMENT;
+    uint32_t rot = *rotation;
+    if (rot != LLAMA_ROT_AUTO && ((rot & ~(LLAMA_ROT_K | LLAMA_ROT_V)) || (rot && !pow2(g->head_dim))))
+        return KVTC_ERR_INVALID_ARGUMENT;
     if ((r = cache_alloc(c, g, stream_dtype(st), st->cell_count))) return r;
     for (uint32_t i = 0; i < st->cell_count; i++) c->positions[i] = st->pos[i];
     if (want_ids) {
@@ -179,16 +214,22 @@ kvtc_result llama_wrap_stream_cache(const llama_state *s, const uint8_t *buf, ui
     }
     float *rows = malloc(sizeof(float) * (size_t)st->cell_count * st->k[0].n_embd * st->n_layer);
     if (!rows) { llama_wrap_cache_free(c); return KVTC_ERR_OUT_OF_MEMORY; }
-    llama_state_read_float(s, buf, stream, 1, rows);
-    rows_to_cache(rows, c, c->k);
-    llama_state_read_float(s, buf, stream, 0, rows);
-    rows_to_cache(rows, c, c->v);
+    uint64_t n_values = (uint64_t)st->cell_count * st->k[0].n_embd * st->n_layer;
+    uint32_t done = 0;
+    for (int key = 1; key >= 0; key--) {
+        llama_state_read_float(s, buf, stream, key, rows);
+        uint32_t m = rot == LLAMA_ROT_AUTO ? detect_rotation(st, rows, g, key) : rot & (key ? LLAMA_ROT_K : LLAMA_ROT_V);
+        rotate_rows(rows, n_values, g, m, key);
+        rows_to_cache(rows, c, key ? c->k : c->v);
+        done |= m;
+    }
     free(rows);
+    *rotation = done;
     return KVTC_OK;
 }
 
-kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, const void *state,
-                                size_t size, void **out, size_t *out_size) {
+kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, uint32_t rotation,
+                                const void *state, size_t size, void **out, size_t *out_size) {
     *out = NULL;
     *out_size = 0;
     llama_state s;
@@ -204,15 +245,18 @@ kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *
     void **sets = calloc((size_t)n_sets + 1, sizeof *sets);
     size_t *set_size = calloc((size_t)n_sets + 1, sizeof *set_size);
     uint32_t *set_stream = calloc((size_t)n_sets + 1, sizeof *set_stream);
+    uint32_t *set_rot = calloc((size_t)n_sets + 1, sizeof *set_rot);
     kvtc_encoder *enc = NULL;
     uint8_t *o = NULL;
-    if (!sets || !set_size || !set_stream) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
+    if (!sets || !set_size || !set_stream || !set_rot) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
     if ((r = kvtc_encoder_alloc(b, eo, &enc))) goto done;
     uint32_t k = 0;
     for (uint32_t i = 0; i < s.n_stream; i++) {
         if (!s.streams[i].cell_count) continue;
         kvtc_cache c;
-        if ((r = llama_wrap_stream_cache(&s, state, i, g, kvtc_basis_recomputed_layers(b) > 0, &c))) goto done;
+        set_rot[k] = rotation;
+        if ((r = llama_wrap_stream_cache(&s, state, i, g, kvtc_basis_recomputed_layers(b) > 0, &set_rot[k], &c)))
+            goto done;
         size_t cap = kvtc_compress_bound(enc, &c);
         sets[k] = cap ? malloc(cap) : NULL;
         r = !cap ? KVTC_ERR_TOO_LARGE : !sets[k] ? KVTC_ERR_OUT_OF_MEMORY
@@ -229,6 +273,7 @@ kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *
     llama_state_make_hollow(&s, state, sk);
     for (uint32_t i = 0; i < n_sets; i++) {
         kvtc_store_u32(table + SET_ENTRY * i, set_stream[i]);
+        kvtc_store_u32(table + SET_ENTRY * i + 4, set_rot[i]);
         kvtc_store_u64(table + SET_ENTRY * i + 8, set_size[i]);
         memcpy(p, sets[i], set_size[i]);
         p += set_size[i];
@@ -253,6 +298,7 @@ done:
     free(sets);
     free(set_size);
     free(set_stream);
+    free(set_rot);
     kvtc_encoder_free(enc);
     llama_state_free(&s);
     return r;
@@ -265,7 +311,8 @@ static kvtc_result decode_set(const llama_wrap *w, kvtc_decoder *dec, uint32_t i
     kvtc_stream_info info;
     kvtc_result r = kvtc_stream_get_info(w->set_data[i], w->set_size[i], &info);
     if (r) return r;
-    if (info.n_tokens != st->cell_count || llama_wrap_check_geometry(&w->state, si, &info.geometry))
+    if (info.n_tokens != st->cell_count || llama_wrap_check_geometry(&w->state, si, &info.geometry) ||
+        (w->set_rotation[i] && !pow2(info.geometry.head_dim)))
         return KVTC_ERR_CORRUPT;
     kvtc_cache c;
     if ((r = cache_alloc(&c, &info.geometry, info.dtype, info.n_tokens))) return r;
@@ -274,10 +321,12 @@ static kvtc_result decode_set(const llama_wrap *w, kvtc_decoder *dec, uint32_t i
     if ((r = kvtc_decompress(dec, w->set_data[i], w->set_size[i], &c))) goto done;
     for (uint32_t t = 0; t < st->cell_count; t++)
         if (c.positions[t] != st->pos[t]) { r = KVTC_ERR_CORRUPT; goto done; }
-    cache_to_rows(&c, c.k, rows);
-    llama_state_write_float(&w->state, si, 1, rows, out);
-    cache_to_rows(&c, c.v, rows);
-    llama_state_write_float(&w->state, si, 0, rows, out);
+    uint64_t n_values = (uint64_t)st->cell_count * st->k[0].n_embd * st->n_layer;
+    for (int key = 1; key >= 0; key--) {
+        cache_to_rows(&c, key ? c.k : c.v, rows);
+        rotate_rows(rows, n_values, &info.geometry, w->set_rotation[i], key);
+        llama_state_write_float(&w->state, si, key, rows, out);
+    }
 done:
     free(rows);
     llama_wrap_cache_free(&c);

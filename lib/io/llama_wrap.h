@@ -18,6 +18,15 @@
 #define LLAMA_WRAP_VERSION_MINOR 0u
 #define LLAMA_WRAP_HEADER_SIZE 64u
 
+/* Hadamard rotation of the file's K / V (llama_hadamard_rows): undone
+ * before coding so the basis sees plain post-RoPE keys, redone on restore.
+ * LLAMA_ROT_AUTO (an input only) decides per K and V: never for f16, bf16
+ * and f32 caches (llama.cpp rotates quantized caches only), by
+ * llama_rows_look_rotated() for q8_0 ones. */
+#define LLAMA_ROT_K 1u
+#define LLAMA_ROT_V 2u
+#define LLAMA_ROT_AUTO 0x80000000u
+
 /* A parsed wrapper: offsets into the caller's buffer (borrowed). */
 typedef struct llama_wrap {
     uint32_t version_major, version_minor;
@@ -30,6 +39,7 @@ typedef struct llama_wrap {
     const uint8_t **set_data;   /* [n_sets] (owned array, borrowed bytes) */
     size_t *set_size;           /* [n_sets] (owned) */
     uint32_t *set_stream;       /* [n_sets] llama.cpp stream of each set (owned) */
+    uint32_t *set_rotation;     /* [n_sets] LLAMA_ROT_K | LLAMA_ROT_V of each set (owned) */
 } llama_wrap;
 
 /* 1 if buf starts with the wrapper magic. */
@@ -54,16 +64,20 @@ kvtc_result llama_wrap_check_geometry(const llama_state *s, uint32_t stream, con
  * when every K/V tensor has that type, f32 otherwise (f32, q8_0
  * dequantized); positions from the cells; token ids when want_ids and the
  * file's tokens are the stream's cells (one sequence, positions 0..n-1),
- * else KVTC_ERR_UNSUPPORTED when want_ids. */
+ * else KVTC_ERR_UNSUPPORTED when want_ids. *rotation: LLAMA_ROT_AUTO or a
+ * mask of LLAMA_ROT_K/V to undo (KVTC_ERR_INVALID_ARGUMENT when head_dim is
+ * not a power of two); receives the mask undone. */
 kvtc_result llama_wrap_stream_cache(const llama_state *s, const uint8_t *buf, uint32_t stream,
-                                    const kvtc_geometry *g, int want_ids, kvtc_cache *cache);
+                                    const kvtc_geometry *g, int want_ids, uint32_t *rotation,
+                                    kvtc_cache *cache);
 void llama_wrap_cache_free(kvtc_cache *cache);
 
 /* Compress a llama.cpp state file into a wrapper (*out malloc'd). Errors
  * of llama_state_parse, llama_wrap_check_geometry, the encoder; a basis
- * that recomputes layers needs the token ids of the cells (see above). */
-kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, const void *state,
-                                size_t size, void **out, size_t *out_size);
+ * that recomputes layers needs the token ids of the cells (see above).
+ * rotation: as for llama_wrap_stream_cache (LLAMA_ROT_AUTO by default). */
+kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, uint32_t rotation,
+                                const void *state, size_t size, void **out, size_t *out_size);
 
 /* Restore the llama.cpp state file (*out malloc'd, w->full_size bytes).
  * Errors of llama_wrap_parse and kvtc_decompress; KVTC_ERR_CORRUPT when an
