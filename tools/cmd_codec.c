@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_llama.h"
 #include "io/cache_file.h"
 #include "io/safetensors.h"
 #include "model_kv.h"
@@ -49,6 +50,7 @@ static const char compress_help[] =
     "  --codec C        entropy coder: deflate (default) or rans (interleaved rANS, GPU-friendly)\n";
 
 int cmd_compress(int argc, char **argv) {
+    if (llama_args_have_state_file(argc, argv)) return llama_cmd_compress(argc, argv);
     const char *basis_path = NULL, *in = NULL, *out = NULL;
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
@@ -127,6 +129,7 @@ static const char decompress_help[] =
     "  --model M.gguf   the model, for streams that recompute their first layers\n";
 
 int cmd_decompress(int argc, char **argv) {
+    if (llama_args_have_wrap_file(argc, argv)) return llama_cmd_decompress(argc, argv);
     const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
     kvtc_decode_options o;
     kvtc_decode_options_init(&o);
@@ -213,7 +216,9 @@ int cmd_info(int argc, char **argv) {
     size_t size;
     char err[512];
     if (cli_read_file(argv[1], &buf, &size, err, sizeof err)) return cli_fail("info", "%s", err);
-    int rc = 0;
+    int rc = llama_cmd_info(argv[1], buf, size);
+    if (rc >= 0) goto done;
+    rc = 0;
     kvtc_stream_info si;
     kvtc_result r = kvtc_stream_get_info(buf, size, &si);
     if (r == KVTC_OK) {
