@@ -280,7 +280,7 @@ fail:
     return r;
 }
 
-static kvtc_result parse_any(const void *buf, size_t size, int hollow, llama_state *out) {
+kvtc_result llama_state_parse(const void *buf, size_t size, llama_state *out) {
     memset(out, 0, sizeof *out);
     if (!buf) return KVTC_ERR_INVALID_ARGUMENT;
     if (size < 4) return KVTC_ERR_TRUNCATED;
@@ -295,7 +295,7 @@ static kvtc_result parse_any(const void *buf, size_t size, int hollow, llama_sta
     size_t best_off = 0;
     for (int i = 0; i < n_cand; i++) {
         size_t off = 0;
-        kvtc_result r = parse_layout(buf, size, hollow, cand[i][0], cand[i][1], out, &off);
+        kvtc_result r = parse_layout(buf, size, 0, cand[i][0], cand[i][1], out, &off);
         if (r == KVTC_OK) return KVTC_OK;
         if (r == KVTC_ERR_OUT_OF_MEMORY || r == KVTC_ERR_UNSUPPORTED_VERSION) return r;
         /* report the failure of the layout that explained the most bytes
@@ -305,12 +305,20 @@ static kvtc_result parse_any(const void *buf, size_t size, int hollow, llama_sta
     return best;
 }
 
-kvtc_result llama_state_parse(const void *buf, size_t size, llama_state *out) {
-    return parse_any(buf, size, 0, out);
+uint32_t llama_state_shape(const llama_state *s) {
+    return (s->layout == LLAMA_LAYOUT_KV_C ? LLAMA_SHAPE_STREAMS : 0u) | (s->has_logits ? LLAMA_SHAPE_LOGITS : 0u);
 }
 
-kvtc_result llama_state_parse_hollow(const void *buf, size_t size, llama_state *out) {
-    return parse_any(buf, size, 1, out);
+kvtc_result llama_state_parse_hollow(const void *buf, size_t size, uint32_t shape, llama_state *out) {
+    memset(out, 0, sizeof *out);
+    if (!buf) return KVTC_ERR_INVALID_ARGUMENT;
+    if (size < 4) return KVTC_ERR_TRUNCATED;
+    if (!llama_state_is_state_file(buf, size)) return KVTC_ERR_BAD_MAGIC;
+    int ggsn = kvtc_load_u32(buf) == LLAMA_MAGIC_GGSN;
+    if ((shape & ~(LLAMA_SHAPE_STREAMS | LLAMA_SHAPE_LOGITS)) || (!ggsn && (shape & LLAMA_SHAPE_LOGITS)))
+        return KVTC_ERR_CORRUPT;
+    size_t off;
+    return parse_layout(buf, size, 1, (shape & LLAMA_SHAPE_STREAMS) != 0, (shape & LLAMA_SHAPE_LOGITS) != 0, out, &off);
 }
 
 /* ---- hollow files ------------------------------------------------------- */
@@ -363,7 +371,12 @@ void llama_quantize_q8_0(const float *x, uint32_t n, uint8_t *out) {
         for (uint32_t i = 0; i < LLAMA_Q8_0_BLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         kvtc_store_u16(out, kvtc_f32_to_f16(d));
-        for (uint32_t i = 0; i < LLAMA_Q8_0_BLOCK; i++) out[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
+        for (uint32_t i = 0; i < LLAMA_Q8_0_BLOCK; i++) {
+            /* finite values land in [-127, 127]; NaN and Inf (which a
+             * damaged file may hold) must not reach the conversion */
+            float q = roundf(x[i] * id);
+            out[2 + i] = (uint8_t)(int8_t)(q >= -127.0f && q <= 127.0f ? q : q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : 0.0f);
+        }
     }
 }
 

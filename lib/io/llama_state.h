@@ -103,8 +103,18 @@ int llama_state_is_state_file(const void *buf, size_t size);
  * KVTC_ERR_OUT_OF_MEMORY. On failure *out is zeroed and owns nothing. */
 kvtc_result llama_state_parse(const void *buf, size_t size, llama_state *out);
 
-/* Parse a hollow file (K/V payloads absent); otherwise as above. */
-kvtc_result llama_state_parse_hollow(const void *buf, size_t size, llama_state *out);
+/* The structure a parse found, as bits: LLAMA_SHAPE_STREAMS (u32 n_stream
+ * present: kv-C), LLAMA_SHAPE_LOGITS (ggsn outputs/logits present). A
+ * hollow file must be parsed with the shape of its full file: with the
+ * payloads gone, another candidate layout can explain its bytes too. */
+#define LLAMA_SHAPE_STREAMS 1u
+#define LLAMA_SHAPE_LOGITS 2u
+uint32_t llama_state_shape(const llama_state *s);
+
+/* Parse a hollow file (K/V payloads absent) of the given shape; otherwise
+ * as above (KVTC_ERR_CORRUPT for a shape with unknown bits, or LOGITS in
+ * a ggsq file). */
+kvtc_result llama_state_parse_hollow(const void *buf, size_t size, uint32_t shape, llama_state *out);
 
 void llama_state_free(llama_state *s);
 
@@ -147,7 +157,8 @@ void llama_hadamard_rows(float *x, uint64_t n_values, uint32_t head_dim);
  * look Hadamard-rotated: un-rotated K/V have channels of very unequal
  * energy (outlier channels), which H spreads evenly, so the rows count as
  * rotated when H concentrates their per-channel energy instead of
- * spreading it. */
+ * spreading it. Reliable on keys (all 13 fixtures); values can have even
+ * channels and fool it (5 of 13 plain V caches look rotated). */
 int llama_rows_look_rotated(const float *rows, uint64_t n_rows, uint32_t width, uint32_t head_dim);
 
 /* The same cache rows as llama.cpp's ggml reference quantizer:

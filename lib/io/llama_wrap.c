@@ -84,7 +84,7 @@ kvtc_result llama_wrap_parse(const void *buf, size_t size, llama_wrap *w) {
     if (off != size) { r = KVTC_ERR_CORRUPT; goto fail; }
     /* the skeleton is a hollow llama.cpp file; a sound header with a bad
      * skeleton is corrupt, whatever the state parser calls it */
-    if ((r = llama_state_parse_hollow(w->skeleton, w->skeleton_size, &w->state))) {
+    if ((r = llama_state_parse_hollow(w->skeleton, w->skeleton_size, kvtc_load_u32(b + 56), &w->state))) {
         r = r == KVTC_ERR_OUT_OF_MEMORY ? r : KVTC_ERR_CORRUPT;
         goto fail;
     }
@@ -185,10 +185,17 @@ static void rotate_rows(float *rows, uint64_t n_values, const kvtc_geometry *g, 
     if (mask & (is_key ? LLAMA_ROT_K : LLAMA_ROT_V)) llama_hadamard_rows(rows, n_values, g->head_dim);
 }
 
-/* The rotation of one of K/V under LLAMA_ROT_AUTO. */
-static uint32_t detect_rotation(const llama_stream *st, const float *rows, const kvtc_geometry *g, int is_key) {
+/* The rotation of one of K/V under LLAMA_ROT_AUTO; k_rot: what K got (K
+ * is decided first). The energy statistic is reliable on keys (RoPE and
+ * massive activations give them strong outlier channels) but not on
+ * values, whose channels can be even: V follows K when both are quantized
+ * (one llama.cpp build rotates every quantized cache), and the statistic
+ * decides V only when V alone is quantized. */
+static uint32_t detect_rotation(const llama_stream *st, const float *rows, const kvtc_geometry *g, int is_key,
+                                uint32_t k_rot) {
     const llama_kv_tensor *t = is_key ? st->k : st->v;
     if (t[0].type != LLAMA_GGML_Q8_0 || !pow2(g->head_dim)) return 0;
+    if (!is_key && st->k[0].type == LLAMA_GGML_Q8_0) return k_rot ? LLAMA_ROT_V : 0;
     uint64_t n_rows = (uint64_t)st->cell_count * st->n_layer;
     return llama_rows_look_rotated(rows, n_rows, t[0].n_embd, g->head_dim) ? (is_key ? LLAMA_ROT_K : LLAMA_ROT_V) : 0;
 }
@@ -218,7 +225,8 @@ kvtc_result llama_wrap_stream_cache(const llama_state *s, const uint8_t *buf, ui
     uint32_t done = 0;
     for (int key = 1; key >= 0; key--) {
         llama_state_read_float(s, buf, stream, key, rows);
-        uint32_t m = rot == LLAMA_ROT_AUTO ? detect_rotation(st, rows, g, key) : rot & (key ? LLAMA_ROT_K : LLAMA_ROT_V);
+        uint32_t m = rot == LLAMA_ROT_AUTO ? detect_rotation(st, rows, g, key, done & LLAMA_ROT_K)
+                                           : rot & (key ? LLAMA_ROT_K : LLAMA_ROT_V);
         rotate_rows(rows, n_values, g, m, key);
         rows_to_cache(rows, c, key ? c->k : c->v);
         done |= m;
@@ -286,6 +294,7 @@ kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *
     kvtc_store_u64(o + 24, s.full_size);
     kvtc_store_u64(o + 32, skel);
     kvtc_store_u64(o + 40, total);
+    kvtc_store_u32(o + 56, llama_state_shape(&s));
     kvtc_store_u32(o + 48, crc32_of(sk, skel));
     kvtc_store_u32(o + 52, crc32_of(table, (size_t)SET_ENTRY * n_sets));
     kvtc_store_u32(o + 60, crc32_of(o, 60));

@@ -21,8 +21,9 @@
 /* Hadamard rotation of the file's K / V (llama_hadamard_rows): undone
  * before coding so the basis sees plain post-RoPE keys, redone on restore.
  * LLAMA_ROT_AUTO (an input only) decides per K and V: never for f16, bf16
- * and f32 caches (llama.cpp rotates quantized caches only), by
- * llama_rows_look_rotated() for q8_0 ones. */
+ * and f32 caches (llama.cpp rotates quantized caches only), for q8_0 keys
+ * by llama_rows_look_rotated(), for q8_0 values as the keys when those are
+ * q8_0 too (the statistic is reliable on keys only), else by the statistic. */
 #define LLAMA_ROT_K 1u
 #define LLAMA_ROT_V 2u
 #define LLAMA_ROT_AUTO 0x80000000u
