@@ -161,6 +161,20 @@ int main(void) {
     snprintf(a, sizeof a, "decompress --basis %s/m.basis %s/s.kvtc -o %s/t.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && !exists("t.ggsq")); /* another basis */
 
+    /* a basis that recomputes layer 0 from token ids: the slot's own tokens
+     * go into the stream, and decoding needs the model */
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text data/persuasion.txt --plain "
+             "--recompute-layers 1 --windows 2 --ctx 384 --ratio 20", g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "compress --basis %s/r.basis " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/r.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && !exists("r.ggsq"));
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis --model data/stories260K.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(p1, sizeof p1, "%s/r.ggsq", g_dir);
+    CHECK(same_skeleton(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", p1));
+
     /* kvtc slots on a llama-server slot directory */
     snprintf(p2, sizeof p2, "%s/slots", g_dir);
     mkdir(p2, 0755);

@@ -32,7 +32,7 @@ static int file_starts_with(const char *path, int (*is)(const void *, size_t)) {
 
 static int args_have(int argc, char **argv, int (*is)(const void *, size_t)) {
     for (int i = 1; i < argc; i++)
-        if (argv[i][0] != '-' && file_starts_with(argv[i], is)) return 1;
+        if (argv[i][0] != '-' && strcmp(argv[i - 1], "-o") && file_starts_with(argv[i], is)) return 1;
     return 0;
 }
 

@@ -9,8 +9,9 @@
 
 /* What an argument list holds: the generic commands call these first and
  * hand over to the llama_* commands below when they return 1. An argument
- * counts when it is not an option and names a file that starts with a
- * llama.cpp state magic (ggsq, ggsn) or the wrapper magic. */
+ * counts when it is not an option nor the output (after -o) and names a
+ * file that starts with a llama.cpp state magic (ggsq, ggsn) or the
+ * wrapper magic. */
 int llama_args_have_state_file(int argc, char **argv);
 int llama_args_have_wrap_file(int argc, char **argv);
 
