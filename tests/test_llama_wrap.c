@@ -14,6 +14,7 @@
  * eval-llama, the 448-token f16 slot for stories260K): the fixtures are
  * prefixes of one text, so this is not a held-out measurement; bench/RESULTS.md
  * has that. */
+#include <libdeflate.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -247,6 +248,19 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     CHECK(decomp(basis, c, zn) == KVTC_ERR_UNSUPPORTED_VERSION);
     memcpy(c, z, zn);
     c[30] ^= 1; /* full size: header CRC */
+    CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
+    /* a later minor version (fields an older reader may skip) still reads */
+    memcpy(c, z, zn);
+    kvtc_store_u16(c + 10, 7);
+    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    CHECK(decomp(basis, c, zn) == KVTC_OK);
+    /* the skeleton's recorded shape: unknown bits, or another layout */
+    memcpy(c, z, zn);
+    kvtc_store_u32(c + 56, 4);
+    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
+    kvtc_store_u32(c + 56, 0); /* kv-C skeleton parsed as kv-A */
+    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
     llama_wrap w;
     CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK);
