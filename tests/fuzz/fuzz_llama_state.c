@@ -4,13 +4,21 @@
  * file that parses accounts for every byte, and its hollow file parses to
  * the same structure and expands back to the same non-K/V bytes; the float
  * read and the requantizing write stay inside the file; the input also
- * parsed as a hollow file or a wrapper never crashes. */
+ * parsed as a hollow file never crashes; as a wrapper it is parsed and
+ * decoded with a fixed basis (fuzz_common.h: 2 layers x 32 values), once
+ * as is and once with its three CRCs recomputed so mutations reach the
+ * field checks, and what decodes is a state file of the recorded size
+ * with the wrapper's skeleton. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <libdeflate.h>
+
+#include "fuzz_common.h"
 #include "io/llama_state.h"
 #include "io/llama_wrap.h"
+#include "util/endian.h"
 
 static void check_state(const uint8_t *data, size_t size, const llama_state *s) {
     if (s->size != size || s->full_size != size) abort();
@@ -51,7 +59,43 @@ static void check_state(const uint8_t *data, size_t size, const llama_state *s) 
     llama_state_free(&h);
 }
 
+static void check_wrap(const kvtc_basis *basis, const uint8_t *data, size_t size) {
+    llama_wrap w;
+    if (llama_wrap_parse(data, size, &w) != KVTC_OK) return;
+    void *out = NULL;
+    size_t n = 0;
+    if (llama_wrap_decompress(basis, NULL, data, size, &out, &n) == KVTC_OK) {
+        llama_state s;
+        if (n != w.full_size || llama_state_parse(out, n, &s) != KVTC_OK) abort();
+        uint8_t *h = malloc(llama_state_hollow_size(&s) + 1);
+        if (!h || llama_state_hollow_size(&s) != w.skeleton_size) abort();
+        llama_state_make_hollow(&s, out, h);
+        if (memcmp(h, w.skeleton, w.skeleton_size) != 0) abort();
+        free(h);
+        llama_state_free(&s);
+    }
+    free(out);
+    llama_wrap_free(&w);
+}
+
+/* The input with the wrapper's header, set-table and skeleton CRCs made
+ * right (when its sizes allow), or NULL. */
+static uint8_t *with_crcs(const uint8_t *data, size_t size) {
+    if (!llama_wrap_is_wrap(data, size) || size < LLAMA_WRAP_HEADER_SIZE) return NULL;
+    uint64_t hs = kvtc_load_u32(data + 12), sets = kvtc_load_u32(data + 20), skel = kvtc_load_u64(data + 32);
+    if (hs < LLAMA_WRAP_HEADER_SIZE || hs > size || sets > (size - hs) / 16 || skel > size - hs - 16 * sets) return NULL;
+    uint8_t *c = malloc(size);
+    if (!c) abort();
+    memcpy(c, data, size);
+    kvtc_store_u32(c + 52, (uint32_t)libdeflate_crc32(0, c + hs, (size_t)(16 * sets)));
+    kvtc_store_u32(c + 48, (uint32_t)libdeflate_crc32(0, c + hs + 16 * sets, (size_t)skel));
+    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    return c;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static kvtc_basis *basis;
+    if (!basis) basis = fuzz_make_basis(0);
     llama_state s;
     if (llama_state_parse(data, size, &s) == KVTC_OK) {
         check_state(data, size, &s);
@@ -62,7 +106,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (s.size != size || s.full_size < size || llama_state_shape(&s) != shape) abort();
             llama_state_free(&s);
         }
-    llama_wrap w;
-    if (llama_wrap_parse(data, size, &w) == KVTC_OK) llama_wrap_free(&w);
+    check_wrap(basis, data, size);
+    uint8_t *fixed = with_crcs(data, size);
+    if (fixed) {
+        check_wrap(basis, fixed, size);
+        free(fixed);
+    }
     return 0;
 }
