@@ -236,6 +236,29 @@ static void test_all_raw(const kvtc_basis *stories, const kvtc_basis *eval) {
         free(back);
         free(b);
     }
+    /* an empty slot (kv-C, one stream of 0 cells): no kvtc stream at all */
+    size_t n, zn, bn;
+    char *b = llama_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
+    llama_state s;
+    if (b && llama_state_parse(b, n, &s) == KVTC_OK) {
+        size_t kv = s.tokens_off + 4ull * s.n_token_count;
+        llama_state_free(&s);
+        kvtc_store_u32((uint8_t *)b + kv + 4, 0);
+        void *z = NULL, *back = NULL;
+        kvtc_encode_options eo;
+        kvtc_encode_options_init(&eo);
+        llama_wrap w;
+        CHECK(llama_wrap_compress(stories, &eo, LLAMA_ROT_AUTO, b, kv + 8, &z, &zn) == KVTC_OK);
+        CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK && w.n_sets == 0);
+        llama_wrap_free(&w);
+        CHECK(llama_wrap_decompress(stories, NULL, z, zn, &back, &bn) == KVTC_OK && bn == kv + 8 &&
+              memcmp(back, b, bn) == 0);
+        free(z);
+        free(back);
+    } else {
+        CHECK(0);
+    }
+    free(b);
 }
 
 /* Cells at positions other than 0..n-1 (a shifted context, a second
