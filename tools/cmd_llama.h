@@ -25,5 +25,7 @@ int llama_cmd_calibrate(int argc, char **argv);
 int llama_cmd_info(const char *path, const void *buf, size_t size);
 
 int cmd_slots(int argc, char **argv);
+/* kvtc slots check (cmd_slot_check.c); argv[1] = "check". */
+int cmd_slot_check(int argc, char **argv);
 
 #endif

@@ -29,10 +29,12 @@ static const char slots_help[] =
     "usage: kvtc slots compress --basis BASIS [--keep] [--ratio R ...] DIR\n"
     "       kvtc slots expand --basis BASIS [--model M.gguf] DIR NAME...\n"
     "       kvtc slots list DIR\n"
+    "       kvtc slots check --basis BASIS --model M.gguf [--tokens N] SLOT\n"
     "  DIR is llama-server's --slot-save-path. compress: every llama.cpp state file NAME in\n"
     "  DIR becomes NAME.kvtc (the original is removed once the compressed file is verified,\n"
     "  unless --keep); files already compressed are skipped. expand: NAME.kvtc -> NAME, to\n"
     "  run before POST /slots/ID?action=restore {\"filename\": \"NAME\"}. list: what DIR holds.\n"
+    "  check: how SLOT continues after compression, in kvtc's engine (see --help of check).\n"
     "  compress takes the options of kvtc compress (--ratio, --sink, --window, --chunk,\n"
     "  --threads, --level, --codec, --kv-rotation).\n";
 
@@ -276,5 +278,6 @@ int cmd_slots(int argc, char **argv) {
     if (!strcmp(argv[1], "compress")) return slots_compress(argc, argv);
     if (!strcmp(argv[1], "expand")) return slots_expand(argc, argv);
     if (!strcmp(argv[1], "list")) return slots_list(argc, argv);
-    return cli_usage("slots", "unknown subcommand %s (compress, expand or list)", argv[1]);
+    if (!strcmp(argv[1], "check")) return cmd_slot_check(argc, argv);
+    return cli_usage("slots", "unknown subcommand %s (compress, expand, list or check)", argv[1]);
 }
