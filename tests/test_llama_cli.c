@@ -3,7 +3,7 @@
  * flags), info, compress, decompress (all non-K/V bytes identical), and
  * `kvtc slots` on a slot directory: in-place compression that skips what
  * is not a complete state file, idempotence, expand before a restore,
- * --keep; failures exit 1 with one line. Uses the stories260K fixtures
+ * --keep; `kvtc slots check` in the engine; failures exit 1 with one line. Uses the stories260K fixtures
  * (small) and $KVTC_CLI (set by CMake). */
 #include <dirent.h>
 #include <stdint.h>
@@ -160,6 +160,12 @@ int main(void) {
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "another model") && !exists("e.kvtc"));
     snprintf(a, sizeof a, "decompress --basis %s/m.basis %s/s.kvtc -o %s/t.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && !exists("t.ggsq")); /* another basis */
+
+    /* slots check: llama.cpp's cache, read by kvtc, continues in kvtc's engine
+     * exactly as the engine's own prefill of the same tokens does */
+    snprintf(a, sizeof a, "slots check --basis %s/s.basis --model data/stories260K.gguf --tokens 16 "
+             FIX "/c392e50/stories260k-f16-vtrans1.ggsq", g_dir);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "top-1 agreement") && output_has("out.txt", "on 16/16 greedy tokens"));
 
     /* a basis that recomputes layer 0 from token ids: the slot's own tokens
      * go into the stream, and decoding needs the model */
