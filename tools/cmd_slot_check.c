@@ -112,8 +112,13 @@ int cmd_slot_check(int argc, char **argv) {
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     if ((r = llama_state_parse(buf, size, &s0))) { cli_fail("slots", "%s: %s", in, kvtc_result_string(r)); goto done; }
     uint32_t rot0 = rot, rot1 = rot;
+    kvtc_decode_options dopt; /* bases that recompute layers use this model */
+    kvtc_decode_options_init(&dopt);
+    dopt.n_threads = eo.n_threads;
+    dopt.recompute = model_recompute;
+    dopt.recompute_user = mt.model;
     if ((r = llama_wrap_compress(b, &eo, rot, buf, size, &z, &zn)) ||
-        (r = llama_wrap_decompress(b, NULL, z, zn, &back, &bn)) || (r = llama_state_parse(back, bn, &s1))) {
+        (r = llama_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || (r = llama_state_parse(back, bn, &s1))) {
         cli_fail("slots", "%s: %s", in, kvtc_result_string(r));
         goto done;
     }
