@@ -2,7 +2,8 @@
 # kvtc on llama.cpp slot files of the bundled model (issue 13): on-disk
 # ratio and time of compress/decompress at the default ratio (20), and the
 # quality of a basis calibrated from slot files next to one calibrated by
-# the engine on the same text. About 3-4 minutes on the 2-core dev machine.
+# the engine on the same text, and how restored slots continue. About 8
+# minutes on the 2-core dev machine.
 #   bench/llama_slots.sh [FIXTURES]   (default tests/fixtures/llama.cpp; the
 #   shared fixture folder adds the 1000/1199-token f16 and 2025 q8_0 slots)
 # Writes bench/out/llama/.
@@ -32,3 +33,12 @@ $K calibrate -o $O/slot.basis --model $M --ratio 20 $F/3f545be/eval27m-q8_0-vtra
 $K calibrate -o $O/engine.basis --model $M --text data/persuasion.txt --windows 1 --ctx 1900 --plain --recompute-layers 0 --ratio 20
 $K eval --model $M --text data/persuasion.txt --windows 4 --ratios 20 --no-baselines \
   --basis slot_files=$O/slot.basis --basis engine_same_text=$O/engine.basis --basis engine_heldout=$O/heldout.basis
+# how the restored slots continue, in kvtc's engine (greedy, 128 tokens; kvtc slots check),
+# with the plain basis and with the default one (sensitivity + layer 0 recomputed; about 4 minutes)
+[ -f $O/heldout_default.basis ] || $K calibrate -o $O/heldout_default.basis --model $M --text $O/heldout.txt --windows 4
+for b in heldout heldout_default; do
+  for f in $O/eval27m-f16-1900-vtrans0.ggsq $F/3f545be/eval27m-f16-vtrans0.ggsq $F/3f545be/eval27m-f16-vtrans1.ggsq \
+           $F/3f545be/eval27m-q8_0-vtrans0.ggsq; do
+    [ -f "$f" ] && $K slots check --tokens 128 --basis $O/$b.basis --model $M "$f"
+  done
+done
