@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/llama_state.h"
+#include "io/lcpp_state.h"
 #include "util/endian.h"
 #include "util/half.h"
 
@@ -36,19 +36,19 @@ int main(int argc, char **argv) {
     uint8_t *b = malloc(n);
     if (!b || fread(b, 1, n, in) != n) { fprintf(stderr, "read failed\n"); return 1; }
     fclose(in);
-    llama_state s;
-    kvtc_result r = llama_state_parse(b, n, &s);
+    lcpp_state s;
+    kvtc_result r = lcpp_state_parse(b, n, &s);
     if (r || s.n_stream != 1) { fprintf(stderr, "%s: %s\n", argv[1], r ? kvtc_result_string(r) : "more than one stream"); return 1; }
-    const llama_stream *st = &s.streams[0];
+    const lcpp_stream *st = &s.streams[0];
     uint32_t cells = st->cell_count, E = st->k[0].n_embd, L = st->n_layer, hd = 64;
     size_t nv = (size_t)cells * E * L;
     float *k = malloc(sizeof(float) * nv), *v = malloc(sizeof(float) * nv);
-    llama_state_read_float(&s, b, 0, 1, k);
-    llama_state_read_float(&s, b, 0, 0, v);
-    if (st->k[0].type == LLAMA_GGML_Q8_0 && llama_rows_look_rotated(k, (uint64_t)cells * L, E, hd)) {
+    lcpp_state_read_float(&s, b, 0, 1, k);
+    lcpp_state_read_float(&s, b, 0, 0, v);
+    if (st->k[0].type == LCPP_GGML_Q8_0 && lcpp_rows_look_rotated(k, (uint64_t)cells * L, E, hd)) {
         fprintf(stderr, "un-rotating K and V (Hadamard, head_dim %u)\n", hd);
-        llama_hadamard_rows(k, nv, hd);
-        llama_hadamard_rows(v, nv, hd);
+        lcpp_hadamard_rows(k, nv, hd);
+        lcpp_hadamard_rows(v, nv, hd);
     }
     FILE *out = fopen(argv[3], "wb");
     if (!out) { perror(argv[3]); return 1; }
@@ -56,12 +56,12 @@ int main(int argc, char **argv) {
     put32(out, (uint32_t)vtrans);
     put32(out, L);
     for (uint32_t l = 0; l < L; l++) {
-        put32(out, LLAMA_GGML_F16);
+        put32(out, LCPP_GGML_F16);
         put64(out, 2ull * E);
         for (size_t i = 0; i < (size_t)cells * E; i++) put16f(out, k[(size_t)l * cells * E + i]);
     }
     for (uint32_t l = 0; l < L; l++) {
-        put32(out, LLAMA_GGML_F16);
+        put32(out, LCPP_GGML_F16);
         const float *x = v + (size_t)l * cells * E;
         if (vtrans) {
             put32(out, 2);
@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
         }
     }
     if (fclose(out)) { perror(argv[3]); return 1; }
-    llama_state_free(&s);
+    lcpp_state_free(&s);
     free(k);
     free(v);
     free(b);

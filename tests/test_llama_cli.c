@@ -14,8 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "io/llama_state.h"
-#include "io/llama_wrap.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
 #include "test.h"
 
 #define FIX "tests/fixtures/llama.cpp"
@@ -85,20 +85,20 @@ static void copy_to(const char *src, const char *rel, size_t cut) {
 static int same_skeleton(const char *a_path, const char *b_path) {
     size_t na, nb;
     char *a = test_read_file(a_path, &na), *b = test_read_file(b_path, &nb);
-    llama_state sa, sb;
+    lcpp_state sa, sb;
     int ok = 0;
-    if (a && b && llama_state_parse(a, na, &sa) == KVTC_OK) {
-        if (llama_state_parse(b, nb, &sb) == KVTC_OK) {
-            size_t ha = llama_state_hollow_size(&sa), hb = llama_state_hollow_size(&sb);
+    if (a && b && lcpp_state_parse(a, na, &sa) == KVTC_OK) {
+        if (lcpp_state_parse(b, nb, &sb) == KVTC_OK) {
+            size_t ha = lcpp_state_hollow_size(&sa), hb = lcpp_state_hollow_size(&sb);
             uint8_t *x = malloc(ha + 1), *y = malloc(hb + 1);
-            llama_state_make_hollow(&sa, (uint8_t *)a, x);
-            llama_state_make_hollow(&sb, (uint8_t *)b, y);
+            lcpp_state_make_hollow(&sa, (uint8_t *)a, x);
+            lcpp_state_make_hollow(&sb, (uint8_t *)b, y);
             ok = na == nb && ha == hb && memcmp(x, y, ha) == 0;
             free(x);
             free(y);
-            llama_state_free(&sb);
+            lcpp_state_free(&sb);
         }
-        llama_state_free(&sa);
+        lcpp_state_free(&sa);
     }
     free(a);
     free(b);

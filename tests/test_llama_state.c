@@ -1,5 +1,5 @@
 /* test_llama_state.c - the llama.cpp state-file reader and writer
- * (lib/io/llama_state.h) on real llama.cpp files: every fixture parses to
+ * (lib/io/lcpp_state.h) on real llama.cpp files: every fixture parses to
  * exactly what its sidecar (written when the fixture was made) says, the
  * float read / requantizing write reproduces every byte, the 2025 and 2026
  * files of the same cache hold the same K/V, multi-stream and f32 files
@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "io/json.h"
-#include "io/llama_state.h"
-#include "llama_fixtures.h"
+#include "io/lcpp_state.h"
+#include "lcpp_fixtures.h"
 #include "test.h"
 #include "util/endian.h"
 
@@ -23,30 +23,30 @@ static int64_t jint(const json_value *o, const char *k) {
 /* Full file -> hollow -> parse hollow -> expand + float read/write: the
  * bytes must come back identical (f16/bf16/f32 exactly; q8_0 because
  * requantizing a dequantized q8_0 row gives the same blocks). */
-static int rebuild_identical(const llama_state *s, const uint8_t *buf) {
-    size_t hn = llama_state_hollow_size(s);
+static int rebuild_identical(const lcpp_state *s, const uint8_t *buf) {
+    size_t hn = lcpp_state_hollow_size(s);
     uint8_t *hollow = malloc(hn + 1), *out = malloc(s->full_size + 1);
-    llama_state h;
+    lcpp_state h;
     int ok = 0;
-    llama_state_make_hollow(s, buf, hollow);
-    if (llama_state_parse_hollow(hollow, hn, llama_state_shape(s), &h) != KVTC_OK) goto done;
+    lcpp_state_make_hollow(s, buf, hollow);
+    if (lcpp_state_parse_hollow(hollow, hn, lcpp_state_shape(s), &h) != KVTC_OK) goto done;
     if (h.full_size != s->full_size || h.layout != s->layout) goto fail;
     memset(out, 0xA5, s->full_size);
-    llama_state_expand(&h, hollow, out);
+    lcpp_state_expand(&h, hollow, out);
     for (uint32_t i = 0; i < s->n_stream; i++) {
-        const llama_stream *st = &s->streams[i];
+        const lcpp_stream *st = &s->streams[i];
         if (!st->n_layer) continue;
         size_t n = (size_t)st->cell_count * st->k[0].n_embd * st->n_layer + 1;
         float *f = malloc(sizeof(float) * n);
         for (int key = 1; key >= 0; key--) {
-            llama_state_read_float(s, buf, i, key, f);
-            llama_state_write_float(&h, i, key, f, out);
+            lcpp_state_read_float(s, buf, i, key, f);
+            lcpp_state_write_float(&h, i, key, f, out);
         }
         free(f);
     }
     ok = memcmp(out, buf, s->full_size) == 0;
 fail:
-    llama_state_free(&h);
+    lcpp_state_free(&h);
 done:
     free(hollow);
     free(out);
@@ -54,15 +54,15 @@ done:
 }
 
 static void check_fixture(const char *name, const uint8_t *buf, size_t size, const json_value *j) {
-    llama_state s;
-    kvtc_result r = llama_state_parse(buf, size, &s);
+    lcpp_state s;
+    kvtc_result r = lcpp_state_parse(buf, size, &s);
     CHECK_MSG(r == KVTC_OK, "%s: %s", name, kvtc_result_string(r));
     if (r) return;
     int is_2025 = strstr(name, "c392e50") != NULL, ggsn = strstr(name, ".ggsn") != NULL;
     CHECK_MSG(s.size == size && s.full_size == size, "%s: every byte", name);
-    CHECK_MSG(s.magic == (ggsn ? LLAMA_MAGIC_GGSN : LLAMA_MAGIC_GGSQ), "%s", name);
-    llama_layout want = !is_2025 ? LLAMA_LAYOUT_KV_C : ggsn ? LLAMA_LAYOUT_KV_AB : LLAMA_LAYOUT_KV_A;
-    CHECK_MSG(s.layout == want, "%s: layout %s", name, llama_layout_name(s.layout));
+    CHECK_MSG(s.magic == (ggsn ? LCPP_MAGIC_GGSN : LCPP_MAGIC_GGSQ), "%s", name);
+    lcpp_layout want = !is_2025 ? LCPP_LAYOUT_KV_C : ggsn ? LCPP_LAYOUT_KV_AB : LCPP_LAYOUT_KV_A;
+    CHECK_MSG(s.layout == want, "%s: layout %s", name, lcpp_layout_name(s.layout));
     /* logits only in 2025 session files (the 2026 layout dropped them) */
     CHECK_MSG(s.has_logits == (ggsn && is_2025), "%s", name);
     CHECK_MSG(s.n_stream == 1, "%s", name);
@@ -73,7 +73,7 @@ static void check_fixture(const char *name, const uint8_t *buf, size_t size, con
     const json_value *ids = json_get(j, "token_ids");
     if (ids && ids->type == JSON_ARRAY && ids->n == s.n_ids) {
         int32_t *t = malloc(sizeof(int32_t) * (s.n_ids + 1));
-        llama_state_token_ids(&s, buf, t);
+        lcpp_state_token_ids(&s, buf, t);
         int same = 1;
         for (uint32_t i = 0; i < s.n_ids; i++) same &= t[i] == (int32_t)ids->items[i].number;
         CHECK_MSG(same, "%s: token ids", name);
@@ -81,7 +81,7 @@ static void check_fixture(const char *name, const uint8_t *buf, size_t size, con
     } else {
         CHECK_MSG(0, "%s: sidecar token_ids", name);
     }
-    const llama_stream *st = &s.streams[0];
+    const lcpp_stream *st = &s.streams[0];
     CHECK_MSG((int64_t)st->cell_count == jint(j, "cell_count"), "%s", name);
     int pos_ok = 1;
     for (uint32_t i = 0; i < st->cell_count; i++) pos_ok &= st->pos[i] == (int64_t)i;
@@ -98,20 +98,20 @@ static void check_fixture(const char *name, const uint8_t *buf, size_t size, con
     }
     CHECK_MSG(layers_ok, "%s: K/V types, widths and payload offsets as the sidecar", name);
     CHECK_MSG(rebuild_identical(&s, buf), "%s: hollow + float rebuild is byte-identical", name);
-    llama_state_free(&s);
+    lcpp_state_free(&s);
 }
 
 static void test_fixtures(void) {
     int found = 0;
-    for (size_t i = 0; i < LLAMA_N_FIXTURES; i++) {
+    for (size_t i = 0; i < LCPP_N_FIXTURES; i++) {
         size_t n, jn = 0;
         char *js = NULL;
-        char *b = llama_fixture_read(llama_fixture_names[i], &n, &js, &jn);
-        if (!b) { printf("  skipped %s (not on this machine)\n", llama_fixture_names[i]); continue; }
+        char *b = lcpp_fixture_read(lcpp_fixture_names[i], &n, &js, &jn);
+        if (!b) { printf("  skipped %s (not on this machine)\n", lcpp_fixture_names[i]); continue; }
         found++;
         json_value *j = js ? json_parse(js, jn, NULL) : NULL;
-        CHECK_MSG(j != NULL, "%s: sidecar", llama_fixture_names[i]);
-        if (j) check_fixture(llama_fixture_names[i], (const uint8_t *)b, n, j);
+        CHECK_MSG(j != NULL, "%s: sidecar", lcpp_fixture_names[i]);
+        if (j) check_fixture(lcpp_fixture_names[i], (const uint8_t *)b, n, j);
         json_free(j);
         free(js);
         free(b);
@@ -123,31 +123,31 @@ static void test_fixtures(void) {
  * token ids, same K/V values. */
 static void test_versions_agree(void) {
     size_t n1, n2;
-    char *a = llama_fixture_read("c392e50/eval27m-f16-vtrans1-capi.ggsq", &n1, NULL, NULL);
-    char *b = llama_fixture_read("3f545be/eval27m-f16-vtrans1-capi.ggsq", &n2, NULL, NULL);
-    llama_state sa, sb;
+    char *a = lcpp_fixture_read("c392e50/eval27m-f16-vtrans1-capi.ggsq", &n1, NULL, NULL);
+    char *b = lcpp_fixture_read("3f545be/eval27m-f16-vtrans1-capi.ggsq", &n2, NULL, NULL);
+    lcpp_state sa, sb;
     CHECK(a && b);
-    if (!a || !b || llama_state_parse(a, n1, &sa) || llama_state_parse(b, n2, &sb)) {
+    if (!a || !b || lcpp_state_parse(a, n1, &sa) || lcpp_state_parse(b, n2, &sb)) {
         CHECK(0);
         free(a);
         free(b);
         return;
     }
-    CHECK(sa.layout == LLAMA_LAYOUT_KV_A && sb.layout == LLAMA_LAYOUT_KV_C);
+    CHECK(sa.layout == LCPP_LAYOUT_KV_A && sb.layout == LCPP_LAYOUT_KV_C);
     CHECK(sa.n_ids == sb.n_ids && sa.streams[0].cell_count == sb.streams[0].cell_count);
     size_t vals = (size_t)sa.streams[0].cell_count * sa.streams[0].k[0].n_embd * sa.streams[0].n_layer;
     float *fa = malloc(sizeof(float) * vals), *fb = malloc(sizeof(float) * vals);
     for (int key = 0; key < 2; key++) {
-        llama_state_read_float(&sa, (const uint8_t *)a, 0, key, fa);
-        llama_state_read_float(&sb, (const uint8_t *)b, 0, key, fb);
+        lcpp_state_read_float(&sa, (const uint8_t *)a, 0, key, fa);
+        lcpp_state_read_float(&sb, (const uint8_t *)b, 0, key, fb);
         double maxd = 0;
         for (size_t i = 0; i < vals; i++) maxd = fmax(maxd, fabs((double)fa[i] - fb[i]));
         CHECK_MSG(maxd == 0.0, "%s differs by %g between the versions", key ? "K" : "V", maxd);
     }
     free(fa);
     free(fb);
-    llama_state_free(&sa);
-    llama_state_free(&sb);
+    lcpp_state_free(&sa);
+    lcpp_state_free(&sb);
     free(a);
     free(b);
 }
@@ -166,8 +166,8 @@ static void put64(wbuf *w, uint64_t v) { uint8_t t[8]; kvtc_store_u64(t, v); put
 /* A kv-C session (no logits) with streams of cells[] cells each, f32 K and
  * transposed f32 V, 2 layers of 4 values; cell c of stream s at pos 10*s+c. */
 static void build_multistream(wbuf *w, const uint32_t *cells, uint32_t n_stream) {
-    put32(w, LLAMA_MAGIC_GGSN);
-    put32(w, LLAMA_GGSN_VERSION);
+    put32(w, LCPP_MAGIC_GGSN);
+    put32(w, LCPP_GGSN_VERSION);
     put32(w, 2);
     put32(w, 1);
     put32(w, 7);
@@ -186,7 +186,7 @@ static void build_multistream(wbuf *w, const uint32_t *cells, uint32_t n_stream)
         put32(w, 1);
         put32(w, 2);
         for (uint32_t l = 0; l < 2; l++) {
-            put32(w, LLAMA_GGML_F32);
+            put32(w, LCPP_GGML_F32);
             put64(w, 16);
             for (uint32_t i = 0; i < 4 * cells[s]; i++) {
                 float x = (float)(s * 1000 + l * 100 + i) * 0.5f;
@@ -194,7 +194,7 @@ static void build_multistream(wbuf *w, const uint32_t *cells, uint32_t n_stream)
             }
         }
         for (uint32_t l = 0; l < 2; l++) {
-            put32(w, LLAMA_GGML_F32);
+            put32(w, LCPP_GGML_F32);
             put32(w, 4);
             put32(w, 4);
             for (uint32_t i = 0; i < 4 * cells[s]; i++) {
@@ -209,18 +209,18 @@ static void test_multistream(void) {
     wbuf w = {0};
     const uint32_t cells[3] = {3, 0, 2};
     build_multistream(&w, cells, 3);
-    llama_state s;
-    kvtc_result r = llama_state_parse(w.b, w.n, &s);
+    lcpp_state s;
+    kvtc_result r = lcpp_state_parse(w.b, w.n, &s);
     CHECK_MSG(r == KVTC_OK, "%s", kvtc_result_string(r));
     if (!r) {
-        CHECK(s.layout == LLAMA_LAYOUT_KV_C && s.n_stream == 3 && !s.has_logits && !s.packed_tokens);
+        CHECK(s.layout == LCPP_LAYOUT_KV_C && s.n_stream == 3 && !s.has_logits && !s.packed_tokens);
         CHECK(s.streams[0].cell_count == 3 && s.streams[1].cell_count == 0 && s.streams[2].cell_count == 2);
         CHECK(s.streams[1].n_layer == 0 && s.streams[2].pos[1] == 21 && s.streams[2].v_trans == 1);
         float f[2 * 2 * 4];
-        llama_state_read_float(&s, w.b, 2, 0, f); /* V of stream 2: transposed back to cell rows */
+        lcpp_state_read_float(&s, w.b, 2, 0, f); /* V of stream 2: transposed back to cell rows */
         CHECK(f[0] == -2000.0f && f[1] == -2002.0f && f[4] == -2001.0f && f[8] == -2100.0f);
         CHECK(rebuild_identical(&s, w.b));
-        llama_state_free(&s);
+        lcpp_state_free(&s);
     }
     free(w.b);
 }
@@ -231,34 +231,34 @@ static kvtc_result parse_mut(const uint8_t *buf, size_t n, size_t off, uint32_t 
     uint8_t *c = malloc(n);
     memcpy(c, buf, n);
     kvtc_store_u32(c + off, v);
-    llama_state s;
-    kvtc_result r = llama_state_parse(c, n, &s);
-    llama_state_free(&s);
+    lcpp_state s;
+    kvtc_result r = lcpp_state_parse(c, n, &s);
+    lcpp_state_free(&s);
     free(c);
     return r;
 }
 
 static void test_hostile(void) {
     size_t n;
-    char *raw = llama_fixture_read("3f545be/stories260k-f16-vtrans1.ggsq", &n, NULL, NULL);
+    char *raw = lcpp_fixture_read("3f545be/stories260k-f16-vtrans1.ggsq", &n, NULL, NULL);
     CHECK(raw != NULL);
     if (!raw) return;
     const uint8_t *b = (const uint8_t *)raw;
-    llama_state s;
-    CHECK(llama_state_parse(b, n, &s) == KVTC_OK);
+    lcpp_state s;
+    CHECK(lcpp_state_parse(b, n, &s) == KVTC_OK);
     size_t tok = s.tokens_off, kv = tok + 4ull * s.n_token_count, cells = s.streams[0].cells_off;
     size_t k0 = s.streams[0].k[0].header_off, v0 = s.streams[0].v[0].header_off;
     size_t data = k0 - 8;
-    llama_state_free(&s);
+    lcpp_state_free(&s);
 
     /* every truncation: a specific error, never success */
     int all_trunc = 1;
     for (size_t len = 0; len < n; len += len < 20000 ? 1 : 97) {
-        kvtc_result r = llama_state_parse(b, len, &s);
+        kvtc_result r = lcpp_state_parse(b, len, &s);
         if (r != KVTC_ERR_TRUNCATED) {
             all_trunc = 0;
             fprintf(stderr, "truncated at %zu: %s\n", len, kvtc_result_string(r));
-            llama_state_free(&s);
+            lcpp_state_free(&s);
             break;
         }
     }
@@ -266,7 +266,7 @@ static void test_hostile(void) {
     uint8_t *longer = malloc(n + 1);
     memcpy(longer, b, n);
     longer[n] = 0;
-    CHECK(llama_state_parse(longer, n + 1, &s) == KVTC_ERR_CORRUPT); /* trailing byte */
+    CHECK(lcpp_state_parse(longer, n + 1, &s) == KVTC_ERR_CORRUPT); /* trailing byte */
     free(longer);
 
     CHECK(parse_mut(b, n, 0, 0x67677372u) == KVTC_ERR_BAD_MAGIC);
@@ -285,28 +285,28 @@ static void test_hostile(void) {
     CHECK(parse_mut(b, n, data + 4, 100000) == KVTC_ERR_TOO_LARGE);     /* n_layer */
     CHECK(parse_mut(b, n, data + 4, 3) == KVTC_ERR_CORRUPT);            /* fewer layers: bytes left */
     CHECK(parse_mut(b, n, k0, 99) == KVTC_ERR_UNSUPPORTED);             /* K type */
-    CHECK(parse_mut(b, n, k0, LLAMA_GGML_Q8_0) == KVTC_ERR_CORRUPT);    /* 64 B is not q8_0 blocks */
+    CHECK(parse_mut(b, n, k0, LCPP_GGML_Q8_0) == KVTC_ERR_CORRUPT);    /* 64 B is not q8_0 blocks */
     CHECK(parse_mut(b, n, k0 + 4, 63) == KVTC_ERR_CORRUPT);             /* odd f16 row */
     CHECK(parse_mut(b, n, k0 + 4, 0) == KVTC_ERR_CORRUPT);              /* empty row */
     CHECK(parse_mut(b, n, k0 + 8, 1) == KVTC_ERR_TOO_LARGE);            /* row_bytes high word */
-    CHECK(parse_mut(b, n, v0, LLAMA_GGML_Q8_0) == KVTC_ERR_CORRUPT);    /* transposed q8_0 V */
+    CHECK(parse_mut(b, n, v0, LCPP_GGML_Q8_0) == KVTC_ERR_CORRUPT);    /* transposed q8_0 V */
     CHECK(parse_mut(b, n, v0 + 4, 4) == KVTC_ERR_CORRUPT);              /* el_bytes vs f16 */
     CHECK(parse_mut(b, n, v0 + 8, 0x7fffffff) == KVTC_ERR_TOO_LARGE);   /* n_embd_v */
     free(raw);
 
     /* the session preamble: a logits count past the end */
-    char *ses = llama_fixture_read("c392e50/eval27m-f16-vtrans1-capi.ggsn", &n, NULL, NULL);
+    char *ses = lcpp_fixture_read("c392e50/eval27m-f16-vtrans1-capi.ggsn", &n, NULL, NULL);
     CHECK(ses != NULL);
     if (ses) {
-        CHECK(llama_state_parse(ses, n, &s) == KVTC_OK);
+        CHECK(lcpp_state_parse(ses, n, &s) == KVTC_OK);
         size_t pre = s.preamble_off;
-        llama_state_free(&s);
+        lcpp_state_free(&s);
         CHECK(parse_mut((const uint8_t *)ses, n, pre, 0x7fffffff) == KVTC_ERR_TRUNCATED);   /* arch length */
         CHECK(parse_mut((const uint8_t *)ses, n, pre + 17, 0xffffffffu) != KVTC_OK);       /* logits count */
         free(ses);
     }
-    CHECK(llama_state_parse(NULL, 4, &s) == KVTC_ERR_INVALID_ARGUMENT);
-    CHECK(llama_state_parse("ggs", 3, &s) == KVTC_ERR_TRUNCATED);
+    CHECK(lcpp_state_parse(NULL, 4, &s) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(lcpp_state_parse("ggs", 3, &s) == KVTC_ERR_TRUNCATED);
 }
 
 static void test_q8_0(void) {
@@ -314,24 +314,24 @@ static void test_q8_0(void) {
     float x[64], y[64];
     uint8_t q[68], q2[68];
     for (int i = 0; i < 64; i++) x[i] = sinf((float)i * 0.7f) * (i < 32 ? 3.0f : 0.001f);
-    llama_quantize_q8_0(x, 64, q);
-    llama_dequantize_q8_0(q, 64, y);
+    lcpp_quantize_q8_0(x, 64, q);
+    lcpp_dequantize_q8_0(q, 64, y);
     double maxerr = 0;
     for (int i = 0; i < 64; i++) maxerr = fmax(maxerr, fabs((double)x[i] - y[i]) / (i < 32 ? 3.0 : 0.001));
     CHECK_MSG(maxerr <= 0.5 / 127 + 1e-3, "q8_0 error %g", maxerr);
-    llama_quantize_q8_0(y, 64, q2);
+    lcpp_quantize_q8_0(y, 64, q2);
     CHECK(memcmp(q, q2, sizeof q) == 0); /* idempotent */
     memset(x, 0, sizeof x);
-    llama_quantize_q8_0(x, 32, q);
+    lcpp_quantize_q8_0(x, 32, q);
     CHECK(q[0] == 0 && q[1] == 0 && q[2] == 0);
     /* a damaged file's NaN/Inf: defined results (UBSan would flag a bad cast) */
     x[0] = NAN;
     x[1] = INFINITY;
     x[2] = 1.0f;
-    llama_quantize_q8_0(x, 32, q);
+    lcpp_quantize_q8_0(x, 32, q);
     CHECK(q[2] == 0 && q[3] == 0); /* d = Inf: 1/d = 0, x / d = 0 */
     x[1] = 2.0f;
-    llama_quantize_q8_0(x, 32, q);
+    lcpp_quantize_q8_0(x, 32, q);
     CHECK(q[2] == 0 && q[3] == 127 && q[4] == 64); /* NaN -> 0 */
 }
 
@@ -342,33 +342,33 @@ static void test_q8_0(void) {
 static void test_rotation(void) {
     float x[128], y[128];
     for (int i = 0; i < 128; i++) x[i] = y[i] = cosf((float)i * (float)i * 0.01f);
-    llama_hadamard_rows(y, 128, 64);
+    lcpp_hadamard_rows(y, 128, 64);
     CHECK(fabsf(y[0] - x[0]) > 1e-3f);
-    llama_hadamard_rows(y, 128, 64);
+    lcpp_hadamard_rows(y, 128, 64);
     double maxd = 0;
     for (int i = 0; i < 128; i++) maxd = fmax(maxd, fabs((double)x[i] - y[i]));
     CHECK(maxd < 1e-5);
     int checked = 0;
-    for (size_t i = 0; i < LLAMA_N_FIXTURES; i++) {
+    for (size_t i = 0; i < LCPP_N_FIXTURES; i++) {
         size_t n;
-        char *b = llama_fixture_read(llama_fixture_names[i], &n, NULL, NULL);
-        llama_state s;
-        if (!b || llama_state_parse(b, n, &s)) { free(b); continue; }
-        const llama_stream *st = &s.streams[0];
-        uint32_t hd = strstr(llama_fixture_names[i], "eval27m") ? 64 : 8;
-        int want = strstr(llama_fixture_names[i], "3f545be") && st->k[0].type == LLAMA_GGML_Q8_0;
+        char *b = lcpp_fixture_read(lcpp_fixture_names[i], &n, NULL, NULL);
+        lcpp_state s;
+        if (!b || lcpp_state_parse(b, n, &s)) { free(b); continue; }
+        const lcpp_stream *st = &s.streams[0];
+        uint32_t hd = strstr(lcpp_fixture_names[i], "eval27m") ? 64 : 8;
+        int want = strstr(lcpp_fixture_names[i], "3f545be") && st->k[0].type == LCPP_GGML_Q8_0;
         size_t nv = (size_t)st->cell_count * st->k[0].n_embd * st->n_layer;
         float *f = malloc(sizeof(float) * nv);
         for (int key = 0; key < 2; key++) {
-            /* on values the statistic is not reliable (llama_state.h): q8_0 V only */
-            if (!key && st->v[0].type != LLAMA_GGML_Q8_0) continue;
-            llama_state_read_float(&s, (const uint8_t *)b, 0, key, f);
-            int got = llama_rows_look_rotated(f, (uint64_t)st->cell_count * st->n_layer, st->k[0].n_embd, hd);
-            CHECK_MSG(got == want, "%s %s: rotated %d", llama_fixture_names[i], key ? "K" : "V", got);
+            /* on values the statistic is not reliable (lcpp_state.h): q8_0 V only */
+            if (!key && st->v[0].type != LCPP_GGML_Q8_0) continue;
+            lcpp_state_read_float(&s, (const uint8_t *)b, 0, key, f);
+            int got = lcpp_rows_look_rotated(f, (uint64_t)st->cell_count * st->n_layer, st->k[0].n_embd, hd);
+            CHECK_MSG(got == want, "%s %s: rotated %d", lcpp_fixture_names[i], key ? "K" : "V", got);
             checked++;
         }
         free(f);
-        llama_state_free(&s);
+        lcpp_state_free(&s);
         free(b);
     }
     CHECK(checked >= 11);

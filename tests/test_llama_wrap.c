@@ -1,4 +1,4 @@
-/* test_llama_wrap.c - compressed llama.cpp state files (lib/io/llama_wrap.h)
+/* test_llama_wrap.c - compressed llama.cpp state files (lib/io/lcpp_wrap.h)
  * on the real llama.cpp fixtures: compress + decompress gives a file with
  * every non-K/V byte identical, the raw sink/window cells exact, and the
  * K/V error of the coded cells within the bound the basis predicts (below)
@@ -20,10 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/llama_state.h"
-#include "io/llama_wrap.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
 #include "kv_geometry.h"
-#include "llama_fixtures.h"
+#include "lcpp_fixtures.h"
 #include "test.h"
 #include "util/endian.h"
 
@@ -42,43 +42,43 @@ static kvtc_basis *calibrate_on(const char *gguf, const char *fixture) {
         return NULL;
     }
     size_t n;
-    char *b = llama_fixture_read(fixture, &n, NULL, NULL);
-    llama_state s;
-    if (!b || llama_state_parse(b, n, &s)) { free(b); return NULL; }
+    char *b = lcpp_fixture_read(fixture, &n, NULL, NULL);
+    lcpp_state s;
+    if (!b || lcpp_state_parse(b, n, &s)) { free(b); return NULL; }
     kvtc_calibrator *cal = NULL;
     kvtc_basis *basis = NULL;
     kvtc_cache c;
-    uint32_t rot = LLAMA_ROT_AUTO;
+    uint32_t rot = LCPP_ROT_AUTO;
     static const double ratios[2] = {8, 20};
     if (kvtc_calibrator_alloc(&g, NULL, &cal) == KVTC_OK &&
-        llama_wrap_stream_cache(&s, (const uint8_t *)b, 0, &g, 0, &rot, &c) == KVTC_OK) {
+        lcpp_wrap_stream_cache(&s, (const uint8_t *)b, 0, &g, 0, &rot, &c) == KVTC_OK) {
         kvtc_calibrator_add(cal, &c);
-        llama_wrap_cache_free(&c);
+        lcpp_wrap_cache_free(&c);
         kvtc_calibrator_finish(cal, ratios, 2, &basis);
     }
     kvtc_calibrator_free(cal);
-    llama_state_free(&s);
+    lcpp_state_free(&s);
     free(b);
     return basis;
 }
 
-static float *read_all(const llama_state *s, const uint8_t *b, int key, size_t *n) {
-    const llama_stream *st = &s->streams[0];
+static float *read_all(const lcpp_state *s, const uint8_t *b, int key, size_t *n) {
+    const lcpp_stream *st = &s->streams[0];
     *n = (size_t)st->cell_count * st->k[0].n_embd * st->n_layer;
     float *f = malloc(sizeof(float) * (*n + 1));
-    llama_state_read_float(s, b, 0, key, f);
+    lcpp_state_read_float(s, b, 0, key, f);
     return f;
 }
 
 /* Squared requantization error bound of one value x of a row. */
 static double requant_slack(int32_t type, const float *row, uint32_t j) {
-    if (type == LLAMA_GGML_Q8_0) {
+    if (type == LCPP_GGML_Q8_0) {
         float amax = 0;
         for (uint32_t i = j / 32 * 32; i < j / 32 * 32 + 32; i++) amax = fmaxf(amax, fabsf(row[i]));
         double h = amax / 127.0 / 2.0;
         return h * h * 1.05;
     }
-    if (type == LLAMA_GGML_F32) return 0;
+    if (type == LCPP_GGML_F32) return 0;
     double h = fabs(row[j]) * (1.0 / 512.0);
     return h * h;
 }
@@ -88,26 +88,26 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
     kvtc_encode_options_init(&eo); /* ratio 20, 4 sinks, 128 window */
     void *z = NULL, *back = NULL;
     size_t zn = 0, bn = 0;
-    kvtc_result r = llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, b, n, &z, &zn);
+    kvtc_result r = lcpp_wrap_compress(basis, &eo, LCPP_ROT_AUTO, b, n, &z, &zn);
     CHECK_MSG(r == KVTC_OK, "%s: compress: %s", name, kvtc_result_string(r));
     if (r) return;
-    llama_wrap w;
-    CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK && w.full_size == n && w.n_sets == 1);
+    lcpp_wrap w;
+    CHECK(lcpp_wrap_parse(z, zn, &w) == KVTC_OK && w.full_size == n && w.n_sets == 1);
     /* llama.cpp rotates quantized caches since 2026-04 (the 2026 q8_0 file) */
-    uint32_t want_rot = strstr(name, "3f545be") && strstr(name, "q8_0") ? LLAMA_ROT_K | LLAMA_ROT_V : 0;
+    uint32_t want_rot = strstr(name, "3f545be") && strstr(name, "q8_0") ? LCPP_ROT_K | LCPP_ROT_V : 0;
     CHECK_MSG(w.set_rotation && w.set_rotation[0] == want_rot, "%s: rotation %u", name, w.set_rotation ? w.set_rotation[0] : 99);
-    llama_wrap_free(&w);
-    r = llama_wrap_decompress(basis, NULL, z, zn, &back, &bn);
+    lcpp_wrap_free(&w);
+    r = lcpp_wrap_decompress(basis, NULL, z, zn, &back, &bn);
     CHECK_MSG(r == KVTC_OK && bn == n, "%s: decompress: %s", name, kvtc_result_string(r));
     if (r || bn != n) { free(z); free(back); return; }
-    llama_state s0, s1;
-    CHECK(llama_state_parse(b, n, &s0) == KVTC_OK);
-    CHECK(llama_state_parse(back, bn, &s1) == KVTC_OK);
+    lcpp_state s0, s1;
+    CHECK(lcpp_state_parse(b, n, &s0) == KVTC_OK);
+    CHECK(lcpp_state_parse(back, bn, &s1) == KVTC_OK);
     /* every non-K/V byte identical: the hollow files are */
-    size_t h0 = llama_state_hollow_size(&s0), h1 = llama_state_hollow_size(&s1);
+    size_t h0 = lcpp_state_hollow_size(&s0), h1 = lcpp_state_hollow_size(&s1);
     uint8_t *hb0 = malloc(h0), *hb1 = malloc(h1);
-    llama_state_make_hollow(&s0, b, hb0);
-    llama_state_make_hollow(&s1, back, hb1);
+    lcpp_state_make_hollow(&s0, b, hb0);
+    lcpp_state_make_hollow(&s1, back, hb1);
     CHECK_MSG(h0 == h1 && memcmp(hb0, hb1, h0) == 0, "%s: non-K/V bytes differ", name);
     free(hb0);
     free(hb1);
@@ -115,7 +115,7 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
     kvtc_plan_info pi;
     kvtc_basis_find_plan(basis, 20, &idx);
     kvtc_basis_plan_info(basis, idx, &pi);
-    const llama_stream *st = &s0.streams[0];
+    const lcpp_stream *st = &s0.streams[0];
     uint32_t cells = st->cell_count, E = st->k[0].n_embd, L = st->n_layer;
     for (int key = 1; key >= 0; key--) {
         size_t nv;
@@ -133,7 +133,7 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
                     double d = (double)ra[j] - rc[j];
                     e += d * d;
                     /* raw cells: exact, but for q8_0 caches within the requantization */
-                    if (raw) raw_exact &= type == LLAMA_GGML_Q8_0 ? d * d <= requant_slack(type, ra, j) : d == 0;
+                    if (raw) raw_exact &= type == LCPP_GGML_Q8_0 ? d * d <= requant_slack(type, ra, j) : d == 0;
                     else slack += requant_slack(type, ra, j);
                 }
             }
@@ -155,18 +155,18 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
     }
     printf("  %s: %zu -> %zu bytes (%.2fx)\n", name, n, zn, (double)n / (double)zn);
     CHECK_MSG(cells <= 132 || zn * 2 < n, "%s: no compression", name);
-    llama_state_free(&s0);
-    llama_state_free(&s1);
+    lcpp_state_free(&s0);
+    lcpp_state_free(&s1);
     free(z);
     free(back);
 }
 
 /* A kv-C file of three streams (stream 1 empty) from a one-stream fixture. */
 static uint8_t *three_streams(const uint8_t *b, size_t n, size_t *out_n) {
-    llama_state s;
-    if (llama_state_parse(b, n, &s) || s.layout != LLAMA_LAYOUT_KV_C) return NULL;
+    lcpp_state s;
+    if (lcpp_state_parse(b, n, &s) || s.layout != LCPP_LAYOUT_KV_C) return NULL;
     size_t kv = s.tokens_off + 4ull * s.n_token_count, part = n - (kv + 4);
-    llama_state_free(&s);
+    lcpp_state_free(&s);
     uint8_t *o = malloc(n + part + 8);
     memcpy(o, b, kv);
     kvtc_store_u32(o + kv, 3);
@@ -179,7 +179,7 @@ static uint8_t *three_streams(const uint8_t *b, size_t n, size_t *out_n) {
 
 static void test_multistream(const kvtc_basis *basis) {
     size_t n, mn;
-    char *b = llama_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
+    char *b = lcpp_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
     uint8_t *m = b ? three_streams((const uint8_t *)b, n, &mn) : NULL;
     CHECK(m != NULL);
     if (!m) { free(b); return; }
@@ -187,25 +187,25 @@ static void test_multistream(const kvtc_basis *basis) {
     kvtc_encode_options_init(&eo);
     void *z = NULL, *back = NULL;
     size_t zn, bn;
-    CHECK(llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, m, mn, &z, &zn) == KVTC_OK);
-    llama_wrap w;
-    CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK && w.n_sets == 2 && w.set_stream[0] == 0 && w.set_stream[1] == 2);
-    llama_wrap_free(&w);
-    CHECK(llama_wrap_decompress(basis, NULL, z, zn, &back, &bn) == KVTC_OK && bn == mn);
-    llama_state s0, s1;
-    if (back && llama_state_parse(m, mn, &s0) == KVTC_OK) {
+    CHECK(lcpp_wrap_compress(basis, &eo, LCPP_ROT_AUTO, m, mn, &z, &zn) == KVTC_OK);
+    lcpp_wrap w;
+    CHECK(lcpp_wrap_parse(z, zn, &w) == KVTC_OK && w.n_sets == 2 && w.set_stream[0] == 0 && w.set_stream[1] == 2);
+    lcpp_wrap_free(&w);
+    CHECK(lcpp_wrap_decompress(basis, NULL, z, zn, &back, &bn) == KVTC_OK && bn == mn);
+    lcpp_state s0, s1;
+    if (back && lcpp_state_parse(m, mn, &s0) == KVTC_OK) {
         CHECK(s0.n_stream == 3);
-        CHECK(llama_state_parse(back, bn, &s1) == KVTC_OK);
+        CHECK(lcpp_state_parse(back, bn, &s1) == KVTC_OK);
         /* the two coded streams hold the same cells, so decode to the same values */
         size_t nv = (size_t)s1.streams[0].cell_count * s1.streams[0].k[0].n_embd * s1.streams[0].n_layer;
         float *x = malloc(sizeof(float) * nv), *y = malloc(sizeof(float) * nv);
-        llama_state_read_float(&s1, back, 0, 1, x);
-        llama_state_read_float(&s1, back, 2, 1, y);
+        lcpp_state_read_float(&s1, back, 0, 1, x);
+        lcpp_state_read_float(&s1, back, 2, 1, y);
         CHECK(memcmp(x, y, sizeof(float) * nv) == 0);
         free(x);
         free(y);
-        llama_state_free(&s0);
-        llama_state_free(&s1);
+        lcpp_state_free(&s0);
+        lcpp_state_free(&s1);
     }
     free(z);
     free(back);
@@ -221,7 +221,7 @@ static void test_all_raw(const kvtc_basis *stories, const kvtc_basis *eval) {
                                         "3f545be/eval27m-f16-vtrans1-capi.ggsn", "c392e50/eval27m-f16-vtrans1-capi.ggsn"};
     for (int i = 0; i < 4; i++) {
         size_t n, zn, bn;
-        char *b = llama_fixture_read(names[i], &n, NULL, NULL);
+        char *b = lcpp_fixture_read(names[i], &n, NULL, NULL);
         void *z = NULL, *back = NULL;
         kvtc_encode_options eo;
         kvtc_encode_options_init(&eo);
@@ -229,8 +229,8 @@ static void test_all_raw(const kvtc_basis *stories, const kvtc_basis *eval) {
         CHECK(b != NULL);
         if (!b) continue;
         const kvtc_basis *basis = strstr(names[i], "eval27m") ? eval : stories;
-        CHECK(llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, b, n, &z, &zn) == KVTC_OK);
-        CHECK(llama_wrap_decompress(basis, NULL, z, zn, &back, &bn) == KVTC_OK);
+        CHECK(lcpp_wrap_compress(basis, &eo, LCPP_ROT_AUTO, b, n, &z, &zn) == KVTC_OK);
+        CHECK(lcpp_wrap_decompress(basis, NULL, z, zn, &back, &bn) == KVTC_OK);
         CHECK_MSG(back && bn == n && memcmp(back, b, n) == 0, "%s: all-raw round trip not byte-identical", names[i]);
         free(z);
         free(back);
@@ -238,20 +238,20 @@ static void test_all_raw(const kvtc_basis *stories, const kvtc_basis *eval) {
     }
     /* an empty slot (kv-C, one stream of 0 cells): no kvtc stream at all */
     size_t n, zn, bn;
-    char *b = llama_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
-    llama_state s;
-    if (b && llama_state_parse(b, n, &s) == KVTC_OK) {
+    char *b = lcpp_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
+    lcpp_state s;
+    if (b && lcpp_state_parse(b, n, &s) == KVTC_OK) {
         size_t kv = s.tokens_off + 4ull * s.n_token_count;
-        llama_state_free(&s);
+        lcpp_state_free(&s);
         kvtc_store_u32((uint8_t *)b + kv + 4, 0);
         void *z = NULL, *back = NULL;
         kvtc_encode_options eo;
         kvtc_encode_options_init(&eo);
-        llama_wrap w;
-        CHECK(llama_wrap_compress(stories, &eo, LLAMA_ROT_AUTO, b, kv + 8, &z, &zn) == KVTC_OK);
-        CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK && w.n_sets == 0);
-        llama_wrap_free(&w);
-        CHECK(llama_wrap_decompress(stories, NULL, z, zn, &back, &bn) == KVTC_OK && bn == kv + 8 &&
+        lcpp_wrap w;
+        CHECK(lcpp_wrap_compress(stories, &eo, LCPP_ROT_AUTO, b, kv + 8, &z, &zn) == KVTC_OK);
+        CHECK(lcpp_wrap_parse(z, zn, &w) == KVTC_OK && w.n_sets == 0);
+        lcpp_wrap_free(&w);
+        CHECK(lcpp_wrap_decompress(stories, NULL, z, zn, &back, &bn) == KVTC_OK && bn == kv + 8 &&
               memcmp(back, b, bn) == 0);
         free(z);
         free(back);
@@ -266,28 +266,28 @@ static void test_all_raw(const kvtc_basis *stories, const kvtc_basis *eval) {
  * cells, and the restored file has every non-K/V byte. */
 static void test_positions(const kvtc_basis *basis) {
     size_t n, zn, bn;
-    char *b = llama_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
-    llama_state s;
-    CHECK(b && llama_state_parse(b, n, &s) == KVTC_OK);
+    char *b = lcpp_fixture_read("3f545be/stories260k-f16-vtrans0.ggsq", &n, NULL, NULL);
+    lcpp_state s;
+    CHECK(b && lcpp_state_parse(b, n, &s) == KVTC_OK);
     if (!b) return;
     for (uint32_t c = 0; c < s.streams[0].cell_count; c++)
         kvtc_store_u32((uint8_t *)b + s.streams[0].cells_off + 12 * c, 5000 + 3 * c);
-    llama_state_free(&s);
+    lcpp_state_free(&s);
     void *z = NULL, *back = NULL;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
-    CHECK(llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, b, n, &z, &zn) == KVTC_OK);
-    CHECK(llama_wrap_decompress(basis, NULL, z, zn, &back, &bn) == KVTC_OK && bn == n);
-    if (back && llama_state_parse(back, bn, &s) == KVTC_OK) {
+    CHECK(lcpp_wrap_compress(basis, &eo, LCPP_ROT_AUTO, b, n, &z, &zn) == KVTC_OK);
+    CHECK(lcpp_wrap_decompress(basis, NULL, z, zn, &back, &bn) == KVTC_OK && bn == n);
+    if (back && lcpp_state_parse(back, bn, &s) == KVTC_OK) {
         CHECK(s.streams[0].pos[0] == 5000 && s.streams[0].pos[10] == 5030);
-        size_t hn = llama_state_hollow_size(&s);
+        size_t hn = lcpp_state_hollow_size(&s);
         uint8_t *h1 = malloc(hn), *h2 = malloc(hn);
-        llama_state_make_hollow(&s, back, h1);
-        llama_state_make_hollow(&s, (uint8_t *)b, h2);
+        lcpp_state_make_hollow(&s, back, h1);
+        lcpp_state_make_hollow(&s, (uint8_t *)b, h2);
         CHECK(memcmp(h1, h2, hn) == 0);
         free(h1);
         free(h2);
-        llama_state_free(&s);
+        lcpp_state_free(&s);
     } else {
         CHECK(0);
     }
@@ -299,21 +299,21 @@ static void test_positions(const kvtc_basis *basis) {
 static kvtc_result decomp(const kvtc_basis *basis, const uint8_t *z, size_t zn) {
     void *o = NULL;
     size_t on;
-    kvtc_result r = llama_wrap_decompress(basis, NULL, z, zn, &o, &on);
+    kvtc_result r = lcpp_wrap_decompress(basis, NULL, z, zn, &o, &on);
     free(o);
     return r;
 }
 
 static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     size_t n;
-    char *b = llama_fixture_read("3f545be/stories260k-f16-vtrans1.ggsq", &n, NULL, NULL);
+    char *b = lcpp_fixture_read("3f545be/stories260k-f16-vtrans1.ggsq", &n, NULL, NULL);
     CHECK(b != NULL);
     if (!b) return;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     void *zv = NULL;
     size_t zn;
-    CHECK(llama_wrap_compress(basis, &eo, LLAMA_ROT_AUTO, b, n, &zv, &zn) == KVTC_OK);
+    CHECK(lcpp_wrap_compress(basis, &eo, LCPP_ROT_AUTO, b, n, &zv, &zn) == KVTC_OK);
     uint8_t *z = zv, *c = malloc(zn + 1);
     int trunc_ok = 1;
     for (size_t len = 0; len < zn; len += len < 300 ? 1 : 61) {
@@ -345,10 +345,10 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     kvtc_store_u32(c + 56, 0); /* kv-C skeleton parsed as kv-A */
     kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
-    llama_wrap w;
-    CHECK(llama_wrap_parse(z, zn, &w) == KVTC_OK);
+    lcpp_wrap w;
+    CHECK(lcpp_wrap_parse(z, zn, &w) == KVTC_OK);
     size_t skel = (size_t)(w.skeleton - z), set0 = (size_t)(w.set_data[0] - z);
-    llama_wrap_free(&w);
+    lcpp_wrap_free(&w);
     memcpy(c, z, zn);
     c[skel + 20] ^= 1; /* skeleton CRC */
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
@@ -362,7 +362,7 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     /* a basis of another geometry cannot compress the file */
     void *o = NULL;
     size_t on;
-    CHECK(llama_wrap_compress(other, &eo, LLAMA_ROT_AUTO, b, n, &o, &on) == KVTC_ERR_GEOMETRY_MISMATCH && !o);
+    CHECK(lcpp_wrap_compress(other, &eo, LCPP_ROT_AUTO, b, n, &o, &on) == KVTC_ERR_GEOMETRY_MISMATCH && !o);
     free(c);
     free(z);
     free(b);
@@ -380,10 +380,10 @@ int main(void) {
     }
     if (!models[0].basis || !models[1].basis) return TEST_REPORT();
     int done = 0;
-    for (size_t i = 0; i < LLAMA_N_FIXTURES; i++) {
-        const char *name = llama_fixture_names[i];
+    for (size_t i = 0; i < LCPP_N_FIXTURES; i++) {
+        const char *name = lcpp_fixture_names[i];
         size_t n;
-        char *b = llama_fixture_read(name, &n, NULL, NULL);
+        char *b = lcpp_fixture_read(name, &n, NULL, NULL);
         if (!b) { printf("  skipped %s (not on this machine)\n", name); continue; }
         const kvtc_basis *basis = strstr(name, "eval27m") ? models[0].basis : models[1].basis;
         roundtrip(name, (const uint8_t *)b, n, basis);

@@ -41,7 +41,7 @@ static double now_s(void) {
 }
 
 int cmd_calibrate(int argc, char **argv) {
-    if (llama_args_have_state_file(argc, argv)) return llama_cmd_calibrate(argc, argv);
+    if (lcpp_args_have_state_file(argc, argv)) return lcpp_cmd_calibrate(argc, argv);
     const char *out = NULL, *model_path = NULL, *text_path = NULL;
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0;

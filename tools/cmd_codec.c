@@ -50,7 +50,7 @@ static const char compress_help[] =
     "  --codec C        entropy coder: deflate (default) or rans (interleaved rANS, GPU-friendly)\n";
 
 int cmd_compress(int argc, char **argv) {
-    if (llama_args_have_state_file(argc, argv)) return llama_cmd_compress(argc, argv);
+    if (lcpp_args_have_state_file(argc, argv)) return lcpp_cmd_compress(argc, argv);
     const char *basis_path = NULL, *in = NULL, *out = NULL;
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
@@ -129,7 +129,7 @@ static const char decompress_help[] =
     "  --model M.gguf   the model, for streams that recompute their first layers\n";
 
 int cmd_decompress(int argc, char **argv) {
-    if (llama_args_have_wrap_file(argc, argv)) return llama_cmd_decompress(argc, argv);
+    if (lcpp_args_have_wrap_file(argc, argv)) return lcpp_cmd_decompress(argc, argv);
     const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
     kvtc_decode_options o;
     kvtc_decode_options_init(&o);
@@ -216,7 +216,7 @@ int cmd_info(int argc, char **argv) {
     size_t size;
     char err[512];
     if (cli_read_file(argv[1], &buf, &size, err, sizeof err)) return cli_fail("info", "%s", err);
-    int rc = llama_cmd_info(argv[1], buf, size);
+    int rc = lcpp_cmd_info(argv[1], buf, size);
     if (rc >= 0) goto done;
     rc = 0;
     kvtc_stream_info si;

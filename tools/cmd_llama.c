@@ -13,8 +13,8 @@
 
 #include "cli.h"
 #include "cmd_llama_common.h"
-#include "io/llama_state.h"
-#include "io/llama_wrap.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
 #include "kv_geometry.h"
 #include "model_kv.h"
 #include "util/cache.h"
@@ -36,10 +36,10 @@ static int args_have(int argc, char **argv, int (*is)(const void *, size_t)) {
     return 0;
 }
 
-int llama_args_have_state_file(int argc, char **argv) { return args_have(argc, argv, llama_state_is_state_file); }
-int llama_args_have_wrap_file(int argc, char **argv) { return args_have(argc, argv, llama_wrap_is_wrap); }
+int lcpp_args_have_state_file(int argc, char **argv) { return args_have(argc, argv, lcpp_state_is_state_file); }
+int lcpp_args_have_wrap_file(int argc, char **argv) { return args_have(argc, argv, lcpp_wrap_is_wrap); }
 
-int llama_cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
+int lcpp_cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
     void *buf;
     size_t size;
     char err[512];
@@ -50,17 +50,17 @@ int llama_cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
     return 0;
 }
 
-int llama_cli_parse_rotation(const char *v, uint32_t *rot) {
-    if (!strcmp(v, "auto")) *rot = LLAMA_ROT_AUTO;
+int lcpp_cli_parse_rotation(const char *v, uint32_t *rot) {
+    if (!strcmp(v, "auto")) *rot = LCPP_ROT_AUTO;
     else if (!strcmp(v, "none")) *rot = 0;
-    else if (!strcmp(v, "hadamard")) *rot = LLAMA_ROT_K | LLAMA_ROT_V;
-    else if (!strcmp(v, "k")) *rot = LLAMA_ROT_K;
-    else if (!strcmp(v, "v")) *rot = LLAMA_ROT_V;
+    else if (!strcmp(v, "hadamard")) *rot = LCPP_ROT_K | LCPP_ROT_V;
+    else if (!strcmp(v, "k")) *rot = LCPP_ROT_K;
+    else if (!strcmp(v, "v")) *rot = LCPP_ROT_V;
     else return -1;
     return 0;
 }
 
-int llama_cli_encode_option(const char *cmd, int argc, char **argv, int *i, kvtc_encode_options *o, uint32_t *rot) {
+int lcpp_cli_encode_option(const char *cmd, int argc, char **argv, int *i, kvtc_encode_options *o, uint32_t *rot) {
     const char *a = argv[*i], *v;
     uint32_t l;
     if (!strcmp(a, "--ratio")) {
@@ -82,19 +82,19 @@ int llama_cli_encode_option(const char *cmd, int argc, char **argv, int *i, kvtc
         else if (!strcmp(v, "rans")) o->entropy_codec = KVTC_CODEC_RANS;
         else return cli_usage(cmd, "--codec takes deflate or rans");
     } else if (!strcmp(a, "--kv-rotation")) {
-        if (!(v = cli_value(argc, argv, i)) || llama_cli_parse_rotation(v, rot)) return cli_usage(cmd, "--kv-rotation takes auto, none, hadamard, k or v");
+        if (!(v = cli_value(argc, argv, i)) || lcpp_cli_parse_rotation(v, rot)) return cli_usage(cmd, "--kv-rotation takes auto, none, hadamard, k or v");
     } else {
         return -1; /* not an encode option */
     }
     return 0;
 }
 
-void llama_cli_threads_setup(void) {
+void lcpp_cli_threads_setup(void) {
     /* as cmd_codec.c: the codec's own threads, OpenBLAS on one */
     openblas_set_num_threads(1);
 }
 
-kvtc_result llama_cli_decode_options(const char *cmd, const kvtc_basis *b, const char *model_path, uint32_t n_threads,
+kvtc_result lcpp_cli_decode_options(const char *cmd, const kvtc_basis *b, const char *model_path, uint32_t n_threads,
                                      kvtc_decode_options *o, model_text *mt) {
     kvtc_decode_options_init(o);
     o->n_threads = n_threads;
@@ -114,23 +114,23 @@ kvtc_result llama_cli_decode_options(const char *cmd, const kvtc_basis *b, const
 
 static const char compress_help[] =
     "usage: kvtc compress --basis BASIS [options] STATE -o OUT.kvtc\n"
-    "  STATE: a llama.cpp state file (llama-server slot save, llama_state_seq_save_file,\n"
-    "  llama_state_save_file). Every byte that is not K/V is kept exactly; K/V are coded\n"
+    "  STATE: a llama.cpp state file (a llama-server slot save, or a sequence or session file\n"
+    "  saved through the llama.cpp C API). Every byte that is not K/V is kept exactly; K/V are coded\n"
     "  with the basis (its layers and KV heads x head_dim must match the file's).\n"
     "  --ratio R, --sink N, --window N, --chunk N, --threads N, --level L, --codec C  as for caches\n"
     "  --kv-rotation auto|none|hadamard|k|v   Hadamard rotation llama.cpp applied to the\n"
     "                   K/V (builds from 2026-04 rotate quantized caches; default auto: detected)\n";
 
-int llama_cmd_compress(int argc, char **argv) {
+int lcpp_cmd_compress(int argc, char **argv) {
     const char *basis_path = NULL, *in = NULL, *out = NULL;
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
     o.n_threads = 2;
-    uint32_t rot = LLAMA_ROT_AUTO;
+    uint32_t rot = LCPP_ROT_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(compress_help, stdout); return 0; }
-        int e = llama_cli_encode_option("compress", argc, argv, &i, &o, &rot);
+        int e = lcpp_cli_encode_option("compress", argc, argv, &i, &o, &rot);
         if (e >= 0) { if (e) return e; continue; }
         if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
         else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
@@ -139,9 +139,9 @@ int llama_cmd_compress(int argc, char **argv) {
         else return cli_usage("compress", "more than one input given");
     }
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
-    llama_cli_threads_setup();
+    lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
-    if (llama_cli_load_basis("compress", basis_path, &b)) return 1;
+    if (lcpp_cli_load_basis("compress", basis_path, &b)) return 1;
     char err[512];
     void *buf = NULL, *z = NULL;
     size_t size, zn;
@@ -149,7 +149,7 @@ int llama_cmd_compress(int argc, char **argv) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
-    kvtc_result r = llama_wrap_compress(b, &o, rot, buf, size, &z, &zn);
+    kvtc_result r = lcpp_wrap_compress(b, &o, rot, buf, size, &z, &zn);
     if (r) {
         cli_fail("compress", "%s: %s%s", in, kvtc_result_string(r),
                  r == KVTC_ERR_GEOMETRY_MISMATCH ? " (the basis is for another model: layers or KV heads x head_dim differ)"
@@ -177,7 +177,7 @@ static const char decompress_help[] =
     "  non-K/V bytes; K/V within the codec's error (and requantized to q8_0 where the file\n"
     "  was q8_0). --model: for bases that recompute their first layers.\n";
 
-int llama_cmd_decompress(int argc, char **argv) {
+int lcpp_cmd_decompress(int argc, char **argv) {
     const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
     uint32_t threads = 2;
     for (int i = 1; i < argc; i++) {
@@ -192,18 +192,18 @@ int llama_cmd_decompress(int argc, char **argv) {
         else return cli_usage("decompress", "more than one input given");
     }
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
-    llama_cli_threads_setup();
+    lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
-    if (llama_cli_load_basis("decompress", basis_path, &b)) return 1;
+    if (lcpp_cli_load_basis("decompress", basis_path, &b)) return 1;
     char err[512];
     void *buf = NULL, *o = NULL;
     size_t size, on;
     int rc = 1;
     model_text mt;
     kvtc_decode_options dopt;
-    if (llama_cli_decode_options("decompress", b, model_path, threads, &dopt, &mt)) goto done;
+    if (lcpp_cli_decode_options("decompress", b, model_path, threads, &dopt, &mt)) goto done;
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
-    kvtc_result r = llama_wrap_decompress(b, &dopt, buf, size, &o, &on);
+    kvtc_result r = lcpp_wrap_decompress(b, &dopt, buf, size, &o, &on);
     if (r) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
     if (cli_write_file(out, o, on, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     rc = 0;
@@ -217,14 +217,14 @@ done:
 
 /* ---- info ----------------------------------------------------------------- */
 
-static void print_state(const llama_state *s) {
-    printf("llama.cpp %s file, version %u, layout %s%s\n", s->magic == LLAMA_MAGIC_GGSQ ? "sequence (ggsq)" : "session (ggsn)",
-           s->version, llama_layout_name(s->layout),
-           s->magic == LLAMA_MAGIC_GGSN ? (s->has_logits ? ", with outputs/logits (before 2026-02)" : ", without logits") : "");
+static void print_state(const lcpp_state *s) {
+    printf("llama.cpp %s file, version %u, layout %s%s\n", s->magic == LCPP_MAGIC_GGSQ ? "sequence (ggsq)" : "session (ggsn)",
+           s->version, lcpp_layout_name(s->layout),
+           s->magic == LCPP_MAGIC_GGSN ? (s->has_logits ? ", with outputs/logits (before 2026-02)" : ", without logits") : "");
     printf("  tokens: %u%s\n", s->n_ids, s->packed_tokens ? " (llama-server packed record)" : "");
-    if (s->magic == LLAMA_MAGIC_GGSN) printf("  session preamble: %zu bytes\n", s->preamble_bytes);
+    if (s->magic == LCPP_MAGIC_GGSN) printf("  session preamble: %zu bytes\n", s->preamble_bytes);
     for (uint32_t i = 0; i < s->n_stream; i++) {
-        const llama_stream *st = &s->streams[i];
+        const lcpp_stream *st = &s->streams[i];
         if (!st->cell_count) { printf("  stream %u: empty\n", i); continue; }
         int64_t lo = st->pos[0], hi = st->pos[0];
         for (uint32_t c = 0; c < st->cell_count; c++) {
@@ -234,24 +234,24 @@ static void print_state(const llama_state *s) {
         uint64_t kv = 0;
         for (uint32_t l = 0; l < st->n_layer; l++) kv += st->k[l].data_bytes + st->v[l].data_bytes;
         printf("  stream %u: %u cells (positions %" PRId64 "..%" PRId64 "), %u layers, K %s x %u, V %s x %u, v_trans %u, K/V %" PRIu64 " bytes\n",
-               i, st->cell_count, lo, hi, st->n_layer, llama_ggml_type_name(st->k[0].type), st->k[0].n_embd,
-               llama_ggml_type_name(st->v[0].type), st->v[0].n_embd, st->v_trans, kv);
+               i, st->cell_count, lo, hi, st->n_layer, lcpp_ggml_type_name(st->k[0].type), st->k[0].n_embd,
+               lcpp_ggml_type_name(st->v[0].type), st->v[0].n_embd, st->v_trans, kv);
     }
     printf("  size: %zu bytes\n", s->full_size);
 }
 
-int llama_cmd_info(const char *path, const void *buf, size_t size) {
-    if (llama_state_is_state_file(buf, size)) {
-        llama_state s;
-        kvtc_result r = llama_state_parse(buf, size, &s);
+int lcpp_cmd_info(const char *path, const void *buf, size_t size) {
+    if (lcpp_state_is_state_file(buf, size)) {
+        lcpp_state s;
+        kvtc_result r = lcpp_state_parse(buf, size, &s);
         if (r) return cli_fail("info", "%s: llama.cpp state file: %s", path, kvtc_result_string(r));
         print_state(&s);
-        llama_state_free(&s);
+        lcpp_state_free(&s);
         return 0;
     }
-    if (!llama_wrap_is_wrap(buf, size)) return -1;
-    llama_wrap w;
-    kvtc_result r = llama_wrap_parse(buf, size, &w);
+    if (!lcpp_wrap_is_wrap(buf, size)) return -1;
+    lcpp_wrap w;
+    kvtc_result r = lcpp_wrap_parse(buf, size, &w);
     if (r) return cli_fail("info", "%s: compressed llama.cpp state: %s", path, kvtc_result_string(r));
     printf("compressed llama.cpp state, wrapper format %u.%u: %zu bytes, restores %" PRIu64 " bytes (%.2fx)\n",
            w.version_major, w.version_minor, size, w.full_size, (double)w.full_size / (double)size);
@@ -259,17 +259,17 @@ int llama_cmd_info(const char *path, const void *buf, size_t size) {
     for (uint32_t i = 0; i < w.n_sets; i++) {
         kvtc_stream_info si;
         r = kvtc_stream_get_info(w.set_data[i], w.set_size[i], &si);
-        if (r) { llama_wrap_free(&w); return cli_fail("info", "%s: stream %u: %s", path, i, kvtc_result_string(r)); }
+        if (r) { lcpp_wrap_free(&w); return cli_fail("info", "%s: stream %u: %s", path, i, kvtc_result_string(r)); }
         printf("  stream %u: kvtc stream %u.%u, %zu bytes: %" PRIu64 " cells (%u sink + %u window raw), plan ratio %g, "
                "basis %016" PRIx64 "%s%s%s\n",
                w.set_stream[i], si.version_major, si.version_minor, w.set_size[i], si.n_tokens, si.n_sink, si.n_window,
                si.plan_ratio, si.basis_fingerprint, w.set_rotation[i] ? ", Hadamard-rotated" : "",
-               w.set_rotation[i] & LLAMA_ROT_K ? " K" : "", w.set_rotation[i] & LLAMA_ROT_V ? " V" : "");
+               w.set_rotation[i] & LCPP_ROT_K ? " K" : "", w.set_rotation[i] & LCPP_ROT_V ? " V" : "");
         if (si.recompute_layers) printf("    needs the model: the first %u layer(s) are recomputed\n", si.recompute_layers);
     }
     printf("as a llama.cpp file:\n  ");
     print_state(&w.state);
-    llama_wrap_free(&w);
+    lcpp_wrap_free(&w);
     return 0;
 }
 
@@ -289,14 +289,14 @@ static const char calibrate_help[] =
     "  --kv-rotation auto|none|hadamard|k|v   as for compress (default auto)\n"
     "  The basis recomputes no layers, so streams decode without the model.\n";
 
-int llama_cmd_calibrate(int argc, char **argv) {
+int lcpp_cmd_calibrate(int argc, char **argv) {
     const char *out = NULL, *model_path = NULL;
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0, rc = 2, rope_type = -1;
     double ratios[64];
     uint32_t n_ratios = 0, kv_heads = 0, rope_dim = 0;
     double theta = 0;
-    uint32_t rot = LLAMA_ROT_AUTO;
+    uint32_t rot = LCPP_ROT_AUTO;
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
     if (!inputs) return cli_fail("calibrate", "out of memory");
@@ -322,7 +322,7 @@ int llama_cmd_calibrate(int argc, char **argv) {
         else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } }
         else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } }
-        else if (!strcmp(a, "--kv-rotation")) { if (!(v = cli_value(argc, argv, &i)) || llama_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v"); goto done_args; } }
+        else if (!strcmp(a, "--kv-rotation")) { if (!(v = cli_value(argc, argv, &i)) || lcpp_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v"); goto done_args; } }
         else if (a[0] == '-') { rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files (see --help)", a); goto done_args; }
         else inputs[n_inputs++] = a;
     }
@@ -351,11 +351,11 @@ int llama_cmd_calibrate(int argc, char **argv) {
     for (int i = 0; i < n_inputs; i++) {
         void *buf;
         size_t size;
-        llama_state s;
+        lcpp_state s;
         if (cli_read_file(inputs[i], &buf, &size, err, sizeof err)) { cli_fail("calibrate", "%s", err); goto done; }
-        if ((r = llama_state_parse(buf, size, &s))) { free(buf); cli_fail("calibrate", "%s: %s", inputs[i], kvtc_result_string(r)); goto done; }
+        if ((r = lcpp_state_parse(buf, size, &s))) { free(buf); cli_fail("calibrate", "%s: %s", inputs[i], kvtc_result_string(r)); goto done; }
         for (uint32_t si = 0; si < s.n_stream; si++) {
-            const llama_stream *st = &s.streams[si];
+            const lcpp_stream *st = &s.streams[si];
             if (!st->cell_count) continue;
             if (!model_path) { /* the file gives layers and row width; the flags the rest */
                 if (st->k[0].n_embd % g.n_kv_heads) { r = KVTC_ERR_GEOMETRY_MISMATCH; cli_fail("calibrate", "%s: rows of %u values do not split into %u KV heads", inputs[i], st->k[0].n_embd, g.n_kv_heads); break; }
@@ -365,16 +365,16 @@ int llama_cmd_calibrate(int argc, char **argv) {
             if (!cal && (r = kvtc_calibrator_alloc(&g, &o, &cal))) { cli_fail("calibrate", "%s: geometry: %s", inputs[i], kvtc_result_string(r)); break; }
             kvtc_cache c;
             uint32_t rr = rot;
-            if ((r = llama_wrap_stream_cache(&s, buf, si, &g, 0, &rr, &c))) {
+            if ((r = lcpp_wrap_stream_cache(&s, buf, si, &g, 0, &rr, &c))) {
                 cli_fail("calibrate", "%s: %s%s", inputs[i], kvtc_result_string(r),
                          r == KVTC_ERR_GEOMETRY_MISMATCH ? " (the file is not of this model: layers or KV heads x head_dim differ)" : "");
                 break;
             }
             r = kvtc_calibrator_add(cal, &c);
-            llama_wrap_cache_free(&c);
+            lcpp_wrap_cache_free(&c);
             if (r) { cli_fail("calibrate", "%s: %s", inputs[i], kvtc_result_string(r)); break; }
         }
-        llama_state_free(&s);
+        lcpp_state_free(&s);
         free(buf);
         if (r) goto done;
     }

@@ -18,8 +18,8 @@
 #include "cmd_llama.h"
 #include "cmd_llama_common.h"
 #include "eval/metrics.h"
-#include "io/llama_state.h"
-#include "io/llama_wrap.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
 #include "model_kv.h"
 #include "util/cache.h"
 
@@ -72,11 +72,11 @@ int cmd_slot_check(int argc, char **argv) {
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.n_threads = 2;
-    uint32_t rot = LLAMA_ROT_AUTO;
+    uint32_t rot = LCPP_ROT_AUTO;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(check_help, stdout); return 0; }
-        int e = llama_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
+        int e = lcpp_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
         if (e >= 0) { if (e) return e; continue; }
         if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
         else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
@@ -86,7 +86,7 @@ int cmd_slot_check(int argc, char **argv) {
         else return cli_usage("slots", "check takes one slot file");
     }
     if (!basis_path || !model_path || !in) return cli_usage("slots", "check needs --basis, --model and a slot file");
-    llama_cli_threads_setup();
+    lcpp_cli_threads_setup();
     int rc = 1;
     kvtc_basis *b = NULL;
     model_text mt;
@@ -94,7 +94,7 @@ int cmd_slot_check(int argc, char **argv) {
     void *buf = NULL, *z = NULL, *back = NULL;
     size_t size, zn, bn;
     char err[512];
-    llama_state s0, s1;
+    lcpp_state s0, s1;
     memset(&s0, 0, sizeof s0);
     memset(&s1, 0, sizeof s1);
     kvtc_cache c0, c1;
@@ -105,26 +105,26 @@ int cmd_slot_check(int argc, char **argv) {
     float *l0 = NULL, *l1 = NULL;
     double *lp = NULL;
     kvtc_result r;
-    if (llama_cli_load_basis("slots", basis_path, &b)) goto done;
+    if (lcpp_cli_load_basis("slots", basis_path, &b)) goto done;
     if (model_text_load(&mt, model_path, NULL)) goto done;
     const llama_hparams *hp = llama_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
-    if ((r = llama_state_parse(buf, size, &s0))) { cli_fail("slots", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    if ((r = lcpp_state_parse(buf, size, &s0))) { cli_fail("slots", "%s: %s", in, kvtc_result_string(r)); goto done; }
     uint32_t rot0 = rot, rot1 = rot;
     kvtc_decode_options dopt; /* bases that recompute layers use this model */
     kvtc_decode_options_init(&dopt);
     dopt.n_threads = eo.n_threads;
     dopt.recompute = model_recompute;
     dopt.recompute_user = mt.model;
-    if ((r = llama_wrap_compress(b, &eo, rot, buf, size, &z, &zn)) ||
-        (r = llama_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || (r = llama_state_parse(back, bn, &s1))) {
+    if ((r = lcpp_wrap_compress(b, &eo, rot, buf, size, &z, &zn)) ||
+        (r = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || (r = lcpp_state_parse(back, bn, &s1))) {
         cli_fail("slots", "%s: %s", in, kvtc_result_string(r));
         goto done;
     }
     /* both as plain (un-rotated) caches with the cells' token ids */
-    if ((r = llama_wrap_stream_cache(&s0, buf, 0, &g, 1, &rot0, &c0)) ||
-        (r = llama_wrap_stream_cache(&s1, back, 0, &g, 1, &rot1, &c1))) {
+    if ((r = lcpp_wrap_stream_cache(&s0, buf, 0, &g, 1, &rot0, &c0)) ||
+        (r = lcpp_wrap_stream_cache(&s1, back, 0, &g, 1, &rot1, &c1))) {
         cli_fail("slots", "%s: %s (check needs one stream whose cells are the file's tokens, of this model)", in,
                  kvtc_result_string(r));
         goto done;
@@ -183,10 +183,10 @@ done:
     free(l0);
     free(l1);
     free(lp);
-    llama_wrap_cache_free(&c0);
-    llama_wrap_cache_free(&c1);
-    llama_state_free(&s0);
-    llama_state_free(&s1);
+    lcpp_wrap_cache_free(&c0);
+    lcpp_wrap_cache_free(&c1);
+    lcpp_state_free(&s0);
+    lcpp_state_free(&s1);
     free(buf);
     free(z);
     free(back);

@@ -22,8 +22,8 @@
 #include "cli.h"
 #include "cmd_llama.h"
 #include "cmd_llama_common.h"
-#include "io/llama_state.h"
-#include "io/llama_wrap.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
 
 static const char slots_help[] =
     "usage: kvtc slots compress --basis BASIS [--keep] [--ratio R ...] DIR\n"
@@ -84,18 +84,18 @@ static int is_regular(const char *path) {
 }
 
 /* 1 if wrapper bytes z hold the skeleton of state file s/buf. */
-static int same_skeleton(const llama_state *s, const uint8_t *buf, const void *z, size_t zn) {
-    llama_wrap w;
-    if (llama_wrap_parse(z, zn, &w)) return 0;
+static int same_skeleton(const lcpp_state *s, const uint8_t *buf, const void *z, size_t zn) {
+    lcpp_wrap w;
+    if (lcpp_wrap_parse(z, zn, &w)) return 0;
     int same = 0;
-    size_t hn = llama_state_hollow_size(s);
+    size_t hn = lcpp_state_hollow_size(s);
     uint8_t *h = hn == w.skeleton_size ? malloc(hn + 1) : NULL;
     if (h) {
-        llama_state_make_hollow(s, buf, h);
+        lcpp_state_make_hollow(s, buf, h);
         same = memcmp(h, w.skeleton, hn) == 0;
     }
     free(h);
-    llama_wrap_free(&w);
+    lcpp_wrap_free(&w);
     return same;
 }
 
@@ -107,11 +107,11 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     void *buf = NULL, *z = NULL, *back = NULL;
     size_t size = 0, zn = 0, bn = 0;
     int rc = -1;
-    llama_state s;
+    lcpp_state s;
     memset(&s, 0, sizeof s);
     if (!path || !zpath) { cli_fail("slots", "out of memory"); goto done; }
     if (cli_read_file(path, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
-    kvtc_result r = llama_state_parse(buf, size, &s);
+    kvtc_result r = lcpp_state_parse(buf, size, &s);
     if (r) {
         fprintf(stderr, "kvtc: slots: %s: skipped (%s; still being written?)\n", name, kvtc_result_string(r));
         rc = 1;
@@ -126,19 +126,19 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
         free(old);
     }
     if (!up_to_date) {
-        if ((r = llama_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
+        if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
         /* verify before the original can go: it decodes, to the same non-K/V bytes */
         kvtc_decode_options dopt;
         kvtc_decode_options_init(&dopt);
         dopt.n_threads = eo->n_threads;
         if (!kvtc_basis_recomputed_layers(b)) {
-            if ((r = llama_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || bn != size) {
+            if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || bn != size) {
                 cli_fail("slots", "%s: the compressed slot does not decode (%s); original kept", name, kvtc_result_string(r));
                 goto done;
             }
-            llama_state s2;
-            int ok = llama_state_parse(back, bn, &s2) == KVTC_OK && same_skeleton(&s2, back, z, zn);
-            llama_state_free(&s2);
+            lcpp_state s2;
+            int ok = lcpp_state_parse(back, bn, &s2) == KVTC_OK && same_skeleton(&s2, back, z, zn);
+            lcpp_state_free(&s2);
             if (!ok) { cli_fail("slots", "%s: the decoded slot differs outside K/V; original kept", name); goto done; }
         }
         if (cli_write_file(zpath, z, zn, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
@@ -150,7 +150,7 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     *after += zn;
     rc = 0;
 done:
-    llama_state_free(&s);
+    lcpp_state_free(&s);
     free(buf);
     free(z);
     free(back);
@@ -165,10 +165,10 @@ static int slots_compress(int argc, char **argv) {
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.n_threads = 2;
-    uint32_t rot = LLAMA_ROT_AUTO;
+    uint32_t rot = LCPP_ROT_AUTO;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        int e = llama_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
+        int e = lcpp_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
         if (e >= 0) { if (e) return e; continue; }
         if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
         else if (!strcmp(a, "--keep")) keep = 1;
@@ -177,9 +177,9 @@ static int slots_compress(int argc, char **argv) {
         else return cli_usage("slots", "compress takes one directory");
     }
     if (!basis_path || !dir) return cli_usage("slots", "compress needs --basis and a directory");
-    llama_cli_threads_setup();
+    lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
-    if (llama_cli_load_basis("slots", basis_path, &b)) return 1;
+    if (lcpp_cli_load_basis("slots", basis_path, &b)) return 1;
     size_t n;
     char **names = list_dir(dir, &n);
     if (!names) { kvtc_basis_free(b); return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(errno)); }
@@ -190,7 +190,7 @@ static int slots_compress(int argc, char **argv) {
         int state = path && is_regular(path);
         uint8_t head[4];
         FILE *f = state ? fopen(path, "rb") : NULL;
-        state = f && fread(head, 1, 4, f) == 4 && llama_state_is_state_file(head, 4);
+        state = f && fread(head, 1, 4, f) == 4 && lcpp_state_is_state_file(head, 4);
         if (f) fclose(f);
         free(path);
         if (!state) continue;
@@ -218,12 +218,12 @@ static int slots_expand(int argc, char **argv) {
         else { first_name = i; break; }
     }
     if (!basis_path || !dir || !first_name) return cli_usage("slots", "expand needs --basis, a directory and slot names");
-    llama_cli_threads_setup();
+    lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
-    if (llama_cli_load_basis("slots", basis_path, &b)) return 1;
+    if (lcpp_cli_load_basis("slots", basis_path, &b)) return 1;
     model_text mt;
     kvtc_decode_options dopt;
-    if (llama_cli_decode_options("slots", b, model_path, threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
+    if (lcpp_cli_decode_options("slots", b, model_path, threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
     int rc = 0;
     for (int i = first_name; i < argc; i++) {
         const char *name = argv[i];
@@ -235,7 +235,7 @@ static int slots_expand(int argc, char **argv) {
         kvtc_result r;
         if (!path || !zpath) rc = cli_fail("slots", "out of memory");
         else if (cli_read_file(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
-        else if ((r = llama_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
+        else if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
         else if (cli_write_file(path, o, on, err, sizeof err)) rc = cli_fail("slots", "%s", err);
         else printf("%s: %zu -> %zu bytes, ready to restore\n", name, zn, on);
         free(z);
@@ -261,8 +261,8 @@ static int slots_list(int argc, char **argv) {
         struct stat st;
         long long size = path && stat(path, &st) == 0 ? (long long)st.st_size : -1;
         if (f) fclose(f);
-        if (llama_state_is_state_file(head, got)) printf("%-40s llama.cpp state, %lld bytes\n", names[i], size);
-        else if (llama_wrap_is_wrap(head, got)) printf("%-40s compressed, %lld bytes\n", names[i], size);
+        if (lcpp_state_is_state_file(head, got)) printf("%-40s llama.cpp state, %lld bytes\n", names[i], size);
+        else if (lcpp_wrap_is_wrap(head, got)) printf("%-40s compressed, %lld bytes\n", names[i], size);
         free(path);
     }
     free_list(names, n);

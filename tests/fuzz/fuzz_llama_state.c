@@ -1,6 +1,6 @@
 /* fuzz_llama_state.c - libFuzzer target for the llama.cpp state-file reader
- * (lib/io/llama_state.h) and the compressed wrapper's parser
- * (lib/io/llama_wrap.h). Invariants: no crash, no out-of-bounds access; a
+ * (lib/io/lcpp_state.h) and the compressed wrapper's parser
+ * (lib/io/lcpp_wrap.h). Invariants: no crash, no out-of-bounds access; a
  * file that parses accounts for every byte, and its hollow file parses to
  * the same structure and expands back to the same non-K/V bytes; the float
  * read and the requantizing write stay inside the file; the input also
@@ -16,22 +16,22 @@
 #include <libdeflate.h>
 
 #include "fuzz_common.h"
-#include "io/llama_state.h"
-#include "io/llama_wrap.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
 #include "util/endian.h"
 
-static void check_state(const uint8_t *data, size_t size, const llama_state *s) {
+static void check_state(const uint8_t *data, size_t size, const lcpp_state *s) {
     if (s->size != size || s->full_size != size) abort();
-    size_t hn = llama_state_hollow_size(s);
+    size_t hn = lcpp_state_hollow_size(s);
     uint8_t *hollow = malloc(hn + 1), *full = malloc(size + 1);
     if (!hollow || !full) abort();
-    llama_state_make_hollow(s, data, hollow);
-    llama_state h;
-    if (llama_state_parse_hollow(hollow, hn, llama_state_shape(s), &h) != KVTC_OK) abort();
+    lcpp_state_make_hollow(s, data, hollow);
+    lcpp_state h;
+    if (lcpp_state_parse_hollow(hollow, hn, lcpp_state_shape(s), &h) != KVTC_OK) abort();
     if (h.full_size != size || h.n_stream != s->n_stream || h.layout != s->layout) abort();
     memcpy(full, data, size);
     for (uint32_t i = 0; i < s->n_stream; i++) {
-        const llama_stream *st = &s->streams[i];
+        const lcpp_stream *st = &s->streams[i];
         if (!st->n_layer) continue;
         uint64_t n = (uint64_t)st->cell_count * st->k[0].n_embd * st->n_layer;
         for (uint32_t l = 0; l < st->n_layer; l++)
@@ -40,50 +40,50 @@ static void check_state(const uint8_t *data, size_t size, const llama_state *s) 
         float *f = malloc(sizeof(float) * n);
         if (!f) abort();
         for (int key = 1; key >= 0; key--) {
-            llama_state_read_float(s, data, i, key, f);
-            llama_state_write_float(&h, i, key, f, full);
+            lcpp_state_read_float(s, data, i, key, f);
+            lcpp_state_write_float(&h, i, key, f, full);
         }
         free(f);
     }
     /* the payloads were rewritten; everything else must be as it was */
     uint8_t *again = malloc(hn + 1);
     if (!again) abort();
-    llama_state_make_hollow(s, full, again);
+    lcpp_state_make_hollow(s, full, again);
     if (memcmp(again, hollow, hn) != 0) abort();
-    llama_state_expand(&h, hollow, full);
-    llama_state_make_hollow(s, full, again);
+    lcpp_state_expand(&h, hollow, full);
+    lcpp_state_make_hollow(s, full, again);
     if (memcmp(again, hollow, hn) != 0) abort();
     free(again);
     free(hollow);
     free(full);
-    llama_state_free(&h);
+    lcpp_state_free(&h);
 }
 
 static void check_wrap(const kvtc_basis *basis, const uint8_t *data, size_t size) {
-    llama_wrap w;
-    if (llama_wrap_parse(data, size, &w) != KVTC_OK) return;
+    lcpp_wrap w;
+    if (lcpp_wrap_parse(data, size, &w) != KVTC_OK) return;
     void *out = NULL;
     size_t n = 0;
-    if (llama_wrap_decompress(basis, NULL, data, size, &out, &n) == KVTC_OK) {
-        llama_state s;
-        if (n != w.full_size || llama_state_parse(out, n, &s) != KVTC_OK) abort();
-        uint8_t *h = malloc(llama_state_hollow_size(&s) + 1);
-        if (!h || llama_state_hollow_size(&s) != w.skeleton_size) abort();
-        llama_state_make_hollow(&s, out, h);
+    if (lcpp_wrap_decompress(basis, NULL, data, size, &out, &n) == KVTC_OK) {
+        lcpp_state s;
+        if (n != w.full_size || lcpp_state_parse(out, n, &s) != KVTC_OK) abort();
+        uint8_t *h = malloc(lcpp_state_hollow_size(&s) + 1);
+        if (!h || lcpp_state_hollow_size(&s) != w.skeleton_size) abort();
+        lcpp_state_make_hollow(&s, out, h);
         if (memcmp(h, w.skeleton, w.skeleton_size) != 0) abort();
         free(h);
-        llama_state_free(&s);
+        lcpp_state_free(&s);
     }
     free(out);
-    llama_wrap_free(&w);
+    lcpp_wrap_free(&w);
 }
 
 /* The input with the wrapper's header, set-table and skeleton CRCs made
  * right (when its sizes allow), or NULL. */
 static uint8_t *with_crcs(const uint8_t *data, size_t size) {
-    if (!llama_wrap_is_wrap(data, size) || size < LLAMA_WRAP_HEADER_SIZE) return NULL;
+    if (!lcpp_wrap_is_wrap(data, size) || size < LCPP_WRAP_HEADER_SIZE) return NULL;
     uint64_t hs = kvtc_load_u32(data + 12), sets = kvtc_load_u32(data + 20), skel = kvtc_load_u64(data + 32);
-    if (hs < LLAMA_WRAP_HEADER_SIZE || hs > size || sets > (size - hs) / 16 || skel > size - hs - 16 * sets) return NULL;
+    if (hs < LCPP_WRAP_HEADER_SIZE || hs > size || sets > (size - hs) / 16 || skel > size - hs - 16 * sets) return NULL;
     uint8_t *c = malloc(size);
     if (!c) abort();
     memcpy(c, data, size);
@@ -96,15 +96,15 @@ static uint8_t *with_crcs(const uint8_t *data, size_t size) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static kvtc_basis *basis;
     if (!basis) basis = fuzz_make_basis(0);
-    llama_state s;
-    if (llama_state_parse(data, size, &s) == KVTC_OK) {
+    lcpp_state s;
+    if (lcpp_state_parse(data, size, &s) == KVTC_OK) {
         check_state(data, size, &s);
-        llama_state_free(&s);
+        lcpp_state_free(&s);
     }
     for (uint32_t shape = 0; shape < 4; shape++)
-        if (llama_state_parse_hollow(data, size, shape, &s) == KVTC_OK) {
-            if (s.size != size || s.full_size < size || llama_state_shape(&s) != shape) abort();
-            llama_state_free(&s);
+        if (lcpp_state_parse_hollow(data, size, shape, &s) == KVTC_OK) {
+            if (s.size != size || s.full_size < size || lcpp_state_shape(&s) != shape) abort();
+            lcpp_state_free(&s);
         }
     check_wrap(basis, data, size);
     uint8_t *fixed = with_crcs(data, size);

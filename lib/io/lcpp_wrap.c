@@ -1,5 +1,5 @@
-/* llama_wrap.c - see llama_wrap.h; the byte layout is docs/FORMAT.md section 5. */
-#include "io/llama_wrap.h"
+/* lcpp_wrap.c - see lcpp_wrap.h; the byte layout is docs/FORMAT.md section 5. */
+#include "io/lcpp_wrap.h"
 
 #include <libdeflate.h>
 #include <stdlib.h>
@@ -17,13 +17,13 @@ static const uint8_t wrap_magic[8] = {0x89, 'K', 'V', 'L', 'S', '\r', '\n', 0x1a
 
 #define SET_ENTRY 16u
 
-int llama_wrap_is_wrap(const void *buf, size_t size) {
+int lcpp_wrap_is_wrap(const void *buf, size_t size) {
     return buf && size >= 8 && memcmp(buf, wrap_magic, 8) == 0;
 }
 
-void llama_wrap_free(llama_wrap *w) {
+void lcpp_wrap_free(lcpp_wrap *w) {
     if (!w) return;
-    llama_state_free(&w->state);
+    lcpp_state_free(&w->state);
     free(w->set_data);
     free(w->set_size);
     free(w->set_stream);
@@ -33,27 +33,27 @@ void llama_wrap_free(llama_wrap *w) {
 
 static uint32_t crc32_of(const uint8_t *p, size_t n) { return (uint32_t)libdeflate_crc32(0, p, n); }
 
-kvtc_result llama_wrap_parse(const void *buf, size_t size, llama_wrap *w) {
+kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     memset(w, 0, sizeof *w);
     if (!buf) return KVTC_ERR_INVALID_ARGUMENT;
     const uint8_t *b = buf;
     if (size < 8) return KVTC_ERR_TRUNCATED;
-    if (!llama_wrap_is_wrap(buf, size)) return KVTC_ERR_BAD_MAGIC;
-    if (size < LLAMA_WRAP_HEADER_SIZE) return KVTC_ERR_TRUNCATED;
+    if (!lcpp_wrap_is_wrap(buf, size)) return KVTC_ERR_BAD_MAGIC;
+    if (size < LCPP_WRAP_HEADER_SIZE) return KVTC_ERR_TRUNCATED;
     w->version_major = kvtc_load_u16(b + 8);
     w->version_minor = kvtc_load_u16(b + 10);
-    if (w->version_major != LLAMA_WRAP_VERSION_MAJOR) return KVTC_ERR_UNSUPPORTED_VERSION;
+    if (w->version_major != LCPP_WRAP_VERSION_MAJOR) return KVTC_ERR_UNSUPPORTED_VERSION;
     if (crc32_of(b, 60) != kvtc_load_u32(b + 60)) return KVTC_ERR_CORRUPT;
     uint32_t header_size = kvtc_load_u32(b + 12), flags = kvtc_load_u32(b + 16);
     w->n_sets = kvtc_load_u32(b + 20);
     w->full_size = kvtc_load_u64(b + 24);
     uint64_t skel = kvtc_load_u64(b + 32);
     w->total_size = kvtc_load_u64(b + 40);
-    if (header_size < LLAMA_WRAP_HEADER_SIZE || flags) return KVTC_ERR_CORRUPT;
+    if (header_size < LCPP_WRAP_HEADER_SIZE || flags) return KVTC_ERR_CORRUPT;
     if (w->total_size > size) return KVTC_ERR_TRUNCATED;
     if (w->total_size < size) return KVTC_ERR_CORRUPT;
     if (w->full_size / WRAP_MAX_EXPANSION > size) return KVTC_ERR_TOO_LARGE;
-    if (w->n_sets > LLAMA_MAX_STREAMS) return KVTC_ERR_CORRUPT;
+    if (w->n_sets > LCPP_MAX_STREAMS) return KVTC_ERR_CORRUPT;
     uint64_t table_end = header_size + (uint64_t)SET_ENTRY * w->n_sets;
     if (table_end > size || skel > size - table_end) return KVTC_ERR_TRUNCATED;
     if (crc32_of(b + header_size, (size_t)(table_end - header_size)) != kvtc_load_u32(b + 52)) return KVTC_ERR_CORRUPT;
@@ -72,7 +72,7 @@ kvtc_result llama_wrap_parse(const void *buf, size_t size, llama_wrap *w) {
         uint64_t n = kvtc_load_u64(e + 8);
         w->set_stream[i] = kvtc_load_u32(e);
         w->set_rotation[i] = kvtc_load_u32(e + 4);
-        if ((w->set_rotation[i] & ~(LLAMA_ROT_K | LLAMA_ROT_V)) || (i && w->set_stream[i] <= w->set_stream[i - 1])) {
+        if ((w->set_rotation[i] & ~(LCPP_ROT_K | LCPP_ROT_V)) || (i && w->set_stream[i] <= w->set_stream[i - 1])) {
             r = KVTC_ERR_CORRUPT;
             goto fail;
         }
@@ -84,7 +84,7 @@ kvtc_result llama_wrap_parse(const void *buf, size_t size, llama_wrap *w) {
     if (off != size) { r = KVTC_ERR_CORRUPT; goto fail; }
     /* the skeleton is a hollow llama.cpp file; a sound header with a bad
      * skeleton is corrupt, whatever the state parser calls it */
-    if ((r = llama_state_parse_hollow(w->skeleton, w->skeleton_size, kvtc_load_u32(b + 56), &w->state))) {
+    if ((r = lcpp_state_parse_hollow(w->skeleton, w->skeleton_size, kvtc_load_u32(b + 56), &w->state))) {
         r = r == KVTC_ERR_OUT_OF_MEMORY ? r : KVTC_ERR_CORRUPT;
         goto fail;
     }
@@ -99,12 +99,12 @@ kvtc_result llama_wrap_parse(const void *buf, size_t size, llama_wrap *w) {
     if (k != w->n_sets) { r = KVTC_ERR_CORRUPT; goto fail; }
     return KVTC_OK;
 fail:
-    llama_wrap_free(w);
+    lcpp_wrap_free(w);
     return r;
 }
 
-kvtc_result llama_wrap_check_geometry(const llama_state *s, uint32_t stream, const kvtc_geometry *g) {
-    const llama_stream *st = &s->streams[stream];
+kvtc_result lcpp_wrap_check_geometry(const lcpp_state *s, uint32_t stream, const kvtc_geometry *g) {
+    const lcpp_stream *st = &s->streams[stream];
     uint64_t e = (uint64_t)g->n_kv_heads * g->head_dim;
     if (st->n_layer != g->n_layers) return KVTC_ERR_GEOMETRY_MISMATCH;
     for (uint32_t l = 0; l < st->n_layer; l++)
@@ -118,19 +118,19 @@ kvtc_result llama_wrap_check_geometry(const llama_state *s, uint32_t stream, con
  * up to 18 mantissa bits, so f16 rounds it by at most 2^-11 relative, far
  * below the q8_0 step it is requantized to, at half the bytes of f32);
  * f32 otherwise. */
-static kvtc_dtype stream_dtype(const llama_stream *st) {
+static kvtc_dtype stream_dtype(const lcpp_stream *st) {
     int32_t t = st->k[0].type;
     for (uint32_t l = 0; l < st->n_layer; l++)
         if (st->k[l].type != t || st->v[l].type != t) return KVTC_DTYPE_F32;
     switch (t) {
-    case LLAMA_GGML_F16:
-    case LLAMA_GGML_Q8_0: return KVTC_DTYPE_F16;
-    case LLAMA_GGML_BF16: return KVTC_DTYPE_BF16;
+    case LCPP_GGML_F16:
+    case LCPP_GGML_Q8_0: return KVTC_DTYPE_F16;
+    case LCPP_GGML_BF16: return KVTC_DTYPE_BF16;
     default: return KVTC_DTYPE_F32;
     }
 }
 
-void llama_wrap_cache_free(kvtc_cache *c) {
+void lcpp_wrap_cache_free(kvtc_cache *c) {
     if (!c) return;
     free(c->k);
     free(c->v);
@@ -172,7 +172,7 @@ static kvtc_result cache_alloc(kvtc_cache *c, const kvtc_geometry *g, kvtc_dtype
     c->v = malloc((size_t)bytes);
     c->positions = malloc(sizeof(int64_t) * (size_t)n);
     if (!c->k || !c->v || !c->positions) {
-        llama_wrap_cache_free(c);
+        lcpp_wrap_cache_free(c);
         return KVTC_ERR_OUT_OF_MEMORY;
     }
     return KVTC_OK;
@@ -182,51 +182,51 @@ static int pow2(uint32_t x) { return x && !(x & (x - 1)); }
 
 /* Undo (or redo: H is an involution) the rotation `mask` of one of K/V. */
 static void rotate_rows(float *rows, uint64_t n_values, const kvtc_geometry *g, uint32_t mask, int is_key) {
-    if (mask & (is_key ? LLAMA_ROT_K : LLAMA_ROT_V)) llama_hadamard_rows(rows, n_values, g->head_dim);
+    if (mask & (is_key ? LCPP_ROT_K : LCPP_ROT_V)) lcpp_hadamard_rows(rows, n_values, g->head_dim);
 }
 
-/* The rotation of one of K/V under LLAMA_ROT_AUTO; k_rot: what K got (K
+/* The rotation of one of K/V under LCPP_ROT_AUTO; k_rot: what K got (K
  * is decided first). The energy statistic is reliable on keys (RoPE and
  * massive activations give them strong outlier channels) but not on
  * values, whose channels can be even: V follows K when both are quantized
  * (one llama.cpp build rotates every quantized cache), and the statistic
  * decides V only when V alone is quantized. */
-static uint32_t detect_rotation(const llama_stream *st, const float *rows, const kvtc_geometry *g, int is_key,
+static uint32_t detect_rotation(const lcpp_stream *st, const float *rows, const kvtc_geometry *g, int is_key,
                                 uint32_t k_rot) {
-    const llama_kv_tensor *t = is_key ? st->k : st->v;
-    if (t[0].type != LLAMA_GGML_Q8_0 || !pow2(g->head_dim)) return 0;
-    if (!is_key && st->k[0].type == LLAMA_GGML_Q8_0) return k_rot ? LLAMA_ROT_V : 0;
+    const lcpp_kv_tensor *t = is_key ? st->k : st->v;
+    if (t[0].type != LCPP_GGML_Q8_0 || !pow2(g->head_dim)) return 0;
+    if (!is_key && st->k[0].type == LCPP_GGML_Q8_0) return k_rot ? LCPP_ROT_V : 0;
     uint64_t n_rows = (uint64_t)st->cell_count * st->n_layer;
-    return llama_rows_look_rotated(rows, n_rows, t[0].n_embd, g->head_dim) ? (is_key ? LLAMA_ROT_K : LLAMA_ROT_V) : 0;
+    return lcpp_rows_look_rotated(rows, n_rows, t[0].n_embd, g->head_dim) ? (is_key ? LCPP_ROT_K : LCPP_ROT_V) : 0;
 }
 
-kvtc_result llama_wrap_stream_cache(const llama_state *s, const uint8_t *buf, uint32_t stream,
+kvtc_result lcpp_wrap_stream_cache(const lcpp_state *s, const uint8_t *buf, uint32_t stream,
                                     const kvtc_geometry *g, int want_ids, uint32_t *rotation, kvtc_cache *c) {
     memset(c, 0, sizeof *c);
-    const llama_stream *st = &s->streams[stream];
-    kvtc_result r = llama_wrap_check_geometry(s, stream, g);
+    const lcpp_stream *st = &s->streams[stream];
+    kvtc_result r = lcpp_wrap_check_geometry(s, stream, g);
     if (r) return r;
     if (!st->cell_count) return KVTC_ERR_INVALID_ARGUMENT;
     uint32_t rot = *rotation;
-    if (rot != LLAMA_ROT_AUTO && ((rot & ~(LLAMA_ROT_K | LLAMA_ROT_V)) || (rot && !pow2(g->head_dim))))
+    if (rot != LCPP_ROT_AUTO && ((rot & ~(LCPP_ROT_K | LCPP_ROT_V)) || (rot && !pow2(g->head_dim))))
         return KVTC_ERR_INVALID_ARGUMENT;
     if ((r = cache_alloc(c, g, stream_dtype(st), st->cell_count))) return r;
     for (uint32_t i = 0; i < st->cell_count; i++) c->positions[i] = st->pos[i];
     if (want_ids) {
         int same = s->n_stream == 1 && s->n_ids == st->cell_count;
         for (uint32_t i = 0; same && i < st->cell_count; i++) same = st->pos[i] == (int64_t)i;
-        if (!same) { llama_wrap_cache_free(c); return KVTC_ERR_UNSUPPORTED; }
-        if (!(c->token_ids = malloc(sizeof(int32_t) * st->cell_count))) { llama_wrap_cache_free(c); return KVTC_ERR_OUT_OF_MEMORY; }
-        llama_state_token_ids(s, buf, c->token_ids);
+        if (!same) { lcpp_wrap_cache_free(c); return KVTC_ERR_UNSUPPORTED; }
+        if (!(c->token_ids = malloc(sizeof(int32_t) * st->cell_count))) { lcpp_wrap_cache_free(c); return KVTC_ERR_OUT_OF_MEMORY; }
+        lcpp_state_token_ids(s, buf, c->token_ids);
     }
     float *rows = malloc(sizeof(float) * (size_t)st->cell_count * st->k[0].n_embd * st->n_layer);
-    if (!rows) { llama_wrap_cache_free(c); return KVTC_ERR_OUT_OF_MEMORY; }
+    if (!rows) { lcpp_wrap_cache_free(c); return KVTC_ERR_OUT_OF_MEMORY; }
     uint64_t n_values = (uint64_t)st->cell_count * st->k[0].n_embd * st->n_layer;
     uint32_t done = 0;
     for (int key = 1; key >= 0; key--) {
-        llama_state_read_float(s, buf, stream, key, rows);
-        uint32_t m = rot == LLAMA_ROT_AUTO ? detect_rotation(st, rows, g, key, done & LLAMA_ROT_K)
-                                           : rot & (key ? LLAMA_ROT_K : LLAMA_ROT_V);
+        lcpp_state_read_float(s, buf, stream, key, rows);
+        uint32_t m = rot == LCPP_ROT_AUTO ? detect_rotation(st, rows, g, key, done & LCPP_ROT_K)
+                                           : rot & (key ? LCPP_ROT_K : LCPP_ROT_V);
         rotate_rows(rows, n_values, g, m, key);
         rows_to_cache(rows, c, key ? c->k : c->v);
         done |= m;
@@ -236,18 +236,18 @@ kvtc_result llama_wrap_stream_cache(const llama_state *s, const uint8_t *buf, ui
     return KVTC_OK;
 }
 
-kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, uint32_t rotation,
+kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, uint32_t rotation,
                                 const void *state, size_t size, void **out, size_t *out_size) {
     *out = NULL;
     *out_size = 0;
-    llama_state s;
-    kvtc_result r = llama_state_parse(state, size, &s);
+    lcpp_state s;
+    kvtc_result r = lcpp_state_parse(state, size, &s);
     if (r) return r;
     const kvtc_geometry *g = kvtc_basis_geometry(b);
     uint32_t n_sets = 0;
     for (uint32_t i = 0; i < s.n_stream; i++) {
         if (!s.streams[i].cell_count) continue;
-        if ((r = llama_wrap_check_geometry(&s, i, g))) { llama_state_free(&s); return r; }
+        if ((r = lcpp_wrap_check_geometry(&s, i, g))) { lcpp_state_free(&s); return r; }
         n_sets++;
     }
     void **sets = calloc((size_t)n_sets + 1, sizeof *sets);
@@ -263,22 +263,22 @@ kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *
         if (!s.streams[i].cell_count) continue;
         kvtc_cache c;
         set_rot[k] = rotation;
-        if ((r = llama_wrap_stream_cache(&s, state, i, g, kvtc_basis_recomputed_layers(b) > 0, &set_rot[k], &c)))
+        if ((r = lcpp_wrap_stream_cache(&s, state, i, g, kvtc_basis_recomputed_layers(b) > 0, &set_rot[k], &c)))
             goto done;
         size_t cap = kvtc_compress_bound(enc, &c);
         sets[k] = cap ? malloc(cap) : NULL;
         r = !cap ? KVTC_ERR_TOO_LARGE : !sets[k] ? KVTC_ERR_OUT_OF_MEMORY
                                                  : kvtc_compress(enc, &c, sets[k], cap, &set_size[k]);
-        llama_wrap_cache_free(&c);
+        lcpp_wrap_cache_free(&c);
         if (r) goto done;
         set_stream[k++] = i;
     }
-    size_t skel = llama_state_hollow_size(&s);
-    size_t total = LLAMA_WRAP_HEADER_SIZE + (size_t)SET_ENTRY * n_sets + skel;
+    size_t skel = lcpp_state_hollow_size(&s);
+    size_t total = LCPP_WRAP_HEADER_SIZE + (size_t)SET_ENTRY * n_sets + skel;
     for (uint32_t i = 0; i < n_sets; i++) total += set_size[i];
     if (!(o = calloc(1, total))) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
-    uint8_t *table = o + LLAMA_WRAP_HEADER_SIZE, *sk = table + (size_t)SET_ENTRY * n_sets, *p = sk + skel;
-    llama_state_make_hollow(&s, state, sk);
+    uint8_t *table = o + LCPP_WRAP_HEADER_SIZE, *sk = table + (size_t)SET_ENTRY * n_sets, *p = sk + skel;
+    lcpp_state_make_hollow(&s, state, sk);
     for (uint32_t i = 0; i < n_sets; i++) {
         kvtc_store_u32(table + SET_ENTRY * i, set_stream[i]);
         kvtc_store_u32(table + SET_ENTRY * i + 4, set_rot[i]);
@@ -287,14 +287,14 @@ kvtc_result llama_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *
         p += set_size[i];
     }
     memcpy(o, wrap_magic, 8);
-    kvtc_store_u16(o + 8, LLAMA_WRAP_VERSION_MAJOR);
-    kvtc_store_u16(o + 10, LLAMA_WRAP_VERSION_MINOR);
-    kvtc_store_u32(o + 12, LLAMA_WRAP_HEADER_SIZE);
+    kvtc_store_u16(o + 8, LCPP_WRAP_VERSION_MAJOR);
+    kvtc_store_u16(o + 10, LCPP_WRAP_VERSION_MINOR);
+    kvtc_store_u32(o + 12, LCPP_WRAP_HEADER_SIZE);
     kvtc_store_u32(o + 20, n_sets);
     kvtc_store_u64(o + 24, s.full_size);
     kvtc_store_u64(o + 32, skel);
     kvtc_store_u64(o + 40, total);
-    kvtc_store_u32(o + 56, llama_state_shape(&s));
+    kvtc_store_u32(o + 56, lcpp_state_shape(&s));
     kvtc_store_u32(o + 48, crc32_of(sk, skel));
     kvtc_store_u32(o + 52, crc32_of(table, (size_t)SET_ENTRY * n_sets));
     kvtc_store_u32(o + 60, crc32_of(o, 60));
@@ -309,18 +309,18 @@ done:
     free(set_stream);
     free(set_rot);
     kvtc_encoder_free(enc);
-    llama_state_free(&s);
+    lcpp_state_free(&s);
     return r;
 }
 
 /* Decode set i into the restored file out. */
-static kvtc_result decode_set(const llama_wrap *w, kvtc_decoder *dec, uint32_t i, uint8_t *out) {
+static kvtc_result decode_set(const lcpp_wrap *w, kvtc_decoder *dec, uint32_t i, uint8_t *out) {
     uint32_t si = w->set_stream[i];
-    const llama_stream *st = &w->state.streams[si];
+    const lcpp_stream *st = &w->state.streams[si];
     kvtc_stream_info info;
     kvtc_result r = kvtc_stream_get_info(w->set_data[i], w->set_size[i], &info);
     if (r) return r;
-    if (info.n_tokens != st->cell_count || llama_wrap_check_geometry(&w->state, si, &info.geometry) ||
+    if (info.n_tokens != st->cell_count || lcpp_wrap_check_geometry(&w->state, si, &info.geometry) ||
         (w->set_rotation[i] && !pow2(info.geometry.head_dim)))
         return KVTC_ERR_CORRUPT;
     kvtc_cache c;
@@ -334,20 +334,20 @@ static kvtc_result decode_set(const llama_wrap *w, kvtc_decoder *dec, uint32_t i
     for (int key = 1; key >= 0; key--) {
         cache_to_rows(&c, key ? c.k : c.v, rows);
         rotate_rows(rows, n_values, &info.geometry, w->set_rotation[i], key);
-        llama_state_write_float(&w->state, si, key, rows, out);
+        lcpp_state_write_float(&w->state, si, key, rows, out);
     }
 done:
     free(rows);
-    llama_wrap_cache_free(&c);
+    lcpp_wrap_cache_free(&c);
     return r;
 }
 
-kvtc_result llama_wrap_decompress(const kvtc_basis *b, const kvtc_decode_options *dopt, const void *buf,
+kvtc_result lcpp_wrap_decompress(const kvtc_basis *b, const kvtc_decode_options *dopt, const void *buf,
                                   size_t size, void **out, size_t *out_size) {
     *out = NULL;
     *out_size = 0;
-    llama_wrap w;
-    kvtc_result r = llama_wrap_parse(buf, size, &w);
+    lcpp_wrap w;
+    kvtc_result r = lcpp_wrap_parse(buf, size, &w);
     if (r) return r;
     kvtc_decoder *dec = NULL;
     uint8_t *o = NULL;
@@ -356,10 +356,10 @@ kvtc_result llama_wrap_decompress(const kvtc_basis *b, const kvtc_decode_options
         kvtc_stream_info info;
         if ((r = kvtc_stream_get_info(w.set_data[i], w.set_size[i], &info))) goto done;
         if (info.n_tokens != w.state.streams[w.set_stream[i]].cell_count ||
-            llama_wrap_check_geometry(&w.state, w.set_stream[i], &info.geometry)) { r = KVTC_ERR_CORRUPT; goto done; }
+            lcpp_wrap_check_geometry(&w.state, w.set_stream[i], &info.geometry)) { r = KVTC_ERR_CORRUPT; goto done; }
     }
     if (w.full_size > SIZE_MAX || !(o = malloc((size_t)w.full_size))) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
-    llama_state_expand(&w.state, w.skeleton, o);
+    lcpp_state_expand(&w.state, w.skeleton, o);
     if (w.n_sets && (r = kvtc_decoder_alloc(b, dopt, &dec))) goto done;
     for (uint32_t i = 0; i < w.n_sets; i++)
         if ((r = decode_set(&w, dec, i, o))) goto done;
@@ -369,6 +369,6 @@ kvtc_result llama_wrap_decompress(const kvtc_basis *b, const kvtc_decode_options
 done:
     free(o);
     kvtc_decoder_free(dec);
-    llama_wrap_free(&w);
+    lcpp_wrap_free(&w);
     return r;
 }

@@ -1,5 +1,5 @@
-/* llama_state.c - see llama_state.h. */
-#include "io/llama_state.h"
+/* lcpp_state.c - see lcpp_state.h. */
+#include "io/lcpp_state.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -66,52 +66,52 @@ static size_t full_off(const cursor *c) { return c->off + c->skipped; }
 
 /* ---- types ---------------------------------------------------------------- */
 
-const char *llama_ggml_type_name(int32_t type) {
+const char *lcpp_ggml_type_name(int32_t type) {
     switch (type) {
-    case LLAMA_GGML_F32: return "f32";
-    case LLAMA_GGML_F16: return "f16";
-    case LLAMA_GGML_BF16: return "bf16";
-    case LLAMA_GGML_Q8_0: return "q8_0";
+    case LCPP_GGML_F32: return "f32";
+    case LCPP_GGML_F16: return "f16";
+    case LCPP_GGML_BF16: return "bf16";
+    case LCPP_GGML_Q8_0: return "q8_0";
     default: return "?";
     }
 }
 
-const char *llama_layout_name(llama_layout l) {
+const char *lcpp_layout_name(lcpp_layout l) {
     switch (l) {
-    case LLAMA_LAYOUT_KV_A: return "kv-A";
-    case LLAMA_LAYOUT_KV_B: return "kv-B";
-    case LLAMA_LAYOUT_KV_AB: return "kv-A/B";
+    case LCPP_LAYOUT_KV_A: return "kv-A";
+    case LCPP_LAYOUT_KV_B: return "kv-B";
+    case LCPP_LAYOUT_KV_AB: return "kv-A/B";
     default: return "kv-C";
     }
 }
 
 static int type_known(int32_t t) {
-    return t == LLAMA_GGML_F32 || t == LLAMA_GGML_F16 || t == LLAMA_GGML_BF16 || t == LLAMA_GGML_Q8_0;
+    return t == LCPP_GGML_F32 || t == LCPP_GGML_F16 || t == LCPP_GGML_BF16 || t == LCPP_GGML_Q8_0;
 }
 
 /* Values in a row of `bytes` bytes of type t, or 0 if bytes is not a whole
  * number of values (blocks for q8_0). */
 static uint64_t row_values(int32_t t, uint64_t bytes) {
     switch (t) {
-    case LLAMA_GGML_F32: return bytes % 4 ? 0 : bytes / 4;
-    case LLAMA_GGML_F16:
-    case LLAMA_GGML_BF16: return bytes % 2 ? 0 : bytes / 2;
-    case LLAMA_GGML_Q8_0: return bytes % 34 ? 0 : bytes / 34 * LLAMA_Q8_0_BLOCK;
+    case LCPP_GGML_F32: return bytes % 4 ? 0 : bytes / 4;
+    case LCPP_GGML_F16:
+    case LCPP_GGML_BF16: return bytes % 2 ? 0 : bytes / 2;
+    case LCPP_GGML_Q8_0: return bytes % 34 ? 0 : bytes / 34 * LCPP_Q8_0_BLOCK;
     default: return 0;
     }
 }
 
 static uint64_t row_bytes_of(int32_t t, uint64_t n) {
     switch (t) {
-    case LLAMA_GGML_F32: return 4 * n;
-    case LLAMA_GGML_Q8_0: return n / LLAMA_Q8_0_BLOCK * 34;
+    case LCPP_GGML_F32: return 4 * n;
+    case LCPP_GGML_Q8_0: return n / LCPP_Q8_0_BLOCK * 34;
     default: return 2 * n;
     }
 }
 
 /* ---- parsing ------------------------------------------------------------ */
 
-void llama_state_free(llama_state *s) {
+void lcpp_state_free(lcpp_state *s) {
     if (!s) return;
     for (uint32_t i = 0; s->streams && i < s->n_stream; i++) {
         free(s->streams[i].pos);
@@ -122,14 +122,14 @@ void llama_state_free(llama_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-int llama_state_is_state_file(const void *buf, size_t size) {
+int lcpp_state_is_state_file(const void *buf, size_t size) {
     if (!buf || size < 4) return 0;
     uint32_t m = kvtc_load_u32(buf);
-    return m == LLAMA_MAGIC_GGSQ || m == LLAMA_MAGIC_GGSN;
+    return m == LCPP_MAGIC_GGSQ || m == LCPP_MAGIC_GGSN;
 }
 
 /* K row tensor (and V with v_trans 0): i32 type, u64 row_bytes, rows. */
-static kvtc_result parse_row_tensor(cursor *c, uint32_t cells, llama_kv_tensor *t) {
+static kvtc_result parse_row_tensor(cursor *c, uint32_t cells, lcpp_kv_tensor *t) {
     uint32_t type;
     kvtc_result r;
     t->header_off = full_off(c);
@@ -138,14 +138,14 @@ static kvtc_result parse_row_tensor(cursor *c, uint32_t cells, llama_kv_tensor *
     if (!type_known(t->type)) return KVTC_ERR_UNSUPPORTED;
     uint64_t n = row_values(t->type, t->row_bytes);
     if (!n) return KVTC_ERR_CORRUPT;
-    if (n > LLAMA_MAX_ROW_VALUES) return KVTC_ERR_TOO_LARGE;
+    if (n > LCPP_MAX_ROW_VALUES) return KVTC_ERR_TOO_LARGE;
     t->n_embd = (uint32_t)n;
     t->data_bytes = t->row_bytes * cells; /* <= 2^22 * 2^32: no overflow */
     return payload(c, t->data_bytes, &t->data_off);
 }
 
 /* Transposed V: i32 type, u32 el_bytes, u32 n_embd, [n_embd][cells] values. */
-static kvtc_result parse_trans_tensor(cursor *c, uint32_t cells, llama_kv_tensor *t) {
+static kvtc_result parse_trans_tensor(cursor *c, uint32_t cells, lcpp_kv_tensor *t) {
     uint32_t type, n;
     kvtc_result r;
     t->header_off = full_off(c);
@@ -153,8 +153,8 @@ static kvtc_result parse_trans_tensor(cursor *c, uint32_t cells, llama_kv_tensor
     t->type = (int32_t)type;
     if (!type_known(t->type)) return KVTC_ERR_UNSUPPORTED;
     /* llama.cpp cannot transpose a block-quantized V */
-    if (t->type == LLAMA_GGML_Q8_0 || row_bytes_of(t->type, 1) != t->el_bytes || !n) return KVTC_ERR_CORRUPT;
-    if (n > LLAMA_MAX_ROW_VALUES) return KVTC_ERR_TOO_LARGE;
+    if (t->type == LCPP_GGML_Q8_0 || row_bytes_of(t->type, 1) != t->el_bytes || !n) return KVTC_ERR_CORRUPT;
+    if (n > LCPP_MAX_ROW_VALUES) return KVTC_ERR_TOO_LARGE;
     t->n_embd = n;
     t->row_bytes = (uint64_t)n * t->el_bytes;
     t->data_bytes = t->row_bytes * cells;
@@ -164,7 +164,7 @@ static kvtc_result parse_trans_tensor(cursor *c, uint32_t cells, llama_kv_tensor
 /* One stream's KV part from cell_count on. seq_file: ggsq rules for
  * n_seq_id; *seq_ids_seen collects the n_seq_id values met (bit 0: zero,
  * bit 1: one, bit 2: other). */
-static kvtc_result parse_stream(cursor *c, int with_stream, int seq_file, llama_stream *st,
+static kvtc_result parse_stream(cursor *c, int with_stream, int seq_file, lcpp_stream *st,
                                 unsigned *seq_ids_seen) {
     kvtc_result r;
     if ((r = rd_u32(c, &st->cell_count))) return r;
@@ -177,7 +177,7 @@ static kvtc_result parse_stream(cursor *c, int with_stream, int seq_file, llama_
         if ((r = rd_u32(c, &pos)) || (r = rd_u32(c, &n_seq))) return r;
         st->pos[i] = (int32_t)pos;
         if (st->pos[i] < 0) return KVTC_ERR_CORRUPT; /* only empty cells have negative positions */
-        if (n_seq > LLAMA_MAX_SEQ_IDS) return KVTC_ERR_TOO_LARGE;
+        if (n_seq > LCPP_MAX_SEQ_IDS) return KVTC_ERR_TOO_LARGE;
         *seq_ids_seen |= n_seq == 0 ? 1u : n_seq == 1 ? 2u : 4u;
         /* llama.cpp loads a sequence file only if every cell has exactly
          * 0 (kv-A) or 1 (kv-B/C) sequence ids */
@@ -191,7 +191,7 @@ static kvtc_result parse_stream(cursor *c, int with_stream, int seq_file, llama_
     if (st->v_trans > 1) return KVTC_ERR_CORRUPT;
     if ((r = rd_u32(c, &st->n_layer))) return r;
     if (!st->n_layer) return KVTC_ERR_CORRUPT;
-    if (st->n_layer > LLAMA_MAX_LAYERS) return KVTC_ERR_TOO_LARGE;
+    if (st->n_layer > LCPP_MAX_LAYERS) return KVTC_ERR_TOO_LARGE;
     if (st->n_layer > (c->size - c->off) / 24) return truncated(c); /* 2 headers of >= 12 B */
     st->k = calloc((size_t)st->n_layer + 1, sizeof *st->k);
     st->v = calloc((size_t)st->n_layer + 1, sizeof *st->v);
@@ -208,7 +208,7 @@ static kvtc_result parse_stream(cursor *c, int with_stream, int seq_file, llama_
 
 /* The token array: plain ids, or the 2026 server_tokens record
  * (i32 -1, u32 1, u32 n, i32 ids[n], u32 n_media, media..., padding). */
-static void detect_packed(llama_state *s, const uint8_t *buf) {
+static void detect_packed(lcpp_state *s, const uint8_t *buf) {
     s->packed_tokens = 0;
     s->n_ids = s->n_token_count;
     s->ids_off = s->tokens_off;
@@ -223,14 +223,14 @@ static void detect_packed(llama_state *s, const uint8_t *buf) {
 }
 
 static kvtc_result parse_layout(const uint8_t *buf, size_t size, int hollow, int with_stream, int with_logits,
-                                llama_state *s, size_t *fail_off) {
+                                lcpp_state *s, size_t *fail_off) {
     cursor c = {buf, size, 0, 0, hollow, 0};
     kvtc_result r;
     memset(s, 0, sizeof *s);
     s->hollow = hollow;
     if ((r = rd_u32(&c, &s->magic)) || (r = rd_u32(&c, &s->version))) goto fail;
-    if (s->magic != LLAMA_MAGIC_GGSQ && s->magic != LLAMA_MAGIC_GGSN) { r = KVTC_ERR_BAD_MAGIC; goto fail; }
-    if (s->version != (s->magic == LLAMA_MAGIC_GGSQ ? LLAMA_GGSQ_VERSION : LLAMA_GGSN_VERSION)) {
+    if (s->magic != LCPP_MAGIC_GGSQ && s->magic != LCPP_MAGIC_GGSN) { r = KVTC_ERR_BAD_MAGIC; goto fail; }
+    if (s->version != (s->magic == LCPP_MAGIC_GGSQ ? LCPP_GGSQ_VERSION : LCPP_GGSN_VERSION)) {
         r = KVTC_ERR_UNSUPPORTED_VERSION;
         goto fail;
     }
@@ -238,7 +238,7 @@ static kvtc_result parse_layout(const uint8_t *buf, size_t size, int hollow, int
     s->tokens_off = c.off;
     if ((r = skip(&c, 4ull * s->n_token_count))) goto fail;
     detect_packed(s, buf);
-    if (s->magic == LLAMA_MAGIC_GGSN) {
+    if (s->magic == LCPP_MAGIC_GGSN) {
         uint32_t len, n_out;
         uint64_t n;
         s->preamble_off = c.off;
@@ -255,40 +255,40 @@ static kvtc_result parse_layout(const uint8_t *buf, size_t size, int hollow, int
     if (with_stream) {
         if ((r = rd_u32(&c, &s->n_stream))) goto fail;
         if (!s->n_stream) { r = KVTC_ERR_CORRUPT; goto fail; }
-        if (s->n_stream > LLAMA_MAX_STREAMS) { r = KVTC_ERR_TOO_LARGE; goto fail; }
+        if (s->n_stream > LCPP_MAX_STREAMS) { r = KVTC_ERR_TOO_LARGE; goto fail; }
         if (s->n_stream > (c.size - c.off) / 4) { r = truncated(&c); goto fail; }
     }
     s->streams = calloc(s->n_stream, sizeof *s->streams);
     if (!s->streams) { r = KVTC_ERR_OUT_OF_MEMORY; goto fail; }
     unsigned seen = 0;
     for (uint32_t i = 0; i < s->n_stream; i++)
-        if ((r = parse_stream(&c, with_stream, s->magic == LLAMA_MAGIC_GGSQ, &s->streams[i], &seen))) goto fail;
+        if ((r = parse_stream(&c, with_stream, s->magic == LCPP_MAGIC_GGSQ, &s->streams[i], &seen))) goto fail;
     c.field = c.off;
     if (c.off != size) { r = KVTC_ERR_CORRUPT; goto fail; } /* trailing bytes */
-    if (s->magic == LLAMA_MAGIC_GGSQ) {
-        s->layout = with_stream ? LLAMA_LAYOUT_KV_C : seen == 1u ? LLAMA_LAYOUT_KV_A
-                                                   : seen == 2u ? LLAMA_LAYOUT_KV_B : LLAMA_LAYOUT_KV_AB;
+    if (s->magic == LCPP_MAGIC_GGSQ) {
+        s->layout = with_stream ? LCPP_LAYOUT_KV_C : seen == 1u ? LCPP_LAYOUT_KV_A
+                                                   : seen == 2u ? LCPP_LAYOUT_KV_B : LCPP_LAYOUT_KV_AB;
     } else {
-        s->layout = with_stream ? LLAMA_LAYOUT_KV_C : LLAMA_LAYOUT_KV_AB;
+        s->layout = with_stream ? LCPP_LAYOUT_KV_C : LCPP_LAYOUT_KV_AB;
     }
     s->size = size;
     s->full_size = size + c.skipped;
     return KVTC_OK;
 fail:
     *fail_off = c.field;
-    llama_state_free(s);
+    lcpp_state_free(s);
     return r;
 }
 
-kvtc_result llama_state_parse(const void *buf, size_t size, llama_state *out) {
+kvtc_result lcpp_state_parse(const void *buf, size_t size, lcpp_state *out) {
     memset(out, 0, sizeof *out);
     if (!buf) return KVTC_ERR_INVALID_ARGUMENT;
     if (size < 4) return KVTC_ERR_TRUNCATED;
-    if (!llama_state_is_state_file(buf, size)) return KVTC_ERR_BAD_MAGIC;
+    if (!lcpp_state_is_state_file(buf, size)) return KVTC_ERR_BAD_MAGIC;
     /* candidate layouts, newest first: {n_stream present, ggsn logits present} */
     static const int seq_cand[2][2] = {{1, 0}, {0, 0}};
     static const int ses_cand[4][2] = {{1, 0}, {1, 1}, {0, 1}, {0, 0}};
-    int ggsn = kvtc_load_u32(buf) == LLAMA_MAGIC_GGSN;
+    int ggsn = kvtc_load_u32(buf) == LCPP_MAGIC_GGSN;
     const int(*cand)[2] = ggsn ? ses_cand : seq_cand;
     int n_cand = ggsn ? 4 : 2;
     kvtc_result best = KVTC_ERR_CORRUPT;
@@ -305,20 +305,20 @@ kvtc_result llama_state_parse(const void *buf, size_t size, llama_state *out) {
     return best;
 }
 
-uint32_t llama_state_shape(const llama_state *s) {
-    return (s->layout == LLAMA_LAYOUT_KV_C ? LLAMA_SHAPE_STREAMS : 0u) | (s->has_logits ? LLAMA_SHAPE_LOGITS : 0u);
+uint32_t lcpp_state_shape(const lcpp_state *s) {
+    return (s->layout == LCPP_LAYOUT_KV_C ? LCPP_SHAPE_STREAMS : 0u) | (s->has_logits ? LCPP_SHAPE_LOGITS : 0u);
 }
 
-kvtc_result llama_state_parse_hollow(const void *buf, size_t size, uint32_t shape, llama_state *out) {
+kvtc_result lcpp_state_parse_hollow(const void *buf, size_t size, uint32_t shape, lcpp_state *out) {
     memset(out, 0, sizeof *out);
     if (!buf) return KVTC_ERR_INVALID_ARGUMENT;
     if (size < 4) return KVTC_ERR_TRUNCATED;
-    if (!llama_state_is_state_file(buf, size)) return KVTC_ERR_BAD_MAGIC;
-    int ggsn = kvtc_load_u32(buf) == LLAMA_MAGIC_GGSN;
-    if ((shape & ~(LLAMA_SHAPE_STREAMS | LLAMA_SHAPE_LOGITS)) || (!ggsn && (shape & LLAMA_SHAPE_LOGITS)))
+    if (!lcpp_state_is_state_file(buf, size)) return KVTC_ERR_BAD_MAGIC;
+    int ggsn = kvtc_load_u32(buf) == LCPP_MAGIC_GGSN;
+    if ((shape & ~(LCPP_SHAPE_STREAMS | LCPP_SHAPE_LOGITS)) || (!ggsn && (shape & LCPP_SHAPE_LOGITS)))
         return KVTC_ERR_CORRUPT;
     size_t off;
-    return parse_layout(buf, size, 1, (shape & LLAMA_SHAPE_STREAMS) != 0, (shape & LLAMA_SHAPE_LOGITS) != 0, out, &off);
+    return parse_layout(buf, size, 1, (shape & LCPP_SHAPE_STREAMS) != 0, (shape & LCPP_SHAPE_LOGITS) != 0, out, &off);
 }
 
 /* ---- hollow files ------------------------------------------------------- */
@@ -326,12 +326,12 @@ kvtc_result llama_state_parse_hollow(const void *buf, size_t size, uint32_t shap
 /* Copy the non-payload bytes between a full file and its hollow file, in
  * either direction; payload regions come in file order (stream by stream,
  * K layers then V layers). */
-static void copy_skeleton(const llama_state *s, const uint8_t *src, uint8_t *dst, int to_hollow) {
+static void copy_skeleton(const lcpp_state *s, const uint8_t *src, uint8_t *dst, int to_hollow) {
     size_t fp = 0, hp = 0; /* offsets in the full and in the hollow file */
     for (uint32_t i = 0; i < s->n_stream; i++) {
-        const llama_stream *st = &s->streams[i];
+        const lcpp_stream *st = &s->streams[i];
         for (uint32_t j = 0; j < 2 * st->n_layer; j++) {
-            const llama_kv_tensor *t = j < st->n_layer ? &st->k[j] : &st->v[j - st->n_layer];
+            const lcpp_kv_tensor *t = j < st->n_layer ? &st->k[j] : &st->v[j - st->n_layer];
             size_t n = t->data_off - fp;
             memcpy(to_hollow ? dst + hp : dst + fp, to_hollow ? src + fp : src + hp, n);
             hp += n;
@@ -342,7 +342,7 @@ static void copy_skeleton(const llama_state *s, const uint8_t *src, uint8_t *dst
     memcpy(to_hollow ? dst + hp : dst + fp, to_hollow ? src + fp : src + hp, n);
 }
 
-size_t llama_state_hollow_size(const llama_state *s) {
+size_t lcpp_state_hollow_size(const lcpp_state *s) {
     size_t n = s->full_size;
     for (uint32_t i = 0; i < s->n_stream; i++)
         for (uint32_t l = 0; l < s->streams[i].n_layer; l++)
@@ -350,28 +350,28 @@ size_t llama_state_hollow_size(const llama_state *s) {
     return n;
 }
 
-void llama_state_make_hollow(const llama_state *s, const uint8_t *buf, uint8_t *out) {
+void lcpp_state_make_hollow(const lcpp_state *s, const uint8_t *buf, uint8_t *out) {
     copy_skeleton(s, buf, out, 1);
 }
 
-void llama_state_expand(const llama_state *s, const uint8_t *hollow, uint8_t *out) {
+void lcpp_state_expand(const lcpp_state *s, const uint8_t *hollow, uint8_t *out) {
     copy_skeleton(s, hollow, out, 0);
 }
 
-void llama_state_token_ids(const llama_state *s, const uint8_t *buf, int32_t *ids) {
+void lcpp_state_token_ids(const lcpp_state *s, const uint8_t *buf, int32_t *ids) {
     for (uint32_t i = 0; i < s->n_ids; i++) ids[i] = (int32_t)kvtc_load_u32(buf + s->ids_off + 4ull * i);
 }
 
 /* ---- values ------------------------------------------------------------- */
 
-void llama_quantize_q8_0(const float *x, uint32_t n, uint8_t *out) {
+void lcpp_quantize_q8_0(const float *x, uint32_t n, uint8_t *out) {
     /* as ggml's quantize_row_q8_0_ref: d = amax / 127, q = round(x / d) */
-    for (uint32_t b = 0; b < n / LLAMA_Q8_0_BLOCK; b++, x += LLAMA_Q8_0_BLOCK, out += 34) {
+    for (uint32_t b = 0; b < n / LCPP_Q8_0_BLOCK; b++, x += LCPP_Q8_0_BLOCK, out += 34) {
         float amax = 0.0f;
-        for (uint32_t i = 0; i < LLAMA_Q8_0_BLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
+        for (uint32_t i = 0; i < LCPP_Q8_0_BLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         kvtc_store_u16(out, kvtc_f32_to_f16(d));
-        for (uint32_t i = 0; i < LLAMA_Q8_0_BLOCK; i++) {
+        for (uint32_t i = 0; i < LCPP_Q8_0_BLOCK; i++) {
             /* finite values land in [-127, 127]; NaN and Inf (which a
              * damaged file may hold) must not reach the conversion */
             float q = roundf(x[i] * id);
@@ -380,33 +380,33 @@ void llama_quantize_q8_0(const float *x, uint32_t n, uint8_t *out) {
     }
 }
 
-void llama_dequantize_q8_0(const uint8_t *in, uint32_t n, float *x) {
-    for (uint32_t b = 0; b < n / LLAMA_Q8_0_BLOCK; b++, in += 34) {
+void lcpp_dequantize_q8_0(const uint8_t *in, uint32_t n, float *x) {
+    for (uint32_t b = 0; b < n / LCPP_Q8_0_BLOCK; b++, in += 34) {
         float d = kvtc_f16_to_f32(kvtc_load_u16(in));
-        for (uint32_t i = 0; i < LLAMA_Q8_0_BLOCK; i++) *x++ = d * (float)(int8_t)in[2 + i];
+        for (uint32_t i = 0; i < LCPP_Q8_0_BLOCK; i++) *x++ = d * (float)(int8_t)in[2 + i];
     }
 }
 
 static float load_value(int32_t type, const uint8_t *p) {
     switch (type) {
-    case LLAMA_GGML_F32: return kvtc_bits_f32(kvtc_load_u32(p));
-    case LLAMA_GGML_BF16: return kvtc_bf16_to_f32(kvtc_load_u16(p));
+    case LCPP_GGML_F32: return kvtc_bits_f32(kvtc_load_u32(p));
+    case LCPP_GGML_BF16: return kvtc_bf16_to_f32(kvtc_load_u16(p));
     default: return kvtc_f16_to_f32(kvtc_load_u16(p));
     }
 }
 
 static void store_value(int32_t type, uint8_t *p, float x) {
     switch (type) {
-    case LLAMA_GGML_F32: kvtc_store_u32(p, kvtc_f32_bits(x)); break;
-    case LLAMA_GGML_BF16: kvtc_store_u16(p, kvtc_f32_to_bf16(x)); break;
+    case LCPP_GGML_F32: kvtc_store_u32(p, kvtc_f32_bits(x)); break;
+    case LCPP_GGML_BF16: kvtc_store_u16(p, kvtc_f32_to_bf16(x)); break;
     default: kvtc_store_u16(p, kvtc_f32_to_f16(x)); break;
     }
 }
 
-static void read_rows(const llama_kv_tensor *t, const uint8_t *p, uint32_t cells, float *out) {
+static void read_rows(const lcpp_kv_tensor *t, const uint8_t *p, uint32_t cells, float *out) {
     for (uint32_t c = 0; c < cells; c++, p += t->row_bytes, out += t->n_embd) {
-        if (t->type == LLAMA_GGML_Q8_0) {
-            llama_dequantize_q8_0(p, t->n_embd, out);
+        if (t->type == LCPP_GGML_Q8_0) {
+            lcpp_dequantize_q8_0(p, t->n_embd, out);
             continue;
         }
         uint64_t es = row_bytes_of(t->type, 1);
@@ -414,10 +414,10 @@ static void read_rows(const llama_kv_tensor *t, const uint8_t *p, uint32_t cells
     }
 }
 
-static void write_rows(const llama_kv_tensor *t, const float *in, uint32_t cells, uint8_t *p) {
+static void write_rows(const lcpp_kv_tensor *t, const float *in, uint32_t cells, uint8_t *p) {
     for (uint32_t c = 0; c < cells; c++, p += t->row_bytes, in += t->n_embd) {
-        if (t->type == LLAMA_GGML_Q8_0) {
-            llama_quantize_q8_0(in, t->n_embd, p);
+        if (t->type == LCPP_GGML_Q8_0) {
+            lcpp_quantize_q8_0(in, t->n_embd, p);
             continue;
         }
         uint64_t es = row_bytes_of(t->type, 1);
@@ -425,11 +425,11 @@ static void write_rows(const llama_kv_tensor *t, const float *in, uint32_t cells
     }
 }
 
-void llama_state_read_float(const llama_state *s, const uint8_t *buf, uint32_t stream, int is_key,
+void lcpp_state_read_float(const lcpp_state *s, const uint8_t *buf, uint32_t stream, int is_key,
                             float *out) {
-    const llama_stream *st = &s->streams[stream];
+    const lcpp_stream *st = &s->streams[stream];
     for (uint32_t l = 0; l < st->n_layer; l++) {
-        const llama_kv_tensor *t = is_key ? &st->k[l] : &st->v[l];
+        const lcpp_kv_tensor *t = is_key ? &st->k[l] : &st->v[l];
         const uint8_t *p = buf + t->data_off;
         if (is_key || !st->v_trans) {
             read_rows(t, p, st->cell_count, out);
@@ -442,11 +442,11 @@ void llama_state_read_float(const llama_state *s, const uint8_t *buf, uint32_t s
     }
 }
 
-void llama_state_write_float(const llama_state *s, uint32_t stream, int is_key, const float *in,
+void lcpp_state_write_float(const lcpp_state *s, uint32_t stream, int is_key, const float *in,
                              uint8_t *out) {
-    const llama_stream *st = &s->streams[stream];
+    const lcpp_stream *st = &s->streams[stream];
     for (uint32_t l = 0; l < st->n_layer; l++) {
-        const llama_kv_tensor *t = is_key ? &st->k[l] : &st->v[l];
+        const lcpp_kv_tensor *t = is_key ? &st->k[l] : &st->v[l];
         uint8_t *p = out + t->data_off;
         if (is_key || !st->v_trans) {
             write_rows(t, in, st->cell_count, p);
@@ -461,7 +461,7 @@ void llama_state_write_float(const llama_state *s, uint32_t stream, int is_key, 
 
 /* ---- Hadamard rotation -------------------------------------------------- */
 
-void llama_hadamard_rows(float *x, uint64_t n_values, uint32_t head_dim) {
+void lcpp_hadamard_rows(float *x, uint64_t n_values, uint32_t head_dim) {
     float scale = 1.0f / sqrtf((float)head_dim);
     for (uint64_t o = 0; o + head_dim <= n_values; o += head_dim) {
         float *v = x + o;
@@ -491,7 +491,7 @@ static double channel_concentration(const double *energy, uint32_t width, uint32
     return c;
 }
 
-int llama_rows_look_rotated(const float *rows, uint64_t n_rows, uint32_t width, uint32_t head_dim) {
+int lcpp_rows_look_rotated(const float *rows, uint64_t n_rows, uint32_t width, uint32_t head_dim) {
     if (!head_dim || (head_dim & (head_dim - 1)) || width % head_dim || !n_rows) return 0;
     double *e = calloc(2 * (size_t)width, sizeof(double));
     float *tmp = malloc(sizeof(float) * width);
@@ -502,7 +502,7 @@ int llama_rows_look_rotated(const float *rows, uint64_t n_rows, uint32_t width, 
         for (uint64_t r = 0; r < n_rows; r += step) {
             const float *x = rows + r * width;
             memcpy(tmp, x, sizeof(float) * width);
-            llama_hadamard_rows(tmp, width, head_dim);
+            lcpp_hadamard_rows(tmp, width, head_dim);
             for (uint32_t j = 0; j < width; j++) {
                 e[j] += (double)x[j] * x[j];
                 e[width + j] += (double)tmp[j] * tmp[j];
