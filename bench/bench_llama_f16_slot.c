@@ -18,9 +18,9 @@
 #include "util/half.h"
 
 static void put(FILE *f, const void *p, size_t n) { fwrite(p, 1, n, f); }
-static void put32(FILE *f, uint32_t v) { uint8_t b[4]; kvtc_store_u32(b, v); put(f, b, 4); }
-static void put64(FILE *f, uint64_t v) { uint8_t b[8]; kvtc_store_u64(b, v); put(f, b, 8); }
-static void put16f(FILE *f, float x) { uint8_t b[2]; kvtc_store_u16(b, kvtc_f32_to_f16(x)); put(f, b, 2); }
+static void put32(FILE *f, uint32_t v) { uint8_t b[4]; kvi_store_u32(b, v); put(f, b, 4); }
+static void put64(FILE *f, uint64_t v) { uint8_t b[8]; kvi_store_u64(b, v); put(f, b, 8); }
+static void put16f(FILE *f, float x) { uint8_t b[2]; kvi_store_u16(b, kvi_f32_to_f16(x)); put(f, b, 2); }
 
 int main(int argc, char **argv) {
     if (argc != 4 || (strcmp(argv[2], "0") && strcmp(argv[2], "1"))) {

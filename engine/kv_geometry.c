@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* llama.cpp's llama_model_rope_type(), for the architectures whose cache is
+/* llama.cpp's eng_model_rope_type(), for the architectures whose cache is
  * plain per-head K/V with one RoPE over the first rope_dim dimensions. */
 static const char *const norm_archs[] = {
     "llama", "llama4", "mistral", "mistral3", "baichuan", "starcoder", "internlm2", "minicpm", "xverse",
@@ -17,7 +17,7 @@ static const char *const neox_archs[] = {
     "nemotron", "plamo", "dbrx", "grok", "bitnet", "minicpm3", "gpt-oss", "hunyuan-moe", "dots1",
 };
 
-int gguf_arch_rope_type(const char *arch) {
+int eng_gguf_arch_rope_type(const char *arch) {
     for (size_t i = 0; i < sizeof norm_archs / sizeof norm_archs[0]; i++)
         if (!strcmp(arch, norm_archs[i])) return KVTC_ROPE_NORM;
     for (size_t i = 0; i < sizeof neox_archs / sizeof neox_archs[0]; i++)
@@ -26,29 +26,29 @@ int gguf_arch_rope_type(const char *arch) {
 }
 
 /* "<arch>.<key>" as a u32; dflt when absent (dflt < 0: required). */
-static int arch_u32(const gguf_file *gf, const char *arch, const char *key, long long dflt, uint32_t *out,
+static int arch_u32(const eng_gguf_file *gf, const char *arch, const char *key, long long dflt, uint32_t *out,
                     char *err, size_t errlen) {
     char full[160];
     snprintf(full, sizeof full, "%s.%s", arch, key);
-    int r = gguf_get_u32(gf, full, out);
+    int r = eng_gguf_get_u32(gf, full, out);
     if (r == 1) return 0;
     if (r == 0 && dflt >= 0) { *out = (uint32_t)dflt; return 0; }
     snprintf(err, errlen, "%s: %s", full, r == 0 ? "missing" : "not a u32 (per-layer values are not supported)");
     return -1;
 }
 
-int gguf_kv_geometry(const gguf_file *gf, kvtc_geometry *g, char *err, size_t errlen) {
+int eng_gguf_kv_geometry(const eng_gguf_file *gf, kvtc_geometry *g, char *err, size_t errlen) {
     const char *s;
     size_t len;
     char arch[64];
     memset(g, 0, sizeof *g);
-    if (gguf_get_str(gf, "general.architecture", &s, &len) != 1 || !len || len >= sizeof arch) {
+    if (eng_gguf_get_str(gf, "general.architecture", &s, &len) != 1 || !len || len >= sizeof arch) {
         snprintf(err, errlen, "general.architecture missing");
         return -1;
     }
     memcpy(arch, s, len);
     arch[len] = '\0';
-    int rt = gguf_arch_rope_type(arch);
+    int rt = eng_gguf_arch_rope_type(arch);
     if (rt < 0) {
         snprintf(err, errlen, "architecture '%s' is not one kvtc knows the RoPE of (use --rope-type/--rope-theta)", arch);
         return -1;
@@ -69,7 +69,7 @@ int gguf_kv_geometry(const gguf_file *gf, kvtc_geometry *g, char *err, size_t er
     char key[160];
     snprintf(key, sizeof key, "%s.rope.freq_base", arch);
     g->rope_theta = 10000.0f;
-    if (gguf_get_f32(gf, key, &g->rope_theta) < 0 || !(g->rope_theta > 0.0f)) {
+    if (eng_gguf_get_f32(gf, key, &g->rope_theta) < 0 || !(g->rope_theta > 0.0f)) {
         snprintf(err, errlen, "%s out of range", key);
         return -1;
     }
@@ -81,11 +81,11 @@ int gguf_kv_geometry(const gguf_file *gf, kvtc_geometry *g, char *err, size_t er
     return 0;
 }
 
-int gguf_kv_geometry_file(const char *path, kvtc_geometry *g, char *err, size_t errlen) {
-    gguf_file *gf = NULL;
-    gguf_status st = gguf_open(path, &gf, err, errlen);
-    if (st != GGUF_OK) return -1;
-    int r = gguf_kv_geometry(gf, g, err, errlen);
-    gguf_close(gf);
+int eng_gguf_kv_geometry_file(const char *path, kvtc_geometry *g, char *err, size_t errlen) {
+    eng_gguf_file *gf = NULL;
+    eng_gguf_status st = eng_gguf_open(path, &gf, err, errlen);
+    if (st != ENG_GGUF_OK) return -1;
+    int r = eng_gguf_kv_geometry(gf, g, err, errlen);
+    eng_gguf_close(gf);
     return r;
 }

@@ -14,12 +14,12 @@
 /* RoPE type llama.cpp uses for an architecture (general.architecture):
  * KVTC_ROPE_NORM, KVTC_ROPE_NEOX, or -1 when the architecture is not in
  * the table (M-RoPE, MLA and other layouts kvtc does not code). */
-int gguf_arch_rope_type(const char *arch);
+int eng_gguf_arch_rope_type(const char *arch);
 
 /* Fill *g from a parsed GGUF. Returns 0, or -1 with a message in err. */
-int gguf_kv_geometry(const gguf_file *gf, kvtc_geometry *g, char *err, size_t errlen);
+int eng_gguf_kv_geometry(const eng_gguf_file *gf, kvtc_geometry *g, char *err, size_t errlen);
 
 /* The same from a file path (reads the file, keeps nothing). */
-int gguf_kv_geometry_file(const char *path, kvtc_geometry *g, char *err, size_t errlen);
+int eng_gguf_kv_geometry_file(const char *path, kvtc_geometry *g, char *err, size_t errlen);
 
 #endif

@@ -160,8 +160,8 @@ static void put(wbuf *w, const void *p, size_t n) {
     memcpy(w->b + w->n, p, n);
     w->n += n;
 }
-static void put32(wbuf *w, uint32_t v) { uint8_t t[4]; kvtc_store_u32(t, v); put(w, t, 4); }
-static void put64(wbuf *w, uint64_t v) { uint8_t t[8]; kvtc_store_u64(t, v); put(w, t, 8); }
+static void put32(wbuf *w, uint32_t v) { uint8_t t[4]; kvi_store_u32(t, v); put(w, t, 4); }
+static void put64(wbuf *w, uint64_t v) { uint8_t t[8]; kvi_store_u64(t, v); put(w, t, 8); }
 
 /* A kv-C session (no logits) with streams of cells[] cells each, f32 K and
  * transposed f32 V, 2 layers of 4 values; cell c of stream s at pos 10*s+c. */
@@ -230,7 +230,7 @@ static void test_multistream(void) {
 static kvtc_result parse_mut(const uint8_t *buf, size_t n, size_t off, uint32_t v) {
     uint8_t *c = malloc(n);
     memcpy(c, buf, n);
-    kvtc_store_u32(c + off, v);
+    kvi_store_u32(c + off, v);
     lcpp_state s;
     kvtc_result r = lcpp_state_parse(c, n, &s);
     lcpp_state_free(&s);

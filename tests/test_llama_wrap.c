@@ -37,7 +37,7 @@ typedef struct model_basis {
 static kvtc_basis *calibrate_on(const char *gguf, const char *fixture) {
     kvtc_geometry g;
     char err[256];
-    if (gguf_kv_geometry_file(gguf, &g, err, sizeof err)) {
+    if (eng_gguf_kv_geometry_file(gguf, &g, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", gguf, err);
         return NULL;
     }
@@ -112,7 +112,7 @@ static void roundtrip(const char *name, const uint8_t *b, size_t n, const kvtc_b
     free(hb0);
     free(hb1);
     uint32_t idx;
-    kvtc_plan_info pi;
+    kvtc_plan_info pi = {.struct_size = sizeof pi};
     kvtc_basis_find_plan(basis, 20, &idx);
     kvtc_basis_plan_info(basis, idx, &pi);
     const lcpp_stream *st = &s0.streams[0];
@@ -169,9 +169,9 @@ static uint8_t *three_streams(const uint8_t *b, size_t n, size_t *out_n) {
     lcpp_state_free(&s);
     uint8_t *o = malloc(n + part + 8);
     memcpy(o, b, kv);
-    kvtc_store_u32(o + kv, 3);
+    kvi_store_u32(o + kv, 3);
     memcpy(o + kv + 4, b + kv + 4, part);
-    kvtc_store_u32(o + kv + 4 + part, 0);
+    kvi_store_u32(o + kv + 4 + part, 0);
     memcpy(o + kv + 8 + part, b + kv + 4, part);
     *out_n = n + part + 4;
     return o;
@@ -243,7 +243,7 @@ static void test_all_raw(const kvtc_basis *stories, const kvtc_basis *eval) {
     if (b && lcpp_state_parse(b, n, &s) == KVTC_OK) {
         size_t kv = s.tokens_off + 4ull * s.n_token_count;
         lcpp_state_free(&s);
-        kvtc_store_u32((uint8_t *)b + kv + 4, 0);
+        kvi_store_u32((uint8_t *)b + kv + 4, 0);
         void *z = NULL, *back = NULL;
         kvtc_encode_options eo;
         kvtc_encode_options_init(&eo);
@@ -271,7 +271,7 @@ static void test_positions(const kvtc_basis *basis) {
     CHECK(b && lcpp_state_parse(b, n, &s) == KVTC_OK);
     if (!b) return;
     for (uint32_t c = 0; c < s.streams[0].cell_count; c++)
-        kvtc_store_u32((uint8_t *)b + s.streams[0].cells_off + 12 * c, 5000 + 3 * c);
+        kvi_store_u32((uint8_t *)b + s.streams[0].cells_off + 12 * c, 5000 + 3 * c);
     lcpp_state_free(&s);
     void *z = NULL, *back = NULL;
     kvtc_encode_options eo;
@@ -327,23 +327,23 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     c[0] ^= 1;
     CHECK(decomp(basis, c, zn) == KVTC_ERR_BAD_MAGIC);
     memcpy(c, z, zn);
-    kvtc_store_u16(c + 8, 2);
+    kvi_store_u16(c + 8, 2);
     CHECK(decomp(basis, c, zn) == KVTC_ERR_UNSUPPORTED_VERSION);
     memcpy(c, z, zn);
     c[30] ^= 1; /* full size: header CRC */
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
     /* a later minor version (fields an older reader may skip) still reads */
     memcpy(c, z, zn);
-    kvtc_store_u16(c + 10, 7);
-    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    kvi_store_u16(c + 10, 7);
+    kvi_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     CHECK(decomp(basis, c, zn) == KVTC_OK);
     /* the skeleton's recorded shape: unknown bits, or another layout */
     memcpy(c, z, zn);
-    kvtc_store_u32(c + 56, 4);
-    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    kvi_store_u32(c + 56, 4);
+    kvi_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
-    kvtc_store_u32(c + 56, 0); /* kv-C skeleton parsed as kv-A */
-    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    kvi_store_u32(c + 56, 0); /* kv-C skeleton parsed as kv-A */
+    kvi_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
     lcpp_wrap w;
     CHECK(lcpp_wrap_parse(z, zn, &w) == KVTC_OK);

@@ -257,7 +257,7 @@ int lcpp_cmd_info(const char *path, const void *buf, size_t size) {
            w.version_major, w.version_minor, size, w.full_size, (double)w.full_size / (double)size);
     printf("  skeleton (all non-K/V bytes): %zu bytes\n", w.skeleton_size);
     for (uint32_t i = 0; i < w.n_sets; i++) {
-        kvtc_stream_info si;
+        kvtc_stream_info si = {.struct_size = sizeof si};
         r = kvtc_stream_get_info(w.set_data[i], w.set_size[i], &si);
         if (r) { lcpp_wrap_free(&w); return cli_fail("info", "%s: stream %u: %s", path, i, kvtc_result_string(r)); }
         printf("  stream %u: kvtc stream %u.%u, %zu bytes: %" PRIu64 " cells (%u sink + %u window raw), plan ratio %g, "
@@ -339,7 +339,7 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
     char err[512];
     kvtc_geometry g;
     memset(&g, 0, sizeof g);
-    if (model_path && gguf_kv_geometry_file(model_path, &g, err, sizeof err)) { cli_fail("calibrate", "%s: %s", model_path, err); goto done_args; }
+    if (model_path && eng_gguf_kv_geometry_file(model_path, &g, err, sizeof err)) { cli_fail("calibrate", "%s: %s", model_path, err); goto done_args; }
     if (kv_heads) g.n_kv_heads = kv_heads;
     if (theta > 0) g.rope_theta = (float)theta;
     if (rope_type >= 0) g.rope_type = (kvtc_rope_type)rope_type;

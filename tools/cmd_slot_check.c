@@ -31,18 +31,18 @@ static const char check_help[] =
 
 /* Cells 0..n-2 of cache c into a fresh context (the last one is decoded
  * again, as llama-server does after a restore). */
-static llama_context *restore(const llama_model *m, const kvtc_cache *c, uint32_t n_ctx) {
-    llama_context *ctx = llama_context_alloc(m, n_ctx, 2);
+static eng_context *restore(const eng_model *m, const kvtc_cache *c, uint32_t n_ctx) {
+    eng_context *ctx = eng_context_alloc(m, n_ctx, 2);
     if (!ctx) return NULL;
     size_t n = kvtc_cache_tensor_bytes(&c->geometry, c->dtype, c->n_tokens) / kvtc_dtype_size(c->dtype);
     float *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
-    if (!k || !v) { free(k); free(v); llama_context_free(ctx); return NULL; }
+    if (!k || !v) { free(k); free(v); eng_context_free(ctx); return NULL; }
     for (size_t i = 0; i < n; i++) {
-        k[i] = kvtc_load_elem(c->k, c->dtype, i);
-        v[i] = kvtc_load_elem(c->v, c->dtype, i);
+        k[i] = kvi_load_elem(c->k, c->dtype, i);
+        v[i] = kvi_load_elem(c->v, c->dtype, i);
     }
     model_ctx_write_kv(ctx, m, (uint32_t)c->n_tokens, k, v);
-    llama_context_set_n_past(ctx, (uint32_t)c->n_tokens - 1);
+    eng_context_set_n_past(ctx, (uint32_t)c->n_tokens - 1);
     free(k);
     free(v);
     return ctx;
@@ -51,13 +51,13 @@ static llama_context *restore(const llama_model *m, const kvtc_cache *c, uint32_
 /* Greedy continuation: feed `first`, then each argmax; tokens[i] gets the
  * i-th generated token and logits (when non-NULL) row i. When forced is
  * non-NULL the fed tokens are forced[i] instead of the argmax. */
-static int continue_greedy(llama_context *ctx, int32_t first, uint32_t steps, uint32_t n_vocab, const int32_t *forced,
+static int continue_greedy(eng_context *ctx, int32_t first, uint32_t steps, uint32_t n_vocab, const int32_t *forced,
                            int32_t *tokens, float *logits) {
     float *row = malloc(sizeof(float) * n_vocab);
     int32_t t = first;
     int rc = 0;
     for (uint32_t i = 0; row && i < steps && !rc; i++) {
-        rc = llama_decode(ctx, &t, 1, row);
+        rc = eng_decode(ctx, &t, 1, row);
         tokens[i] = (int32_t)metrics_argmax(row, n_vocab);
         if (logits) memcpy(logits + (size_t)i * n_vocab, row, sizeof(float) * n_vocab);
         t = forced ? forced[i] : tokens[i];
@@ -100,14 +100,14 @@ int cmd_slot_check(int argc, char **argv) {
     kvtc_cache c0, c1;
     memset(&c0, 0, sizeof c0);
     memset(&c1, 0, sizeof c1);
-    llama_context *x0 = NULL, *x1 = NULL;
+    eng_context *x0 = NULL, *x1 = NULL;
     int32_t *g0 = NULL, *g1 = NULL;
     float *l0 = NULL, *l1 = NULL;
     double *lp = NULL;
     kvtc_result r;
     if (lcpp_cli_load_basis("slots", basis_path, &b)) goto done;
     if (model_text_load(&mt, model_path, NULL)) goto done;
-    const llama_hparams *hp = llama_model_hparams(mt.model);
+    const eng_hparams *hp = eng_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     if ((r = lcpp_state_parse(buf, size, &s0))) { cli_fail("slots", "%s: %s", in, kvtc_result_string(r)); goto done; }
@@ -152,7 +152,7 @@ int cmd_slot_check(int argc, char **argv) {
         kl += metrics_kl(l0 + (size_t)i * nv, l1 + (size_t)i * nv, nv, lp, lp + nv);
     }
     /* the restored cache continuing on its own: tokens equal to the original's */
-    llama_context_free(x1);
+    eng_context_free(x1);
     x1 = restore(mt.model, &c1, n + steps);
     if (!x1 || continue_greedy(x1, last, steps, nv, NULL, g1, NULL)) { cli_fail("slots", "decode failed"); goto done; }
     uint32_t same = 0, prefix = 0;
@@ -160,9 +160,9 @@ int cmd_slot_check(int argc, char **argv) {
     while (prefix < steps && g0[prefix] == g1[prefix]) prefix++;
     /* sanity of the reading: the engine's own prefill of the tokens should
      * continue like llama.cpp's cache of them */
-    llama_context_free(x1);
-    x1 = llama_context_alloc(mt.model, n + steps, 2);
-    if (!x1 || llama_decode(x1, c0.token_ids, n - 1, NULL) || continue_greedy(x1, last, steps, nv, NULL, g1, NULL)) {
+    eng_context_free(x1);
+    x1 = eng_context_alloc(mt.model, n + steps, 2);
+    if (!x1 || eng_decode(x1, c0.token_ids, n - 1, NULL) || continue_greedy(x1, last, steps, nv, NULL, g1, NULL)) {
         cli_fail("slots", "decode failed");
         goto done;
     }
@@ -176,8 +176,8 @@ int cmd_slot_check(int argc, char **argv) {
            "   on %u/%u greedy tokens)\n", own, steps);
     rc = 0;
 done:
-    llama_context_free(x0);
-    llama_context_free(x1);
+    eng_context_free(x0);
+    eng_context_free(x1);
     free(g0);
     free(g1);
     free(l0);

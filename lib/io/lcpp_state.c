@@ -32,14 +32,14 @@ static kvtc_result need(cursor *c, uint64_t n) {
 
 static kvtc_result rd_u32(cursor *c, uint32_t *v) {
     if (need(c, 4)) return KVTC_ERR_TRUNCATED;
-    *v = kvtc_load_u32(c->b + c->off);
+    *v = kvi_load_u32(c->b + c->off);
     c->off += 4;
     return KVTC_OK;
 }
 
 static kvtc_result rd_u64(cursor *c, uint64_t *v) {
     if (need(c, 8)) return KVTC_ERR_TRUNCATED;
-    *v = kvtc_load_u64(c->b + c->off);
+    *v = kvi_load_u64(c->b + c->off);
     c->off += 8;
     return KVTC_OK;
 }
@@ -124,7 +124,7 @@ void lcpp_state_free(lcpp_state *s) {
 
 int lcpp_state_is_state_file(const void *buf, size_t size) {
     if (!buf || size < 4) return 0;
-    uint32_t m = kvtc_load_u32(buf);
+    uint32_t m = kvi_load_u32(buf);
     return m == LCPP_MAGIC_GGSQ || m == LCPP_MAGIC_GGSN;
 }
 
@@ -214,8 +214,8 @@ static void detect_packed(lcpp_state *s, const uint8_t *buf) {
     s->ids_off = s->tokens_off;
     if (s->n_token_count < 4) return;
     const uint8_t *t = buf + s->tokens_off;
-    if (kvtc_load_u32(t) != 0xffffffffu || kvtc_load_u32(t + 4) != 1u) return;
-    uint32_t n = kvtc_load_u32(t + 8);
+    if (kvi_load_u32(t) != 0xffffffffu || kvi_load_u32(t + 4) != 1u) return;
+    uint32_t n = kvi_load_u32(t + 8);
     if (n > s->n_token_count - 4) return;
     s->packed_tokens = 1;
     s->n_ids = n;
@@ -288,7 +288,7 @@ kvtc_result lcpp_state_parse(const void *buf, size_t size, lcpp_state *out) {
     /* candidate layouts, newest first: {n_stream present, ggsn logits present} */
     static const int seq_cand[2][2] = {{1, 0}, {0, 0}};
     static const int ses_cand[4][2] = {{1, 0}, {1, 1}, {0, 1}, {0, 0}};
-    int ggsn = kvtc_load_u32(buf) == LCPP_MAGIC_GGSN;
+    int ggsn = kvi_load_u32(buf) == LCPP_MAGIC_GGSN;
     const int(*cand)[2] = ggsn ? ses_cand : seq_cand;
     int n_cand = ggsn ? 4 : 2;
     kvtc_result best = KVTC_ERR_CORRUPT;
@@ -314,7 +314,7 @@ kvtc_result lcpp_state_parse_hollow(const void *buf, size_t size, uint32_t shape
     if (!buf) return KVTC_ERR_INVALID_ARGUMENT;
     if (size < 4) return KVTC_ERR_TRUNCATED;
     if (!lcpp_state_is_state_file(buf, size)) return KVTC_ERR_BAD_MAGIC;
-    int ggsn = kvtc_load_u32(buf) == LCPP_MAGIC_GGSN;
+    int ggsn = kvi_load_u32(buf) == LCPP_MAGIC_GGSN;
     if ((shape & ~(LCPP_SHAPE_STREAMS | LCPP_SHAPE_LOGITS)) || (!ggsn && (shape & LCPP_SHAPE_LOGITS)))
         return KVTC_ERR_CORRUPT;
     size_t off;
@@ -359,7 +359,7 @@ void lcpp_state_expand(const lcpp_state *s, const uint8_t *hollow, uint8_t *out)
 }
 
 void lcpp_state_token_ids(const lcpp_state *s, const uint8_t *buf, int32_t *ids) {
-    for (uint32_t i = 0; i < s->n_ids; i++) ids[i] = (int32_t)kvtc_load_u32(buf + s->ids_off + 4ull * i);
+    for (uint32_t i = 0; i < s->n_ids; i++) ids[i] = (int32_t)kvi_load_u32(buf + s->ids_off + 4ull * i);
 }
 
 /* ---- values ------------------------------------------------------------- */
@@ -370,7 +370,7 @@ void lcpp_quantize_q8_0(const float *x, uint32_t n, uint8_t *out) {
         float amax = 0.0f;
         for (uint32_t i = 0; i < LCPP_Q8_0_BLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        kvtc_store_u16(out, kvtc_f32_to_f16(d));
+        kvi_store_u16(out, kvi_f32_to_f16(d));
         for (uint32_t i = 0; i < LCPP_Q8_0_BLOCK; i++) {
             /* finite values land in [-127, 127]; NaN and Inf (which a
              * damaged file may hold) must not reach the conversion */
@@ -382,24 +382,24 @@ void lcpp_quantize_q8_0(const float *x, uint32_t n, uint8_t *out) {
 
 void lcpp_dequantize_q8_0(const uint8_t *in, uint32_t n, float *x) {
     for (uint32_t b = 0; b < n / LCPP_Q8_0_BLOCK; b++, in += 34) {
-        float d = kvtc_f16_to_f32(kvtc_load_u16(in));
+        float d = kvi_f16_to_f32(kvi_load_u16(in));
         for (uint32_t i = 0; i < LCPP_Q8_0_BLOCK; i++) *x++ = d * (float)(int8_t)in[2 + i];
     }
 }
 
 static float load_value(int32_t type, const uint8_t *p) {
     switch (type) {
-    case LCPP_GGML_F32: return kvtc_bits_f32(kvtc_load_u32(p));
-    case LCPP_GGML_BF16: return kvtc_bf16_to_f32(kvtc_load_u16(p));
-    default: return kvtc_f16_to_f32(kvtc_load_u16(p));
+    case LCPP_GGML_F32: return kvi_bits_f32(kvi_load_u32(p));
+    case LCPP_GGML_BF16: return kvi_bf16_to_f32(kvi_load_u16(p));
+    default: return kvi_f16_to_f32(kvi_load_u16(p));
     }
 }
 
 static void store_value(int32_t type, uint8_t *p, float x) {
     switch (type) {
-    case LCPP_GGML_F32: kvtc_store_u32(p, kvtc_f32_bits(x)); break;
-    case LCPP_GGML_BF16: kvtc_store_u16(p, kvtc_f32_to_bf16(x)); break;
-    default: kvtc_store_u16(p, kvtc_f32_to_f16(x)); break;
+    case LCPP_GGML_F32: kvi_store_u32(p, kvi_f32_bits(x)); break;
+    case LCPP_GGML_BF16: kvi_store_u16(p, kvi_f32_to_bf16(x)); break;
+    default: kvi_store_u16(p, kvi_f32_to_f16(x)); break;
     }
 }
 

@@ -40,15 +40,15 @@ kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     if (size < 8) return KVTC_ERR_TRUNCATED;
     if (!lcpp_wrap_is_wrap(buf, size)) return KVTC_ERR_BAD_MAGIC;
     if (size < LCPP_WRAP_HEADER_SIZE) return KVTC_ERR_TRUNCATED;
-    w->version_major = kvtc_load_u16(b + 8);
-    w->version_minor = kvtc_load_u16(b + 10);
+    w->version_major = kvi_load_u16(b + 8);
+    w->version_minor = kvi_load_u16(b + 10);
     if (w->version_major != LCPP_WRAP_VERSION_MAJOR) return KVTC_ERR_UNSUPPORTED_VERSION;
-    if (crc32_of(b, 60) != kvtc_load_u32(b + 60)) return KVTC_ERR_CORRUPT;
-    uint32_t header_size = kvtc_load_u32(b + 12), flags = kvtc_load_u32(b + 16);
-    w->n_sets = kvtc_load_u32(b + 20);
-    w->full_size = kvtc_load_u64(b + 24);
-    uint64_t skel = kvtc_load_u64(b + 32);
-    w->total_size = kvtc_load_u64(b + 40);
+    if (crc32_of(b, 60) != kvi_load_u32(b + 60)) return KVTC_ERR_CORRUPT;
+    uint32_t header_size = kvi_load_u32(b + 12), flags = kvi_load_u32(b + 16);
+    w->n_sets = kvi_load_u32(b + 20);
+    w->full_size = kvi_load_u64(b + 24);
+    uint64_t skel = kvi_load_u64(b + 32);
+    w->total_size = kvi_load_u64(b + 40);
     if (header_size < LCPP_WRAP_HEADER_SIZE || flags) return KVTC_ERR_CORRUPT;
     if (w->total_size > size) return KVTC_ERR_TRUNCATED;
     if (w->total_size < size) return KVTC_ERR_CORRUPT;
@@ -56,10 +56,10 @@ kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     if (w->n_sets > LCPP_MAX_STREAMS) return KVTC_ERR_CORRUPT;
     uint64_t table_end = header_size + (uint64_t)SET_ENTRY * w->n_sets;
     if (table_end > size || skel > size - table_end) return KVTC_ERR_TRUNCATED;
-    if (crc32_of(b + header_size, (size_t)(table_end - header_size)) != kvtc_load_u32(b + 52)) return KVTC_ERR_CORRUPT;
+    if (crc32_of(b + header_size, (size_t)(table_end - header_size)) != kvi_load_u32(b + 52)) return KVTC_ERR_CORRUPT;
     w->skeleton = b + table_end;
     w->skeleton_size = (size_t)skel;
-    if (crc32_of(w->skeleton, w->skeleton_size) != kvtc_load_u32(b + 48)) return KVTC_ERR_CORRUPT;
+    if (crc32_of(w->skeleton, w->skeleton_size) != kvi_load_u32(b + 48)) return KVTC_ERR_CORRUPT;
     kvtc_result r;
     w->set_data = calloc((size_t)w->n_sets + 1, sizeof *w->set_data);
     w->set_size = calloc((size_t)w->n_sets + 1, sizeof *w->set_size);
@@ -69,9 +69,9 @@ kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     uint64_t off = table_end + skel;
     for (uint32_t i = 0; i < w->n_sets; i++) {
         const uint8_t *e = b + header_size + (size_t)SET_ENTRY * i;
-        uint64_t n = kvtc_load_u64(e + 8);
-        w->set_stream[i] = kvtc_load_u32(e);
-        w->set_rotation[i] = kvtc_load_u32(e + 4);
+        uint64_t n = kvi_load_u64(e + 8);
+        w->set_stream[i] = kvi_load_u32(e);
+        w->set_rotation[i] = kvi_load_u32(e + 4);
         if ((w->set_rotation[i] & ~(LCPP_ROT_K | LCPP_ROT_V)) || (i && w->set_stream[i] <= w->set_stream[i - 1])) {
             r = KVTC_ERR_CORRUPT;
             goto fail;
@@ -84,7 +84,7 @@ kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     if (off != size) { r = KVTC_ERR_CORRUPT; goto fail; }
     /* the skeleton is a hollow llama.cpp file; a sound header with a bad
      * skeleton is corrupt, whatever the state parser calls it */
-    if ((r = lcpp_state_parse_hollow(w->skeleton, w->skeleton_size, kvtc_load_u32(b + 56), &w->state))) {
+    if ((r = lcpp_state_parse_hollow(w->skeleton, w->skeleton_size, kvi_load_u32(b + 56), &w->state))) {
         r = r == KVTC_ERR_OUT_OF_MEMORY ? r : KVTC_ERR_CORRUPT;
         goto fail;
     }
@@ -147,7 +147,7 @@ static void rows_to_cache(const float *rows, kvtc_cache *c, void *dst) {
         for (uint64_t t = 0; t < n; t++)
             for (uint64_t h = 0; h < H; h++)
                 for (uint64_t d = 0; d < D; d++)
-                    kvtc_store_elem(dst, c->dtype, ((l * H + h) * n + t) * D + d, rows[(l * n + t) * H * D + h * D + d]);
+                    kvi_store_elem(dst, c->dtype, ((l * H + h) * n + t) * D + d, rows[(l * n + t) * H * D + h * D + d]);
 }
 
 static void cache_to_rows(const kvtc_cache *c, const void *src, float *rows) {
@@ -157,7 +157,7 @@ static void cache_to_rows(const kvtc_cache *c, const void *src, float *rows) {
         for (uint64_t t = 0; t < n; t++)
             for (uint64_t h = 0; h < H; h++)
                 for (uint64_t d = 0; d < D; d++)
-                    rows[(l * n + t) * H * D + h * D + d] = kvtc_load_elem(src, c->dtype, ((l * H + h) * n + t) * D + d);
+                    rows[(l * n + t) * H * D + h * D + d] = kvi_load_elem(src, c->dtype, ((l * H + h) * n + t) * D + d);
 }
 
 /* Allocate the arrays of a cache of n tokens (k, v, positions). */
@@ -280,24 +280,24 @@ kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *e
     uint8_t *table = o + LCPP_WRAP_HEADER_SIZE, *sk = table + (size_t)SET_ENTRY * n_sets, *p = sk + skel;
     lcpp_state_make_hollow(&s, state, sk);
     for (uint32_t i = 0; i < n_sets; i++) {
-        kvtc_store_u32(table + SET_ENTRY * i, set_stream[i]);
-        kvtc_store_u32(table + SET_ENTRY * i + 4, set_rot[i]);
-        kvtc_store_u64(table + SET_ENTRY * i + 8, set_size[i]);
+        kvi_store_u32(table + SET_ENTRY * i, set_stream[i]);
+        kvi_store_u32(table + SET_ENTRY * i + 4, set_rot[i]);
+        kvi_store_u64(table + SET_ENTRY * i + 8, set_size[i]);
         memcpy(p, sets[i], set_size[i]);
         p += set_size[i];
     }
     memcpy(o, wrap_magic, 8);
-    kvtc_store_u16(o + 8, LCPP_WRAP_VERSION_MAJOR);
-    kvtc_store_u16(o + 10, LCPP_WRAP_VERSION_MINOR);
-    kvtc_store_u32(o + 12, LCPP_WRAP_HEADER_SIZE);
-    kvtc_store_u32(o + 20, n_sets);
-    kvtc_store_u64(o + 24, s.full_size);
-    kvtc_store_u64(o + 32, skel);
-    kvtc_store_u64(o + 40, total);
-    kvtc_store_u32(o + 56, lcpp_state_shape(&s));
-    kvtc_store_u32(o + 48, crc32_of(sk, skel));
-    kvtc_store_u32(o + 52, crc32_of(table, (size_t)SET_ENTRY * n_sets));
-    kvtc_store_u32(o + 60, crc32_of(o, 60));
+    kvi_store_u16(o + 8, LCPP_WRAP_VERSION_MAJOR);
+    kvi_store_u16(o + 10, LCPP_WRAP_VERSION_MINOR);
+    kvi_store_u32(o + 12, LCPP_WRAP_HEADER_SIZE);
+    kvi_store_u32(o + 20, n_sets);
+    kvi_store_u64(o + 24, s.full_size);
+    kvi_store_u64(o + 32, skel);
+    kvi_store_u64(o + 40, total);
+    kvi_store_u32(o + 56, lcpp_state_shape(&s));
+    kvi_store_u32(o + 48, crc32_of(sk, skel));
+    kvi_store_u32(o + 52, crc32_of(table, (size_t)SET_ENTRY * n_sets));
+    kvi_store_u32(o + 60, crc32_of(o, 60));
     *out = o;
     *out_size = total;
     o = NULL;
@@ -317,7 +317,7 @@ done:
 static kvtc_result decode_set(const lcpp_wrap *w, kvtc_decoder *dec, uint32_t i, uint8_t *out) {
     uint32_t si = w->set_stream[i];
     const lcpp_stream *st = &w->state.streams[si];
-    kvtc_stream_info info;
+    kvtc_stream_info info = {.struct_size = sizeof info};
     kvtc_result r = kvtc_stream_get_info(w->set_data[i], w->set_size[i], &info);
     if (r) return r;
     if (info.n_tokens != st->cell_count || lcpp_wrap_check_geometry(&w->state, si, &info.geometry) ||
@@ -353,7 +353,7 @@ kvtc_result lcpp_wrap_decompress(const kvtc_basis *b, const kvtc_decode_options 
     uint8_t *o = NULL;
     /* every embedded stream's header before the big allocation */
     for (uint32_t i = 0; i < w.n_sets; i++) {
-        kvtc_stream_info info;
+        kvtc_stream_info info = {.struct_size = sizeof info};
         if ((r = kvtc_stream_get_info(w.set_data[i], w.set_size[i], &info))) goto done;
         if (info.n_tokens != w.state.streams[w.set_stream[i]].cell_count ||
             lcpp_wrap_check_geometry(&w.state, w.set_stream[i], &info.geometry)) { r = KVTC_ERR_CORRUPT; goto done; }

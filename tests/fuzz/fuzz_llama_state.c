@@ -82,14 +82,14 @@ static void check_wrap(const kvtc_basis *basis, const uint8_t *data, size_t size
  * right (when its sizes allow), or NULL. */
 static uint8_t *with_crcs(const uint8_t *data, size_t size) {
     if (!lcpp_wrap_is_wrap(data, size) || size < LCPP_WRAP_HEADER_SIZE) return NULL;
-    uint64_t hs = kvtc_load_u32(data + 12), sets = kvtc_load_u32(data + 20), skel = kvtc_load_u64(data + 32);
+    uint64_t hs = kvi_load_u32(data + 12), sets = kvi_load_u32(data + 20), skel = kvi_load_u64(data + 32);
     if (hs < LCPP_WRAP_HEADER_SIZE || hs > size || sets > (size - hs) / 16 || skel > size - hs - 16 * sets) return NULL;
     uint8_t *c = malloc(size);
     if (!c) abort();
     memcpy(c, data, size);
-    kvtc_store_u32(c + 52, (uint32_t)libdeflate_crc32(0, c + hs, (size_t)(16 * sets)));
-    kvtc_store_u32(c + 48, (uint32_t)libdeflate_crc32(0, c + hs + 16 * sets, (size_t)skel));
-    kvtc_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+    kvi_store_u32(c + 52, (uint32_t)libdeflate_crc32(0, c + hs, (size_t)(16 * sets)));
+    kvi_store_u32(c + 48, (uint32_t)libdeflate_crc32(0, c + hs + 16 * sets, (size_t)skel));
+    kvi_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     return c;
 }
 
