@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/blas-env.sh
 export OPENBLAS_NUM_THREADS=1
 SECS="${1:-60}"
-TARGETS="${FUZZ_TARGETS:-stream safetensors basis gguf roundtrip store_record}"
+TARGETS="${FUZZ_TARGETS:-stream safetensors basis gguf roundtrip store_record llama_state}"
 JOBS="${BUILD_JOBS:-$(nproc)}"
 CC_FUZZ="${CC_FUZZ:-clang}"
 B=build-fuzz
@@ -28,13 +28,13 @@ for t in $TARGETS; do tgts+=("fuzz_$t"); done
 cmake --build "$B" -j"$JOBS" --target "${tgts[@]}" >/dev/null || { echo "fuzz.sh: build failed"; exit 2; }
 
 rm -rf "$B/seeds" && "$B/fuzz_make_corpus" "$B/seeds" || exit 2
-mkdir -p "$B/seeds/fuzz_gguf" "$B/seeds/fuzz_store_record" "$B/artifacts" "$B/logs"
+mkdir -p "$B/seeds/fuzz_gguf" "$B/seeds/fuzz_store_record" "$B/seeds/fuzz_llama_state" "$B/artifacts" "$B/logs"
 # the real model too (1.1 MB; libFuzzer truncates it to -max_len)
 [ -f data/stories260K.gguf ] && cp data/stories260K.gguf "$B/seeds/fuzz_gguf/stories260K.gguf"
 
 max_len() {
   case "$1" in
-    stream|safetensors|basis) echo 65536 ;;
+    stream|safetensors|basis|llama_state) echo 65536 ;;
     gguf) echo 16384 ;;
     roundtrip) echo 2048 ;;
     *) echo 4096 ;;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cmd_llama.h"
 #include "io/cache_file.h"
 #include "model_kv.h"
 #include "sensitivity.h"
@@ -42,6 +43,7 @@ static double now_s(void) {
 }
 
 int cmd_calibrate(int argc, char **argv) {
+    if (lcpp_args_have_state_file(argc, argv)) return lcpp_cmd_calibrate(argc, argv);
     const char *out = NULL, *model_path = NULL, *text_path = NULL;
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0;

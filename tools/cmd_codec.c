@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "file_kind.h"
+#include "cmd_llama.h"
 #include "io/cache_file.h"
 #include "io/safetensors.h"
 #include "model_fingerprint.h"
@@ -127,6 +128,7 @@ enum { OPT_BASIS = 256, OPT_RATIO, OPT_SINK, OPT_WINDOW, OPT_CHUNK, OPT_THREADS,
        OPT_MAX_ERROR };
 
 int cmd_compress(int argc, char **argv) {
+    if (lcpp_args_have_state_file(argc, argv)) return lcpp_cmd_compress(argc, argv);
     static const struct option longopts[] = {
         {"basis", required_argument, NULL, OPT_BASIS},     {"ratio", required_argument, NULL, OPT_RATIO},
         {"sink", required_argument, NULL, OPT_SINK},       {"window", required_argument, NULL, OPT_WINDOW},
@@ -253,6 +255,7 @@ static const char decompress_help[] =
     "                   model the stream was written with: its fingerprint is checked)\n";
 
 int cmd_decompress(int argc, char **argv) {
+    if (lcpp_args_have_wrap_file(argc, argv)) return lcpp_cmd_decompress(argc, argv);
     static const struct option longopts[] = {
         {"basis", required_argument, NULL, OPT_BASIS},   {"threads", required_argument, NULL, OPT_THREADS},
         {"model", required_argument, NULL, OPT_MODEL},   {"output", required_argument, NULL, 'o'},
@@ -359,7 +362,9 @@ int cmd_info(int argc, char **argv) {
     size_t size;
     char err[512];
     if (cli_read_file(argv[1], &buf, &size, err, sizeof err)) return cli_fail("info", "%s", err);
-    int rc = 0;
+    int rc = lcpp_cmd_info(argv[1], buf, size);
+    if (rc >= 0) goto done;
+    rc = 0;
     file_kind kind = file_kind_of(buf, size);
     kvtc_stream_info si = {.struct_size = sizeof si};
     kvtc_result r;

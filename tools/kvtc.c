@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "cmd_store.h"
+#include "cmd_llama.h"
 
 static const struct {
     const char *name;
@@ -15,6 +16,7 @@ static const struct {
     {"decompress", cmd_decompress, "decompress a .kvtc stream into a KV cache (safetensors)"},
     {"info", cmd_info, "describe a .kvtc stream, a basis or a cache file"},
     {"capture", cmd_capture, "run a GGUF model over text and write its KV cache"},
+    {"slots", cmd_slots, "keep a llama-server --slot-save-path directory compressed"},
     {"eval", cmd_eval, "measure perplexity / KL / top-1 of KVTC and baselines on a model"},
     {"store", cmd_store, "a prefix-addressed store of compressed caches (file: or redis://)"},
 };

@@ -1,0 +1,221 @@
+/* test_llama_cli.c - the kvtc tool on llama.cpp state files end to end:
+ * calibrate from slot files (geometry from the GGUF's metadata, or by
+ * flags), info, compress, decompress (all non-K/V bytes identical), and
+ * `kvtc slots` on a slot directory: in-place compression that skips what
+ * is not a complete state file, idempotence, expand before a restore,
+ * --keep; `kvtc slots check` in the engine; failures exit 1 with one line. Uses the stories260K fixtures
+ * (small) and $KVTC_CLI (set by CMake). */
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
+#include "test.h"
+
+#define FIX "tests/fixtures/llama.cpp"
+
+static char g_dir[64];
+
+/* Run "kvtc ARGS" from the source root, output in g_dir/out.txt and
+ * err.txt; the exit status, or -1 for a crash or a sanitizer report. */
+static int kvtc(const char *args) {
+    const char *cli = getenv("KVTC_CLI");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s/out.txt' 2>'%s/err.txt'", cli ? cli : "build/kvtc", args, g_dir, g_dir);
+    int st = system(cmd);
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    char p[128];
+    size_t n;
+    snprintf(p, sizeof p, "%s/err.txt", g_dir);
+    char *err = test_read_file(p, &n);
+    int san = err && (strstr(err, "Sanitizer") || strstr(err, "runtime error:"));
+    free(err);
+    return san ? -1 : WEXITSTATUS(st);
+}
+
+/* g_dir/NAME's content (NUL-terminated, malloc'd) */
+static char *out_of(const char *name, size_t *n) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    return test_read_file(p, n);
+}
+
+static int output_has(const char *name, const char *needle) {
+    size_t n;
+    char *b = out_of(name, &n);
+    int ok = b && strstr(b, needle);
+    free(b);
+    return ok;
+}
+
+static int one_line_error(void) {
+    size_t n;
+    char *b = out_of("err.txt", &n);
+    int lines = 0;
+    for (size_t i = 0; b && i < n; i++) lines += b[i] == '\n';
+    int ok = b && lines == 1 && !strncmp(b, "kvtc: ", 6);
+    free(b);
+    return ok;
+}
+
+static int exists(const char *rel) {
+    char p[256];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
+    return stat(p, &st) == 0;
+}
+
+static void copy_to(const char *src, const char *rel, size_t cut) {
+    size_t n;
+    char *b = test_read_file(src, &n), p[256];
+    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
+    FILE *f = fopen(p, "wb");
+    if (b && f) fwrite(b, 1, cut && cut < n ? cut : n, f);
+    if (f) fclose(f);
+    free(b);
+}
+
+/* The non-K/V bytes of two state files agree. */
+static int same_skeleton(const char *a_path, const char *b_path) {
+    size_t na, nb;
+    char *a = test_read_file(a_path, &na), *b = test_read_file(b_path, &nb);
+    lcpp_state sa, sb;
+    int ok = 0;
+    if (a && b && lcpp_state_parse(a, na, &sa) == KVTC_OK) {
+        if (lcpp_state_parse(b, nb, &sb) == KVTC_OK) {
+            size_t ha = lcpp_state_hollow_size(&sa), hb = lcpp_state_hollow_size(&sb);
+            uint8_t *x = malloc(ha + 1), *y = malloc(hb + 1);
+            lcpp_state_make_hollow(&sa, (uint8_t *)a, x);
+            lcpp_state_make_hollow(&sb, (uint8_t *)b, y);
+            ok = na == nb && ha == hb && memcmp(x, y, ha) == 0;
+            free(x);
+            free(y);
+            lcpp_state_free(&sb);
+        }
+        lcpp_state_free(&sa);
+    }
+    free(a);
+    free(b);
+    return ok;
+}
+
+static int no_temporaries(const char *sub) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", g_dir, sub);
+    DIR *d = opendir(p);
+    if (!d) return 0;
+    struct dirent *e;
+    int ok = 1;
+    while ((e = readdir(d))) ok &= strstr(e->d_name, ".tmp.") == NULL;
+    closedir(d);
+    return ok;
+}
+
+int main(void) {
+    double t0 = test_now();
+    snprintf(g_dir, sizeof g_dir, "/tmp/kvtc_llama_XXXXXX");
+    if (!mkdtemp(g_dir)) { CHECK(0); return TEST_REPORT(); }
+    char a[1024], p1[256], p2[256];
+
+    /* calibrate from slot files: the GGUF gives heads and RoPE, or flags do */
+    snprintf(a, sizeof a, "calibrate -o %s/s.basis --model data/stories260K.gguf --ratio 8 --ratio 20 "
+             FIX "/3f545be/stories260k-f16-vtrans0.ggsq " FIX "/c392e50/stories260k-f16-vtrans1.ggsq", g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s/m.basis --kv-heads 4 --rope-theta 10000 --ratio 20 " FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "info %s/m.basis", g_dir);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "5 layers x 4 kv heads x 8 dims"));
+    snprintf(a, sizeof a, "calibrate -o %s/x.basis " FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", g_dir);
+    CHECK(kvtc(a) == 2 && one_line_error()); /* no geometry source */
+    snprintf(a, sizeof a, "calibrate -o %s/x.basis --model data/stories260K.gguf " FIX "/3f545be/eval27m-f16-vtrans1-capi.ggsq", g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not of this model"));
+
+    /* info on a state file */
+    CHECK(kvtc("info " FIX "/3f545be/stories260k-bf16-vtrans0.ggsq") == 0);
+    CHECK(output_has("out.txt", "kv-C") && output_has("out.txt", "345 cells") && output_has("out.txt", "bf16"));
+    CHECK(kvtc("info " FIX "/c392e50/eval27m-f16-vtrans1-capi.ggsn") == 0 && output_has("out.txt", "with outputs/logits"));
+
+    /* compress / info / decompress */
+    snprintf(a, sizeof a, "compress --basis %s/s.basis " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/s.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "info %s/s.kvtc", g_dir);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "compressed llama.cpp state") && output_has("out.txt", "398 cells"));
+    snprintf(a, sizeof a, "decompress --basis %s/s.basis %s/s.kvtc -o %s/s.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(p1, sizeof p1, "%s/s.ggsq", g_dir);
+    CHECK(same_skeleton(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", p1));
+    /* failures: one line, exit 1, outputs untouched */
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "cut.ggsq", 100000);
+    snprintf(a, sizeof a, "compress --basis %s/s.basis %s/cut.ggsq -o %s/s.kvtc", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "truncated"));
+    snprintf(a, sizeof a, "info %s/s.kvtc", g_dir);
+    CHECK(kvtc(a) == 0); /* the earlier output survived */
+    snprintf(a, sizeof a, "compress --basis %s/s.basis " FIX "/3f545be/eval27m-f16-vtrans1-capi.ggsq -o %s/e.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "another model") && !exists("e.kvtc"));
+    snprintf(a, sizeof a, "decompress --basis %s/m.basis %s/s.kvtc -o %s/t.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && !exists("t.ggsq")); /* another basis */
+
+    /* slots check: llama.cpp's cache, read by kvtc, continues in kvtc's engine
+     * exactly as the engine's own prefill of the same tokens does */
+    snprintf(a, sizeof a, "slots check --basis %s/s.basis --model data/stories260K.gguf --tokens 16 "
+             FIX "/c392e50/stories260k-f16-vtrans1.ggsq", g_dir);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "top-1 agreement") && output_has("out.txt", "on 16/16 greedy tokens"));
+
+    /* a basis that recomputes layer 0 from token ids: the slot's own tokens
+     * go into the stream, and decoding needs the model */
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text data/persuasion.txt --plain "
+             "--recompute-layers 1 --windows 2 --ctx 384 --ratio 20", g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "compress --basis %s/r.basis " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/r.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && !exists("r.ggsq"));
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis --model data/stories260K.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(p1, sizeof p1, "%s/r.ggsq", g_dir);
+    CHECK(same_skeleton(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", p1));
+
+    /* kvtc slots on a llama-server slot directory */
+    snprintf(p2, sizeof p2, "%s/slots", g_dir);
+    mkdir(p2, 0755);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots/chat-1.bin", 0);
+    copy_to(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", "slots/chat-2.bin", 0);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "slots/saving.bin", 150000); /* being written */
+    copy_to("data/persuasion.txt", "slots/notes.txt", 1000);
+    snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 0);
+    CHECK(!exists("slots/chat-1.bin") && exists("slots/chat-1.bin.kvtc") && exists("slots/chat-2.bin.kvtc"));
+    CHECK(exists("slots/saving.bin") && !exists("slots/saving.bin.kvtc") && exists("slots/notes.txt"));
+    CHECK(output_has("err.txt", "saving.bin: skipped"));
+    size_t n1, n2;
+    char *before = out_of("slots/chat-1.bin.kvtc", &n1);
+    CHECK(kvtc(a) == 0); /* again: nothing to do */
+    char *again = out_of("slots/chat-1.bin.kvtc", &n2);
+    CHECK(before && again && n1 == n2 && !memcmp(before, again, n1));
+    free(before);
+    free(again);
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s chat-1.bin", g_dir, p2);
+    CHECK(kvtc(a) == 0);
+    snprintf(p1, sizeof p1, "%s/slots/chat-1.bin", g_dir);
+    CHECK(same_skeleton(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", p1));
+    snprintf(a, sizeof a, "slots compress --keep --basis %s/s.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 0 && exists("slots/chat-1.bin") && output_has("out.txt", "chat-1.bin: ") &&
+          output_has("out.txt", "already compressed"));
+    snprintf(a, sizeof a, "slots list %s", p2);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "chat-2.bin.kvtc") && output_has("out.txt", "compressed"));
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s missing.bin", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error());
+    CHECK(kvtc("slots frobnicate x") == 2);
+    CHECK(no_temporaries("") && no_temporaries("slots"));
+
+    snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
+    CHECK(system(a) == 0);
+    printf("(%.2f s)\n", test_now() - t0);
+    return TEST_REPORT();
+}

@@ -1,0 +1,283 @@
+/* cmd_slots.c - kvtc slots: keep a llama-server --slot-save-path directory
+ * compressed, without changing llama-server.
+ *
+ * llama-server saves a slot to DIR/NAME (POST /slots/N?action=save) and
+ * restores it from DIR/NAME (action=restore). `kvtc slots compress` turns
+ * every saved slot NAME into NAME.kvtc and removes NAME (--keep keeps it);
+ * `kvtc slots expand DIR NAME` writes NAME back from NAME.kvtc just before a
+ * restore. Every file is written to a temporary and renamed, an original is
+ * removed only after its NAME.kvtc decoded back to a file with the same
+ * non-K/V bytes, and a NAME.kvtc whose skeleton equals NAME is not redone,
+ * so running compress again (from cron, or after each save) is safe. A slot
+ * llama-server is still writing does not parse (its byte counts are not
+ * complete) and is left alone until the next run. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cmd_llama.h"
+#include "cmd_llama_common.h"
+#include "io/lcpp_state.h"
+#include "io/lcpp_wrap.h"
+
+static const char slots_help[] =
+    "usage: kvtc slots compress --basis BASIS [--keep] [--ratio R ...] DIR\n"
+    "       kvtc slots expand --basis BASIS [--model M.gguf] DIR NAME...\n"
+    "       kvtc slots list DIR\n"
+    "       kvtc slots check --basis BASIS --model M.gguf [--tokens N] SLOT\n"
+    "  DIR is llama-server's --slot-save-path. compress: every llama.cpp state file NAME in\n"
+    "  DIR becomes NAME.kvtc (the original is removed once the compressed file is verified,\n"
+    "  unless --keep); files already compressed are skipped. expand: NAME.kvtc -> NAME, to\n"
+    "  run before POST /slots/ID?action=restore {\"filename\": \"NAME\"}. list: what DIR holds.\n"
+    "  check: how SLOT continues after compression, in kvtc's engine (see --help of check).\n"
+    "  compress takes the options of kvtc compress (--ratio, --sink, --window, --chunk,\n"
+    "  --threads, --level, --codec, --kv-rotation).\n";
+
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Names in dir, sorted (malloc'd array of malloc'd strings). */
+static char **list_dir(const char *dir, size_t *n) {
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    size_t cap = 16;
+    char **v = malloc(cap * sizeof *v);
+    struct dirent *e;
+    while (v && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        if (*n == cap) {
+            char **nv = realloc(v, 2 * cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+            cap *= 2;
+        }
+        if (!(v[*n] = strdup(e->d_name))) break;
+        (*n)++;
+    }
+    closedir(d);
+    if (v) qsort(v, *n, sizeof *v, cmp_names);
+    return v;
+}
+
+static void free_list(char **v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+static char *join(const char *dir, const char *name, const char *suffix) {
+    size_t n = strlen(dir) + strlen(name) + strlen(suffix) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s%s", dir, name, suffix);
+    return p;
+}
+
+static int is_regular(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* 1 if wrapper bytes z hold the skeleton of state file s/buf. */
+static int same_skeleton(const lcpp_state *s, const uint8_t *buf, const void *z, size_t zn) {
+    lcpp_wrap w;
+    if (lcpp_wrap_parse(z, zn, &w)) return 0;
+    int same = 0;
+    size_t hn = lcpp_state_hollow_size(s);
+    uint8_t *h = hn == w.skeleton_size ? malloc(hn + 1) : NULL;
+    if (h) {
+        lcpp_state_make_hollow(s, buf, h);
+        same = memcmp(h, w.skeleton, hn) == 0;
+    }
+    free(h);
+    lcpp_wrap_free(&w);
+    return same;
+}
+
+/* Compress one slot; returns 0 done, 1 skipped (not a complete state file), -1 error. */
+static int compress_one(const char *dir, const char *name, const kvtc_basis *b, const kvtc_encode_options *eo,
+                        uint32_t rot, int keep, size_t *before, size_t *after) {
+    char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
+    char err[512];
+    void *buf = NULL, *z = NULL, *back = NULL;
+    size_t size = 0, zn = 0, bn = 0;
+    int rc = -1;
+    lcpp_state s;
+    memset(&s, 0, sizeof s);
+    if (!path || !zpath) { cli_fail("slots", "out of memory"); goto done; }
+    if (cli_read_file(path, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
+    kvtc_result r = lcpp_state_parse(buf, size, &s);
+    if (r) {
+        fprintf(stderr, "kvtc: slots: %s: skipped (%s; still being written?)\n", name, kvtc_result_string(r));
+        rc = 1;
+        goto done;
+    }
+    void *old = NULL;
+    size_t old_n = 0;
+    int up_to_date = 0;
+    if (is_regular(zpath) && cli_read_file(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
+        up_to_date = same_skeleton(&s, buf, old, old_n);
+        if (up_to_date) zn = old_n;
+        free(old);
+    }
+    if (!up_to_date) {
+        if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
+        /* verify before the original can go: it decodes, to the same non-K/V bytes */
+        kvtc_decode_options dopt;
+        kvtc_decode_options_init(&dopt);
+        dopt.n_threads = eo->n_threads;
+        if (!kvtc_basis_recomputed_layers(b)) {
+            if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || bn != size) {
+                cli_fail("slots", "%s: the compressed slot does not decode (%s); original kept", name, kvtc_result_string(r));
+                goto done;
+            }
+            lcpp_state s2;
+            int ok = lcpp_state_parse(back, bn, &s2) == KVTC_OK && same_skeleton(&s2, back, z, zn);
+            lcpp_state_free(&s2);
+            if (!ok) { cli_fail("slots", "%s: the decoded slot differs outside K/V; original kept", name); goto done; }
+        }
+        if (cli_write_file(zpath, z, zn, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
+    }
+    if (!keep && unlink(path) != 0) { cli_fail("slots", "cannot remove %s: %s", path, strerror(errno)); goto done; }
+    printf("%s: %zu -> %zu bytes (%.2fx)%s%s\n", name, size, zn, (double)size / (double)zn,
+           up_to_date ? ", already compressed" : "", keep ? "" : ", original removed");
+    *before += size;
+    *after += zn;
+    rc = 0;
+done:
+    lcpp_state_free(&s);
+    free(buf);
+    free(z);
+    free(back);
+    free(path);
+    free(zpath);
+    return rc;
+}
+
+static int slots_compress(int argc, char **argv) {
+    const char *basis_path = NULL, *dir = NULL;
+    int keep = 0;
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.n_threads = 2;
+    uint32_t rot = LCPP_ROT_AUTO;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        int e = lcpp_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
+        if (e >= 0) { if (e) return e; continue; }
+        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
+        else if (!strcmp(a, "--keep")) keep = 1;
+        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
+        else if (!dir) dir = a;
+        else return cli_usage("slots", "compress takes one directory");
+    }
+    if (!basis_path || !dir) return cli_usage("slots", "compress needs --basis and a directory");
+    lcpp_cli_threads_setup();
+    kvtc_basis *b = NULL;
+    if (lcpp_cli_load_basis("slots", basis_path, &b)) return 1;
+    size_t n;
+    char **names = list_dir(dir, &n);
+    if (!names) { kvtc_basis_free(b); return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(errno)); }
+    int rc = 0;
+    size_t before = 0, after = 0, done = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *path = join(dir, names[i], "");
+        int state = path && is_regular(path);
+        uint8_t head[4];
+        FILE *f = state ? fopen(path, "rb") : NULL;
+        state = f && fread(head, 1, 4, f) == 4 && lcpp_state_is_state_file(head, 4);
+        if (f) fclose(f);
+        free(path);
+        if (!state) continue;
+        int r = compress_one(dir, names[i], b, &eo, rot, keep, &before, &after);
+        if (r < 0) rc = 1;
+        if (r == 0) done++;
+    }
+    if (done) printf("%zu slot(s): %zu -> %zu bytes (%.2fx)\n", done, before, after, (double)before / (double)after);
+    free_list(names, n);
+    kvtc_basis_free(b);
+    return rc;
+}
+
+static int slots_expand(int argc, char **argv) {
+    const char *basis_path = NULL, *dir = NULL, *model_path = NULL;
+    uint32_t threads = 2;
+    int first_name = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
+        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
+        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("slots", "--threads needs 1..256"); }
+        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
+        else if (!dir) dir = a;
+        else { first_name = i; break; }
+    }
+    if (!basis_path || !dir || !first_name) return cli_usage("slots", "expand needs --basis, a directory and slot names");
+    lcpp_cli_threads_setup();
+    kvtc_basis *b = NULL;
+    if (lcpp_cli_load_basis("slots", basis_path, &b)) return 1;
+    model_text mt;
+    kvtc_decode_options dopt;
+    if (lcpp_cli_decode_options("slots", b, model_path, threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
+    int rc = 0;
+    for (int i = first_name; i < argc; i++) {
+        const char *name = argv[i];
+        char err[512];
+        if (strchr(name, '/')) { rc = cli_fail("slots", "%s: a slot name, not a path", name); continue; }
+        char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
+        void *z = NULL, *o = NULL;
+        size_t zn, on;
+        kvtc_result r;
+        if (!path || !zpath) rc = cli_fail("slots", "out of memory");
+        else if (cli_read_file(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
+        else if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
+        else if (cli_write_file(path, o, on, err, sizeof err)) rc = cli_fail("slots", "%s", err);
+        else printf("%s: %zu -> %zu bytes, ready to restore\n", name, zn, on);
+        free(z);
+        free(o);
+        free(path);
+        free(zpath);
+    }
+    model_text_free(&mt);
+    kvtc_basis_free(b);
+    return rc;
+}
+
+static int slots_list(int argc, char **argv) {
+    if (argc != 3) return cli_usage("slots", "list takes one directory");
+    size_t n;
+    char **names = list_dir(argv[2], &n);
+    if (!names) return cli_fail("slots", "cannot read directory %s: %s", argv[2], strerror(errno));
+    for (size_t i = 0; i < n; i++) {
+        char *path = join(argv[2], names[i], "");
+        uint8_t head[8] = {0};
+        FILE *f = path && is_regular(path) ? fopen(path, "rb") : NULL;
+        size_t got = f ? fread(head, 1, sizeof head, f) : 0;
+        struct stat st;
+        long long size = path && stat(path, &st) == 0 ? (long long)st.st_size : -1;
+        if (f) fclose(f);
+        if (lcpp_state_is_state_file(head, got)) printf("%-40s llama.cpp state, %lld bytes\n", names[i], size);
+        else if (lcpp_wrap_is_wrap(head, got)) printf("%-40s compressed, %lld bytes\n", names[i], size);
+        free(path);
+    }
+    free_list(names, n);
+    return 0;
+}
+
+int cmd_slots(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        if (argc < 2) return cli_usage("slots", "needs compress, expand or list");
+        fputs(slots_help, stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "compress")) return slots_compress(argc, argv);
+    if (!strcmp(argv[1], "expand")) return slots_expand(argc, argv);
+    if (!strcmp(argv[1], "list")) return slots_list(argc, argv);
+    if (!strcmp(argv[1], "check")) return cmd_slot_check(argc, argv);
+    return cli_usage("slots", "unknown subcommand %s (compress, expand, list or check)", argv[1]);
+}
