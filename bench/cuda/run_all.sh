@@ -2,8 +2,9 @@
 # Build the CUDA backend on the GPU machine, check it, benchmark it, and time
 # the TTFT recompute baseline. One call of the device tool:
 #   bash bench/cuda/run_all.sh            (results under $OUT, or /tmp/kvtc_out)
-# Falls back to binaries carried in .devbin/ (built on the dev machine with
-# the same nvcc) when the machine lacks libdeflate/OpenBLAS/LAPACKE headers.
+# Falls back to the bundle carried in .devbin/ (scripts/gpu_bundle.sh, built
+# on the dev machine with the same nvcc) when the machine lacks the
+# libdeflate/OpenBLAS/LAPACKE headers.
 set -u
 OUT=${OUT:-/tmp/kvtc_out}
 mkdir -p "$OUT"
@@ -19,10 +20,10 @@ if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTC_CUDA=ON -
   BIN=build-cuda/kvtc_cuda_bench
   echo "built on the device: $BIN"
 else
-  echo "device build failed (tail of the log below); using the carried binary .devbin/kvtc_cuda_bench"
+  echo "device build failed (tail of the log below); using the carried bundle (scripts/gpu_bundle.sh)"
   tail -15 "$OUT/build.log"
-  export LD_LIBRARY_PATH=$PWD/.devbin/lib:${LD_LIBRARY_PATH:-}
-  BIN=.devbin/kvtc_cuda_bench
+  . bench/cuda/gpu_env.sh || exit 1
+  BIN=$KVTC_GPU_BIN/kvtc_cuda_bench
 fi
 export OPENBLAS_NUM_THREADS=16
 $BIN check 2>&1 | tee "$OUT/check.txt"

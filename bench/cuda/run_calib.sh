@@ -1,15 +1,14 @@
 #!/bin/bash
 # GPU calibration on the device machine (one call of the device tool):
 #   bash bench/cuda/run_calib.sh     (logs under $OUT, or /tmp/kvtc_out)
-# Uses the binary carried in .devbin/ (bench/cuda/build_devbin.sh) unless
-# the project builds there.
+# Uses the bundle carried in .devbin/ (scripts/gpu_bundle.sh).
 set -u
 OUT=${OUT:-/tmp/kvtc_out}
 mkdir -p "$OUT"
 N=${KVTC_CALIB_TOKENS:-200000}
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } 2>&1 | tee "$OUT/calib_env.txt"
-BIN=.devbin/kvtc_cuda_calib_bench
-export LD_LIBRARY_PATH=$PWD/.devbin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+. bench/cuda/gpu_env.sh || exit 1
+BIN=$KVTC_GPU_BIN/kvtc_cuda_calib_bench
 export OPENBLAS_NUM_THREADS=16
 timeout 120 $BIN check 2>&1 | tee "$OUT/calib_check.txt"
 for mode in ${KVTC_CALIB_MODES:-tf32 fp32}; do
