@@ -81,6 +81,8 @@ typedef enum kvtc_result {
     KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
     KVTC_ERR_CALLBACK,            /* a user callback reported failure */
     KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
+    KVTC_ERR_BAD_BLOCK_TABLE,     /* a cache layout's block table names a block outside the
+                                   * pool, a negative block, or the same block twice */
     KVTC_RESULT_COUNT_
 } kvtc_result;
 
@@ -137,6 +139,62 @@ typedef struct kvtc_cache {
 
 /* Bytes of one of k or v for this geometry, dtype and token count; 0 on overflow. */
 uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
+
+/* ------------------------------------------------------------------------ */
+/* Cache layouts: engine memory read and written in place                    */
+/* ------------------------------------------------------------------------ */
+
+/* Where one of K or V lives. Element (layer l, token t, head h, dim j) is at
+ *
+ *     base_l + es * (slot_offset(t) + h * head_stride + j * dim_stride)
+ *
+ * with es = kvtc_dtype_size(dtype), base_l = layers[l] when `layers` is
+ * non-NULL, else (char *)base + es * l * layer_stride, and
+ *
+ *     slot_offset(t) = t * token_stride                          (no block table)
+ *     slot_offset(t) = table[t / block_size] * block_stride
+ *                      + (t % block_size) * token_stride         (paged)
+ *
+ * All strides are in elements, not bytes, and may be negative. Examples
+ * (T tokens, H heads, d dims, B blocks of size S):
+ *   kvtc_cache / HF [batch, H, T, d] per layer: token d, head T*d, dim 1;
+ *   vLLM NHD [B, S, H, d] per layer: token H*d, head d, dim 1, block S*H*d;
+ *   vLLM HND [B, H, S, d] per layer: token d, head S*d, dim 1, block H*S*d;
+ *   SGLang token pool [slots, H, d]: block_size 1, table = slot of each
+ *     token, block H*d, head d, dim 1;
+ *   llama.cpp K rows [cells][H*d]: token H*d, head d, dim 1;
+ *   llama.cpp transposed V [H*d][cells]: token 1, head d*cells, dim cells.
+ * The library cannot check that the addressed memory exists: the caller
+ * guarantees every addressed element lies in its allocation, and on decode
+ * that distinct (token, head, dim) of one layer address distinct elements. */
+typedef struct kvtc_tensor_layout {
+    void *const *layers;         /* [n_layers] per-layer bases, or NULL to use base */
+    void *base;                  /* with layers == NULL: layer l at base + l * layer_stride */
+    int64_t layer_stride;
+    int64_t token_stride, head_stride, dim_stride;
+    int64_t block_stride;        /* paged layouts only */
+} kvtc_tensor_layout;
+
+/* A cache described by layouts (K and V share the block table, as in vLLM).
+ * positions / token_ids: as in kvtc_cache ([n_tokens], logical token order).
+ * Block table: entries [0, ceil(n_tokens / block_size)) are read; each must
+ * be in [0, n_pool_blocks) and no block may appear twice
+ * (KVTC_ERR_BAD_BLOCK_TABLE). Layers outside a decode's layer range are
+ * never touched, and their pointers may be NULL. */
+typedef struct kvtc_cache_layout {
+    kvtc_geometry geometry;
+    kvtc_dtype dtype;
+    uint64_t n_tokens;
+    kvtc_tensor_layout k, v;
+    uint32_t block_size;         /* 0: no block table */
+    const int32_t *block_table;
+    uint64_t n_pool_blocks;
+    int64_t *positions;
+    int32_t *token_ids;
+} kvtc_cache_layout;
+
+/* The layout of a contiguous kvtc_cache (no allocation; pointers alias c). */
+void kvtc_cache_layout_from_cache(const kvtc_cache *c, kvtc_cache_layout *out);
 
 /* ------------------------------------------------------------------------ */
 /* Basis: mean, weights, PCA basis and bit-allocation plans of one model     */
@@ -293,6 +351,14 @@ size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache);
 kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written);
 
+/* kvtc_compress reading the cache through a layout (no intermediate copy).
+ * The bound is kvtc_compress_bound of a kvtc_cache of the same geometry,
+ * dtype, token count and positions: use kvtc_compress_layout_bound. Same
+ * bytes as kvtc_compress of the same values. */
+size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout *cache);
+kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *cache, void *out, size_t cap,
+                                 size_t *written);
+
 /* ------------------------------------------------------------------------ */
 /* Stream inspection (no basis needed)                                       */
 /* ------------------------------------------------------------------------ */
@@ -357,6 +423,36 @@ void kvtc_decoder_free(kvtc_decoder *d);
  * (KVTC_ERR_NEEDS_MODEL otherwise, before anything is written). On failure
  * the contents of out are unspecified. */
 kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
+
+/* Part of a stream to decode: stream tokens [token_begin, token_end) and
+ * layers [layer_begin, layer_end). token_end = 0 means n_tokens, layer_end
+ * = 0 means n_layers. Only the chunks holding coded tokens of the range are
+ * read and inflated, and the reconstruction GEMM runs on the basis columns
+ * of the layer range only, so the cost is proportional to the range.
+ * The values are bit-identical to the same elements of a full decode.
+ * Chunk i holds stream tokens [n_sink + i * chunk_tokens, ...) (see
+ * kvtc_stream_info); a chunk range is the token range it covers. */
+typedef struct kvtc_decode_range {
+    uint64_t token_begin, token_end;
+    uint32_t layer_begin, layer_end;
+} kvtc_decode_range;
+
+/* The whole stream. */
+void kvtc_decode_range_init(kvtc_decode_range *r);
+
+/* Decode `range` (NULL: everything) of a stream into `out`: out->n_tokens
+ * must equal the range's token count, token i of out receiving stream
+ * token token_begin + i; geometry and dtype must match the stream. Only
+ * layers of the range are written; out->positions / out->token_ids, when
+ * non-NULL, receive the range's positions and stored ids. Streams that
+ * recompute layers call the recompute callback only when the layer range
+ * includes recomputed layers and the token range coded tokens; it is then
+ * given the ids and positions of tokens [0, token_end) (causal models need
+ * the prefix) and its output for the range is stored. Errors as
+ * kvtc_decompress; a range outside the stream is KVTC_ERR_INVALID_ARGUMENT,
+ * a bad block table KVTC_ERR_BAD_BLOCK_TABLE (before anything is written). */
+kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size,
+                                   const kvtc_decode_range *range, kvtc_cache_layout *out);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,7 @@
 #include "transform/rope.h"
 #include "util/cache.h"
 #include "util/endian.h"
+#include "util/layout.h"
 #include "util/parallel.h"
 
 struct kvtc_decoder {
@@ -133,40 +134,80 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
                         b->dv + t0 * pv->rank_used, pv->rank_used);
 }
 
-static kvtc_result check_out_cache(const container_header *h, const kvtc_cache *out) {
-    if (!out->k || !out->v) return h->n_tokens ? KVTC_ERR_INVALID_ARGUMENT : KVTC_OK;
-    if (!kvtc_geometry_equal(&out->geometry, &h->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
-    if (out->dtype != h->dtype || out->n_tokens != h->n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
-    return kvtc_cache_check(out);
+void kvtc_decode_range_init(kvtc_decode_range *r) {
+    if (r) memset(r, 0, sizeof *r);
 }
 
-/* Layers [0, m) of the coded tokens come from the caller's model. */
-static kvtc_result recompute_layers(kvtc_decoder *d, const container_header *h, kvtc_cache *out,
-                                    const int32_t *ids, const int64_t *pos) {
+/* The range with its 0 = "to the end" defaults resolved, checked against
+ * the stream. */
+static kvtc_result resolve_range(const container_header *h, const kvtc_decode_range *in, kvtc_decode_range *out) {
+    kvtc_decode_range_init(out);
+    if (in) *out = *in;
+    if (!out->token_end) out->token_end = h->n_tokens;
+    if (!out->layer_end) out->layer_end = h->geometry.n_layers;
+    if (out->token_begin > out->token_end || out->token_end > h->n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
+    if (out->layer_begin > out->layer_end || out->layer_end > h->geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
+    return KVTC_OK;
+}
+
+static kvtc_result check_out_layout(const container_header *h, const kvtc_decode_range *rg,
+                                    const kvtc_cache_layout *out) {
+    if (!kvtc_geometry_equal(&out->geometry, &h->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (out->dtype != h->dtype || out->n_tokens != rg->token_end - rg->token_begin)
+        return KVTC_ERR_GEOMETRY_MISMATCH;
+    return kvtc_layout_check(out, rg->layer_begin, rg->layer_end);
+}
+
+/* Layers [0, m) of the coded tokens in the range come from the caller's
+ * model, which is given tokens [0, token_end). */
+static kvtc_result recompute_layers(kvtc_decoder *d, const container_header *h, const kvtc_decode_range *rg,
+                                    const kvtc_cache_layout *out, const int32_t *ids, const int64_t *pos) {
     uint32_t m = h->recompute_layers;
     const kvtc_geometry *g = &h->geometry;
-    uint64_t per = (uint64_t)m * g->n_kv_heads * h->n_tokens * g->head_dim;
-    float *k = malloc(sizeof(float) * per), *v = malloc(sizeof(float) * per);
+    uint64_t n = rg->token_end;
+    uint64_t per = (uint64_t)m * g->n_kv_heads * n * g->head_dim;
+    float *k = malloc(sizeof(float) * (per ? per : 1)), *v = malloc(sizeof(float) * (per ? per : 1));
     if (!k || !v) { free(k); free(v); return KVTC_ERR_OUT_OF_MEMORY; }
     kvtc_result r = KVTC_OK;
-    if (d->opt.recompute(d->opt.recompute_user, m, ids, pos, h->n_tokens, k, v) != 0) {
+    if (d->opt.recompute(d->opt.recompute_user, m, ids, pos, n, k, v) != 0) {
         r = KVTC_ERR_CALLBACK;
     } else {
-        uint64_t t_end = h->n_tokens - h->n_window;
-        for (uint64_t lh = 0; lh < (uint64_t)m * g->n_kv_heads; lh++)
-            for (uint64_t t = h->n_sink; t < t_end; t++)
-                for (uint32_t j = 0; j < g->head_dim; j++) {
-                    uint64_t i = (lh * h->n_tokens + t) * g->head_dim + j;
-                    kvtc_store_elem(out->k, h->dtype, i, k[i]);
-                    kvtc_store_elem(out->v, h->dtype, i, v[i]);
+        /* the callback's float32 [m][H][n][d] as a layout; coded tokens of the range */
+        kvtc_cache rc = {h->geometry, KVTC_DTYPE_F32, n, k, v, NULL, NULL};
+        kvtc_cache_layout src;
+        kvtc_cache_layout_from_cache(&rc, &src);
+        src.geometry.n_layers = m; /* only m layers were computed */
+        uint64_t a = rg->token_begin > h->n_sink ? rg->token_begin : h->n_sink;
+        uint64_t w0 = h->n_tokens - h->n_window, b = rg->token_end < w0 ? rg->token_end : w0;
+        uint32_t le = rg->layer_end < m ? rg->layer_end : m;
+        /* whole-row moves: layers [layer_begin, le) of tokens [a, b) */
+        if (rg->layer_begin < le && a < b) {
+            uint64_t w = (uint64_t)(le - rg->layer_begin) * g->n_kv_heads * g->head_dim;
+            float *rows = malloc(sizeof(float) * w);
+            if (!rows) { r = KVTC_ERR_OUT_OF_MEMORY; goto out; }
+            for (int s = 0; s < 2; s++)
+                for (uint64_t t = a; t < b; t++) {
+                    kvtc_layout_gather_rows(&src, !s, rg->layer_begin, le, t, 1, NULL, 0, rows);
+                    kvtc_layout_scatter_rows(out, !s, rg->layer_begin, le, t - rg->token_begin, 1, NULL, 0, rows);
                 }
+            free(rows);
+        }
     }
+out:
     free(k);
     free(v);
     return r;
 }
 
 kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out) {
+    if (!d || !buf || !out) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(out, &l);
+    return kvtc_decompress_layout(d, buf, size, NULL, &l);
+}
+
+kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size, const kvtc_decode_range *range,
+                                   kvtc_cache_layout *out) {
     if (!d || !buf || !out) return KVTC_ERR_INVALID_ARGUMENT;
     container_header h;
     kvtc_result r = container_read_prefix(buf, size, &h);
@@ -179,9 +220,20 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
     int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
     if (pi < 0) return KVTC_ERR_BASIS_MISMATCH;
     const basis_plan *pl = &b->plans[pi];
-    if ((r = check_out_cache(&h, out))) return r;
-    if (h.recompute_layers && container_coded_tokens(&h) && !d->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
+    kvtc_decode_range rg;
+    if ((r = resolve_range(&h, range, &rg))) return r;
+    if ((r = check_out_layout(&h, &rg, out))) return r;
+    uint64_t w0 = h.n_tokens - h.n_window; /* first window token */
+    /* coded tokens of the range, as coded-token indices [c0, c1) */
+    uint64_t c0 = (rg.token_begin > h.n_sink ? rg.token_begin : h.n_sink) - h.n_sink;
+    uint64_t c1 = (rg.token_end < w0 ? rg.token_end : w0);
+    c1 = c1 > h.n_sink ? c1 - h.n_sink : 0;
+    if (c1 < c0) c1 = c0;
+    uint32_t m = h.recompute_layers;
+    int need_model = m && c1 > c0 && rg.layer_begin < m;
+    if (need_model && !d->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
     const uint8_t *in = buf;
+    uint64_t n_out = rg.token_end - rg.token_begin;
 
     /* positions and ids: the decoder's own copies, so RoPE uses the stream's */
     int64_t *pos = malloc(sizeof(int64_t) * (h.n_tokens ? h.n_tokens : 1));
@@ -198,48 +250,63 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
             ids[t] = (int32_t)kvtc_load_u32(in + h.sections[SEC_TOKEN_IDS].offset + 4 * t);
     }
 
-    uint64_t coded = container_coded_tokens(&h);
+    /* stored layers of the range: [sl0, sl1) */
+    uint32_t sl0 = rg.layer_begin > m ? rg.layer_begin : m, sl1 = rg.layer_end;
+    int coded_work = c1 > c0 && sl0 < sl1;
     uint32_t per_batch = codec_batch_chunks(h.chunk_tokens);
     uint64_t batch_tokens = (uint64_t)per_batch * h.chunk_tokens;
-    if (batch_tokens > coded) batch_tokens = coded;
-    uint32_t p = b->k.p;
+    uint64_t span = c1 - c0 + h.chunk_tokens; /* chunk-aligned tokens decoded at most */
+    if (batch_tokens > span) batch_tokens = span;
+    uint32_t hd = h.geometry.n_kv_heads * h.geometry.head_dim;
+    uint32_t w = coded_work ? (sl1 - sl0) * hd : 0, col0 = coded_work ? (sl0 - m) * hd : 0;
     size_t max_payload = (size_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
-    float *x = malloc(sizeof(float) * (batch_tokens * p + 1));
-    float *dk = malloc(sizeof(float) * (batch_tokens * pl->k.rank_used + 1));
-    float *dv = malloc(sizeof(float) * (batch_tokens * pl->v.rank_used + 1));
+    float *x = malloc(sizeof(float) * (coded_work ? batch_tokens * w : 0) + sizeof(float));
+    float *dk = malloc(sizeof(float) * (coded_work ? batch_tokens * pl->k.rank_used : 0) + sizeof(float));
+    float *dv = malloc(sizeof(float) * (coded_work ? batch_tokens * pl->v.rank_used : 0) + sizeof(float));
     uint8_t **payload = calloc(d->opt.n_threads, sizeof(uint8_t *));
-    kvtc_cache view = *out;
-    view.positions = pos;
+    kvtc_cache_layout view = *out;
+    view.positions = pos + rg.token_begin; /* layout token t is stream token token_begin + t */
     r = KVTC_ERR_OUT_OF_MEMORY;
     if (!x || !dk || !dv || !payload) goto done;
-    for (uint32_t i = 0; i < d->opt.n_threads; i++)
+    for (uint32_t i = 0; coded_work && i < d->opt.n_threads; i++)
         if (!(payload[i] = malloc(max_payload + 1))) goto done;
 
-    /* The prefix is validated; a chunk failing later leaves `out` partially
+    /* Only the chunks holding coded tokens [c0, c1), batch by batch. The
+     * prefix is validated; a chunk failing later leaves `out` partially
      * written, which the API documents as unspecified on failure. */
-    uint32_t chunk = 0;
-    for (uint64_t t0 = 0; t0 < coded; t0 += batch_tokens) {
-        uint64_t n = coded - t0 < batch_tokens ? coded - t0 : batch_tokens;
-        uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
-        dbatch_ctx bc = {d, pl, &h, in, chunk, h.chunk_tokens, dk, dv, payload};
-        int rc = kvtc_parallel_for(d->opt.n_threads, n_chunks, decode_chunk, &bc);
-        if (rc) { r = (kvtc_result)rc; goto done; }
-        chunk += n_chunks;
-        uint64_t first_tok = h.n_sink + t0;
-        uint32_t th = d->opt.n_threads;
-        reconstruct_centered(&b->k, pl->k.rank_used, dk, n, x);
-        codec_scatter_uncentered(&view, 1, &b->k, b->recompute_layers, first_tok, n,
-                                 b->rope_removed ? &d->rope : NULL, th, x);
-        reconstruct_centered(&b->v, pl->v.rank_used, dv, n, x);
-        codec_scatter_uncentered(&view, 0, &b->v, b->recompute_layers, first_tok, n, NULL, th, x);
+    if (coded_work) {
+        uint32_t chunk_end = (uint32_t)((c1 + h.chunk_tokens - 1) / h.chunk_tokens);
+        for (uint32_t chunk = (uint32_t)(c0 / h.chunk_tokens); chunk < chunk_end;) {
+            uint32_t n_chunks = chunk_end - chunk < per_batch ? chunk_end - chunk : per_batch;
+            dbatch_ctx bc = {d, pl, &h, in, chunk, h.chunk_tokens, dk, dv, payload};
+            int rc = kvtc_parallel_for(d->opt.n_threads, n_chunks, decode_chunk, &bc);
+            if (rc) { r = (kvtc_result)rc; goto done; }
+            /* coded tokens of these chunks that the range wants */
+            uint64_t bt0 = (uint64_t)chunk * h.chunk_tokens;
+            uint64_t bt1 = bt0 + (uint64_t)n_chunks * h.chunk_tokens;
+            uint64_t lo = c0 > bt0 ? c0 : bt0, hi = c1 < bt1 ? c1 : bt1;
+            uint64_t n = hi - lo, skip = lo - bt0;
+            uint64_t first_out = h.n_sink + lo - rg.token_begin;
+            uint32_t th = d->opt.n_threads;
+            reconstruct_centered_cols(&b->k, pl->k.rank_used, dk + skip * pl->k.rank_used, pl->k.rank_used, n,
+                                      col0, w, x);
+            codec_scatter_uncentered(&view, 1, &b->k, m, sl0, sl1, first_out, n, b->rope_removed ? &d->rope : NULL,
+                                     th, x);
+            reconstruct_centered_cols(&b->v, pl->v.rank_used, dv + skip * pl->v.rank_used, pl->v.rank_used, n,
+                                      col0, w, x);
+            codec_scatter_uncentered(&view, 0, &b->v, m, sl0, sl1, first_out, n, NULL, th, x);
+            chunk += n_chunks;
+        }
     }
-    codec_raw_to_cache(&h, in + h.sections[SEC_RAW_K].offset, out->k);
-    codec_raw_to_cache(&h, in + h.sections[SEC_RAW_V].offset, out->v);
-    if (h.recompute_layers && coded) {
-        if ((r = recompute_layers(d, &h, out, ids, pos))) goto done;
+    codec_raw_to_cache(&h, in + h.sections[SEC_RAW_K].offset, 1, rg.token_begin, rg.token_end, rg.layer_begin,
+                       rg.layer_end, &view);
+    codec_raw_to_cache(&h, in + h.sections[SEC_RAW_V].offset, 0, rg.token_begin, rg.token_end, rg.layer_begin,
+                       rg.layer_end, &view);
+    if (need_model) {
+        if ((r = recompute_layers(d, &h, &rg, &view, ids, pos))) goto done;
     }
-    if (out->positions) memcpy(out->positions, pos, sizeof(int64_t) * h.n_tokens);
-    if (out->token_ids && ids) memcpy(out->token_ids, ids, sizeof(int32_t) * h.n_tokens);
+    if (out->positions) memcpy(out->positions, pos + rg.token_begin, sizeof(int64_t) * n_out);
+    if (out->token_ids && ids) memcpy(out->token_ids, ids + rg.token_begin, sizeof(int32_t) * n_out);
     r = KVTC_OK;
 done:
     if (payload)

@@ -13,6 +13,7 @@
 #include "transform/rope.h"
 #include "util/cache.h"
 #include "util/endian.h"
+#include "util/layout.h"
 #include "util/parallel.h"
 
 struct kvtc_encoder {
@@ -78,7 +79,7 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
 }
 
 /* Header fields for this cache (everything but the chunk data size). */
-static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, container_header *h) {
+static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache_layout *c, container_header *h) {
     int has_pos = 0;
     if (c->positions)
         for (uint64_t t = 0; t < c->n_tokens && !has_pos; t++) has_pos = c->positions[t] != (int64_t)t;
@@ -86,8 +87,9 @@ static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, co
                                  e->opt.n_window, e->opt.chunk_tokens, (uint8_t)e->opt.entropy_codec, has_pos);
 }
 
-static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *c) {
-    kvtc_result r = kvtc_cache_check(c);
+static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache_layout *c) {
+    if (!c) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_result r = kvtc_layout_check(c, 0, c->geometry.n_layers);
     if (r) return r;
     if (!kvtc_geometry_equal(&c->geometry, &e->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (e->basis->recompute_layers && !c->token_ids && c->n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
@@ -103,7 +105,14 @@ static size_t chunk_bound(const kvtc_encoder *e, size_t n) {
     return libdeflate_deflate_compress_bound(e->comp[0], n);
 }
 
-size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *c) {
+size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache) {
+    if (!cache || kvtc_cache_check(cache)) return 0;
+    kvtc_cache_layout c;
+    kvtc_cache_layout_from_cache(cache, &c);
+    return kvtc_compress_layout_bound(e, &c);
+}
+
+size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout *c) {
     if (!e || encoder_check_cache(e, c)) return 0;
     container_header h;
     if (encoder_header(e, c, &h)) return 0;
@@ -165,8 +174,19 @@ static int encode_chunk(void *p, uint32_t item, uint32_t worker) {
     return 0;
 }
 
-kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_t cap,
+kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written) {
+    if (!cache) return KVTC_ERR_INVALID_ARGUMENT;
+    /* the contiguous cache's own checks first (its byte size must fit size_t) */
+    kvtc_result r = kvtc_cache_check(cache);
+    if (r) return r;
+    kvtc_cache_layout c;
+    kvtc_cache_layout_from_cache(cache, &c);
+    return kvtc_compress_layout(e, &c, out, cap, written);
+}
+
+kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, void *out, size_t cap,
+                                 size_t *written) {
     if (!e || !c || !out || !written) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = encoder_check_cache(e, c);
     if (r) return r;
@@ -175,7 +195,7 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     const kvtc_basis *b = e->basis;
     const basis_plan *pl = &b->plans[e->plan];
     uint64_t coded = container_coded_tokens(&h);
-    if (!kvtc_cache_tokens_finite(c, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
+    if (!kvtc_layout_tokens_finite(c, 0, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
     if ((r = container_layout(&h, 0))) return r;
     uint8_t *o = out;
     uint64_t data_off = h.sections[SEC_CHUNK_DATA].offset;
@@ -188,8 +208,8 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS)
         for (uint64_t t = 0; t < h.n_tokens; t++)
             kvtc_store_u32(o + h.sections[SEC_TOKEN_IDS].offset + 4 * t, (uint32_t)c->token_ids[t]);
-    codec_cache_to_raw(&h, c->k, o + h.sections[SEC_RAW_K].offset);
-    codec_cache_to_raw(&h, c->v, o + h.sections[SEC_RAW_V].offset);
+    codec_cache_to_raw(&h, c, 1, o + h.sections[SEC_RAW_K].offset);
+    codec_cache_to_raw(&h, c, 0, o + h.sections[SEC_RAW_V].offset);
 
     /* coded tokens, batch by batch */
     uint32_t per_batch = codec_batch_chunks(h.chunk_tokens);
