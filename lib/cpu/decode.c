@@ -99,21 +99,50 @@ kvtc_result kvtc_stream_get_info(const void *buf, size_t size, kvtc_stream_info 
     return KVTC_OK;
 }
 
-typedef struct dbatch_ctx {
+/* Each chunk is decoded whole by one worker: entropy decoding,
+ * dequantization, then per layer of the range one reconstruction GEMM
+ * (chunk tokens x one layer's columns x rank), un-weighting and the store of
+ * the tokens the range wants. A partial decode thus runs exactly the calls a
+ * full decode runs for the same chunk and layer, which makes its values
+ * bit-identical to the full decode's whatever the BLAS does with other
+ * matrix shapes. */
+typedef struct dchunk_ctx {
     kvtc_decoder *d;
     const basis_plan *plan;
     const container_header *h;
     const uint8_t *buf;
     uint32_t first_chunk;
-    uint64_t chunk_tokens;
-    float *dk, *dv;      /* [batch tokens][rank_used] */
-    uint8_t **payload;   /* per worker */
-} dbatch_ctx;
+    uint64_t c0, c1;             /* coded tokens wanted */
+    uint64_t token_begin;        /* stream token of layout token 0 */
+    uint32_t layer_begin, layer_end; /* stored layers wanted */
+    const kvtc_cache_layout *view;
+    uint8_t **payload;           /* per worker */
+    float **dk, **dv, **x;       /* per worker: [chunk][rank_k], [chunk][rank_v], [chunk][H*d] */
+} dchunk_ctx;
+
+static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm, uint64_t ct0, uint32_t n_tok,
+                               float *x) {
+    const kvtc_basis *bs = b->d->basis;
+    const basis_stream *s = is_key ? &bs->k : &bs->v;
+    uint32_t r = is_key ? b->plan->k.rank_used : b->plan->v.rank_used;
+    uint32_t hd = b->h->geometry.n_kv_heads * b->h->geometry.head_dim, m = b->h->recompute_layers;
+    uint64_t lo = b->c0 > ct0 ? b->c0 : ct0, hi = b->c1 < ct0 + n_tok ? b->c1 : ct0 + n_tok;
+    const rope_table *rope = is_key && bs->rope_removed ? &b->d->rope : NULL;
+    for (uint32_t l = b->layer_begin; l < b->layer_end; l++) {
+        uint32_t col0 = (l - m) * hd;
+        reconstruct_centered_cols(s, r, dm, r, n_tok, col0, hd, x);
+        float *rows = x + (lo - ct0) * hd;
+        uncenter_cols(s, col0, hd, rows, hi - lo);
+        kvtc_layout_scatter_rows(b->view, is_key, l, l + 1, b->h->n_sink + lo - b->token_begin, hi - lo, rope,
+                                 rope != NULL, rows);
+    }
+}
 
 static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
-    dbatch_ctx *b = p;
+    dchunk_ctx *b = p;
     container_chunk_entry ce;
-    kvtc_result r = container_read_chunk_entry(b->buf, b->h, b->first_chunk + item, &ce);
+    uint32_t ci = b->first_chunk + item;
+    kvtc_result r = container_read_chunk_entry(b->buf, b->h, ci, &ce);
     if (r) return r;
     const plan_stream *pk = &b->plan->k, *pv = &b->plan->v;
     uint64_t want = quant_payload_size(pk, pv, ce.n_tokens);
@@ -129,9 +158,19 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
                                                                   b->payload[worker], (size_t)want, &got);
         if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
     }
-    uint64_t t0 = (uint64_t)item * b->chunk_tokens;
-    return quant_decode(pk, pv, b->payload[worker], ce.n_tokens, b->dk + t0 * pk->rank_used, pk->rank_used,
-                        b->dv + t0 * pv->rank_used, pv->rank_used);
+    r = quant_decode(pk, pv, b->payload[worker], ce.n_tokens, b->dk[worker], pk->rank_used, b->dv[worker],
+                     pv->rank_used);
+    if (r) return r;
+    uint64_t ct0 = (uint64_t)ci * b->h->chunk_tokens;
+    reconstruct_layers(b, 1, b->dk[worker], ct0, ce.n_tokens, b->x[worker]);
+    reconstruct_layers(b, 0, b->dv[worker], ct0, ce.n_tokens, b->x[worker]);
+    return 0;
+}
+
+static void free_worker_bufs(void **bufs, uint32_t n) {
+    if (bufs)
+        for (uint32_t i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
 }
 
 void kvtc_decode_range_init(kvtc_decode_range *r) {
@@ -253,50 +292,31 @@ kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size
     /* stored layers of the range: [sl0, sl1) */
     uint32_t sl0 = rg.layer_begin > m ? rg.layer_begin : m, sl1 = rg.layer_end;
     int coded_work = c1 > c0 && sl0 < sl1;
-    uint32_t per_batch = codec_batch_chunks(h.chunk_tokens);
-    uint64_t batch_tokens = (uint64_t)per_batch * h.chunk_tokens;
-    uint64_t span = c1 - c0 + h.chunk_tokens; /* chunk-aligned tokens decoded at most */
-    if (batch_tokens > span) batch_tokens = span;
+    uint32_t nt = d->opt.n_threads;
     uint32_t hd = h.geometry.n_kv_heads * h.geometry.head_dim;
-    uint32_t w = coded_work ? (sl1 - sl0) * hd : 0, col0 = coded_work ? (sl0 - m) * hd : 0;
     size_t max_payload = (size_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
-    float *x = malloc(sizeof(float) * (coded_work ? batch_tokens * w : 0) + sizeof(float));
-    float *dk = malloc(sizeof(float) * (coded_work ? batch_tokens * pl->k.rank_used : 0) + sizeof(float));
-    float *dv = malloc(sizeof(float) * (coded_work ? batch_tokens * pl->v.rank_used : 0) + sizeof(float));
-    uint8_t **payload = calloc(d->opt.n_threads, sizeof(uint8_t *));
+    uint8_t **payload = calloc(nt, sizeof(uint8_t *));
+    float **dk = calloc(nt, sizeof(float *)), **dv = calloc(nt, sizeof(float *)), **x = calloc(nt, sizeof(float *));
     kvtc_cache_layout view = *out;
     view.positions = pos + rg.token_begin; /* layout token t is stream token token_begin + t */
     r = KVTC_ERR_OUT_OF_MEMORY;
-    if (!x || !dk || !dv || !payload) goto done;
-    for (uint32_t i = 0; coded_work && i < d->opt.n_threads; i++)
-        if (!(payload[i] = malloc(max_payload + 1))) goto done;
+    if (!payload || !dk || !dv || !x) goto done;
+    for (uint32_t i = 0; coded_work && i < nt; i++)
+        if (!(payload[i] = malloc(max_payload + 1)) ||
+            !(dk[i] = malloc(sizeof(float) * ((uint64_t)h.chunk_tokens * pl->k.rank_used + 1))) ||
+            !(dv[i] = malloc(sizeof(float) * ((uint64_t)h.chunk_tokens * pl->v.rank_used + 1))) ||
+            !(x[i] = malloc(sizeof(float) * (uint64_t)h.chunk_tokens * hd)))
+            goto done;
 
-    /* Only the chunks holding coded tokens [c0, c1), batch by batch. The
-     * prefix is validated; a chunk failing later leaves `out` partially
-     * written, which the API documents as unspecified on failure. */
+    /* Only the chunks holding coded tokens [c0, c1). The prefix is
+     * validated; a chunk failing later leaves `out` partially written,
+     * which the API documents as unspecified on failure. */
     if (coded_work) {
+        uint32_t chunk_begin = (uint32_t)(c0 / h.chunk_tokens);
         uint32_t chunk_end = (uint32_t)((c1 + h.chunk_tokens - 1) / h.chunk_tokens);
-        for (uint32_t chunk = (uint32_t)(c0 / h.chunk_tokens); chunk < chunk_end;) {
-            uint32_t n_chunks = chunk_end - chunk < per_batch ? chunk_end - chunk : per_batch;
-            dbatch_ctx bc = {d, pl, &h, in, chunk, h.chunk_tokens, dk, dv, payload};
-            int rc = kvtc_parallel_for(d->opt.n_threads, n_chunks, decode_chunk, &bc);
-            if (rc) { r = (kvtc_result)rc; goto done; }
-            /* coded tokens of these chunks that the range wants */
-            uint64_t bt0 = (uint64_t)chunk * h.chunk_tokens;
-            uint64_t bt1 = bt0 + (uint64_t)n_chunks * h.chunk_tokens;
-            uint64_t lo = c0 > bt0 ? c0 : bt0, hi = c1 < bt1 ? c1 : bt1;
-            uint64_t n = hi - lo, skip = lo - bt0;
-            uint64_t first_out = h.n_sink + lo - rg.token_begin;
-            uint32_t th = d->opt.n_threads;
-            reconstruct_centered_cols(&b->k, pl->k.rank_used, dk + skip * pl->k.rank_used, pl->k.rank_used, n,
-                                      col0, w, x);
-            codec_scatter_uncentered(&view, 1, &b->k, m, sl0, sl1, first_out, n, b->rope_removed ? &d->rope : NULL,
-                                     th, x);
-            reconstruct_centered_cols(&b->v, pl->v.rank_used, dv + skip * pl->v.rank_used, pl->v.rank_used, n,
-                                      col0, w, x);
-            codec_scatter_uncentered(&view, 0, &b->v, m, sl0, sl1, first_out, n, NULL, th, x);
-            chunk += n_chunks;
-        }
+        dchunk_ctx bc = {d, pl, &h, in, chunk_begin, c0, c1, rg.token_begin, sl0, sl1, &view, payload, dk, dv, x};
+        int rc = kvtc_parallel_for(nt, chunk_end - chunk_begin, decode_chunk, &bc);
+        if (rc) { r = (kvtc_result)rc; goto done; }
     }
     codec_raw_to_cache(&h, in + h.sections[SEC_RAW_K].offset, 1, rg.token_begin, rg.token_end, rg.layer_begin,
                        rg.layer_end, &view);
@@ -309,9 +329,10 @@ kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size
     if (out->token_ids && ids) memcpy(out->token_ids, ids + rg.token_begin, sizeof(int32_t) * n_out);
     r = KVTC_OK;
 done:
-    if (payload)
-        for (uint32_t i = 0; i < d->opt.n_threads; i++) free(payload[i]);
-    free(payload);
-    free(x); free(dk); free(dv); free(pos); free(ids);
+    free_worker_bufs((void **)payload, nt);
+    free_worker_bufs((void **)dk, nt);
+    free_worker_bufs((void **)dv, nt);
+    free_worker_bufs((void **)x, nt);
+    free(pos); free(ids);
     return r;
 }
