@@ -56,7 +56,7 @@ extern "C" {
 
 /* Version of the container bitstream this library writes (docs/FORMAT.md). */
 #define KVTC_FORMAT_VERSION_MAJOR 1
-#define KVTC_FORMAT_VERSION_MINOR 0
+#define KVTC_FORMAT_VERSION_MINOR 1
 
 /* ------------------------------------------------------------------------ */
 /* Results                                                                   */

@@ -245,6 +245,9 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
     return kvtc_decompress_layout(d, buf, size, NULL, &l);
 }
 
+static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const container_header *hp,
+                                    const basis_plan *pl, const kvtc_decode_range *range, kvtc_cache_layout *out);
+
 kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size, const kvtc_decode_range *range,
                                    kvtc_cache_layout *out) {
     if (!d || !buf || !out) return KVTC_ERR_INVALID_ARGUMENT;
@@ -256,9 +259,35 @@ kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size
         !kvtc_geometry_equal(&h.geometry, &b->geometry) || h.recompute_layers != b->recompute_layers ||
         h.rope_removed != (uint8_t)b->rope_removed)
         return KVTC_ERR_BASIS_MISMATCH;
+    /* a stored plan, or the one the stream carries (solved for a ratio the
+     * basis has no plan for); its groups must hash to the header's plan
+     * fingerprint, which also ties them to this basis' transform */
+    basis_plan carried;
+    memset(&carried, 0, sizeof carried);
+    const basis_plan *pl;
     int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
-    if (pi < 0) return KVTC_ERR_BASIS_MISMATCH;
-    const basis_plan *pl = &b->plans[pi];
+    if (pi >= 0) {
+        pl = &b->plans[pi];
+    } else {
+        if (!(h.flags & CONTAINER_FLAG_PLAN)) return KVTC_ERR_BASIS_MISMATCH;
+        if ((r = container_read_plan_section(buf, &h, b, &carried))) return r;
+        if (carried.fingerprint != h.plan_fingerprint) {
+            plan_stream_free(&carried.k);
+            plan_stream_free(&carried.v);
+            return KVTC_ERR_BASIS_MISMATCH;
+        }
+        pl = &carried;
+    }
+    r = decode_with_plan(d, buf, &h, pl, range, out);
+    plan_stream_free(&carried.k);
+    plan_stream_free(&carried.v);
+    return r;
+}
+
+static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const container_header *hp,
+                                    const basis_plan *pl, const kvtc_decode_range *range, kvtc_cache_layout *out) {
+    const container_header h = *hp;
+    kvtc_result r;
     kvtc_decode_range rg;
     if ((r = resolve_range(&h, range, &rg))) return r;
     if ((r = check_out_layout(&h, &rg, out))) return r;

@@ -8,6 +8,7 @@
 #include "cpu/codec_common.h"
 #include "entropy/rans.h"
 #include "format/container.h"
+#include "format/plan_solve.h"
 #include "quant/group_quant.h"
 #include "transform/project.h"
 #include "transform/rope.h"
@@ -19,7 +20,8 @@
 struct kvtc_encoder {
     const kvtc_basis *basis;
     kvtc_encode_options opt;
-    uint32_t plan;
+    const basis_plan *pl;   /* a stored plan of the basis, or &solved */
+    basis_plan solved;      /* the plan solved for opt.ratio when the basis stores none for it */
     rope_table rope;
     struct libdeflate_compressor **comp; /* one per worker */
 };
@@ -41,6 +43,8 @@ void kvtc_encoder_free(kvtc_encoder *e) {
     if (e->comp)
         for (uint32_t i = 0; i < e->opt.n_threads; i++) libdeflate_free_compressor(e->comp[i]);
     free(e->comp);
+    plan_stream_free(&e->solved.k);
+    plan_stream_free(&e->solved.v);
     rope_table_free(&e->rope);
     free(e);
 }
@@ -64,9 +68,19 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
     if (!e) return KVTC_ERR_OUT_OF_MEMORY;
     e->basis = b;
     e->opt = o;
-    kvtc_result r = kvtc_basis_find_plan(b, o.ratio, &e->plan);
-    if (r) { free(e); return r; }
-    if ((r = rope_table_init(&e->rope, &b->geometry))) { free(e); return r; }
+    /* a stored plan made for this ratio, or one solved now (docs/FORMAT.md:
+     * the stream then carries its groups) */
+    int stored = basis_find_exact_plan(b, o.ratio);
+    kvtc_result r = KVTC_OK;
+    if (stored >= 0) {
+        e->pl = &b->plans[stored];
+    } else {
+        if ((r = basis_solve_plan(b, o.ratio, &e->solved))) { free(e); return r; }
+        /* the DP can land on a stored plan's groups: then refer to that one */
+        int same = basis_find_plan_by_fingerprint(b, e->solved.fingerprint);
+        e->pl = same >= 0 ? &b->plans[same] : &e->solved;
+    }
+    if ((r = rope_table_init(&e->rope, &b->geometry))) { kvtc_encoder_free(e); return r; }
     e->comp = calloc(o.n_threads, sizeof *e->comp);
     if (!e->comp) { kvtc_encoder_free(e); return KVTC_ERR_OUT_OF_MEMORY; }
     for (uint32_t i = 0; i < o.n_threads; i++)
@@ -83,8 +97,12 @@ static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache_layout
     int has_pos = 0;
     if (c->positions)
         for (uint64_t t = 0; t < c->n_tokens && !has_pos; t++) has_pos = c->positions[t] != (int64_t)t;
-    return container_header_init(h, e->basis, e->plan, &c->geometry, c->dtype, c->n_tokens, e->opt.n_sink,
-                                 e->opt.n_window, e->opt.chunk_tokens, (uint8_t)e->opt.entropy_codec, has_pos);
+    kvtc_result r = container_header_init_plan(h, e->basis, e->pl, &c->geometry, c->dtype, c->n_tokens,
+                                               e->opt.n_sink, e->opt.n_window, e->opt.chunk_tokens,
+                                               (uint8_t)e->opt.entropy_codec, has_pos);
+    if (!r && e->pl == &e->solved)
+        container_set_plan_section(h, container_plan_section_size(e->pl->k.n_groups, e->pl->v.n_groups));
+    return r;
 }
 
 static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache_layout *c) {
@@ -99,7 +117,7 @@ static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache_l
 /* Largest coded size of a chunk payload of n bytes under the encoder's codec. */
 static size_t chunk_bound(const kvtc_encoder *e, size_t n) {
     if (e->opt.entropy_codec == KVTC_CODEC_RANS) {
-        const basis_plan *pl = &e->basis->plans[e->plan];
+        const basis_plan *pl = e->pl;
         return rans_bound(n, 2 * (pl->k.n_groups + pl->v.n_groups));
     }
     return libdeflate_deflate_compress_bound(e->comp[0], n);
@@ -116,7 +134,7 @@ size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout
     if (!e || encoder_check_cache(e, c)) return 0;
     container_header h;
     if (encoder_header(e, c, &h)) return 0;
-    const basis_plan *pl = &e->basis->plans[e->plan];
+    const basis_plan *pl = e->pl;
     uint64_t data = 0;
     for (uint32_t i = 0; i < h.n_chunks; i++) {
         uint64_t first = (uint64_t)i * h.chunk_tokens;
@@ -193,7 +211,7 @@ kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, vo
     container_header h;
     if ((r = encoder_header(e, c, &h))) return r;
     const kvtc_basis *b = e->basis;
-    const basis_plan *pl = &b->plans[e->plan];
+    const basis_plan *pl = e->pl;
     uint64_t coded = container_coded_tokens(&h);
     if (!kvtc_layout_tokens_finite(c, 0, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
     if ((r = container_layout(&h, 0))) return r;
@@ -264,7 +282,9 @@ kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, vo
         }
     }
     if ((r = container_layout(&h, zoff))) goto done;
-    for (int s = 0; s < SEC_COUNT; s++)
+    if (h.total_size > cap) { r = KVTC_ERR_BUFFER_TOO_SMALL; goto done; }
+    if (h.flags & CONTAINER_FLAG_PLAN) container_write_plan_section(pl, o + h.sections[SEC_PLAN].offset);
+    for (int s = 0; s < container_n_sections(&h); s++)
         if (s != SEC_CHUNK_DATA)
             h.sections[s].crc32 = libdeflate_crc32(0, o + h.sections[s].offset, (size_t)h.sections[s].size);
     container_write_prefix(&h, o);
