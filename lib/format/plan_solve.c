@@ -71,7 +71,7 @@ static kvtc_result plan_for_budget(const dp_curve *cv, const dp_stats *st, uint6
 
 kvtc_result basis_solve_plan(const kvtc_basis *b, double ratio, basis_plan *out) {
     memset(out, 0, sizeof *out);
-    if (!(ratio > 1) || !isfinite(ratio)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!(ratio > 0) || !isfinite(ratio)) return KVTC_ERR_INVALID_ARGUMENT;
     if (b->n_plans == 0) return KVTC_ERR_NO_PLAN;
     double min_ratio = INFINITY;
     for (uint32_t i = 0; i < b->n_plans; i++)
