@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "decode_range.h"
 #include "io/cache_file.h"
 #include "io/safetensors.h"
 #include "model_kv.h"
@@ -40,7 +41,8 @@ static const char *rope_name(kvtc_rope_type t) {
 
 static const char compress_help[] =
     "usage: kvtc compress --basis BASIS [options] IN.safetensors -o OUT.kvtc\n"
-    "  --ratio R        target compression ratio; the basis plan closest to R is used (default 20)\n"
+    "  --ratio R        target compression ratio (default 20): a plan of the basis made for R, else one\n"
+    "                   solved for R at start-up and stored in the stream\n"
     "  --sink N         leading tokens kept uncompressed (default 4)\n"
     "  --window N       trailing tokens kept uncompressed (default 128)\n"
     "  --chunk N        tokens per independently decodable chunk (default 256)\n"
@@ -124,10 +126,13 @@ done:
 static const char decompress_help[] =
     "usage: kvtc decompress --basis BASIS [options] IN.kvtc -o OUT.safetensors\n"
     "  --threads N      worker threads (default 2)\n"
-    "  --model M.gguf   the model, for streams that recompute their first layers\n";
+    "  --model M.gguf   the model, for streams that recompute their first layers\n"
+    "  --tokens N       only the first N tokens (reads only the chunks they need)\n"
+    "  --layers A:B     only layers A..B-1 (written as a cache of B-A layers)\n";
 
 int cmd_decompress(int argc, char **argv) {
     const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
+    const char *tokens_arg = NULL, *layers_arg = NULL;
     kvtc_decode_options o;
     kvtc_decode_options_init(&o);
     o.n_threads = 2;
@@ -138,6 +143,8 @@ int cmd_decompress(int argc, char **argv) {
         else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
         else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
         else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_usage("decompress", "--threads needs 1..256"); }
+        else if (!strcmp(a, "--tokens")) { if (!(tokens_arg = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
+        else if (!strcmp(a, "--layers")) { if (!(layers_arg = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
         else if (a[0] == '-') return cli_usage("decompress", "unknown option %s (see --help)", a);
         else if (!in) in = a;
         else return cli_usage("decompress", "more than one input given");
@@ -159,15 +166,20 @@ int cmd_decompress(int argc, char **argv) {
     kvtc_stream_info info;
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     if ((r = kvtc_stream_get_info(buf, size, &info))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
-    if (info.recompute_layers) {
+    kvtc_decode_range rg;
+    if (decode_range_parse(tokens_arg, layers_arg, &info, &rg, err, sizeof err)) { rc = cli_usage("decompress", "%s", err); goto done; }
+    if (info.recompute_layers && rg.layer_begin < info.recompute_layers) {
         if (!model_path) { cli_fail("decompress", "%s recomputes its first %u layer(s): pass --model M.gguf", in, info.recompute_layers); goto done; }
         if (model_text_load(&mt, model_path, NULL)) goto done;
         o.recompute = model_recompute;
         o.recompute_user = mt.model;
     }
     if ((r = kvtc_decoder_alloc(b, &o, &d))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
-    if ((r = cache_file_alloc(&cf, &info.geometry, info.dtype, info.n_tokens, 1, info.has_token_ids))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
-    if ((r = kvtc_decompress(d, buf, size, &cf.cache))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    kvtc_geometry og;
+    uint64_t on;
+    decode_range_output(&info, &rg, &og, &on);
+    if ((r = cache_file_alloc(&cf, &og, info.dtype, on, 1, info.has_token_ids))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
+    if ((r = decode_range_run(d, buf, size, &info, &rg, &cf.cache))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
     if ((r = cache_file_serialize(&cf.cache, &obuf, &osize))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
     if (cli_write_file(out, obuf, osize, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     rc = 0;
