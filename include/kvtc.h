@@ -359,6 +359,23 @@ size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout
 kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *cache, void *out, size_t cap,
                                  size_t *written);
 
+/* Append: extend the stream in[0..in_size) with the tokens that follow it
+ * (`more`, same geometry and dtype; more->positions NULL means positions
+ * continuing the stream's, n, n+1, ...), writing a new stream to out.
+ * The stream's coded chunks that are full are copied byte for byte (the
+ * decoder reads them exactly as before); its last chunk, when partial, is
+ * decoded and re-encoded together with the tokens that leave the raw
+ * window and the new tokens (a second quantization for at most
+ * chunk_tokens - 1 tokens); the new last n_window tokens stay raw. The
+ * cost is that of encoding about (chunk_tokens + n_window + new tokens),
+ * not the whole stream. The encoder must use the stream's basis, plan,
+ * sink, window, chunk size and codec (KVTC_ERR_BASIS_MISMATCH /
+ * KVTC_ERR_INVALID_ARGUMENT otherwise); bases that recompute layers need
+ * more->token_ids. kvtc_append_bound gives a sufficient cap (0 on error). */
+size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more);
+kvtc_result kvtc_append(kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more,
+                        void *out, size_t cap, size_t *written);
+
 /* ------------------------------------------------------------------------ */
 /* Stream inspection (no basis needed)                                       */
 /* ------------------------------------------------------------------------ */

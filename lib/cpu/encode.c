@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/codec_common.h"
+#include "cpu/encode_internal.h"
 #include "entropy/rans.h"
 #include "format/container.h"
 #include "format/plan_solve.h"
@@ -93,12 +94,13 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
 }
 
 /* Header fields for this cache (everything but the chunk data size). */
-static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache_layout *c, container_header *h) {
+static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink,
+                                  container_header *h) {
     int has_pos = 0;
     if (c->positions)
         for (uint64_t t = 0; t < c->n_tokens && !has_pos; t++) has_pos = c->positions[t] != (int64_t)t;
     kvtc_result r = container_header_init_plan(h, e->basis, e->pl, &c->geometry, c->dtype, c->n_tokens,
-                                               e->opt.n_sink, e->opt.n_window, e->opt.chunk_tokens,
+                                               n_sink, e->opt.n_window, e->opt.chunk_tokens,
                                                (uint8_t)e->opt.entropy_codec, has_pos);
     if (!r && e->pl == &e->solved)
         container_set_plan_section(h, container_plan_section_size(e->pl->k.n_groups, e->pl->v.n_groups));
@@ -131,9 +133,13 @@ size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache) {
 }
 
 size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout *c) {
+    return e ? encoder_bound_sink(e, c, e->opt.n_sink) : 0;
+}
+
+size_t encoder_bound_sink(const kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink) {
     if (!e || encoder_check_cache(e, c)) return 0;
     container_header h;
-    if (encoder_header(e, c, &h)) return 0;
+    if (encoder_header(e, c, n_sink, &h)) return 0;
     const basis_plan *pl = e->pl;
     uint64_t data = 0;
     for (uint32_t i = 0; i < h.n_chunks; i++) {
@@ -205,11 +211,21 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, s
 
 kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, void *out, size_t cap,
                                  size_t *written) {
+    if (!e) return KVTC_ERR_INVALID_ARGUMENT;
+    return encoder_compress_sink(e, c, e->opt.n_sink, out, cap, written);
+}
+
+const basis_plan *encoder_plan(const kvtc_encoder *e) { return e->pl; }
+const kvtc_encode_options *encoder_options(const kvtc_encoder *e) { return &e->opt; }
+const kvtc_basis *encoder_basis(const kvtc_encoder *e) { return e->basis; }
+
+kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink, void *out,
+                                  size_t cap, size_t *written) {
     if (!e || !c || !out || !written) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = encoder_check_cache(e, c);
     if (r) return r;
     container_header h;
-    if ((r = encoder_header(e, c, &h))) return r;
+    if ((r = encoder_header(e, c, n_sink, &h))) return r;
     const kvtc_basis *b = e->basis;
     const basis_plan *pl = e->pl;
     uint64_t coded = container_coded_tokens(&h);
