@@ -69,6 +69,27 @@ int main(void) {
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --layers 3:1 s.kvtc -o bad.safetensors") == 2);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 501 s.kvtc -o bad.safetensors") == 2);
 
+    /* kvtc append: 100 following tokens (explicit positions 500..599) */
+    int64_t pos[100];
+    for (int i = 0; i < 100; i++) pos[i] = 500 + i;
+    synth_params mp = sp;
+    mp.n_tokens = 100;
+    mp.data_seed = 2;
+    mp.positions = pos;
+    synth_cache more;
+    size_t mn = 0, an = 0;
+    void *mb = NULL;
+    CHECK(synth_make(&mp, &more) == 0 && cache_file_serialize(&more.c, &mb, &mn) == KVTC_OK);
+    CHECK(write_in_dir("more.safetensors", mb, mn) == 0);
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
+    uint8_t *ab = read_in_dir("a.kvtc", &an);
+    kvtc_stream_info ai;
+    CHECK(ab && kvtc_stream_get_info(ab, an, &ai) == KVTC_OK && ai.n_tokens == 600 && ai.plan_ratio == 12.0);
+    free(ab);
+    free(mb);
+    synth_free(&more);
+
     size_t sn = 0, pn = 0;
     uint8_t *s = read_in_dir("s.kvtc", &sn);
     void *pb = read_in_dir("part.safetensors", &pn);
