@@ -358,6 +358,126 @@ static void test_partial(void) {
     synth_cache_free(&c);
 }
 
+
+/* ---- recomputed layers in partial decodes ---------------------------------- */
+
+typedef struct recompute_ctx {
+    const kvtc_cache *src;
+    uint64_t last_n;
+    int calls;
+} recompute_ctx;
+
+/* The "model": the source cache's values of layers [0, n_layers), tokens [0, n). */
+static int recompute_cb(void *user, uint32_t n_layers, const int32_t *ids, const int64_t *pos, uint64_t n,
+                        float *k_out, float *v_out) {
+    recompute_ctx *rc = user;
+    (void)ids;
+    (void)pos;
+    rc->calls++;
+    rc->last_n = n;
+    const kvtc_cache *c = rc->src;
+    for (uint32_t l = 0; l < n_layers; l++)
+        for (uint32_t h = 0; h < H; h++)
+            for (uint64_t t = 0; t < n; t++)
+                for (uint32_t j = 0; j < D; j++) {
+                    uint64_t i = (((uint64_t)l * H + h) * n + t) * D + j;
+                    k_out[i] = (float)synth_elem(c, 1, l, h, t, j);
+                    v_out[i] = (float)synth_elem(c, 0, l, h, t, j);
+                }
+    return 0;
+}
+
+static void test_partial_recompute(void) {
+    kvtc_geometry g = synth_geometry(L, H, D, KVTC_ROPE_NORM, 0, 10000.0f);
+    synth_params sp;
+    synth_params_init(&sp, &g, KVTC_DTYPE_F32, 400);
+    kvtc_calibrate_options o;
+    kvtc_calibrate_options_init(&o);
+    o.n_sink = SINK;
+    o.n_window = WIN;
+    o.recompute_layers = 1;
+    kvtc_calibrator *cal = NULL;
+    CHECK(kvtc_calibrator_alloc(&g, &o, &cal) == KVTC_OK);
+    for (int i = 0; i < 2; i++) {
+        synth_cache cc;
+        sp.data_seed = 500 + i;
+        CHECK(synth_make(&sp, &cc) == 0);
+        CHECK(kvtc_calibrator_add(cal, &cc.c) == KVTC_OK);
+        synth_free(&cc);
+    }
+    static const double r16[] = {16};
+    kvtc_basis *b = NULL;
+    CHECK(kvtc_calibrator_finish(cal, r16, 1, &b) == KVTC_OK);
+    kvtc_calibrator_free(cal);
+    if (!b) return;
+    synth_cache sc;
+    sp.data_seed = 9;
+    CHECK(synth_make(&sp, &sc) == 0);
+    sc.c.token_ids = malloc(sizeof(int32_t) * 400);
+    for (int t = 0; t < 400; t++) sc.c.token_ids[t] = 3 * t;
+    kvtc_encode_options eo;
+    encode_opts(&eo);
+    uint8_t *s = NULL;
+    size_t n = 0;
+    CHECK(synth_compress(b, &eo, &sc.c, &s, &n) == KVTC_OK);
+    recompute_ctx rc = {&sc.c, 0, 0};
+    kvtc_decode_options dopt;
+    kvtc_decode_options_init(&dopt);
+    dopt.recompute = recompute_cb;
+    dopt.recompute_user = &rc;
+    kvtc_decoder *dm = NULL, *dn = NULL;
+    CHECK(kvtc_decoder_alloc(b, &dopt, &dm) == KVTC_OK && kvtc_decoder_alloc(b, NULL, &dn) == KVTC_OK);
+    kvtc_cache full;
+    kvtc_cache_layout fl;
+    synth_alloc_like(&g, KVTC_DTYPE_F32, 400, 1, &full);
+    kvtc_cache_layout_from_cache(&full, &fl);
+    CHECK(kvtc_decompress_layout(dm, s, n, NULL, &fl) == KVTC_OK && rc.last_n == 400);
+    struct { uint64_t b, e; uint32_t la, lb; int model; uint64_t want_n; } cases[] = {
+        {0, 150, 0, 2, 1, 150},   /* the model sees the 150 tokens */
+        {50, 120, 0, 1, 1, 120},  /* ... the prefix up to the range's end */
+        {0, 0, 1, L, 0, 0},       /* stored layers only: no model needed */
+        {0, SINK, 0, 1, 0, 0},    /* raw tokens only: no model needed */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kvtc_decode_range rg = {cases[i].b, cases[i].e, cases[i].la, cases[i].lb};
+        uint64_t e = rg.token_end ? rg.token_end : 400;
+        kvtc_cache c;
+        kvtc_cache_layout lay;
+        synth_alloc_like(&g, KVTC_DTYPE_F32, e - rg.token_begin, 1, &c);
+        kvtc_cache_layout_from_cache(&c, &lay);
+        rc.calls = 0;
+        kvtc_result r = kvtc_decompress_layout(cases[i].model ? dm : dn, s, n, &rg, &lay);
+        CHECK_MSG(r == KVTC_OK, "recompute case %zu: %s", i, kvtc_result_string(r));
+        CHECK_MSG(rc.calls == cases[i].model && (!cases[i].model || rc.last_n == cases[i].want_n),
+                  "recompute case %zu: %d calls, n %llu", i, rc.calls, (unsigned long long)rc.last_n);
+        int same = 1;
+        for (int st = 0; st < 2; st++)
+            for (uint32_t l = rg.layer_begin; l < rg.layer_end; l++)
+                for (uint32_t h = 0; h < H; h++)
+                    for (uint64_t t = 0; t < c.n_tokens; t++)
+                        same &= !memcmp(cache_addr(&c, !st, l, t, h, 0),
+                                        cache_addr(&full, !st, l, rg.token_begin + t, h, 0), sizeof(float) * D);
+        CHECK_MSG(same, "recompute case %zu equals the full decode", i);
+        synth_cache_free(&c);
+    }
+    /* a recomputed layer without the model */
+    kvtc_decode_range rg = {0, 100, 0, 1};
+    kvtc_cache c;
+    kvtc_cache_layout lay;
+    synth_alloc_like(&g, KVTC_DTYPE_F32, 100, 1, &c);
+    kvtc_cache_layout_from_cache(&c, &lay);
+    CHECK(kvtc_decompress_layout(dn, s, n, &rg, &lay) == KVTC_ERR_NEEDS_MODEL);
+    synth_cache_free(&c);
+    synth_cache_free(&full);
+    kvtc_decoder_free(dm);
+    kvtc_decoder_free(dn);
+    free(s);
+    free(sc.c.token_ids);
+    sc.c.token_ids = NULL;
+    synth_free(&sc);
+    kvtc_basis_free(b);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(L, H, D, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -377,6 +497,7 @@ int main(void) {
     test_layouts_round_trip();
     test_hostile_tables();
     test_partial();
+    test_partial_recompute();
 
     synth_cache_free(&g_full);
     free(g_stream);
