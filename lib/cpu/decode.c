@@ -128,14 +128,16 @@ static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm,
     uint32_t hd = b->h->geometry.n_kv_heads * b->h->geometry.head_dim, m = b->h->recompute_layers;
     uint64_t lo = b->c0 > ct0 ? b->c0 : ct0, hi = b->c1 < ct0 + n_tok ? b->c1 : ct0 + n_tok;
     const rope_table *rope = is_key && bs->rope_removed ? &b->d->rope : NULL;
-    for (uint32_t l = b->layer_begin; l < b->layer_end; l++) {
-        uint32_t col0 = (l - m) * hd;
-        reconstruct_centered_cols(s, r, dm, r, n_tok, col0, hd, x);
-        float *rows = x + (lo - ct0) * hd;
-        uncenter_cols(s, col0, hd, rows, hi - lo);
-        kvtc_layout_scatter_rows(b->view, is_key, l, l + 1, b->h->n_sink + lo - b->token_begin, hi - lo, rope,
-                                 rope != NULL, rows);
-    }
+    /* one GEMM per layer (the same call whatever the range), into the
+     * chunk's rows of the range's width; then per token, once for all
+     * layers, un-weighting and the store (RoPE angles once per token) */
+    uint32_t w = (b->layer_end - b->layer_begin) * hd, col0 = (b->layer_begin - m) * hd;
+    for (uint32_t l = b->layer_begin; l < b->layer_end; l++)
+        reconstruct_centered_cols(s, r, dm, r, n_tok, (l - m) * hd, hd, x + (uint64_t)(l - b->layer_begin) * hd, w);
+    float *rows = x + (lo - ct0) * w;
+    uncenter_cols(s, col0, w, rows, hi - lo);
+    kvtc_layout_scatter_rows(b->view, is_key, b->layer_begin, b->layer_end, b->h->n_sink + lo - b->token_begin,
+                             hi - lo, rope, rope != NULL, rows);
 }
 
 static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
@@ -334,7 +336,7 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
         if (!(payload[i] = malloc(max_payload + 1)) ||
             !(dk[i] = malloc(sizeof(float) * ((uint64_t)h.chunk_tokens * pl->k.rank_used + 1))) ||
             !(dv[i] = malloc(sizeof(float) * ((uint64_t)h.chunk_tokens * pl->v.rank_used + 1))) ||
-            !(x[i] = malloc(sizeof(float) * (uint64_t)h.chunk_tokens * hd)))
+            !(x[i] = malloc(sizeof(float) * (uint64_t)h.chunk_tokens * hd * (sl1 - sl0))))
             goto done;
 
     /* Only the chunks holding coded tokens [c0, c1). The prefix is
