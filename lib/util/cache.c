@@ -188,15 +188,19 @@ void kvtc_layout_gather_rows(const kvtc_cache_layout *c, int is_key, uint32_t la
     int rot = is_key && unrope && g->rope_type != KVTC_ROPE_NONE;
     int f16c = c->dtype == KVTC_DTYPE_F16 && tl->dim_stride == 1 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
+    size_t es = kvtc_dtype_size(c->dtype);
     for (uint64_t t = 0; t < n; t++) {
         float *row = rows + t * w;
         if (rot) rope_angles(rope, kvtc_layout_position(c, t0 + t), cs);
         uint64_t col = 0;
-        for (uint32_t l = layer_begin; l < layer_end; l++)
+        int64_t tok = layout_token_offset(c, tl, t0 + t);
+        for (uint32_t l = layer_begin; l < layer_end; l++) {
+            const char *lb = layout_layer_base(tl, l, es) + (int64_t)es * tok;
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
-                load_run(layout_elem(c, is_key, l, t0 + t, h), c->dtype, tl->dim_stride, d, row + col, f16c);
+                load_run(lb + (int64_t)es * h * tl->head_stride, c->dtype, tl->dim_stride, d, row + col, f16c);
                 if (rot) rope_rotate(g, cs, -1, row + col);
             }
+        }
     }
 }
 
@@ -210,11 +214,14 @@ void kvtc_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t l
     int f16c = c->dtype == KVTC_DTYPE_F16 && tl->dim_stride == 1 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
     float tmp[KVTC_MAX_HEAD_DIM];
+    size_t es = kvtc_dtype_size(c->dtype);
     for (uint64_t t = 0; t < n; t++) {
         const float *row = rows + t * w;
         if (rot) rope_angles(rope, kvtc_layout_position(c, t0 + t), cs);
         uint64_t col = 0;
-        for (uint32_t l = layer_begin; l < layer_end; l++)
+        int64_t tok = layout_token_offset(c, tl, t0 + t);
+        for (uint32_t l = layer_begin; l < layer_end; l++) {
+            char *lb = layout_layer_base(tl, l, es) + (int64_t)es * tok;
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
                 const float *srcv = row + col;
                 if (rot) {
@@ -222,8 +229,9 @@ void kvtc_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t l
                     rope_rotate(g, cs, +1, tmp);
                     srcv = tmp;
                 }
-                store_run(layout_elem(c, is_key, l, t0 + t, h), c->dtype, tl->dim_stride, d, srcv, f16c);
+                store_run(lb + (int64_t)es * h * tl->head_stride, c->dtype, tl->dim_stride, d, srcv, f16c);
             }
+        }
     }
 }
 
