@@ -471,6 +471,21 @@ void kvtc_decode_range_init(kvtc_decode_range *r);
 kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size,
                                    const kvtc_decode_range *range, kvtc_cache_layout *out);
 
+/* Layer-by-layer restores. A layer range still needs every coefficient of
+ * its chunks (the PCA spans all layers), so decoding L layers one call at a
+ * time would inflate each chunk L times. kvtc_decoder_hold inflates and
+ * dequantizes the chunks of stream tokens [token_begin, token_end)
+ * (token_end 0 = all) once and keeps the coefficients in the decoder
+ * (about tokens x (rank_k + rank_v) floats); later kvtc_decompress_layout
+ * calls on the same buffer (same address and stream) skip that stage for
+ * those chunks, with bit-identical results. The caller must not change the
+ * buffer while held. A new hold replaces the previous one;
+ * kvtc_decoder_release (or kvtc_decoder_free) frees it. Errors as
+ * kvtc_decompress (nothing is held on failure). */
+kvtc_result kvtc_decoder_hold(kvtc_decoder *d, const void *buf, size_t size, uint64_t token_begin,
+                              uint64_t token_end);
+void kvtc_decoder_release(kvtc_decoder *d);
+
 #ifdef __cplusplus
 }
 #endif

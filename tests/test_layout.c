@@ -478,6 +478,38 @@ static void test_partial_recompute(void) {
     kvtc_basis_free(b);
 }
 
+/* kvtc_decoder_hold: layer-by-layer decodes from held coefficients equal the
+ * full decode; chunks outside the hold and other buffers decode as usual. */
+static void test_hold(void) {
+    kvtc_decoder *d = NULL;
+    kvtc_decode_options dopt;
+    kvtc_decode_options_init(&dopt);
+    dopt.n_threads = 2;
+    CHECK(kvtc_decoder_alloc(g_basis, &dopt, &d) == KVTC_OK);
+    CHECK(kvtc_decoder_hold(d, g_stream, g_size, 0, 300) == KVTC_OK);
+    uint8_t *copy = malloc(g_size);
+    memcpy(copy, g_stream, g_size);
+    for (int pass = 0; pass < 3; pass++) {
+        const uint8_t *s = pass == 2 ? copy : g_stream; /* pass 2: another buffer, nothing held for it */
+        for (uint32_t l = 0; l < L; l++) {
+            kvtc_decode_range rg = {0, pass == 0 ? 250 : N_TOK, l, l + 1};
+            uint64_t n = rg.token_end;
+            kvtc_cache c;
+            kvtc_cache_layout lay;
+            alloc_out(n, &c, &lay);
+            CHECK(kvtc_decompress_layout(d, s, g_size, &rg, &lay) == KVTC_OK);
+            CHECK_MSG(layout_equals(&lay, &g_full, 0, l, l + 1), "hold pass %d layer %u", pass, l);
+            synth_cache_free(&c);
+        }
+    }
+    CHECK(kvtc_decoder_hold(d, g_stream, g_size, 0, N_TOK + 1) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_decoder_hold(d, g_stream, g_size - 1, 0, 0) == KVTC_ERR_TRUNCATED);
+    kvtc_decoder_release(d);
+    kvtc_decoder_release(d);
+    free(copy);
+    kvtc_decoder_free(d);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(L, H, D, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -498,6 +530,7 @@ int main(void) {
     test_hostile_tables();
     test_partial();
     test_partial_recompute();
+    test_hold();
 
     synth_cache_free(&g_full);
     free(g_stream);

@@ -23,6 +23,13 @@ struct kvtc_decoder {
     kvtc_decode_options opt;
     rope_table rope;
     struct libdeflate_decompressor **dec; /* one per worker */
+    /* dequantized coefficients of chunks [held_c0, held_c1) of the stream
+     * held_buf[0..held_size) with plan held_plan (kvtc_decoder_hold) */
+    const void *held_buf;
+    size_t held_size;
+    uint64_t held_plan;
+    uint32_t held_c0, held_c1;
+    float *held_dk, *held_dv;
 };
 
 void kvtc_decode_options_init(kvtc_decode_options *o) {
@@ -31,8 +38,19 @@ void kvtc_decode_options_init(kvtc_decode_options *o) {
     o->n_threads = 1;
 }
 
+void kvtc_decoder_release(kvtc_decoder *d) {
+    if (!d) return;
+    free(d->held_dk);
+    free(d->held_dv);
+    d->held_dk = d->held_dv = NULL;
+    d->held_buf = NULL;
+    d->held_size = 0;
+    d->held_c0 = d->held_c1 = 0;
+}
+
 void kvtc_decoder_free(kvtc_decoder *d) {
     if (!d) return;
+    kvtc_decoder_release(d);
     if (d->dec)
         for (uint32_t i = 0; i < d->opt.n_threads; i++) libdeflate_free_decompressor(d->dec[i]);
     free(d->dec);
@@ -117,7 +135,8 @@ typedef struct dchunk_ctx {
     uint32_t layer_begin, layer_end; /* stored layers wanted */
     const kvtc_cache_layout *view;
     uint8_t **payload;           /* per worker */
-    float **dk, **dv, **x;       /* per worker: [chunk][rank_k], [chunk][rank_v], [chunk][H*d] */
+    float **dk, **dv, **x;       /* per worker: [chunk][rank_k], [chunk][rank_v], [chunk][range width] */
+    int use_held;                /* the decoder's held coefficients belong to this stream and plan */
 } dchunk_ctx;
 
 static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm, uint64_t ct0, uint32_t n_tok,
@@ -140,10 +159,10 @@ static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm,
                              hi - lo, rope, rope != NULL, rows);
 }
 
-static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
-    dchunk_ctx *b = p;
+/* Entropy-decode and dequantize chunk ci into dk [n][rank_k], dv [n][rank_v]. */
+static kvtc_result inflate_chunk(const dchunk_ctx *b, uint32_t ci, uint32_t worker, float *dk, float *dv,
+                                 uint32_t *n_tok) {
     container_chunk_entry ce;
-    uint32_t ci = b->first_chunk + item;
     kvtc_result r = container_read_chunk_entry(b->buf, b->h, ci, &ce);
     if (r) return r;
     const plan_stream *pk = &b->plan->k, *pv = &b->plan->v;
@@ -160,13 +179,40 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
                                                                   b->payload[worker], (size_t)want, &got);
         if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
     }
-    r = quant_decode(pk, pv, b->payload[worker], ce.n_tokens, b->dk[worker], pk->rank_used, b->dv[worker],
-                     pv->rank_used);
-    if (r) return r;
+    *n_tok = ce.n_tokens;
+    return quant_decode(pk, pv, b->payload[worker], ce.n_tokens, dk, pk->rank_used, dv, pv->rank_used);
+}
+
+static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
+    dchunk_ctx *b = p;
+    uint32_t ci = b->first_chunk + item, n_tok = 0;
+    const kvtc_decoder *d = b->d;
+    float *dk = b->dk[worker], *dv = b->dv[worker];
+    kvtc_result r;
+    if (b->use_held && ci >= d->held_c0 && ci < d->held_c1) {
+        /* coefficients kept by kvtc_decoder_hold: no inflate */
+        container_chunk_entry ce;
+        if ((r = container_read_chunk_entry(b->buf, b->h, ci, &ce))) return r;
+        n_tok = ce.n_tokens;
+        uint64_t row0 = (uint64_t)(ci - d->held_c0) * b->h->chunk_tokens;
+        dk = d->held_dk + row0 * b->plan->k.rank_used;
+        dv = d->held_dv + row0 * b->plan->v.rank_used;
+    } else if ((r = inflate_chunk(b, ci, worker, dk, dv, &n_tok))) {
+        return r;
+    }
     uint64_t ct0 = (uint64_t)ci * b->h->chunk_tokens;
-    reconstruct_layers(b, 1, b->dk[worker], ct0, ce.n_tokens, b->x[worker]);
-    reconstruct_layers(b, 0, b->dv[worker], ct0, ce.n_tokens, b->x[worker]);
+    reconstruct_layers(b, 1, dk, ct0, n_tok, b->x[worker]);
+    reconstruct_layers(b, 0, dv, ct0, n_tok, b->x[worker]);
     return 0;
+}
+
+/* kvtc_decoder_hold's pass: inflate chunk first_chunk + item into the held arrays. */
+static int hold_chunk(void *p, uint32_t item, uint32_t worker) {
+    dchunk_ctx *b = p;
+    uint64_t row0 = (uint64_t)item * b->h->chunk_tokens;
+    uint32_t n_tok;
+    return inflate_chunk(b, b->first_chunk + item, worker, b->d->held_dk + row0 * b->plan->k.rank_used,
+                         b->d->held_dv + row0 * b->plan->v.rank_used, &n_tok);
 }
 
 static void free_worker_bufs(void **bufs, uint32_t n) {
@@ -247,6 +293,96 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
     return kvtc_decompress_layout(d, buf, size, NULL, &l);
 }
 
+/* The stream's plan: a stored plan of the basis, or the one the stream
+ * carries (solved for a ratio the basis has no plan for); its groups must
+ * hash to the header's plan fingerprint, which also ties them to this
+ * basis' transform. *carried is owned by the caller (plan_stream_free). */
+static kvtc_result resolve_plan(const kvtc_decoder *d, const uint8_t *buf, const container_header *h,
+                                basis_plan *carried, const basis_plan **pl) {
+    memset(carried, 0, sizeof *carried);
+    const kvtc_basis *b = d->basis;
+    if (h->transform_fingerprint != b->transform_fingerprint ||
+        !kvtc_geometry_equal(&h->geometry, &b->geometry) || h->recompute_layers != b->recompute_layers ||
+        h->rope_removed != (uint8_t)b->rope_removed)
+        return KVTC_ERR_BASIS_MISMATCH;
+    int pi = basis_find_plan_by_fingerprint(b, h->plan_fingerprint);
+    if (pi >= 0) {
+        *pl = &b->plans[pi];
+        return KVTC_OK;
+    }
+    if (!(h->flags & CONTAINER_FLAG_PLAN)) return KVTC_ERR_BASIS_MISMATCH;
+    kvtc_result r = container_read_plan_section(buf, h, b, carried);
+    if (r) return r;
+    if (carried->fingerprint != h->plan_fingerprint) {
+        plan_stream_free(&carried->k);
+        plan_stream_free(&carried->v);
+        return KVTC_ERR_BASIS_MISMATCH;
+    }
+    *pl = carried;
+    return KVTC_OK;
+}
+
+/* Coded-token indices [c0, c1) of stream tokens [tb, te). */
+static void coded_span(const container_header *h, uint64_t tb, uint64_t te, uint64_t *c0, uint64_t *c1) {
+    uint64_t w0 = h->n_tokens - h->n_window;
+    *c0 = (tb > h->n_sink ? tb : h->n_sink) - h->n_sink;
+    uint64_t e = te < w0 ? te : w0;
+    *c1 = e > h->n_sink ? e - h->n_sink : 0;
+    if (*c1 < *c0) *c1 = *c0;
+}
+
+kvtc_result kvtc_decoder_hold(kvtc_decoder *d, const void *buf, size_t size, uint64_t token_begin,
+                              uint64_t token_end) {
+    if (!d || !buf) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_decoder_release(d);
+    container_header h;
+    kvtc_result r = container_read_prefix(buf, size, &h);
+    if (r) return r;
+    if (!token_end) token_end = h.n_tokens;
+    if (token_begin > token_end || token_end > h.n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
+    basis_plan carried;
+    const basis_plan *pl;
+    if ((r = resolve_plan(d, buf, &h, &carried, &pl))) return r;
+    uint64_t c0, c1;
+    coded_span(&h, token_begin, token_end, &c0, &c1);
+    uint32_t cb = (uint32_t)(c0 / h.chunk_tokens), ce = (uint32_t)((c1 + h.chunk_tokens - 1) / h.chunk_tokens);
+    uint64_t rows = (uint64_t)(ce - cb) * h.chunk_tokens;
+    uint32_t nt = d->opt.n_threads;
+    size_t max_payload = (size_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
+    uint8_t **payload = calloc(nt, sizeof(uint8_t *));
+    d->held_dk = malloc(sizeof(float) * (rows * pl->k.rank_used + 1));
+    d->held_dv = malloc(sizeof(float) * (rows * pl->v.rank_used + 1));
+    r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!payload || !d->held_dk || !d->held_dv) goto done;
+    for (uint32_t i = 0; i < nt; i++)
+        if (!(payload[i] = malloc(max_payload + 1))) goto done;
+    dchunk_ctx bc;
+    memset(&bc, 0, sizeof bc);
+    bc.d = d;
+    bc.plan = pl;
+    bc.h = &h;
+    bc.buf = buf;
+    bc.first_chunk = cb;
+    bc.payload = payload;
+    int rc = kvtc_parallel_for(nt, ce - cb, hold_chunk, &bc);
+    r = (kvtc_result)rc;
+    if (!r) {
+        d->held_buf = buf;
+        d->held_size = (size_t)h.total_size;
+        d->held_plan = pl->fingerprint;
+        d->held_c0 = cb;
+        d->held_c1 = ce;
+    }
+done:
+    if (payload)
+        for (uint32_t i = 0; i < nt; i++) free(payload[i]);
+    free(payload);
+    plan_stream_free(&carried.k);
+    plan_stream_free(&carried.v);
+    if (r) kvtc_decoder_release(d);
+    return r;
+}
+
 static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const container_header *hp,
                                     const basis_plan *pl, const kvtc_decode_range *range, kvtc_cache_layout *out);
 
@@ -256,30 +392,9 @@ kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size
     container_header h;
     kvtc_result r = container_read_prefix(buf, size, &h);
     if (r) return r;
-    const kvtc_basis *b = d->basis;
-    if (h.transform_fingerprint != b->transform_fingerprint ||
-        !kvtc_geometry_equal(&h.geometry, &b->geometry) || h.recompute_layers != b->recompute_layers ||
-        h.rope_removed != (uint8_t)b->rope_removed)
-        return KVTC_ERR_BASIS_MISMATCH;
-    /* a stored plan, or the one the stream carries (solved for a ratio the
-     * basis has no plan for); its groups must hash to the header's plan
-     * fingerprint, which also ties them to this basis' transform */
     basis_plan carried;
-    memset(&carried, 0, sizeof carried);
     const basis_plan *pl;
-    int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
-    if (pi >= 0) {
-        pl = &b->plans[pi];
-    } else {
-        if (!(h.flags & CONTAINER_FLAG_PLAN)) return KVTC_ERR_BASIS_MISMATCH;
-        if ((r = container_read_plan_section(buf, &h, b, &carried))) return r;
-        if (carried.fingerprint != h.plan_fingerprint) {
-            plan_stream_free(&carried.k);
-            plan_stream_free(&carried.v);
-            return KVTC_ERR_BASIS_MISMATCH;
-        }
-        pl = &carried;
-    }
+    if ((r = resolve_plan(d, buf, &h, &carried, &pl))) return r;
     r = decode_with_plan(d, buf, &h, pl, range, out);
     plan_stream_free(&carried.k);
     plan_stream_free(&carried.v);
@@ -293,12 +408,8 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     kvtc_decode_range rg;
     if ((r = resolve_range(&h, range, &rg))) return r;
     if ((r = check_out_layout(&h, &rg, out))) return r;
-    uint64_t w0 = h.n_tokens - h.n_window; /* first window token */
-    /* coded tokens of the range, as coded-token indices [c0, c1) */
-    uint64_t c0 = (rg.token_begin > h.n_sink ? rg.token_begin : h.n_sink) - h.n_sink;
-    uint64_t c1 = (rg.token_end < w0 ? rg.token_end : w0);
-    c1 = c1 > h.n_sink ? c1 - h.n_sink : 0;
-    if (c1 < c0) c1 = c0;
+    uint64_t c0, c1; /* coded tokens of the range, as coded-token indices */
+    coded_span(&h, rg.token_begin, rg.token_end, &c0, &c1);
     uint32_t m = h.recompute_layers;
     int need_model = m && c1 > c0 && rg.layer_begin < m;
     if (need_model && !d->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
@@ -345,7 +456,9 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     if (coded_work) {
         uint32_t chunk_begin = (uint32_t)(c0 / h.chunk_tokens);
         uint32_t chunk_end = (uint32_t)((c1 + h.chunk_tokens - 1) / h.chunk_tokens);
-        dchunk_ctx bc = {d, pl, &h, in, chunk_begin, c0, c1, rg.token_begin, sl0, sl1, &view, payload, dk, dv, x};
+        int held = d->held_buf == (const void *)buf && d->held_size == h.total_size && d->held_plan == pl->fingerprint;
+        dchunk_ctx bc = {d, pl, &h, in, chunk_begin, c0, c1, rg.token_begin, sl0, sl1, &view, payload, dk, dv, x,
+                         held};
         int rc = kvtc_parallel_for(nt, chunk_end - chunk_begin, decode_chunk, &bc);
         if (rc) { r = (kvtc_result)rc; goto done; }
     }
