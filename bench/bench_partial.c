@@ -7,7 +7,7 @@
  * to make a long stream (2048 x 4 = 8192 tokens from a captured window);
  * it is compressed with chunks of CHUNK tokens. Printed: full decode,
  * decode of the first N chunks (N = 1, 1/8, 1/4, 1/2, 3/4 of them), of one
- * layer (each layer in turn), and append of 256 tokens (the last 256 of
+ * layer (each layer in turn, without and after kvtc_decoder_hold), and append of 256 tokens (the last 256 of
  * the tiled cache appended to a stream of the rest) next to one chunk's
  * share of a full encode and the full re-encode. Times are medians of 5
  * runs, one codec thread (run with OPENBLAS_NUM_THREADS=1). */
@@ -141,6 +141,25 @@ int main(int argc, char **argv) {
     }
     printf("%-28s %10.2f %10.3f %10.3f\n", "one layer (mean of all)", 1e3 * sum / g->n_layers,
            sum / g->n_layers / full, 1.0 / g->n_layers);
+    /* layer by layer after one kvtc_decoder_hold (the engine's pipelined restore) */
+    double th[REPS];
+    for (int i = 0; i < REPS; i++) {
+        double t0 = now_s();
+        if (kvtc_decoder_hold(d, s, sn, 0, 0)) return 1;
+        th[i] = now_s() - t0;
+    }
+    qsort(th, REPS, sizeof th[0], cmp_d);
+    double sum_h = 0;
+    for (uint32_t l = 0; l < g->n_layers; l++) {
+        kvtc_decode_range_init(&rg);
+        rg.layer_begin = l;
+        rg.layer_end = l + 1;
+        sum_h += time_decode(d, s, sn, &in, &rg);
+    }
+    kvtc_decoder_release(d);
+    printf("%-28s %10.2f %10.3f\n", "hold (inflate all chunks)", 1e3 * th[REPS / 2], th[REPS / 2] / full);
+    printf("%-28s %10.2f %10.3f %10.3f\n", "one layer after hold (mean)", 1e3 * sum_h / g->n_layers,
+           sum_h / g->n_layers / full, 1.0 / g->n_layers);
     /* append: the last 256 tokens onto a stream of the first n - 256 */
     uint64_t m = 256, n0 = n - m;
     kvtc_cache_layout head, tail;
