@@ -170,6 +170,20 @@ static void test_small_and_mismatch(void) {
     /* a too small buffer, a truncated stream */
     CHECK(kvtc_append(e, a, na, &more, buf, sizeof buf, &w) == KVTC_ERR_BUFFER_TOO_SMALL);
     CHECK(kvtc_append(e, a, na - 1, &more, buf, sizeof buf, &w) == KVTC_ERR_TRUNCATED);
+    /* a kept chunk whose bytes no longer match its CRC is not carried over */
+    uint64_t data = kvtc_load_u64(a + 128 + 5 * 24);
+    a[data + 3] ^= 0x40;
+    size_t cap = kvtc_append_bound(e, a, na, &more);
+    uint8_t *o = malloc(cap ? cap : 1);
+    CHECK(cap && kvtc_append(e, a, na, &more, o, cap, &w) == KVTC_ERR_CORRUPT);
+    a[data + 3] ^= 0x40;
+    /* a hostile block table in the new tokens' layout */
+    int32_t table[1] = {7};
+    more.block_size = 16;
+    more.block_table = table;
+    more.n_pool_blocks = 4;
+    CHECK(kvtc_append(e, a, na, &more, o, cap, &w) == KVTC_ERR_BAD_BLOCK_TABLE);
+    free(o);
     free(s); free(a); free(d);
     kvtc_encoder_free(e);
 }
