@@ -215,9 +215,15 @@ static int hold_chunk(void *p, uint32_t item, uint32_t worker) {
                          b->d->held_dv + row0 * b->plan->v.rank_used, &n_tok);
 }
 
-static void free_worker_bufs(void **bufs, uint32_t n) {
-    if (bufs)
-        for (uint32_t i = 0; i < n; i++) free(bufs[i]);
+/* Per-worker scratch: one array of n pointers per kind (freed whatever
+ * was allocated; NULL arrays allowed). */
+static void free_float_bufs(float **bufs, uint32_t n) {
+    for (uint32_t i = 0; bufs && i < n; i++) free(bufs[i]);
+    free(bufs);
+}
+
+static void free_byte_bufs(uint8_t **bufs, uint32_t n) {
+    for (uint32_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);
 }
 
@@ -374,9 +380,7 @@ kvtc_result kvtc_decoder_hold(kvtc_decoder *d, const void *buf, size_t size, uin
         d->held_c1 = ce;
     }
 done:
-    if (payload)
-        for (uint32_t i = 0; i < nt; i++) free(payload[i]);
-    free(payload);
+    free_byte_bufs(payload, nt);
     plan_stream_free(&carried.k);
     plan_stream_free(&carried.v);
     if (r) kvtc_decoder_release(d);
@@ -416,18 +420,20 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     const uint8_t *in = buf;
     uint64_t n_out = rg.token_end - rg.token_begin;
 
-    /* positions and ids: the decoder's own copies, so RoPE uses the stream's */
-    int64_t *pos = malloc(sizeof(int64_t) * (h.n_tokens ? h.n_tokens : 1));
+    /* positions and ids of tokens [0, token_end): the decoder's own copies,
+     * so RoPE uses the stream's (and the recompute callback the prefix) */
+    uint64_t np = rg.token_end;
+    int64_t *pos = malloc(sizeof(int64_t) * (np ? np : 1));
     int32_t *ids = NULL;
     if (!pos) return KVTC_ERR_OUT_OF_MEMORY;
-    for (uint64_t t = 0; t < h.n_tokens; t++)
+    for (uint64_t t = 0; t < np; t++)
         pos[t] = (h.flags & CONTAINER_FLAG_POSITIONS)
                      ? (int64_t)kvtc_load_u64(in + h.sections[SEC_POSITIONS].offset + 8 * t)
                      : (int64_t)t;
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS) {
-        ids = malloc(sizeof(int32_t) * (h.n_tokens ? h.n_tokens : 1));
+        ids = malloc(sizeof(int32_t) * (np ? np : 1));
         if (!ids) { free(pos); return KVTC_ERR_OUT_OF_MEMORY; }
-        for (uint64_t t = 0; t < h.n_tokens; t++)
+        for (uint64_t t = 0; t < np; t++)
             ids[t] = (int32_t)kvtc_load_u32(in + h.sections[SEC_TOKEN_IDS].offset + 4 * t);
     }
 
@@ -473,10 +479,10 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     if (out->token_ids && ids) memcpy(out->token_ids, ids + rg.token_begin, sizeof(int32_t) * n_out);
     r = KVTC_OK;
 done:
-    free_worker_bufs((void **)payload, nt);
-    free_worker_bufs((void **)dk, nt);
-    free_worker_bufs((void **)dv, nt);
-    free_worker_bufs((void **)x, nt);
+    free_byte_bufs(payload, nt);
+    free_float_bufs(dk, nt);
+    free_float_bufs(dv, nt);
+    free_float_bufs(x, nt);
     free(pos); free(ids);
     return r;
 }
