@@ -83,7 +83,7 @@ typedef enum kvtc_result {
     KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
     KVTC_ERR_BAD_BLOCK_TABLE,     /* a cache layout's block table names a block outside the
                                    * pool, a negative block, or the same block twice */
-    KVTC_RESULT_COUNT_
+    KVI_RESULT_COUNT
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */

@@ -55,20 +55,20 @@ static coded code_at(double ratio) {
     return c;
 }
 
-static uint32_t stream_flags(const coded *c) { return kvtc_load_u32(c->bytes + 16); }
+static uint32_t stream_flags(const coded *c) { return kvi_load_u32(c->bytes + 16); }
 
 /* Re-seal a stream after editing bytes of its plan section (section 6):
  * section CRC, table CRC, header CRC. */
 static void reseal(uint8_t *s) {
-    uint32_t n_sec = kvtc_load_u32(s + 104);
+    uint32_t n_sec = kvi_load_u32(s + 104);
     uint8_t *tab = s + 128;
     if (n_sec == 7) {
         uint8_t *e = tab + 6 * 24;
-        uint64_t off = kvtc_load_u64(e), size = kvtc_load_u64(e + 8);
-        kvtc_store_u32(e + 16, (uint32_t)libdeflate_crc32(0, s + off, (size_t)size));
+        uint64_t off = kvi_load_u64(e), size = kvi_load_u64(e + 8);
+        kvi_store_u32(e + 16, (uint32_t)libdeflate_crc32(0, s + off, (size_t)size));
     }
-    kvtc_store_u32(s + 108, (uint32_t)libdeflate_crc32(0, tab, n_sec * 24));
-    kvtc_store_u32(s + 124, (uint32_t)libdeflate_crc32(0, s, 124));
+    kvi_store_u32(s + 108, (uint32_t)libdeflate_crc32(0, tab, n_sec * 24));
+    kvi_store_u32(s + 124, (uint32_t)libdeflate_crc32(0, s, 124));
 }
 
 static void test_between_neighbours(void) {
@@ -81,7 +81,7 @@ static void test_between_neighbours(void) {
     /* stored plans (8, 32) carry no plan section; solved ones do, at 1.1 */
     CHECK(!(stream_flags(&c8) & 4u) && !(stream_flags(&c32) & 4u));
     CHECK((stream_flags(&c12) & 4u) && (stream_flags(&c16) & 4u) && (stream_flags(&c24) & 4u));
-    CHECK(kvtc_load_u16(c16.bytes + 10) == 1);
+    CHECK(kvi_load_u16(c16.bytes + 10) == 1);
     /* size and error are monotone in the ratio */
     for (int i = 0; i + 1 < 5; i++) {
         CHECK_MSG(all[i]->size > all[i + 1]->size, "size %g > %g", rs[i], rs[i + 1]);
@@ -96,7 +96,7 @@ static void test_between_neighbours(void) {
     kvtc_cache ref;
     CHECK(decode(g_basis, c16.bytes, c16.size, &ref) == KVTC_OK);
     uint8_t *e = c16.bytes + 128 + 6 * 24;
-    uint64_t off = kvtc_load_u64(e), size = kvtc_load_u64(e + 8);
+    uint64_t off = kvi_load_u64(e), size = kvi_load_u64(e + 8);
     uint8_t *copy = malloc(c16.size);
     int rejected = 0, same = 0, other = 0;
     for (uint64_t i = 0; i < size; i++)
@@ -116,14 +116,14 @@ static void test_between_neighbours(void) {
     CHECK(other == 0 && rejected > 0);
     /* a plan section whose declared group counts disagree with its size */
     memcpy(copy, c16.bytes, c16.size);
-    kvtc_store_u32(copy + off + 8, 0xffffffffu);
+    kvi_store_u32(copy + off + 8, 0xffffffffu);
     reseal(copy);
     kvtc_cache out;
     CHECK(decode(g_basis, copy, c16.size, &out) == KVTC_ERR_CORRUPT);
     synth_cache_free(&out);
     /* the flag without the 1.1 minor version */
     memcpy(copy, c16.bytes, c16.size);
-    kvtc_store_u16(copy + 10, 0);
+    kvi_store_u16(copy + 10, 0);
     reseal(copy);
     CHECK(kvtc_stream_get_info(copy, c16.size, &in) == KVTC_ERR_CORRUPT);
     free(copy);
@@ -138,7 +138,7 @@ static void test_old_version(void) {
     CHECK(c.r == KVTC_OK);
     kvtc_cache now, old;
     CHECK(decode(g_basis, c.bytes, c.size, &now) == KVTC_OK);
-    kvtc_store_u16(c.bytes + 10, 0);
+    kvi_store_u16(c.bytes + 10, 0);
     reseal(c.bytes);
     kvtc_stream_info in;
     CHECK(kvtc_stream_get_info(c.bytes, c.size, &in) == KVTC_OK && in.version_minor == 0);

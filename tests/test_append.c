@@ -71,12 +71,12 @@ static double decoded_error(const uint8_t *s, size_t n, uint64_t a, uint64_t b, 
 
 /* 1 if chunks [0, k) of a and b have equal index entries and bytes. */
 static int chunks_equal(const uint8_t *a, const uint8_t *b, uint32_t k) {
-    uint64_t ia = kvtc_load_u64(a + 128 + 4 * 24), ib = kvtc_load_u64(b + 128 + 4 * 24);
-    uint64_t da = kvtc_load_u64(a + 128 + 5 * 24), db = kvtc_load_u64(b + 128 + 5 * 24);
+    uint64_t ia = kvi_load_u64(a + 128 + 4 * 24), ib = kvi_load_u64(b + 128 + 4 * 24);
+    uint64_t da = kvi_load_u64(a + 128 + 5 * 24), db = kvi_load_u64(b + 128 + 5 * 24);
     for (uint32_t i = 0; i < k; i++) {
         const uint8_t *ea = a + ia + 24 * i, *eb = b + ib + 24 * i;
         if (memcmp(ea, eb, 24)) return 0;
-        if (memcmp(a + da + kvtc_load_u64(ea), b + db + kvtc_load_u64(eb), kvtc_load_u32(ea + 8))) return 0;
+        if (memcmp(a + da + kvi_load_u64(ea), b + db + kvi_load_u64(eb), kvi_load_u32(ea + 8))) return 0;
     }
     return 1;
 }
@@ -171,7 +171,7 @@ static void test_small_and_mismatch(void) {
     CHECK(kvtc_append(e, a, na, &more, buf, sizeof buf, &w) == KVTC_ERR_BUFFER_TOO_SMALL);
     CHECK(kvtc_append(e, a, na - 1, &more, buf, sizeof buf, &w) == KVTC_ERR_TRUNCATED);
     /* a kept chunk whose bytes no longer match its CRC is not carried over */
-    uint64_t data = kvtc_load_u64(a + 128 + 5 * 24);
+    uint64_t data = kvi_load_u64(a + 128 + 5 * 24);
     a[data + 3] ^= 0x40;
     size_t cap = kvtc_append_bound(e, a, na, &more);
     uint8_t *o = malloc(cap ? cap : 1);

@@ -42,7 +42,7 @@ static kvtc_result check_request(const kvtc_encoder *e, const uint8_t *in, size_
     if (h->transform_fingerprint != b->transform_fingerprint || h->plan_fingerprint != encoder_plan(e)->fingerprint)
         return KVTC_ERR_BASIS_MISMATCH;
     if ((r = kvtc_layout_check(more, 0, more->geometry.n_layers))) return r;
-    if (!kvtc_geometry_equal(&more->geometry, &h->geometry) || more->dtype != h->dtype)
+    if (!kvi_geometry_equal(&more->geometry, &h->geometry) || more->dtype != h->dtype)
         return KVTC_ERR_GEOMETRY_MISMATCH;
     if (container_coded_tokens(h) &&
         (h->n_sink != o->n_sink || h->n_window != o->n_window || h->chunk_tokens != o->chunk_tokens ||
@@ -93,10 +93,10 @@ static kvtc_result build_tail(const kvtc_encoder *e, const uint8_t *in, size_t i
     if (!c->k || !c->v || !c->positions || !c->token_ids) return KVTC_ERR_OUT_OF_MEMORY;
     for (uint64_t s = t->first; s < n; s++) {
         c->positions[s - t->first] = (h->flags & CONTAINER_FLAG_POSITIONS)
-                                         ? (int64_t)kvtc_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * s)
+                                         ? (int64_t)kvi_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * s)
                                          : (int64_t)s;
         if (h->flags & CONTAINER_FLAG_TOKEN_IDS)
-            c->token_ids[s - t->first] = (int32_t)kvtc_load_u32(in + h->sections[SEC_TOKEN_IDS].offset + 4 * s);
+            c->token_ids[s - t->first] = (int32_t)kvi_load_u32(in + h->sections[SEC_TOKEN_IDS].offset + 4 * s);
     }
     for (uint64_t i = 0; i < m; i++) {
         c->positions[n - t->first + i] = more->positions ? more->positions[i] : (int64_t)(n + i);
@@ -162,14 +162,14 @@ static kvtc_result splice(const kvtc_encoder *e, const uint8_t *in, const contai
         for (uint64_t s = 0; s < nh.n_tokens; s++) {
             int64_t p = s >= t->first ? t->c.positions[s - t->first]
                         : (h->flags & CONTAINER_FLAG_POSITIONS)
-                            ? (int64_t)kvtc_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * s)
+                            ? (int64_t)kvi_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * s)
                             : (int64_t)s;
-            kvtc_store_u64(out + nh.sections[SEC_POSITIONS].offset + 8 * s, (uint64_t)p);
+            kvi_store_u64(out + nh.sections[SEC_POSITIONS].offset + 8 * s, (uint64_t)p);
         }
     if (nh.flags & CONTAINER_FLAG_TOKEN_IDS) {
         memcpy(out + nh.sections[SEC_TOKEN_IDS].offset, in + h->sections[SEC_TOKEN_IDS].offset, 4 * n);
         for (uint64_t s = n; s < nh.n_tokens; s++)
-            kvtc_store_u32(out + nh.sections[SEC_TOKEN_IDS].offset + 4 * s, (uint32_t)t->c.token_ids[s - t->first]);
+            kvi_store_u32(out + nh.sections[SEC_TOKEN_IDS].offset + 4 * s, (uint32_t)t->c.token_ids[s - t->first]);
     }
     /* raw sections: per (layer, head) the old sinks, then the tail's window */
     size_t tok = (size_t)h->geometry.head_dim * kvtc_dtype_size(h->dtype);

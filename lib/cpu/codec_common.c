@@ -101,7 +101,7 @@ void codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_s
                            uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x) {
     uint32_t parts = parts_for(n_threads, n);
     rows_job j = {c, is_key, s, first_layer, first_layer, c->geometry.n_layers, t0, n, rope, x, parts};
-    kvtc_parallel_for(parts, parts, gather_part, &j);
+    kvi_parallel_for(parts, parts, gather_part, &j);
 }
 
 void codec_scatter_uncentered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
@@ -109,5 +109,5 @@ void codec_scatter_uncentered(const kvtc_cache_layout *c, int is_key, const basi
                               const rope_table *rope, uint32_t n_threads, float *x) {
     uint32_t parts = parts_for(n_threads, n);
     rows_job j = {c, is_key, s, first_layer, layer_begin, layer_end, t0, n, rope, x, parts};
-    kvtc_parallel_for(parts, parts, scatter_part, &j);
+    kvi_parallel_for(parts, parts, scatter_part, &j);
 }

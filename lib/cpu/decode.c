@@ -245,7 +245,7 @@ static kvtc_result resolve_range(const container_header *h, const kvtc_decode_ra
 
 static kvtc_result check_out_layout(const container_header *h, const kvtc_decode_range *rg,
                                     const kvtc_cache_layout *out) {
-    if (!kvtc_geometry_equal(&out->geometry, &h->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&out->geometry, &h->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (out->dtype != h->dtype || out->n_tokens != rg->token_end - rg->token_begin)
         return KVTC_ERR_GEOMETRY_MISMATCH;
     return kvtc_layout_check(out, rg->layer_begin, rg->layer_end);
@@ -308,7 +308,7 @@ static kvtc_result resolve_plan(const kvtc_decoder *d, const uint8_t *buf, const
     memset(carried, 0, sizeof *carried);
     const kvtc_basis *b = d->basis;
     if (h->transform_fingerprint != b->transform_fingerprint ||
-        !kvtc_geometry_equal(&h->geometry, &b->geometry) || h->recompute_layers != b->recompute_layers ||
+        !kvi_geometry_equal(&h->geometry, &b->geometry) || h->recompute_layers != b->recompute_layers ||
         h->rope_removed != (uint8_t)b->rope_removed)
         return KVTC_ERR_BASIS_MISMATCH;
     int pi = basis_find_plan_by_fingerprint(b, h->plan_fingerprint);
@@ -370,7 +370,7 @@ kvtc_result kvtc_decoder_hold(kvtc_decoder *d, const void *buf, size_t size, uin
     bc.buf = buf;
     bc.first_chunk = cb;
     bc.payload = payload;
-    int rc = kvtc_parallel_for(nt, ce - cb, hold_chunk, &bc);
+    int rc = kvi_parallel_for(nt, ce - cb, hold_chunk, &bc);
     r = (kvtc_result)rc;
     if (!r) {
         d->held_buf = buf;
@@ -428,13 +428,13 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     if (!pos) return KVTC_ERR_OUT_OF_MEMORY;
     for (uint64_t t = 0; t < np; t++)
         pos[t] = (h.flags & CONTAINER_FLAG_POSITIONS)
-                     ? (int64_t)kvtc_load_u64(in + h.sections[SEC_POSITIONS].offset + 8 * t)
+                     ? (int64_t)kvi_load_u64(in + h.sections[SEC_POSITIONS].offset + 8 * t)
                      : (int64_t)t;
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS) {
         ids = malloc(sizeof(int32_t) * (np ? np : 1));
         if (!ids) { free(pos); return KVTC_ERR_OUT_OF_MEMORY; }
         for (uint64_t t = 0; t < np; t++)
-            ids[t] = (int32_t)kvtc_load_u32(in + h.sections[SEC_TOKEN_IDS].offset + 4 * t);
+            ids[t] = (int32_t)kvi_load_u32(in + h.sections[SEC_TOKEN_IDS].offset + 4 * t);
     }
 
     /* stored layers of the range: [sl0, sl1) */
@@ -465,7 +465,7 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
         int held = d->held_buf == (const void *)buf && d->held_size == h.total_size && d->held_plan == pl->fingerprint;
         dchunk_ctx bc = {d, pl, &h, in, chunk_begin, c0, c1, rg.token_begin, sl0, sl1, &view, payload, dk, dv, x,
                          held};
-        int rc = kvtc_parallel_for(nt, chunk_end - chunk_begin, decode_chunk, &bc);
+        int rc = kvi_parallel_for(nt, chunk_end - chunk_begin, decode_chunk, &bc);
         if (rc) { r = (kvtc_result)rc; goto done; }
     }
     codec_raw_to_cache(&h, in + h.sections[SEC_RAW_K].offset, 1, rg.token_begin, rg.token_end, rg.layer_begin,

@@ -111,7 +111,7 @@ static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache_l
     if (!c) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = kvtc_layout_check(c, 0, c->geometry.n_layers);
     if (r) return r;
-    if (!kvtc_geometry_equal(&c->geometry, &e->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&c->geometry, &e->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (e->basis->recompute_layers && !c->token_ids && c->n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
     return KVTC_OK;
 }
@@ -126,7 +126,7 @@ static size_t chunk_bound(const kvtc_encoder *e, size_t n) {
 }
 
 size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache) {
-    if (!cache || kvtc_cache_check(cache)) return 0;
+    if (!cache || kvi_cache_check(cache)) return 0;
     kvtc_cache_layout c;
     kvtc_cache_layout_from_cache(cache, &c);
     return kvtc_compress_layout_bound(e, &c);
@@ -202,7 +202,7 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, s
                           size_t *written) {
     if (!cache) return KVTC_ERR_INVALID_ARGUMENT;
     /* the contiguous cache's own checks first (its byte size must fit size_t) */
-    kvtc_result r = kvtc_cache_check(cache);
+    kvtc_result r = kvi_cache_check(cache);
     if (r) return r;
     kvtc_cache_layout c;
     kvtc_cache_layout_from_cache(cache, &c);
@@ -238,10 +238,10 @@ kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, u
     /* raw sections */
     if (h.flags & CONTAINER_FLAG_POSITIONS)
         for (uint64_t t = 0; t < h.n_tokens; t++)
-            kvtc_store_u64(o + h.sections[SEC_POSITIONS].offset + 8 * t, (uint64_t)c->positions[t]);
+            kvi_store_u64(o + h.sections[SEC_POSITIONS].offset + 8 * t, (uint64_t)c->positions[t]);
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS)
         for (uint64_t t = 0; t < h.n_tokens; t++)
-            kvtc_store_u32(o + h.sections[SEC_TOKEN_IDS].offset + 4 * t, (uint32_t)c->token_ids[t]);
+            kvi_store_u32(o + h.sections[SEC_TOKEN_IDS].offset + 4 * t, (uint32_t)c->token_ids[t]);
     codec_cache_to_raw(&h, c, 1, o + h.sections[SEC_RAW_K].offset);
     codec_cache_to_raw(&h, c, 0, o + h.sections[SEC_RAW_V].offset);
 
@@ -282,7 +282,7 @@ kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, u
         project_centered(bv, pl->v.rank_used, x, n, dv);
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
-        int rc = kvtc_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);
+        int rc = kvi_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);
         if (rc) { r = (kvtc_result)rc; goto done; }
         for (uint32_t i = 0; i < n_chunks; i++, chunk++) {
             if (zsize[i] > cap - data_off - zoff || data_off + zoff > cap) { r = KVTC_ERR_BUFFER_TOO_SMALL; goto done; }

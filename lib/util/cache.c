@@ -8,7 +8,7 @@
 #include "util/half.h"
 #include "util/layout.h"
 
-kvtc_result kvtc_geometry_check(const kvtc_geometry *g) {
+kvtc_result kvi_geometry_check(const kvtc_geometry *g) {
     if (!g) return KVTC_ERR_INVALID_ARGUMENT;
     if (g->n_layers == 0 || g->n_kv_heads == 0 || g->head_dim == 0) return KVTC_ERR_INVALID_ARGUMENT;
     if (g->head_dim > KVTC_MAX_HEAD_DIM) return KVTC_ERR_TOO_LARGE;
@@ -20,24 +20,24 @@ kvtc_result kvtc_geometry_check(const kvtc_geometry *g) {
         g->rope_type != KVTC_ROPE_NEOX)
         return KVTC_ERR_INVALID_ARGUMENT;
     if (g->rope_type != KVTC_ROPE_NONE) {
-        uint32_t rd = kvtc_geometry_rope_dim(g);
+        uint32_t rd = kvi_geometry_rope_dim(g);
         if (rd > g->head_dim || rd % 2 != 0) return KVTC_ERR_INVALID_ARGUMENT;
         if (!(g->rope_theta > 0.0f) || !isfinite(g->rope_theta)) return KVTC_ERR_INVALID_ARGUMENT;
     }
     return KVTC_OK;
 }
 
-uint32_t kvtc_geometry_rope_dim(const kvtc_geometry *g) { return g->rope_dim ? g->rope_dim : g->head_dim; }
+uint32_t kvi_geometry_rope_dim(const kvtc_geometry *g) { return g->rope_dim ? g->rope_dim : g->head_dim; }
 
-int kvtc_geometry_equal(const kvtc_geometry *a, const kvtc_geometry *b) {
+int kvi_geometry_equal(const kvtc_geometry *a, const kvtc_geometry *b) {
     if (a->n_layers != b->n_layers || a->n_kv_heads != b->n_kv_heads || a->head_dim != b->head_dim)
         return 0;
     if (a->rope_type != b->rope_type) return 0;
     if (a->rope_type == KVTC_ROPE_NONE) return 1;
-    return kvtc_geometry_rope_dim(a) == kvtc_geometry_rope_dim(b) && a->rope_theta == b->rope_theta;
+    return kvi_geometry_rope_dim(a) == kvi_geometry_rope_dim(b) && a->rope_theta == b->rope_theta;
 }
 
-uint64_t kvtc_row_width(const kvtc_geometry *g, uint32_t first_layer) {
+uint64_t kvi_row_width(const kvtc_geometry *g, uint32_t first_layer) {
     if (first_layer >= g->n_layers) return 0;
     return (uint64_t)(g->n_layers - first_layer) * g->n_kv_heads * g->head_dim;
 }
@@ -52,9 +52,9 @@ uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint6
     return p * n_tokens * es;
 }
 
-kvtc_result kvtc_cache_check(const kvtc_cache *c) {
+kvtc_result kvi_cache_check(const kvtc_cache *c) {
     if (!c) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_result r = kvtc_geometry_check(&c->geometry);
+    kvtc_result r = kvi_geometry_check(&c->geometry);
     if (r) return r;
     if (!kvtc_dtype_size(c->dtype)) return KVTC_ERR_INVALID_ARGUMENT;
     if (c->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
@@ -65,20 +65,20 @@ kvtc_result kvtc_cache_check(const kvtc_cache *c) {
     return KVTC_OK;
 }
 
-float kvtc_load_elem(const void *base, kvtc_dtype t, uint64_t i) {
+float kvi_load_elem(const void *base, kvtc_dtype t, uint64_t i) {
     switch (t) {
     case KVTC_DTYPE_F32: return ((const float *)base)[i];
-    case KVTC_DTYPE_F16: return kvtc_f16_to_f32(((const uint16_t *)base)[i]);
-    case KVTC_DTYPE_BF16: return kvtc_bf16_to_f32(((const uint16_t *)base)[i]);
+    case KVTC_DTYPE_F16: return kvi_f16_to_f32(((const uint16_t *)base)[i]);
+    case KVTC_DTYPE_BF16: return kvi_bf16_to_f32(((const uint16_t *)base)[i]);
     }
     return 0.0f;
 }
 
-void kvtc_store_elem(void *base, kvtc_dtype t, uint64_t i, float x) {
+void kvi_store_elem(void *base, kvtc_dtype t, uint64_t i, float x) {
     switch (t) {
     case KVTC_DTYPE_F32: ((float *)base)[i] = x; break;
-    case KVTC_DTYPE_F16: ((uint16_t *)base)[i] = kvtc_f32_to_f16(x); break;
-    case KVTC_DTYPE_BF16: ((uint16_t *)base)[i] = kvtc_f32_to_bf16(x); break;
+    case KVTC_DTYPE_F16: ((uint16_t *)base)[i] = kvi_f32_to_f16(x); break;
+    case KVTC_DTYPE_BF16: ((uint16_t *)base)[i] = kvi_f32_to_bf16(x); break;
     }
 }
 
@@ -95,14 +95,14 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *
     uint32_t j = 0;
     for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + j))));
-    for (; j < n; j++) dst[j] = kvtc_f16_to_f32(src[j]);
+    for (; j < n; j++) dst[j] = kvi_f16_to_f32(src[j]);
 }
 
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src, uint32_t n, uint16_t *dst) {
     uint32_t j = 0;
     for (; j + 8 <= n; j += 8)
         _mm_storeu_si128((__m128i *)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
-    for (; j < n; j++) dst[j] = kvtc_f32_to_f16(src[j]);
+    for (; j < n; j++) dst[j] = kvi_f32_to_f16(src[j]);
 }
 
 #include <cpuid.h>
@@ -128,7 +128,7 @@ static int have_f16c(void) { return 0; }
 static void load_run(const char *p, kvtc_dtype t, int64_t stride, uint32_t n, float *dst, int f16c) {
     size_t es = kvtc_dtype_size(t);
     if (stride != 1) {
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvtc_load_elem(p + (int64_t)es * stride * (int64_t)j, t, 0);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_load_elem(p + (int64_t)es * stride * (int64_t)j, t, 0);
         return;
     }
     switch (t) {
@@ -144,10 +144,10 @@ static void load_run(const char *p, kvtc_dtype t, int64_t stride, uint32_t n, fl
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvtc_f16_to_f32(((const uint16_t *)p)[j]);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_f16_to_f32(((const uint16_t *)p)[j]);
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvtc_bf16_to_f32(((const uint16_t *)p)[j]);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_bf16_to_f32(((const uint16_t *)p)[j]);
         break;
     }
 }
@@ -155,7 +155,7 @@ static void load_run(const char *p, kvtc_dtype t, int64_t stride, uint32_t n, fl
 static void store_run(char *p, kvtc_dtype t, int64_t stride, uint32_t n, const float *src, int f16c) {
     size_t es = kvtc_dtype_size(t);
     if (stride != 1) {
-        for (uint32_t j = 0; j < n; j++) kvtc_store_elem(p + (int64_t)es * stride * (int64_t)j, t, 0, src[j]);
+        for (uint32_t j = 0; j < n; j++) kvi_store_elem(p + (int64_t)es * stride * (int64_t)j, t, 0, src[j]);
         return;
     }
     switch (t) {
@@ -171,10 +171,10 @@ static void store_run(char *p, kvtc_dtype t, int64_t stride, uint32_t n, const f
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)p)[j] = kvtc_f32_to_f16(src[j]);
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)p)[j] = kvi_f32_to_f16(src[j]);
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)p)[j] = kvtc_f32_to_bf16(src[j]);
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)p)[j] = kvi_f32_to_bf16(src[j]);
         break;
     }
 }
@@ -254,14 +254,14 @@ void kvtc_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, cons
             }
 }
 
-void kvtc_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
+void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
                       uint64_t n, const rope_table *rope, int unrope, float *rows) {
     kvtc_cache_layout l;
     kvtc_cache_layout_from_cache(c, &l);
     kvtc_layout_gather_rows(&l, is_key, first_layer, c->geometry.n_layers, t0, n, rope, unrope, rows);
 }
 
-void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
+void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
                        const rope_table *rope, int rerope, const float *rows) {
     kvtc_cache_layout l;
     kvtc_cache_layout_from_cache(c, &l);
@@ -286,7 +286,7 @@ int kvtc_layout_tokens_finite(const kvtc_cache_layout *c, uint32_t layer_begin, 
     return 1;
 }
 
-int kvtc_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
+int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
     kvtc_cache_layout l;
     kvtc_cache_layout_from_cache(c, &l);
     return kvtc_layout_tokens_finite(&l, 0, t0, n);

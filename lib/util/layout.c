@@ -50,7 +50,7 @@ static kvtc_result check_block_table(const kvtc_cache_layout *c) {
 
 kvtc_result kvtc_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end) {
     if (!c) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_result r = kvtc_geometry_check(&c->geometry);
+    kvtc_result r = kvi_geometry_check(&c->geometry);
     if (r) return r;
     if (!kvtc_dtype_size(c->dtype)) return KVTC_ERR_INVALID_ARGUMENT;
     if (c->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
