@@ -114,6 +114,8 @@ typedef enum kvtc_result {
                                        * caches of huge magnitude); nothing is written */
     KVTC_ERR_MODEL_MISMATCH = 19,     /* the stream recomputes layers with another model
                                        * (model fingerprints differ, docs/FORMAT.md) */
+    KVTC_ERR_BAD_BLOCK_TABLE = 20,    /* a cache layout's block table names a block outside the
+                                       * pool, a negative block, or the same block twice */
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */
@@ -169,6 +171,62 @@ typedef struct kvtc_cache {
 
 /* Bytes of one of k or v for this geometry, dtype and token count; 0 on overflow. */
 KVTC_API uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens);
+
+/* ------------------------------------------------------------------------ */
+/* Cache layouts: engine memory read and written in place                    */
+/* ------------------------------------------------------------------------ */
+
+/* Where one of K or V lives. Element (layer l, token t, head h, dim j) is at
+ *
+ *     base_l + es * (slot_offset(t) + h * head_stride + j * dim_stride)
+ *
+ * with es = kvtc_dtype_size(dtype), base_l = layers[l] when `layers` is
+ * non-NULL, else (char *)base + es * l * layer_stride, and
+ *
+ *     slot_offset(t) = t * token_stride                          (no block table)
+ *     slot_offset(t) = table[t / block_size] * block_stride
+ *                      + (t % block_size) * token_stride         (paged)
+ *
+ * All strides are in elements, not bytes, and may be negative. Examples
+ * (T tokens, H heads, d dims, B blocks of size S):
+ *   kvtc_cache / HF [batch, H, T, d] per layer: token d, head T*d, dim 1;
+ *   vLLM NHD [B, S, H, d] per layer: token H*d, head d, dim 1, block S*H*d;
+ *   vLLM HND [B, H, S, d] per layer: token d, head S*d, dim 1, block H*S*d;
+ *   SGLang token pool [slots, H, d]: block_size 1, table = slot of each
+ *     token, block H*d, head d, dim 1;
+ *   llama.cpp K rows [cells][H*d]: token H*d, head d, dim 1;
+ *   llama.cpp transposed V [H*d][cells]: token 1, head d*cells, dim cells.
+ * The library cannot check that the addressed memory exists: the caller
+ * guarantees every addressed element lies in its allocation, and on decode
+ * that distinct (token, head, dim) of one layer address distinct elements. */
+typedef struct kvtc_tensor_layout {
+    void *const *layers;         /* [n_layers] per-layer bases, or NULL to use base */
+    void *base;                  /* with layers == NULL: layer l at base + l * layer_stride */
+    int64_t layer_stride;
+    int64_t token_stride, head_stride, dim_stride;
+    int64_t block_stride;        /* paged layouts only */
+} kvtc_tensor_layout;
+
+/* A cache described by layouts (K and V share the block table, as in vLLM).
+ * positions / token_ids: as in kvtc_cache ([n_tokens], logical token order).
+ * Block table: entries [0, ceil(n_tokens / block_size)) are read; each must
+ * be in [0, n_pool_blocks) and no block may appear twice
+ * (KVTC_ERR_BAD_BLOCK_TABLE). Layers outside a decode's layer range are
+ * never touched, and their pointers may be NULL. */
+typedef struct kvtc_cache_layout {
+    kvtc_geometry geometry;
+    kvtc_dtype dtype;
+    uint64_t n_tokens;
+    kvtc_tensor_layout k, v;
+    uint32_t block_size;         /* 0: no block table */
+    const int32_t *block_table;
+    uint64_t n_pool_blocks;
+    int64_t *positions;
+    int32_t *token_ids;
+} kvtc_cache_layout;
+
+/* The layout of a contiguous kvtc_cache (no allocation; pointers alias c). */
+KVTC_API void kvtc_cache_layout_from_cache(const kvtc_cache *c, kvtc_cache_layout *out);
 
 /* ------------------------------------------------------------------------ */
 /* Basis: mean, weights, PCA basis and bit-allocation plans of one model     */
@@ -301,7 +359,10 @@ typedef struct kvtc_encoder kvtc_encoder;
 
 typedef struct kvtc_encode_options {
     size_t struct_size;          /* sizeof(kvtc_encode_options) */
-    double ratio;                /* target ratio; the closest plan is used (default 20) */
+    double ratio;                /* target ratio (default 20): the basis plan made for exactly
+                                  * this ratio, else a plan solved from the basis' eigenvalues
+                                  * at kvtc_encoder_alloc (the stream then carries it; format
+                                  * 1.1). KVTC_ERR_NO_PLAN below the smallest calibrated ratio. */
     uint32_t n_sink;             /* leading tokens stored raw (default 4) */
     uint32_t n_window;           /* trailing tokens stored raw (default 128) */
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */
@@ -355,6 +416,31 @@ KVTC_API size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cac
  * byte-identical streams matter (e.g. content-addressed storage). */
 KVTC_API kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written);
+
+/* kvtc_compress reading the cache through a layout (no intermediate copy).
+ * The bound is kvtc_compress_bound of a kvtc_cache of the same geometry,
+ * dtype, token count and positions: use kvtc_compress_layout_bound. Same
+ * bytes as kvtc_compress of the same values. */
+KVTC_API size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout *cache);
+KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *cache, void *out, size_t cap,
+                                 size_t *written);
+
+/* Append: extend the stream in[0..in_size) with the tokens that follow it
+ * (`more`, same geometry and dtype; more->positions NULL means positions
+ * continuing the stream's, n, n+1, ...), writing a new stream to out.
+ * The stream's coded chunks that are full are copied byte for byte (the
+ * decoder reads them exactly as before); its last chunk, when partial, is
+ * decoded and re-encoded together with the tokens that leave the raw
+ * window and the new tokens (a second quantization for at most
+ * chunk_tokens - 1 tokens); the new last n_window tokens stay raw. The
+ * cost is that of encoding about (chunk_tokens + n_window + new tokens),
+ * not the whole stream. The encoder must use the stream's basis, plan,
+ * sink, window, chunk size and codec (KVTC_ERR_BASIS_MISMATCH /
+ * KVTC_ERR_INVALID_ARGUMENT otherwise); bases that recompute layers need
+ * more->token_ids. kvtc_append_bound gives a sufficient cap (0 on error). */
+KVTC_API size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more);
+KVTC_API kvtc_result kvtc_append(kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more,
+                        void *out, size_t cap, size_t *written);
 
 /* ------------------------------------------------------------------------ */
 /* Stream inspection (no basis needed)                                       */
@@ -430,6 +516,51 @@ KVTC_API void kvtc_decoder_free(kvtc_decoder *d);
  * (KVTC_ERR_NEEDS_MODEL otherwise, before anything is written). On failure
  * the contents of out are unspecified. */
 KVTC_API kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_cache *out);
+
+/* Part of a stream to decode: stream tokens [token_begin, token_end) and
+ * layers [layer_begin, layer_end). token_end = 0 means n_tokens, layer_end
+ * = 0 means n_layers. Only the chunks holding coded tokens of the range are
+ * read and inflated, and the reconstruction GEMM runs on the basis columns
+ * of the layer range only, so the cost is proportional to the range.
+ * The values are bit-identical to the same elements of a full decode.
+ * Chunk i holds stream tokens [n_sink + i * chunk_tokens, ...) (see
+ * kvtc_stream_info); a chunk range is the token range it covers. */
+typedef struct kvtc_decode_range {
+    uint64_t token_begin, token_end;
+    uint32_t layer_begin, layer_end;
+} kvtc_decode_range;
+
+/* The whole stream. */
+KVTC_API void kvtc_decode_range_init(kvtc_decode_range *r);
+
+/* Decode `range` (NULL: everything) of a stream into `out`: out->n_tokens
+ * must equal the range's token count, token i of out receiving stream
+ * token token_begin + i; geometry and dtype must match the stream. Only
+ * layers of the range are written; out->positions / out->token_ids, when
+ * non-NULL, receive the range's positions and stored ids. Streams that
+ * recompute layers call the recompute callback only when the layer range
+ * includes recomputed layers and the token range coded tokens; it is then
+ * given the ids and positions of tokens [0, token_end) (causal models need
+ * the prefix) and its output for the range is stored. Errors as
+ * kvtc_decompress; a range outside the stream is KVTC_ERR_INVALID_ARGUMENT,
+ * a bad block table KVTC_ERR_BAD_BLOCK_TABLE (before anything is written). */
+KVTC_API kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, size_t size,
+                                   const kvtc_decode_range *range, kvtc_cache_layout *out);
+
+/* Layer-by-layer restores. A layer range still needs every coefficient of
+ * its chunks (the PCA spans all layers), so decoding L layers one call at a
+ * time would inflate each chunk L times. kvtc_decoder_hold inflates and
+ * dequantizes the chunks of stream tokens [token_begin, token_end)
+ * (token_end 0 = all) once and keeps the coefficients in the decoder
+ * (about tokens x (rank_k + rank_v) floats); later kvtc_decompress_layout
+ * calls on the same buffer (same address and stream) skip that stage for
+ * those chunks, with bit-identical results. The caller must not change the
+ * buffer while held. A new hold replaces the previous one;
+ * kvtc_decoder_release (or kvtc_decoder_free) frees it. Errors as
+ * kvtc_decompress (nothing is held on failure). */
+KVTC_API kvtc_result kvtc_decoder_hold(kvtc_decoder *d, const void *buf, size_t size, uint64_t token_begin,
+                              uint64_t token_end);
+KVTC_API void kvtc_decoder_release(kvtc_decoder *d);
 
 #ifdef __cplusplus
 }

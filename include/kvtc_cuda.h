@@ -99,7 +99,10 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
  * out->positions, if not NULL, receives the positions. Every section and
  * chunk CRC is checked on the device; any failure sets *d_status (device
  * u32, set to 0 first) to a kvtc_result != 0. Codec 1 (DEFLATE) streams:
- * KVTC_ERR_UNSUPPORTED (decode them on the CPU). */
+ * KVTC_ERR_UNSUPPORTED (decode them on the CPU), and so are streams that
+ * carry a solved plan (a ratio the basis has no plan for, container 1.1
+ * flag bit 2). The GPU encoder still uses the basis plan closest to the
+ * requested ratio. Layouts, decode ranges and append are CPU-only so far. */
 KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);

@@ -93,6 +93,7 @@ static void setup(uint32_t codec) {
     CHECK(synth_make(&tp, &sc) == 0);
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
+    eo.ratio = 16; /* a stored plan: the stream has no plan section */
     eo.n_sink = 4;
     eo.n_window = 16;
     eo.chunk_tokens = CHUNK;

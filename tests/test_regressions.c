@@ -55,7 +55,10 @@ static void regression_geometry_product_wraps_64_bits_stream_header(void) {
     empty.geometry = g;
     uint8_t *s = NULL;
     size_t n = 0;
-    CHECK(synth_compress(b, NULL, &empty, &s, &n) == KVTC_OK && n == 272);
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.ratio = 4.0; /* the stored plan: no plan section */
+    CHECK(synth_compress(b, &eo, &empty, &s, &n) == KVTC_OK && n == 272);
     if (s) {
         uint32_t v[4] = {1u << 31, 1u << 31, 4, 4}; /* n_layers, n_kv_heads, head_dim, rope_dim */
         memcpy(s + 20, v, sizeof v);

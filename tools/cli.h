@@ -15,6 +15,7 @@ int cmd_decompress(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_capture(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_append(int argc, char **argv);
 
 /* Print "kvtc: <what>: <msg>" to stderr; returns 1 (the exit status). */
 int cli_fail(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

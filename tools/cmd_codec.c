@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "file_kind.h"
 #include "cmd_llama.h"
+#include "decode_range.h"
 #include "io/cache_file.h"
 #include "io/safetensors.h"
 #include "model_fingerprint.h"
@@ -51,7 +52,8 @@ static const char *rope_name(kvtc_rope_type t) {
 static const char compress_help[] =
     "usage: kvtc compress --basis BASIS [options] IN.safetensors -o OUT.kvtc\n"
     "  IN and OUT may be - for standard input / output.\n"
-    "  --ratio R        target compression ratio; the basis plan closest to R is used (default 20)\n"
+    "  --ratio R        target compression ratio (default 20): a plan of the basis made for R, else one\n"
+    "                   solved for R at start-up and stored in the stream\n"
     "  --sink N         leading tokens kept uncompressed (default 4)\n"
     "  --window N       trailing tokens kept uncompressed (default 128)\n"
     "  --chunk N        tokens per independently decodable chunk (default 256)\n"
@@ -125,7 +127,7 @@ static int measure_error(const kvtc_basis *b, const model_text *mt, uint64_t mod
 }
 
 enum { OPT_BASIS = 256, OPT_RATIO, OPT_SINK, OPT_WINDOW, OPT_CHUNK, OPT_THREADS, OPT_LEVEL, OPT_CODEC, OPT_MODEL,
-       OPT_MAX_ERROR };
+       OPT_MAX_ERROR, OPT_TOKENS, OPT_LAYERS };
 
 int cmd_compress(int argc, char **argv) {
     if (lcpp_args_have_state_file(argc, argv)) return lcpp_cmd_compress(argc, argv);
@@ -252,15 +254,19 @@ static const char decompress_help[] =
     "  IN and OUT may be - for standard input / output.\n"
     "  --threads N      worker threads (default 2)\n"
     "  --model M.gguf   the model, for streams that recompute their first layers (it must be the\n"
-    "                   model the stream was written with: its fingerprint is checked)\n";
+    "                   model the stream was written with: its fingerprint is checked)\n"
+    "  --tokens N       only the first N tokens (reads only the chunks they need)\n"
+    "  --layers A:B     only layers A..B-1 (written as a cache of B-A layers)\n";
 
 int cmd_decompress(int argc, char **argv) {
     if (lcpp_args_have_wrap_file(argc, argv)) return lcpp_cmd_decompress(argc, argv);
     static const struct option longopts[] = {
         {"basis", required_argument, NULL, OPT_BASIS},   {"threads", required_argument, NULL, OPT_THREADS},
         {"model", required_argument, NULL, OPT_MODEL},   {"output", required_argument, NULL, 'o'},
+        {"tokens", required_argument, NULL, OPT_TOKENS}, {"layers", required_argument, NULL, OPT_LAYERS},
         {"help", no_argument, NULL, 'h'},                {NULL, 0, NULL, 0}};
     const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
+    const char *tokens_arg = NULL, *layers_arg = NULL;
     kvtc_decode_options o;
     kvtc_decode_options_init(&o);
     o.n_threads = 2;
@@ -276,6 +282,8 @@ int cmd_decompress(int argc, char **argv) {
         case OPT_THREADS:
             if (cli_parse_u32(optarg, &o.n_threads) || !o.n_threads || o.n_threads > 256) return cli_usage("decompress", "--threads needs 1..256, not '%s'", optarg);
             break;
+        case OPT_TOKENS: tokens_arg = optarg; break;
+        case OPT_LAYERS: layers_arg = optarg; break;
         case ':': return cli_usage("decompress", "%s needs a value", argv[optind - 1]);
         default: return cli_usage("decompress", "unknown option %s", argv[optind - 1]);
         }
@@ -302,7 +310,9 @@ int cmd_decompress(int argc, char **argv) {
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     if (file_kind_expect("decompress", in, buf, size, FILE_KIND_STREAM)) goto done;
     if ((r = kvtc_stream_get_info(buf, size, &info))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
-    if (info.recompute_layers) {
+    kvtc_decode_range rg;
+    if (decode_range_parse(tokens_arg, layers_arg, &info, &rg, err, sizeof err)) { rc = cli_usage("decompress", "%s", err); goto done; }
+    if (info.recompute_layers && rg.layer_begin < info.recompute_layers) {
         if (!model_path) { cli_fail("decompress", "%s recomputes its first %u layer(s): pass --model M.gguf", in, info.recompute_layers); goto done; }
         if (model_fingerprint_file("decompress", model_path, info.recompute_layers, &o.model_fingerprint)) goto done;
         if (info.has_model_fingerprint && info.model_fingerprint != o.model_fingerprint) {
@@ -315,8 +325,11 @@ int cmd_decompress(int argc, char **argv) {
         o.recompute_user = mt.model;
     }
     if ((r = kvtc_decoder_alloc(b, &o, &d))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
-    if ((r = cache_file_alloc(&cf, &info.geometry, info.dtype, info.n_tokens, 1, info.has_token_ids))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
-    if ((r = kvtc_decompress(d, buf, size, &cf.cache))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    kvtc_geometry og;
+    uint64_t on;
+    decode_range_output(&info, &rg, &og, &on);
+    if ((r = cache_file_alloc(&cf, &og, info.dtype, on, 1, info.has_token_ids))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
+    if ((r = decode_range_run(d, buf, size, &info, &rg, &cf.cache))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
     if ((r = cache_file_serialize(&cf.cache, &obuf, &osize))) { cli_fail("decompress", "%s", kvtc_result_string(r)); goto done; }
     if (cli_write_file(out, obuf, osize, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     rc = 0;

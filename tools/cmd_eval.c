@@ -317,13 +317,15 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
         for (int i = 0; i < n_ratios && nm < EVAL_MAX_METHODS; i++) {
-            uint32_t pi;
-            kvtc_basis_find_plan(basis, ratios[i], &pi);
-            kvtc_plan_info info = {.struct_size = sizeof info};
-            kvtc_basis_plan_info(basis, pi, &info);
-            if (fabs(info.target_ratio / ratios[i] - 1.0) > 0.01) {
-                cli_fail("eval", "basis %s has no plan for ratio %g (closest %g): calibrate with --ratio %g", path,
-                         ratios[i], info.target_ratio, ratios[i]);
+            /* any ratio the basis supports: a stored plan or one the encoder solves */
+            kvtc_encode_options eo;
+            kvtc_encode_options_init(&eo);
+            eo.ratio = ratios[i];
+            kvtc_encoder *probe = NULL;
+            kvtc_result pr = kvtc_encoder_alloc(basis, &eo, &probe);
+            kvtc_encoder_free(probe);
+            if (pr) {
+                cli_fail("eval", "basis %s cannot code ratio %g: %s", path, ratios[i], kvtc_result_string(pr));
                 if (i == 0) kvtc_basis_free(basis);
                 goto done;
             }

@@ -14,6 +14,7 @@ static const struct {
     {"calibrate", cmd_calibrate, "compute a basis (mean, PCA, bit plans) from caches or a model"},
     {"compress", cmd_compress, "compress a KV cache (safetensors) into a .kvtc stream"},
     {"decompress", cmd_decompress, "decompress a .kvtc stream into a KV cache (safetensors)"},
+    {"append", cmd_append, "extend a .kvtc stream with the tokens that follow it"},
     {"info", cmd_info, "describe a .kvtc stream, a basis or a cache file"},
     {"capture", cmd_capture, "run a GGUF model over text and write its KV cache"},
     {"slots", cmd_slots, "keep a llama-server --slot-save-path directory compressed"},

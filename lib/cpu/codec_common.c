@@ -5,52 +5,50 @@
 
 #include "transform/project.h"
 #include "util/cache.h"
+#include "util/layout.h"
 #include "util/parallel.h"
 
-/* Byte offsets of the sink run and the window run of (layer, head) lh in
- * the tensor, and of its raw tokens in the section. */
-typedef struct raw_runs {
-    size_t sink, window, section, sink_bytes, window_bytes;
-} raw_runs;
-
-static raw_runs runs_of(const container_header *h, uint64_t lh) {
-    size_t tok = (size_t)h->geometry.head_dim * kvtc_dtype_size(h->dtype);
-    raw_runs r;
-    r.sink = lh * h->n_tokens * tok;
-    r.window = (lh * h->n_tokens + h->n_tokens - h->n_window) * tok;
-    r.section = lh * container_raw_tokens(h) * tok;
-    r.sink_bytes = h->n_sink * tok;
-    r.window_bytes = h->n_window * tok;
-    return r;
+void codec_raw_section_layout(const container_header *h, const uint8_t *section, kvtc_cache_layout *out) {
+    kvtc_cache raw;
+    memset(&raw, 0, sizeof raw);
+    raw.geometry = h->geometry;
+    raw.dtype = h->dtype;
+    raw.n_tokens = container_raw_tokens(h);
+    raw.k = raw.v = (void *)section; /* written through only by codec_cache_to_raw */
+    kvtc_cache_layout_from_cache(&raw, out);
 }
 
-void codec_cache_to_raw(const container_header *h, const void *tensor, uint8_t *section) {
-    const uint8_t *t8 = tensor;
-    if (!container_raw_tokens(h)) return; /* an empty cache may have NULL tensors: no memcpy(NULL, ..., 0) */
-    for (uint64_t lh = 0; lh < (uint64_t)h->geometry.n_layers * h->geometry.n_kv_heads; lh++) {
-        raw_runs r = runs_of(h, lh);
-        memcpy(section + r.section, t8 + r.sink, r.sink_bytes);
-        memcpy(section + r.section + r.sink_bytes, t8 + r.window, r.window_bytes);
-    }
+void codec_cache_to_raw(const container_header *h, const kvtc_cache_layout *c, int is_key, uint8_t *section) {
+    if (!container_raw_tokens(h)) return;
+    kvtc_cache_layout raw;
+    codec_raw_section_layout(h, section, &raw);
+    uint32_t L = h->geometry.n_layers;
+    kvi_layout_copy_tokens(c, 0, &raw, 0, h->n_sink, is_key, 0, L);
+    kvi_layout_copy_tokens(c, h->n_tokens - h->n_window, &raw, h->n_sink, h->n_window, is_key, 0, L);
 }
 
-void codec_raw_to_cache(const container_header *h, const uint8_t *section, void *tensor) {
-    uint8_t *t8 = tensor;
-    if (!container_raw_tokens(h)) return; /* an empty cache may have NULL tensors: no memcpy(NULL, ..., 0) */
-    for (uint64_t lh = 0; lh < (uint64_t)h->geometry.n_layers * h->geometry.n_kv_heads; lh++) {
-        raw_runs r = runs_of(h, lh);
-        memcpy(t8 + r.sink, section + r.section, r.sink_bytes);
-        memcpy(t8 + r.window, section + r.section + r.sink_bytes, r.window_bytes);
-    }
+void codec_raw_to_cache(const container_header *h, const uint8_t *section, int is_key, uint64_t t_begin,
+                        uint64_t t_end, uint32_t layer_begin, uint32_t layer_end, const kvtc_cache_layout *c) {
+    if (!container_raw_tokens(h)) return;
+    kvtc_cache_layout raw;
+    codec_raw_section_layout(h, section, &raw);
+    /* sinks: stream tokens [0, n_sink) at raw tokens [0, n_sink) */
+    uint64_t a = t_begin, b = t_end < h->n_sink ? t_end : h->n_sink;
+    if (a < b) kvi_layout_copy_tokens(&raw, a, c, a - t_begin, b - a, is_key, layer_begin, layer_end);
+    /* window: stream tokens [n_tokens - n_window, n_tokens) after the sinks */
+    uint64_t w0 = h->n_tokens - h->n_window;
+    a = t_begin > w0 ? t_begin : w0;
+    b = t_end;
+    if (a < b) kvi_layout_copy_tokens(&raw, h->n_sink + (a - w0), c, a - t_begin, b - a, is_key, layer_begin, layer_end);
 }
 
 /* ---- per-token stages on worker threads ---------------------------------- */
 
 typedef struct rows_job {
-    kvtc_cache *c;
+    const kvtc_cache_layout *c;
     int is_key;
     const basis_stream *s;
-    uint32_t first_layer;
+    uint32_t first_layer, layer_begin, layer_end;
     uint64_t t0, n;
     const rope_table *rope;
     float *x;
@@ -63,13 +61,18 @@ static void part_range(uint64_t n, uint32_t parts, uint32_t i, uint64_t *lo, uin
     *len = n * (i + 1) / parts - *lo;
 }
 
+static uint32_t layer_cols(const kvtc_cache_layout *c, uint32_t layers) {
+    return layers * c->geometry.n_kv_heads * c->geometry.head_dim;
+}
+
 static int gather_part(void *p, uint32_t item, uint32_t worker) {
     (void)worker;
     rows_job *j = p;
     uint64_t lo, len;
     part_range(j->n, j->parts, item, &lo, &len);
     float *x = j->x + lo * j->s->p;
-    kvi_gather_rows(j->c, j->is_key, j->first_layer, j->t0 + lo, len, j->rope, j->rope != NULL, x);
+    kvi_layout_gather_rows(j->c, j->is_key, j->first_layer, j->c->geometry.n_layers, j->t0 + lo, len, j->rope,
+                            j->rope != NULL, x);
     center_rows(j->s, x, len);
     return 0;
 }
@@ -79,25 +82,32 @@ static int scatter_part(void *p, uint32_t item, uint32_t worker) {
     rows_job *j = p;
     uint64_t lo, len;
     part_range(j->n, j->parts, item, &lo, &len);
-    float *x = j->x + lo * j->s->p;
-    uncenter_rows(j->s, x, len);
-    kvi_scatter_rows(j->c, j->is_key, j->first_layer, j->t0 + lo, len, j->rope, j->rope != NULL, x);
+    uint32_t col0 = layer_cols(j->c, j->layer_begin - j->first_layer);
+    uint32_t w = layer_cols(j->c, j->layer_end - j->layer_begin);
+    float *x = j->x + lo * w;
+    uncenter_cols(j->s, col0, w, x, len);
+    kvi_layout_scatter_rows(j->c, j->is_key, j->layer_begin, j->layer_end, j->t0 + lo, len, j->rope,
+                             j->rope != NULL, x);
     return 0;
 }
 
-void codec_gather_centered(const kvtc_cache *c, int is_key, const basis_stream *s, uint32_t first_layer,
-                           uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x) {
+static uint32_t parts_for(uint32_t n_threads, uint64_t n) {
     uint32_t parts = n_threads ? n_threads : 1;
     if (parts > n) parts = n ? (uint32_t)n : 1;
-    /* gathering only reads the cache; the job type is shared with scatter */
-    rows_job j = {(kvtc_cache *)c, is_key, s, first_layer, t0, n, rope, x, parts};
+    return parts;
+}
+
+void codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
+                           uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x) {
+    uint32_t parts = parts_for(n_threads, n);
+    rows_job j = {c, is_key, s, first_layer, first_layer, c->geometry.n_layers, t0, n, rope, x, parts};
     kvi_parallel_for(parts, parts, gather_part, &j);
 }
 
-void codec_scatter_uncentered(kvtc_cache *c, int is_key, const basis_stream *s, uint32_t first_layer,
-                              uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x) {
-    uint32_t parts = n_threads ? n_threads : 1;
-    if (parts > n) parts = n ? (uint32_t)n : 1;
-    rows_job j = {c, is_key, s, first_layer, t0, n, rope, x, parts};
+void codec_scatter_uncentered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
+                              uint32_t layer_begin, uint32_t layer_end, uint64_t t0, uint64_t n,
+                              const rope_table *rope, uint32_t n_threads, float *x) {
+    uint32_t parts = parts_for(n_threads, n);
+    rows_job j = {c, is_key, s, first_layer, layer_begin, layer_end, t0, n, rope, x, parts};
     kvi_parallel_for(parts, parts, scatter_part, &j);
 }

@@ -1,4 +1,6 @@
-/* codec_common.h - pieces shared by the CPU encoder and decoder. */
+/* codec_common.h - pieces shared by the CPU encoder and decoder. Both work
+ * on kvtc_cache_layout (engine memory read/written in place); a contiguous
+ * kvtc_cache is converted to its layout without copying. */
 #ifndef KVTC_CPU_CODEC_COMMON_H
 #define KVTC_CPU_CODEC_COMMON_H
 
@@ -18,20 +20,31 @@ static inline uint32_t codec_batch_chunks(uint32_t chunk_tokens) {
     return c ? c : 1;
 }
 
-/* Sink and window tokens of one cache tensor <-> a raw section laid out
- * [L][H][n_sink + n_window][d] in the cache's dtype. */
-void codec_cache_to_raw(const container_header *h, const void *tensor, uint8_t *section);
-void codec_raw_to_cache(const container_header *h, const uint8_t *section, void *tensor);
+/* A raw section, laid out [L][H][n_sink + n_window][d] in the stream's
+ * dtype, described as a contiguous cache layout (K and V alike). */
+void codec_raw_section_layout(const container_header *h, const uint8_t *section, kvtc_cache_layout *out);
+
+/* Sink and window tokens of one cache tensor -> its raw section. */
+void codec_cache_to_raw(const container_header *h, const kvtc_cache_layout *c, int is_key, uint8_t *section);
+
+/* Raw tokens of the section that fall in stream tokens [t_begin, t_end),
+ * layers [layer_begin, layer_end) -> layout token (stream token - t_begin). */
+void codec_raw_to_cache(const container_header *h, const uint8_t *section, int is_key, uint64_t t_begin,
+                        uint64_t t_end, uint32_t layer_begin, uint32_t layer_end, const kvtc_cache_layout *c);
 
 /* Rows of tokens [t0, t0+n) of one stream, layers [first_layer, L), keys
  * un-rotated when rope != NULL, then centered and weighted: the per-token
  * work before the projection GEMM, split over n_threads threads by token. */
-void codec_gather_centered(const kvtc_cache *c, int is_key, const basis_stream *s, uint32_t first_layer,
+void codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
                            uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x);
 
-/* The inverse after the reconstruction GEMM: un-weight, add the mean,
- * re-rotate keys (rope != NULL), convert and store into the cache. */
-void codec_scatter_uncentered(kvtc_cache *c, int is_key, const basis_stream *s, uint32_t first_layer,
-                              uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x);
+/* The inverse after the reconstruction GEMM, for layers
+ * [layer_begin, layer_end) of a stream whose coordinates start at layer
+ * first_layer (x: [n][(layer_end - layer_begin) * H * d]): un-weight, add
+ * the mean, re-rotate keys (rope != NULL), convert and store into layout
+ * tokens [t0, t0+n). */
+void codec_scatter_uncentered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
+                              uint32_t layer_begin, uint32_t layer_end, uint64_t t0, uint64_t n,
+                              const rope_table *rope, uint32_t n_threads, float *x);
 
 #endif

@@ -6,19 +6,23 @@
 #include <string.h>
 
 #include "cpu/codec_common.h"
+#include "cpu/encode_internal.h"
 #include "entropy/rans.h"
 #include "format/container.h"
+#include "format/plan_solve.h"
 #include "quant/group_quant.h"
 #include "transform/project.h"
 #include "transform/rope.h"
 #include "util/cache.h"
 #include "util/endian.h"
+#include "util/layout.h"
 #include "util/parallel.h"
 
 struct kvtc_encoder {
     const kvtc_basis *basis;
     kvtc_encode_options opt;
-    uint32_t plan;
+    const basis_plan *pl;   /* a stored plan of the basis, or &solved */
+    basis_plan solved;      /* the plan solved for opt.ratio when the basis stores none for it */
     rope_table rope;
     struct libdeflate_compressor **comp; /* one per worker */
 };
@@ -40,6 +44,8 @@ void kvtc_encoder_free(kvtc_encoder *e) {
     if (e->comp)
         for (uint32_t i = 0; i < e->opt.n_threads; i++) libdeflate_free_compressor(e->comp[i]);
     free(e->comp);
+    plan_stream_free(&e->solved.k);
+    plan_stream_free(&e->solved.v);
     rope_table_free(&e->rope);
     free(e);
 }
@@ -63,9 +69,19 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
     if (!e) return KVTC_ERR_OUT_OF_MEMORY;
     e->basis = b;
     e->opt = o;
-    kvtc_result r = kvtc_basis_find_plan(b, o.ratio, &e->plan);
-    if (r) { free(e); return r; }
-    if ((r = rope_table_init(&e->rope, &b->geometry))) { free(e); return r; }
+    /* a stored plan made for this ratio, or one solved now (docs/FORMAT.md:
+     * the stream then carries its groups) */
+    int stored = basis_find_exact_plan(b, o.ratio);
+    kvtc_result r = KVTC_OK;
+    if (stored >= 0) {
+        e->pl = &b->plans[stored];
+    } else {
+        if ((r = basis_solve_plan(b, o.ratio, &e->solved))) { free(e); return r; }
+        /* the DP can land on a stored plan's groups: then refer to that one */
+        int same = basis_find_plan_by_fingerprint(b, e->solved.fingerprint);
+        e->pl = same >= 0 ? &b->plans[same] : &e->solved;
+    }
+    if ((r = rope_table_init(&e->rope, &b->geometry))) { kvtc_encoder_free(e); return r; }
     e->comp = calloc(o.n_threads, sizeof *e->comp);
     if (!e->comp) { kvtc_encoder_free(e); return KVTC_ERR_OUT_OF_MEMORY; }
     for (uint32_t i = 0; i < o.n_threads; i++)
@@ -78,14 +94,17 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
 }
 
 /* Header fields for this cache (everything but the chunk data size). */
-static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, container_header *h) {
+static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink,
+                                  container_header *h) {
     int has_pos = 0;
     if (c->positions)
         for (uint64_t t = 0; t < c->n_tokens && !has_pos; t++) has_pos = c->positions[t] != (int64_t)t;
-    kvtc_result r = container_header_init(h, e->basis, e->plan, &c->geometry, c->dtype, c->n_tokens,
-                                          e->opt.n_sink, e->opt.n_window, e->opt.chunk_tokens,
-                                          (uint8_t)e->opt.entropy_codec, has_pos);
+    kvtc_result r = container_header_init_plan(h, e->basis, e->pl, &c->geometry, c->dtype, c->n_tokens,
+                                               n_sink, e->opt.n_window, e->opt.chunk_tokens,
+                                               (uint8_t)e->opt.entropy_codec, has_pos);
     if (r) return r;
+    if (e->pl == &e->solved)
+        container_set_plan_section(h, container_plan_section_size(e->pl->k.n_groups, e->pl->v.n_groups));
     /* token ids the caller has are kept even when no layer is recomputed
      * (issue 9 item 8: a round trip used to drop them) */
     if (c->token_ids && c->n_tokens) h->flags |= CONTAINER_FLAG_TOKEN_IDS;
@@ -96,8 +115,9 @@ static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, co
     return KVTC_OK;
 }
 
-static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *c) {
-    kvtc_result r = kvi_cache_check(c);
+static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache_layout *c) {
+    if (!c) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_result r = kvi_layout_check(c, 0, c->geometry.n_layers);
     if (r) return r;
     if (!kvi_geometry_equal(&c->geometry, &e->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (e->basis->recompute_layers && !c->token_ids && c->n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
@@ -107,17 +127,28 @@ static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *
 /* Largest coded size of a chunk payload of n bytes under the encoder's codec. */
 static size_t chunk_bound(const kvtc_encoder *e, size_t n) {
     if (e->opt.entropy_codec == KVTC_CODEC_RANS) {
-        const basis_plan *pl = &e->basis->plans[e->plan];
+        const basis_plan *pl = e->pl;
         return rans_bound(n, 2 * (pl->k.n_groups + pl->v.n_groups));
     }
     return libdeflate_deflate_compress_bound(e->comp[0], n);
 }
 
-size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *c) {
+size_t kvtc_compress_bound(const kvtc_encoder *e, const kvtc_cache *cache) {
+    if (!cache || kvi_cache_check(cache)) return 0;
+    kvtc_cache_layout c;
+    kvtc_cache_layout_from_cache(cache, &c);
+    return kvtc_compress_layout_bound(e, &c);
+}
+
+size_t kvtc_compress_layout_bound(const kvtc_encoder *e, const kvtc_cache_layout *c) {
+    return e ? encoder_bound_sink(e, c, e->opt.n_sink) : 0;
+}
+
+size_t encoder_bound_sink(const kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink) {
     if (!e || encoder_check_cache(e, c)) return 0;
     container_header h;
-    if (encoder_header(e, c, &h)) return 0;
-    const basis_plan *pl = &e->basis->plans[e->plan];
+    if (encoder_header(e, c, n_sink, &h)) return 0;
+    const basis_plan *pl = e->pl;
     uint64_t data = 0;
     for (uint32_t i = 0; i < h.n_chunks; i++) {
         uint64_t first = (uint64_t)i * h.chunk_tokens;
@@ -178,17 +209,38 @@ static int encode_chunk(void *p, uint32_t item, uint32_t worker) {
     return 0;
 }
 
-kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_t cap,
+kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written) {
+    if (!cache) return KVTC_ERR_INVALID_ARGUMENT;
+    /* the contiguous cache's own checks first (its byte size must fit size_t) */
+    kvtc_result r = kvi_cache_check(cache);
+    if (r) return r;
+    kvtc_cache_layout c;
+    kvtc_cache_layout_from_cache(cache, &c);
+    return kvtc_compress_layout(e, &c, out, cap, written);
+}
+
+kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, void *out, size_t cap,
+                                 size_t *written) {
+    if (!e) return KVTC_ERR_INVALID_ARGUMENT;
+    return encoder_compress_sink(e, c, e->opt.n_sink, out, cap, written);
+}
+
+const basis_plan *encoder_plan(const kvtc_encoder *e) { return e->pl; }
+const kvtc_encode_options *encoder_options(const kvtc_encoder *e) { return &e->opt; }
+const kvtc_basis *encoder_basis(const kvtc_encoder *e) { return e->basis; }
+
+kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink, void *out,
+                                  size_t cap, size_t *written) {
     if (!e || !c || !out || !written) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = encoder_check_cache(e, c);
     if (r) return r;
     container_header h;
-    if ((r = encoder_header(e, c, &h))) return r;
+    if ((r = encoder_header(e, c, n_sink, &h))) return r;
     const kvtc_basis *b = e->basis;
-    const basis_plan *pl = &b->plans[e->plan];
+    const basis_plan *pl = e->pl;
     uint64_t coded = container_coded_tokens(&h);
-    if (!kvi_cache_tokens_finite(c, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
+    if (!kvi_layout_tokens_finite(c, 0, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
     if ((r = container_layout(&h, 0))) return r;
     uint8_t *o = out;
     uint64_t data_off = h.sections[SEC_CHUNK_DATA].offset;
@@ -201,8 +253,8 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS)
         for (uint64_t t = 0; t < h.n_tokens; t++)
             kvi_store_u32(o + h.sections[SEC_TOKEN_IDS].offset + 4 * t, (uint32_t)c->token_ids[t]);
-    codec_cache_to_raw(&h, c->k, o + h.sections[SEC_RAW_K].offset);
-    codec_cache_to_raw(&h, c->v, o + h.sections[SEC_RAW_V].offset);
+    codec_cache_to_raw(&h, c, 1, o + h.sections[SEC_RAW_K].offset);
+    codec_cache_to_raw(&h, c, 0, o + h.sections[SEC_RAW_V].offset);
 
     /* coded tokens, batch by batch */
     uint32_t per_batch = codec_batch_chunks(h.chunk_tokens);
@@ -257,7 +309,9 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
         }
     }
     if ((r = container_layout(&h, zoff))) goto done;
-    for (int s = 0; s < SEC_COUNT; s++)
+    if (h.total_size > cap) { r = KVTC_ERR_BUFFER_TOO_SMALL; goto done; }
+    if (h.flags & CONTAINER_FLAG_PLAN) container_write_plan_section(pl, o + h.sections[SEC_PLAN].offset);
+    for (int s = 0; s < container_n_sections(&h); s++)
         if (s != SEC_CHUNK_DATA)
             h.sections[s].crc32 = libdeflate_crc32(0, o + h.sections[s].offset, (size_t)h.sections[s].size);
     container_write_prefix(&h, o);

@@ -1842,6 +1842,10 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
                                             const void *d_stream, size_t size, kvtc_cache *out, void *d_ws, size_t ws_size,
                                             uint32_t *d_status, cudaStream_t stream) {
     if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    /* streams carrying a solved plan (container 1.1 flag bit 2, a longer
+     * section table) are not decoded on the GPU yet */
+    const uint8_t *hp8 = (const uint8_t *)h_prefix;
+    if (prefix_size >= 20 && (hp8[16] & CONTAINER_FLAG_PLAN)) return KVTC_ERR_UNSUPPORTED;
     DeviceGuard dg(c->opt.device);
     if (!dg.ok) return KVTC_ERR_CUDA;
     container_header h;

@@ -94,11 +94,12 @@ void basis_update_fingerprints(kvtc_basis *b) {
     h = hash_stream(h, &b->k);
     h = hash_stream(h, &b->v);
     b->transform_fingerprint = h;
-    for (uint32_t i = 0; i < b->n_plans; i++) {
-        uint64_t ph = hash_groups(h, &b->plans[i].k);
-        ph = hash_groups(ph ^ 0x5555, &b->plans[i].v);
-        b->plans[i].fingerprint = ph;
-    }
+    for (uint32_t i = 0; i < b->n_plans; i++) basis_plan_update_fingerprint(b, &b->plans[i]);
+}
+
+void basis_plan_update_fingerprint(const kvtc_basis *b, basis_plan *pl) {
+    uint64_t ph = hash_groups(b->transform_fingerprint, &pl->k);
+    pl->fingerprint = hash_groups(ph ^ 0x5555, &pl->v);
 }
 
 int basis_has_degenerate_plan(const kvtc_basis *b) {
@@ -274,40 +275,61 @@ static char *groups_to_string(const plan_stream *s) {
     return str;
 }
 
+kvtc_result plan_stream_from_groups(const dp_group *g, uint32_t n, uint32_t p, uint32_t rank, plan_stream *out) {
+    memset(out, 0, sizeof *out);
+    if (n == 0 || n > BASIS_MAX_GROUPS || n > p) return KVTC_ERR_CORRUPT;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t size = g[i].size, bits = g[i].bits;
+        if (size == 0 || size > p) return KVTC_ERR_CORRUPT;
+        if (!(bits <= DP_MAX_BITS || bits == DP_RAW_BITS)) return KVTC_ERR_CORRUPT;
+        /* quantized groups only in the sizes the cost model knows */
+        if (bits >= 1 && bits <= DP_MAX_BITS && size != 16 && size != 64 && size != 256 && size != 1024)
+            return KVTC_ERR_CORRUPT;
+        total += size;
+    }
+    if (total != p) return KVTC_ERR_CORRUPT;
+    out->groups = malloc(sizeof(dp_group) * n);
+    if (!out->groups) return KVTC_ERR_OUT_OF_MEMORY;
+    memcpy(out->groups, g, sizeof(dp_group) * n);
+    out->n_groups = n;
+    plan_stream_finalize(out);
+    if (out->rank_used > rank) {
+        plan_stream_free(out);
+        return KVTC_ERR_CORRUPT;
+    }
+    return KVTC_OK;
+}
+
+/* "size:bits,..." -> groups, validated by plan_stream_from_groups (rank
+ * checked by the caller, against the stream's stored components). */
 static kvtc_result groups_from_string(const char *str, uint32_t p, plan_stream *out) {
     memset(out, 0, sizeof *out);
     size_t n = 1;
     for (const char *c = str; *c; c++) n += *c == ',';
     if (n > BASIS_MAX_GROUPS || n > (size_t)p) return KVTC_ERR_CORRUPT;
-    out->groups = calloc(n, sizeof(dp_group));
-    if (!out->groups) return KVTC_ERR_OUT_OF_MEMORY;
+    dp_group *g = calloc(n, sizeof(dp_group));
+    if (!g) return KVTC_ERR_OUT_OF_MEMORY;
     const char *c = str;
-    uint64_t total = 0;
+    kvtc_result r = KVTC_ERR_CORRUPT;
     for (size_t i = 0; i < n; i++) {
         char *end;
-        if (*c < '0' || *c > '9') goto bad;
+        if (*c < '0' || *c > '9') goto done;
         unsigned long size = strtoul(c, &end, 10);
-        if (*end != ':' || size == 0 || size > p) goto bad;
+        if (*end != ':' || size == 0 || size > p) goto done;
         c = end + 1;
-        if (*c < '0' || *c > '9') goto bad;
+        if (*c < '0' || *c > '9') goto done;
         unsigned long bits = strtoul(c, &end, 10);
-        if (!(bits <= DP_MAX_BITS || bits == DP_RAW_BITS)) goto bad;
-        /* quantized groups only in the sizes the cost model knows */
-        if (bits >= 1 && bits <= DP_MAX_BITS && size != 16 && size != 64 && size != 256 && size != 1024)
-            goto bad;
-        if (*end != (i + 1 < n ? ',' : '\0')) goto bad;
+        if (bits > DP_RAW_BITS) goto done;
+        if (*end != (i + 1 < n ? ',' : '\0')) goto done;
         c = end + 1;
-        out->groups[i].size = (uint32_t)size;
-        out->groups[i].bits = (uint8_t)bits;
-        total += size;
+        g[i].size = (uint32_t)size;
+        g[i].bits = (uint8_t)bits;
     }
-    if (total != p) goto bad;
-    out->n_groups = (uint32_t)n;
-    plan_stream_finalize(out);
-    return KVTC_OK;
-bad:
-    plan_stream_free(out);
-    return KVTC_ERR_CORRUPT;
+    r = plan_stream_from_groups(g, (uint32_t)n, p, p, out);
+done:
+    free(g);
+    return r;
 }
 
 static kvtc_result add_stream_tensors(st_writer *w, const char *pre, const basis_stream *s) {

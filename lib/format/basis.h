@@ -53,6 +53,14 @@ void plan_stream_finalize(plan_stream *s);
 /* Recompute transform_fingerprint and every plan fingerprint. */
 void basis_update_fingerprints(kvtc_basis *b);
 
+/* Set pl->fingerprint from its groups and b's transform fingerprint. */
+void basis_plan_update_fingerprint(const kvtc_basis *b, basis_plan *pl);
+
+/* Validate groups over [0, p) (known kinds and sizes, sizes summing to p,
+ * no coded component beyond `rank`) and copy them into *out, finalized.
+ * KVTC_ERR_CORRUPT when invalid. */
+kvtc_result plan_stream_from_groups(const dp_group *g, uint32_t n, uint32_t p, uint32_t rank, plan_stream *out);
+
 /* Index of the plan with the given fingerprint, or -1. */
 /* 1 when some plan codes no coordinate of K or V (rank_used 0 for both):
  * every coded token would decode as the calibration mean whatever it was

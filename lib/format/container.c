@@ -5,6 +5,7 @@
 
 #include <libdeflate.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "format/basis.h"
@@ -24,9 +25,14 @@ static int add_ok(uint64_t a, uint64_t b, uint64_t *out) {
     return 1;
 }
 
+void container_set_plan_section(container_header *h, uint64_t size) {
+    h->flags |= CONTAINER_FLAG_PLAN;
+    h->sections[SEC_PLAN].size = size;
+}
+
 kvtc_result container_layout(container_header *h, uint64_t chunk_data_size) {
     const kvtc_geometry *g = &h->geometry;
-    uint64_t sizes[SEC_COUNT] = {0};
+    uint64_t sizes[SEC_COUNT_MAX] = {0};
     uint64_t per_token = (uint64_t)g->n_layers * g->n_kv_heads * g->head_dim * kvtc_dtype_size(h->dtype);
     if (h->flags & CONTAINER_FLAG_POSITIONS)
         if (!mul_ok(h->n_tokens, 8, &sizes[SEC_POSITIONS])) return KVTC_ERR_TOO_LARGE;
@@ -36,8 +42,9 @@ kvtc_result container_layout(container_header *h, uint64_t chunk_data_size) {
     sizes[SEC_RAW_V] = sizes[SEC_RAW_K];
     sizes[SEC_CHUNK_INDEX] = (uint64_t)h->n_chunks * CONTAINER_CHUNK_ENTRY;
     sizes[SEC_CHUNK_DATA] = chunk_data_size;
-    uint64_t off = container_prefix_size();
-    for (int s = 0; s < SEC_COUNT; s++) {
+    if (h->flags & CONTAINER_FLAG_PLAN) sizes[SEC_PLAN] = h->sections[SEC_PLAN].size;
+    uint64_t off = container_prefix_size_of(h);
+    for (int s = 0; s < container_n_sections(h); s++) {
         h->sections[s].offset = off;
         h->sections[s].size = sizes[s];
         if (!add_ok(off, sizes[s], &off)) return KVTC_ERR_TOO_LARGE;
@@ -50,7 +57,14 @@ kvtc_result container_header_init(container_header *h, const struct kvtc_basis *
                                   const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens,
                                   uint32_t n_sink, uint32_t n_window, uint32_t chunk_tokens, uint8_t codec,
                                   int has_positions) {
-    const basis_plan *pl = &b->plans[plan];
+    return container_header_init_plan(h, b, &b->plans[plan], g, dtype, n_tokens, n_sink, n_window, chunk_tokens,
+                                      codec, has_positions);
+}
+
+kvtc_result container_header_init_plan(container_header *h, const struct kvtc_basis *b,
+                                       const struct basis_plan *pl, const kvtc_geometry *g, kvtc_dtype dtype,
+                                       uint64_t n_tokens, uint32_t n_sink, uint32_t n_window,
+                                       uint32_t chunk_tokens, uint8_t codec, int has_positions) {
     memset(h, 0, sizeof *h);
     h->version_major = KVTC_FORMAT_VERSION_MAJOR;
     h->version_minor = KVTC_FORMAT_VERSION_MINOR;
@@ -79,7 +93,8 @@ kvtc_result container_header_init(container_header *h, const struct kvtc_basis *
 }
 
 void container_write_prefix(const container_header *h, uint8_t *out) {
-    memset(out, 0, container_prefix_size());
+    int n_sec = container_n_sections(h);
+    memset(out, 0, container_prefix_size_of(h));
     memcpy(out, KVTC_MAGIC_BYTES, 8);
     kvi_store_u16(out + 8, h->version_major);
     kvi_store_u16(out + 10, h->version_minor);
@@ -106,16 +121,16 @@ void container_write_prefix(const container_header *h, uint8_t *out) {
     memcpy(&rb, &h->plan_ratio, 8);
     kvi_store_u64(out + 88, rb);
     kvi_store_u64(out + 96, h->total_size);
-    kvi_store_u32(out + 104, SEC_COUNT);
+    kvi_store_u32(out + 104, (uint32_t)n_sec);
     if (h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT) kvi_store_u64(out + 112, h->model_fingerprint);
     uint8_t *tab = out + CONTAINER_HEADER_SIZE;
-    for (int s = 0; s < SEC_COUNT; s++) {
+    for (int s = 0; s < n_sec; s++) {
         uint8_t *e = tab + s * CONTAINER_SECTION_ENTRY;
         kvi_store_u64(e, h->sections[s].offset);
         kvi_store_u64(e + 8, h->sections[s].size);
         kvi_store_u32(e + 16, h->sections[s].crc32);
     }
-    kvi_store_u32(out + 108, libdeflate_crc32(0, tab, SEC_COUNT * CONTAINER_SECTION_ENTRY));
+    kvi_store_u32(out + 108, libdeflate_crc32(0, tab, (size_t)n_sec * CONTAINER_SECTION_ENTRY));
     kvi_store_u32(out + 124, libdeflate_crc32(0, out, 124));
 }
 
@@ -130,7 +145,11 @@ static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header
     if (libdeflate_crc32(0, buf, 124) != kvi_load_u32(buf + 124)) return KVTC_ERR_CORRUPT;
     if (kvi_load_u32(buf + 12) != CONTAINER_HEADER_SIZE) return KVTC_ERR_CORRUPT;
     h->flags = kvi_load_u32(buf + 16);
-    if (h->flags & ~(CONTAINER_FLAG_POSITIONS | CONTAINER_FLAG_TOKEN_IDS | CONTAINER_FLAG_MODEL_FINGERPRINT))
+    if (h->flags & ~(CONTAINER_FLAG_POSITIONS | CONTAINER_FLAG_TOKEN_IDS | CONTAINER_FLAG_PLAN |
+                     CONTAINER_FLAG_MODEL_FINGERPRINT))
+        return KVTC_ERR_CORRUPT;
+    /* a 1.0 stream has neither a plan section nor a model fingerprint */
+    if ((h->flags & (CONTAINER_FLAG_PLAN | CONTAINER_FLAG_MODEL_FINGERPRINT)) && h->version_minor < 1)
         return KVTC_ERR_CORRUPT;
     if (h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT) {
         h->model_fingerprint = kvi_load_u64(buf + 112);
@@ -175,17 +194,25 @@ static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header
     memcpy(&h->plan_ratio, &rb, 8);
     if (!isfinite(h->plan_ratio) || !(h->plan_ratio > 0)) return KVTC_ERR_CORRUPT;
     h->total_size = kvi_load_u64(buf + 96);
-    if (kvi_load_u32(buf + 104) != SEC_COUNT) return KVTC_ERR_CORRUPT;
-    if (size < container_prefix_size()) return KVTC_ERR_TRUNCATED;
+    int n_sec = container_n_sections(h);
+    if (kvi_load_u32(buf + 104) != (uint32_t)n_sec) return KVTC_ERR_CORRUPT;
+    if (size < container_prefix_size_of(h)) return KVTC_ERR_TRUNCATED;
     const uint8_t *tab = buf + CONTAINER_HEADER_SIZE;
-    if (libdeflate_crc32(0, tab, SEC_COUNT * CONTAINER_SECTION_ENTRY) != kvi_load_u32(buf + 108))
+    if (libdeflate_crc32(0, tab, (size_t)n_sec * CONTAINER_SECTION_ENTRY) != kvi_load_u32(buf + 108))
         return KVTC_ERR_CORRUPT;
-    /* The table must match the layout the header implies exactly. */
+    /* The table must match the layout the header implies exactly (the
+     * sizes of chunk data and of the plan section are the table's). */
     container_header want = *h;
     uint64_t data_size = kvi_load_u64(tab + SEC_CHUNK_DATA * CONTAINER_SECTION_ENTRY + 8);
+    if (h->flags & CONTAINER_FLAG_PLAN) {
+        uint64_t plan_size = kvi_load_u64(tab + SEC_PLAN * CONTAINER_SECTION_ENTRY + 8);
+        if (plan_size < container_plan_section_size(0, 0) || plan_size > CONTAINER_MAX_PLAN_SECTION)
+            return KVTC_ERR_CORRUPT;
+        want.sections[SEC_PLAN].size = plan_size;
+    }
     r = container_layout(&want, data_size);
     if (r) return r == KVTC_ERR_TOO_LARGE ? KVTC_ERR_CORRUPT : r;
-    for (int s = 0; s < SEC_COUNT; s++) {
+    for (int s = 0; s < n_sec; s++) {
         const uint8_t *e = tab + s * CONTAINER_SECTION_ENTRY;
         h->sections[s].offset = kvi_load_u64(e);
         h->sections[s].size = kvi_load_u64(e + 8);
@@ -196,7 +223,7 @@ static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header
     if (h->total_size != want.total_size) return KVTC_ERR_CORRUPT;
     if (!body) return KVTC_OK;
     if (size < h->total_size) return KVTC_ERR_TRUNCATED;
-    for (int s = 0; s < SEC_COUNT; s++) {
+    for (int s = 0; s < n_sec; s++) {
         if (s == SEC_CHUNK_DATA) continue;
         const container_section_entry *e = &h->sections[s];
         if (libdeflate_crc32(0, buf + e->offset, (size_t)e->size) != e->crc32) return KVTC_ERR_CORRUPT;
@@ -256,4 +283,54 @@ kvtc_result container_check_chunk_index(const uint8_t *buf, const container_head
         next += e.size;
     }
     return next == h->sections[SEC_CHUNK_DATA].size ? KVTC_OK : KVTC_ERR_CORRUPT;
+}
+
+/* Plan section: f64 target ratio, u32 n_groups_k, u32 n_groups_v, then per
+ * group (K first, then V) u32 size, u8 bits, 3 zero bytes. */
+void container_write_plan_section(const struct basis_plan *pl, uint8_t *out) {
+    uint64_t rb;
+    memcpy(&rb, &pl->target_ratio, 8);
+    kvi_store_u64(out, rb);
+    kvi_store_u32(out + 8, pl->k.n_groups);
+    kvi_store_u32(out + 12, pl->v.n_groups);
+    uint8_t *p = out + 16;
+    for (int s = 0; s < 2; s++) {
+        const plan_stream *ps = s ? &pl->v : &pl->k;
+        for (uint32_t i = 0; i < ps->n_groups; i++, p += 8) {
+            kvi_store_u32(p, ps->groups[i].size);
+            p[4] = ps->groups[i].bits;
+            p[5] = p[6] = p[7] = 0;
+        }
+    }
+}
+
+kvtc_result container_read_plan_section(const uint8_t *buf, const container_header *h,
+                                        const struct kvtc_basis *b, struct basis_plan *out) {
+    memset(out, 0, sizeof *out);
+    if (!(h->flags & CONTAINER_FLAG_PLAN)) return KVTC_ERR_BASIS_MISMATCH;
+    const container_section_entry *e = &h->sections[SEC_PLAN];
+    const uint8_t *p = buf + e->offset;
+    uint32_t n[2] = {kvi_load_u32(p + 8), kvi_load_u32(p + 12)};
+    if (e->size != container_plan_section_size(n[0], n[1])) return KVTC_ERR_CORRUPT;
+    uint64_t rb = kvi_load_u64(p);
+    memcpy(&out->target_ratio, &rb, 8);
+    if (!isfinite(out->target_ratio) || !(out->target_ratio > 0)) return KVTC_ERR_CORRUPT;
+    p += 16;
+    for (int s = 0; s < 2; s++) {
+        dp_group *g = malloc(sizeof(dp_group) * (n[s] ? n[s] : 1));
+        if (!g) { plan_stream_free(&out->k); return KVTC_ERR_OUT_OF_MEMORY; }
+        int pad_ok = 1;
+        for (uint32_t i = 0; i < n[s]; i++, p += 8) {
+            g[i].size = kvi_load_u32(p);
+            g[i].bits = p[4];
+            pad_ok &= p[5] == 0 && p[6] == 0 && p[7] == 0;
+        }
+        const basis_stream *bs = s ? &b->v : &b->k;
+        kvtc_result r = pad_ok ? plan_stream_from_groups(g, n[s], bs->p, bs->rank, s ? &out->v : &out->k)
+                               : KVTC_ERR_CORRUPT;
+        free(g);
+        if (r) { plan_stream_free(&out->k); return r; }
+    }
+    basis_plan_update_fingerprint(b, out);
+    return KVTC_OK;
 }

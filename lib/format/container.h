@@ -16,10 +16,12 @@
 #define CONTAINER_CODEC_DEFLATE 1u
 #define CONTAINER_CODEC_RANS 2u
 #define CONTAINER_MAX_CHUNK_TOKENS 65536u
+/* A plan section larger than this is corrupt (2 x 2^20 groups of 8 bytes). */
+#define CONTAINER_MAX_PLAN_SECTION (16ull + 16ull * (1ull << 20))
 
 #define CONTAINER_FLAG_POSITIONS 1u
 #define CONTAINER_FLAG_TOKEN_IDS 2u
-/* bit 2 is taken by the optional plan section (another branch, format 1.1) */
+#define CONTAINER_FLAG_PLAN 4u /* 1.1: a plan section (the groups of a plan the basis does not store) */
 #define CONTAINER_FLAG_MODEL_FINGERPRINT 8u /* u64 at offset 112 (format 1.1) */
 
 enum container_section {
@@ -29,7 +31,9 @@ enum container_section {
     SEC_RAW_V,
     SEC_CHUNK_INDEX,   /* n_chunks x chunk_entry */
     SEC_CHUNK_DATA,    /* the entropy-coded chunks back to back */
-    SEC_COUNT
+    SEC_COUNT,         /* sections of every stream (the 1.0 table) */
+    SEC_PLAN = SEC_COUNT, /* 1.1, with CONTAINER_FLAG_PLAN: the plan's groups */
+    SEC_COUNT_MAX
 };
 
 typedef struct container_section_entry {
@@ -63,18 +67,36 @@ typedef struct container_header {
     double plan_ratio;
     uint64_t model_fingerprint; /* with CONTAINER_FLAG_MODEL_FINGERPRINT, else 0 */
     uint64_t total_size;
-    container_section_entry sections[SEC_COUNT];
+    container_section_entry sections[SEC_COUNT_MAX];
 } container_header;
 
-/* Bytes of header + section table. */
+/* Bytes of header + section table of a stream without a plan section. */
 static inline uint64_t container_prefix_size(void) {
     return CONTAINER_HEADER_SIZE + (uint64_t)SEC_COUNT * CONTAINER_SECTION_ENTRY;
+}
+
+/* Sections in h's table: SEC_COUNT, plus the plan section when flagged. */
+static inline int container_n_sections(const container_header *h) {
+    return (h->flags & CONTAINER_FLAG_PLAN) ? SEC_COUNT_MAX : SEC_COUNT;
+}
+
+/* Bytes of header + section table of h. */
+static inline uint64_t container_prefix_size_of(const container_header *h) {
+    return CONTAINER_HEADER_SIZE + (uint64_t)container_n_sections(h) * CONTAINER_SECTION_ENTRY;
+}
+
+/* Size of the plan section for groups counts nk, nv (docs/FORMAT.md). */
+static inline uint64_t container_plan_section_size(uint32_t nk, uint32_t nv) {
+    return 16 + 8 * ((uint64_t)nk + nv);
 }
 
 /* Fill the derived fields of h (section offsets and sizes, except the size
  * of SEC_CHUNK_DATA which the caller sets) from its geometry and counts.
  * Returns KVTC_ERR_TOO_LARGE on overflow. */
 kvtc_result container_layout(container_header *h, uint64_t chunk_data_size);
+
+/* Set the plan-section flag and its size (call before container_layout). */
+void container_set_plan_section(container_header *h, uint64_t size);
 
 /* Header of a stream encoding `n_tokens` tokens of geometry g and dtype with
  * plan `plan` of basis b: sink and window clamped to the cache, chunk count,
@@ -87,8 +109,23 @@ kvtc_result container_header_init(container_header *h, const struct kvtc_basis *
                                   const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens,
                                   uint32_t n_sink, uint32_t n_window, uint32_t chunk_tokens, uint8_t codec,
                                   int has_positions);
+/* The same for any plan of b (stored or solved; the caller adds the plan
+ * section for one the basis does not store). */
+struct basis_plan;
+kvtc_result container_header_init_plan(container_header *h, const struct kvtc_basis *b,
+                                       const struct basis_plan *pl, const kvtc_geometry *g, kvtc_dtype dtype,
+                                       uint64_t n_tokens, uint32_t n_sink, uint32_t n_window,
+                                       uint32_t chunk_tokens, uint8_t codec, int has_positions);
 
-/* Serialize header and table (CRCs computed) into out[0..container_prefix_size()). */
+/* Plan section <-> groups (docs/FORMAT.md "Plan section"). write: out holds
+ * container_plan_section_size(k->n_groups, v->n_groups) bytes. read:
+ * validates the groups against the basis (sizes, kinds, stored rank) and
+ * fills *out with fingerprint; KVTC_ERR_CORRUPT if invalid. */
+void container_write_plan_section(const struct basis_plan *pl, uint8_t *out);
+kvtc_result container_read_plan_section(const uint8_t *buf, const container_header *h,
+                                        const struct kvtc_basis *b, struct basis_plan *out);
+
+/* Serialize header and table (CRCs computed) into out[0..container_prefix_size_of(h)). */
 void container_write_prefix(const container_header *h, uint8_t *out);
 
 /* Parse and fully validate header, table and (CRC of) every non-chunk

@@ -21,4 +21,11 @@ void reconstruct_centered(const basis_stream *s, uint32_t r, const float *d, uin
 /* x = x / weight + mean, in place. */
 void uncenter_rows(const basis_stream *s, float *x, uint64_t n);
 
+/* The decode direction on coordinates [col0, col0 + w) only (one layer):
+ * x rows have stride ldx >= w, d rows stride ldd >= r. The GEMM reads only
+ * those basis columns. */
+void reconstruct_centered_cols(const basis_stream *s, uint32_t r, const float *d, uint64_t ldd, uint64_t n,
+                               uint32_t col0, uint32_t w, float *x, uint64_t ldx);
+void uncenter_cols(const basis_stream *s, uint32_t col0, uint32_t w, float *x, uint64_t n);
+
 #endif

@@ -3,8 +3,10 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/half.h"
+#include "util/layout.h"
 
 kvtc_result kvi_geometry_check(const kvtc_geometry *g) {
     if (!g) return KVTC_ERR_INVALID_ARGUMENT;
@@ -135,116 +137,170 @@ static int have_f16c(void) {
 static int have_f16c(void) { return 0; }
 #endif
 
-/* Load n consecutive elements starting at index i into dst (float). */
-static void load_run(const void *base, kvtc_dtype t, uint64_t i, uint32_t n, float *dst, int f16c) {
+/* Load n elements from p (element stride `stride`) into dst as float. */
+static void load_run(const char *p, kvtc_dtype t, int64_t stride, uint32_t n, float *dst, int f16c) {
+    size_t es = kvtc_dtype_size(t);
+    if (stride != 1) {
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_load_elem(p + (int64_t)es * stride * (int64_t)j, t, 0);
+        return;
+    }
     switch (t) {
     case KVTC_DTYPE_F32:
-        for (uint32_t j = 0; j < n; j++) dst[j] = ((const float *)base)[i + j];
+        memcpy(dst, p, sizeof(float) * n);
         break;
     case KVTC_DTYPE_F16:
 #ifdef KVTC_HAVE_F16C_PATH
         if (f16c) {
-            f16_to_f32_f16c((const uint16_t *)base + i, n, dst);
+            f16_to_f32_f16c((const uint16_t *)p, n, dst);
             break;
         }
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_f16_to_f32(((const uint16_t *)base)[i + j]);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_f16_to_f32(((const uint16_t *)p)[j]);
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_bf16_to_f32(((const uint16_t *)base)[i + j]);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_bf16_to_f32(((const uint16_t *)p)[j]);
         break;
     }
 }
 
-static void store_run(void *base, kvtc_dtype t, uint64_t i, uint32_t n, const float *src, int f16c) {
+static void store_run(char *p, kvtc_dtype t, int64_t stride, uint32_t n, const float *src, int f16c) {
+    size_t es = kvtc_dtype_size(t);
+    if (stride != 1) {
+        for (uint32_t j = 0; j < n; j++) kvi_store_elem(p + (int64_t)es * stride * (int64_t)j, t, 0, src[j]);
+        return;
+    }
     switch (t) {
     case KVTC_DTYPE_F32:
-        for (uint32_t j = 0; j < n; j++) ((float *)base)[i + j] = src[j];
+        memcpy(p, src, sizeof(float) * n);
         break;
     case KVTC_DTYPE_F16:
 #ifdef KVTC_HAVE_F16C_PATH
         if (f16c) {
-            f32_to_f16_f16c(src, n, (uint16_t *)base + i);
+            f32_to_f16_f16c(src, n, (uint16_t *)p);
             break;
         }
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_f16(saturate(src[j], KVTC_F16_MAX));
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)p)[j] = kvi_f32_to_f16(saturate(src[j], KVTC_F16_MAX));
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_bf16(saturate(src[j], KVTC_BF16_MAX));
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)p)[j] = kvi_f32_to_bf16(saturate(src[j], KVTC_BF16_MAX));
         break;
     }
 }
 
-void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
-                      uint64_t n, const rope_table *rope, int unrope, float *rows) {
+void kvi_layout_gather_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
+                             uint64_t t0, uint64_t n, const rope_table *rope, int unrope, float *rows) {
     const kvtc_geometry *g = &c->geometry;
-    const void *src = is_key ? c->k : c->v;
-    uint64_t w = kvi_row_width(g, first_layer);
+    const kvtc_tensor_layout *tl = is_key ? &c->k : &c->v;
+    uint64_t w = (uint64_t)(layer_end - layer_begin) * g->n_kv_heads * g->head_dim;
     uint32_t d = g->head_dim;
     int rot = is_key && unrope && g->rope_type != KVTC_ROPE_NONE;
-    int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
+    int f16c = c->dtype == KVTC_DTYPE_F16 && tl->dim_stride == 1 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
+    size_t es = kvtc_dtype_size(c->dtype);
     for (uint64_t t = 0; t < n; t++) {
         float *row = rows + t * w;
-        if (rot) rope_angles(rope, kvi_cache_position(c, t0 + t), cs);
+        if (rot) rope_angles(rope, kvi_layout_position(c, t0 + t), cs);
         uint64_t col = 0;
-        for (uint32_t l = first_layer; l < g->n_layers; l++)
+        int64_t tok = layout_token_offset(c, tl, t0 + t);
+        for (uint32_t l = layer_begin; l < layer_end; l++) {
+            const char *lb = layout_layer_base(tl, l, es) + (int64_t)es * tok;
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
-                uint64_t off = (((uint64_t)l * g->n_kv_heads + h) * c->n_tokens + t0 + t) * d;
-                load_run(src, c->dtype, off, d, row + col, f16c);
+                load_run(lb + (int64_t)es * h * tl->head_stride, c->dtype, tl->dim_stride, d, row + col, f16c);
                 if (rot) rope_rotate(g, cs, -1, row + col);
             }
+        }
     }
 }
 
-void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
-                       const rope_table *rope, int rerope, const float *rows) {
+void kvi_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
+                              uint64_t t0, uint64_t n, const rope_table *rope, int rerope, const float *rows) {
     const kvtc_geometry *g = &c->geometry;
-    void *dst = is_key ? c->k : c->v;
-    uint64_t w = kvi_row_width(g, first_layer);
+    const kvtc_tensor_layout *tl = is_key ? &c->k : &c->v;
+    uint64_t w = (uint64_t)(layer_end - layer_begin) * g->n_kv_heads * g->head_dim;
     uint32_t d = g->head_dim;
     int rot = is_key && rerope && g->rope_type != KVTC_ROPE_NONE;
-    int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
+    int f16c = c->dtype == KVTC_DTYPE_F16 && tl->dim_stride == 1 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
     float tmp[KVTC_MAX_HEAD_DIM];
+    size_t es = kvtc_dtype_size(c->dtype);
     for (uint64_t t = 0; t < n; t++) {
         const float *row = rows + t * w;
-        if (rot) rope_angles(rope, kvi_cache_position(c, t0 + t), cs);
+        if (rot) rope_angles(rope, kvi_layout_position(c, t0 + t), cs);
         uint64_t col = 0;
-        for (uint32_t l = first_layer; l < g->n_layers; l++)
+        int64_t tok = layout_token_offset(c, tl, t0 + t);
+        for (uint32_t l = layer_begin; l < layer_end; l++) {
+            char *lb = layout_layer_base(tl, l, es) + (int64_t)es * tok;
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
-                uint64_t off = (((uint64_t)l * g->n_kv_heads + h) * c->n_tokens + t0 + t) * d;
                 const float *srcv = row + col;
                 if (rot) {
                     for (uint32_t j = 0; j < d; j++) tmp[j] = srcv[j];
                     rope_rotate(g, cs, +1, tmp);
                     srcv = tmp;
                 }
-                store_run(dst, c->dtype, off, d, srcv, f16c);
+                store_run(lb + (int64_t)es * h * tl->head_stride, c->dtype, tl->dim_stride, d, srcv, f16c);
             }
+        }
     }
 }
 
-int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
+void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
+                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end) {
+    const kvtc_geometry *g = &src->geometry;
+    size_t es = kvtc_dtype_size(src->dtype);
+    int64_t ss = (is_key ? &src->k : &src->v)->dim_stride, ds = (is_key ? &dst->k : &dst->v)->dim_stride;
+    for (uint32_t l = layer_begin; l < layer_end; l++)
+        for (uint32_t h = 0; h < g->n_kv_heads; h++)
+            for (uint64_t t = 0; t < n; t++) {
+                const char *a = layout_elem(src, is_key, l, src_t0 + t, h);
+                char *b = layout_elem(dst, is_key, l, dst_t0 + t, h);
+                if (ss == 1 && ds == 1) {
+                    memcpy(b, a, es * g->head_dim);
+                } else {
+                    for (uint32_t j = 0; j < g->head_dim; j++)
+                        memcpy(b + (int64_t)es * ds * j, a + (int64_t)es * ss * j, es);
+                }
+            }
+}
+
+void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
+                      uint64_t n, const rope_table *rope, int unrope, float *rows) {
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(c, &l);
+    kvi_layout_gather_rows(&l, is_key, first_layer, c->geometry.n_layers, t0, n, rope, unrope, rows);
+}
+
+void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
+                       const rope_table *rope, int rerope, const float *rows) {
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(c, &l);
+    kvi_layout_scatter_rows(&l, is_key, first_layer, c->geometry.n_layers, t0, n, rope, rerope, rows);
+}
+
+int kvi_layout_tokens_finite(const kvtc_cache_layout *c, uint32_t layer_begin, uint64_t t0, uint64_t n) {
     const kvtc_geometry *g = &c->geometry;
     uint32_t d = g->head_dim;
-    int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
     float buf[KVTC_MAX_HEAD_DIM];
     for (int s = 0; s < 2; s++) {
-        const void *src = s ? c->v : c->k;
-        for (uint32_t l = 0; l < g->n_layers; l++)
+        const kvtc_tensor_layout *tl = s ? &c->v : &c->k;
+        int f16c = c->dtype == KVTC_DTYPE_F16 && tl->dim_stride == 1 && have_f16c();
+        for (uint32_t l = layer_begin; l < g->n_layers; l++)
             for (uint32_t h = 0; h < g->n_kv_heads; h++)
                 for (uint64_t t = t0; t < t0 + n; t++) {
-                    uint64_t off = (((uint64_t)l * g->n_kv_heads + h) * c->n_tokens + t) * d;
-                    load_run(src, c->dtype, off, d, buf, f16c);
+                    load_run(layout_elem(c, !s, l, t, h), c->dtype, tl->dim_stride, d, buf, f16c);
                     for (uint32_t j = 0; j < d; j++)
                         if (!isfinite(buf[j])) return 0;
                 }
     }
     return 1;
+}
+
+int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(c, &l);
+    return kvi_layout_tokens_finite(&l, 0, t0, n);
 }

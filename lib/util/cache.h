@@ -47,4 +47,18 @@ void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t 
 /* 1 if every value of tokens [t0, t0+n) is finite. */
 int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n);
 
+/* The same on a layout (the implementation of the kvtc_cache forms above,
+ * which are its contiguous special case). Rows cover layers
+ * [layer_begin, layer_end); t0 is a token of the layout. The layout must
+ * have passed kvi_layout_check. */
+void kvi_layout_gather_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
+                             uint64_t t0, uint64_t n, const rope_table *rope, int unrope, float *rows);
+void kvi_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
+                              uint64_t t0, uint64_t n, const rope_table *rope, int rerope, const float *rows);
+int kvi_layout_tokens_finite(const kvtc_cache_layout *c, uint32_t layer_begin, uint64_t t0, uint64_t n);
+/* Bit-exact copy of tokens [src_t0, +n) of src to [dst_t0, +n) of dst (same
+ * geometry and dtype), K (is_key) or V, layers [layer_begin, layer_end). */
+void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
+                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end);
+
 #endif

@@ -23,6 +23,7 @@ const char *kvtc_result_string(kvtc_result r) {
     case KVTC_ERR_CUDA: return "CUDA error";
     case KVTC_ERR_OUT_OF_RANGE: return "finite values too large for the codec (beyond fp16's +-65504 in PCA space)";
     case KVTC_ERR_MODEL_MISMATCH: return "stream was written with a different model (model fingerprint differs)";
+    case KVTC_ERR_BAD_BLOCK_TABLE: return "block table names a block outside the pool, a negative block or one block twice";
     }
     return "unknown result code";
 }

@@ -7,6 +7,6 @@
 
 /* Number of result codes this library knows (codes are 0..KVI_RESULT_COUNT-1).
  * Internal on purpose: a public count would change with every new code. */
-#define KVI_RESULT_COUNT ((int)KVTC_ERR_MODEL_MISMATCH + 1)
+#define KVI_RESULT_COUNT ((int)KVTC_ERR_BAD_BLOCK_TABLE + 1)
 
 #endif

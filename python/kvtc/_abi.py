@@ -32,6 +32,7 @@ RESULT_NAMES = (
     "KVTC_ERR_CUDA",
     "KVTC_ERR_OUT_OF_RANGE",
     "KVTC_ERR_MODEL_MISMATCH",
+    "KVTC_ERR_BAD_BLOCK_TABLE",
 )
 
 # ---- kvtc.h: enums and constants -------------------------------------------

@@ -48,7 +48,10 @@ static void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void fix_crcs(uint8_t *b, size_t n) {
     if (n < 272) return;
     uint8_t *tab = b + 128;
-    for (int s = 0; s < 5; s++) { /* sections but chunk data */
+    /* 1.1: a seventh section (the plan) when flag bit 2 is set */
+    int n_sec = (b[16] & 4) && n >= 128 + 7 * 24 ? 7 : 6;
+    for (int s = 0; s < n_sec; s++) { /* sections but chunk data */
+        if (s == 5) continue;
         uint64_t off = ld64(tab + 24 * s), sz = ld64(tab + 24 * s + 8);
         if (off <= n && sz <= n - off) st32(tab + 24 * s + 16, (uint32_t)libdeflate_crc32(0, b + off, (size_t)sz));
     }
@@ -64,7 +67,7 @@ static void fix_crcs(uint8_t *b, size_t n) {
         /* the index changed: its section CRC again */
         st32(tab + 24 * 4 + 16, (uint32_t)libdeflate_crc32(0, b + io, (size_t)is));
     }
-    st32(b + 108, (uint32_t)libdeflate_crc32(0, tab, 6 * 24));
+    st32(b + 108, (uint32_t)libdeflate_crc32(0, tab, (size_t)n_sec * 24));
     st32(b + 124, (uint32_t)libdeflate_crc32(0, b, 124));
 }
 
@@ -99,6 +102,21 @@ static void decode_one(const uint8_t *data, size_t size, int threads) {
             volatile uint8_t acc = 0;
             for (size_t i = 0; i < kb; i++) acc ^= ((uint8_t *)c.k)[i] ^ ((uint8_t *)c.v)[i];
             (void)acc;
+        }
+        /* a partial decode (issue 11) into the same buffers: token and
+         * layer range from the input's last bytes; must not read or write
+         * outside them whatever the stream says */
+        if (size >= 4 && info.n_tokens) {
+            kvtc_decode_range rg;
+            kvtc_decode_range_init(&rg);
+            rg.token_begin = data[size - 1] % (info.n_tokens + 1);
+            rg.token_end = rg.token_begin + data[size - 2] % (info.n_tokens - rg.token_begin + 1);
+            rg.layer_begin = data[size - 3] % info.geometry.n_layers;
+            rg.layer_end = rg.layer_begin + 1 + data[size - 4] % (info.geometry.n_layers - rg.layer_begin);
+            kvtc_cache_layout lay;
+            kvtc_cache_layout_from_cache(&c, &lay);
+            lay.n_tokens = (rg.token_end ? rg.token_end : info.n_tokens) - rg.token_begin; /* strides of the full cache */
+            kvtc_decompress_layout(threads > 1 ? g_dec2 : g_dec1, data, size, &rg, &lay);
         }
     }
     free(c.k); free(c.v); free(c.positions); free(c.token_ids);

@@ -31,7 +31,7 @@ static void write_seed(const char *target, const char *name, const void *p, size
 /* ---- streams ------------------------------------------------------------ */
 
 static void stream_seed(const kvtc_basis *b, const char *name, kvtc_dtype dt, uint64_t n, uint32_t sink,
-                        uint32_t win, uint32_t chunk, uint32_t codec, int explicit_pos) {
+                        uint32_t win, uint32_t chunk, uint32_t codec, int explicit_pos, double ratio) {
     kvtc_geometry g = *kvtc_basis_geometry(b);
     int64_t *pos = NULL;
     if (explicit_pos) {
@@ -48,7 +48,7 @@ static void stream_seed(const kvtc_basis *b, const char *name, kvtc_dtype dt, ui
     if (synth_make(&sp, &sc)) exit(1);
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
-    eo.ratio = 4;
+    eo.ratio = ratio;
     eo.n_sink = sink;
     eo.n_window = win;
     eo.chunk_tokens = chunk;
@@ -154,12 +154,14 @@ int main(int argc, char **argv) {
     kvtc_basis *b = fuzz_make_basis(0);
 
     /* streams for fuzz_stream (the basis it uses: fuzz_make_basis(0)) */
-    stream_seed(b, "deflate", KVTC_DTYPE_F32, 40, 2, 4, 8, KVTC_CODEC_DEFLATE, 0);
-    stream_seed(b, "rans", KVTC_DTYPE_F16, 40, 2, 4, 8, KVTC_CODEC_RANS, 0);
-    stream_seed(b, "positions_bf16", KVTC_DTYPE_BF16, 23, 1, 2, 5, KVTC_CODEC_DEFLATE, 1);
-    stream_seed(b, "all_raw", KVTC_DTYPE_F16, 5, 4, 16, 8, KVTC_CODEC_DEFLATE, 0);
-    stream_seed(b, "empty", KVTC_DTYPE_F32, 0, 4, 16, 8, KVTC_CODEC_DEFLATE, 0);
-    stream_seed(b, "one_chunk_rans", KVTC_DTYPE_F32, 12, 0, 0, 64, KVTC_CODEC_RANS, 0);
+    stream_seed(b, "deflate", KVTC_DTYPE_F32, 40, 2, 4, 8, KVTC_CODEC_DEFLATE, 0, 4);
+    stream_seed(b, "rans", KVTC_DTYPE_F16, 40, 2, 4, 8, KVTC_CODEC_RANS, 0, 4);
+    stream_seed(b, "positions_bf16", KVTC_DTYPE_BF16, 23, 1, 2, 5, KVTC_CODEC_DEFLATE, 1, 4);
+    stream_seed(b, "all_raw", KVTC_DTYPE_F16, 5, 4, 16, 8, KVTC_CODEC_DEFLATE, 0, 4);
+    stream_seed(b, "empty", KVTC_DTYPE_F32, 0, 4, 16, 8, KVTC_CODEC_DEFLATE, 0, 4);
+    stream_seed(b, "one_chunk_rans", KVTC_DTYPE_F32, 12, 0, 0, 64, KVTC_CODEC_RANS, 0, 4);
+    /* a ratio without a calibrated plan: the stream carries its plan (1.1) */
+    stream_seed(b, "solved_plan", KVTC_DTYPE_F16, 40, 2, 4, 8, KVTC_CODEC_DEFLATE, 0, 6);
 
     /* bases for fuzz_basis (and as safetensors seeds) */
     for (int w = 0; w < 3; w++) {

@@ -1,0 +1,70 @@
+/* layout.c - see layout.h. */
+#include "util/layout.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/cache.h"
+
+void kvtc_cache_layout_from_cache(const kvtc_cache *c, kvtc_cache_layout *out) {
+    memset(out, 0, sizeof *out);
+    if (!c) return;
+    const kvtc_geometry *g = &c->geometry;
+    out->geometry = *g;
+    out->dtype = c->dtype;
+    out->n_tokens = c->n_tokens;
+    int64_t d = g->head_dim, td = (int64_t)c->n_tokens * d;
+    kvtc_tensor_layout t = {NULL, NULL, (int64_t)g->n_kv_heads * td, d, td, 1, 0};
+    out->k = t;
+    out->v = t;
+    out->k.base = c->k;
+    out->v.base = c->v;
+    out->positions = c->positions;
+    out->token_ids = c->token_ids;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static kvtc_result check_block_table(const kvtc_cache_layout *c) {
+    uint64_t n = (c->n_tokens + c->block_size - 1) / c->block_size;
+    if (!c->block_table || c->n_pool_blocks == 0) return KVTC_ERR_INVALID_ARGUMENT;
+    for (uint64_t i = 0; i < n; i++)
+        if (c->block_table[i] < 0 || (uint64_t)c->block_table[i] >= c->n_pool_blocks)
+            return KVTC_ERR_BAD_BLOCK_TABLE;
+    /* a repeated block would alias two token ranges: reads get the wrong
+     * tokens, writes race between worker threads */
+    if (n > SIZE_MAX / sizeof(int32_t)) return KVTC_ERR_TOO_LARGE;
+    int32_t *sorted = malloc(sizeof(int32_t) * (size_t)n);
+    if (!sorted) return KVTC_ERR_OUT_OF_MEMORY;
+    memcpy(sorted, c->block_table, sizeof(int32_t) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof(int32_t), cmp_i32);
+    kvtc_result r = KVTC_OK;
+    for (uint64_t i = 1; i < n && !r; i++)
+        if (sorted[i] == sorted[i - 1]) r = KVTC_ERR_BAD_BLOCK_TABLE;
+    free(sorted);
+    return r;
+}
+
+kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end) {
+    if (!c) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_result r = kvi_geometry_check(&c->geometry);
+    if (r) return r;
+    if (!kvtc_dtype_size(c->dtype)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (c->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
+    if (layer_begin > layer_end || layer_end > c->geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
+    if (c->n_tokens == 0) return KVTC_OK;
+    for (int s = 0; s < 2; s++) {
+        const kvtc_tensor_layout *t = s ? &c->v : &c->k;
+        if (t->layers) {
+            for (uint32_t l = layer_begin; l < layer_end; l++)
+                if (!t->layers[l]) return KVTC_ERR_INVALID_ARGUMENT;
+        } else if (!t->base) {
+            return KVTC_ERR_INVALID_ARGUMENT;
+        }
+    }
+    if (c->block_size) return check_block_table(c);
+    return KVTC_OK;
+}

@@ -1,0 +1,43 @@
+/* layout.h - addressing and validation of kvtc_cache_layout (include/kvtc.h):
+ * the one description of engine memory that the encoder reads and the
+ * decoder writes; a contiguous kvtc_cache is the special case
+ * kvtc_cache_layout_from_cache() builds. */
+#ifndef KVTC_UTIL_LAYOUT_H
+#define KVTC_UTIL_LAYOUT_H
+
+#include <stdint.h>
+
+#include "kvtc.h"
+
+/* Start of layer l of one tensor, in bytes (es = element size). */
+static inline char *layout_layer_base(const kvtc_tensor_layout *t, uint32_t l, size_t es) {
+    if (t->layers) return (char *)t->layers[l];
+    return (char *)t->base + (int64_t)es * (int64_t)l * t->layer_stride;
+}
+
+/* Element offset of token t (head 0, dim 0) within its layer. */
+static inline int64_t layout_token_offset(const kvtc_cache_layout *c, const kvtc_tensor_layout *t, uint64_t tok) {
+    if (!c->block_size) return (int64_t)tok * t->token_stride;
+    int64_t blk = c->block_table[tok / c->block_size];
+    return blk * t->block_stride + (int64_t)(tok % c->block_size) * t->token_stride;
+}
+
+/* Address of element (layer l, token tok, head h, dim 0). */
+static inline char *layout_elem(const kvtc_cache_layout *c, int is_key, uint32_t l, uint64_t tok, uint32_t h) {
+    const kvtc_tensor_layout *t = is_key ? &c->k : &c->v;
+    size_t es = kvtc_dtype_size(c->dtype);
+    return layout_layer_base(t, l, es) +
+           (int64_t)es * (layout_token_offset(c, t, tok) + (int64_t)h * t->head_stride);
+}
+
+static inline int64_t kvi_layout_position(const kvtc_cache_layout *c, uint64_t t) {
+    return c->positions ? c->positions[t] : (int64_t)t;
+}
+
+/* KVTC_OK if c can be read or written for layers [layer_begin, layer_end):
+ * geometry, dtype and token count in range, the layer pointers of the
+ * range present (when there are tokens), and the block table valid
+ * (KVTC_ERR_BAD_BLOCK_TABLE: an id out of [0, n_pool_blocks) or repeated). */
+kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end);
+
+#endif

@@ -1,0 +1,207 @@
+/* test_append.c - kvtc_append (issue 11): a stream extended with the
+ * tokens that follow it keeps its full coded chunks byte for byte, decodes
+ * to the concatenation within the error of encoding the concatenation
+ * directly, keeps the new window exact, and refuses mismatched encoders. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvtc.h"
+#include "synth.h"
+#include "test.h"
+#include "util/endian.h"
+
+enum { N_ALL = 1000, N_OLD = 700, SINK = 4, WIN = 32, CHUNK = 64 };
+
+static kvtc_basis *g_basis;
+static synth_cache g_src; /* all N_ALL tokens */
+
+static void opts(kvtc_encode_options *o, double ratio) {
+    kvtc_encode_options_init(o);
+    o->ratio = ratio;
+    o->n_sink = SINK;
+    o->n_window = WIN;
+    o->chunk_tokens = CHUNK;
+}
+
+/* Tokens [t0, t0+n) of the source as a layout (a view, no copy: the
+ * source's strides with a shifted base). */
+static kvtc_cache_layout source_tokens(uint64_t t0, uint64_t n) {
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(&g_src.c, &l);
+    size_t es = kvtc_dtype_size(l.dtype);
+    l.k.base = (uint8_t *)l.k.base + es * t0 * l.k.token_stride;
+    l.v.base = (uint8_t *)l.v.base + es * t0 * l.v.token_stride;
+    l.n_tokens = n;
+    return l;
+}
+
+static kvtc_result encode_range(kvtc_encoder *e, uint64_t n, uint8_t **out, size_t *size) {
+    kvtc_cache_layout l = source_tokens(0, n);
+    size_t cap = kvtc_compress_layout_bound(e, &l);
+    *out = malloc(cap);
+    return kvtc_compress_layout(e, &l, *out, cap, size);
+}
+
+static kvtc_result append_range(kvtc_encoder *e, const uint8_t *in, size_t in_size, uint64_t t0, uint64_t n,
+                                uint8_t **out, size_t *size) {
+    kvtc_cache_layout more = source_tokens(t0, n);
+    more.positions = NULL; /* continuing positions */
+    size_t cap = kvtc_append_bound(e, in, in_size, &more);
+    *out = malloc(cap ? cap : 1);
+    if (!cap) return KVTC_ERR_INVALID_ARGUMENT;
+    return kvtc_append(e, in, in_size, &more, *out, cap, size);
+}
+
+/* Decode and return the squared error over stream tokens [a, b) against the source. */
+static double decoded_error(const uint8_t *s, size_t n, uint64_t a, uint64_t b, kvtc_cache *out) {
+    kvtc_stream_info in = {.struct_size = sizeof in};
+    if (kvtc_stream_get_info(s, n, &in)) return -1;
+    synth_alloc_like(&in.geometry, in.dtype, in.n_tokens, 1, out);
+    kvtc_decoder *d = NULL;
+    kvtc_decoder_alloc(g_basis, NULL, &d);
+    kvtc_result r = kvtc_decompress(d, s, n, out);
+    kvtc_decoder_free(d);
+    if (r) return -1;
+    double e = 0;
+    kvtc_cache src = g_src.c;
+    for (uint64_t t = a; t < b; t++) e += synth_token_sqerr(&src, out, 1, t) + synth_token_sqerr(&src, out, 0, t);
+    return e;
+}
+
+/* 1 if chunks [0, k) of a and b have equal index entries and bytes. */
+static int chunks_equal(const uint8_t *a, const uint8_t *b, uint32_t k) {
+    uint64_t ia = kvi_load_u64(a + 128 + 4 * 24), ib = kvi_load_u64(b + 128 + 4 * 24);
+    uint64_t da = kvi_load_u64(a + 128 + 5 * 24), db = kvi_load_u64(b + 128 + 5 * 24);
+    for (uint32_t i = 0; i < k; i++) {
+        const uint8_t *ea = a + ia + 24 * i, *eb = b + ib + 24 * i;
+        if (memcmp(ea, eb, 24)) return 0;
+        if (memcmp(a + da + kvi_load_u64(ea), b + db + kvi_load_u64(eb), kvi_load_u32(ea + 8))) return 0;
+    }
+    return 1;
+}
+
+static void test_append(double ratio) {
+    kvtc_encode_options eo;
+    opts(&eo, ratio);
+    kvtc_encoder *e = NULL;
+    CHECK(kvtc_encoder_alloc(g_basis, &eo, &e) == KVTC_OK);
+    uint8_t *old = NULL, *app = NULL, *direct = NULL;
+    size_t n_old = 0, n_app = 0, n_direct = 0;
+    CHECK(encode_range(e, N_OLD, &old, &n_old) == KVTC_OK);
+    double t0 = test_now();
+    CHECK(append_range(e, old, n_old, N_OLD, N_ALL - N_OLD, &app, &n_app) == KVTC_OK);
+    double t_app = test_now() - t0;
+    t0 = test_now();
+    CHECK(encode_range(e, N_ALL, &direct, &n_direct) == KVTC_OK);
+    double t_direct = test_now() - t0;
+    kvtc_stream_info ia = {.struct_size = sizeof ia}, io = {.struct_size = sizeof io};
+    CHECK(kvtc_stream_get_info(app, n_app, &ia) == KVTC_OK && kvtc_stream_get_info(old, n_old, &io) == KVTC_OK);
+    CHECK(ia.n_tokens == N_ALL && ia.n_sink == SINK && ia.n_window == WIN && ia.plan_ratio == ratio);
+    uint32_t kept = (uint32_t)(io.n_coded_tokens / CHUNK);
+    CHECK_MSG(chunks_equal(old, app, kept), "the %u full chunks of the old stream are carried byte for byte", kept);
+    kvtc_cache da, dd;
+    double ea = decoded_error(app, n_app, SINK, N_ALL - WIN, &da);
+    double ed = decoded_error(direct, n_direct, SINK, N_ALL - WIN, &dd);
+    printf("ratio %g: append %zu B (%.1f ms), direct %zu B (%.1f ms); coded-token error %.4g vs %.4g\n", ratio,
+           n_app, 1e3 * t_app, n_direct, 1e3 * t_direct, ea, ed);
+    CHECK(ea >= 0 && ed > 0 && ea < 1.1 * ed);
+    CHECK(n_app < n_direct + n_direct / 20);
+    int raw_ok = 1;
+    for (uint64_t t = 0; t < SINK; t++) raw_ok &= synth_token_equal(&g_src.c, &da, t);
+    for (uint64_t t = N_ALL - WIN; t < N_ALL; t++) raw_ok &= synth_token_equal(&g_src.c, &da, t);
+    CHECK_MSG(raw_ok, "sinks and the new window are exact");
+    int pos_ok = 1;
+    for (uint64_t t = 0; t < N_ALL; t++) pos_ok &= da.positions[t] == (int64_t)t;
+    CHECK(pos_ok);
+    /* the old full chunks decode exactly as before */
+    kvtc_cache dold;
+    CHECK(decoded_error(old, n_old, 0, 0, &dold) == 0);
+    int same_old = 1;
+    for (uint64_t t = SINK; t < SINK + (uint64_t)kept * CHUNK; t++) same_old &= synth_token_equal(&dold, &da, t);
+    CHECK_MSG(same_old, "kept chunks decode to the same values");
+    synth_cache_free(&dold);
+    synth_cache_free(&da);
+    synth_cache_free(&dd);
+
+    /* appending in three steps, one of them empty */
+    uint8_t *s1 = NULL, *s2 = NULL, *s3 = NULL;
+    size_t n1 = 0, n2 = 0, n3 = 0;
+    CHECK(append_range(e, old, n_old, N_OLD, 100, &s1, &n1) == KVTC_OK);
+    CHECK(append_range(e, s1, n1, N_OLD + 100, 0, &s2, &n2) == KVTC_OK);
+    CHECK(append_range(e, s2, n2, N_OLD + 100, N_ALL - N_OLD - 100, &s3, &n3) == KVTC_OK);
+    kvtc_cache d3;
+    double e3 = decoded_error(s3, n3, SINK, N_ALL - WIN, &d3);
+    printf("  three appends: error %.4g\n", e3);
+    CHECK(e3 >= 0 && e3 < 1.2 * ed);
+    synth_cache_free(&d3);
+    free(s1); free(s2); free(s3);
+    free(old); free(app); free(direct);
+    kvtc_encoder_free(e);
+}
+
+static void test_small_and_mismatch(void) {
+    kvtc_encode_options eo;
+    opts(&eo, 16);
+    kvtc_encoder *e = NULL, *other = NULL;
+    CHECK(kvtc_encoder_alloc(g_basis, &eo, &e) == KVTC_OK);
+    /* an all-raw stream (20 tokens) grows into a coded one: the same bytes
+     * as encoding the concatenation */
+    uint8_t *s = NULL, *a = NULL, *d = NULL;
+    size_t ns = 0, na = 0, nd = 0;
+    CHECK(encode_range(e, 20, &s, &ns) == KVTC_OK);
+    CHECK(append_range(e, s, ns, 20, 500, &a, &na) == KVTC_OK);
+    CHECK(encode_range(e, 520, &d, &nd) == KVTC_OK);
+    CHECK(na == nd && !memcmp(a, d, na));
+    /* another plan, another window */
+    opts(&eo, 8);
+    CHECK(kvtc_encoder_alloc(g_basis, &eo, &other) == KVTC_OK);
+    kvtc_cache_layout more = source_tokens(520, 10);
+    more.positions = NULL;
+    size_t w = 0;
+    uint8_t buf[64];
+    CHECK(kvtc_append(other, a, na, &more, buf, sizeof buf, &w) == KVTC_ERR_BASIS_MISMATCH);
+    kvtc_encoder_free(other);
+    opts(&eo, 16);
+    eo.n_window = WIN + 1;
+    CHECK(kvtc_encoder_alloc(g_basis, &eo, &other) == KVTC_OK);
+    CHECK(kvtc_append(other, a, na, &more, buf, sizeof buf, &w) == KVTC_ERR_INVALID_ARGUMENT);
+    kvtc_encoder_free(other);
+    /* a too small buffer, a truncated stream */
+    CHECK(kvtc_append(e, a, na, &more, buf, sizeof buf, &w) == KVTC_ERR_BUFFER_TOO_SMALL);
+    CHECK(kvtc_append(e, a, na - 1, &more, buf, sizeof buf, &w) == KVTC_ERR_TRUNCATED);
+    /* a kept chunk whose bytes no longer match its CRC is not carried over */
+    uint64_t data = kvi_load_u64(a + 128 + 5 * 24);
+    a[data + 3] ^= 0x40;
+    size_t cap = kvtc_append_bound(e, a, na, &more);
+    uint8_t *o = malloc(cap ? cap : 1);
+    CHECK(cap && kvtc_append(e, a, na, &more, o, cap, &w) == KVTC_ERR_CORRUPT);
+    a[data + 3] ^= 0x40;
+    /* a hostile block table in the new tokens' layout */
+    int32_t table[1] = {7};
+    more.block_size = 16;
+    more.block_table = table;
+    more.n_pool_blocks = 4;
+    CHECK(kvtc_append(e, a, na, &more, o, cap, &w) == KVTC_ERR_BAD_BLOCK_TABLE);
+    free(o);
+    free(s); free(a); free(d);
+    kvtc_encoder_free(e);
+}
+
+int main(void) {
+    kvtc_geometry g = synth_geometry(3, 2, 32, KVTC_ROPE_NORM, 0, 10000.0f);
+    synth_params sp;
+    synth_params_init(&sp, &g, KVTC_DTYPE_F16, N_ALL);
+    sp.rank = 16;
+    static const double ratios[] = {8, 16};
+    if (synth_calibrate(&sp, 2, SINK, WIN, ratios, 2, &g_basis) != KVTC_OK || synth_make(&sp, &g_src)) {
+        fprintf(stderr, "set-up failed\n");
+        return 1;
+    }
+    test_append(16);
+    test_append(12); /* a solved plan: the appended stream carries it too */
+    test_small_and_mismatch();
+    synth_free(&g_src);
+    kvtc_basis_free(g_basis);
+    return TEST_REPORT();
+}

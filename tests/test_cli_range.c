@@ -1,0 +1,129 @@
+/* test_cli_range.c - the CLI side of issue 11: `kvtc compress --ratio R`
+ * for a ratio the basis stores no plan for, and `kvtc decompress --tokens N
+ * --layers A:B`, whose output must equal the library's partial decode of
+ * the same range (bit for bit), shaped [B-A, H, N, d]. Uses $KVTC_CLI. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "io/cache_file.h"
+#include "kvtc.h"
+#include "synth.h"
+#include "test.h"
+
+static char g_dir[64];
+
+static int run(const char *cli, const char *args) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >out.txt 2>err.txt", g_dir, cli, args);
+    int st = system(cmd);
+    return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+}
+
+static int write_in_dir(const char *name, const void *buf, size_t n) {
+    char p[128];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) return -1;
+    int ok = fwrite(buf, 1, n, f) == n;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static void *read_in_dir(const char *name, size_t *n) {
+    char p[128];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    return test_read_file(p, n);
+}
+
+int main(void) {
+    const char *cli = getenv("KVTC_CLI");
+    if (!cli || !*cli) {
+        fprintf(stderr, "KVTC_CLI not set\n");
+        return 1;
+    }
+    char abs_cli[PATH_MAX];
+    char cwd[PATH_MAX - 64];
+    if (cli[0] == '/') snprintf(abs_cli, sizeof abs_cli, "%s", cli); /* run() changes directory */
+    else if (getcwd(cwd, sizeof cwd) && strlen(cli) < 60) snprintf(abs_cli, sizeof abs_cli, "%s/%s", cwd, cli);
+    else return 1;
+    snprintf(g_dir, sizeof g_dir, "/tmp/kvtc_range_XXXXXX");
+    if (!mkdtemp(g_dir)) return 1;
+
+    kvtc_geometry g = synth_geometry(4, 2, 16, KVTC_ROPE_NORM, 0, 10000.0f);
+    synth_params sp;
+    synth_params_init(&sp, &g, KVTC_DTYPE_F16, 500);
+    static const double ratios[] = {8, 32};
+    kvtc_basis *b = NULL;
+    synth_cache sc;
+    if (synth_calibrate(&sp, 2, 4, 32, ratios, 2, &b) || synth_make(&sp, &sc)) return 1;
+    size_t bn = 0, cn = 0;
+    void *bb = synth_basis_bytes(b, &bn), *cb = NULL;
+    CHECK(bb && cache_file_serialize(&sc.c, &cb, &cn) == KVTC_OK);
+    CHECK(write_in_dir("basis.safetensors", bb, bn) == 0 && write_in_dir("cache.safetensors", cb, cn) == 0);
+
+    CHECK(run(abs_cli, "compress --basis basis.safetensors --ratio 12 --chunk 64 --window 32 cache.safetensors -o s.kvtc") == 0);
+    CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 300 --layers 1:3 s.kvtc -o part.safetensors") == 0);
+    CHECK(run(abs_cli, "decompress --basis basis.safetensors --layers 3:1 s.kvtc -o bad.safetensors") == 2);
+    CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 501 s.kvtc -o bad.safetensors") == 2);
+
+    /* kvtc append: 100 following tokens (explicit positions 500..599) */
+    int64_t pos[100];
+    for (int i = 0; i < 100; i++) pos[i] = 500 + i;
+    synth_params mp = sp;
+    mp.n_tokens = 100;
+    mp.data_seed = 2;
+    mp.positions = pos;
+    synth_cache more;
+    size_t mn = 0, an = 0;
+    void *mb = NULL;
+    CHECK(synth_make(&mp, &more) == 0 && cache_file_serialize(&more.c, &mb, &mn) == KVTC_OK);
+    CHECK(write_in_dir("more.safetensors", mb, mn) == 0);
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
+    uint8_t *ab = read_in_dir("a.kvtc", &an);
+    kvtc_stream_info ai = {.struct_size = sizeof ai};
+    CHECK(ab && kvtc_stream_get_info(ab, an, &ai) == KVTC_OK && ai.n_tokens == 600 && ai.plan_ratio == 12.0);
+    free(ab);
+    free(mb);
+    synth_free(&more);
+
+    size_t sn = 0, pn = 0;
+    uint8_t *s = read_in_dir("s.kvtc", &sn);
+    void *pb = read_in_dir("part.safetensors", &pn);
+    kvtc_stream_info in = {.struct_size = sizeof in};
+    CHECK(s && kvtc_stream_get_info(s, sn, &in) == KVTC_OK && in.plan_ratio == 12.0);
+    cache_file part;
+    memset(&part, 0, sizeof part);
+    CHECK(pb && cache_file_parse(pb, pn, &part) == KVTC_OK);
+    CHECK(part.cache.geometry.n_layers == 2 && part.cache.n_tokens == 300);
+    /* the library's decode of the same range into a full-geometry cache */
+    kvtc_cache ref;
+    synth_alloc_like(&g, KVTC_DTYPE_F16, 300, 0, &ref);
+    kvtc_cache_layout lay;
+    kvtc_cache_layout_from_cache(&ref, &lay);
+    kvtc_decode_range rg;
+    kvtc_decode_range_init(&rg);
+    rg.token_end = 300;
+    rg.layer_begin = 1;
+    rg.layer_end = 3;
+    kvtc_decoder *d = NULL;
+    CHECK(kvtc_decoder_alloc(b, NULL, &d) == KVTC_OK);
+    CHECK(s && kvtc_decompress_layout(d, s, sn, &rg, &lay) == KVTC_OK);
+    size_t layer_bytes = (size_t)2 * 300 * 16 * 2;
+    if (part.cache.k && part.cache.n_tokens == 300 && part.cache.geometry.n_layers == 2)
+        CHECK(!memcmp(part.cache.k, (uint8_t *)ref.k + layer_bytes, 2 * layer_bytes) &&
+              !memcmp(part.cache.v, (uint8_t *)ref.v + layer_bytes, 2 * layer_bytes));
+    kvtc_decoder_free(d);
+    synth_cache_free(&ref);
+    cache_file_free(&part);
+    free(s); free(pb); free(bb); free(cb);
+    synth_free(&sc);
+    kvtc_basis_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    return TEST_REPORT();
+}

@@ -1,0 +1,80 @@
+/* cmd_append.c - kvtc append: extend a .kvtc stream with the tokens that
+ * follow it (kvtc_append: the stream's full coded chunks are carried over
+ * byte for byte). The encoder takes the stream's own plan, sink, window,
+ * chunk size and codec. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "io/cache_file.h"
+
+static const char append_help[] =
+    "usage: kvtc append --basis BASIS [options] IN.kvtc MORE.safetensors -o OUT.kvtc\n"
+    "  MORE holds the tokens that follow IN (k, v, and positions unless they continue IN's)\n"
+    "  --threads N      worker threads (default 2)\n";
+
+int cmd_append(int argc, char **argv) {
+    const char *basis_path = NULL, *in = NULL, *more_path = NULL, *out = NULL, *v;
+    uint32_t threads = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(append_help, stdout); return 0; }
+        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("append", "%s needs a value", a); }
+        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("append", "%s needs a value", a); }
+        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("append", "--threads needs 1..256"); }
+        else if (a[0] == '-') return cli_usage("append", "unknown option %s (see --help)", a);
+        else if (!in) in = a;
+        else if (!more_path) more_path = a;
+        else return cli_usage("append", "more than two inputs given");
+    }
+    if (!basis_path || !in || !more_path || !out) return cli_usage("append", "needs --basis, IN.kvtc, MORE.safetensors and -o");
+    openblas_set_num_threads(1); /* as compress: the worker threads parallelize */
+    char err[512];
+    void *bbuf = NULL, *sbuf = NULL, *mbuf = NULL, *obuf = NULL;
+    size_t bsize, ssize, msize;
+    kvtc_basis *b = NULL;
+    kvtc_encoder *e = NULL;
+    cache_file more;
+    memset(&more, 0, sizeof more);
+    int rc = 1;
+    kvtc_result r;
+    if (cli_read_file(basis_path, &bbuf, &bsize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    if ((r = kvtc_basis_load(bbuf, bsize, &b))) { cli_fail("append", "basis %s: %s", basis_path, kvtc_result_string(r)); goto done; }
+    if (cli_read_file(in, &sbuf, &ssize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    kvtc_stream_info info = {.struct_size = sizeof info};
+    if ((r = kvtc_stream_get_info(sbuf, ssize, &info))) { cli_fail("append", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    if (cli_read_file(more_path, &mbuf, &msize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    if ((r = cache_file_parse(mbuf, msize, &more))) { cli_fail("append", "%s: %s", more_path, kvtc_result_string(r)); goto done; }
+    kvtc_encode_options o;
+    kvtc_encode_options_init(&o);
+    o.ratio = info.plan_ratio;
+    o.n_sink = info.n_sink;
+    o.n_window = info.n_window;
+    o.chunk_tokens = info.chunk_tokens;
+    o.entropy_codec = info.entropy_codec;
+    o.n_threads = threads;
+    if ((r = kvtc_encoder_alloc(b, &o, &e))) { cli_fail("append", "%s", kvtc_result_string(r)); goto done; }
+    kvtc_cache_layout ml;
+    kvtc_cache_layout_from_cache(&more.cache, &ml);
+    size_t cap = kvtc_append_bound(e, sbuf, ssize, &ml), written = 0;
+    if (!cap) {
+        /* the bound only fails on a request kvtc_append refuses: say why */
+        r = kvtc_append(e, sbuf, ssize, &ml, err, 0, &written);
+        cli_fail("append", "%s + %s: %s", in, more_path, kvtc_result_string(r ? r : KVTC_ERR_INVALID_ARGUMENT));
+        goto done;
+    }
+    if (!(obuf = malloc(cap))) { cli_fail("append", "out of memory"); goto done; }
+    if ((r = kvtc_append(e, sbuf, ssize, &ml, obuf, cap, &written))) { cli_fail("append", "%s + %s: %s", in, more_path, kvtc_result_string(r)); goto done; }
+    if (cli_write_file(out, obuf, written, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    fprintf(stderr, "kvtc: %s + %s -> %s: %llu + %llu tokens, %zu bytes\n", in, more_path, out,
+            (unsigned long long)info.n_tokens, (unsigned long long)more.cache.n_tokens, written);
+    rc = 0;
+done:
+    kvtc_encoder_free(e);
+    kvtc_basis_free(b);
+    cache_file_free(&more);
+    free(bbuf); free(sbuf); free(mbuf); free(obuf);
+    return rc;
+}
