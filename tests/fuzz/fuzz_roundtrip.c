@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "format/basis.h"
+#include "format/container.h"
 #include "fuzz_common.h"
 #include "kvtc.h"
 #include "transform/rope.h"
@@ -113,14 +114,19 @@ static void token_bound(const kvtc_basis *b, const basis_plan *pl, int is_key, c
 }
 
 /* Every coded coordinate within its bound (see the top of the file). */
-static void check_coded(const kvtc_basis *b, const kvtc_stream_info *info, const kvtc_cache *in,
+static void check_coded(const kvtc_basis *b, const uint8_t *stream, size_t stream_size, const kvtc_cache *in,
                         const kvtc_cache *o, uint64_t sink, uint64_t coded, int which) {
     const kvtc_geometry g = in->geometry;
     kvtc_dtype dt = in->dtype;
     uint64_t p = synth_p(&g);
+    container_header sh;
+    if (container_read_prefix(stream, stream_size, &sh)) FAIL("prefix");
     const basis_plan *pl = NULL;
-    for (uint32_t i = 0; i < b->n_plans; i++)
-        if (b->plans[i].target_ratio == info->plan_ratio) pl = &b->plans[i];
+    basis_plan solved; /* a ratio the basis has no plan for: the stream carries it */
+    memset(&solved, 0, sizeof solved);
+    int pi = basis_find_plan_by_fingerprint(b, sh.plan_fingerprint);
+    if (pi >= 0) pl = &b->plans[pi];
+    else if (container_read_plan_section(stream, &sh, b, &solved) == KVTC_OK) pl = &solved;
     if (!pl) FAIL("plan not found");
     rope_table rt;
     if (rope_table_init(&rt, &g)) FAIL("rope");
@@ -146,6 +152,8 @@ static void check_coded(const kvtc_basis *b, const kvtc_stream_info *info, const
         }
     free(row); free(dd); free(bnd);
     rope_table_free(&rt);
+    plan_stream_free(&solved.k);
+    plan_stream_free(&solved.v);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -238,7 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if ((t < sink || t >= n - win) && !synth_token_equal(&sc.c, &o, t))
             FAIL("raw token %llu not bit-exact", (unsigned long long)t);
     }
-    if (coded) check_coded(b, &info, &sc.c, &o, sink, coded, which);
+    if (coded) check_coded(b, s, sn, &sc.c, &o, sink, coded, which);
     synth_cache_free(&o);
     kvtc_decoder_free(d);
 out:
