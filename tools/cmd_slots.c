@@ -7,12 +7,14 @@
  * `kvtc slots expand DIR NAME` writes NAME back from NAME.kvtc just before a
  * restore. Every file is written to a temporary and renamed, an original is
  * removed only after its NAME.kvtc decoded back to a file with the same
- * non-K/V bytes, and a NAME.kvtc whose skeleton equals NAME is not redone,
- * so running compress again (from cron, or after each save) is safe. A slot
+ * non-K/V bytes, and a NAME.kvtc that decodes to exactly NAME (the copy
+ * `slots expand` wrote) is not redone, so running compress again (from
+ * cron, or after each save) is safe. A slot
  * llama-server is still writing does not parse (its byte counts are not
  * complete) and is left alone until the next run. */
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,9 +80,37 @@ static char *join(const char *dir, const char *name, const char *suffix) {
     return p;
 }
 
+/* lstat, not stat: a symlink in a slot directory is not a slot llama-server
+ * saved, and writing through one (NAME.kvtc -> elsewhere) would overwrite a
+ * file outside the directory. */
 static int is_regular(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int exists_not_regular(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+/* 1 if wrapper z decodes to exactly the bytes of the state file buf, i.e.
+ * buf is the copy `slots expand` wrote from z and may be removed without
+ * losing anything. An equal skeleton is not enough: a wrapper whose K/V
+ * stream is damaged, or a slot saved again with the same tokens and cells
+ * but other K/V (another model with the same geometry), would cost the
+ * original. Bases that recompute layers need the model to decode, which
+ * compress does not take: such a wrapper never counts as current. */
+static int is_expansion_of(const kvtc_basis *b, uint32_t n_threads, const void *z, size_t zn, const void *buf,
+                           size_t size) {
+    if (kvtc_basis_recomputed_layers(b)) return 0;
+    kvtc_decode_options dopt;
+    kvtc_decode_options_init(&dopt);
+    dopt.n_threads = n_threads;
+    void *back = NULL;
+    size_t bn = 0;
+    int same = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn) == KVTC_OK && bn == size && !memcmp(back, buf, size);
+    free(back);
+    return same;
 }
 
 /* 1 if wrapper bytes z hold the skeleton of state file s/buf. */
@@ -120,8 +150,12 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     void *old = NULL;
     size_t old_n = 0;
     int up_to_date = 0;
+    if (exists_not_regular(zpath)) {
+        cli_fail("slots", "%s.kvtc is not a regular file (a symlink?); %s kept", name, name);
+        goto done;
+    }
     if (is_regular(zpath) && cli_read_file(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
-        up_to_date = same_skeleton(&s, buf, old, old_n);
+        up_to_date = same_skeleton(&s, buf, old, old_n) && is_expansion_of(b, eo->n_threads, old, old_n, buf, size);
         if (up_to_date) zn = old_n;
         free(old);
     }
@@ -166,15 +200,31 @@ static int slots_compress(int argc, char **argv) {
     kvtc_encode_options_init(&eo);
     eo.n_threads = 2;
     uint32_t rot = LCPP_ROT_AUTO;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        int e = lcpp_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
-        if (e >= 0) { if (e) return e; continue; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--keep")) keep = 1;
-        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
-        else if (!dir) dir = a;
-        else return cli_usage("slots", "compress takes one directory");
+    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE, OPT_KEEP };
+    static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
+                                              {"basis", required_argument, NULL, OPT_BASIS},
+                                              {"keep", no_argument, NULL, OPT_KEEP},
+                                              {NULL, 0, NULL, 0}};
+    /* argv[1] ("compress") plays getopt's program name */
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(sub_argc, sub_argv, ":", longopts, NULL)) != -1) {
+        int e = lcpp_cli_encode_option("slots", c, optarg, &eo, &rot);
+        if (e > 0) return e;
+        if (e == 0) continue;
+        switch (c) {
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_KEEP: keep = 1; break;
+        case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
+        default: return cli_usage("slots", "unknown option %s", sub_argv[optind - 1]);
+        }
+    }
+    for (; optind < sub_argc; optind++) {
+        if (dir) return cli_usage("slots", "compress takes one directory");
+        dir = sub_argv[optind];
     }
     if (!basis_path || !dir) return cli_usage("slots", "compress needs --basis and a directory");
     lcpp_cli_threads_setup();
@@ -207,16 +257,30 @@ static int slots_compress(int argc, char **argv) {
 static int slots_expand(int argc, char **argv) {
     const char *basis_path = NULL, *dir = NULL, *model_path = NULL;
     uint32_t threads = 2;
-    int first_name = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("slots", "--threads needs 1..256"); }
-        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
-        else if (!dir) dir = a;
-        else { first_name = i; break; }
+    enum { OPT_BASIS = 256, OPT_MODEL, OPT_THREADS };
+    static const struct option longopts[] = {{"basis", required_argument, NULL, OPT_BASIS},
+                                              {"model", required_argument, NULL, OPT_MODEL},
+                                              {"threads", required_argument, NULL, OPT_THREADS},
+                                              {NULL, 0, NULL, 0}};
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(sub_argc, sub_argv, ":", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_MODEL: model_path = optarg; break;
+        case OPT_THREADS:
+            if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("slots", "--threads needs 1..256, not '%s'", optarg);
+            break;
+        case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
+        default: return cli_usage("slots", "unknown option %s", sub_argv[optind - 1]);
+        }
     }
+    /* getopt moved the operands to the end: DIR, then the slot names */
+    if (optind < sub_argc) dir = sub_argv[optind++];
+    int first_name = optind < sub_argc ? optind : 0;
     if (!basis_path || !dir || !first_name) return cli_usage("slots", "expand needs --basis, a directory and slot names");
     lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
@@ -225,11 +289,17 @@ static int slots_expand(int argc, char **argv) {
     kvtc_decode_options dopt;
     if (lcpp_cli_decode_options("slots", b, model_path, threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
     int rc = 0;
-    for (int i = first_name; i < argc; i++) {
-        const char *name = argv[i];
+    for (int i = first_name; i < sub_argc; i++) {
+        const char *name = sub_argv[i];
         char err[512];
         if (strchr(name, '/')) { rc = cli_fail("slots", "%s: a slot name, not a path", name); continue; }
         char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
+        if (path && exists_not_regular(path)) {
+            rc = cli_fail("slots", "%s exists and is not a regular file (a symlink?); not written through", path);
+            free(path);
+            free(zpath);
+            continue;
+        }
         void *z = NULL, *o = NULL;
         size_t zn, on;
         kvtc_result r;
