@@ -378,6 +378,42 @@ static void test_read_only_and_full(void) {
     fixture_rmtree(dir);
 }
 
+/* The store directory removed under a running process (an operator's
+ * rm -rf, a tmp cleaner): the next put recreates it instead of failing
+ * with KVTC_ERR_IO until the store is reopened; so does a removed DIR/tmp. */
+static void test_directory_removed(void) {
+    char dir[256], uri[300], tmp[300];
+    CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(uri, sizeof uri, "file:%s", dir);
+    snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+    synth_cache sc;
+    int32_t tokens[96];
+    fixture_tokens(tokens, 96, 23);
+    CHECK(fixture_cache(&fx, 96, 23, &sc) == 0);
+    kvtc_store_options o;
+    fixture_options(&o);
+    kvtc_store *s = NULL;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    uint64_t stored = 0, hit = 9, got = 0;
+    CHECK(kvtc_store_put(s, tokens, 32, &sc.c, &stored) == KVTC_OK && stored == 1);
+    fixture_rmtree(dir);
+    CHECK(kvtc_store_lookup(s, tokens, 96, &hit) == KVTC_OK && hit == 0);
+    CHECK(kvtc_store_put(s, tokens, 64, &sc.c, &stored) == KVTC_OK && stored == 2);
+    CHECK(rmdir(tmp) == 0);
+    CHECK(kvtc_store_put(s, tokens, 96, &sc.c, &stored) == KVTC_OK && stored == 1);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, 96, &out, &lay) == 0);
+    CHECK(kvtc_store_get(s, tokens, 96, &lay, &got) == KVTC_OK && got == 96);
+    CHECK(fixture_prefix_equal(&out, &sc.c, 4)); /* the sinks are exact */
+    kvtc_store_stats st;
+    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.backend_errors == 0 && st.errors == 0);
+    synth_cache_free(&out);
+    kvtc_store_close(s);
+    synth_free(&sc);
+    fixture_rmtree(dir);
+}
+
 static void test_eviction_and_memory(void) {
     char dir[256], uri[300];
     CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
@@ -699,6 +735,7 @@ int main(void) {
     test_round_trip();
     test_damaged_values();
     test_read_only_and_full();
+    test_directory_removed();
     test_eviction_and_memory();
     test_bad_arguments();
     test_processes();

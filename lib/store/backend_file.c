@@ -124,6 +124,16 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
 
 static kvtc_result file_evict_locked(file_backend *f, uint64_t target, int wait, uint64_t *n_evicted);
 
+/* DIR and DIR/tmp again, for a write that found them gone: removed under a
+ * running process (an operator's rm -rf, a tmp cleaner), the store heals on
+ * its next put instead of failing until it is reopened. */
+static int remake_store_dirs(const file_backend *f) {
+    char tdir[4096];
+    if (mkdir(f->dir, 0777) != 0 && errno != EEXIST) return -1;
+    snprintf(tdir, sizeof tdir, "%s/tmp", f->dir);
+    return mkdir(tdir, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static kvtc_result file_put_one(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len) {
     file_backend *f = (file_backend *)b;
     char *dir = key_path(f, key, 1), *path = key_path(f, key, 0);
@@ -131,12 +141,15 @@ static kvtc_result file_put_one(store_backend *b, const uint8_t *key, const uint
     kvtc_result r = KVTC_ERR_IO;
     int fd = -1;
     if (!dir || !path || !tmp) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) goto done;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST &&
+        (errno != ENOENT || remake_store_dirs(f) != 0 || (mkdir(dir, 0777) != 0 && errno != EEXIST)))
+        goto done;
     char hex[65];
     store_key_hex(key, hex);
     snprintf(tmp, f->dir_len + 128, "%s/tmp/%.16s.%ld.%llu", f->dir, hex, (long)getpid(),
              (unsigned long long)f->tmp_counter++);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+    if (fd < 0 && errno == ENOENT && remake_store_dirs(f) == 0) fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
     if (fd < 0) goto done;
     if (write_all(fd, val, len) != 0 || fsync(fd) != 0) goto fail_tmp;
     if (close(fd) != 0) { fd = -1; goto fail_tmp; }
