@@ -177,6 +177,12 @@ static kvtc_result redis_get(store_backend *b, const uint8_t *keys, size_t n, ui
                 memcpy(vals[i], r->str, r->len);
                 lens[i] = r->len;
             }
+        } else if (r->type == REDIS_REPLY_ERROR && r->len >= 9 && !memcmp(r->str, "WRONGTYPE", 9)) {
+            /* a key of ours holding a list, hash...: a bad value, not a
+             * server failure. An empty value fails the record check, so the
+             * store counts it and deletes the key (SET NX would never
+             * replace it, and every get would fail) */
+            if (!(vals[i] = malloc(1))) oom = 1;
         } else if (r->type != REDIS_REPLY_NIL) {
             bad_reply = 1; /* e.g. LOADING while a restarted server reads its data */
         }
