@@ -270,6 +270,23 @@ int main(void) {
     free(new_new);
     snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s dmg.bin new.bin", g_dir, p2);
     CHECK(kvtc(a) == 0);
+    /* expand never replaces an existing NAME: a save llama-server made after
+     * NAME.kvtc is the newer state; one still being written is refused */
+    copy_to(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", "slots2/dmg.bin", 0);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "slots2/new.bin", 150000);
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s dmg.bin", g_dir, p2);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "dmg.bin: kept"));
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s new.bin", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not overwritten"));
+    {
+        size_t nf, nd, nn;
+        char *fix = test_read_file(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", &nf);
+        char *dmg = out_of("slots2/dmg.bin", &nd), *part = out_of("slots2/new.bin", &nn);
+        CHECK(fix && dmg && nf == nd && !memcmp(fix, dmg, nf) && part && nn == 150000);
+        free(fix);
+        free(dmg);
+        free(part);
+    }
     /* symlinks are never written through: not NAME.kvtc by compress, not NAME by expand */
     copy_to("data/persuasion.txt", "victim.txt", 100);
     char victim[256];

@@ -35,7 +35,8 @@ static const char slots_help[] =
     "  DIR is llama-server's --slot-save-path. compress: every llama.cpp state file NAME in\n"
     "  DIR becomes NAME.kvtc (the original is removed once the compressed file is verified,\n"
     "  unless --keep); files already compressed are skipped. expand: NAME.kvtc -> NAME, to\n"
-    "  run before POST /slots/ID?action=restore {\"filename\": \"NAME\"}. list: what DIR holds.\n"
+    "  run before POST /slots/ID?action=restore {\"filename\": \"NAME\"}; an existing NAME (a\n"
+    "  newer save) is kept, never replaced. list: what DIR holds.\n"
     "  check: how SLOT continues after compression, in kvtc's engine (see --help of check).\n"
     "  compress takes the options of kvtc compress (--ratio, --sink, --window, --chunk,\n"
     "  --threads, --level, --codec, --kv-rotation).\n";
@@ -254,6 +255,23 @@ static int slots_compress(int argc, char **argv) {
     return rc;
 }
 
+/* For expand: 0 if path does not exist, 1 if it is a complete state file,
+ * -1 for anything else. expand never replaces an existing NAME: it is the
+ * copy an earlier expand wrote, or a save llama-server made after NAME.kvtc
+ * (the newer state, which the restore should get), or a save in progress. */
+static int existing_slot(const char *path) {
+    if (!is_regular(path)) return 0;
+    void *buf = NULL;
+    size_t size = 0;
+    char err[512];
+    lcpp_state s;
+    if (cli_read_file(path, &buf, &size, err, sizeof err)) return -1;
+    int ok = lcpp_state_parse(buf, size, &s) == KVTC_OK;
+    if (ok) lcpp_state_free(&s);
+    free(buf);
+    return ok ? 1 : -1;
+}
+
 static int slots_expand(int argc, char **argv) {
     const char *basis_path = NULL, *dir = NULL, *model_path = NULL;
     uint32_t threads = 2;
@@ -303,7 +321,10 @@ static int slots_expand(int argc, char **argv) {
         void *z = NULL, *o = NULL;
         size_t zn, on;
         kvtc_result r;
-        if (!path || !zpath) rc = cli_fail("slots", "out of memory");
+        int present = path ? existing_slot(path) : 0;
+        if (present > 0) printf("%s: kept, already there (expanded before, or saved again after %s.kvtc)\n", name, name);
+        else if (present < 0) rc = cli_fail("slots", "%s exists and is not a complete llama.cpp state file (still being written?); not overwritten", path);
+        else if (!path || !zpath) rc = cli_fail("slots", "out of memory");
         else if (cli_read_file(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
         else if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
         else if (cli_write_file(path, o, on, err, sizeof err)) rc = cli_fail("slots", "%s", err);
