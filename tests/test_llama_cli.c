@@ -316,6 +316,8 @@ int main(void) {
     snprintf(a, sizeof a, "slots expand --basis=%s/s.basis --threads=1 %s dmg.bin", g_dir, p2);
     CHECK(kvtc(a) == 0);
     CHECK(kvtc("slots compress --basis") == 2 && one_line_error());
+    CHECK(kvtc("slots compress --help") == 0 && output_has("out.txt", "usage: kvtc slots"));
+    CHECK(kvtc("slots expand -h") == 0 && output_has("out.txt", "usage: kvtc slots"));
     snprintf(a, sizeof a, "decompress --basis %s/s.basis --threads 0 %s/s.kvtc -o %s/y.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 2 && one_line_error() && !exists("y.ggsq"));
     snprintf(a, sizeof a, "compress --basis %s/s.basis --kv-rotation=sideways " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/y.kvtc", g_dir, g_dir);

@@ -205,6 +205,7 @@ static int slots_compress(int argc, char **argv) {
     static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
                                               {"basis", required_argument, NULL, OPT_BASIS},
                                               {"keep", no_argument, NULL, OPT_KEEP},
+                                              {"help", no_argument, NULL, 'h'},
                                               {NULL, 0, NULL, 0}};
     /* argv[1] ("compress") plays getopt's program name */
     int sub_argc = argc - 1;
@@ -212,11 +213,12 @@ static int slots_compress(int argc, char **argv) {
     opterr = 0;
     optind = 0;
     int c;
-    while ((c = getopt_long(sub_argc, sub_argv, ":", longopts, NULL)) != -1) {
+    while ((c = getopt_long(sub_argc, sub_argv, ":h", longopts, NULL)) != -1) {
         int e = lcpp_cli_encode_option("slots", c, optarg, &eo, &rot);
         if (e > 0) return e;
         if (e == 0) continue;
         switch (c) {
+        case 'h': fputs(slots_help, stdout); return 0;
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_KEEP: keep = 1; break;
         case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
@@ -279,14 +281,16 @@ static int slots_expand(int argc, char **argv) {
     static const struct option longopts[] = {{"basis", required_argument, NULL, OPT_BASIS},
                                               {"model", required_argument, NULL, OPT_MODEL},
                                               {"threads", required_argument, NULL, OPT_THREADS},
+                                              {"help", no_argument, NULL, 'h'},
                                               {NULL, 0, NULL, 0}};
     int sub_argc = argc - 1;
     char **sub_argv = argv + 1;
     opterr = 0;
     optind = 0;
     int c;
-    while ((c = getopt_long(sub_argc, sub_argv, ":", longopts, NULL)) != -1) {
+    while ((c = getopt_long(sub_argc, sub_argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'h': fputs(slots_help, stdout); return 0;
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_MODEL: model_path = optarg; break;
         case OPT_THREADS:
