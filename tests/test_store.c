@@ -414,6 +414,56 @@ static void test_directory_removed(void) {
     fixture_rmtree(dir);
 }
 
+/* Something other than a regular file where a value belongs (a FIFO, which
+ * blocked the reader's open() forever; a symlink, whose target the reader
+ * read and touched; a directory): a bad value, rejected quickly. */
+static void test_not_a_file(void) {
+    char dir[256], uri[300], victim[300];
+    CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(uri, sizeof uri, "file:%s", dir);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    FILE *vf = fopen(victim, "w");
+    if (vf) fclose(vf);
+    synth_cache sc;
+    int32_t tokens[32];
+    fixture_tokens(tokens, 32, 29);
+    CHECK(fixture_cache(&fx, 32, 29, &sc) == 0);
+    kvtc_store_options o;
+    fixture_options(&o);
+    kvtc_store *s = NULL;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, 32, &out, &lay) == 0);
+    struct stat vst0;
+    CHECK(stat(victim, &vst0) == 0);
+    alarm(30); /* a hang fails the test instead of stalling the suite */
+    for (int kind = 0; kind < 3; kind++) {
+        char paths[4][512];
+        CHECK(kvtc_store_put(s, tokens, 32, &sc.c, NULL) == KVTC_OK);
+        CHECK(list_values(dir, paths, 4) == 1);
+        CHECK(unlink(paths[0]) == 0);
+        if (kind == 0) CHECK(mkfifo(paths[0], 0600) == 0);
+        if (kind == 1) CHECK(symlink(victim, paths[0]) == 0);
+        if (kind == 2) CHECK(mkdir(paths[0], 0700) == 0);
+        uint64_t got = 9;
+        kvtc_store_stats st;
+        CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
+        CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == (uint64_t)kind + 1 && st.backend_errors == 0);
+        struct stat lst;
+        if (kind < 2) CHECK_MSG(lstat(paths[0], &lst) != 0, "kind %d: the bad value was not removed", kind);
+        else CHECK(rmdir(paths[0]) == 0);
+    }
+    alarm(0);
+    struct stat vst;
+    CHECK(stat(victim, &vst) == 0 && vst.st_mtim.tv_sec == vst0.st_mtim.tv_sec &&
+          vst.st_mtim.tv_nsec == vst0.st_mtim.tv_nsec); /* not touched through the symlink */
+    synth_cache_free(&out);
+    kvtc_store_close(s);
+    synth_free(&sc);
+    fixture_rmtree(dir);
+}
+
 static void test_eviction_and_memory(void) {
     char dir[256], uri[300];
     CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
@@ -736,6 +786,7 @@ int main(void) {
     test_damaged_values();
     test_read_only_and_full();
     test_directory_removed();
+    test_not_a_file();
     test_eviction_and_memory();
     test_bad_arguments();
     test_processes();

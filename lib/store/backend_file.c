@@ -60,6 +60,13 @@ static int fsync_dir(const char *path) {
     return r;
 }
 
+/* A value that is there but cannot be a record: empty, for the check to reject. */
+static kvtc_result bad_value(uint8_t **val, size_t *len, int *found) {
+    *len = 0;
+    *found = 1;
+    return (*val = malloc(1)) ? KVTC_OK : KVTC_ERR_OUT_OF_MEMORY;
+}
+
 static kvtc_result file_get_one(store_backend *b, const uint8_t *key, uint8_t **val, size_t *len, int *found) {
     file_backend *f = (file_backend *)b;
     *val = NULL;
@@ -67,13 +74,23 @@ static kvtc_result file_get_one(store_backend *b, const uint8_t *key, uint8_t **
     *found = 0;
     char *path = key_path(f, key, 0);
     if (!path) return KVTC_ERR_OUT_OF_MEMORY;
-    int fd = open(path, O_RDONLY);
+    /* Only a regular file is a value. O_NOFOLLOW: a planted symlink is not
+     * followed (its target neither read nor touched by futimens); O_NONBLOCK:
+     * a FIFO does not block open() until some writer comes. Either, or a
+     * directory, is a bad value: found and empty, which the record check
+     * rejects, so the store counts it and removes it. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     free(path);
+    if (fd < 0 && errno == ELOOP) return bad_value(val, len, found);
     if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? KVTC_OK : KVTC_ERR_IO;
     struct stat st;
     kvtc_result r = KVTC_OK;
     uint8_t *buf = NULL;
     if (fstat(fd, &st) != 0 || st.st_size < 0) { r = KVTC_ERR_IO; goto done; }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return bad_value(val, len, found);
+    }
     /* a file larger than any valid record: an empty value, which the record
      * check rejects, rather than reading a hostile size into memory */
     size_t n = f->max_value && (uint64_t)st.st_size > f->max_value ? 0 : (size_t)st.st_size, got = 0;
