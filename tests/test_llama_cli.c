@@ -198,6 +198,21 @@ int main(void) {
     snprintf(a, sizeof a, "decompress --basis %s/m.basis %s/s.kvtc -o %s/t.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && !exists("t.ggsq")); /* another basis */
 
+    /* a FIFO argument (process substitution, --basis <(...)): choosing between
+     * the llama.cpp and the safetensors command must not read (and so eat)
+     * its first bytes */
+    snprintf(p1, sizeof p1, "%s/basis.fifo", g_dir);
+    CHECK(mkfifo(p1, 0600) == 0);
+    snprintf(a, sizeof a, "compress --basis %s " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/f.kvtc & "
+             "cat %s/s.basis > %s; wait", p1, g_dir, g_dir, p1);
+    {
+        const char *cli = getenv("KVTC_CLI");
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "'%s' %s", cli ? cli : "build/kvtc", a);
+        int st = system(cmd);
+        CHECK(st == 0 && exists("f.kvtc"));
+    }
+
     /* slots check: llama.cpp's cache, read by kvtc, continues in kvtc's engine
      * exactly as the engine's own prefill of the same tokens does */
     snprintf(a, sizeof a, "slots check --basis %s/s.basis --model data/stories260K.gguf --tokens 16 "

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,11 +23,17 @@
 
 /* ---- shared with cmd_slots.c (cmd_llama_common.h) ------------------------ */
 
+/* Only regular files are sniffed: reading the head of a pipe or FIFO (an
+ * argument like --basis <(...)) would eat bytes the command needs, and
+ * opening a FIFO blocks until a writer comes. llama.cpp state files are
+ * therefore recognized only as regular files. */
 static int file_starts_with(const char *path, int (*is)(const void *, size_t)) {
     uint8_t head[8];
-    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return 0;
-    ssize_t n = read(fd, head, sizeof head);
+    ssize_t n = pread(fd, head, sizeof head, 0);
     close(fd);
     return n > 0 && is(head, (size_t)n);
 }
