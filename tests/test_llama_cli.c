@@ -338,6 +338,25 @@ int main(void) {
     snprintf(a, sizeof a, "compress --basis %s/s.basis --kv-rotation=sideways " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/y.kvtc", g_dir, g_dir);
     CHECK(kvtc(a) == 2 && one_line_error() && !exists("y.kvtc"));
 
+    /* a slot llama-server saves again while `slots compress` codes it (here:
+     * its mtime moves every 10 ms) is the newer state: kept, not removed */
+    snprintf(a, sizeof a, "calibrate -o %s/e.basis --model data/eval-llama-27m-q8_0.gguf --ratio 20 "
+             FIX "/3f545be/eval27m-f16-vtrans1-capi.ggsq", g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(p2, sizeof p2, "%s/slots3", g_dir);
+    mkdir(p2, 0755);
+    copy_to(FIX "/3f545be/eval27m-q8_0-vtrans0.ggsq", "slots3/busy.bin", 0);
+    {
+        const char *cli = getenv("KVTC_CLI");
+        char cmd[3000];
+        snprintf(cmd, sizeof cmd,
+                 "(i=0; while [ $i -lt 1000 ]; do touch -c '%s/busy.bin'; sleep 0.01; i=$((i+1)); done) & t=$!; "
+                 "'%s' slots compress --basis '%s/e.basis' --threads 1 '%s' >'%s/out.txt' 2>'%s/err.txt'; kill $t",
+                 p2, cli ? cli : "build/kvtc", g_dir, p2, g_dir, g_dir);
+        CHECK(system(cmd) == 0);
+        CHECK(exists("slots3/busy.bin") && output_has("err.txt", "changed while it was compressed"));
+    }
+
     snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
     CHECK(system(a) == 0);
     printf("(%.2f s)\n", test_now() - t0);

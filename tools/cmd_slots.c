@@ -114,6 +114,15 @@ static int is_expansion_of(const kvtc_basis *b, uint32_t n_threads, const void *
     return same;
 }
 
+/* 1 if path is no longer the file lstat gave as *before (another inode, size
+ * or modification time), checked just before an original is removed. */
+static int changed_since(const char *path, const struct stat *before) {
+    struct stat now;
+    return lstat(path, &now) != 0 || now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
+           now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+           now.st_mtim.tv_nsec != before->st_mtim.tv_nsec;
+}
+
 /* 1 if wrapper bytes z hold the skeleton of state file s/buf. */
 static int same_skeleton(const lcpp_state *s, const uint8_t *buf, const void *z, size_t zn) {
     lcpp_wrap w;
@@ -141,6 +150,8 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     lcpp_state s;
     memset(&s, 0, sizeof s);
     if (!path || !zpath) { cli_fail("slots", "out of memory"); goto done; }
+    struct stat seen;
+    if (lstat(path, &seen) != 0) { cli_fail("slots", "%s: %s", path, strerror(errno)); goto done; }
     if (cli_read_file(path, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     kvtc_result r = lcpp_state_parse(buf, size, &s);
     if (r) {
@@ -177,6 +188,13 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
             if (!ok) { cli_fail("slots", "%s: the decoded slot differs outside K/V; original kept", name); goto done; }
         }
         if (cli_write_file(zpath, z, zn, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
+    }
+    if (!keep && changed_since(path, &seen)) {
+        /* llama-server saved NAME again while it was compressed: that save is
+         * newer than NAME.kvtc. Keep it; the next run compresses it. */
+        fprintf(stderr, "kvtc: slots: %s: changed while it was compressed (saved again?); kept\n", name);
+        rc = 1;
+        goto done;
     }
     if (!keep && unlink(path) != 0) { cli_fail("slots", "cannot remove %s: %s", path, strerror(errno)); goto done; }
     printf("%s: %zu -> %zu bytes (%.2fx)%s%s\n", name, size, zn, (double)size / (double)zn,
