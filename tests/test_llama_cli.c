@@ -275,6 +275,7 @@ int main(void) {
     copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/new.bin", 0);
     snprintf(a, sizeof a, "slots compress --keep --basis %s/s.basis %s", g_dir, p2);
     CHECK(kvtc(a) == 0);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "dmg.bin: 294052 -> ") && output_has("out.txt", "already compressed"));
     CHECK(edit_file("slots2/dmg.bin.kvtc", damage_stream) && edit_file("slots2/new.bin", other_kv));
     char *old_new = out_of("slots2/new.bin.kvtc", &n1);
     snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);

@@ -94,24 +94,26 @@ static int exists_not_regular(const char *path) {
     return lstat(path, &st) == 0 && !S_ISREG(st.st_mode);
 }
 
-/* 1 if wrapper z decodes to exactly the bytes of the state file buf, i.e.
- * buf is the copy `slots expand` wrote from z and may be removed without
- * losing anything. An equal skeleton is not enough: a wrapper whose K/V
- * stream is damaged, or a slot saved again with the same tokens and cells
- * but other K/V (another model with the same geometry), would cost the
- * original. Bases that recompute layers need the model to decode, which
- * compress does not take: such a wrapper never counts as current. */
-static int is_expansion_of(const kvtc_basis *b, uint32_t n_threads, const void *z, size_t zn, const void *buf,
-                           size_t size) {
-    if (kvtc_basis_recomputed_layers(b)) return 0;
+/* How wrapper z stands to the state file buf: 1 if it decodes to exactly
+ * buf's bytes (buf is the copy `slots expand` wrote, which may be removed
+ * without losing anything), 0 if it decodes to a file of buf's size that
+ * differs (the K/V carry the codec's error: buf is an original), -1 if it
+ * does not decode. An equal skeleton alone is not enough to remove buf: a
+ * wrapper whose K/V stream is damaged, or a slot saved again with the same
+ * tokens and cells but other K/V (another model with the same geometry),
+ * would cost the original. Bases that recompute layers need the model to
+ * decode, which compress does not take: -1. */
+static int decodes_to(const kvtc_basis *b, uint32_t n_threads, const void *z, size_t zn, const void *buf,
+                      size_t size) {
+    if (kvtc_basis_recomputed_layers(b)) return -1;
     kvtc_decode_options dopt;
     kvtc_decode_options_init(&dopt);
     dopt.n_threads = n_threads;
     void *back = NULL;
     size_t bn = 0;
-    int same = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn) == KVTC_OK && bn == size && !memcmp(back, buf, size);
+    int st = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn) == KVTC_OK && bn == size ? !memcmp(back, buf, size) : -1;
     free(back);
-    return same;
+    return st;
 }
 
 /* 1 if path is no longer the file lstat gave as *before (another inode, size
@@ -166,13 +168,20 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
         cli_fail("slots", "%s.kvtc is not a regular file (a symlink?); %s kept", name, name);
         goto done;
     }
+    int old_state = -1;
     if (is_regular(zpath) && cli_read_file(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
-        up_to_date = same_skeleton(&s, buf, old, old_n) && is_expansion_of(b, eo->n_threads, old, old_n, buf, size);
+        old_state = same_skeleton(&s, buf, old, old_n) ? decodes_to(b, eo->n_threads, old, old_n, buf, size) : -1;
+        up_to_date = old_state == 1;
         if (up_to_date) zn = old_n;
-        free(old);
     }
     if (!up_to_date) {
         if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
+        /* an original kept with --keep: the encoder is deterministic, so
+         * NAME.kvtc holds these very bytes, and it just decoded */
+        up_to_date = old_state == 0 && zn == old_n && !memcmp(z, old, zn);
+    }
+    free(old);
+    if (!up_to_date) {
         /* verify before the original can go: it decodes, to the same non-K/V bytes */
         kvtc_decode_options dopt;
         kvtc_decode_options_init(&dopt);
