@@ -105,6 +105,43 @@ static int same_skeleton(const char *a_path, const char *b_path) {
     return ok;
 }
 
+/* Rewrite g_dir/REL: how(bytes, size) edits them in place. */
+static int edit_file(const char *rel, int (*how)(uint8_t *, size_t)) {
+    char p[256];
+    size_t n;
+    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
+    uint8_t *b = (uint8_t *)test_read_file(p, &n);
+    int ok = b && how(b, n) == 0;
+    FILE *f = ok ? fopen(p, "wb") : NULL;
+    ok = f && fwrite(b, 1, n, f) == n;
+    if (f) ok &= fclose(f) == 0;
+    free(b);
+    return ok;
+}
+
+/* The same tokens and cells with other K/V (as another model of the same
+ * geometry saves them): layer 0's K takes layer 1's values. */
+static int other_kv(uint8_t *b, size_t n) {
+    lcpp_state s;
+    if (lcpp_state_parse(b, n, &s)) return -1;
+    const lcpp_kv_tensor *k0 = &s.streams[0].k[0], *k1 = &s.streams[0].k[1];
+    int ok = k0->data_bytes == k1->data_bytes && memcmp(b + k0->data_off, b + k1->data_off, k0->data_bytes);
+    if (ok) memcpy(b + k0->data_off, b + k1->data_off, k0->data_bytes);
+    lcpp_state_free(&s);
+    return ok ? 0 : -1;
+}
+
+/* One flipped bit inside the first K/V stream of a wrapper (its skeleton,
+ * header and table stay intact). */
+static int damage_stream(uint8_t *b, size_t n) {
+    lcpp_wrap w;
+    if (lcpp_wrap_parse(b, n, &w)) return -1;
+    size_t at = (size_t)(w.set_data[0] - b) + w.set_size[0] / 2;
+    lcpp_wrap_free(&w);
+    b[at] ^= 0x10;
+    return 0;
+}
+
 static int no_temporaries(const char *sub) {
     char p[256];
     snprintf(p, sizeof p, "%s/%s", g_dir, sub);
@@ -161,6 +198,21 @@ int main(void) {
     snprintf(a, sizeof a, "decompress --basis %s/m.basis %s/s.kvtc -o %s/t.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && !exists("t.ggsq")); /* another basis */
 
+    /* a FIFO argument (process substitution, --basis <(...)): choosing between
+     * the llama.cpp and the safetensors command must not read (and so eat)
+     * its first bytes */
+    snprintf(p1, sizeof p1, "%s/basis.fifo", g_dir);
+    CHECK(mkfifo(p1, 0600) == 0);
+    snprintf(a, sizeof a, "compress --basis %s " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/f.kvtc & "
+             "cat %s/s.basis > %s; wait", p1, g_dir, g_dir, p1);
+    {
+        const char *cli = getenv("KVTC_CLI");
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "'%s' %s", cli ? cli : "build/kvtc", a);
+        int st = system(cmd);
+        CHECK(st == 0 && exists("f.kvtc"));
+    }
+
     /* slots check: llama.cpp's cache, read by kvtc, continues in kvtc's engine
      * exactly as the engine's own prefill of the same tokens does */
     snprintf(a, sizeof a, "slots check --basis %s/s.basis --model data/stories260K.gguf --tokens 16 "
@@ -213,6 +265,98 @@ int main(void) {
     CHECK(kvtc(a) == 1 && one_line_error());
     CHECK(kvtc("slots frobnicate x") == 2);
     CHECK(no_temporaries("") && no_temporaries("slots"));
+
+    /* slots compress never removes an original that its NAME.kvtc does not
+     * restore: a damaged NAME.kvtc whose skeleton is intact, and a slot saved
+     * again with the same cells but other K/V, are compressed again */
+    snprintf(p2, sizeof p2, "%s/slots2", g_dir);
+    mkdir(p2, 0755);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/dmg.bin", 0);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/new.bin", 0);
+    snprintf(a, sizeof a, "slots compress --keep --basis %s/s.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 0);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "dmg.bin: 294052 -> ") && output_has("out.txt", "already compressed"));
+    CHECK(edit_file("slots2/dmg.bin.kvtc", damage_stream) && edit_file("slots2/new.bin", other_kv));
+    char *old_new = out_of("slots2/new.bin.kvtc", &n1);
+    snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 0 && !output_has("out.txt", "already compressed"));
+    char *new_new = out_of("slots2/new.bin.kvtc", &n2);
+    CHECK(old_new && new_new && (n1 != n2 || memcmp(old_new, new_new, n1))); /* the new save was coded */
+    free(old_new);
+    free(new_new);
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s dmg.bin new.bin", g_dir, p2);
+    CHECK(kvtc(a) == 0);
+    /* expand never replaces an existing NAME: a save llama-server made after
+     * NAME.kvtc is the newer state; one still being written is refused */
+    copy_to(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", "slots2/dmg.bin", 0);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "slots2/new.bin", 150000);
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s dmg.bin", g_dir, p2);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "dmg.bin: kept"));
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s new.bin", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not overwritten"));
+    {
+        size_t nf, nd, nn;
+        char *fix = test_read_file(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", &nf);
+        char *dmg = out_of("slots2/dmg.bin", &nd), *part = out_of("slots2/new.bin", &nn);
+        CHECK(fix && dmg && nf == nd && !memcmp(fix, dmg, nf) && part && nn == 150000);
+        free(fix);
+        free(dmg);
+        free(part);
+    }
+    /* symlinks are never written through: not NAME.kvtc by compress, not NAME by expand */
+    copy_to("data/persuasion.txt", "victim.txt", 100);
+    char victim[256];
+    snprintf(victim, sizeof victim, "%s/victim.txt", g_dir);
+    snprintf(p1, sizeof p1, "%s/slots2/ln.bin.kvtc", g_dir);
+    CHECK(symlink(victim, p1) == 0);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/ln.bin", 0);
+    snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 1 && output_has("err.txt", "ln.bin.kvtc is not a regular file") && exists("slots2/ln.bin"));
+    CHECK(unlink(p1) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/ln.bin", g_dir);
+    CHECK(unlink(p1) == 0 && symlink(victim, p1) == 0);
+    snprintf(a, sizeof a, "cp '%s/slots2/dmg.bin.kvtc' '%s/slots2/ln.bin.kvtc'", g_dir, g_dir);
+    CHECK(system(a) == 0);
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s ln.bin", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not a regular file"));
+    size_t nv;
+    char *v = out_of("victim.txt", &nv);
+    {
+        size_t np;
+        char *orig = test_read_file("data/persuasion.txt", &np);
+        CHECK(v && orig && np >= 100 && !memcmp(v, orig, 100)); /* untouched */
+        free(orig);
+    }
+    free(v);
+    /* getopt_long: --opt=value forms, and a missing value is a usage error */
+    snprintf(a, sizeof a, "slots expand --basis=%s/s.basis --threads=1 %s dmg.bin", g_dir, p2);
+    CHECK(kvtc(a) == 0);
+    CHECK(kvtc("slots compress --basis") == 2 && one_line_error());
+    CHECK(kvtc("slots compress --help") == 0 && output_has("out.txt", "usage: kvtc slots"));
+    CHECK(kvtc("slots expand -h") == 0 && output_has("out.txt", "usage: kvtc slots"));
+    snprintf(a, sizeof a, "decompress --basis %s/s.basis --threads 0 %s/s.kvtc -o %s/y.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 2 && one_line_error() && !exists("y.ggsq"));
+    snprintf(a, sizeof a, "compress --basis %s/s.basis --kv-rotation=sideways " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/y.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 2 && one_line_error() && !exists("y.kvtc"));
+
+    /* a slot llama-server saves again while `slots compress` codes it (here:
+     * its mtime moves every 10 ms) is the newer state: kept, not removed */
+    snprintf(a, sizeof a, "calibrate -o %s/e.basis --model data/eval-llama-27m-q8_0.gguf --ratio 20 "
+             FIX "/3f545be/eval27m-f16-vtrans1-capi.ggsq", g_dir);
+    CHECK(kvtc(a) == 0);
+    snprintf(p2, sizeof p2, "%s/slots3", g_dir);
+    mkdir(p2, 0755);
+    copy_to(FIX "/3f545be/eval27m-q8_0-vtrans0.ggsq", "slots3/busy.bin", 0);
+    {
+        const char *cli = getenv("KVTC_CLI");
+        char cmd[3000];
+        snprintf(cmd, sizeof cmd,
+                 "(i=0; while [ $i -lt 1000 ]; do touch -c '%s/busy.bin'; sleep 0.01; i=$((i+1)); done) & t=$!; "
+                 "'%s' slots compress --basis '%s/e.basis' --threads 1 '%s' >'%s/out.txt' 2>'%s/err.txt'; kill $t",
+                 p2, cli ? cli : "build/kvtc", g_dir, p2, g_dir, g_dir);
+        CHECK(system(cmd) == 0);
+        CHECK(exists("slots3/busy.bin") && output_has("err.txt", "changed while it was compressed"));
+    }
 
     snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
     CHECK(system(a) == 0);

@@ -378,6 +378,92 @@ static void test_read_only_and_full(void) {
     fixture_rmtree(dir);
 }
 
+/* The store directory removed under a running process (an operator's
+ * rm -rf, a tmp cleaner): the next put recreates it instead of failing
+ * with KVTC_ERR_IO until the store is reopened; so does a removed DIR/tmp. */
+static void test_directory_removed(void) {
+    char dir[256], uri[300], tmp[300];
+    CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(uri, sizeof uri, "file:%s", dir);
+    snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+    synth_cache sc;
+    int32_t tokens[96];
+    fixture_tokens(tokens, 96, 23);
+    CHECK(fixture_cache(&fx, 96, 23, &sc) == 0);
+    kvtc_store_options o;
+    fixture_options(&o);
+    kvtc_store *s = NULL;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    uint64_t stored = 0, hit = 9, got = 0;
+    CHECK(kvtc_store_put(s, tokens, 32, &sc.c, &stored) == KVTC_OK && stored == 1);
+    fixture_rmtree(dir);
+    CHECK(kvtc_store_lookup(s, tokens, 96, &hit) == KVTC_OK && hit == 0);
+    CHECK(kvtc_store_put(s, tokens, 64, &sc.c, &stored) == KVTC_OK && stored == 2);
+    CHECK(rmdir(tmp) == 0);
+    CHECK(kvtc_store_put(s, tokens, 96, &sc.c, &stored) == KVTC_OK && stored == 1);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, 96, &out, &lay) == 0);
+    CHECK(kvtc_store_get(s, tokens, 96, &lay, &got) == KVTC_OK && got == 96);
+    CHECK(fixture_prefix_equal(&out, &sc.c, 4)); /* the sinks are exact */
+    kvtc_store_stats st;
+    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.backend_errors == 0 && st.errors == 0);
+    synth_cache_free(&out);
+    kvtc_store_close(s);
+    synth_free(&sc);
+    fixture_rmtree(dir);
+}
+
+/* Something other than a regular file where a value belongs (a FIFO, which
+ * blocked the reader's open() forever; a symlink, whose target the reader
+ * read and touched; a directory): a bad value, rejected quickly. */
+static void test_not_a_file(void) {
+    char dir[256], uri[300], victim[300];
+    CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(uri, sizeof uri, "file:%s", dir);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    FILE *vf = fopen(victim, "w");
+    if (vf) fclose(vf);
+    synth_cache sc;
+    int32_t tokens[32];
+    fixture_tokens(tokens, 32, 29);
+    CHECK(fixture_cache(&fx, 32, 29, &sc) == 0);
+    kvtc_store_options o;
+    fixture_options(&o);
+    kvtc_store *s = NULL;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, 32, &out, &lay) == 0);
+    struct stat vst0;
+    CHECK(stat(victim, &vst0) == 0);
+    alarm(30); /* a hang fails the test instead of stalling the suite */
+    for (int kind = 0; kind < 3; kind++) {
+        char paths[4][512];
+        CHECK(kvtc_store_put(s, tokens, 32, &sc.c, NULL) == KVTC_OK);
+        CHECK(list_values(dir, paths, 4) == 1);
+        CHECK(unlink(paths[0]) == 0);
+        if (kind == 0) CHECK(mkfifo(paths[0], 0600) == 0);
+        if (kind == 1) CHECK(symlink(victim, paths[0]) == 0);
+        if (kind == 2) CHECK(mkdir(paths[0], 0700) == 0);
+        uint64_t got = 9;
+        kvtc_store_stats st;
+        CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
+        CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == (uint64_t)kind + 1 && st.backend_errors == 0);
+        struct stat lst;
+        if (kind < 2) CHECK_MSG(lstat(paths[0], &lst) != 0, "kind %d: the bad value was not removed", kind);
+        else CHECK(rmdir(paths[0]) == 0);
+    }
+    alarm(0);
+    struct stat vst;
+    CHECK(stat(victim, &vst) == 0 && vst.st_mtim.tv_sec == vst0.st_mtim.tv_sec &&
+          vst.st_mtim.tv_nsec == vst0.st_mtim.tv_nsec); /* not touched through the symlink */
+    synth_cache_free(&out);
+    kvtc_store_close(s);
+    synth_free(&sc);
+    fixture_rmtree(dir);
+}
+
 static void test_eviction_and_memory(void) {
     char dir[256], uri[300];
     CHECK(fixture_tmpdir(dir, sizeof dir, "store") == 0);
@@ -699,6 +785,8 @@ int main(void) {
     test_round_trip();
     test_damaged_values();
     test_read_only_and_full();
+    test_directory_removed();
+    test_not_a_file();
     test_eviction_and_memory();
     test_bad_arguments();
     test_processes();

@@ -2,6 +2,7 @@
  * what get writes equals the codec's own decode of the cache put; usage and
  * input errors exit 2 and 1. The tool comes from $KVTC_CLI (set by CMake). */
 #define _XOPEN_SOURCE 700 /* nftw */
+#include <dirent.h>
 #include <sys/wait.h>
 
 #include "io/cache_file.h"
@@ -27,6 +28,17 @@ static int out_has(const char *text) {
     if (!has) fprintf(stderr, "stdout lacks '%s': %s\n", text, b ? b : "(none)");
     free(b);
     return has;
+}
+
+/* Entries of a directory other than . and .. (-1 if it cannot be read). */
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
 }
 
 static int write_cache(const char *name, const kvtc_cache *c) {
@@ -119,6 +131,21 @@ int main(void) {
     CHECK(run("store put --store file:st --basis cache.safetensors cache.safetensors") == 1);
     CHECK(run("store put --store redis://127.0.0.1:1/0 --basis basis.kvtcb --chunk 32 --ratio 8 --timeout-ms 200 cache.safetensors") == 1);
     CHECK(run("store --help") == 0 && out_has("usage: kvtc store"));
+
+    /* a file size limit (ulimit -f, as a full disk): put fails with one line
+     * and exit 1 instead of dying of SIGXFSZ with a partial record in tmp/ */
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && (ulimit -f 1; exec '%s' store put " STORE_ARGS " cache.safetensors) >out.txt 2>err.txt",
+             g_dir, g_cli);
+    int st = system(cmd);
+    CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "put under ulimit -f: status %d", st);
+    snprintf(p, sizeof p, "%s/err.txt", g_dir);
+    size_t en = 0;
+    char *err = test_read_file(p, &en);
+    CHECK(err && !strncmp(err, "kvtc: store: put: ", 18) && strchr(err, '\n') == err + en - 1);
+    free(err);
+    snprintf(p, sizeof p, "%s/st/tmp", g_dir);
+    CHECK_MSG(count_entries(p) == 0, "a partial record was left in %s", p);
 
     synth_cache_free(&ref);
     synth_free(&sc);

@@ -251,8 +251,11 @@ static void test_damaged_values(void) {
     CHECK(fixture_out(&fx, 32, &out, &lay) == 0);
     uint64_t got = 0;
     kvtc_store_stats st;
-    const char *damage[2] = {"SETRANGE %s 300 X", "SET %s truncated"};
-    for (int d = 0; d < 2; d++) {
+    /* bytes changed, a short value, and a value of another type (a list: GET
+     * answers WRONGTYPE, which was a KVTC_ERR_IO on every get, and SET NX
+     * never replaced it) */
+    const char *damage[3][2] = {{"SETRANGE %s 300 X", NULL}, {"SET %s truncated", NULL}, {"DEL %s", "LPUSH %s x"}};
+    for (int d = 0; d < 3; d++) {
         CHECK(kvtc_store_put(s, tokens, 32, &sc.c, NULL) == KVTC_OK);
         CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 32);
         CHECK(only_key(2, key, sizeof key) == 0);
@@ -261,14 +264,76 @@ static void test_damaged_values(void) {
         if (c) {
             redisReply *r = redisCommand(c, "SELECT 2");
             if (r) freeReplyObject(r);
-            r = redisCommand(c, damage[d], key);
-            if (r) freeReplyObject(r);
+            for (int k = 0; k < 2 && damage[d][k]; k++) {
+                r = redisCommand(c, damage[d][k], key);
+                if (r) freeReplyObject(r);
+            }
             redisFree(c);
         }
         CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
         CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == (uint64_t)d + 1);
         CHECK(admin_int(2, "EXISTS %s", key) == 0); /* the bad value was removed */
     }
+    kvtc_store_close(s);
+    synth_cache_free(&out);
+    synth_free(&sc);
+}
+
+/* Redis's counter of bytes sent to clients. */
+static long long net_output_bytes(void) {
+    redisContext *c = admin();
+    if (!c) return -1;
+    redisReply *r = redisCommand(c, "INFO stats");
+    long long v = -1;
+    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "total_net_output_bytes:") : NULL;
+    if (at) v = atoll(at + strlen("total_net_output_bytes:"));
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+/* A value far larger than any valid record under one of our keys (a foreign
+ * or hostile SET): rejected and deleted without being transferred whole. */
+static void test_oversized_value(void) {
+    char uri[128], key[128];
+    uri_for(3, uri, sizeof uri);
+    synth_cache sc;
+    CHECK(fixture_cache(&fx, 32, 11, &sc) == 0);
+    int32_t tokens[32];
+    fixture_tokens(tokens, 32, 11);
+    kvtc_store_options o;
+    fixture_options(&o);
+    kvtc_store *s = NULL;
+    CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o, &s) == KVTC_OK);
+    if (!s) { synth_free(&sc); return; }
+    CHECK(kvtc_store_put(s, tokens, 32, &sc.c, NULL) == KVTC_OK);
+    CHECK(only_key(3, key, sizeof key) == 0);
+    size_t big = (size_t)32 << 20;
+    char *junk = calloc(big, 1);
+    redisContext *c = admin();
+    CHECK(junk && c);
+    if (junk && c) {
+        redisReply *r = redisCommand(c, "SELECT 3");
+        if (r) freeReplyObject(r);
+        r = redisCommand(c, "SET %s %b", key, junk, big);
+        CHECK(r && r->type == REDIS_REPLY_STATUS);
+        if (r) freeReplyObject(r);
+    }
+    if (c) redisFree(c);
+    free(junk);
+    kvtc_cache out;
+    kvtc_store_layout lay;
+    CHECK(fixture_out(&fx, 32, &out, &lay) == 0);
+    uint64_t got = 9;
+    kvtc_store_stats st;
+    long long sent0 = net_output_bytes();
+    CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
+    long long sent = net_output_bytes() - sent0;
+    CHECK_MSG(sent0 >= 0 && sent < (1 << 20), "get transferred %lld bytes of a %zu-byte value", sent, big);
+    CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 1);
+    CHECK(admin_int(3, "EXISTS %s", key) == 0); /* removed: the next put stores a good one */
+    CHECK(kvtc_store_put(s, tokens, 32, &sc.c, NULL) == KVTC_OK);
+    CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 32);
     kvtc_store_close(s);
     synth_cache_free(&out);
     synth_free(&sc);
@@ -446,6 +511,7 @@ int main(void) {
     }
     test_round_trip();
     test_damaged_values();
+    test_oversized_value();
     test_full_server();
     test_frozen_server();
     CHECK(fixture_cache(&fx, K_TOKENS, 77, &k_cache) == 0);

@@ -59,10 +59,3 @@ int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force
 }
 
 int cli_progress_enabled(void) { return isatty(2); }
-
-/* Used by the llama.cpp commands' hand-written option loops (cmd_llama.c,
- * cmd_slots.c) until they move to getopt_long like the others. */
-const char *cli_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) return NULL;
-    return argv[++*i];
-}

@@ -65,9 +65,4 @@ int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force
 /* 1 if stderr is a terminal (progress output is shown only then). */
 int cli_progress_enabled(void);
 
-
-/* The option value after argv[*i] (advancing *i), or NULL when it is the
- * last argument (the caller reports the usage error). */
-const char *cli_value(int argc, char **argv, int *i);
-
 #endif

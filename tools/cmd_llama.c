@@ -4,10 +4,12 @@
 
 #include <cblas.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,11 +23,17 @@
 
 /* ---- shared with cmd_slots.c (cmd_llama_common.h) ------------------------ */
 
+/* Only regular files are sniffed: reading the head of a pipe or FIFO (an
+ * argument like --basis <(...)) would eat bytes the command needs, and
+ * opening a FIFO blocks until a writer comes. llama.cpp state files are
+ * therefore recognized only as regular files. */
 static int file_starts_with(const char *path, int (*is)(const void *, size_t)) {
     uint8_t head[8];
-    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return 0;
-    ssize_t n = read(fd, head, sizeof head);
+    ssize_t n = pread(fd, head, sizeof head, 0);
     close(fd);
     return n > 0 && is(head, (size_t)n);
 }
@@ -60,31 +68,37 @@ int lcpp_cli_parse_rotation(const char *v, uint32_t *rot) {
     return 0;
 }
 
-int lcpp_cli_encode_option(const char *cmd, int argc, char **argv, int *i, kvtc_encode_options *o, uint32_t *rot) {
-    const char *a = argv[*i], *v;
+int lcpp_cli_encode_option(const char *cmd, int c, const char *v, kvtc_encode_options *o, uint32_t *rot) {
     uint32_t l;
-    if (!strcmp(a, "--ratio")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_parse_double(v, &o->ratio) || o->ratio <= 1) return cli_usage(cmd, "--ratio needs a number > 1");
-    } else if (!strcmp(a, "--sink")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_parse_u32(v, &o->n_sink)) return cli_usage(cmd, "--sink needs a count");
-    } else if (!strcmp(a, "--window")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_parse_u32(v, &o->n_window)) return cli_usage(cmd, "--window needs a count");
-    } else if (!strcmp(a, "--chunk")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_parse_u32(v, &o->chunk_tokens) || !o->chunk_tokens) return cli_usage(cmd, "--chunk needs a count > 0");
-    } else if (!strcmp(a, "--threads")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_parse_u32(v, &o->n_threads) || !o->n_threads || o->n_threads > 256) return cli_usage(cmd, "--threads needs 1..256");
-    } else if (!strcmp(a, "--level")) {
-        if (!(v = cli_value(argc, argv, i)) || cli_parse_u32(v, &l) || l > 12) return cli_usage(cmd, "--level needs 0..12");
+    switch (c) {
+    case LCPP_OPT_RATIO:
+        if (cli_parse_double(v, &o->ratio) || o->ratio <= 1) return cli_usage(cmd, "--ratio needs a number > 1, not '%s'", v);
+        break;
+    case LCPP_OPT_SINK:
+        if (cli_parse_u32(v, &o->n_sink)) return cli_usage(cmd, "--sink needs a count, not '%s'", v);
+        break;
+    case LCPP_OPT_WINDOW:
+        if (cli_parse_u32(v, &o->n_window)) return cli_usage(cmd, "--window needs a count, not '%s'", v);
+        break;
+    case LCPP_OPT_CHUNK:
+        if (cli_parse_u32(v, &o->chunk_tokens) || !o->chunk_tokens) return cli_usage(cmd, "--chunk needs a count > 0, not '%s'", v);
+        break;
+    case LCPP_OPT_THREADS:
+        if (cli_parse_u32(v, &o->n_threads) || !o->n_threads || o->n_threads > 256) return cli_usage(cmd, "--threads needs 1..256, not '%s'", v);
+        break;
+    case LCPP_OPT_LEVEL:
+        if (cli_parse_u32(v, &l) || l > 12) return cli_usage(cmd, "--level needs 0..12, not '%s'", v);
         o->deflate_level = (int)l;
-    } else if (!strcmp(a, "--codec")) {
-        if (!(v = cli_value(argc, argv, i))) return cli_usage(cmd, "--codec needs a value");
+        break;
+    case LCPP_OPT_CODEC:
         if (!strcmp(v, "deflate")) o->entropy_codec = KVTC_CODEC_DEFLATE;
         else if (!strcmp(v, "rans")) o->entropy_codec = KVTC_CODEC_RANS;
-        else return cli_usage(cmd, "--codec takes deflate or rans");
-    } else if (!strcmp(a, "--kv-rotation")) {
-        if (!(v = cli_value(argc, argv, i)) || lcpp_cli_parse_rotation(v, rot)) return cli_usage(cmd, "--kv-rotation takes auto, none, hadamard, k or v");
-    } else {
-        return -1; /* not an encode option */
+        else return cli_usage(cmd, "--codec takes deflate or rans, not '%s'", v);
+        break;
+    case LCPP_OPT_KV_ROTATION:
+        if (lcpp_cli_parse_rotation(v, rot)) return cli_usage(cmd, "--kv-rotation takes auto, none, hadamard, k or v, not '%s'", v);
+        break;
+    default: return -1; /* not an encode option */
     }
     return 0;
 }
@@ -127,16 +141,30 @@ int lcpp_cmd_compress(int argc, char **argv) {
     kvtc_encode_options_init(&o);
     o.n_threads = 2;
     uint32_t rot = LCPP_ROT_AUTO;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(compress_help, stdout); return 0; }
-        int e = lcpp_cli_encode_option("compress", argc, argv, &i, &o, &rot);
-        if (e >= 0) { if (e) return e; continue; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
-        else if (a[0] == '-') return cli_usage("compress", "unknown option %s (see --help)", a);
-        else if (!in) in = a;
-        else return cli_usage("compress", "more than one input given");
+    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE };
+    static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
+                                              {"basis", required_argument, NULL, OPT_BASIS},
+                                              {"output", required_argument, NULL, 'o'},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        int e = lcpp_cli_encode_option("compress", c, optarg, &o, &rot);
+        if (e > 0) return e;
+        if (e == 0) continue;
+        switch (c) {
+        case 'h': fputs(compress_help, stdout); return 0;
+        case 'o': out = optarg; break;
+        case OPT_BASIS: basis_path = optarg; break;
+        case ':': return cli_usage("compress", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage("compress", "unknown option %s (see --help)", argv[optind - 1]);
+        }
+    }
+    for (; optind < argc; optind++) {
+        if (in) return cli_usage("compress", "more than one input given");
+        in = argv[optind];
     }
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
     lcpp_cli_threads_setup();
@@ -180,16 +208,30 @@ static const char decompress_help[] =
 int lcpp_cmd_decompress(int argc, char **argv) {
     const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
     uint32_t threads = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(decompress_help, stdout); return 0; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("decompress", "--threads needs 1..256"); }
-        else if (a[0] == '-') return cli_usage("decompress", "unknown option %s (see --help)", a);
-        else if (!in) in = a;
-        else return cli_usage("decompress", "more than one input given");
+    enum { OPT_BASIS = 256, OPT_MODEL, OPT_THREADS };
+    static const struct option longopts[] = {
+        {"basis", required_argument, NULL, OPT_BASIS}, {"model", required_argument, NULL, OPT_MODEL},
+        {"threads", required_argument, NULL, OPT_THREADS}, {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(decompress_help, stdout); return 0;
+        case 'o': out = optarg; break;
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_MODEL: model_path = optarg; break;
+        case OPT_THREADS:
+            if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("decompress", "--threads needs 1..256, not '%s'", optarg);
+            break;
+        case ':': return cli_usage("decompress", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage("decompress", "unknown option %s (see --help)", argv[optind - 1]);
+        }
+    }
+    for (; optind < argc; optind++) {
+        if (in) return cli_usage("decompress", "more than one input given");
+        in = argv[optind];
     }
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
     lcpp_cli_threads_setup();
@@ -300,32 +342,63 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
     if (!inputs) return cli_fail("calibrate", "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(calibrate_help, stdout); rc = 0; goto done_args; }
-        if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; } }
-        else if (!strcmp(a, "--ratio")) {
-            double r;
-            if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &r) || r <= 1 || n_ratios == 64) { rc = cli_usage("calibrate", "--ratio needs a number > 1 (at most 64)"); goto done_args; }
+    enum { OPT_MODEL = 256, OPT_RATIO, OPT_KV_HEADS, OPT_ROPE_DIM, OPT_ROPE_THETA, OPT_ROPE_TYPE, OPT_SINK, OPT_WINDOW,
+           OPT_MAX_TOKENS, OPT_SEED, OPT_KV_ROTATION };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, OPT_MODEL},         {"ratio", required_argument, NULL, OPT_RATIO},
+        {"kv-heads", required_argument, NULL, OPT_KV_HEADS},   {"rope-dim", required_argument, NULL, OPT_ROPE_DIM},
+        {"rope-theta", required_argument, NULL, OPT_ROPE_THETA}, {"rope-type", required_argument, NULL, OPT_ROPE_TYPE},
+        {"sink", required_argument, NULL, OPT_SINK},           {"window", required_argument, NULL, OPT_WINDOW},
+        {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS}, {"seed", required_argument, NULL, OPT_SEED},
+        {"kv-rotation", required_argument, NULL, OPT_KV_ROTATION}, {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},                      {NULL, 0, NULL, 0}};
+    opterr = 0;
+    optind = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        const char *v = optarg;
+        double r;
+        switch (opt) {
+        case 'h': fputs(calibrate_help, stdout); rc = 0; goto done_args;
+        case 'o': out = v; break;
+        case OPT_MODEL: model_path = v; break;
+        case OPT_RATIO:
+            if (cli_parse_double(v, &r) || r <= 1 || n_ratios == 64) { rc = cli_usage("calibrate", "--ratio needs a number > 1 (at most 64), not '%s'", v); goto done_args; }
             ratios[n_ratios++] = r;
-        }
-        else if (!strcmp(a, "--kv-heads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &kv_heads) || !kv_heads) { rc = cli_usage("calibrate", "--kv-heads needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--rope-dim")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &rope_dim)) { rc = cli_usage("calibrate", "--rope-dim needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--rope-theta")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_double(v, &theta) || !(theta > 0)) { rc = cli_usage("calibrate", "--rope-theta needs a number > 0"); goto done_args; } }
-        else if (!strcmp(a, "--rope-type")) {
-            if (!(v = cli_value(argc, argv, &i))) { rc = cli_usage("calibrate", "%s needs a value", a); goto done_args; }
+            break;
+        case OPT_KV_HEADS:
+            if (cli_parse_u32(v, &kv_heads) || !kv_heads) { rc = cli_usage("calibrate", "--kv-heads needs a count > 0, not '%s'", v); goto done_args; }
+            break;
+        case OPT_ROPE_DIM:
+            if (cli_parse_u32(v, &rope_dim)) { rc = cli_usage("calibrate", "--rope-dim needs a count, not '%s'", v); goto done_args; }
+            break;
+        case OPT_ROPE_THETA:
+            if (cli_parse_double(v, &theta) || !(theta > 0)) { rc = cli_usage("calibrate", "--rope-theta needs a number > 0, not '%s'", v); goto done_args; }
+            break;
+        case OPT_ROPE_TYPE:
             rope_type = !strcmp(v, "norm") ? KVTC_ROPE_NORM : !strcmp(v, "neox") ? KVTC_ROPE_NEOX : !strcmp(v, "none") ? KVTC_ROPE_NONE : -2;
-            if (rope_type == -2) { rc = cli_usage("calibrate", "--rope-type takes norm, neox or none"); goto done_args; }
+            if (rope_type == -2) { rc = cli_usage("calibrate", "--rope-type takes norm, neox or none, not '%s'", v); goto done_args; }
+            break;
+        case OPT_SINK:
+            if (cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count, not '%s'", v); goto done_args; }
+            break;
+        case OPT_WINDOW:
+            if (cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count, not '%s'", v); goto done_args; }
+            break;
+        case OPT_MAX_TOKENS:
+            if (cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0, not '%s'", v); goto done_args; }
+            break;
+        case OPT_SEED:
+            if (cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number, not '%s'", v); goto done_args; }
+            break;
+        case OPT_KV_ROTATION:
+            if (lcpp_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v, not '%s'", v); goto done_args; }
+            break;
+        case ':': rc = cli_usage("calibrate", "%s needs a value", argv[optind - 1]); goto done_args;
+        default: rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files (see --help)", argv[optind - 1]); goto done_args;
         }
-        else if (!strcmp(a, "--sink")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_sink)) { rc = cli_usage("calibrate", "--sink needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) { rc = cli_usage("calibrate", "--window needs a count"); goto done_args; } }
-        else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
-        else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } }
-        else if (!strcmp(a, "--kv-rotation")) { if (!(v = cli_value(argc, argv, &i)) || lcpp_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v"); goto done_args; } }
-        else if (a[0] == '-') { rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files (see --help)", a); goto done_args; }
-        else inputs[n_inputs++] = a;
     }
+    for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
     if (!out || !n_inputs) { rc = cli_usage("calibrate", "needs -o BASIS and llama.cpp state files"); goto done_args; }
     if (!model_path && (!kv_heads || (rope_type != KVTC_ROPE_NONE && !(theta > 0)))) {
         rc = cli_usage("calibrate", "llama.cpp state files need --model M.gguf, or --kv-heads and --rope-theta");

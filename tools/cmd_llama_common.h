@@ -13,10 +13,24 @@ int lcpp_cli_load_basis(const char *cmd, const char *path, kvtc_basis **out);
 /* "auto" | "none" | "hadamard" | "k" | "v" -> LCPP_ROT_*; -1 if none of them. */
 int lcpp_cli_parse_rotation(const char *v, uint32_t *rot);
 
-/* Parse argv[*i] if it is an encoder option (--ratio, --sink, --window,
- * --chunk, --threads, --level, --codec, --kv-rotation): 0 when parsed,
- * the usage exit status (2) on a bad value, -1 when it is not one. */
-int lcpp_cli_encode_option(const char *cmd, int argc, char **argv, int *i, kvtc_encode_options *o, uint32_t *rot);
+/* getopt_long ids of the encoder options that compress, slots compress and
+ * slots check share; a command's own ids start at LCPP_OPT_FIRST_FREE. */
+enum {
+    LCPP_OPT_RATIO = 256, LCPP_OPT_SINK, LCPP_OPT_WINDOW, LCPP_OPT_CHUNK, LCPP_OPT_THREADS, LCPP_OPT_LEVEL,
+    LCPP_OPT_CODEC, LCPP_OPT_KV_ROTATION, LCPP_OPT_FIRST_FREE
+};
+
+/* The struct option entries of those ids, for a command's longopts array. */
+#define LCPP_ENCODE_LONGOPTS                                                                                    \
+    {"ratio", required_argument, NULL, LCPP_OPT_RATIO}, {"sink", required_argument, NULL, LCPP_OPT_SINK},       \
+    {"window", required_argument, NULL, LCPP_OPT_WINDOW}, {"chunk", required_argument, NULL, LCPP_OPT_CHUNK},   \
+    {"threads", required_argument, NULL, LCPP_OPT_THREADS}, {"level", required_argument, NULL, LCPP_OPT_LEVEL}, \
+    {"codec", required_argument, NULL, LCPP_OPT_CODEC}, {"kv-rotation", required_argument, NULL, LCPP_OPT_KV_ROTATION}
+
+/* Apply getopt_long result c with argument arg if c is one of the encoder
+ * options above: 0 when applied, the usage exit status (2) on a bad value,
+ * -1 when c is not one of them. */
+int lcpp_cli_encode_option(const char *cmd, int c, const char *arg, kvtc_encode_options *o, uint32_t *rot);
 
 /* OpenBLAS on one thread (the codec runs its own). */
 void lcpp_cli_threads_setup(void);

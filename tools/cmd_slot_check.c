@@ -10,6 +10,7 @@
  * prefill of the same tokens continues.
  * This measures the codec on llama.cpp's own cache values; a continuation
  * inside llama-server itself may differ by that engine's arithmetic. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,23 +68,43 @@ static int continue_greedy(eng_context *ctx, int32_t first, uint32_t steps, uint
 }
 
 int cmd_slot_check(int argc, char **argv) {
-    const char *basis_path = NULL, *model_path = NULL, *in = NULL, *v;
+    const char *basis_path = NULL, *model_path = NULL, *in = NULL;
     uint32_t steps = 32;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.n_threads = 2;
     uint32_t rot = LCPP_ROT_AUTO;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(check_help, stdout); return 0; }
-        int e = lcpp_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
-        if (e >= 0) { if (e) return e; continue; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &steps) || !steps || steps > 4096) return cli_usage("slots", "--tokens needs 1..4096"); }
-        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
-        else if (!in) in = a;
-        else return cli_usage("slots", "check takes one slot file");
+    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE, OPT_MODEL, OPT_TOKENS };
+    static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
+                                              {"basis", required_argument, NULL, OPT_BASIS},
+                                              {"model", required_argument, NULL, OPT_MODEL},
+                                              {"tokens", required_argument, NULL, OPT_TOKENS},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+    /* argv[1] ("check") plays getopt's program name */
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(sub_argc, sub_argv, ":h", longopts, NULL)) != -1) {
+        int e = lcpp_cli_encode_option("slots", c, optarg, &eo, &rot);
+        if (e > 0) return e;
+        if (e == 0) continue;
+        switch (c) {
+        case 'h': fputs(check_help, stdout); return 0;
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_MODEL: model_path = optarg; break;
+        case OPT_TOKENS:
+            if (cli_parse_u32(optarg, &steps) || !steps || steps > 4096) return cli_usage("slots", "--tokens needs 1..4096, not '%s'", optarg);
+            break;
+        case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
+        default: return cli_usage("slots", "unknown option %s", sub_argv[optind - 1]);
+        }
+    }
+    for (; optind < sub_argc; optind++) {
+        if (in) return cli_usage("slots", "check takes one slot file");
+        in = sub_argv[optind];
     }
     if (!basis_path || !model_path || !in) return cli_usage("slots", "check needs --basis, --model and a slot file");
     lcpp_cli_threads_setup();

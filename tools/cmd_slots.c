@@ -7,12 +7,14 @@
  * `kvtc slots expand DIR NAME` writes NAME back from NAME.kvtc just before a
  * restore. Every file is written to a temporary and renamed, an original is
  * removed only after its NAME.kvtc decoded back to a file with the same
- * non-K/V bytes, and a NAME.kvtc whose skeleton equals NAME is not redone,
- * so running compress again (from cron, or after each save) is safe. A slot
+ * non-K/V bytes, and a NAME.kvtc that decodes to exactly NAME (the copy
+ * `slots expand` wrote) is not redone, so running compress again (from
+ * cron, or after each save) is safe. A slot
  * llama-server is still writing does not parse (its byte counts are not
  * complete) and is left alone until the next run. */
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,8 @@ static const char slots_help[] =
     "  DIR is llama-server's --slot-save-path. compress: every llama.cpp state file NAME in\n"
     "  DIR becomes NAME.kvtc (the original is removed once the compressed file is verified,\n"
     "  unless --keep); files already compressed are skipped. expand: NAME.kvtc -> NAME, to\n"
-    "  run before POST /slots/ID?action=restore {\"filename\": \"NAME\"}. list: what DIR holds.\n"
+    "  run before POST /slots/ID?action=restore {\"filename\": \"NAME\"}; an existing NAME (a\n"
+    "  newer save) is kept, never replaced. list: what DIR holds.\n"
     "  check: how SLOT continues after compression, in kvtc's engine (see --help of check).\n"
     "  compress takes the options of kvtc compress (--ratio, --sink, --window, --chunk,\n"
     "  --threads, --level, --codec, --kv-rotation).\n";
@@ -78,9 +81,48 @@ static char *join(const char *dir, const char *name, const char *suffix) {
     return p;
 }
 
+/* lstat, not stat: a symlink in a slot directory is not a slot llama-server
+ * saved, and writing through one (NAME.kvtc -> elsewhere) would overwrite a
+ * file outside the directory. */
 static int is_regular(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int exists_not_regular(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+/* How wrapper z stands to the state file buf: 1 if it decodes to exactly
+ * buf's bytes (buf is the copy `slots expand` wrote, which may be removed
+ * without losing anything), 0 if it decodes to a file of buf's size that
+ * differs (the K/V carry the codec's error: buf is an original), -1 if it
+ * does not decode. An equal skeleton alone is not enough to remove buf: a
+ * wrapper whose K/V stream is damaged, or a slot saved again with the same
+ * tokens and cells but other K/V (another model with the same geometry),
+ * would cost the original. Bases that recompute layers need the model to
+ * decode, which compress does not take: -1. */
+static int decodes_to(const kvtc_basis *b, uint32_t n_threads, const void *z, size_t zn, const void *buf,
+                      size_t size) {
+    if (kvtc_basis_recomputed_layers(b)) return -1;
+    kvtc_decode_options dopt;
+    kvtc_decode_options_init(&dopt);
+    dopt.n_threads = n_threads;
+    void *back = NULL;
+    size_t bn = 0;
+    int st = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn) == KVTC_OK && bn == size ? !memcmp(back, buf, size) : -1;
+    free(back);
+    return st;
+}
+
+/* 1 if path is no longer the file lstat gave as *before (another inode, size
+ * or modification time), checked just before an original is removed. */
+static int changed_since(const char *path, const struct stat *before) {
+    struct stat now;
+    return lstat(path, &now) != 0 || now.st_ino != before->st_ino || now.st_dev != before->st_dev ||
+           now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+           now.st_mtim.tv_nsec != before->st_mtim.tv_nsec;
 }
 
 /* 1 if wrapper bytes z hold the skeleton of state file s/buf. */
@@ -110,6 +152,8 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     lcpp_state s;
     memset(&s, 0, sizeof s);
     if (!path || !zpath) { cli_fail("slots", "out of memory"); goto done; }
+    struct stat seen;
+    if (lstat(path, &seen) != 0) { cli_fail("slots", "%s: %s", path, strerror(errno)); goto done; }
     if (cli_read_file(path, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     kvtc_result r = lcpp_state_parse(buf, size, &s);
     if (r) {
@@ -120,13 +164,24 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     void *old = NULL;
     size_t old_n = 0;
     int up_to_date = 0;
+    if (exists_not_regular(zpath)) {
+        cli_fail("slots", "%s.kvtc is not a regular file (a symlink?); %s kept", name, name);
+        goto done;
+    }
+    int old_state = -1;
     if (is_regular(zpath) && cli_read_file(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
-        up_to_date = same_skeleton(&s, buf, old, old_n);
+        old_state = same_skeleton(&s, buf, old, old_n) ? decodes_to(b, eo->n_threads, old, old_n, buf, size) : -1;
+        up_to_date = old_state == 1;
         if (up_to_date) zn = old_n;
-        free(old);
     }
     if (!up_to_date) {
         if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
+        /* an original kept with --keep: the encoder is deterministic, so
+         * NAME.kvtc holds these very bytes, and it just decoded */
+        up_to_date = old_state == 0 && zn == old_n && !memcmp(z, old, zn);
+    }
+    free(old);
+    if (!up_to_date) {
         /* verify before the original can go: it decodes, to the same non-K/V bytes */
         kvtc_decode_options dopt;
         kvtc_decode_options_init(&dopt);
@@ -142,6 +197,13 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
             if (!ok) { cli_fail("slots", "%s: the decoded slot differs outside K/V; original kept", name); goto done; }
         }
         if (cli_write_file(zpath, z, zn, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
+    }
+    if (!keep && changed_since(path, &seen)) {
+        /* llama-server saved NAME again while it was compressed: that save is
+         * newer than NAME.kvtc. Keep it; the next run compresses it. */
+        fprintf(stderr, "kvtc: slots: %s: changed while it was compressed (saved again?); kept\n", name);
+        rc = 1;
+        goto done;
     }
     if (!keep && unlink(path) != 0) { cli_fail("slots", "cannot remove %s: %s", path, strerror(errno)); goto done; }
     printf("%s: %zu -> %zu bytes (%.2fx)%s%s\n", name, size, zn, (double)size / (double)zn,
@@ -166,15 +228,33 @@ static int slots_compress(int argc, char **argv) {
     kvtc_encode_options_init(&eo);
     eo.n_threads = 2;
     uint32_t rot = LCPP_ROT_AUTO;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        int e = lcpp_cli_encode_option("slots", argc, argv, &i, &eo, &rot);
-        if (e >= 0) { if (e) return e; continue; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--keep")) keep = 1;
-        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
-        else if (!dir) dir = a;
-        else return cli_usage("slots", "compress takes one directory");
+    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE, OPT_KEEP };
+    static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
+                                              {"basis", required_argument, NULL, OPT_BASIS},
+                                              {"keep", no_argument, NULL, OPT_KEEP},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+    /* argv[1] ("compress") plays getopt's program name */
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(sub_argc, sub_argv, ":h", longopts, NULL)) != -1) {
+        int e = lcpp_cli_encode_option("slots", c, optarg, &eo, &rot);
+        if (e > 0) return e;
+        if (e == 0) continue;
+        switch (c) {
+        case 'h': fputs(slots_help, stdout); return 0;
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_KEEP: keep = 1; break;
+        case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
+        default: return cli_usage("slots", "unknown option %s", sub_argv[optind - 1]);
+        }
+    }
+    for (; optind < sub_argc; optind++) {
+        if (dir) return cli_usage("slots", "compress takes one directory");
+        dir = sub_argv[optind];
     }
     if (!basis_path || !dir) return cli_usage("slots", "compress needs --basis and a directory");
     lcpp_cli_threads_setup();
@@ -204,19 +284,52 @@ static int slots_compress(int argc, char **argv) {
     return rc;
 }
 
+/* For expand: 0 if path does not exist, 1 if it is a complete state file,
+ * -1 for anything else. expand never replaces an existing NAME: it is the
+ * copy an earlier expand wrote, or a save llama-server made after NAME.kvtc
+ * (the newer state, which the restore should get), or a save in progress. */
+static int existing_slot(const char *path) {
+    if (!is_regular(path)) return 0;
+    void *buf = NULL;
+    size_t size = 0;
+    char err[512];
+    lcpp_state s;
+    if (cli_read_file(path, &buf, &size, err, sizeof err)) return -1;
+    int ok = lcpp_state_parse(buf, size, &s) == KVTC_OK;
+    if (ok) lcpp_state_free(&s);
+    free(buf);
+    return ok ? 1 : -1;
+}
+
 static int slots_expand(int argc, char **argv) {
     const char *basis_path = NULL, *dir = NULL, *model_path = NULL;
     uint32_t threads = 2;
-    int first_name = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("slots", "%s needs a value", a); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("slots", "--threads needs 1..256"); }
-        else if (a[0] == '-') return cli_usage("slots", "unknown option %s", a);
-        else if (!dir) dir = a;
-        else { first_name = i; break; }
+    enum { OPT_BASIS = 256, OPT_MODEL, OPT_THREADS };
+    static const struct option longopts[] = {{"basis", required_argument, NULL, OPT_BASIS},
+                                              {"model", required_argument, NULL, OPT_MODEL},
+                                              {"threads", required_argument, NULL, OPT_THREADS},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(sub_argc, sub_argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(slots_help, stdout); return 0;
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_MODEL: model_path = optarg; break;
+        case OPT_THREADS:
+            if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("slots", "--threads needs 1..256, not '%s'", optarg);
+            break;
+        case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
+        default: return cli_usage("slots", "unknown option %s", sub_argv[optind - 1]);
+        }
     }
+    /* getopt moved the operands to the end: DIR, then the slot names */
+    if (optind < sub_argc) dir = sub_argv[optind++];
+    int first_name = optind < sub_argc ? optind : 0;
     if (!basis_path || !dir || !first_name) return cli_usage("slots", "expand needs --basis, a directory and slot names");
     lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
@@ -225,15 +338,24 @@ static int slots_expand(int argc, char **argv) {
     kvtc_decode_options dopt;
     if (lcpp_cli_decode_options("slots", b, model_path, threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
     int rc = 0;
-    for (int i = first_name; i < argc; i++) {
-        const char *name = argv[i];
+    for (int i = first_name; i < sub_argc; i++) {
+        const char *name = sub_argv[i];
         char err[512];
         if (strchr(name, '/')) { rc = cli_fail("slots", "%s: a slot name, not a path", name); continue; }
         char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
+        if (path && exists_not_regular(path)) {
+            rc = cli_fail("slots", "%s exists and is not a regular file (a symlink?); not written through", path);
+            free(path);
+            free(zpath);
+            continue;
+        }
         void *z = NULL, *o = NULL;
         size_t zn, on;
         kvtc_result r;
-        if (!path || !zpath) rc = cli_fail("slots", "out of memory");
+        int present = path ? existing_slot(path) : 0;
+        if (present > 0) printf("%s: kept, already there (expanded before, or saved again after %s.kvtc)\n", name, name);
+        else if (present < 0) rc = cli_fail("slots", "%s exists and is not a complete llama.cpp state file (still being written?); not overwritten", path);
+        else if (!path || !zpath) rc = cli_fail("slots", "out of memory");
         else if (cli_read_file(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
         else if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
         else if (cli_write_file(path, o, on, err, sizeof err)) rc = cli_fail("slots", "%s", err);

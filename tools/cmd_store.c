@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,12 @@ int cmd_store(int argc, char **argv) {
     const char *op = argv[1];
     if (strcmp(op, "put") && strcmp(op, "lookup") && strcmp(op, "get") && strcmp(op, "stats") && strcmp(op, "evict"))
         return cli_usage("store", "unknown operation '%s' (put, lookup, get, stats or evict)", op);
+    /* A write past `ulimit -f` kills the process by default, in the middle of
+     * the store's record write (a partial file left in DIR/tmp, no message).
+     * Ignored, write() fails with EFBIG like a full disk: the store removes
+     * its temporary and put reports KVTC_ERR_IO; cli_write_file (get -o) does
+     * the same for its output. The library itself leaves handlers alone. */
+    signal(SIGXFSZ, SIG_IGN);
     const char *uri = NULL, *basis_path = NULL, *in = NULL, *out = NULL;
     uint64_t n_get = 0, max_bytes = 0;
     int have_n = 0, have_max = 0;

@@ -40,8 +40,8 @@ struct store_backend {
 
 typedef struct store_backend_config {
     uint64_t max_bytes;   /* file: cap (0 = none) */
-    uint64_t max_value;   /* file: values larger than this (no valid record is) are
-                           * returned empty instead of read (0 = no limit) */
+    uint64_t max_value;   /* file and redis: values larger than this (no valid record
+                           * is) are returned empty instead of read (0 = no limit) */
     uint32_t ttl_seconds; /* redis */
     uint32_t timeout_ms;  /* redis */
 } store_backend_config;

@@ -60,6 +60,13 @@ static int fsync_dir(const char *path) {
     return r;
 }
 
+/* A value that is there but cannot be a record: empty, for the check to reject. */
+static kvtc_result bad_value(uint8_t **val, size_t *len, int *found) {
+    *len = 0;
+    *found = 1;
+    return (*val = malloc(1)) ? KVTC_OK : KVTC_ERR_OUT_OF_MEMORY;
+}
+
 static kvtc_result file_get_one(store_backend *b, const uint8_t *key, uint8_t **val, size_t *len, int *found) {
     file_backend *f = (file_backend *)b;
     *val = NULL;
@@ -67,13 +74,23 @@ static kvtc_result file_get_one(store_backend *b, const uint8_t *key, uint8_t **
     *found = 0;
     char *path = key_path(f, key, 0);
     if (!path) return KVTC_ERR_OUT_OF_MEMORY;
-    int fd = open(path, O_RDONLY);
+    /* Only a regular file is a value. O_NOFOLLOW: a planted symlink is not
+     * followed (its target neither read nor touched by futimens); O_NONBLOCK:
+     * a FIFO does not block open() until some writer comes. Either, or a
+     * directory, is a bad value: found and empty, which the record check
+     * rejects, so the store counts it and removes it. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     free(path);
+    if (fd < 0 && errno == ELOOP) return bad_value(val, len, found);
     if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? KVTC_OK : KVTC_ERR_IO;
     struct stat st;
     kvtc_result r = KVTC_OK;
     uint8_t *buf = NULL;
     if (fstat(fd, &st) != 0 || st.st_size < 0) { r = KVTC_ERR_IO; goto done; }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return bad_value(val, len, found);
+    }
     /* a file larger than any valid record: an empty value, which the record
      * check rejects, rather than reading a hostile size into memory */
     size_t n = f->max_value && (uint64_t)st.st_size > f->max_value ? 0 : (size_t)st.st_size, got = 0;
@@ -124,6 +141,16 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
 
 static kvtc_result file_evict_locked(file_backend *f, uint64_t target, int wait, uint64_t *n_evicted);
 
+/* DIR and DIR/tmp again, for a write that found them gone: removed under a
+ * running process (an operator's rm -rf, a tmp cleaner), the store heals on
+ * its next put instead of failing until it is reopened. */
+static int remake_store_dirs(const file_backend *f) {
+    char tdir[4096];
+    if (mkdir(f->dir, 0777) != 0 && errno != EEXIST) return -1;
+    snprintf(tdir, sizeof tdir, "%s/tmp", f->dir);
+    return mkdir(tdir, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static kvtc_result file_put_one(store_backend *b, const uint8_t *key, const uint8_t *val, size_t len) {
     file_backend *f = (file_backend *)b;
     char *dir = key_path(f, key, 1), *path = key_path(f, key, 0);
@@ -131,12 +158,15 @@ static kvtc_result file_put_one(store_backend *b, const uint8_t *key, const uint
     kvtc_result r = KVTC_ERR_IO;
     int fd = -1;
     if (!dir || !path || !tmp) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) goto done;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST &&
+        (errno != ENOENT || remake_store_dirs(f) != 0 || (mkdir(dir, 0777) != 0 && errno != EEXIST)))
+        goto done;
     char hex[65];
     store_key_hex(key, hex);
     snprintf(tmp, f->dir_len + 128, "%s/tmp/%.16s.%ld.%llu", f->dir, hex, (long)getpid(),
              (unsigned long long)f->tmp_counter++);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+    if (fd < 0 && errno == ENOENT && remake_store_dirs(f) == 0) fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
     if (fd < 0) goto done;
     if (write_all(fd, val, len) != 0 || fsync(fd) != 0) goto fail_tmp;
     if (close(fd) != 0) { fd = -1; goto fail_tmp; }

@@ -6,6 +6,8 @@
  *   and a value is one key (no second metadata key that could race it).
  * - put: SET key record NX [EX ttl]: atomic; an existing value is kept.
  * - exists: one pipeline of EXISTS (one round trip for a whole lookup).
+ * - get: one pipeline of EXISTS + GETRANGE 0 max_value per key (one round
+ *   trip; a value larger than any record is never transferred whole).
  * - timeouts: connect and every command are bounded by timeout_ms, so a dead
  *   or hung server is KVTC_ERR_IO, not a hang. After any failure the
  *   connection is dropped and the next call reconnects (a restarted server
@@ -71,6 +73,7 @@ typedef struct redis_backend {
     int port;
     unsigned db;
     uint32_t ttl_seconds;
+    uint64_t max_value; /* no valid record is larger: read at most this + 1 bytes */
     struct timeval timeout;
     redisContext *c;
 } redis_backend;
@@ -148,7 +151,18 @@ static redisReply *command(redis_backend *rb, int argc, const char **argv, const
     return r;
 }
 
-/* One pipeline of GETs. */
+/* A bad value for the store's record check to reject (an empty one): the
+ * store then counts it and deletes the key, since SET NX never replaces it. */
+static int bad_value(uint8_t **val, size_t *len) {
+    *len = 0;
+    return (*val = malloc(1)) ? 0 : -1;
+}
+
+/* One pipeline of EXISTS + GETRANGE key 0 max_value per key (one round
+ * trip). GETRANGE rather than GET: a value larger than any valid record (a
+ * foreign or hostile SET of up to 512 MB) is not transferred and copied into
+ * memory on every get, only its first max_value + 1 bytes, and then rejected.
+ * EXISTS tells a missing key from an empty value, which GETRANGE cannot. */
 static kvtc_result redis_get(store_backend *b, const uint8_t *keys, size_t n, uint8_t **vals, size_t *lens) {
     redis_backend *rb = (redis_backend *)b;
     for (size_t i = 0; i < n; i++) {
@@ -158,28 +172,44 @@ static kvtc_result redis_get(store_backend *b, const uint8_t *keys, size_t n, ui
     sigpipe_guard g;
     sigpipe_block(&g);
     kvtc_result res = KVTC_OK;
+    char end[32];
+    snprintf(end, sizeof end, "%lld", rb->max_value ? (long long)rb->max_value : -1LL); /* -1: to the end */
     if (connect_if_needed(rb) != 0) res = KVTC_ERR_IO;
     for (size_t i = 0; res == KVTC_OK && i < n; i++) {
         char name[KEY_LEN + 1];
         key_name(keys + 32 * i, name);
-        const char *argv[2] = {"GET", name};
-        if (redisAppendCommandArgv(rb->c, 2, argv, NULL) != REDIS_OK) res = KVTC_ERR_IO;
+        const char *exists[2] = {"EXISTS", name}, *range[4] = {"GETRANGE", name, "0", end};
+        if (redisAppendCommandArgv(rb->c, 2, exists, NULL) != REDIS_OK ||
+            redisAppendCommandArgv(rb->c, 4, range, NULL) != REDIS_OK)
+            res = KVTC_ERR_IO;
     }
     int bad_reply = 0, oom = 0;
     for (size_t i = 0; res == KVTC_OK && i < n; i++) {
-        void *reply = NULL;
+        void *reply = NULL, *reply2 = NULL;
         if (redisGetReply(rb->c, &reply) != REDIS_OK || !reply) { res = KVTC_ERR_IO; break; }
-        redisReply *r = reply;
-        if (r->type == REDIS_REPLY_STRING) {
-            vals[i] = malloc(r->len ? r->len : 1);
-            if (!vals[i]) oom = 1; /* keep reading the pipeline's replies */
-            else {
+        if (redisGetReply(rb->c, &reply2) != REDIS_OK || !reply2) { freeReplyObject(reply); res = KVTC_ERR_IO; break; }
+        redisReply *e = reply, *r = reply2;
+        if (e->type != REDIS_REPLY_INTEGER) {
+            bad_reply = 1; /* e.g. LOADING while a restarted server reads its data */
+        } else if (e->integer == 0) {
+            /* missing (a value that appeared since EXISTS is left for the next get) */
+        } else if (r->type == REDIS_REPLY_STRING) {
+            if (rb->max_value && (uint64_t)r->len > rb->max_value) {
+                if (bad_value(&vals[i], &lens[i])) oom = 1;
+            } else if (!(vals[i] = malloc(r->len ? r->len : 1))) {
+                oom = 1; /* keep reading the pipeline's replies */
+            } else {
                 memcpy(vals[i], r->str, r->len);
                 lens[i] = r->len;
             }
-        } else if (r->type != REDIS_REPLY_NIL) {
-            bad_reply = 1; /* e.g. LOADING while a restarted server reads its data */
+        } else if (r->type == REDIS_REPLY_ERROR && r->len >= 9 && !memcmp(r->str, "WRONGTYPE", 9)) {
+            /* a key of ours holding a list, hash...: a bad value, not a
+             * server failure (every get would fail otherwise) */
+            if (bad_value(&vals[i], &lens[i])) oom = 1;
+        } else {
+            bad_reply = 1;
         }
+        freeReplyObject(e);
         freeReplyObject(r);
     }
     if (res == KVTC_ERR_IO) drop(rb); /* replies may be left unread: resynchronize */
@@ -290,6 +320,7 @@ kvtc_result store_redis_open(const char *hostportdb, const store_backend_config 
     rb->port = port;
     rb->db = db;
     rb->ttl_seconds = cfg ? cfg->ttl_seconds : 0;
+    rb->max_value = cfg ? cfg->max_value : 0;
     uint32_t ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : 2000;
     rb->timeout.tv_sec = ms / 1000;
     rb->timeout.tv_usec = (ms % 1000) * 1000;
