@@ -3,6 +3,7 @@
  * byte for byte). The encoder takes the stream's own plan, sink, window,
  * chunk size and codec. */
 #include <cblas.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,17 +17,31 @@ static const char append_help[] =
     "  --threads N      worker threads (default 2)\n";
 
 int cmd_append(int argc, char **argv) {
-    const char *basis_path = NULL, *in = NULL, *more_path = NULL, *out = NULL, *v;
+    enum { OPT_BASIS = 256, OPT_THREADS };
+    static const struct option longopts[] = {
+        {"basis", required_argument, NULL, OPT_BASIS}, {"threads", required_argument, NULL, OPT_THREADS},
+        {"output", required_argument, NULL, 'o'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *basis_path = NULL, *in = NULL, *more_path = NULL, *out = NULL;
     uint32_t threads = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(append_help, stdout); return 0; }
-        if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("append", "%s needs a value", a); }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("append", "%s needs a value", a); }
-        else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("append", "--threads needs 1..256"); }
-        else if (a[0] == '-') return cli_usage("append", "unknown option %s (see --help)", a);
-        else if (!in) in = a;
-        else if (!more_path) more_path = a;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(append_help, stdout); return 0;
+        case 'o': out = optarg; break;
+        case OPT_BASIS: basis_path = optarg; break;
+        case OPT_THREADS:
+            if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("append", "--threads needs 1..256, not '%s'", optarg);
+            break;
+        case ':': return cli_usage("append", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage("append", "unknown option %s (see --help)", argv[optind - 1]);
+        }
+    }
+    for (; optind < argc; optind++) {
+        if (!in) in = argv[optind];
+        else if (!more_path) more_path = argv[optind];
         else return cli_usage("append", "more than two inputs given");
     }
     if (!basis_path || !in || !more_path || !out) return cli_usage("append", "needs --basis, IN.kvtc, MORE.safetensors and -o");
