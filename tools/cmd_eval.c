@@ -270,6 +270,15 @@ int cmd_eval(int argc, char **argv) {
     if (baselines) {
         static const baseline_kind kinds[] = {BASELINE_F16, BASELINE_FP8_E4M3, BASELINE_Q8_0, BASELINE_Q4_0, BASELINE_KIVI2};
         for (int i = 0; i < 5; i++) {
+            /* A method that cannot store this shape is left out with the
+             * reason, never a failed run (llama.cpp would refuse it too). */
+            if (baseline_cost_of(kinds[i], g.n_layers, g.n_kv_heads, prefix, g.head_dim, o.n_sink, o.n_window,
+                                 NULL) == BASELINE_ERR_GEOMETRY) {
+                fprintf(stderr, "kvtc: eval: %s skipped: a token's K/V row of %u values (%u heads x %u) does not "
+                        "hold whole blocks of %d\n", baseline_name(kinds[i]), g.n_kv_heads * g.head_dim,
+                        g.n_kv_heads, g.head_dim, BASELINE_GROUP);
+                continue;
+            }
             ms[nm].baseline = kinds[i];
             snprintf(ms[nm].name, sizeof ms[nm].name, "%s", baseline_name(kinds[i]));
             nm++;
