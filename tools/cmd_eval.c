@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "eval/baselines.h"
 #include "eval/metrics.h"
+#include "eval/retrieval.h"
 #include "model_kv.h"
 #include "util/cache.h"
 
@@ -137,6 +138,33 @@ static int baseline_apply(eval_method *m, const eval_opts *o, const kvtc_geometr
     return 0;
 }
 
+/* What the retrieval tasks need to round-trip a cache with method mi. */
+typedef struct apply_ctx {
+    eval_method *ms;
+    const eval_opts *o;
+    kvtc_geometry g;
+    const llama_model *model;
+} apply_ctx;
+
+static int apply_method(void *user, uint32_t mi, float *k, float *v, uint32_t n, const int32_t *ids) {
+    apply_ctx *a = user;
+    eval_method *m = &a->ms[mi];
+    if (m->identity) return 0;
+    return m->is_kvtc ? kvtc_roundtrip(m, a->o, &a->g, a->model, k, v, n, ids) : baseline_apply(m, a->o, &a->g, k, v, n);
+}
+
+/* Up to RETRIEVAL_MAX_POINTS comma-separated numbers; the count, or -1. */
+static int parse_list(const char *v, double *out) {
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    int n = 0;
+    for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+        if (n == RETRIEVAL_MAX_POINTS || cli_parse_double(s, &out[n])) return -1;
+        n++;
+    }
+    return n ? n : -1;
+}
+
 static void print_table(const eval_method *ms, uint32_t nm, double ref_ppl, FILE *f) {
     fprintf(f, "%-22s %10s %10s %10s %9s %11s %8s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
     for (uint32_t i = 0; i < nm; i++) {
@@ -203,6 +231,13 @@ static const char eval_help[] =
     "  --prefix F           fraction of each window prefilled and compressed (default 0.75)\n"
     "  --sink N / --window N  raw tokens at the start / end of the prefix (default 4 / 128)\n"
     "  --no-baselines       skip f16, fp8_e4m3, q8_0, q4_0, kivi2\n"
+    "  --task ppl|copy|recall  ppl (default): perplexity, KL and top-1 of a continuation;\n"
+    "                       copy: a passage repeated after a gap; recall: a key-value needle\n"
+    "                       answered at the end (--windows = trials per distance / depth)\n"
+    "  --distances LIST     copy: token distances between the two copies (default ctx/8,ctx/2,\n"
+    "                       ctx-passage-sinks-1)\n"
+    "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
+    "  --passage N          copy: passage tokens (default 64)\n"
     "  --threads N          threads (default 2)\n"
     "  --json               print one JSON object instead of the table\n"
     "  --plot OUT.png       write a KL-vs-ratio plot (gnuplot)\n";
@@ -214,6 +249,10 @@ int cmd_eval(int argc, char **argv) {
     double ratios[16] = {8, 16, 32, 64};
     int n_ratios = 4;
     eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
+    retrieval_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.passage = 64;
+    const char *task = "ppl";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(eval_help, stdout); return 0; }
@@ -242,6 +281,18 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--window")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); }
         else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &o.threads) || !o.threads || o.threads > 64) return cli_usage("eval", "--threads needs 1..64"); }
         else if (!strcmp(a, "--no-baselines")) baselines = 0;
+        else if (!strcmp(a, "--task")) {
+            if (!(task = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a);
+            if (strcmp(task, "ppl") && strcmp(task, "copy") && strcmp(task, "recall"))
+                return cli_usage("eval", "--task is ppl, copy or recall");
+        }
+        else if (!strcmp(a, "--distances") || !strcmp(a, "--depths")) {
+            int n;
+            if (!(v = cli_value(argc, argv, &i)) || (n = parse_list(v, ro.points)) < 0)
+                return cli_usage("eval", "%s takes up to %d numbers, comma separated", a, RETRIEVAL_MAX_POINTS);
+            ro.n_points = (uint32_t)n;
+        }
+        else if (!strcmp(a, "--passage")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2"); }
         else if (!strcmp(a, "--json")) o.json = 1;
         else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
         else return cli_usage("eval", "unknown argument %s (see --help)", a);
@@ -319,6 +370,39 @@ int cmd_eval(int argc, char **argv) {
             snprintf(ms[nm].name, sizeof ms[nm].name, "%s@%g", label, ratios[i]);
             nm++;
         }
+    }
+
+    if (strcmp(task, "ppl")) {
+        ro.task = !strcmp(task, "copy") ? RETRIEVAL_COPY : RETRIEVAL_RECALL;
+        ro.ctx = o.ctx;
+        ro.trials = o.windows;
+        ro.n_sink = o.n_sink;
+        ro.n_window = o.n_window;
+        ro.threads = o.threads;
+        if (!ro.n_points && ro.task == RETRIEVAL_COPY) {
+            uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
+            double d[3] = {o.ctx / 8, o.ctx / 2, far};
+            for (int i = 0; i < 3; i++)
+                if (d[i] >= ro.passage + o.n_window && d[i] <= far) ro.points[ro.n_points++] = d[i];
+        } else if (!ro.n_points) {
+            ro.points[0] = 0.1, ro.points[1] = 0.5, ro.points[2] = 0.9;
+            ro.n_points = 3;
+        }
+        if (retrieval_check(&ro, &mt)) goto done;
+        apply_ctx ac = {ms, &o, g, mt.model};
+        retrieval_result res;
+        if (retrieval_run(&ro, &mt, nm, apply_method, &ac, &res)) goto done;
+        const char *names[EVAL_MAX_METHODS];
+        double rat[EVAL_MAX_METHODS];
+        for (uint32_t i = 0; i < nm; i++) {
+            names[i] = ms[i].name;
+            rat[i] = ms[i].identity ? 0.5 : ms[i].bits_coded > 0 ? ms[i].fp16_coded / ms[i].bits_coded : 0.0;
+        }
+        if (!o.json) printf("%s: task %s on %s\n", model_path, task, text_path);
+        retrieval_print(&ro, &res, names, rat, o.json, stdout);
+        retrieval_result_free(&res);
+        rc = 0;
+        goto done;
     }
 
     size_t vocab = hp->n_vocab;
