@@ -297,7 +297,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--plot")) { if (!(o.plot = cli_value(argc, argv, &i))) return cli_usage("eval", "%s needs a value", a); }
         else return cli_usage("eval", "unknown argument %s (see --help)", a);
     }
-    if (!model_path || !text_path || (!n_bases && !baselines)) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
 
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
@@ -388,7 +388,8 @@ int cmd_eval(int argc, char **argv) {
             ro.points[0] = 0.1, ro.points[1] = 0.5, ro.points[2] = 0.9;
             ro.n_points = 3;
         }
-        if (retrieval_check(&ro, &mt)) goto done;
+        int bad = retrieval_check(&ro, &mt);
+        if (bad) { rc = bad; goto done; }
         apply_ctx ac = {ms, &o, g, mt.model};
         retrieval_result res;
         if (retrieval_run(&ro, &mt, nm, apply_method, &ac, &res)) goto done;
