@@ -48,9 +48,10 @@ class _Reader:
         raise ValueError("unknown GGUF metadata type %d" % t)
 
 
-def read(path):
+def read(path, meta_only=False):
     """(metadata {key: (type, value)}, tensors {name: float32 array shaped
-    [ne[-1], ..., ne[0]]}). Arrays are values (elem_type, [items])."""
+    [ne[-1], ..., ne[0]]}, empty when meta_only). Arrays are values
+    (elem_type, [items])."""
     with open(path, "rb") as f:
         buf = f.read()
     r = _Reader(buf)
@@ -66,6 +67,8 @@ def read(path):
         t = r.take("<I")
         meta[k] = (t, r.value(t))
     infos = []
+    if meta_only:
+        return meta, {}
     for _ in range(n_t):
         name = r.string()
         nd = r.take("<I")

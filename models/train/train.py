@@ -277,9 +277,15 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--keep-gguf", help="also write the whole GGUF here (CPU smoke test)")
     ap.add_argument("--ref-json", help="write reference ids/logits of the GGUF here")
+    ap.add_argument("--tokens-per-step", type=int, help="override the config (CPU checks of 'full')")
+    ap.add_argument("--val-windows", type=int, help="override the config (CPU checks of 'full')")
     args = ap.parse_args()
     t_start = time.time()
     c = dict(CONFIGS[args.config])
+    if args.tokens_per_step:
+        c["tokens_per_step"] = args.tokens_per_step
+    if args.val_windows:
+        c["val_windows"] = args.val_windows
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     gen = np.random.default_rng(args.seed)
@@ -295,7 +301,7 @@ def main():
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    ref_meta, _ = gguf_io.read(args.tokenizer_gguf)
+    ref_meta, _ = gguf_io.read(args.tokenizer_gguf, meta_only=True)
     n_vocab = len(ref_meta["tokenizer.ggml.tokens"][1][1])
     tf = os.path.join(args.data, "train.u16.gz")
     train = load_tokens(tf if os.path.exists(tf) else os.path.join(args.data, "train.u16"))
@@ -390,7 +396,9 @@ def main():
         json.dump(log, f, indent=1)
     print("wrote %s: GGUF %d bytes, sha256 %s, total %.0f s" % (args.out, size, digest,
                                                                  time.time() - t_start))
-    ok = chk["argmax_agree"] >= 0.98
+    # Q8_0 rounding moves logits by ~1e-2 of their spread; a layout or RoPE
+    # mistake moves them by the whole spread.
+    ok = chk["max_abs_dlogit"] < 0.1 * chk["logit_std"] or chk["argmax_agree"] >= 0.98
     if not ok:
         print("EXPORT CHECK FAILED", file=sys.stderr)
     return 0 if ok else 1
