@@ -21,9 +21,15 @@ import random
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 SEP = "\n\x1e\n"
 SEED = 16
+# Training characters kept per domain (whole documents, in a fixed random
+# order): the dictionaries alone would be ~2/3 of the corpus, and the token
+# file must fit the device call's 64 MiB with the repository.
+CAP = {"dictionary": 16e6, "code": 5e6}
+N_SYNTHETIC = {"train": 2400, "val": 40}
 
 
 def austen():
@@ -96,18 +102,25 @@ def jargon():
             for i in range(0, len(paras), 60)]
 
 
-def manpages(limit):
+def manpages(limit, cache):
     """Sections 2 and 3 of manpages-dev rendered to plain text by man(1)."""
+    if os.path.exists(cache):
+        with gzip.open(cache, "rt", encoding="utf-8") as f:
+            return [tuple(d) for d in json.load(f)]
     pages = sorted(glob.glob("/usr/share/man/man2/*.2.gz") + glob.glob("/usr/share/man/man3/*.3.gz"))
     rnd = random.Random(SEED)
     rnd.shuffle(pages)
-    docs = []
     env = dict(os.environ, MANWIDTH="80", LANG="C.UTF-8", MAN_KEEP_FORMATTING="0")
-    for p in pages[:limit]:
+
+    def render(p):
         r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env)
         t = re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
-        if r.returncode == 0 and len(t) > 200:
-            docs.append(("manpages-dev " + os.path.basename(p), t))
+        return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
+        docs = [d for d in ex.map(render, pages[:limit]) if d]
+    with gzip.open(cache, "wt", encoding="utf-8") as f:
+        json.dump(docs, f)
     return docs
 
 
@@ -172,11 +185,12 @@ def recall_doc(pool, rnd):
 
 
 def main():
-    work = sys.argv[1]
+    work, held = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
+    os.makedirs(held, exist_ok=True)
     rnd = random.Random(SEED)
     sources = {"novels": austen(), "dictionary": gcide() + wordnet(), "fortunes": fortunes(),
-               "jargon": jargon(), "manpages": manpages(1500), "code": python_source()}
+               "jargon": jargon(), "manpages": manpages(1500, os.path.join(held, "manpages.cache.json.gz")), "code": python_source()}
     manifest = {"train": [], "val": [], "eval": []}
     split = {"train": [], "val": [], "eval": []}
     for dom, docs in sources.items():
@@ -187,8 +201,14 @@ def main():
         # for training (Persuasion is their held-out text)
         n_eval = 0 if dom == "novels" else max(1, len(docs) // 50)
         n_val = 0 if dom == "novels" else max(1, len(docs) // 100)
+        kept = 0
         for j, i in enumerate(order):
             where = "eval" if j < n_eval else "val" if j < n_eval + n_val else "train"
+            if where == "train":
+                if kept >= CAP.get(dom, float("inf")):
+                    manifest.setdefault("unused", []).append("%s: %s" % (dom, docs[i][0]))
+                    continue
+                kept += len(docs[i][1])
             split[where].append((dom, docs[i][1]))
             manifest[where].append("%s: %s" % (dom, docs[i][0]))
     # Novels' validation: the last 5% of each book (cut at a paragraph).
@@ -199,10 +219,10 @@ def main():
             split["val"].append((dom, text[cut:]))
     manifest["val"].append("novels: the last 5% of each of the five books")
     for dom in sources:
-        with open(os.path.join(work, "eval_%s.txt" % dom), "w", encoding="utf-8") as f:
+        with open(os.path.join(held, "eval_%s.txt" % dom), "w", encoding="utf-8") as f:
             f.write("\n\n".join(t for d, t in split["eval"] if d == dom))
     pools = {w: [t for _, t in split[w]] for w in ("train", "val")}
-    n_syn = {"train": 5000, "val": 60}
+    n_syn = N_SYNTHETIC
     natural_chars = sum(len(t) for t in pools["train"])
     for w in ("train", "val"):
         syn = [copy_doc(pools[w], rnd) if i % 2 == 0 else recall_doc(pools[w], rnd)
@@ -216,7 +236,7 @@ def main():
         if w == "train":
             print("train: %.1f MB natural text, %.1f MB synthetic" %
                   (natural_chars / 1e6, sum(len(s) for s in syn) / 1e6))
-    with open(os.path.join(work, "manifest.json"), "w") as f:
+    with open(os.path.join(held, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=0)
 
 

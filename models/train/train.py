@@ -4,7 +4,7 @@ budget, then export it as a Q8_0 GGUF that llama.cpp and kvtc's engine read.
 
   PYTHONUNBUFFERED=1 python3 train.py --data DIR --out OUT --seconds 420
 
-DIR holds train.u16.gz and val.u16 (prepare_data.sh); OUT receives
+DIR holds train.u16.xz (or train.u16) and val.u16 (prepare_data.sh); OUT receives
   model.gguf.partNN   the GGUF cut into <= 15 MiB pieces (cat them in order)
   model.gguf.sha256   sha256 of the whole GGUF
   train_log.json      config, loss curve, validation losses, export check
@@ -19,9 +19,9 @@ long positions after it has learnt language. The weights with the best
 validation loss of the 8K phase are exported (else the last).
 """
 import argparse
-import gzip
 import hashlib
 import json
+import lzma
 import math
 import os
 import sys
@@ -147,7 +147,7 @@ class Model(nn.Module):
 # ----------------------------------------------------------------- data ----
 
 def load_tokens(path):
-    opener = gzip.open if path.endswith(".gz") else open
+    opener = lzma.open if path.endswith(".xz") else open
     with opener(path, "rb") as f:
         return np.frombuffer(f.read(), dtype="<u2").astype(np.int64)
 
@@ -268,7 +268,7 @@ def write_split(path, out_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True, help="folder with train.u16[.gz] and val.u16")
+    ap.add_argument("--data", required=True, help="folder with train.u16[.xz] and val.u16")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=420.0, help="training wall-clock budget")
     ap.add_argument("--config", default="full", choices=sorted(CONFIGS))
@@ -303,7 +303,7 @@ def main():
 
     ref_meta, _ = gguf_io.read(args.tokenizer_gguf, meta_only=True)
     n_vocab = len(ref_meta["tokenizer.ggml.tokens"][1][1])
-    tf = os.path.join(args.data, "train.u16.gz")
+    tf = os.path.join(args.data, "train.u16.xz")
     train = load_tokens(tf if os.path.exists(tf) else os.path.join(args.data, "train.u16"))
     val = load_tokens(os.path.join(args.data, "val.u16"))
     assert train.max() < n_vocab and val.max() < n_vocab, "token ids beyond the vocabulary"
