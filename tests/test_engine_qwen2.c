@@ -10,7 +10,10 @@
  * 2-layer model for 30 s, exports the Q8_0 GGUF, reloads the GGUF into the
  * PyTorch model and writes that model's fp32 logits. Agreement here proves
  * that the export and the engine agree on layout, RoPE convention and biases,
- * which is what makes the GPU run's model usable. Run from the repo root.
+ * which is what makes the GPU run's model usable. Checked by mutation: with
+ * the q/k biases dropped the last position's logits differ by 2.3e-2, with
+ * adjacent-pair RoPE by 1.6e-1 (both fail here); correct, by ~5e-6.
+ * Run from the repo root.
  */
 #include <math.h>
 #include <stdio.h>

@@ -42,8 +42,8 @@ CONFIGS = {
                  warmup=100, dropout=0.1, eval_every_s=60.0, val_windows=16),
     # the CPU smoke test / engine fixture: same shape rules, < 1 MB GGUF
     "tiny": dict(n_embd=64, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=128,
-                 ctx_short=128, ctx_long=256, tokens_per_step=2048, lr=3e-3, warmup=10,
-                 dropout=0.0, eval_every_s=5.0, val_windows=4),
+                 ctx_short=128, ctx_long=256, tokens_per_step=2048, lr=1e-2, warmup=10,
+                 dropout=0.0, eval_every_s=15.0, val_windows=4),
 }
 ROPE_THETA = 1.0e6
 RMS_EPS = 1e-6
