@@ -15,15 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-models/train/data}
 held=${2:-models/train/heldout}
-pkgs=(r-cran-janeaustenr dict-gcide wordnet-base fortunes-min jargon-text manpages-dev man-db
-      libpython3.11-stdlib)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+KVTC_TRAIN_DEPS=1 scripts/install-deps.sh
 [ -x build/kvtc_tokenize ] || scripts/build.sh
 mkdir -p "$work"
 /usr/bin/python3 models/train/build_corpus.py "$work" "$held"

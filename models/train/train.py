@@ -350,8 +350,9 @@ def main():
         if step % 10 == 0 or step == 1:
             lv = loss.item()
             log["steps"].append([step, round(el, 2), T, lr, lv])
+            now = time.time() - t0
             print("step %d  t %.0fs  ctx %d  lr %.2e  loss %.4f  %.0f tok/s" %
-                  (step, el, T, lr, lv, tokens_seen / max(el, 1e-9)))
+                  (step, now, T, lr, lv, tokens_seen / max(now, 1e-9)))
         el = time.time() - t0
         if el - last_eval >= c["eval_every_s"] or el >= args.seconds:
             last_eval = el
