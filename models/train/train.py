@@ -363,9 +363,11 @@ def main():
             if long_phase and v8 < best[0]:
                 best = (v8, {k: v.detach().clone() for k, v in model.state_dict().items()}, step)
     train_s = time.time() - t0
-    v2, v8 = val_loss(model, vs, device, amp), val_loss(model, vl, device, amp)
-    log["val"].append({"step": step, "t": round(train_s, 1), "ctx_short": v2, "ctx_long": v8})
-    if v8 < best[0] or best[1] is None:
+    if not log["val"] or log["val"][-1]["step"] != step:  # validate the last weights once
+        v2, v8 = val_loss(model, vs, device, amp), val_loss(model, vl, device, amp)
+        log["val"].append({"step": step, "t": round(train_s, 1), "ctx_short": v2, "ctx_long": v8})
+    v8 = log["val"][-1]["ctx_long"]
+    if v8 <= best[0] or best[1] is None:
         best = (v8, None, step)
     else:
         model.load_state_dict(best[1])
