@@ -26,6 +26,14 @@ for d in "${doms[@]}"; do
     --ratio 20 --ratio 32 --sensitivity --recompute-layers 0 -o $O/cal_$d.safetensors
   B="$B --basis $d=$O/cal_$d.safetensors"
 done
+# a mixed-domain basis: the first 6000 characters of every domain (CW + 1 windows
+# in all), still disjoint from the evaluation windows at the texts' ends
+if [ ! -f $O/cal_mixed.safetensors ]; then
+  for d in "${doms[@]}"; do head -c 6000 "$(text $d)"; echo; done > $O/mixed.txt
+  $K calibrate --model $M --text $O/mixed.txt --ctx $CTX --windows $((CW + 1)) --ratio 20 --ratio 32 --sensitivity \
+    --recompute-layers 0 -o $O/cal_mixed.safetensors
+fi
+B="$B --basis mixed=$O/cal_mixed.safetensors"
 for d in "${doms[@]}"; do
   [ -f $O/eval_$d.json ] || $K eval --model $M --text "$(text $d)" --ctx $CTX --windows $W --ratios 20,32 \
     --no-baselines $B --json > $O/eval_$d.json
@@ -37,7 +45,7 @@ print("| calibrated on \\\\ evaluated on | " + " | ".join(doms) + " |")
 print("|---|" + "---|" * len(doms))
 res = {d: {m["name"]: m for m in json.load(open("%s/eval_%s.json" % (o, d)))["methods"]} for d in doms}
 for r in (20, 32):
-    for c in doms:
+    for c in doms + ["mixed"]:
         cells = []
         for e in doms:
             m = res[e]["%s@%d" % (c, r)]
