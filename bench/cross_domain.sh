@@ -43,13 +43,16 @@ import json, sys
 o, doms = sys.argv[1], sys.argv[2:]
 print("| calibrated on \\\\ evaluated on | " + " | ".join(doms) + " |")
 print("|---|" + "---|" * len(doms))
-res = {d: {m["name"]: m for m in json.load(open("%s/eval_%s.json" % (o, d)))["methods"]} for d in doms}
+runs = {d: json.load(open("%s/eval_%s.json" % (o, d))) for d in doms}
+res = {d: {m["name"]: m for m in runs[d]["methods"]} for d in doms}
+npred = {d: runs[d]["predictions_per_method"] for d in doms}
 for r in (20, 32):
     for c in doms + ["mixed"]:
         cells = []
         for e in doms:
             m = res[e]["%s@%d" % (c, r)]
-            cells.append("%.1fx: top-1 %.2f%%, KL %.2e, ppl %+.2f%%" % (m["compression_ratio"], 100 * m["top1"],
-                                                                      m["kld"], 100 * m["ppl_change"]))
+            se = (m["top1"] * (1 - m["top1"]) / npred[e]) ** 0.5  # binomial; tokens are correlated
+            cells.append("%.1fx: top-1 %.2f%% ± %.2f, KL %.2e, ppl %+.2f%%" % (
+                m["compression_ratio"], 100 * m["top1"], 100 * se, m["kld"], 100 * m["ppl_change"]))
         print("| %s @%d | %s |" % (c, r, " | ".join(cells)))
 PY
