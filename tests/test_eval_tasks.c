@@ -1,8 +1,8 @@
 /* test_eval_tasks.c - kvtc eval on a model of another shape (stories260K:
  * head_dim 8, 4 KV heads) and the retrieval tasks (--task copy|recall):
  * every method runs (no baseline fails on narrow heads), the tables have the
- * rows they promise, the harness restores an untouched cache exactly, and
- * bad task options are usage errors. Runs the CLI (KVTC_CLI) with --json. */
+ * rows they promise, standard errors are reported, the harness restores an
+ * untouched cache exactly, and bad task options are usage errors. Runs the CLI (KVTC_CLI) with --json. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +46,7 @@ static const char *str(const json_value *o, const char *key) {
 
 /* ppl on head_dim 8: all five baselines run, with the block formats' exact ratios. */
 static void test_narrow_model_ppl(void) {
-    json_value *r = run_eval("--ctx 256 --windows 1 --window 32");
+    json_value *r = run_eval("--ctx 256 --windows 2 --window 32");
     const json_value *ms = r ? json_get(r, "methods") : NULL;
     CHECK(ms && ms->type == JSON_ARRAY && ms->n == 6);
     for (size_t i = 0; ms && i < ms->n; i++) {
@@ -54,8 +54,12 @@ static void test_narrow_model_ppl(void) {
         const char *name = str(m, "name");
         if (!strcmp(name, "q8_0")) CHECK(num(m, "compression_ratio") > 1.88 && num(m, "compression_ratio") < 1.89);
         if (!strcmp(name, "q4_0")) CHECK(num(m, "compression_ratio") > 3.55 && num(m, "compression_ratio") < 3.56);
-        if (!strcmp(name, "uncompressed")) CHECK(num(m, "kld") == 0.0);
+        if (!strcmp(name, "uncompressed"))
+            CHECK(num(m, "kld") == 0.0 && num(m, "top1_se") == 0.0 && num(m, "ppl_change_se") == 0.0);
         CHECK(num(m, "top1") >= 0.5 && num(m, "top1") <= 1.0);
+        /* standard errors over the 2 windows: present, finite, non-negative */
+        CHECK(num(m, "top1_se") >= 0.0 && num(m, "kld_se") >= 0.0 && num(m, "ppl_change_se") >= 0.0);
+        if (!strcmp(name, "q4_0")) CHECK(num(m, "kld_se") > 0.0);
     }
     json_free(r);
 }

@@ -38,7 +38,26 @@ typedef struct eval_method {
     double bits_coded, bits_total;      /* storage bits (coded tokens / whole cache) */
     double fp16_coded, fp16_total;      /* fp16 bits of the same */
     double encode_s, decode_s;
+    /* per window (windows are independent; tokens within one are not): sums
+     * and sums of squares of the NLL change, KL and top-1, for standard errors */
+    double w_dnll, w_dnll2, w_kl, w_kl2, w_top1, w_top1_2;
+    uint32_t n_win;
 } eval_method;
+
+/* Standard error of a mean from a sum and a sum of squares over n samples. */
+static double win_se(double sum, double sum2, uint32_t n) {
+    if (n < 2) return 0.0;
+    double var = (sum2 - sum * sum / n) / (n - 1);
+    return var > 0 ? sqrt(var / n) : 0.0;
+}
+
+/* Standard errors of ppl change (delta method on the mean NLL change), KL and top-1. */
+static void method_se(const eval_method *m, double *ppl_se, double *kl_se, double *top1_se) {
+    double dn = m->n_win ? m->w_dnll / m->n_win : 0.0;
+    *ppl_se = exp(dn) * win_se(m->w_dnll, m->w_dnll2, m->n_win);
+    *kl_se = win_se(m->w_kl, m->w_kl2, m->n_win);
+    *top1_se = win_se(m->w_top1, m->w_top1_2, m->n_win);
+}
 
 typedef struct eval_opts {
     uint32_t ctx, windows, n_sink, n_window, threads;
@@ -166,15 +185,18 @@ static int parse_list(const char *v, double *out) {
 }
 
 static void print_table(const eval_method *ms, uint32_t nm, double ref_ppl, FILE *f) {
-    fprintf(f, "%-22s %10s %10s %10s %9s %11s %8s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
+    fprintf(f, "%-22s %10s %10s %10s %16s %21s %16s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
     for (uint32_t i = 0; i < nm; i++) {
         const eval_method *m = &ms[i];
-        double ppl = exp(m->nll / (double)m->n_pred);
-        fprintf(f, "%-22s %10.2f %10.2f %10.4f %+8.2f%% %11.3e %7.2f%%\n", m->name,
+        double ppl = exp(m->nll / (double)m->n_pred), ppl_se, kl_se, top1_se;
+        method_se(m, &ppl_se, &kl_se, &top1_se);
+        fprintf(f, "%-22s %10.2f %10.2f %10.4f %+8.2f%% +-%4.2f %10.3e +-%8.1e %7.2f%% +-%4.2f\n", m->name,
                 m->bits_coded > 0 ? m->fp16_coded / m->bits_coded : 0.0,
                 m->bits_total > 0 ? m->fp16_total / m->bits_total : 0.0, ppl, 100.0 * (ppl / ref_ppl - 1.0),
-                m->kld / (double)m->n_pred, 100.0 * (double)m->n_top1 / (double)m->n_pred);
+                100.0 * ppl_se, m->kld / (double)m->n_pred, kl_se, 100.0 * (double)m->n_top1 / (double)m->n_pred,
+                100.0 * top1_se);
     }
+    fprintf(f, "(+- standard errors over windows)\n");
 }
 
 static void print_json(const eval_method *ms, uint32_t nm, double ref_ppl, const eval_opts *o, uint32_t prefix,
@@ -184,12 +206,15 @@ static void print_json(const eval_method *ms, uint32_t nm, double ref_ppl, const
            o->ctx, prefix, windows, n_pred, o->n_sink, o->n_window, ref_ppl);
     for (uint32_t i = 0; i < nm; i++) {
         const eval_method *m = &ms[i];
-        double ppl = exp(m->nll / (double)m->n_pred);
+        double ppl = exp(m->nll / (double)m->n_pred), ppl_se, kl_se, top1_se;
+        method_se(m, &ppl_se, &kl_se, &top1_se);
         printf("%s\n  {\"name\": \"%s\", \"compression_ratio\": %.4f, \"compression_ratio_total\": %.4f, "
-               "\"ppl\": %.6f, \"ppl_change\": %.6f, \"kld\": %.6e, \"top1\": %.6f, \"encode_s\": %.4f, \"decode_s\": %.4f}",
+               "\"ppl\": %.6f, \"ppl_change\": %.6f, \"kld\": %.6e, \"top1\": %.6f, \"encode_s\": %.4f, \"decode_s\": %.4f, "
+               "\"ppl_change_se\": %.6f, \"kld_se\": %.6e, \"top1_se\": %.6f}",
                i ? "," : "", m->name, m->bits_coded > 0 ? m->fp16_coded / m->bits_coded : 0.0,
                m->bits_total > 0 ? m->fp16_total / m->bits_total : 0.0, ppl, ppl / ref_ppl - 1.0,
-               m->kld / (double)m->n_pred, (double)m->n_top1 / (double)m->n_pred, m->encode_s, m->decode_s);
+               m->kld / (double)m->n_pred, (double)m->n_top1 / (double)m->n_pred, m->encode_s, m->decode_s,
+               ppl_se, kl_se, top1_se);
     }
     printf("\n]}\n");
 }
@@ -425,11 +450,13 @@ int cmd_eval(int argc, char **argv) {
         model_ctx_read_kv(ctx, mt.model, prefix, k0, v0);
         /* reference continuation; logits i predict token prefix + i + 1 */
         if (llama_decode(ctx, tok + prefix, cont, ref)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
+        double win_ref_nll = 0;
         for (uint32_t i = 0; i + 1 < cont; i++) {
             metrics_log_softmax(ref + (size_t)i * vocab, (uint32_t)vocab, lp1);
-            ref_nll -= lp1[tok[prefix + i + 1]];
+            win_ref_nll -= lp1[tok[prefix + i + 1]];
             ref_n++;
         }
+        ref_nll += win_ref_nll;
         for (uint32_t mi = 0; mi < nm; mi++) {
             eval_method *m = &ms[mi];
             memcpy(k, k0, sizeof(float) * per);
@@ -448,7 +475,13 @@ int cmd_eval(int argc, char **argv) {
             if (bad) goto done_bufs;
             model_ctx_write_kv(ctx, mt.model, prefix, k, v);
             if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
+            double nll0 = m->nll, kld0 = m->kld;
+            uint64_t top0 = m->n_top1, pred0 = m->n_pred;
             score(m, ref, got, tok + prefix + 1, cont - 1, (uint32_t)vocab, lp1, lp2);
+            double np = (double)(m->n_pred - pred0), dn = (m->nll - nll0 - win_ref_nll) / np,
+                   kl = (m->kld - kld0) / np, t1 = (double)(m->n_top1 - top0) / np;
+            m->w_dnll += dn, m->w_dnll2 += dn * dn, m->w_kl += kl, m->w_kl2 += kl * kl;
+            m->w_top1 += t1, m->w_top1_2 += t1 * t1, m->n_win++;
             if (progress) fprintf(stderr, "\rkvtc eval: window %u/%u, method %u/%u   ", w + 1, o.windows, mi + 1, nm);
         }
     }
