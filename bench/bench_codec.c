@@ -174,11 +174,11 @@ static int bench_calib(uint32_t p, uint64_t n, const char *method) {
     cache_file cf;
     if (cache_file_alloc(&cf, &g, KVTC_DTYPE_F16, T, 0, 0)) { fprintf(stderr, "out of memory\n"); return 1; }
     float *z = malloc(sizeof(float) * T * r), *a = malloc(sizeof(float) * (size_t)r * p), *x = malloc(sizeof(float) * T * 1024);
-    kvtc_rng rng = {7};
+    kvi_rng rng = {7};
     for (uint32_t i = 0; i < r; i++)
-        for (uint32_t j = 0; j < p; j++) a[(size_t)i * p + j] = (float)(kvtc_rng_gauss(&rng) / sqrt(p));
+        for (uint32_t j = 0; j < p; j++) a[(size_t)i * p + j] = (float)(kvi_rng_gauss(&rng) / sqrt(p));
     for (uint64_t t = 0; t < T; t++)
-        for (uint32_t i = 0; i < r; i++) z[t * r + i] = (float)(kvtc_rng_gauss(&rng) * 8.0 / pow(1.0 + i, 0.7));
+        for (uint32_t i = 0; i < r; i++) z[t * r + i] = (float)(kvi_rng_gauss(&rng) * 8.0 / pow(1.0 + i, 0.7));
     /* fill K and V in column blocks of 1024 coordinates */
     for (int s = 0; s < 2; s++) {
         void *dst = s ? cf.cache.v : cf.cache.k;
@@ -188,8 +188,8 @@ static int bench_calib(uint32_t p, uint64_t n, const char *method) {
             for (uint64_t t = 0; t < T; t++)
                 for (uint32_t j = 0; j < 1024; j++) {
                     uint32_t col = c0 + j, lh = col / g.head_dim, dd = col % g.head_dim;
-                    kvtc_store_elem(dst, KVTC_DTYPE_F16, ((uint64_t)lh * T + t) * g.head_dim + dd,
-                                    x[t * 1024 + j] + (float)(0.1 * kvtc_rng_gauss(&rng)));
+                    kvi_store_elem(dst, KVTC_DTYPE_F16, ((uint64_t)lh * T + t) * g.head_dim + dd,
+                                    x[t * 1024 + j] + (float)(0.1 * kvi_rng_gauss(&rng)));
                 }
         }
     }

@@ -2,10 +2,10 @@
  * llama.c - the forward pass: contexts with a float32 KV cache, batched
  * decoding, and K/V extraction without a context.
  *
- * One code path (forward_ubatch) serves llama_decode and
- * llama_compute_kv_prefix_layers, so both perform the same float operations
+ * One code path (forward_ubatch) serves eng_decode and
+ * eng_compute_kv_prefix_layers, so both perform the same float operations
  * in the same order: projections are cblas_sgemm over a micro-batch of up to
- * LLAMA_UBATCH tokens, attention is sgemm per (head, block of ATT_QBLOCK
+ * ENG_UBATCH tokens, attention is sgemm per (head, block of ATT_QBLOCK
  * queries) with the softmax rows spread over pthreads. Every row is computed
  * by one thread in full, so results do not depend on the number of threads.
  */
@@ -30,7 +30,7 @@
 
 /* Activations of one micro-batch plus attention scores. */
 typedef struct scratch {
-    uint32_t rows;       /* token capacity, <= LLAMA_UBATCH */
+    uint32_t rows;       /* token capacity, <= ENG_UBATCH */
     uint32_t n_ctx;      /* key capacity of the score rows */
     float *x;            /* [rows][n_embd] residual stream */
     float *xn;           /* [rows][n_embd] normalized sublayer input, then sublayer output */
@@ -69,7 +69,7 @@ static void scratch_free(scratch *s) {
 
 static float *falloc(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
-static int scratch_alloc(scratch *s, const llama_hparams *hp, uint32_t rows, uint32_t n_ctx) {
+static int scratch_alloc(scratch *s, const eng_hparams *hp, uint32_t rows, uint32_t n_ctx) {
     memset(s, 0, sizeof(*s));
     size_t r = rows, qd = (size_t)hp->n_head * hp->head_dim,
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
@@ -89,9 +89,9 @@ static int scratch_alloc(scratch *s, const llama_hparams *hp, uint32_t rows, uin
     if (!s->x || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->gate || !s->up || !s->rope ||
         !s->pos || !s->scores) {
         scratch_free(s);
-        return LLAMA_E_NOMEM;
+        return ENG_E_NOMEM;
     }
-    return LLAMA_OK;
+    return ENG_OK;
 }
 
 /* ======================================================================== */
@@ -127,7 +127,7 @@ static void rmsnorm(const float *x, const float *w, float *out, uint32_t n, uint
 
 /* cos/sin of pos * theta^(-2i/rope_dim) for each token and pair, computed in
  * double so that large positions keep their accuracy. */
-static void rope_table(const llama_hparams *hp, const int64_t *pos, uint32_t n, float *cs) {
+static void rope_table(const eng_hparams *hp, const int64_t *pos, uint32_t n, float *cs) {
     uint32_t half = hp->rope_dim / 2;
     for (uint32_t t = 0; t < n; t++) {
         for (uint32_t i = 0; i < half; i++) {
@@ -141,7 +141,7 @@ static void rope_table(const llama_hparams *hp, const int64_t *pos, uint32_t n, 
 
 /* Rotate the first rope_dim dims of each of n_heads heads of each token.
  * norm: pairs (2i, 2i+1) (GGUF llama, Meta layout); neox: pairs (i, i+rope_dim/2). */
-static void rope_apply(const llama_hparams *hp, float *x, uint32_t n, uint32_t n_heads,
+static void rope_apply(const eng_hparams *hp, float *x, uint32_t n, uint32_t n_heads,
                        const float *cs) {
     uint32_t hd = hp->head_dim, half = hp->rope_dim / 2;
     for (uint32_t t = 0; t < n; t++) {
@@ -149,8 +149,8 @@ static void rope_apply(const llama_hparams *hp, float *x, uint32_t n, uint32_t n
         for (uint32_t h = 0; h < n_heads; h++) {
             float *v = x + ((size_t)t * n_heads + h) * hd;
             for (uint32_t i = 0; i < half; i++) {
-                uint32_t a = hp->rope_type == LLAMA_ROPE_NEOX ? i : 2 * i;
-                uint32_t b = hp->rope_type == LLAMA_ROPE_NEOX ? i + half : 2 * i + 1;
+                uint32_t a = hp->rope_type == ENG_ROPE_NEOX ? i : 2 * i;
+                uint32_t b = hp->rope_type == ENG_ROPE_NEOX ? i + half : 2 * i + 1;
                 float x0 = v[a], x1 = v[b], co = c[2 * i], si = c[2 * i + 1];
                 v[a] = x0 * co - x1 * si;
                 v[b] = x0 * si + x1 * co;
@@ -236,7 +236,7 @@ static void softmax_rows(softmax_task *t, uint32_t max_workers) {
  * itself; only the softmax is spread over our threads. Calling a threaded
  * OpenBLAS from several of our threads at once serializes its calls and
  * oversubscribes the cores (measured: twice as slow on 2 cores). */
-static void attention(const llama_hparams *hp, const float *q, const float *kc, const float *vc,
+static void attention(const eng_hparams *hp, const float *q, const float *kc, const float *vc,
                       float *att, float *s, uint32_t n_ctx, uint32_t n, uint32_t slot0,
                       uint32_t n_threads) {
     const uint32_t hd = hp->head_dim, qd = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
@@ -268,10 +268,10 @@ static void attention(const llama_hparams *hp, const float *q, const float *kc, 
  * the last of those layers only produces its K/V (what a K/V extraction
  * needs); otherwise all layers must run and logits (if non-NULL) receive
  * [n][n_vocab]. */
-static void forward_ubatch(const llama_model *m, scratch *s, const kv_view *kv,
+static void forward_ubatch(const eng_model *m, scratch *s, const kv_view *kv,
                            const int32_t *tokens, const int64_t *pos, uint32_t n, uint32_t slot0,
                            uint32_t n_run, int kv_only_last, float *logits, uint32_t n_threads) {
-    const llama_hparams *hp = &m->hp;
+    const eng_hparams *hp = &m->hp;
     const uint32_t d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd,
                    kvd = hp->n_head_kv * hd, ff = hp->n_ff;
 
@@ -280,7 +280,7 @@ static void forward_ubatch(const llama_model *m, scratch *s, const kv_view *kv,
     rope_table(hp, pos, n, s->rope);
 
     for (uint32_t l = 0; l < n_run; l++) {
-        const llama_layer *L = &m->layers[l];
+        const eng_layer *L = &m->layers[l];
         float *kc = kv->k + (size_t)l * hp->n_head_kv * kv->n_ctx * hd;
         float *vc = kv->v + (size_t)l * hp->n_head_kv * kv->n_ctx * hd;
         int last_kv = kv_only_last && l + 1 == n_run;
@@ -332,8 +332,8 @@ static void forward_ubatch(const llama_model *m, scratch *s, const kv_view *kv,
 /* Context                                                                  */
 /* ======================================================================== */
 
-struct llama_context {
-    const llama_model *model; /* not owned */
+struct eng_context {
+    const eng_model *model; /* not owned */
     uint32_t n_ctx;           /* cache capacity in positions */
     uint32_t n_threads;       /* attention threads */
     uint32_t n_past;          /* valid positions in the cache */
@@ -346,7 +346,7 @@ struct llama_context {
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static int cfail(llama_context *ctx, int status, const char *fmt, ...) {
+static int cfail(eng_context *ctx, int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
@@ -354,9 +354,9 @@ static int cfail(llama_context *ctx, int status, const char *fmt, ...) {
     return status;
 }
 
-llama_context *llama_context_alloc(const llama_model *m, uint32_t n_ctx, uint32_t n_threads) {
+eng_context *eng_context_alloc(const eng_model *m, uint32_t n_ctx, uint32_t n_threads) {
     if (!m) return NULL;
-    const llama_hparams *hp = &m->hp;
+    const eng_hparams *hp = &m->hp;
     if (n_ctx == 0) n_ctx = hp->n_ctx_train;
     if (n_threads == 0) n_threads = 1;
     if (n_threads > 64) n_threads = 64;
@@ -364,7 +364,7 @@ llama_context *llama_context_alloc(const llama_model *m, uint32_t n_ctx, uint32_
     if (per_layer / n_ctx != (size_t)hp->n_head_kv * hp->head_dim ||
         per_layer > SIZE_MAX / sizeof(float) / hp->n_layer / 2)
         return NULL;
-    llama_context *ctx = calloc(1, sizeof(*ctx));
+    eng_context *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) return NULL;
     ctx->model = m;
     ctx->n_ctx = n_ctx;
@@ -372,15 +372,15 @@ llama_context *llama_context_alloc(const llama_model *m, uint32_t n_ctx, uint32_
     /* calloc: a fresh cache reads as zeros rather than garbage. */
     ctx->k = calloc(per_layer * hp->n_layer, sizeof(float));
     ctx->v = calloc(per_layer * hp->n_layer, sizeof(float));
-    uint32_t rows = n_ctx < LLAMA_UBATCH ? n_ctx : LLAMA_UBATCH;
+    uint32_t rows = n_ctx < ENG_UBATCH ? n_ctx : ENG_UBATCH;
     if (!ctx->k || !ctx->v || scratch_alloc(&ctx->s, hp, rows, n_ctx)) {
-        llama_context_free(ctx);
+        eng_context_free(ctx);
         return NULL;
     }
     return ctx;
 }
 
-void llama_context_free(llama_context *ctx) {
+void eng_context_free(eng_context *ctx) {
     if (!ctx) return;
     free(ctx->k);
     free(ctx->v);
@@ -388,30 +388,30 @@ void llama_context_free(llama_context *ctx) {
     free(ctx);
 }
 
-static int check_tokens(const llama_model *m, const int32_t *tokens, uint64_t n, char *err,
+static int check_tokens(const eng_model *m, const int32_t *tokens, uint64_t n, char *err,
                         size_t errlen) {
     for (uint64_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= m->hp.n_vocab) {
             snprintf(err, errlen, "token %lld at index %llu is outside [0, %u)",
                      (long long)tokens[i], (unsigned long long)i, m->hp.n_vocab);
-            return LLAMA_E_TOKEN;
+            return ENG_E_TOKEN;
         }
     }
-    return LLAMA_OK;
+    return ENG_OK;
 }
 
-int llama_decode(llama_context *ctx, const int32_t *tokens, uint32_t n, float *logits) {
-    if (!ctx) return LLAMA_E_ARG;
+int eng_decode(eng_context *ctx, const int32_t *tokens, uint32_t n, float *logits) {
+    if (!ctx) return ENG_E_ARG;
     ctx->err[0] = '\0';
-    if (n == 0) return LLAMA_OK;
-    if (!tokens) return cfail(ctx, LLAMA_E_ARG, "NULL tokens");
+    if (n == 0) return ENG_OK;
+    if (!tokens) return cfail(ctx, ENG_E_ARG, "NULL tokens");
     if (n > ctx->n_ctx - ctx->n_past)
-        return cfail(ctx, LLAMA_E_CTX_FULL, "%u tokens at n_past %u exceed n_ctx %u", n,
+        return cfail(ctx, ENG_E_CTX_FULL, "%u tokens at n_past %u exceed n_ctx %u", n,
                      ctx->n_past, ctx->n_ctx);
     int st = check_tokens(ctx->model, tokens, n, ctx->err, sizeof(ctx->err));
     if (st) return st;
 
-    const llama_hparams *hp = &ctx->model->hp;
+    const eng_hparams *hp = &ctx->model->hp;
     kv_view kv = {ctx->k, ctx->v, ctx->n_ctx};
     for (uint32_t c = 0; c < n; c += ctx->s.rows) {
         uint32_t nb = n - c < ctx->s.rows ? n - c : ctx->s.rows;
@@ -421,42 +421,42 @@ int llama_decode(llama_context *ctx, const int32_t *tokens, uint32_t n, float *l
                        0, logits ? logits + (size_t)c * hp->n_vocab : NULL, ctx->n_threads);
     }
     ctx->n_past += n;
-    return LLAMA_OK;
+    return ENG_OK;
 }
 
-uint32_t llama_context_n_past(const llama_context *ctx) { return ctx->n_past; }
-uint32_t llama_context_n_ctx(const llama_context *ctx) { return ctx->n_ctx; }
+uint32_t eng_context_n_past(const eng_context *ctx) { return ctx->n_past; }
+uint32_t eng_context_n_ctx(const eng_context *ctx) { return ctx->n_ctx; }
 
-int llama_context_set_n_past(llama_context *ctx, uint32_t n) {
-    if (!ctx) return LLAMA_E_ARG;
-    if (n > ctx->n_ctx) return cfail(ctx, LLAMA_E_ARG, "n_past %u exceeds n_ctx %u", n, ctx->n_ctx);
+int eng_context_set_n_past(eng_context *ctx, uint32_t n) {
+    if (!ctx) return ENG_E_ARG;
+    if (n > ctx->n_ctx) return cfail(ctx, ENG_E_ARG, "n_past %u exceeds n_ctx %u", n, ctx->n_ctx);
     ctx->n_past = n;
-    return LLAMA_OK;
+    return ENG_OK;
 }
 
-float *llama_context_k(llama_context *ctx, uint32_t layer) {
-    const llama_hparams *hp = &ctx->model->hp;
+float *eng_context_k(eng_context *ctx, uint32_t layer) {
+    const eng_hparams *hp = &ctx->model->hp;
     if (layer >= hp->n_layer) return NULL;
     return ctx->k + (size_t)layer * hp->n_head_kv * ctx->n_ctx * hp->head_dim;
 }
 
-float *llama_context_v(llama_context *ctx, uint32_t layer) {
-    const llama_hparams *hp = &ctx->model->hp;
+float *eng_context_v(eng_context *ctx, uint32_t layer) {
+    const eng_hparams *hp = &ctx->model->hp;
     if (layer >= hp->n_layer) return NULL;
     return ctx->v + (size_t)layer * hp->n_head_kv * ctx->n_ctx * hp->head_dim;
 }
 
-const char *llama_context_error(const llama_context *ctx) { return ctx ? ctx->err : "NULL context"; }
+const char *eng_context_error(const eng_context *ctx) { return ctx ? ctx->err : "NULL context"; }
 
 /* ======================================================================== */
 /* K/V extraction without a context                                         */
 /* ======================================================================== */
 
-int llama_compute_kv_prefix_layers(const llama_model *m, uint32_t n_layers, const int32_t *tokens,
+int eng_compute_kv_prefix_layers(const eng_model *m, uint32_t n_layers, const int32_t *tokens,
                                    const int64_t *positions, uint64_t n, float *k_out,
                                    float *v_out, uint32_t n_threads) {
-    if (!m || !tokens || !positions || !k_out || !v_out || n == 0) return LLAMA_E_ARG;
-    if (n_layers == 0 || n_layers > m->hp.n_layer || n > UINT32_MAX) return LLAMA_E_ARG;
+    if (!m || !tokens || !positions || !k_out || !v_out || n == 0) return ENG_E_ARG;
+    if (n_layers == 0 || n_layers > m->hp.n_layer || n > UINT32_MAX) return ENG_E_ARG;
     char err[128];
     int st = check_tokens(m, tokens, n, err, sizeof(err));
     if (st) return st;
@@ -464,20 +464,20 @@ int llama_compute_kv_prefix_layers(const llama_model *m, uint32_t n_layers, cons
     if (n_threads > 64) n_threads = 64;
 
     /* The output buffers are the cache: layout [layer][kv_head][n][head_dim]
-     * is a cache of n_ctx = n. Micro-batches match llama_decode's split of a
+     * is a cache of n_ctx = n. Micro-batches match eng_decode's split of a
      * single call on an empty context, which makes the results identical. */
     uint32_t nn = (uint32_t)n;
-    uint32_t rows = nn < LLAMA_UBATCH ? nn : LLAMA_UBATCH;
+    uint32_t rows = nn < ENG_UBATCH ? nn : ENG_UBATCH;
     /* Layer 0 alone needs no attention, hence no score buffer rows. */
     scratch s;
-    if (scratch_alloc(&s, &m->hp, rows, n_layers > 1 ? nn : 0)) return LLAMA_E_NOMEM;
+    if (scratch_alloc(&s, &m->hp, rows, n_layers > 1 ? nn : 0)) return ENG_E_NOMEM;
     kv_view kv = {k_out, v_out, nn};
     for (uint32_t c = 0; c < nn; c += rows) {
         uint32_t nb = nn - c < rows ? nn - c : rows;
         forward_ubatch(m, &s, &kv, tokens + c, positions + c, nb, c, n_layers, 1, NULL, n_threads);
     }
     scratch_free(&s);
-    return LLAMA_OK;
+    return ENG_OK;
 }
 
 /* ======================================================================== */
@@ -495,7 +495,7 @@ static int has_word(const char *s, const char *w) {
     return 0;
 }
 
-int llama_blas_check(char *msg, size_t len) {
+int eng_blas_check(char *msg, size_t len) {
 #if defined(__x86_64__) && defined(__GNUC__)
     const char *core = openblas_get_corename();
     if (!core) return 0;

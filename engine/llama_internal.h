@@ -12,7 +12,7 @@
 #include "llama.h"
 #include "tokenizer.h"
 
-typedef struct llama_layer {
+typedef struct eng_layer {
     float *attn_norm; /* [n_embd] RMSNorm weight before attention */
     float *wq;        /* [n_head * head_dim][n_embd] */
     float *wk;        /* [n_head_kv * head_dim][n_embd] */
@@ -25,15 +25,15 @@ typedef struct llama_layer {
     float *w_gate;    /* [n_ff][n_embd] */
     float *w_up;      /* [n_ff][n_embd] */
     float *w_down;    /* [n_embd][n_ff] */
-} llama_layer;
+} eng_layer;
 
-struct llama_model {
-    llama_hparams hp;      /* hyperparameters (defaults filled in) */
+struct eng_model {
+    eng_hparams hp;      /* hyperparameters (defaults filled in) */
     tok_vocab *vocab;      /* tokenizer */
     float *tok_embd;       /* [n_vocab][n_embd] token embeddings */
     float *output_norm;    /* [n_embd] final RMSNorm weight */
     float *output;         /* [n_vocab][n_embd] output head; == tok_embd when tied */
-    llama_layer *layers;   /* [n_layer] */
+    eng_layer *layers;   /* [n_layer] */
     float **allocs;        /* [n_allocs] every weight buffer, for freeing */
     size_t n_allocs;       /* entries in allocs */
 };

@@ -68,10 +68,10 @@ void tok_vocab_free(tok_vocab *v) {
 }
 
 /* Optional special id: absent or 0xFFFFFFFF (llama.cpp's "none") gives TOK_NONE. */
-static int special_id(const gguf_file *gf, const char *key, int32_t dflt, uint32_t n,
+static int special_id(const eng_gguf_file *gf, const char *key, int32_t dflt, uint32_t n,
                       int32_t *out, char *err, size_t errlen) {
     uint32_t u;
-    int r = gguf_get_u32(gf, key, &u);
+    int r = eng_gguf_get_u32(gf, key, &u);
     if (r == 0) {
         *out = dflt < (int32_t)n ? dflt : TOK_NONE;
         return 0;
@@ -106,7 +106,7 @@ static int byte_piece_value(const char *p, uint32_t n) {
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
-tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen) {
+tok_vocab *tok_vocab_from_gguf(const eng_gguf_file *gf, char *err, size_t errlen) {
     char dummy[8];
     if (!err || !errlen) {
         err = dummy;
@@ -114,14 +114,14 @@ tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen) {
     }
     const char *model;
     size_t model_len;
-    int r = gguf_get_str(gf, "tokenizer.ggml.model", &model, &model_len);
+    int r = eng_gguf_get_str(gf, "tokenizer.ggml.model", &model, &model_len);
     if (r > 0 && !(model_len == 5 && memcmp(model, "llama", 5) == 0)) {
         snprintf(err, errlen, "tokenizer: unsupported tokenizer.ggml.model '%.*s' (only llama/SPM)",
                  (int)(model_len > 64 ? 64 : model_len), model);
         return NULL;
     }
-    const gguf_kv *tk = gguf_find_kv(gf, "tokenizer.ggml.tokens");
-    if (!tk || tk->type != GGUF_VT_ARRAY || tk->arr_type != GGUF_VT_STRING) {
+    const eng_gguf_kv *tk = eng_gguf_find_kv(gf, "tokenizer.ggml.tokens");
+    if (!tk || tk->type != ENG_GGUF_VT_ARRAY || tk->arr_type != ENG_GGUF_VT_STRING) {
         snprintf(err, errlen, "tokenizer: tokenizer.ggml.tokens missing or not a string array");
         return NULL;
     }
@@ -130,16 +130,16 @@ tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen) {
         return NULL;
     }
     uint32_t n = (uint32_t)tk->len;
-    const gguf_kv *sc = gguf_find_kv(gf, "tokenizer.ggml.scores");
-    const gguf_kv *ty = gguf_find_kv(gf, "tokenizer.ggml.token_type");
-    if (sc && (sc->type != GGUF_VT_ARRAY || sc->len != n || sc->arr_type == GGUF_VT_STRING ||
-               sc->arr_type == GGUF_VT_ARRAY || sc->arr_type == GGUF_VT_BOOL)) {
+    const eng_gguf_kv *sc = eng_gguf_find_kv(gf, "tokenizer.ggml.scores");
+    const eng_gguf_kv *ty = eng_gguf_find_kv(gf, "tokenizer.ggml.token_type");
+    if (sc && (sc->type != ENG_GGUF_VT_ARRAY || sc->len != n || sc->arr_type == ENG_GGUF_VT_STRING ||
+               sc->arr_type == ENG_GGUF_VT_ARRAY || sc->arr_type == ENG_GGUF_VT_BOOL)) {
         snprintf(err, errlen, "tokenizer: tokenizer.ggml.scores is not a numeric array of %u", n);
         return NULL;
     }
-    if (ty && (ty->type != GGUF_VT_ARRAY || ty->len != n || ty->arr_type == GGUF_VT_STRING ||
-               ty->arr_type == GGUF_VT_ARRAY || ty->arr_type == GGUF_VT_FLOAT32 ||
-               ty->arr_type == GGUF_VT_FLOAT64)) {
+    if (ty && (ty->type != ENG_GGUF_VT_ARRAY || ty->len != n || ty->arr_type == ENG_GGUF_VT_STRING ||
+               ty->arr_type == ENG_GGUF_VT_ARRAY || ty->arr_type == ENG_GGUF_VT_FLOAT32 ||
+               ty->arr_type == ENG_GGUF_VT_FLOAT64)) {
         snprintf(err, errlen, "tokenizer: tokenizer.ggml.token_type is not an integer array of %u",
                  n);
         return NULL;
@@ -161,7 +161,7 @@ tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen) {
     for (uint32_t i = 0; i < n; i++) {
         const char *s;
         size_t len;
-        gguf_arr_str(tk, i, &s, &len);
+        eng_gguf_arr_str(tk, i, &s, &len);
         if (len > UINT32_MAX - 1) {
             snprintf(err, errlen, "tokenizer: token %u is %zu bytes long", i, len);
             tok_vocab_free(v);
@@ -171,8 +171,8 @@ tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen) {
         memcpy(v->pieces[i], s, len);
         v->pieces[i][len] = '\0';
         v->piece_len[i] = (uint32_t)len;
-        v->scores[i] = sc ? (float)gguf_arr_num(sc, i) : 0.0f;
-        double t = ty ? gguf_arr_num(ty, i) : TOK_TYPE_NORMAL;
+        v->scores[i] = sc ? (float)eng_gguf_arr_num(sc, i) : 0.0f;
+        double t = ty ? eng_gguf_arr_num(ty, i) : TOK_TYPE_NORMAL;
         v->types[i] = (t >= 0 && t <= TOK_TYPE_BYTE) ? (uint8_t)t : TOK_TYPE_UNDEFINED;
         if (!ty && byte_piece_value(s, (uint32_t)len) >= 0) v->types[i] = TOK_TYPE_BYTE;
         if (mergeable(v->types[i]) && lookup(v, s, len) < 0) {
@@ -190,7 +190,7 @@ tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen) {
         return NULL;
     }
     int ab = 1;
-    if (gguf_get_bool(gf, "tokenizer.ggml.add_bos_token", &ab) < 0) ab = 1;
+    if (eng_gguf_get_bool(gf, "tokenizer.ggml.add_bos_token", &ab) < 0) ab = 1;
     v->add_bos = ab && v->bos != TOK_NONE;
 
     /* Byte fallback: the <0xXX> byte tokens, else a one-byte piece, else <unk>. */

@@ -46,7 +46,7 @@ typedef struct tok_vocab tok_vocab;
 
 /* Build the vocabulary from a parsed GGUF. Returns NULL with a message in err
  * when the tokenizer metadata is missing or inconsistent. */
-tok_vocab *tok_vocab_from_gguf(const gguf_file *gf, char *err, size_t errlen);
+tok_vocab *tok_vocab_from_gguf(const eng_gguf_file *gf, char *err, size_t errlen);
 void tok_vocab_free(tok_vocab *v);
 
 uint32_t tok_n_vocab(const tok_vocab *v);

@@ -81,7 +81,7 @@ typedef enum kvtc_result {
     KVTC_ERR_IO,                  /* a file could not be read or written (CLI helpers) */
     KVTC_ERR_CALLBACK,            /* a user callback reported failure */
     KVTC_ERR_CUDA,                /* a CUDA runtime, cuBLAS or cuSOLVER call failed */
-    KVTC_RESULT_COUNT_
+    KVI_RESULT_COUNT
 } kvtc_result;
 
 /* A static, human-readable description of r (never NULL). */

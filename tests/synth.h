@@ -84,16 +84,16 @@ SYNTH_API void synth_store(void *base, kvtc_dtype t, uint64_t i, double x) {
     float f = (float)x;
     switch (t) {
     case KVTC_DTYPE_F32: ((float *)base)[i] = f; break;
-    case KVTC_DTYPE_F16: ((uint16_t *)base)[i] = kvtc_f32_to_f16(f); break;
-    case KVTC_DTYPE_BF16: ((uint16_t *)base)[i] = kvtc_f32_to_bf16(f); break;
+    case KVTC_DTYPE_F16: ((uint16_t *)base)[i] = kvi_f32_to_f16(f); break;
+    case KVTC_DTYPE_BF16: ((uint16_t *)base)[i] = kvi_f32_to_bf16(f); break;
     }
 }
 
 SYNTH_API double synth_load(const void *base, kvtc_dtype t, uint64_t i) {
     switch (t) {
     case KVTC_DTYPE_F32: return ((const float *)base)[i];
-    case KVTC_DTYPE_F16: return kvtc_f16_to_f32(((const uint16_t *)base)[i]);
-    case KVTC_DTYPE_BF16: return kvtc_bf16_to_f32(((const uint16_t *)base)[i]);
+    case KVTC_DTYPE_F16: return kvi_f16_to_f32(((const uint16_t *)base)[i]);
+    case KVTC_DTYPE_BF16: return kvi_bf16_to_f32(((const uint16_t *)base)[i]);
     }
     return 0.0;
 }

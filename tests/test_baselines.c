@@ -119,9 +119,9 @@ static void test_f16_edges(void) {
     for (uint64_t u = 0; u < 0x100000000ull; u += 257) {
         float f = bitsf((uint32_t)u);
         if (isnan(f)) continue;
-        if (baseline_f32_to_f16(f) != kvtc_f32_to_f16(f)) bad_lib++;
+        if (baseline_f32_to_f16(f) != kvi_f32_to_f16(f)) bad_lib++;
     }
-    CHECK_MSG(bad_lib == 0, "%d disagreements with kvtc_f32_to_f16", bad_lib);
+    CHECK_MSG(bad_lib == 0, "%d disagreements with kvi_f32_to_f16", bad_lib);
 }
 
 /* ---- e4m3 --------------------------------------------------------------- */

@@ -101,7 +101,7 @@ static kvtc_basis *calibrate_and_reload(const synth_params *sp, const char *name
     CHECK_MSG(r == KVTC_OK, "%s: calibrate: %s", name, kvtc_result_string(r));
     if (r) return NULL;
     CHECK(kvtc_basis_plan_count(b0) == 3);
-    CHECK(kvtc_geometry_check(kvtc_basis_geometry(b0)) == KVTC_OK);
+    CHECK(kvi_geometry_check(kvtc_basis_geometry(b0)) == KVTC_OK);
     CHECK(kvtc_basis_geometry(b0)->n_layers == sp->g.n_layers);
     CHECK(kvtc_basis_recomputed_layers(b0) == 0);
     size_t n = 0;

@@ -51,7 +51,7 @@ static kvtc_result try_decode(const uint8_t *buf, size_t size, int *same, kvtc_r
     g_nonfinite = 0;
     if (r == KVTC_OK)
         for (uint64_t i = 0; i < g_info.k_bytes / 2; i++) {
-            float a = kvtc_f16_to_f32(((uint16_t *)out.k)[i]), b = kvtc_f16_to_f32(((uint16_t *)out.v)[i]);
+            float a = kvi_f16_to_f32(((uint16_t *)out.k)[i]), b = kvi_f16_to_f32(((uint16_t *)out.v)[i]);
             if (!isfinite(a) || !isfinite(b)) { g_nonfinite = 1; break; }
         }
     if (r == KVTC_OK && same)
@@ -63,16 +63,16 @@ static kvtc_result try_decode(const uint8_t *buf, size_t size, int *same, kvtc_r
     return r;
 }
 
-static void fix_header_crc(uint8_t *b) { kvtc_store_u32(b + 124, libdeflate_crc32(0, b, 124)); }
+static void fix_header_crc(uint8_t *b) { kvi_store_u32(b + 124, libdeflate_crc32(0, b, 124)); }
 static void fix_table_crc(uint8_t *b) {
-    kvtc_store_u32(b + 108, libdeflate_crc32(0, b + 128, 6 * 24));
+    kvi_store_u32(b + 108, libdeflate_crc32(0, b + 128, 6 * 24));
     fix_header_crc(b);
 }
 /* section s's CRC in the table, then the table and header CRCs */
 static void fix_section_crc(uint8_t *b, int s) {
     uint8_t *e = b + 128 + 24 * s;
-    uint64_t off = kvtc_load_u64(e), size = kvtc_load_u64(e + 8);
-    kvtc_store_u32(e + 16, libdeflate_crc32(0, b + off, (size_t)size));
+    uint64_t off = kvi_load_u64(e), size = kvi_load_u64(e + 8);
+    kvi_store_u32(e + 16, libdeflate_crc32(0, b + off, (size_t)size));
     fix_table_crc(b);
 }
 
@@ -160,7 +160,7 @@ static void test_flips(void) {
 static void test_tamper_fixed_crc(void) {
     uint8_t *b = malloc(g_size);
     int silent = 0, accepted = 0;
-    uint64_t idx_off = kvtc_load_u64(g_stream + 128 + 24 * 4), idx_size = kvtc_load_u64(g_stream + 128 + 24 * 4 + 8);
+    uint64_t idx_off = kvi_load_u64(g_stream + 128 + 24 * 4), idx_size = kvi_load_u64(g_stream + 128 + 24 * 4 + 8);
     CHECK(idx_size == 24ull * g_info.n_chunks);
     for (int region = 0; region < 3; region++) {
         size_t lo = region == 0 ? 0 : region == 1 ? 128 : (size_t)idx_off;
@@ -198,8 +198,8 @@ static void test_tamper_fixed_crc(void) {
 static void test_chunk_fuzz(void) {
     uint8_t *b = malloc(g_size);
     const uint8_t *tab = g_stream + 128;
-    uint64_t idx_off = kvtc_load_u64(tab + 24 * 4), data_off = kvtc_load_u64(tab + 24 * 5);
-    uint64_t data_size = kvtc_load_u64(tab + 24 * 5 + 8);
+    uint64_t idx_off = kvi_load_u64(tab + 24 * 4), data_off = kvi_load_u64(tab + 24 * 5);
+    uint64_t data_size = kvi_load_u64(tab + 24 * 5 + 8);
     int ok = 0, failed = 0, bad_code = 0, nonfinite = 0;
     for (uint64_t i = 0; i < data_size; i++)
         for (int m = 0; m < 2; m++) {
@@ -207,9 +207,9 @@ static void test_chunk_fuzz(void) {
             b[data_off + i] ^= m ? 0x10 : 0xFF;
             for (uint32_t c = 0; c < g_info.n_chunks; c++) {
                 uint8_t *e = b + idx_off + 24ull * c;
-                uint64_t off = kvtc_load_u64(e);
-                uint32_t size = kvtc_load_u32(e + 8);
-                if (i >= off && i < off + size) kvtc_store_u32(e + 12, libdeflate_crc32(0, b + data_off + off, size));
+                uint64_t off = kvi_load_u64(e);
+                uint32_t size = kvi_load_u32(e + 8);
+                if (i >= off && i < off + size) kvi_store_u32(e + 12, libdeflate_crc32(0, b + data_off + off, size));
             }
             fix_section_crc(b, 4);
             kvtc_result r = try_decode(b, g_size, NULL, NULL);
@@ -245,20 +245,20 @@ static void test_magic_version(void) {
 
     /* major version 2 with a valid header CRC */
     memcpy(b, g_stream, g_size);
-    kvtc_store_u16(b + 8, 2);
+    kvi_store_u16(b + 8, 2);
     fix_header_crc(b);
     CHECK(kvtc_stream_get_info(b, g_size, &in) == KVTC_ERR_UNSUPPORTED_VERSION);
     CHECK(kvtc_decompress(g_dec, b, g_size, &out) == KVTC_ERR_UNSUPPORTED_VERSION);
-    kvtc_store_u16(b + 8, 0);
+    kvi_store_u16(b + 8, 0);
     fix_header_crc(b);
     CHECK(kvtc_stream_get_info(b, g_size, &in) == KVTC_ERR_UNSUPPORTED_VERSION);
     /* ...and without fixing the CRC it is still not accepted */
     memcpy(b, g_stream, g_size);
-    kvtc_store_u16(b + 8, 2);
+    kvi_store_u16(b + 8, 2);
     CHECK(kvtc_stream_get_info(b, g_size, &in) != KVTC_OK);
     /* a newer minor version of the same major is read */
     memcpy(b, g_stream, g_size);
-    kvtc_store_u16(b + 10, KVTC_FORMAT_VERSION_MINOR + 1);
+    kvi_store_u16(b + 10, KVTC_FORMAT_VERSION_MINOR + 1);
     fix_header_crc(b);
     int same = 0;
     CHECK(try_decode(b, g_size, &same, NULL) == KVTC_OK && same);
@@ -428,7 +428,7 @@ static void test_basis_files(void) {
     size_t n = 0;
     uint8_t *bytes = synth_basis_bytes(g_basis, &n);
     CHECK(bytes != NULL && load_bytes(bytes, n) == KVTC_OK);
-    uint64_t hdr = kvtc_load_u64(bytes);
+    uint64_t hdr = kvi_load_u64(bytes);
     size_t data_start = (size_t)(8 + hdr);
     CHECK(data_start < n);
 
@@ -578,16 +578,16 @@ static void test_misc(void) {
     kvtc_encoder_free(NULL);
     kvtc_decoder_free(NULL);
     CHECK(1); /* reached: every *_free(NULL) is a no-op */
-    const char *names[KVTC_RESULT_COUNT_ + 1];
-    for (int i = 0; i <= KVTC_RESULT_COUNT_; i++) {
+    const char *names[KVI_RESULT_COUNT + 1];
+    for (int i = 0; i <= KVI_RESULT_COUNT; i++) {
         names[i] = kvtc_result_string((kvtc_result)i);
         CHECK(names[i] != NULL && names[i][0] != 0);
     }
     int distinct = 1;
-    for (int i = 0; i < KVTC_RESULT_COUNT_; i++)
-        for (int j = i + 1; j < KVTC_RESULT_COUNT_; j++) distinct &= strcmp(names[i], names[j]) != 0;
+    for (int i = 0; i < KVI_RESULT_COUNT; i++)
+        for (int j = i + 1; j < KVI_RESULT_COUNT; j++) distinct &= strcmp(names[i], names[j]) != 0;
     CHECK_MSG(distinct, "kvtc_result_string must name every code differently");
-    for (int i = 0; i < KVTC_RESULT_COUNT_; i++) CHECK(strcmp(names[i], names[KVTC_RESULT_COUNT_]) != 0);
+    for (int i = 0; i < KVI_RESULT_COUNT; i++) CHECK(strcmp(names[i], names[KVI_RESULT_COUNT]) != 0);
     CHECK(kvtc_dtype_size(KVTC_DTYPE_F32) == 4 && kvtc_dtype_size(KVTC_DTYPE_F16) == 2 &&
           kvtc_dtype_size(KVTC_DTYPE_BF16) == 2);
     CHECK(kvtc_basis_plan_count(NULL) == 0 && kvtc_basis_fingerprint(NULL) == 0 && kvtc_basis_geometry(NULL) == NULL);

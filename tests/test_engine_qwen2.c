@@ -54,7 +54,7 @@ static double max_diff(const json_value *a, const float *row) {
 static void test_against_pytorch(void) {
     char err[256];
     int st = 0;
-    llama_model *m = llama_model_load_ex(MODEL, &st, err, sizeof(err));
+    eng_model *m = eng_model_load_ex(MODEL, &st, err, sizeof(err));
     CHECK_MSG(m != NULL, "%s", err);
     size_t rlen = 0;
     char *rtext = test_read_file(REFERENCE, &rlen);
@@ -63,8 +63,8 @@ static void test_against_pytorch(void) {
     CHECK(ref != NULL);
     if (!m || !ref) goto out;
 
-    const llama_hparams *hp = llama_model_hparams(m);
-    CHECK(hp->rope_type == LLAMA_ROPE_NEOX && hp->has_qkv_bias == 1);
+    const eng_hparams *hp = eng_model_hparams(m);
+    CHECK(hp->rope_type == ENG_ROPE_NEOX && hp->has_qkv_bias == 1);
     CHECK(hp->head_dim == 128 && hp->n_head == 2 && hp->n_head_kv == 1 && hp->n_embd == 64);
     CHECK(hp->rope_theta == 1.0e6f && hp->rope_dim == 128);
 
@@ -79,9 +79,9 @@ static void test_against_pytorch(void) {
     if (!ids || !lg || !lg2) goto free_bufs;
     for (uint32_t i = 0; i < n; i++) ids[i] = (int32_t)jids->items[i].number;
 
-    llama_context *ctx = llama_context_alloc(m, n, 2);
+    eng_context *ctx = eng_context_alloc(m, n, 2);
     CHECK(ctx != NULL);
-    CHECK(ctx && llama_decode(ctx, ids, n, lg) == LLAMA_OK);
+    CHECK(ctx && eng_decode(ctx, ids, n, lg) == ENG_OK);
 
     /* Logits at the first and last positions, and the mean NLL: fp32 here and
      * in PyTorch over identical dequantized weights, so only rounding differs. */
@@ -107,16 +107,16 @@ static void test_against_pytorch(void) {
 
     /* Decoding in pieces (one token, then the rest) gives the same logits:
      * the biases and neox RoPE use absolute positions through the cache. */
-    CHECK(llama_context_set_n_past(ctx, 0) == LLAMA_OK);
-    CHECK(llama_decode(ctx, ids, 1, lg2) == LLAMA_OK);
-    CHECK(llama_decode(ctx, ids + 1, n - 1, lg2 + nv) == LLAMA_OK);
+    CHECK(eng_context_set_n_past(ctx, 0) == ENG_OK);
+    CHECK(eng_decode(ctx, ids, 1, lg2) == ENG_OK);
+    CHECK(eng_decode(ctx, ids + 1, n - 1, lg2 + nv) == ENG_OK);
     double dm = 0.0;
     for (size_t i = 0; i < (size_t)n * nv; i++) {
         double d = fabs((double)lg[i] - lg2[i]);
         dm = d > dm ? d : dm;
     }
     CHECK_MSG(dm < 1e-3, "piecewise decode differs by %.3e", dm);
-    llama_context_free(ctx);
+    eng_context_free(ctx);
 free_bufs:
     free(ids);
     free(lg);
@@ -124,7 +124,7 @@ free_bufs:
 out:
     json_free(ref);
     free(rtext);
-    llama_model_free(m);
+    eng_model_free(m);
 }
 
 /* A qwen2 file without one of its biases is rejected with a specific error. */
@@ -144,10 +144,10 @@ static void test_missing_bias(void) {
     CHECK(renamed);
     char err[256] = "";
     int st = 0;
-    llama_model *m = llama_model_load_memory(buf, len, &st, err, sizeof(err));
-    CHECK(m == NULL && st == LLAMA_E_MODEL);
+    eng_model *m = eng_model_load_memory(buf, len, &st, err, sizeof(err));
+    CHECK(m == NULL && st == ENG_E_MODEL);
     CHECK_MSG(strstr(err, "blk.1.attn_k.bias") != NULL, "message: %s", err);
-    llama_model_free(m);
+    eng_model_free(m);
     free(buf);
 }
 

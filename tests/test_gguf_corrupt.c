@@ -121,33 +121,33 @@ static void test_value_types(void) {
     float f32 = 1.5f;
     double f64 = -2.25;
     int64_t i64 = -5000000000LL;
-    put_str(&b, "t.u8"); put_u32(&b, GGUF_VT_UINT8); put(&b, &u8, 1);
-    put_str(&b, "t.i8"); put_u32(&b, GGUF_VT_INT8); put(&b, &i8, 1);
-    put_str(&b, "t.u16"); put_u32(&b, GGUF_VT_UINT16); put(&b, &u16, 2);
-    put_str(&b, "t.i16"); put_u32(&b, GGUF_VT_INT16); put(&b, &i16, 2);
-    put_str(&b, "t.u32"); put_u32(&b, GGUF_VT_UINT32); put_u32(&b, 4000000000u);
-    put_str(&b, "t.i32"); put_u32(&b, GGUF_VT_INT32); put(&b, &i32, 4);
-    put_str(&b, "t.f32"); put_u32(&b, GGUF_VT_FLOAT32); put(&b, &f32, 4);
-    put_str(&b, "t.bool"); put_u32(&b, GGUF_VT_BOOL); put(&b, "\1", 1);
-    put_str(&b, "t.str"); put_u32(&b, GGUF_VT_STRING); put_str(&b, "hello");
-    put_str(&b, "t.u64"); put_u32(&b, GGUF_VT_UINT64); put_u64(&b, 1ull << 40);
-    put_str(&b, "t.i64"); put_u32(&b, GGUF_VT_INT64); put(&b, &i64, 8);
-    put_str(&b, "t.f64"); put_u32(&b, GGUF_VT_FLOAT64); put(&b, &f64, 8);
+    put_str(&b, "t.u8"); put_u32(&b, ENG_GGUF_VT_UINT8); put(&b, &u8, 1);
+    put_str(&b, "t.i8"); put_u32(&b, ENG_GGUF_VT_INT8); put(&b, &i8, 1);
+    put_str(&b, "t.u16"); put_u32(&b, ENG_GGUF_VT_UINT16); put(&b, &u16, 2);
+    put_str(&b, "t.i16"); put_u32(&b, ENG_GGUF_VT_INT16); put(&b, &i16, 2);
+    put_str(&b, "t.u32"); put_u32(&b, ENG_GGUF_VT_UINT32); put_u32(&b, 4000000000u);
+    put_str(&b, "t.i32"); put_u32(&b, ENG_GGUF_VT_INT32); put(&b, &i32, 4);
+    put_str(&b, "t.f32"); put_u32(&b, ENG_GGUF_VT_FLOAT32); put(&b, &f32, 4);
+    put_str(&b, "t.bool"); put_u32(&b, ENG_GGUF_VT_BOOL); put(&b, "\1", 1);
+    put_str(&b, "t.str"); put_u32(&b, ENG_GGUF_VT_STRING); put_str(&b, "hello");
+    put_str(&b, "t.u64"); put_u32(&b, ENG_GGUF_VT_UINT64); put_u64(&b, 1ull << 40);
+    put_str(&b, "t.i64"); put_u32(&b, ENG_GGUF_VT_INT64); put(&b, &i64, 8);
+    put_str(&b, "t.f64"); put_u32(&b, ENG_GGUF_VT_FLOAT64); put(&b, &f64, 8);
     put_str(&b, "t.arr_i16");
-    put_u32(&b, GGUF_VT_ARRAY); put_u32(&b, GGUF_VT_INT16); put_u64(&b, 3);
+    put_u32(&b, ENG_GGUF_VT_ARRAY); put_u32(&b, ENG_GGUF_VT_INT16); put_u64(&b, 3);
     int16_t a16[3] = {-1, 2, -3};
     put(&b, a16, 6);
     put_str(&b, "t.arr_str");
-    put_u32(&b, GGUF_VT_ARRAY); put_u32(&b, GGUF_VT_STRING); put_u64(&b, 3);
+    put_u32(&b, ENG_GGUF_VT_ARRAY); put_u32(&b, ENG_GGUF_VT_STRING); put_u64(&b, 3);
     put_str(&b, "a"); put_str(&b, ""); put_str(&b, "ccc");
     put_str(&b, "t.arr_nested"); /* [[1, 2], ["x"]] : skipped, not readable */
-    put_u32(&b, GGUF_VT_ARRAY); put_u32(&b, GGUF_VT_ARRAY); put_u64(&b, 2);
-    put_u32(&b, GGUF_VT_UINT32); put_u64(&b, 2); put_u32(&b, 1); put_u32(&b, 2);
-    put_u32(&b, GGUF_VT_STRING); put_u64(&b, 1); put_str(&b, "x");
-    put_str(&b, "general.alignment"); put_u32(&b, GGUF_VT_UINT32); put_u32(&b, 64);
+    put_u32(&b, ENG_GGUF_VT_ARRAY); put_u32(&b, ENG_GGUF_VT_ARRAY); put_u64(&b, 2);
+    put_u32(&b, ENG_GGUF_VT_UINT32); put_u64(&b, 2); put_u32(&b, 1); put_u32(&b, 2);
+    put_u32(&b, ENG_GGUF_VT_STRING); put_u64(&b, 1); put_str(&b, "x");
+    put_str(&b, "general.alignment"); put_u32(&b, ENG_GGUF_VT_UINT32); put_u32(&b, 64);
     /* one Q8_0 tensor of 64 values: two blocks */
     put_str(&b, "q");
-    put_u32(&b, 1); put_u64(&b, 64); put_u32(&b, GGUF_TT_Q8_0); put_u64(&b, 0);
+    put_u32(&b, 1); put_u64(&b, 64); put_u32(&b, ENG_GGUF_TT_Q8_0); put_u64(&b, 0);
     put_pad(&b, 64);
     size_t data_at = b.n;
     for (int blk = 0; blk < 2; blk++) {
@@ -160,73 +160,73 @@ static void test_value_types(void) {
     }
 
     char err[256];
-    gguf_file *gf = NULL;
-    CHECK_MSG(gguf_open_memory(b.p, b.n, &gf, err, sizeof(err)) == GGUF_OK, "%s", err);
+    eng_gguf_file *gf = NULL;
+    CHECK_MSG(eng_gguf_open_memory(b.p, b.n, &gf, err, sizeof(err)) == ENG_GGUF_OK, "%s", err);
     if (gf) {
         uint32_t u;
         float f;
         int bo;
         const char *s;
         size_t sl;
-        CHECK(gguf_get_u32(gf, "t.u8", &u) == 1 && u == 200);
-        CHECK(gguf_get_u32(gf, "t.i8", &u) == -1); /* negative */
-        CHECK(gguf_find_kv(gf, "t.i8")->num.i == -100);
-        CHECK(gguf_get_u32(gf, "t.u16", &u) == 1 && u == 60000);
-        CHECK(gguf_find_kv(gf, "t.i16")->num.i == -30000);
-        CHECK(gguf_get_u32(gf, "t.u32", &u) == 1 && u == 4000000000u);
-        CHECK(gguf_find_kv(gf, "t.i32")->num.i == -7);
-        CHECK(gguf_get_f32(gf, "t.f32", &f) == 1 && f == 1.5f);
-        CHECK(gguf_get_bool(gf, "t.bool", &bo) == 1 && bo == 1);
-        CHECK(gguf_get_str(gf, "t.str", &s, &sl) == 1 && sl == 5 && memcmp(s, "hello", 5) == 0);
-        CHECK(gguf_get_u32(gf, "t.u64", &u) == -1); /* does not fit */
-        CHECK(gguf_find_kv(gf, "t.u64")->num.u == (1ull << 40));
-        CHECK(gguf_find_kv(gf, "t.i64")->num.i == -5000000000LL);
-        CHECK(gguf_get_f32(gf, "t.f64", &f) == 1 && f == -2.25f);
-        CHECK(gguf_get_f32(gf, "t.str", &f) == -1 && gguf_get_u32(gf, "absent", &u) == 0);
-        const gguf_kv *a = gguf_find_kv(gf, "t.arr_i16");
-        CHECK(a && a->len == 3 && gguf_arr_num(a, 0) == -1 && gguf_arr_num(a, 2) == -3);
-        a = gguf_find_kv(gf, "t.arr_str");
+        CHECK(eng_gguf_get_u32(gf, "t.u8", &u) == 1 && u == 200);
+        CHECK(eng_gguf_get_u32(gf, "t.i8", &u) == -1); /* negative */
+        CHECK(eng_gguf_find_kv(gf, "t.i8")->num.i == -100);
+        CHECK(eng_gguf_get_u32(gf, "t.u16", &u) == 1 && u == 60000);
+        CHECK(eng_gguf_find_kv(gf, "t.i16")->num.i == -30000);
+        CHECK(eng_gguf_get_u32(gf, "t.u32", &u) == 1 && u == 4000000000u);
+        CHECK(eng_gguf_find_kv(gf, "t.i32")->num.i == -7);
+        CHECK(eng_gguf_get_f32(gf, "t.f32", &f) == 1 && f == 1.5f);
+        CHECK(eng_gguf_get_bool(gf, "t.bool", &bo) == 1 && bo == 1);
+        CHECK(eng_gguf_get_str(gf, "t.str", &s, &sl) == 1 && sl == 5 && memcmp(s, "hello", 5) == 0);
+        CHECK(eng_gguf_get_u32(gf, "t.u64", &u) == -1); /* does not fit */
+        CHECK(eng_gguf_find_kv(gf, "t.u64")->num.u == (1ull << 40));
+        CHECK(eng_gguf_find_kv(gf, "t.i64")->num.i == -5000000000LL);
+        CHECK(eng_gguf_get_f32(gf, "t.f64", &f) == 1 && f == -2.25f);
+        CHECK(eng_gguf_get_f32(gf, "t.str", &f) == -1 && eng_gguf_get_u32(gf, "absent", &u) == 0);
+        const eng_gguf_kv *a = eng_gguf_find_kv(gf, "t.arr_i16");
+        CHECK(a && a->len == 3 && eng_gguf_arr_num(a, 0) == -1 && eng_gguf_arr_num(a, 2) == -3);
+        a = eng_gguf_find_kv(gf, "t.arr_str");
         CHECK(a && a->len == 3);
         if (a) {
-            gguf_arr_str(a, 2, &s, &sl);
+            eng_gguf_arr_str(a, 2, &s, &sl);
             CHECK(sl == 3 && memcmp(s, "ccc", 3) == 0);
-            gguf_arr_str(a, 1, &s, &sl);
+            eng_gguf_arr_str(a, 1, &s, &sl);
             CHECK(sl == 0);
         }
-        a = gguf_find_kv(gf, "t.arr_nested");
-        CHECK(a && a->arr_type == GGUF_VT_ARRAY && a->len == 2);
+        a = eng_gguf_find_kv(gf, "t.arr_nested");
+        CHECK(a && a->arr_type == ENG_GGUF_VT_ARRAY && a->len == 2);
         CHECK(gf->alignment == 64 && gf->data_start == data_at);
-        const gguf_tensor *t = gguf_find_tensor(gf, "q");
-        CHECK(t && t->type == GGUF_TT_Q8_0 && t->nbytes == 68);
+        const eng_gguf_tensor *t = eng_gguf_find_tensor(gf, "q");
+        CHECK(t && t->type == ENG_GGUF_TT_Q8_0 && t->nbytes == 68);
         if (t) {
             float out[64];
-            gguf_tensor_to_f32(t, out);
+            eng_gguf_tensor_to_f32(t, out);
             CHECK(out[0] == -0.25f * -16 && out[31] == -0.25f * 15 && out[32] == 0.5f * -16);
         }
-        gguf_close(gf);
+        eng_gguf_close(gf);
     }
 
     /* Every truncation of this file fails cleanly. */
     int all = 1;
     for (size_t n = 0; n < b.n; n++) {
-        gguf_status st = gguf_open_memory(b.p, n, &gf, err, sizeof(err));
-        all &= st != GGUF_OK && gf == NULL && err[0] != '\0';
+        eng_gguf_status st = eng_gguf_open_memory(b.p, n, &gf, err, sizeof(err));
+        all &= st != ENG_GGUF_OK && gf == NULL && err[0] != '\0';
     }
     CHECK_MSG(all, "a truncated synthetic file was accepted");
     free(b.p);
 }
 
 static void test_half(void) {
-    CHECK(gguf_f16_to_f32(0x3C00) == 1.0f);
-    CHECK(gguf_f16_to_f32(0xC000) == -2.0f);
-    CHECK(gguf_f16_to_f32(0x7BFF) == 65504.0f);
-    CHECK(gguf_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
-    CHECK(gguf_f16_to_f32(0x03FF) == ldexpf(1023.0f, -24));
-    CHECK(isinf(gguf_f16_to_f32(0x7C00)) && isnan(gguf_f16_to_f32(0x7E00)));
-    CHECK(signbit(gguf_f16_to_f32(0x8000)));
-    CHECK(gguf_bf16_to_f32(0x3F80) == 1.0f && gguf_bf16_to_f32(0xC040) == -3.0f);
+    CHECK(eng_gguf_f16_to_f32(0x3C00) == 1.0f);
+    CHECK(eng_gguf_f16_to_f32(0xC000) == -2.0f);
+    CHECK(eng_gguf_f16_to_f32(0x7BFF) == 65504.0f);
+    CHECK(eng_gguf_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    CHECK(eng_gguf_f16_to_f32(0x03FF) == ldexpf(1023.0f, -24));
+    CHECK(isinf(eng_gguf_f16_to_f32(0x7C00)) && isnan(eng_gguf_f16_to_f32(0x7E00)));
+    CHECK(signbit(eng_gguf_f16_to_f32(0x8000)));
+    CHECK(eng_gguf_bf16_to_f32(0x3F80) == 1.0f && eng_gguf_bf16_to_f32(0xC040) == -3.0f);
     int ok = 1;
-    for (uint32_t h = 0; h < 0x7C00; h++) ok &= f32_to_f16(gguf_f16_to_f32((uint16_t)h)) == h;
+    for (uint32_t h = 0; h < 0x7C00; h++) ok &= f32_to_f16(eng_gguf_f16_to_f32((uint16_t)h)) == h;
     CHECK_MSG(ok, "f16 round trip");
 }
 
@@ -234,15 +234,15 @@ static void test_half(void) {
 /* Corruptions of stories260K                                               */
 /* ======================================================================== */
 
-/* Load a modified copy; returns the llama_status and leaves the message in err. */
+/* Load a modified copy; returns the eng_status and leaves the message in err. */
 static int load_mod(const uint8_t *p, size_t n, char *err, size_t errlen) {
     int st = 12345;
-    llama_model *m = llama_model_load_memory(p, n, &st, err, errlen);
+    eng_model *m = eng_model_load_memory(p, n, &st, err, errlen);
     if (m) {
-        CHECK(st == LLAMA_OK);
-        llama_model_free(m);
+        CHECK(st == ENG_OK);
+        eng_model_free(m);
     } else {
-        CHECK(st != LLAMA_OK && err[0] != '\0');
+        CHECK(st != ENG_OK && err[0] != '\0');
     }
     return st;
 }
@@ -267,7 +267,7 @@ static int load_patched(const uint8_t *orig, size_t n, size_t off, const void *v
 static void test_corruptions(const uint8_t *f, size_t n) {
     char err[512];
     int st = load_mod(f, n, err, sizeof(err));
-    CHECK_MSG(st == LLAMA_OK, "%s", err);
+    CHECK_MSG(st == ENG_OK, "%s", err);
 
     /* Locations in this file: header at 0, the first key at 24. */
     size_t tok_key = 24; /* "tokenizer.ggml.tokens" */
@@ -285,108 +285,108 @@ static void test_corruptions(const uint8_t *f, size_t n) {
     int all = 1, n_trunc = 0;
     for (size_t len = 0; len < n; len += len < 15000 ? (len < 200 ? 1 : 7) : 4099) {
         int s = load_mod(f, len, err, sizeof(err));
-        all &= s == LLAMA_E_FORMAT && (strstr(err, "truncated") || strstr(err, "absurd") ||
+        all &= s == ENG_E_FORMAT && (strstr(err, "truncated") || strstr(err, "absurd") ||
                                        strstr(err, "out of range"));
         n_trunc++;
     }
     st = load_mod(f, n - 1, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "extends past the end");
+    EXPECT(st, ENG_E_FORMAT, "extends past the end");
     CHECK_MSG(all, "some truncation was accepted or misreported");
     printf("%d truncated copies rejected\n", n_trunc);
 
     uint32_t u32;
     uint64_t u64;
     st = load_patched(f, n, 0, "GGML", 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "bad magic");
+    EXPECT(st, ENG_E_FORMAT, "bad magic");
     u32 = 1;
     st = load_patched(f, n, 4, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_UNSUPPORTED, "version 1");
+    EXPECT(st, ENG_E_UNSUPPORTED, "version 1");
     u32 = 4;
     st = load_patched(f, n, 4, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_UNSUPPORTED, "unsupported version");
+    EXPECT(st, ENG_E_UNSUPPORTED, "unsupported version");
     u32 = 3u << 24;
     st = load_patched(f, n, 4, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_UNSUPPORTED, "big-endian");
+    EXPECT(st, ENG_E_UNSUPPORTED, "big-endian");
     u32 = 2; /* v2 has the v3 layout: still loads */
     st = load_patched(f, n, 4, &u32, 4, err, sizeof(err));
-    CHECK_MSG(st == LLAMA_OK, "%s", err);
+    CHECK_MSG(st == ENG_OK, "%s", err);
 
     u64 = 1ull << 60;
     st = load_patched(f, n, 8, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "n_tensors");
+    EXPECT(st, ENG_E_FORMAT, "n_tensors");
     st = load_patched(f, n, 16, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "n_kv");
+    EXPECT(st, ENG_E_FORMAT, "n_kv");
     u64 = UINT64_MAX;
     st = load_patched(f, n, 16, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "n_kv");
+    EXPECT(st, ENG_E_FORMAT, "n_kv");
     u64 = 49; /* one tensor more than the file holds */
     st = load_patched(f, n, 8, &u64, 8, err, sizeof(err));
-    CHECK(st == LLAMA_E_FORMAT);
+    CHECK(st == ENG_E_FORMAT);
     u64 = 1ull << 40; /* first key's length */
     st = load_patched(f, n, tok_key, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "length");
+    EXPECT(st, ENG_E_FORMAT, "length");
     u32 = 99; /* first key's value type */
     st = load_patched(f, n, tok_key + 8 + 21, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "unknown value type");
+    EXPECT(st, ENG_E_FORMAT, "unknown value type");
     u64 = 1ull << 59; /* token array count */
     st = load_patched(f, n, tok_key + 8 + 21 + 4 + 4, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "cannot fit");
+    EXPECT(st, ENG_E_FORMAT, "cannot fit");
     u64 = 1ull << 50; /* first token string's length */
     st = load_patched(f, n, tok_key + 8 + 21 + 4 + 4 + 8, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "length");
+    EXPECT(st, ENG_E_FORMAT, "length");
 
     u64 = (uint64_t)n; /* tensor offset past the end */
     st = load_patched(f, n, embd_off, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "extends past the end");
+    EXPECT(st, ENG_E_FORMAT, "extends past the end");
     u64 = UINT64_MAX - 31; /* offset + size overflows */
     st = load_patched(f, n, embd_off, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "extends past the end");
+    EXPECT(st, ENG_E_FORMAT, "extends past the end");
     u64 = 4; /* misaligned */
     st = load_patched(f, n, embd_off, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "not a multiple");
+    EXPECT(st, ENG_E_FORMAT, "not a multiple");
     u32 = 77;
     st = load_patched(f, n, embd_type, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_UNSUPPORTED, "ggml type 77");
+    EXPECT(st, ENG_E_UNSUPPORTED, "ggml type 77");
     u32 = 2; /* Q4_0: a real ggml type this engine does not read */
     st = load_patched(f, n, embd_type, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_UNSUPPORTED, "ggml type 2");
+    EXPECT(st, ENG_E_UNSUPPORTED, "ggml type 2");
     u32 = 9;
     st = load_patched(f, n, embd_ndims, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "dimensions");
+    EXPECT(st, ENG_E_FORMAT, "dimensions");
     u64 = 1ull << 62; /* element count overflows */
     st = load_patched(f, n, embd_ne0, &u64, 8, err, sizeof(err));
-    CHECK_MSG(st == LLAMA_E_FORMAT && (strstr(err, "overflow") || strstr(err, "past the end")),
+    CHECK_MSG(st == ENG_E_FORMAT && (strstr(err, "overflow") || strstr(err, "past the end")),
               "%s", err);
     u64 = 0;
     st = load_patched(f, n, embd_ne0, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "dimension 0 is 0");
+    EXPECT(st, ENG_E_FORMAT, "dimension 0 is 0");
 
     /* Model-level problems. */
     u64 = 32; /* blk.0.attn_q.weight [64, 32]: fits in the file, wrong shape */
     st = load_patched(f, n, q0_ne1, &u64, 8, err, sizeof(err));
-    EXPECT(st, LLAMA_E_MODEL, "blk.0.attn_q.weight' has shape");
+    EXPECT(st, ENG_E_MODEL, "blk.0.attn_q.weight' has shape");
     st = load_patched(f, n, onorm + 8, "outpux_norm", 11, err, sizeof(err));
-    EXPECT(st, LLAMA_E_MODEL, "missing required tensor 'output_norm.weight'");
+    EXPECT(st, ENG_E_MODEL, "missing required tensor 'output_norm.weight'");
     st = load_patched(f, n, q0 + 8, "blk.0.attn_k", 12, err, sizeof(err));
-    EXPECT(st, LLAMA_E_FORMAT, "occurs twice");
+    EXPECT(st, ENG_E_FORMAT, "occurs twice");
     st = load_patched(f, n, arch + 8 + 20 + 4 + 8, "mamba", 5, err, sizeof(err));
-    EXPECT(st, LLAMA_E_UNSUPPORTED, "architecture 'mamba'");
+    EXPECT(st, ENG_E_UNSUPPORTED, "architecture 'mamba'");
     size_t bc = find_gguf_string(f, n, "llama.block_count");
     st = load_patched(f, n, bc + 8, "llama.block_coun_", 17, err, sizeof(err));
-    EXPECT(st, LLAMA_E_MODEL, "missing required key llama.block_count");
+    EXPECT(st, ENG_E_MODEL, "missing required key llama.block_count");
     size_t hk = find_gguf_string(f, n, "llama.attention.head_count_kv");
     u32 = 3; /* does not divide 8 heads */
     st = load_patched(f, n, hk + 8 + 29 + 4, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_MODEL, "does not divide");
+    EXPECT(st, ENG_E_MODEL, "does not divide");
     u32 = 2; /* divides, but then attn_k has the wrong shape */
     st = load_patched(f, n, hk + 8 + 29 + 4, &u32, 4, err, sizeof(err));
-    EXPECT(st, LLAMA_E_MODEL, "attn_k.weight' has shape");
+    EXPECT(st, ENG_E_MODEL, "attn_k.weight' has shape");
 
     st = load_mod(NULL, 0, err, sizeof(err));
-    CHECK(st == LLAMA_E_FORMAT);
+    CHECK(st == ENG_E_FORMAT);
     st = 0;
-    CHECK(llama_model_load_ex("data/does-not-exist.gguf", &st, err, sizeof(err)) == NULL);
-    EXPECT(st, LLAMA_E_IO, "cannot open");
+    CHECK(eng_model_load_ex("data/does-not-exist.gguf", &st, err, sizeof(err)) == NULL);
+    EXPECT(st, ENG_E_IO, "cannot open");
 
     /* Random mutations of the header: any outcome but a crash (ASan run). */
     uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -402,10 +402,10 @@ static void test_corruptions(const uint8_t *f, size_t n) {
             c[at] = (uint8_t)(rng >> 32);
         }
         int s = 12345;
-        llama_model *m = llama_model_load_memory(c, n, &s, err, sizeof(err));
+        eng_model *m = eng_model_load_memory(c, n, &s, err, sizeof(err));
         accepted += m != NULL;
-        CHECK(m ? s == LLAMA_OK : s < 0);
-        llama_model_free(m);
+        CHECK(m ? s == ENG_OK : s < 0);
+        eng_model_free(m);
     }
     printf("random header mutations: %d of 400 still loaded\n", accepted);
     free(c);
@@ -419,9 +419,9 @@ static void test_corruptions(const uint8_t *f, size_t n) {
  * == 0) and without tensor `drop` (or NULL). The metadata bytes are copied. */
 static uint8_t *rewrite(const uint8_t *f, size_t n, uint32_t type, const char *drop,
                         size_t *out_n) {
-    gguf_file *gf = NULL;
+    eng_gguf_file *gf = NULL;
     char err[256];
-    if (gguf_open_memory(f, n, &gf, err, sizeof(err))) return NULL;
+    if (eng_gguf_open_memory(f, n, &gf, err, sizeof(err))) return NULL;
     size_t kv_end = find_gguf_string(f, n, gf->tensors[0].name);
     bytes b = {0};
     put(&b, f, 16); /* magic, version, n_tensors (fixed below) */
@@ -430,11 +430,11 @@ static uint8_t *rewrite(const uint8_t *f, size_t n, uint32_t type, const char *d
     uint32_t *types = calloc(gf->n_tensors, sizeof(uint32_t));
     uint64_t off = 0, kept = 0;
     for (uint64_t i = 0; i < gf->n_tensors; i++) {
-        const gguf_tensor *t = &gf->tensors[i];
+        const eng_gguf_tensor *t = &gf->tensors[i];
         if (drop && strcmp(t->name, drop) == 0) continue;
-        types[i] = t->n_dims == 2 && !(type == GGUF_TT_Q8_0 && t->ne[0] % 32) ? type : GGUF_TT_F32;
-        uint64_t nb = types[i] == GGUF_TT_F32 ? 4 * t->n_elements
-                      : types[i] == GGUF_TT_Q8_0 ? t->n_elements / 32 * 34 : 2 * t->n_elements;
+        types[i] = t->n_dims == 2 && !(type == ENG_GGUF_TT_Q8_0 && t->ne[0] % 32) ? type : ENG_GGUF_TT_F32;
+        uint64_t nb = types[i] == ENG_GGUF_TT_F32 ? 4 * t->n_elements
+                      : types[i] == ENG_GGUF_TT_Q8_0 ? t->n_elements / 32 * 34 : 2 * t->n_elements;
         put_str(&b, t->name);
         put_u32(&b, t->n_dims);
         for (uint32_t d = 0; d < t->n_dims; d++) put_u64(&b, t->ne[d]);
@@ -446,17 +446,17 @@ static uint8_t *rewrite(const uint8_t *f, size_t n, uint32_t type, const char *d
     memcpy(b.p + 8, &kept, 8);
     put_pad(&b, 32);
     for (uint64_t i = 0; i < gf->n_tensors; i++) {
-        const gguf_tensor *t = &gf->tensors[i];
+        const eng_gguf_tensor *t = &gf->tensors[i];
         if (drop && strcmp(t->name, drop) == 0) continue;
         float *x = malloc(t->n_elements * sizeof(float));
-        gguf_tensor_to_f32(t, x);
+        eng_gguf_tensor_to_f32(t, x);
         for (uint64_t j = 0; j < t->n_elements; j++) {
-            if (types[i] == GGUF_TT_F32) {
+            if (types[i] == ENG_GGUF_TT_F32) {
                 put(&b, &x[j], 4);
-            } else if (types[i] == GGUF_TT_F16) {
+            } else if (types[i] == ENG_GGUF_TT_F16) {
                 uint16_t h = f32_to_f16(x[j]);
                 put(&b, &h, 2);
-            } else if (types[i] == GGUF_TT_BF16) {
+            } else if (types[i] == ENG_GGUF_TT_BF16) {
                 uint16_t h = f32_to_bf16(x[j]);
                 put(&b, &h, 2);
             } else if (j % 32 == 0) {
@@ -475,64 +475,64 @@ static uint8_t *rewrite(const uint8_t *f, size_t n, uint32_t type, const char *d
         put_pad(&b, 32);
     }
     free(types);
-    gguf_close(gf);
+    eng_gguf_close(gf);
     *out_n = b.n;
     return b.p;
 }
 
 /* Logits of a fixed prompt's last token. */
-static int prompt_logits(const llama_model *m, float *out) {
+static int prompt_logits(const eng_model *m, float *out) {
     const char *text = "Once upon a time, there was a little dog";
     int32_t ids[64];
-    int n = llama_tokenize(m, text, strlen(text), 1, ids, 64);
-    llama_context *ctx = llama_context_alloc(m, 64, 1);
+    int n = eng_tokenize(m, text, strlen(text), 1, ids, 64);
+    eng_context *ctx = eng_context_alloc(m, 64, 1);
     float *lg = malloc((size_t)n * 512 * sizeof(float));
-    int st = llama_decode(ctx, ids, (uint32_t)n, lg);
+    int st = eng_decode(ctx, ids, (uint32_t)n, lg);
     memcpy(out, lg + (size_t)(n - 1) * 512, 512 * sizeof(float));
     free(lg);
-    llama_context_free(ctx);
+    eng_context_free(ctx);
     return st;
 }
 
 static void test_variants(const uint8_t *f, size_t n) {
     char err[256];
     int st;
-    llama_model *base = llama_model_load_memory(f, n, &st, err, sizeof(err));
+    eng_model *base = eng_model_load_memory(f, n, &st, err, sizeof(err));
     CHECK(base != NULL);
     if (!base) return;
     float ref[512], got[512];
-    CHECK(prompt_logits(base, ref) == LLAMA_OK);
+    CHECK(prompt_logits(base, ref) == ENG_OK);
     struct {
         uint32_t type;
         const char *name;
         double tol;
-    } v[] = {{GGUF_TT_F32, "f32", 0.0}, {GGUF_TT_F16, "f16", 0.05}, {GGUF_TT_BF16, "bf16", 0.5},
-             {GGUF_TT_Q8_0, "q8_0", 0.3}};
+    } v[] = {{ENG_GGUF_TT_F32, "f32", 0.0}, {ENG_GGUF_TT_F16, "f16", 0.05}, {ENG_GGUF_TT_BF16, "bf16", 0.5},
+             {ENG_GGUF_TT_Q8_0, "q8_0", 0.3}};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t rn;
         uint8_t *r = rewrite(f, n, v[i].type, NULL, &rn);
         CHECK(r != NULL);
-        llama_model *m = r ? llama_model_load_memory(r, rn, &st, err, sizeof(err)) : NULL;
+        eng_model *m = r ? eng_model_load_memory(r, rn, &st, err, sizeof(err)) : NULL;
         CHECK_MSG(m != NULL, "%s: %s", v[i].name, err);
         if (m) {
-            CHECK(prompt_logits(m, got) == LLAMA_OK);
+            CHECK(prompt_logits(m, got) == ENG_OK);
             double md = 0.0;
             for (int j = 0; j < 512; j++) md = fmax(md, fabs((double)got[j] - ref[j]));
             printf("%s variant: max |dlogit| %.4f\n", v[i].name, md);
             CHECK_MSG(md <= v[i].tol, "%s: %g", v[i].name, md);
         }
-        llama_model_free(m);
+        eng_model_free(m);
         free(r);
     }
     /* Without output.weight the embedding is reused as the output head. */
     size_t rn;
-    uint8_t *r = rewrite(f, n, GGUF_TT_F32, "output.weight", &rn);
-    llama_model *m = llama_model_load_memory(r, rn, &st, err, sizeof(err));
-    CHECK_MSG(m && llama_model_hparams(m)->tied_output, "%s", err);
-    if (m) CHECK(prompt_logits(m, got) == LLAMA_OK);
-    llama_model_free(m);
+    uint8_t *r = rewrite(f, n, ENG_GGUF_TT_F32, "output.weight", &rn);
+    eng_model *m = eng_model_load_memory(r, rn, &st, err, sizeof(err));
+    CHECK_MSG(m && eng_model_hparams(m)->tied_output, "%s", err);
+    if (m) CHECK(prompt_logits(m, got) == ENG_OK);
+    eng_model_free(m);
     free(r);
-    llama_model_free(base);
+    eng_model_free(base);
 }
 
 int main(void) {

@@ -1,5 +1,5 @@
-/* test_half_paths.c - the cache layout conversions (kvtc_gather_rows /
- * kvtc_scatter_rows) may use the CPU's F16C instructions; they must give
+/* test_half_paths.c - the cache layout conversions (kvi_gather_rows /
+ * kvi_scatter_rows) may use the CPU's F16C instructions; they must give
  * exactly the scalar conversions of util/half.h for every value class, at
  * run lengths with and without a vector tail. */
 #include <math.h>
@@ -27,20 +27,20 @@ static void check_dims(uint32_t head_dim) {
     float *rows = malloc(sizeof(float) * elems), *back = malloc(sizeof(float) * elems);
     kvtc_cache c = {g, KVTC_DTYPE_F16, n, k, v, NULL, NULL};
     for (uint64_t i = 0; i < elems; i++) rows[i] = value((uint32_t)i, head_dim);
-    kvtc_scatter_rows(&c, 0, 0, 0, n, NULL, 0, rows);
+    kvi_scatter_rows(&c, 0, 0, 0, n, NULL, 0, rows);
     /* rows are [token][layer*head*dim]; the cache is [layer][head][token][dim] */
     int bad_store = 0, bad_load = 0;
     for (uint64_t t = 0; t < n; t++)
         for (uint64_t col = 0; col < w; col++) {
             uint64_t lh = col / head_dim, d = col % head_dim;
-            uint16_t got = v[(lh * n + t) * head_dim + d], want = kvtc_f32_to_f16(rows[t * w + col]);
+            uint16_t got = v[(lh * n + t) * head_dim + d], want = kvi_f32_to_f16(rows[t * w + col]);
             bad_store += got != want;
         }
-    kvtc_gather_rows(&c, 0, 0, 0, n, NULL, 0, back);
+    kvi_gather_rows(&c, 0, 0, 0, n, NULL, 0, back);
     for (uint64_t t = 0; t < n; t++)
         for (uint64_t col = 0; col < w; col++) {
             uint64_t lh = col / head_dim, d = col % head_dim;
-            float want = kvtc_f16_to_f32(v[(lh * n + t) * head_dim + d]);
+            float want = kvi_f16_to_f32(v[(lh * n + t) * head_dim + d]);
             bad_load += memcmp(&back[t * w + col], &want, 4) != 0;
         }
     CHECK_MSG(bad_store == 0, "head_dim %u: %d fp16 stores differ from the scalar conversion", head_dim, bad_store);

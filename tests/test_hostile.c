@@ -79,7 +79,7 @@ typedef struct field_case {
     kvtc_result info, decode;
 } field_case;
 
-#define F32BITS(x) ((uint64_t)kvtc_f32_bits(x))
+#define F32BITS(x) ((uint64_t)kvi_f32_bits(x))
 static uint64_t f64bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 
 static void test_header_fields(const uint8_t *s, size_t n, uint32_t codec) {

@@ -108,8 +108,8 @@ static void check_stream(const plan_stream *s, const uint8_t *payload, const uin
         if (g->bits >= 1 && g->bits <= 8) {
             uint32_t levels = (1u << g->bits) - 1u;
             for (uint64_t t = 0; t < n; t++) {
-                float shift = kvtc_f16_to_f32(kvtc_load_u16(*pp));
-                float scale = kvtc_f16_to_f32(kvtc_load_u16(*pp + 2));
+                float shift = kvi_f16_to_f32(kvi_load_u16(*pp));
+                float scale = kvi_f16_to_f32(kvi_load_u16(*pp + 2));
                 *pp += 4;
                 const float *x = in + t * ld + col;
                 float mn = x[0], mx = x[0];
@@ -149,9 +149,9 @@ static void check_stream(const plan_stream *s, const uint8_t *payload, const uin
             for (uint64_t t = 0; t < n; t++)
                 for (uint32_t j = 0; j < g->size; j++) {
                     float got = outd[t * ld + col + j];
-                    float want = kvtc_round_f16(in[t * ld + col + j]);
+                    float want = kvi_round_f16(in[t * ld + col + j]);
                     if (got != want) cs->raw_ok = 0;
-                    if (kvtc_load_u16(*pp) != kvtc_f32_to_f16(in[t * ld + col + j])) cs->raw_ok = 0;
+                    if (kvi_load_u16(*pp) != kvi_f32_to_f16(in[t * ld + col + j])) cs->raw_ok = 0;
                     *pp += 2;
                 }
         } else {
@@ -362,7 +362,7 @@ int main(void) {
         /* the stored shifts and scales are finite fp16 values */
         int params_finite = 1;
         for (uint64_t i = 0; i + 1 < size && i < 64; i += 2) {
-            uint16_t h = kvtc_load_u16(payload + i);
+            uint16_t h = kvi_load_u16(payload + i);
             if (((h >> 10) & 0x1f) == 0x1f) params_finite = 0;
         }
         CHECK_MSG(params_finite, "fp16 params must not be Inf/NaN");

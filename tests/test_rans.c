@@ -159,7 +159,7 @@ static void test_corrupt(void) {
     CHECK_MSG(caught >= flips * 99 / 100, "only %u of %u flips caught", caught, flips);
     printf("  bit flips detected by rANS alone: %u / %u\n", caught, flips);
     /* hostile headers */
-    uint32_t lanes = kvtc_load_u16(z + 6);
+    uint32_t lanes = kvi_load_u16(z + 6);
     size_t npres = 0;
     const size_t bm = RANS_SEG_HEADER, f0 = bm + 32;
     for (int b = 0; b < 32; b++)
@@ -171,39 +171,39 @@ static void test_corrupt(void) {
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
     memcpy(bad, z, zs); bad[5] = 0;
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad, 0); /* segment size */
+    memcpy(bad, z, zs); kvi_store_u32(bad, 0); /* segment size */
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad, (uint32_t)n + 1);
+    memcpy(bad, z, zs); kvi_store_u32(bad, (uint32_t)n + 1);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad, (uint32_t)n - 1);
+    memcpy(bad, z, zs); kvi_store_u32(bad, (uint32_t)n - 1);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u16(bad + 6, 0);
+    memcpy(bad, z, zs); kvi_store_u16(bad + 6, 0);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u16(bad + 6, 4097);
+    memcpy(bad, z, zs); kvi_store_u16(bad + 6, 4097);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u16(bad + 6, 65535);
+    memcpy(bad, z, zs); kvi_store_u16(bad + 6, 65535);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u16(bad + f0, (uint16_t)(kvtc_load_u16(z + f0) + 1));
+    memcpy(bad, z, zs); kvi_store_u16(bad + f0, (uint16_t)(kvi_load_u16(z + f0) + 1));
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT); /* sum 4097 */
-    memcpy(bad, z, zs); kvtc_store_u16(bad + f0, 0);
+    memcpy(bad, z, zs); kvi_store_u16(bad + f0, 0);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT); /* a present symbol with freq 0 */
-    memcpy(bad, z, zs); kvtc_store_u16(bad + f0, 60000);
+    memcpy(bad, z, zs); kvi_store_u16(bad + f0, 60000);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
     memcpy(bad, z, zs); memset(bad + bm, 0xff, 32); /* all symbols present: table overruns */
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
     memcpy(bad, z, zs); memset(bad + bm, 0, 32); /* no symbol: sum 0 */
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad + st, 5); /* state below L */
+    memcpy(bad, z, zs); kvi_store_u32(bad + st, 5); /* state below L */
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad + st, 0xffffffffu);
+    memcpy(bad, z, zs); kvi_store_u32(bad + st, 0xffffffffu);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad + wc, 0xffffffffu); /* word count overflow */
+    memcpy(bad, z, zs); kvi_store_u32(bad + wc, 0xffffffffu); /* word count overflow */
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
     memcpy(bad, z, zs); /* move a word from lane 0 to lane 1: sizes still add up */
-    kvtc_store_u32(bad + wc, kvtc_load_u32(z + wc) - 1);
-    kvtc_store_u32(bad + wc + 4, kvtc_load_u32(z + wc + 4) + 1);
+    kvi_store_u32(bad + wc, kvi_load_u32(z + wc) - 1);
+    kvi_store_u32(bad + wc + 4, kvi_load_u32(z + wc + 4) + 1);
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
-    memcpy(bad, z, zs); kvtc_store_u32(bad + wc, 0); /* a lane that runs out of words */
+    memcpy(bad, z, zs); kvi_store_u32(bad + wc, 0); /* a lane that runs out of words */
     CHECK(rans_decode(bad, zs, out, n) == KVTC_ERR_CORRUPT);
     /* stored segments: sizes must add up exactly */
     uint8_t sb[16] = {3, 0, 0, 0, RANS_MODE_STORED, 1, 2, 3};
@@ -239,11 +239,11 @@ static size_t realistic_payload(uint8_t *out) {
                 mn = x[j] < mn ? x[j] : mn;
                 mx = x[j] > mx ? x[j] : mx;
             }
-            uint16_t hs = kvtc_f32_to_f16((float)mn), hc = kvtc_f32_to_f16((float)((mx - mn) / ((1 << bits) - 1)));
-            kvtc_store_u16(pp, hs);
-            kvtc_store_u16(pp + 2, hc);
+            uint16_t hs = kvi_f32_to_f16((float)mn), hc = kvi_f32_to_f16((float)((mx - mn) / ((1 << bits) - 1)));
+            kvi_store_u16(pp, hs);
+            kvi_store_u16(pp + 2, hc);
             pp += 4;
-            double sc = kvtc_f16_to_f32(hc), sh = kvtc_f16_to_f32(hs);
+            double sc = kvi_f16_to_f32(hc), sh = kvi_f16_to_f32(hs);
             for (uint32_t j = 0; j < size; j++) {
                 double q = sc > 0 ? floor((x[j] - sh) / sc + 0.5) : 0;
                 uint32_t c = q < 0 ? 0 : (q > (1 << bits) - 1 ? (1u << bits) - 1 : (uint32_t)q);

@@ -3,7 +3,7 @@
  * One function per bug, named for what it guards; the input bytes are
  * spelled out so the test never depends on the fuzzers.
  *
- * geometry_product_wraps_64_bits: kvtc_geometry_check computed
+ * geometry_product_wraps_64_bits: kvi_geometry_check computed
  *   n_layers * n_kv_heads * head_dim in 64 bits without bounding the
  *   factors, so 2^31 x 2^31 x 4 wrapped to 0 and passed the row-size limit.
  *   A cache file with that geometry (and no tokens) parsed as valid, a

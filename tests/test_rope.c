@@ -1,7 +1,7 @@
 /* test_rope.c - RoPE removal and re-application (lib/transform/rope.c)
  * against an independent double-precision implementation (tests/synth.h):
  * both pairings, partial rotary dimensions, large positions, and the
- * gather path the encoder uses (kvtc_gather_rows with unrope). */
+ * gather path the encoder uses (kvi_gather_rows with unrope). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,9 +88,9 @@ static void test_geometry(const kvtc_geometry *g, const char *name) {
     CHECK(t.inv_freq == NULL);
 }
 
-/* The encoder's path: kvtc_gather_rows(unrope=1) on a synthetic cache with
+/* The encoder's path: kvi_gather_rows(unrope=1) on a synthetic cache with
  * RoPE applied at explicit (large, gapped) positions recovers the keys before
- * RoPE; kvtc_scatter_rows(rerope=1) puts RoPE back. */
+ * RoPE; kvi_scatter_rows(rerope=1) puts RoPE back. */
 static void test_gather_scatter(const kvtc_geometry *g, const char *name) {
     const uint64_t n = 24;
     int64_t *pos = malloc(sizeof(int64_t) * n);
@@ -104,7 +104,7 @@ static void test_gather_scatter(const kvtc_geometry *g, const char *name) {
     CHECK(rope_table_init(&t, g) == KVTC_OK);
     uint64_t p = synth_p(g);
     float *rows = malloc(sizeof(float) * p * n);
-    kvtc_gather_rows(&sc.c, 1, 0, 0, n, &t, 1, rows);
+    kvi_gather_rows(&sc.c, 1, 0, 0, n, &t, 1, rows);
     double worst = 0;
     uint32_t d = g->head_dim, H = g->n_kv_heads;
     for (uint64_t tt = 0; tt < n; tt++)
@@ -121,7 +121,7 @@ static void test_gather_scatter(const kvtc_geometry *g, const char *name) {
     kvtc_cache out;
     CHECK(synth_alloc_like(g, KVTC_DTYPE_F32, n, 0, &out) == 0);
     out.positions = pos; /* borrowed */
-    kvtc_scatter_rows(&out, 1, 0, 0, n, &t, 1, rows);
+    kvi_scatter_rows(&out, 1, 0, 0, n, &t, 1, rows);
     double e = 0, nn = 0;
     for (uint64_t i = 0; i < p * n; i++) {
         double a = ((float *)out.k)[i], b = ((float *)sc.c.k)[i];
@@ -152,7 +152,7 @@ int main(void) {
         {synth_geometry(1, 1, 16, KVTC_ROPE_NONE, 0, 0.0f), "none"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        CHECK(kvtc_geometry_check(&cases[i].g) == KVTC_OK);
+        CHECK(kvi_geometry_check(&cases[i].g) == KVTC_OK);
         test_geometry(&cases[i].g, cases[i].name);
     }
 

@@ -15,7 +15,7 @@ static uint8_t *build(const char *header, size_t pad, const void *data, size_t d
     *size = 8 + hl + data_len;
     uint8_t *b = malloc(*size ? *size : 1);
     if (!b) abort();
-    kvtc_store_u64(b, hl);
+    kvi_store_u64(b, hl);
     memcpy(b + 8, header, strlen(header));
     memset(b + 8 + strlen(header), ' ', pad);
     if (data_len) memcpy(b + 8 + hl, data, data_len);
@@ -93,7 +93,7 @@ static void test_round_trip(void)
 
     size_t size;
     uint8_t *buf = write_all(w, &size);
-    uint64_t n = kvtc_load_u64(buf);
+    uint64_t n = kvi_load_u64(buf);
     CHECK((8 + n) % 8 == 0);
     CHECK(buf[8] == '{');
     CHECK(size == 8 + n + 24 + 6 + 4 + 0 + 16 + 8 + 5);
@@ -217,7 +217,7 @@ static void test_round_trip(void)
     buf = write_all(w, &size);
     const char *expect = "{\"x\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     size_t el = strlen(expect), padded = (el + 7) & ~(size_t)7;
-    CHECK(kvtc_load_u64(buf) == padded && memcmp(buf + 8, expect, el) == 0);
+    CHECK(kvi_load_u64(buf) == padded && memcmp(buf + 8, expect, el) == 0);
     for (size_t i = el; i < padded; i++) CHECK(buf[8 + i] == ' ');
     CHECK(size == 8 + padded + 8);
     free(buf);
@@ -276,16 +276,16 @@ static void test_rejections(void)
     /* header length > file */
     size_t size;
     uint8_t *b = build("{}", 0, NULL, 0, &size);
-    kvtc_store_u64(b, 3);
+    kvi_store_u64(b, 3);
     CHECK(st_parse(b, size, &f) == KVTC_ERR_TRUNCATED);
     /* header length huge (2^63), and just above the limit */
-    kvtc_store_u64(b, UINT64_C(1) << 63);
+    kvi_store_u64(b, UINT64_C(1) << 63);
     CHECK(st_parse(b, size, &f) == KVTC_ERR_TOO_LARGE);
-    kvtc_store_u64(b, UINT64_MAX);
+    kvi_store_u64(b, UINT64_MAX);
     CHECK(st_parse(b, size, &f) == KVTC_ERR_TOO_LARGE);
-    kvtc_store_u64(b, (uint64_t)ST_MAX_HEADER + 1);
+    kvi_store_u64(b, (uint64_t)ST_MAX_HEADER + 1);
     CHECK(st_parse(b, size, &f) == KVTC_ERR_TOO_LARGE);
-    kvtc_store_u64(b, 0); /* empty header */
+    kvi_store_u64(b, 0); /* empty header */
     CHECK(st_parse(b, size, &f) == KVTC_ERR_BAD_MAGIC);
     free(b);
     /* header not JSON (not even '{'-led), JSON array, malformed JSON */
@@ -408,7 +408,7 @@ static kvtc_result parse_checked(const uint8_t *b, size_t size, st_file *f)
         CHECK(f->n_tensors == 0 && f->tensors == NULL && f->n_meta == 0 && f->meta == NULL);
         return r;
     }
-    uint64_t n = kvtc_load_u64(b);
+    uint64_t n = kvi_load_u64(b);
     const uint8_t *ds = b + 8 + n, *de = b + size;
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         const st_tensor *t = &f->tensors[i];
@@ -488,7 +488,7 @@ static void test_byte_flips(void)
 {
     size_t size;
     uint8_t *full = valid_file(&size);
-    uint64_t hl = kvtc_load_u64(full);
+    uint64_t hl = kvi_load_u64(full);
     int inconsistent = 0, accepted = 0, bad_code = 0;
     const int iters = 20000;
     for (int it = 0; it < iters; it++) {

@@ -1,6 +1,6 @@
 /* test_tokenize_tool.c - models/train/kvtc_tokenize (the training kit's
  * corpus tokenizer): each 0x1e-separated document becomes <s> ids </s>, the
- * ids equal llama_tokenize's, and bad inputs fail without an output file.
+ * ids equal eng_tokenize's, and bad inputs fail without an output file.
  * Runs the tool (KVTC_TOKENIZE, set by CMake) from the repository root. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +31,7 @@ int main(void) {
     CHECK_MSG(system(cmd) == 0, "%s", cmd);
 
     char err[256];
-    llama_model *m = llama_model_load(MODEL, err, sizeof err);
+    eng_model *m = eng_model_load(MODEL, err, sizeof err);
     CHECK_MSG(m != NULL, "%s", err);
     size_t len = 0;
     char *got = test_read_file(out, &len);
@@ -41,9 +41,9 @@ int main(void) {
         size_t pos = 0;
         for (int d = 0; d < 3; d++) {
             int32_t ids[256];
-            int n = llama_tokenize(m, docs[d], strlen(docs[d]), 1, ids, 256);
-            CHECK(n > 2 && n < 256 && ids[0] == llama_token_bos(m));
-            ids[n++] = llama_token_eos(m);
+            int n = eng_tokenize(m, docs[d], strlen(docs[d]), 1, ids, 256);
+            CHECK(n > 2 && n < 256 && ids[0] == eng_token_bos(m));
+            ids[n++] = eng_token_eos(m);
             for (int i = 0; i < n; i++, pos++) {
                 CHECK(2 * pos + 1 < len);
                 if (2 * pos + 1 >= len) break;
@@ -54,7 +54,7 @@ int main(void) {
         CHECK(2 * pos == len);
     }
     free(got);
-    llama_model_free(m);
+    eng_model_free(m);
 
     /* a missing input or model: non-zero exit, no output written */
     snprintf(out, sizeof out, "%s/none.u16", dir);

@@ -12,13 +12,13 @@
 #include "test.h"
 
 /* tokenize then detokenize `s`; 1 when the text comes back unchanged. */
-static int round_trip(const llama_model *m, const char *s, size_t len) {
-    int n = llama_tokenize(m, s, len, 1, NULL, 0);
+static int round_trip(const eng_model *m, const char *s, size_t len) {
+    int n = eng_tokenize(m, s, len, 1, NULL, 0);
     if (n < 0) return 0;
     int32_t *ids = malloc(((size_t)n + 1) * sizeof(int32_t));
-    int ok = llama_tokenize(m, s, len, 1, ids, (size_t)n) == n;
+    int ok = eng_tokenize(m, s, len, 1, ids, (size_t)n) == n;
     char *back = malloc(len + 16);
-    size_t bl = llama_detokenize(m, ids, (size_t)n, 1, back, len + 16);
+    size_t bl = eng_detokenize(m, ids, (size_t)n, 1, back, len + 16);
     ok &= bl == len && memcmp(back, s, len) == 0;
     free(back);
     free(ids);
@@ -27,7 +27,7 @@ static int round_trip(const llama_model *m, const char *s, size_t len) {
 
 static void test_model(const char *path, int big) {
     char err[256];
-    llama_model *m = llama_model_load(path, err, sizeof(err));
+    eng_model *m = eng_model_load(path, err, sizeof(err));
     CHECK_MSG(m != NULL, "%s", err);
     if (!m) return;
 
@@ -36,7 +36,7 @@ static void test_model(const char *path, int big) {
         char *text = test_read_file("data/persuasion.txt", &len);
         CHECK(text != NULL);
         double t0 = test_now();
-        int n = llama_tokenize(m, text, len, 1, NULL, 0);
+        int n = eng_tokenize(m, text, len, 1, NULL, 0);
         double dt = test_now() - t0;
         printf("%s: persuasion.txt -> %d tokens in %.3f s\n", path, n, dt);
         CHECK(n > 100000);
@@ -57,27 +57,27 @@ static void test_model(const char *path, int big) {
 
     /* Invalid lead bytes take the following bytes into their "character" (as
      * llama.cpp does), which may split a U+2581; it must not crash. */
-    CHECK(llama_tokenize(m, "a\xff b\xf0", 6, 1, NULL, 0) > 0);
+    CHECK(eng_tokenize(m, "a\xff b\xf0", 6, 1, NULL, 0) > 0);
 
     /* Empty text: just <s>, or nothing. */
     int32_t ids[64];
-    CHECK(llama_tokenize(m, "", 0, 1, ids, 64) == 1 && ids[0] == llama_token_bos(m));
-    CHECK(llama_tokenize(m, "", 0, 0, ids, 64) == 0);
+    CHECK(eng_tokenize(m, "", 0, 1, ids, 64) == 1 && ids[0] == eng_token_bos(m));
+    CHECK(eng_tokenize(m, "", 0, 0, ids, 64) == 0);
     /* Text spelling special tokens stays text. */
-    int n = llama_tokenize(m, "<s>", 3, 0, ids, 64);
-    for (int i = 0; i < n; i++) CHECK(ids[i] != llama_token_bos(m));
+    int n = eng_tokenize(m, "<s>", 3, 0, ids, 64);
+    for (int i = 0; i < n; i++) CHECK(ids[i] != eng_token_bos(m));
     /* A byte-fallback character becomes its UTF-8 bytes. */
-    n = llama_tokenize(m, "\xe6\x97\xa5", 3, 0, ids, 64);
-    CHECK(n >= 3 && strcmp(llama_token_piece(m, ids[n - 1]), "<0xA5>") == 0);
+    n = eng_tokenize(m, "\xe6\x97\xa5", 3, 0, ids, 64);
+    CHECK(n >= 3 && strcmp(eng_token_piece(m, ids[n - 1]), "<0xA5>") == 0);
     /* The count comes back even when the buffer is too small. */
-    CHECK(llama_tokenize(m, "hello world", 11, 1, ids, 1) ==
-          llama_tokenize(m, "hello world", 11, 1, ids, 64));
-    CHECK(llama_token_piece(m, -1) == NULL && llama_token_piece(m, 1 << 30) == NULL);
+    CHECK(eng_tokenize(m, "hello world", 11, 1, ids, 1) ==
+          eng_tokenize(m, "hello world", 11, 1, ids, 64));
+    CHECK(eng_token_piece(m, -1) == NULL && eng_token_piece(m, 1 << 30) == NULL);
     /* </s> and <s> detokenize to nothing; detokenize reports the full length. */
-    int32_t sp[3] = {llama_token_bos(m), llama_token_eos(m), ids[0]};
+    int32_t sp[3] = {eng_token_bos(m), eng_token_eos(m), ids[0]};
     char out[8];
-    CHECK(llama_detokenize(m, sp, 2, 0, out, sizeof(out)) == 0);
-    llama_model_free(m);
+    CHECK(eng_detokenize(m, sp, 2, 0, out, sizeof(out)) == 0);
+    eng_model_free(m);
 }
 
 int main(void) {

@@ -114,7 +114,7 @@ int cmd_calibrate(int argc, char **argv) {
         model_text mt;
         if (model_text_load(&mt, model_path, text_path)) goto done_args;
         kvtc_geometry g = model_geometry(mt.model);
-        if (!ctx) ctx = llama_model_hparams(mt.model)->n_ctx_train;
+        if (!ctx) ctx = eng_model_hparams(mt.model)->n_ctx_train;
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
@@ -229,7 +229,7 @@ int cmd_capture(int argc, char **argv) {
     if (!model_path || !text_path || !out) return cli_usage("capture", "needs --model, --text and -o");
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
-    if (!ctx) ctx = llama_model_hparams(mt.model)->n_ctx_train;
+    if (!ctx) ctx = eng_model_hparams(mt.model)->n_ctx_train;
     int rc = 1;
     int32_t *tok = malloc(sizeof(int32_t) * ctx);
     cache_file cf;

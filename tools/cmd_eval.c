@@ -85,15 +85,15 @@ static void score(eval_method *m, const float *ref, const float *got, const int3
 }
 
 /* Round-trip k/v [L][H][n][d] (float32) through KVTC at fp16 storage. */
-static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometry *g, const llama_model *model,
+static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometry *g, const eng_model *model,
                           float *k, float *v, uint32_t n, const int32_t *ids) {
     cache_file cf;
     kvtc_result r = cache_file_alloc(&cf, g, KVTC_DTYPE_F16, n, 0, 1);
     if (r) return cli_fail("eval", "%s", kvtc_result_string(r));
     uint64_t elems = (uint64_t)g->n_layers * g->n_kv_heads * n * g->head_dim;
     for (uint64_t i = 0; i < elems; i++) {
-        kvtc_store_elem(cf.cache.k, KVTC_DTYPE_F16, i, k[i]);
-        kvtc_store_elem(cf.cache.v, KVTC_DTYPE_F16, i, v[i]);
+        kvi_store_elem(cf.cache.k, KVTC_DTYPE_F16, i, k[i]);
+        kvi_store_elem(cf.cache.v, KVTC_DTYPE_F16, i, v[i]);
     }
     memcpy(cf.cache.token_ids, ids, sizeof(int32_t) * n);
     kvtc_encode_options eo;
@@ -126,8 +126,8 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     m->decode_s += now_s() - t1;
     if ((r = kvtc_stream_get_info(buf, size, &info))) goto fail;
     for (uint64_t i = 0; i < elems; i++) {
-        k[i] = kvtc_load_elem(cf.cache.k, KVTC_DTYPE_F16, i);
-        v[i] = kvtc_load_elem(cf.cache.v, KVTC_DTYPE_F16, i);
+        k[i] = kvi_load_elem(cf.cache.k, KVTC_DTYPE_F16, i);
+        v[i] = kvi_load_elem(cf.cache.v, KVTC_DTYPE_F16, i);
     }
     double per_tok16 = 2.0 * 16.0 * g->n_layers * g->n_kv_heads * g->head_dim;
     m->bits_coded += 8.0 * (double)info.coded_bytes;
@@ -162,7 +162,7 @@ typedef struct apply_ctx {
     eval_method *ms;
     const eval_opts *o;
     kvtc_geometry g;
-    const llama_model *model;
+    const eng_model *model;
 } apply_ctx;
 
 static int apply_method(void *user, uint32_t mi, float *k, float *v, uint32_t n, const int32_t *ids) {
@@ -326,7 +326,7 @@ int cmd_eval(int argc, char **argv) {
 
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
-    const llama_hparams *hp = llama_model_hparams(mt.model);
+    const eng_hparams *hp = eng_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);
     if (!o.ctx) o.ctx = hp->n_ctx_train;
     uint64_t avail = model_text_windows(&mt, o.ctx);
@@ -373,7 +373,7 @@ int cmd_eval(int argc, char **argv) {
         kvtc_result r = kvtc_basis_load(buf, size, &basis);
         free(buf);
         if (r) { cli_fail("eval", "basis %s: %s", path, kvtc_result_string(r)); goto done; }
-        if (!kvtc_geometry_equal(kvtc_basis_geometry(basis), &g)) {
+        if (!kvi_geometry_equal(kvtc_basis_geometry(basis), &g)) {
             kvtc_basis_free(basis);
             cli_fail("eval", "basis %s was calibrated for another model geometry", path);
             goto done;
@@ -438,18 +438,18 @@ int cmd_eval(int argc, char **argv) {
     float *k = malloc(sizeof(float) * per), *v = malloc(sizeof(float) * per);
     float *ref = malloc(sizeof(float) * cont * vocab), *got = malloc(sizeof(float) * cont * vocab);
     double *lp1 = malloc(sizeof(double) * vocab), *lp2 = malloc(sizeof(double) * vocab);
-    llama_context *ctx = llama_context_alloc(mt.model, o.ctx, o.threads);
+    eng_context *ctx = eng_context_alloc(mt.model, o.ctx, o.threads);
     double ref_nll = 0;
     uint64_t ref_n = 0;
     int progress = cli_progress_enabled();
     if (!tok || !k0 || !v0 || !k || !v || !ref || !got || !lp1 || !lp2 || !ctx) { cli_fail("eval", "out of memory"); goto done_bufs; }
     for (uint32_t w = 0; w < o.windows; w++) {
         model_text_window(&mt, o.ctx, w, 1, tok);
-        llama_context_set_n_past(ctx, 0);
-        if (llama_decode(ctx, tok, prefix, NULL)) { cli_fail("eval", "prefill: %s", llama_context_error(ctx)); goto done_bufs; }
+        eng_context_set_n_past(ctx, 0);
+        if (eng_decode(ctx, tok, prefix, NULL)) { cli_fail("eval", "prefill: %s", eng_context_error(ctx)); goto done_bufs; }
         model_ctx_read_kv(ctx, mt.model, prefix, k0, v0);
         /* reference continuation; logits i predict token prefix + i + 1 */
-        if (llama_decode(ctx, tok + prefix, cont, ref)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
+        if (eng_decode(ctx, tok + prefix, cont, ref)) { cli_fail("eval", "decode: %s", eng_context_error(ctx)); goto done_bufs; }
         double win_ref_nll = 0;
         for (uint32_t i = 0; i + 1 < cont; i++) {
             metrics_log_softmax(ref + (size_t)i * vocab, (uint32_t)vocab, lp1);
@@ -474,7 +474,7 @@ int cmd_eval(int argc, char **argv) {
             }
             if (bad) goto done_bufs;
             model_ctx_write_kv(ctx, mt.model, prefix, k, v);
-            if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("eval", "decode: %s", llama_context_error(ctx)); goto done_bufs; }
+            if (eng_decode(ctx, tok + prefix, cont, got)) { cli_fail("eval", "decode: %s", eng_context_error(ctx)); goto done_bufs; }
             double nll0 = m->nll, kld0 = m->kld;
             uint64_t top0 = m->n_top1, pred0 = m->n_pred;
             score(m, ref, got, tok + prefix + 1, cont - 1, (uint32_t)vocab, lp1, lp2);
@@ -497,7 +497,7 @@ int cmd_eval(int argc, char **argv) {
     if (o.plot && write_plot(ms, nm, o.plot)) goto done_bufs;
     rc = 0;
 done_bufs:
-    llama_context_free(ctx);
+    eng_context_free(ctx);
     free(tok); free(k0); free(v0); free(k); free(v); free(ref); free(got); free(lp1); free(lp2);
 done:
     for (uint32_t i = 0; i < nm; i++)

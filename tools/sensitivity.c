@@ -18,7 +18,7 @@ static double mean_kl(const float *ref, const float *got, uint32_t c, uint32_t v
 }
 
 int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *wk, float *wv, int verbose) {
-    const llama_hparams *hp = llama_model_hparams(mt->model);
+    const eng_hparams *hp = eng_model_hparams(mt->model);
     uint32_t L = hp->n_layer, H = hp->n_head_kv, d = hp->head_dim, vocab = hp->n_vocab;
     uint32_t cont = o->continuation, prefix = o->ctx - cont;
     if (o->ctx <= cont + o->n_sink + o->n_window + 1) return cli_fail("sensitivity", "window too short");
@@ -35,22 +35,22 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
     if (nb > d / 2) nb = d / 2;
     double *acc = calloc((size_t)2 * L * H * nb, sizeof(double));
     uint8_t *band_of = malloc(d);
-    llama_context *ctx = llama_context_alloc(mt->model, o->ctx, o->threads);
+    eng_context *ctx = eng_context_alloc(mt->model, o->ctx, o->threads);
     int rc = 1;
-    kvtc_rng rng = {12345};
+    kvi_rng rng = {12345};
     uint32_t t_lo = o->n_sink, t_hi = prefix - o->n_window;
     if (!tok || !k0 || !v0 || !k || !v || !ref || !got || !a || !b || !acc || !ctx || !band_of) { cli_fail("sensitivity", "out of memory"); goto done; }
     /* band of each dim: by RoPE pair index, so a band holds whole pairs */
     for (uint32_t j = 0; j < d; j++) {
-        uint32_t pair = hp->rope_type == LLAMA_ROPE_NEOX ? j % (d / 2) : j / 2;
+        uint32_t pair = hp->rope_type == ENG_ROPE_NEOX ? j % (d / 2) : j / 2;
         band_of[j] = (uint8_t)((uint64_t)pair * nb / (d / 2));
     }
     for (uint32_t w = 0; w < windows; w++) {
         model_text_window(mt, o->ctx, w, 0, tok);
-        llama_context_set_n_past(ctx, 0);
-        if (llama_decode(ctx, tok, prefix, NULL)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
+        eng_context_set_n_past(ctx, 0);
+        if (eng_decode(ctx, tok, prefix, NULL)) { cli_fail("sensitivity", "%s", eng_context_error(ctx)); goto done; }
         model_ctx_read_kv(ctx, mt->model, prefix, k0, v0);
-        if (llama_decode(ctx, tok + prefix, cont, ref)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
+        if (eng_decode(ctx, tok + prefix, cont, ref)) { cli_fail("sensitivity", "%s", eng_context_error(ctx)); goto done; }
         for (uint32_t s = 0; s < 2; s++)
             for (uint32_t l = 0; l < L; l++)
                 for (uint32_t h = 0; h < H; h++)
@@ -68,9 +68,9 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
                         if (!(sigma > 0)) sigma = 1e-6;
                         for (uint32_t t = t_lo; t < t_hi; t++)
                             for (uint32_t j = 0; j < d; j++)
-                                if (band_of[j] == bi) blk[(size_t)t * d + j] += (float)(sigma * kvtc_rng_gauss(&rng));
+                                if (band_of[j] == bi) blk[(size_t)t * d + j] += (float)(sigma * kvi_rng_gauss(&rng));
                         model_ctx_write_kv(ctx, mt->model, prefix, k, v);
-                        if (llama_decode(ctx, tok + prefix, cont, got)) { cli_fail("sensitivity", "%s", llama_context_error(ctx)); goto done; }
+                        if (eng_decode(ctx, tok + prefix, cont, got)) { cli_fail("sensitivity", "%s", eng_context_error(ctx)); goto done; }
                         double kl = mean_kl(ref, got, cont, vocab, a, b);
                         acc[(((size_t)s * L + l) * H + h) * nb + bi] += kl / (sigma * sigma * nd) / windows;
                     }
@@ -94,7 +94,7 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
         }
     rc = 0;
 done:
-    llama_context_free(ctx);
+    eng_context_free(ctx);
     free(tok); free(k0); free(v0); free(k); free(v); free(ref); free(got); free(a); free(b); free(acc); free(band_of);
     return rc;
 }

@@ -92,7 +92,7 @@ static void dev_free(DevCache &d) {
 static float elem(const void *b, kvtc_dtype t, uint64_t i) {
     if (t == KVTC_DTYPE_F32) return ((const float *)b)[i];
     uint16_t h = ((const uint16_t *)b)[i];
-    return t == KVTC_DTYPE_F16 ? kvtc_f16_to_f32(h) : kvtc_bf16_to_f32(h);
+    return t == KVTC_DTYPE_F16 ? kvi_f16_to_f32(h) : kvi_bf16_to_f32(h);
 }
 
 struct Cmp {
@@ -508,7 +508,7 @@ static void bench(uint32_t m) {
     const basis_stream *bs[2] = {&b->k, &b->v};
     for (int s = 0; s < 2; s++) {
         std::vector<uint16_t> q((size_t)m * p);
-        for (size_t i = 0; i < q.size(); i++) q[i] = kvtc_f32_to_bf16(bs[s]->basis[i]);
+        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
         CU(cudaMalloc(&d_Q[s], q.size() * 2));
         CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
         CU(cudaMalloc(&d_mean[s], 4 * p));

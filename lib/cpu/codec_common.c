@@ -69,7 +69,7 @@ static int gather_part(void *p, uint32_t item, uint32_t worker) {
     uint64_t lo, len;
     part_range(j->n, j->parts, item, &lo, &len);
     float *x = j->x + lo * j->s->p;
-    kvtc_gather_rows(j->c, j->is_key, j->first_layer, j->t0 + lo, len, j->rope, j->rope != NULL, x);
+    kvi_gather_rows(j->c, j->is_key, j->first_layer, j->t0 + lo, len, j->rope, j->rope != NULL, x);
     center_rows(j->s, x, len);
     return 0;
 }
@@ -81,7 +81,7 @@ static int scatter_part(void *p, uint32_t item, uint32_t worker) {
     part_range(j->n, j->parts, item, &lo, &len);
     float *x = j->x + lo * j->s->p;
     uncenter_rows(j->s, x, len);
-    kvtc_scatter_rows(j->c, j->is_key, j->first_layer, j->t0 + lo, len, j->rope, j->rope != NULL, x);
+    kvi_scatter_rows(j->c, j->is_key, j->first_layer, j->t0 + lo, len, j->rope, j->rope != NULL, x);
     return 0;
 }
 
@@ -91,7 +91,7 @@ void codec_gather_centered(const kvtc_cache *c, int is_key, const basis_stream *
     if (parts > n) parts = n ? (uint32_t)n : 1;
     /* gathering only reads the cache; the job type is shared with scatter */
     rows_job j = {(kvtc_cache *)c, is_key, s, first_layer, t0, n, rope, x, parts};
-    kvtc_parallel_for(parts, parts, gather_part, &j);
+    kvi_parallel_for(parts, parts, gather_part, &j);
 }
 
 void codec_scatter_uncentered(kvtc_cache *c, int is_key, const basis_stream *s, uint32_t first_layer,
@@ -99,5 +99,5 @@ void codec_scatter_uncentered(kvtc_cache *c, int is_key, const basis_stream *s, 
     uint32_t parts = n_threads ? n_threads : 1;
     if (parts > n) parts = n ? (uint32_t)n : 1;
     rows_job j = {c, is_key, s, first_layer, t0, n, rope, x, parts};
-    kvtc_parallel_for(parts, parts, scatter_part, &j);
+    kvi_parallel_for(parts, parts, scatter_part, &j);
 }

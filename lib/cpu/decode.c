@@ -135,9 +135,9 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
 
 static kvtc_result check_out_cache(const container_header *h, const kvtc_cache *out) {
     if (!out->k || !out->v) return h->n_tokens ? KVTC_ERR_INVALID_ARGUMENT : KVTC_OK;
-    if (!kvtc_geometry_equal(&out->geometry, &h->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&out->geometry, &h->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (out->dtype != h->dtype || out->n_tokens != h->n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
-    return kvtc_cache_check(out);
+    return kvi_cache_check(out);
 }
 
 /* Layers [0, m) of the coded tokens come from the caller's model. */
@@ -157,8 +157,8 @@ static kvtc_result recompute_layers(kvtc_decoder *d, const container_header *h, 
             for (uint64_t t = h->n_sink; t < t_end; t++)
                 for (uint32_t j = 0; j < g->head_dim; j++) {
                     uint64_t i = (lh * h->n_tokens + t) * g->head_dim + j;
-                    kvtc_store_elem(out->k, h->dtype, i, k[i]);
-                    kvtc_store_elem(out->v, h->dtype, i, v[i]);
+                    kvi_store_elem(out->k, h->dtype, i, k[i]);
+                    kvi_store_elem(out->v, h->dtype, i, v[i]);
                 }
     }
     free(k);
@@ -173,7 +173,7 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
     if (r) return r;
     const kvtc_basis *b = d->basis;
     if (h.transform_fingerprint != b->transform_fingerprint ||
-        !kvtc_geometry_equal(&h.geometry, &b->geometry) || h.recompute_layers != b->recompute_layers ||
+        !kvi_geometry_equal(&h.geometry, &b->geometry) || h.recompute_layers != b->recompute_layers ||
         h.rope_removed != (uint8_t)b->rope_removed)
         return KVTC_ERR_BASIS_MISMATCH;
     int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
@@ -189,13 +189,13 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
     if (!pos) return KVTC_ERR_OUT_OF_MEMORY;
     for (uint64_t t = 0; t < h.n_tokens; t++)
         pos[t] = (h.flags & CONTAINER_FLAG_POSITIONS)
-                     ? (int64_t)kvtc_load_u64(in + h.sections[SEC_POSITIONS].offset + 8 * t)
+                     ? (int64_t)kvi_load_u64(in + h.sections[SEC_POSITIONS].offset + 8 * t)
                      : (int64_t)t;
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS) {
         ids = malloc(sizeof(int32_t) * (h.n_tokens ? h.n_tokens : 1));
         if (!ids) { free(pos); return KVTC_ERR_OUT_OF_MEMORY; }
         for (uint64_t t = 0; t < h.n_tokens; t++)
-            ids[t] = (int32_t)kvtc_load_u32(in + h.sections[SEC_TOKEN_IDS].offset + 4 * t);
+            ids[t] = (int32_t)kvi_load_u32(in + h.sections[SEC_TOKEN_IDS].offset + 4 * t);
     }
 
     uint64_t coded = container_coded_tokens(&h);
@@ -222,7 +222,7 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
         uint64_t n = coded - t0 < batch_tokens ? coded - t0 : batch_tokens;
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         dbatch_ctx bc = {d, pl, &h, in, chunk, h.chunk_tokens, dk, dv, payload};
-        int rc = kvtc_parallel_for(d->opt.n_threads, n_chunks, decode_chunk, &bc);
+        int rc = kvi_parallel_for(d->opt.n_threads, n_chunks, decode_chunk, &bc);
         if (rc) { r = (kvtc_result)rc; goto done; }
         chunk += n_chunks;
         uint64_t first_tok = h.n_sink + t0;

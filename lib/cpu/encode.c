@@ -87,9 +87,9 @@ static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache *c, co
 }
 
 static kvtc_result encoder_check_cache(const kvtc_encoder *e, const kvtc_cache *c) {
-    kvtc_result r = kvtc_cache_check(c);
+    kvtc_result r = kvi_cache_check(c);
     if (r) return r;
-    if (!kvtc_geometry_equal(&c->geometry, &e->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&c->geometry, &e->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (e->basis->recompute_layers && !c->token_ids && c->n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
     return KVTC_OK;
 }
@@ -175,7 +175,7 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     const kvtc_basis *b = e->basis;
     const basis_plan *pl = &b->plans[e->plan];
     uint64_t coded = container_coded_tokens(&h);
-    if (!kvtc_cache_tokens_finite(c, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
+    if (!kvi_cache_tokens_finite(c, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
     if ((r = container_layout(&h, 0))) return r;
     uint8_t *o = out;
     uint64_t data_off = h.sections[SEC_CHUNK_DATA].offset;
@@ -184,10 +184,10 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
     /* raw sections */
     if (h.flags & CONTAINER_FLAG_POSITIONS)
         for (uint64_t t = 0; t < h.n_tokens; t++)
-            kvtc_store_u64(o + h.sections[SEC_POSITIONS].offset + 8 * t, (uint64_t)c->positions[t]);
+            kvi_store_u64(o + h.sections[SEC_POSITIONS].offset + 8 * t, (uint64_t)c->positions[t]);
     if (h.flags & CONTAINER_FLAG_TOKEN_IDS)
         for (uint64_t t = 0; t < h.n_tokens; t++)
-            kvtc_store_u32(o + h.sections[SEC_TOKEN_IDS].offset + 4 * t, (uint32_t)c->token_ids[t]);
+            kvi_store_u32(o + h.sections[SEC_TOKEN_IDS].offset + 4 * t, (uint32_t)c->token_ids[t]);
     codec_cache_to_raw(&h, c->k, o + h.sections[SEC_RAW_K].offset);
     codec_cache_to_raw(&h, c->v, o + h.sections[SEC_RAW_V].offset);
 
@@ -228,7 +228,7 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *c, void *out, size_
         project_centered(bv, pl->v.rank_used, x, n, dv);
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
-        int rc = kvtc_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);
+        int rc = kvi_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);
         if (rc) { r = (kvtc_result)rc; goto done; }
         for (uint32_t i = 0; i < n_chunks; i++, chunk++) {
             if (zsize[i] > cap - data_off - zoff || data_off + zoff > cap) { r = KVTC_ERR_BUFFER_TOO_SMALL; goto done; }

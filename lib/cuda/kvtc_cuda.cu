@@ -1388,7 +1388,7 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
             if (!tmp) { r = KVTC_ERR_OUT_OF_MEMORY; break; }
             if (c->esize == 2) {
                 uint16_t *t16 = (uint16_t *)tmp;
-                for (size_t i = 0; i < n; i++) t16[i] = kvtc_f32_to_bf16(bs[s]->basis[i]);
+                for (size_t i = 0; i < n; i++) t16[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
             } else {
                 memcpy(tmp, bs[s]->basis, n * 4);
             }
@@ -1519,7 +1519,7 @@ static int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens
     if (n * 8 > big) big = n * 8;
     if (C * CONTAINER_CHUNK_ENTRY > big) big = C * CONTAINER_CHUNK_ENTRY;
     L->max_pieces = big / CRC_PIECE + 1;
-    uint32_t np = g->rope_type != KVTC_ROPE_NONE ? kvtc_geometry_rope_dim(g) / 2 : 1;
+    uint32_t np = g->rope_type != KVTC_ROPE_NONE ? kvi_geometry_rope_dim(g) / 2 : 1;
     uint32_t rm = c->rmax[0] > c->rmax[1] ? c->rmax[0] : c->rmax[1];
     size_t o = 0;
 #define TAKE(field, bytes) do { L->field = o; o += al((size_t)(bytes)); } while (0)
@@ -1567,9 +1567,9 @@ extern "C" size_t kvtc_cuda_workspace_size(const kvtc_cuda_codec *c, uint64_t n_
 
 static kvtc_result check_dev_cache(const kvtc_cuda_codec *c, const kvtc_cache *cache) {
     if (!cache) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_result r = kvtc_cache_check(cache);
+    kvtc_result r = kvi_cache_check(cache);
     if (r) return r;
-    if (!kvtc_geometry_equal(&cache->geometry, &c->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&cache->geometry, &c->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     return KVTC_OK;
 }
 
@@ -1606,7 +1606,7 @@ static RowGeom row_geom(const container_header *h, int is_key, int unrope) {
     RowGeom g;
     g.H = h->geometry.n_kv_heads;
     g.d = h->geometry.head_dim;
-    g.rd = kvtc_geometry_rope_dim(&h->geometry);
+    g.rd = kvi_geometry_rope_dim(&h->geometry);
     g.rope = (is_key && unrope && h->geometry.rope_type != KVTC_ROPE_NONE) ? (uint32_t)h->geometry.rope_type : 0;
     g.n_tokens = h->n_tokens;
     g.t0 = h->n_sink;
@@ -1673,7 +1673,7 @@ extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *
     } else {
         float2 *cs = (float2 *)(ws + L.cs);
         int rot = c->basis->rope_removed && g->rope_type != KVTC_ROPE_NONE;
-        uint32_t n_pairs = kvtc_geometry_rope_dim(g) / 2;
+        uint32_t n_pairs = kvi_geometry_rope_dim(g) / 2;
         if (rot) {
             uint64_t tot = coded * n_pairs;
             rope_table_k<<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>(c->d_inv_freq, n_pairs, cache->positions, NULL,
@@ -1803,7 +1803,7 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
     kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
     if (r) return r;
     const kvtc_basis *b = c->basis;
-    if (h.transform_fingerprint != b->transform_fingerprint || !kvtc_geometry_equal(&h.geometry, &b->geometry) ||
+    if (h.transform_fingerprint != b->transform_fingerprint || !kvi_geometry_equal(&h.geometry, &b->geometry) ||
         h.recompute_layers != b->recompute_layers || h.rope_removed != (uint8_t)b->rope_removed)
         return KVTC_ERR_BASIS_MISMATCH;
     if (h.codec != CONTAINER_CODEC_RANS || h.recompute_layers || (h.flags & CONTAINER_FLAG_TOKEN_IDS))
@@ -1871,7 +1871,7 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
         CK(cudaGetLastError());
         float2 *cs = (float2 *)(ws + L.cs);
         int rot = b->rope_removed && g->rope_type != KVTC_ROPE_NONE;
-        uint32_t n_pairs = kvtc_geometry_rope_dim(g) / 2;
+        uint32_t n_pairs = kvi_geometry_rope_dim(g) / 2;
         if (rot) {
             uint64_t tot = coded * n_pairs;
             rope_table_k<<<(unsigned)((tot + 255) / 256), 256, 0, stream>>>(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink,

@@ -122,7 +122,7 @@ uint32_t rans_plan_segments(const struct plan_stream *k, const struct plan_strea
 
 static size_t store_segment(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
     if (cap < n + RANS_STORED_HEADER) return 0;
-    kvtc_store_u32(out, (uint32_t)n);
+    kvi_store_u32(out, (uint32_t)n);
     out[4] = RANS_MODE_STORED;
     memcpy(out + RANS_STORED_HEADER, in, n);
     return n + RANS_STORED_HEADER;
@@ -173,10 +173,10 @@ static size_t encode_segment(const uint8_t *in, size_t n, uint32_t period, uint8
     size_t total = head + 2 * words;
     if (total >= n + RANS_STORED_HEADER) return store_segment(in, n, out, cap);
     if (cap < total) return 0;
-    kvtc_store_u32(out, (uint32_t)n);
+    kvi_store_u32(out, (uint32_t)n);
     out[4] = RANS_MODE_RANS;
     out[5] = (uint8_t)period;
-    kvtc_store_u16(out + 6, (uint16_t)lanes);
+    kvi_store_u16(out + 6, (uint16_t)lanes);
     uint8_t *o = out + RANS_SEG_HEADER;
     for (uint32_t c = 0; c < period; c++) {
         uint8_t *bm = o;
@@ -185,17 +185,17 @@ static size_t encode_segment(const uint8_t *in, size_t n, uint32_t period, uint8
         for (int s = 0; s < 256; s++)
             if (freq[c][s]) {
                 bm[s >> 3] |= (uint8_t)(1u << (s & 7));
-                kvtc_store_u16(o, (uint16_t)freq[c][s]);
+                kvi_store_u16(o, (uint16_t)freq[c][s]);
                 o += 2;
             }
     }
     uint8_t *st = o, *wc = o + 4 * (size_t)lanes, *wp = o + 8 * (size_t)lanes;
     for (uint32_t j = 0; j < lanes; j++) {
         uint32_t w = (uint32_t)per_lane - pos[j];
-        kvtc_store_u32(st + 4 * (size_t)j, state[j]);
-        kvtc_store_u32(wc + 4 * (size_t)j, w);
+        kvi_store_u32(st + 4 * (size_t)j, state[j]);
+        kvi_store_u32(wc + 4 * (size_t)j, w);
         const uint16_t *src = scratch + (size_t)j * per_lane + pos[j];
-        for (uint32_t i = 0; i < w; i++) kvtc_store_u16(wp + 2 * (size_t)i, src[i]);
+        for (uint32_t i = 0; i < w; i++) kvi_store_u16(wp + 2 * (size_t)i, src[i]);
         wp += 2 * (size_t)w;
     }
     return total;
@@ -240,7 +240,7 @@ fail:
 /* Decode one rANS segment of n bytes from in[0..size); *used = its bytes. */
 static kvtc_result decode_segment(const uint8_t *in, size_t size, uint8_t *out, size_t n, size_t *used) {
     if (size < RANS_SEG_HEADER) return KVTC_ERR_CORRUPT;
-    uint32_t period = in[5], lanes = kvtc_load_u16(in + 6);
+    uint32_t period = in[5], lanes = kvi_load_u16(in + 6);
     if ((period != 1 && period != 2 && period != 4) || lanes == 0 || lanes > RANS_MAX_LANES || lanes % period)
         return KVTC_ERR_CORRUPT;
     size_t off = RANS_SEG_HEADER;
@@ -255,7 +255,7 @@ static kvtc_result decode_segment(const uint8_t *in, size_t size, uint8_t *out, 
             uint32_t f = 0;
             if (bm[s >> 3] & (1u << (s & 7))) {
                 if (size - off < 2) return KVTC_ERR_CORRUPT;
-                f = kvtc_load_u16(in + off);
+                f = kvi_load_u16(in + off);
                 off += 2;
                 if (f == 0 || f > RANS_PROB_SCALE - sum) return KVTC_ERR_CORRUPT;
             }
@@ -274,8 +274,8 @@ static kvtc_result decode_segment(const uint8_t *in, size_t size, uint8_t *out, 
     size_t ptr[RANS_MAX_LANES], end[RANS_MAX_LANES];
     size_t w_used = 0;
     for (uint32_t j = 0; j < lanes; j++) {
-        x[j] = kvtc_load_u32(st + 4 * (size_t)j);
-        uint64_t w = kvtc_load_u32(wc + 4 * (size_t)j);
+        x[j] = kvi_load_u32(st + 4 * (size_t)j);
+        uint64_t w = kvi_load_u32(wc + 4 * (size_t)j);
         if (x[j] < RANS_STATE_L || w > (avail - w_used) / 2) return KVTC_ERR_CORRUPT;
         ptr[j] = w_used;
         w_used += 2 * w;
@@ -291,7 +291,7 @@ static kvtc_result decode_segment(const uint8_t *in, size_t size, uint8_t *out, 
             v = freq[c][s] * (v >> RANS_PROB_BITS) + slot - start[c][s];
             if (v < RANS_STATE_L) {
                 if (ptr[j] == end[j]) return KVTC_ERR_CORRUPT;
-                v = (v << 16) | kvtc_load_u16(words + ptr[j]);
+                v = (v << 16) | kvi_load_u16(words + ptr[j]);
                 ptr[j] += 2;
             }
             x[j] = v;
@@ -308,7 +308,7 @@ kvtc_result rans_decode(const uint8_t *in, size_t size, uint8_t *out, size_t n) 
     size_t off = 0, done = 0;
     while (off < size) {
         if (size - off < RANS_STORED_HEADER) return KVTC_ERR_CORRUPT;
-        uint32_t len = kvtc_load_u32(in + off);
+        uint32_t len = kvi_load_u32(in + off);
         if (len == 0 || len > n - done) return KVTC_ERR_CORRUPT;
         uint8_t mode = in[off + 4];
         size_t used = 0;

@@ -57,11 +57,11 @@ void kvtc_basis_free(kvtc_basis *b) {
 }
 
 static uint64_t hash_stream(uint64_t h, const basis_stream *s) {
-    h = kvtc_hash_update(h, &s->p, sizeof s->p);
-    h = kvtc_hash_update(h, &s->rank, sizeof s->rank);
-    h = kvtc_hash_update(h, s->mean, sizeof(float) * s->p);
-    h = kvtc_hash_update(h, s->weight, sizeof(float) * s->p);
-    h = kvtc_hash_update(h, s->basis, sizeof(float) * (size_t)s->rank * s->p);
+    h = kvi_hash_update(h, &s->p, sizeof s->p);
+    h = kvi_hash_update(h, &s->rank, sizeof s->rank);
+    h = kvi_hash_update(h, s->mean, sizeof(float) * s->p);
+    h = kvi_hash_update(h, s->weight, sizeof(float) * s->p);
+    h = kvi_hash_update(h, s->basis, sizeof(float) * (size_t)s->rank * s->p);
     return h;
 }
 
@@ -70,7 +70,7 @@ static uint64_t hash_groups(uint64_t h, const plan_stream *s) {
         uint8_t rec[5];
         memcpy(rec, &s->groups[i].size, 4);
         rec[4] = s->groups[i].bits;
-        h = kvtc_hash_update(h, rec, sizeof rec);
+        h = kvi_hash_update(h, rec, sizeof rec);
     }
     return h;
 }
@@ -78,10 +78,10 @@ static uint64_t hash_groups(uint64_t h, const plan_stream *s) {
 void basis_update_fingerprints(kvtc_basis *b) {
     /* Hash a canonical byte form of the geometry so padding never enters. */
     uint32_t geo[8] = {b->geometry.n_layers, b->geometry.n_kv_heads, b->geometry.head_dim,
-                       kvtc_geometry_rope_dim(&b->geometry), (uint32_t)b->geometry.rope_type, 0,
+                       kvi_geometry_rope_dim(&b->geometry), (uint32_t)b->geometry.rope_type, 0,
                        b->recompute_layers, (uint32_t)b->rope_removed};
     memcpy(&geo[5], &b->geometry.rope_theta, 4);
-    uint64_t h = kvtc_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
+    uint64_t h = kvi_hash_update(KVTC_HASH_SEED, geo, sizeof geo);
     h = hash_stream(h, &b->k);
     h = hash_stream(h, &b->v);
     b->transform_fingerprint = h;
@@ -115,15 +115,15 @@ typedef char *(*meta_text_fn)(void *ctx, const char *key);
 static kvtc_result basis_content_hash(const kvtc_basis *b, uint32_t n_plans, meta_text_fn meta, void *ctx,
                                       uint64_t *out) {
     static const char *fields[] = {"ratio", "k", "k_error", "v", "v_error"};
-    uint64_t h = kvtc_hash_update(b->transform_fingerprint, b->k.eigenvalues, sizeof(float) * b->k.rank);
-    h = kvtc_hash_update(h, b->v.eigenvalues, sizeof(float) * b->v.rank);
+    uint64_t h = kvi_hash_update(b->transform_fingerprint, b->k.eigenvalues, sizeof(float) * b->k.rank);
+    h = kvi_hash_update(h, b->v.eigenvalues, sizeof(float) * b->v.rank);
     char key[48];
     for (uint32_t i = 0; i < n_plans; i++)
         for (int fi = 0; fi < 5; fi++) {
             snprintf(key, sizeof key, "plan.%u.%s", i, fields[fi]);
             char *text = meta(ctx, key);
             if (!text) return KVTC_ERR_CORRUPT;
-            h = kvtc_hash_update(h, text, strlen(text) + 1);
+            h = kvi_hash_update(h, text, strlen(text) + 1);
             free(text);
         }
     *out = h;
@@ -281,7 +281,7 @@ static kvtc_result basis_writer(const kvtc_basis *b, st_writer **out) {
     if ((r = add_meta_u64(w, "n_layers", g->n_layers))) goto fail;
     if ((r = add_meta_u64(w, "n_kv_heads", g->n_kv_heads))) goto fail;
     if ((r = add_meta_u64(w, "head_dim", g->head_dim))) goto fail;
-    if ((r = add_meta_u64(w, "rope_dim", kvtc_geometry_rope_dim(g)))) goto fail;
+    if ((r = add_meta_u64(w, "rope_dim", kvi_geometry_rope_dim(g)))) goto fail;
     if ((r = st_writer_add_meta(w, "rope_type", rope_type_name(g->rope_type)))) goto fail;
     snprintf(buf, sizeof buf, "%.9g", (double)g->rope_theta);
     if ((r = st_writer_add_meta(w, "rope_theta", buf))) goto fail;
@@ -420,7 +420,7 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     else { r = KVTC_ERR_CORRUPT; goto fail; }
     if ((r = meta_double(&f, "rope_theta", &theta))) goto fail;
     g->rope_theta = (float)theta;
-    if ((r = kvtc_geometry_check(g)) != KVTC_OK) {
+    if ((r = kvi_geometry_check(g)) != KVTC_OK) {
         r = r == KVTC_ERR_TOO_LARGE ? r : KVTC_ERR_CORRUPT;
         goto fail;
     }
@@ -428,7 +428,7 @@ kvtc_result kvtc_basis_load(const void *buf, size_t size, kvtc_basis **out) {
     if (b->recompute_layers >= g->n_layers) { r = KVTC_ERR_CORRUPT; goto fail; }
     if ((r = meta_u32(&f, "rope_removed", &rr)) || rr > 1) { r = KVTC_ERR_CORRUPT; goto fail; }
     b->rope_removed = (int)rr;
-    uint32_t p = (uint32_t)kvtc_row_width(g, b->recompute_layers);
+    uint32_t p = (uint32_t)kvi_row_width(g, b->recompute_layers);
     if ((r = load_stream(&f, "k", p, &b->k))) goto fail;
     if ((r = load_stream(&f, "v", p, &b->v))) goto fail;
     if ((r = meta_u32(&f, "n_plans", &n_plans))) goto fail;

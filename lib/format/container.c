@@ -55,7 +55,7 @@ kvtc_result container_header_init(container_header *h, const struct kvtc_basis *
     h->version_major = KVTC_FORMAT_VERSION_MAJOR;
     h->version_minor = KVTC_FORMAT_VERSION_MINOR;
     h->geometry = *g;
-    h->geometry.rope_dim = kvtc_geometry_rope_dim(g);
+    h->geometry.rope_dim = kvi_geometry_rope_dim(g);
     h->dtype = dtype;
     h->codec = codec;
     h->rope_removed = (uint8_t)b->rope_removed;
@@ -81,41 +81,41 @@ kvtc_result container_header_init(container_header *h, const struct kvtc_basis *
 void container_write_prefix(const container_header *h, uint8_t *out) {
     memset(out, 0, container_prefix_size());
     memcpy(out, KVTC_MAGIC_BYTES, 8);
-    kvtc_store_u16(out + 8, h->version_major);
-    kvtc_store_u16(out + 10, h->version_minor);
-    kvtc_store_u32(out + 12, CONTAINER_HEADER_SIZE);
-    kvtc_store_u32(out + 16, h->flags);
-    kvtc_store_u32(out + 20, h->geometry.n_layers);
-    kvtc_store_u32(out + 24, h->geometry.n_kv_heads);
-    kvtc_store_u32(out + 28, h->geometry.head_dim);
-    kvtc_store_u32(out + 32, kvtc_geometry_rope_dim(&h->geometry));
+    kvi_store_u16(out + 8, h->version_major);
+    kvi_store_u16(out + 10, h->version_minor);
+    kvi_store_u32(out + 12, CONTAINER_HEADER_SIZE);
+    kvi_store_u32(out + 16, h->flags);
+    kvi_store_u32(out + 20, h->geometry.n_layers);
+    kvi_store_u32(out + 24, h->geometry.n_kv_heads);
+    kvi_store_u32(out + 28, h->geometry.head_dim);
+    kvi_store_u32(out + 32, kvi_geometry_rope_dim(&h->geometry));
     out[36] = (uint8_t)h->geometry.rope_type;
     out[37] = (uint8_t)h->dtype;
     out[38] = h->codec;
     out[39] = h->rope_removed;
-    kvtc_store_u32(out + 40, kvtc_f32_bits(h->geometry.rope_theta));
-    kvtc_store_u32(out + 44, h->recompute_layers);
-    kvtc_store_u64(out + 48, h->n_tokens);
-    kvtc_store_u32(out + 56, h->n_sink);
-    kvtc_store_u32(out + 60, h->n_window);
-    kvtc_store_u32(out + 64, h->chunk_tokens);
-    kvtc_store_u32(out + 68, h->n_chunks);
-    kvtc_store_u64(out + 72, h->transform_fingerprint);
-    kvtc_store_u64(out + 80, h->plan_fingerprint);
+    kvi_store_u32(out + 40, kvi_f32_bits(h->geometry.rope_theta));
+    kvi_store_u32(out + 44, h->recompute_layers);
+    kvi_store_u64(out + 48, h->n_tokens);
+    kvi_store_u32(out + 56, h->n_sink);
+    kvi_store_u32(out + 60, h->n_window);
+    kvi_store_u32(out + 64, h->chunk_tokens);
+    kvi_store_u32(out + 68, h->n_chunks);
+    kvi_store_u64(out + 72, h->transform_fingerprint);
+    kvi_store_u64(out + 80, h->plan_fingerprint);
     uint64_t rb;
     memcpy(&rb, &h->plan_ratio, 8);
-    kvtc_store_u64(out + 88, rb);
-    kvtc_store_u64(out + 96, h->total_size);
-    kvtc_store_u32(out + 104, SEC_COUNT);
+    kvi_store_u64(out + 88, rb);
+    kvi_store_u64(out + 96, h->total_size);
+    kvi_store_u32(out + 104, SEC_COUNT);
     uint8_t *tab = out + CONTAINER_HEADER_SIZE;
     for (int s = 0; s < SEC_COUNT; s++) {
         uint8_t *e = tab + s * CONTAINER_SECTION_ENTRY;
-        kvtc_store_u64(e, h->sections[s].offset);
-        kvtc_store_u64(e + 8, h->sections[s].size);
-        kvtc_store_u32(e + 16, h->sections[s].crc32);
+        kvi_store_u64(e, h->sections[s].offset);
+        kvi_store_u64(e + 8, h->sections[s].size);
+        kvi_store_u32(e + 16, h->sections[s].crc32);
     }
-    kvtc_store_u32(out + 108, libdeflate_crc32(0, tab, SEC_COUNT * CONTAINER_SECTION_ENTRY));
-    kvtc_store_u32(out + 124, libdeflate_crc32(0, out, 124));
+    kvi_store_u32(out + 108, libdeflate_crc32(0, tab, SEC_COUNT * CONTAINER_SECTION_ENTRY));
+    kvi_store_u32(out + 124, libdeflate_crc32(0, out, 124));
 }
 
 static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header *h, int body) {
@@ -123,67 +123,67 @@ static kvtc_result read_prefix(const uint8_t *buf, size_t size, container_header
     if (size < 8) return memcmp(buf, KVTC_MAGIC_BYTES, size) == 0 && size ? KVTC_ERR_TRUNCATED : KVTC_ERR_BAD_MAGIC;
     if (memcmp(buf, KVTC_MAGIC_BYTES, 8) != 0) return KVTC_ERR_BAD_MAGIC;
     if (size < CONTAINER_HEADER_SIZE) return KVTC_ERR_TRUNCATED;
-    h->version_major = kvtc_load_u16(buf + 8);
-    h->version_minor = kvtc_load_u16(buf + 10);
+    h->version_major = kvi_load_u16(buf + 8);
+    h->version_minor = kvi_load_u16(buf + 10);
     if (h->version_major != KVTC_FORMAT_VERSION_MAJOR) return KVTC_ERR_UNSUPPORTED_VERSION;
-    if (libdeflate_crc32(0, buf, 124) != kvtc_load_u32(buf + 124)) return KVTC_ERR_CORRUPT;
-    if (kvtc_load_u32(buf + 12) != CONTAINER_HEADER_SIZE) return KVTC_ERR_CORRUPT;
-    h->flags = kvtc_load_u32(buf + 16);
+    if (libdeflate_crc32(0, buf, 124) != kvi_load_u32(buf + 124)) return KVTC_ERR_CORRUPT;
+    if (kvi_load_u32(buf + 12) != CONTAINER_HEADER_SIZE) return KVTC_ERR_CORRUPT;
+    h->flags = kvi_load_u32(buf + 16);
     if (h->flags & ~(CONTAINER_FLAG_POSITIONS | CONTAINER_FLAG_TOKEN_IDS)) return KVTC_ERR_CORRUPT;
     kvtc_geometry *g = &h->geometry;
-    g->n_layers = kvtc_load_u32(buf + 20);
-    g->n_kv_heads = kvtc_load_u32(buf + 24);
-    g->head_dim = kvtc_load_u32(buf + 28);
-    g->rope_dim = kvtc_load_u32(buf + 32);
+    g->n_layers = kvi_load_u32(buf + 20);
+    g->n_kv_heads = kvi_load_u32(buf + 24);
+    g->head_dim = kvi_load_u32(buf + 28);
+    g->rope_dim = kvi_load_u32(buf + 32);
     if (buf[36] > KVTC_ROPE_NEOX || buf[37] > KVTC_DTYPE_BF16) return KVTC_ERR_CORRUPT;
     g->rope_type = (kvtc_rope_type)buf[36];
     h->dtype = (kvtc_dtype)buf[37];
     h->codec = buf[38];
     h->rope_removed = buf[39];
-    g->rope_theta = kvtc_bits_f32(kvtc_load_u32(buf + 40));
+    g->rope_theta = kvi_bits_f32(kvi_load_u32(buf + 40));
     if ((h->codec != CONTAINER_CODEC_DEFLATE && h->codec != CONTAINER_CODEC_RANS) || h->rope_removed > 1)
         return KVTC_ERR_CORRUPT;
     if (g->rope_type == KVTC_ROPE_NONE) {
         /* rope fields are meaningless without RoPE; accept what was written */
         if (!(g->rope_theta >= 0.0f) || g->rope_dim > g->head_dim) return KVTC_ERR_CORRUPT;
     }
-    kvtc_result r = kvtc_geometry_check(g);
+    kvtc_result r = kvi_geometry_check(g);
     if (r == KVTC_ERR_TOO_LARGE) return r;
     if (r) return KVTC_ERR_CORRUPT;
-    h->recompute_layers = kvtc_load_u32(buf + 44);
+    h->recompute_layers = kvi_load_u32(buf + 44);
     if (h->recompute_layers >= g->n_layers) return KVTC_ERR_CORRUPT;
     if (h->recompute_layers && !(h->flags & CONTAINER_FLAG_TOKEN_IDS)) return KVTC_ERR_CORRUPT;
-    h->n_tokens = kvtc_load_u64(buf + 48);
+    h->n_tokens = kvi_load_u64(buf + 48);
     if (h->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
-    h->n_sink = kvtc_load_u32(buf + 56);
-    h->n_window = kvtc_load_u32(buf + 60);
+    h->n_sink = kvi_load_u32(buf + 56);
+    h->n_window = kvi_load_u32(buf + 60);
     if ((uint64_t)h->n_sink + h->n_window > h->n_tokens) return KVTC_ERR_CORRUPT;
-    h->chunk_tokens = kvtc_load_u32(buf + 64);
-    h->n_chunks = kvtc_load_u32(buf + 68);
+    h->chunk_tokens = kvi_load_u32(buf + 64);
+    h->n_chunks = kvi_load_u32(buf + 68);
     uint64_t coded = container_coded_tokens(h);
     if (h->chunk_tokens == 0 || h->chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS) return KVTC_ERR_CORRUPT;
     if (h->n_chunks != (coded + h->chunk_tokens - 1) / h->chunk_tokens) return KVTC_ERR_CORRUPT;
-    h->transform_fingerprint = kvtc_load_u64(buf + 72);
-    h->plan_fingerprint = kvtc_load_u64(buf + 80);
-    uint64_t rb = kvtc_load_u64(buf + 88);
+    h->transform_fingerprint = kvi_load_u64(buf + 72);
+    h->plan_fingerprint = kvi_load_u64(buf + 80);
+    uint64_t rb = kvi_load_u64(buf + 88);
     memcpy(&h->plan_ratio, &rb, 8);
     if (!isfinite(h->plan_ratio) || !(h->plan_ratio > 0)) return KVTC_ERR_CORRUPT;
-    h->total_size = kvtc_load_u64(buf + 96);
-    if (kvtc_load_u32(buf + 104) != SEC_COUNT) return KVTC_ERR_CORRUPT;
+    h->total_size = kvi_load_u64(buf + 96);
+    if (kvi_load_u32(buf + 104) != SEC_COUNT) return KVTC_ERR_CORRUPT;
     if (size < container_prefix_size()) return KVTC_ERR_TRUNCATED;
     const uint8_t *tab = buf + CONTAINER_HEADER_SIZE;
-    if (libdeflate_crc32(0, tab, SEC_COUNT * CONTAINER_SECTION_ENTRY) != kvtc_load_u32(buf + 108))
+    if (libdeflate_crc32(0, tab, SEC_COUNT * CONTAINER_SECTION_ENTRY) != kvi_load_u32(buf + 108))
         return KVTC_ERR_CORRUPT;
     /* The table must match the layout the header implies exactly. */
     container_header want = *h;
-    uint64_t data_size = kvtc_load_u64(tab + SEC_CHUNK_DATA * CONTAINER_SECTION_ENTRY + 8);
+    uint64_t data_size = kvi_load_u64(tab + SEC_CHUNK_DATA * CONTAINER_SECTION_ENTRY + 8);
     r = container_layout(&want, data_size);
     if (r) return r == KVTC_ERR_TOO_LARGE ? KVTC_ERR_CORRUPT : r;
     for (int s = 0; s < SEC_COUNT; s++) {
         const uint8_t *e = tab + s * CONTAINER_SECTION_ENTRY;
-        h->sections[s].offset = kvtc_load_u64(e);
-        h->sections[s].size = kvtc_load_u64(e + 8);
-        h->sections[s].crc32 = kvtc_load_u32(e + 16);
+        h->sections[s].offset = kvi_load_u64(e);
+        h->sections[s].size = kvi_load_u64(e + 8);
+        h->sections[s].crc32 = kvi_load_u32(e + 16);
         if (h->sections[s].offset != want.sections[s].offset || h->sections[s].size != want.sections[s].size)
             return KVTC_ERR_CORRUPT;
     }
@@ -207,22 +207,22 @@ kvtc_result container_read_prefix_only(const uint8_t *buf, size_t size, containe
 }
 
 void container_write_chunk_entry(const container_chunk_entry *e, uint8_t *out) {
-    kvtc_store_u64(out, e->offset);
-    kvtc_store_u32(out + 8, e->size);
-    kvtc_store_u32(out + 12, e->crc32);
-    kvtc_store_u32(out + 16, e->n_tokens);
-    kvtc_store_u32(out + 20, e->payload_size);
+    kvi_store_u64(out, e->offset);
+    kvi_store_u32(out + 8, e->size);
+    kvi_store_u32(out + 12, e->crc32);
+    kvi_store_u32(out + 16, e->n_tokens);
+    kvi_store_u32(out + 20, e->payload_size);
 }
 
 kvtc_result container_read_chunk_entry(const uint8_t *buf, const container_header *h, uint32_t i,
                                        container_chunk_entry *e) {
     if (i >= h->n_chunks) return KVTC_ERR_INVALID_ARGUMENT;
     const uint8_t *p = buf + h->sections[SEC_CHUNK_INDEX].offset + (uint64_t)i * CONTAINER_CHUNK_ENTRY;
-    e->offset = kvtc_load_u64(p);
-    e->size = kvtc_load_u32(p + 8);
-    e->crc32 = kvtc_load_u32(p + 12);
-    e->n_tokens = kvtc_load_u32(p + 16);
-    e->payload_size = kvtc_load_u32(p + 20);
+    e->offset = kvi_load_u64(p);
+    e->size = kvi_load_u32(p + 8);
+    e->crc32 = kvi_load_u32(p + 12);
+    e->n_tokens = kvi_load_u32(p + 16);
+    e->payload_size = kvi_load_u32(p + 20);
     uint64_t data = h->sections[SEC_CHUNK_DATA].size;
     if (e->offset > data || e->size > data - e->offset) return KVTC_ERR_CORRUPT;
     uint64_t coded = container_coded_tokens(h);

@@ -21,7 +21,7 @@ void cache_file_free(cache_file *f) {
 kvtc_result cache_file_alloc(cache_file *out, const kvtc_geometry *g, kvtc_dtype dtype, uint64_t n_tokens,
                              int with_positions, int with_token_ids) {
     memset(out, 0, sizeof *out);
-    kvtc_result r = kvtc_geometry_check(g);
+    kvtc_result r = kvi_geometry_check(g);
     if (r) return r;
     if (n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
     uint64_t bytes = kvtc_cache_tensor_bytes(g, dtype, n_tokens);
@@ -121,7 +121,7 @@ kvtc_result cache_file_parse(const void *buf, size_t size, cache_file *out) {
         if (!*th || *end || !isfinite(x) || !(x > 0)) { r = KVTC_ERR_CORRUPT; goto done; }
         g.rope_theta = (float)x;
     }
-    if ((r = kvtc_geometry_check(&g))) { r = r == KVTC_ERR_TOO_LARGE ? r : KVTC_ERR_CORRUPT; goto done; }
+    if ((r = kvi_geometry_check(&g))) { r = r == KVTC_ERR_TOO_LARGE ? r : KVTC_ERR_CORRUPT; goto done; }
     uint64_t n = k->shape[2];
     if ((r = cache_file_alloc(out, &g, dt, n, pos != NULL, ids != NULL))) goto done;
     memcpy(out->cache.k, k->data, (size_t)k->nbytes);
@@ -138,7 +138,7 @@ done:
 kvtc_result cache_file_serialize(const kvtc_cache *c, void **buf, size_t *size) {
     *buf = NULL;
     *size = 0;
-    kvtc_result r = kvtc_cache_check(c);
+    kvtc_result r = kvi_cache_check(c);
     if (r) return r;
     st_writer *w = st_writer_alloc();
     if (!w) return KVTC_ERR_OUT_OF_MEMORY;
@@ -151,7 +151,7 @@ kvtc_result cache_file_serialize(const kvtc_cache *c, void **buf, size_t *size) 
     if ((r = st_writer_add_meta(w, "rope_type", rt))) goto done;
     snprintf(tmp, sizeof tmp, "%.9g", (double)g->rope_theta);
     if ((r = st_writer_add_meta(w, "rope_theta", tmp))) goto done;
-    snprintf(tmp, sizeof tmp, "%u", kvtc_geometry_rope_dim(g));
+    snprintf(tmp, sizeof tmp, "%u", kvi_geometry_rope_dim(g));
     if ((r = st_writer_add_meta(w, "rope_dim", tmp))) goto done;
     if ((r = st_writer_add_tensor(w, "k", dtype_to_st(c->dtype), 4, shape, c->k ? c->k : empty))) goto done;
     if ((r = st_writer_add_tensor(w, "v", dtype_to_st(c->dtype), 4, shape, c->v ? c->v : empty))) goto done;

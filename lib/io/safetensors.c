@@ -267,7 +267,7 @@ kvtc_result st_parse(const void *buf, size_t size, st_file *out)
     if (!buf && size) return KVTC_ERR_INVALID_ARGUMENT;
     if (size < 8) return KVTC_ERR_TRUNCATED;
     const uint8_t *b = buf;
-    uint64_t n = kvtc_load_u64(b);
+    uint64_t n = kvi_load_u64(b);
     if (n > ST_MAX_HEADER) return KVTC_ERR_TOO_LARGE;
     if (n > (uint64_t)size - 8) return KVTC_ERR_TRUNCATED;
     if (n == 0 || b[8] != '{') return KVTC_ERR_BAD_MAGIC;
@@ -583,7 +583,7 @@ kvtc_result st_writer_write(const st_writer *w, void *buf, size_t cap, size_t *w
     }
     uint8_t *out = buf;
     size_t hl = header_len(w), padded = padded_header_len(w);
-    kvtc_store_u64(out, (uint64_t)padded);
+    kvi_store_u64(out, (uint64_t)padded);
     sink s = {(char *)out + 8, 0};
     put(&s, "{", 1);
     if (w->n_m) {

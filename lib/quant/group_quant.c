@@ -92,8 +92,8 @@ static inline float clamp_f16_range(float x) {
 
 /* fp16 value >= x (for x >= 0), so that the top code still reaches max. */
 static inline uint16_t f16_round_up(float x) {
-    uint16_t h = kvtc_f32_to_f16(clamp_f16_range(x));
-    if (kvtc_f16_to_f32(h) < x && h < 0x7bffu) h++;
+    uint16_t h = kvi_f32_to_f16(clamp_f16_range(x));
+    if (kvi_f16_to_f32(h) < x && h < 0x7bffu) h++;
     return h;
 }
 
@@ -113,17 +113,17 @@ static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uin
                     mx = x[j] > mx ? x[j] : mx;
                 }
                 /* shift rounded down so every value is >= shift */
-                uint16_t hs = kvtc_f32_to_f16(clamp_f16_range(mn));
-                float shift = kvtc_f16_to_f32(hs);
+                uint16_t hs = kvi_f32_to_f16(clamp_f16_range(mn));
+                float shift = kvi_f16_to_f32(hs);
                 if (shift > mn && hs != 0xfbffu) {
                     hs = (hs & 0x8000u) ? (uint16_t)(hs + 1) : (hs == 0 ? 0x8001u : (uint16_t)(hs - 1));
-                    shift = kvtc_f16_to_f32(hs);
+                    shift = kvi_f16_to_f32(hs);
                 }
                 uint16_t hc = f16_round_up((mx - shift) / (float)levels);
-                float scale = kvtc_f16_to_f32(hc);
+                float scale = kvi_f16_to_f32(hc);
                 float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-                kvtc_store_u16(pp, hs);
-                kvtc_store_u16(pp + 2, hc);
+                kvi_store_u16(pp, hs);
+                kvi_store_u16(pp + 2, hc);
                 pp += 4;
                 for (uint32_t j = 0; j < g->size; j++) {
                     float q = (x[j] - shift) * inv + 0.5f;
@@ -134,7 +134,7 @@ static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uin
         } else if (g->bits == DP_RAW_BITS) {
             for (uint64_t t = 0; t < n; t++)
                 for (uint32_t j = 0; j < g->size; j++) {
-                    kvtc_store_u16(pp, kvtc_f32_to_f16(clamp_f16_range(d[t * ld + col + j])));
+                    kvi_store_u16(pp, kvi_f32_to_f16(clamp_f16_range(d[t * ld + col + j])));
                     pp += 2;
                 }
         }
@@ -168,10 +168,10 @@ static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, b
         const dp_group *g = &s->groups[gi];
         if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
             for (uint64_t t = 0; t < n; t++) {
-                uint16_t hs = kvtc_load_u16(pp), hc = kvtc_load_u16(pp + 2);
+                uint16_t hs = kvi_load_u16(pp), hc = kvi_load_u16(pp + 2);
                 if (f16_bits_nonfinite(hs) || f16_bits_nonfinite(hc)) return KVTC_ERR_CORRUPT;
-                float shift = kvtc_f16_to_f32(hs);
-                float scale = kvtc_f16_to_f32(hc);
+                float shift = kvi_f16_to_f32(hs);
+                float scale = kvi_f16_to_f32(hc);
                 pp += 4;
                 float *x = d + t * ld + col;
                 for (uint32_t j = 0; j < g->size; j++) x[j] = shift + (float)br_get(br, g->bits) * scale;
@@ -179,9 +179,9 @@ static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, b
         } else if (g->bits == DP_RAW_BITS) {
             for (uint64_t t = 0; t < n; t++)
                 for (uint32_t j = 0; j < g->size; j++) {
-                    uint16_t h = kvtc_load_u16(pp);
+                    uint16_t h = kvi_load_u16(pp);
                     if (f16_bits_nonfinite(h)) return KVTC_ERR_CORRUPT;
-                    d[t * ld + col + j] = kvtc_f16_to_f32(h);
+                    d[t * ld + col + j] = kvi_f16_to_f32(h);
                     pp += 2;
                 }
         }

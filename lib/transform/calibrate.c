@@ -35,7 +35,7 @@ struct kvtc_calibrator {
     float *rows_k, *rows_v;/* [cap][p] */
     float *wk, *wv;        /* [p] sqrt of weights */
     rope_table rope;
-    kvtc_rng rng;
+    kvi_rng rng;
     int finished;          /* finish centers the rows in place: one finish per calibrator */
 };
 
@@ -78,7 +78,7 @@ kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_o
                                   kvtc_calibrator **out) {
     if (!g || !out) return KVTC_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    kvtc_result r = kvtc_geometry_check(g);
+    kvtc_result r = kvi_geometry_check(g);
     if (r) return r;
     kvtc_calibrate_options o;
     kvtc_calibrate_options_init(&o);
@@ -92,10 +92,10 @@ kvtc_result kvtc_calibrator_alloc(const kvtc_geometry *g, const kvtc_calibrate_o
     kvtc_calibrator *c = calloc(1, sizeof *c);
     if (!c) return KVTC_ERR_OUT_OF_MEMORY;
     c->g = *g;
-    c->g.rope_dim = kvtc_geometry_rope_dim(g);
+    c->g.rope_dim = kvi_geometry_rope_dim(g);
     c->o = o;
     c->o.weights_k = c->o.weights_v = NULL; /* copied below; the caller's arrays need not outlive us */
-    c->p = (uint32_t)kvtc_row_width(g, o.recompute_layers);
+    c->p = (uint32_t)kvi_row_width(g, o.recompute_layers);
     c->rng.s = o.seed;
     uint64_t row_bytes = (uint64_t)c->p * sizeof(float);
     if (o.max_tokens > SIZE_MAX / 2 / row_bytes) { kvtc_calibrator_free(c); return KVTC_ERR_TOO_LARGE; }
@@ -126,12 +126,12 @@ static kvtc_result ensure_rows(kvtc_calibrator *c, uint64_t need) {
 
 kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache) {
     if (!c || !cache || c->finished) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_result r = kvtc_cache_check(cache);
+    kvtc_result r = kvi_cache_check(cache);
     if (r) return r;
-    if (!kvtc_geometry_equal(&cache->geometry, &c->g)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (!kvi_geometry_equal(&cache->geometry, &c->g)) return KVTC_ERR_GEOMETRY_MISMATCH;
     uint64_t lo = c->o.n_sink, hi = cache->n_tokens > c->o.n_window ? cache->n_tokens - c->o.n_window : 0;
     if (lo >= hi) return KVTC_OK;
-    if (!kvtc_cache_tokens_finite(cache, lo, hi - lo)) return KVTC_ERR_NUMERIC;
+    if (!kvi_cache_tokens_finite(cache, lo, hi - lo)) return KVTC_ERR_NUMERIC;
     uint64_t fill = c->n_rows + (hi - lo);
     if ((r = ensure_rows(c, fill < c->cap ? fill : c->cap))) return r;
     for (uint64_t t = lo; t < hi; t++) {
@@ -139,13 +139,13 @@ kvtc_result kvtc_calibrator_add(kvtc_calibrator *c, const kvtc_cache *cache) {
         if (c->n_rows < c->cap) {
             slot = c->n_rows++;
         } else { /* reservoir sampling: every row offered so far kept with equal probability */
-            slot = kvtc_rng_next(&c->rng) % (c->seen + 1);
+            slot = kvi_rng_next(&c->rng) % (c->seen + 1);
             if (slot >= c->cap) { c->seen++; continue; }
         }
         c->seen++;
-        kvtc_gather_rows(cache, 1, c->o.recompute_layers, t, 1, &c->rope, c->o.remove_rope,
+        kvi_gather_rows(cache, 1, c->o.recompute_layers, t, 1, &c->rope, c->o.remove_rope,
                          c->rows_k + slot * c->p);
-        kvtc_gather_rows(cache, 0, c->o.recompute_layers, t, 1, NULL, 0, c->rows_v + slot * c->p);
+        kvi_gather_rows(cache, 0, c->o.recompute_layers, t, 1, NULL, 0, c->rows_v + slot * c->p);
     }
     return KVTC_OK;
 }

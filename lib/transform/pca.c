@@ -7,17 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t kvtc_rng_next(kvtc_rng *r) { /* splitmix64 */
+uint64_t kvi_rng_next(kvi_rng *r) { /* splitmix64 */
     uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
 
-double kvtc_rng_uniform(kvtc_rng *r) { return (double)(kvtc_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+double kvi_rng_uniform(kvi_rng *r) { return (double)(kvi_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 
-double kvtc_rng_gauss(kvtc_rng *r) {
-    double u1 = kvtc_rng_uniform(r), u2 = kvtc_rng_uniform(r);
+double kvi_rng_gauss(kvi_rng *r) {
+    double u1 = kvi_rng_uniform(r), u2 = kvi_rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
@@ -86,8 +86,8 @@ kvtc_result pca_randomized(const float *x, uint64_t n, uint32_t p, uint32_t rank
     double *w = malloc(sizeof(double) * l);
     kvtc_result r = KVTC_ERR_OUT_OF_MEMORY;
     if (!zm || !y || !t || !td || !w) goto done;
-    kvtc_rng rng = {seed ^ 0x7063615f72616e64ull};
-    for (size_t i = 0; i < (size_t)p * l; i++) zm[i] = (float)kvtc_rng_gauss(&rng);
+    kvi_rng rng = {seed ^ 0x7063615f72616e64ull};
+    for (size_t i = 0; i < (size_t)p * l; i++) zm[i] = (float)kvi_rng_gauss(&rng);
     if ((r = orthonormalize(zm, p, l))) goto done;
     for (uint32_t it = 0; it <= power_iters; it++) {
         /* Y = X Z; Z = X^T Y (one application of the covariance) */

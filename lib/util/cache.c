@@ -6,7 +6,7 @@
 
 #include "util/half.h"
 
-kvtc_result kvtc_geometry_check(const kvtc_geometry *g) {
+kvtc_result kvi_geometry_check(const kvtc_geometry *g) {
     if (!g) return KVTC_ERR_INVALID_ARGUMENT;
     if (g->n_layers == 0 || g->n_kv_heads == 0 || g->head_dim == 0) return KVTC_ERR_INVALID_ARGUMENT;
     if (g->head_dim > KVTC_MAX_HEAD_DIM) return KVTC_ERR_TOO_LARGE;
@@ -18,24 +18,24 @@ kvtc_result kvtc_geometry_check(const kvtc_geometry *g) {
         g->rope_type != KVTC_ROPE_NEOX)
         return KVTC_ERR_INVALID_ARGUMENT;
     if (g->rope_type != KVTC_ROPE_NONE) {
-        uint32_t rd = kvtc_geometry_rope_dim(g);
+        uint32_t rd = kvi_geometry_rope_dim(g);
         if (rd > g->head_dim || rd % 2 != 0) return KVTC_ERR_INVALID_ARGUMENT;
         if (!(g->rope_theta > 0.0f) || !isfinite(g->rope_theta)) return KVTC_ERR_INVALID_ARGUMENT;
     }
     return KVTC_OK;
 }
 
-uint32_t kvtc_geometry_rope_dim(const kvtc_geometry *g) { return g->rope_dim ? g->rope_dim : g->head_dim; }
+uint32_t kvi_geometry_rope_dim(const kvtc_geometry *g) { return g->rope_dim ? g->rope_dim : g->head_dim; }
 
-int kvtc_geometry_equal(const kvtc_geometry *a, const kvtc_geometry *b) {
+int kvi_geometry_equal(const kvtc_geometry *a, const kvtc_geometry *b) {
     if (a->n_layers != b->n_layers || a->n_kv_heads != b->n_kv_heads || a->head_dim != b->head_dim)
         return 0;
     if (a->rope_type != b->rope_type) return 0;
     if (a->rope_type == KVTC_ROPE_NONE) return 1;
-    return kvtc_geometry_rope_dim(a) == kvtc_geometry_rope_dim(b) && a->rope_theta == b->rope_theta;
+    return kvi_geometry_rope_dim(a) == kvi_geometry_rope_dim(b) && a->rope_theta == b->rope_theta;
 }
 
-uint64_t kvtc_row_width(const kvtc_geometry *g, uint32_t first_layer) {
+uint64_t kvi_row_width(const kvtc_geometry *g, uint32_t first_layer) {
     if (first_layer >= g->n_layers) return 0;
     return (uint64_t)(g->n_layers - first_layer) * g->n_kv_heads * g->head_dim;
 }
@@ -50,9 +50,9 @@ uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dtype, uint6
     return p * n_tokens * es;
 }
 
-kvtc_result kvtc_cache_check(const kvtc_cache *c) {
+kvtc_result kvi_cache_check(const kvtc_cache *c) {
     if (!c) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_result r = kvtc_geometry_check(&c->geometry);
+    kvtc_result r = kvi_geometry_check(&c->geometry);
     if (r) return r;
     if (!kvtc_dtype_size(c->dtype)) return KVTC_ERR_INVALID_ARGUMENT;
     if (c->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
@@ -63,20 +63,20 @@ kvtc_result kvtc_cache_check(const kvtc_cache *c) {
     return KVTC_OK;
 }
 
-float kvtc_load_elem(const void *base, kvtc_dtype t, uint64_t i) {
+float kvi_load_elem(const void *base, kvtc_dtype t, uint64_t i) {
     switch (t) {
     case KVTC_DTYPE_F32: return ((const float *)base)[i];
-    case KVTC_DTYPE_F16: return kvtc_f16_to_f32(((const uint16_t *)base)[i]);
-    case KVTC_DTYPE_BF16: return kvtc_bf16_to_f32(((const uint16_t *)base)[i]);
+    case KVTC_DTYPE_F16: return kvi_f16_to_f32(((const uint16_t *)base)[i]);
+    case KVTC_DTYPE_BF16: return kvi_bf16_to_f32(((const uint16_t *)base)[i]);
     }
     return 0.0f;
 }
 
-void kvtc_store_elem(void *base, kvtc_dtype t, uint64_t i, float x) {
+void kvi_store_elem(void *base, kvtc_dtype t, uint64_t i, float x) {
     switch (t) {
     case KVTC_DTYPE_F32: ((float *)base)[i] = x; break;
-    case KVTC_DTYPE_F16: ((uint16_t *)base)[i] = kvtc_f32_to_f16(x); break;
-    case KVTC_DTYPE_BF16: ((uint16_t *)base)[i] = kvtc_f32_to_bf16(x); break;
+    case KVTC_DTYPE_F16: ((uint16_t *)base)[i] = kvi_f32_to_f16(x); break;
+    case KVTC_DTYPE_BF16: ((uint16_t *)base)[i] = kvi_f32_to_bf16(x); break;
     }
 }
 
@@ -93,14 +93,14 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *
     uint32_t j = 0;
     for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + j))));
-    for (; j < n; j++) dst[j] = kvtc_f16_to_f32(src[j]);
+    for (; j < n; j++) dst[j] = kvi_f16_to_f32(src[j]);
 }
 
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src, uint32_t n, uint16_t *dst) {
     uint32_t j = 0;
     for (; j + 8 <= n; j += 8)
         _mm_storeu_si128((__m128i *)(dst + j), _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
-    for (; j < n; j++) dst[j] = kvtc_f32_to_f16(src[j]);
+    for (; j < n; j++) dst[j] = kvi_f32_to_f16(src[j]);
 }
 
 #include <cpuid.h>
@@ -137,10 +137,10 @@ static void load_run(const void *base, kvtc_dtype t, uint64_t i, uint32_t n, flo
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvtc_f16_to_f32(((const uint16_t *)base)[i + j]);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_f16_to_f32(((const uint16_t *)base)[i + j]);
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) dst[j] = kvtc_bf16_to_f32(((const uint16_t *)base)[i + j]);
+        for (uint32_t j = 0; j < n; j++) dst[j] = kvi_bf16_to_f32(((const uint16_t *)base)[i + j]);
         break;
     }
 }
@@ -159,26 +159,26 @@ static void store_run(void *base, kvtc_dtype t, uint64_t i, uint32_t n, const fl
 #else
         (void)f16c;
 #endif
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvtc_f32_to_f16(src[j]);
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_f16(src[j]);
         break;
     case KVTC_DTYPE_BF16:
-        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvtc_f32_to_bf16(src[j]);
+        for (uint32_t j = 0; j < n; j++) ((uint16_t *)base)[i + j] = kvi_f32_to_bf16(src[j]);
         break;
     }
 }
 
-void kvtc_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
+void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
                       uint64_t n, const rope_table *rope, int unrope, float *rows) {
     const kvtc_geometry *g = &c->geometry;
     const void *src = is_key ? c->k : c->v;
-    uint64_t w = kvtc_row_width(g, first_layer);
+    uint64_t w = kvi_row_width(g, first_layer);
     uint32_t d = g->head_dim;
     int rot = is_key && unrope && g->rope_type != KVTC_ROPE_NONE;
     int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
     float cs[KVTC_MAX_HEAD_DIM];
     for (uint64_t t = 0; t < n; t++) {
         float *row = rows + t * w;
-        if (rot) rope_angles(rope, kvtc_cache_position(c, t0 + t), cs);
+        if (rot) rope_angles(rope, kvi_cache_position(c, t0 + t), cs);
         uint64_t col = 0;
         for (uint32_t l = first_layer; l < g->n_layers; l++)
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
@@ -189,11 +189,11 @@ void kvtc_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uin
     }
 }
 
-void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
+void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
                        const rope_table *rope, int rerope, const float *rows) {
     const kvtc_geometry *g = &c->geometry;
     void *dst = is_key ? c->k : c->v;
-    uint64_t w = kvtc_row_width(g, first_layer);
+    uint64_t w = kvi_row_width(g, first_layer);
     uint32_t d = g->head_dim;
     int rot = is_key && rerope && g->rope_type != KVTC_ROPE_NONE;
     int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();
@@ -201,7 +201,7 @@ void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t
     float tmp[KVTC_MAX_HEAD_DIM];
     for (uint64_t t = 0; t < n; t++) {
         const float *row = rows + t * w;
-        if (rot) rope_angles(rope, kvtc_cache_position(c, t0 + t), cs);
+        if (rot) rope_angles(rope, kvi_cache_position(c, t0 + t), cs);
         uint64_t col = 0;
         for (uint32_t l = first_layer; l < g->n_layers; l++)
             for (uint32_t h = 0; h < g->n_kv_heads; h++, col += d) {
@@ -217,7 +217,7 @@ void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t
     }
 }
 
-int kvtc_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
+int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n) {
     const kvtc_geometry *g = &c->geometry;
     uint32_t d = g->head_dim;
     int f16c = c->dtype == KVTC_DTYPE_F16 && have_f16c();

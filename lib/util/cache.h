@@ -16,35 +16,35 @@
 #define KVTC_MAX_TOKENS (1ull << 40)
 
 /* KVTC_OK if g is usable (dimensions in range, rope fields consistent). */
-kvtc_result kvtc_geometry_check(const kvtc_geometry *g);
+kvtc_result kvi_geometry_check(const kvtc_geometry *g);
 /* rope_dim with 0 resolved to head_dim. */
-uint32_t kvtc_geometry_rope_dim(const kvtc_geometry *g);
-int kvtc_geometry_equal(const kvtc_geometry *a, const kvtc_geometry *b);
+uint32_t kvi_geometry_rope_dim(const kvtc_geometry *g);
+int kvi_geometry_equal(const kvtc_geometry *a, const kvtc_geometry *b);
 /* Values per token of one stream over layers [first_layer, n_layers). */
-uint64_t kvtc_row_width(const kvtc_geometry *g, uint32_t first_layer);
+uint64_t kvi_row_width(const kvtc_geometry *g, uint32_t first_layer);
 
 /* Checks a cache for encoding/decoding: geometry, dtype, pointers, sizes. */
-kvtc_result kvtc_cache_check(const kvtc_cache *c);
+kvtc_result kvi_cache_check(const kvtc_cache *c);
 
-float kvtc_load_elem(const void *base, kvtc_dtype t, uint64_t i);
-void kvtc_store_elem(void *base, kvtc_dtype t, uint64_t i, float x);
+float kvi_load_elem(const void *base, kvtc_dtype t, uint64_t i);
+void kvi_store_elem(void *base, kvtc_dtype t, uint64_t i, float x);
 
 /* Position of token t (explicit or implicit). */
-static inline int64_t kvtc_cache_position(const kvtc_cache *c, uint64_t t) {
+static inline int64_t kvi_cache_position(const kvtc_cache *c, uint64_t t) {
     return c->positions ? c->positions[t] : (int64_t)t;
 }
 
 /* Copy tokens [t0, t0+n) of k (is_key) or v, layers [first_layer, L), into
  * rows[n][row_width] as float; keys are un-rotated when unrope is set.
  * rope may be NULL when unrope is 0. */
-void kvtc_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
+void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
                       uint64_t n, const rope_table *rope, int unrope, float *rows);
 
-/* Inverse of kvtc_gather_rows: write rows into the cache, re-rotating keys. */
-void kvtc_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
+/* Inverse of kvi_gather_rows: write rows into the cache, re-rotating keys. */
+void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
                        const rope_table *rope, int rerope, const float *rows);
 
 /* 1 if every value of tokens [t0, t0+n) is finite. */
-int kvtc_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n);
+int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n);
 
 #endif

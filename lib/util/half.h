@@ -7,11 +7,11 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline uint32_t kvtc_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float kvtc_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t kvi_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float kvi_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-static inline uint16_t kvtc_f32_to_f16(float f) {
-    uint32_t x = kvtc_f32_bits(f);
+static inline uint16_t kvi_f32_to_f16(float f) {
+    uint32_t x = kvi_f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t absx = x & 0x7fffffffu;
     if (absx >= 0x7f800000u) /* inf or NaN: keep NaN quiet */
@@ -34,28 +34,28 @@ static inline uint16_t kvtc_f32_to_f16(float f) {
     return (uint16_t)(sign | h);
 }
 
-static inline float kvtc_f16_to_f32(uint16_t h) {
+static inline float kvi_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     if (e == 0) {
-        if (m == 0) return kvtc_bits_f32(sign);
+        if (m == 0) return kvi_bits_f32(sign);
         float f = (float)m * (1.0f / 16777216.0f); /* m * 2^-24, exact */
         return sign ? -f : f;
     }
-    if (e == 31) return kvtc_bits_f32(sign | 0x7f800000u | (m << 13));
-    return kvtc_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    if (e == 31) return kvi_bits_f32(sign | 0x7f800000u | (m << 13));
+    return kvi_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
 }
 
-static inline uint16_t kvtc_f32_to_bf16(float f) {
-    uint32_t x = kvtc_f32_bits(f);
+static inline uint16_t kvi_f32_to_bf16(float f) {
+    uint32_t x = kvi_f32_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
 }
 
-static inline float kvtc_bf16_to_f32(uint16_t b) { return kvtc_bits_f32((uint32_t)b << 16); }
+static inline float kvi_bf16_to_f32(uint16_t b) { return kvi_bits_f32((uint32_t)b << 16); }
 
 /* Round a float to the nearest fp16 value (as float). */
-static inline float kvtc_round_f16(float f) { return kvtc_f16_to_f32(kvtc_f32_to_f16(f)); }
+static inline float kvi_round_f16(float f) { return kvi_f16_to_f32(kvi_f32_to_f16(f)); }
 
 #endif

@@ -9,7 +9,7 @@
 
 #define KVTC_HASH_SEED 0x6b7674632d667031ull /* "kvtc-fp1" */
 
-static inline uint64_t kvtc_hash_mix(uint64_t h) {
+static inline uint64_t kvi_hash_mix(uint64_t h) {
     h ^= h >> 33; h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 33;
@@ -17,7 +17,7 @@ static inline uint64_t kvtc_hash_mix(uint64_t h) {
 }
 
 /* Continue hash h over buf[0..n). */
-static inline uint64_t kvtc_hash_update(uint64_t h, const void *buf, size_t n) {
+static inline uint64_t kvi_hash_update(uint64_t h, const void *buf, size_t n) {
     const uint8_t *p = (const uint8_t *)buf;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -28,7 +28,7 @@ static inline uint64_t kvtc_hash_update(uint64_t h, const void *buf, size_t n) {
     }
     uint64_t t = 0;
     for (size_t j = 0; i + j < n; j++) t |= (uint64_t)p[i + j] << (8 * j);
-    h = kvtc_hash_mix(h ^ t ^ ((uint64_t)n << 56));
+    h = kvi_hash_mix(h ^ t ^ ((uint64_t)n << 56));
     return h;
 }
 

@@ -8,7 +8,7 @@
 
 typedef struct worker_arg {
     uint32_t worker, n_workers, n_items;
-    kvtc_item_fn fn;
+    kvi_item_fn fn;
     void *ctx;
     int *results;
 } worker_arg;
@@ -20,7 +20,7 @@ static void *worker_main(void *p) {
     return NULL;
 }
 
-int kvtc_parallel_for(uint32_t n_threads, uint32_t n_items, kvtc_item_fn fn, void *ctx) {
+int kvi_parallel_for(uint32_t n_threads, uint32_t n_items, kvi_item_fn fn, void *ctx) {
     if (n_items == 0) return 0;
     if (n_threads < 1) n_threads = 1;
     if (n_threads > n_items) n_threads = n_items;

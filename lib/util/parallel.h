@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-typedef int (*kvtc_item_fn)(void *ctx, uint32_t item, uint32_t worker);
+typedef int (*kvi_item_fn)(void *ctx, uint32_t item, uint32_t worker);
 
-int kvtc_parallel_for(uint32_t n_threads, uint32_t n_items, kvtc_item_fn fn, void *ctx);
+int kvi_parallel_for(uint32_t n_threads, uint32_t n_items, kvi_item_fn fn, void *ctx);
 
 #endif

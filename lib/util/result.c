@@ -21,7 +21,7 @@ const char *kvtc_result_string(kvtc_result r) {
     case KVTC_ERR_IO: return "file input/output error";
     case KVTC_ERR_CALLBACK: return "user callback failed";
     case KVTC_ERR_CUDA: return "CUDA error";
-    case KVTC_RESULT_COUNT_: break;
+    case KVI_RESULT_COUNT: break;
     }
     return "unknown result code";
 }

@@ -51,7 +51,7 @@ static void token_bound(const kvtc_basis *b, const basis_plan *pl, int is_key, c
     const basis_stream *bs = is_key ? &b->k : &b->v;
     const plan_stream *ps = is_key ? &pl->k : &pl->v;
     uint32_t p = bs->p;
-    kvtc_gather_rows(c, is_key, b->recompute_layers, t, 1, rope, is_key && b->rope_removed, row);
+    kvi_gather_rows(c, is_key, b->recompute_layers, t, 1, rope, is_key && b->rope_removed, row);
     double *y = bnd; /* reuse: y first, then the bound */
     double ynorm = 0;
     for (uint32_t i = 0; i < p; i++) {
@@ -99,7 +99,7 @@ static void token_bound(const kvtc_basis *b, const basis_plan *pl, int is_key, c
     }
     /* keys: RoPE mixes the pairs */
     const kvtc_geometry *g = &c->geometry;
-    uint32_t hd = g->head_dim, rd_ = kvtc_geometry_rope_dim(g);
+    uint32_t hd = g->head_dim, rd_ = kvi_geometry_rope_dim(g);
     for (uint32_t i = 0; i < p; i++) bnd[i] = tmp[i];
     if (is_key && g->rope_type != KVTC_ROPE_NONE && b->rope_removed) {
         for (uint32_t h0 = 0; h0 < p; h0 += hd)

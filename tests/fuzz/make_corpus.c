@@ -85,7 +85,7 @@ static void kv_f32(buf *b, const char *k, float v) { putstr(b, k); put32(b, 6); 
 
 typedef struct tdesc { const char *name; uint64_t ne0, ne1; } tdesc;
 
-static void gguf_seed(void) {
+static void eng_gguf_seed(void) {
     enum { D = 8, NV = 8, FF = 16, KVD = 4 };
     static const char *tokens[NV] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "t", ("\xe2\x96\x81" "a"), "<0x0A>"};
     static const tdesc ts[] = {
@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
         synth_free(&sc);
     }
 
-    gguf_seed();
+    eng_gguf_seed();
 
     /* round-trip parameter blocks: [basis, dtype, n lo, n hi, sink, window,
      * chunk, threads, codec, level, ratio, flags, seed lo, seed hi, noise, ...] */

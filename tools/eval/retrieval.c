@@ -42,11 +42,11 @@ static void make_name(uint64_t *s, char *out) {
 /* Tokens of s as they appear inside running text: without <s>, and without
  * the dummy-prefix space piece when s starts with a newline (a newline never
  * merges with what precedes it, so these are the in-context tokens). */
-static int tokenize_inner(const llama_model *m, const char *s, int32_t *out, int cap) {
+static int tokenize_inner(const eng_model *m, const char *s, int32_t *out, int cap) {
     int32_t tmp[512];
-    int n = llama_tokenize(m, s, strlen(s), 0, tmp, 512);
+    int n = eng_tokenize(m, s, strlen(s), 0, tmp, 512);
     if (n < 0 || n > 512) return -1;
-    int skip = n > 0 && s[0] == '\n' && strcmp(llama_token_piece(m, tmp[0]), "\xe2\x96\x81") == 0;
+    int skip = n > 0 && s[0] == '\n' && strcmp(eng_token_piece(m, tmp[0]), "\xe2\x96\x81") == 0;
     if (n - skip > cap) return -1;
     memcpy(out, tmp + skip, sizeof(int32_t) * (size_t)(n - skip));
     return n - skip;
@@ -79,7 +79,7 @@ static int build_copy(const retrieval_opts *o, const int32_t *w, uint32_t dist, 
 /* recall: [<s>] text[a] needle text[b] question | answer; hidden: the needle
  * carries another code. The prefix ends one token before the answer so that
  * the first answer token's prediction is among the continuation's logits. */
-static int build_recall(const retrieval_opts *o, const llama_model *m, const int32_t *w,
+static int build_recall(const retrieval_opts *o, const eng_model *m, const int32_t *w,
                         double depth, uint64_t seed, int hidden, task_seq *q, uint32_t *n_answer) {
     uint64_t s = seed;
     char name[16], needle[128], question[256], full[320];
@@ -186,9 +186,9 @@ static void score_seq(const retrieval_opts *o, const task_seq *q, const float *l
 
 int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_methods,
                   retrieval_apply_fn apply, void *user, retrieval_result *res) {
-    const llama_model *m = mt->model;
+    const eng_model *m = mt->model;
     kvtc_geometry g = model_geometry(m);
-    uint32_t vocab = llama_model_hparams(m)->n_vocab;
+    uint32_t vocab = eng_model_hparams(m)->n_vocab;
     memset(res, 0, sizeof *res);
     res->n_methods = n_methods;
     res->n_points = o->n_points;
@@ -200,7 +200,7 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
     uint32_t max_cont = o->task == RETRIEVAL_COPY ? o->passage : 64;
     float *lg = malloc(sizeof(float) * (size_t)max_cont * vocab);
     double *lp = malloc(sizeof(double) * vocab);
-    llama_context *ctx = llama_context_alloc(m, o->ctx, o->threads);
+    eng_context *ctx = eng_context_alloc(m, o->ctx, o->threads);
     int rc = 1, progress = cli_progress_enabled();
     if (!res->stat || !w || !tok || !k0 || !v0 || !k || !v || !lg || !lp || !ctx) {
         cli_fail("eval", "out of memory");
@@ -222,9 +222,9 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
                     goto done;
                 }
                 if (!hidden) dist_sum += q.distance;
-                llama_context_set_n_past(ctx, 0);
-                if (llama_decode(ctx, tok, q.n_pre, NULL)) {
-                    cli_fail("eval", "prefill: %s", llama_context_error(ctx));
+                eng_context_set_n_past(ctx, 0);
+                if (eng_decode(ctx, tok, q.n_pre, NULL)) {
+                    cli_fail("eval", "prefill: %s", eng_context_error(ctx));
                     goto done;
                 }
                 /* the control: this sequence, uncompressed */
@@ -237,10 +237,10 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
                         memcpy(v, v0, sizeof(float) * pn);
                         if (apply(user, mi, k, v, q.n_pre, tok)) goto done;
                         model_ctx_write_kv(ctx, m, q.n_pre, k, v);
-                        llama_context_set_n_past(ctx, q.n_pre);
+                        eng_context_set_n_past(ctx, q.n_pre);
                     }
-                    if (llama_decode(ctx, tok + q.n_pre, q.n_cont, lg)) {
-                        cli_fail("eval", "decode: %s", llama_context_error(ctx));
+                    if (eng_decode(ctx, tok + q.n_pre, q.n_cont, lg)) {
+                        cli_fail("eval", "decode: %s", eng_context_error(ctx));
                         goto done;
                     }
                     score_seq(o, &q, lg, vocab, na, lp, &res->stat[(size_t)mi * o->n_points + p]);
@@ -255,7 +255,7 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
     if (progress) fputc('\n', stderr);
     rc = 0;
 done:
-    llama_context_free(ctx);
+    eng_context_free(ctx);
     free(w); free(tok); free(k0); free(v0); free(k); free(v); free(lg); free(lp);
     if (rc) retrieval_result_free(res);
     return rc;
