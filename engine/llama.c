@@ -105,6 +105,13 @@ static void matmul(const float *x, const float *w, float *y, uint32_t n, uint32_
                 (int)in, w, (int)in, 0.0f, y, (int)out);
 }
 
+/* y[n][k] += b[k] for each row (projection biases). */
+static void add_bias(float *y, const float *b, uint32_t n, uint32_t k) {
+    if (!b) return;
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < k; j++) y[(size_t)i * k + j] += b[j];
+}
+
 /* out = x / rms(x) * w per row; the sum of squares in double for accuracy. */
 static void rmsnorm(const float *x, const float *w, float *out, uint32_t n, uint32_t d,
                     float eps) {
@@ -282,6 +289,8 @@ static void forward_ubatch(const eng_model *m, scratch *s, const kv_view *kv,
         rmsnorm(s->x, L->attn_norm, s->xn, n, d, hp->rms_eps);
         matmul(s->xn, L->wk, s->k, n, d, kvd);
         matmul(s->xn, L->wv, s->v, n, d, kvd);
+        add_bias(s->k, L->bk, n, kvd);
+        add_bias(s->v, L->bv, n, kvd);
         rope_apply(hp, s->k, n, hp->n_head_kv, s->rope);
         for (uint32_t h = 0; h < hp->n_head_kv; h++) {
             for (uint32_t i = 0; i < n; i++) {
@@ -295,6 +304,7 @@ static void forward_ubatch(const eng_model *m, scratch *s, const kv_view *kv,
 
         /* Attention, output projection, residual. */
         matmul(s->xn, L->wq, s->q, n, d, qd);
+        add_bias(s->q, L->bq, n, qd);
         rope_apply(hp, s->q, n, hp->n_head, s->rope);
         attention(hp, s->q, kc, vc, s->att, s->scores, kv->n_ctx, n, slot0, n_threads);
         matmul(s->att, L->wo, s->xn, n, qd, d);

@@ -14,7 +14,8 @@
  *   float *k0 = eng_context_k(ctx, 0);        // read / rewrite the cache
  *
  * Model: pre-norm RMSNorm blocks, rotary position embedding (adjacent-pair
- * "norm" style for arch llama, or half-split "neox" style), grouped-query
+ * "norm" style for arch llama, half-split "neox" style for arch qwen2, which
+ * also adds biases to the q/k/v projections), grouped-query
  * attention with causal mask and scale 1/sqrt(head_dim), SwiGLU FFN, final
  * RMSNorm and an output head (token_embd reused when output.weight is absent).
  * Weights of type F32, F16, BF16 and Q8_0 are converted to float32 at load;
@@ -73,6 +74,7 @@ typedef struct eng_hparams {
     uint32_t rope_type;    /* 0 = norm (adjacent pairs), 1 = neox (halves) */
     float rms_eps;         /* RMSNorm epsilon, default 1e-5 */
     int tied_output;       /* 1 when output.weight is absent and token_embd is reused */
+    int has_qkv_bias;      /* 1 for arch qwen2: q/k/v projections add a bias (required) */
 } eng_hparams;
 
 #define ENG_ROPE_NORM 0
@@ -80,7 +82,8 @@ typedef struct eng_hparams {
 
 typedef struct eng_model eng_model;
 
-/* Load a GGUF (architecture "llama"). NULL on failure with a specific message
+/* Load a GGUF (architecture "llama", or "qwen2": neox RoPE and q/k/v biases,
+ * keys "qwen2.*"). NULL on failure with a specific message
  * in err (if non-NULL). */
 eng_model *eng_model_load(const char *path, char *err, size_t errlen);
 /* The same, also returning the eng_status in *status (if non-NULL). */

@@ -18,6 +18,9 @@ typedef struct eng_layer {
     float *wk;        /* [n_head_kv * head_dim][n_embd] */
     float *wv;        /* [n_head_kv * head_dim][n_embd] */
     float *wo;        /* [n_embd][n_head * head_dim] */
+    float *bq;        /* [n_head * head_dim] query bias (qwen2), NULL when absent */
+    float *bk;        /* [n_head_kv * head_dim] key bias (qwen2), NULL when absent */
+    float *bv;        /* [n_head_kv * head_dim] value bias (qwen2), NULL when absent */
     float *ffn_norm;  /* [n_embd] RMSNorm weight before the FFN */
     float *w_gate;    /* [n_ff][n_embd] */
     float *w_up;      /* [n_ff][n_embd] */

@@ -67,21 +67,22 @@ static int map_gguf_status(eng_gguf_status s) {
 /* Hyperparameters                                                          */
 /* ======================================================================== */
 
-/* A uint32 hyperparameter "llama.<name>": required ones fail when absent,
+/* A uint32 hyperparameter "<arch>.<name>": required ones fail when absent,
  * optional ones keep *out. Any integer type is accepted; per-layer arrays are not. */
-static int hp_u32(const eng_gguf_file *gf, const char *name, int required, uint32_t *out,
-                  load_err *e) {
+static int hp_u32(const eng_gguf_file *gf, const char *arch, const char *name, int required,
+                  uint32_t *out, load_err *e) {
     char key[128];
-    snprintf(key, sizeof(key), "llama.%s", name);
+    snprintf(key, sizeof(key), "%s.%s", arch, name);
     int r = eng_gguf_get_u32(gf, key, out);
     if (r == 0 && required) return lfail(e, ENG_E_MODEL, "missing required key %s", key);
     if (r < 0) return lfail(e, ENG_E_MODEL, "key %s is not a non-negative 32-bit integer", key);
     return ENG_OK;
 }
 
-static int hp_f32(const eng_gguf_file *gf, const char *name, float *out, load_err *e) {
+static int hp_f32(const eng_gguf_file *gf, const char *arch, const char *name, float *out,
+                  load_err *e) {
     char key[128];
-    snprintf(key, sizeof(key), "llama.%s", name);
+    snprintf(key, sizeof(key), "%s.%s", arch, name);
     if (eng_gguf_get_f32(gf, key, out) < 0)
         return lfail(e, ENG_E_MODEL, "key %s is not a float", key);
     return ENG_OK;
@@ -93,26 +94,35 @@ static int read_hparams(const eng_gguf_file *gf, uint32_t n_vocab, eng_hparams *
     int r = eng_gguf_get_str(gf, "general.architecture", &arch, &arch_len);
     if (r == 0) return lfail(e, ENG_E_MODEL, "missing required key general.architecture");
     if (r < 0) return lfail(e, ENG_E_MODEL, "general.architecture is not a string");
-    if (!(arch_len == 5 && memcmp(arch, "llama", 5) == 0))
-        return lfail(e, ENG_E_UNSUPPORTED, "unsupported architecture '%.*s' (only llama)",
+    /* qwen2 is llama with half-split ("neox") RoPE and q/k/v biases, as
+     * llama.cpp maps it; its keys are prefixed "qwen2." instead of "llama.". */
+    const char *A;
+    if (arch_len == 5 && memcmp(arch, "llama", 5) == 0)
+        A = "llama";
+    else if (arch_len == 5 && memcmp(arch, "qwen2", 5) == 0)
+        A = "qwen2";
+    else
+        return lfail(e, ENG_E_UNSUPPORTED, "unsupported architecture '%.*s' (llama, qwen2)",
                      (int)(arch_len > 64 ? 64 : arch_len), arch);
 
     memset(hp, 0, sizeof(*hp));
     hp->n_vocab = n_vocab;
-    if (hp_u32(gf, "context_length", 1, &hp->n_ctx_train, e) ||
-        hp_u32(gf, "embedding_length", 1, &hp->n_embd, e) ||
-        hp_u32(gf, "block_count", 1, &hp->n_layer, e) ||
-        hp_u32(gf, "feed_forward_length", 1, &hp->n_ff, e) ||
-        hp_u32(gf, "attention.head_count", 1, &hp->n_head, e))
+    if (hp_u32(gf, A, "context_length", 1, &hp->n_ctx_train, e) ||
+        hp_u32(gf, A, "embedding_length", 1, &hp->n_embd, e) ||
+        hp_u32(gf, A, "block_count", 1, &hp->n_layer, e) ||
+        hp_u32(gf, A, "feed_forward_length", 1, &hp->n_ff, e) ||
+        hp_u32(gf, A, "attention.head_count", 1, &hp->n_head, e))
         return e->status;
     /* llama.cpp defaults for the optional keys. */
     hp->n_head_kv = hp->n_head;
     hp->rope_theta = 10000.0f;
     hp->rms_eps = 1e-5f;
-    hp->rope_type = ENG_ROPE_NORM; /* what llama.cpp uses for LLM_ARCH_LLAMA */
-    if (hp_u32(gf, "attention.head_count_kv", 0, &hp->n_head_kv, e) ||
-        hp_f32(gf, "rope.freq_base", &hp->rope_theta, e) ||
-        hp_f32(gf, "attention.layer_norm_rms_epsilon", &hp->rms_eps, e))
+    /* what llama.cpp uses for LLM_ARCH_LLAMA / LLM_ARCH_QWEN2 */
+    hp->rope_type = A[0] == 'q' ? ENG_ROPE_NEOX : ENG_ROPE_NORM;
+    hp->has_qkv_bias = A[0] == 'q';
+    if (hp_u32(gf, A, "attention.head_count_kv", 0, &hp->n_head_kv, e) ||
+        hp_f32(gf, A, "rope.freq_base", &hp->rope_theta, e) ||
+        hp_f32(gf, A, "attention.layer_norm_rms_epsilon", &hp->rms_eps, e))
         return e->status;
 
     const uint32_t big = 1u << 20; /* far above any model this engine will see */
@@ -132,15 +142,15 @@ static int read_hparams(const eng_gguf_file *gf, uint32_t n_vocab, eng_hparams *
                      hp->n_embd, hp->n_head);
     hp->head_dim = hp->n_embd / hp->n_head;
     uint32_t key_len = hp->head_dim, val_len = hp->head_dim;
-    if (hp_u32(gf, "attention.key_length", 0, &key_len, e) ||
-        hp_u32(gf, "attention.value_length", 0, &val_len, e))
+    if (hp_u32(gf, A, "attention.key_length", 0, &key_len, e) ||
+        hp_u32(gf, A, "attention.value_length", 0, &val_len, e))
         return e->status;
     if (key_len != val_len || key_len == 0 || key_len > big)
         return lfail(e, ENG_E_MODEL, "key_length %u / value_length %u unsupported", key_len,
                      val_len);
     hp->head_dim = key_len;
     hp->rope_dim = hp->head_dim;
-    if (hp_u32(gf, "rope.dimension_count", 0, &hp->rope_dim, e)) return e->status;
+    if (hp_u32(gf, A, "rope.dimension_count", 0, &hp->rope_dim, e)) return e->status;
     if (hp->rope_dim > hp->head_dim || hp->rope_dim % 2)
         return lfail(e, ENG_E_MODEL, "rope.dimension_count %u must be even and <= head_dim %u",
                      hp->rope_dim, hp->head_dim);
@@ -149,7 +159,7 @@ static int read_hparams(const eng_gguf_file *gf, uint32_t n_vocab, eng_hparams *
                      (double)hp->rope_theta, (double)hp->rms_eps);
 
     uint32_t vs = n_vocab;
-    if (hp_u32(gf, "vocab_size", 0, &vs, e)) return e->status;
+    if (hp_u32(gf, A, "vocab_size", 0, &vs, e)) return e->status;
     if (vs != n_vocab)
         return lfail(e, ENG_E_MODEL, "llama.vocab_size %u but the tokenizer has %u tokens", vs,
                      n_vocab);
@@ -208,8 +218,8 @@ static eng_model *load_from_gguf(const eng_gguf_file *gf, load_err *e) {
     eng_hparams *hp = &m->hp;
     if (read_hparams(gf, tok_n_vocab(m->vocab), hp, e)) goto fail;
 
-    /* 3 global tensors + 9 per layer. */
-    m->allocs = calloc(3 + 9 * (size_t)hp->n_layer, sizeof(float *));
+    /* 3 global tensors + 9 per layer (+ 3 biases for qwen2). */
+    m->allocs = calloc(3 + 12 * (size_t)hp->n_layer, sizeof(float *));
     m->layers = calloc(hp->n_layer, sizeof(eng_layer));
     if (!m->allocs || !m->layers) {
         lfail(e, ENG_E_NOMEM, "out of memory");
@@ -243,6 +253,17 @@ static eng_model *load_from_gguf(const eng_gguf_file *gf, load_err *e) {
         LOAD(w_up, "ffn_up", d, ff);
         LOAD(w_down, "ffn_down", ff, d);
 #undef LOAD
+        if (hp->has_qkv_bias) {
+#define LOAD_BIAS(field, suffix, a)                                                 \
+    do {                                                                            \
+        snprintf(name, sizeof(name), "blk.%u." suffix ".bias", l);                  \
+        if (load_tensor(gf, m, name, a, 1, 1, &L->field, e)) goto fail;             \
+    } while (0)
+            LOAD_BIAS(bq, "attn_q", qd);
+            LOAD_BIAS(bk, "attn_k", kvd);
+            LOAD_BIAS(bv, "attn_v", kvd);
+#undef LOAD_BIAS
+        }
     }
     return m;
 

@@ -715,6 +715,48 @@ static void test_ordering_table(void) {
     free(v);
 }
 
+/* Heads narrower than a block (stories260K: 4 KV heads x 8): q8_0, q4_0 and
+ * kivi2 must treat a token's row of all heads as llama.cpp's cache row, i.e.
+ * give exactly what one head of width H*D gives on the transposed layout. */
+static void test_narrow_heads(void) {
+    enum { L = 2, H = 4, D = 8, T = 80, W = H * D };
+    static float k[L * H * T * D], v[L * H * T * D], kr[L * T * W], vr[L * T * W];
+    baseline_kind kinds[3] = {BASELINE_Q8_0, BASELINE_Q4_0, BASELINE_KIVI2};
+    for (int i = 0; i < 3; i++) {
+        fill_gauss(k, L * H * T * D, 1.0f);
+        fill_gauss(v, L * H * T * D, 0.5f);
+        /* reference layout [L][1][T][H*D] */
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < H; h++)
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < D; d++) {
+                        size_t a = (((size_t)l * H + h) * T + t) * D + d;
+                        size_t b = ((size_t)l * T + t) * W + (size_t)h * D + d;
+                        kr[b] = k[a];
+                        vr[b] = v[a];
+                    }
+        baseline_cost c1, c2;
+        CHECK(baseline_roundtrip(kinds[i], k, v, L, H, T, D, 4, 16, &c1) == BASELINE_OK);
+        CHECK(baseline_roundtrip(kinds[i], kr, vr, L, 1, T, W, 4, 16, &c2) == BASELINE_OK);
+        CHECK(c1.bits_total == c2.bits_total && c1.values_compressed == c2.values_compressed);
+        int same = 1, changed = 0;
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < H; h++)
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < D; d++) {
+                        size_t a = (((size_t)l * H + h) * T + t) * D + d;
+                        size_t b = ((size_t)l * T + t) * W + (size_t)h * D + d;
+                        same &= k[a] == kr[b] && v[a] == vr[b];
+                    }
+        for (size_t j = 0; j < (size_t)L * T * W; j++) changed |= kr[j] != 0.0f;
+        CHECK_MSG(same && changed, "%s: narrow heads differ from the row layout", baseline_name(kinds[i]));
+    }
+    /* 3 heads x 8 = 24 values per token: no whole block, a stated error */
+    CHECK(baseline_cost_of(BASELINE_Q8_0, 1, 3, T, 8, 0, 0, NULL) == BASELINE_ERR_GEOMETRY);
+    CHECK(baseline_cost_of(BASELINE_KIVI2, 1, 3, T, 8, 0, 0, NULL) == BASELINE_ERR_GEOMETRY);
+    CHECK(baseline_cost_of(BASELINE_FP8_E4M3, 1, 3, T, 8, 0, 0, NULL) == BASELINE_OK);
+}
+
 int main(void) {
     test_f16_edges();
     test_e4m3_edges();
@@ -725,6 +767,7 @@ int main(void) {
     test_kivi_protection();
     test_costs();
     test_invalid();
+    test_narrow_heads();
     test_ordering_table();
     return TEST_REPORT();
 }

@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "eval/baselines.h"
 #include "eval/metrics.h"
+#include "eval/retrieval.h"
 #include "model_kv.h"
 #include "util/cache.h"
 
@@ -38,7 +39,26 @@ typedef struct eval_method {
     double bits_coded, bits_total;      /* storage bits (coded tokens / whole cache) */
     double fp16_coded, fp16_total;      /* fp16 bits of the same */
     double encode_s, decode_s;
+    /* per window (windows are independent; tokens within one are not): sums
+     * and sums of squares of the NLL change, KL and top-1, for standard errors */
+    double w_dnll, w_dnll2, w_kl, w_kl2, w_top1, w_top1_2;
+    uint32_t n_win;
 } eval_method;
+
+/* Standard error of a mean from a sum and a sum of squares over n samples. */
+static double win_se(double sum, double sum2, uint32_t n) {
+    if (n < 2) return 0.0;
+    double var = (sum2 - sum * sum / n) / (n - 1);
+    return var > 0 ? sqrt(var / n) : 0.0;
+}
+
+/* Standard errors of ppl change (delta method on the mean NLL change), KL and top-1. */
+static void method_se(const eval_method *m, double *ppl_se, double *kl_se, double *top1_se) {
+    double dn = m->n_win ? m->w_dnll / m->n_win : 0.0;
+    *ppl_se = exp(dn) * win_se(m->w_dnll, m->w_dnll2, m->n_win);
+    *kl_se = win_se(m->w_kl, m->w_kl2, m->n_win);
+    *top1_se = win_se(m->w_top1, m->w_top1_2, m->n_win);
+}
 
 typedef struct eval_opts {
     uint32_t ctx, windows, n_sink, n_window, threads;
@@ -138,16 +158,46 @@ static int baseline_apply(eval_method *m, const eval_opts *o, const kvtc_geometr
     return 0;
 }
 
+/* What the retrieval tasks need to round-trip a cache with method mi. */
+typedef struct apply_ctx {
+    eval_method *ms;
+    const eval_opts *o;
+    kvtc_geometry g;
+    const eng_model *model;
+} apply_ctx;
+
+static int apply_method(void *user, uint32_t mi, float *k, float *v, uint32_t n, const int32_t *ids) {
+    apply_ctx *a = user;
+    eval_method *m = &a->ms[mi];
+    if (m->identity) return 0;
+    return m->is_kvtc ? kvtc_roundtrip(m, a->o, &a->g, a->model, k, v, n, ids) : baseline_apply(m, a->o, &a->g, k, v, n);
+}
+
+/* Up to RETRIEVAL_MAX_POINTS comma-separated numbers; the count, or -1. */
+static int parse_list(const char *v, double *out) {
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    int n = 0;
+    for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+        if (n == RETRIEVAL_MAX_POINTS || cli_parse_double(s, &out[n])) return -1;
+        n++;
+    }
+    return n ? n : -1;
+}
+
 static void print_table(const eval_method *ms, uint32_t nm, double ref_ppl, FILE *f) {
-    fprintf(f, "%-22s %10s %10s %10s %9s %11s %8s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
+    fprintf(f, "%-22s %10s %10s %10s %16s %21s %16s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
     for (uint32_t i = 0; i < nm; i++) {
         const eval_method *m = &ms[i];
-        double ppl = exp(m->nll / (double)m->n_pred);
-        fprintf(f, "%-22s %10.2f %10.2f %10.4f %+8.2f%% %11.3e %7.2f%%\n", m->name,
+        double ppl = exp(m->nll / (double)m->n_pred), ppl_se, kl_se, top1_se;
+        method_se(m, &ppl_se, &kl_se, &top1_se);
+        fprintf(f, "%-22s %10.2f %10.2f %10.4f %+8.2f%% +-%4.2f %10.3e +-%8.1e %7.2f%% +-%4.2f\n", m->name,
                 m->bits_coded > 0 ? m->fp16_coded / m->bits_coded : 0.0,
                 m->bits_total > 0 ? m->fp16_total / m->bits_total : 0.0, ppl, 100.0 * (ppl / ref_ppl - 1.0),
-                m->kld / (double)m->n_pred, 100.0 * (double)m->n_top1 / (double)m->n_pred);
+                100.0 * ppl_se, m->kld / (double)m->n_pred, kl_se, 100.0 * (double)m->n_top1 / (double)m->n_pred,
+                100.0 * top1_se);
     }
+    fprintf(f, "(+- standard errors over windows)\n");
 }
 
 static void print_json(const eval_method *ms, uint32_t nm, double ref_ppl, const eval_opts *o, uint32_t prefix,
@@ -157,12 +207,15 @@ static void print_json(const eval_method *ms, uint32_t nm, double ref_ppl, const
            o->ctx, prefix, windows, n_pred, o->n_sink, o->n_window, ref_ppl);
     for (uint32_t i = 0; i < nm; i++) {
         const eval_method *m = &ms[i];
-        double ppl = exp(m->nll / (double)m->n_pred);
+        double ppl = exp(m->nll / (double)m->n_pred), ppl_se, kl_se, top1_se;
+        method_se(m, &ppl_se, &kl_se, &top1_se);
         printf("%s\n  {\"name\": \"%s\", \"compression_ratio\": %.4f, \"compression_ratio_total\": %.4f, "
-               "\"ppl\": %.6f, \"ppl_change\": %.6f, \"kld\": %.6e, \"top1\": %.6f, \"encode_s\": %.4f, \"decode_s\": %.4f}",
+               "\"ppl\": %.6f, \"ppl_change\": %.6f, \"kld\": %.6e, \"top1\": %.6f, \"encode_s\": %.4f, \"decode_s\": %.4f, "
+               "\"ppl_change_se\": %.6f, \"kld_se\": %.6e, \"top1_se\": %.6f}",
                i ? "," : "", m->name, m->bits_coded > 0 ? m->fp16_coded / m->bits_coded : 0.0,
                m->bits_total > 0 ? m->fp16_total / m->bits_total : 0.0, ppl, ppl / ref_ppl - 1.0,
-               m->kld / (double)m->n_pred, (double)m->n_top1 / (double)m->n_pred, m->encode_s, m->decode_s);
+               m->kld / (double)m->n_pred, (double)m->n_top1 / (double)m->n_pred, m->encode_s, m->decode_s,
+               ppl_se, kl_se, top1_se);
     }
     printf("\n]}\n");
 }
@@ -205,6 +258,13 @@ static const char eval_help[] =
     "  --prefix F           fraction of each window prefilled and compressed (default 0.75)\n"
     "  --sink N / --window N  raw tokens at the start / end of the prefix (default 4 / 128)\n"
     "  --no-baselines       skip f16, fp8_e4m3, q8_0, q4_0, kivi2\n"
+    "  --task ppl|copy|recall  ppl (default): perplexity, KL and top-1 of a continuation;\n"
+    "                       copy: a passage repeated after a gap; recall: a key-value needle\n"
+    "                       answered at the end (--windows = trials per distance / depth)\n"
+    "  --distances LIST     copy: token distances between the two copies (default ctx/8,ctx/2,\n"
+    "                       ctx-passage-sinks-1)\n"
+    "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
+    "  --passage N          copy: passage tokens (default 64)\n"
     "  --threads N          threads (default 2)\n"
     "  --json               print one JSON object instead of the table\n"
     "  --plot OUT.png       write a KL-vs-ratio plot (gnuplot)\n";
@@ -216,8 +276,12 @@ int cmd_eval(int argc, char **argv) {
     double ratios[16] = {8, 16, 32, 64};
     int n_ratios = 4;
     eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
+    retrieval_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.passage = 64;
+    const char *task = "ppl";
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
-           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE };
+           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
         {"basis", required_argument, NULL, O_BASIS}, {"ratios", required_argument, NULL, O_RATIOS},
@@ -226,6 +290,8 @@ int cmd_eval(int argc, char **argv) {
         {"window", required_argument, NULL, O_WINDOW}, {"threads", required_argument, NULL, O_THREADS},
         {"no-baselines", no_argument, NULL, O_NO_BASELINES}, {"json", no_argument, NULL, O_JSON},
         {"plot", required_argument, NULL, O_PLOT}, {"force", no_argument, NULL, O_FORCE},
+        {"task", required_argument, NULL, O_TASK}, {"distances", required_argument, NULL, O_POINTS},
+        {"depths", required_argument, NULL, O_POINTS}, {"passage", required_argument, NULL, O_PASSAGE},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
@@ -262,13 +328,27 @@ int cmd_eval(int argc, char **argv) {
         case O_NO_BASELINES: baselines = 0; break;
         case O_JSON: o.json = 1; break;
         case O_PLOT: o.plot = v; break;
+        case O_TASK:
+            task = v;
+            if (strcmp(task, "ppl") && strcmp(task, "copy") && strcmp(task, "recall"))
+                return cli_usage("eval", "--task is ppl, copy or recall");
+            break;
+        case O_POINTS: {
+            int n;
+            if ((n = parse_list(v, ro.points)) < 0)
+                return cli_usage("eval", "%s takes up to %d numbers, comma separated", argv[optind - 1],
+                                 RETRIEVAL_MAX_POINTS);
+            ro.n_points = (uint32_t)n;
+            break;
+        }
+        case O_PASSAGE: if (cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2"); break;
         case O_FORCE: force = 1; break;
         case ':': return cli_usage("eval", "%s needs a value", argv[optind - 1]);
         default: return cli_usage("eval", "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
-    if (!model_path || !text_path || (!n_bases && !baselines)) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
 
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
@@ -293,6 +373,15 @@ int cmd_eval(int argc, char **argv) {
     if (baselines) {
         static const baseline_kind kinds[] = {BASELINE_F16, BASELINE_FP8_E4M3, BASELINE_Q8_0, BASELINE_Q4_0, BASELINE_KIVI2};
         for (int i = 0; i < 5; i++) {
+            /* A method that cannot store this shape is left out with the
+             * reason, never a failed run (llama.cpp would refuse it too). */
+            if (baseline_cost_of(kinds[i], g.n_layers, g.n_kv_heads, prefix, g.head_dim, o.n_sink, o.n_window,
+                                 NULL) == BASELINE_ERR_GEOMETRY) {
+                fprintf(stderr, "kvtc: eval: %s skipped: a token's K/V row of %u values (%u heads x %u) does not "
+                        "hold whole blocks of %d\n", baseline_name(kinds[i]), g.n_kv_heads * g.head_dim,
+                        g.n_kv_heads, g.head_dim, BASELINE_GROUP);
+                continue;
+            }
             ms[nm].baseline = kinds[i];
             snprintf(ms[nm].name, sizeof ms[nm].name, "%s", baseline_name(kinds[i]));
             nm++;
@@ -337,6 +426,40 @@ int cmd_eval(int argc, char **argv) {
         }
     }
 
+    if (strcmp(task, "ppl")) {
+        ro.task = !strcmp(task, "copy") ? RETRIEVAL_COPY : RETRIEVAL_RECALL;
+        ro.ctx = o.ctx;
+        ro.trials = o.windows;
+        ro.n_sink = o.n_sink;
+        ro.n_window = o.n_window;
+        ro.threads = o.threads;
+        if (!ro.n_points && ro.task == RETRIEVAL_COPY) {
+            uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
+            double d[3] = {o.ctx / 8, o.ctx / 2, far};
+            for (int i = 0; i < 3; i++)
+                if (d[i] >= ro.passage + o.n_window && d[i] <= far) ro.points[ro.n_points++] = d[i];
+        } else if (!ro.n_points) {
+            ro.points[0] = 0.1, ro.points[1] = 0.5, ro.points[2] = 0.9;
+            ro.n_points = 3;
+        }
+        int bad = retrieval_check(&ro, &mt);
+        if (bad) { rc = bad; goto done; }
+        apply_ctx ac = {ms, &o, g, mt.model};
+        retrieval_result res;
+        if (retrieval_run(&ro, &mt, nm, apply_method, &ac, &res)) goto done;
+        const char *names[EVAL_MAX_METHODS];
+        double rat[EVAL_MAX_METHODS];
+        for (uint32_t i = 0; i < nm; i++) {
+            names[i] = ms[i].name;
+            rat[i] = ms[i].identity ? 0.5 : ms[i].bits_coded > 0 ? ms[i].fp16_coded / ms[i].bits_coded : 0.0;
+        }
+        if (!o.json) printf("%s: task %s on %s\n", model_path, task, text_path);
+        retrieval_print(&ro, &res, names, rat, o.json, stdout);
+        retrieval_result_free(&res);
+        rc = 0;
+        goto done;
+    }
+
     size_t vocab = hp->n_vocab;
     size_t per = (size_t)g.n_layers * g.n_kv_heads * prefix * g.head_dim;
     int32_t *tok = malloc(sizeof(int32_t) * o.ctx);
@@ -356,11 +479,13 @@ int cmd_eval(int argc, char **argv) {
         model_ctx_read_kv(ctx, mt.model, prefix, k0, v0);
         /* reference continuation; logits i predict token prefix + i + 1 */
         if (eng_decode(ctx, tok + prefix, cont, ref)) { cli_fail("eval", "decode: %s", eng_context_error(ctx)); goto done_bufs; }
+        double win_ref_nll = 0;
         for (uint32_t i = 0; i + 1 < cont; i++) {
             metrics_log_softmax(ref + (size_t)i * vocab, (uint32_t)vocab, lp1);
-            ref_nll -= lp1[tok[prefix + i + 1]];
+            win_ref_nll -= lp1[tok[prefix + i + 1]];
             ref_n++;
         }
+        ref_nll += win_ref_nll;
         for (uint32_t mi = 0; mi < nm; mi++) {
             eval_method *m = &ms[mi];
             memcpy(k, k0, sizeof(float) * per);
@@ -379,7 +504,13 @@ int cmd_eval(int argc, char **argv) {
             if (bad) goto done_bufs;
             model_ctx_write_kv(ctx, mt.model, prefix, k, v);
             if (eng_decode(ctx, tok + prefix, cont, got)) { cli_fail("eval", "decode: %s", eng_context_error(ctx)); goto done_bufs; }
+            double nll0 = m->nll, kld0 = m->kld;
+            uint64_t top0 = m->n_top1, pred0 = m->n_pred;
             score(m, ref, got, tok + prefix + 1, cont - 1, (uint32_t)vocab, lp1, lp2);
+            double np = (double)(m->n_pred - pred0), dn = (m->nll - nll0 - win_ref_nll) / np,
+                   kl = (m->kld - kld0) / np, t1 = (double)(m->n_top1 - top0) / np;
+            m->w_dnll += dn, m->w_dnll2 += dn * dn, m->w_kl += kl, m->w_kl2 += kl * kl;
+            m->w_top1 += t1, m->w_top1_2 += t1 * t1, m->n_win++;
             if (progress) fprintf(stderr, "\rkvtc eval: window %u/%u, method %u/%u   ", w + 1, o.windows, mi + 1, nm);
         }
     }

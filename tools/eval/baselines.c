@@ -140,8 +140,10 @@ static int bl_check(baseline_kind kind, uint32_t n_layers, uint32_t n_kv_heads,
     if ((unsigned)kind >= BASELINE_COUNT) return BASELINE_ERR_ARG;
     if (n_layers == 0 || n_kv_heads == 0 || n_tokens == 0 || head_dim == 0)
         return BASELINE_ERR_ARG;
+    /* Blocks of 32 lie along a token's row of all KV heads (llama.cpp's K/V
+     * cache row), so the row must hold whole blocks. */
     if ((kind == BASELINE_Q8_0 || kind == BASELINE_Q4_0 || kind == BASELINE_KIVI2) &&
-        head_dim % BASELINE_GROUP != 0)
+        ((uint64_t)n_kv_heads * head_dim) % BASELINE_GROUP != 0)
         return BASELINE_ERR_GEOMETRY;
     uint64_t n;
     if (!bl_mul_ok((uint64_t)n_layers, n_kv_heads, &n) || !bl_mul_ok(n, n_tokens, &n) ||
@@ -302,6 +304,37 @@ static void bl_kivi_group(float *x, size_t n, size_t stride) {
     }
 }
 
+/* Apply block(x) to every 32-value block of each token's row of all KV heads
+ * ([layer][token][head][dim] order, llama.cpp's cache row) of x, stored
+ * [layer][head][token][dim], for tokens [t0, t1). When head_dim holds whole
+ * blocks these are the blocks within each head, done in place; otherwise a
+ * block spans heads and goes through a gathered copy. */
+static void bl_row_blocks(float *x, uint32_t n_layers, uint32_t n_kv_heads, size_t T,
+                          uint32_t head_dim, size_t t0, size_t t1, void (*block)(float *)) {
+    size_t D = head_dim, H = n_kv_heads;
+    for (size_t l = 0; l < n_layers; l++) {
+        float *xl = x + l * H * T * D;
+        if (D % BASELINE_GROUP == 0) {
+            for (size_t h = 0; h < H; h++)
+                for (size_t i = t0 * D; i < t1 * D; i += BASELINE_GROUP)
+                    block(xl + h * T * D + i);
+            continue;
+        }
+        for (size_t t = t0; t < t1; t++) {
+            float row[BASELINE_GROUP];
+            for (size_t b = 0; b < H * D; b += BASELINE_GROUP) {
+                for (size_t j = 0; j < BASELINE_GROUP; j++)
+                    row[j] = xl[((b + j) / D) * T * D + t * D + (b + j) % D];
+                block(row);
+                for (size_t j = 0; j < BASELINE_GROUP; j++)
+                    xl[((b + j) / D) * T * D + t * D + (b + j) % D] = row[j];
+            }
+        }
+    }
+}
+
+static void bl_kivi_value_block(float *x) { bl_kivi_group(x, BASELINE_GROUP, 1); }
+
 static void bl_kivi(float *k, float *v, uint32_t n_layers, uint32_t n_kv_heads,
                     uint64_t n_tokens, uint32_t head_dim, const bl_geom *g) {
     size_t D = head_dim;
@@ -309,17 +342,15 @@ static void bl_kivi(float *k, float *v, uint32_t n_layers, uint32_t n_kv_heads,
     size_t heads = (size_t)n_layers * n_kv_heads;
     for (size_t lh = 0; lh < heads; lh++) {
         float *kh = k + lh * T * D;
-        float *vh = v + lh * T * D;
         /* keys: per channel, whole groups of 32 tokens from tok_begin */
         for (uint64_t grp = 0; grp < g->key_groups; grp++) {
             size_t t0 = (size_t)(g->tok_begin + grp * BASELINE_GROUP);
             for (size_t c = 0; c < D; c++) bl_kivi_group(kh + t0 * D + c, BASELINE_GROUP, D);
         }
-        /* values: per token, groups of 32 channels */
-        for (size_t t = (size_t)g->tok_begin; t < (size_t)g->tok_end; t++)
-            for (size_t c = 0; c < D; c += BASELINE_GROUP)
-                bl_kivi_group(vh + t * D + c, BASELINE_GROUP, 1);
     }
+    /* values: per token, groups of 32 channels of the token's row */
+    bl_row_blocks(v, n_layers, n_kv_heads, T, head_dim, (size_t)g->tok_begin, (size_t)g->tok_end,
+                  bl_kivi_value_block);
 }
 
 int baseline_roundtrip(baseline_kind kind, float *k, float *v, uint32_t n_layers,
@@ -345,17 +376,12 @@ int baseline_roundtrip(baseline_kind kind, float *k, float *v, uint32_t n_layers
         break;
     }
     case BASELINE_Q8_0:
-        for (size_t i = 0; i < n; i += BASELINE_GROUP) {
-            bl_q8_0_block(k + i);
-            bl_q8_0_block(v + i);
-        }
+    case BASELINE_Q4_0: {
+        void (*block)(float *) = kind == BASELINE_Q8_0 ? bl_q8_0_block : bl_q4_0_block;
+        bl_row_blocks(k, n_layers, n_kv_heads, (size_t)n_tokens, head_dim, 0, (size_t)n_tokens, block);
+        bl_row_blocks(v, n_layers, n_kv_heads, (size_t)n_tokens, head_dim, 0, (size_t)n_tokens, block);
         break;
-    case BASELINE_Q4_0:
-        for (size_t i = 0; i < n; i += BASELINE_GROUP) {
-            bl_q4_0_block(k + i);
-            bl_q4_0_block(v + i);
-        }
-        break;
+    }
     case BASELINE_KIVI2:
         bl_kivi(k, v, n_layers, n_kv_heads, n_tokens, head_dim, &g);
         break;

@@ -38,8 +38,13 @@
  * and q4_0 ignore n_sink and n_window: like vLLM and llama.cpp they quantize
  * every token.
  *
- * head_dim must be a multiple of 32 for q8_0, q4_0 (llama.cpp's block size)
- * and kivi2 (its value groups); f16 and fp8_e4m3 accept any head_dim.
+ * Blocks of q8_0 / q4_0 and kivi2's value groups lie along a token's row of
+ * all KV heads of a layer (head 0's head_dim values, then head 1's, ...), as
+ * in llama.cpp's K/V cache rows: when head_dim is a multiple of 32 they are
+ * the blocks within each head; for smaller heads (e.g. head_dim 8) a block
+ * spans several heads. n_kv_heads * head_dim must therefore be a multiple of
+ * 32 for q8_0, q4_0 and kivi2 (BASELINE_ERR_GEOMETRY otherwise: llama.cpp
+ * cannot store such a row either); f16 and fp8_e4m3 accept any shape.
  *
  * Inputs are expected finite. Non-finite inputs never cause undefined
  * behaviour, but the outputs for them (and for their blocks) are unspecified
@@ -76,7 +81,7 @@ typedef struct baseline_cost {
 /* Error codes (0 on success). */
 #define BASELINE_OK 0
 #define BASELINE_ERR_ARG (-1)      /* NULL pointer, zero dimension or unknown kind */
-#define BASELINE_ERR_GEOMETRY (-2) /* head_dim not a multiple of 32 where required */
+#define BASELINE_ERR_GEOMETRY (-2) /* n_kv_heads * head_dim not a multiple of 32 where required */
 #define BASELINE_ERR_TOO_LARGE (-3) /* the cache size overflows size_t */
 
 /* Round-trip k and v in place with method kind and report its cost in *cost

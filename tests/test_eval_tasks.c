@@ -1,0 +1,130 @@
+/* test_eval_tasks.c - kvtc eval on a model of another shape (stories260K:
+ * head_dim 8, 4 KV heads) and the retrieval tasks (--task copy|recall):
+ * every method runs (no baseline fails on narrow heads), the tables have the
+ * rows they promise, standard errors are reported, the harness restores an
+ * untouched cache exactly, and bad task options are usage errors. Runs the CLI (KVTC_CLI) with --json. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/json.h"
+#include "test.h"
+
+static const char *cli;
+static char dir[] = "/tmp/kvtc-test-tasks-XXXXXX";
+#define MODEL "data/stories260K.gguf"
+#define TEXT "data/persuasion.txt"
+
+/* Run `kvtc eval ARGS --json`, parse its output; NULL when it fails. */
+static json_value *run_eval(const char *args) {
+    char cmd[2048], path[512];
+    snprintf(path, sizeof path, "%s/out.json", dir);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s %s --json >%s 2>%s/err", cli, MODEL, TEXT, args, path,
+             dir);
+    int rc = system(cmd);
+    CHECK_MSG(rc == 0, "%s", cmd);
+    if (rc) return NULL;
+    size_t n = 0;
+    char *buf = test_read_file(path, &n);
+    json_value *v = buf ? json_parse(buf, n, NULL) : NULL;
+    CHECK_MSG(v != NULL, "output of %s does not parse", cmd);
+    free(buf);
+    return v;
+}
+
+static double num(const json_value *o, const char *key) {
+    const json_value *v = json_get(o, key);
+    return v && v->type == JSON_NUMBER ? v->number : NAN;
+}
+
+static const char *str(const json_value *o, const char *key) {
+    const json_value *v = json_get(o, key);
+    return v && v->type == JSON_STRING ? v->string : "";
+}
+
+/* ppl on head_dim 8: all five baselines run, with the block formats' exact ratios. */
+static void test_narrow_model_ppl(void) {
+    json_value *r = run_eval("--ctx 256 --windows 2 --window 32");
+    const json_value *ms = r ? json_get(r, "methods") : NULL;
+    CHECK(ms && ms->type == JSON_ARRAY && ms->n == 6);
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        const json_value *m = &ms->items[i];
+        const char *name = str(m, "name");
+        if (!strcmp(name, "q8_0")) CHECK(num(m, "compression_ratio") > 1.88 && num(m, "compression_ratio") < 1.89);
+        if (!strcmp(name, "q4_0")) CHECK(num(m, "compression_ratio") > 3.55 && num(m, "compression_ratio") < 3.56);
+        if (!strcmp(name, "uncompressed"))
+            CHECK(num(m, "kld") == 0.0 && num(m, "top1_se") == 0.0 && num(m, "ppl_change_se") == 0.0);
+        CHECK(num(m, "top1") >= 0.5 && num(m, "top1") <= 1.0);
+        /* standard errors over the 2 windows: present, finite, non-negative */
+        CHECK(num(m, "top1_se") >= 0.0 && num(m, "kld_se") >= 0.0 && num(m, "ppl_change_se") >= 0.0);
+        if (!strcmp(name, "q4_0")) CHECK(num(m, "kld_se") > 0.0);
+    }
+    json_free(r);
+}
+
+/* copy: (methods + control) x distances rows; f16 and the untouched cache agree. */
+static void test_copy_rows(void) {
+    json_value *r = run_eval("--task copy --ctx 512 --windows 2 --window 32 --passage 24 --distances 100,400");
+    const json_value *rows = r ? json_get(r, "rows") : NULL;
+    CHECK(rows && rows->type == JSON_ARRAY && rows->n == 7 * 2);
+    CHECK(r && !strcmp(str(r, "task"), "copy"));
+    double acc_none = -1, acc_f16 = -2;
+    int hidden = 0;
+    for (size_t i = 0; rows && i < rows->n; i++) {
+        const json_value *x = &rows->items[i];
+        double acc = num(x, "accuracy"), se = num(x, "accuracy_se");
+        CHECK(acc >= 0 && acc <= 1 && se >= 0 && num(x, "nll") > 0 && num(x, "trials") == 2);
+        CHECK(num(x, "distance") == num(x, "point"));
+        if (num(x, "point") != 400) continue;
+        if (!strcmp(str(x, "name"), "uncompressed")) acc_none = acc;
+        if (!strcmp(str(x, "name"), "f16")) acc_f16 = acc;
+        hidden += strstr(str(x, "name"), "hidden") != NULL;
+    }
+    CHECK(hidden == 1);
+    CHECK_MSG(fabs(acc_none - acc_f16) < 0.05, "uncompressed %.3f vs f16 %.3f", acc_none, acc_f16);
+    json_free(r);
+}
+
+/* recall: exact match and answer-token scores in [0, 1], distance reported. */
+static void test_recall_rows(void) {
+    json_value *r = run_eval("--task recall --ctx 512 --windows 2 --window 32 --depths 0.2,0.8 --no-baselines");
+    const json_value *rows = r ? json_get(r, "rows") : NULL;
+    CHECK(rows && rows->type == JSON_ARRAY && rows->n == 2 * 2);
+    for (size_t i = 0; rows && i < rows->n; i++) {
+        const json_value *x = &rows->items[i];
+        CHECK(num(x, "exact_match") >= 0 && num(x, "exact_match") <= 1);
+        CHECK(num(x, "answer_tokens") >= num(x, "exact_match"));
+        CHECK(num(x, "distance") > 32 && num(x, "distance") < 512);
+    }
+    /* deeper needle (later in the context) -> shorter distance to the question */
+    if (rows && rows->n == 4) CHECK(num(&rows->items[0], "distance") > num(&rows->items[1], "distance"));
+    json_free(r);
+}
+
+static void test_usage_errors(void) {
+    const char *bad[] = {"--task summarize", "--task copy --ctx 512 --distances 20",
+                         "--task copy --ctx 512 --distances 600", "--task recall --depths 1.5",
+                         "--task copy --passage 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s %s >/dev/null 2>&1", cli, MODEL, TEXT, bad[i]);
+        int rc = system(cmd);
+        CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "%s: exit %d", bad[i], WEXITSTATUS(rc));
+    }
+}
+
+int main(void) {
+    cli = getenv("KVTC_CLI");
+    if (!cli) cli = "build/kvtc";
+    CHECK(mkdtemp(dir) != NULL);
+    test_narrow_model_ppl();
+    test_copy_rows();
+    test_recall_rows();
+    test_usage_errors();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    return TEST_REPORT();
+}
