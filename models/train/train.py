@@ -40,6 +40,12 @@ CONFIGS = {
     "full": dict(n_embd=768, n_layer=6, n_head=6, n_head_kv=2, head_dim=128, n_ff=2048,
                  ctx_short=2048, ctx_long=8192, tokens_per_step=131072, lr=1.5e-3,
                  warmup=100, dropout=0.1, eval_every_s=60.0, val_windows=16),
+    # what the repository can carry: the device tool ships the tracked tree
+    # (<= 64 MiB with the GPU bundle), so the bundled model stays ~13 MB:
+    # 12M parameters, KV per token 4 layers x 2 heads x 128 = 1024 values
+    "small": dict(n_embd=512, n_layer=4, n_head=4, n_head_kv=2, head_dim=128, n_ff=768,
+                  ctx_short=2048, ctx_long=8192, tokens_per_step=131072, lr=2e-3,
+                  warmup=100, dropout=0.0, eval_every_s=60.0, val_windows=16),
     # the CPU smoke test / engine fixture: same shape rules, < 1 MB GGUF
     "tiny": dict(n_embd=64, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=128,
                  ctx_short=128, ctx_long=256, tokens_per_step=2048, lr=1e-2, warmup=10,
