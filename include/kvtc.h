@@ -52,8 +52,8 @@ extern "C" {
 
 /* KVTC_API marks the functions libkvtc exports; everything else in the
  * library is built with -fvisibility=hidden, so the shared library exports
- * exactly the functions declared in kvtc.h and kvtc_cuda.h. Internal helpers
- * use the prefix kvi_ (never kvtc_). Define KVTC_API before including this
+ * exactly the functions declared in kvtc.h, kvtc_store.h and kvtc_cuda.h.
+ * Internal helpers use the prefix kvi_ (never kvtc_). Define KVTC_API before including this
  * header to override it (e.g. as empty). */
 #ifndef KVTC_API
 #if defined(__GNUC__) || defined(__clang__)

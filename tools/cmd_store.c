@@ -49,7 +49,7 @@ static int load_file_cache(const char *path, cache_file *out) {
 }
 
 static void print_stats(const kvtc_store *s) {
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     if (kvtc_store_stats_get(s, &st)) return;
     printf("chunks put %" PRIu64 ", already stored %" PRIu64 ", hit %" PRIu64 ", missed %" PRIu64
            ", rejected records %" PRIu64 ", backend errors %" PRIu64 ", bytes written %" PRIu64
