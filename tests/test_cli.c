@@ -142,6 +142,10 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     void *dec = test_read_file(p, &dn);
     CHECK_MSG(rc == 0 && dec && file_equals("stdout.txt", dec, dn), "decompress - -o -: exit %d", rc);
     free(dec);
+    rc = run_cli("compress --basis - - -o x.kvtc <B.safetensors");
+    CHECK_MSG(rc == 2 && file_contains("stderr.txt", "cannot both be -"), "--basis - -: exit %d", rc);
+    rc = run_cli("decompress --basis - - -o x.safetensors <B.safetensors");
+    CHECK_MSG(rc == 2 && file_contains("stderr.txt", "cannot both be -"), "decompress --basis - -: exit %d", rc);
     rc = run_cli("compress --basis B.safetensors test.safetensors -o newdir/");
     CHECK(rc == 1 && file_contains("stderr.txt", "is a directory"));
     /* item 2: the achieved error is printed; --max-error refuses to write */
@@ -156,6 +160,12 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     /* clearer errors: the file kind by its magic, the differing field */
     path_of(p, sizeof p, "words.txt");
     CHECK(write_file(p, "just some words\n", 16) == 0);
+    path_of(p, sizeof p, "empty.bin");
+    CHECK(write_file(p, "", 0) == 0);
+    path_of(p, sizeof p, "cut.kvtc");
+    CHECK(write_file(p, "\x89KVTC", 5) == 0); /* a stream cut inside its magic */
+    path_of(p, sizeof p, "binary.bin");
+    CHECK(write_file(p, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a", 10) == 0);
     const struct { const char *args, *want; } kinds[] = {
         {"compress --basis B.safetensors out.kvtc -o x.kvtc", "out.kvtc is a kvtc stream, not a KV cache"},
         {"compress --basis B.safetensors words.txt -o x.kvtc", "words.txt is a text file, not a KV cache"},
@@ -164,6 +174,15 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
         {"decompress --basis B.safetensors B.safetensors -o x.safetensors", "B.safetensors is a kvtc basis, not a kvtc stream"},
         {"info words.txt", "words.txt is a text file, not a kvtc stream, basis or KV cache"},
         {"info short.safetensors", "short.safetensors: KV cache:"},
+        /* review of issue 9 (rev1): empty files are not "text files", a
+         * stream cut short is a stream, unknown content is not "not a kvtc
+         * file, not ..."; one standard input cannot be two files */
+        {"compress --basis empty.bin test.safetensors -o x.kvtc", "empty.bin is an empty file, not a kvtc basis"},
+        {"compress --basis B.safetensors /dev/null -o x.kvtc", "/dev/null is an empty file, not a KV cache"},
+        {"info empty.bin", "empty.bin is an empty file"},
+        {"decompress --basis B.safetensors cut.kvtc -o x.safetensors", "cut.kvtc: input truncated"},
+        {"info cut.kvtc", "cut.kvtc: kvtc stream: input truncated"},
+        {"info binary.bin", "binary.bin is not a kvtc stream, basis, KV cache or llama.cpp state file"},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         rc = run_cli(kinds[i].args);
