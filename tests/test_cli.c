@@ -252,6 +252,22 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     rc = run_cli(args);
     CHECK_MSG(rc == 1 && file_contains("stderr.txt", "exceeds the model's trained context of 512 tokens"),
               "eval --ctx 100000: exit %d", rc);
+    /* review of issue 9 (rev1): the --plot name went into a shell command
+     * ("$(...)" in it ran); now gnuplot runs without a shell on our own
+     * temporary names and the PNG is written by the CLI's file writer */
+    if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
+        snprintf(args, sizeof args,
+                 "eval --model %s --text %s --ctx 512 --windows 1 --no-baselines --basis R.safetensors --ratios 4 "
+                 "--plot 'p$(touch pwned).png'", model, text);
+        rc = run_cli(args);
+        char png[300];
+        path_of(p, sizeof p, "pwned");
+        path_of(png, sizeof png, "p$(touch pwned).png");
+        CHECK_MSG(rc == 0 && access(p, F_OK) != 0 && access(png, F_OK) == 0, "eval --plot: exit %d, pwned %s",
+                  rc, access(p, F_OK) == 0 ? "created" : "not created");
+    } else {
+        printf("gnuplot not installed: eval --plot not checked\n");
+    }
     snprintf(args, sizeof args, "capture --model %s --text %s --ctx 100000 -o big.safetensors", model, text);
     CHECK(run_cli(args) == 1 && file_contains("stderr.txt", "pass --force"));
     snprintf(args, sizeof args, "capture --model %s --text %s --window-index 99999999999 -o big.safetensors", model, text);
