@@ -34,7 +34,8 @@ kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err,
  * - an existing character device, FIFO or socket: written directly, never
  *   unlinked or replaced (so -o /dev/null is safe even as root);
  * - a directory, or a name ending in '/': refused ("is a directory");
- * - a symlink: written through (its target is replaced, the link stays);
+ * - a symlink: written through (its target is replaced, the link stays); a
+ *   dangling symlink is refused ("is a symbolic link to a missing file");
  * - a regular file or a new name: atomically: a temporary
  *   ".kvtc-tmp-<16 hex>-<pid>-XXXXXX" in the same directory, fsync, rename,
  *   fsync of the directory. A new file gets mode 0666 minus the umask; a
