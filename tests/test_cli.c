@@ -142,6 +142,19 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     void *dec = test_read_file(p, &dn);
     CHECK_MSG(rc == 0 && dec && file_equals("stdout.txt", dec, dn), "decompress - -o -: exit %d", rc);
     free(dec);
+    /* review of issue 9 (rev1): a failed write to standard output (a full
+     * disk) is an error, not exit 0 with the result lost */
+    if (access("/dev/full", W_OK) == 0) {
+        const char *full_args[] = {"info B.safetensors", "--help", "eval --help"};
+        for (size_t i = 0; i < sizeof full_args / sizeof full_args[0]; i++) {
+            char cmd[2600];
+            snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >/dev/full 2>stderr.txt", g_dir, g_cli, full_args[i]);
+            int st = system(cmd);
+            CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+                          file_contains("stderr.txt", "cannot write standard output: No space left on device"),
+                      "kvtc %s >/dev/full: status %d", full_args[i], st);
+        }
+    }
     rc = run_cli("compress --basis - - -o x.kvtc <B.safetensors");
     CHECK_MSG(rc == 2 && file_contains("stderr.txt", "cannot both be -"), "--basis - -: exit %d", rc);
     rc = run_cli("decompress --basis - - -o x.safetensors <B.safetensors");
