@@ -155,6 +155,21 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
                       "kvtc %s >/dev/full: status %d", full_args[i], st);
         }
     }
+    /* a FIFO and a pipe as inputs (review of issue 9, rev1): looking at
+     * the input's magic used to consume its first bytes ("bad magic"), and a
+     * FIFO's real read then blocked forever */
+    {
+        char cmd[3000];
+        snprintf(cmd, sizeof cmd,
+                 "cd '%s' && rm -f in.fifo && mkfifo in.fifo && (cat test.safetensors >in.fifo &) && "
+                 "timeout 30 '%s' compress --basis B.safetensors --ratio 16 --window 16 in.fifo -o fifo.kvtc 2>stderr.txt && "
+                 "cat test.safetensors | timeout 30 '%s' compress --basis B.safetensors --ratio 16 --window 16 - -o pipe.kvtc 2>>stderr.txt && "
+                 "'%s' compress --basis B.safetensors --ratio 16 --window 16 test.safetensors -o file.kvtc 2>>stderr.txt && "
+                 "cmp -s fifo.kvtc file.kvtc && cmp -s pipe.kvtc file.kvtc",
+                 g_dir, g_cli, g_cli, g_cli);
+        int st = system(cmd);
+        CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "FIFO / pipe input: status %d", st);
+    }
     rc = run_cli("compress --basis - - -o x.kvtc <B.safetensors");
     CHECK_MSG(rc == 2 && file_contains("stderr.txt", "cannot both be -"), "--basis - -: exit %d", rc);
     rc = run_cli("decompress --basis - - -o x.safetensors <B.safetensors");

@@ -21,18 +21,22 @@
 
 /* ---- shared with cmd_slots.c (cmd_llama_common.h) ------------------------ */
 
+/* cli_peek_file, not a plain open + read: standard input, a FIFO or a
+ * process substitution would lose the bytes read here (and a FIFO whose
+ * writer saw this reader close would block the real read forever). */
 static int file_starts_with(const char *path, int (*is)(const void *, size_t)) {
     uint8_t head[8];
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, head, sizeof head);
-    close(fd);
-    return n > 0 && is(head, (size_t)n);
+    size_t n = cli_peek_file(path, head, sizeof head);
+    return n > 0 && is(head, n);
 }
 
+/* Inputs: arguments that are not options (or "-", standard input), and not
+ * the value of -o / --output (an output FIFO must not be read). */
 static int args_have(int argc, char **argv, int (*is)(const void *, size_t)) {
     for (int i = 1; i < argc; i++)
-        if (argv[i][0] != '-' && strcmp(argv[i - 1], "-o") && file_starts_with(argv[i], is)) return 1;
+        if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && strcmp(argv[i - 1], "-o") &&
+            strcmp(argv[i - 1], "--output") && file_starts_with(argv[i], is))
+            return 1;
     return 0;
 }
 
@@ -133,8 +137,8 @@ int lcpp_cmd_compress(int argc, char **argv) {
         int e = lcpp_cli_encode_option("compress", argc, argv, &i, &o, &rot);
         if (e >= 0) { if (e) return e; continue; }
         if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
-        else if (a[0] == '-') return cli_usage("compress", "unknown option %s (see --help)", a);
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("compress", "%s needs a value", a); }
+        else if (a[0] == '-' && a[1]) return cli_usage("compress", "unknown option %s", a); /* "-": standard input */
         else if (!in) in = a;
         else return cli_usage("compress", "more than one input given");
     }
@@ -184,10 +188,10 @@ int lcpp_cmd_decompress(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(decompress_help, stdout); return 0; }
         if (!strcmp(a, "--basis")) { if (!(basis_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
-        else if (!strcmp(a, "-o")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!(out = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
         else if (!strcmp(a, "--model")) { if (!(model_path = cli_value(argc, argv, &i))) return cli_usage("decompress", "%s needs a value", a); }
         else if (!strcmp(a, "--threads")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u32(v, &threads) || !threads || threads > 256) return cli_usage("decompress", "--threads needs 1..256"); }
-        else if (a[0] == '-') return cli_usage("decompress", "unknown option %s (see --help)", a);
+        else if (a[0] == '-' && a[1]) return cli_usage("decompress", "unknown option %s", a); /* "-": standard input */
         else if (!in) in = a;
         else return cli_usage("decompress", "more than one input given");
     }
@@ -323,7 +327,7 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.max_tokens) || !o.max_tokens) { rc = cli_usage("calibrate", "--max-tokens needs a count > 0"); goto done_args; } }
         else if (!strcmp(a, "--seed")) { if (!(v = cli_value(argc, argv, &i)) || cli_parse_u64(v, &o.seed)) { rc = cli_usage("calibrate", "--seed needs a number"); goto done_args; } }
         else if (!strcmp(a, "--kv-rotation")) { if (!(v = cli_value(argc, argv, &i)) || lcpp_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v"); goto done_args; } }
-        else if (a[0] == '-') { rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files (see --help)", a); goto done_args; }
+        else if (a[0] == '-' && a[1]) { rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files", a); goto done_args; }
         else inputs[n_inputs++] = a;
     }
     if (!out || !n_inputs) { rc = cli_usage("calibrate", "needs -o BASIS and llama.cpp state files"); goto done_args; }
