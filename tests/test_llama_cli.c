@@ -170,6 +170,8 @@ int main(void) {
         free(s1);
         free(s2);
     }
+    snprintf(a, sizeof a, "compress --basis - - -o %s/s_in2.kvtc <" FIX "/3f545be/stories260k-f16-vtrans1.ggsq", g_dir);
+    CHECK(kvtc(a) == 2 && output_has("err.txt", "cannot both be -"));
     /* failures: one line, exit 1, outputs untouched */
     copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "cut.ggsq", 100000);
     snprintf(a, sizeof a, "compress --basis %s/s.basis %s/cut.ggsq -o %s/s.kvtc", g_dir, g_dir, g_dir);

@@ -143,6 +143,8 @@ int lcpp_cmd_compress(int argc, char **argv) {
         else return cli_usage("compress", "more than one input given");
     }
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
+    if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
+        return cli_usage("compress", "--basis and the input cannot both be - (standard input)");
     lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
     if (lcpp_cli_load_basis("compress", basis_path, &b)) return 1;
@@ -196,6 +198,8 @@ int lcpp_cmd_decompress(int argc, char **argv) {
         else return cli_usage("decompress", "more than one input given");
     }
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
+    if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
+        return cli_usage("decompress", "--basis and the input cannot both be - (standard input)");
     lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
     if (lcpp_cli_load_basis("decompress", basis_path, &b)) return 1;
