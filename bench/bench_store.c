@@ -70,7 +70,7 @@ static int run_codec(const cfg *c, uint32_t codec, const kvtc_basis *basis, cons
             return 1;
         }
     double put_s = now_s() - t0;
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     kvtc_store_stats_get(s, &st);
     uint64_t raw_bytes = 2 * kvtc_cache_tensor_bytes(g, KVTC_DTYPE_F16, c->tokens);
     double bytes_per_token = (double)st.bytes_written / (double)(c->tokens * (uint64_t)c->caches);

@@ -210,7 +210,7 @@ int main(int argc, char **argv) {
     }
     printf("| all | %u | %llu | %.1f%% | %.1f | %.1f | %.1f |\n", prompts, (unsigned long long)all_tok,
            100.0 * (double)all_hit / (double)all_tok, 1e3 * all_full, 1e3 * all_fast, 1e3 * all_rest);
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     kvtc_store_stats_get(s, &st);
     printf("\nprefill time saved: %.1f%% (%.0f ms of %.0f ms); next-token argmax agrees in %u of %u prompts; "
            "store: %llu chunks put (%.1f ms, off the critical path), ratio %.1fx, %llu rejected records%s\n",

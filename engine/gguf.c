@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ======================================================================== */
 /* Errors                                                                   */
@@ -467,6 +468,13 @@ eng_gguf_status eng_gguf_open(const char *path, eng_gguf_file **out, char *err, 
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return fail(&c, ENG_GGUF_E_IO, "cannot open '%s'", path);
+    /* fopen succeeds on a directory, whose "size" (ftell after SEEK_END) is
+     * LONG_MAX: say what it is instead of trying to allocate that */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return fail(&c, ENG_GGUF_E_IO, "'%s' is a directory, not a GGUF file", path);
+    }
     long end = -1;
     if (fseek(f, 0, SEEK_END) == 0) end = ftell(f);
     if (end < 0 || fseek(f, 0, SEEK_SET) != 0) {

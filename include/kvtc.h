@@ -52,8 +52,8 @@ extern "C" {
 
 /* KVTC_API marks the functions libkvtc exports; everything else in the
  * library is built with -fvisibility=hidden, so the shared library exports
- * exactly the functions declared in kvtc.h and kvtc_cuda.h. Internal helpers
- * use the prefix kvi_ (never kvtc_). Define KVTC_API before including this
+ * exactly the functions declared in kvtc.h, kvtc_store.h and kvtc_cuda.h.
+ * Internal helpers use the prefix kvi_ (never kvtc_). Define KVTC_API before including this
  * header to override it (e.g. as empty). */
 #ifndef KVTC_API
 #if defined(__GNUC__) || defined(__clang__)
@@ -258,13 +258,16 @@ KVTC_API uint64_t kvtc_basis_fingerprint(const kvtc_basis *b);
 /* Plans: one per calibrated target ratio. */
 KVTC_API uint32_t kvtc_basis_plan_count(const kvtc_basis *b);
 
-/* Output structs (kvtc_plan_info, kvtc_stream_info) can grow, by fields
- * appended at the end: the caller sets struct_size to sizeof the struct it
- * was compiled with; the library fills the fields that fit in struct_size
- * bytes. A struct_size smaller than the struct of kvtc 0.1.0, or larger
- * than this library's struct (a caller built against a newer kvtc.h, or an
- * uninitialized struct_size), is KVTC_ERR_INVALID_ARGUMENT and nothing is
- * written: the library never writes past what it knows the caller has. */
+/* Output structs (kvtc_plan_info, kvtc_stream_info; kvtc_store_stats in
+ * kvtc_store.h) can grow, by fields appended at the end: the caller sets
+ * struct_size to sizeof the struct it was compiled with; the library fills
+ * the fields that fit in struct_size bytes. A struct_size smaller than the
+ * struct of kvtc 0.1.0, or larger than this library's struct (a caller
+ * built against a newer kvtc.h, or an uninitialized struct_size), is
+ * refused and nothing is written: the library never writes past what it
+ * knows the caller has. The code is KVTC_ERR_INVALID_ARGUMENT, unless
+ * another argument fails its own check first (a corrupt stream, a plan
+ * index out of range): then that error, and still nothing is written. */
 typedef struct kvtc_plan_info {
     size_t struct_size;          /* set by the caller: sizeof(kvtc_plan_info) */
     double target_ratio;         /* the ratio the plan was made for */

@@ -74,7 +74,7 @@ typedef struct kvtc_store_options {
     uint64_t memory_bytes;
 } kvtc_store_options;
 
-void kvtc_store_options_init(kvtc_store_options *o);
+KVTC_API void kvtc_store_options_init(kvtc_store_options *o);
 
 /* Open a store. `basis` is required for the KVTC codec (and must match
  * geometry) and may be NULL for RAW; it is borrowed and must outlive the
@@ -84,11 +84,11 @@ void kvtc_store_options_init(kvtc_store_options *o);
  * KVTC_ERR_GEOMETRY_MISMATCH, KVTC_ERR_NO_PLAN, KVTC_ERR_UNSUPPORTED (a
  * backend this build lacks), KVTC_ERR_IO (directory not usable; server not
  * reachable is NOT an error here: the store connects lazily). */
-kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc_geometry *geometry,
-                            kvtc_dtype dtype, const kvtc_store_options *opts, kvtc_store **out);
+KVTC_API kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc_geometry *geometry,
+                                     kvtc_dtype dtype, const kvtc_store_options *opts, kvtc_store **out);
 
 /* Close and free (NULL is a no-op). */
-void kvtc_store_close(kvtc_store *s);
+KVTC_API void kvtc_store_close(kvtc_store *s);
 
 /* Store the whole chunks of tokens[0..n_tokens) (a trailing partial chunk
  * is not stored) that are not stored yet. cache holds at least n_tokens
@@ -97,13 +97,13 @@ void kvtc_store_close(kvtc_store *s);
  * receives the number of chunks written. Errors: KVTC_ERR_INVALID_ARGUMENT,
  * KVTC_ERR_GEOMETRY_MISMATCH, codec errors, KVTC_ERR_IO (backend; chunks
  * written before the failure stay valid). */
-kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, const kvtc_cache *cache,
-                           uint64_t *n_stored);
+KVTC_API kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, const kvtc_cache *cache,
+                                    uint64_t *n_stored);
 
 /* Longest stored whole-chunk prefix of tokens[0..n_tokens), in tokens (a
  * multiple of C), from one batched existence query. A key that exists may
  * still turn out corrupt on get, which then restores fewer tokens. */
-kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, uint64_t *n_hit);
+KVTC_API kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, uint64_t *n_hit);
 
 /* Where kvtc_store_get writes. Only CONTIGUOUS exists today: `cache` is a
  * kvtc_cache of the store's geometry and dtype whose n_tokens is the number
@@ -132,22 +132,26 @@ typedef struct kvtc_store_layout {
  * batch (one pipeline on Redis) and decoded in parallel. Errors:
  * KVTC_ERR_INVALID_ARGUMENT, KVTC_ERR_GEOMETRY_MISMATCH, KVTC_ERR_NEEDS_MODEL,
  * KVTC_ERR_IO (backend; *n_restored = 0). */
-kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
-                           const kvtc_store_layout *layout, uint64_t *n_restored);
+KVTC_API kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                                    const kvtc_store_layout *layout, uint64_t *n_restored);
 
 /* Delete the stored chunks of the whole-chunk prefix of tokens[0..n).
  * Chunks chained after them become unreachable and age out by eviction. */
-kvtc_result kvtc_store_delete(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens);
+KVTC_API kvtc_result kvtc_store_delete(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens);
 
 /* Evict least recently used values until the backend holds at most
  * target_bytes (file: backend), and trim the memory tier to target_bytes.
  * redis: the server evicts by itself (maxmemory-policy allkeys-lru, TTLs):
  * only the memory tier is trimmed and the result is KVTC_ERR_UNSUPPORTED.
  * *n_evicted (may be NULL) receives the values removed. */
-kvtc_result kvtc_store_evict(kvtc_store *s, uint64_t target_bytes, uint64_t *n_evicted);
+KVTC_API kvtc_result kvtc_store_evict(kvtc_store *s, uint64_t target_bytes, uint64_t *n_evicted);
 
-/* Counters of this store object since open (not shared across processes). */
+/* Counters of this store object since open (not shared across processes).
+ * An output struct that may grow (fields are only appended), as
+ * kvtc_stream_info: the caller sets struct_size to sizeof the struct it was
+ * compiled with and the library fills what fits. */
 typedef struct kvtc_store_stats {
+    size_t struct_size;            /* set by the caller: sizeof(kvtc_store_stats) */
     uint64_t chunks_put;           /* records written */
     uint64_t chunks_already;       /* put found them stored */
     uint64_t lookups;              /* lookup calls */
@@ -163,11 +167,15 @@ typedef struct kvtc_store_stats {
     double ratio;                  /* raw_bytes_written / bytes_written (0 before any put) */
 } kvtc_store_stats;
 
-kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out);
+/* Fill *out (out->struct_size set by the caller). Errors:
+ * KVTC_ERR_INVALID_ARGUMENT (NULL, or a struct_size smaller than this
+ * struct's first release or larger than the library's: usually an
+ * uninitialized struct_size; nothing is written then). */
+KVTC_API kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out);
 
 /* Bytes the backend holds now (file: all values in DIR; redis: DBSIZE is not
  * bytes, so KVTC_ERR_UNSUPPORTED). */
-kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values);
+KVTC_API kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values);
 
 #ifdef __cplusplus
 }

@@ -94,6 +94,19 @@ static void test_growable_structs(void) {
     int untouched = 1;
     for (size_t i = 0; i < sizeof fut.future; i++) untouched &= fut.future[i] == 0xab;
     CHECK_MSG(untouched, "a refused struct must not be written");
+    /* an uninitialized struct_size and a corrupt stream: the stream's error
+     * may come first (kvtc.h says so), and nothing is written either way */
+    {
+        kvtc_stream_info junk;
+        memset(&junk, 0xab, sizeof junk);
+        s[0] ^= 0xff;
+        kvtc_result jr = kvtc_stream_get_info(s, n, &junk);
+        s[0] ^= 0xff;
+        CHECK(jr == KVTC_ERR_BAD_MAGIC || jr == KVTC_ERR_INVALID_ARGUMENT);
+        int same = 1;
+        for (size_t i = 0; i < sizeof junk; i++) same &= ((const unsigned char *)&junk)[i] == 0xab;
+        CHECK_MSG(same, "a refused struct must not be written");
+    }
 
     kvtc_plan_info pref = {.struct_size = sizeof pref};
     CHECK(kvtc_basis_plan_info(b, 0, &pref) == KVTC_OK);

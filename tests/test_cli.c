@@ -142,6 +142,38 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     void *dec = test_read_file(p, &dn);
     CHECK_MSG(rc == 0 && dec && file_equals("stdout.txt", dec, dn), "decompress - -o -: exit %d", rc);
     free(dec);
+    /* review of issue 9 (rev1): a failed write to standard output (a full
+     * disk) is an error, not exit 0 with the result lost */
+    if (access("/dev/full", W_OK) == 0) {
+        const char *full_args[] = {"info B.safetensors", "--help", "eval --help"};
+        for (size_t i = 0; i < sizeof full_args / sizeof full_args[0]; i++) {
+            char cmd[2600];
+            snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >/dev/full 2>stderr.txt", g_dir, g_cli, full_args[i]);
+            int st = system(cmd);
+            CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+                          file_contains("stderr.txt", "cannot write standard output: No space left on device"),
+                      "kvtc %s >/dev/full: status %d", full_args[i], st);
+        }
+    }
+    /* a FIFO and a pipe as inputs (review of issue 9, rev1): looking at
+     * the input's magic used to consume its first bytes ("bad magic"), and a
+     * FIFO's real read then blocked forever */
+    {
+        char cmd[3000];
+        snprintf(cmd, sizeof cmd,
+                 "cd '%s' && rm -f in.fifo && mkfifo in.fifo && (cat test.safetensors >in.fifo &) && "
+                 "timeout 30 '%s' compress --basis B.safetensors --ratio 16 --window 16 in.fifo -o fifo.kvtc 2>stderr.txt && "
+                 "cat test.safetensors | timeout 30 '%s' compress --basis B.safetensors --ratio 16 --window 16 - -o pipe.kvtc 2>>stderr.txt && "
+                 "'%s' compress --basis B.safetensors --ratio 16 --window 16 test.safetensors -o file.kvtc 2>>stderr.txt && "
+                 "cmp -s fifo.kvtc file.kvtc && cmp -s pipe.kvtc file.kvtc",
+                 g_dir, g_cli, g_cli, g_cli);
+        int st = system(cmd);
+        CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "FIFO / pipe input: status %d", st);
+    }
+    rc = run_cli("compress --basis - - -o x.kvtc <B.safetensors");
+    CHECK_MSG(rc == 2 && file_contains("stderr.txt", "cannot both be -"), "--basis - -: exit %d", rc);
+    rc = run_cli("decompress --basis - - -o x.safetensors <B.safetensors");
+    CHECK_MSG(rc == 2 && file_contains("stderr.txt", "cannot both be -"), "decompress --basis - -: exit %d", rc);
     rc = run_cli("compress --basis B.safetensors test.safetensors -o newdir/");
     CHECK(rc == 1 && file_contains("stderr.txt", "is a directory"));
     /* item 2: the achieved error is printed; --max-error refuses to write */
@@ -156,6 +188,12 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     /* clearer errors: the file kind by its magic, the differing field */
     path_of(p, sizeof p, "words.txt");
     CHECK(write_file(p, "just some words\n", 16) == 0);
+    path_of(p, sizeof p, "empty.bin");
+    CHECK(write_file(p, "", 0) == 0);
+    path_of(p, sizeof p, "cut.kvtc");
+    CHECK(write_file(p, "\x89KVTC", 5) == 0); /* a stream cut inside its magic */
+    path_of(p, sizeof p, "binary.bin");
+    CHECK(write_file(p, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a", 10) == 0);
     const struct { const char *args, *want; } kinds[] = {
         {"compress --basis B.safetensors out.kvtc -o x.kvtc", "out.kvtc is a kvtc stream, not a KV cache"},
         {"compress --basis B.safetensors words.txt -o x.kvtc", "words.txt is a text file, not a KV cache"},
@@ -164,6 +202,15 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
         {"decompress --basis B.safetensors B.safetensors -o x.safetensors", "B.safetensors is a kvtc basis, not a kvtc stream"},
         {"info words.txt", "words.txt is a text file, not a kvtc stream, basis or KV cache"},
         {"info short.safetensors", "short.safetensors: KV cache:"},
+        /* review of issue 9 (rev1): empty files are not "text files", a
+         * stream cut short is a stream, unknown content is not "not a kvtc
+         * file, not ..."; one standard input cannot be two files */
+        {"compress --basis empty.bin test.safetensors -o x.kvtc", "empty.bin is an empty file, not a kvtc basis"},
+        {"compress --basis B.safetensors /dev/null -o x.kvtc", "/dev/null is an empty file, not a KV cache"},
+        {"info empty.bin", "empty.bin is an empty file"},
+        {"decompress --basis B.safetensors cut.kvtc -o x.safetensors", "cut.kvtc: input truncated"},
+        {"info cut.kvtc", "cut.kvtc: kvtc stream: input truncated"},
+        {"info binary.bin", "binary.bin is not a kvtc stream, basis, KV cache or llama.cpp state file"},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         rc = run_cli(kinds[i].args);
@@ -233,6 +280,22 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     rc = run_cli(args);
     CHECK_MSG(rc == 1 && file_contains("stderr.txt", "exceeds the model's trained context of 512 tokens"),
               "eval --ctx 100000: exit %d", rc);
+    /* review of issue 9 (rev1): the --plot name went into a shell command
+     * ("$(...)" in it ran); now gnuplot runs without a shell on our own
+     * temporary names and the PNG is written by the CLI's file writer */
+    if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
+        snprintf(args, sizeof args,
+                 "eval --model %s --text %s --ctx 512 --windows 1 --no-baselines --basis R.safetensors --ratios 4 "
+                 "--plot 'p$(touch pwned).png'", model, text);
+        rc = run_cli(args);
+        char png[300];
+        path_of(p, sizeof p, "pwned");
+        path_of(png, sizeof png, "p$(touch pwned).png");
+        CHECK_MSG(rc == 0 && access(p, F_OK) != 0 && access(png, F_OK) == 0, "eval --plot: exit %d, pwned %s",
+                  rc, access(p, F_OK) == 0 ? "created" : "not created");
+    } else {
+        printf("gnuplot not installed: eval --plot not checked\n");
+    }
     snprintf(args, sizeof args, "capture --model %s --text %s --ctx 100000 -o big.safetensors", model, text);
     CHECK(run_cli(args) == 1 && file_contains("stderr.txt", "pass --force"));
     snprintf(args, sizeof args, "capture --model %s --text %s --window-index 99999999999 -o big.safetensors", model, text);

@@ -132,6 +132,14 @@ int main(void) {
     CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode)); /* the link stays a link */
     CHECK(file_equals(path, old, sizeof old));            /* its target got the bytes */
     unlink(link);
+    /* a dangling symlink is refused (README): nothing is created behind it */
+    CHECK(symlink("missing-target.kvtc", link) == 0);
+    CHECK(cli_write_file(link, old, sizeof old, err, sizeof err) == KVTC_ERR_IO &&
+          strstr(err, "symbolic link to a missing file"));
+    char target[300];
+    snprintf(target, sizeof target, "%s/missing-target.kvtc", DIR_);
+    CHECK(access(target, F_OK) != 0 && lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    unlink(link);
     char slash[310];
     snprintf(slash, sizeof slash, "%s/newdir/", DIR_);
     CHECK(cli_write_file(slash, old, sizeof old, err, sizeof err) == KVTC_ERR_IO && strstr(err, "is a directory"));

@@ -519,7 +519,18 @@ static void test_variants(const uint8_t *f, size_t n) {
     eng_model_free(base);
 }
 
+/* A directory given as the model (fopen succeeds on one and its "size" is
+ * LONG_MAX): a plain error, not an allocation of 2^63 bytes (review of
+ * issue 9: "out of memory: 9223372036854775807 bytes for 'data'"). */
+static void test_directory(void) {
+    char err[256] = "";
+    eng_gguf_file *gf = (eng_gguf_file *)1;
+    CHECK(eng_gguf_open("data", &gf, err, sizeof err) == ENG_GGUF_E_IO && gf == NULL);
+    CHECK_MSG(strstr(err, "is a directory") != NULL, "message: %s", err);
+}
+
 int main(void) {
+    test_directory();
     test_half();
     test_value_types();
     size_t n = 0;

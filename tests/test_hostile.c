@@ -351,8 +351,10 @@ static void test_cache_file_overflow(void) {
     CHECK(parse_cache_json("{\"k\":{\"dtype\":\"F32\",\"shape\":[1,1,2199023255553,0],\"data_offsets\":[0,0]},"
                            "\"v\":{\"dtype\":\"F32\",\"shape\":[1,1,2199023255553,0],\"data_offsets\":[0,0]}}",
                            0) == KVTC_ERR_CORRUPT);
-    /* header length: max, past the file, zero */
+    /* header length: max, past the file, zero (a '{' after it: a header
+     * that is not JSON is bad magic before its length is judged) */
     uint8_t b[16] = {0};
+    b[8] = '{';
     st64(b, UINT64_MAX);
     cache_file cf;
     CHECK(cache_file_parse(b, 16, &cf) == KVTC_ERR_TOO_LARGE);

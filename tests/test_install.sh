@@ -23,17 +23,32 @@ libdir=$(dirname "$(find "$p" -name libkvtc.so.0 | head -1)")
 [ -f "$p/include/kvtc.h" ] && [ -f "$libdir/libkvtc.a" ] && [ -x "$p/bin/kvtc" ] || fail "incomplete install"
 readelf -d "$libdir/libkvtc.so.0" | grep -q 'SONAME.*\[libkvtc\.so\.0\]' || fail "SONAME is not libkvtc.so.0"
 
+[ -f "$p/include/kvtc_store.h" ] || fail "kvtc_store.h (the prefix store API, in libkvtc) is not installed"
+
 # 1. exports == KVTC_API declarations
-check_exports() { # LIB HEADER
-    nm -D --defined-only "$1" | awk '{print $3}' | sort >"$tmp/exported"
-    grep -oE '^KVTC_API [^(]*\bkvtc_[a-z0-9_]+\(' "$2" | grep -oE 'kvtc_[a-z0-9_]+\($' | tr -d '(' | sort >"$tmp/declared"
-    diff "$tmp/declared" "$tmp/exported" >"$tmp/diff" || { cat "$tmp/diff" >&2; fail "$1 exports differ from $2 (< declared only, > exported only)"; }
-    echo "$(basename "$1"): $(wc -l <"$tmp/exported") exported symbols, all declared KVTC_API"
+check_exports() { # LIB HEADER...
+    local lib=$1; shift
+    nm -D --defined-only "$lib" | awk '{print $3}' | sort >"$tmp/exported"
+    cat "$@" | grep -oE '^KVTC_API [^(]*\bkvtc_[a-z0-9_]+\(' | grep -oE 'kvtc_[a-z0-9_]+\($' | tr -d '(' | sort >"$tmp/declared"
+    diff "$tmp/declared" "$tmp/exported" >"$tmp/diff" || { cat "$tmp/diff" >&2; fail "$lib exports differ from $* (< declared only, > exported only)"; }
+    echo "$(basename "$lib"): $(wc -l <"$tmp/exported") exported symbols, all declared KVTC_API"
 }
-check_exports "$libdir/libkvtc.so.0" "$p/include/kvtc.h"
+check_exports "$libdir/libkvtc.so.0" "$p/include/kvtc.h" "$p/include/kvtc_store.h"
 if [ -f "$libdir/libkvtc_cuda.so.0" ]; then
     check_exports "$libdir/libkvtc_cuda.so.0" "$p/include/kvtc_cuda.h"
 fi
+
+# the installed headers compile on their own, as C and (when there is a C++
+# compiler) as C++ (extern "C", no C-only constructs)
+cxx=$(command -v c++ || command -v g++ || command -v clang++ || true)
+for h in kvtc.h kvtc_store.h; do
+    printf '#include <%s>\nint main(void) { return 0; }\n' "$h" >"$tmp/h.c"
+    "$cc" -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -I"$p/include" "$tmp/h.c" || fail "$h does not compile as C"
+    if [ -n "$cxx" ]; then
+        cp "$tmp/h.c" "$tmp/h.cpp"
+        "$cxx" -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -I"$p/include" "$tmp/h.cpp" || fail "$h does not compile as C++"
+    fi
+done
 
 # 2. the README shows examples/example.c verbatim
 awk '/^<!-- examples\/example.c -->$/ {f = 1; next} f && /^```c$/ {g = 1; next} g && /^```$/ {exit} g' \
@@ -62,6 +77,46 @@ CM
 "$cmake" -S "$tmp/proj" -B "$tmp/proj/build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_PREFIX_PATH="$p" >/dev/null
 "$cmake" --build "$tmp/proj/build" >/dev/null
 readelf -d "$tmp/proj/build/example" | grep -q 'NEEDED.*libkvtc\.so\.0' || fail "CMake example does not use libkvtc.so.0"
+
+# the prefix store through the installed libkvtc.so (RAW codec: no basis
+# needed): put a synthetic cache, get it back bit-exact, read the counters
+cat >"$tmp/store_app.c" <<'C'
+#include <kvtc_store.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    enum { T = 512, L = 2, H = 2, D = 8, N = L * H * T * D };
+    static float k[N], v[N], k2[N], v2[N];
+    static int32_t tok[T];
+    for (int i = 0; i < N; i++) { k[i] = (float)(i % 97) - 48.0f; v[i] = (float)(i % 89) * 0.5f; }
+    for (int i = 0; i < T; i++) tok[i] = i * 7 + 1;
+    kvtc_geometry g = {L, H, D, 0, KVTC_ROPE_NONE, 0.0f};
+    kvtc_store_options o;
+    kvtc_store_options_init(&o);
+    o.codec = KVTC_STORE_CODEC_RAW;
+    char uri[4200];
+    snprintf(uri, sizeof uri, "file:%s", argc > 1 ? argv[1] : ".");
+    kvtc_store *s = NULL;
+    kvtc_result r = kvtc_store_open(uri, NULL, &g, KVTC_DTYPE_F32, &o, &s);
+    kvtc_cache in = {g, KVTC_DTYPE_F32, T, k, v, NULL, NULL}, out = {g, KVTC_DTYPE_F32, T, k2, v2, NULL, NULL};
+    kvtc_store_layout lay = {sizeof lay, KVTC_STORE_LAYOUT_CONTIGUOUS, &out};
+    uint64_t stored = 0, restored = 0;
+    if (!r) r = kvtc_store_put(s, tok, T, &in, &stored);
+    if (!r) r = kvtc_store_get(s, tok, T, &lay, &restored);
+    kvtc_store_stats st = {.struct_size = sizeof st};
+    if (!r) r = kvtc_store_stats_get(s, &st);
+    kvtc_store_close(s);
+    if (r) { fprintf(stderr, "store: %s\n", kvtc_result_string(r)); return 1; }
+    int same = !memcmp(k, k2, sizeof k) && !memcmp(v, v2, sizeof v);
+    printf("store: %llu chunks put, %llu tokens restored, %s\n", (unsigned long long)st.chunks_put,
+           (unsigned long long)restored, same ? "identical" : "DIFFERENT");
+    return same && restored == T ? 0 : 1;
+}
+C
+# shellcheck disable=SC2046,SC2086
+"$cc" $flags "$tmp/store_app.c" -o "$tmp/store_app" $(pkg-config --cflags --libs kvtc)
+mkdir "$tmp/store"
+LD_LIBRARY_PATH=$libdir "$tmp/store_app" "$tmp/store" || fail "the prefix store does not work through the installed libkvtc.so"
 
 # 3. a real cache from the bundled model, through the installed CLI
 kvtc=$p/bin/kvtc

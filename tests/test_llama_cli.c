@@ -187,6 +187,28 @@ int main(void) {
     CHECK(kvtc(a) == 0);
     snprintf(p1, sizeof p1, "%s/s.ggsq", g_dir);
     CHECK(same_skeleton(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", p1));
+    /* "-" (standard input) for llama.cpp files too: the magic that picks
+     * the command is read without losing the input's bytes (review of
+     * issue 9, rev1: "-: not a kvtc stream, basis or safetensors file") */
+    snprintf(a, sizeof a, "compress --basis %s/s.basis - -o %s/s_in.kvtc <" FIX "/3f545be/stories260k-f16-vtrans1.ggsq",
+             g_dir, g_dir);
+    CHECK(kvtc(a) == 0);
+    {
+        size_t n1 = 0, n2 = 0;
+        char *s1 = out_of("s.kvtc", &n1), *s2 = out_of("s_in.kvtc", &n2);
+        CHECK(s1 && s2 && n1 == n2 && memcmp(s1, s2, n1) == 0);
+        free(s1);
+        free(s2);
+        snprintf(a, sizeof a, "decompress --basis %s/s.basis - -o - <%s/s.kvtc", g_dir, g_dir);
+        CHECK(kvtc(a) == 0);
+        s1 = out_of("s.ggsq", &n1);
+        s2 = out_of("out.txt", &n2);
+        CHECK(s1 && s2 && n1 == n2 && memcmp(s1, s2, n1) == 0);
+        free(s1);
+        free(s2);
+    }
+    snprintf(a, sizeof a, "compress --basis - - -o %s/s_in2.kvtc <" FIX "/3f545be/stories260k-f16-vtrans1.ggsq", g_dir);
+    CHECK(kvtc(a) == 2 && output_has("err.txt", "cannot both be -"));
     /* failures: one line, exit 1, outputs untouched */
     copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "cut.ggsq", 100000);
     snprintf(a, sizeof a, "compress --basis %s/s.basis %s/cut.ggsq -o %s/s.kvtc", g_dir, g_dir, g_dir);

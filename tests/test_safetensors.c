@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "io/cache_file.h"
 #include "io/safetensors.h"
 #include "test.h"
 #include "util/endian.h"
@@ -292,6 +293,27 @@ static void test_rejections(void)
     EXPECT("PK\x03\x04 not json", 0, KVTC_ERR_BAD_MAGIC);
     EXPECT("[1,2,3]", 0, KVTC_ERR_BAD_MAGIC);
     EXPECT(" {}", 0, KVTC_ERR_BAD_MAGIC);
+    {
+        /* other kinds of files, whose first 8 bytes read as a huge header
+         * length: "not safetensors" (bad magic), not "size too large", from
+         * the parser and from the loaders built on it */
+#define OTHER(lit) {lit, sizeof lit - 1}
+        static const struct { const char *b; size_t n; } others[] = {
+            OTHER("\x89KVTC\r\n\x1a\x01\x01\x00\x00 a kvtc stream's first bytes"),
+            OTHER("GGUF\x03\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00"),
+            OTHER("a text file, hello world\n"),
+        };
+#undef OTHER
+        for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+            const char *o = others[i].b;
+            size_t n = others[i].n;
+            CHECK_MSG(st_parse(o, n, &f) == KVTC_ERR_BAD_MAGIC, "kind %zu", i);
+            kvtc_basis *nb = NULL;
+            CHECK_MSG(kvtc_basis_load(o, n, &nb) == KVTC_ERR_BAD_MAGIC && !nb, "basis, kind %zu", i);
+            cache_file cf;
+            CHECK_MSG(cache_file_parse(o, n, &cf) == KVTC_ERR_BAD_MAGIC, "cache, kind %zu", i);
+        }
+    }
     EXPECT("{\"a\":", 0, KVTC_ERR_CORRUPT);
     EXPECT("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],}}", 4, KVTC_ERR_CORRUPT);
     EXPECT("{}garbage", 0, KVTC_ERR_CORRUPT);

@@ -109,10 +109,23 @@ static void test_round_trip(void) {
     CHECK(kvtc_store_get(s, other, N, &lay, &got) == KVTC_OK && got == 32);
     synth_cache_free(&out);
 
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK);
     CHECK(st.chunks_put == 6 && st.chunks_already == 6 && st.errors == 0 && st.miss_chunks == 1);
     CHECK_MSG(st.ratio > 3.0, "store ratio %.2f", st.ratio);
+    /* a growable output struct: an uninitialized (too large) or too small
+     * struct_size is refused and nothing is written past struct_size */
+    {
+        struct { kvtc_store_stats st; unsigned char guard[64]; } big;
+        memset(&big, 0xA5, sizeof big);
+        CHECK(kvtc_store_stats_get(s, &big.st) == KVTC_ERR_INVALID_ARGUMENT);
+        big.st.struct_size = sizeof big.st - 8;
+        CHECK(kvtc_store_stats_get(s, &big.st) == KVTC_ERR_INVALID_ARGUMENT);
+        int untouched = 1;
+        for (size_t i = sizeof(size_t); i < sizeof big; i++) untouched &= ((unsigned char *)&big)[i] == 0xA5;
+        CHECK(untouched);
+        CHECK(kvtc_store_stats_get(s, NULL) == KVTC_ERR_INVALID_ARGUMENT);
+    }
     uint64_t bytes = 0, nv = 0;
     CHECK(kvtc_store_backend_bytes(s, &bytes, &nv) == KVTC_OK && nv == 6 && bytes == st.bytes_written);
 
@@ -192,7 +205,7 @@ static void test_damaged_values(void) {
     CHECK(fixture_reference_decode(&fx, &sc.c, N, &ref) == KVTC_OK);
     CHECK(fixture_out(&fx, N, &out, &lay) == 0);
     uint64_t got = 0, hit = 0;
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
 
     /* a bit flipped inside chunk 1's payload: chunk 0 only, one error, value removed */
     flip_byte(chunk_path[1], 400);
@@ -321,7 +334,7 @@ static void read_only_child(const char *dir) {
     kvtc_store_layout lay;
     CHECK(fixture_out(&fx, 64, &out, &lay) == 0);
     CHECK(kvtc_store_get(s, tokens, 96, &lay, &got) == KVTC_OK && got == 64);
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.backend_errors == 1 && st.errors == 0);
     synth_cache_free(&out);
     kvtc_store_close(s);
@@ -406,7 +419,7 @@ static void test_directory_removed(void) {
     CHECK(fixture_out(&fx, 96, &out, &lay) == 0);
     CHECK(kvtc_store_get(s, tokens, 96, &lay, &got) == KVTC_OK && got == 96);
     CHECK(fixture_prefix_equal(&out, &sc.c, 4)); /* the sinks are exact */
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.backend_errors == 0 && st.errors == 0);
     synth_cache_free(&out);
     kvtc_store_close(s);
@@ -447,7 +460,7 @@ static void test_not_a_file(void) {
         if (kind == 1) CHECK(symlink(victim, paths[0]) == 0);
         if (kind == 2) CHECK(mkdir(paths[0], 0700) == 0);
         uint64_t got = 9;
-        kvtc_store_stats st;
+        kvtc_store_stats st = {.struct_size = sizeof st};
         CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
         CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == (uint64_t)kind + 1 && st.backend_errors == 0);
         struct stat lst;
@@ -489,7 +502,7 @@ static void test_eviction_and_memory(void) {
     uint64_t got = 0, hit = 0, ev = 0, bytes = 0, nv = 0;
     CHECK(kvtc_store_get(s, ta, N, &lay, &got) == KVTC_OK && got == N); /* a is now the most recent */
     CHECK(kvtc_store_backend_bytes(s, &bytes, &nv) == KVTC_OK && nv == 4);
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.bytes_read < bytes);
     CHECK(kvtc_store_evict(s, st.bytes_read, &ev) == KVTC_OK && ev == 2); /* exactly a's two records stay */
     CHECK(kvtc_store_lookup(s, ta, N, &hit) == KVTC_OK && hit == N);
@@ -620,7 +633,7 @@ static void concurrent_child(const char *uri) {
         restored += got;
     }
     CHECK_MSG(restored > 0, "process %d restored nothing", me);
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == 0);
     synth_cache_free(&out);
     kvtc_store_close(s);

@@ -41,6 +41,17 @@ static int count_entries(const char *dir) {
     return n;
 }
 
+static int err_has(const char *text) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/err.txt", g_dir);
+    size_t n = 0;
+    char *b = test_read_file(p, &n);
+    int has = b && strstr(b, text) != NULL;
+    if (!has) fprintf(stderr, "stderr lacks '%s': %s\n", text, b ? b : "(none)");
+    free(b);
+    return has;
+}
+
 static int write_cache(const char *name, const kvtc_cache *c) {
     void *buf = NULL;
     size_t size = 0;
@@ -130,6 +141,23 @@ int main(void) {
     CHECK(run("store get " STORE_ARGS " cache.safetensors") == 2);
     CHECK(run("store put --store file:st --basis cache.safetensors cache.safetensors") == 1);
     CHECK(run("store put --store redis://127.0.0.1:1/0 --basis basis.kvtcb --chunk 32 --ratio 8 --timeout-ms 200 cache.safetensors") == 1);
+    /* review of issue 12's CLI (rev1): an unusable backend is named, not
+     * "file input/output error" */
+    CHECK(run("store put --store redis://127.0.0.1:1/0 --basis basis.kvtcb --chunk 32 --ratio 8 --timeout-ms 200 cache.safetensors") == 1);
+    {
+        /* (a build without hiredis says "not supported by this build") */
+        char ep[300];
+        snprintf(ep, sizeof ep, "%s/err.txt", g_dir);
+        size_t en = 0;
+        char *eb = test_read_file(ep, &en);
+        int unsupported = eb && strstr(eb, "not supported by this build");
+        free(eb);
+        if (!unsupported) CHECK(err_has("cannot reach or use the Redis server"));
+    }
+    CHECK(run("store put --store file:cache.safetensors --basis basis.kvtcb --chunk 32 --ratio 8 cache.safetensors") == 1 &&
+          err_has("cache.safetensors is not a directory"));
+    CHECK(run("store put --store file:nodir/st --basis basis.kvtcb --chunk 32 --ratio 8 cache.safetensors") == 1 &&
+          err_has("cannot create the store directory nodir/st: No such file or directory"));
     CHECK(run("store --help") == 0 && out_has("usage: kvtc store"));
 
     /* a file size limit (ulimit -f, as a full disk): put fails with one line
@@ -142,7 +170,8 @@ int main(void) {
     snprintf(p, sizeof p, "%s/err.txt", g_dir);
     size_t en = 0;
     char *err = test_read_file(p, &en);
-    CHECK(err && !strncmp(err, "kvtc: store: put: ", 18) && strchr(err, '\n') == err + en - 1);
+    CHECK_MSG(err && !strncmp(err, "kvtc: store: ", 13) && strstr(err, "put: ") && strchr(err, '\n') == err + en - 1,
+              "put under ulimit -f printed: %s", err ? err : "(nothing)");
     free(err);
     snprintf(p, sizeof p, "%s/st/tmp", g_dir);
     CHECK_MSG(count_entries(p) == 0, "a partial record was left in %s", p);

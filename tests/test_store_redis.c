@@ -250,7 +250,7 @@ static void test_damaged_values(void) {
     kvtc_store_layout lay;
     CHECK(fixture_out(&fx, 32, &out, &lay) == 0);
     uint64_t got = 0;
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     /* bytes changed, a short value, and a value of another type (a list: GET
      * answers WRONGTYPE, which was a KVTC_ERR_IO on every get, and SET NX
      * never replaced it) */
@@ -325,7 +325,7 @@ static void test_oversized_value(void) {
     kvtc_store_layout lay;
     CHECK(fixture_out(&fx, 32, &out, &lay) == 0);
     uint64_t got = 9;
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     long long sent0 = net_output_bytes();
     CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
     long long sent = net_output_bytes() - sent0;
@@ -376,7 +376,7 @@ static void test_frozen_server(void) {
     CHECK(kvtc_store_lookup(s, tokens, 64, &hit) == KVTC_OK && hit == 64);
     CHECK(kvtc_store_get(s, tokens, 64, &lay, &got) == KVTC_OK && got == 64);
     kill(server, SIGCONT);
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.memory_hits == 2 && st.backend_errors == 0);
     CHECK(kvtc_store_delete(s, tokens, 64) == KVTC_OK);
     synth_cache_free(&out);
@@ -472,7 +472,7 @@ static void test_killed(int persist) {
         if (persist && i < first_error && got != K_TOKENS) lost++;
         restored_total += got > 0;
     }
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK);
     CHECK_MSG(mismatches == 0 && st.errors == 0, "%d mismatched sequences, %llu bad records", mismatches,
               (unsigned long long)st.errors);

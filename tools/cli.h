@@ -30,12 +30,22 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
  * KVTC_ERR_IO with errno-based text in err. */
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen);
 
+/* Copy up to n first bytes of an input into head; returns how many (0 when
+ * it cannot be read: the later cli_read_file reports why). A regular file
+ * is opened and read again later; standard input ("-"), a FIFO or a
+ * process substitution can be read only once, so it is read whole here and
+ * the next cli_read_file of the same name gets those bytes. The tool looks
+ * at an input's magic this way to choose a command before the command
+ * reads it. */
+size_t cli_peek_file(const char *path, void *head, size_t n);
+
 /* Write an output the way cp and zstd do:
  * - "-": standard output;
  * - an existing character device, FIFO or socket: written directly, never
  *   unlinked or replaced (so -o /dev/null is safe even as root);
  * - a directory, or a name ending in '/': refused ("is a directory");
- * - a symlink: written through (its target is replaced, the link stays);
+ * - a symlink: written through (its target is replaced, the link stays); a
+ *   dangling symlink is refused ("is a symbolic link to a missing file");
  * - a regular file or a new name: atomically: a temporary
  *   ".kvtc-tmp-<16 hex>-<pid>-XXXXXX" in the same directory, fsync, rename,
  *   fsync of the directory. A new file gets mode 0666 minus the umask; a

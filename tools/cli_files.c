@@ -70,7 +70,80 @@ oom:
     return KVTC_ERR_OUT_OF_MEMORY;
 }
 
+/* Inputs that can be read only once (standard input, a FIFO, a process
+ * substitution) but whose first bytes cli_peek_file looked at: their bytes,
+ * kept until cli_read_file of the same name takes them. */
+typedef struct stream_input {
+    char *path;
+    void *buf;
+    size_t size;
+} stream_input;
+static stream_input *g_peeked;
+static size_t g_n_peeked;
+
+static int take_peeked(const char *path, void **buf, size_t *size) {
+    for (size_t i = 0; i < g_n_peeked; i++) {
+        if (strcmp(g_peeked[i].path, path)) continue;
+        *buf = g_peeked[i].buf;
+        *size = g_peeked[i].size;
+        free(g_peeked[i].path);
+        g_peeked[i] = g_peeked[--g_n_peeked];
+        if (!g_n_peeked) {
+            free(g_peeked);
+            g_peeked = NULL;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static kvtc_result read_input(const char *path, void **buf, size_t *size, char *err, size_t errlen);
+
+size_t cli_peek_file(const char *path, void *head, size_t n) {
+    struct stat st;
+    int is_stream = !strcmp(path, "-") || (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode));
+    if (!is_stream) {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) return 0;
+        ssize_t k = read(fd, head, n);
+        close(fd);
+        return k > 0 ? (size_t)k : 0;
+    }
+    for (size_t i = 0; i < g_n_peeked; i++)
+        if (!strcmp(g_peeked[i].path, path)) {
+            size_t k = g_peeked[i].size < n ? g_peeked[i].size : n;
+            memcpy(head, g_peeked[i].buf, k);
+            return k;
+        }
+    /* read it whole now and keep it for cli_read_file; on failure keep
+     * nothing, the real read reports the error */
+    char err[256];
+    void *b = NULL;
+    size_t size = 0;
+    stream_input *grown = realloc(g_peeked, (g_n_peeked + 1) * sizeof *grown);
+    if (!grown) return 0;
+    g_peeked = grown;
+    char *name = malloc(strlen(path) + 1);
+    if (!name) return 0;
+    if (read_input(path, &b, &size, err, sizeof err)) {
+        free(name);
+        return 0;
+    }
+    strcpy(name, path);
+    g_peeked[g_n_peeked++] = (stream_input){name, b, size};
+    size_t k = size < n ? size : n;
+    memcpy(head, b, k);
+    return k;
+}
+
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
+    *buf = NULL;
+    *size = 0;
+    if (take_peeked(path, buf, size)) return KVTC_OK;
+    return read_input(path, buf, size, err, errlen);
+}
+
+static kvtc_result read_input(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
     *buf = NULL;
     *size = 0;
     if (!strcmp(path, "-")) return read_stream(0, "standard input", buf, size, err, errlen);

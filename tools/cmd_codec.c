@@ -186,6 +186,8 @@ int cmd_compress(int argc, char **argv) {
         in = argv[optind];
     }
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
+    if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
+        return cli_usage("compress", "--basis and the input cannot both be - (standard input)");
     codec_threads_setup();
     kvtc_basis *b = NULL;
     if (load_basis("compress", basis_path, &b)) return 1;
@@ -293,6 +295,8 @@ int cmd_decompress(int argc, char **argv) {
         in = argv[optind];
     }
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
+    if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
+        return cli_usage("decompress", "--basis and the input cannot both be - (standard input)");
     codec_threads_setup();
     kvtc_basis *b = NULL;
     if (load_basis("decompress", basis_path, &b)) return 1;
@@ -423,7 +427,10 @@ int cmd_info(int argc, char **argv) {
         cache_file_free(&cf);
         goto done;
     }
-    rc = cli_fail("info", "%s is %s, not a kvtc stream, basis or KV cache", argv[1], file_kind_name(kind));
+    if (kind == FILE_KIND_UNKNOWN)
+        rc = cli_fail("info", "%s is not a kvtc stream, basis, KV cache or llama.cpp state file", argv[1]);
+    else
+        rc = cli_fail("info", "%s is %s, not a kvtc stream, basis or KV cache", argv[1], file_kind_name(kind));
 done:
     free(buf);
     return rc;

@@ -8,6 +8,7 @@
  * the untouched float32 cache: perplexity of the continuation, mean
  * KL(reference || method) of the next-token distributions, and top-1
  * agreement (argmax equal). Ratios are against fp16 storage. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -220,32 +222,65 @@ static void print_json(const eval_method *ms, uint32_t nm, double ref_ppl, const
     printf("\n]}\n");
 }
 
-/* Rate-distortion plot with gnuplot: KL vs ratio (log-log), one point per method. */
+/* Rate-distortion plot with gnuplot: KL vs ratio (log-log), one point per method.
+ *
+ * gnuplot is run without a shell and only ever sees names we made (a private
+ * mkdtemp directory): the user's output name goes through no shell or
+ * gnuplot string, where quotes or "$(...)" in it would be code, and the PNG
+ * is then written like every other output (cli_write_file: atomic, never
+ * replacing a device or FIFO). */
+static int run_gnuplot(const char *script) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        execlp("gnuplot", "gnuplot", "-e", script, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 static int write_plot(const eval_method *ms, uint32_t nm, const char *png) {
-    char dat[] = "/tmp/kvtc-plot-XXXXXX";
-    int fd = mkstemp(dat);
-    if (fd < 0) return cli_fail("eval", "cannot create a temporary file for the plot");
-    FILE *f = fdopen(fd, "w");
-    if (!f) { close(fd); unlink(dat); return cli_fail("eval", "cannot write the plot data"); }
+    char dir[] = "/tmp/kvtc-plot-XXXXXX", dat[64], img[64], script[1024], err[512];
+    if (!mkdtemp(dir)) return cli_fail("eval", "cannot create a temporary directory for the plot: %s", strerror(errno));
+    snprintf(dat, sizeof dat, "%s/points.dat", dir);
+    snprintf(img, sizeof img, "%s/plot.png", dir);
+    int rc = 1;
+    FILE *f = fopen(dat, "w");
+    if (!f) { cli_fail("eval", "cannot write the plot data"); goto done; }
     for (uint32_t i = 0; i < nm; i++) {
         if (ms[i].identity) continue; /* KL 0: no place on a log axis */
         double kl = ms[i].kld / (double)ms[i].n_pred;
-        fprintf(f, "%g %g \"%s\" %d\n", ms[i].fp16_coded / ms[i].bits_coded, kl > 1e-9 ? kl : 1e-9, ms[i].name,
-                ms[i].is_kvtc);
+        fprintf(f, "%g %g \"", ms[i].fp16_coded / ms[i].bits_coded, kl > 1e-9 ? kl : 1e-9);
+        for (const char *c = ms[i].name; *c; c++) fputc(*c == '"' ? '\'' : *c, f); /* a label, not a quote */
+        fprintf(f, "\" %d\n", ms[i].is_kvtc);
     }
-    fclose(f);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"set terminal pngcairo size 900,600 noenhanced; set output '%s'; set logscale xy; "
+    if (fclose(f) != 0) { cli_fail("eval", "cannot write the plot data"); goto done; }
+    snprintf(script, sizeof script,
+             "set terminal pngcairo size 900,600 noenhanced; set output '%s'; set logscale xy; "
              "set xlabel 'compression ratio vs fp16 (compressed tokens)'; set ylabel 'mean KL divergence (nats)'; "
              "set grid; set key off; set title 'KV cache compression: rate vs distortion'; "
-             "plot '%s' using 1:2:(\\$4==1?1:2) with points pt 7 ps 1.5 lc variable, "
-             "'' using 1:2:3 with labels offset 1,0.8 left font ',9'\"",
-             png, dat);
-    int rc = system(cmd);
+             "plot '%s' using 1:2:($4==1?1:2) with points pt 7 ps 1.5 lc variable, "
+             "'' using 1:2:3 with labels offset 1,0.8 left font ',9'",
+             img, dat);
+    if (run_gnuplot(script) != 0) { cli_fail("eval", "gnuplot failed (is gnuplot installed?)"); goto done; }
+    void *buf = NULL;
+    size_t size = 0;
+    if (cli_read_file(img, &buf, &size, err, sizeof err) || cli_write_file(png, buf, size, err, sizeof err)) {
+        cli_fail("eval", "%s", err);
+        free(buf);
+        goto done;
+    }
+    free(buf);
+    rc = 0;
+done:
     unlink(dat);
-    if (rc != 0) return cli_fail("eval", "gnuplot failed (is gnuplot installed?)");
-    return 0;
+    unlink(img);
+    rmdir(dir);
+    return rc;
 }
 
 static const char eval_help[] =

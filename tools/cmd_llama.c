@@ -23,24 +23,22 @@
 
 /* ---- shared with cmd_slots.c (cmd_llama_common.h) ------------------------ */
 
-/* Only regular files are sniffed: reading the head of a pipe or FIFO (an
- * argument like --basis <(...)) would eat bytes the command needs, and
- * opening a FIFO blocks until a writer comes. llama.cpp state files are
- * therefore recognized only as regular files. */
+/* cli_peek_file, not a plain open + read: standard input, a FIFO or a
+ * process substitution would lose the bytes read here (and a FIFO whose
+ * writer saw this reader close would block the real read forever). */
 static int file_starts_with(const char *path, int (*is)(const void *, size_t)) {
     uint8_t head[8];
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = pread(fd, head, sizeof head, 0);
-    close(fd);
-    return n > 0 && is(head, (size_t)n);
+    size_t n = cli_peek_file(path, head, sizeof head);
+    return n > 0 && is(head, n);
 }
 
+/* Inputs: arguments that are not options (or "-", standard input), and not
+ * the value of -o / --output (an output FIFO must not be read). */
 static int args_have(int argc, char **argv, int (*is)(const void *, size_t)) {
     for (int i = 1; i < argc; i++)
-        if (argv[i][0] != '-' && strcmp(argv[i - 1], "-o") && file_starts_with(argv[i], is)) return 1;
+        if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && strcmp(argv[i - 1], "-o") &&
+            strcmp(argv[i - 1], "--output") && file_starts_with(argv[i], is))
+            return 1;
     return 0;
 }
 
@@ -167,6 +165,8 @@ int lcpp_cmd_compress(int argc, char **argv) {
         in = argv[optind];
     }
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
+    if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
+        return cli_usage("compress", "--basis and the input cannot both be - (standard input)");
     lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
     if (lcpp_cli_load_basis("compress", basis_path, &b)) return 1;
@@ -234,6 +234,8 @@ int lcpp_cmd_decompress(int argc, char **argv) {
         in = argv[optind];
     }
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
+    if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
+        return cli_usage("decompress", "--basis and the input cannot both be - (standard input)");
     lcpp_cli_threads_setup();
     kvtc_basis *b = NULL;
     if (lcpp_cli_load_basis("decompress", basis_path, &b)) return 1;

@@ -2,12 +2,15 @@
  * (include/kvtc_store.h, docs/STORE.md) from the command line, with caches
  * and token ids from safetensors files. */
 #include <cblas.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmd_store.h"
@@ -34,6 +37,26 @@ static const char store_help[] =
     "  --max-bytes N    file: size cap with LRU eviction; evict: the target size\n"
     "  --threads N      codec worker threads (default 2)\n";
 
+/* The library reports a backend that cannot be used as KVTC_ERR_IO ("file
+ * input/output error"), which names neither the directory nor the server:
+ * say which, and why when the system knows. */
+static int fail_backend(const char *uri, const char *what, kvtc_result r) {
+    if (r == KVTC_ERR_IO && !strncmp(uri, "file:", 5)) {
+        const char *dir = uri + 5;
+        struct stat st;
+        if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+            return cli_fail("store", "%s: %s is not a directory", uri, dir);
+        if (stat(dir, &st) != 0 && mkdir(dir, 0777) != 0)
+            return cli_fail("store", "%s: cannot create the store directory %s: %s", uri, dir, strerror(errno));
+        if (access(dir, W_OK | X_OK) != 0)
+            return cli_fail("store", "%s: cannot write in the store directory %s: %s", uri, dir, strerror(errno));
+    }
+    if (r == KVTC_ERR_IO && !strncmp(uri, "redis://", 8))
+        return cli_fail("store", "%s%s%s: cannot reach or use the Redis server (input/output error)", uri,
+                        what ? ": " : "", what ? what : "");
+    return cli_fail("store", "%s%s%s: %s", uri, what ? ": " : "", what ? what : "", kvtc_result_string(r));
+}
+
 static int load_file_cache(const char *path, cache_file *out) {
     void *buf = NULL;
     size_t size = 0;
@@ -50,7 +73,7 @@ static int load_file_cache(const char *path, cache_file *out) {
 }
 
 static void print_stats(const kvtc_store *s) {
-    kvtc_store_stats st;
+    kvtc_store_stats st = {.struct_size = sizeof st};
     if (kvtc_store_stats_get(s, &st)) return;
     printf("chunks put %" PRIu64 ", already stored %" PRIu64 ", hit %" PRIu64 ", missed %" PRIu64
            ", rejected records %" PRIu64 ", backend errors %" PRIu64 ", bytes written %" PRIu64
@@ -142,13 +165,14 @@ int cmd_store(int argc, char **argv) {
     kvtc_store *s = NULL;
     int rc = 0;
     r = kvtc_store_open(uri, basis, kvtc_basis_geometry(basis), dtype, &o, &s);
-    if (r) { rc = cli_fail("store", "%s: %s", uri, kvtc_result_string(r)); goto done; }
+    if (r) { rc = fail_backend(uri, NULL, r); goto done; }
     const int32_t *tokens = cf.cache.token_ids;
     uint64_t n = cf.cache.n_tokens;
 
     if (!strcmp(op, "put")) {
         uint64_t stored = 0;
         r = kvtc_store_put(s, tokens, n, &cf.cache, &stored);
+        if (r == KVTC_ERR_IO) { rc = fail_backend(uri, "put", r); goto done; }
         if (r) { rc = cli_fail("store", "put: %s (%" PRIu64 " chunks stored before)", kvtc_result_string(r), stored); goto done; }
         printf("stored %" PRIu64 " new chunks of %" PRIu64 " tokens (%" PRIu64 " whole chunks in the cache)\n", stored,
                (uint64_t)o.chunk_tokens, n / o.chunk_tokens);

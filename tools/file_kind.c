@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "io/safetensors.h"
 
 static int contains(const uint8_t *hay, size_t n, const char *needle) {
     size_t m = strlen(needle);
@@ -22,13 +23,22 @@ static int looks_like_text(const uint8_t *b, size_t n) {
 
 file_kind file_kind_of(const void *buf, size_t size) {
     const uint8_t *b = buf;
-    if (size >= 8 && !memcmp(b, "\x89KVTC\r\n\x1a", 8)) return FILE_KIND_STREAM;
+    static const char stream_magic[8] = "\x89KVTC\r\n\x1a";
+    /* a stream cut inside its magic is still a (truncated) stream */
+    if (size && !memcmp(b, stream_magic, size < 8 ? size : 8)) return FILE_KIND_STREAM;
     if (size >= 4 && !memcmp(b, "GGUF", 4)) return FILE_KIND_GGUF;
+    if (size == 0) return FILE_KIND_EMPTY;
     if (size >= 10 && b[8] == '{') {
         uint64_t hl = 0;
         for (int i = 7; i >= 0; i--) hl = hl << 8 | b[i];
-        if (hl >= 2 && hl <= size - 8) return contains(b + 8, (size_t)hl, "\"kvtc-basis\"") ? FILE_KIND_BASIS
-                                                                                          : FILE_KIND_CACHE;
+        if (hl >= 2 && hl <= size - 8)
+            return contains(b + 8, (size_t)hl, "\"kvtc-basis\"") ? FILE_KIND_BASIS : FILE_KIND_CACHE;
+        /* a header longer than the file: a truncated safetensors file. A
+         * basis if what is there says so; else unknown (not "a KV cache":
+         * the cut may have taken the basis' metadata), and the parser
+         * reports the truncation */
+        if (hl >= 2 && hl <= ST_MAX_HEADER && contains(b + 8, size - 8, "\"kvtc-basis\""))
+            return FILE_KIND_BASIS;
     }
     if (looks_like_text(b, size)) return FILE_KIND_TEXT;
     return FILE_KIND_UNKNOWN;
@@ -41,6 +51,7 @@ const char *file_kind_name(file_kind k) {
     case FILE_KIND_CACHE: return "a KV cache (safetensors)";
     case FILE_KIND_GGUF: return "a GGUF model";
     case FILE_KIND_TEXT: return "a text file";
+    case FILE_KIND_EMPTY: return "an empty file";
     case FILE_KIND_UNKNOWN: break;
     }
     return "not a kvtc file";

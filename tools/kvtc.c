@@ -1,4 +1,5 @@
 /* kvtc.c - the kvtc command-line tool: dispatch to subcommands. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,17 @@ static void usage(FILE *f) {
             KVTC_FORMAT_VERSION_MINOR);
 }
 
+/* Output on standard output (info, eval --json, --help, ...) goes through
+ * stdio, which reports a failed write (a full disk, /dev/full) only through
+ * fflush/ferror: check them before exiting, as coreutils' close_stdout does,
+ * so that a result that was not written is not exit status 0. */
+static int finish_stdout(const char *cmd, int rc) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return rc;
+    fprintf(stderr, "kvtc: %s: cannot write standard output: %s\n", cmd, errno ? strerror(errno) : "write error");
+    return rc ? rc : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "kvtc: no command given (see kvtc --help)\n");
@@ -37,14 +49,14 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
+        return finish_stdout("help", 0);
     }
     if (!strcmp(argv[1], "--version")) {
         printf("kvtc %s\n", KVTC_VERSION_STRING);
-        return 0;
+        return finish_stdout("version", 0);
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) return finish_stdout(argv[1], commands[i].fn(argc - 1, argv + 1));
     fprintf(stderr, "kvtc: unknown command '%s' (see kvtc --help)\n", argv[1]);
     return 2;
 }

@@ -3,6 +3,9 @@
  *
  * Reader checks, in this order, and the code each failure returns:
  *   size < 8                                   -> KVTC_ERR_TRUNCATED
+ *   a byte after N that is not '{'             -> KVTC_ERR_BAD_MAGIC
+ *     (checked before N: the first 8 bytes of a kvtc stream, a text or a
+ *     GGUF file read as a length are huge, and "too large" would mislead)
  *   N > ST_MAX_HEADER                          -> KVTC_ERR_TOO_LARGE
  *   8 + N > size                               -> KVTC_ERR_TRUNCATED
  *   header does not start with '{'             -> KVTC_ERR_BAD_MAGIC
@@ -288,6 +291,7 @@ kvtc_result st_parse(const void *buf, size_t size, st_file *out)
     if (!buf && size) return KVTC_ERR_INVALID_ARGUMENT;
     if (size < 8) return KVTC_ERR_TRUNCATED;
     const uint8_t *b = buf;
+    if (size > 8 && b[8] != '{') return KVTC_ERR_BAD_MAGIC;
     uint64_t n = kvi_load_u64(b);
     if (n > ST_MAX_HEADER) return KVTC_ERR_TOO_LARGE;
     if (n > (uint64_t)size - 8) return KVTC_ERR_TRUNCATED;

@@ -7,6 +7,7 @@
  * positions (i*C ...) so that RoPE is removed and re-applied where it was. */
 #include "kvtc_store.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "store/memory_tier.h"
 #include "store/record.h"
 #include "util/cache.h"
+#include "util/out_struct.h"
 #include "util/parallel.h"
 
 #define MAX_CHUNK_TOKENS (1u << 20)
@@ -570,11 +572,14 @@ kvtc_result kvtc_store_evict(kvtc_store *s, uint64_t target_bytes, uint64_t *n_e
     return r;
 }
 
+/* The struct as kvtc_store.h first exported it (kvtc 0.1.0). */
+#define KVI_STORE_STATS_MIN_SIZE (offsetof(kvtc_store_stats, ratio) + sizeof(double))
+
 kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out) {
     if (!s || !out) return KVTC_ERR_INVALID_ARGUMENT;
-    *out = s->st;
-    out->ratio = s->st.bytes_written ? (double)s->st.raw_bytes_written / (double)s->st.bytes_written : 0.0;
-    return KVTC_OK;
+    kvtc_store_stats full = s->st;
+    full.ratio = s->st.bytes_written ? (double)s->st.raw_bytes_written / (double)s->st.bytes_written : 0.0;
+    return kvi_out_struct_fill(out, &full, sizeof full, KVI_STORE_STATS_MIN_SIZE);
 }
 
 kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values) {
