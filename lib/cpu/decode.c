@@ -16,6 +16,7 @@
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/out_struct.h"
+#include "transform/project_split.h"
 #include "util/parallel.h"
 
 struct kvtc_decoder {
@@ -235,10 +236,10 @@ kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t size, kvtc_
         chunk += n_chunks;
         uint64_t first_tok = h.n_sink + t0;
         uint32_t th = d->opt.n_threads;
-        reconstruct_centered(&b->k, pl->k.rank_used, dk, n, x);
+        reconstruct_centered_split(&b->k, pl->k.rank_used, dk, n, x, th);
         codec_scatter_uncentered(&view, 1, &b->k, b->recompute_layers, first_tok, n,
                                  b->rope_removed ? &d->rope : NULL, th, x);
-        reconstruct_centered(&b->v, pl->v.rank_used, dv, n, x);
+        reconstruct_centered_split(&b->v, pl->v.rank_used, dv, n, x, th);
         codec_scatter_uncentered(&view, 0, &b->v, b->recompute_layers, first_tok, n, NULL, th, x);
     }
     codec_raw_to_cache(&h, in + h.sections[SEC_RAW_K].offset, out->k);
