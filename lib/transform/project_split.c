@@ -3,8 +3,12 @@
 
 #include "util/parallel.h"
 
-/* Below this many rows per part the GEMM is too small to pay for a thread. */
-#define SPLIT_MIN_ROWS 64
+/* Rows per part. The parts depend on n only, never on the thread count:
+ * OpenBLAS's result for a row can depend on where the row falls in the
+ * GEMM (its M-tail kernels accumulate differently on some CPUs), and the
+ * codec's output must not depend on n_threads (tests/test_codec.c). 256
+ * rows keep each sgemm large enough to run at full speed. */
+#define SPLIT_ROWS 256
 
 typedef struct split_job {
     const basis_stream *s;
@@ -12,14 +16,13 @@ typedef struct split_job {
     const float *in;
     float *out;
     uint64_t n;
-    uint32_t parts;
     int reconstruct;
 } split_job;
 
 static int split_part(void *p, uint32_t item, uint32_t worker) {
     (void)worker;
     const split_job *j = p;
-    uint64_t lo = j->n * item / j->parts, len = j->n * (item + 1) / j->parts - lo;
+    uint64_t lo = (uint64_t)item * SPLIT_ROWS, len = j->n - lo < SPLIT_ROWS ? j->n - lo : SPLIT_ROWS;
     uint32_t p_dim = j->s->p;
     if (j->reconstruct)
         reconstruct_centered(j->s, j->r, j->in + lo * j->r, len, j->out + lo * p_dim);
@@ -28,31 +31,26 @@ static int split_part(void *p, uint32_t item, uint32_t worker) {
     return 0;
 }
 
-static uint32_t split_parts(uint64_t n, uint32_t n_threads) {
-    uint64_t most = n / SPLIT_MIN_ROWS;
-    uint32_t parts = n_threads ? n_threads : 1;
-    if (parts > most) parts = most ? (uint32_t)most : 1;
-    return parts;
-}
+static uint32_t split_parts(uint64_t n) { return (uint32_t)((n + SPLIT_ROWS - 1) / SPLIT_ROWS); }
 
 void project_centered_split(const basis_stream *s, uint32_t r, const float *x, uint64_t n, float *d,
                             uint32_t n_threads) {
-    uint32_t parts = split_parts(n, n_threads);
+    uint32_t parts = split_parts(n);
     if (parts <= 1 || r == 0) {
         project_centered(s, r, x, n, d);
         return;
     }
-    split_job j = {s, r, x, d, n, parts, 0};
-    kvi_parallel_for(parts, parts, split_part, &j);
+    split_job j = {s, r, x, d, n, 0};
+    kvi_parallel_for(n_threads ? n_threads : 1, parts, split_part, &j);
 }
 
 void reconstruct_centered_split(const basis_stream *s, uint32_t r, const float *d, uint64_t n, float *x,
                                 uint32_t n_threads) {
-    uint32_t parts = split_parts(n, n_threads);
+    uint32_t parts = split_parts(n);
     if (parts <= 1 || r == 0) {
         reconstruct_centered(s, r, d, n, x);
         return;
     }
-    split_job j = {s, r, d, x, n, parts, 1};
-    kvi_parallel_for(parts, parts, split_part, &j);
+    split_job j = {s, r, d, x, n, 1};
+    kvi_parallel_for(n_threads ? n_threads : 1, parts, split_part, &j);
 }

@@ -10,8 +10,9 @@
 
 #include "transform/project.h"
 
-/* project_centered / reconstruct_centered over n rows in up to n_threads
- * row ranges run in parallel (0 or 1: the plain call). */
+/* project_centered / reconstruct_centered over n rows, as blocks of 256
+ * rows run on up to n_threads threads (0 = 1). The blocks depend on n only,
+ * so the result does not depend on n_threads. */
 void project_centered_split(const basis_stream *s, uint32_t r, const float *x, uint64_t n, float *d,
                             uint32_t n_threads);
 void reconstruct_centered_split(const basis_stream *s, uint32_t r, const float *d, uint64_t n, float *x,
