@@ -11,8 +11,9 @@
 #include "transform/project.h"
 
 /* project_centered / reconstruct_centered over n rows, as blocks of 256
- * rows run on up to n_threads threads (0 = 1). The blocks depend on n only,
- * so the result does not depend on n_threads. */
+ * rows run on up to n_threads threads (0 = 1), when OpenBLAS is
+ * single-threaded (else one call, which OpenBLAS's threads split). The
+ * blocks depend on n only, so the result does not depend on n_threads. */
 void project_centered_split(const basis_stream *s, uint32_t r, const float *x, uint64_t n, float *d,
                             uint32_t n_threads);
 void reconstruct_centered_split(const basis_stream *s, uint32_t r, const float *d, uint64_t n, float *x,
