@@ -165,7 +165,7 @@ static void compare_streams(kvtc_rope_type rope, kvtc_dtype dt) {
     CHECK(synth_calibrate(&sp, 2, 4, 16, ratios, 3, &b) == KVTC_OK);
     if (!b) return;
     synth_params tp = sp;
-    tp.n_tokens = 300;
+    tp.n_tokens = 1100; /* 1080 coded rows: 3 row blocks of the split GEMMs */
     tp.data_seed = 99;
     synth_cache sc;
     CHECK(synth_make(&tp, &sc) == 0);

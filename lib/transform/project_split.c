@@ -8,9 +8,10 @@
 /* Rows per part. The parts depend on n only, never on the thread count:
  * OpenBLAS's result for a row can depend on where the row falls in the
  * GEMM (its M-tail kernels accumulate differently on some CPUs), and the
- * codec's output must not depend on n_threads (tests/test_codec.c). 256
- * rows keep each sgemm large enough to run at full speed. */
-#define SPLIT_ROWS 256
+ * codec's output must not depend on n_threads (tests/test_codec.c). 512
+ * rows: 256 cost 3-6% more CPU (B is packed once per block), 1024 leaves a
+ * cache under ~1000 tokens on one thread (bench_speed, 2026-11-30). */
+#define SPLIT_ROWS 512
 
 typedef struct split_job {
     const basis_stream *s;

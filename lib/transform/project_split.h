@@ -10,7 +10,7 @@
 
 #include "transform/project.h"
 
-/* project_centered / reconstruct_centered over n rows, as blocks of 256
+/* project_centered / reconstruct_centered over n rows, as blocks of 512
  * rows run on up to n_threads threads (0 = 1), when OpenBLAS is
  * single-threaded (else one call, which OpenBLAS's threads split). The
  * blocks depend on n only, so the result does not depend on n_threads. */
