@@ -6,8 +6,9 @@
 #ifndef KVTC_UTIL_CPU_FEATURES_H
 #define KVTC_UTIL_CPU_FEATURES_H
 
-/* 1 when the AVX2 kernels are compiled in (x86-64, gcc or clang). */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* 1 when the AVX2 kernels are compiled in (x86-64, gcc or clang; building
+ * with -DKVTC_NO_SIMD_BUILD leaves them out, to check the portable build). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KVTC_NO_SIMD_BUILD)
 #define KVTC_HAVE_AVX2_PATH 1
 #else
 #define KVTC_HAVE_AVX2_PATH 0
