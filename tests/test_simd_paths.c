@@ -3,6 +3,7 @@
  * identical payload bytes and bit-identical decodes on random plans and
  * data and on adversarial values (code ties at .5, fp16 extremes that pass
  * the range check, fp32 and fp16 denormals, signed zeros, constant groups),
+ * the same range-check answers with NaN, infinities and out-of-range values,
  * groups the kernels must leave to the scalar path (sizes not a multiple of
  * 8, codes that do not start on a byte), corrupt parameters; then whole
  * streams and decodes through the public API: KVTC_SIMD=scalar on 1 thread
@@ -131,6 +132,42 @@ static void compare_quant(synth_rng *r, int kind, int odd_group, uint64_t n) {
     plan_stream_free(&pv);
 }
 
+/* The range check on both paths, for clean data and with one hostile value
+ * (NaN, infinities, beyond fp16, a step too large for fp16) at a random
+ * place, a group's first coordinate included (where the scalar scan sees a
+ * NaN; elsewhere it skips it). Returns how many inputs were refused. */
+static int compare_range(synth_rng *r, int trials) {
+    static const float bad[] = {NAN, INFINITY, -INFINITY, 70000.0f, -70000.0f, 65504.0f, -65504.0f, 1e30f};
+    int refused = 0;
+    for (int i = 0; i < trials; i++) {
+        plan_stream pk, pv;
+        make_plan(r, i & 1, &pk);
+        make_plan(r, 0, &pv);
+        uint64_t n = 1 + synth_next(r) % 9, ldk = plan_width(&pk), ldv = plan_width(&pv);
+        float *dk = malloc(sizeof(float) * n * ldk), *dv = malloc(sizeof(float) * n * ldv);
+        for (uint64_t j = 0; j < n * ldk; j++) dk[j] = (float)synth_gauss(r);
+        for (uint64_t j = 0; j < n * ldv; j++) dv[j] = (float)synth_gauss(r);
+        kvtc_result want_clean = quant_check_range_path(&pk, &pv, dk, ldk, dv, ldv, n, 0);
+        CHECK(want_clean == KVTC_OK);
+        CHECK(quant_check_range_path(&pk, &pv, dk, ldk, dv, ldv, n, 1) == want_clean);
+        /* one hostile value: at a group's start in half the trials */
+        uint64_t t = synth_next(r) % n, col = 0;
+        uint32_t gi = (uint32_t)(synth_next(r) % pk.n_groups);
+        for (uint32_t g = 0; g < gi; g++) col += pk.groups[g].size;
+        if (i & 2) col += synth_next(r) % pk.groups[gi].size;
+        dk[t * ldk + col] = bad[synth_next(r) % 8];
+        kvtc_result want = quant_check_range_path(&pk, &pv, dk, ldk, dv, ldv, n, 0);
+        CHECK_MSG(quant_check_range_path(&pk, &pv, dk, ldk, dv, ldv, n, 1) == want,
+                  "trial %d: range check differs", i);
+        refused += want != KVTC_OK;
+        free(dk);
+        free(dv);
+        plan_stream_free(&pk);
+        plan_stream_free(&pv);
+    }
+    return refused;
+}
+
 /* ---- RoPE ------------------------------------------------------------------ */
 
 static void compare_rope(synth_rng *r, kvtc_rope_type type, uint32_t head_dim, uint32_t rope_dim) {
@@ -224,6 +261,9 @@ int main(void) {
     for (int kind = 0; kind < DATA_KINDS; kind++)
         for (int ni = 0; ni < 4; ni++)
             for (int odd = 0; odd <= 1; odd++) compare_quant(&r, kind, odd, ns[ni]);
+
+    int refused = compare_range(&r, 400);
+    CHECK_MSG(refused > 100 && refused < 400, "range trials refused %d of 400", refused);
 
     compare_rope(&r, KVTC_ROPE_NORM, 64, 0);
     compare_rope(&r, KVTC_ROPE_NORM, 128, 0);

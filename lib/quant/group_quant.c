@@ -105,11 +105,8 @@ static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uin
             uint32_t levels = (1u << g->bits) - 1u;
             for (uint64_t t = 0; t < n; t++) {
                 const float *x = d + t * ld + col;
-                float mn = x[0], mx = x[0];
-                for (uint32_t j = 1; j < g->size; j++) {
-                    mn = x[j] < mn ? x[j] : mn;
-                    mx = x[j] > mx ? x[j] : mx;
-                }
+                float mn, mx;
+                quant_scan_minmax(x, g->size, &mn, &mx);
                 quant_token_params q = quant_params_of(mn, mx, levels);
                 kvi_store_u16(pp, q.hs);
                 kvi_store_u16(pp + 2, q.hc);
@@ -133,23 +130,24 @@ static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uin
     *params = pp;
 }
 
-static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, uint64_t n) {
+static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, uint64_t n, int simd) {
     uint32_t col = 0;
     for (uint32_t gi = 0; gi < s->n_groups && col < s->rank_used; gi++) {
         const dp_group *g = &s->groups[gi];
         int quantized = g->bits >= 1 && g->bits <= DP_MAX_BITS;
         if (quantized || g->bits == DP_RAW_BITS) {
             float levels = quantized ? (float)((1u << g->bits) - 1u) : 1.0f;
+#if KVTC_HAVE_AVX2_PATH
+            if (simd && g->size % 8 == 0) {
+                if (!quant_avx2_group_in_range(d + col, ld, n, g->size, levels, quantized)) return 0;
+                col += g->size;
+                continue;
+            }
+#endif
             for (uint64_t t = 0; t < n; t++) {
-                const float *x = d + t * ld + col;
-                float mn = x[0], mx = x[0];
-                for (uint32_t j = 1; j < g->size; j++) {
-                    mn = x[j] < mn ? x[j] : mn;
-                    mx = x[j] > mx ? x[j] : mx;
-                }
-                if (!(mn >= -QUANT_F16_MAX && mx <= QUANT_F16_MAX)) return 0;
-                /* the step is rounded up to an fp16: it must stay finite */
-                if (quantized && !((mx - mn) / levels <= QUANT_F16_MAX)) return 0;
+                float mn, mx;
+                quant_scan_minmax(d + t * ld + col, g->size, &mn, &mx);
+                if (!quant_token_in_range(mn, mx, levels, quantized)) return 0;
             }
         }
         col += g->size;
@@ -159,7 +157,14 @@ static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, ui
 
 kvtc_result quant_check_range(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
                               const float *dv, uint64_t ldv, uint64_t n) {
-    return stream_in_range(k, dk, ldk, n) && stream_in_range(v, dv, ldv, n) ? KVTC_OK : KVTC_ERR_OUT_OF_RANGE;
+    return quant_check_range_path(k, v, dk, ldk, dv, ldv, n, kvi_simd_allowed());
+}
+
+kvtc_result quant_check_range_path(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
+                                   const float *dv, uint64_t ldv, uint64_t n, int simd) {
+    simd = simd && kvi_cpu_has_avx2();
+    return stream_in_range(k, dk, ldk, n, simd) && stream_in_range(v, dv, ldv, n, simd) ? KVTC_OK
+                                                                                       : KVTC_ERR_OUT_OF_RANGE;
 }
 
 void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,

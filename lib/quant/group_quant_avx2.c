@@ -72,13 +72,7 @@ AVX2 void quant_avx2_encode_group(const float *d, uint64_t ld, uint64_t n, uint3
             vmx = _mm256_max_ps(vmx, v);
         }
         float mn = hmin8(vmn), mx = hmax8(vmx);
-        if (mn == 0.0f || mx == 0.0f) { /* the scalar scan decides the sign of a zero */
-            mn = mx = x[0];
-            for (uint32_t j = 1; j < size; j++) {
-                mn = x[j] < mn ? x[j] : mn;
-                mx = x[j] > mx ? x[j] : mx;
-            }
-        }
+        if (mn == 0.0f || mx == 0.0f) quant_scan_minmax(x, size, &mn, &mx); /* the sign of a zero */
         quant_token_params q = quant_params_of(mn, mx, levels);
         kvi_store_u16(params, q.hs);
         kvi_store_u16(params + 2, q.hc);
@@ -95,6 +89,29 @@ AVX2 void quant_avx2_encode_group(const float *d, uint64_t ld, uint64_t n, uint3
             codes += bits;
         }
     }
+}
+
+AVX2 int quant_avx2_group_in_range(const float *d, uint64_t ld, uint64_t n, uint32_t size, float levels,
+                                   int quantized) {
+    for (uint64_t t = 0; t < n; t++) {
+        const float *x = d + t * ld;
+        __m256 vmn = _mm256_loadu_ps(x), vmx = vmn, nan = _mm256_cmp_ps(vmn, vmn, _CMP_UNORD_Q);
+        for (uint32_t j = 8; j < size; j += 8) {
+            __m256 v = _mm256_loadu_ps(x + j);
+            vmn = _mm256_min_ps(vmn, v);
+            vmx = _mm256_max_ps(vmx, v);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
+        float mn, mx;
+        if (_mm256_movemask_ps(nan)) {
+            quant_scan_minmax(x, size, &mn, &mx); /* where a NaN sits changes the scalar answer */
+        } else {
+            mn = hmin8(vmn);
+            mx = hmax8(vmx);
+        }
+        if (!quant_token_in_range(mn, mx, levels, quantized)) return 0;
+    }
+    return 1;
 }
 
 AVX2 kvtc_result quant_avx2_decode_group(const uint8_t *params, const uint8_t *codes, uint64_t n, uint32_t size,

@@ -26,6 +26,26 @@ static inline uint16_t quant_f16_round_up(float x) {
     return h;
 }
 
+/* Min and max of x[0..size) in the scalar path's order: the first of equal
+ * values wins (decides the sign of a zero), and a NaN after x[0] is skipped. */
+static inline void quant_scan_minmax(const float *x, uint32_t size, float *mn_out, float *mx_out) {
+    float mn = x[0], mx = x[0];
+    for (uint32_t j = 1; j < size; j++) {
+        mn = x[j] < mn ? x[j] : mn;
+        mx = x[j] > mx ? x[j] : mx;
+    }
+    *mn_out = mn;
+    *mx_out = mx;
+}
+
+/* quant_check_range's rule for one token of a group: the values lie in
+ * fp16's finite range and, for a quantized group (levels = 2^bits - 1), the
+ * step (max - min) / levels, rounded up to an fp16, stays finite. */
+static inline int quant_token_in_range(float mn, float mx, float levels, int quantized) {
+    if (!(mn >= -QUANT_F16_MAX && mx <= QUANT_F16_MAX)) return 0;
+    return !quantized || (mx - mn) / levels <= QUANT_F16_MAX;
+}
+
 /* One token's group parameters from its min and max: the fp16 shift (rounded
  * down so every value is >= shift), the fp16 scale (rounded up), and the
  * reciprocal of the scale the codes are computed with (0 for a 0 scale). */
@@ -51,9 +71,12 @@ static inline quant_token_params quant_params_of(float mn, float mx, uint32_t le
 /* fp16 bits with the exponent all ones: Inf or NaN */
 static inline int quant_f16_bits_nonfinite(uint16_t h) { return (h & 0x7c00u) == 0x7c00u; }
 
-/* quant_encode / quant_decode with the path chosen by the caller: simd 0
- * runs the scalar reference, simd 1 the AVX2 kernels where the CPU has AVX2
- * (else scalar). quant_encode/quant_decode pass kvi_simd_allowed(). */
+/* quant_check_range / quant_encode / quant_decode with the path chosen by
+ * the caller: simd 0 runs the scalar reference, simd 1 the AVX2 kernels
+ * where the CPU has AVX2 (else scalar). The public functions pass
+ * kvi_simd_allowed(). */
+kvtc_result quant_check_range_path(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
+                                   const float *dv, uint64_t ldv, uint64_t n, int simd);
 void quant_encode_path(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
                        const float *dv, uint64_t ldv, uint64_t n, uint8_t *out, int simd);
 kvtc_result quant_decode_path(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
@@ -69,6 +92,11 @@ kvtc_result quant_decode_path(const plan_stream *k, const plan_stream *v, const 
  * non-finite shift or scale. Only call where kvi_cpu_has_avx2(). */
 void quant_avx2_encode_group(const float *d, uint64_t ld, uint64_t n, uint32_t size, unsigned bits,
                              uint8_t *params, uint8_t *codes);
+/* quant_check_range's rule over one group (size a multiple of 8) of n
+ * tokens: 1 when every token passes, else 0. A token holding a NaN takes
+ * the scalar scan, so the answer is the scalar path's for any input. */
+int quant_avx2_group_in_range(const float *d, uint64_t ld, uint64_t n, uint32_t size, float levels,
+                              int quantized);
 kvtc_result quant_avx2_decode_group(const uint8_t *params, const uint8_t *codes, uint64_t n, uint32_t size,
                                     unsigned bits, float *d, uint64_t ld);
 #endif
