@@ -189,7 +189,6 @@ static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, b
                                  float *d, uint64_t ld, int simd) {
     const uint8_t *pp = *params;
     uint32_t col = 0;
-    for (uint64_t t = 0; t < n; t++) memset(d + t * ld, 0, sizeof(float) * s->rank_used);
     for (uint32_t gi = 0; gi < s->n_groups && col < s->rank_used; gi++) {
         const dp_group *g = &s->groups[gi];
         if (g->bits >= 1 && g->bits <= DP_MAX_BITS && avx2_takes(simd, g, br->n)) {
@@ -217,6 +216,9 @@ static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, b
                     d[t * ld + col + j] = kvi_f16_to_f32(h);
                     pp += 2;
                 }
+        } else { /* dropped: zeros (only these columns: the others are all written) */
+            uint32_t w = g->size < s->rank_used - col ? g->size : s->rank_used - col;
+            for (uint64_t t = 0; t < n; t++) memset(d + t * ld + col, 0, sizeof(float) * w);
         }
         col += g->size;
     }
