@@ -369,7 +369,8 @@ typedef struct kvtc_encode_options {
     uint32_t n_sink;             /* leading tokens stored raw (default 4) */
     uint32_t n_window;           /* trailing tokens stored raw (default 128) */
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */
-    uint32_t n_threads;          /* worker threads for chunks and per-token work (0 = 1).
+    uint32_t n_threads;          /* worker threads for chunks, per-token work and the
+                                  * projection GEMM's token rows (0 = 1).
                                   * With OpenBLAS, run it single-threaded
                                   * (OPENBLAS_NUM_THREADS=1) and use these:
                                   * its spinning threads otherwise take the cores. */
@@ -492,7 +493,8 @@ typedef int (*kvtc_recompute_fn)(void *user, uint32_t n_layers, const int32_t *t
 
 typedef struct kvtc_decode_options {
     size_t struct_size;          /* sizeof(kvtc_decode_options) */
-    uint32_t n_threads;          /* worker threads for chunks (0 = 1) */
+    uint32_t n_threads;          /* worker threads for chunks, per-token work and the
+                                  * projection GEMM's token rows (0 = 1) */
     kvtc_recompute_fn recompute; /* needed for streams with recompute_layers > 0 */
     void *recompute_user;
     /* Fingerprint of the model behind `recompute` (see

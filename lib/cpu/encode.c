@@ -16,6 +16,7 @@
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/layout.h"
+#include "transform/project_split.h"
 #include "util/parallel.h"
 
 struct kvtc_encoder {
@@ -288,9 +289,9 @@ kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, u
         uint64_t first_tok = h.n_sink + t0;
         uint32_t th = e->opt.n_threads;
         codec_gather_centered(c, 1, bk, b->recompute_layers, first_tok, n, b->rope_removed ? &e->rope : NULL, th, x);
-        project_centered(bk, pl->k.rank_used, x, n, dk);
+        project_centered_split(bk, pl->k.rank_used, x, n, dk, th);
         codec_gather_centered(c, 0, bv, b->recompute_layers, first_tok, n, NULL, th, x);
-        project_centered(bv, pl->v.rank_used, x, n, dv);
+        project_centered_split(bv, pl->v.rank_used, x, n, dv, th);
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
         int rc = kvi_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);

@@ -13,6 +13,7 @@
 
 #include "util/endian.h"
 #include "util/half.h"
+#include "quant/group_quant_kernels.h"
 
 static uint64_t stream_param_bytes(const plan_stream *s) {
     uint64_t b = 0;
@@ -82,59 +83,44 @@ static inline uint32_t br_get(bit_reader *r, unsigned bits) {
 
 /* ---- quantization ---------------------------------------------------- */
 
-/* Largest finite fp16: shifts and scales saturate here instead of becoming
- * infinite (only reachable with extreme inputs; the error grows, no NaN). */
-#define F16_MAX 65504.0f
-
-static inline float clamp_f16_range(float x) {
-    return x > F16_MAX ? F16_MAX : (x < -F16_MAX ? -F16_MAX : x);
-}
-
-/* fp16 value >= x (for x >= 0), so that the top code still reaches max. */
-static inline uint16_t f16_round_up(float x) {
-    uint16_t h = kvi_f32_to_f16(clamp_f16_range(x));
-    if (kvi_f16_to_f32(h) < x && h < 0x7bffu) h++;
-    return h;
+/* The AVX2 kernels take a whole group when its codes start on a byte
+ * boundary and its size is a multiple of their 8-lane width. */
+static int avx2_takes(int simd, const dp_group *g, unsigned bits_pending) {
+    return KVTC_HAVE_AVX2_PATH && simd && bits_pending == 0 && g->size % 8 == 0;
 }
 
 static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uint64_t n,
-                          uint8_t **params, bit_writer *bw) {
+                          uint8_t **params, bit_writer *bw, int simd) {
     uint8_t *pp = *params;
     uint32_t col = 0;
     for (uint32_t gi = 0; gi < s->n_groups; gi++) {
         const dp_group *g = &s->groups[gi];
-        if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
+        if (g->bits >= 1 && g->bits <= DP_MAX_BITS && avx2_takes(simd, g, bw->n)) {
+#if KVTC_HAVE_AVX2_PATH
+            quant_avx2_encode_group(d + col, ld, n, g->size, g->bits, pp, bw->p);
+#endif
+            pp += 4 * n;
+            bw->p += n * g->size * g->bits / 8;
+        } else if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
             uint32_t levels = (1u << g->bits) - 1u;
             for (uint64_t t = 0; t < n; t++) {
                 const float *x = d + t * ld + col;
-                float mn = x[0], mx = x[0];
-                for (uint32_t j = 1; j < g->size; j++) {
-                    mn = x[j] < mn ? x[j] : mn;
-                    mx = x[j] > mx ? x[j] : mx;
-                }
-                /* shift rounded down so every value is >= shift */
-                uint16_t hs = kvi_f32_to_f16(clamp_f16_range(mn));
-                float shift = kvi_f16_to_f32(hs);
-                if (shift > mn && hs != 0xfbffu) {
-                    hs = (hs & 0x8000u) ? (uint16_t)(hs + 1) : (hs == 0 ? 0x8001u : (uint16_t)(hs - 1));
-                    shift = kvi_f16_to_f32(hs);
-                }
-                uint16_t hc = f16_round_up((mx - shift) / (float)levels);
-                float scale = kvi_f16_to_f32(hc);
-                float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-                kvi_store_u16(pp, hs);
-                kvi_store_u16(pp + 2, hc);
+                float mn, mx;
+                quant_scan_minmax(x, g->size, &mn, &mx);
+                quant_token_params q = quant_params_of(mn, mx, levels);
+                kvi_store_u16(pp, q.hs);
+                kvi_store_u16(pp + 2, q.hc);
                 pp += 4;
                 for (uint32_t j = 0; j < g->size; j++) {
-                    float q = (x[j] - shift) * inv + 0.5f;
-                    uint32_t c = q <= 0.0f ? 0u : (q >= (float)levels ? levels : (uint32_t)q);
+                    float v = (x[j] - q.shift) * q.inv + 0.5f;
+                    uint32_t c = v <= 0.0f ? 0u : (v >= (float)levels ? levels : (uint32_t)v);
                     bw_put(bw, c, g->bits);
                 }
             }
         } else if (g->bits == DP_RAW_BITS) {
             for (uint64_t t = 0; t < n; t++)
                 for (uint32_t j = 0; j < g->size; j++) {
-                    kvi_store_u16(pp, kvi_f32_to_f16(clamp_f16_range(d[t * ld + col + j])));
+                    kvi_store_u16(pp, kvi_f32_to_f16(quant_clamp_f16_range(d[t * ld + col + j])));
                     pp += 2;
                 }
         }
@@ -144,23 +130,24 @@ static void encode_stream(const plan_stream *s, const float *d, uint64_t ld, uin
     *params = pp;
 }
 
-static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, uint64_t n) {
+static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, uint64_t n, int simd) {
     uint32_t col = 0;
     for (uint32_t gi = 0; gi < s->n_groups && col < s->rank_used; gi++) {
         const dp_group *g = &s->groups[gi];
         int quantized = g->bits >= 1 && g->bits <= DP_MAX_BITS;
         if (quantized || g->bits == DP_RAW_BITS) {
             float levels = quantized ? (float)((1u << g->bits) - 1u) : 1.0f;
+#if KVTC_HAVE_AVX2_PATH
+            if (simd && g->size % 8 == 0) {
+                if (!quant_avx2_group_in_range(d + col, ld, n, g->size, levels, quantized)) return 0;
+                col += g->size;
+                continue;
+            }
+#endif
             for (uint64_t t = 0; t < n; t++) {
-                const float *x = d + t * ld + col;
-                float mn = x[0], mx = x[0];
-                for (uint32_t j = 1; j < g->size; j++) {
-                    mn = x[j] < mn ? x[j] : mn;
-                    mx = x[j] > mx ? x[j] : mx;
-                }
-                if (!(mn >= -F16_MAX && mx <= F16_MAX)) return 0;
-                /* the step is rounded up to an fp16: it must stay finite */
-                if (quantized && !((mx - mn) / levels <= F16_MAX)) return 0;
+                float mn, mx;
+                quant_scan_minmax(d + t * ld + col, g->size, &mn, &mx);
+                if (!quant_token_in_range(mn, mx, levels, quantized)) return 0;
             }
         }
         col += g->size;
@@ -170,35 +157,51 @@ static int stream_in_range(const plan_stream *s, const float *d, uint64_t ld, ui
 
 kvtc_result quant_check_range(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
                               const float *dv, uint64_t ldv, uint64_t n) {
-    return stream_in_range(k, dk, ldk, n) && stream_in_range(v, dv, ldv, n) ? KVTC_OK : KVTC_ERR_OUT_OF_RANGE;
+    return quant_check_range_path(k, v, dk, ldk, dv, ldv, n, kvi_simd_allowed());
+}
+
+kvtc_result quant_check_range_path(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
+                                   const float *dv, uint64_t ldv, uint64_t n, int simd) {
+    simd = simd && kvi_cpu_has_avx2();
+    return stream_in_range(k, dk, ldk, n, simd) && stream_in_range(v, dv, ldv, n, simd) ? KVTC_OK
+                                                                                       : KVTC_ERR_OUT_OF_RANGE;
 }
 
 void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
                   const float *dv, uint64_t ldv, uint64_t n, uint8_t *out) {
+    quant_encode_path(k, v, dk, ldk, dv, ldv, n, out, kvi_simd_allowed());
+}
+
+void quant_encode_path(const plan_stream *k, const plan_stream *v, const float *dk, uint64_t ldk,
+                       const float *dv, uint64_t ldv, uint64_t n, uint8_t *out, int simd) {
+    simd = simd && kvi_cpu_has_avx2();
     uint64_t params = (stream_param_bytes(k) + stream_param_bytes(v)) * n;
     bit_writer bw = {out + params, 0, 0};
     uint8_t *pp = out;
     /* params of K and V come first, then one bitstream: encode K's params
      * and codes, then V's. */
-    encode_stream(k, dk, ldk, n, &pp, &bw);
-    encode_stream(v, dv, ldv, n, &pp, &bw);
+    encode_stream(k, dk, ldk, n, &pp, &bw, simd);
+    encode_stream(v, dv, ldv, n, &pp, &bw, simd);
     bw_flush(&bw);
 }
 
-/* fp16 bits with the exponent all ones: Inf or NaN */
-static inline int f16_bits_nonfinite(uint16_t h) { return (h & 0x7c00u) == 0x7c00u; }
-
 static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, bit_reader *br, uint64_t n,
-                                 float *d, uint64_t ld) {
+                                 float *d, uint64_t ld, int simd) {
     const uint8_t *pp = *params;
     uint32_t col = 0;
-    for (uint64_t t = 0; t < n; t++) memset(d + t * ld, 0, sizeof(float) * s->rank_used);
     for (uint32_t gi = 0; gi < s->n_groups && col < s->rank_used; gi++) {
         const dp_group *g = &s->groups[gi];
-        if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
+        if (g->bits >= 1 && g->bits <= DP_MAX_BITS && avx2_takes(simd, g, br->n)) {
+#if KVTC_HAVE_AVX2_PATH
+            kvtc_result r = quant_avx2_decode_group(pp, br->p, n, g->size, g->bits, d + col, ld);
+            if (r) return r;
+#endif
+            pp += 4 * n;
+            br->p += n * g->size * g->bits / 8;
+        } else if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
             for (uint64_t t = 0; t < n; t++) {
                 uint16_t hs = kvi_load_u16(pp), hc = kvi_load_u16(pp + 2);
-                if (f16_bits_nonfinite(hs) || f16_bits_nonfinite(hc)) return KVTC_ERR_CORRUPT;
+                if (quant_f16_bits_nonfinite(hs) || quant_f16_bits_nonfinite(hc)) return KVTC_ERR_CORRUPT;
                 float shift = kvi_f16_to_f32(hs);
                 float scale = kvi_f16_to_f32(hc);
                 pp += 4;
@@ -209,10 +212,13 @@ static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, b
             for (uint64_t t = 0; t < n; t++)
                 for (uint32_t j = 0; j < g->size; j++) {
                     uint16_t h = kvi_load_u16(pp);
-                    if (f16_bits_nonfinite(h)) return KVTC_ERR_CORRUPT;
+                    if (quant_f16_bits_nonfinite(h)) return KVTC_ERR_CORRUPT;
                     d[t * ld + col + j] = kvi_f16_to_f32(h);
                     pp += 2;
                 }
+        } else { /* dropped: zeros (only these columns: the others are all written) */
+            uint32_t w = g->size < s->rank_used - col ? g->size : s->rank_used - col;
+            for (uint64_t t = 0; t < n; t++) memset(d + t * ld + col, 0, sizeof(float) * w);
         }
         col += g->size;
     }
@@ -222,9 +228,15 @@ static kvtc_result decode_stream(const plan_stream *s, const uint8_t **params, b
 
 kvtc_result quant_decode(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
                          float *dk, uint64_t ldk, float *dv, uint64_t ldv) {
+    return quant_decode_path(k, v, in, n, dk, ldk, dv, ldv, kvi_simd_allowed());
+}
+
+kvtc_result quant_decode_path(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
+                              float *dk, uint64_t ldk, float *dv, uint64_t ldv, int simd) {
+    simd = simd && kvi_cpu_has_avx2();
     uint64_t params = (stream_param_bytes(k) + stream_param_bytes(v)) * n;
     bit_reader br = {in + params, 0, 0};
     const uint8_t *pp = in;
-    kvtc_result r = decode_stream(k, &pp, &br, n, dk, ldk);
-    return r ? r : decode_stream(v, &pp, &br, n, dv, ldv);
+    kvtc_result r = decode_stream(k, &pp, &br, n, dk, ldk, simd);
+    return r ? r : decode_stream(v, &pp, &br, n, dv, ldv, simd);
 }

@@ -2,6 +2,7 @@
  * angles are computed in double: positions reach 10^5-10^6 and a float angle
  * would lose the low bits that make removal and re-application exact inverses. */
 #include "transform/rope.h"
+#include "transform/rope_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -33,10 +34,20 @@ void rope_angles(const rope_table *t, int64_t pos, float *cs) {
 }
 
 void rope_rotate(const kvtc_geometry *g, const float *cs, int direction, float *x) {
+    rope_rotate_path(g, cs, direction, x, 1);
+}
+
+void rope_rotate_path(const kvtc_geometry *g, const float *cs, int direction, float *x, int simd) {
     if (g->rope_type == KVTC_ROPE_NONE) return;
     uint32_t rd = g->rope_dim ? g->rope_dim : g->head_dim;
     uint32_t n = rd / 2;
     float sgn = direction >= 0 ? 1.0f : -1.0f;
+#if KVTC_HAVE_AVX2_PATH
+    /* called per head and token: the CPU check is a load and a test */
+    if (simd && kvi_cpu_has_avx2() && rope_avx2_rotate(g->rope_type, cs, sgn, n, x)) return;
+#else
+    (void)simd;
+#endif
     for (uint32_t i = 0; i < n; i++) {
         uint32_t a, b;
         if (g->rope_type == KVTC_ROPE_NORM) {
