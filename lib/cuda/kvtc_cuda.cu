@@ -27,7 +27,7 @@
 
 extern "C" {
 #include "entropy/rans.h"
-#include "format/basis.h"
+#include "model/basis.h"
 #include "format/container.h"
 #include "quant/group_quant.h"
 #include "util/cache.h"

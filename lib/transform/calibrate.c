@@ -13,10 +13,11 @@
 #include <string.h>
 
 #include "alloc/dp.h"
-#include "format/basis.h"
+#include "model/basis.h"
 #include "transform/calibrate_internal.h"
 #include "transform/pca.h"
 #include "transform/rope.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 
 #define CALIB_DEFAULT_MAX_TOKENS 65536u
