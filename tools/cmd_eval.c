@@ -20,8 +20,8 @@
 #include "cli.h"
 #include "eval/baselines.h"
 #include "eval/metrics.h"
+#include "internal.h"
 #include "model_kv.h"
-#include "util/cache.h"
 
 #define EVAL_MAX_METHODS 64
 

@@ -19,6 +19,7 @@
 #include "transform/rope.h"
 #include "transform/rows.h"
 #include "util/cache.h"
+#include "util/rng.h"
 
 #define CALIB_DEFAULT_MAX_TOKENS 65536u
 #define CALIB_EXACT_MAX_P 4096u       /* AUTO: exact PCA up to here */
