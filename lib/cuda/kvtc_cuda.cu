@@ -30,6 +30,7 @@ extern "C" {
 #include "model/basis.h"
 #include "format/container.h"
 #include "quant/group_quant.h"
+#include "transform/rope.h"
 #include "util/cache.h"
 #include "util/half.h"
 }
