@@ -27,7 +27,7 @@ declare -A ALLOWED=(
   [entropy]="model util"
   [format]="model io util"
   [cpu]="alloc entropy format model quant transform util"
-  [cuda]="entropy format model quant transform util"
+  [cuda]="alloc entropy format model quant transform util"
   [store]="util"
   [internal]="io util"
 )
