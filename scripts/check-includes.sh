@@ -5,8 +5,9 @@
 #
 # Rules (the table below is the one source of truth; ARCHITECTURE.md shows it):
 #  - lib/FOLDER/* may include the public headers (kvtc.h, kvtc_store.h,
-#    kvtc_cuda.h), its own folder, and the folders ALLOWED[FOLDER] names;
-#    every other quoted include in lib/ must be written FOLDER/file.h.
+#    kvtc_cuda.h), its own folder (FOLDER/x.h, or a bare name of a file next
+#    to the includer), and the folders ALLOWED[FOLDER] names; every other
+#    quoted include in lib/ must be written FOLDER/file.h.
 #  - lib/internal.h (the tools' internal API) may include ALLOWED[internal].
 #  - tools/ may include the public headers, internal.h, its own files and the
 #    engine's headers; never a lib/ header directly.
@@ -55,8 +56,10 @@ while IFS=: read -r file line inc; do
     violation "$file:$line" "$inc" "lib/$from/ is not in the allowed-dependency table (scripts/check-includes.sh)"
     continue
   fi
+  # a bare name next to the including file is its own folder (ggml-style .cuh)
+  [[ $inc != */* && -f "$(dirname "$file")/$inc" ]] && continue
   if [[ $inc != */* || $inc == *..* ]]; then
-    violation "$file:$line" "$inc" "lib/ includes are written FOLDER/file.h"
+    violation "$file:$line" "$inc" "lib/ includes are written FOLDER/file.h (or name a file next to the includer)"
     continue
   fi
   to=${inc%%/*}

@@ -31,6 +31,8 @@ make_file "$ok" lib/util/cache.h kvtc.h
 make_file "$ok" lib/model/basis.h kvtc.h model/groups.h util/cache.h
 make_file "$ok" lib/cpu/encode.c cpu/codec_common.h model/basis.h transform/rows.h entropy/rans.h kvtc_store.h
 make_file "$ok" lib/internal.h io/cache_file.h util/number.h
+make_file "$ok" lib/cuda/common.cuh kvtc_cuda.h
+make_file "$ok" lib/cuda/rans.cu common.cuh cuda/common.cuh model/basis.h alloc/dp.h
 make_file "$ok" tools/eval/metrics.h kvtc.h
 make_file "$ok" tools/cmd.c internal.h eval/metrics.h gguf.h kvtc_store.h
 make_file "$ok" engine/gguf.h kvtc.h
