@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "io/cache_file.h"
-#include "transform/pca.h"
+#include "util/rng.h"
 #include "util/cache.h"
 
 static double now_s(void) {

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
 #include "io/safetensors.h"
+#include "model/basis.h"
 #include "synth.h"
 #include "test.h"
 #include "util/endian.h"

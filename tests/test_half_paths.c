@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "test.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 #include "util/half.h"
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
+#include "model/basis.h"
 #include "quant/group_quant.h"
 #include "synth.h"
 #include "test.h"

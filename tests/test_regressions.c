@@ -9,8 +9,9 @@
  *   A cache file with that geometry (and no tokens) parsed as valid, a
  *   stream header with it passed validation with zero-size raw sections
  *   (k_bytes 0), and a decoder that matched it would have looped 2^62
- *   times in codec_raw_to_cache. Fixed in lib/util/cache.c (factors bounded
- *   by KVTC_MAX_ROW first); lib/format/basis.c now reports KVTC_ERR_TOO_LARGE
+ *   times in codec_raw_to_cache. Fixed in lib/util/cache.c (since moved to
+ *   lib/util/cache_check.c: factors bounded by KVTC_MAX_ROW first);
+ *   lib/format/basis.c now reports KVTC_ERR_TOO_LARGE
  *   for it as the cache file reader does. */
 #include <libdeflate.h>
 #include <stdio.h>

@@ -31,9 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
 #include "io/cache_file.h"
 #include "io/safetensors.h"
+#include "model/basis.h"
 #include "util/number.h"
 
 #include <locale.h>
@@ -43,6 +43,7 @@
 #include "kvtc.h"
 #include "synth.h"
 #include "test.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 #include "util/hash.h"
 

@@ -11,6 +11,7 @@
 #include "synth.h"
 #include "test.h"
 #include "transform/rope.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 
 static double vec_norm(const double *x, uint32_t n) {

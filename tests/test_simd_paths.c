@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
+#include "model/basis.h"
 #include "quant/group_quant.h"
 #include "quant/group_quant_kernels.h"
 #include "synth.h"

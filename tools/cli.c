@@ -1,7 +1,7 @@
 /* cli.c - see cli.h. */
 #include "cli.h"
 
-#include "util/number.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <math.h>

@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "util/hash.h"
+#include "internal.h"
 
 #define TMP_PREFIX ".kvtc-tmp-"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "io/cache_file.h"
+#include "internal.h"
 
 static const char append_help[] =
     "usage: kvtc append --basis BASIS [options] IN.kvtc MORE.safetensors -o OUT.kvtc\n"

@@ -7,7 +7,7 @@
 
 #include "cli.h"
 #include "cmd_llama.h"
-#include "io/cache_file.h"
+#include "internal.h"
 #include "model_kv.h"
 #include "sensitivity.h"
 

@@ -8,14 +8,12 @@
 #include <string.h>
 
 #include "cli.h"
-#include "file_kind.h"
 #include "cmd_llama.h"
 #include "decode_range.h"
-#include "io/cache_file.h"
-#include "io/safetensors.h"
+#include "file_kind.h"
+#include "internal.h"
 #include "model_fingerprint.h"
 #include "model_kv.h"
-#include "util/cache.h"
 
 /* The codec's worker threads (--threads) parallelize by chunk and token;
  * OpenBLAS's own threads would spin between the codec's small GEMMs and

@@ -23,8 +23,8 @@
 #include "eval/baselines.h"
 #include "eval/metrics.h"
 #include "eval/retrieval.h"
+#include "internal.h"
 #include "model_kv.h"
-#include "util/cache.h"
 
 #define EVAL_MAX_METHODS 64
 

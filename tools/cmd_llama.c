@@ -15,11 +15,9 @@
 
 #include "cli.h"
 #include "cmd_llama_common.h"
-#include "io/lcpp_state.h"
-#include "io/lcpp_wrap.h"
+#include "internal.h"
 #include "kv_geometry.h"
 #include "model_kv.h"
-#include "util/cache.h"
 
 /* ---- shared with cmd_slots.c (cmd_llama_common.h) ------------------------ */
 

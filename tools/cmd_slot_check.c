@@ -19,10 +19,8 @@
 #include "cmd_llama.h"
 #include "cmd_llama_common.h"
 #include "eval/metrics.h"
-#include "io/lcpp_state.h"
-#include "io/lcpp_wrap.h"
+#include "internal.h"
 #include "model_kv.h"
-#include "util/cache.h"
 
 static const char check_help[] =
     "usage: kvtc slots check --basis BASIS --model M.gguf [--tokens N] [--ratio R] SLOT\n"

@@ -24,8 +24,7 @@
 #include "cli.h"
 #include "cmd_llama.h"
 #include "cmd_llama_common.h"
-#include "io/lcpp_state.h"
-#include "io/lcpp_wrap.h"
+#include "internal.h"
 
 static const char slots_help[] =
     "usage: kvtc slots compress --basis BASIS [--keep] [--ratio R ...] DIR\n"

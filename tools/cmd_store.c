@@ -14,7 +14,7 @@
 
 #include "cli.h"
 #include "cmd_store.h"
-#include "io/cache_file.h"
+#include "internal.h"
 #include "kvtc_store.h"
 
 static const char store_help[] =

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "io/safetensors.h"
+#include "internal.h"
 
 static int contains(const uint8_t *hay, size_t n, const char *needle) {
     size_t m = strlen(needle);

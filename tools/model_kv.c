@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "util/cache.h"
+#include "internal.h"
 
 int model_text_load(model_text *mt, const char *model_path, const char *text_path) {
     memset(mt, 0, sizeof *mt);

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "io/cache_file.h"
+#include "internal.h"
 #include "kvtc.h"
 #include "llama.h"
 

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 #include "eval/metrics.h"
-#include "transform/pca.h"
+#include "internal.h"
 
 /* Mean KL(ref || got) over c positions. */
 static double mean_kl(const float *ref, const float *got, uint32_t c, uint32_t vocab, double *a, double *b) {

@@ -30,7 +30,7 @@
 
 extern "C" {
 #include "bench_synth.h"
-#include "format/basis.h"
+#include "model/basis.h"
 }
 
 static double now_s() {

@@ -26,8 +26,8 @@
 
 extern "C" {
 #include "entropy/rans.h"
-#include "format/basis.h"
 #include "format/container.h"
+#include "model/basis.h"
 #include "quant/group_quant.h"
 #include "util/half.h"
 }

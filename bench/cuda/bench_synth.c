@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "alloc/dp.h"
-#include "format/basis.h"
+#include "model/basis.h"
 #include "synth.h"
 
 kvtc_basis *bs_calibrate_small(const kvtc_geometry *g, uint64_t n_tokens, uint32_t rank, double ratio) {

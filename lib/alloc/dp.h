@@ -29,18 +29,7 @@
 #include <stdint.h>
 
 #include "kvtc.h"
-
-#define DP_N_SIZES 4 /* quantized group sizes 16, 64, 256, 1024 */
-#define DP_MAX_BITS 8
-#define DP_RAW_BITS 16
-
-/* Size of quantized-group class s (0..3): 16 << (2*s). */
-static inline uint32_t dp_size_of_class(int s) { return 16u << (2 * s); }
-
-typedef struct dp_group {
-    uint32_t size; /* coordinates in the group */
-    uint8_t bits;  /* 0, 1..8, or 16 (raw fp16) */
-} dp_group;
+#include "model/groups.h" /* dp_group, DP_MAX_BITS, DP_RAW_BITS, dp_plan_cost_units */
 
 typedef struct dp_plan {
     uint32_t n_groups;
@@ -89,9 +78,8 @@ void dp_plan_free(dp_plan *p);
 void dp_split_budget(const dp_curve *a, const dp_curve *b, uint64_t total, uint64_t *c_a,
                      uint64_t *c_b);
 
-/* Expected error and cost of an explicit plan under the model (for tests and
- * for uniform-allocation baselines). */
+/* Expected error of an explicit plan under the model (for tests and for
+ * uniform-allocation baselines); its cost is dp_plan_cost_units (model/groups.h). */
 double dp_plan_model_error(const dp_stats *st, const dp_group *g, uint32_t n_groups);
-uint64_t dp_plan_cost_units(const dp_group *g, uint32_t n_groups);
 
 #endif

@@ -15,6 +15,7 @@
 #include "cpu/codec_common.h"
 #include "cpu/encode_internal.h"
 #include "format/container.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/layout.h"

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "transform/project.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 #include "util/layout.h"
 #include "util/parallel.h"

@@ -6,8 +6,8 @@
 
 #include <stdint.h>
 
-#include "format/basis.h"
 #include "format/container.h"
+#include "model/basis.h"
 #include "transform/rope.h"
 
 /* Tokens transform-coded per batch: the GEMM runs over a batch, the

@@ -13,6 +13,7 @@
 #include "quant/group_quant.h"
 #include "transform/project.h"
 #include "transform/rope.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/layout.h"

@@ -5,14 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc/plan_solve.h"
 #include "cpu/codec_common.h"
 #include "cpu/encode_internal.h"
 #include "entropy/rans.h"
 #include "format/container.h"
-#include "format/plan_solve.h"
 #include "quant/group_quant.h"
 #include "transform/project.h"
 #include "transform/rope.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/layout.h"

@@ -2,8 +2,8 @@
 #ifndef KVTC_CPU_ENCODE_INTERNAL_H
 #define KVTC_CPU_ENCODE_INTERNAL_H
 
-#include "format/basis.h"
 #include "kvtc.h"
+#include "model/basis.h"
 
 const basis_plan *encoder_plan(const kvtc_encoder *e);
 const kvtc_encode_options *encoder_options(const kvtc_encoder *e);

@@ -27,9 +27,10 @@
 
 extern "C" {
 #include "entropy/rans.h"
-#include "format/basis.h"
+#include "model/basis.h"
 #include "format/container.h"
 #include "quant/group_quant.h"
+#include "transform/rope.h"
 #include "util/cache.h"
 #include "util/half.h"
 }

@@ -22,7 +22,7 @@
 #include "kvtc_cuda.h"
 
 extern "C" {
-#include "format/basis.h"
+#include "model/basis.h"
 #include "transform/calibrate_internal.h"
 #include "util/cache.h"
 }

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
+#include "model/basis.h"
 #include "util/endian.h"
 
 void rans_normalize(const uint32_t count[256], uint64_t n, uint32_t freq[256]) {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
+#include "model/basis.h"
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/half.h"

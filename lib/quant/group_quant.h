@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "format/basis.h"
+#include "model/basis.h"
 
 /* Exact payload bytes of a chunk of n tokens under plans k and v. */
 uint64_t quant_payload_size(const plan_stream *k, const plan_stream *v, uint64_t n);

@@ -13,11 +13,13 @@
 #include <string.h>
 
 #include "alloc/dp.h"
-#include "format/basis.h"
+#include "model/basis.h"
 #include "transform/calibrate_internal.h"
 #include "transform/pca.h"
 #include "transform/rope.h"
+#include "transform/rows.h"
 #include "util/cache.h"
+#include "util/rng.h"
 
 #define CALIB_DEFAULT_MAX_TOKENS 65536u
 #define CALIB_EXACT_MAX_P 4096u       /* AUTO: exact PCA up to here */

@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #include "alloc/dp.h"
-#include "format/basis.h"
 #include "kvtc.h"
+#include "model/basis.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -17,10 +17,4 @@ kvtc_result pca_exact(const float *x, uint64_t n, uint32_t p, uint32_t rank, flo
 kvtc_result pca_randomized(const float *x, uint64_t n, uint32_t p, uint32_t rank, uint32_t oversample,
                            uint32_t power_iters, uint64_t seed, float *basis, float *eig);
 
-/* Deterministic PRNG shared by sampling and the randomized SVD. */
-typedef struct kvi_rng { uint64_t s; } kvi_rng;
-uint64_t kvi_rng_next(kvi_rng *r);
-double kvi_rng_uniform(kvi_rng *r);  /* [0, 1) */
-double kvi_rng_gauss(kvi_rng *r);
-
 #endif

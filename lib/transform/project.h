@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "format/basis.h"
+#include "model/basis.h"
 
 /* Each direction is split in a per-token half (run on the codec's worker
  * threads, by token range) and a GEMM (run on OpenBLAS's threads). */

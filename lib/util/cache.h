@@ -1,13 +1,12 @@
-/* cache.h - validation of geometries and caches, and moving tokens between
- * the engine layout [layer][head][token][dim] and the codec's rows
- * [token][layer*head*dim] (one row per token, as the cross-layer PCA sees it). */
+/* cache.h - validation of geometries and caches, and element access
+ * (lib/util/cache_check.c). Moving tokens between engine memory and the
+ * codec's rows is transform/rows.h. */
 #ifndef KVTC_UTIL_CACHE_H
 #define KVTC_UTIL_CACHE_H
 
 #include <stdint.h>
 
 #include "kvtc.h"
-#include "transform/rope.h"
 
 /* Format limits: a row of one stream holds at most KVTC_MAX_ROW values
  * (p = 80 layers x 8 heads x 128 dims = 81920 for a 70B model). */
@@ -33,32 +32,5 @@ void kvi_store_elem(void *base, kvtc_dtype t, uint64_t i, float x);
 static inline int64_t kvi_cache_position(const kvtc_cache *c, uint64_t t) {
     return c->positions ? c->positions[t] : (int64_t)t;
 }
-
-/* Copy tokens [t0, t0+n) of k (is_key) or v, layers [first_layer, L), into
- * rows[n][row_width] as float; keys are un-rotated when unrope is set.
- * rope may be NULL when unrope is 0. */
-void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
-                      uint64_t n, const rope_table *rope, int unrope, float *rows);
-
-/* Inverse of kvi_gather_rows: write rows into the cache, re-rotating keys. */
-void kvi_scatter_rows(kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0, uint64_t n,
-                       const rope_table *rope, int rerope, const float *rows);
-
-/* 1 if every value of tokens [t0, t0+n) is finite. */
-int kvi_cache_tokens_finite(const kvtc_cache *c, uint64_t t0, uint64_t n);
-
-/* The same on a layout (the implementation of the kvtc_cache forms above,
- * which are its contiguous special case). Rows cover layers
- * [layer_begin, layer_end); t0 is a token of the layout. The layout must
- * have passed kvi_layout_check. */
-void kvi_layout_gather_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
-                             uint64_t t0, uint64_t n, const rope_table *rope, int unrope, float *rows);
-void kvi_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
-                              uint64_t t0, uint64_t n, const rope_table *rope, int rerope, const float *rows);
-int kvi_layout_tokens_finite(const kvtc_cache_layout *c, uint32_t layer_begin, uint64_t t0, uint64_t n);
-/* Bit-exact copy of tokens [src_t0, +n) of src to [dst_t0, +n) of dst (same
- * geometry and dtype), K (is_key) or V, layers [layer_begin, layer_end). */
-void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
-                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end);
 
 #endif

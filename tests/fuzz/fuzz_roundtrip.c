@@ -20,11 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format/basis.h"
 #include "format/container.h"
 #include "fuzz_common.h"
 #include "kvtc.h"
+#include "model/basis.h"
 #include "transform/rope.h"
+#include "transform/rows.h"
 #include "util/cache.h"
 
 static kvtc_basis *g_basis[3];

@@ -1,9 +1,9 @@
 /* plan_solve.h - a bit-allocation plan for any target ratio, solved from
  * what every basis stores (the eigenvalues), without recalibrating. */
-#ifndef KVTC_FORMAT_PLAN_SOLVE_H
-#define KVTC_FORMAT_PLAN_SOLVE_H
+#ifndef KVTC_ALLOC_PLAN_SOLVE_H
+#define KVTC_ALLOC_PLAN_SOLVE_H
 
-#include "format/basis.h"
+#include "model/basis.h"
 
 /* The stored plan made for exactly `ratio` (relative difference below
  * 1e-9), or -1. */

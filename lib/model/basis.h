@@ -1,12 +1,13 @@
 /* basis.h - the in-memory basis (what calibration produces and every encoder
- * and decoder shares, read-only) and its safetensors serialization. */
-#ifndef KVTC_FORMAT_BASIS_H
-#define KVTC_FORMAT_BASIS_H
+ * and decoder shares, read-only) and its plans. lib/format/basis.c reads and
+ * writes it as a file; lib/model/basis.c holds everything else. */
+#ifndef KVTC_MODEL_BASIS_H
+#define KVTC_MODEL_BASIS_H
 
 #include <stdint.h>
 
-#include "alloc/dp.h"
 #include "kvtc.h"
+#include "model/groups.h"
 
 /* Transform of one stream (keys or values). Coordinates are ordered
  * layer-major over the coded layers [recompute_layers, n_layers), then head,
@@ -28,6 +29,9 @@ typedef struct plan_stream {
     uint64_t units;      /* 16-bit units per token (shift/scale included) */
     double error;        /* model's expected weighted squared error per token */
 } plan_stream;
+
+/* Most groups one plan stream may have (a bound for hostile files). */
+#define BASIS_MAX_GROUPS (1u << 22)
 
 typedef struct basis_plan {
     double target_ratio;

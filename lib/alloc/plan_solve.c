@@ -1,5 +1,7 @@
 /* plan_solve.c - see plan_solve.h. */
-#include "format/plan_solve.h"
+#include "alloc/plan_solve.h"
+
+#include "alloc/dp.h"
 
 #include <math.h>
 #include <stdlib.h>
