@@ -52,8 +52,11 @@ typedef enum kvtc_cuda_gemm {
 
 typedef struct kvtc_cuda_options {
     size_t struct_size;    /* sizeof(kvtc_cuda_options) */
-    double ratio;          /* plan used for encoding: the closest target ratio (default 20,
-                            * as kvtc_encode_options) */
+    double ratio;          /* target ratio of the encoder, as kvtc_encode_options (default
+                            * 20): the basis' plan made for exactly this ratio, else a
+                            * plan solved at codec creation (the CPU's DP), which every
+                            * stream then carries (container 1.1, flag bit 2).
+                            * KVTC_ERR_NO_PLAN below the basis' smallest ratio. */
     uint32_t n_sink;       /* default 4 */
     uint32_t n_window;     /* default 128 */
     uint32_t chunk_tokens; /* default 256 */
@@ -71,6 +74,19 @@ KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);
 
 typedef struct kvtc_cuda_codec kvtc_cuda_codec;
 
+/* Why the last call on this codec failed with KVTC_ERR_CUDA: the failing
+ * CUDA runtime or cuBLAS call (or the stage whose kernel launch failed),
+ * its source file and line, the error's name and text, e.g.
+ *   "encode.cu:97: project_rows(...): CUBLAS_STATUS_EXECUTION_FAILED: ..."
+ * Copies at most len - 1 bytes and a NUL into buf (buf may be NULL when
+ * len is 0) and returns the message's full length (like snprintf), 0 when
+ * the last call did not fail in CUDA. Every compress/decompress call
+ * clears it first. Errors that happen on the device after a call returned
+ * (sticky errors, found by the caller's later cudaStreamSynchronize) and
+ * failures of kvtc_cuda_codec_alloc (no codec is returned to hold them)
+ * are not recorded here. c may be NULL (empty message). */
+KVTC_API size_t kvtc_cuda_last_error(const kvtc_cuda_codec *c, char *buf, size_t len);
+
 /* Upload mean, weights, basis rows (all plans' ranks) and plan tables to
  * the device and create a cuBLAS handle. b must outlive the codec. */
 KVTC_API kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cuda_options *opts, kvtc_cuda_codec **out);
@@ -78,7 +94,8 @@ KVTC_API void kvtc_cuda_codec_free(kvtc_cuda_codec *c);
 
 /* Device bytes the workspace needs for caches of up to n_tokens tokens, for
  * encoding and for decoding streams of chunk_tokens per chunk (0 = the
- * codec's chunk_tokens), with any plan of the basis; 0 on overflow. */
+ * codec's chunk_tokens), with any plan of the basis, the encoder's plan and
+ * the carried plans the codec holds so far; 0 on overflow. */
 KVTC_API size_t kvtc_cuda_workspace_size(const kvtc_cuda_codec *c, uint64_t n_tokens, uint32_t chunk_tokens);
 
 /* Upper bound on the stream size of `cache` (0 if the cache is invalid). */
@@ -93,20 +110,40 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
                                uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream);
 
 /* Decode a stream held in device memory d_stream[0..size). The host passes
- * a copy of the stream's first bytes (at least the header and section
- * table, 272 bytes; validated on the host, without synchronizing). `out`
- * (device pointers) must match the stream's geometry, dtype and n_tokens;
- * out->positions, if not NULL, receives the positions. Every section and
- * chunk CRC is checked on the device; any failure sets *d_status (device
- * u32, set to 0 first) to a kvtc_result != 0. Codec 1 (DEFLATE) streams:
- * KVTC_ERR_UNSUPPORTED (decode them on the CPU), and so are streams that
- * carry a solved plan (a ratio the basis has no plan for, container 1.1
- * flag bit 2). The GPU encoder still uses the basis plan closest to the
- * requested ratio. Layouts, decode ranges and append are CPU-only so far. */
+ * a copy of the stream's first bytes, h_prefix[0..prefix_size), validated
+ * on the host without synchronizing:
+ *  - at least the header and section table: 272 bytes, or 296 for a
+ *    stream that carries a plan (container 1.1 flag bit 2);
+ *  - for a stream that carries a plan the codec does not hold yet, up to
+ *    the end of its plan section, which is the stream's LAST section: then
+ *    h_prefix is the whole stream (else KVTC_ERR_TRUNCATED). The codec
+ *    validates the plan (its CRC, its groups against the basis, the
+ *    header's plan fingerprint), uploads its tables (this allocates and
+ *    synchronizes, so it must not happen during graph capture) and keeps
+ *    the last 8 such plans: later streams with the same plan need only the
+ *    header and table. kvtc_cuda_stream_workspace_size() does the same
+ *    ahead of time.
+ * `out` (device pointers) must match the stream's geometry, dtype and
+ * n_tokens; out->positions, if not NULL, receives the positions. Every
+ * section and chunk CRC is checked on the device; any failure sets
+ * *d_status (device u32, set to 0 first) to a kvtc_result != 0. Codec 1
+ * (DEFLATE) streams: KVTC_ERR_UNSUPPORTED (decode them on the CPU), and so
+ * are streams with recomputed layers. ws_size must be at least
+ * kvtc_cuda_workspace_size(n_tokens) (stored plans and the encoder's) or,
+ * for a stream carrying another plan, kvtc_cuda_stream_workspace_size():
+ * else KVTC_ERR_BUFFER_TOO_SMALL. Layouts, decode ranges and append are
+ * CPU-only so far. */
 KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
 
+/* Prepare to decode the stream whose prefix is h_prefix[0..prefix_size)
+ * (same rules as kvtc_cuda_decompress): resolve its plan (uploading and
+ * keeping a carried plan; allocates and synchronizes) and set *ws_size to
+ * the workspace bytes its decode needs. Call it before capturing a decode
+ * of a plan-carrying stream in a CUDA graph. */
+KVTC_API kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                            size_t *ws_size);
 
 /* ------------------------------------------------------------------------ */
 /* GPU calibration                                                           */

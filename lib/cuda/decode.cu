@@ -1,0 +1,156 @@
+// decode.cu - kvtc_cuda_decompress: the host orchestration of the decoder.
+// Parse chunk index and segment headers, chunk CRCs, rANS lanes, stored
+// copies (rans_decode.cu), then per stream: dequantize -> GEMM X = D B ->
+// (x / w + mean), RoPE, scatter into [L][H][T][d]; finally the section
+// CRCs, raw tokens and positions. Stream-ordered; failures that depend on
+// the data go to the device status word.
+#include <string.h>
+
+#include "cuda/codec.cuh"
+#include "cuda/common.cuh"
+#include "cuda/crc.cuh"
+#include "cuda/device_guard.h"
+#include "cuda/projection.cuh"
+#include "cuda/quantize.cuh"
+#include "cuda/rans_decode.cuh"
+#include "cuda/rope_gather.cuh"
+#include "cuda/stages.cuh"
+
+extern "C" {
+#include "entropy/rans.h"
+#include "quant/group_quant.h"
+}
+
+extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                            const void *d_stream, size_t size, kvtc_cache *out, void *d_ws, size_t ws_size,
+                                            uint32_t *d_status, cudaStream_t stream) {
+    if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    cuda_clear_error(c);
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    container_header h;
+    kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
+    if (r) return r;
+    const kvtc_basis *b = c->basis;
+    if (h.transform_fingerprint != b->transform_fingerprint || !kvi_geometry_equal(&h.geometry, &b->geometry) ||
+        h.recompute_layers != b->recompute_layers || h.rope_removed != (uint8_t)b->rope_removed)
+        return KVTC_ERR_BASIS_MISMATCH;
+    if (h.codec != CONTAINER_CODEC_RANS || h.recompute_layers || (h.flags & CONTAINER_FLAG_TOKEN_IDS))
+        return KVTC_ERR_UNSUPPORTED;
+    if ((r = check_dev_cache(c, out))) return r;
+    if (out->dtype != h.dtype || out->n_tokens != h.n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
+    if (size < h.total_size) return KVTC_ERR_TRUNCATED;
+    // a plan of the codec, or the one the stream carries (read from the prefix)
+    const PlanDev *ppd = NULL;
+    if ((r = resolve_stream_plan(c, &h, (const uint8_t *)h_prefix, prefix_size, &ppd))) return r;
+    const PlanDev &pd = *ppd;
+    Layout L;
+    if (!layout_ws(c, h.n_tokens, h.chunk_tokens, ppd, &L)) return KVTC_ERR_TOO_LARGE;
+    if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
+    const basis_plan *pl = pd.host;
+    uint8_t *ws = (uint8_t *)d_ws;
+    const uint8_t *in = (const uint8_t *)d_stream;
+    uint64_t coded = container_coded_tokens(&h);
+    uint32_t C = h.n_chunks;
+    const kvtc_geometry *g = &h.geometry;
+    uint32_t LH = g->n_layers * g->n_kv_heads;
+    size_t esz = kvtc_dtype_size(h.dtype);
+    CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
+    CUBLAS_CHECK(c, cublasSetStream(c->blas, stream));
+    CUBLAS_CHECK(c, cublasSetWorkspace(c->blas, ws + L.blas, L.blas_size));
+    PROF(c, stream, "start");
+    uint32_t *pieces = (uint32_t *)(ws + L.pieces);
+    const uint8_t *pos_le = (h.flags & CONTAINER_FLAG_POSITIONS) ? in + h.sections[SEC_POSITIONS].offset : NULL;
+    if (coded) {
+        uint64_t last_n = coded - (uint64_t)(C - 1) * h.chunk_tokens;
+        DecArgs a;
+        a.in = in;
+        a.index_off = h.sections[SEC_CHUNK_INDEX].offset;
+        a.data_off = h.sections[SEC_CHUNK_DATA].offset;
+        a.data_size = h.sections[SEC_CHUNK_DATA].size;
+        a.chunk_tokens = h.chunk_tokens;
+        a.coded = coded;
+        a.pay[0] = (uint32_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
+        a.pay[1] = (uint32_t)quant_payload_size(&pl->k, &pl->v, last_n);
+        DecWs w;
+        w.payload = ws + L.payload;
+        w.seg = (DSeg *)(ws + L.dseg);
+        w.n_segs = (uint32_t *)(ws + L.dnseg);
+        w.n_blocks = (uint32_t *)(ws + L.dnblk);
+        w.chunk_off = (uint64_t *)(ws + L.dcoff);
+        w.chunk_size = (uint32_t *)(ws + L.dcsize);
+        w.chunk_crc = (uint32_t *)(ws + L.dccrc);
+        w.max_payload = L.max_payload;
+        w.C = C;
+        launch_parse_chunks(a, w, d_status, stream);
+        PROF(c, stream, "parse index+segments");
+        crc_chunks_check(in + a.data_off, w.chunk_off, w.chunk_size, C, (uint32_t)L.max_pieces, c->d_crc_table, pieces,
+                         w.chunk_crc, d_status, stream);
+        PROF(c, stream, "chunk CRCs");
+        launch_decode_lanes(a, w, d_status, stream);
+        PROF(c, stream, "rANS lanes");
+        launch_decode_stored(a, w, stream);
+        PROF(c, stream, "stored segments");
+        LAUNCH_CHECK(c, "rANS decode");
+        float2 *cs = (float2 *)(ws + L.cs);
+        int rot = b->rope_removed && g->rope_type != KVTC_ROPE_NONE;
+        uint32_t n_pairs = kvi_geometry_rope_dim(g) / 2;
+        if (rot) launch_rope_table(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink, coded, cs, stream);
+        PROF(c, stream, "rope table");
+        for (int s = 0; s < 2; s++) {
+            QuantGeom q = quant_geom(L, pd, coded, h.chunk_tokens, s);
+            uint32_t rk = pd.s[s].rank;
+            launch_dequantize(c->esize, ws + L.D, pd.s[s], q, ws + L.payload, stream);
+            LAUNCH_CHECK(c, "dequantize");
+            PROF(c, stream, s ? "V dequantize" : "K dequantize");
+            if (rk)
+                CUBLAS_CHECK(c, reconstruct_rows(c, s, rk, coded, ws + L.D, ws + L.X));
+            else
+                CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, coded * c->p * c->esize, stream));
+            PROF(c, stream, s ? "V gemm" : "K gemm");
+            RowGeom rg = row_geom(&h, s == 0, rot);
+            void *dst = s == 0 ? out->k : out->v;
+            launch_scatter(c->esize, h.dtype, rg, LH, dst, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            LAUNCH_CHECK(c, "scatter");
+            PROF(c, stream, s ? "V scatter" : "K scatter");
+        }
+    }
+    // sections: CRC check, raw tokens, positions
+    uint32_t sec_pieces;
+    Regions sr = section_regions(h, &sec_pieces);
+    if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
+    crc_regions_check(in, sr, sec_pieces, c->d_crc_table, pieces + (uint64_t)C * L.max_pieces, d_status, stream);
+    PROF(c, stream, "section CRCs");
+    if (container_raw_tokens(&h)) {
+        launch_raw_copy((uint8_t *)out->k, (uint8_t *)in + h.sections[SEC_RAW_K].offset, h.n_tokens, h.n_sink,
+                        h.n_window, (uint32_t)(g->head_dim * esz), 1, LH, stream);
+        launch_raw_copy((uint8_t *)out->v, (uint8_t *)in + h.sections[SEC_RAW_V].offset, h.n_tokens, h.n_sink,
+                        h.n_window, (uint32_t)(g->head_dim * esz), 1, LH, stream);
+    }
+    if (out->positions) launch_write_positions(pos_le, h.n_tokens, out->positions, stream);
+    LAUNCH_CHECK(c, "section CRCs + raw tokens");
+    PROF(c, stream, "raw tokens + positions");
+    prof_report(c, "decompress");
+    return KVTC_OK;
+}
+
+extern "C" kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                                       size_t *ws_size) {
+    if (!c || !h_prefix || !ws_size) return KVTC_ERR_INVALID_ARGUMENT;
+    *ws_size = 0;
+    cuda_clear_error(c);
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    container_header h;
+    kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
+    if (r) return r;
+    const kvtc_basis *b = c->basis;
+    if (h.transform_fingerprint != b->transform_fingerprint || !kvi_geometry_equal(&h.geometry, &b->geometry))
+        return KVTC_ERR_BASIS_MISMATCH;
+    const PlanDev *pd = NULL;
+    if ((r = resolve_stream_plan(c, &h, (const uint8_t *)h_prefix, prefix_size, &pd))) return r;
+    Layout L;
+    if (!layout_ws(c, h.n_tokens, h.chunk_tokens, pd, &L)) return KVTC_ERR_TOO_LARGE;
+    *ws_size = L.total;
+    return KVTC_OK;
+}

@@ -1,0 +1,40 @@
+// rope_gather.cuh - between the cache and the projection rows: RoPE
+// angles, gather (cache -> rows X: RoPE removed from keys, (x - mean) *
+// weight) and scatter (rows -> cache: the inverse), the raw sink/window
+// tokens and the positions section.
+#ifndef KVTC_CUDA_ROPE_GATHER_CUH
+#define KVTC_CUDA_ROPE_GATHER_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+struct RowGeom {
+    uint32_t H, d, rd, rope;  // rope: 0 none, 1 norm, 2 neox (0 also when not rotating)
+    uint64_t n_tokens;         // tokens of the cache tensor
+    uint64_t t0, n;            // coded tokens [t0, t0 + n)
+    uint64_t p;
+};
+
+// cs[t][i] = (cos, sin)(pos(t0 + t) * inv_freq[i]), t < n, i < n_pairs; the
+// position comes from positions (device int64), else pos_le (the stream's
+// little-endian positions section), else t0 + t.
+void launch_rope_table(const double *inv_freq, uint32_t n_pairs, const int64_t *positions, const uint8_t *pos_le,
+                       uint64_t t0, uint64_t n, float2 *cs, cudaStream_t st);
+
+// rows X[t][p] (esize 2: bf16, 4: fp32) from a [L*H][n_tokens][d] cache of dtype
+void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const void *src, const float2 *cs,
+                   const float *mean, const float *weight, void *X, cudaStream_t st);
+// the inverse: rows X into the cache
+void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, void *dst, const float2 *cs,
+                    const float *mean, const float *weight, const void *X, cudaStream_t st);
+
+// raw sink/window tokens: dir 0 cache -> section, 1 section -> cache
+void launch_raw_copy(uint8_t *cache, uint8_t *section, uint64_t n_tokens, uint32_t n_sink, uint32_t n_window,
+                     uint32_t tok_bytes, int dir, uint32_t LH, cudaStream_t st);
+
+// positions (device int64) -> the stream's little-endian positions section
+void launch_copy_positions(const int64_t *pos, uint64_t n, uint8_t *out, cudaStream_t st);
+// the positions section (or 0..n-1 when pos_le is NULL) -> int64 positions
+void launch_write_positions(const uint8_t *pos_le, uint64_t n, int64_t *out, cudaStream_t st);
+
+#endif
