@@ -186,8 +186,14 @@ static void to_host(const DevCache &d, kvtc_cache &h) {
 static int rans_bytes_identical(const std::vector<uint8_t> &s, const kvtc_basis *b, uint32_t *n_chunks) {
     container_header h;
     if (container_read_prefix(s.data(), s.size(), &h)) return 0;
+    // a stored plan, or the solved one the stream carries (flag bit 2)
     int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
-    const basis_plan *pl = &b->plans[pi];
+    static basis_plan carried;
+    plan_stream_free(&carried.k);
+    plan_stream_free(&carried.v);
+    memset(&carried, 0, sizeof carried);
+    if (pi < 0 && container_read_plan_section(s.data(), &h, b, &carried)) return 0;
+    const basis_plan *pl = pi >= 0 ? &b->plans[pi] : &carried;
     int same = 1;
     *n_chunks = h.n_chunks;
     for (uint32_t i = 0; i < h.n_chunks; i++) {
