@@ -131,8 +131,8 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
  * are streams with recomputed layers. ws_size must be at least
  * kvtc_cuda_workspace_size(n_tokens) (stored plans and the encoder's) or,
  * for a stream carrying another plan, kvtc_cuda_stream_workspace_size():
- * else KVTC_ERR_BUFFER_TOO_SMALL. Layouts, decode ranges and append are
- * CPU-only so far. */
+ * else KVTC_ERR_BUFFER_TOO_SMALL. Engine layouts: kvtc_cuda_decompress_layout
+ * below; decode ranges and append are CPU-only so far. */
 KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
@@ -144,6 +144,41 @@ KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pref
  * of a plan-carrying stream in a CUDA graph. */
 KVTC_API kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
                                             size_t *ws_size);
+
+/* ------------------------------------------------------------------------ */
+/* Engine layouts on the GPU                                                 */
+/* ------------------------------------------------------------------------ */
+/* kvtc_cuda_compress / kvtc_cuda_decompress read and write a cache described
+ * by a kvtc_cache_layout (include/kvtc.h: per-layer bases or base + layer
+ * stride, token / head / dim strides, optional block table) in place: the
+ * gather and scatter kernels address the engine's memory directly, with no
+ * intermediate contiguous copy. kvtc_cuda_compress/decompress are the
+ * contiguous case of these. On the GPU:
+ *  - every pointer of the layout is a DEVICE pointer (k/v base or the
+ *    entries of k/v.layers, block_table, positions); the `layers` arrays
+ *    themselves are host arrays (read at call time, passed by value to the
+ *    kernels), at most 256 layers (else KVTC_ERR_UNSUPPORTED);
+ *  - the block table is validated on the device, stream-ordered: an entry
+ *    outside [0, n_pool_blocks) or a block that appears twice sets
+ *    *d_status to KVTC_ERR_BAD_BLOCK_TABLE (the output is then
+ *    unspecified). Kernels never follow an out-of-range entry: the rows it
+ *    names are skipped, so no access leaves the pool. The check costs
+ *    O(entries^2) comparisons (512 entries for 8K tokens in blocks of 16);
+ *  - rows with dim stride 1, 8-byte aligned bases and token / head / block
+ *    strides that are multiples of 4 elements take the vectorized kernels;
+ *    others (e.g. llama.cpp's transposed V) take the element-wise ones;
+ *  - the same bytes as kvtc_cuda_compress of the same values in a
+ *    contiguous cache, the same values as kvtc_cuda_decompress. */
+KVTC_API size_t kvtc_cuda_compress_layout_bound(const kvtc_cuda_codec *c, const kvtc_cache_layout *cache);
+/* d_status (device u32): required with a block table (else
+ * KVTC_ERR_INVALID_ARGUMENT), may be NULL without one; set to 0 first. */
+KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_cache_layout *cache, void *d_out,
+                                      size_t cap, uint64_t *d_written, void *d_ws, size_t ws_size,
+                                      uint32_t *d_status, cudaStream_t stream);
+/* As kvtc_cuda_decompress, into `out`; out->token_ids is ignored. */
+KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                        const void *d_stream, size_t size, const kvtc_cache_layout *out,
+                                        void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream);
 
 /* ------------------------------------------------------------------------ */
 /* GPU calibration                                                           */

@@ -8,6 +8,7 @@
 #include "cuda/common.cuh"
 #include "cuda/crc.cuh"
 #include "cuda/device_guard.h"
+#include "cuda/layout.cuh"
 #include "cuda/rans_decode.cuh"
 
 extern "C" {
@@ -470,12 +471,19 @@ kvtc_result check_dev_cache(const kvtc_cuda_codec *c, const kvtc_cache *cache) {
     return KVTC_OK;
 }
 
-kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache *cache, container_header *h) {
+kvtc_result check_dev_layout(const kvtc_cuda_codec *c, const kvtc_cache_layout *l) {
+    kvtc_result r = dev_layout_check(l);
+    if (r) return r;
+    if (!kvi_geometry_equal(&l->geometry, &c->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
+    return KVTC_OK;
+}
+
+kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache_layout *l, container_header *h) {
     /* positions live in device memory: any given positions are stored (the
      * CPU encoder omits them when they are 0..n-1; both forms decode alike) */
-    kvtc_result r = container_header_init_plan(h, c->basis, c->plans[c->enc_plan].host, &cache->geometry,
-                                               cache->dtype, cache->n_tokens, c->opt.n_sink, c->opt.n_window,
-                                               c->opt.chunk_tokens, CONTAINER_CODEC_RANS, cache->positions != NULL);
+    kvtc_result r = container_header_init_plan(h, c->basis, c->plans[c->enc_plan].host, &l->geometry, l->dtype,
+                                               l->n_tokens, c->opt.n_sink, c->opt.n_window, c->opt.chunk_tokens,
+                                               CONTAINER_CODEC_RANS, l->positions != NULL);
     if (r) return r;
     // a solved plan: its section follows the chunk data (offset known on the device only)
     if (c->enc_carries_plan) container_set_plan_section(h, c->plan_section_size);
@@ -484,10 +492,10 @@ kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache *cache, contai
     return KVTC_OK;
 }
 
-extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_cache *cache) {
-    if (!c || check_dev_cache(c, cache)) return 0;
+extern "C" size_t kvtc_cuda_compress_layout_bound(const kvtc_cuda_codec *c, const kvtc_cache_layout *l) {
+    if (!c || check_dev_layout(c, l)) return 0;
     container_header h;
-    if (enc_header(c, cache, &h)) return 0;
+    if (enc_header(c, l, &h)) return 0;
     const basis_plan *pl = c->plans[c->enc_plan].host;
     uint64_t coded = container_coded_tokens(&h), data = c->enc_carries_plan ? c->plan_section_size : 0;
     for (uint64_t t0 = 0; t0 < coded; t0 += h.chunk_tokens) {
@@ -497,3 +505,9 @@ extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_
     return (size_t)(h.sections[SEC_CHUNK_DATA].offset + data);
 }
 
+extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_cache *cache) {
+    if (!c || check_dev_cache(c, cache)) return 0;
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(cache, &l);
+    return kvtc_cuda_compress_layout_bound(c, &l);
+}

@@ -10,6 +10,7 @@
 #include "cuda/common.cuh"
 #include "cuda/crc.cuh"
 #include "cuda/device_guard.h"
+#include "cuda/layout.cuh"
 #include "cuda/projection.cuh"
 #include "cuda/quantize.cuh"
 #include "cuda/rans_decode.cuh"
@@ -21,13 +22,10 @@ extern "C" {
 #include "quant/group_quant.h"
 }
 
-extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
-                                            const void *d_stream, size_t size, kvtc_cache *out, void *d_ws, size_t ws_size,
-                                            uint32_t *d_status, cudaStream_t stream) {
-    if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
-    cuda_clear_error(c);
-    DeviceGuard dg(c->opt.device);
-    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+// The decoder into a layout of device pointers (out, checked by the caller).
+static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
+                                   size_t size, const kvtc_cache_layout *out, void *d_ws, size_t ws_size,
+                                   uint32_t *d_status, cudaStream_t stream) {
     container_header h;
     kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
     if (r) return r;
@@ -37,7 +35,6 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
         return KVTC_ERR_BASIS_MISMATCH;
     if (h.codec != CONTAINER_CODEC_RANS || h.recompute_layers || (h.flags & CONTAINER_FLAG_TOKEN_IDS))
         return KVTC_ERR_UNSUPPORTED;
-    if ((r = check_dev_cache(c, out))) return r;
     if (out->dtype != h.dtype || out->n_tokens != h.n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (size < h.total_size) return KVTC_ERR_TRUNCATED;
     // a plan of the codec, or the one the stream carries (read from the prefix)
@@ -54,8 +51,12 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
     uint32_t C = h.n_chunks;
     const kvtc_geometry *g = &h.geometry;
     uint32_t LH = g->n_layers * g->n_kv_heads;
-    size_t esz = kvtc_dtype_size(h.dtype);
     CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
+    launch_check_block_table(out, d_status, stream);
+    LAUNCH_CHECK(c, "block table check");
+    DevTensor tk, tv;  // K and V through their layouts (by value into the kernels)
+    dev_tensor(out, 1, &tk);
+    dev_tensor(out, 0, &tv);
     CUBLAS_CHECK(c, cublasSetStream(c->blas, stream));
     CUBLAS_CHECK(c, cublasSetWorkspace(c->blas, ws + L.blas, L.blas_size));
     PROF(c, stream, "start");
@@ -109,8 +110,7 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
                 CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, coded * c->p * c->esize, stream));
             PROF(c, stream, s ? "V gemm" : "K gemm");
             RowGeom rg = row_geom(&h, s == 0, rot);
-            void *dst = s == 0 ? out->k : out->v;
-            launch_scatter(c->esize, h.dtype, rg, LH, dst, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            launch_scatter(c->esize, h.dtype, rg, LH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
             LAUNCH_CHECK(c, "scatter");
             PROF(c, stream, s ? "V scatter" : "K scatter");
         }
@@ -122,16 +122,44 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
     crc_regions_check(in, sr, sec_pieces, c->d_crc_table, pieces + (uint64_t)C * L.max_pieces, d_status, stream);
     PROF(c, stream, "section CRCs");
     if (container_raw_tokens(&h)) {
-        launch_raw_copy((uint8_t *)out->k, (uint8_t *)in + h.sections[SEC_RAW_K].offset, h.n_tokens, h.n_sink,
-                        h.n_window, (uint32_t)(g->head_dim * esz), 1, LH, stream);
-        launch_raw_copy((uint8_t *)out->v, (uint8_t *)in + h.sections[SEC_RAW_V].offset, h.n_tokens, h.n_sink,
-                        h.n_window, (uint32_t)(g->head_dim * esz), 1, LH, stream);
+        launch_raw_copy(tk, (uint8_t *)in + h.sections[SEC_RAW_K].offset, g->n_kv_heads, g->head_dim, h.n_tokens,
+                        h.n_sink, h.n_window, 1, LH, stream);
+        launch_raw_copy(tv, (uint8_t *)in + h.sections[SEC_RAW_V].offset, g->n_kv_heads, g->head_dim, h.n_tokens,
+                        h.n_sink, h.n_window, 1, LH, stream);
     }
     if (out->positions) launch_write_positions(pos_le, h.n_tokens, out->positions, stream);
     LAUNCH_CHECK(c, "section CRCs + raw tokens");
     PROF(c, stream, "raw tokens + positions");
     prof_report(c, "decompress");
     return KVTC_OK;
+}
+
+extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                            const void *d_stream, size_t size, kvtc_cache *out, void *d_ws, size_t ws_size,
+                                            uint32_t *d_status, cudaStream_t stream) {
+    if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    cuda_clear_error(c);
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    kvtc_result r = check_dev_cache(c, out);
+    if (r) return r;
+    kvtc_cache_layout l;  // the contiguous case of a layout
+    kvtc_cache_layout_from_cache(out, &l);
+    if ((r = check_dev_layout(c, &l))) return r;
+    return decompress_impl(c, h_prefix, prefix_size, d_stream, size, &l, d_ws, ws_size, d_status, stream);
+}
+
+extern "C" kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                                   const void *d_stream, size_t size, const kvtc_cache_layout *out,
+                                                   void *d_ws, size_t ws_size, uint32_t *d_status,
+                                                   cudaStream_t stream) {
+    if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    cuda_clear_error(c);
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    kvtc_result r = check_dev_layout(c, out);
+    if (r) return r;
+    return decompress_impl(c, h_prefix, prefix_size, d_stream, size, out, d_ws, ws_size, d_status, stream);
 }
 
 extern "C" kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,

@@ -12,6 +12,7 @@
 #include "cuda/crc.cuh"
 #include "cuda/device_guard.h"
 #include "cuda/header.cuh"
+#include "cuda/layout.cuh"
 #include "cuda/projection.cuh"
 #include "cuda/quantize.cuh"
 #include "cuda/rans_encode.cuh"
@@ -23,21 +24,29 @@ extern "C" {
 #include "quant/group_quant.h"
 }
 
-extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
-                                          uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream) {
-    if (!c || !cache || !d_out || !d_written || !d_ws) return KVTC_ERR_INVALID_ARGUMENT;
-    cuda_clear_error(c);
-    DeviceGuard dg(c->opt.device);
-    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
-    kvtc_result r = check_dev_cache(c, cache);
-    if (r) return r;
-    if (cap < kvtc_cuda_compress_bound(c, cache)) return KVTC_ERR_BUFFER_TOO_SMALL;
+// The encoder for a validated layout of device pointers (cache).
+static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *cache, void *d_out, size_t cap,
+                                 uint64_t *d_written, void *d_ws, size_t ws_size, uint32_t *d_status,
+                                 cudaStream_t stream) {
+    kvtc_result r;
+    size_t bound = kvtc_cuda_compress_layout_bound(c, cache);
+    if (!bound) return KVTC_ERR_INVALID_ARGUMENT;
+    if (cap < bound) return KVTC_ERR_BUFFER_TOO_SMALL;
     container_header h;
     if ((r = enc_header(c, cache, &h))) return r;
     Layout L;
     if (!layout_ws(c, cache->n_tokens, h.chunk_tokens, NULL, &L)) return KVTC_ERR_TOO_LARGE;
     if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
     uint8_t *ws = (uint8_t *)d_ws, *out = (uint8_t *)d_out;
+    if (d_status) {
+        CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
+        launch_check_block_table(cache, d_status, stream);
+        LAUNCH_CHECK(c, "block table check");
+    }
+    // K and V through their layouts (the per-layer bases travel by value); ~2 KB each
+    DevTensor tk, tv;
+    dev_tensor(cache, 1, &tk);
+    dev_tensor(cache, 0, &tv);
     const PlanDev &pd = c->plans[c->enc_plan];
     const basis_plan *pl = pd.host;
     uint64_t coded = container_coded_tokens(&h);
@@ -47,14 +56,13 @@ extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *
     PROF(c, stream, "start");
     const kvtc_geometry *g = &h.geometry;
     uint32_t LH = g->n_layers * g->n_kv_heads;
-    size_t esz = kvtc_dtype_size(h.dtype);
 
     // raw sections and positions
     if (container_raw_tokens(&h)) {
-        launch_raw_copy((uint8_t *)cache->k, out + h.sections[SEC_RAW_K].offset, h.n_tokens, h.n_sink, h.n_window,
-                        (uint32_t)(g->head_dim * esz), 0, LH, stream);
-        launch_raw_copy((uint8_t *)cache->v, out + h.sections[SEC_RAW_V].offset, h.n_tokens, h.n_sink, h.n_window,
-                        (uint32_t)(g->head_dim * esz), 0, LH, stream);
+        launch_raw_copy(tk, out + h.sections[SEC_RAW_K].offset, g->n_kv_heads, g->head_dim, h.n_tokens, h.n_sink,
+                        h.n_window, 0, LH, stream);
+        launch_raw_copy(tv, out + h.sections[SEC_RAW_V].offset, g->n_kv_heads, g->head_dim, h.n_tokens, h.n_sink,
+                        h.n_window, 0, LH, stream);
     }
     if (h.flags & CONTAINER_FLAG_POSITIONS)
         launch_copy_positions(cache->positions, h.n_tokens, out + h.sections[SEC_POSITIONS].offset, stream);
@@ -71,8 +79,7 @@ extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *
         PROF(c, stream, "rope table");
         for (int s = 0; s < 2; s++) {
             RowGeom rg = row_geom(&h, s == 0, rot);
-            const void *src = s == 0 ? cache->k : cache->v;
-            launch_gather(c->esize, h.dtype, rg, LH, src, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            launch_gather(c->esize, h.dtype, rg, LH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
             LAUNCH_CHECK(c, "gather");
             PROF(c, stream, s ? "V gather" : "K gather");
             uint32_t rk = pd.s[s].rank;
@@ -142,4 +149,31 @@ extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *
     PROF(c, stream, "header");
     prof_report(c, "compress");
     return KVTC_OK;
+}
+
+extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *cache, void *d_out, size_t cap,
+                                          uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream) {
+    if (!c || !cache || !d_out || !d_written || !d_ws) return KVTC_ERR_INVALID_ARGUMENT;
+    cuda_clear_error(c);
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    kvtc_result r = check_dev_cache(c, cache);
+    if (r) return r;
+    kvtc_cache_layout l;  // the contiguous case of a layout
+    kvtc_cache_layout_from_cache(cache, &l);
+    if ((r = check_dev_layout(c, &l))) return r;
+    return compress_impl(c, &l, d_out, cap, d_written, d_ws, ws_size, NULL, stream);
+}
+
+extern "C" kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_cache_layout *cache, void *d_out,
+                                                 size_t cap, uint64_t *d_written, void *d_ws, size_t ws_size,
+                                                 uint32_t *d_status, cudaStream_t stream) {
+    if (!c || !cache || !d_out || !d_written || !d_ws) return KVTC_ERR_INVALID_ARGUMENT;
+    if (cache->block_size && !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    cuda_clear_error(c);
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    kvtc_result r = check_dev_layout(c, cache);
+    if (r) return r;
+    return compress_impl(c, cache, d_out, cap, d_written, d_ws, ws_size, d_status, stream);
 }

@@ -3,6 +3,17 @@
 #include "cuda/common.cuh"
 #include "cuda/rope_gather.cuh"
 
+// cache elements by dtype at a signed element index from a row
+static __device__ __forceinline__ float load_at(const char *row, int dtype, int64_t i) {
+    if (dtype == KVTC_DTYPE_F32) return ((const float *)row)[i];
+    uint16_t h = ((const uint16_t *)row)[i];
+    return dtype == KVTC_DTYPE_F16 ? d_f16_to_f32(h) : __uint_as_float((uint32_t)h << 16);
+}
+static __device__ __forceinline__ void store_at(char *row, int dtype, int64_t i, float x) {
+    if (dtype == KVTC_DTYPE_F32) ((float *)row)[i] = x;
+    else ((uint16_t *)row)[i] = dtype == KVTC_DTYPE_F16 ? d_f32_to_f16(x) : d_f32_to_bf16(x);
+}
+
 // cs[t][i] = (cos, sin)(pos(t0 + t) * inv_freq[i]) in double, rounded to float (as the CPU).
 __global__ void rope_table_k(const double *inv_freq, uint32_t n_pairs, const int64_t *positions,
                              const uint8_t *pos_le, uint64_t t0, uint64_t n, float2 *cs) {
@@ -31,7 +42,7 @@ static __device__ __forceinline__ void pair_dims(const RowGeom &g, uint32_t i, u
 
 // block: (d/2, TT); grid: (ceil(n / TT), L*H)
 template <typename T>
-__global__ void gather_k(const void *src, int dtype, RowGeom g, const float2 *cs, const float *mean, const float *weight,
+__global__ void gather_k(DevTensor src, int dtype, RowGeom g, const float2 *cs, const float *mean, const float *weight,
                          T *X) {
     uint32_t i = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
@@ -40,8 +51,9 @@ __global__ void gather_k(const void *src, int dtype, RowGeom g, const float2 *cs
     uint32_t a, b;
     bool rot;
     pair_dims(g, i, a, b, rot);
-    uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d;
-    float x0 = load_elem(src, dtype, off + a), x1 = load_elem(src, dtype, off + b);
+    const char *row = tensor_row(src, lh / g.H, g.t0 + t, lh % g.H);
+    if (!row) return;
+    float x0 = load_at(row, dtype, (int64_t)a * src.dim_stride), x1 = load_at(row, dtype, (int64_t)b * src.dim_stride);
     if (rot) {
         float2 c = cs[t * (g.rd / 2) + i];
         float s = -c.y;
@@ -56,7 +68,7 @@ __global__ void gather_k(const void *src, int dtype, RowGeom g, const float2 *cs
 }
 
 template <typename T>
-__global__ void scatter_k(void *dst, int dtype, RowGeom g, const float2 *cs, const float *mean, const float *weight,
+__global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs, const float *mean, const float *weight,
                           const T *X) {
     uint32_t i = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
@@ -75,9 +87,10 @@ __global__ void scatter_k(void *dst, int dtype, RowGeom g, const float2 *cs, con
         x0 = y0;
         x1 = y1;
     }
-    uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d;
-    store_elem(dst, dtype, off + a, x0);
-    store_elem(dst, dtype, off + b, x1);
+    char *row = tensor_row(dst, lh / g.H, g.t0 + t, lh % g.H);
+    if (!row) return;
+    store_at(row, dtype, (int64_t)a * dst.dim_stride, x0);
+    store_at(row, dtype, (int64_t)b * dst.dim_stride, x1);
 }
 
 // Vectorized gather/scatter for the common case: f16/bf16 cache, bf16 rows,
@@ -104,23 +117,25 @@ static __device__ __forceinline__ void st4(uint16_t *p, int dtype, const float *
 #define BF16_BITS(x) ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(x)))
 
 template <int ROPE>
-__global__ void gather_vec_k(const uint16_t *src, int dtype, RowGeom g, const float2 *cs, const float *mean,
+__global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
                              const float *weight, uint16_t *X) {
     uint32_t q = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (t >= g.n) return;
     uint32_t lh = blockIdx.y;
-    uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d, col = (uint64_t)lh * g.d;
+    const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
+    if (!src) return;
+    const uint64_t col = (uint64_t)lh * g.d;
     float lo[4], hi[4];
     uint32_t dl[4], dh[4];
     if (ROPE == 2) {
-        ld4(src + off + 4 * q, dtype, lo);
-        ld4(src + off + 4 * q + g.d / 2, dtype, hi);
+        ld4(src + 4 * q, dtype, lo);
+        ld4(src + 4 * q + g.d / 2, dtype, hi);
         for (int k = 0; k < 4; k++) { dl[k] = 4 * q + k; dh[k] = 4 * q + k + g.d / 2; }
     } else {
         float x[8];
-        ld4(src + off + 8 * q, dtype, x);
-        ld4(src + off + 8 * q + 4, dtype, x + 4);
+        ld4(src + 8 * q, dtype, x);
+        ld4(src + 8 * q + 4, dtype, x + 4);
         for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; dl[k] = 8 * q + 2 * k; dh[k] = dl[k] + 1; }
     }
     float ol[4], oh[4];
@@ -153,13 +168,15 @@ __global__ void gather_vec_k(const uint16_t *src, int dtype, RowGeom g, const fl
 }
 
 template <int ROPE>
-__global__ void scatter_vec_k(uint16_t *dst, int dtype, RowGeom g, const float2 *cs, const float *mean,
+__global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2 *cs, const float *mean,
                               const float *weight, const uint16_t *X) {
     uint32_t q = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (t >= g.n) return;
     uint32_t lh = blockIdx.y;
-    uint64_t off = ((uint64_t)lh * g.n_tokens + g.t0 + t) * g.d, col = (uint64_t)lh * g.d;
+    uint16_t *dst = (uint16_t *)tensor_row(tdst, lh / g.H, g.t0 + t, lh % g.H);
+    if (!dst) return;
+    const uint64_t col = (uint64_t)lh * g.d;
     const uint16_t *row = X + t * g.p + col;
     float lo[4], hi[4];
     uint32_t dl[4], dh[4];
@@ -187,34 +204,34 @@ __global__ void scatter_vec_k(uint16_t *dst, int dtype, RowGeom g, const float2 
         hi[k] = x1;
     }
     if (ROPE == 2) {
-        st4(dst + off + 4 * q, dtype, lo);
-        st4(dst + off + 4 * q + g.d / 2, dtype, hi);
+        st4(dst + 4 * q, dtype, lo);
+        st4(dst + 4 * q + g.d / 2, dtype, hi);
     } else {
         float x[8] = {lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3]};
-        st4(dst + off + 8 * q, dtype, x);
-        st4(dst + off + 8 * q + 4, dtype, x + 4);
+        st4(dst + 8 * q, dtype, x);
+        st4(dst + 8 * q + 4, dtype, x + 4);
     }
 }
 
-static bool vec_ok(int esize, kvtc_dtype dt, const RowGeom &g) {
+static bool vec_ok(int esize, kvtc_dtype dt, const RowGeom &g, const DevTensor &t) {
     return esize == 2 && (dt == KVTC_DTYPE_F16 || dt == KVTC_DTYPE_BF16) && g.d % 8 == 0 && g.d / 8 <= 256 &&
-           (g.rope == 0 || g.rd == g.d);
+           (g.rope == 0 || g.rd == g.d) && t.vec;
 }
 
 // launch helpers (template on the RoPE kind)
-static void launch_gather_vec(const RowGeom &g, uint32_t LH, const void *src, int dtype, const float2 *cs, const float *m,
+static void launch_gather_vec(const RowGeom &g, uint32_t LH, const DevTensor &src, int dtype, const float2 *cs, const float *m,
                               const float *w, void *X, cudaStream_t st) {
     dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
-    if (g.rope == 2) gather_vec_k<2><<<grd, blk, 0, st>>>((const uint16_t *)src, dtype, g, cs, m, w, (uint16_t *)X);
-    else if (g.rope == 1) gather_vec_k<1><<<grd, blk, 0, st>>>((const uint16_t *)src, dtype, g, cs, m, w, (uint16_t *)X);
-    else gather_vec_k<0><<<grd, blk, 0, st>>>((const uint16_t *)src, dtype, g, cs, m, w, (uint16_t *)X);
+    if (g.rope == 2) gather_vec_k<2><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
+    else if (g.rope == 1) gather_vec_k<1><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
+    else gather_vec_k<0><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
 }
-static void launch_scatter_vec(const RowGeom &g, uint32_t LH, void *dst, int dtype, const float2 *cs, const float *m,
+static void launch_scatter_vec(const RowGeom &g, uint32_t LH, const DevTensor &dst, int dtype, const float2 *cs, const float *m,
                                const float *w, const void *X, cudaStream_t st) {
     dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
-    if (g.rope == 2) scatter_vec_k<2><<<grd, blk, 0, st>>>((uint16_t *)dst, dtype, g, cs, m, w, (const uint16_t *)X);
-    else if (g.rope == 1) scatter_vec_k<1><<<grd, blk, 0, st>>>((uint16_t *)dst, dtype, g, cs, m, w, (const uint16_t *)X);
-    else scatter_vec_k<0><<<grd, blk, 0, st>>>((uint16_t *)dst, dtype, g, cs, m, w, (const uint16_t *)X);
+    if (g.rope == 2) scatter_vec_k<2><<<grd, blk, 0, st>>>(dst, dtype, g, cs, m, w, (const uint16_t *)X);
+    else if (g.rope == 1) scatter_vec_k<1><<<grd, blk, 0, st>>>(dst, dtype, g, cs, m, w, (const uint16_t *)X);
+    else scatter_vec_k<0><<<grd, blk, 0, st>>>(dst, dtype, g, cs, m, w, (const uint16_t *)X);
 }
 
 static dim3 pair_block(uint32_t d) {
@@ -228,11 +245,11 @@ void launch_rope_table(const double *inv_freq, uint32_t n_pairs, const int64_t *
     rope_table_k<<<(unsigned)((tot + 255) / 256), 256, 0, st>>>(inv_freq, n_pairs, positions, pos_le, t0, n, cs);
 }
 
-void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const void *src, const float2 *cs,
+void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
                    const float *mean, const float *weight, void *X, cudaStream_t st) {
     dim3 blk = pair_block(g.d);
     dim3 grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
-    if (vec_ok(esize, (kvtc_dtype)dtype, g))
+    if (vec_ok(esize, (kvtc_dtype)dtype, g, src))
         launch_gather_vec(g, LH, src, dtype, cs, mean, weight, X, st);
     else if (esize == 2)
         gather_k<__nv_bfloat16><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, (__nv_bfloat16 *)X);
@@ -240,11 +257,11 @@ void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const vo
         gather_k<float><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, (float *)X);
 }
 
-void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, void *dst, const float2 *cs,
+void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,
                     const float *mean, const float *weight, const void *X, cudaStream_t st) {
     dim3 blk = pair_block(g.d);
     dim3 grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
-    if (vec_ok(esize, (kvtc_dtype)dtype, g))
+    if (vec_ok(esize, (kvtc_dtype)dtype, g, dst))
         launch_scatter_vec(g, LH, dst, dtype, cs, mean, weight, X, st);
     else if (esize == 2)
         scatter_k<__nv_bfloat16><<<grd, blk, 0, st>>>(dst, dtype, g, cs, mean, weight, (const __nv_bfloat16 *)X);
@@ -252,24 +269,34 @@ void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, void *d
         scatter_k<float><<<grd, blk, 0, st>>>(dst, dtype, g, cs, mean, weight, (const float *)X);
 }
 
-// raw sink/window tokens: dir 0 cache -> section, 1 section -> cache. grid (blocks, L*H)
-__global__ void raw_copy_k(uint8_t *cache, uint8_t *section, uint64_t n_tokens, uint32_t n_sink, uint32_t n_window,
-                           uint32_t tok_bytes, int dir) {
+// raw sink/window tokens, element by element through the layout: dir 0
+// cache -> section, 1 section -> cache. The section holds, per (layer,
+// head), the n_sink first then the n_window last tokens, d elements each.
+// grid (blocks, L*H)
+__global__ void raw_copy_k(DevTensor t, uint8_t *section, uint32_t H, uint32_t d, uint64_t n_tokens, uint32_t n_sink,
+                           uint32_t n_window, int dir) {
     uint64_t lh = blockIdx.y;
-    uint64_t run = (uint64_t)(n_sink + n_window) * tok_bytes;
-    uint64_t sink_b = (uint64_t)n_sink * tok_bytes;
+    uint64_t n_raw = (uint64_t)n_sink + n_window, run = n_raw * d;
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < run; i += (uint64_t)gridDim.x * blockDim.x) {
-        uint64_t co = i < sink_b ? lh * n_tokens * tok_bytes + i
-                                 : (lh * n_tokens + n_tokens - n_window) * tok_bytes + (i - sink_b);
-        uint64_t so = lh * run + i;
-        if (dir == 0) section[so] = cache[co];
-        else cache[co] = section[so];
+        uint64_t r = i / d, j = i - r * d;
+        uint64_t tok = r < n_sink ? r : n_tokens - n_window + (r - n_sink);
+        char *row = tensor_row(t, (uint32_t)(lh / H), tok, (uint32_t)(lh % H));
+        if (!row) continue;
+        uint8_t *e = (uint8_t *)row + (int64_t)t.es * (int64_t)j * t.dim_stride;
+        uint8_t *sp = section + (lh * run + i) * t.es;
+        if (t.es == 2) {
+            if (dir == 0) *(uint16_t *)sp = *(const uint16_t *)e;
+            else *(uint16_t *)e = *(const uint16_t *)sp;
+        } else {
+            if (dir == 0) *(uint32_t *)sp = *(const uint32_t *)e;
+            else *(uint32_t *)e = *(const uint32_t *)sp;
+        }
     }
 }
 
-void launch_raw_copy(uint8_t *cache, uint8_t *section, uint64_t n_tokens, uint32_t n_sink, uint32_t n_window,
-                     uint32_t tok_bytes, int dir, uint32_t LH, cudaStream_t st) {
-    raw_copy_k<<<dim3(64, LH), 256, 0, st>>>(cache, section, n_tokens, n_sink, n_window, tok_bytes, dir);
+void launch_raw_copy(const DevTensor &t, uint8_t *section, uint32_t H, uint32_t d, uint64_t n_tokens, uint32_t n_sink,
+                     uint32_t n_window, int dir, uint32_t LH, cudaStream_t st) {
+    raw_copy_k<<<dim3(64, LH), 256, 0, st>>>(t, section, H, d, n_tokens, n_sink, n_window, dir);
 }
 
 __global__ void copy_positions_k(const int64_t *pos, uint64_t n, uint8_t *out) {

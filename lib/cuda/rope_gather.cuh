@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "cuda/layout.cuh"
+
 struct RowGeom {
     uint32_t H, d, rd, rope;  // rope: 0 none, 1 norm, 2 neox (0 also when not rotating)
     uint64_t n_tokens;         // tokens of the cache tensor
@@ -21,16 +23,18 @@ struct RowGeom {
 void launch_rope_table(const double *inv_freq, uint32_t n_pairs, const int64_t *positions, const uint8_t *pos_le,
                        uint64_t t0, uint64_t n, float2 *cs, cudaStream_t st);
 
-// rows X[t][p] (esize 2: bf16, 4: fp32) from a [L*H][n_tokens][d] cache of dtype
-void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const void *src, const float2 *cs,
+// rows X[t][p] (esize 2: bf16, 4: fp32) from a cache of dtype read through
+// the layout src (fused: no contiguous copy); rows whose block is outside
+// the pool are skipped
+void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
                    const float *mean, const float *weight, void *X, cudaStream_t st);
-// the inverse: rows X into the cache
-void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, void *dst, const float2 *cs,
+// the inverse: rows X written into the cache through the layout dst
+void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,
                     const float *mean, const float *weight, const void *X, cudaStream_t st);
 
 // raw sink/window tokens: dir 0 cache -> section, 1 section -> cache
-void launch_raw_copy(uint8_t *cache, uint8_t *section, uint64_t n_tokens, uint32_t n_sink, uint32_t n_window,
-                     uint32_t tok_bytes, int dir, uint32_t LH, cudaStream_t st);
+void launch_raw_copy(const DevTensor &t, uint8_t *section, uint32_t H, uint32_t d, uint64_t n_tokens, uint32_t n_sink,
+                     uint32_t n_window, int dir, uint32_t LH, cudaStream_t st);
 
 // positions (device int64) -> the stream's little-endian positions section
 void launch_copy_positions(const int64_t *pos, uint64_t n, uint8_t *out, cudaStream_t st);
