@@ -131,8 +131,8 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
  * are streams with recomputed layers. ws_size must be at least
  * kvtc_cuda_workspace_size(n_tokens) (stored plans and the encoder's) or,
  * for a stream carrying another plan, kvtc_cuda_stream_workspace_size():
- * else KVTC_ERR_BUFFER_TOO_SMALL. Engine layouts: kvtc_cuda_decompress_layout
- * below; decode ranges and append are CPU-only so far. */
+ * else KVTC_ERR_BUFFER_TOO_SMALL. Engine layouts and decode ranges:
+ * kvtc_cuda_decompress_layout below; append is CPU-only so far. */
 KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
@@ -175,10 +175,22 @@ KVTC_API size_t kvtc_cuda_compress_layout_bound(const kvtc_cuda_codec *c, const 
 KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_cache_layout *cache, void *d_out,
                                       size_t cap, uint64_t *d_written, void *d_ws, size_t ws_size,
                                       uint32_t *d_status, cudaStream_t stream);
-/* As kvtc_cuda_decompress, into `out`; out->token_ids is ignored. */
+/* As kvtc_cuda_decompress, into `out` (out->token_ids is ignored), for
+ * `range` (NULL: the whole stream) as kvtc_decompress_layout defines it:
+ * out->n_tokens = the range's token count, token i of out receiving stream
+ * token token_begin + i; only layers [layer_begin, layer_end) are written
+ * (and only their layer pointers need to be set). Only the run of chunks
+ * holding the range's coded tokens is parsed, checksummed and decoded
+ * (chunk index entries outside it are not examined; the index section's
+ * CRC still is), and the reconstruction GEMM covers only the range's
+ * tokens and the layer range's basis columns, so the cost follows the
+ * range (the section CRCs and the workspace do not shrink). The values
+ * are bit-identical to the same elements of a full GPU decode. A range
+ * outside the stream: KVTC_ERR_INVALID_ARGUMENT. */
 KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
-                                        const void *d_stream, size_t size, const kvtc_cache_layout *out,
-                                        void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream);
+                                        const void *d_stream, size_t size, const kvtc_decode_range *range,
+                                        const kvtc_cache_layout *out, void *d_ws, size_t ws_size,
+                                        uint32_t *d_status, cudaStream_t stream);
 
 /* ------------------------------------------------------------------------ */
 /* GPU calibration                                                           */

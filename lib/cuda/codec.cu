@@ -471,8 +471,8 @@ kvtc_result check_dev_cache(const kvtc_cuda_codec *c, const kvtc_cache *cache) {
     return KVTC_OK;
 }
 
-kvtc_result check_dev_layout(const kvtc_cuda_codec *c, const kvtc_cache_layout *l) {
-    kvtc_result r = dev_layout_check(l);
+kvtc_result check_dev_layout(const kvtc_cuda_codec *c, const kvtc_cache_layout *l, uint32_t lb, uint32_t le) {
+    kvtc_result r = dev_layout_check(l, lb, le);
     if (r) return r;
     if (!kvi_geometry_equal(&l->geometry, &c->basis->geometry)) return KVTC_ERR_GEOMETRY_MISMATCH;
     return KVTC_OK;
@@ -493,7 +493,7 @@ kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache_layout *l, con
 }
 
 extern "C" size_t kvtc_cuda_compress_layout_bound(const kvtc_cuda_codec *c, const kvtc_cache_layout *l) {
-    if (!c || check_dev_layout(c, l)) return 0;
+    if (!c || check_dev_layout(c, l, 0, 0)) return 0;
     container_header h;
     if (enc_header(c, l, &h)) return 0;
     const basis_plan *pl = c->plans[c->enc_plan].host;

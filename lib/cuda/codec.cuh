@@ -144,9 +144,9 @@ kvtc_result resolve_stream_plan(kvtc_cuda_codec *c, const container_header *h, c
 // ---- host helpers shared by encode and decode --------------------------------
 
 kvtc_result check_dev_cache(const kvtc_cuda_codec *c, const kvtc_cache *cache);
-// A layout of device pointers for this codec (layout.cuh's host checks +
-// the basis geometry).
-kvtc_result check_dev_layout(const kvtc_cuda_codec *c, const kvtc_cache_layout *l);
+// A layout of device pointers for this codec (layout.cuh's host checks for
+// layers [lb, le), le 0 = all, + the basis geometry).
+kvtc_result check_dev_layout(const kvtc_cuda_codec *c, const kvtc_cache_layout *l, uint32_t lb, uint32_t le);
 // The encoder's header for a cache described by l.
 kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache_layout *l, container_header *h);
 

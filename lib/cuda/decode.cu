@@ -24,8 +24,8 @@ extern "C" {
 
 // The decoder into a layout of device pointers (out, checked by the caller).
 static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
-                                   size_t size, const kvtc_cache_layout *out, void *d_ws, size_t ws_size,
-                                   uint32_t *d_status, cudaStream_t stream) {
+                                   size_t size, const kvtc_decode_range *range, const kvtc_cache_layout *out,
+                                   void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream) {
     container_header h;
     kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
     if (r) return r;
@@ -35,7 +35,13 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         return KVTC_ERR_BASIS_MISMATCH;
     if (h.codec != CONTAINER_CODEC_RANS || h.recompute_layers || (h.flags & CONTAINER_FLAG_TOKEN_IDS))
         return KVTC_ERR_UNSUPPORTED;
-    if (out->dtype != h.dtype || out->n_tokens != h.n_tokens) return KVTC_ERR_GEOMETRY_MISMATCH;
+    // the range: stream tokens [tb, te), layers [lb, le)
+    uint64_t tb = range ? range->token_begin : 0;
+    uint64_t te = range && range->token_end ? range->token_end : h.n_tokens;
+    uint32_t lb = range ? range->layer_begin : 0;
+    uint32_t le = range && range->layer_end ? range->layer_end : h.geometry.n_layers;
+    if (tb > te || te > h.n_tokens || lb >= le || le > h.geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
+    if (out->dtype != h.dtype || out->n_tokens != te - tb) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (size < h.total_size) return KVTC_ERR_TRUNCATED;
     // a plan of the codec, or the one the stream carries (read from the prefix)
     const PlanDev *ppd = NULL;
@@ -50,7 +56,17 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint64_t coded = container_coded_tokens(&h);
     uint32_t C = h.n_chunks;
     const kvtc_geometry *g = &h.geometry;
-    uint32_t LH = g->n_layers * g->n_kv_heads;
+    uint32_t H = g->n_kv_heads, lh0 = lb * H, nLH = (le - lb) * H;
+    // coded tokens of the range [k0, k1) (coded index = stream token - n_sink),
+    // and the run of chunks holding them [ch0, ch1)
+    uint64_t w0 = h.n_tokens - h.n_window;
+    uint64_t k0 = (tb > h.n_sink ? tb : h.n_sink) - h.n_sink, e0 = te < w0 ? te : w0;
+    uint64_t k1 = e0 > h.n_sink ? e0 - h.n_sink : 0;
+    if (k1 < k0) k1 = k0;
+    uint32_t ch0 = (uint32_t)(k0 / h.chunk_tokens), ch1 = (uint32_t)((k1 + h.chunk_tokens - 1) / h.chunk_tokens);
+    uint32_t Cn = k1 > k0 ? ch1 - ch0 : 0;
+    uint64_t run0 = (uint64_t)ch0 * h.chunk_tokens;  // coded index of the run's first token
+    uint64_t run_end = (uint64_t)ch1 * h.chunk_tokens < coded ? (uint64_t)ch1 * h.chunk_tokens : coded;
     CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
     launch_check_block_table(out, d_status, stream);
     LAUNCH_CHECK(c, "block table check");
@@ -62,8 +78,9 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     PROF(c, stream, "start");
     uint32_t *pieces = (uint32_t *)(ws + L.pieces);
     const uint8_t *pos_le = (h.flags & CONTAINER_FLAG_POSITIONS) ? in + h.sections[SEC_POSITIONS].offset : NULL;
-    if (coded) {
+    if (Cn) {
         uint64_t last_n = coded - (uint64_t)(C - 1) * h.chunk_tokens;
+        uint64_t run_n = run_end - run0, n = k1 - k0;  // tokens decoded, tokens written
         DecArgs a;
         a.in = in;
         a.index_off = h.sections[SEC_CHUNK_INDEX].offset;
@@ -73,6 +90,8 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         a.coded = coded;
         a.pay[0] = (uint32_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
         a.pay[1] = (uint32_t)quant_payload_size(&pl->k, &pl->v, last_n);
+        a.c0 = ch0;
+        a.C_total = C;
         DecWs w;
         w.payload = ws + L.payload;
         w.seg = (DSeg *)(ws + L.dseg);
@@ -82,11 +101,11 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         w.chunk_size = (uint32_t *)(ws + L.dcsize);
         w.chunk_crc = (uint32_t *)(ws + L.dccrc);
         w.max_payload = L.max_payload;
-        w.C = C;
+        w.C = Cn;
         launch_parse_chunks(a, w, d_status, stream);
         PROF(c, stream, "parse index+segments");
-        crc_chunks_check(in + a.data_off, w.chunk_off, w.chunk_size, C, (uint32_t)L.max_pieces, c->d_crc_table, pieces,
-                         w.chunk_crc, d_status, stream);
+        crc_chunks_check(in + a.data_off, w.chunk_off, w.chunk_size, Cn, (uint32_t)L.max_pieces, c->d_crc_table,
+                         pieces, w.chunk_crc, d_status, stream);
         PROF(c, stream, "chunk CRCs");
         launch_decode_lanes(a, w, d_status, stream);
         PROF(c, stream, "rANS lanes");
@@ -96,21 +115,30 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         float2 *cs = (float2 *)(ws + L.cs);
         int rot = b->rope_removed && g->rope_type != KVTC_ROPE_NONE;
         uint32_t n_pairs = kvi_geometry_rope_dim(g) / 2;
-        if (rot) launch_rope_table(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink, coded, cs, stream);
+        // angles of the written tokens: stream tokens n_sink + [k0, k1)
+        if (rot) launch_rope_table(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink + k0, n, cs, stream);
         PROF(c, stream, "rope table");
+        uint64_t col0 = (uint64_t)lh0 * g->head_dim, ncols = (uint64_t)nLH * g->head_dim;
         for (int s = 0; s < 2; s++) {
-            QuantGeom q = quant_geom(L, pd, coded, h.chunk_tokens, s);
+            QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
             uint32_t rk = pd.s[s].rank;
             launch_dequantize(c->esize, ws + L.D, pd.s[s], q, ws + L.payload, stream);
             LAUNCH_CHECK(c, "dequantize");
             PROF(c, stream, s ? "V dequantize" : "K dequantize");
+            // rows of the written tokens only, columns of the layer range only:
+            // X row t = coded token k0 + t
+            const uint8_t *Dk = ws + L.D + (k0 - run0) * rk * c->esize;
             if (rk)
-                CUBLAS_CHECK(c, reconstruct_rows(c, s, rk, coded, ws + L.D, ws + L.X));
+                CUBLAS_CHECK(c, reconstruct_cols(c, s, rk, n, Dk, ws + L.X, col0, ncols));
             else
-                CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, coded * c->p * c->esize, stream));
+                CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, n * c->p * c->esize, stream));
             PROF(c, stream, s ? "V gemm" : "K gemm");
             RowGeom rg = row_geom(&h, s == 0, rot);
-            launch_scatter(c->esize, h.dtype, rg, LH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            rg.lh0 = lh0;
+            rg.t0 = h.n_sink + k0 - tb;  // the output token of X row 0
+            rg.n = n;
+            launch_scatter(c->esize, h.dtype, rg, nLH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X,
+                           stream);
             LAUNCH_CHECK(c, "scatter");
             PROF(c, stream, s ? "V scatter" : "K scatter");
         }
@@ -121,13 +149,14 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
     crc_regions_check(in, sr, sec_pieces, c->d_crc_table, pieces + (uint64_t)C * L.max_pieces, d_status, stream);
     PROF(c, stream, "section CRCs");
-    if (container_raw_tokens(&h)) {
-        launch_raw_copy(tk, (uint8_t *)in + h.sections[SEC_RAW_K].offset, g->n_kv_heads, g->head_dim, h.n_tokens,
-                        h.n_sink, h.n_window, 1, LH, stream);
-        launch_raw_copy(tv, (uint8_t *)in + h.sections[SEC_RAW_V].offset, g->n_kv_heads, g->head_dim, h.n_tokens,
-                        h.n_sink, h.n_window, 1, LH, stream);
+    if (container_raw_tokens(&h) && te > tb) {
+        RawRange rr = {tb, te, lh0, nLH};
+        launch_raw_copy(tk, (uint8_t *)in + h.sections[SEC_RAW_K].offset, H, g->head_dim, h.n_tokens, h.n_sink,
+                        h.n_window, 1, rr, stream);
+        launch_raw_copy(tv, (uint8_t *)in + h.sections[SEC_RAW_V].offset, H, g->head_dim, h.n_tokens, h.n_sink,
+                        h.n_window, 1, rr, stream);
     }
-    if (out->positions) launch_write_positions(pos_le, h.n_tokens, out->positions, stream);
+    if (out->positions && te > tb) launch_write_positions(pos_le, tb, te - tb, out->positions, stream);
     LAUNCH_CHECK(c, "section CRCs + raw tokens");
     PROF(c, stream, "raw tokens + positions");
     prof_report(c, "decompress");
@@ -145,21 +174,21 @@ extern "C" kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_pr
     if (r) return r;
     kvtc_cache_layout l;  // the contiguous case of a layout
     kvtc_cache_layout_from_cache(out, &l);
-    if ((r = check_dev_layout(c, &l))) return r;
-    return decompress_impl(c, h_prefix, prefix_size, d_stream, size, &l, d_ws, ws_size, d_status, stream);
+    if ((r = check_dev_layout(c, &l, 0, 0))) return r;
+    return decompress_impl(c, h_prefix, prefix_size, d_stream, size, NULL, &l, d_ws, ws_size, d_status, stream);
 }
 
 extern "C" kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
-                                                   const void *d_stream, size_t size, const kvtc_cache_layout *out,
-                                                   void *d_ws, size_t ws_size, uint32_t *d_status,
-                                                   cudaStream_t stream) {
+                                                   const void *d_stream, size_t size, const kvtc_decode_range *range,
+                                                   const kvtc_cache_layout *out, void *d_ws, size_t ws_size,
+                                                   uint32_t *d_status, cudaStream_t stream) {
     if (!c || !h_prefix || !d_stream || !out || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
     cuda_clear_error(c);
     DeviceGuard dg(c->opt.device);
     if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
-    kvtc_result r = check_dev_layout(c, out);
+    kvtc_result r = check_dev_layout(c, out, range ? range->layer_begin : 0, range ? range->layer_end : 0);
     if (r) return r;
-    return decompress_impl(c, h_prefix, prefix_size, d_stream, size, out, d_ws, ws_size, d_status, stream);
+    return decompress_impl(c, h_prefix, prefix_size, d_stream, size, range, out, d_ws, ws_size, d_status, stream);
 }
 
 extern "C" kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,

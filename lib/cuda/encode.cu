@@ -59,10 +59,11 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
 
     // raw sections and positions
     if (container_raw_tokens(&h)) {
+        RawRange all = {0, h.n_tokens, 0, LH};
         launch_raw_copy(tk, out + h.sections[SEC_RAW_K].offset, g->n_kv_heads, g->head_dim, h.n_tokens, h.n_sink,
-                        h.n_window, 0, LH, stream);
+                        h.n_window, 0, all, stream);
         launch_raw_copy(tv, out + h.sections[SEC_RAW_V].offset, g->n_kv_heads, g->head_dim, h.n_tokens, h.n_sink,
-                        h.n_window, 0, LH, stream);
+                        h.n_window, 0, all, stream);
     }
     if (h.flags & CONTAINER_FLAG_POSITIONS)
         launch_copy_positions(cache->positions, h.n_tokens, out + h.sections[SEC_POSITIONS].offset, stream);
@@ -161,7 +162,7 @@ extern "C" kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *
     if (r) return r;
     kvtc_cache_layout l;  // the contiguous case of a layout
     kvtc_cache_layout_from_cache(cache, &l);
-    if ((r = check_dev_layout(c, &l))) return r;
+    if ((r = check_dev_layout(c, &l, 0, 0))) return r;
     return compress_impl(c, &l, d_out, cap, d_written, d_ws, ws_size, NULL, stream);
 }
 
@@ -173,7 +174,7 @@ extern "C" kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_
     cuda_clear_error(c);
     DeviceGuard dg(c->opt.device);
     if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
-    kvtc_result r = check_dev_layout(c, cache);
+    kvtc_result r = check_dev_layout(c, cache, 0, 0);
     if (r) return r;
     return compress_impl(c, cache, d_out, cap, d_written, d_ws, ws_size, d_status, stream);
 }

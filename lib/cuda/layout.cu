@@ -33,18 +33,20 @@ void dev_tensor(const kvtc_cache_layout *l, int is_key, DevTensor *t) {
              (!l->block_size || s->block_stride % 4 == 0);
 }
 
-kvtc_result dev_layout_check(const kvtc_cache_layout *l) {
+kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t le) {
     if (!l) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = kvi_geometry_check(&l->geometry);
     if (r) return r;
     if (!kvtc_dtype_size(l->dtype)) return KVTC_ERR_INVALID_ARGUMENT;
     if (l->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
     if (l->geometry.n_layers > KVTC_CUDA_MAX_LAYERS) return KVTC_ERR_UNSUPPORTED;
+    if (le == 0) le = l->geometry.n_layers;
+    if (lb >= le || le > l->geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
     if (l->n_tokens == 0) return KVTC_OK;
     for (int s = 0; s < 2; s++) {
         const kvtc_tensor_layout *t = s ? &l->v : &l->k;
         if (t->layers) {
-            for (uint32_t i = 0; i < l->geometry.n_layers; i++)
+            for (uint32_t i = lb; i < le; i++)
                 if (!t->layers[i]) return KVTC_ERR_INVALID_ARGUMENT;
         } else if (!t->base) {
             return KVTC_ERR_INVALID_ARGUMENT;

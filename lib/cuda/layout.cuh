@@ -32,8 +32,9 @@ void dev_tensor(const kvtc_cache_layout *l, int is_key, DevTensor *t);
 // Host checks of a layout whose pointers are device pointers (the block
 // table is validated on the device, launch_check_block_table): geometry,
 // dtype, token count, pointers present, at most KVTC_CUDA_MAX_LAYERS
-// layers (else KVTC_ERR_UNSUPPORTED).
-kvtc_result dev_layout_check(const kvtc_cache_layout *l);
+// layers (else KVTC_ERR_UNSUPPORTED). Only layers [lb, le) (le 0: all) need
+// pointers.
+kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t le);
 
 // Start of row (layer l, token tok, head h) in bytes, or NULL when the
 // block table names a block outside the pool (the kernels then skip the

@@ -19,3 +19,13 @@ cublasStatus_t reconstruct_rows(const kvtc_cuda_codec *c, int s, uint32_t rk, ui
                         elem_type(c), (int)c->p, D, elem_type(c), (int)rk, &zero, X, elem_type(c), (int)c->p,
                         compute_type(c), CUBLAS_GEMM_DEFAULT);
 }
+
+cublasStatus_t reconstruct_cols(const kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *D, void *X,
+                                uint64_t col0, uint64_t ncols) {
+    const float one = 1.0f, zero = 0.0f;
+    const char *B = (const char *)c->d_basis[s] + col0 * c->esize;
+    char *Xc = (char *)X + col0 * c->esize;
+    return cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)ncols, (int)n, (int)rk, &one, B, elem_type(c),
+                        (int)c->p, D, elem_type(c), (int)rk, &zero, Xc, elem_type(c), (int)c->p, compute_type(c),
+                        CUBLAS_GEMM_DEFAULT);
+}

@@ -14,4 +14,9 @@ cublasStatus_t project_rows(const kvtc_cuda_codec *c, int s, uint32_t rk, uint64
 // X[n][p] = D[n][rk] * B_s[rk][p] (X and D in the codec's element type)
 cublasStatus_t reconstruct_rows(const kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *D, void *X);
 
+// Columns [col0, col0 + ncols) of X (ld p) only: the rows of a layer range
+// cost in proportion to the range (partial decode).
+cublasStatus_t reconstruct_cols(const kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *D, void *X,
+                                uint64_t col0, uint64_t ncols);
+
 #endif

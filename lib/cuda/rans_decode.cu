@@ -13,10 +13,11 @@ __global__ void parse_k(DecArgs a, DecWs w, uint32_t *status) {
     w.n_blocks[c] = 0;
     w.chunk_size[c] = 0;
     w.chunk_off[c] = 0;
-    const uint8_t *e = a.in + a.index_off + (uint64_t)c * CONTAINER_CHUNK_ENTRY;
+    uint32_t gc = a.c0 + c;  // the chunk's index in the stream
+    const uint8_t *e = a.in + a.index_off + (uint64_t)gc * CONTAINER_CHUNK_ENTRY;
     uint64_t off = ld_u64(e);
     uint32_t size = ld_u32(e + 8), crc = ld_u32(e + 12), ntok = ld_u32(e + 16), pay = ld_u32(e + 20);
-    uint64_t first = (uint64_t)c * a.chunk_tokens;
+    uint64_t first = (uint64_t)gc * a.chunk_tokens;
     uint32_t want_n = (uint32_t)(a.coded - first < a.chunk_tokens ? a.coded - first : a.chunk_tokens);
     uint32_t want_pay = want_n == a.chunk_tokens ? a.pay[0] : a.pay[1];
     if (off > a.data_size || size > a.data_size - off || ntok != want_n || pay != want_pay) {
@@ -27,8 +28,8 @@ __global__ void parse_k(DecArgs a, DecWs w, uint32_t *status) {
     // filling chunk data exactly, none claiming more payload than its bytes
     // can produce (the CPU's container_check_chunk_index, one entry per thread)
     const uint8_t *prev = e - CONTAINER_CHUNK_ENTRY;
-    bool layout_ok = c == 0 ? off == 0 : off == ld_u64(prev) + ld_u32(prev + 8);
-    if (c == w.C - 1 && off + size != a.data_size) layout_ok = false;
+    bool layout_ok = gc == 0 ? off == 0 : off == ld_u64(prev) + ld_u32(prev + 8);
+    if (gc == a.C_total - 1 && off + size != a.data_size) layout_ok = false;
     if ((uint64_t)pay > (uint64_t)size * CONTAINER_MAX_EXPANSION + CONTAINER_EXPANSION_SLACK) layout_ok = false;
     if (!layout_ok) {
         set_status(status, KVTC_ERR_CORRUPT);

@@ -34,6 +34,8 @@ struct DecArgs {
     uint32_t chunk_tokens;
     uint64_t coded;
     uint32_t pay[2];  // payload size of a full chunk, of the last chunk
+    uint32_t c0;      // stream index of the first chunk decoded (chunk c of w is stream chunk c0 + c)
+    uint32_t C_total; // chunks in the stream
 };
 
 // Parse the index entries and segment headers of the w.C chunks into w.

@@ -47,7 +47,7 @@ __global__ void gather_k(DevTensor src, int dtype, RowGeom g, const float2 *cs, 
     uint32_t i = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (t >= g.n) return;
-    uint32_t lh = blockIdx.y;
+    uint32_t lh = g.lh0 + blockIdx.y;
     uint32_t a, b;
     bool rot;
     pair_dims(g, i, a, b, rot);
@@ -73,7 +73,7 @@ __global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs,
     uint32_t i = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (t >= g.n) return;
-    uint32_t lh = blockIdx.y;
+    uint32_t lh = g.lh0 + blockIdx.y;
     uint32_t a, b;
     bool rot;
     pair_dims(g, i, a, b, rot);
@@ -122,7 +122,7 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
     uint32_t q = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (t >= g.n) return;
-    uint32_t lh = blockIdx.y;
+    uint32_t lh = g.lh0 + blockIdx.y;
     const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
     if (!src) return;
     const uint64_t col = (uint64_t)lh * g.d;
@@ -173,7 +173,7 @@ __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2
     uint32_t q = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (t >= g.n) return;
-    uint32_t lh = blockIdx.y;
+    uint32_t lh = g.lh0 + blockIdx.y;
     uint16_t *dst = (uint16_t *)tensor_row(tdst, lh / g.H, g.t0 + t, lh % g.H);
     if (!dst) return;
     const uint64_t col = (uint64_t)lh * g.d;
@@ -274,13 +274,14 @@ void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const D
 // head), the n_sink first then the n_window last tokens, d elements each.
 // grid (blocks, L*H)
 __global__ void raw_copy_k(DevTensor t, uint8_t *section, uint32_t H, uint32_t d, uint64_t n_tokens, uint32_t n_sink,
-                           uint32_t n_window, int dir) {
-    uint64_t lh = blockIdx.y;
+                           uint32_t n_window, int dir, RawRange rr) {
+    uint64_t lh = rr.lh0 + blockIdx.y;
     uint64_t n_raw = (uint64_t)n_sink + n_window, run = n_raw * d;
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < run; i += (uint64_t)gridDim.x * blockDim.x) {
         uint64_t r = i / d, j = i - r * d;
         uint64_t tok = r < n_sink ? r : n_tokens - n_window + (r - n_sink);
-        char *row = tensor_row(t, (uint32_t)(lh / H), tok, (uint32_t)(lh % H));
+        if (tok < rr.tb || tok >= rr.te) continue;
+        char *row = tensor_row(t, (uint32_t)(lh / H), tok - rr.tb, (uint32_t)(lh % H));
         if (!row) continue;
         uint8_t *e = (uint8_t *)row + (int64_t)t.es * (int64_t)j * t.dim_stride;
         uint8_t *sp = section + (lh * run + i) * t.es;
@@ -295,8 +296,8 @@ __global__ void raw_copy_k(DevTensor t, uint8_t *section, uint32_t H, uint32_t d
 }
 
 void launch_raw_copy(const DevTensor &t, uint8_t *section, uint32_t H, uint32_t d, uint64_t n_tokens, uint32_t n_sink,
-                     uint32_t n_window, int dir, uint32_t LH, cudaStream_t st) {
-    raw_copy_k<<<dim3(64, LH), 256, 0, st>>>(t, section, H, d, n_tokens, n_sink, n_window, dir);
+                     uint32_t n_window, int dir, const RawRange &rr, cudaStream_t st) {
+    raw_copy_k<<<dim3(64, rr.LH), 256, 0, st>>>(t, section, H, d, n_tokens, n_sink, n_window, dir, rr);
 }
 
 __global__ void copy_positions_k(const int64_t *pos, uint64_t n, uint8_t *out) {
@@ -304,15 +305,15 @@ __global__ void copy_positions_k(const int64_t *pos, uint64_t n, uint8_t *out) {
     if (t < n) st_u64(out + 8 * t, (uint64_t)pos[t]);
 }
 
-__global__ void write_positions_k(const uint8_t *pos_le, uint64_t n, int64_t *out) {
+__global__ void write_positions_k(const uint8_t *pos_le, uint64_t t0, uint64_t n, int64_t *out) {
     uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t < n) out[t] = pos_le ? (int64_t)ld_u64(pos_le + 8 * t) : (int64_t)t;
+    if (t < n) out[t] = pos_le ? (int64_t)ld_u64(pos_le + 8 * (t0 + t)) : (int64_t)(t0 + t);
 }
 
 void launch_copy_positions(const int64_t *pos, uint64_t n, uint8_t *out, cudaStream_t st) {
     copy_positions_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(pos, n, out);
 }
 
-void launch_write_positions(const uint8_t *pos_le, uint64_t n, int64_t *out, cudaStream_t st) {
-    write_positions_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(pos_le, n, out);
+void launch_write_positions(const uint8_t *pos_le, uint64_t t0, uint64_t n, int64_t *out, cudaStream_t st) {
+    write_positions_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(pos_le, t0, n, out);
 }

@@ -12,9 +12,9 @@
 
 struct RowGeom {
     uint32_t H, d, rd, rope;  // rope: 0 none, 1 norm, 2 neox (0 also when not rotating)
-    uint64_t n_tokens;         // tokens of the cache tensor
-    uint64_t t0, n;            // coded tokens [t0, t0 + n)
-    uint64_t p;
+    uint32_t lh0;              // first (layer * H + head) row of the grid (layer ranges)
+    uint64_t t0, n;            // row t of X (and of the RoPE table) is cache token t0 + t, t < n
+    uint64_t p;                // columns of X (its leading dimension)
 };
 
 // cs[t][i] = (cos, sin)(pos(t0 + t) * inv_freq[i]), t < n, i < n_pairs; the
@@ -32,13 +32,20 @@ void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const De
 void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,
                     const float *mean, const float *weight, const void *X, cudaStream_t st);
 
+// Which raw tokens a copy moves: stream tokens [tb, te) (cache token
+// t - tb), rows (layer * H + head) [lh0, lh0 + LH).
+struct RawRange {
+    uint64_t tb, te;
+    uint32_t lh0, LH;
+};
 // raw sink/window tokens: dir 0 cache -> section, 1 section -> cache
 void launch_raw_copy(const DevTensor &t, uint8_t *section, uint32_t H, uint32_t d, uint64_t n_tokens, uint32_t n_sink,
-                     uint32_t n_window, int dir, uint32_t LH, cudaStream_t st);
+                     uint32_t n_window, int dir, const RawRange &rr, cudaStream_t st);
 
 // positions (device int64) -> the stream's little-endian positions section
 void launch_copy_positions(const int64_t *pos, uint64_t n, uint8_t *out, cudaStream_t st);
-// the positions section (or 0..n-1 when pos_le is NULL) -> int64 positions
-void launch_write_positions(const uint8_t *pos_le, uint64_t n, int64_t *out, cudaStream_t st);
+// positions of stream tokens [t0, t0 + n) from the positions section (or
+// t0 + t when pos_le is NULL) -> int64 out[n]
+void launch_write_positions(const uint8_t *pos_le, uint64_t t0, uint64_t n, int64_t *out, cudaStream_t st);
 
 #endif

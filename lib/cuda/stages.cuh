@@ -17,7 +17,7 @@ static inline RowGeom row_geom(const container_header *h, int is_key, int unrope
     g.d = h->geometry.head_dim;
     g.rd = kvi_geometry_rope_dim(&h->geometry);
     g.rope = (is_key && unrope && h->geometry.rope_type != KVTC_ROPE_NONE) ? (uint32_t)h->geometry.rope_type : 0;
-    g.n_tokens = h->n_tokens;
+    g.lh0 = 0;
     g.t0 = h->n_sink;
     g.n = container_coded_tokens(h);
     g.p = (uint64_t)h->geometry.n_layers * g.H * g.d;

@@ -226,7 +226,7 @@ int main(void) {
         upload(&xk, &g, (const uint16_t *)sc.c.k, table); /* any content: overwritten where named */
         cudaMemset(xk.dev, 0x7b, xk.layer_elems * L * 2);
         cudaMemset(xv.dev, 0x7b, xv.layer_elems * L * 2);
-        r = kvtc_cuda_decompress_layout(cc, ref, ref_n, d_stream, ref_n, &cl, gb.d_ws, gb.ws, gb.d_status, 0);
+        r = kvtc_cuda_decompress_layout(cc, ref, ref_n, d_stream, ref_n, NULL, &cl, gb.d_ws, gb.ws, gb.d_status, 0);
         CHECK_MSG(r == KVTC_OK, "%s: %s", names[kind], kvtc_result_string(r));
         CHECK(cudaDeviceSynchronize() == cudaSuccess);
         int guard_ok = 1;
@@ -246,7 +246,7 @@ int main(void) {
                 cudaError_t e1 = cudaDeviceSynchronize();
                 uint32_t s1 = status_of(&gb);
                 kvtc_result r2 =
-                    kvtc_cuda_decompress_layout(cc, ref, ref_n, d_stream, ref_n, &cl, gb.d_ws, gb.ws, gb.d_status, 0);
+                    kvtc_cuda_decompress_layout(cc, ref, ref_n, d_stream, ref_n, NULL, &cl, gb.d_ws, gb.ws, gb.d_status, 0);
                 cudaError_t e2 = cudaDeviceSynchronize();
                 uint32_t s2 = status_of(&gb);
                 CHECK_MSG(r == KVTC_OK && r2 == KVTC_OK && e1 == cudaSuccess && e2 == cudaSuccess &&
