@@ -28,10 +28,11 @@ fi
 export OPENBLAS_NUM_THREADS=16
 $BIN check 2>&1 | tee "$OUT/check.txt"
 $BIN bench "$M" 2>&1 | tee "$OUT/bench.txt"
+$BIN paged "$M" 2>&1 | tee "$OUT/paged.txt"
 if [ -z "${SKIP_TTFT:-}" ]; then
   PYTHONUNBUFFERED=1 python3 bench/cuda/ttft_recompute.py 2>&1 | tee "$OUT/ttft.txt"
 else
   : > "$OUT/ttft.txt"
 fi
 echo "== summary =="
-grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/ttft.txt"
+grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/paged.txt" "$OUT/ttft.txt"
