@@ -203,6 +203,8 @@ kvtc_result resolve_stream_plan(kvtc_cuda_codec *c, const container_header *h, c
     if (!(h->flags & CONTAINER_FLAG_PLAN)) return KVTC_ERR_BASIS_MISMATCH;
     const container_section_entry *e = &h->sections[SEC_PLAN];
     if (e->offset > size || e->size > size - e->offset) return KVTC_ERR_TRUNCATED;
+    // container_read_plan_section reads the 16-byte head before checking the size
+    if (e->size < container_plan_section_size(0, 0)) return KVTC_ERR_CORRUPT;
     if (host_crc32(buf + e->offset, e->size) != e->crc32) return KVTC_ERR_CORRUPT;
     basis_plan pl;
     kvtc_result r = container_read_plan_section(buf, h, c->basis, &pl);

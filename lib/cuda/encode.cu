@@ -29,11 +29,9 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
                                  uint64_t *d_written, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream) {
     kvtc_result r;
-    size_t bound = kvtc_cuda_compress_layout_bound(c, cache);
-    if (!bound) return KVTC_ERR_INVALID_ARGUMENT;
-    if (cap < bound) return KVTC_ERR_BUFFER_TOO_SMALL;
     container_header h;
     if ((r = enc_header(c, cache, &h))) return r;
+    if (cap < kvtc_cuda_compress_layout_bound(c, cache)) return KVTC_ERR_BUFFER_TOO_SMALL;
     Layout L;
     if (!layout_ws(c, cache->n_tokens, h.chunk_tokens, NULL, &L)) return KVTC_ERR_TOO_LARGE;
     if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
