@@ -196,7 +196,7 @@ static uint32_t host_crc32(const uint8_t *p, uint64_t n) {
 kvtc_result resolve_stream_plan(kvtc_cuda_codec *c, const container_header *h, const uint8_t *buf, size_t size,
                                 const PlanDev **pd) {
     for (uint32_t i = 0; i < c->n_plans; i++)
-        if (c->plans[i].fingerprint == h->plan_fingerprint) {
+        if (c->plans[i].host && c->plans[i].fingerprint == h->plan_fingerprint) {
             *pd = &c->plans[i];
             return KVTC_OK;
         }
@@ -227,10 +227,11 @@ kvtc_result resolve_stream_plan(kvtc_cuda_codec *c, const container_header *h, c
     c->own[idx] = pl;
     r = build_plan_dev(c, &c->own[idx], &c->plans[idx]);
     if (r) {
-        // keep the slot valid but unmatched: a fingerprint no stream has
+        // an empty slot (host NULL): never matched, skipped by layout_ws
         free_plan_dev(&c->plans[idx]);
-        c->plans[idx].host = &c->own[idx];
-        c->plans[idx].fingerprint = 0;
+        plan_stream_free(&c->own[idx].k);
+        plan_stream_free(&c->own[idx].v);
+        memset(&c->own[idx], 0, sizeof c->own[idx]);
         return r;
     }
     *pd = &c->plans[idx];
