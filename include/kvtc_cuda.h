@@ -12,9 +12,10 @@
  *   kvtc_cuda_decompress(cc, host_prefix, n, d_stream, size, &dev_cache, d_ws, ws, d_status, stream);
  *
  * Conventions
- * - kvtc_cache here holds DEVICE pointers (k, v, positions); token_ids is
- *   unused (bases with recomputed layers are not supported on the GPU:
- *   KVTC_ERR_UNSUPPORTED).
+ * - kvtc_cache here holds DEVICE pointers (k, v, positions, token_ids).
+ *   token_ids (int32 [n_tokens]) are stored when given, and required by
+ *   bases that recompute layers (the stream then needs the model to decode:
+ *   kvtc_cuda_options.recompute).
  * - compress/decompress are stream-ordered on `stream`: they only enqueue
  *   work (kernels, cuBLAS, cudaMemsetAsync) and return; they never
  *   allocate, synchronize or copy to the host, so they may be captured in
@@ -50,6 +51,26 @@ typedef enum kvtc_cuda_gemm {
     KVTC_CUDA_GEMM_FP32 = 2  /* fp32 throughout (CUBLAS_COMPUTE_32F): the CPU's arithmetic */
 } kvtc_cuda_gemm;
 
+/* Recomputed layers on the GPU (bases with kvtc_basis_recomputed_layers()
+ * = m > 0: layers [0, m) of the coded tokens are not stored, the engine
+ * recomputes them from the token ids). kvtc_cuda_decompress(_layout) calls
+ * this hook on the host, after it has enqueued the decode of the stored
+ * layers and before it enqueues the raw sink/window tokens (which the
+ * stream stores for every layer, so they overwrite whatever the hook
+ * writes there). The hook must ENQUEUE on `stream` (not wait for) the work
+ * that writes layers [range->layer_begin, min(m, range->layer_end)) of the
+ * range's tokens into `out` (device layout; output token i is stream token
+ * range->token_begin + i). d_token_ids and d_positions (device, valid until
+ * the work enqueued on `stream` after the call has run) hold the ids and
+ * positions of stream tokens [0, n_tokens), n_tokens = range->token_end:
+ * causal models need the prefix. `range` is resolved (no 0 ends). Return 0
+ * on success; anything else makes the decode return KVTC_ERR_CALLBACK. It
+ * is not called when the range has no coded token or no recomputed layer. */
+typedef int (*kvtc_cuda_recompute_fn)(void *user, uint32_t n_layers, const int32_t *d_token_ids,
+                                      const int64_t *d_positions, uint64_t n_tokens,
+                                      const kvtc_decode_range *range, const kvtc_cache_layout *out,
+                                      cudaStream_t stream);
+
 typedef struct kvtc_cuda_options {
     size_t struct_size;    /* sizeof(kvtc_cuda_options) */
     double ratio;          /* target ratio of the encoder, as kvtc_encode_options (default
@@ -68,6 +89,15 @@ typedef struct kvtc_cuda_options {
                             * breakdown to stderr after each call, which SYNCHRONIZES
                             * the stream (benchmarks only; default 0, the library
                             * never reads the environment) */
+    /* Added in 0.2 (a caller of 0.1 passes the struct up to `profile` as its
+     * struct_size and gets the defaults below): */
+    uint64_t model_fingerprint; /* as kvtc_encode_options / kvtc_decode_options: recorded
+                            * in streams of bases that recompute layers (encode) and
+                            * checked against such streams (decode:
+                            * KVTC_ERR_MODEL_MISMATCH); 0 = none */
+    kvtc_cuda_recompute_fn recompute; /* needed to decode streams with recomputed layers
+                            * (KVTC_ERR_NEEDS_MODEL otherwise); NULL by default */
+    void *recompute_user;
 } kvtc_cuda_options;
 
 KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);
@@ -127,8 +157,11 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
  * n_tokens; out->positions, if not NULL, receives the positions. Every
  * section and chunk CRC is checked on the device; any failure sets
  * *d_status (device u32, set to 0 first) to a kvtc_result != 0. Codec 1
- * (DEFLATE) streams: KVTC_ERR_UNSUPPORTED (decode them on the CPU), and so
- * are streams with recomputed layers. ws_size must be at least
+ * (DEFLATE) streams: KVTC_ERR_UNSUPPORTED (decode them on the CPU). Streams
+ * with recomputed layers need kvtc_cuda_options.recompute
+ * (KVTC_ERR_NEEDS_MODEL, before anything is enqueued) and, when they record
+ * a model fingerprint, the codec's must match (KVTC_ERR_MODEL_MISMATCH);
+ * out->token_ids, if not NULL, receives the stored ids. ws_size must be at least
  * kvtc_cuda_workspace_size(n_tokens) (stored plans and the encoder's) or,
  * for a stream carrying another plan, kvtc_cuda_stream_workspace_size():
  * else KVTC_ERR_BUFFER_TOO_SMALL. Engine layouts and decode ranges:
@@ -175,7 +208,7 @@ KVTC_API size_t kvtc_cuda_compress_layout_bound(const kvtc_cuda_codec *c, const 
 KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_cache_layout *cache, void *d_out,
                                       size_t cap, uint64_t *d_written, void *d_ws, size_t ws_size,
                                       uint32_t *d_status, cudaStream_t stream);
-/* As kvtc_cuda_decompress, into `out` (out->token_ids is ignored), for
+/* As kvtc_cuda_decompress, into `out`, for
  * `range` (NULL: the whole stream) as kvtc_decompress_layout defines it:
  * out->n_tokens = the range's token count, token i of out receiving stream
  * token token_begin + i; only layers [layer_begin, layer_end) are written

@@ -1,5 +1,6 @@
 // codec.cu - the codec object: options, upload of the basis and plan
 // tables, the workspace layout, errors with location and the profiler.
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,13 +245,16 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     if (opts) {
-        if (opts->struct_size != sizeof o) return KVTC_ERR_INVALID_ARGUMENT;
-        o = *opts;
+        // 0.1 callers end at `profile`; the fields after it keep their defaults
+        size_t v01 = offsetof(kvtc_cuda_options, model_fingerprint);
+        if (opts->struct_size != sizeof o && opts->struct_size != v01) return KVTC_ERR_INVALID_ARGUMENT;
+        memcpy(&o, opts, opts->struct_size);
+        o.struct_size = sizeof o;
     }
     if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) ||
         (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32)
         return KVTC_ERR_INVALID_ARGUMENT;
-    if (b->recompute_layers) return KVTC_ERR_UNSUPPORTED;
+    if (b->recompute_layers >= b->geometry.n_layers) return KVTC_ERR_UNSUPPORTED;
     if (b->geometry.head_dim % 2 || b->geometry.head_dim / 2 > 1024) return KVTC_ERR_UNSUPPORTED;
     if (o.device < 0 && cudaGetDevice(&o.device) != cudaSuccess) return KVTC_ERR_CUDA;
     DeviceGuard dg(o.device);  // the codec lives on o.device; the caller's device is restored
@@ -453,6 +457,8 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     TAKE(dcoff, mulc(C, 8, &ov));
     TAKE(dcsize, mulc(C, 4, &ov));
     TAKE(dccrc, mulc(C, 4, &ov));
+    TAKE(hpos, addc(mulc(n, 8, &ov), 8, &ov));
+    TAKE(hids, addc(mulc(n, 4, &ov), 8, &ov));
 #undef TAKE
     if (ov || o > SIZE_MAX) return 0;
     L->total = (size_t)o;
@@ -482,12 +488,20 @@ kvtc_result check_dev_layout(const kvtc_cuda_codec *c, const kvtc_cache_layout *
 }
 
 kvtc_result enc_header(const kvtc_cuda_codec *c, const kvtc_cache_layout *l, container_header *h) {
+    if (c->basis->recompute_layers && l->n_tokens && !l->token_ids) return KVTC_ERR_INVALID_ARGUMENT;
     /* positions live in device memory: any given positions are stored (the
      * CPU encoder omits them when they are 0..n-1; both forms decode alike) */
     kvtc_result r = container_header_init_plan(h, c->basis, c->plans[c->enc_plan].host, &l->geometry, l->dtype,
                                                l->n_tokens, c->opt.n_sink, c->opt.n_window, c->opt.chunk_tokens,
                                                CONTAINER_CODEC_RANS, l->positions != NULL);
     if (r) return r;
+    // token ids the caller has are kept, as the CPU encoder does; bases that
+    // recompute layers need them, and record the model
+    if (l->token_ids && l->n_tokens) h->flags |= CONTAINER_FLAG_TOKEN_IDS;
+    if (c->opt.model_fingerprint) {
+        h->flags |= CONTAINER_FLAG_MODEL_FINGERPRINT;
+        h->model_fingerprint = c->opt.model_fingerprint;
+    }
     // a solved plan: its section follows the chunk data (offset known on the device only)
     if (c->enc_carries_plan) container_set_plan_section(h, c->plan_section_size);
     if ((r = container_layout(h, 0))) return r;

@@ -123,6 +123,7 @@ struct Layout {
     size_t cs, X, D, payload, pieces, crc_out, sec_crc, blas, blas_size;
     size_t hist, freq, start, npres, lstate, lcount, lwoff, words, segb, segm, sego, csize, coff, dsize;
     size_t dseg, dnseg, dnblk, dcoff, dcsize, dccrc;
+    size_t hpos, hids;  // positions and token ids handed to the recompute hook
     uint64_t C, max_payload, max_pieces, hist_bytes;
     uint32_t Lmax;
     uint64_t Wmax;

@@ -33,8 +33,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     if (h.transform_fingerprint != b->transform_fingerprint || !kvi_geometry_equal(&h.geometry, &b->geometry) ||
         h.recompute_layers != b->recompute_layers || h.rope_removed != (uint8_t)b->rope_removed)
         return KVTC_ERR_BASIS_MISMATCH;
-    if (h.codec != CONTAINER_CODEC_RANS || h.recompute_layers || (h.flags & CONTAINER_FLAG_TOKEN_IDS))
-        return KVTC_ERR_UNSUPPORTED;
+    if (h.codec != CONTAINER_CODEC_RANS) return KVTC_ERR_UNSUPPORTED;
     // the range: stream tokens [tb, te), layers [lb, le)
     uint64_t tb = range ? range->token_begin : 0;
     uint64_t te = range && range->token_end ? range->token_end : h.n_tokens;
@@ -56,7 +55,11 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint64_t coded = container_coded_tokens(&h);
     uint32_t C = h.n_chunks;
     const kvtc_geometry *g = &h.geometry;
+    // layers of the range: all of them for the raw tokens, the stored ones
+    // [sl0, le) for the coded tokens (the recomputed [lb, m) come from the hook)
+    uint32_t m = h.recompute_layers, sl0 = lb > m ? lb : m;
     uint32_t H = g->n_kv_heads, lh0 = lb * H, nLH = (le - lb) * H;
+    uint32_t slh0 = sl0 * H, snLH = le > sl0 ? (le - sl0) * H : 0;
     // coded tokens of the range [k0, k1) (coded index = stream token - n_sink),
     // and the run of chunks holding them [ch0, ch1)
     uint64_t w0 = h.n_tokens - h.n_window;
@@ -67,6 +70,12 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint32_t Cn = k1 > k0 ? ch1 - ch0 : 0;
     uint64_t run0 = (uint64_t)ch0 * h.chunk_tokens;  // coded index of the run's first token
     uint64_t run_end = (uint64_t)ch1 * h.chunk_tokens < coded ? (uint64_t)ch1 * h.chunk_tokens : coded;
+    // recomputed layers of coded tokens in the range: the engine's hook, from the stream's model
+    int need_model = m && k1 > k0 && lb < m;
+    if (need_model && !c->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
+    if (need_model && (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && h.model_fingerprint != c->opt.model_fingerprint)
+        return KVTC_ERR_MODEL_MISMATCH;
+    if (!snLH) Cn = 0;  // no stored layer in the range: no chunk to decode
     CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
     launch_check_block_table(out, d_status, stream);
     LAUNCH_CHECK(c, "block table check");
@@ -118,7 +127,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         // angles of the written tokens: stream tokens n_sink + [k0, k1)
         if (rot) launch_rope_table(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink + k0, n, cs, stream);
         PROF(c, stream, "rope table");
-        uint64_t col0 = (uint64_t)lh0 * g->head_dim, ncols = (uint64_t)nLH * g->head_dim;
+        uint64_t col0 = (uint64_t)(slh0 - m * H) * g->head_dim, ncols = (uint64_t)snLH * g->head_dim;
         for (int s = 0; s < 2; s++) {
             QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
             uint32_t rk = pd.s[s].rank;
@@ -134,14 +143,29 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
                 CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, n * c->p * c->esize, stream));
             PROF(c, stream, s ? "V gemm" : "K gemm");
             RowGeom rg = row_geom(&h, s == 0, rot);
-            rg.lh0 = lh0;
+            rg.lh0 = slh0;
             rg.t0 = h.n_sink + k0 - tb;  // the output token of X row 0
             rg.n = n;
-            launch_scatter(c->esize, h.dtype, rg, nLH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X,
+            launch_scatter(c->esize, h.dtype, rg, snLH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X,
                            stream);
             LAUNCH_CHECK(c, "scatter");
             PROF(c, stream, s ? "V scatter" : "K scatter");
         }
+    }
+    if (need_model) {
+        // ids and positions of stream tokens [0, te), aligned, in the workspace
+        int64_t *hpos = (int64_t *)(ws + L.hpos);
+        int32_t *hids = (int32_t *)(ws + L.hids);
+        launch_write_positions(pos_le, 0, te, hpos, stream);
+        if (h.flags & CONTAINER_FLAG_TOKEN_IDS)
+            launch_write_ids(in + h.sections[SEC_TOKEN_IDS].offset, 0, te, hids, stream);
+        else
+            CUDA_CHECK(c, cudaMemsetAsync(hids, 0, te * 4, stream));  // a basis that recomputes always stores ids
+        LAUNCH_CHECK(c, "recompute inputs");
+        kvtc_decode_range rr = {tb, te, lb, le};
+        if (c->opt.recompute(c->opt.recompute_user, m, hids, hpos, te, &rr, out, stream) != 0)
+            return KVTC_ERR_CALLBACK;
+        PROF(c, stream, "recompute hook");
     }
     // sections: CRC check, raw tokens, positions
     uint32_t sec_pieces;
@@ -157,6 +181,8 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
                         h.n_window, 1, rr, stream);
     }
     if (out->positions && te > tb) launch_write_positions(pos_le, tb, te - tb, out->positions, stream);
+    if (out->token_ids && te > tb && (h.flags & CONTAINER_FLAG_TOKEN_IDS))
+        launch_write_ids(in + h.sections[SEC_TOKEN_IDS].offset, tb, te - tb, out->token_ids, stream);
     LAUNCH_CHECK(c, "section CRCs + raw tokens");
     PROF(c, stream, "raw tokens + positions");
     prof_report(c, "decompress");

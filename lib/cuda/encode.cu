@@ -65,6 +65,8 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
     }
     if (h.flags & CONTAINER_FLAG_POSITIONS)
         launch_copy_positions(cache->positions, h.n_tokens, out + h.sections[SEC_POSITIONS].offset, stream);
+    if (h.flags & CONTAINER_FLAG_TOKEN_IDS)
+        launch_copy_ids(cache->token_ids, h.n_tokens, out + h.sections[SEC_TOKEN_IDS].offset, stream);
     LAUNCH_CHECK(c, "raw sections");
     PROF(c, stream, "raw sections");
     uint64_t *data_size = (uint64_t *)(ws + L.dsize);
@@ -78,7 +80,8 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
         PROF(c, stream, "rope table");
         for (int s = 0; s < 2; s++) {
             RowGeom rg = row_geom(&h, s == 0, rot);
-            launch_gather(c->esize, h.dtype, rg, LH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X, stream);
+            launch_gather(c->esize, h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s],
+                          ws + L.X, stream);
             LAUNCH_CHECK(c, "gather");
             PROF(c, stream, s ? "V gather" : "K gather");
             uint32_t rk = pd.s[s].rank;

@@ -62,7 +62,7 @@ __global__ void gather_k(DevTensor src, int dtype, RowGeom g, const float2 *cs, 
         x0 = y0;
         x1 = y1;
     }
-    uint64_t col = (uint64_t)lh * g.d;
+    uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
     X[t * g.p + col + a] = from_f<T>(__fmul_rn(__fsub_rn(x0, mean[col + a]), weight[col + a]));
     X[t * g.p + col + b] = from_f<T>(__fmul_rn(__fsub_rn(x1, mean[col + b]), weight[col + b]));
 }
@@ -77,7 +77,7 @@ __global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs,
     uint32_t a, b;
     bool rot;
     pair_dims(g, i, a, b, rot);
-    uint64_t col = (uint64_t)lh * g.d;
+    uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
     float x0 = __fadd_rn(__fdiv_rn(to_f(X[t * g.p + col + a]), weight[col + a]), mean[col + a]);
     float x1 = __fadd_rn(__fdiv_rn(to_f(X[t * g.p + col + b]), weight[col + b]), mean[col + b]);
     if (rot) {
@@ -125,7 +125,7 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
     uint32_t lh = g.lh0 + blockIdx.y;
     const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
     if (!src) return;
-    const uint64_t col = (uint64_t)lh * g.d;
+    const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
     float lo[4], hi[4];
     uint32_t dl[4], dh[4];
     if (ROPE == 2) {
@@ -176,7 +176,7 @@ __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2
     uint32_t lh = g.lh0 + blockIdx.y;
     uint16_t *dst = (uint16_t *)tensor_row(tdst, lh / g.H, g.t0 + t, lh % g.H);
     if (!dst) return;
-    const uint64_t col = (uint64_t)lh * g.d;
+    const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
     const uint16_t *row = X + t * g.p + col;
     float lo[4], hi[4];
     uint32_t dl[4], dh[4];
@@ -316,4 +316,22 @@ void launch_copy_positions(const int64_t *pos, uint64_t n, uint8_t *out, cudaStr
 
 void launch_write_positions(const uint8_t *pos_le, uint64_t t0, uint64_t n, int64_t *out, cudaStream_t st) {
     write_positions_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(pos_le, t0, n, out);
+}
+
+__global__ void copy_ids_k(const int32_t *ids, uint64_t n, uint8_t *out) {
+    uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n) st_u32(out + 4 * t, (uint32_t)ids[t]);
+}
+
+__global__ void write_ids_k(const uint8_t *ids_le, uint64_t t0, uint64_t n, int32_t *out) {
+    uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n) out[t] = (int32_t)ld_u32(ids_le + 4 * (t0 + t));
+}
+
+void launch_copy_ids(const int32_t *ids, uint64_t n, uint8_t *out, cudaStream_t st) {
+    copy_ids_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(ids, n, out);
+}
+
+void launch_write_ids(const uint8_t *ids_le, uint64_t t0, uint64_t n, int32_t *out, cudaStream_t st) {
+    write_ids_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(ids_le, t0, n, out);
 }

@@ -13,6 +13,7 @@
 struct RowGeom {
     uint32_t H, d, rd, rope;  // rope: 0 none, 1 norm, 2 neox (0 also when not rotating)
     uint32_t lh0;              // first (layer * H + head) row of the grid (layer ranges)
+    uint32_t col_lh0;          // the row whose head is column 0 of X, mean, weight (recomputed layers * H)
     uint64_t t0, n;            // row t of X (and of the RoPE table) is cache token t0 + t, t < n
     uint64_t p;                // columns of X (its leading dimension)
 };
@@ -47,5 +48,10 @@ void launch_copy_positions(const int64_t *pos, uint64_t n, uint8_t *out, cudaStr
 // positions of stream tokens [t0, t0 + n) from the positions section (or
 // t0 + t when pos_le is NULL) -> int64 out[n]
 void launch_write_positions(const uint8_t *pos_le, uint64_t t0, uint64_t n, int64_t *out, cudaStream_t st);
+
+// token ids (device int32) -> the stream's little-endian token ids section
+void launch_copy_ids(const int32_t *ids, uint64_t n, uint8_t *out, cudaStream_t st);
+// the token ids section, tokens [t0, t0 + n) -> int32 out[n]
+void launch_write_ids(const uint8_t *ids_le, uint64_t t0, uint64_t n, int32_t *out, cudaStream_t st);
 
 #endif

@@ -17,7 +17,8 @@ static inline RowGeom row_geom(const container_header *h, int is_key, int unrope
     g.d = h->geometry.head_dim;
     g.rd = kvi_geometry_rope_dim(&h->geometry);
     g.rope = (is_key && unrope && h->geometry.rope_type != KVTC_ROPE_NONE) ? (uint32_t)h->geometry.rope_type : 0;
-    g.lh0 = 0;
+    // the coded layers are [recompute_layers, n_layers): X column 0 is their first head
+    g.lh0 = g.col_lh0 = h->recompute_layers * g.H;
     g.t0 = h->n_sink;
     g.n = container_coded_tokens(h);
     g.p = (uint64_t)h->geometry.n_layers * g.H * g.d;
