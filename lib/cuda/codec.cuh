@@ -64,6 +64,15 @@ struct kvtc_cuda_codec {
     uint64_t plan_section_size;
     uint32_t plan_section_crc;
     uint32_t rmax[2];  // basis rows uploaded per stream (all stored components)
+    // kvtc_cuda_hold: the workspace's payload area holds every chunk of this
+    // stream, entropy-decoded; decodes of the same stream and workspace skip
+    // parsing, chunk CRCs and rANS. Any call that overwrites the area clears it.
+    struct {
+        int valid;
+        const void *d_stream, *ws;
+        size_t size, payload_off;
+        uint64_t plan, max_payload;
+    } held;
     uint32_t p;
     void *d_basis[2];  // [rmax][p] bf16 or float
     float *d_mean[2], *d_weight[2];

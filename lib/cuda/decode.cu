@@ -22,6 +22,54 @@ extern "C" {
 #include "quant/group_quant.h"
 }
 
+#define TRY(x)                 \
+    do {                                \
+        kvtc_result r_ = (x);           \
+        if (r_ != KVTC_OK) return r_;   \
+    } while (0)
+
+// Parse, checksum and entropy-decode chunks [ch0, ch0 + Cn) of the stream
+// (header h, plan pl) into the workspace's payload area, chunk ch0 first.
+static kvtc_result entropy_decode_chunks(kvtc_cuda_codec *c, const container_header &h, const basis_plan &pl,
+                                         const Layout &L, const uint8_t *in, uint8_t *ws, uint32_t ch0, uint32_t Cn,
+                                         uint32_t *d_status, cudaStream_t stream) {
+    uint64_t coded = container_coded_tokens(&h);
+    uint32_t C = h.n_chunks;
+    uint64_t last_n = coded - (uint64_t)(C - 1) * h.chunk_tokens;
+    DecArgs a;
+    a.in = in;
+    a.index_off = h.sections[SEC_CHUNK_INDEX].offset;
+    a.data_off = h.sections[SEC_CHUNK_DATA].offset;
+    a.data_size = h.sections[SEC_CHUNK_DATA].size;
+    a.chunk_tokens = h.chunk_tokens;
+    a.coded = coded;
+    a.pay[0] = (uint32_t)quant_payload_size(&pl.k, &pl.v, h.chunk_tokens);
+    a.pay[1] = (uint32_t)quant_payload_size(&pl.k, &pl.v, last_n);
+    a.c0 = ch0;
+    a.C_total = C;
+    DecWs w;
+    w.payload = ws + L.payload;
+    w.seg = (DSeg *)(ws + L.dseg);
+    w.n_segs = (uint32_t *)(ws + L.dnseg);
+    w.n_blocks = (uint32_t *)(ws + L.dnblk);
+    w.chunk_off = (uint64_t *)(ws + L.dcoff);
+    w.chunk_size = (uint32_t *)(ws + L.dcsize);
+    w.chunk_crc = (uint32_t *)(ws + L.dccrc);
+    w.max_payload = L.max_payload;
+    w.C = Cn;
+    launch_parse_chunks(a, w, d_status, stream);
+    PROF(c, stream, "parse index+segments");
+    crc_chunks_check(in + a.data_off, w.chunk_off, w.chunk_size, Cn, (uint32_t)L.max_pieces, c->d_crc_table,
+                     (uint32_t *)(ws + L.pieces), w.chunk_crc, d_status, stream);
+    PROF(c, stream, "chunk CRCs");
+    launch_decode_lanes(a, w, d_status, stream);
+    PROF(c, stream, "rANS lanes");
+    launch_decode_stored(a, w, stream);
+    PROF(c, stream, "stored segments");
+    LAUNCH_CHECK(c, "rANS decode");
+    return KVTC_OK;
+}
+
 // The decoder into a layout of device pointers (out, checked by the caller).
 static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                    size_t size, const kvtc_decode_range *range, const kvtc_cache_layout *out,
@@ -88,39 +136,18 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint32_t *pieces = (uint32_t *)(ws + L.pieces);
     const uint8_t *pos_le = (h.flags & CONTAINER_FLAG_POSITIONS) ? in + h.sections[SEC_POSITIONS].offset : NULL;
     if (Cn) {
-        uint64_t last_n = coded - (uint64_t)(C - 1) * h.chunk_tokens;
         uint64_t run_n = run_end - run0, n = k1 - k0;  // tokens decoded, tokens written
-        DecArgs a;
-        a.in = in;
-        a.index_off = h.sections[SEC_CHUNK_INDEX].offset;
-        a.data_off = h.sections[SEC_CHUNK_DATA].offset;
-        a.data_size = h.sections[SEC_CHUNK_DATA].size;
-        a.chunk_tokens = h.chunk_tokens;
-        a.coded = coded;
-        a.pay[0] = (uint32_t)quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
-        a.pay[1] = (uint32_t)quant_payload_size(&pl->k, &pl->v, last_n);
-        a.c0 = ch0;
-        a.C_total = C;
-        DecWs w;
-        w.payload = ws + L.payload;
-        w.seg = (DSeg *)(ws + L.dseg);
-        w.n_segs = (uint32_t *)(ws + L.dnseg);
-        w.n_blocks = (uint32_t *)(ws + L.dnblk);
-        w.chunk_off = (uint64_t *)(ws + L.dcoff);
-        w.chunk_size = (uint32_t *)(ws + L.dcsize);
-        w.chunk_crc = (uint32_t *)(ws + L.dccrc);
-        w.max_payload = L.max_payload;
-        w.C = Cn;
-        launch_parse_chunks(a, w, d_status, stream);
-        PROF(c, stream, "parse index+segments");
-        crc_chunks_check(in + a.data_off, w.chunk_off, w.chunk_size, Cn, (uint32_t)L.max_pieces, c->d_crc_table,
-                         pieces, w.chunk_crc, d_status, stream);
-        PROF(c, stream, "chunk CRCs");
-        launch_decode_lanes(a, w, d_status, stream);
-        PROF(c, stream, "rANS lanes");
-        launch_decode_stored(a, w, stream);
-        PROF(c, stream, "stored segments");
-        LAUNCH_CHECK(c, "rANS decode");
+        // the payloads of chunks [ch0, ch1): held by kvtc_cuda_hold, or decoded now
+        const uint8_t *payload = ws + L.payload;
+        int held = c->held.valid && c->held.d_stream == d_stream && c->held.size == size && c->held.ws == d_ws &&
+                   c->held.plan == pd.fingerprint && c->held.payload_off == L.payload &&
+                   c->held.max_payload == L.max_payload;
+        if (held) {
+            payload += (uint64_t)ch0 * L.max_payload;  // the hold decoded every chunk from 0
+        } else {
+            c->held.valid = 0;  // the payload area is overwritten
+            TRY(entropy_decode_chunks(c, h, *pl, L, in, ws, ch0, Cn, d_status, stream));
+        }
         float2 *cs = (float2 *)(ws + L.cs);
         int rot = b->rope_removed && g->rope_type != KVTC_ROPE_NONE;
         uint32_t n_pairs = kvi_geometry_rope_dim(g) / 2;
@@ -131,7 +158,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         for (int s = 0; s < 2; s++) {
             QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
             uint32_t rk = pd.s[s].rank;
-            launch_dequantize(c->esize, ws + L.D, pd.s[s], q, ws + L.payload, stream);
+            launch_dequantize(c->esize, ws + L.D, pd.s[s], q, payload, stream);
             LAUNCH_CHECK(c, "dequantize");
             PROF(c, stream, s ? "V dequantize" : "K dequantize");
             // rows of the written tokens only, columns of the layer range only:
@@ -215,6 +242,47 @@ extern "C" kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const voi
     kvtc_result r = check_dev_layout(c, out, range ? range->layer_begin : 0, range ? range->layer_end : 0);
     if (r) return r;
     return decompress_impl(c, h_prefix, prefix_size, d_stream, size, range, out, d_ws, ws_size, d_status, stream);
+}
+
+extern "C" kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                      const void *d_stream, size_t size, void *d_ws, size_t ws_size,
+                                      uint32_t *d_status, cudaStream_t stream) {
+    if (!c || !h_prefix || !d_stream || !d_ws || !d_status) return KVTC_ERR_INVALID_ARGUMENT;
+    cuda_clear_error(c);
+    c->held.valid = 0;
+    DeviceGuard dg(c->opt.device);
+    if (!dg.ok) return cuda_fail_rt(c, cudaErrorInvalidDevice, "cudaSetDevice(codec device)", __FILE__, __LINE__);
+    container_header h;
+    kvtc_result r = container_read_prefix_only((const uint8_t *)h_prefix, prefix_size, &h);
+    if (r) return r;
+    const kvtc_basis *b = c->basis;
+    if (h.transform_fingerprint != b->transform_fingerprint || !kvi_geometry_equal(&h.geometry, &b->geometry) ||
+        h.recompute_layers != b->recompute_layers || h.rope_removed != (uint8_t)b->rope_removed)
+        return KVTC_ERR_BASIS_MISMATCH;
+    if (h.codec != CONTAINER_CODEC_RANS) return KVTC_ERR_UNSUPPORTED;
+    if (size < h.total_size) return KVTC_ERR_TRUNCATED;
+    const PlanDev *pd = NULL;
+    if ((r = resolve_stream_plan(c, &h, (const uint8_t *)h_prefix, prefix_size, &pd))) return r;
+    Layout L;
+    if (!layout_ws(c, h.n_tokens, h.chunk_tokens, pd, &L)) return KVTC_ERR_TOO_LARGE;
+    if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
+    CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
+    if (container_coded_tokens(&h))
+        TRY(entropy_decode_chunks(c, h, *pd->host, L, (const uint8_t *)d_stream, (uint8_t *)d_ws, 0, h.n_chunks,
+                                  d_status, stream));
+    c->held.valid = 1;
+    c->held.d_stream = d_stream;
+    c->held.ws = d_ws;
+    c->held.size = size;
+    c->held.payload_off = L.payload;
+    c->held.plan = pd->fingerprint;
+    c->held.max_payload = L.max_payload;
+    prof_report(c, "hold");
+    return KVTC_OK;
+}
+
+extern "C" void kvtc_cuda_release(kvtc_cuda_codec *c) {
+    if (c) c->held.valid = 0;
 }
 
 extern "C" kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,

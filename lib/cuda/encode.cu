@@ -36,6 +36,7 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
     if (!layout_ws(c, cache->n_tokens, h.chunk_tokens, NULL, &L)) return KVTC_ERR_TOO_LARGE;
     if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
     uint8_t *ws = (uint8_t *)d_ws, *out = (uint8_t *)d_out;
+    c->held.valid = 0;  // the payload area is about to be overwritten
     if (d_status) {
         CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
         launch_check_block_table(cache, d_status, stream);

@@ -4,7 +4,8 @@
  * writes exactly the matching slice of a full GPU decode, bit for bit, and
  * nothing else (layers outside the range keep their guard values and may
  * have NULL pointers); ranges outside the stream are
- * KVTC_ERR_INVALID_ARGUMENT. The stream is a CPU stream with a solved plan
+ * KVTC_ERR_INVALID_ARGUMENT; after kvtc_cuda_hold, one call per layer (the
+ * entropy decoding skipped) gives the same slices. The stream is a CPU stream with a solved plan
  * and small chunks (many chunks). Exits 77 (skipped) without a GPU. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -114,6 +115,51 @@ int main(void) {
             CHECK_MSG(same && guard, "range tokens [%llu, %llu) layers [%u, %u): same %d, others untouched %d",
                       (unsigned long long)r.token_begin, (unsigned long long)te, r.layer_begin, le, same, guard);
         }
+    /* held: the chunks entropy-decoded once, then one call per layer (and a token range) */
+    CHECK(kvtc_cuda_hold(cc, s, n, d_s, n, d_ws, ws, d_status, 0) == KVTC_OK);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    st = 1;
+    cudaMemcpy(&st, d_status, 4, cudaMemcpyDeviceToHost);
+    CHECK(st == 0);
+    for (uint32_t l = 0; l <= L; l++) {
+        kvtc_decode_range r;
+        kvtc_decode_range_init(&r);
+        if (l < L) { r.layer_begin = l; r.layer_end = l + 1; }
+        else { r.token_begin = 130; r.token_end = 333; } /* all layers, a token range inside chunks */
+        uint64_t nt = (r.token_end ? r.token_end : N_TOK) - r.token_begin;
+        cudaMemset(d_k, 0x7b, kb);
+        cudaMemset(d_v, 0x7b, kb);
+        kvtc_cache_layout o;
+        memset(&o, 0, sizeof o);
+        o.geometry = g;
+        o.dtype = KVTC_DTYPE_BF16;
+        o.n_tokens = nt;
+        kvtc_tensor_layout t = {NULL, NULL, (int64_t)H * nt * d, d, (int64_t)nt * d, 1, 0};
+        o.k = t;
+        o.v = t;
+        o.k.base = d_k;
+        o.v.base = d_v;
+        CHECK(kvtc_cuda_decompress_layout(cc, s, n, d_s, n, &r, &o, d_ws, ws, d_status, 0) == KVTC_OK);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess);
+        st = 1;
+        cudaMemcpy(&st, d_status, 4, cudaMemcpyDeviceToHost);
+        cudaMemcpy(pk, d_k, kb, cudaMemcpyDeviceToHost);
+        cudaMemcpy(pv, d_v, kb, cudaMemcpyDeviceToHost);
+        uint32_t le = r.layer_end ? r.layer_end : L;
+        int same = st == 0;
+        for (uint32_t ll = r.layer_begin; ll < le; ll++)
+            for (uint32_t h = 0; h < H; h++)
+                for (uint64_t tk = 0; tk < nt; tk++)
+                    for (uint32_t j = 0; j < d; j++) {
+                        uint64_t oi = (((uint64_t)ll * H + h) * nt + tk) * d + j;
+                        uint64_t fi = (((uint64_t)ll * H + h) * N_TOK + r.token_begin + tk) * d + j;
+                        same &= pk[oi] == fk[fi] && pv[oi] == fv[fi];
+                    }
+        CHECK_MSG(same, "held decode of layers [%u, %u) tokens [%llu, +%llu) differs", r.layer_begin, le,
+                  (unsigned long long)r.token_begin, (unsigned long long)nt);
+    }
+    kvtc_cuda_release(cc);
+
     /* outside the stream */
     kvtc_decode_range bad;
     kvtc_decode_range_init(&bad);
