@@ -15,8 +15,10 @@ M=${KVTC_BENCH_RANK:-4096}
   nvcc --version | tail -2
 } 2>&1 | tee "$OUT/env.txt"
 BIN=""
+# the GPU ctests (tests/cuda), run below from the same directory as the bench
+GPU_TESTS=$(cd tests/cuda && ls test_cuda_*.c | sed 's/\.c$//' | tr '\n' ' ')
 if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-     > "$OUT/build.log" 2>&1 && cmake --build build-cuda -j 16 --target kvtc_cuda_bench >> "$OUT/build.log" 2>&1; then
+     > "$OUT/build.log" 2>&1 && cmake --build build-cuda -j 16 --target kvtc_cuda_bench $GPU_TESTS >> "$OUT/build.log" 2>&1; then
   BIN=build-cuda/kvtc_cuda_bench
   echo "built on the device: $BIN"
 else
@@ -26,6 +28,9 @@ else
   BIN=$KVTC_GPU_BIN/kvtc_cuda_bench
 fi
 export OPENBLAS_NUM_THREADS=16
+for t in $GPU_TESTS; do
+  echo "== $t"; "$(dirname "$BIN")/$t"; echo "$t exit $?"
+done 2>&1 | tee "$OUT/gpu_tests.txt"
 $BIN check 2>&1 | tee "$OUT/check.txt"
 $BIN bench "$M" 2>&1 | tee "$OUT/bench.txt"
 $BIN paged "$M" 2>&1 | tee "$OUT/paged.txt"
@@ -35,4 +40,5 @@ else
   : > "$OUT/ttft.txt"
 fi
 echo "== summary =="
+grep -h -E "exit|passed|FAIL" "$OUT/gpu_tests.txt"
 grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/paged.txt" "$OUT/ttft.txt"
