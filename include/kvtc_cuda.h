@@ -19,8 +19,11 @@
  * - compress/decompress are stream-ordered on `stream`: they only enqueue
  *   work (kernels, cuBLAS, cudaMemsetAsync) and return; they never
  *   allocate, synchronize or copy to the host, so they may be captured in
- *   a CUDA graph. Host-side argument checks happen before anything is
- *   enqueued. Results that depend on the data are written to device
+ *   a CUDA graph (one exception: the first decode of a stream that carries
+ *   a plan the codec does not hold uploads it; kvtc_cuda_stream_workspace_size
+ *   does that ahead of a capture). Host-side argument checks happen before
+ *   anything is enqueued. A CUDA or cuBLAS failure returns KVTC_ERR_CUDA
+ *   and kvtc_cuda_last_error() says which call failed, where. Results that depend on the data are written to device
  *   memory: the stream size (*d_written) and the decode status (*d_status:
  *   0 = OK, else a kvtc_result such as KVTC_ERR_CORRUPT; the decoded cache
  *   is then unspecified).
