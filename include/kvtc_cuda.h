@@ -12,14 +12,18 @@
  *   kvtc_cuda_decompress(cc, host_prefix, n, d_stream, size, &dev_cache, d_ws, ws, d_status, stream);
  *
  * Conventions
- * - kvtc_cache here holds DEVICE pointers (k, v, positions); token_ids is
- *   unused (bases with recomputed layers are not supported on the GPU:
- *   KVTC_ERR_UNSUPPORTED).
+ * - kvtc_cache here holds DEVICE pointers (k, v, positions, token_ids).
+ *   token_ids (int32 [n_tokens]) are stored when given, and required by
+ *   bases that recompute layers (the stream then needs the model to decode:
+ *   kvtc_cuda_options.recompute).
  * - compress/decompress are stream-ordered on `stream`: they only enqueue
  *   work (kernels, cuBLAS, cudaMemsetAsync) and return; they never
  *   allocate, synchronize or copy to the host, so they may be captured in
- *   a CUDA graph. Host-side argument checks happen before anything is
- *   enqueued. Results that depend on the data are written to device
+ *   a CUDA graph (one exception: the first decode of a stream that carries
+ *   a plan the codec does not hold uploads it; kvtc_cuda_stream_workspace_size
+ *   does that ahead of a capture). Host-side argument checks happen before
+ *   anything is enqueued. A CUDA or cuBLAS failure returns KVTC_ERR_CUDA
+ *   and kvtc_cuda_last_error() says which call failed, where. Results that depend on the data are written to device
  *   memory: the stream size (*d_written) and the decode status (*d_status:
  *   0 = OK, else a kvtc_result such as KVTC_ERR_CORRUPT; the decoded cache
  *   is then unspecified).
@@ -50,10 +54,33 @@ typedef enum kvtc_cuda_gemm {
     KVTC_CUDA_GEMM_FP32 = 2  /* fp32 throughout (CUBLAS_COMPUTE_32F): the CPU's arithmetic */
 } kvtc_cuda_gemm;
 
+/* Recomputed layers on the GPU (bases with kvtc_basis_recomputed_layers()
+ * = m > 0: layers [0, m) of the coded tokens are not stored, the engine
+ * recomputes them from the token ids). kvtc_cuda_decompress(_layout) calls
+ * this hook on the host, after it has enqueued the decode of the stored
+ * layers and before it enqueues the raw sink/window tokens (which the
+ * stream stores for every layer, so they overwrite whatever the hook
+ * writes there). The hook must ENQUEUE on `stream` (not wait for) the work
+ * that writes layers [range->layer_begin, min(m, range->layer_end)) of the
+ * range's tokens into `out` (device layout; output token i is stream token
+ * range->token_begin + i). d_token_ids and d_positions (device, valid until
+ * the work enqueued on `stream` after the call has run) hold the ids and
+ * positions of stream tokens [0, n_tokens), n_tokens = range->token_end:
+ * causal models need the prefix. `range` is resolved (no 0 ends). Return 0
+ * on success; anything else makes the decode return KVTC_ERR_CALLBACK. It
+ * is not called when the range has no coded token or no recomputed layer. */
+typedef int (*kvtc_cuda_recompute_fn)(void *user, uint32_t n_layers, const int32_t *d_token_ids,
+                                      const int64_t *d_positions, uint64_t n_tokens,
+                                      const kvtc_decode_range *range, const kvtc_cache_layout *out,
+                                      cudaStream_t stream);
+
 typedef struct kvtc_cuda_options {
     size_t struct_size;    /* sizeof(kvtc_cuda_options) */
-    double ratio;          /* plan used for encoding: the closest target ratio (default 20,
-                            * as kvtc_encode_options) */
+    double ratio;          /* target ratio of the encoder, as kvtc_encode_options (default
+                            * 20): the basis' plan made for exactly this ratio, else a
+                            * plan solved at codec creation (the CPU's DP), which every
+                            * stream then carries (container 1.1, flag bit 2).
+                            * KVTC_ERR_NO_PLAN below the basis' smallest ratio. */
     uint32_t n_sink;       /* default 4 */
     uint32_t n_window;     /* default 128 */
     uint32_t chunk_tokens; /* default 256 */
@@ -65,11 +92,33 @@ typedef struct kvtc_cuda_options {
                             * breakdown to stderr after each call, which SYNCHRONIZES
                             * the stream (benchmarks only; default 0, the library
                             * never reads the environment) */
+    /* Added in 0.2 (a caller of 0.1 passes the struct up to `profile` as its
+     * struct_size and gets the defaults below): */
+    uint64_t model_fingerprint; /* as kvtc_encode_options / kvtc_decode_options: recorded
+                            * in streams of bases that recompute layers (encode) and
+                            * checked against such streams (decode:
+                            * KVTC_ERR_MODEL_MISMATCH); 0 = none */
+    kvtc_cuda_recompute_fn recompute; /* needed to decode streams with recomputed layers
+                            * (KVTC_ERR_NEEDS_MODEL otherwise); NULL by default */
+    void *recompute_user;
 } kvtc_cuda_options;
 
 KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);
 
 typedef struct kvtc_cuda_codec kvtc_cuda_codec;
+
+/* Why the last call on this codec failed with KVTC_ERR_CUDA: the failing
+ * CUDA runtime or cuBLAS call (or the stage whose kernel launch failed),
+ * its source file and line, the error's name and text, e.g.
+ *   "encode.cu:97: project_rows(...): CUBLAS_STATUS_EXECUTION_FAILED: ..."
+ * Copies at most len - 1 bytes and a NUL into buf (buf may be NULL when
+ * len is 0) and returns the message's full length (like snprintf), 0 when
+ * the last call did not fail in CUDA. Every compress/decompress call
+ * clears it first. Errors that happen on the device after a call returned
+ * (sticky errors, found by the caller's later cudaStreamSynchronize) and
+ * failures of kvtc_cuda_codec_alloc (no codec is returned to hold them)
+ * are not recorded here. c may be NULL (empty message). */
+KVTC_API size_t kvtc_cuda_last_error(const kvtc_cuda_codec *c, char *buf, size_t len);
 
 /* Upload mean, weights, basis rows (all plans' ranks) and plan tables to
  * the device and create a cuBLAS handle. b must outlive the codec. */
@@ -78,7 +127,8 @@ KVTC_API void kvtc_cuda_codec_free(kvtc_cuda_codec *c);
 
 /* Device bytes the workspace needs for caches of up to n_tokens tokens, for
  * encoding and for decoding streams of chunk_tokens per chunk (0 = the
- * codec's chunk_tokens), with any plan of the basis; 0 on overflow. */
+ * codec's chunk_tokens), with any plan of the basis, the encoder's plan and
+ * the carried plans the codec holds so far; 0 on overflow. */
 KVTC_API size_t kvtc_cuda_workspace_size(const kvtc_cuda_codec *c, uint64_t n_tokens, uint32_t chunk_tokens);
 
 /* Upper bound on the stream size of `cache` (0 if the cache is invalid). */
@@ -93,20 +143,107 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
                                uint64_t *d_written, void *d_ws, size_t ws_size, cudaStream_t stream);
 
 /* Decode a stream held in device memory d_stream[0..size). The host passes
- * a copy of the stream's first bytes (at least the header and section
- * table, 272 bytes; validated on the host, without synchronizing). `out`
- * (device pointers) must match the stream's geometry, dtype and n_tokens;
- * out->positions, if not NULL, receives the positions. Every section and
- * chunk CRC is checked on the device; any failure sets *d_status (device
- * u32, set to 0 first) to a kvtc_result != 0. Codec 1 (DEFLATE) streams:
- * KVTC_ERR_UNSUPPORTED (decode them on the CPU), and so are streams that
- * carry a solved plan (a ratio the basis has no plan for, container 1.1
- * flag bit 2). The GPU encoder still uses the basis plan closest to the
- * requested ratio. Layouts, decode ranges and append are CPU-only so far. */
+ * a copy of the stream's first bytes, h_prefix[0..prefix_size), validated
+ * on the host without synchronizing:
+ *  - at least the header and section table: 272 bytes, or 296 for a
+ *    stream that carries a plan (container 1.1 flag bit 2);
+ *  - for a stream that carries a plan the codec does not hold yet, up to
+ *    the end of its plan section, which is the stream's LAST section: then
+ *    h_prefix is the whole stream (else KVTC_ERR_TRUNCATED). The codec
+ *    validates the plan (its CRC, its groups against the basis, the
+ *    header's plan fingerprint), uploads its tables (this allocates and
+ *    synchronizes, so it must not happen during graph capture) and keeps
+ *    the last 8 such plans: later streams with the same plan need only the
+ *    header and table. kvtc_cuda_stream_workspace_size() does the same
+ *    ahead of time.
+ * `out` (device pointers) must match the stream's geometry, dtype and
+ * n_tokens; out->positions, if not NULL, receives the positions. Every
+ * section and chunk CRC is checked on the device; any failure sets
+ * *d_status (device u32, set to 0 first) to a kvtc_result != 0. Codec 1
+ * (DEFLATE) streams: KVTC_ERR_UNSUPPORTED (decode them on the CPU). Streams
+ * with recomputed layers need kvtc_cuda_options.recompute
+ * (KVTC_ERR_NEEDS_MODEL, before anything is enqueued) and, when they record
+ * a model fingerprint, the codec's must match (KVTC_ERR_MODEL_MISMATCH);
+ * out->token_ids, if not NULL, receives the stored ids. ws_size must be at least
+ * kvtc_cuda_workspace_size(n_tokens) (stored plans and the encoder's) or,
+ * for a stream carrying another plan, kvtc_cuda_stream_workspace_size():
+ * else KVTC_ERR_BUFFER_TOO_SMALL. Engine layouts and decode ranges:
+ * kvtc_cuda_decompress_layout below; append is CPU-only so far. */
 KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
 
+/* Prepare to decode the stream whose prefix is h_prefix[0..prefix_size)
+ * (same rules as kvtc_cuda_decompress): resolve its plan (uploading and
+ * keeping a carried plan; allocates and synchronizes) and set *ws_size to
+ * the workspace bytes its decode needs. Call it before capturing a decode
+ * of a plan-carrying stream in a CUDA graph. */
+KVTC_API kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                            size_t *ws_size);
+
+/* ------------------------------------------------------------------------ */
+/* Engine layouts on the GPU                                                 */
+/* ------------------------------------------------------------------------ */
+/* kvtc_cuda_compress / kvtc_cuda_decompress read and write a cache described
+ * by a kvtc_cache_layout (include/kvtc.h: per-layer bases or base + layer
+ * stride, token / head / dim strides, optional block table) in place: the
+ * gather and scatter kernels address the engine's memory directly, with no
+ * intermediate contiguous copy. kvtc_cuda_compress/decompress are the
+ * contiguous case of these. On the GPU:
+ *  - every pointer of the layout is a DEVICE pointer (k/v base or the
+ *    entries of k/v.layers, block_table, positions); the `layers` arrays
+ *    themselves are host arrays (read at call time, passed by value to the
+ *    kernels), at most 256 layers (else KVTC_ERR_UNSUPPORTED);
+ *  - the block table is validated on the device, stream-ordered: an entry
+ *    outside [0, n_pool_blocks) or a block that appears twice sets
+ *    *d_status to KVTC_ERR_BAD_BLOCK_TABLE (the output is then
+ *    unspecified). Kernels never follow an out-of-range entry: the rows it
+ *    names are skipped, so no access leaves the pool. The check costs
+ *    O(entries^2) comparisons (512 entries for 8K tokens in blocks of 16);
+ *  - rows with dim stride 1, 8-byte aligned bases and token / head / block
+ *    strides that are multiples of 4 elements take the vectorized kernels;
+ *    others (e.g. llama.cpp's transposed V) take the element-wise ones;
+ *  - the same bytes as kvtc_cuda_compress of the same values in a
+ *    contiguous cache, the same values as kvtc_cuda_decompress. */
+KVTC_API size_t kvtc_cuda_compress_layout_bound(const kvtc_cuda_codec *c, const kvtc_cache_layout *cache);
+/* d_status (device u32): required with a block table (else
+ * KVTC_ERR_INVALID_ARGUMENT), may be NULL without one; set to 0 first. */
+KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_cache_layout *cache, void *d_out,
+                                      size_t cap, uint64_t *d_written, void *d_ws, size_t ws_size,
+                                      uint32_t *d_status, cudaStream_t stream);
+/* As kvtc_cuda_decompress, into `out`, for
+ * `range` (NULL: the whole stream) as kvtc_decompress_layout defines it:
+ * out->n_tokens = the range's token count, token i of out receiving stream
+ * token token_begin + i; only layers [layer_begin, layer_end) are written
+ * (and only their layer pointers need to be set). Only the run of chunks
+ * holding the range's coded tokens is parsed, checksummed and decoded
+ * (chunk index entries outside it are not examined; the index section's
+ * CRC still is), and the reconstruction GEMM covers only the range's
+ * tokens and the layer range's basis columns, so the cost follows the
+ * range (the section CRCs and the workspace do not shrink). The values
+ * are bit-identical to the same elements of a full GPU decode. A range
+ * outside the stream: KVTC_ERR_INVALID_ARGUMENT. */
+KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
+                                        const void *d_stream, size_t size, const kvtc_decode_range *range,
+                                        const kvtc_cache_layout *out, void *d_ws, size_t ws_size,
+                                        uint32_t *d_status, cudaStream_t stream);
+
+/* Layer-by-layer restores: the PCA spans all layers, so decoding one layer
+ * range needs every coefficient of its chunks. kvtc_cuda_hold parses,
+ * checksums and entropy-decodes every chunk of a stream once, into the
+ * workspace d_ws (stream-ordered; chunk failures set *d_status, which the
+ * caller must check like a decode's). Later kvtc_cuda_decompress /
+ * kvtc_cuda_decompress_layout calls on this codec with the same d_stream,
+ * size and d_ws then skip those stages (dequantization, the layer range's
+ * GEMM, scatter, the section CRCs and raw tokens still run), e.g. one call
+ * per layer range while the engine computes the previous layer on another
+ * stream. The hold ends with kvtc_cuda_release, kvtc_cuda_hold of another
+ * stream, any compress call on the codec, or a decode of another stream or
+ * workspace. Same prefix rules and errors as kvtc_cuda_decompress. The
+ * caller keeps d_stream and d_ws unchanged while it holds them. */
+KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
+                           size_t size, void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream);
+KVTC_API void kvtc_cuda_release(kvtc_cuda_codec *c);
 
 /* ------------------------------------------------------------------------ */
 /* GPU calibration                                                           */

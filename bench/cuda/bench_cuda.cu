@@ -8,6 +8,13 @@
 //   kvtc_cuda_bench bench [m]      paper geometry (40 x 8 x 128, bf16), basis of
 //                                  rank m (default 4096) from a synthetic
 //                                  generator: batch 8 x 8K and 2 x 16K
+//   kvtc_cuda_bench paged [m]      same geometry, 8 x 8K: encode/decode through a
+//                                  vLLM NHD paged pool (block 16, shuffled block
+//                                  tables) vs the contiguous caches; streams must
+//                                  be byte-identical, decodes equal; then a
+//                                  layer-pipelined restore (kvtc_cuda_hold + one
+//                                  layer per decode, a stand-in attention kernel
+//                                  on a second stream) vs decode-then-compute
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -186,8 +193,14 @@ static void to_host(const DevCache &d, kvtc_cache &h) {
 static int rans_bytes_identical(const std::vector<uint8_t> &s, const kvtc_basis *b, uint32_t *n_chunks) {
     container_header h;
     if (container_read_prefix(s.data(), s.size(), &h)) return 0;
+    // a stored plan, or the solved one the stream carries (flag bit 2)
     int pi = basis_find_plan_by_fingerprint(b, h.plan_fingerprint);
-    const basis_plan *pl = &b->plans[pi];
+    static basis_plan carried;
+    plan_stream_free(&carried.k);
+    plan_stream_free(&carried.v);
+    memset(&carried, 0, sizeof carried);
+    if (pi < 0 && container_read_plan_section(s.data(), &h, b, &carried)) return 0;
+    const basis_plan *pl = pi >= 0 ? &b->plans[pi] : &carried;
     int same = 1;
     *n_chunks = h.n_chunks;
     for (uint32_t i = 0; i < h.n_chunks; i++) {
@@ -500,7 +513,10 @@ static void bench(uint32_t m) {
     cublasCreate(&blas);
     kvtc_cuda_codec *cc;
     t0 = now_s();
-    KV(kvtc_cuda_codec_alloc(b, NULL, &cc));
+    kvtc_cuda_options bo;
+    kvtc_cuda_options_init(&bo);
+    bo.ratio = 16.0;  // the basis' plan (the default 20 would solve a new plan)
+    KV(kvtc_cuda_codec_alloc(b, &bo, &cc));
     printf("codec alloc (basis upload, bf16): %.2f s\n", now_s() - t0);
     // generator inputs on the device
     float *d_lambda, *d_mean[2];
@@ -792,6 +808,275 @@ static void bench(uint32_t m) {
     kvtc_basis_free(b);
 }
 
+// ---- paged: vLLM-style paged pool vs contiguous at the paper geometry ---------------
+
+// pool[l][table[t / S]][t % S][h][j] = cache[l][h][t][j] (vLLM NHD, one pool per tensor)
+__global__ void to_paged_k(const uint16_t *cache, uint16_t *pool, const int32_t *table, uint32_t H, uint32_t d,
+                           uint64_t n, uint32_t S, uint64_t n_pool, uint32_t L) {
+    uint64_t per_layer = (uint64_t)H * n * d;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < per_layer * L;
+         i += (uint64_t)gridDim.x * blockDim.x) {
+        uint64_t l = i / per_layer, r = i % per_layer, h = r / (n * d), t = (r / d) % n, j = r % d;
+        uint64_t blk = (uint64_t)table[t / S];
+        pool[((l * n_pool + blk) * S + t % S) * H * d + h * d + j] = cache[i];
+    }
+}
+
+// stand-in for a layer's attention: read K and V of one layer `reps` times
+__global__ void standin_k(const uint16_t *k, const uint16_t *v, uint64_t n, int reps, float *sink) {
+    float acc = 0;
+    for (int r = 0; r < reps; r++)
+        for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
+            acc += __uint_as_float((uint32_t)k[i] << 16) * __uint_as_float((uint32_t)v[i] << 16);
+    if (acc == 12345.0f) *sink = acc;  // keeps the loads
+}
+
+static void paged(uint32_t m) {
+    printf("== paged: paper geometry 40 x 8 x 128 bf16, 8 x 8K tokens, vLLM NHD pool (block 16, shuffled table) vs "
+           "contiguous, basis rank m = %u ==\n", m);
+    kvtc_geometry g;
+    memset(&g, 0, sizeof g);
+    g.n_layers = 40;
+    g.n_kv_heads = 8;
+    g.head_dim = 128;
+    g.rope_type = KVTC_ROPE_NEOX;
+    g.rope_theta = 1e6f;
+    const uint32_t p = 40960, H = 8, d = 128, L = 40, S = 16;
+    const int B = 8;
+    const uint64_t n = 8192;
+    std::vector<float> lambda(m);
+    double sigma2 = 0;
+    kvtc_basis *b = bs_paper_basis(&g, m, 1.0, 0.5, 16.0, lambda.data(), &sigma2);
+    if (!b) { printf("FAIL: basis\n"); g_fail++; return; }
+    cudaStream_t st;
+    CU(cudaStreamCreate(&st));
+    cublasHandle_t blas;
+    cublasCreate(&blas);
+    kvtc_cuda_options bo;
+    kvtc_cuda_options_init(&bo);
+    bo.ratio = 16.0;
+    kvtc_cuda_codec *cc;
+    KV(kvtc_cuda_codec_alloc(b, &bo, &cc));
+    float *d_lambda, *d_mean[2];
+    __nv_bfloat16 *d_Q[2];
+    CU(cudaMalloc(&d_lambda, 4 * m));
+    CU(cudaMemcpy(d_lambda, lambda.data(), 4 * m, cudaMemcpyHostToDevice));
+    const basis_stream *bs[2] = {&b->k, &b->v};
+    for (int s = 0; s < 2; s++) {
+        std::vector<uint16_t> q((size_t)m * p);
+        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
+        CU(cudaMalloc(&d_Q[s], q.size() * 2));
+        CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+        CU(cudaMalloc(&d_mean[s], 4 * p));
+        CU(cudaMemcpy(d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
+    }
+    // one pool of B caches' blocks (plus spares), each cache with its own shuffled table
+    const uint64_t nb = n / S, n_pool = B * nb + 64;
+    std::vector<int32_t> perm(n_pool);
+    for (uint64_t i = 0; i < n_pool; i++) perm[i] = (int32_t)i;
+    uint64_t rs = 88172645463325252ull;
+    for (uint64_t i = n_pool - 1; i > 0; i--) {
+        rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+        std::swap(perm[i], perm[rs % (i + 1)]);
+    }
+    int32_t *d_tables;
+    CU(cudaMalloc(&d_tables, 4 * B * nb));
+    CU(cudaMemcpy(d_tables, perm.data(), 4 * B * nb, cudaMemcpyHostToDevice));
+    size_t pool_bytes = (size_t)L * n_pool * S * H * d * 2;
+    uint16_t *pool[2];
+    CU(cudaMalloc(&pool[0], pool_bytes));
+    CU(cudaMalloc(&pool[1], pool_bytes));
+    printf("pool %.1f GB per tensor (%llu blocks of %u tokens)\n", pool_bytes / 1e9, (unsigned long long)n_pool, S);
+    std::vector<DevCache> in(B), out(B);
+    std::vector<kvtc_cache_layout> pl(B);
+    __nv_bfloat16 *Z, *X;
+    CU(cudaMalloc(&Z, n * m * 2));
+    CU(cudaMalloc(&X, n * p * 2));
+    for (int i = 0; i < B; i++) {
+        in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        out[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, in[i], 1000 + i, blas, Z, X,
+                   st);
+        for (int s = 0; s < 2; s++)
+            to_paged_k<<<4096, 256, 0, st>>>((const uint16_t *)(s ? in[i].c.v : in[i].c.k), pool[s],
+                                             d_tables + i * nb, H, d, n, S, n_pool, L);
+        kvtc_cache_layout &c = pl[i];
+        memset(&c, 0, sizeof c);
+        c.geometry = g;
+        c.dtype = KVTC_DTYPE_BF16;
+        c.n_tokens = n;
+        kvtc_tensor_layout t = {NULL, NULL, (int64_t)(n_pool * S * H * d), (int64_t)H * d, (int64_t)d, 1,
+                                (int64_t)S * H * d};
+        c.k = t;
+        c.v = t;
+        c.k.base = pool[0];
+        c.v.base = pool[1];
+        c.block_size = S;
+        c.block_table = d_tables + i * nb;
+        c.n_pool_blocks = n_pool;
+    }
+    CU(cudaStreamSynchronize(st));
+    CU(cudaGetLastError());
+    cudaFree(Z);
+    cudaFree(X);
+    size_t wsz = kvtc_cuda_workspace_size(cc, n, 0);
+    void *ws;
+    CU(cudaMalloc(&ws, wsz));
+    std::vector<void *> d_out(B), d_out2(B);
+    std::vector<size_t> cap(B);
+    uint64_t *d_w, *d_w2;
+    uint32_t *d_status;
+    CU(cudaMalloc(&d_w, 8 * B));
+    CU(cudaMalloc(&d_w2, 8 * B));
+    CU(cudaMalloc(&d_status, 4 * B));
+    for (int i = 0; i < B; i++) {
+        cap[i] = kvtc_cuda_compress_bound(cc, &in[i].c);
+        EXPECT(kvtc_cuda_compress_layout_bound(cc, &pl[i]) == cap[i], "layout bound");
+        CU(cudaMalloc(&d_out[i], cap[i]));
+        CU(cudaMalloc(&d_out2[i], cap[i]));
+    }
+    Timer t;
+    std::vector<float> vc, vp, vd, vpd;
+    for (int rep = 0; rep < 12; rep++) {
+        t.start(st);
+        for (int i = 0; i < B; i++) KV(kvtc_cuda_compress(cc, &in[i].c, d_out[i], cap[i], d_w + i, ws, wsz, st));
+        float a = t.stop(st);
+        t.start(st);
+        for (int i = 0; i < B; i++)
+            KV(kvtc_cuda_compress_layout(cc, &pl[i], d_out2[i], cap[i], d_w2 + i, ws, wsz, d_status + i, st));
+        float c2 = t.stop(st);
+        if (rep >= 2) { vc.push_back(a); vp.push_back(c2); }
+    }
+    std::vector<uint32_t> status(B);
+    CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+    std::vector<uint64_t> sz(B), sz2(B);
+    CU(cudaMemcpy(sz.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(sz2.data(), d_w2, 8 * B, cudaMemcpyDeviceToHost));
+    int same = 1;
+    for (int i = 0; i < B; i++) {
+        std::vector<uint8_t> a(sz[i]), c2(sz2[i]);
+        CU(cudaMemcpy(a.data(), d_out[i], sz[i], cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(c2.data(), d_out2[i], sz2[i], cudaMemcpyDeviceToHost));
+        same &= sz[i] == sz2[i] && memcmp(a.data(), c2.data(), sz[i]) == 0 && status[i] == 0;
+    }
+    EXPECT(same, "paged streams differ from contiguous ones");
+    std::vector<std::vector<uint8_t>> prefix(B);
+    for (int i = 0; i < B; i++) {
+        prefix[i].resize(4096);
+        CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
+    }
+    for (int rep = 0; rep < 12; rep++) {
+        t.start(st);
+        for (int i = 0; i < B; i++)
+            KV(kvtc_cuda_decompress(cc, prefix[i].data(), 4096, d_out[i], sz[i], &out[i].c, ws, wsz, d_status + i, st));
+        float a = t.stop(st);
+        t.start(st);
+        for (int i = 0; i < B; i++)
+            KV(kvtc_cuda_decompress_layout(cc, prefix[i].data(), 4096, d_out[i], sz[i], NULL, &pl[i], ws, wsz,
+                                           d_status + i, st));
+        float c2 = t.stop(st);
+        if (rep >= 2) { vd.push_back(a); vpd.push_back(c2); }
+    }
+    CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+    int ok = 1;
+    for (int i = 0; i < B; i++) ok &= status[i] == 0;
+    // the paged decode of cache 0, gathered back, equals the contiguous decode
+    {
+        std::vector<uint16_t> pk((size_t)L * n_pool * S * H * d);
+        CU(cudaMemcpy(pk.data(), pool[0], pool_bytes, cudaMemcpyDeviceToHost));
+        std::vector<uint16_t> ck(out[0].bytes / 2);
+        CU(cudaMemcpy(ck.data(), out[0].c.k, out[0].bytes, cudaMemcpyDeviceToHost));
+        uint64_t diff = 0;
+        for (uint64_t l = 0; l < L; l++)
+            for (uint64_t h = 0; h < H; h++)
+                for (uint64_t tk = 0; tk < n; tk++)
+                    for (uint64_t j = 0; j < d; j++)
+                        diff += pk[((l * n_pool + (uint64_t)perm[tk / S]) * S + tk % S) * H * d + h * d + j] !=
+                                ck[((l * H + h) * n + tk) * d + j];
+        EXPECT(diff == 0, "paged decode differs from contiguous decode in %llu K elements", (unsigned long long)diff);
+    }
+    // layer-pipelined restore of cache 0: decode layer l + 1 (held chunks, one
+    // layer range per call) on `st` while a stand-in attention kernel reads
+    // layer l on `cst`, against decode-then-compute on one stream
+    {
+        cudaStream_t cst;
+        CU(cudaStreamCreate(&cst));
+        float *d_sink;
+        CU(cudaMalloc(&d_sink, 4 * L));
+        std::vector<cudaEvent_t> ev(L);
+        for (uint32_t l = 0; l < L; l++) CU(cudaEventCreateWithFlags(&ev[l], cudaEventDisableTiming));
+        const uint64_t layer_elems = (uint64_t)H * n * d;
+        const int reps = 4;  // the stand-in reads a layer's K and V this many times
+        std::vector<float> vseq, vpipe, vstand;
+        for (int rep = 0; rep < 8; rep++) {
+            // decode-then-compute
+            t.start(st);
+            KV(kvtc_cuda_decompress(cc, prefix[0].data(), 4096, d_out[0], sz[0], &out[0].c, ws, wsz, d_status, st));
+            for (uint32_t l = 0; l < L; l++)
+                standin_k<<<1024, 256, 0, st>>>((const uint16_t *)out[0].c.k + l * layer_elems,
+                                                (const uint16_t *)out[0].c.v + l * layer_elems, layer_elems, reps,
+                                                d_sink + l);
+            float a = t.stop(st);
+            // the stand-in alone
+            t.start(cst);
+            for (uint32_t l = 0; l < L; l++)
+                standin_k<<<1024, 256, 0, cst>>>((const uint16_t *)out[0].c.k + l * layer_elems,
+                                                 (const uint16_t *)out[0].c.v + l * layer_elems, layer_elems, reps,
+                                                 d_sink + l);
+            float sa = t.stop(cst);
+            // pipelined
+            CU(cudaDeviceSynchronize());
+            t.start(st);
+            KV(kvtc_cuda_hold(cc, prefix[0].data(), 4096, d_out[0], sz[0], ws, wsz, d_status, st));
+            for (uint32_t l = 0; l < L; l++) {
+                kvtc_decode_range r;
+                kvtc_decode_range_init(&r);
+                r.layer_begin = l;
+                r.layer_end = l + 1;
+                kvtc_cache_layout o;
+                kvtc_cache_layout_from_cache(&out[0].c, &o);
+                KV(kvtc_cuda_decompress_layout(cc, prefix[0].data(), 4096, d_out[0], sz[0], &r, &o, ws, wsz,
+                                               d_status + 1, st));
+                CU(cudaEventRecord(ev[l], st));
+                CU(cudaStreamWaitEvent(cst, ev[l], 0));
+                standin_k<<<1024, 256, 0, cst>>>((const uint16_t *)out[0].c.k + l * layer_elems,
+                                                 (const uint16_t *)out[0].c.v + l * layer_elems, layer_elems, reps,
+                                                 d_sink + l);
+            }
+            CU(cudaEventRecord(t.b, cst));
+            CU(cudaEventSynchronize(t.b));
+            float pm = 0;
+            cudaEventElapsedTime(&pm, t.a, t.b);
+            kvtc_cuda_release(cc);
+            if (rep >= 2) { vseq.push_back(a); vpipe.push_back(pm); vstand.push_back(sa); }
+        }
+        uint32_t st2[2] = {1, 1};
+        CU(cudaMemcpy(st2, d_status, 8, cudaMemcpyDeviceToHost));
+        EXPECT(st2[0] == 0 && st2[1] == 0, "pipelined decode status %u %u", st2[0], st2[1]);
+        printf("RESULT pipelined restore of one 8K cache (40 layers; stand-in reads each layer's K and V %d times, "
+               "%.2f ms alone): decode-then-compute %.2f ms, layer-pipelined (hold + 40 one-layer decodes on one "
+               "stream, stand-in on another) %.2f ms\n",
+               reps, median(vstand), median(vseq), median(vpipe));
+        for (uint32_t l = 0; l < L; l++) cudaEventDestroy(ev[l]);
+        cudaFree(d_sink);
+        cudaStreamDestroy(cst);
+    }
+    double raw = 2.0 * in[0].bytes * B;
+    float mc = median(vc), mp = median(vp), md = median(vd), mpd = median(vpd);
+    printf("RESULT paged batch %dx%llu: compress contiguous %.2f ms (%.0f GB/s), paged %.2f ms (%.0f GB/s, %+.1f%%); "
+           "decompress contiguous %.2f ms, paged %.2f ms (%+.1f%%); paged streams == contiguous: %s; status %s\n",
+           B, (unsigned long long)n, mc, raw / mc / 1e6, mp, raw / mp / 1e6, 100.0 * (mp - mc) / mc, md, mpd,
+           100.0 * (mpd - md) / md, same ? "yes" : "NO", ok ? "ok" : "FAIL");
+    for (int i = 0; i < B; i++) { dev_free(in[i]); dev_free(out[i]); cudaFree(d_out[i]); cudaFree(d_out2[i]); }
+    cudaFree(ws); cudaFree(d_w); cudaFree(d_w2); cudaFree(d_status); cudaFree(d_tables);
+    cudaFree(pool[0]); cudaFree(pool[1]);
+    kvtc_cuda_codec_free(cc);
+    cublasDestroy(blas);
+    for (int s = 0; s < 2; s++) { cudaFree(d_Q[s]); cudaFree(d_mean[s]); }
+    cudaFree(d_lambda);
+    kvtc_basis_free(b);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "check";
     cudaDeviceProp prop;
@@ -799,6 +1084,7 @@ int main(int argc, char **argv) {
     printf("device: %s, %d SMs, %.0f GB\n", prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1e9);
     if (!strcmp(mode, "check") || !strcmp(mode, "all")) check();
     if (!strcmp(mode, "bench") || !strcmp(mode, "all")) bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
+    if (!strcmp(mode, "paged") || !strcmp(mode, "all")) paged(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     printf("%s: %d failures\n", mode, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -15,8 +15,10 @@ M=${KVTC_BENCH_RANK:-4096}
   nvcc --version | tail -2
 } 2>&1 | tee "$OUT/env.txt"
 BIN=""
+# the GPU ctests (tests/cuda), run below from the same directory as the bench
+GPU_TESTS=$(cd tests/cuda && ls test_cuda_*.c | sed 's/\.c$//' | tr '\n' ' ')
 if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-     > "$OUT/build.log" 2>&1 && cmake --build build-cuda -j 16 --target kvtc_cuda_bench >> "$OUT/build.log" 2>&1; then
+     > "$OUT/build.log" 2>&1 && cmake --build build-cuda -j 16 --target kvtc_cuda_bench $GPU_TESTS >> "$OUT/build.log" 2>&1; then
   BIN=build-cuda/kvtc_cuda_bench
   echo "built on the device: $BIN"
 else
@@ -26,12 +28,17 @@ else
   BIN=$KVTC_GPU_BIN/kvtc_cuda_bench
 fi
 export OPENBLAS_NUM_THREADS=16
+for t in $GPU_TESTS; do
+  echo "== $t"; "$(dirname "$BIN")/$t"; echo "$t exit $?"
+done 2>&1 | tee "$OUT/gpu_tests.txt"
 $BIN check 2>&1 | tee "$OUT/check.txt"
 $BIN bench "$M" 2>&1 | tee "$OUT/bench.txt"
+$BIN paged "$M" 2>&1 | tee "$OUT/paged.txt"
 if [ -z "${SKIP_TTFT:-}" ]; then
   PYTHONUNBUFFERED=1 python3 bench/cuda/ttft_recompute.py 2>&1 | tee "$OUT/ttft.txt"
 else
   : > "$OUT/ttft.txt"
 fi
 echo "== summary =="
-grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/ttft.txt"
+grep -h -E "exit|passed|FAIL" "$OUT/gpu_tests.txt"
+grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/paged.txt" "$OUT/ttft.txt"

@@ -14,6 +14,7 @@
  * refill per symbol. A lane must end with its state back at L having
  * consumed exactly its words: this plus the chunk CRC rejects corrupt blocks. */
 #include "entropy/rans.h"
+#include "util/bitexact.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,37 +24,19 @@
 
 void rans_normalize(const uint32_t count[256], uint64_t n, uint32_t freq[256]) {
     uint64_t rem[256];
-    uint32_t sum = 0, present = 0;
+    uint32_t sum = 0;
     for (int s = 0; s < 256; s++) {
         uint64_t scaled = (uint64_t)count[s] * RANS_PROB_SCALE;
         freq[s] = (uint32_t)(scaled / n);
         rem[s] = scaled % n;
         sum += freq[s];
-        present += count[s] != 0;
     }
-    /* 1. Largest remainders get the deficit, one each (deficit < present). */
+    /* 1. Largest remainders get the deficit, one each (deficit < present);
+     * 2. present symbols that rounded to 0 get 1 (util/bitexact.h: the
+     * CUDA encoder runs the same steps, one thread per symbol). */
     uint32_t deficit = RANS_PROB_SCALE - sum;
-    if (deficit) {
-        for (int s = 0; s < 256; s++) {
-            if (!count[s]) continue;
-            uint32_t rank = 0; /* present symbols ordered before s */
-            for (int t = 0; t < 256; t++)
-                if (count[t] && (rem[t] > rem[s] || (rem[t] == rem[s] && t < s))) rank++;
-            if (rank < deficit) freq[s]++;
-        }
-    }
-    (void)present;
-    /* 2. Present symbols that rounded to 0 get 1, paid by the largest freq. */
-    uint32_t excess = 0;
-    for (int s = 0; s < 256; s++)
-        if (count[s] && freq[s] == 0) { freq[s] = 1; excess++; }
-    while (excess) {
-        int best = 0;
-        for (int s = 1; s < 256; s++)
-            if (freq[s] > freq[best]) best = s;
-        freq[best]--;
-        excess--;
-    }
+    for (uint32_t s = 0; s < 256; s++) freq[s] += (uint32_t)kvi_rans_gets_deficit(count, rem, s, deficit);
+    kvi_rans_fix_zeros(count, freq);
 }
 
 uint32_t rans_merge_segments(rans_segment *segs, uint32_t n_segs) {

@@ -44,9 +44,12 @@ CODEC_DEFLATE, CODEC_RANS = 1, 2              # KVTC_CODEC_*
 # ---- kvtc_cuda.h: enums ------------------------------------------------------
 GEMM_BF16, GEMM_TF32, GEMM_FP32 = 0, 1, 2     # kvtc_cuda_gemm
 
-# Bytes of a stream's header + section table: what kvtc_cuda_decompress needs
-# on the host (docs/FORMAT.md section 3).
-STREAM_PREFIX_BYTES = 272
+# Bytes of a stream's header + section table, including the plan section's
+# entry of container 1.1 streams that carry a solved plan (272 + 24): what
+# kvtc_cuda_decompress needs on the host once the codec holds the stream's
+# plan (docs/FORMAT.md section 3; include/kvtc_cuda.h). Shorter streams are
+# read whole.
+STREAM_PREFIX_BYTES = 296
 
 
 class Geometry(C.Structure):

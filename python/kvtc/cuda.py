@@ -17,7 +17,7 @@ Stream order and synchronization
   .to_bytes(), .prefix(), HostStream.tensor(), Codec.check() and
   decompress(check=True) do (they wait for that stream only). Outputs allocated by the binding come from
   torch's caching allocator on that stream.
-- Decoding needs a host copy of the stream's first 272 bytes (header and
+- Decoding needs a host copy of the stream's first 296 bytes (header and
   section table, validated on the host before anything is enqueued). It is
   read without a sync from CPU tensors and bytes, and from a
   CompressedStream whose prefix was already fetched; for a stream that
@@ -165,7 +165,7 @@ class CompressedStream:
         return self.data[: self.size()]
 
     def prefix(self):
-        """Host copy of the first 272 bytes (header and section table; syncs)."""
+        """Host copy of the first 296 bytes (header and section table; syncs)."""
         if self._prefix is None:
             torch, _ = _runtime()
             with torch.cuda.stream(self.stream):
@@ -494,7 +494,7 @@ class Codec:
             bytes (copied to the device on `stream`, asynchronously if pinned).
         out: (k, v) cuda tensors [L, H, T, d] of the stream's dtype to write
             into; None allocates them (from the header's sizes).
-        prefix: host bytes of the stream's first 272 bytes (see the module
+        prefix: host bytes of the stream's first 296 bytes (see the module
             documentation for when the binding must fetch it, with a sync).
         positions: an int64 cuda tensor [T] that receives the positions.
         status: an int32 cuda tensor (>= 1 element) receiving the decode

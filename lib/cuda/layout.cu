@@ -1,0 +1,78 @@
+// layout.cu - cache layouts on the device (layout.cuh).
+#include <string.h>
+
+#include "cuda/common.cuh"
+#include "cuda/layout.cuh"
+
+extern "C" {
+#include "util/cache.h"
+}
+
+void dev_tensor(const kvtc_cache_layout *l, int is_key, DevTensor *t) {
+    const kvtc_tensor_layout *s = is_key ? &l->k : &l->v;
+    memset(t, 0, sizeof *t);
+    uint32_t es = (uint32_t)kvtc_dtype_size(l->dtype);
+    uint32_t L = l->geometry.n_layers < KVTC_CUDA_MAX_LAYERS ? l->geometry.n_layers : KVTC_CUDA_MAX_LAYERS;
+    int aligned = 1;
+    for (uint32_t i = 0; i < L; i++) {
+        uint64_t a = s->layers ? (uint64_t)(uintptr_t)s->layers[i]
+                               : (uint64_t)(uintptr_t)s->base + (uint64_t)((int64_t)es * (int64_t)i * s->layer_stride);
+        t->layer[i] = a;
+        aligned &= a % 8 == 0;
+    }
+    t->token_stride = s->token_stride;
+    t->head_stride = s->head_stride;
+    t->dim_stride = s->dim_stride;
+    t->block_stride = s->block_stride;
+    t->block_size = l->block_size;
+    t->table = l->block_size ? l->block_table : NULL;
+    t->n_pool = l->n_pool_blocks;
+    t->es = es;
+    // 8-byte vector accesses at element offsets that are multiples of 4
+    t->vec = aligned && s->dim_stride == 1 && s->token_stride % 4 == 0 && s->head_stride % 4 == 0 &&
+             (!l->block_size || s->block_stride % 4 == 0);
+}
+
+kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t le) {
+    if (!l) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_result r = kvi_geometry_check(&l->geometry);
+    if (r) return r;
+    if (!kvtc_dtype_size(l->dtype)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (l->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
+    if (l->geometry.n_layers > KVTC_CUDA_MAX_LAYERS) return KVTC_ERR_UNSUPPORTED;
+    if (le == 0) le = l->geometry.n_layers;
+    if (lb >= le || le > l->geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
+    if (l->n_tokens == 0) return KVTC_OK;
+    for (int s = 0; s < 2; s++) {
+        const kvtc_tensor_layout *t = s ? &l->v : &l->k;
+        if (t->layers) {
+            for (uint32_t i = lb; i < le; i++)
+                if (!t->layers[i]) return KVTC_ERR_INVALID_ARGUMENT;
+        } else if (!t->base) {
+            return KVTC_ERR_INVALID_ARGUMENT;
+        }
+    }
+    if (l->block_size && (!l->block_table || l->n_pool_blocks == 0)) return KVTC_ERR_INVALID_ARGUMENT;
+    return KVTC_OK;
+}
+
+__global__ void check_block_table_k(const int32_t *table, uint64_t n, uint64_t n_pool, uint32_t *status) {
+    uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int32_t b = table[i];
+    if (b < 0 || (uint64_t)b >= n_pool) {
+        set_status(status, KVTC_ERR_BAD_BLOCK_TABLE);
+        return;
+    }
+    for (uint64_t j = 0; j < i; j++)
+        if (table[j] == b) {
+            set_status(status, KVTC_ERR_BAD_BLOCK_TABLE);
+            return;
+        }
+}
+
+void launch_check_block_table(const kvtc_cache_layout *l, uint32_t *status, cudaStream_t st) {
+    if (!l->block_size || !l->n_tokens) return;
+    uint64_t n = (l->n_tokens + l->block_size - 1) / l->block_size;
+    check_block_table_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(l->block_table, n, l->n_pool_blocks, status);
+}

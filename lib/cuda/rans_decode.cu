@@ -1,0 +1,208 @@
+// rans_decode.cu - the GPU rANS decoder (rans_decode.cuh).
+#include "cuda/rans_decode.cuh"
+
+extern "C" {
+#include "entropy/rans.h"
+#include "format/container.h"
+}
+
+__global__ void parse_k(DecArgs a, DecWs w, uint32_t *status) {
+    uint32_t c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= w.C) return;
+    w.n_segs[c] = 0;
+    w.n_blocks[c] = 0;
+    w.chunk_size[c] = 0;
+    w.chunk_off[c] = 0;
+    uint32_t gc = a.c0 + c;  // the chunk's index in the stream
+    const uint8_t *e = a.in + a.index_off + (uint64_t)gc * CONTAINER_CHUNK_ENTRY;
+    uint64_t off = ld_u64(e);
+    uint32_t size = ld_u32(e + 8), crc = ld_u32(e + 12), ntok = ld_u32(e + 16), pay = ld_u32(e + 20);
+    uint64_t first = (uint64_t)gc * a.chunk_tokens;
+    uint32_t want_n = (uint32_t)(a.coded - first < a.chunk_tokens ? a.coded - first : a.chunk_tokens);
+    uint32_t want_pay = want_n == a.chunk_tokens ? a.pay[0] : a.pay[1];
+    if (off > a.data_size || size > a.data_size - off || ntok != want_n || pay != want_pay) {
+        set_status(status, KVTC_ERR_CORRUPT);
+        return;
+    }
+    // issue 9 item 4 (decompression bomb): chunks back to back from 0,
+    // filling chunk data exactly, none claiming more payload than its bytes
+    // can produce (the CPU's container_check_chunk_index, one entry per thread)
+    const uint8_t *prev = e - CONTAINER_CHUNK_ENTRY;
+    bool layout_ok = gc == 0 ? off == 0 : off == ld_u64(prev) + ld_u32(prev + 8);
+    if (gc == a.C_total - 1 && off + size != a.data_size) layout_ok = false;
+    if ((uint64_t)pay > (uint64_t)size * CONTAINER_MAX_EXPANSION + CONTAINER_EXPANSION_SLACK) layout_ok = false;
+    if (!layout_ok) {
+        set_status(status, KVTC_ERR_CORRUPT);
+        return;
+    }
+    w.chunk_off[c] = off;
+    w.chunk_size[c] = size;
+    w.chunk_crc[c] = crc;
+    const uint8_t *p = a.in + a.data_off + off;
+    uint64_t pos = 0, done = 0;
+    uint32_t ns = 0, blk = 0;
+    DSeg *sd = w.seg + (uint64_t)c * DEC_MAX_SEGS;
+    while (pos < size) {
+        if (ns == DEC_MAX_SEGS) { set_status(status, KVTC_ERR_UNSUPPORTED); return; }
+        if (size - pos < RANS_STORED_HEADER) goto bad;
+        DSeg d;
+        d.off = pos;
+        d.n = ld_u32(p + pos);
+        d.mode = p[pos + 4];
+        d.pay_off = (uint32_t)done;
+        d.blk_base = blk;
+        d.P = d.N = d.st_off = 0;
+        if (d.n == 0 || d.n > pay - done) goto bad;
+        if (d.mode == RANS_MODE_STORED) {
+            if (size - pos - RANS_STORED_HEADER < d.n) goto bad;
+            pos += RANS_STORED_HEADER + (uint64_t)d.n;
+        } else if (d.mode == RANS_MODE_RANS) {
+            if (size - pos < RANS_SEG_HEADER) goto bad;
+            d.P = p[pos + 5];
+            d.N = ld_u16(p + pos + 6);
+            if ((d.P != 1 && d.P != 2 && d.P != 4) || d.N == 0 || d.N > RANS_MAX_LANES || d.N % d.P) goto bad;
+            uint64_t o = RANS_SEG_HEADER;
+            for (uint32_t t = 0; t < d.P; t++) {
+                if (size - pos - o < 32) goto bad;
+                uint32_t k = 0;
+                for (int b = 0; b < 32; b++) k += __popc(p[pos + o + b]);
+                o += 32 + 2ull * k;
+                if (o > size - pos) goto bad;
+            }
+            if ((size - pos - o) / 8 < d.N) goto bad;
+            d.st_off = (uint32_t)o;
+            uint64_t words = 0;
+            for (uint32_t j = 0; j < d.N; j++) words += ld_u32(p + pos + o + 4ull * d.N + 4ull * j);
+            o += 8ull * d.N;
+            if (words > (size - pos - o) / 2) goto bad;
+            pos += o + 2 * words;
+            blk += (d.N + LANE_BLOCK - 1) / LANE_BLOCK;
+        } else {
+            goto bad;
+        }
+        done += d.n;
+        sd[ns++] = d;
+    }
+    if (done != pay) goto bad;
+    w.n_segs[c] = ns;
+    w.n_blocks[c] = blk;
+    return;
+bad:
+    set_status(status, KVTC_ERR_CORRUPT);
+}
+
+__global__ void __launch_bounds__(LANE_BLOCK) dec_lanes_k(DecArgs a, DecWs w, uint32_t *status) {
+    __shared__ uint8_t sym[4][RANS_PROB_SCALE];
+    __shared__ uint16_t fr[4][256], stt[4][256];
+    __shared__ uint32_t scan[LANE_BLOCK];
+    __shared__ int s_seg, s_bad;
+    __shared__ uint32_t s_base;
+    uint32_t c = blockIdx.y, tid = threadIdx.x;
+    uint32_t nb = w.n_blocks[c];
+    const uint8_t *chunk = a.in + a.data_off + w.chunk_off[c];
+    const DSeg *sd = w.seg + (uint64_t)c * DEC_MAX_SEGS;
+    for (uint32_t b = blockIdx.x; b < nb; b += gridDim.x) {
+        if (tid == 0) {
+            int s = -1;
+            for (uint32_t i = 0; i < w.n_segs[c]; i++)
+                if (sd[i].mode == RANS_MODE_RANS && sd[i].blk_base <= b) s = (int)i;
+            s_seg = s;
+            s_bad = 0;
+            s_base = 0;
+        }
+        __syncthreads();
+        const DSeg d = sd[s_seg];
+        const uint8_t *sp = chunk + d.off;
+        // tables
+        uint64_t o = RANS_SEG_HEADER;
+        for (uint32_t t = 0; t < d.P; t++) {
+            const uint8_t *bm = sp + o;
+            for (uint32_t s = tid; s < 256; s += LANE_BLOCK) {
+                uint32_t idx = 0;
+                for (uint32_t q = 0; q < (s >> 3); q++) idx += __popc(bm[q]);
+                idx += __popc(bm[s >> 3] & ((1u << (s & 7)) - 1u));
+                uint32_t present = (bm[s >> 3] >> (s & 7)) & 1u;
+                fr[t][s] = present ? (uint16_t)ld_u16(bm + 32 + 2 * idx) : 0;
+                if (present && (ld_u16(bm + 32 + 2 * idx) == 0 || ld_u16(bm + 32 + 2 * idx) > RANS_PROB_SCALE))
+                    s_bad = 1;
+            }
+            uint32_t k = 0;
+            for (int q = 0; q < 32; q++) k += __popc(bm[q]);
+            o += 32 + 2ull * k;
+        }
+        __syncthreads();
+        if (tid < d.P) {
+            uint32_t acc = 0;
+            for (int s = 0; s < 256; s++) { stt[tid][s] = (uint16_t)(acc < 65535 ? acc : 65535); acc += fr[tid][s]; }
+            if (acc != RANS_PROB_SCALE) s_bad = 1;
+        }
+        __syncthreads();
+        if (s_bad) {
+            if (tid == 0) set_status(status, KVTC_ERR_CORRUPT);
+            __syncthreads();
+            continue;
+        }
+        for (uint32_t t = 0; t < d.P; t++)
+            for (uint32_t s = tid; s < 256; s += LANE_BLOCK)
+                for (uint32_t i = 0; i < fr[t][s]; i++) sym[t][stt[t][s] + i] = (uint8_t)s;
+        // word offsets: lanes before this block, then a scan inside it
+        uint32_t j0 = (b - d.blk_base) * LANE_BLOCK, j = j0 + tid;
+        const uint8_t *st = sp + d.st_off, *cnt = st + 4ull * d.N, *words = st + 8ull * d.N;
+        uint32_t before = 0;
+        for (uint32_t q = tid; q < j0; q += LANE_BLOCK) before += ld_u32(cnt + 4ull * q);
+        atomicAdd(&s_base, before);
+        uint32_t mine = j < d.N ? ld_u32(cnt + 4ull * j) : 0;
+        scan[tid] = mine;
+        __syncthreads();
+        if (tid == 0) {
+            uint32_t acc = s_base;
+            for (uint32_t q = 0; q < LANE_BLOCK; q++) { uint32_t v = scan[q]; scan[q] = acc; acc += v; }
+        }
+        __syncthreads();
+        if (j < d.N) {
+            uint32_t t = j % d.P;
+            uint32_t x = ld_u32(st + 4ull * j);
+            uint64_t wp = 2ull * scan[tid], wend = wp + 2ull * mine;
+            uint32_t m = j < d.n ? (d.n - 1 - j) / d.N + 1 : 0;
+            uint8_t *out = w.payload + (uint64_t)c * w.max_payload + d.pay_off + j;
+            bool ok = x >= RANS_STATE_L;
+            for (uint32_t k = 0; k < m && ok; k++) {
+                uint32_t slot = x & (RANS_PROB_SCALE - 1);
+                uint32_t s = sym[t][slot];
+                x = fr[t][s] * (x >> RANS_PROB_BITS) + slot - stt[t][s];
+                if (x < RANS_STATE_L) {
+                    if (wp == wend) { ok = false; break; }
+                    x = (x << 16) | ld_u16(words + wp);
+                    wp += 2;
+                }
+                out[(uint64_t)k * d.N] = (uint8_t)s;
+            }
+            if (!ok || x != RANS_STATE_L || wp != wend) set_status(status, KVTC_ERR_CORRUPT);
+        }
+        __syncthreads();
+    }
+}
+
+__global__ void dec_stored_k(DecArgs a, DecWs w) {
+    uint32_t c = blockIdx.y, s = blockIdx.x;
+    if (s >= w.n_segs[c]) return;
+    const DSeg d = w.seg[(uint64_t)c * DEC_MAX_SEGS + s];
+    if (d.mode != RANS_MODE_STORED) return;
+    const uint8_t *src = a.in + a.data_off + w.chunk_off[c] + d.off + RANS_STORED_HEADER;
+    uint8_t *dst = w.payload + (uint64_t)c * w.max_payload + d.pay_off;
+    for (uint32_t i = threadIdx.x; i < d.n; i += blockDim.x) dst[i] = src[i];
+}
+
+void launch_parse_chunks(const DecArgs &a, const DecWs &w, uint32_t *status, cudaStream_t st) {
+    parse_k<<<(w.C + 63) / 64, 64, 0, st>>>(a, w, status);
+}
+
+void launch_decode_lanes(const DecArgs &a, const DecWs &w, uint32_t *status, cudaStream_t st) {
+    // lane blocks per chunk: about payload / 4096 / 128, at least 1
+    uint32_t gx = (uint32_t)(a.pay[0] / RANS_SYMBOLS_PER_LANE / LANE_BLOCK + 2);
+    dec_lanes_k<<<dim3(gx, w.C), LANE_BLOCK, 0, st>>>(a, w, status);
+}
+
+void launch_decode_stored(const DecArgs &a, const DecWs &w, cudaStream_t st) {
+    dec_stored_k<<<dim3(DEC_MAX_SEGS, w.C), 256, 0, st>>>(a, w);
+}

@@ -1,0 +1,67 @@
+/* test_cuda_host.c - the CUDA backend's host-side contracts that need no
+ * GPU (it runs, not skips, on a machine without one):
+ * - kvtc_cuda_last_error: NULL codec -> empty message, length 0; buf may be
+ *   NULL with len 0; a too-small buffer is truncated and NUL-terminated;
+ * - kvtc_cuda_options_init: the 0.2 fields default to none (no model
+ *   fingerprint, no recompute hook);
+ * - kvtc_cuda_codec_alloc: NULL arguments and a struct_size that is neither
+ *   this header's nor 0.1's are KVTC_ERR_INVALID_ARGUMENT before any CUDA
+ *   call; 0.1's struct_size is accepted (it then fails, without a GPU, on
+ *   the device, not on the argument);
+ * - the GPU entry points refuse NULL arguments. */
+#include <stddef.h>
+#include <string.h>
+
+#include "kvtc_cuda.h"
+#include "synth.h"
+#include "test.h"
+
+int main(void) {
+    char buf[8];
+    memset(buf, 'x', sizeof buf);
+    CHECK(kvtc_cuda_last_error(NULL, buf, sizeof buf) == 0 && buf[0] == 0);
+    CHECK(kvtc_cuda_last_error(NULL, NULL, 0) == 0);
+
+    kvtc_cuda_options o;
+    kvtc_cuda_options_init(&o);
+    CHECK(o.struct_size == sizeof o && o.ratio == 20.0 && o.model_fingerprint == 0 && o.recompute == NULL &&
+          o.recompute_user == NULL);
+
+    kvtc_geometry g = synth_geometry(2, 2, 16, KVTC_ROPE_NONE, 0, 10000.0f);
+    synth_params sp;
+    synth_params_init(&sp, &g, KVTC_DTYPE_F16, 300);
+    static const double ratios[] = {8};
+    kvtc_basis *b = NULL;
+    CHECK(synth_calibrate(&sp, 1, 4, 16, ratios, 1, &b) == KVTC_OK);
+    if (!b) return TEST_REPORT();
+    kvtc_cuda_codec *cc = (kvtc_cuda_codec *)&o; /* must be reset to NULL on failure */
+    CHECK(kvtc_cuda_codec_alloc(NULL, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_cuda_codec_alloc(b, &o, NULL) == KVTC_ERR_INVALID_ARGUMENT);
+    o.struct_size = sizeof o + 8;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT && cc == NULL);
+    o.struct_size = offsetof(kvtc_cuda_options, model_fingerprint) + 4;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    o.struct_size = offsetof(kvtc_cuda_options, model_fingerprint); /* a 0.1 caller */
+    kvtc_result r = kvtc_cuda_codec_alloc(b, &o, &cc);
+    CHECK_MSG(r != KVTC_ERR_INVALID_ARGUMENT, "0.1 options refused: %s", kvtc_result_string(r));
+    if (r == KVTC_OK) { /* a GPU is present */
+        char msg[64];
+        CHECK(kvtc_cuda_last_error(cc, msg, sizeof msg) == 0 && msg[0] == 0);
+        kvtc_cuda_codec_free(cc);
+    }
+
+    /* NULL arguments everywhere, before anything touches a device */
+    CHECK(kvtc_cuda_compress(NULL, NULL, NULL, 0, NULL, NULL, 0, 0) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_cuda_decompress(NULL, NULL, 0, NULL, 0, NULL, NULL, 0, NULL, 0) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_cuda_compress_layout(NULL, NULL, NULL, 0, NULL, NULL, 0, NULL, 0) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_cuda_decompress_layout(NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0, NULL, 0) ==
+          KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_cuda_hold(NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0) == KVTC_ERR_INVALID_ARGUMENT);
+    size_t ws = 1;
+    CHECK(kvtc_cuda_stream_workspace_size(NULL, NULL, 0, &ws) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_cuda_compress_layout_bound(NULL, NULL) == 0 && kvtc_cuda_workspace_size(NULL, 1, 0) == 0);
+    kvtc_cuda_release(NULL);
+    kvtc_cuda_codec_free(NULL);
+    kvtc_basis_free(b);
+    return TEST_REPORT();
+}
