@@ -21,7 +21,7 @@ static inline RowGeom row_geom(const container_header *h, int is_key, int unrope
     g.lh0 = g.col_lh0 = h->recompute_layers * g.H;
     g.t0 = h->n_sink;
     g.n = container_coded_tokens(h);
-    g.p = (uint64_t)h->geometry.n_layers * g.H * g.d;
+    g.p = (uint64_t)(h->geometry.n_layers - h->recompute_layers) * g.H * g.d; // X is the coded width
     return g;
 }
 
