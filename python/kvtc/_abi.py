@@ -66,6 +66,26 @@ class Cache(C.Structure):
                 ("v", C.c_void_p), ("positions", C.c_void_p), ("token_ids", C.c_void_p)]
 
 
+class TensorLayout(C.Structure):
+    """kvtc_tensor_layout: where one of K or V lives (strides in elements)."""
+    _fields_ = [("layers", C.POINTER(C.c_void_p)), ("base", C.c_void_p), ("layer_stride", C.c_int64),
+                ("token_stride", C.c_int64), ("head_stride", C.c_int64), ("dim_stride", C.c_int64),
+                ("block_stride", C.c_int64)]
+
+
+class CacheLayout(C.Structure):
+    """kvtc_cache_layout: a cache in engine memory (K and V share the block table)."""
+    _fields_ = [("geometry", Geometry), ("dtype", C.c_int), ("n_tokens", C.c_uint64), ("k", TensorLayout),
+                ("v", TensorLayout), ("block_size", C.c_uint32), ("block_table", C.c_void_p),
+                ("n_pool_blocks", C.c_uint64), ("positions", C.c_void_p), ("token_ids", C.c_void_p)]
+
+
+class DecodeRange(C.Structure):
+    """kvtc_decode_range: stream tokens [token_begin, token_end), layers [layer_begin, layer_end)."""
+    _fields_ = [("token_begin", C.c_uint64), ("token_end", C.c_uint64), ("layer_begin", C.c_uint32),
+                ("layer_end", C.c_uint32)]
+
+
 class PlanInfo(C.Structure):
     _fields_ = [("struct_size", C.c_size_t), ("target_ratio", C.c_double), ("bits_per_token", C.c_double), ("expected_error_k", C.c_double),
                 ("expected_error_v", C.c_double), ("n_groups_k", C.c_uint32), ("n_groups_v", C.c_uint32),
@@ -172,6 +192,15 @@ CPU_FUNCTIONS = {
     "kvtc_decompress": (C.c_int, [_P, _P, _SIZE, C.POINTER(Cache)]),
 }
 
+# Engine layouts through the CPU codec (host pointers). The binding's CPU API
+# does not use them; tests bind them (bind() is optional per table) to check
+# the CacheLayout mirror and the Layout strides against kvtc_compress.
+CPU_LAYOUT_FUNCTIONS = {
+    "kvtc_compress_layout_bound": (_SIZE, [_P, C.POINTER(CacheLayout)]),
+    "kvtc_compress_layout": (C.c_int, [_P, C.POINTER(CacheLayout), _P, _SIZE, C.POINTER(_SIZE)]),
+    "kvtc_decompress_layout": (C.c_int, [_P, _P, _SIZE, C.POINTER(DecodeRange), C.POINTER(CacheLayout)]),
+}
+
 # cudaStream_t is a pointer: passed as c_void_p (0 = the legacy default stream).
 CUDA_FUNCTIONS = {
     "kvtc_cuda_options_init": (None, [C.POINTER(CudaOptions)]),
@@ -181,6 +210,17 @@ CUDA_FUNCTIONS = {
     "kvtc_cuda_compress_bound": (_SIZE, [_P, C.POINTER(Cache)]),
     "kvtc_cuda_compress": (C.c_int, [_P, C.POINTER(Cache), _P, _SIZE, _P, _P, _SIZE, _P]),
     "kvtc_cuda_decompress": (C.c_int, [_P, _P, _SIZE, _P, _SIZE, C.POINTER(Cache), _P, _SIZE, _P, _P]),
+    "kvtc_cuda_last_error": (_SIZE, [_P, C.c_char_p, _SIZE]),
+    "kvtc_cuda_stream_workspace_size": (C.c_int, [_P, _P, _SIZE, C.POINTER(_SIZE)]),
+    "kvtc_cuda_compress_layout_bound": (_SIZE, [_P, C.POINTER(CacheLayout)]),
+    # (codec, layout, d_out, cap, d_written, d_ws, ws_size, d_status, stream)
+    "kvtc_cuda_compress_layout": (C.c_int, [_P, C.POINTER(CacheLayout), _P, _SIZE, _P, _P, _SIZE, _P, _P]),
+    # (codec, h_prefix, prefix_size, d_stream, size, range, out, d_ws, ws_size, d_status, stream)
+    "kvtc_cuda_decompress_layout": (C.c_int, [_P, _P, _SIZE, _P, _SIZE, C.POINTER(DecodeRange),
+                                              C.POINTER(CacheLayout), _P, _SIZE, _P, _P]),
+    # (codec, h_prefix, prefix_size, d_stream, size, d_ws, ws_size, d_status, stream)
+    "kvtc_cuda_hold": (C.c_int, [_P, _P, _SIZE, _P, _SIZE, _P, _SIZE, _P, _P]),
+    "kvtc_cuda_release": (None, [_P]),
     "kvtc_cuda_calib_options_init": (None, [C.POINTER(CudaCalibOptions)]),
     "kvtc_cuda_calibrator_finish": (C.c_int, [_P, C.POINTER(C.c_double), C.c_uint32, C.POINTER(CudaCalibOptions),
                                               _PP, C.POINTER(CudaCalibStats)]),
