@@ -90,6 +90,7 @@ def expect(cond, msg):
     if not cond:
         failures += 1
         print("FAIL:", msg)
+    return cond
 
 
 def test_error_names():
@@ -174,6 +175,135 @@ def test_cuda_module_without_gpu():
         print("kvtc.cuda without a GPU ->", e)
 
 
+def _cpu_layout_call(fn_name, basis, *args):
+    """Encoder/decoder alloc + one CPU layout call (kvtc_compress_layout or
+    kvtc_decompress_layout) with kvtc.compress / kvtc.decompress's defaults."""
+    from kvtc import _abi
+    lib = kvtc._lib
+    h = ctypes.c_void_p()
+    if fn_name == "compress":
+        o = _abi.EncodeOptions()
+        lib.kvtc_encode_options_init(ctypes.byref(o))
+        _abi.init_struct(o)
+        o.ratio = 4.0
+        kvtc._check(lib.kvtc_encoder_alloc(basis._h, ctypes.byref(o), ctypes.byref(h)), "kvtc_encoder_alloc")
+        try:
+            cl = args[0]
+            cap = lib.kvtc_compress_layout_bound(h, ctypes.byref(cl))
+            out = (ctypes.c_char * max(cap, 1))()
+            n = ctypes.c_size_t()
+            r = lib.kvtc_compress_layout(h, ctypes.byref(cl), out, cap, ctypes.byref(n))
+            return r, out.raw[: n.value]
+        finally:
+            lib.kvtc_encoder_free(h)
+    o = _abi.DecodeOptions()
+    lib.kvtc_decode_options_init(ctypes.byref(o))
+    _abi.init_struct(o)
+    kvtc._check(lib.kvtc_decoder_alloc(basis._h, ctypes.byref(o), ctypes.byref(h)), "kvtc_decoder_alloc")
+    try:
+        blob, rng, cl = args
+        buf = ctypes.create_string_buffer(blob, len(blob))
+        return lib.kvtc_decompress_layout(h, buf, len(blob), ctypes.byref(rng), ctypes.byref(cl)), None
+    finally:
+        lib.kvtc_decoder_free(h)
+
+
+def test_layout_on_cpu(basis, k, v):
+    """kvtc.cuda.Layout needs no GPU to be built: from CPU torch tensors its
+    kvtc_cache_layout goes through the CPU codec's kvtc_compress_layout /
+    kvtc_decompress_layout (the struct the GPU codec reads), which must give
+    kvtc.compress's bytes for every layout kind and, for a partial decode
+    into shuffled paged pools, the slice of a full decode. Checks the struct
+    mirror, the strides taken from the tensors and the block table fields."""
+    try:
+        import torch
+    except ImportError:
+        print("layout tests skipped: torch is not importable (Debian: python3-torch)")
+        return
+    import layout_testlib as pg
+    from kvtc import _abi
+    from kvtc.layout import Layout
+    missing = _abi.bind(kvtc._lib, _abi.CPU_LAYOUT_FUNCTIONS)
+    if not expect(not missing, "libkvtc lacks %s" % missing):
+        return
+    kt = torch.tensor(k, dtype=torch.float32).reshape(L, H, T, D)
+    vt = torch.tensor(v, dtype=torch.float32).reshape(L, H, T, D)
+    ref = kvtc.compress(basis, array.array("f", k), array.array("f", v), ratio=4.0, dtype="f32", n_tokens=T)
+    kd, vd = kvtc.decompress(basis, ref)
+    full_k = torch.frombuffer(bytearray(bytes(kd) if np is None else kd.tobytes()), dtype=torch.float32)
+    full_k = full_k.reshape(L, H, T, D)
+    bs, pool = 16, 64
+    table = pg.shuffled_table(torch, T, bs, pool, seed=5)
+    ktok, vtok = kt.permute(2, 0, 1, 3).contiguous(), vt.permute(2, 0, 1, 3).contiguous()  # [T, L, H, d] memory
+    layouts = {
+        "contiguous": Layout.contiguous(kt, vt),
+        "hf": Layout.hf([x.unsqueeze(0) for x in kt], [x.unsqueeze(0) for x in vt]),
+        "hf pairs": Layout.hf([(a.unsqueeze(0), b.unsqueeze(0)) for a, b in zip(kt, vt)]),
+        "token-major view": Layout.strided(ktok.permute(1, 2, 0, 3), vtok.permute(1, 2, 0, 3), "LHTD"),
+        "token-major dims": Layout.strided(ktok, vtok, "TLHD"),
+        "vllm NHD": Layout.vllm_paged(pg.to_pages(torch, kt, table, bs, pool), pg.to_pages(torch, vt, table, bs, pool),
+                                      table, bs, nhd=True),
+        "vllm HND": Layout.vllm_paged(pg.to_pages(torch, kt, table, bs, pool, nhd=False),
+                                      pg.to_pages(torch, vt, table, bs, pool, nhd=False), table, bs, nhd=False),
+        "vllm NHD stacked": Layout.vllm_paged(torch.stack(pg.to_pages(torch, kt, table, bs, pool)),
+                                              torch.stack(pg.to_pages(torch, vt, table, bs, pool)), table, bs),
+    }
+    for name, lay in layouts.items():
+        cl, keep = lay.c_layout(basis.geometry, T)
+        r, blob = _cpu_layout_call("compress", basis, cl)
+        expect(r == 0 and blob == ref, "layout %s: compress_layout gives %s, %d bytes (want kvtc.compress's %d)"
+               % (name, kvtc.result_name(r), len(blob), len(ref)))
+    # partial decode (tokens [100, 400), layer 1) into other shuffled pools, from slot 0
+    t0, t1 = 100, 400
+    table2 = pg.shuffled_table(torch, t1 - t0, bs, pool, seed=9)
+    kp = pg.empty_pages(torch, kt, L, pool, bs, nhd=False)
+    vp = pg.empty_pages(torch, vt, L, pool, bs, nhd=False)
+    lay = Layout.vllm_paged([None, kp[1]], [None, vp[1]], table2, bs, nhd=False)
+    cl, keep = lay.c_layout(basis.geometry, t1 - t0, layer_range=(1, 2))
+    r, _ = _cpu_layout_call("decompress", basis, ref, _abi.DecodeRange(t0, t1, 1, 2), cl)
+    got = pg.from_pages(torch, [kp[1]], table2, bs, t1 - t0, nhd=False)
+    expect(r == 0 and torch.equal(got, full_k[1:2, :, t0:t1]), "partial decode into HND pools: %s, max diff %s"
+           % (kvtc.result_name(r), (got - full_k[1:2, :, t0:t1]).abs().max()))
+    expect(bool(torch.isnan(kp[0]).all()), "layer 0 (outside the range) untouched")
+    # a block named twice: the library's KVTC_ERR_BAD_BLOCK_TABLE (fields block_table / n_pool_blocks)
+    dup = table.clone()
+    dup[3] = dup[7]
+    bad = Layout.vllm_paged(pg.to_pages(torch, kt, table, bs, pool), pg.to_pages(torch, vt, table, bs, pool), dup, bs)
+    r, _ = _cpu_layout_call("compress", basis, bad.c_layout(basis.geometry, T)[0])
+    expect(kvtc.result_name(r) == "KVTC_ERR_BAD_BLOCK_TABLE", "duplicate block -> %s" % kvtc.result_name(r))
+    # host-side checks with clear errors
+    pools = pg.to_pages(torch, kt, table, bs, pool)
+    cases = [
+        (TypeError, lambda: Layout.vllm_paged(pools, pools, table.long(), bs), "int64 block table"),
+        (ValueError, lambda: Layout.vllm_paged(pools, pools, table.reshape(1, -1), bs), "2-D block table"),
+        (ValueError, lambda: Layout.vllm_paged(pools, pools, table, 8), "block_size differs from the pools'"),
+        (ValueError, lambda: Layout.vllm_paged(pools, pools, None, bs), "paged without a block table"),
+        (TypeError, lambda: Layout.contiguous(kt, vt.half()), "k and v dtypes differ"),
+        (TypeError, lambda: Layout.contiguous(kt.double(), vt.double()), "float64"),
+        (ValueError, lambda: Layout.strided(kt, vt, "LHXD"), "unknown axis letter"),
+        (ValueError, lambda: Layout.strided(kt, vt, "LHD"), "dims shorter than the tensor"),
+        (ValueError, lambda: Layout.hf(list(kt), list(vt)), "HF tensors without the batch axis"),
+        (ValueError, lambda: Layout.hf([x.unsqueeze(0) for x in kt], [kt[0].unsqueeze(0), kt[1][:, :5].unsqueeze(0)]),
+         "layers of different shapes"),
+        (ValueError, lambda: Layout.contiguous(kt, vt).c_layout(basis.geometry, T + 1), "more tokens than held"),
+        (ValueError, lambda: Layout.contiguous(kt[:, :1], vt[:, :1]).c_layout(basis.geometry, T), "wrong heads"),
+        (ValueError, lambda: Layout.vllm_paged(pools, pools, table[:3], bs).c_layout(basis.geometry, T),
+         "block table shorter than the tokens"),
+        (ValueError, lambda: Layout.hf([None, kt[1].unsqueeze(0)], [None, vt[1].unsqueeze(0)]).c_layout(
+            basis.geometry, T), "a missing layer inside the range"),
+    ]
+    for exc, fn, what in cases:
+        try:
+            fn()
+            expect(False, "layout: %s accepted" % what)
+        except exc:
+            pass
+        except Exception as e:  # noqa: BLE001 - reported
+            expect(False, "layout: %s raised %r, want %s" % (what, e, exc.__name__))
+    print("layouts on the CPU codec: %d kinds give kvtc.compress's bytes; partial paged decode, bad table, %d "
+          "host-side errors ok" % (len(layouts), len(cases)))
+
+
 def main():
     vs, vn = kvtc.version()
     major, minor, patch = (int(x) for x in vs.split("."))
@@ -248,6 +378,7 @@ def main():
     test_header_reader(s16)
     test_library_search()
     test_cuda_module_without_gpu()
+    test_layout_on_cpu(basis, k, v)
 
     if np is not None:
         ka = np.asarray(k, np.float32).reshape(L, H, T, D)

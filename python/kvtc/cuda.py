@@ -48,12 +48,14 @@ from . import _abi, _header
 from . import Basis, Geometry, _lib as _cpu_lib, library_path as _cpu_library_path, result_string
 from ._loader import open_library
 from .errors import KvtcError
+from .layout import Layout
 
 KVTC_ERR_INVALID_ARGUMENT = 1
 KVTC_ERR_TOO_LARGE = 3
 KVTC_ERR_TRUNCATED = 6
 KVTC_ERR_BASIS_MISMATCH = 8
 KVTC_ERR_GEOMETRY_MISMATCH = 9
+KVTC_ERR_CUDA = 17
 
 GEMM = {"bf16": _abi.GEMM_BF16, "tf32": _abi.GEMM_TF32, "fp32": _abi.GEMM_FP32}
 
@@ -141,12 +143,25 @@ class CompressedStream:
         data[:size]. size_tensor: int64 cuda tensor [1] holding the size
         (written by `stream`). Reading the size on the host syncs `stream`."""
 
-    def __init__(self, data, size_tensor, stream):
+    def __init__(self, data, size_tensor, stream, status=None):
         self.data = data
         self.size_tensor = size_tensor
         self.stream = stream
+        self.status = status  # int32 device status of a layout compress (block table check), or None
         self._size = None
         self._prefix = None
+
+    def check(self):
+        """Raise KvtcError if the compress reported a device-side failure
+        (a layout's bad block table: KVTC_ERR_BAD_BLOCK_TABLE; syncs)."""
+        if self.status is None:
+            return
+        torch, _ = _runtime()
+        with torch.cuda.stream(self.stream):
+            code = int(self.status[0].item())
+        if code:
+            self._size = None
+            raise KvtcError(code, "kvtc_cuda_compress_layout (device status)", result_string(code))
 
     @property
     def capacity(self):
@@ -156,6 +171,7 @@ class CompressedStream:
         """Exact stream size in bytes (synchronizes `stream` the first time)."""
         if self._size is None:
             torch, _ = _runtime()
+            self.check()
             with torch.cuda.stream(self.stream):
                 self._size = int(self.size_tensor.item())
         return self._size
@@ -168,6 +184,7 @@ class CompressedStream:
         """Host copy of the first 296 bytes (header and section table; syncs)."""
         if self._prefix is None:
             torch, _ = _runtime()
+            self.check()
             with torch.cuda.stream(self.stream):
                 head = self.data[: _abi.STREAM_PREFIX_BYTES].to("cpu")
             self._prefix = _host_bytes(head, _abi.STREAM_PREFIX_BYTES)
@@ -365,6 +382,45 @@ class Codec:
             self._ws.record_stream(s)
         return self._ws
 
+    def _call(self, h, r, what):
+        """Raise KvtcError for a failed call on codec handle h, with the
+        library's kvtc_cuda_last_error() text (which CUDA / cuBLAS call failed,
+        where) appended to the description when there is one."""
+        if r == 0:
+            return
+        desc = result_string(r)
+        n = self._lib.kvtc_cuda_last_error(h, None, 0)
+        if n:
+            buf = C.create_string_buffer(n + 1)
+            self._lib.kvtc_cuda_last_error(h, buf, n + 1)
+            desc = "%s: %s" % (desc, buf.value.decode("utf-8", "replace"))
+        raise KvtcError(r, what, desc)
+
+    def last_error(self):
+        """kvtc_cuda_last_error() of the codec: why its last call failed with
+        KVTC_ERR_CUDA ("" when it did not)."""
+        h = self._handle(self.ratio)
+        n = self._lib.kvtc_cuda_last_error(h, None, 0)
+        buf = C.create_string_buffer(n + 1)
+        self._lib.kvtc_cuda_last_error(h, buf, n + 1)
+        return buf.value.decode("utf-8", "replace")
+
+    def _check_layout(self, layout):
+        if not isinstance(layout, Layout):
+            raise TypeError("layout must be a kvtc.cuda.Layout, not %s" % type(layout).__name__)
+        if layout.device != self.device:
+            raise ValueError("the layout's tensors are on %s, the codec on %s" % (layout.device, self.device))
+        layout.check_geometry(self.geometry)
+
+    def _status(self, status, s):
+        torch = self._torch
+        if status is None:
+            with torch.cuda.stream(s):
+                status = torch.empty(1, dtype=torch.int32, device=self.device)
+        elif status.dtype != torch.int32 or status.device != self.device or status.numel() < 1:
+            raise ValueError("status must be an int32 tensor on %s" % self.device)
+        return status
+
     def _check_kv(self, k, v):
         torch = self._torch
         g = self.geometry
@@ -420,15 +476,35 @@ class Codec:
             raise KvtcError(KVTC_ERR_INVALID_ARGUMENT, "kvtc_cuda_compress_bound", "invalid cache or size overflow")
         return cap
 
-    def compress(self, k, v, positions=None, stream=None, ratio=None, out=None):
+    def compress(self, k=None, v=None, positions=None, stream=None, ratio=None, out=None, layout=None,
+                 n_tokens=None, status=None):
         """Encode k, v ([L, H, T, d] contiguous cuda tensors of one dtype,
         keys with RoPE applied) and positions (int64 [T] cuda tensor, or None
         for 0..T-1) into a stream (entropy codec 2) on the GPU. Returns a
         CompressedStream at once; nothing synchronizes. out: a uint8 cuda
         tensor of at least compress_bound() bytes to write into (else one is
         allocated). ratio: another plan for this call (first use of a ratio
-        allocates and syncs)."""
+        allocates and syncs).
+
+        layout: instead of k, v, a Layout (engine memory read in place: paged
+        pools with a block table, HF per-layer lists, any strides; also
+        accepted as the first argument); n_tokens: how many of its tokens to
+        code (default its capacity; for paged pools, the request's length).
+        The same bytes as compress() of the same values in [L, H, T, d]
+        tensors. The block table is checked on the device: a bad one sets
+        the int32 device status (`status`, or one allocated; kept as
+        CompressedStream.status and self.last_status) to
+        KVTC_ERR_BAD_BLOCK_TABLE, which CompressedStream.size() / check()
+        and Codec.check() raise."""
         torch = self._torch
+        if isinstance(k, Layout):
+            k, layout = None, k
+        if layout is not None:
+            if k is not None or v is not None:
+                raise TypeError("pass k, v or layout=, not both")
+            return self._compress_layout(layout, n_tokens, positions, stream, ratio, out, status)
+        if k is None or v is None:
+            raise TypeError("compress() needs k and v, or layout=")
         dtype, n_tokens = self._check_kv(k, v)
         pos = self._check_positions(positions, n_tokens)
         h = self._handle(ratio if ratio is not None else self.ratio)
@@ -447,9 +523,47 @@ class Codec:
                 raise ValueError("out must be a contiguous uint8 tensor of >= %d bytes on %s" % (cap, self.device))
             size = torch.empty(1, dtype=torch.int64, device=self.device)
         with torch.cuda.device(self.device):
-            _check(self._lib.kvtc_cuda_compress(h, C.byref(cache), out.data_ptr(), out.numel(), size.data_ptr(),
-                                                ws.data_ptr(), ws.numel(), s.cuda_stream), "kvtc_cuda_compress")
+            r = self._lib.kvtc_cuda_compress(h, C.byref(cache), out.data_ptr(), out.numel(), size.data_ptr(),
+                                             ws.data_ptr(), ws.numel(), s.cuda_stream)
+        self._call(h, r, "kvtc_cuda_compress")
         return CompressedStream(out, size, s)
+
+    def _output(self, out, cap, s):
+        torch = self._torch
+        with torch.cuda.stream(s):
+            if out is None:
+                out = torch.empty(cap, dtype=torch.uint8, device=self.device)
+            elif (out.dtype != torch.uint8 or out.device != self.device or not out.is_contiguous()
+                  or out.numel() < cap):
+                raise ValueError("out must be a contiguous uint8 tensor of >= %d bytes on %s" % (cap, self.device))
+            size = torch.empty(1, dtype=torch.int64, device=self.device)
+        return out, size
+
+    def _compress_layout(self, layout, n_tokens, positions, stream, ratio, out, status):
+        torch = self._torch
+        self._check_layout(layout)
+        n = layout.capacity if n_tokens is None else int(n_tokens)
+        if n < 1:
+            raise ValueError("the cache has no tokens")
+        pos = self._check_positions(positions, n)
+        h = self._handle(ratio if ratio is not None else self.ratio)
+        cl, keep = layout.c_layout(self.geometry, n, pos)
+        cap = self._lib.kvtc_cuda_compress_layout_bound(h, C.byref(cl))
+        if cap == 0:
+            raise KvtcError(KVTC_ERR_INVALID_ARGUMENT, "kvtc_cuda_compress_layout_bound",
+                            "invalid layout or size overflow")
+        s = self._stream(stream)
+        self._order(s)
+        ws = self._workspace(self.workspace_size(n), s)
+        out, size = self._output(out, cap, s)
+        status = self._status(status, s)
+        self.last_status = status
+        with torch.cuda.device(self.device):
+            r = self._lib.kvtc_cuda_compress_layout(h, C.byref(cl), out.data_ptr(), out.numel(), size.data_ptr(),
+                                                    ws.data_ptr(), ws.numel(), status.data_ptr(), s.cuda_stream)
+        del keep  # the layer pointer arrays are read during the call only
+        self._call(h, r, "kvtc_cuda_compress_layout")
+        return CompressedStream(out, size, s, status=status)
 
     # ---- decode -------------------------------------------------------------------
 
@@ -486,17 +600,30 @@ class Codec:
         """Header fields (dict) of a stream's host prefix (docs/FORMAT.md)."""
         return _header.parse(prefix)
 
-    def decompress(self, src, out=None, prefix=None, positions=None, stream=None, status=None, check=False):
-        """Decode a stream into k, v on the GPU; returns (k, v).
+    def decompress(self, src, out=None, prefix=None, positions=None, stream=None, status=None, check=False,
+                   tokens=None, layers=None):
+        """Decode a stream into k, v on the GPU; returns (k, v), or the Layout
+        given as out.
 
         src: a CompressedStream, a uint8 cuda tensor holding the stream (its
             first bytes; extra capacity is fine), or a CPU uint8 tensor /
             bytes (copied to the device on `stream`, asynchronously if pinned).
         out: (k, v) cuda tensors [L, H, T, d] of the stream's dtype to write
-            into; None allocates them (from the header's sizes).
+            into; a Layout (engine memory written in place: paged pools, HF
+            lists, any strides; its block table is checked on the device);
+            None allocates k, v (from the header's sizes).
+        tokens=(a, b), layers=(a, b): decode only stream tokens [a, b) and
+            layers [a, b) (partial decode: only the chunks holding those
+            tokens are decoded; the values equal that slice of a full
+            decode). Token i of the output is stream token a + i. Allocated
+            outputs are then [layer count, H, b - a, d]; given (k, v) are
+            [L, H, b - a, d] (only the range's layers written) or [layer
+            count, H, b - a, d]; a Layout receives layers [a, b) (other
+            layers' tensors may be None) and tokens from its slot 0.
         prefix: host bytes of the stream's first 296 bytes (see the module
             documentation for when the binding must fetch it, with a sync).
-        positions: an int64 cuda tensor [T] that receives the positions.
+        positions: an int64 cuda tensor [T] (T = the decoded token count)
+            that receives the positions.
         status: an int32 cuda tensor (>= 1 element) receiving the decode
             status; None allocates one, kept as self.last_status.
         check: synchronize and raise KvtcError if the status is not 0."""
@@ -512,6 +639,9 @@ class Codec:
                             "stream of %d bytes, %d given" % (hd["total_size"], avail))
         n_tokens = hd["n_tokens"]
         tdtype = _torch_dtype(torch, hd["dtype"])
+        if tokens is not None or layers is not None or isinstance(out, Layout):
+            return self._decompress_layout(data, avail, prefix, hd, tdtype, out, positions, s, status, check,
+                                           tokens, layers)
         if out is None:
             with torch.cuda.stream(s):
                 shape = (g.n_layers, g.n_kv_heads, n_tokens, g.head_dim)
@@ -523,23 +653,92 @@ class Codec:
             raise KvtcError(KVTC_ERR_GEOMETRY_MISMATCH, "kvtc_cuda_decompress",
                             "out holds %d tokens of %s, the stream %d of %s" % (t, k.dtype, n_tokens, tdtype))
         pos = self._check_positions(positions, n_tokens)
-        if status is None:
-            with torch.cuda.stream(s):
-                status = torch.empty(1, dtype=torch.int32, device=self.device)
-        elif status.dtype != torch.int32 or status.device != self.device or status.numel() < 1:
-            raise ValueError("status must be an int32 tensor on %s" % self.device)
+        status = self._status(status, s)
         self.last_status = status
         cache = self._cache(dtype, n_tokens, k, v, pos)
         self._order(s)
         ws = self._workspace(self.workspace_size(n_tokens, hd["chunk_tokens"]), s)
         pre = C.create_string_buffer(bytes(prefix), len(prefix))
+        h = self._handle(self.ratio)
         with torch.cuda.device(self.device):
-            _check(self._lib.kvtc_cuda_decompress(self._handle(self.ratio), pre, len(prefix), data.data_ptr(), avail,
-                                                  C.byref(cache), ws.data_ptr(), ws.numel(), status.data_ptr(),
-                                                  s.cuda_stream), "kvtc_cuda_decompress")
+            r = self._lib.kvtc_cuda_decompress(h, pre, len(prefix), data.data_ptr(), avail, C.byref(cache),
+                                               ws.data_ptr(), ws.numel(), status.data_ptr(), s.cuda_stream)
+        self._call(h, r, "kvtc_cuda_decompress")
         if check:
             self.check(status, s)
         return k, v
+
+    @staticmethod
+    def _span(pair, n, what):
+        """(begin, end) of a decode range; KvtcError INVALID_ARGUMENT outside [0, n)."""
+        if pair is None:
+            return 0, n
+        a, b = int(pair[0]), int(pair[1])
+        if not 0 <= a < b <= n:
+            raise KvtcError(KVTC_ERR_INVALID_ARGUMENT, "kvtc_cuda_decompress_layout",
+                            "%s range [%d, %d) outside the stream's [0, %d)" % (what, a, b, n))
+        return a, b
+
+    def _decompress_layout(self, data, avail, prefix, hd, tdtype, out, positions, s, status, check, tokens, layers):
+        torch = self._torch
+        g = self.geometry
+        tb, te = self._span(tokens, hd["n_tokens"], "token")
+        lb, le = self._span(layers, g.n_layers, "layer")
+        count, n_sel = te - tb, le - lb
+        result = out
+        if out is None:
+            with torch.cuda.stream(s):
+                shape = (n_sel, g.n_kv_heads, count, g.head_dim)
+                k, v = (torch.empty(shape, dtype=tdtype, device=self.device),
+                        torch.empty(shape, dtype=tdtype, device=self.device))
+            out = result = (k, v)
+        if not isinstance(out, Layout):
+            k, v = out
+            self._check_range_out(k, v, count, n_sel)
+            if k.shape[0] == g.n_layers:
+                layout = Layout(k, v, "LHTD")
+            else:  # [layer count, ...]: layer lb + i is k[i]; layers outside the range stay NULL
+                pad_l, pad_r = [None] * lb, [None] * (g.n_layers - le)
+                layout = Layout(pad_l + list(k.unbind(0)) + pad_r, pad_l + list(v.unbind(0)) + pad_r, "HTD")
+        else:
+            layout = out
+            self._check_layout(layout)
+        if layout.dtype != tdtype:
+            raise KvtcError(KVTC_ERR_GEOMETRY_MISMATCH, "kvtc_cuda_decompress_layout",
+                            "out is %s, the stream %s" % (layout.dtype, tdtype))
+        pos = self._check_positions(positions, count)
+        cl, keep = layout.c_layout(g, count, pos, (lb, le))
+        rng = _abi.DecodeRange(tb, te, lb, le)
+        status = self._status(status, s)
+        self.last_status = status
+        self._order(s)
+        ws = self._workspace(self.workspace_size(hd["n_tokens"], hd["chunk_tokens"]), s)
+        pre = C.create_string_buffer(bytes(prefix), len(prefix))
+        h = self._handle(self.ratio)
+        with torch.cuda.device(self.device):
+            r = self._lib.kvtc_cuda_decompress_layout(h, pre, len(prefix), data.data_ptr(), avail, C.byref(rng),
+                                                      C.byref(cl), ws.data_ptr(), ws.numel(), status.data_ptr(),
+                                                      s.cuda_stream)
+        del keep
+        self._call(h, r, "kvtc_cuda_decompress_layout")
+        if check:
+            self.check(status, s)
+        return result
+
+    def _check_range_out(self, k, v, count, n_sel):
+        torch = self._torch
+        g = self.geometry
+        for name, t in (("k", k), ("v", v)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError("%s must be a torch tensor" % name)
+            if t.device != self.device:
+                raise ValueError("%s is on %s, the codec on %s" % (name, t.device, self.device))
+            if (t.dim() != 4 or t.shape[0] not in (g.n_layers, n_sel)
+                    or (t.shape[1], t.shape[2], t.shape[3]) != (g.n_kv_heads, count, g.head_dim)):
+                raise ValueError("%s must be [%d or %d, %d, %d, %d] for this range, not %s"
+                                 % (name, g.n_layers, n_sel, g.n_kv_heads, count, g.head_dim, list(t.shape)))
+        if k.shape != v.shape:
+            raise ValueError("k and v must have the same shape")
 
     def check(self, status=None, stream=None):
         """Synchronize and raise KvtcError if a decode's device status (default
@@ -788,6 +987,7 @@ def calibrate_rows(geometry, k_rows, v_rows, ratios, n_sink=4, n_window=128, max
     return _basis_from(lib, out.value)
 
 
-__all__ = ["Codec", "CompressedStream", "CudaUnavailableError", "Geometry", "HostStream", "KvtcError", "Restored",
+__all__ = ["Codec", "CompressedStream", "CudaUnavailableError", "Geometry", "HostStream", "KvtcError", "Layout",
+           "Restored",
            "available",
            "calibrate", "calibrate_rows", "library_path", "restore_from_host", "rows_from_cache"]
