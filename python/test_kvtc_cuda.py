@@ -8,8 +8,13 @@ GPU, the torch-only parts (RoPE removal of calibration rows) still run
 before the skip. Covers: dtypes f32/f16/bf16, the GPU decode against the
 CPU decode of the same stream (both directions), positions, error mapping
 (host-side and device-status errors), restore from pinned host memory on a
-side stream, GPU calibration (calibrator and row callback), and a CUDA
-graph capture of compress + decompress (which fails if any call syncs).
+side stream, GPU calibration (calibrator and row callback), a CUDA
+graph capture of compress + decompress (which fails if any call syncs), and
+engine layouts: vLLM paged pools (NHD and HND, shuffled block tables) and HF
+per-layer lists give the contiguous path's stream and decode, partial
+decodes (tokens, layers) equal the slice of a full decode, bad block tables
+raise KVTC_ERR_BAD_BLOCK_TABLE, and a captured layout compress + partial
+decode.
 """
 import ctypes as C
 import math
@@ -20,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kvtc  # noqa: E402
 import kvtc.cuda as kc  # noqa: E402
+import layout_testlib as pg  # noqa: E402
 
 SKIP = 77
 L, H, D, T = 2, 2, 64, 700
@@ -258,6 +264,140 @@ def test_gpu(torch):
         c.close()
 
 
+def test_layouts(torch, basis, dev, k, v, pos):
+    """Engine layouts and partial decode against the contiguous path."""
+    codec = kc.Codec(basis, ratio=8.0, gemm="fp32")
+    bs, pool = 16, 64  # 44 blocks of the 64 hold the 700 tokens
+    for nhd, tdt in ((True, torch.bfloat16), (False, torch.float16), (True, torch.float32)):
+        what = "%s %s" % ("NHD" if nhd else "HND", tdt)
+        kt, vt = k.to(dev, tdt), v.to(dev, tdt)
+        cs = codec.compress(kt, vt)
+        ref_blob = cs.to_bytes()
+        ref_k, ref_v = codec.decompress(cs, check=True)
+        table = pg.shuffled_table(torch, T, bs, pool, seed=3, device=dev)
+        lay = kc.Layout.vllm_paged(pg.to_pages(torch, kt, table, bs, pool, nhd),
+                                   pg.to_pages(torch, vt, table, bs, pool, nhd), table, bs, nhd=nhd)
+        cp = codec.compress(layout=lay, n_tokens=T)
+        expect(cp.to_bytes() == ref_blob, "%s: paged compress differs from the contiguous stream" % what)
+        table2 = pg.shuffled_table(torch, T, bs, pool, seed=11, device=dev)
+        kp, vp = pg.empty_pages(torch, kt, L, pool, bs, nhd), pg.empty_pages(torch, vt, L, pool, bs, nhd)
+        out = kc.Layout.vllm_paged(kp, vp, table2, bs, nhd=nhd)
+        expect(codec.decompress(cp, out=out, check=True) is out, "decompress(out=layout) returns the layout")
+        gk, gv = pg.from_pages(torch, kp, table2, bs, T, nhd), pg.from_pages(torch, vp, table2, bs, T, nhd)
+        expect(torch.equal(gk, ref_k) and torch.equal(gv, ref_v), "%s: paged decode differs from the contiguous" % what)
+        # partial decode of tokens [100, 400) of layer 1 into other pools, from slot 0
+        t0, t1 = 100, 400
+        table3 = pg.shuffled_table(torch, t1 - t0, bs, pool, seed=13, device=dev)
+        kp, vp = pg.empty_pages(torch, kt, L, pool, bs, nhd), pg.empty_pages(torch, vt, L, pool, bs, nhd)
+        part = kc.Layout.vllm_paged([None, kp[1]], [None, vp[1]], table3, bs, nhd=nhd)
+        codec.decompress(cp, out=part, tokens=(t0, t1), layers=(1, 2), check=True)
+        gk = pg.from_pages(torch, [kp[1]], table3, bs, t1 - t0, nhd)
+        gv = pg.from_pages(torch, [vp[1]], table3, bs, t1 - t0, nhd)
+        expect(torch.equal(gk, ref_k[1:2, :, t0:t1]) and torch.equal(gv, ref_v[1:2, :, t0:t1]),
+               "%s: partial paged decode differs from the slice" % what)
+        print("%s: paged compress = contiguous stream, paged decode and partial paged decode ok" % what)
+
+    # HF per-layer [1, H, T, d] lists: same stream, same decode
+    kt, vt = k.to(dev, torch.bfloat16), v.to(dev, torch.bfloat16)
+    cs = codec.compress(kt, vt)
+    ref_blob = cs.to_bytes()
+    ref_k, ref_v = codec.decompress(cs, check=True)
+    hf = kc.Layout.hf([x.unsqueeze(0) for x in kt], [x.unsqueeze(0) for x in vt])
+    ch = codec.compress(hf)
+    expect(ch.to_bytes() == ref_blob, "HF lists: compress differs from the contiguous stream")
+    hk = [torch.full((1, H, T, D), float("nan"), dtype=kt.dtype, device=dev) for _ in range(L)]
+    hv = [torch.full((1, H, T, D), float("nan"), dtype=kt.dtype, device=dev) for _ in range(L)]
+    codec.decompress(ch, out=kc.Layout.hf(hk, hv), check=True)
+    expect(torch.equal(torch.cat(hk), ref_k) and torch.equal(torch.cat(hv), ref_v), "HF lists: decode differs")
+
+    # partial decodes into allocated and given tensors equal slices of the full decode
+    for tokens, layers in (((100, 400), (1, 2)), ((0, 50), None), ((T - 130, T), (0, 1)), (None, (1, 2)),
+                           ((3, 5), None), ((600, 650), (0, L))):
+        k2, v2 = codec.decompress(cs, tokens=tokens, layers=layers, check=True)
+        a, b = tokens or (0, T)
+        la, lb = layers or (0, L)
+        expect(tuple(k2.shape) == (lb - la, H, b - a, D), "partial %s %s: shape %s" % (tokens, layers, k2.shape))
+        expect(torch.equal(k2, ref_k[la:lb, :, a:b]) and torch.equal(v2, ref_v[la:lb, :, a:b]),
+               "partial decode tokens %s layers %s differs from the slice" % (tokens, layers))
+    ko = torch.full((L, H, 300, D), float("nan"), dtype=kt.dtype, device=dev)
+    vo = torch.full_like(ko, float("nan"))
+    codec.decompress(cs, out=(ko, vo), tokens=(200, 500), layers=(0, 1), check=True)
+    expect(torch.equal(ko[0], ref_k[0, :, 200:500]) and bool(torch.isnan(ko[1]).all()),
+           "partial decode into [L, H, n, d]: layer 0 written, layer 1 untouched")
+    # positions of the range
+    cpz = codec.compress(kt, vt, positions=pos.to(dev))
+    pout = torch.empty(300, dtype=torch.int64, device=dev)
+    codec.decompress(cpz, tokens=(100, 400), positions=pout, check=True)
+    expect(torch.equal(pout.cpu(), pos[100:400]), "positions of a partial decode")
+    expect_error("KVTC_ERR_INVALID_ARGUMENT", lambda: codec.decompress(cs, tokens=(400, T + 1)), "tokens past the end")
+    expect_error("KVTC_ERR_INVALID_ARGUMENT", lambda: codec.decompress(cs, layers=(1, 1)), "empty layer range")
+    print("HF lists and partial decodes (tokens, layers, positions) ok")
+
+    # bad block tables: found on the device, raised from the status
+    table = pg.shuffled_table(torch, T, bs, pool, seed=3, device=dev)
+    kpool, vpool = pg.to_pages(torch, kt, table, bs, pool), pg.to_pages(torch, vt, table, bs, pool)
+    dup = table.clone()
+    dup[5] = dup[20]
+    cb = codec.compress(layout=kc.Layout.vllm_paged(kpool, vpool, dup, bs), n_tokens=T)
+    expect_error("KVTC_ERR_BAD_BLOCK_TABLE", cb.size, "compress with a block named twice (CompressedStream.size)")
+    expect_error("KVTC_ERR_BAD_BLOCK_TABLE", codec.check, "compress with a block named twice (Codec.check)")
+    for bad_entry, what in ((pool, "a block past the pool"), (-1, "a negative block")):
+        badt = table.clone()
+        badt[7] = bad_entry
+        codec.decompress(ch, out=kc.Layout.vllm_paged(kpool, vpool, badt, bs))
+        expect_error("KVTC_ERR_BAD_BLOCK_TABLE", codec.check, "decode into %s" % what)
+    codec.decompress(cs, out=kc.Layout.vllm_paged(kpool, vpool, table, bs), check=True)  # the good table still decodes
+    # host-side errors
+    for exc, fn, what in (
+            (ValueError, lambda: codec.compress(layout=kc.Layout.contiguous(k, v)), "CPU tensors"),
+            (ValueError, lambda: codec.compress(layout=kc.Layout.vllm_paged(kpool, vpool, table, bs),
+                                                n_tokens=table.numel() * bs + 1),
+             "more tokens than the block table holds"),
+            (TypeError, lambda: codec.compress(kt, vt, layout=hf), "both k, v and layout"),
+            (ValueError, lambda: codec.compress(layout=kc.Layout.contiguous(kt[:, :1], vt[:, :1])), "wrong heads")):
+        try:
+            fn()
+            expect(False, "%s accepted" % what)
+        except exc:
+            pass
+    expect_error("KVTC_ERR_GEOMETRY_MISMATCH",
+                 lambda: codec.decompress(cs, out=kc.Layout.contiguous(kt.float(), vt.float())), "f32 layout, bf16 stream")
+    expect(codec.last_error() == "", "no CUDA error recorded: %r" % codec.last_error())
+    print("bad block tables and layout errors ok")
+
+    # CUDA graph capture of a paged compress + partial paged decode (fails on any sync);
+    # a fresh codec, so its workspace is allocated on the capture stream
+    codec.close()
+    codec = kc.Codec(basis, ratio=8.0, gemm="fp32")
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    lay = kc.Layout.vllm_paged(kpool, vpool, table, bs)
+    kp, vp = pg.empty_pages(torch, kt, L, pool, bs), pg.empty_pages(torch, vt, L, pool, bs)
+    part = kc.Layout.vllm_paged(kp, vp, table, bs)
+    with torch.cuda.stream(s):
+        codec.reserve(T)
+        ref = codec.compress(layout=lay, n_tokens=T)
+        prefix = ref.prefix()
+        codec.decompress(ref, out=part, tokens=(300, 600), check=True)  # warm-up of the decode kernels
+        buf = torch.empty(ref.capacity, dtype=torch.uint8, device=dev)
+        st1 = torch.full((1,), -1, dtype=torch.int32, device=dev)
+        st2 = torch.full((1,), -1, dtype=torch.int32, device=dev)
+    s.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=s):
+        cst = codec.compress(layout=lay, n_tokens=T, out=buf, status=st1)
+        codec.decompress(cst, out=part, prefix=prefix, status=st2, tokens=(300, 600))
+    graph.replay()
+    torch.cuda.synchronize()
+    n = int(cst.size_tensor.item())
+    expect(int(st1.item()) == 0 and int(st2.item()) == 0, "captured statuses %d %d" % (int(st1.item()), int(st2.item())))
+    expect(n == ref.size() and torch.equal(buf[:n], ref.data[:n]), "captured paged compress gives the eager stream")
+    gk = pg.from_pages(torch, kp, table, bs, 300)
+    expect(torch.equal(gk, ref_k[:, :, 300:600]), "captured partial paged decode equals the slice")
+    print("CUDA graph capture of a paged compress + partial paged decode ok")
+    codec.close()
+
+
 def main():
     t0 = time.time()
     try:
@@ -275,6 +415,10 @@ def main():
             print("SKIP: %s" % e)
         return SKIP
     test_gpu(torch)
+    k, v, _, pos = make_cache(torch, 3)
+    caches = [make_cache(torch, s) for s in (1, 2)]
+    basis = kvtc.calibrate(G, [(host_bytes(a), host_bytes(b), T) for a, b, _, _ in caches], [4.0, 8.0], dtype="f32")
+    test_layouts(torch, basis, torch.device("cuda", torch.cuda.current_device()), k, v, pos)
     print("%d failures (%.1f s)" % (failures, time.time() - t0))
     return 1 if failures else 0
 

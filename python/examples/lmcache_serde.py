@@ -3,9 +3,10 @@ LMCache's serde interface: serialize one chunk of one request's KV to bytes,
 deserialize the bytes back into the engine's layout.
 
 The chunk layout is LMCache's "KV_2LTD": one tensor [2, num_layers,
-num_tokens, num_kv_heads * head_dim] (keys first), on the GPU. kvtc codes
-[L, H, T, d] caches, so the pair converts layouts around the codec (one
-copy each way; an engine that keeps [L, H, T, d] passes it directly).
+num_tokens, num_kv_heads * head_dim] (keys first), on the GPU. On the GPU
+the codec reads and writes it in place through a kvtc.cuda.Layout (axes
+"LTHD" of the [2, L, T, H, d] view: no copy either way); the CPU path
+converts to kvtc's [L, H, T, d] around the codec (one copy each way).
 
 Chunks are stored independently (LMCache keys each 256-token chunk by its
 prefix hash), so the stream of a chunk keeps no raw sink/window tokens by
@@ -23,6 +24,8 @@ import ctypes
 import torch
 
 import kvtc
+
+_TORCH_DTYPE = {kvtc.F32: torch.float32, kvtc.F16: torch.float16, kvtc.BF16: torch.bfloat16}
 
 
 def _host_bytes(t):
@@ -48,21 +51,28 @@ class KvtcSerializer:
                                           n_window=self.n_window)
         return self._codec
 
+    def heads_view(self, kv):
+        """[2, L, T, H*d] -> a [2, L, T, H, d] view (no copy when the last axis is dense)."""
+        g = self.g
+        if kv.dim() != 4 or kv.shape[0] != 2 or kv.shape[1] != g.n_layers or kv.shape[3] != g.n_kv_heads * g.head_dim:
+            raise ValueError("kv must be [2, %d, T, %d]" % (g.n_layers, g.n_kv_heads * g.head_dim))
+        return kv.unflatten(3, (g.n_kv_heads, g.head_dim))
+
     def split(self, kv):
         """[2, L, T, H*d] -> k, v as contiguous [L, H, T, d]."""
-        g = self.g
-        two, n_layers, n_tokens, hd = kv.shape
-        if two != 2 or n_layers != g.n_layers or hd != g.n_kv_heads * g.head_dim:
-            raise ValueError("kv must be [2, %d, T, %d]" % (g.n_layers, g.n_kv_heads * g.head_dim))
-        x = kv.view(2, n_layers, n_tokens, g.n_kv_heads, g.head_dim).permute(0, 1, 3, 2, 4).contiguous()
+        x = self.heads_view(kv).permute(0, 1, 3, 2, 4).contiguous()
         return x[0], x[1]
 
     def serialize(self, kv, start=0):
+        if kv.is_cuda:
+            from kvtc import cuda as kvtc_cuda
+            x = self.heads_view(kv)
+            n_tokens = x.shape[2]
+            pos = torch.arange(start, start + n_tokens, dtype=torch.int64, device=kv.device)
+            layout = kvtc_cuda.Layout.strided(x[0], x[1], "LTHD")  # read in place
+            return self._gpu_codec(kv.device).compress(layout=layout, positions=pos).to_bytes()
         k, v = self.split(kv)
         n_tokens = k.shape[2]
-        if k.is_cuda:
-            pos = torch.arange(start, start + n_tokens, dtype=torch.int64, device=k.device)
-            return self._gpu_codec(k.device).compress(k, v, positions=pos).to_bytes()
         dtype = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[k.dtype]
         return kvtc.compress(self.basis, _host_bytes(k), _host_bytes(v), ratio=self.ratio, dtype=dtype,
                              n_tokens=n_tokens, positions=range(start, start + n_tokens), n_sink=self.n_sink,
@@ -87,10 +97,15 @@ class KvtcDeserializer:
             from kvtc import cuda as kvtc_cuda
             if self._codec is None:
                 self._codec = kvtc_cuda.Codec(self.basis, device=device)
-            k, v = self._codec.decompress(blob)   # header read from the host bytes: no sync
+            hd = self._codec.stream_header(blob)  # from the host bytes: no sync
+            kv = torch.empty(2, g.n_layers, hd["n_tokens"], g.n_kv_heads * g.head_dim,
+                             dtype=_TORCH_DTYPE[hd["dtype"]], device=device)
+            x = kv.view(2, g.n_layers, hd["n_tokens"], g.n_kv_heads, g.head_dim)
+            self._codec.decompress(blob, out=kvtc_cuda.Layout.strided(x[0], x[1], "LTHD"))  # written in place
+            return kv
         else:
             info = kvtc.stream_info(blob)
-            dtype = {kvtc.F32: torch.float32, kvtc.F16: torch.float16, kvtc.BF16: torch.bfloat16}[info["dtype"]]
+            dtype = _TORCH_DTYPE[info["dtype"]]
             kb, vb = kvtc.decompress(self.basis, blob)
             raw = (lambda x: bytes(x)) if isinstance(kb, bytearray) else (lambda x: x.tobytes())
             shape = (g.n_layers, g.n_kv_heads, info["n_tokens"], g.head_dim)

@@ -751,7 +751,7 @@ class Codec:
         with torch.cuda.stream(s):
             code = int(status[0].item())
         if code:
-            raise KvtcError(code, "kvtc_cuda_decompress (device status)", result_string(code))
+            raise KvtcError(code, "device status of the last compress_layout / decompress", result_string(code))
 
 
 # ---- restore from host memory ------------------------------------------------------
