@@ -10,6 +10,10 @@ ctypes (no compiled extension).
     r = kvtc.cuda.restore_from_host(codec, blob)   # H2D copy + decode on a side stream
     torch.cuda.current_stream().wait_event(r.event); use(r.k, r.v)
 
+    lay = kvtc.cuda.Layout.vllm_paged(k_pools, v_pools, block_table, 16)   # engine memory, in place
+    cs = codec.compress(layout=lay, n_tokens=n)
+    codec.decompress(cs, out=lay2, tokens=(0, 256), layers=(0, 4))         # partial decode
+
 Stream order and synchronization
 - Every call enqueues work on `stream` (a torch.cuda.Stream; default
   torch.cuda.current_stream()) and returns; none synchronizes the host
