@@ -331,6 +331,13 @@ def test_layouts(torch, basis, dev, k, v, pos):
     expect(torch.equal(pout.cpu(), pos[100:400]), "positions of a partial decode")
     expect_error("KVTC_ERR_INVALID_ARGUMENT", lambda: codec.decompress(cs, tokens=(400, T + 1)), "tokens past the end")
     expect_error("KVTC_ERR_INVALID_ARGUMENT", lambda: codec.decompress(cs, layers=(1, 1)), "empty layer range")
+    # layer-by-layer restore from a hold: each layer's decode equals the slice
+    held = codec.hold(ref_blob)
+    for layer in range(L):
+        k2, v2 = codec.decompress(held, layers=(layer, layer + 1), tokens=(50, T), check=True)
+        expect(torch.equal(k2, ref_k[layer:layer + 1, :, 50:]) and torch.equal(v2, ref_v[layer:layer + 1, :, 50:]),
+               "held decode of layer %d differs from the slice" % layer)
+    codec.release()
     print("HF lists and partial decodes (tokens, layers, positions) ok")
 
     # bad block tables: found on the device, raised from the status

@@ -672,6 +672,41 @@ class Codec:
             self.check(status, s)
         return k, v
 
+    def hold(self, src, prefix=None, stream=None, status=None):
+        """Layer-by-layer restores (kvtc_cuda_hold): parse, checksum and
+        entropy-decode every chunk of a stream once, into the codec's
+        workspace, so that later decompress(held, layers=..., tokens=...)
+        calls skip those stages (the PCA spans all layers: each layer range
+        needs every coefficient). src and prefix as decompress(). Returns a
+        CompressedStream of the device copy of the stream: pass IT to the
+        decodes (the hold is tied to that device address; a decode of
+        another stream, any compress, hold of another stream or release()
+        ends it). Stream-ordered; chunk failures set the device status
+        (self.last_status; check())."""
+        torch = self._torch
+        s = self._stream(stream)
+        data, avail, prefix = self._stream_source(src, prefix, s)
+        hd = _header.parse(prefix)
+        status = self._status(status, s)
+        self.last_status = status
+        self._order(s)
+        ws = self._workspace(self.workspace_size(hd["n_tokens"], hd["chunk_tokens"]), s)
+        pre = C.create_string_buffer(bytes(prefix), len(prefix))
+        h = self._handle(self.ratio)
+        with torch.cuda.device(self.device):
+            r = self._lib.kvtc_cuda_hold(h, pre, len(prefix), data.data_ptr(), avail, ws.data_ptr(), ws.numel(),
+                                         status.data_ptr(), s.cuda_stream)
+        self._call(h, r, "kvtc_cuda_hold")
+        with torch.cuda.stream(s):
+            size = torch.full((1,), hd["total_size"], dtype=torch.int64, device=self.device)
+        held = CompressedStream(data, size, s)
+        held._size, held._prefix = hd["total_size"], bytes(prefix)
+        return held
+
+    def release(self):
+        """End a hold (kvtc_cuda_release; host-side only)."""
+        self._lib.kvtc_cuda_release(self._handle(self.ratio))
+
     @staticmethod
     def _span(pair, n, what):
         """(begin, end) of a decode range; KvtcError INVALID_ARGUMENT outside [0, n)."""
