@@ -377,10 +377,10 @@ def test_layouts(torch, basis, dev, k, v, pos):
     codec.close()
     codec = kc.Codec(basis, ratio=8.0, gemm="fp32")
     s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
     lay = kc.Layout.vllm_paged(kpool, vpool, table, bs)
     kp, vp = pg.empty_pages(torch, kt, L, pool, bs), pg.empty_pages(torch, vt, L, pool, bs)
     part = kc.Layout.vllm_paged(kp, vp, table, bs)
+    s.wait_stream(torch.cuda.current_stream())  # the pools are filled on the current stream
     with torch.cuda.stream(s):
         codec.reserve(T)
         ref = codec.compress(layout=lay, n_tokens=T)
