@@ -377,6 +377,7 @@ def test_layouts(torch, basis, dev, k, v, pos):
     codec.close()
     codec = kc.Codec(basis, ratio=8.0, gemm="fp32")
     s = torch.cuda.Stream()
+    kpool, vpool = pg.to_pages(torch, kt, table, bs, pool), pg.to_pages(torch, vt, table, bs, pool)  # decoded into above
     lay = kc.Layout.vllm_paged(kpool, vpool, table, bs)
     kp, vp = pg.empty_pages(torch, kt, L, pool, bs), pg.empty_pages(torch, vt, L, pool, bs)
     part = kc.Layout.vllm_paged(kp, vp, table, bs)
