@@ -221,7 +221,11 @@ KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_ca
  * CRC still is), and the reconstruction GEMM covers only the range's
  * tokens and the layer range's basis columns, so the cost follows the
  * range (the section CRCs and the workspace do not shrink). The values
- * are bit-identical to the same elements of a full GPU decode. A range
+ * equal the same elements of a full GPU decode up to the reconstruction
+ * GEMM's rounding: cuBLAS may pick another kernel for another row count,
+ * so the last bit of an element can differ (seen on an H200: tokens
+ * [0, 50) of a 700-token stream). The CPU decoder's partial decodes are
+ * bit-identical (it runs the same per-chunk GEMMs). A range
  * outside the stream: KVTC_ERR_INVALID_ARGUMENT. */
 KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
                                         const void *d_stream, size_t size, const kvtc_decode_range *range,
