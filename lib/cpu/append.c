@@ -232,11 +232,29 @@ static kvtc_result code_tail(kvtc_encoder *e, const tail_cache *t, uint8_t **ts,
     return encoder_compress_sink(e, &tl, 0, *ts, cap, ts_size);
 }
 
+/* No new tokens: the stream itself, checked as an append would check it
+ * (every chunk's CRC, the model fingerprint). Re-coding its partial last
+ * chunk would only add a second quantization, and with no raw window and
+ * coded tokens ending on a chunk boundary there would be no tail at all. */
+static kvtc_result append_nothing(const kvtc_encoder *e, const uint8_t *in, const container_header *h, uint8_t *out,
+                                  size_t cap, size_t *written) {
+    uint64_t mf = encoder_options(e)->model_fingerprint, chunk_bytes = 0;
+    if (mf && (h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && mf != h->model_fingerprint)
+        return KVTC_ERR_MODEL_MISMATCH;
+    kvtc_result r = kept_chunk_bytes(in, h, h->n_chunks, &chunk_bytes);
+    if (r) return r;
+    if (h->total_size > cap) return KVTC_ERR_BUFFER_TOO_SMALL;
+    memmove(out, in, (size_t)h->total_size);
+    *written = (size_t)h->total_size;
+    return KVTC_OK;
+}
+
 static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_size, const kvtc_cache_layout *more,
                                uint8_t *out, size_t cap, size_t *written) {
     container_header h, th;
     kvtc_result r = check_request(e, in, in_size, more, &h);
     if (r) return r;
+    if (more->n_tokens == 0) return append_nothing(e, in, &h, out, cap, written);
     tail_cache t;
     uint8_t *ts = NULL;
     size_t ts_size = 0;
