@@ -434,7 +434,10 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
 
 /* Append: extend the stream in[0..in_size) with the tokens that follow it
  * (`more`, same geometry and dtype; more->positions NULL means positions
- * continuing the stream's, n, n+1, ...), writing a new stream to out.
+ * continuing the stream's: its last position + 1, + 2, ..., which is n,
+ * n+1, ... for a stream with the default positions 0..n-1;
+ * KVTC_ERR_INVALID_ARGUMENT if they would pass INT64_MAX), writing a new
+ * stream to out.
  * The stream's coded chunks that are full are copied byte for byte (the
  * decoder reads them exactly as before); its last chunk, when partial, is
  * decoded and re-encoded together with the tokens that leave the raw

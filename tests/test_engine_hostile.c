@@ -174,6 +174,47 @@ static void test_ranges(void) {
     kvtc_encoder_free(e);
 }
 
+/* Appending without positions continues the stream's positions: after a
+ * stream at positions 1000..1199 the new tokens are at 1200.. (they used to
+ * get 200.., going backwards). A stream ending at INT64_MAX cannot be
+ * continued that way: KVTC_ERR_INVALID_ARGUMENT, not signed overflow. */
+static void test_append_continues_positions(void) {
+    kvtc_encoder *e = encoder(16);
+    kvtc_decoder *d = NULL;
+    CHECK(kvtc_decoder_alloc(g_basis, NULL, &d) == KVTC_OK);
+    for (int at_max = 0; at_max < 2; at_max++) {
+        int64_t pos[200];
+        for (int t = 0; t < 200; t++) pos[t] = at_max ? INT64_MAX - 199 + t : 1000 + t;
+        kvtc_cache_layout l;
+        kvtc_cache_layout_from_cache(&g_src.c, &l);
+        l.n_tokens = 200;
+        l.positions = pos;
+        size_t cap = kvtc_compress_layout_bound(e, &l), ns = 0, na = 0;
+        uint8_t *s = malloc(cap);
+        CHECK(kvtc_compress_layout(e, &l, s, cap, &ns) == KVTC_OK);
+        kvtc_cache_layout more;
+        kvtc_cache_layout_from_cache(&g_src.c, &more);
+        more.n_tokens = 10;
+        more.positions = NULL;
+        cap = kvtc_append_bound(e, s, ns, &more);
+        CHECK(at_max ? cap == 0 : cap > 0);
+        uint8_t *a = malloc(cap ? cap : 1);
+        kvtc_result r = kvtc_append(e, s, ns, &more, a, cap, &na);
+        CHECK_MSG(r == (at_max ? KVTC_ERR_INVALID_ARGUMENT : KVTC_OK), "append (at_max %d): %s", at_max,
+                  kvtc_result_string(r));
+        if (!at_max && r == KVTC_OK) {
+            kvtc_cache x = {0};
+            synth_alloc_like(&g_src.c.geometry, g_src.c.dtype, 210, 1, &x);
+            CHECK(kvtc_decompress(d, a, na, &x) == KVTC_OK);
+            for (int t = 0; t < 210; t++) CHECK_MSG(x.positions[t] == 1000 + t, "position %d: %lld", t, (long long)x.positions[t]);
+            free(x.k); free(x.v); free(x.positions);
+        }
+        free(s); free(a);
+    }
+    kvtc_decoder_free(d);
+    kvtc_encoder_free(e);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(3, 2, 16, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -190,6 +231,7 @@ int main(void) {
     test_append_zero_tokens(16, 0);  /* an empty stream */
     test_overflowing_strides();
     test_ranges();
+    test_append_continues_positions();
     synth_free(&g_src);
     kvtc_basis_free(g_basis);
     return TEST_REPORT();

@@ -34,6 +34,18 @@ static void tail_free(tail_cache *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* *next = the position of the token after the stream's last: its last
+ * position + 1 (n for the default positions 0..n-1, 0 for an empty
+ * stream). 0 if that overflows int64. */
+static int next_position(const uint8_t *in, const container_header *h, int64_t *next) {
+    *next = (int64_t)h->n_tokens;
+    if (!h->n_tokens || !(h->flags & CONTAINER_FLAG_POSITIONS)) return 1;
+    int64_t last = (int64_t)kvi_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * (h->n_tokens - 1));
+    if (last == INT64_MAX) return 0;
+    *next = last + 1;
+    return 1;
+}
+
 static kvtc_result check_request(const kvtc_encoder *e, const uint8_t *in, size_t in_size,
                                  const kvtc_cache_layout *more, container_header *h) {
     kvtc_result r = container_read_prefix(in, in_size, h);
@@ -51,6 +63,12 @@ static kvtc_result check_request(const kvtc_encoder *e, const uint8_t *in, size_
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers && more->n_tokens && !more->token_ids) return KVTC_ERR_INVALID_ARGUMENT;
     if (more->n_tokens > KVTC_MAX_TOKENS - h->n_tokens) return KVTC_ERR_TOO_LARGE;
+    if (!more->positions && more->n_tokens) {
+        /* continuing positions must stay in int64 */
+        int64_t next;
+        if (!next_position(in, h, &next) || (next >= 0 && (uint64_t)(INT64_MAX - next) < more->n_tokens - 1))
+            return KVTC_ERR_INVALID_ARGUMENT;
+    }
     return KVTC_OK;
 }
 
@@ -99,8 +117,12 @@ static kvtc_result build_tail(const kvtc_encoder *e, const uint8_t *in, size_t i
         if (h->flags & CONTAINER_FLAG_TOKEN_IDS)
             c->token_ids[s - t->first] = (int32_t)kvi_load_u32(in + h->sections[SEC_TOKEN_IDS].offset + 4 * s);
     }
+    /* without positions the new tokens continue the stream's last position
+     * (positions n, n+1, ... for a stream with the default 0..n-1) */
+    int64_t next;
+    next_position(in, h, &next); /* cannot overflow: check_request */
     for (uint64_t i = 0; i < m; i++) {
-        c->positions[n - t->first + i] = more->positions ? more->positions[i] : (int64_t)(n + i);
+        c->positions[n - t->first + i] = more->positions ? more->positions[i] : next + (int64_t)i;
         if (more->token_ids) c->token_ids[n - t->first + i] = more->token_ids[i];
     }
     /* ids are kept only when every token has one: the old stream's and the
