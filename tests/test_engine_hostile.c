@@ -215,6 +215,32 @@ static void test_append_continues_positions(void) {
     kvtc_encoder_free(e);
 }
 
+/* A block size larger than the cache (one block holds every token) is a
+ * valid table of one entry: the same bytes as the contiguous layout. A
+ * table with no pool, or a NULL table, is refused. */
+static void test_huge_block_size(void) {
+    kvtc_encoder *e = encoder(16);
+    kvtc_cache_layout l;
+    kvtc_cache_layout_from_cache(&g_src.c, &l);
+    size_t cap = kvtc_compress_layout_bound(e, &l), n1 = 0, n2 = 0;
+    uint8_t *s1 = malloc(cap), *s2 = malloc(cap);
+    CHECK(kvtc_compress_layout(e, &l, s1, cap, &n1) == KVTC_OK);
+    int32_t table[1] = {0};
+    l.block_size = UINT32_MAX;
+    l.block_table = table;
+    l.n_pool_blocks = 1;
+    l.k.block_stride = l.v.block_stride = INT64_MAX; /* never multiplied: only block 0 exists */
+    CHECK(kvtc_compress_layout(e, &l, s2, cap, &n2) == KVTC_OK);
+    CHECK(n1 == n2 && !memcmp(s1, s2, n1));
+    l.n_pool_blocks = 0;
+    CHECK(kvtc_compress_layout(e, &l, s2, cap, &n2) == KVTC_ERR_INVALID_ARGUMENT);
+    l.n_pool_blocks = 1;
+    l.block_table = NULL;
+    CHECK(kvtc_compress_layout(e, &l, s2, cap, &n2) == KVTC_ERR_INVALID_ARGUMENT);
+    free(s1); free(s2);
+    kvtc_encoder_free(e);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(3, 2, 16, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -232,6 +258,7 @@ int main(void) {
     test_overflowing_strides();
     test_ranges();
     test_append_continues_positions();
+    test_huge_block_size();
     synth_free(&g_src);
     kvtc_basis_free(g_basis);
     return TEST_REPORT();
