@@ -196,6 +196,9 @@ KVTC_API uint64_t kvtc_cache_tensor_bytes(const kvtc_geometry *g, kvtc_dtype dty
  *     token, block H*d, head d, dim 1;
  *   llama.cpp K rows [cells][H*d]: token H*d, head d, dim 1;
  *   llama.cpp transposed V [H*d][cells]: token 1, head d*cells, dim cells.
+ * Strides whose offsets cannot be computed in int64 (the sum over token
+ * (within a block), block (over the pool), head, dim and layer of |stride|
+ * x (count - 1), times es) are KVTC_ERR_INVALID_ARGUMENT.
  * The library cannot check that the addressed memory exists: the caller
  * guarantees every addressed element lies in its allocation, and on decode
  * that distinct (token, head, dim) of one layer address distinct elements. */
@@ -431,7 +434,10 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
 
 /* Append: extend the stream in[0..in_size) with the tokens that follow it
  * (`more`, same geometry and dtype; more->positions NULL means positions
- * continuing the stream's, n, n+1, ...), writing a new stream to out.
+ * continuing the stream's: its last position + 1, + 2, ..., which is n,
+ * n+1, ... for a stream with the default positions 0..n-1;
+ * KVTC_ERR_INVALID_ARGUMENT if they would pass INT64_MAX), writing a new
+ * stream to out.
  * The stream's coded chunks that are full are copied byte for byte (the
  * decoder reads them exactly as before); its last chunk, when partial, is
  * decoded and re-encoded together with the tokens that leave the raw
@@ -441,7 +447,9 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
  * not the whole stream. The encoder must use the stream's basis, plan,
  * sink, window, chunk size and codec (KVTC_ERR_BASIS_MISMATCH /
  * KVTC_ERR_INVALID_ARGUMENT otherwise); bases that recompute layers need
- * more->token_ids. kvtc_append_bound gives a sufficient cap (0 on error). */
+ * more->token_ids. Appending no tokens (more->n_tokens 0) writes the
+ * stream unchanged, after the same checks (chunk CRCs included).
+ * kvtc_append_bound gives a sufficient cap (0 on error). */
 KVTC_API size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more);
 KVTC_API kvtc_result kvtc_append(kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more,
                         void *out, size_t cap, size_t *written);

@@ -374,6 +374,15 @@ def main():
     except kvtc.KvtcError as e:
         expect(e.name == "KVTC_ERR_TRUNCATED", "truncated -> %s" % e.name)
 
+    # positions of another length than n_tokens (a short list used to be
+    # padded with zeros by ctypes and stored as the cache's positions)
+    for bad in (pos[:3], pos + [1]):
+        try:
+            kvtc.compress(basis, k16, v16, ratio=8.0, dtype="f16", n_tokens=T, positions=bad)
+            expect(False, "%d positions for %d tokens accepted" % (len(bad), T))
+        except ValueError as e:
+            expect("positions" in str(e), "positions length -> %s" % e)
+
     test_error_names()
     test_header_reader(s16)
     test_library_search()

@@ -147,7 +147,7 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     if (access("/dev/full", W_OK) == 0) {
         const char *full_args[] = {"info B.safetensors", "--help", "eval --help"};
         for (size_t i = 0; i < sizeof full_args / sizeof full_args[0]; i++) {
-            char cmd[2600];
+            char cmd[8192]; /* g_dir + g_cli (PATH_MAX) + args */
             snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >/dev/full 2>stderr.txt", g_dir, g_cli, full_args[i]);
             int st = system(cmd);
             CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
@@ -159,7 +159,7 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
      * the input's magic used to consume its first bytes ("bad magic"), and a
      * FIFO's real read then blocked forever */
     {
-        char cmd[3000];
+        char cmd[16384]; /* g_dir + 3 x g_cli (PATH_MAX) + args */
         snprintf(cmd, sizeof cmd,
                  "cd '%s' && rm -f in.fifo && mkfifo in.fifo && (cat test.safetensors >in.fifo &) && "
                  "timeout 30 '%s' compress --basis B.safetensors --ratio 16 --window 16 in.fifo -o fifo.kvtc 2>stderr.txt && "
@@ -272,6 +272,21 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
         CHECK_MSG(rc == 1 && file_contains("stderr.txt", "written with another model"), "wrong model: exit %d", rc);
         snprintf(args, sizeof args, "decompress --basis R.safetensors --model %s r.kvtc -o r.safetensors", model);
         CHECK(run_cli(args) == 0);
+        /* the first 4 tokens are raw sinks, stored for every layer: no
+         * model needed (the CLI used to ask for one); the 5th is coded */
+        CHECK(run_cli("decompress --basis R.safetensors --tokens 4 r.kvtc -o r4.safetensors") == 0);
+        rc = run_cli("decompress --basis R.safetensors --tokens 5 r.kvtc -o r5.safetensors");
+        CHECK_MSG(rc == 1 && file_contains("stderr.txt", "pass --model"), "--tokens 5 without a model: exit %d", rc);
+        snprintf(args, sizeof args, "decompress --basis R.safetensors --model %s --tokens 4 r.kvtc -o r4m.safetensors", model);
+        CHECK(run_cli(args) == 0);
+        size_t n4 = 0, n4m = 0;
+        path_of(p, sizeof p, "r4.safetensors");
+        void *b4 = test_read_file(p, &n4);
+        path_of(p, sizeof p, "r4m.safetensors");
+        void *b4m = test_read_file(p, &n4m);
+        CHECK(b4 && b4m && n4 == n4m && !memcmp(b4, b4m, n4));
+        free(b4);
+        free(b4m);
     }
     eng_gguf_close(gf);
     free(mb);

@@ -83,6 +83,20 @@ int main(void) {
     CHECK(write_in_dir("more.safetensors", mb, mn) == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
+    /* swapped or wrong files are named as what they are (the library's
+     * "not a kvtc stream, basis or safetensors file" named a kvtc stream) */
+    static const struct { const char *args, *says; } wrong[] = {
+        {"append --basis basis.safetensors more.safetensors s.kvtc -o a2.kvtc", "more.safetensors is a KV cache (safetensors), not a kvtc stream"},
+        {"append --basis basis.safetensors s.kvtc s.kvtc -o a2.kvtc", "s.kvtc is a kvtc stream, not a KV cache"},
+        {"append --basis s.kvtc s.kvtc more.safetensors -o a2.kvtc", "s.kvtc is a kvtc stream, not a kvtc basis"},
+    };
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        CHECK(run(abs_cli, wrong[i].args) == 1);
+        size_t en = 0;
+        char *err = read_in_dir("err.txt", &en);
+        CHECK_MSG(err && strstr(err, wrong[i].says), "%s: %s", wrong[i].args, err ? err : "(no stderr)");
+        free(err);
+    }
     uint8_t *ab = read_in_dir("a.kvtc", &an);
     kvtc_stream_info ai = {.struct_size = sizeof ai};
     CHECK(ab && kvtc_stream_get_info(ab, an, &ai) == KVTC_OK && ai.n_tokens == 600 && ai.plan_ratio == 12.0);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "file_kind.h"
 #include "internal.h"
 
 static const char append_help[] =
@@ -36,7 +37,7 @@ int cmd_append(int argc, char **argv) {
             if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("append", "--threads needs 1..256, not '%s'", optarg);
             break;
         case ':': return cli_usage("append", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage("append", "unknown option %s (see --help)", argv[optind - 1]);
+        default: return cli_usage("append", "unknown option %s", argv[optind - 1]); /* cli_usage adds the --help hint */
         }
     }
     for (; optind < argc; optind++) {
@@ -56,11 +57,16 @@ int cmd_append(int argc, char **argv) {
     int rc = 1;
     kvtc_result r;
     if (cli_read_file(basis_path, &bbuf, &bsize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    /* a wrong file is named as what it is (as compress and decompress do),
+     * not reported as the parser's "bad magic" */
+    if (file_kind_expect("append", basis_path, bbuf, bsize, FILE_KIND_BASIS)) goto done;
     if ((r = kvtc_basis_load(bbuf, bsize, &b))) { cli_fail("append", "basis %s: %s", basis_path, kvtc_result_string(r)); goto done; }
     if (cli_read_file(in, &sbuf, &ssize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    if (file_kind_expect("append", in, sbuf, ssize, FILE_KIND_STREAM)) goto done;
     kvtc_stream_info info = {.struct_size = sizeof info};
     if ((r = kvtc_stream_get_info(sbuf, ssize, &info))) { cli_fail("append", "%s: %s", in, kvtc_result_string(r)); goto done; }
     if (cli_read_file(more_path, &mbuf, &msize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    if (file_kind_expect("append", more_path, mbuf, msize, FILE_KIND_CACHE)) goto done;
     if ((r = cache_file_parse(mbuf, msize, &more))) { cli_fail("append", "%s: %s", more_path, kvtc_result_string(r)); goto done; }
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);

@@ -314,7 +314,11 @@ int cmd_decompress(int argc, char **argv) {
     if ((r = kvtc_stream_get_info(buf, size, &info))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
     kvtc_decode_range rg;
     if (decode_range_parse(tokens_arg, layers_arg, &info, &rg, err, sizeof err)) { rc = cli_usage("decompress", "%s", err); goto done; }
-    if (info.recompute_layers && rg.layer_begin < info.recompute_layers) {
+    /* the model is needed only when the range has recomputed layers of coded
+     * tokens (raw sink/window tokens are stored for every layer) */
+    uint64_t coded_end = info.n_sink + info.n_coded_tokens;
+    int range_has_coded = rg.token_begin < coded_end && rg.token_end > info.n_sink && info.n_coded_tokens;
+    if (info.recompute_layers && rg.layer_begin < info.recompute_layers && range_has_coded) {
         if (!model_path) { cli_fail("decompress", "%s recomputes its first %u layer(s): pass --model M.gguf", in, info.recompute_layers); goto done; }
         if (model_fingerprint_file("decompress", model_path, info.recompute_layers, &o.model_fingerprint)) goto done;
         if (info.has_model_fingerprint && info.model_fingerprint != o.model_fingerprint) {

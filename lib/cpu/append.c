@@ -34,6 +34,18 @@ static void tail_free(tail_cache *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* *next = the position of the token after the stream's last: its last
+ * position + 1 (n for the default positions 0..n-1, 0 for an empty
+ * stream). 0 if that overflows int64. */
+static int next_position(const uint8_t *in, const container_header *h, int64_t *next) {
+    *next = (int64_t)h->n_tokens;
+    if (!h->n_tokens || !(h->flags & CONTAINER_FLAG_POSITIONS)) return 1;
+    int64_t last = (int64_t)kvi_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * (h->n_tokens - 1));
+    if (last == INT64_MAX) return 0;
+    *next = last + 1;
+    return 1;
+}
+
 static kvtc_result check_request(const kvtc_encoder *e, const uint8_t *in, size_t in_size,
                                  const kvtc_cache_layout *more, container_header *h) {
     kvtc_result r = container_read_prefix(in, in_size, h);
@@ -51,6 +63,12 @@ static kvtc_result check_request(const kvtc_encoder *e, const uint8_t *in, size_
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers && more->n_tokens && !more->token_ids) return KVTC_ERR_INVALID_ARGUMENT;
     if (more->n_tokens > KVTC_MAX_TOKENS - h->n_tokens) return KVTC_ERR_TOO_LARGE;
+    if (!more->positions && more->n_tokens) {
+        /* continuing positions must stay in int64 */
+        int64_t next;
+        if (!next_position(in, h, &next) || (next >= 0 && (uint64_t)(INT64_MAX - next) < more->n_tokens - 1))
+            return KVTC_ERR_INVALID_ARGUMENT;
+    }
     return KVTC_OK;
 }
 
@@ -99,8 +117,12 @@ static kvtc_result build_tail(const kvtc_encoder *e, const uint8_t *in, size_t i
         if (h->flags & CONTAINER_FLAG_TOKEN_IDS)
             c->token_ids[s - t->first] = (int32_t)kvi_load_u32(in + h->sections[SEC_TOKEN_IDS].offset + 4 * s);
     }
+    /* without positions the new tokens continue the stream's last position
+     * (positions n, n+1, ... for a stream with the default 0..n-1) */
+    int64_t next;
+    next_position(in, h, &next); /* cannot overflow: check_request */
     for (uint64_t i = 0; i < m; i++) {
-        c->positions[n - t->first + i] = more->positions ? more->positions[i] : (int64_t)(n + i);
+        c->positions[n - t->first + i] = more->positions ? more->positions[i] : next + (int64_t)i;
         if (more->token_ids) c->token_ids[n - t->first + i] = more->token_ids[i];
     }
     /* ids are kept only when every token has one: the old stream's and the
@@ -232,11 +254,29 @@ static kvtc_result code_tail(kvtc_encoder *e, const tail_cache *t, uint8_t **ts,
     return encoder_compress_sink(e, &tl, 0, *ts, cap, ts_size);
 }
 
+/* No new tokens: the stream itself, checked as an append would check it
+ * (every chunk's CRC, the model fingerprint). Re-coding its partial last
+ * chunk would only add a second quantization, and with no raw window and
+ * coded tokens ending on a chunk boundary there would be no tail at all. */
+static kvtc_result append_nothing(const kvtc_encoder *e, const uint8_t *in, const container_header *h, uint8_t *out,
+                                  size_t cap, size_t *written) {
+    uint64_t mf = encoder_options(e)->model_fingerprint, chunk_bytes = 0;
+    if (mf && (h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && mf != h->model_fingerprint)
+        return KVTC_ERR_MODEL_MISMATCH;
+    kvtc_result r = kept_chunk_bytes(in, h, h->n_chunks, &chunk_bytes);
+    if (r) return r;
+    if (h->total_size > cap) return KVTC_ERR_BUFFER_TOO_SMALL;
+    memmove(out, in, (size_t)h->total_size);
+    *written = (size_t)h->total_size;
+    return KVTC_OK;
+}
+
 static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_size, const kvtc_cache_layout *more,
                                uint8_t *out, size_t cap, size_t *written) {
     container_header h, th;
     kvtc_result r = check_request(e, in, in_size, more, &h);
     if (r) return r;
+    if (more->n_tokens == 0) return append_nothing(e, in, &h, out, cap, written);
     tail_cache t;
     uint8_t *ts = NULL;
     size_t ts_size = 0;

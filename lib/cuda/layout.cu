@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "util/cache.h"
+#include "util/layout.h"
 }
 
 void dev_tensor(const kvtc_cache_layout *l, int is_key, DevTensor *t) {
@@ -53,6 +54,9 @@ kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t l
         }
     }
     if (l->block_size && (!l->block_table || l->n_pool_blocks == 0)) return KVTC_ERR_INVALID_ARGUMENT;
+    // as on the CPU: strides whose offsets overflow int64 address nothing
+    // (dev_tensor computes the bases of all layers, hence 0..n_layers)
+    if (!kvi_layout_offsets_fit(l, 0, l->geometry.n_layers)) return KVTC_ERR_INVALID_ARGUMENT;
     return KVTC_OK;
 }
 

@@ -48,6 +48,37 @@ static kvtc_result check_block_table(const kvtc_cache_layout *c) {
     return r;
 }
 
+/* *acc += |stride| * count, 0 on uint64 overflow. */
+static int add_span(uint64_t *acc, int64_t stride, uint64_t count) {
+    uint64_t a = stride < 0 ? -(uint64_t)stride : (uint64_t)stride;
+    if (count && a > UINT64_MAX / count) return 0;
+    a *= count;
+    if (a > UINT64_MAX - *acc) return 0;
+    *acc += a;
+    return 1;
+}
+
+int kvi_layout_offsets_fit(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end) {
+    const kvtc_geometry *g = &c->geometry;
+    uint64_t es = kvtc_dtype_size(c->dtype);
+    if (!es || c->n_tokens == 0 || layer_end <= layer_begin) return 1;
+    for (int s = 0; s < 2; s++) {
+        const kvtc_tensor_layout *t = s ? &c->v : &c->k;
+        uint64_t span = 0;
+        int ok = add_span(&span, t->head_stride, g->n_kv_heads - 1) && add_span(&span, t->dim_stride, g->head_dim - 1);
+        if (c->block_size) {
+            uint64_t in_block = c->n_tokens < c->block_size ? c->n_tokens : c->block_size;
+            ok = ok && add_span(&span, t->token_stride, in_block - 1) &&
+                 add_span(&span, t->block_stride, c->n_pool_blocks ? c->n_pool_blocks - 1 : 0);
+        } else {
+            ok = ok && add_span(&span, t->token_stride, c->n_tokens - 1);
+        }
+        if (!t->layers) ok = ok && add_span(&span, t->layer_stride, layer_end - 1);
+        if (!ok || span > (uint64_t)INT64_MAX / es) return 0;
+    }
+    return 1;
+}
+
 kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end) {
     if (!c) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = kvi_geometry_check(&c->geometry);
@@ -65,6 +96,8 @@ kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, u
             return KVTC_ERR_INVALID_ARGUMENT;
         }
     }
+    /* strides that could not address memory: the offset arithmetic would overflow */
+    if (!kvi_layout_offsets_fit(c, layer_begin, layer_end)) return KVTC_ERR_INVALID_ARGUMENT;
     if (c->block_size) return check_block_table(c);
     return KVTC_OK;
 }

@@ -34,9 +34,17 @@ static inline int64_t kvi_layout_position(const kvtc_cache_layout *c, uint64_t t
     return c->positions ? c->positions[t] : (int64_t)t;
 }
 
+/* 1 if every element offset of layers [layer_begin, layer_end) - the sum
+ * of |stride| x (extent - 1) over token (within a block), block (over the
+ * pool), head, dim and, without per-layer pointers, layer - times the
+ * element size fits in int64, so the address arithmetic cannot overflow
+ * (strides that large cannot describe memory anyway). */
+int kvi_layout_offsets_fit(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end);
+
 /* KVTC_OK if c can be read or written for layers [layer_begin, layer_end):
  * geometry, dtype and token count in range, the layer pointers of the
- * range present (when there are tokens), and the block table valid
+ * range present (when there are tokens), offsets that fit in int64
+ * (KVTC_ERR_INVALID_ARGUMENT otherwise), and the block table valid
  * (KVTC_ERR_BAD_BLOCK_TABLE: an id out of [0, n_pool_blocks) or repeated). */
 kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end);
 

@@ -123,7 +123,10 @@ def _make_cache(g, k, v, dtype, n_tokens, positions):
     c.k, c.v = kb.ptr, vb.ptr
     keep = [kb, vb]
     if positions is not None:
-        arr = (C.c_int64 * n_tokens)(*[int(x) for x in positions])
+        positions = [int(x) for x in positions]
+        if len(positions) != n_tokens:  # ctypes would pad a short list with zeros
+            raise ValueError("positions must hold n_tokens = %d values, not %d" % (n_tokens, len(positions)))
+        arr = (C.c_int64 * n_tokens)(*positions)
         keep.append(arr)
         c.positions = C.addressof(arr)
     return c, keep
