@@ -35,8 +35,12 @@ if [ ! -f $O/cal_mixed.safetensors ]; then
 fi
 B="$B --basis mixed=$O/cal_mixed.safetensors"
 for d in "${doms[@]}"; do
-  [ -f $O/eval_$d.json ] || $K eval --model $M --text "$(text $d)" --ctx $CTX --windows $W --ratios 20,32 \
-    --no-baselines $B --json > $O/eval_$d.json
+  # written to a temporary and renamed: an interrupted run leaves no empty .json taken as done
+  if [ ! -f $O/eval_$d.json ]; then
+    $K eval --model $M --text "$(text $d)" --ctx $CTX --windows $W --ratios 20,32 \
+      --no-baselines $B --json > $O/eval_$d.json.tmp
+    mv $O/eval_$d.json.tmp $O/eval_$d.json
+  fi
 done
 python3 - "$O" "${doms[@]}" <<'PY' | tee $O/matrix.md
 import json, sys

@@ -25,8 +25,14 @@ R="--ratio 20 --ratio 32 --ratio 64"
 [ -f $O/$tag.sens_r1.safetensors ] || $K calibrate --model $M --text $CAL --ctx $CTX --windows $CW $R \
   --sensitivity --recompute-layers 1 -o $O/$tag.sens_r1.safetensors
 B="--basis sens=$O/$tag.sens.safetensors --basis sens_r1=$O/$tag.sens_r1.safetensors --ratios 20,32,64"
+# each result is written to a temporary and renamed: a run that fails or is
+# interrupted leaves no empty .json that a rerun would take as done. Results
+# and bases are reused by model name only: remove $O to rerun with another
+# CTX, T or CAL.
 for task in copy recall; do
-  [ -f $O/$tag.$task.json ] || $K eval --model $M --text $T --ctx $CTX --windows $W --task $task $B --json \
-    > $O/$tag.$task.json
+  if [ ! -f $O/$tag.$task.json ]; then
+    $K eval --model $M --text $T --ctx $CTX --windows $W --task $task $B --json > $O/$tag.$task.json.tmp
+    mv $O/$tag.$task.json.tmp $O/$tag.$task.json
+  fi
 done
 python3 bench/retrieval_table.py $O/$tag.copy.json $O/$tag.recall.json | tee $O/$tag.tables.md
