@@ -213,8 +213,23 @@ int kvi_layout_tokens_finite(const kvtc_cache_layout *c, uint32_t layer_begin, u
     const kvtc_geometry *g = &c->geometry;
     uint32_t d = g->head_dim;
     float buf[KVTC_MAX_HEAD_DIM];
+    /* Exponent bits all ones = Inf or NaN: checked on the stored bits for
+     * rows of adjacent elements, without converting (8% of encode time on the
+     * bundled model when every value went through a float). */
+    uint32_t m16 = c->dtype == KVTC_DTYPE_F16 ? 0x7c00u : 0x7f80u;
     for (int s = 0; s < 2; s++) {
         const kvtc_tensor_layout *tl = s ? &c->v : &c->k;
+        if (tl->dim_stride == 1 && c->dtype != KVTC_DTYPE_F32) {
+            for (uint32_t l = layer_begin; l < g->n_layers; l++)
+                for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                    for (uint64_t t = t0; t < t0 + n; t++) {
+                        const uint16_t *p = (const uint16_t *)layout_elem(c, !s, l, t, h);
+                        unsigned bad = 0;
+                        for (uint32_t j = 0; j < d; j++) bad |= (p[j] & m16) == m16;
+                        if (bad) return 0;
+                    }
+            continue;
+        }
         int f16c = c->dtype == KVTC_DTYPE_F16 && tl->dim_stride == 1 && have_f16c();
         for (uint32_t l = layer_begin; l < g->n_layers; l++)
             for (uint32_t h = 0; h < g->n_kv_heads; h++)
