@@ -111,7 +111,10 @@ typedef enum kvtc_result {
     KVTC_ERR_OUT_OF_RANGE = 18,       /* finite input the codec cannot represent: a PCA
                                        * coordinate or quantization step beyond fp16's
                                        * +-65504 (e.g. values near fp16's limit or f32
-                                       * caches of huge magnitude); nothing is written */
+                                       * caches of huge magnitude), or a coded token
+                                       * whose norm is over 100x the calibrated typical
+                                       * token's (one huge outlier value); nothing is
+                                       * written */
     KVTC_ERR_MODEL_MISMATCH = 19,     /* the stream recomputes layers with another model
                                        * (model fingerprints differ, docs/FORMAT.md) */
     KVTC_ERR_BAD_BLOCK_TABLE = 20,    /* a cache layout's block table names a block outside the

@@ -141,6 +141,24 @@ static void item2_large_finite_values_refused_not_corrupted(const kvtc_basis *b)
         free(s);
         synth_free(&sc);
     }
+    /* one value of 65504 among values of order 1, in a coded token: within
+     * fp16's range in PCA space too, but 100x beyond any calibrated token's
+     * norm. It used to be coded with a relative error of 0.95 (exit 0); now
+     * refused, and the same value in a raw sink token is kept exactly. */
+    for (int in_sink = 0; in_sink < 2; in_sink++) {
+        synth_params_init(&sp, &G, KVTC_DTYPE_F16, N_TOK);
+        synth_cache sc;
+        CHECK(synth_make(&sp, &sc) == 0);
+        uint64_t tok = in_sink ? 1 : 20; /* 20: coded (4 sinks) */
+        synth_store(sc.c.k, KVTC_DTYPE_F16, tok * G.head_dim + 3, 65504.0);
+        uint8_t *s = NULL;
+        size_t n = 0;
+        kvtc_result r = synth_compress(b, &eo, &sc.c, &s, &n);
+        CHECK_MSG(r == (in_sink ? KVTC_OK : KVTC_ERR_OUT_OF_RANGE), "one value of 65504 in a %s token: %s",
+                  in_sink ? "sink" : "coded", kvtc_result_string(r));
+        free(s);
+        synth_free(&sc);
+    }
     /* f32 scaled by 1e10, and one f32 token of 1e6 */
     for (int one = 0; one < 2; one++) {
         synth_params_init(&sp, &G, KVTC_DTYPE_F32, N_TOK);
