@@ -54,6 +54,7 @@ typedef struct rows_job {
     const rope_table *rope;
     float *x;
     uint32_t parts;
+    double energy_limit; /* gather: > 0 refuses rows whose squared norm exceeds it */
 } rows_job;
 
 /* Token range of part i of `parts` equal parts of n. */
@@ -75,6 +76,13 @@ static int gather_part(void *p, uint32_t item, uint32_t worker) {
     kvi_layout_gather_rows(j->c, j->is_key, j->first_layer, j->c->geometry.n_layers, j->t0 + lo, len, j->rope,
                             j->rope != NULL, x);
     center_rows(j->s, x, len);
+    if (j->energy_limit > 0)
+        for (uint64_t t = 0; t < len; t++) {
+            const float *row = x + t * j->s->p;
+            float e = 0; /* float: vectorizes; a huge value overflows to Inf, still refused */
+            for (uint32_t i = 0; i < j->s->p; i++) e += row[i] * row[i];
+            if (!((double)e <= j->energy_limit)) return KVTC_ERR_OUT_OF_RANGE;
+        }
     return 0;
 }
 
@@ -98,17 +106,29 @@ static uint32_t parts_for(uint32_t n_threads, uint64_t n) {
     return parts;
 }
 
-void codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
-                           uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x) {
+/* Issue 9 item 2: a coded token far outside what the basis was calibrated
+ * on (one fp16 value of 65504 among values of order 1, say) would be coded
+ * with an error of the order of the token itself and decode "finite but
+ * wrong", so it is refused: a centered, weighted squared norm above
+ * CODEC_OUTLIER_ENERGY times the calibration's total weighted variance (the
+ * stored eigenvalues' sum, a lower bound of the trace) is 100x the typical
+ * token norm, which calibration-like data does not reach. */
+#define CODEC_OUTLIER_ENERGY 1e4
+
+kvtc_result codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
+                                  uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x) {
     uint32_t parts = parts_for(n_threads, n);
-    rows_job j = {c, is_key, s, first_layer, first_layer, c->geometry.n_layers, t0, n, rope, x, parts};
-    kvi_parallel_for(parts, parts, gather_part, &j);
+    double trace = 0;
+    for (uint32_t i = 0; i < s->rank; i++) trace += s->eigenvalues[i];
+    rows_job j = {c, is_key, s, first_layer, first_layer, c->geometry.n_layers, t0, n, rope, x, parts,
+                  trace > 0 ? CODEC_OUTLIER_ENERGY * trace : 0};
+    return (kvtc_result)kvi_parallel_for(parts, parts, gather_part, &j);
 }
 
 void codec_scatter_uncentered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
                               uint32_t layer_begin, uint32_t layer_end, uint64_t t0, uint64_t n,
                               const rope_table *rope, uint32_t n_threads, float *x) {
     uint32_t parts = parts_for(n_threads, n);
-    rows_job j = {c, is_key, s, first_layer, layer_begin, layer_end, t0, n, rope, x, parts};
+    rows_job j = {c, is_key, s, first_layer, layer_begin, layer_end, t0, n, rope, x, parts, 0};
     kvi_parallel_for(parts, parts, scatter_part, &j);
 }

@@ -34,9 +34,11 @@ void codec_raw_to_cache(const container_header *h, const uint8_t *section, int i
 
 /* Rows of tokens [t0, t0+n) of one stream, layers [first_layer, L), keys
  * un-rotated when rope != NULL, then centered and weighted: the per-token
- * work before the projection GEMM, split over n_threads threads by token. */
-void codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
-                           uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x);
+ * work before the projection GEMM, split over n_threads threads by token.
+ * KVTC_ERR_OUT_OF_RANGE for a token 100x beyond the calibrated token norm
+ * (codec_common.c says why). */
+kvtc_result codec_gather_centered(const kvtc_cache_layout *c, int is_key, const basis_stream *s, uint32_t first_layer,
+                                  uint64_t t0, uint64_t n, const rope_table *rope, uint32_t n_threads, float *x);
 
 /* The inverse after the reconstruction GEMM, for layers
  * [layer_begin, layer_end) of a stream whose coordinates start at layer

@@ -95,30 +95,6 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
     return KVTC_OK;
 }
 
-/* Issue 9 item 2: a coded token far outside what the basis was calibrated
- * on (one fp16 value of 65504 among values of order 1, say) would be coded
- * with an error of the order of the token itself, and decode "finite but
- * wrong". Refuse it instead (KVTC_ERR_OUT_OF_RANGE, documented in kvtc.h):
- * a token whose centered, weighted squared norm exceeds
- * KVI_OUTLIER_ENERGY times the calibration's total weighted variance (the
- * stored eigenvalues' sum, a lower bound of the trace) is 100x the typical
- * token norm, which calibration-like data does not reach; the caller can
- * store such a cache raw or with sink/window covering the token. */
-#define KVI_OUTLIER_ENERGY 1e4
-static kvtc_result check_token_energy(const basis_stream *s, const float *x, uint64_t n) {
-    double trace = 0;
-    for (uint32_t i = 0; i < s->rank; i++) trace += s->eigenvalues[i];
-    if (!(trace > 0)) return KVTC_OK;
-    double lim = KVI_OUTLIER_ENERGY * trace;
-    for (uint64_t t = 0; t < n; t++) {
-        const float *row = x + t * s->p;
-        double e = 0;
-        for (uint32_t j = 0; j < s->p; j++) e += (double)row[j] * row[j];
-        if (!(e <= lim)) return KVTC_ERR_OUT_OF_RANGE;
-    }
-    return KVTC_OK;
-}
-
 /* Header fields for this cache (everything but the chunk data size). */
 static kvtc_result encoder_header(const kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink,
                                   container_header *h) {
@@ -313,11 +289,10 @@ kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, u
         uint64_t n = coded - t0 < batch_tokens ? coded - t0 : batch_tokens;
         uint64_t first_tok = h.n_sink + t0;
         uint32_t th = e->opt.n_threads;
-        codec_gather_centered(c, 1, bk, b->recompute_layers, first_tok, n, b->rope_removed ? &e->rope : NULL, th, x);
-        if ((r = check_token_energy(bk, x, n))) goto done;
+        r = codec_gather_centered(c, 1, bk, b->recompute_layers, first_tok, n, b->rope_removed ? &e->rope : NULL, th, x);
+        if (r) goto done;
         project_centered_split(bk, pl->k.rank_used, x, n, dk, th);
-        codec_gather_centered(c, 0, bv, b->recompute_layers, first_tok, n, NULL, th, x);
-        if ((r = check_token_energy(bv, x, n))) goto done;
+        if ((r = codec_gather_centered(c, 0, bv, b->recompute_layers, first_tok, n, NULL, th, x))) goto done;
         project_centered_split(bv, pl->v.rank_used, x, n, dv, th);
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
