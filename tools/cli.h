@@ -75,4 +75,10 @@ int cli_check_ctx(const char *cmd, uint32_t ctx, uint32_t n_ctx_train, int force
 /* 1 if stderr is a terminal (progress output is shown only then). */
 int cli_progress_enabled(void);
 
+/* cli_codec.c: OpenBLAS on one thread (the codec runs its own), and a
+ * basis file loaded (prints the error and returns 1 on failure, naming a
+ * wrong kind of file as what it is). */
+void cli_codec_threads_setup(void);
+int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out);
+
 #endif

@@ -2,7 +2,6 @@
  * follow it (kvtc_append: the stream's full coded chunks are carried over
  * byte for byte). The encoder takes the stream's own plan, sink, window,
  * chunk size and codec. */
-#include <cblas.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,21 +45,17 @@ int cmd_append(int argc, char **argv) {
         else return cli_usage("append", "more than two inputs given");
     }
     if (!basis_path || !in || !more_path || !out) return cli_usage("append", "needs --basis, IN.kvtc, MORE.safetensors and -o");
-    openblas_set_num_threads(1); /* as compress: the worker threads parallelize */
+    cli_codec_threads_setup();
     char err[512];
-    void *bbuf = NULL, *sbuf = NULL, *mbuf = NULL, *obuf = NULL;
-    size_t bsize, ssize, msize;
+    void *sbuf = NULL, *mbuf = NULL, *obuf = NULL;
+    size_t ssize, msize;
     kvtc_basis *b = NULL;
     kvtc_encoder *e = NULL;
     cache_file more;
     memset(&more, 0, sizeof more);
     int rc = 1;
     kvtc_result r;
-    if (cli_read_file(basis_path, &bbuf, &bsize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
-    /* a wrong file is named as what it is (as compress and decompress do),
-     * not reported as the parser's "bad magic" */
-    if (file_kind_expect("append", basis_path, bbuf, bsize, FILE_KIND_BASIS)) goto done;
-    if ((r = kvtc_basis_load(bbuf, bsize, &b))) { cli_fail("append", "basis %s: %s", basis_path, kvtc_result_string(r)); goto done; }
+    if (cli_load_basis("append", basis_path, &b)) goto done;
     if (cli_read_file(in, &sbuf, &ssize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
     if (file_kind_expect("append", in, sbuf, ssize, FILE_KIND_STREAM)) goto done;
     kvtc_stream_info info = {.struct_size = sizeof info};
@@ -96,6 +91,6 @@ done:
     kvtc_encoder_free(e);
     kvtc_basis_free(b);
     cache_file_free(&more);
-    free(bbuf); free(sbuf); free(mbuf); free(obuf);
+    free(sbuf); free(mbuf); free(obuf);
     return rc;
 }

@@ -1,5 +1,4 @@
 /* cmd_codec.c - kvtc compress / decompress / info. */
-#include <cblas.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -14,28 +13,6 @@
 #include "internal.h"
 #include "model_fingerprint.h"
 #include "model_kv.h"
-
-/* The codec's worker threads (--threads) parallelize by chunk and token;
- * OpenBLAS's own threads would spin between the codec's small GEMMs and
- * take the cores from them (measured: 2 worker threads run 1.1-1.7x faster
- * with OpenBLAS on one thread, bench/RESULTS.md). The CLI owns its process,
- * so it may make that process-wide choice; the library never does. */
-static void codec_threads_setup(void) { openblas_set_num_threads(1); }
-
-static int load_basis(const char *cmd, const char *path, kvtc_basis **out) {
-    void *buf;
-    size_t size;
-    char err[512];
-    if (cli_read_file(path, &buf, &size, err, sizeof err)) return cli_fail(cmd, "%s", err);
-    if (file_kind_expect(cmd, path, buf, size, FILE_KIND_BASIS)) {
-        free(buf);
-        return 1;
-    }
-    kvtc_result r = kvtc_basis_load(buf, size, out);
-    free(buf);
-    if (r) return cli_fail(cmd, "basis %s: %s", path, kvtc_result_string(r));
-    return 0;
-}
 
 static const char *dtype_name(kvtc_dtype t) {
     return t == KVTC_DTYPE_F32 ? "f32" : t == KVTC_DTYPE_F16 ? "f16" : "bf16";
@@ -186,9 +163,9 @@ int cmd_compress(int argc, char **argv) {
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
     if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
         return cli_usage("compress", "--basis and the input cannot both be - (standard input)");
-    codec_threads_setup();
+    cli_codec_threads_setup();
     kvtc_basis *b = NULL;
-    if (load_basis("compress", basis_path, &b)) return 1;
+    if (cli_load_basis("compress", basis_path, &b)) return 1;
     char err[512];
     void *buf = NULL, *zbuf = NULL;
     size_t size;
@@ -295,9 +272,9 @@ int cmd_decompress(int argc, char **argv) {
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
     if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
         return cli_usage("decompress", "--basis and the input cannot both be - (standard input)");
-    codec_threads_setup();
+    cli_codec_threads_setup();
     kvtc_basis *b = NULL;
-    if (load_basis("decompress", basis_path, &b)) return 1;
+    if (cli_load_basis("decompress", basis_path, &b)) return 1;
     char err[512];
     void *buf = NULL, *obuf = NULL;
     size_t size, osize;

@@ -2,7 +2,6 @@
  * state files (see cmd_llama.h). */
 #include "cmd_llama.h"
 
-#include <cblas.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -42,17 +41,6 @@ static int args_have(int argc, char **argv, int (*is)(const void *, size_t)) {
 
 int lcpp_args_have_state_file(int argc, char **argv) { return args_have(argc, argv, lcpp_state_is_state_file); }
 int lcpp_args_have_wrap_file(int argc, char **argv) { return args_have(argc, argv, lcpp_wrap_is_wrap); }
-
-int lcpp_cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
-    void *buf;
-    size_t size;
-    char err[512];
-    if (cli_read_file(path, &buf, &size, err, sizeof err)) return cli_fail(cmd, "%s", err);
-    kvtc_result r = kvtc_basis_load(buf, size, out);
-    free(buf);
-    if (r) return cli_fail(cmd, "basis %s: %s", path, kvtc_result_string(r));
-    return 0;
-}
 
 int lcpp_cli_parse_rotation(const char *v, uint32_t *rot) {
     if (!strcmp(v, "auto")) *rot = LCPP_ROT_AUTO;
@@ -97,11 +85,6 @@ int lcpp_cli_encode_option(const char *cmd, int c, const char *v, kvtc_encode_op
     default: return -1; /* not an encode option */
     }
     return 0;
-}
-
-void lcpp_cli_threads_setup(void) {
-    /* as cmd_codec.c: the codec's own threads, OpenBLAS on one */
-    openblas_set_num_threads(1);
 }
 
 kvtc_result lcpp_cli_decode_options(const char *cmd, const kvtc_basis *b, const char *model_path, uint32_t n_threads,
@@ -165,9 +148,9 @@ int lcpp_cmd_compress(int argc, char **argv) {
     if (!basis_path || !in || !out) return cli_usage("compress", "needs --basis, an input file and -o");
     if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
         return cli_usage("compress", "--basis and the input cannot both be - (standard input)");
-    lcpp_cli_threads_setup();
+    cli_codec_threads_setup();
     kvtc_basis *b = NULL;
-    if (lcpp_cli_load_basis("compress", basis_path, &b)) return 1;
+    if (cli_load_basis("compress", basis_path, &b)) return 1;
     char err[512];
     void *buf = NULL, *z = NULL;
     size_t size, zn;
@@ -234,9 +217,9 @@ int lcpp_cmd_decompress(int argc, char **argv) {
     if (!basis_path || !in || !out) return cli_usage("decompress", "needs --basis, an input file and -o");
     if (!strcmp(basis_path, "-") && !strcmp(in, "-"))
         return cli_usage("decompress", "--basis and the input cannot both be - (standard input)");
-    lcpp_cli_threads_setup();
+    cli_codec_threads_setup();
     kvtc_basis *b = NULL;
-    if (lcpp_cli_load_basis("decompress", basis_path, &b)) return 1;
+    if (cli_load_basis("decompress", basis_path, &b)) return 1;
     char err[512];
     void *buf = NULL, *o = NULL;
     size_t size, on;

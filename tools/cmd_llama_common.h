@@ -7,9 +7,6 @@
 #include "kvtc.h"
 #include "model_kv.h"
 
-/* Load a basis file; prints the error and returns 1 on failure. */
-int lcpp_cli_load_basis(const char *cmd, const char *path, kvtc_basis **out);
-
 /* "auto" | "none" | "hadamard" | "k" | "v" -> LCPP_ROT_*; -1 if none of them. */
 int lcpp_cli_parse_rotation(const char *v, uint32_t *rot);
 
@@ -31,9 +28,6 @@ enum {
  * options above: 0 when applied, the usage exit status (2) on a bad value,
  * -1 when c is not one of them. */
 int lcpp_cli_encode_option(const char *cmd, int c, const char *arg, kvtc_encode_options *o, uint32_t *rot);
-
-/* OpenBLAS on one thread (the codec runs its own). */
-void lcpp_cli_threads_setup(void);
 
 /* Decoder options; loads the model into *mt when the basis recomputes
  * layers (prints the error and returns nonzero when that fails or

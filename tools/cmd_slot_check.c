@@ -105,7 +105,7 @@ int cmd_slot_check(int argc, char **argv) {
         in = sub_argv[optind];
     }
     if (!basis_path || !model_path || !in) return cli_usage("slots", "check needs --basis, --model and a slot file");
-    lcpp_cli_threads_setup();
+    cli_codec_threads_setup();
     int rc = 1;
     kvtc_basis *b = NULL;
     model_text mt;
@@ -124,7 +124,7 @@ int cmd_slot_check(int argc, char **argv) {
     float *l0 = NULL, *l1 = NULL;
     double *lp = NULL;
     kvtc_result r;
-    if (lcpp_cli_load_basis("slots", basis_path, &b)) goto done;
+    if (cli_load_basis("slots", basis_path, &b)) goto done;
     if (model_text_load(&mt, model_path, NULL)) goto done;
     const eng_hparams *hp = eng_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);

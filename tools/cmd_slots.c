@@ -256,9 +256,9 @@ static int slots_compress(int argc, char **argv) {
         dir = sub_argv[optind];
     }
     if (!basis_path || !dir) return cli_usage("slots", "compress needs --basis and a directory");
-    lcpp_cli_threads_setup();
+    cli_codec_threads_setup();
     kvtc_basis *b = NULL;
-    if (lcpp_cli_load_basis("slots", basis_path, &b)) return 1;
+    if (cli_load_basis("slots", basis_path, &b)) return 1;
     size_t n;
     char **names = list_dir(dir, &n);
     if (!names) { kvtc_basis_free(b); return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(errno)); }
@@ -330,9 +330,9 @@ static int slots_expand(int argc, char **argv) {
     if (optind < sub_argc) dir = sub_argv[optind++];
     int first_name = optind < sub_argc ? optind : 0;
     if (!basis_path || !dir || !first_name) return cli_usage("slots", "expand needs --basis, a directory and slot names");
-    lcpp_cli_threads_setup();
+    cli_codec_threads_setup();
     kvtc_basis *b = NULL;
-    if (lcpp_cli_load_basis("slots", basis_path, &b)) return 1;
+    if (cli_load_basis("slots", basis_path, &b)) return 1;
     model_text mt;
     kvtc_decode_options dopt;
     if (lcpp_cli_decode_options("slots", b, model_path, threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }

@@ -1,7 +1,6 @@
 /* cmd_store.c - kvtc store put|lookup|get|stats|evict: the prefix store
  * (include/kvtc_store.h, docs/STORE.md) from the command line, with caches
  * and token ids from safetensors files. */
-#include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -148,16 +147,12 @@ int cmd_store(int argc, char **argv) {
     if (!strcmp(op, "get") && !out) return cli_usage("store", "get needs -o");
     if (!strcmp(op, "evict") && !have_max) return cli_usage("store", "evict needs --max-bytes");
     if (strcmp(op, "evict")) o.max_bytes = max_bytes; /* for evict it is the target, not a cap */
-    openblas_set_num_threads(1); /* the codec's threads, not OpenBLAS's (see cmd_codec.c) */
+    cli_codec_threads_setup();
 
-    void *bbuf = NULL;
-    size_t bsize = 0;
-    char err[512];
-    if (cli_read_file(basis_path, &bbuf, &bsize, err, sizeof err)) return cli_fail("store", "%s", err);
     kvtc_basis *basis = NULL;
-    kvtc_result r = kvtc_basis_load(bbuf, bsize, &basis);
-    free(bbuf);
-    if (r) return cli_fail("store", "basis %s: %s", basis_path, kvtc_result_string(r));
+    if (cli_load_basis("store", basis_path, &basis)) return 1;
+    kvtc_result r;
+    char err[512];
     cache_file cf;
     memset(&cf, 0, sizeof cf);
     if (needs_cache && load_file_cache(in, &cf)) { kvtc_basis_free(basis); return 1; }

@@ -1,0 +1,30 @@
+/* cli_codec.c - what every command that runs the codec does first: load a
+ * basis file and give the cores to the codec's own threads. */
+#include <cblas.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "file_kind.h"
+
+/* The codec's worker threads (--threads) parallelize by chunk and token;
+ * OpenBLAS's own threads would spin between the codec's small GEMMs and
+ * take the cores from them (measured: 2 worker threads run 1.1-1.7x faster
+ * with OpenBLAS on one thread, bench/RESULTS.md). The CLI owns its process,
+ * so it may make that process-wide choice; the library never does. */
+void cli_codec_threads_setup(void) { openblas_set_num_threads(1); }
+
+int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
+    void *buf;
+    size_t size;
+    char err[512];
+    if (cli_read_file(path, &buf, &size, err, sizeof err)) return cli_fail(cmd, "%s", err);
+    /* a wrong file is named as what it is, not reported as "bad magic" */
+    if (file_kind_expect(cmd, path, buf, size, FILE_KIND_BASIS)) {
+        free(buf);
+        return 1;
+    }
+    kvtc_result r = kvtc_basis_load(buf, size, out);
+    free(buf);
+    if (r) return cli_fail(cmd, "basis %s: %s", path, kvtc_result_string(r));
+    return 0;
+}
