@@ -17,7 +17,7 @@
 #include "util/cache.h"
 #include "util/hash.h"
 #include "util/number.h"
-#include "util/numfmt.h"
+#include "util/number.h"
 
 #include <xxhash.h>
 

@@ -8,7 +8,7 @@
 
 #include "io/safetensors.h"
 #include "util/cache.h"
-#include "util/numfmt.h"
+#include "util/number.h"
 #include "util/number.h"
 
 void cache_file_free(cache_file *f) {

@@ -5,6 +5,7 @@
 #include "util/number.h"
 
 #include <locale.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,4 +72,17 @@ int kvi_parse_u64(const char *s, uint64_t *out) {
     }
     *out = v;
     return 0;
+}
+
+int kvi_format_g(char *buf, size_t cap, int precision, double v) {
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (c == (locale_t)0) {
+        if (cap) buf[0] = '\0';
+        return -1;
+    }
+    locale_t prev = uselocale(c);
+    int n = snprintf(buf, cap, "%.*g", precision, v);
+    uselocale(prev);
+    freelocale(c);
+    return n;
 }

@@ -1,5 +1,6 @@
-/* number.h - strict, locale-independent number parsing for every text
- * field kvtc reads (file metadata, JSON, command-line values): issue 9
+/* number.h - numbers in text, independent of the process locale: strict
+ * parsing of every text field kvtc reads (file metadata, JSON,
+ * command-line values) and formatting of what it writes. Issue 9
  * found " 10000" and "0x10" accepted as rope_theta, and strtod follows the
  * process's LC_NUMERIC (a program that called setlocale(LC_ALL, "") in a
  * German locale would read "10000.5" as 10000). */
@@ -21,5 +22,12 @@ int kvi_parse_decimal(const char *s, double *out);
 /* s is exactly DIGITS (no sign, no spaces) and its value fits in 64 bits:
  * 0 and *out, else -1. */
 int kvi_parse_u64(const char *s, uint64_t *out);
+
+/* snprintf(buf, cap, "%.*g", precision, v) in the "C" locale (a host that
+ * called setlocale(LC_ALL, "") in a decimal-comma locale would otherwise
+ * write "12,5" into a basis): returns the length of the full text (as
+ * snprintf), or -1 if the C locale object could not be created (then buf
+ * holds ""). */
+int kvi_format_g(char *buf, size_t cap, int precision, double v);
 
 #endif
