@@ -17,7 +17,6 @@
 #include "util/cache.h"
 #include "util/hash.h"
 #include "util/number.h"
-#include "util/number.h"
 
 #include <xxhash.h>
 

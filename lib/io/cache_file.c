@@ -9,7 +9,6 @@
 #include "io/safetensors.h"
 #include "util/cache.h"
 #include "util/number.h"
-#include "util/number.h"
 
 void cache_file_free(cache_file *f) {
     if (!f) return;

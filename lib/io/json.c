@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/number.h"
 
 /* The root is the first member so that json_free can recover the pools. */
 typedef struct json_doc {
