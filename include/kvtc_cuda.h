@@ -233,18 +233,25 @@ KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void 
                                         uint32_t *d_status, cudaStream_t stream);
 
 /* Layer-by-layer restores: the PCA spans all layers, so decoding one layer
- * range needs every coefficient of its chunks. kvtc_cuda_hold parses,
- * checksums and entropy-decodes every chunk of a stream once, into the
- * workspace d_ws (stream-ordered; chunk failures set *d_status, which the
- * caller must check like a decode's). Later kvtc_cuda_decompress /
+ * range needs every coefficient of its chunks. kvtc_cuda_hold does once
+ * everything that does not depend on the layer range, into the workspace
+ * d_ws (stream-ordered): it parses, checksums and entropy-decodes every
+ * chunk, dequantizes the K and V coefficients of every coded token (kept
+ * side by side in the workspace, bf16 or fp32 as the GEMM mode; the
+ * workspace size is the same as a decode's) and checks the section CRCs.
+ * Failures set *d_status. Later kvtc_cuda_decompress /
  * kvtc_cuda_decompress_layout calls on this codec with the same d_stream,
- * size and d_ws then skip those stages (dequantization, the layer range's
- * GEMM, scatter, the section CRCs and raw tokens still run), e.g. one call
- * per layer range while the engine computes the previous layer on another
- * stream. The hold ends with kvtc_cuda_release, kvtc_cuda_hold of another
- * stream, any compress call on the codec, or a decode of another stream or
- * workspace. Same prefix rules and errors as kvtc_cuda_decompress. The
- * caller keeps d_stream and d_ws unchanged while it holds them. */
+ * size and d_ws then run only the range's reconstruction GEMM slice (the
+ * layer range's basis columns), RoPE, scatter and raw tokens, e.g. one call
+ * per layer while the engine computes the previous layer on another
+ * stream; each starts its *d_status from the hold's, so a stream the hold
+ * found corrupt fails every held decode too. The values equal a decode of
+ * the same range without the hold (and the full decode's up to GEMM
+ * rounding). The hold ends with kvtc_cuda_release, kvtc_cuda_hold of
+ * another stream, any compress call on the codec, or a decode of another
+ * stream in the same workspace. Same prefix rules and errors as
+ * kvtc_cuda_decompress. The caller keeps d_stream and d_ws unchanged while
+ * it holds them. */
 KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                            size_t size, void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream);
 KVTC_API void kvtc_cuda_release(kvtc_cuda_codec *c);

@@ -14,7 +14,10 @@
 //                                  be byte-identical, decodes equal; then a
 //                                  layer-pipelined restore (kvtc_cuda_hold + one
 //                                  layer per decode, a stand-in attention kernel
-//                                  on a second stream) vs decode-then-compute
+//                                  on a second stream) vs decode-then-compute,
+//                                  and its parts alone
+//   kvtc_cuda_bench crc            the decoder's chunk CRC check alone: GB/s
+//                                  over 1 GiB in 320 chunks, CRCs vs libdeflate
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -29,6 +32,8 @@
 #include <vector>
 
 #include "bench_synth.h"
+#include "cuda/common.cuh"
+#include "cuda/crc.cuh"
 #include "kvtc_cuda.h"
 
 extern "C" {
@@ -997,7 +1002,8 @@ static void paged(uint32_t m) {
     }
     // layer-pipelined restore of cache 0: decode layer l + 1 (held chunks, one
     // layer range per call) on `st` while a stand-in attention kernel reads
-    // layer l on `cst`, against decode-then-compute on one stream
+    // layer l on `cst`, against decode-then-compute on one stream; and the
+    // parts alone: the hold, the 40 held one-layer decodes, the stand-in
     {
         cudaStream_t cst;
         CU(cudaStreamCreate(&cst));
@@ -1007,8 +1013,24 @@ static void paged(uint32_t m) {
         for (uint32_t l = 0; l < L; l++) CU(cudaEventCreateWithFlags(&ev[l], cudaEventDisableTiming));
         const uint64_t layer_elems = (uint64_t)H * n * d;
         const int reps = 4;  // the stand-in reads a layer's K and V this many times
-        std::vector<float> vseq, vpipe, vstand;
-        for (int rep = 0; rep < 8; rep++) {
+        kvtc_cache_layout o;
+        kvtc_cache_layout_from_cache(&out[0].c, &o);
+        auto decode_layer = [&](uint32_t l) {
+            kvtc_decode_range r;
+            kvtc_decode_range_init(&r);
+            r.layer_begin = l;
+            r.layer_end = l + 1;
+            KV(kvtc_cuda_decompress_layout(cc, prefix[0].data(), 4096, d_out[0], sz[0], &r, &o, ws, wsz,
+                                           d_status + 1, st));
+        };
+        // the full decode, kept to compare the pipelined restore with
+        KV(kvtc_cuda_decompress(cc, prefix[0].data(), 4096, d_out[0], sz[0], &out[0].c, ws, wsz, d_status, st));
+        CU(cudaStreamSynchronize(st));
+        std::vector<uint16_t> fk(out[0].bytes / 2), fv(out[0].bytes / 2);
+        CU(cudaMemcpy(fk.data(), out[0].c.k, out[0].bytes, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(fv.data(), out[0].c.v, out[0].bytes, cudaMemcpyDeviceToHost));
+        std::vector<float> vseq, vpipe, vstand, vhold, vlayers, vfirst;
+        for (int rep = 0; rep < 10; rep++) {
             // decode-then-compute
             t.start(st);
             KV(kvtc_cuda_decompress(cc, prefix[0].data(), 4096, d_out[0], sz[0], &out[0].c, ws, wsz, d_status, st));
@@ -1024,19 +1046,25 @@ static void paged(uint32_t m) {
                                                  (const uint16_t *)out[0].c.v + l * layer_elems, layer_elems, reps,
                                                  d_sink + l);
             float sa = t.stop(cst);
-            // pipelined
+            // the hold alone, then the held one-layer decodes alone (first one timed too)
+            t.start(st);
+            KV(kvtc_cuda_hold(cc, prefix[0].data(), 4096, d_out[0], sz[0], ws, wsz, d_status, st));
+            float ha = t.stop(st);
+            t.start(st);
+            decode_layer(0);
+            float fa = t.stop(st);
+            t.start(st);
+            for (uint32_t l = 0; l < L; l++) decode_layer(l);
+            float la = t.stop(st);
+            kvtc_cuda_release(cc);
+            // pipelined; poison the output first so that a layer nothing wrote shows
+            CU(cudaMemset(out[0].c.k, 0xff, out[0].bytes));
+            CU(cudaMemset(out[0].c.v, 0xff, out[0].bytes));
             CU(cudaDeviceSynchronize());
             t.start(st);
             KV(kvtc_cuda_hold(cc, prefix[0].data(), 4096, d_out[0], sz[0], ws, wsz, d_status, st));
             for (uint32_t l = 0; l < L; l++) {
-                kvtc_decode_range r;
-                kvtc_decode_range_init(&r);
-                r.layer_begin = l;
-                r.layer_end = l + 1;
-                kvtc_cache_layout o;
-                kvtc_cache_layout_from_cache(&out[0].c, &o);
-                KV(kvtc_cuda_decompress_layout(cc, prefix[0].data(), 4096, d_out[0], sz[0], &r, &o, ws, wsz,
-                                               d_status + 1, st));
+                decode_layer(l);
                 CU(cudaEventRecord(ev[l], st));
                 CU(cudaStreamWaitEvent(cst, ev[l], 0));
                 standin_k<<<1024, 256, 0, cst>>>((const uint16_t *)out[0].c.k + l * layer_elems,
@@ -1048,15 +1076,44 @@ static void paged(uint32_t m) {
             float pm = 0;
             cudaEventElapsedTime(&pm, t.a, t.b);
             kvtc_cuda_release(cc);
-            if (rep >= 2) { vseq.push_back(a); vpipe.push_back(pm); vstand.push_back(sa); }
+            if (rep >= 2) {
+                vseq.push_back(a); vpipe.push_back(pm); vstand.push_back(sa);
+                vhold.push_back(ha); vlayers.push_back(la); vfirst.push_back(ha + fa);
+            }
         }
+        CU(cudaDeviceSynchronize());
         uint32_t st2[2] = {1, 1};
         CU(cudaMemcpy(st2, d_status, 8, cudaMemcpyDeviceToHost));
         EXPECT(st2[0] == 0 && st2[1] == 0, "pipelined decode status %u %u", st2[0], st2[1]);
+        // the pipelined restore (the last one) against the full decode: bf16
+        // patterns ordered by magnitude, at most 1 unit apart (GEMM rounding)
+        std::vector<uint16_t> pk(out[0].bytes / 2), pv(out[0].bytes / 2);
+        CU(cudaMemcpy(pk.data(), out[0].c.k, out[0].bytes, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(pv.data(), out[0].c.v, out[0].bytes, cudaMemcpyDeviceToHost));
+        uint64_t same = 0, ulp1 = 0, worse = 0;
+        for (int s = 0; s < 2; s++) {
+            const std::vector<uint16_t> &x = s ? pv : pk, &y = s ? fv : fk;
+            for (size_t i = 0; i < x.size(); i++) {
+                int32_t a = x[i] & 0x8000 ? -(int32_t)(x[i] & 0x7fff) : x[i];
+                int32_t b2 = y[i] & 0x8000 ? -(int32_t)(y[i] & 0x7fff) : y[i];
+                int32_t dd = abs(a - b2);
+                same += dd == 0;
+                ulp1 += dd == 1;
+                worse += dd > 1;
+            }
+        }
+        EXPECT(worse == 0, "pipelined restore differs from the full decode by > 1 bf16 ulp in %llu elements",
+               (unsigned long long)worse);
+        printf("RESULT pipelined restore == full decode: %llu elements equal, %llu 1 ulp apart, %llu further\n",
+               (unsigned long long)same, (unsigned long long)ulp1, (unsigned long long)worse);
+        printf("RESULT pipelined parts, one 8K cache: hold (parse + chunk CRCs + rANS + dequantize K,V + section "
+               "CRCs) %.3f ms; 40 held one-layer decodes %.3f ms (%.3f ms each); first layer ready after %.3f ms; "
+               "stand-in alone %.3f ms\n",
+               median(vhold), median(vlayers), median(vlayers) / L, median(vfirst), median(vstand));
         printf("RESULT pipelined restore of one 8K cache (40 layers; stand-in reads each layer's K and V %d times, "
                "%.2f ms alone): decode-then-compute %.2f ms, layer-pipelined (hold + 40 one-layer decodes on one "
-               "stream, stand-in on another) %.2f ms\n",
-               reps, median(vstand), median(vseq), median(vpipe));
+               "stream, stand-in on another) %.2f ms (%.2fx)\n",
+               reps, median(vstand), median(vseq), median(vpipe), median(vseq) / median(vpipe));
         for (uint32_t l = 0; l < L; l++) cudaEventDestroy(ev[l]);
         cudaFree(d_sink);
         cudaStreamDestroy(cst);
@@ -1077,6 +1134,94 @@ static void paged(uint32_t m) {
     kvtc_basis_free(b);
 }
 
+// ---- crc: the device chunk CRC check in isolation ----------------------------------
+
+__global__ void fill_bytes_k(uint8_t *p, uint64_t n, uint64_t seed) {
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        uint64_t x = (i + seed) * 0x9e3779b97f4a7c15ull;
+        x ^= x >> 29;
+        x *= 0xbf58476d1ce4e5b9ull;
+        p[i] = (uint8_t)(x >> 32);
+    }
+}
+
+// The decoder's chunk CRC check (crc_chunks_check: piece kernel + combine)
+// over 1 GiB of random bytes cut into 320 chunks of ~3.3 MB (the size of a
+// 256-token chunk of the paper geometry at 16x) at unaligned offsets; the
+// expected CRCs come from libdeflate_crc32 on the host (the CPU decoder's).
+static void crc_bench(void) {
+    printf("== crc: device chunk CRC-32 check, 1 GiB in 320 chunks ==\n");
+    const uint64_t total = 1ull << 30;
+    const uint32_t C = 320;
+    uint8_t *d_data;
+    CU(cudaMalloc(&d_data, total + 64));
+    fill_bytes_k<<<4096, 256>>>(d_data, total + 64, 7);
+    CU(cudaGetLastError());
+    std::vector<uint64_t> off(C);
+    std::vector<uint32_t> size(C), want(C);
+    uint64_t per = total / C, at = 3, max_size = 0;
+    for (uint32_t c = 0; c < C; c++) {
+        size[c] = (uint32_t)(per - 7 - c % 13);  // odd sizes, so chunk starts drift off alignment
+        off[c] = at;
+        at += size[c];
+        max_size = std::max<uint64_t>(max_size, size[c]);
+    }
+    uint64_t bytes = at - 3;
+    std::vector<uint8_t> h(at);
+    CU(cudaMemcpy(h.data(), d_data, at, cudaMemcpyDeviceToHost));
+    for (uint32_t c = 0; c < C; c++) want[c] = libdeflate_crc32(0, h.data() + off[c], size[c]);
+    uint32_t table[CRC_DEVICE_TABLE_WORDS];
+    crc_device_table(table);
+    uint32_t max_pieces = (uint32_t)((max_size + CRC_PIECE - 1) / CRC_PIECE);
+    uint32_t *d_table, *d_size, *d_want, *d_pieces, *d_status;
+    uint64_t *d_off;
+    CU(cudaMalloc(&d_table, sizeof table));
+    CU(cudaMalloc(&d_off, 8 * C));
+    CU(cudaMalloc(&d_size, 4 * C));
+    CU(cudaMalloc(&d_want, 4 * C));
+    CU(cudaMalloc(&d_pieces, 4ull * C * max_pieces));
+    CU(cudaMalloc(&d_status, 4));
+    CU(cudaMemcpy(d_table, table, sizeof table, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(d_off, off.data(), 8 * C, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(d_size, size.data(), 4 * C, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(d_want, want.data(), 4 * C, cudaMemcpyHostToDevice));
+    CU(cudaMemset(d_status, 0, 4));
+    cudaStream_t st;
+    CU(cudaStreamCreate(&st));
+    Timer t;
+    std::vector<float> v;
+    for (int rep = 0; rep < 22; rep++) {
+        t.start(st);
+        crc_chunks_check(d_data, d_off, d_size, C, max_pieces, d_table, d_pieces, d_want, d_status, st);
+        float ms = t.stop(st);
+        CU(cudaGetLastError());
+        if (rep >= 2) v.push_back(ms);
+    }
+    uint32_t status = 1;
+    CU(cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost));
+    EXPECT(status == 0, "device chunk CRCs differ from libdeflate_crc32 (status %u)", status);
+    // one flipped bit in one chunk must be found
+    uint8_t byte;
+    uint64_t where = off[C / 2] + size[C / 2] / 3;
+    CU(cudaMemcpy(&byte, d_data + where, 1, cudaMemcpyDeviceToHost));
+    byte ^= 4;
+    CU(cudaMemcpy(d_data + where, &byte, 1, cudaMemcpyHostToDevice));
+    crc_chunks_check(d_data, d_off, d_size, C, max_pieces, d_table, d_pieces, d_want, d_status, st);
+    CU(cudaStreamSynchronize(st));
+    uint32_t status2 = 0;
+    CU(cudaMemcpy(&status2, d_status, 4, cudaMemcpyDeviceToHost));
+    EXPECT(status2 == (uint32_t)KVTC_ERR_CORRUPT, "a flipped bit gave status %u", status2);
+    std::sort(v.begin(), v.end());
+    float md = median(v);
+    printf("RESULT crc: device chunk CRC-32 check of %.3f GB in %u chunks: median %.3f ms = %.0f GB/s (min %.3f, max "
+           "%.3f ms, 20 reps); CRCs == libdeflate_crc32: %s; flipped bit found: %s\n",
+           bytes / 1e9, C, md, bytes / md / 1e6, v.front(), v.back(), status == 0 ? "yes" : "NO",
+           status2 == (uint32_t)KVTC_ERR_CORRUPT ? "yes" : "NO");
+    cudaFree(d_data); cudaFree(d_table); cudaFree(d_off); cudaFree(d_size); cudaFree(d_want); cudaFree(d_pieces);
+    cudaFree(d_status);
+    cudaStreamDestroy(st);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "check";
     cudaDeviceProp prop;
@@ -1085,6 +1230,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "check") || !strcmp(mode, "all")) check();
     if (!strcmp(mode, "bench") || !strcmp(mode, "all")) bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     if (!strcmp(mode, "paged") || !strcmp(mode, "all")) paged(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
+    if (!strcmp(mode, "crc") || !strcmp(mode, "all")) crc_bench();
     printf("%s: %d failures\n", mode, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -34,6 +34,7 @@ done 2>&1 | tee "$OUT/gpu_tests.txt"
 $BIN check 2>&1 | tee "$OUT/check.txt"
 $BIN bench "$M" 2>&1 | tee "$OUT/bench.txt"
 $BIN paged "$M" 2>&1 | tee "$OUT/paged.txt"
+$BIN crc 2>&1 | tee "$OUT/crc.txt"
 if [ -z "${SKIP_TTFT:-}" ]; then
   PYTHONUNBUFFERED=1 python3 bench/cuda/ttft_recompute.py 2>&1 | tee "$OUT/ttft.txt"
 else
@@ -41,4 +42,4 @@ else
 fi
 echo "== summary =="
 grep -h -E "exit|passed|FAIL" "$OUT/gpu_tests.txt"
-grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/paged.txt" "$OUT/ttft.txt"
+grep -h -E "RESULT|FLOOR|FAIL|failures|identical|status|PROFILE" "$OUT/check.txt" "$OUT/bench.txt" "$OUT/paged.txt" "$OUT/crc.txt" "$OUT/ttft.txt"

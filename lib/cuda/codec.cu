@@ -149,7 +149,10 @@ static kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
             for (uint32_t j = 0; j < dg->size && col + j < ps->rank_used; j++) rw[nr++] = RawDesc{col + j, pb, dg->size, j};
             pb += 2 * dg->size;
         } else if (dg->bits == 0) {
-            g[n++] = d; /* decoded as zeros */
+            /* decoded as zeros, up to rank_used only: the last (dropped)
+             * group of a plan runs to p, and D rows are rank_used wide */
+            d.size = dg->size < ps->rank_used - col ? dg->size : ps->rank_used - col;
+            g[n++] = d;
         } else {
             r = KVTC_ERR_UNSUPPORTED;
         }
@@ -430,7 +433,10 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     uint64_t segs4 = mulc(C, (uint64_t)ENC_MAX_SEGS * 4, &ov);
     TAKE(cs, addc(mulc(mulc(n, np, &ov), sizeof(float2), &ov), 8, &ov));
     TAKE(X, addc(mulc(mulc(n, c->p, &ov), c->esize, &ov), 8, &ov));
-    TAKE(D, addc(mulc(n, (uint64_t)(rm ? rm : 1) * 4, &ov), 8, &ov));
+    // D: float coefficients while encoding; while decoding one stream's
+    // dequantized coefficients at a time, or both K's and V's (esize each)
+    // while kvtc_cuda_hold keeps them (hold_d_offset): n x rm x max(4, 2 esize)
+    TAKE(D, addc(mulc(n, (uint64_t)(rm ? rm : 1) * (c->esize > 2 ? 2 * c->esize : 4), &ov), 512, &ov));
     TAKE(payload, mulc(C, L->max_payload, &ov));
     TAKE(pieces, mulc(mulc(C + 8, L->max_pieces, &ov), 4, &ov));
     TAKE(crc_out, mulc(C + 8, 4, &ov));
@@ -460,6 +466,7 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     TAKE(dccrc, mulc(C, 4, &ov));
     TAKE(hpos, addc(mulc(n, 8, &ov), 8, &ov));
     TAKE(hids, addc(mulc(n, 4, &ov), 8, &ov));
+    TAKE(hstat, 8);
 #undef TAKE
     if (ov || o > SIZE_MAX) return 0;
     L->total = (size_t)o;

@@ -64,14 +64,16 @@ struct kvtc_cuda_codec {
     uint64_t plan_section_size;
     uint32_t plan_section_crc;
     uint32_t rmax[2];  // basis rows uploaded per stream (all stored components)
-    // kvtc_cuda_hold: the workspace's payload area holds every chunk of this
-    // stream, entropy-decoded; decodes of the same stream and workspace skip
-    // parsing, chunk CRCs and rANS. Any call that overwrites the area clears it.
+    // kvtc_cuda_hold: the workspace's D area holds the dequantized K and V
+    // coefficients of every coded token of this stream (hold_d_offset), its
+    // chunk and section CRCs were checked and hstat holds that status;
+    // decodes of the same stream and workspace run only the layer range's
+    // GEMMs, scatter and raw tokens. Any call that overwrites D clears it.
     struct {
         int valid;
         const void *d_stream, *ws;
-        size_t size, payload_off;
-        uint64_t plan, max_payload;
+        size_t size, d_off, hstat_off;
+        uint64_t plan, coded;
     } held;
     uint32_t p;
     void *d_basis[2];  // [rmax][p] bf16 or float
@@ -133,6 +135,7 @@ struct Layout {
     size_t hist, freq, start, npres, lstate, lcount, lwoff, words, segb, segm, sego, csize, coff, dsize;
     size_t dseg, dnseg, dnblk, dcoff, dcsize, dccrc;
     size_t hpos, hids;  // positions and token ids handed to the recompute hook
+    size_t hstat;       // kvtc_cuda_hold's status word, copied into each held decode's
     uint64_t C, max_payload, max_pieces, hist_bytes;
     uint32_t Lmax;
     uint64_t Wmax;

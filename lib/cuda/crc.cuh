@@ -19,8 +19,11 @@ struct Regions {  // explicit regions (host-known), by value
     uint32_t want[8];  // expected CRCs (decode)
 };
 
-// The CRC tables the kernels read: [0, 256) the byte table, [256, 288) x^2^k mod P.
-#define CRC_DEVICE_TABLE_WORDS (256 + 32)
+// The CRC tables the kernels read: [0, 256) the byte table, [256, 288)
+// x^2^k mod P, then 15 x 256 slicing tables (the byte table shifted by 1..15
+// zero bytes) from CRC_SLICE_TABLES.
+#define CRC_SLICE_TABLES (256 + 32)
+#define CRC_DEVICE_TABLE_WORDS (CRC_SLICE_TABLES + 15 * 256)
 void crc_device_table(uint32_t t[CRC_DEVICE_TABLE_WORDS]);
 
 // The five checksummed sections (positions, token ids, raw K, raw V, chunk

@@ -70,6 +70,34 @@ static kvtc_result entropy_decode_chunks(kvtc_cuda_codec *c, const container_hea
     return KVTC_OK;
 }
 
+// Where stream s's dequantized coefficients ([coded][rank], esize bytes
+// each) start in the workspace's D area while kvtc_cuda_hold keeps both
+// streams: K first, V after it (layout_ws sizes D for both).
+static uint64_t hold_d_offset(const PlanDev &pd, uint64_t coded, int esize, int s) {
+    return s ? (coded * pd.s[0].rank * (uint64_t)esize + 255) & ~(uint64_t)255 : 0;
+}
+
+// Whether kvtc_cuda_hold left this stream's coefficients in this workspace,
+// at the offsets this layout gives (a plan uploaded since can move them).
+static int hold_matches(const kvtc_cuda_codec *c, const void *d_stream, size_t size, const void *d_ws,
+                        const PlanDev &pd, const Layout &L, uint64_t coded) {
+    return c->held.valid && c->held.d_stream == d_stream && c->held.size == size && c->held.ws == d_ws &&
+           c->held.plan == pd.fingerprint && c->held.d_off == L.D && c->held.hstat_off == L.hstat &&
+           c->held.coded == coded;
+}
+
+// The CRCs of the five checksummed sections, on the device.
+static kvtc_result check_section_crcs(kvtc_cuda_codec *c, const container_header &h, const Layout &L,
+                                      const uint8_t *in, uint32_t *pieces, uint32_t *d_status, cudaStream_t stream) {
+    uint32_t sec_pieces;
+    Regions sr = section_regions(h, &sec_pieces);
+    if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
+    crc_regions_check(in, sr, sec_pieces, c->d_crc_table, pieces + (uint64_t)h.n_chunks * L.max_pieces, d_status,
+                      stream);
+    LAUNCH_CHECK(c, "section CRCs");
+    return KVTC_OK;
+}
+
 // The decoder into a layout of device pointers (out, checked by the caller).
 static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                    size_t size, const kvtc_decode_range *range, const kvtc_cache_layout *out,
@@ -101,7 +129,6 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint8_t *ws = (uint8_t *)d_ws;
     const uint8_t *in = (const uint8_t *)d_stream;
     uint64_t coded = container_coded_tokens(&h);
-    uint32_t C = h.n_chunks;
     const kvtc_geometry *g = &h.geometry;
     // layers of the range: all of them for the raw tokens, the stored ones
     // [sl0, le) for the coded tokens (the recomputed [lb, m) come from the hook)
@@ -124,7 +151,13 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     if (need_model && (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && h.model_fingerprint != c->opt.model_fingerprint)
         return KVTC_ERR_MODEL_MISMATCH;
     if (!snLH) Cn = 0;  // no stored layer in the range: no chunk to decode
-    CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
+    // held: the hold checked every CRC and dequantized every chunk; its
+    // status becomes this call's initial status
+    int held = hold_matches(c, d_stream, size, d_ws, pd, L, coded);
+    if (held)
+        CUDA_CHECK(c, cudaMemcpyAsync(d_status, ws + L.hstat, 4, cudaMemcpyDeviceToDevice, stream));
+    else
+        CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
     launch_check_block_table(out, d_status, stream);
     LAUNCH_CHECK(c, "block table check");
     DevTensor tk, tv;  // K and V through their layouts (by value into the kernels)
@@ -137,33 +170,37 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     const uint8_t *pos_le = (h.flags & CONTAINER_FLAG_POSITIONS) ? in + h.sections[SEC_POSITIONS].offset : NULL;
     if (Cn) {
         uint64_t run_n = run_end - run0, n = k1 - k0;  // tokens decoded, tokens written
-        // the payloads of chunks [ch0, ch1): held by kvtc_cuda_hold, or decoded now
+        // the coefficients of chunks [ch0, ch1): held by kvtc_cuda_hold, or decoded now
         const uint8_t *payload = ws + L.payload;
-        int held = c->held.valid && c->held.d_stream == d_stream && c->held.size == size && c->held.ws == d_ws &&
-                   c->held.plan == pd.fingerprint && c->held.payload_off == L.payload &&
-                   c->held.max_payload == L.max_payload;
-        if (held) {
-            payload += (uint64_t)ch0 * L.max_payload;  // the hold decoded every chunk from 0
-        } else {
-            c->held.valid = 0;  // the payload area is overwritten
+        if (!held) {
+            c->held.valid = 0;  // the payload and D areas are overwritten
             TRY(entropy_decode_chunks(c, h, *pl, L, in, ws, ch0, Cn, d_status, stream));
         }
         float2 *cs = (float2 *)(ws + L.cs);
         int rot = b->rope_removed && g->rope_type != KVTC_ROPE_NONE;
         uint32_t n_pairs = kvi_geometry_rope_dim(g) / 2;
-        // angles of the written tokens: stream tokens n_sink + [k0, k1)
-        if (rot) launch_rope_table(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink + k0, n, cs, stream);
+        // angles of the written tokens: stream tokens n_sink + [k0, k1) (a
+        // hold computed those of every coded token)
+        if (held)
+            cs += k0 * n_pairs;
+        else if (rot)
+            launch_rope_table(c->d_inv_freq, n_pairs, NULL, pos_le, h.n_sink + k0, n, cs, stream);
         PROF(c, stream, "rope table");
         uint64_t col0 = (uint64_t)(slh0 - m * H) * g->head_dim, ncols = (uint64_t)snLH * g->head_dim;
         for (int s = 0; s < 2; s++) {
-            QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
             uint32_t rk = pd.s[s].rank;
-            launch_dequantize(c->esize, ws + L.D, pd.s[s], q, payload, stream);
-            LAUNCH_CHECK(c, "dequantize");
-            PROF(c, stream, s ? "V dequantize" : "K dequantize");
             // rows of the written tokens only, columns of the layer range only:
             // X row t = coded token k0 + t
-            const uint8_t *Dk = ws + L.D + (k0 - run0) * rk * c->esize;
+            const uint8_t *Dk;
+            if (held) {  // the hold's D holds coded tokens [0, coded) of both streams
+                Dk = ws + L.D + hold_d_offset(pd, coded, c->esize, s) + k0 * rk * c->esize;
+            } else {
+                QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
+                launch_dequantize(c->esize, ws + L.D, pd.s[s], q, payload, stream);
+                LAUNCH_CHECK(c, "dequantize");
+                PROF(c, stream, s ? "V dequantize" : "K dequantize");
+                Dk = ws + L.D + (k0 - run0) * rk * c->esize;
+            }
             if (rk)
                 CUBLAS_CHECK(c, reconstruct_cols(c, s, rk, n, Dk, ws + L.X, col0, ncols));
             else
@@ -194,12 +231,11 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
             return KVTC_ERR_CALLBACK;
         PROF(c, stream, "recompute hook");
     }
-    // sections: CRC check, raw tokens, positions
-    uint32_t sec_pieces;
-    Regions sr = section_regions(h, &sec_pieces);
-    if (sec_pieces > L.max_pieces) return KVTC_ERR_BUFFER_TOO_SMALL;
-    crc_regions_check(in, sr, sec_pieces, c->d_crc_table, pieces + (uint64_t)C * L.max_pieces, d_status, stream);
-    PROF(c, stream, "section CRCs");
+    // sections: CRC check (done once by a hold), raw tokens, positions
+    if (!held) {
+        TRY(check_section_crcs(c, h, L, in, pieces, d_status, stream));
+        PROF(c, stream, "section CRCs");
+    }
     if (container_raw_tokens(&h) && te > tb) {
         RawRange rr = {tb, te, lh0, nLH};
         launch_raw_copy(tk, (uint8_t *)in + h.sections[SEC_RAW_K].offset, H, g->head_dim, h.n_tokens, h.n_sink,
@@ -266,17 +302,42 @@ extern "C" kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, 
     Layout L;
     if (!layout_ws(c, h.n_tokens, h.chunk_tokens, pd, &L)) return KVTC_ERR_TOO_LARGE;
     if (ws_size < L.total) return KVTC_ERR_BUFFER_TOO_SMALL;
+    uint8_t *ws = (uint8_t *)d_ws;
+    const uint8_t *in = (const uint8_t *)d_stream;
+    uint64_t coded = container_coded_tokens(&h);
     CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
-    if (container_coded_tokens(&h))
-        TRY(entropy_decode_chunks(c, h, *pd->host, L, (const uint8_t *)d_stream, (uint8_t *)d_ws, 0, h.n_chunks,
-                                  d_status, stream));
+    if (coded) {
+        // everything that does not depend on the layer range, once: chunks
+        // entropy-decoded and dequantized, K's and V's coefficients side by
+        // side in D, so a held decode is the range's GEMM + scatter only
+        TRY(entropy_decode_chunks(c, h, *pd->host, L, in, ws, 0, h.n_chunks, d_status, stream));
+        for (int s = 0; s < 2; s++) {
+            QuantGeom q = quant_geom(L, *pd, coded, h.chunk_tokens, s);
+            launch_dequantize(c->esize, ws + L.D + hold_d_offset(*pd, coded, c->esize, s), pd->s[s], q,
+                              ws + L.payload, stream);
+            LAUNCH_CHECK(c, "dequantize");
+            PROF(c, stream, s ? "V dequantize" : "K dequantize");
+        }
+        const kvtc_geometry *g = &h.geometry;
+        if (b->rope_removed && g->rope_type != KVTC_ROPE_NONE) {  // the angles of every coded token
+            const uint8_t *pos_le = (h.flags & CONTAINER_FLAG_POSITIONS) ? in + h.sections[SEC_POSITIONS].offset : NULL;
+            launch_rope_table(c->d_inv_freq, kvi_geometry_rope_dim(g) / 2, NULL, pos_le, h.n_sink, coded,
+                              (float2 *)(ws + L.cs), stream);
+            LAUNCH_CHECK(c, "rope table");
+        }
+    }
+    TRY(check_section_crcs(c, h, L, in, (uint32_t *)(ws + L.pieces), d_status, stream));
+    PROF(c, stream, "section CRCs");
+    // held decodes start from this status (a failure here fails each of them)
+    CUDA_CHECK(c, cudaMemcpyAsync(ws + L.hstat, d_status, 4, cudaMemcpyDeviceToDevice, stream));
     c->held.valid = 1;
     c->held.d_stream = d_stream;
     c->held.ws = d_ws;
     c->held.size = size;
-    c->held.payload_off = L.payload;
+    c->held.d_off = L.D;
+    c->held.hstat_off = L.hstat;
     c->held.plan = pd->fingerprint;
-    c->held.max_payload = L.max_payload;
+    c->held.coded = coded;
     prof_report(c, "hold");
     return KVTC_OK;
 }

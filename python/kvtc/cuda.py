@@ -673,16 +673,18 @@ class Codec:
         return k, v
 
     def hold(self, src, prefix=None, stream=None, status=None):
-        """Layer-by-layer restores (kvtc_cuda_hold): parse, checksum and
-        entropy-decode every chunk of a stream once, into the codec's
-        workspace, so that later decompress(held, layers=..., tokens=...)
-        calls skip those stages (the PCA spans all layers: each layer range
-        needs every coefficient). src and prefix as decompress(). Returns a
-        CompressedStream of the device copy of the stream: pass IT to the
-        decodes (the hold is tied to that device address; a decode of
-        another stream, any compress, hold of another stream or release()
-        ends it). Stream-ordered; chunk failures set the device status
-        (self.last_status; check())."""
+        """Layer-by-layer restores (kvtc_cuda_hold): parse, checksum,
+        entropy-decode and dequantize every chunk of a stream once (and check
+        the section CRCs), into the codec's workspace, so that later
+        decompress(held, layers=..., tokens=...) calls run only that range's
+        GEMM slice and scatter (the PCA spans all layers: each layer range
+        needs every coefficient); they report the hold's CRC failures too.
+        src and prefix as decompress(). Returns a CompressedStream of the
+        device copy of the stream: pass IT to the decodes (the hold is tied
+        to that device address; a decode of another stream, any compress,
+        hold of another stream or release() ends it). Stream-ordered; chunk
+        and section failures set the device status (self.last_status;
+        check())."""
         torch = self._torch
         s = self._stream(stream)
         data, avail, prefix = self._stream_source(src, prefix, s)
