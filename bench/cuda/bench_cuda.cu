@@ -1114,6 +1114,29 @@ static void paged(uint32_t m) {
                "%.2f ms alone): decode-then-compute %.2f ms, layer-pipelined (hold + 40 one-layer decodes on one "
                "stream, stand-in on another) %.2f ms (%.2fx)\n",
                reps, median(vstand), median(vseq), median(vpipe), median(vseq) / median(vpipe));
+        // where the time of a hold and of one held layer decode goes: the
+        // stage profiler (a second codec, profile = 1, which synchronizes)
+        {
+            kvtc_cuda_options po = bo;
+            po.profile = 1;
+            kvtc_cuda_codec *pc;
+            KV(kvtc_cuda_codec_alloc(b, &po, &pc));
+            for (int rep = 0; rep < 2; rep++) {  // the first one warms up
+                fprintf(stderr, "(profile of a hold and held decodes of layers 0 and 20, rep %d)\n", rep);
+                KV(kvtc_cuda_hold(pc, prefix[0].data(), 4096, d_out[0], sz[0], ws, wsz, d_status, st));
+                for (uint32_t l = 0; l < L; l += 20) {
+                    kvtc_decode_range r;
+                    kvtc_decode_range_init(&r);
+                    r.layer_begin = l;
+                    r.layer_end = l + 1;
+                    KV(kvtc_cuda_decompress_layout(pc, prefix[0].data(), 4096, d_out[0], sz[0], &r, &o, ws, wsz,
+                                                   d_status + 1, st));
+                }
+                kvtc_cuda_release(pc);
+            }
+            CU(cudaStreamSynchronize(st));
+            kvtc_cuda_codec_free(pc);
+        }
         for (uint32_t l = 0; l < L; l++) cudaEventDestroy(ev[l]);
         cudaFree(d_sink);
         cudaStreamDestroy(cst);

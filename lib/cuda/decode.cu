@@ -306,6 +306,7 @@ extern "C" kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, 
     const uint8_t *in = (const uint8_t *)d_stream;
     uint64_t coded = container_coded_tokens(&h);
     CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
+    PROF(c, stream, "start");
     if (coded) {
         // everything that does not depend on the layer range, once: chunks
         // entropy-decoded and dequantized, K's and V's coefficients side by
@@ -324,6 +325,7 @@ extern "C" kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, 
             launch_rope_table(c->d_inv_freq, kvi_geometry_rope_dim(g) / 2, NULL, pos_le, h.n_sink, coded,
                               (float2 *)(ws + L.cs), stream);
             LAUNCH_CHECK(c, "rope table");
+            PROF(c, stream, "rope table");
         }
     }
     TRY(check_section_crcs(c, h, L, in, (uint32_t *)(ws + L.pieces), d_status, stream));

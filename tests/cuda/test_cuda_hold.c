@@ -149,6 +149,8 @@ static void test_hold(kvtc_cuda_gemm gemm) {
     CHECK(kvtc_cuda_stream_workspace_size(x.cc, s, n, &x.ws) == KVTC_OK);
     CHECK(kvtc_cuda_stream_workspace_size(x.cc, s2, n2, &ws2) == KVTC_OK);
     if (ws2 > x.ws) x.ws = ws2;
+    size_t ws_enc = kvtc_cuda_workspace_size(x.cc, N_TOK, 0); /* the compress below */
+    if (ws_enc > x.ws) x.ws = ws_enc;
     x.kb = kvtc_cache_tensor_bytes(&g, KVTC_DTYPE_BF16, N_TOK);
     void *d_s2 = NULL, *d_bad = NULL;
     CHECK(cudaMalloc(&x.d_ws, x.ws) == cudaSuccess && cudaMalloc(&x.d_s, n) == cudaSuccess &&
@@ -212,9 +214,7 @@ static void test_hold(kvtc_cuda_gemm gemm) {
         void *d_out = NULL;
         uint64_t *d_w = NULL;
         CHECK(cap && cudaMalloc(&d_out, cap) == cudaSuccess && cudaMalloc((void **)&d_w, 8) == cudaSuccess);
-        size_t wsc = kvtc_cuda_workspace_size(x.cc, N_TOK, 0);
-        CHECK(wsc <= x.ws);
-        if (d_out && d_w && wsc <= x.ws)
+        if (d_out && d_w)
             CHECK(kvtc_cuda_compress(x.cc, &dc, d_out, cap, d_w, x.d_ws, x.ws, 0) == KVTC_OK);
         cudaDeviceSynchronize();
         cudaFree(d_out);
