@@ -17,6 +17,12 @@ void crc_device_table(uint32_t t[CRC_DEVICE_TABLE_WORDS]) {
             uint32_t prev = k == 1 ? t[i] : sl[(k - 2) * 256 + i];
             sl[(k - 1) * 256 + i] = (prev >> 8) ^ t[prev & 0xff];
         }
+    // the operators of a full piece's lanes (crc_piece_warp): x^(8 * 128 j),
+    // x^(8 m), and the CRC of CRC_PIECE zero bytes
+    uint32_t *ops = t + CRC_LANE_OPS;
+    for (uint32_t j = 0; j < 32; j++) ops[j] = kvi_crc32_x2nmodp(t + 256, 128u * j, 3);
+    for (uint32_t m = 0; m < 16; m++) ops[32 + m] = kvi_crc32_x2nmodp(t + 256, m, 3);
+    ops[48] = ~kvi_crc32_multmodp(kvi_crc32_x2nmodp(t + 256, CRC_PIECE, 3), 0xffffffffu);
 }
 
 Regions section_regions(const container_header &h, uint32_t *pieces) {
@@ -37,31 +43,44 @@ Regions section_regions(const container_header &h, uint32_t *pieces) {
 
 // ---- pieces -------------------------------------------------------------------
 //
-// A warp per CRC_PIECE-byte piece: lane i checksums its 128 bytes (split at
-// 16-byte aligned addresses, so the loads are 16 bytes wide) by slicing by
-// 16 with the tables in shared memory, then the lanes' CRCs are combined in
-// five shuffle steps with the GF(2) shift operators (crc(A || B) from
-// crc(A), crc(B) and |B|). One thread per piece reading a byte at a time
+// A warp per CRC_PIECE-byte piece: lane i runs the CRC register over its 128
+// bytes (split at 16-byte aligned addresses, so the loads are 16 bytes
+// wide) from 0, slicing by 16 with the tables in shared memory. The CRC's
+// register is linear in the message once its initial value and final
+// inversion are set aside, so the piece's CRC is the XOR over lanes of each
+// lane's register shifted past the bytes after it (one GF(2) product by a
+// tabulated operator), plus the CRC of as many zero bytes: one product per
+// lane and five XOR shuffles. One thread per piece reading a byte at a time
 // (the first version) ran at ~76 GB/s on an H200: every load was one byte
 // and the threads of a warp read 4 KB apart.
 
 #define CRC_WARPS 8  // warps per block of the piece kernels
+static_assert(CRC_PIECE == 32 * 128, "a piece is 32 lanes of 128 bytes");
 
 struct CrcTables {
     uint32_t t[16][256];  // t[0]: the byte table; t[k]: k zero bytes after it
     uint32_t x2n[32];
+    uint32_t shift128[32];  // x^(8 * 128 j): past j lanes of 128 bytes
+    uint32_t shift1[16];    // x^(8 m): past m < 16 bytes
+    uint32_t zeros_piece;   // CRC of CRC_PIECE zero bytes
 };
 
 static __device__ void crc_load_tables(const uint32_t *table, CrcTables *s) {
     for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) s->t[0][i] = table[i];
     for (uint32_t i = threadIdx.x; i < 15 * 256; i += blockDim.x) s->t[1 + i / 256][i % 256] = table[CRC_SLICE_TABLES + i];
-    for (uint32_t i = threadIdx.x; i < 32; i += blockDim.x) s->x2n[i] = table[256 + i];
+    for (uint32_t i = threadIdx.x; i < 32; i += blockDim.x) {
+        s->x2n[i] = table[256 + i];
+        s->shift128[i] = table[CRC_LANE_OPS + i];
+        if (i < 16) s->shift1[i] = table[CRC_LANE_OPS + 32 + i];
+    }
+    if (threadIdx.x == 0) s->zeros_piece = table[CRC_LANE_OPS + 48];
     __syncthreads();
 }
 
-// CRC-32 of the bytes [p, e): single bytes up to a 16-byte boundary, then 16 at a time.
-static __device__ __forceinline__ uint32_t crc_span(const uint8_t *p, const uint8_t *e, const CrcTables &s) {
-    uint32_t c = 0xffffffffu;
+// The CRC register over the bytes [p, e) from 0, without the final
+// inversion: single bytes up to a 16-byte boundary, then 16 at a time.
+static __device__ __forceinline__ uint32_t crc_register(const uint8_t *p, const uint8_t *e, const CrcTables &s) {
+    uint32_t c = 0;
     while (p < e && ((uintptr_t)p & 15)) c = s.t[0][(c ^ __ldg(p++)) & 0xff] ^ (c >> 8);
     for (; e - p >= 16; p += 16) {
         uint4 v = __ldg((const uint4 *)p);
@@ -72,35 +91,37 @@ static __device__ __forceinline__ uint32_t crc_span(const uint8_t *p, const uint
             s.t[3][v.w & 0xff] ^ s.t[2][(v.w >> 8) & 0xff] ^ s.t[1][(v.w >> 16) & 0xff] ^ s.t[0][v.w >> 24];
     }
     while (p < e) c = s.t[0][(c ^ __ldg(p++)) & 0xff] ^ (c >> 8);
-    return ~c;
+    return c;
 }
 
 // CRC of piece k of the region [p, p + size) (warp-uniform arguments);
-// false (all lanes) past its end, else true with the CRC in lane 0.
+// false (all lanes) past its end, else true with the CRC in every lane.
 static __device__ bool crc_piece_warp(const uint8_t *p, uint64_t size, uint64_t k, const CrcTables &s,
                                       uint32_t *crc) {
     uint64_t a = k * CRC_PIECE;
     if (a >= size) return false;
     uint64_t e = a + CRC_PIECE < size ? a + CRC_PIECE : size;
     const uint8_t *A = p + a, *E = p + e;
-    const uint8_t *A0 = A - ((uintptr_t)A & 15);  // lane boundaries at aligned addresses
+    uint32_t m = (uint32_t)((uintptr_t)A & 15);
+    const uint8_t *A0 = A - m;  // lane boundaries at aligned addresses
     uint32_t lane = threadIdx.x & 31;
     const uint8_t *ls = A0 + 128 * lane, *le = lane == 31 ? E : A0 + 128 * (lane + 1);
     if (ls < A) ls = A;
     if (le > E) le = E;
-    uint32_t c = 0, len = 0;  // the CRC of the empty string is 0
-    if (ls < le) {
-        c = crc_span(ls, le, s);
-        len = (uint32_t)(le - ls);
-    }
-    for (uint32_t off = 1; off < 32; off <<= 1) {
-        uint32_t oc = __shfl_down_sync(0xffffffffu, c, off), ol = __shfl_down_sync(0xffffffffu, len, off);
-        if ((lane & (2 * off - 1)) == 0 && ol) {
-            c = kvi_crc32_multmodp(kvi_crc32_x2nmodp(s.x2n, ol, 3), c) ^ oc;
-            len += ol;
-        }
-    }
-    *crc = c;
+    uint32_t r = ls < le ? crc_register(ls, le, s) : 0, u;
+    bool full = e - a == CRC_PIECE;
+    // lane i < 31 of a full piece ends 128 (31 - i) + m bytes before E: its
+    // shift is x^(8 * 128 (31 - i)), then x^(8 m) for their sum; lane 31 ends at E
+    if (full)
+        u = lane < 31 ? kvi_crc32_multmodp(s.shift128[31 - lane], r) : 0;
+    else  // the last piece of a region: any length, operators computed
+        u = ls < le ? kvi_crc32_multmodp(kvi_crc32_x2nmodp(s.x2n, (uint64_t)(E - le), 3), r) : 0;
+    for (uint32_t off = 16; off; off >>= 1) u ^= __shfl_xor_sync(0xffffffffu, u, off);
+    uint32_t r31 = __shfl_sync(0xffffffffu, r, 31);
+    if (full)
+        *crc = kvi_crc32_multmodp(s.shift1[m], u) ^ r31 ^ s.zeros_piece;
+    else
+        *crc = u ^ ~kvi_crc32_multmodp(kvi_crc32_x2nmodp(s.x2n, e - a, 3), 0xffffffffu);
     return true;
 }
 

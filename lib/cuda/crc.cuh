@@ -21,9 +21,11 @@ struct Regions {  // explicit regions (host-known), by value
 
 // The CRC tables the kernels read: [0, 256) the byte table, [256, 288)
 // x^2^k mod P, then 15 x 256 slicing tables (the byte table shifted by 1..15
-// zero bytes) from CRC_SLICE_TABLES.
+// zero bytes) from CRC_SLICE_TABLES, then from CRC_LANE_OPS the operators
+// x^(8 * 128 j) (j < 32), x^(8 m) (m < 16) and the CRC of CRC_PIECE zero bytes.
 #define CRC_SLICE_TABLES (256 + 32)
-#define CRC_DEVICE_TABLE_WORDS (CRC_SLICE_TABLES + 15 * 256)
+#define CRC_LANE_OPS (CRC_SLICE_TABLES + 15 * 256)
+#define CRC_DEVICE_TABLE_WORDS (CRC_LANE_OPS + 49)
 void crc_device_table(uint32_t t[CRC_DEVICE_TABLE_WORDS]);
 
 // The five checksummed sections (positions, token ids, raw K, raw V, chunk
