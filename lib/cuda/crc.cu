@@ -82,6 +82,7 @@ static __device__ void crc_load_tables(const uint32_t *table, CrcTables *s) {
 static __device__ __forceinline__ uint32_t crc_register(const uint8_t *p, const uint8_t *e, const CrcTables &s) {
     uint32_t c = 0;
     while (p < e && ((uintptr_t)p & 15)) c = s.t[0][(c ^ __ldg(p++)) & 0xff] ^ (c >> 8);
+#pragma unroll 8  // a lane's 128 bytes: eight independent 16-byte loads in flight
     for (; e - p >= 16; p += 16) {
         uint4 v = __ldg((const uint4 *)p);
         uint32_t x = v.x ^ c;
