@@ -248,8 +248,8 @@ KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void 
  * found corrupt fails every held decode too. The values equal a decode of
  * the same range without the hold (and the full decode's up to GEMM
  * rounding). The hold ends with kvtc_cuda_release, kvtc_cuda_hold of
- * another stream, any compress call on the codec, or a decode of another
- * stream in the same workspace. Same prefix rules and errors as
+ * another stream, any compress call on the codec, or a decode on the codec
+ * of another stream or into another workspace. Same prefix rules and errors as
  * kvtc_cuda_decompress. The caller keeps d_stream and d_ws unchanged while
  * it holds them. */
 KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
