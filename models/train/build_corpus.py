@@ -30,8 +30,8 @@ SEED = 16
 # order): the dictionaries alone would be ~2/3 of the corpus, and the token
 # file (~1.4 bytes per token after xz) is carried to the device call, which
 # ships the repository (57 MB with the bundled models) in 64 MiB.
-CAP = {"dictionary": 6e6, "code": 2.5e6}
-N_RECALL_NAMES = 6000
+CAP = {"dictionary": 10e6, "code": 4e6}
+N_RECALL_NAMES = 2000
 
 
 def austen():

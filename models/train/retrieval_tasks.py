@@ -130,7 +130,7 @@ def training_window(tokens, T, rng, bank, frac):
         P = int(rng.integers(16, max(17, min(256, T // 8))))
         dist = int(rng.integers(P + 1, T - P))
         return _strip_bos(make_copy(tokens, T + 1, rng, P, dist, salad=rng.random() < 0.5)[0])
-    k = int(rng.integers(1, 5))
+    k = int(rng.integers(1, 1 + min(4, max(1, T // 512))))  # 1-4 needles, ~60 tokens each
     return _strip_bos(make_recall(tokens, T + 1, rng, bank, k=k)[0])
 
 

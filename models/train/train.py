@@ -49,9 +49,9 @@ CONFIGS = {
                   warmup=100, dropout=0.0, eval_every_s=60.0, val_windows=16),
     # the CPU proof of the retrieval recipe (a few minutes on 2 cores):
     # 2 layers are enough for induction heads (previous-token + lookup)
-    "cpu": dict(n_embd=128, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=384,
-                ctx_short=256, ctx_long=512, tokens_per_step=8192, lr=3e-3, warmup=30,
-                dropout=0.0, eval_every_s=30.0, val_windows=8),
+    "cpu": dict(n_embd=64, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=192,
+                ctx_short=256, ctx_long=256, tokens_per_step=1024, lr=3e-3, warmup=30,
+                dropout=0.0, eval_every_s=100.0, val_windows=4),
     # the CPU smoke test / engine fixture: same shape rules, < 1 MB GGUF
     "tiny": dict(n_embd=64, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=128,
                  ctx_short=128, ctx_long=256, tokens_per_step=2048, lr=1e-2, warmup=10,
@@ -349,6 +349,7 @@ def main():
     ap.add_argument("--retrieval-trials", type=int, default=16,
                     help="windows per task in the retrieval validation (0: none)")
     ap.add_argument("--lr", type=float, help="override the config's peak learning rate")
+    ap.add_argument("--threads", type=int, help="CPU threads (a loaded shared machine: 1)")
     args = ap.parse_args()
     t_start = time.time()
     c = dict(CONFIGS[args.config])
@@ -360,6 +361,8 @@ def main():
         c["lr"] = args.lr
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gen = np.random.default_rng(args.seed)
 
     cuda = torch.cuda.is_available()
