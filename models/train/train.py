@@ -13,10 +13,13 @@ test fixture) and on the GPU; only device, dtype and sizes differ.
 
 Schedule: everything is a function of elapsed time, so the run ends on time
 whatever the throughput: lr warms up over the first steps then follows a
-cosine over the time budget; the first LONG_FROM of the time trains 2K
+cosine over the time budget; the first --long-from of the time trains 2K
 windows, the rest 8K windows (same tokens per step), so the model learns
-long positions after it has learnt language. The weights with the best
-validation loss of the 8K phase are exported (else the last).
+long positions after it has learnt language. A fraction --retrieval-frac of
+the windows are copy / recall windows built at each step (retrieval_tasks.py;
+README "Why the first qwen2 model does not retrieve"). The weights of the 8K
+phase with the lowest validation loss at 8K plus NLL of the retrieval
+validation's scored tokens are exported (else the last).
 """
 import argparse
 import hashlib
