@@ -15,7 +15,7 @@ install_missing() { # apt-get options then "--" then packages: installs those no
 }
 
 install_missing -- build-essential cmake pkg-config libdeflate-dev libxxhash-dev libopenblas-dev liblapacke-dev \
-  gnuplot-nox clang libclang-rt-14-dev valgrind python3 locales libhiredis-dev redis-server
+  gnuplot-nox clang libclang-rt-14-dev valgrind python3 python3-numpy locales libhiredis-dev redis-server
 
 # A locale whose decimal point is a comma, for tests/test_locale.c (numbers
 # in files must not depend on the locale).

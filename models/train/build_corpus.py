@@ -1,13 +1,14 @@
 """build_corpus.py - the second model's training text, from Debian packages
-only (prepare_data.sh installs them), plus synthetic long-range retrieval
-documents; splits every source into train / val / eval by whole documents.
+only (prepare_data.sh installs them); splits every source into train / val /
+eval by whole documents, and writes the needle / question lines that train.py
+builds its key-value recall windows from.
 
-  python3 build_corpus.py WORKDIR
+  python3 build_corpus.py WORKDIR HELDOUT
 
-Writes WORKDIR/{train,val}.docs (documents separated by a line holding only
-\\x1e, for kvtc_tokenize), WORKDIR/eval_<domain>.txt (held-out plain text per
-domain, for ppl / copy / recall / cross-domain calibration) and
-WORKDIR/manifest.json (which document of which package went where).
+Writes WORKDIR/{train,val,recall_bank}.docs (documents separated by a line
+holding only \\x1e, for kvtc_tokenize), HELDOUT/eval_<domain>.txt (held-out
+plain text per domain, for ppl / copy / recall / cross-domain calibration)
+and HELDOUT/manifest.json (which document of which package went where).
 
 Never reads r-cran-tokenizers (its texts are held out for independent
 checks) nor Persuasion (the first model's held-out text, also excluded from
@@ -27,9 +28,10 @@ SEP = "\n\x1e\n"
 SEED = 16
 # Training characters kept per domain (whole documents, in a fixed random
 # order): the dictionaries alone would be ~2/3 of the corpus, and the token
-# file must fit the device call's 64 MiB with the repository.
-CAP = {"dictionary": 16e6, "code": 5e6}
-N_SYNTHETIC = {"train": 2400, "val": 40}
+# file (~1.4 bytes per token after xz) is carried to the device call, which
+# ships the repository (57 MB with the bundled models) in 64 MiB.
+CAP = {"dictionary": 10e6, "code": 4e6}
+N_RECALL_NAMES = 2000
 
 
 def austen():
@@ -118,7 +120,18 @@ def manpages(limit, cache):
         return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        docs = [d for d in ex.map(render, pages[:limit]) if d]
+        rendered = [d for d in ex.map(render, pages[:limit]) if d]
+    # Pages that are .so aliases of one another (malloc.3, free.3, calloc.3)
+    # render to the same text: keep one document per rendered text, so that
+    # the split by document cannot put one alias in training and another in
+    # the held-out text (the first model's held-out man pages had ppl 1.03).
+    docs, seen = [], {}
+    for title, text in rendered:
+        if text in seen:
+            docs[seen[text]] = (docs[seen[text]][0] + " = " + title.split()[-1], text)
+        else:
+            seen[text] = len(docs)
+            docs.append((title, text))
     with gzip.open(cache, "wt", encoding="utf-8") as f:
         json.dump(docs, f)
     return docs
@@ -144,44 +157,19 @@ def name(rnd):
     return s[0].upper() + s[1:]
 
 
-def filler(pool, rnd, chars):
-    out, n = [], 0
-    while n < chars:
-        d = pool[rnd.randrange(len(pool))]
-        s = rnd.randrange(max(1, len(d) - 2000))
-        piece = d[s:s + rnd.randint(600, 2000)]
-        out.append(piece)
-        n += len(piece)
-    return "\n".join(out)
-
-
-def copy_doc(pool, rnd):
-    """A passage, a long gap of other text, the passage again: the second copy
-    is predictable only by looking it up (induction over the gap)."""
-    if rnd.random() < 0.25:  # random words: nothing but the cache predicts them
-        words = re.findall(r"[a-z]{3,}", pool[rnd.randrange(len(pool))][:20000]) or ["word"]
-        passage = " ".join(rnd.choice(words) for _ in range(rnd.randint(20, 120)))
-    else:
-        d = pool[rnd.randrange(len(pool))]
-        s = rnd.randrange(max(1, len(d) - 2000))
-        passage = d[s:s + rnd.randint(200, 1500)]
-    gap = filler(pool, rnd, rnd.choice([500, 2000, 6000, 12000, 24000]))
-    return passage + "\n\n" + gap + "\n\n" + passage + "\n"
-
-
-def recall_doc(pool, rnd):
-    """Needle lines 'The secret code of NAME is DIGITS.' at random depths of
-    filler text, then questions answered from them."""
-    k = rnd.randint(1, 6)
-    needles = [(name(rnd), "%05d" % rnd.randrange(100000)) for _ in range(k)]
-    parts = [filler(pool, rnd, rnd.choice([300, 1500, 4000, 8000])) for _ in range(k + 1)]
-    body = parts[0]
-    for (nm, code), p in zip(needles, parts[1:]):
-        body += "\nThe secret code of %s is %s.\n" % (nm, code) + p
-    rnd.shuffle(needles)
-    qa = "".join("\nQuestion: what is the secret code of %s?\nAnswer: the secret code of %s is %s.\n"
-                 % (nm, nm, code) for nm, code in needles)
-    return body + "\n" + qa
+def recall_bank(rnd, n):
+    """Needle and question-answer lines for n made-up names, code 00000 (train.py
+    puts a fresh random code into the digit tokens of every use, so no name-code
+    pair can be memorized): documents 2i (needle) and 2i+1 (question + answer)
+    of recall_bank.u16. Same line formats as `kvtc eval --task recall`."""
+    names = sorted({name(rnd) for _ in range(n)})
+    docs = []
+    for nm in names:
+        docs.append("\nThe secret code of %s is 00000.\n" % nm)
+        docs.append("\nQuestion: what is the secret code of %s?\nAnswer: the secret code of %s is 00000.\n"
+                    % (nm, nm))
+    docs.append("0123456789")  # the digit tokens, one per digit (split_digits)
+    return docs
 
 
 def main():
@@ -221,21 +209,17 @@ def main():
     for dom in sources:
         with open(os.path.join(held, "eval_%s.txt" % dom), "w", encoding="utf-8") as f:
             f.write("\n\n".join(t for d, t in split["eval"] if d == dom))
-    pools = {w: [t for _, t in split[w]] for w in ("train", "val")}
-    n_syn = N_SYNTHETIC
-    natural_chars = sum(len(t) for t in pools["train"])
+    # Copy and recall windows are built by train.py in token space, fresh at
+    # every step (retrieval_tasks.py); text documents of that kind, cut from
+    # the training text, were memorized by the first qwen2 model instead.
     for w in ("train", "val"):
-        syn = [copy_doc(pools[w], rnd) if i % 2 == 0 else recall_doc(pools[w], rnd)
-               for i in range(n_syn[w])]
-        manifest[w].append("synthetic: %d copy / key-value recall documents built from the %s "
-                           "texts above" % (len(syn), w))
-        docs = [t for _, t in split[w]] + syn
+        docs = [t for _, t in split[w]]
         rnd.shuffle(docs)
         with open(os.path.join(work, w + ".docs"), "w", encoding="utf-8") as f:
             f.write(SEP.join(d.replace("\x1e", " ") for d in docs))
-        if w == "train":
-            print("train: %.1f MB natural text, %.1f MB synthetic" %
-                  (natural_chars / 1e6, sum(len(s) for s in syn) / 1e6))
+        print("%s: %.1f MB of text in %d documents" % (w, sum(len(d) for d in docs) / 1e6, len(docs)))
+    with open(os.path.join(work, "recall_bank.docs"), "w", encoding="utf-8") as f:
+        f.write(SEP.join(recall_bank(random.Random(SEED + 1), N_RECALL_NAMES)))
     with open(os.path.join(held, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=0)
 

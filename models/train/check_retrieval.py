@@ -1,49 +1,77 @@
-"""Does the bundled qwen2 model retrieve, in PyTorch (train.py's model with the
-GGUF's dequantized weights), independently of kvtc's engine? Builds one recall
-document (a "secret code" line at half depth, the question and answer in the
-training format) and one copy document (a 400-character passage repeated) at
-~2K and ~8K tokens from the end of data/persuasion.txt, and prints top-1
-accuracy and NLL of the answer / the repeated passage.
-  scripts/build.sh && /usr/bin/python3 models/train/check_retrieval.py   (CPU, ~2 min)"""
-import os, subprocess, sys, tempfile
-import numpy as np
+"""Does an exported qwen2 GGUF retrieve? PyTorch (train.py's model with the
+GGUF's dequantized weights), independently of kvtc's engine, on held-out
+tokens (DATA/val.u16, never trained on) and DATA/recall_bank.u16:
+
+  copy          top-1 accuracy on the second copy of a 64-token natural passage
+  random copy   the same with a passage of random tokens (only the cache predicts it)
+  recall        exact match of the 5 answer digits, one needle line at depths
+                spread over the window
+each next to its "hidden" control (first copy replaced / needle given another
+code). A model that retrieves scores far above its controls.
+
+  /usr/bin/python3 models/train/check_retrieval.py --gguf data/eval-qwen2-12m-q8_0.gguf \\
+      --data models/train/data --ctx 2048 8192 --trials 16   (CPU: minutes at 8K)
+Runs on the GPU when there is one (the device call right after training).
+Prints one line per context and writes --json if asked."""
+import argparse
+import json
+import os
+import sys
+
 import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import gguf_io  # noqa: E402
+import retrieval_tasks as rt  # noqa: E402
 import train  # noqa: E402
-torch.set_num_threads(2)
-W = os.path.dirname(os.path.dirname(HERE))
-TMP = tempfile.mkdtemp(prefix="check_retrieval-")
-M = W + "/data/eval-qwen2-12m-q8_0.gguf"
-txt = open(W + "/data/persuasion.txt").read()[-200000:]
-docs, meta = [], []
-for n_chars, depth in ((7000, 0.5), (28000, 0.5)):
-    fill = txt[:n_chars]; cut = fill.rfind("\n", 0, int(depth * n_chars))
-    doc = fill[:cut] + "\nThe secret code of Bamoruk is 48213.\n" + fill[cut:] + \
-        "\nQuestion: what is the secret code of Bamoruk?\nAnswer: the secret code of Bamoruk is 48213."
-    docs.append(doc); meta.append(("recall", n_chars))
-for n_chars in (7000, 28000):
-    p = txt[100000:100400]
-    doc = txt[150000:150000 + 500] + p + txt[160000:160000 + n_chars - 1300] + p
-    docs.append(doc); meta.append(("copy", n_chars))
-open(TMP + "/in.docs", "w").write("\n\x1e\n".join(docs))
-subprocess.run([W + "/build/kvtc_tokenize", M, TMP + "/in.docs", TMP + "/out.u16"], check=True)
-ids = np.fromfile(TMP + "/out.u16", "<u2").astype(np.int64)
-starts = list(np.where(ids == 1)[0]) + [len(ids)]
-c = dict(train.CONFIGS["small"])
-model = train.Model(c, 4096); train.load_gguf_into(model, c, M); model.eval()
-with torch.no_grad():
-    for i, (kind, n) in enumerate(meta):
-        seq = ids[starts[i]:starts[i + 1]]
-        if seq[-1] == 2: seq = seq[:-1]  # </s>
-        x = torch.from_numpy(seq[None])
-        lg = model(x)[0]
-        pred = lg.argmax(-1).numpy()
-        if kind == "recall":
-            tail = 6  # " 48213." : the answer digits and the period
-        else:
-            tail = 90  # inside the second copy of the passage (~100 tokens)
-        hit = (pred[len(seq) - tail - 1:len(seq) - 1] == seq[len(seq) - tail:]).mean()
-        nll = torch.nn.functional.cross_entropy(lg[len(seq) - tail - 1:len(seq) - 1], x[0, len(seq) - tail:]).item()
-        print(kind, "tokens", len(seq), "last", tail, "tokens: top-1 acc %.3f, nll %.3f" % (hit, nll),
-              "answer pred", pred[-tail - 1:-1].tolist(), "true", seq[-tail:].tolist() if kind == "recall" else "")
+
+
+def config_of(path):
+    meta, _ = gguf_io.read(path, meta_only=True)
+    g = lambda k: meta["qwen2." + k][1]  # noqa: E731
+    c = dict(n_embd=g("embedding_length"), n_layer=g("block_count"), n_head=g("attention.head_count"),
+             n_head_kv=g("attention.head_count_kv"), n_ff=g("feed_forward_length"),
+             ctx_long=g("context_length"), dropout=0.0)
+    c["head_dim"] = meta["qwen2.attention.key_length"][1] if "qwen2.attention.key_length" in meta \
+        else c["n_embd"] // c["n_head"]
+    return c, len(meta["tokenizer.ggml.tokens"][1][1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gguf", default=os.path.join(HERE, "..", "..", "data", "eval-qwen2-12m-q8_0.gguf"))
+    ap.add_argument("--data", default=os.path.join(HERE, "data"))
+    ap.add_argument("--ctx", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if not cuda:
+        torch.set_num_threads(2)
+
+    def amp():
+        if cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    c, n_vocab = config_of(args.gguf)
+    model = train.Model(c, n_vocab)
+    train.load_gguf_into(model, c, args.gguf)
+    model.to(device).eval()
+    val = train.load_tokens(os.path.join(args.data, "val.u16"))
+    bank = rt.Bank(os.path.join(args.data, "recall_bank.u16"))
+    res = {}
+    for T in args.ctx:
+        r = train.retrieval_eval(model, val, T, bank, args.trials, device, amp,
+                                 batch_size=2 if T > 4096 and not cuda else 8)
+        res[T] = r
+        print("ctx %d, %d windows per task: %s" % (T, args.trials, train.fmt_retrieval(r)), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"gguf": args.gguf, "trials": args.trials, "by_ctx": res}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,10 +13,13 @@ test fixture) and on the GPU; only device, dtype and sizes differ.
 
 Schedule: everything is a function of elapsed time, so the run ends on time
 whatever the throughput: lr warms up over the first steps then follows a
-cosine over the time budget; the first LONG_FROM of the time trains 2K
+cosine over the time budget; the first --long-from of the time trains 2K
 windows, the rest 8K windows (same tokens per step), so the model learns
-long positions after it has learnt language. The weights with the best
-validation loss of the 8K phase are exported (else the last).
+long positions after it has learnt language. A fraction --retrieval-frac of
+the windows are copy / recall windows built at each step (retrieval_tasks.py;
+README "Why the first qwen2 model does not retrieve"). The weights of the 8K
+phase with the lowest validation loss at 8K plus NLL of the retrieval
+validation's scored tokens are exported (else the last).
 """
 import argparse
 import hashlib
@@ -33,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import gguf_io
+import retrieval_tasks as rt
 
 BOS = 1
 CONFIGS = {
@@ -46,6 +50,11 @@ CONFIGS = {
     "small": dict(n_embd=512, n_layer=4, n_head=4, n_head_kv=2, head_dim=128, n_ff=768,
                   ctx_short=2048, ctx_long=8192, tokens_per_step=131072, lr=2e-3,
                   warmup=100, dropout=0.0, eval_every_s=60.0, val_windows=16),
+    # the CPU proof of the retrieval recipe (a few minutes on 2 cores):
+    # 2 layers are enough for induction heads (previous-token + lookup)
+    "cpu": dict(n_embd=64, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=192,
+                ctx_short=256, ctx_long=256, tokens_per_step=1024, lr=3e-3, warmup=30,
+                dropout=0.0, eval_every_s=100.0, val_windows=4),
     # the CPU smoke test / engine fixture: same shape rules, < 1 MB GGUF
     "tiny": dict(n_embd=64, n_layer=2, n_head=2, n_head_kv=1, head_dim=128, n_ff=128,
                  ctx_short=128, ctx_long=256, tokens_per_step=2048, lr=1e-2, warmup=10,
@@ -158,10 +167,10 @@ def load_tokens(path):
         return np.frombuffer(f.read(), dtype="<u2").astype(np.int64)
 
 
-def batch(tokens, n, T, gen, device):
-    """n windows [<s>] + T-1 tokens at random offsets, and their targets."""
-    off = gen.integers(0, len(tokens) - T, size=n)
-    w = np.stack([tokens[o:o + T] for o in off])
+def batch(tokens, n, T, gen, device, bank=None, frac=0.0):
+    """n windows [<s>] + T-1 tokens, and their targets: text at random offsets,
+    a fraction frac of them copy / recall windows (retrieval_tasks.py)."""
+    w = np.stack([rt.training_window(tokens, T, gen, bank, frac) for _ in range(n)])
     x = np.concatenate([np.full((n, 1), BOS), w[:, :-1]], axis=1)
     return (torch.from_numpy(x).to(device, non_blocking=True),
             torch.from_numpy(w).to(device, non_blocking=True))
@@ -188,6 +197,56 @@ def val_loss(model, wins, device, amp):
         cnt += y.numel()
     model.train()
     return tot / cnt
+
+
+@torch.no_grad()
+def retrieval_eval(model, tokens, T, bank, n, device, amp, seed=7, batch_size=8):
+    """Copy and recall on held-out tokens, each with its hidden control (the
+    same windows with the first copy replaced / the needle's code changed):
+    top-1 accuracy over the second copy of a 64-token passage (natural text,
+    as kvtc eval, and random tokens), exact match of the 5 answer digits of
+    one needle (teacher forcing, argmax per digit), distances and depths
+    spread evenly over the window. nll: mean NLL of the scored tokens of the
+    non-hidden windows (part of the exported step's criterion)."""
+    model.eval()
+    P = min(64, T // 8)
+    out = {}
+    nll_sum, nll_cnt = 0.0, 0
+    for kind in ("copy", "salad", "recall"):
+        for hidden in (False, True):
+            rng = np.random.default_rng(seed)  # same windows with and without the control
+            seqs = []
+            for i in range(n):
+                f = (i + 0.5) / n
+                if kind == "recall":
+                    seqs.append(rt.make_recall(tokens, T, rng, bank, 1, [f], hidden))
+                else:
+                    dist = P + 16 + int(f * (T - 3 * P - 17))
+                    seqs.append(rt.make_copy(tokens, T, rng, P, dist, kind == "salad", hidden))
+            hits = []
+            for b in range(0, n, batch_size):
+                part = seqs[b:b + batch_size]
+                x = torch.from_numpy(np.stack([q for q, _ in part])).to(device)
+                with amp():
+                    lg = model(x).float()
+                for j, (q, pos) in enumerate(part):
+                    p = torch.from_numpy(pos).to(device)
+                    pred = lg[j, p - 1].argmax(-1)
+                    ok = (pred == x[j, p]).float()
+                    hits.append(ok.prod().item() if kind == "recall" else ok.mean().item())
+                    if not hidden:
+                        nll_sum += F.cross_entropy(lg[j, p - 1], x[j, p], reduction="sum").item()
+                        nll_cnt += len(pos)
+            out[kind + ("_hidden" if hidden else "")] = float(np.mean(hits))
+    out["nll"] = nll_sum / max(nll_cnt, 1)
+    model.train()
+    return out
+
+
+def fmt_retrieval(r):
+    return ("copy %.3f (hidden %.3f)  random-token copy %.3f (hidden %.3f)  recall %.3f (hidden %.3f)"
+            "  nll %.3f" % (r["copy"], r["copy_hidden"], r["salad"], r["salad_hidden"], r["recall"],
+                            r["recall_hidden"], r["nll"]))
 
 
 # --------------------------------------------------------------- export ----
@@ -285,6 +344,15 @@ def main():
     ap.add_argument("--ref-json", help="write reference ids/logits of the GGUF here")
     ap.add_argument("--tokens-per-step", type=int, help="override the config (CPU checks of 'full')")
     ap.add_argument("--val-windows", type=int, help="override the config (CPU checks of 'full')")
+    ap.add_argument("--retrieval-frac", type=float, default=0.4,
+                    help="fraction of training windows that are copy / recall windows built in "
+                         "token space (retrieval_tasks.py); 0 = the first qwen2 model's recipe")
+    ap.add_argument("--long-from", type=float, default=LONG_FROM,
+                    help="fraction of the time budget trained on ctx_short windows before ctx_long")
+    ap.add_argument("--retrieval-trials", type=int, default=16,
+                    help="windows per task in the retrieval validation (0: none)")
+    ap.add_argument("--lr", type=float, help="override the config's peak learning rate")
+    ap.add_argument("--threads", type=int, help="CPU threads (a loaded shared machine: 1)")
     args = ap.parse_args()
     t_start = time.time()
     c = dict(CONFIGS[args.config])
@@ -292,8 +360,12 @@ def main():
         c["tokens_per_step"] = args.tokens_per_step
     if args.val_windows:
         c["val_windows"] = args.val_windows
+    if args.lr:
+        c["lr"] = args.lr
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gen = np.random.default_rng(args.seed)
 
     cuda = torch.cuda.is_available()
@@ -313,6 +385,11 @@ def main():
     train = load_tokens(tf if os.path.exists(tf) else os.path.join(args.data, "train.u16"))
     val = load_tokens(os.path.join(args.data, "val.u16"))
     assert train.max() < n_vocab and val.max() < n_vocab, "token ids beyond the vocabulary"
+    bank_path = os.path.join(args.data, "recall_bank.u16")
+    bank = rt.Bank(bank_path) if os.path.exists(bank_path) else None
+    if args.retrieval_frac > 0 and bank is None:
+        sys.exit("%s missing: run prepare_data.sh (or --retrieval-frac 0)" % bank_path)
+    rtrials = args.retrieval_trials if bank is not None else 0
     vs = val_windows(val, c["ctx_short"], c["val_windows"])
     vl = val_windows(val, c["ctx_long"], max(1, c["val_windows"] // 4))
 
@@ -326,7 +403,8 @@ def main():
     print("config %s: %d parameters, %d train / %d val tokens, device %s, torch %s" %
           (args.config, n_params, len(train), len(val), device, torch.__version__))
 
-    log = {"config": c, "rope_theta": ROPE_THETA, "rms_eps": RMS_EPS, "n_params": n_params,
+    log = {"config": c, "retrieval_frac": args.retrieval_frac, "long_from": args.long_from,
+           "rope_theta": ROPE_THETA, "rms_eps": RMS_EPS, "n_params": n_params,
            "train_tokens": int(len(train)), "val_tokens": int(len(val)), "steps": [],
            "val": [], "torch": torch.__version__, "device": device}
     best = (float("inf"), None, -1)
@@ -337,13 +415,13 @@ def main():
         frac = el / args.seconds
         if frac >= 1.0:
             break
-        long_phase = frac >= LONG_FROM
+        long_phase = frac >= args.long_from
         T = c["ctx_long"] if long_phase else c["ctx_short"]
         n = max(1, c["tokens_per_step"] // T)
         lr = c["lr"] * min(1.0, (step + 1) / c["warmup"]) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = batch(train, n, T, gen, device)
+        x, y = batch(train, n, T, gen, device, bank, args.retrieval_frac)
         with amp():
             logits = model(x)
         loss = F.cross_entropy(logits.float().view(-1, n_vocab), y.view(-1))
@@ -363,23 +441,38 @@ def main():
         if el - last_eval >= c["eval_every_s"] or el >= args.seconds:
             last_eval = el
             v2, v8 = val_loss(model, vs, device, amp), val_loss(model, vl, device, amp)
-            log["val"].append({"step": step, "t": round(el, 1), "ctx_short": v2, "ctx_long": v8})
+            entry = {"step": step, "t": round(el, 1), "ctx_short": v2, "ctx_long": v8}
             print("  val: ctx %d loss %.4f (ppl %.2f)  ctx %d loss %.4f (ppl %.2f)" %
                   (c["ctx_short"], v2, math.exp(v2), c["ctx_long"], v8, math.exp(v8)))
-            if long_phase and v8 < best[0]:
-                best = (v8, {k: v.detach().clone() for k, v in model.state_dict().items()}, step)
+            # exported: the long-phase step with the lowest val loss at ctx_long
+            # plus NLL of the retrieval windows' scored tokens (both nats/token),
+            # so a step that forgets how to look up is not picked for its ppl
+            score = v8
+            if rtrials:
+                r = retrieval_eval(model, val, c["ctx_long"], bank, rtrials, device, amp)
+                entry["retrieval_ctx_long"] = r
+                score = v8 + r["nll"]
+                print("  retrieval ctx %d: %s" % (c["ctx_long"], fmt_retrieval(r)))
+            entry["score"] = score
+            log["val"].append(entry)
+            if long_phase and score < best[0]:
+                best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, step)
     train_s = time.time() - t0
     if not log["val"] or log["val"][-1]["step"] != step:  # validate the last weights once
         v2, v8 = val_loss(model, vs, device, amp), val_loss(model, vl, device, amp)
-        log["val"].append({"step": step, "t": round(train_s, 1), "ctx_short": v2, "ctx_long": v8})
-    v8 = log["val"][-1]["ctx_long"]
+        entry = {"step": step, "t": round(train_s, 1), "ctx_short": v2, "ctx_long": v8, "score": v8}
+        if rtrials:
+            r = retrieval_eval(model, val, c["ctx_long"], bank, rtrials, device, amp)
+            entry.update(retrieval_ctx_long=r, score=v8 + r["nll"])
+        log["val"].append(entry)
+    v8 = log["val"][-1]["score"]
     if v8 <= best[0] or best[1] is None:
         best = (v8, None, step)
     else:
         model.load_state_dict(best[1])
     log.update({"train_seconds": train_s, "total_steps": step, "tokens_seen": tokens_seen,
-                "exported_step": best[2], "exported_val_long": best[0]})
-    print("trained %d steps, %d tokens in %.0f s; exporting step %d (val ctx %d loss %.4f)" %
+                "exported_step": best[2], "exported_score": best[0]})
+    print("trained %d steps, %d tokens in %.0f s; exporting step %d (val ctx %d score %.4f)" %
           (step, tokens_seen, train_s, best[2], c["ctx_long"], best[0]))
 
     gguf = args.keep_gguf or os.path.join("/tmp", "kvtc-train-%d.gguf" % os.getpid())
