@@ -34,6 +34,8 @@
  *   CPU's, so quantization codes can differ where a value sits at a
  *   rounding boundary. The bitstream itself is the same format, and for the
  *   same payload bytes the GPU's rANS output is byte-identical to the CPU's.
+ *   KVTC_CUDA_PROJ_FP8 (kvtc_cuda_options.projection) decodes with e4m3
+ *   operands instead: see there.
  */
 #ifndef KVTC_CUDA_H
 #define KVTC_CUDA_H
@@ -53,6 +55,22 @@ typedef enum kvtc_cuda_gemm {
     KVTC_CUDA_GEMM_TF32 = 1, /* fp32 storage, tensor-core tf32 products, fp32 accumulation */
     KVTC_CUDA_GEMM_FP32 = 2  /* fp32 throughout (CUBLAS_COMPUTE_32F): the CPU's arithmetic */
 } kvtc_cuda_gemm;
+
+/* The decoder's reconstruction GEMM (X = D B, coefficients times basis). */
+typedef enum kvtc_cuda_projection {
+    KVTC_CUDA_PROJ_DEFAULT = 0, /* in the precision `gemm` selects (default) */
+    KVTC_CUDA_PROJ_FP8 = 1      /* e4m3 operands on FP8 tensor cores (cuBLASLt), fp32
+                                 * accumulation, bf16 output; needs gemm = BF16 and a GPU of
+                                 * compute capability >= 8.9 (else KVTC_ERR_UNSUPPORTED from
+                                 * kvtc_cuda_codec_alloc), p and head_dim multiples of 16
+                                 * (likewise). Coefficient j is divided by
+                                 * sqrt(eigenvalue_j) and cast to e4m3 by the dequantization
+                                 * kernel (no scale pass); the basis rows, multiplied by the
+                                 * same factors, carry one per-tensor scale (docs/FORMAT.md
+                                 * is unchanged: streams are the same bytes). Costs on the
+                                 * bundled model: bench/RESULTS.md, issue 15. The encoder's
+                                 * projection stays in `gemm`'s precision. */
+} kvtc_cuda_projection;
 
 /* Recomputed layers on the GPU (bases with kvtc_basis_recomputed_layers()
  * = m > 0: layers [0, m) of the coded tokens are not stored, the engine
@@ -101,6 +119,10 @@ typedef struct kvtc_cuda_options {
     kvtc_cuda_recompute_fn recompute; /* needed to decode streams with recomputed layers
                             * (KVTC_ERR_NEEDS_MODEL otherwise); NULL by default */
     void *recompute_user;
+    /* Added in 0.3 (callers of 0.1 and 0.2 pass their struct_size, up to
+     * `profile` or up to `recompute_user`, and get the default): */
+    kvtc_cuda_projection projection; /* default KVTC_CUDA_PROJ_DEFAULT; an unknown value, or
+                            * KVTC_CUDA_PROJ_FP8 with gemm != BF16: KVTC_ERR_INVALID_ARGUMENT */
 } kvtc_cuda_options;
 
 KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);

@@ -19,6 +19,7 @@ extern "C" {
 #include "util/cache.h"
 #include "alloc/plan_solve.h"
 #include "util/half.h"
+#include "transform/fp8.h"
 }
 #include "util/bitexact.h"
 
@@ -120,7 +121,10 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
         cudaFree(c->d_basis[s]);
         cudaFree(c->d_mean[s]);
         cudaFree(c->d_weight[s]);
+        cudaFree(c->d_basis8[s]);
+        cudaFree(c->d_fold[s]);
     }
+    if (c->lt) cublasLtDestroy(c->lt);
     cudaFree(c->d_inv_freq);
     cudaFree(c->d_crc_table);
     if (c->blas) cublasDestroy(c->blas);
@@ -175,6 +179,30 @@ static kvtc_result upload_f32(kvtc_cuda_codec *c, float **dst, const float *src,
     CUDA_CHECK(c, cudaMalloc(dst, sizeof(float) * (n ? n : 1)));
     if (n) CUDA_CHECK(c, cudaMemcpy(*dst, src, sizeof(float) * n, cudaMemcpyHostToDevice));
     return KVTC_OK;
+}
+
+// KVTC_CUDA_PROJ_FP8: the transposed e4m3 basis of stream s (all rmax
+// components, ld a multiple of 16) and the fold factors, built on the host
+// by the code the CPU emulation uses (transform/fp8.c).
+static kvtc_result upload_fp8_operands(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
+    uint32_t r = c->rmax[s], ld = (r + 15) / 16 * 16;
+    if (!ld) ld = 16;
+    c->ld8[s] = ld;
+    size_t n = (size_t)c->p * ld;
+    uint8_t *bt = (uint8_t *)malloc(n);
+    float *fold = (float *)malloc(sizeof(float) * (r ? r : 1));
+    kvtc_result res = bt && fold ? KVTC_OK : KVTC_ERR_OUT_OF_MEMORY;
+    if (!res) {
+        kvi_fp8_basis_t(bs, r, ld, bt, &c->scale8[s]);
+        for (uint32_t j = 0; j < r; j++) fold[j] = kvi_fp8_fold(bs, j);
+        if (cudaMalloc(&c->d_basis8[s], n) != cudaSuccess ||
+            cudaMemcpy(c->d_basis8[s], bt, n, cudaMemcpyHostToDevice) != cudaSuccess)
+            res = KVTC_ERR_CUDA;
+    }
+    free(bt);
+    if (!res) res = upload_f32(c, &c->d_fold[s], fold, r);
+    free(fold);
+    return res;
 }
 
 // Device tables of plan pl (groups of K and V) into pd.
@@ -246,20 +274,33 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     if (opts) {
-        // 0.1 callers end at `profile`; the fields after it keep their defaults
-        size_t v01 = offsetof(kvtc_cuda_options, model_fingerprint);
-        if (opts->struct_size != sizeof o && opts->struct_size != v01) return KVTC_ERR_INVALID_ARGUMENT;
+        // 0.1 callers end at `profile`, 0.2 callers at `recompute_user`; the
+        // fields after theirs keep their defaults
+        size_t v01 = offsetof(kvtc_cuda_options, model_fingerprint), v02 = offsetof(kvtc_cuda_options, projection);
+        if (opts->struct_size != sizeof o && opts->struct_size != v01 && opts->struct_size != v02)
+            return KVTC_ERR_INVALID_ARGUMENT;
         memcpy(&o, opts, opts->struct_size);
         o.struct_size = sizeof o;
     }
     if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) ||
-        (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32)
+        (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32 || (unsigned)o.projection > KVTC_CUDA_PROJ_FP8 ||
+        (o.projection == KVTC_CUDA_PROJ_FP8 && o.gemm != KVTC_CUDA_GEMM_BF16))
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers >= b->geometry.n_layers) return KVTC_ERR_UNSUPPORTED;
     if (b->geometry.head_dim % 2 || b->geometry.head_dim / 2 > 1024) return KVTC_ERR_UNSUPPORTED;
     if (o.device < 0 && cudaGetDevice(&o.device) != cudaSuccess) return KVTC_ERR_CUDA;
     DeviceGuard dg(o.device);  // the codec lives on o.device; the caller's device is restored
     if (!dg.ok) return KVTC_ERR_CUDA;
+    if (o.projection == KVTC_CUDA_PROJ_FP8) {
+        // FP8 tensor cores (Ada, Hopper and later); cuBLASLt's FP8 kernels
+        // need 16-byte multiples: the GEMM's rows are p (all layers) or a
+        // range of layers (a multiple of head_dim)
+        int major = 0, minor = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, o.device) != cudaSuccess ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, o.device) != cudaSuccess)
+            return KVTC_ERR_CUDA;
+        if (major * 10 + minor < 89 || b->k.p % 16 || b->geometry.head_dim % 16) return KVTC_ERR_UNSUPPORTED;
+    }
     kvtc_cuda_codec *c = (kvtc_cuda_codec *)calloc(1, sizeof *c);
     if (!c) return KVTC_ERR_OUT_OF_MEMORY;
     c->basis = b;
@@ -338,6 +379,11 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         }
         if (!r) r = upload_f32(c, &c->d_mean[s], bs[s]->mean, c->p);
         if (!r) r = upload_f32(c, &c->d_weight[s], bs[s]->weight, c->p);
+        if (!r && o.projection == KVTC_CUDA_PROJ_FP8) r = upload_fp8_operands(c, s, bs[s]);
+    }
+    if (!r && o.projection == KVTC_CUDA_PROJ_FP8) {
+        c->fp8 = 1;
+        if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) r = KVTC_ERR_CUDA;
     }
     if (!r) {
         rope_table rt;
@@ -430,7 +476,10 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     uint64_t segs4 = mulc(C, (uint64_t)ENC_MAX_SEGS * 4, &ov);
     TAKE(cs, addc(mulc(mulc(n, np, &ov), sizeof(float2), &ov), 8, &ov));
     TAKE(X, addc(mulc(mulc(n, c->p, &ov), c->esize, &ov), 8, &ov));
-    TAKE(D, addc(mulc(n, (uint64_t)(rm ? rm : 1) * 4, &ov), 8, &ov));
+    // fp32 coefficients (encode; decode in fp32/bf16), or e4m3 ones with a
+    // row length rounded up to 16 (KVTC_CUDA_PROJ_FP8 decode)
+    uint64_t d_row = (uint64_t)(rm ? rm : 1) * 4, d_row8 = c->fp8 ? (uint64_t)(c->ld8[0] > c->ld8[1] ? c->ld8[0] : c->ld8[1]) : 0;
+    TAKE(D, addc(mulc(n, d_row > d_row8 ? d_row : d_row8, &ov), 8, &ov));
     TAKE(payload, mulc(C, L->max_payload, &ov));
     TAKE(pieces, mulc(mulc(C + 8, L->max_pieces, &ov), 4, &ov));
     TAKE(crc_out, mulc(C + 8, 4, &ov));

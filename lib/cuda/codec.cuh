@@ -4,6 +4,7 @@
 #ifndef KVTC_CUDA_CODEC_CUH
 #define KVTC_CUDA_CODEC_CUH
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
@@ -80,6 +81,17 @@ struct kvtc_cuda_codec {
     uint32_t *d_crc_table;  // 256 + 32 (x^2^k mod P)
     cublasHandle_t blas;
     int esize;  // bytes of an X/D/basis element
+    // KVTC_CUDA_PROJ_FP8: the decoder's operands (transform/fp8.h). The
+    // basis TRANSPOSED in e4m3, [p][ld8] (components fastest, zero past
+    // rmax), its per-tensor scale, and the fold factors f_j the
+    // dequantization divides coefficient j by; coefficients in e4m3 are
+    // [n][round16(rank)]. lt: the cuBLASLt handle of the FP8 GEMMs.
+    int fp8;
+    uint8_t *d_basis8[2];
+    uint32_t ld8[2];
+    float scale8[2];
+    float *d_fold[2];
+    cublasLtHandle_t lt;
     // the last CUDA/cuBLAS failure of an entry point: call, file, line
     // (kvtc_cuda_last_error); empty when the last call did not fail there
     char err[KVTC_CUDA_ERR_MSG];

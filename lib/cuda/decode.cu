@@ -158,16 +158,13 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         for (int s = 0; s < 2; s++) {
             QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
             uint32_t rk = pd.s[s].rank;
-            launch_dequantize(c->esize, ws + L.D, pd.s[s], q, payload, stream);
+            CUDA_CHECK(c, dequantize_coefs(c, s, ws + L.D, pd.s[s], q, payload, stream));
             LAUNCH_CHECK(c, "dequantize");
             PROF(c, stream, s ? "V dequantize" : "K dequantize");
             // rows of the written tokens only, columns of the layer range only:
             // X row t = coded token k0 + t
-            const uint8_t *Dk = ws + L.D + (k0 - run0) * rk * c->esize;
-            if (rk)
-                CUBLAS_CHECK(c, reconstruct_cols(c, s, rk, n, Dk, ws + L.X, col0, ncols));
-            else
-                CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, n * c->p * c->esize, stream));
+            TRY(reconstruct_range(c, s, rk, ws + L.D, k0 - run0, n, ws + L.X, col0, ncols, ws + L.blas, L.blas_size,
+                                  stream));
             PROF(c, stream, s ? "V gemm" : "K gemm");
             RowGeom rg = row_geom(&h, s == 0, rot);
             rg.lh0 = slh0;

@@ -1,4 +1,6 @@
 // quantize.cu - quantization and packing of the chunk payloads (quantize.cuh).
+#include <cuda_fp8.h>
+
 #include "cuda/common.cuh"
 #include "cuda/quantize.cuh"
 
@@ -83,21 +85,38 @@ __global__ void quant_k(const float *D, const GroupDesc *groups, QuantGeom q, ui
     }
 }
 
-template <typename T>
-__global__ void dequant_k(T *D, const GroupDesc *groups, QuantGeom q, const uint8_t *payload) {
+// Where dequantized coefficients go: element (t, col) of D with row length
+// ld, in the GEMM's input type. E4m3 divides coefficient col by its fold
+// factor first (transform/fp8.h: __fdiv_rn and RNE saturating conversion,
+// the same arithmetic as the CPU emulation's).
+template <typename T> struct StoreCoef {
+    T *D;
+    uint32_t ld;
+    __device__ __forceinline__ void operator()(uint64_t t, uint32_t col, float v) const { D[t * ld + col] = from_f<T>(v); }
+};
+struct StoreE4m3 {
+    __nv_fp8_storage_t *D;
+    uint32_t ld;
+    const float *fold;
+    __device__ __forceinline__ void operator()(uint64_t t, uint32_t col, float v) const {
+        D[t * ld + col] = __nv_cvt_float_to_fp8(__fdiv_rn(v, fold[col]), __NV_SATFINITE, __NV_E4M3);
+    }
+};
+
+template <typename Store>
+__global__ void dequant_k(Store out, const GroupDesc *groups, QuantGeom q, const uint8_t *payload) {
     uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     uint32_t gi = blockIdx.x * 8 + w;
     if (gi >= q.n_groups) return;
     GroupDesc gd = groups[gi];
     for (uint64_t t = blockIdx.y; t < q.n; t += gridDim.y) {
-        T *x = D + t * q.rank + gd.col;
         if (gd.bits == 0) {
-            for (uint32_t j = lane; j < gd.size; j += 32) x[j] = from_f<T>(0.0f);
+            for (uint32_t j = lane; j < gd.size; j += 32) out(t, gd.col + j, 0.0f);
             continue;
         }
         QuantAddr a = quant_addr(q, gd, t, (uint8_t *)payload);
         if (gd.bits == 16) {
-            for (uint32_t j = lane; j < gd.size; j += 32) x[j] = from_f<T>(d_f16_to_f32(ld_u16(a.param + 2 * j)));
+            for (uint32_t j = lane; j < gd.size; j += 32) out(t, gd.col + j, d_f16_to_f32(ld_u16(a.param + 2 * j)));
             continue;
         }
         float shift = d_f16_to_f32(ld_u16(a.param)), scale = d_f16_to_f32(ld_u16(a.param + 2));
@@ -108,7 +127,7 @@ __global__ void dequant_k(T *D, const GroupDesc *groups, QuantGeom q, const uint
             for (uint32_t k = 0; k < gd.bits; k++) acc |= (uint64_t)o[k] << (8 * k);
             for (int k = 0; k < 8; k++) {
                 uint32_t c = (uint32_t)(acc >> (k * gd.bits)) & mask;
-                x[sb * 8 + k] = from_f<T>(__fadd_rn(shift, __fmul_rn((float)c, scale)));
+                out(t, gd.col + sb * 8 + k, __fadd_rn(shift, __fmul_rn((float)c, scale)));
             }
         }
     }
@@ -133,14 +152,14 @@ __global__ void raw_quant_k(const float *D, const RawDesc *raw, uint32_t n_raw, 
     o[1] = (uint8_t)(h >> 8);
 }
 
-template <typename T>
-__global__ void raw_dequant_k(T *D, const RawDesc *raw, uint32_t n_raw, QuantGeom q, const uint8_t *payload) {
+template <typename Store>
+__global__ void raw_dequant_k(Store out, const RawDesc *raw, uint32_t n_raw, QuantGeom q, const uint8_t *payload) {
     uint64_t idx = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (uint64_t)n_raw * q.n) return;
     uint64_t e = idx / q.n, t = idx - e * q.n;
     RawDesc rd = raw[e];
     const uint8_t *o = raw_addr(q, rd, t, (uint8_t *)payload);
-    D[t * q.rank + rd.col] = from_f<T>(d_f16_to_f32(ld_u16(o)));
+    out(t, rd.col, d_f16_to_f32(ld_u16(o)));
 }
 
 QuantGeom quant_geom(const Layout &L, const PlanDev &pd, uint64_t n, uint32_t chunk_tokens, int s) {
@@ -167,22 +186,33 @@ void launch_quantize(const float *D, const StreamPlan &sp, const QuantGeom &q, u
     }
 }
 
-void launch_dequantize(int esize, void *D, const StreamPlan &sp, const QuantGeom &q, const uint8_t *payload,
-                       cudaStream_t st) {
+template <typename Store>
+static void launch_dequant(Store out, const StreamPlan &sp, const QuantGeom &q, const uint8_t *payload, cudaStream_t st) {
     if (q.n_groups) {
         dim3 qg((q.n_groups + 7) / 8, (unsigned)(q.n < 256 ? q.n : 256));
-        if (esize == 2)
-            dequant_k<__nv_bfloat16><<<qg, 256, 0, st>>>((__nv_bfloat16 *)D, sp.d_groups, q, payload);
-        else
-            dequant_k<float><<<qg, 256, 0, st>>>((float *)D, sp.d_groups, q, payload);
+        dequant_k<Store><<<qg, 256, 0, st>>>(out, sp.d_groups, q, payload);
     }
     if (sp.n_raw) {
         uint64_t tot = (uint64_t)sp.n_raw * q.n;
-        if (esize == 2)
-            raw_dequant_k<__nv_bfloat16><<<(unsigned)((tot + 255) / 256), 256, 0, st>>>((__nv_bfloat16 *)D, sp.d_raw,
-                                                                                       sp.n_raw, q, payload);
-        else
-            raw_dequant_k<float><<<(unsigned)((tot + 255) / 256), 256, 0, st>>>((float *)D, sp.d_raw, sp.n_raw, q,
-                                                                               payload);
+        raw_dequant_k<Store><<<(unsigned)((tot + 255) / 256), 256, 0, st>>>(out, sp.d_raw, sp.n_raw, q, payload);
     }
+}
+
+void launch_dequantize(int esize, void *D, const StreamPlan &sp, const QuantGeom &q, const uint8_t *payload,
+                       cudaStream_t st) {
+    if (esize == 2)
+        launch_dequant(StoreCoef<__nv_bfloat16>{(__nv_bfloat16 *)D, q.rank}, sp, q, payload, st);
+    else
+        launch_dequant(StoreCoef<float>{(float *)D, q.rank}, sp, q, payload, st);
+}
+
+cudaError_t launch_dequantize_e4m3(uint8_t *D, uint32_t ld, const float *fold, const StreamPlan &sp, const QuantGeom &q,
+                                   const uint8_t *payload, cudaStream_t st) {
+    // columns [rank, ld) are the GEMM's padding to 16: zeros
+    if (ld > q.rank && q.n) {
+        cudaError_t e = cudaMemset2DAsync(D + q.rank, ld, 0, ld - q.rank, q.n, st);
+        if (e != cudaSuccess) return e;
+    }
+    launch_dequant(StoreE4m3{(__nv_fp8_storage_t *)D, ld, fold}, sp, q, payload, st);
+    return cudaSuccess;
 }

@@ -27,5 +27,10 @@ void launch_quantize(const float *D, const StreamPlan &sp, const QuantGeom &q, u
 // payload -> D ([n][rank], bf16 when esize is 2, else fp32); dropped groups are zeros
 void launch_dequantize(int esize, void *D, const StreamPlan &sp, const QuantGeom &q, const uint8_t *payload,
                        cudaStream_t st);
+// payload -> D as e4m3 ([n][ld], ld >= rank): coefficient j divided by
+// fold[j] (device, the codec's d_fold), saturating; columns [rank, ld) are
+// zeroed. Returns the error of the padding memset (launch errors: cudaGetLastError).
+cudaError_t launch_dequantize_e4m3(uint8_t *D, uint32_t ld, const float *fold, const StreamPlan &sp, const QuantGeom &q,
+                                   const uint8_t *payload, cudaStream_t st);
 
 #endif
