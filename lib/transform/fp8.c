@@ -59,9 +59,16 @@ void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t 
     float sc = amax / KVI_E4M3_MAX;
     if (!(sc > 0.0f) || !isfinite(sc)) sc = 1.0f;
     *scale = sc;
-    for (uint32_t i = 0; i < s->p; i++) {
-        uint8_t *o = bt + (uint64_t)i * ld;
-        for (uint32_t j = 0; j < rank; j++) o[j] = kvi_f32_to_e4m3(kvi_fp8_fold(s, j) * s->basis[(uint64_t)j * s->p + i] / sc);
-        for (uint32_t j = rank; j < ld; j++) o[j] = 0;
+    /* transposed in blocks of 64 coordinates: rows of B are read in runs
+     * of 64 floats, not one float per 4p bytes (p * rank is 4e8 at 12B) */
+    for (uint32_t i0 = 0; i0 < s->p; i0 += 64) {
+        uint32_t i1 = s->p - i0 < 64 ? s->p : i0 + 64;
+        for (uint32_t j = 0; j < rank; j++) {
+            float f = kvi_fp8_fold(s, j);
+            const float *row = s->basis + (uint64_t)j * s->p;
+            for (uint32_t i = i0; i < i1; i++) bt[(uint64_t)i * ld + j] = kvi_f32_to_e4m3(f * row[i] / sc);
+        }
+        for (uint32_t i = i0; i < i1; i++)
+            for (uint32_t j = rank; j < ld; j++) bt[(uint64_t)i * ld + j] = 0;
     }
 }
