@@ -17,8 +17,9 @@
 //                                  on a second stream) vs decode-then-compute
 //   kvtc_cuda_bench fp8 [m]        same geometry and basis, 8 x 8K: compress and
 //                                  decompress with the default (bf16) codec and
-//                                  with KVTC_CUDA_PROJ_FP8 (issue 15), errors of
-//                                  both decodes, FP8 vs bf16, per-stage profiles
+//                                  with KVTC_CUDA_PROJ_FP8 (both GEMMs in e4m3,
+//                                  issue 15); errors of the bf16, FP8-decode-only
+//                                  and all-FP8 round trips; per-stage profiles
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -1094,7 +1095,7 @@ static double rel_err(const DevCache &a, const DevCache &ref, int s, double *d_a
 }
 
 static void fp8_bench(uint32_t m) {
-    printf("== fp8: 40 x 8 x 128 bf16, basis rank m = %u, 8 x 8K: default (bf16) vs KVTC_CUDA_PROJ_FP8 decode ==\n", m);
+    printf("== fp8: 40 x 8 x 128 bf16, basis rank m = %u, 8 x 8K: default (bf16) vs KVTC_CUDA_PROJ_FP8 ==\n", m);
     kvtc_geometry g;
     memset(&g, 0, sizeof g);
     g.n_layers = 40;
@@ -1174,7 +1175,16 @@ static void fp8_bench(uint32_t m) {
     float mc[2], md[2];
     std::vector<uint64_t> sizes(B);
     std::vector<std::vector<uint8_t>> prefix(B, std::vector<uint8_t>(4096));
-    for (int k = 0; k < 2; k++) {
+    std::vector<DevCache> outd(B);  // the bf16 streams decoded by the FP8 decoder (decode-only FP8)
+    for (int i = 0; i < B; i++) outd[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+    auto decode_all = [&](kvtc_cuda_codec *c, std::vector<DevCache> &out, const char *what) {
+        for (int i = 0; i < B; i++)
+            KV(kvtc_cuda_decompress(c, prefix[i].data(), 4096, d_out[i], sizes[i], &out[i].c, ws, wsz, d_status + i, st));
+        std::vector<uint32_t> status(B);
+        CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+        for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "%s decode status %u", what, status[i]);
+    };
+    for (int k = 0; k < 2; k++) {  // k 0: the default codec, 1: KVTC_CUDA_PROJ_FP8
         std::vector<float> vc, vd;
         for (int rep = 0; rep < 12; rep++) {
             t.start(st);
@@ -1192,32 +1202,34 @@ static void fp8_bench(uint32_t m) {
             float ms = t.stop(st);
             if (rep >= 2) vd.push_back(ms);
         }
-        std::vector<uint32_t> status(B);
-        CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
-        for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "%s decode status %u", k ? "fp8" : "bf16", status[i]);
+        decode_all(cc[k], out, k ? "fp8" : "bf16");
+        if (k == 0) decode_all(cc[1], outd, "fp8 decode of bf16 streams");
         mc[k] = median(vc);
         md[k] = median(vd);
-        printf("  %s codec: compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps)\n",
+        double tot = 0;
+        for (int i = 0; i < B; i++) tot += sizes[i];
+        printf("  %s codec: compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps); %.1f MB\n",
                k ? "FP8 " : "bf16", *std::min_element(vc.begin(), vc.end()), mc[k], *std::max_element(vc.begin(), vc.end()),
-               *std::min_element(vd.begin(), vd.end()), md[k], *std::max_element(vd.begin(), vd.end()));
+               *std::min_element(vd.begin(), vd.end()), md[k], *std::max_element(vd.begin(), vd.end()), tot / 1e6);
     }
-    // errors (the streams of the last round: the FP8 codec's encoder is the default one)
     double *d_acc;
     CU(cudaMalloc(&d_acc, 16));
-    double e16[2] = {0, 0}, e8[2] = {0, 0}, e816[2] = {0, 0};
+    double e16[2] = {0, 0}, e8[2] = {0, 0}, ed[2] = {0, 0}, ed16[2] = {0, 0};
     for (int i = 0; i < B; i++)
         for (int s = 0; s < 2; s++) {
             e16[s] += rel_err(out16[i], in[i], s, d_acc, st) / B;
             e8[s] += rel_err(out8[i], in[i], s, d_acc, st) / B;
-            e816[s] += rel_err(out8[i], out16[i], s, d_acc, st) / B;
+            ed[s] += rel_err(outd[i], in[i], s, d_acc, st) / B;
+            ed16[s] += rel_err(outd[i], out16[i], s, d_acc, st) / B;
         }
     cudaFree(d_acc);
-    printf("RESULT fp8 rank %u batch %dx%llu: compress %.2f ms (bf16 codec) / %.2f ms (FP8 codec, same encoder); "
-           "decompress bf16 %.2f ms, FP8 %.2f ms (%.2fx); rel err K/V bf16 %.4f/%.4f, FP8 %.4f/%.4f; FP8 vs bf16 decode "
+    for (int i = 0; i < B; i++) dev_free(outd[i]);
+    printf("RESULT fp8 rank %u batch %dx%llu: compress bf16 %.2f ms, FP8 %.2f ms (%.2fx); decompress bf16 %.2f ms, FP8 %.2f ms "
+           "(%.2fx); rel err K/V: bf16 %.4f/%.4f, FP8 decode only %.4f/%.4f (vs the bf16 decode %.4f/%.4f), FP8 both "
            "%.4f/%.4f\n",
-           m, B, (unsigned long long)n, mc[0], mc[1], md[0], md[1], md[0] / md[1], e16[0], e16[1], e8[0], e8[1], e816[0],
-           e816[1]);
-    // per-stage breakdown of one decode with each precision
+           m, B, (unsigned long long)n, mc[0], mc[1], mc[0] / mc[1], md[0], md[1], md[0] / md[1], e16[0], e16[1], ed[0],
+           ed[1], ed16[0], ed16[1], e8[0], e8[1]);
+    // per-stage breakdown of one encode and decode with each precision
     for (int k = 0; k < 2; k++) {
         kvtc_cuda_options po;
         kvtc_cuda_options_init(&po);
@@ -1227,8 +1239,13 @@ static void fp8_bench(uint32_t m) {
         kvtc_cuda_codec *pc;
         KV(kvtc_cuda_codec_alloc(b, &po, &pc));
         for (int rep = 0; rep < 3; rep++) {
-            if (rep == 2) fprintf(stderr, "(%s decode, cache 0)\n", k ? "FP8" : "bf16");
-            KV(kvtc_cuda_decompress(pc, prefix[0].data(), 4096, d_out[0], sizes[0], &out8[0].c, ws, wsz, d_status, st));
+            if (rep == 2) fprintf(stderr, "(%s encode and decode, cache 0)\n", k ? "FP8" : "bf16");
+            KV(kvtc_cuda_compress(pc, &in[0].c, d_out[0], cap[0], d_w, ws, wsz, st));
+            uint64_t sz = 0;
+            CU(cudaMemcpyAsync(&sz, d_w, 8, cudaMemcpyDeviceToHost, st));
+            CU(cudaMemcpyAsync(prefix[0].data(), d_out[0], 4096, cudaMemcpyDeviceToHost, st));
+            CU(cudaStreamSynchronize(st));
+            KV(kvtc_cuda_decompress(pc, prefix[0].data(), 4096, d_out[0], sz, &out8[0].c, ws, wsz, d_status, st));
             CU(cudaStreamSynchronize(st));
         }
         kvtc_cuda_codec_free(pc);

@@ -46,12 +46,11 @@ static kvtc_result prepare_stream(proj_emul *pe, int s, const basis_stream *bs) 
         free(bt);
         return KVTC_OK;
     }
-    float amax = 0.0f;
-    for (uint64_t i = 0; i < n; i++) amax = fabsf(bs->basis[i]) > amax ? fabsf(bs->basis[i]) : amax;
-    float sc = amax / KVI_E4M3_MAX;
-    if (!(sc > 0.0f) || !isfinite(sc)) sc = 1.0f;
-    pe->scale[s] = sc;
-    for (uint64_t i = 0; i < n; i++) op->basis[i] = kvi_round_e4m3(bs->basis[i] / sc);
+    uint8_t *b8 = malloc(n ? n : 1);
+    if (!b8) return KVTC_ERR_OUT_OF_MEMORY;
+    kvi_fp8_basis_rows(bs, bs->rank, b8, &pe->scale[s]);
+    for (uint64_t i = 0; i < n; i++) op->basis[i] = kvi_e4m3_to_f32(b8[i]);
+    free(b8);
     return KVTC_OK;
 }
 
@@ -107,8 +106,12 @@ kvtc_result proj_emul_project(const proj_emul *pe, int s, uint32_t r, float *x, 
             for (uint32_t i = 0; i < p; i++) row[i] = round_bf16(row[i]);
             continue;
         }
+        /* the GPU's rows are bf16 (the gather's output), cast per row */
         float amax = 0.0f;
-        for (uint32_t i = 0; i < p; i++) amax = fabsf(row[i]) > amax ? fabsf(row[i]) : amax;
+        for (uint32_t i = 0; i < p; i++) {
+            row[i] = round_bf16(row[i]);
+            amax = fabsf(row[i]) > amax ? fabsf(row[i]) : amax;
+        }
         float sc = amax / KVI_E4M3_MAX;
         if (!(sc > 0.0f) || !isfinite(sc)) sc = 1.0f;
         rs[t] = sc;
@@ -117,7 +120,7 @@ kvtc_result proj_emul_project(const proj_emul *pe, int s, uint32_t r, float *x, 
     project_centered(op, r, x, n, d);
     if (rs) {
         for (uint64_t t = 0; t < n; t++)
-            for (uint32_t j = 0; j < r; j++) d[t * r + j] *= rs[t] * pe->scale[s];
+            for (uint32_t j = 0; j < r; j++) d[t * r + j] = (d[t * r + j] * pe->scale[s]) * rs[t]; /* GEMM alpha, then the quantizer */
         free(rs);
     }
     return KVTC_OK;

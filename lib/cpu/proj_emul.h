@@ -8,11 +8,13 @@
  *    rows rounded to bf16 (the GPU's X is bf16). The encoder's
  *    coefficients stay fp32 (the GPU's D is fp32).
  *  - KVI_PROJ_FP8: e4m3 operands (transform/fp8.h). Decode: exactly the
- *    operands KVTC_CUDA_PROJ_FP8 builds (coefficients folded and cast with
+ *    operands KVTC_CUDA_PROJ_FP8_DECODE builds (coefficients folded and cast with
  *    no scale, the transposed basis operand with its per-tensor scale),
- *    fp32 accumulation, output scaled and rounded to bf16. Encode (no GPU
- *    kernel yet): rows cast with a per-row scale (row amax / 448), basis
- *    rows with one per-tensor scale, fp32 accumulation and output.
+ *    fp32 accumulation, output scaled and rounded to bf16. Encode: as
+ *    KVTC_CUDA_PROJ_FP8_ENCODE, rows rounded to bf16 (the GPU's gather
+ *    output) then cast with a per-row scale (row amax / 448), basis rows
+ *    with one per-tensor scale (transform/fp8.c's bytes), fp32
+ *    accumulation and output, the scales applied after the GEMM.
  *
  * An emulating codec decodes and encodes the same stream format; only the
  * values differ (as a GPU decode's would). */

@@ -123,6 +123,7 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
         cudaFree(c->d_weight[s]);
         cudaFree(c->d_basis8[s]);
         cudaFree(c->d_fold[s]);
+        cudaFree(c->d_basis8e[s]);
     }
     if (c->lt) cublasLtDestroy(c->lt);
     cudaFree(c->d_inv_freq);
@@ -181,7 +182,21 @@ static kvtc_result upload_f32(kvtc_cuda_codec *c, float **dst, const float *src,
     return KVTC_OK;
 }
 
-// KVTC_CUDA_PROJ_FP8: the transposed e4m3 basis of stream s (all rmax
+// KVTC_CUDA_PROJ_FP8_ENCODE: the e4m3 basis rows of stream s [rmax][p].
+static kvtc_result upload_fp8_rows(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
+    size_t n = (size_t)c->rmax[s] * c->p;
+    uint8_t *b8 = (uint8_t *)malloc(n ? n : 1);
+    if (!b8) return KVTC_ERR_OUT_OF_MEMORY;
+    kvi_fp8_basis_rows(bs, c->rmax[s], b8, &c->scale8e[s]);
+    kvtc_result res = KVTC_OK;
+    if (cudaMalloc(&c->d_basis8e[s], n ? n : 1) != cudaSuccess ||
+        (n && cudaMemcpy(c->d_basis8e[s], b8, n, cudaMemcpyHostToDevice) != cudaSuccess))
+        res = KVTC_ERR_CUDA;
+    free(b8);
+    return res;
+}
+
+// KVTC_CUDA_PROJ_FP8_DECODE: the transposed e4m3 basis of stream s (all rmax
 // components, ld a multiple of 16) and the fold factors, built on the host
 // by the code the CPU emulation uses (transform/fp8.c).
 static kvtc_result upload_fp8_operands(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
@@ -284,14 +299,14 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
     }
     if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) ||
         (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32 || (unsigned)o.projection > KVTC_CUDA_PROJ_FP8 ||
-        (o.projection == KVTC_CUDA_PROJ_FP8 && o.gemm != KVTC_CUDA_GEMM_BF16))
+        (o.projection != KVTC_CUDA_PROJ_DEFAULT && o.gemm != KVTC_CUDA_GEMM_BF16))
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers >= b->geometry.n_layers) return KVTC_ERR_UNSUPPORTED;
     if (b->geometry.head_dim % 2 || b->geometry.head_dim / 2 > 1024) return KVTC_ERR_UNSUPPORTED;
     if (o.device < 0 && cudaGetDevice(&o.device) != cudaSuccess) return KVTC_ERR_CUDA;
     DeviceGuard dg(o.device);  // the codec lives on o.device; the caller's device is restored
     if (!dg.ok) return KVTC_ERR_CUDA;
-    if (o.projection == KVTC_CUDA_PROJ_FP8) {
+    if (o.projection != KVTC_CUDA_PROJ_DEFAULT) {
         // FP8 tensor cores (Ada, Hopper and later); cuBLASLt's FP8 kernels
         // need 16-byte multiples: the GEMM's rows are p (all layers) or a
         // range of layers (a multiple of head_dim)
@@ -379,10 +394,12 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         }
         if (!r) r = upload_f32(c, &c->d_mean[s], bs[s]->mean, c->p);
         if (!r) r = upload_f32(c, &c->d_weight[s], bs[s]->weight, c->p);
-        if (!r && o.projection == KVTC_CUDA_PROJ_FP8) r = upload_fp8_operands(c, s, bs[s]);
+        if (!r && (o.projection & KVTC_CUDA_PROJ_FP8_DECODE)) r = upload_fp8_operands(c, s, bs[s]);
+        if (!r && (o.projection & KVTC_CUDA_PROJ_FP8_ENCODE)) r = upload_fp8_rows(c, s, bs[s]);
     }
-    if (!r && o.projection == KVTC_CUDA_PROJ_FP8) {
-        c->fp8 = 1;
+    if (!r && o.projection != KVTC_CUDA_PROJ_DEFAULT) {
+        c->fp8_dec = (o.projection & KVTC_CUDA_PROJ_FP8_DECODE) != 0;
+        c->fp8_enc = (o.projection & KVTC_CUDA_PROJ_FP8_ENCODE) != 0;
         if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) r = KVTC_ERR_CUDA;
     }
     if (!r) {
@@ -476,9 +493,12 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     uint64_t segs4 = mulc(C, (uint64_t)ENC_MAX_SEGS * 4, &ov);
     TAKE(cs, addc(mulc(mulc(n, np, &ov), sizeof(float2), &ov), 8, &ov));
     TAKE(X, addc(mulc(mulc(n, c->p, &ov), c->esize, &ov), 8, &ov));
+    // KVTC_CUDA_PROJ_FP8_ENCODE: the rows in e4m3 and their scales
+    TAKE(X8, c->fp8_enc ? addc(mulc(n, c->p, &ov), 8, &ov) : 0);
+    TAKE(rs, c->fp8_enc ? addc(mulc(n, 4, &ov), 8, &ov) : 0);
     // fp32 coefficients (encode; decode in fp32/bf16), or e4m3 ones with a
     // row length rounded up to 16 (KVTC_CUDA_PROJ_FP8 decode)
-    uint64_t d_row = (uint64_t)(rm ? rm : 1) * 4, d_row8 = c->fp8 ? (uint64_t)(c->ld8[0] > c->ld8[1] ? c->ld8[0] : c->ld8[1]) : 0;
+    uint64_t d_row = (uint64_t)(rm ? rm : 1) * 4, d_row8 = c->fp8_dec ? (uint64_t)(c->ld8[0] > c->ld8[1] ? c->ld8[0] : c->ld8[1]) : 0;
     TAKE(D, addc(mulc(n, d_row > d_row8 ? d_row : d_row8, &ov), 8, &ov));
     TAKE(payload, mulc(C, L->max_payload, &ov));
     TAKE(pieces, mulc(mulc(C + 8, L->max_pieces, &ov), 4, &ov));

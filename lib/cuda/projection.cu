@@ -36,41 +36,37 @@ static uint32_t round16(uint32_t r) { return (r + 15) / 16 * 16; }
 
 cudaError_t dequantize_coefs(const kvtc_cuda_codec *c, int s, void *D, const StreamPlan &sp, const QuantGeom &q,
                              const uint8_t *payload, cudaStream_t st) {
-    if (c->fp8) return launch_dequantize_e4m3((uint8_t *)D, round16(q.rank), c->d_fold[s], sp, q, payload, st);
+    if (c->fp8_dec) return launch_dequantize_e4m3((uint8_t *)D, round16(q.rank), c->d_fold[s], sp, q, payload, st);
     launch_dequantize(c->esize, D, sp, q, payload, st);
     return cudaSuccess;
 }
 
-// X (bf16, columns [col0, col0 + ncols), ld p) = scale8 * (B8^T D8): the
-// "TN" layout cuBLASLt's FP8 kernels need, A = the transposed basis
-// [p][ld8] read as a k x m column-major matrix, B = D8 [n][k], k = the
-// rank rounded to 16 (D8's padding columns are zeros). Descriptors are made
-// per call (host only, no synchronization: graph capture stays possible).
-static cublasStatus_t reconstruct_fp8(const kvtc_cuda_codec *c, int s, uint32_t k, const uint8_t *D8, uint64_t n,
-                                      void *X, uint64_t col0, uint64_t ncols, void *ws, size_t ws_size,
-                                      cudaStream_t st) {
+// out (m x n, column-major, ld ldc, type ctype) = alpha * A^T B with e4m3
+// A (k x m, ld lda) and B (k x n, ld ldb): the "TN" layout cuBLASLt's FP8
+// kernels need, fp32 accumulation. Descriptors are made per call (host
+// only, no synchronization: graph capture stays possible).
+static cublasStatus_t gemm_fp8_tn(const kvtc_cuda_codec *c, uint64_t m, uint64_t n, uint64_t k, const void *A,
+                                  uint64_t lda, const void *B, uint64_t ldb, cudaDataType_t ctype, void *out,
+                                  uint64_t ldc, float alpha, void *ws, size_t ws_size, cudaStream_t st) {
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    const uint8_t *A = c->d_basis8[s] + col0 * c->ld8[s];
-    char *Xc = (char *)X + col0 * 2;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     uint64_t wsz = ws_size;
-    float alpha = c->scale8[s], beta = 0.0f;
+    float beta = 0.0f;
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
     cublasStatus_t r = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    if (!r) r = cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, ncols, c->ld8[s]);
-    if (!r) r = cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, n, round16(k));
-    if (!r) r = cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, ncols, n, c->p);
+    if (!r) r = cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, m, (int64_t)lda);
+    if (!r) r = cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, n, (int64_t)ldb);
+    if (!r) r = cublasLtMatrixLayoutCreate(&lc, ctype, m, n, (int64_t)ldc);
     if (!r) r = cublasLtMatmulPreferenceCreate(&pref);
     if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof wsz);
     if (!r) r = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
     if (!r && found < 1) r = CUBLAS_STATUS_NOT_SUPPORTED;
-    if (!r)
-        r = cublasLtMatmul(c->lt, op, &alpha, A, la, D8, lb, &beta, Xc, lc, Xc, lc, &heur.algo, ws, ws_size, st);
+    if (!r) r = cublasLtMatmul(c->lt, op, &alpha, A, la, B, lb, &beta, out, lc, out, lc, &heur.algo, ws, ws_size, st);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (lc) cublasLtMatrixLayoutDestroy(lc);
     if (lb) cublasLtMatrixLayoutDestroy(lb);
@@ -85,13 +81,35 @@ kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void
         CUDA_CHECK(c, cudaMemsetAsync(X, 0, n * c->p * c->esize, st));
         return KVTC_OK;
     }
-    if (c->fp8) {
+    if (c->fp8_dec) {
         uint32_t k = round16(rk);
-        const uint8_t *D8 = (const uint8_t *)D + row0 * k;
-        CUBLAS_CHECK(c, reconstruct_fp8(c, s, k, D8, n, X, col0, ncols, lt_ws, lt_ws_size, st));
+        // X (bf16, columns [col0, col0 + ncols), ld p) = scale8 * (B8t^T D8):
+        // A = the transposed basis from coordinate col0, B = D8 [n][k]
+        // (its padding columns are zeros)
+        const uint8_t *D8 = (const uint8_t *)D + row0 * k, *A = c->d_basis8[s] + col0 * c->ld8[s];
+        CUBLAS_CHECK(c, gemm_fp8_tn(c, ncols, n, k, A, c->ld8[s], D8, k, CUDA_R_16BF, (char *)X + col0 * 2, c->p,
+                                    c->scale8[s], lt_ws, lt_ws_size, st));
         return KVTC_OK;
     }
     const uint8_t *Dr = (const uint8_t *)D + row0 * rk * c->esize;
     CUBLAS_CHECK(c, reconstruct_cols(c, s, rk, n, Dr, X, col0, ncols));
+    return KVTC_OK;
+}
+
+kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
+                          float *D, void *lt_ws, size_t lt_ws_size, cudaStream_t st, const float **row_scale) {
+    *row_scale = NULL;
+    if (!rk || !n) return KVTC_OK;
+    if (!c->fp8_enc || rk % 4) {  // fp32 D rows of 16-byte multiples for cuBLASLt
+        CUBLAS_CHECK(c, project_rows(c, s, rk, n, X, D));
+        return KVTC_OK;
+    }
+    // D (fp32 [n][rk]) = scale8e * (B8 X8^T): A = the basis rows [rk][p]
+    // read as p x rk, B = X8 [n][p]; the quantizer multiplies row t by rs[t]
+    launch_cast_rows_e4m3(X, n, c->p, X8, rs, st);
+    LAUNCH_CHECK(c, "cast rows to e4m3");
+    CUBLAS_CHECK(c, gemm_fp8_tn(c, rk, n, c->p, c->d_basis8e[s], c->p, X8, c->p, CUDA_R_32F, D, rk, c->scale8e[s], lt_ws,
+                                lt_ws_size, st));
+    *row_scale = rs;
     return KVTC_OK;
 }

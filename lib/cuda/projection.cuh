@@ -32,4 +32,12 @@ cudaError_t dequantize_coefs(const kvtc_cuda_codec *c, int s, void *D, const Str
 kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void *D, uint64_t row0, uint64_t n,
                               void *X, uint64_t col0, uint64_t ncols, void *lt_ws, size_t lt_ws_size, cudaStream_t st);
 
+// The encoder's projection in the codec's precision: D [n][rk] (fp32) =
+// rows X [n][p] (bf16/fp32) times basis s transposed. With
+// KVTC_CUDA_PROJ_FP8_ENCODE (and rk a multiple of 4) X is cast per row into
+// X8 ([n][p] e4m3) with scales rs ([n]) and *row_scale = rs, which the
+// quantizer must apply (launch_quantize); else *row_scale = NULL.
+kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
+                          float *D, void *lt_ws, size_t lt_ws_size, cudaStream_t st, const float **row_scale);
+
 #endif

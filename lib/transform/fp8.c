@@ -72,3 +72,13 @@ void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t 
             for (uint32_t j = rank; j < ld; j++) bt[(uint64_t)i * ld + j] = 0;
     }
 }
+
+void kvi_fp8_basis_rows(const basis_stream *s, uint32_t rank, uint8_t *b8, float *scale) {
+    uint64_t n = (uint64_t)rank * s->p;
+    float amax = 0.0f;
+    for (uint64_t i = 0; i < n; i++) amax = fabsf(s->basis[i]) > amax ? fabsf(s->basis[i]) : amax;
+    float sc = amax / KVI_E4M3_MAX;
+    if (!(sc > 0.0f) || !isfinite(sc)) sc = 1.0f;
+    *scale = sc;
+    for (uint64_t i = 0; i < n; i++) b8[i] = kvi_f32_to_e4m3(s->basis[i] / sc);
+}

@@ -1,7 +1,7 @@
-/* test_cuda_fp8.c - the FP8 reconstruction GEMM (kvtc_cuda_options.projection
- * = KVTC_CUDA_PROJ_FP8, issue 15) against the default bf16 GPU decode and
- * the CPU's emulation of the same arithmetic (cpu/proj_emul.h, what `kvtc
- * eval --emulate-gpu fp8dec` measured the model's KL with):
+/* test_cuda_fp8.c - the FP8 projection GEMMs (kvtc_cuda_options.projection,
+ * issue 15) against the default bf16 GPU codec and the CPU's emulation of
+ * the same arithmetic (cpu/proj_emul.h, what `kvtc eval --emulate-gpu`
+ * measured the model's KL with). KVTC_CUDA_PROJ_FP8_DECODE:
  *  - the FP8 GPU decode of a CPU stream matches the FP8 emulation far more
  *    closely than either matches the exact decode. Justification: both
  *    build bit-identical e4m3 operands (transform/fp8.c's basis bytes; the
@@ -15,7 +15,13 @@
  *  - a layer-range decode (cuBLASLt on a column slice of the transposed
  *    basis) equals the full FP8 decode's layers up to that GEMM rounding;
  *  - plans whose rank is not a multiple of 16 (the GEMM's padded K);
- *  - encoding is unchanged by the option (same bytes as the default codec).
+ *  - its encoder is unchanged (same bytes as the default codec).
+ * KVTC_CUDA_PROJ_FP8_ENCODE: a GPU-encoded stream (CPU-decoded) is as far
+ * from the emulated FP8 encoder's as quantization-code flips make it (the
+ * coefficients differ by accumulation order, and by the emulation casting
+ * fp32-rounded-to-bf16 rows the GPU casts from bf16: the same values), far
+ * less than the FP8 encoder moves away from the exact one; its error stays
+ * within the codec's error plus e4m3's few percent.
  * Without an FP8-capable GPU (compute capability < 8.9) the codec refuses
  * the option with KVTC_ERR_UNSUPPORTED and the test is skipped (77); without
  * a GPU, too. */
@@ -112,6 +118,59 @@ done:
     return r;
 }
 
+static kvtc_result cpu_encode(const kvtc_basis *b, kvi_proj_mode mode, const kvtc_encode_options *eo,
+                              const kvtc_cache *c, uint8_t **s, size_t *n) {
+    kvtc_encoder *e = NULL;
+    kvtc_result r = kvtc_encoder_alloc(b, eo, &e);
+    size_t cap = r ? 0 : kvtc_compress_bound(e, c);
+    *s = cap ? malloc(cap) : NULL;
+    if (!r) r = kvi_encoder_emulate_projection(e, mode);
+    if (!r) r = *s ? kvtc_compress(e, c, *s, cap, n) : KVTC_ERR_OUT_OF_MEMORY;
+    kvtc_encoder_free(e);
+    return r;
+}
+
+static void check_encode(const kvtc_basis *b, const synth_cache *sc, double ratio, kvtc_cuda_codec *c8e,
+                         double energy) {
+    const kvtc_geometry *g = &sc->c.geometry;
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.ratio = ratio;
+    eo.entropy_codec = KVTC_CODEC_RANS;
+    uint8_t *se = NULL, *s8 = NULL, *sg = NULL;
+    size_t ne = 0, n8 = 0, ng = 0;
+    kvtc_result rg;
+    CHECK(cpu_encode(b, KVI_PROJ_EXACT, &eo, &sc->c, &se, &ne) == KVTC_OK);
+    CHECK(cpu_encode(b, KVI_PROJ_FP8, &eo, &sc->c, &s8, &n8) == KVTC_OK);
+    sg = gpu_test_encode(c8e, &sc->c, &ng, &rg);
+    CHECK_MSG(rg == KVTC_OK && sg, "fp8 encode: %s", kvtc_result_string(rg));
+    char msg[256];
+    if (kvtc_cuda_last_error(c8e, msg, sizeof msg)) printf("fp8 encoder error: %s\n", msg);
+    kvtc_cache de, d8, dg;
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &de);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &d8);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &dg);
+    if (se && s8 && sg) {
+        CHECK(cpu_decode(b, KVI_PROJ_EXACT, se, ne, &de) == KVTC_OK);
+        CHECK(cpu_decode(b, KVI_PROJ_EXACT, s8, n8, &d8) == KVTC_OK);
+        CHECK(cpu_decode(b, KVI_PROJ_EXACT, sg, ng, &dg) == KVTC_OK);
+        uint32_t L = g->n_layers;
+        double codec = sq_layers(&de, &sc->c, 0, L), e8 = sq_layers(&d8, &sc->c, 0, L), eg = sq_layers(&dg, &sc->c, 0, L);
+        double g_vs_emu = sq_layers(&dg, &d8, 0, L), emu_vs_exact = sq_layers(&d8, &de, 0, L);
+        printf("encode at %g: error exact %.4g, emulated fp8 %.4g, GPU fp8 %.4g; GPU vs emulation %.4g, emulation vs "
+               "exact encoder %.4g\n", ratio, codec, e8, eg, g_vs_emu, emu_vs_exact);
+        CHECK(emu_vs_exact > 0);
+        CHECK_MSG(g_vs_emu < 0.5 * emu_vs_exact, "GPU fp8 encode vs emulation %.4g", g_vs_emu);
+        CHECK(eg < codec + 0.05 * 0.05 * energy);
+    }
+    free(se);
+    free(s8);
+    free(sg);
+    synth_cache_free(&de);
+    synth_cache_free(&d8);
+    synth_cache_free(&dg);
+}
+
 static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio, kvtc_cuda_codec *c16,
                         kvtc_cuda_codec *c8, double energy) {
     const kvtc_geometry *g = &sc->c.geometry;
@@ -177,9 +236,9 @@ int main(void) {
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     CHECK(o.projection == KVTC_CUDA_PROJ_DEFAULT);
-    kvtc_cuda_codec *c16 = NULL, *c8 = NULL;
+    kvtc_cuda_codec *c16 = NULL, *c8 = NULL, *c8e = NULL;
     CHECK(kvtc_cuda_codec_alloc(b, &o, &c16) == KVTC_OK);
-    o.projection = KVTC_CUDA_PROJ_FP8;
+    o.projection = KVTC_CUDA_PROJ_FP8_DECODE;
     kvtc_result r = kvtc_cuda_codec_alloc(b, &o, &c8);
     if (r == KVTC_ERR_UNSUPPORTED) {
         int dev = 0, major = 0, minor = 0;
@@ -194,7 +253,9 @@ int main(void) {
         return test_failed_ ? 1 : 77;
     }
     CHECK_MSG(r == KVTC_OK, "fp8 codec: %s", kvtc_result_string(r));
-    if (!c16 || !c8) return TEST_REPORT();
+    o.projection = KVTC_CUDA_PROJ_FP8_ENCODE;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &c8e) == KVTC_OK);
+    if (!c16 || !c8 || !c8e) return TEST_REPORT();
     printf("ranks K/V of the plans:");
     for (uint32_t i = 0; i < b->n_plans; i++) printf(" %u/%u", b->plans[i].k.rank_used, b->plans[i].v.rank_used);
     printf(" (rank %% 16 != 0 exercises the padded K)\n");
@@ -202,15 +263,18 @@ int main(void) {
     check_ratio(b, &sc, 6, c16, c8, energy);
     check_ratio(b, &sc, 12, c16, c8, energy);
     check_ratio(b, &sc, 9, c16, c8, energy); /* a solved plan the stream carries */
-    /* the encoder is untouched by the option: the same bytes */
+    /* the decode-only codec's encoder is the default one: the same bytes */
     size_t n16 = 0, n8 = 0;
     kvtc_result e16, e8;
     uint8_t *s16 = gpu_test_encode(c16, &sc.c, &n16, &e16), *s8 = gpu_test_encode(c8, &sc.c, &n8, &e8);
     CHECK(e16 == KVTC_OK && e8 == KVTC_OK && s16 && s8 && n16 == n8 && memcmp(s16, s8, n16) == 0);
     free(s16);
     free(s8);
+    /* the FP8 encoder: codec ratio 20 (its default), a plan it solves */
+    check_encode(b, &sc, 20, c8e, energy);
     kvtc_cuda_codec_free(c16);
     kvtc_cuda_codec_free(c8);
+    kvtc_cuda_codec_free(c8e);
     kvtc_basis_free(b);
     synth_free(&sc);
     return TEST_REPORT();

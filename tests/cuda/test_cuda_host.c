@@ -57,10 +57,13 @@ int main(void) {
     CHECK_MSG(r != KVTC_ERR_INVALID_ARGUMENT, "0.2 options refused: %s", kvtc_result_string(r));
     kvtc_cuda_codec_free(cc);
     kvtc_cuda_options_init(&o);
-    o.projection = (kvtc_cuda_projection)2;
+    o.projection = (kvtc_cuda_projection)4;
     CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
     o.projection = KVTC_CUDA_PROJ_FP8;
     o.gemm = KVTC_CUDA_GEMM_TF32; /* FP8 operands replace bf16 ones only */
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    o.projection = KVTC_CUDA_PROJ_FP8_ENCODE;
+    o.gemm = KVTC_CUDA_GEMM_FP32;
     CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
 
     /* NULL arguments everywhere, before anything touches a device */
