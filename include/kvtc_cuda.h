@@ -62,9 +62,10 @@ typedef enum kvtc_cuda_gemm {
  * compute capability >= 8.9, p and head_dim multiples of 16 (else
  * KVTC_ERR_UNSUPPORTED from kvtc_cuda_codec_alloc). Streams are the same
  * format (docs/FORMAT.md is unchanged) and decode anywhere; only values
- * differ, by e4m3's precision (half a step is 2^-5..2^-4 relative): the
- * costs on the bundled model are in bench/RESULTS.md (issue 15), measured
- * with the CPU emulation `kvtc eval --emulate-gpu`.
+ * differ, by e4m3's precision (half a step is 2^-5..2^-4 relative). On the
+ * bundled model (bench/RESULTS.md section 9, measured with the CPU
+ * emulation `kvtc eval --emulate-gpu`) KL rises by 2-4% at 16x and 32x, but
+ * by 20-37% at 8x: meant for 16x and above. Speed: kvtc_cuda_bench fp8.
  *  - DECODE: X = D B. Coefficient j is divided by sqrt(eigenvalue_j) and
  *    cast to e4m3 by the dequantization kernel (no scale pass); the basis,
  *    its rows multiplied by the same factors and transposed, carries one
