@@ -71,9 +71,10 @@ static void test_all_codes(void) {
     CHECK_MSG(bad_mid == 0, "%d midpoints rounded wrong", bad_mid);
 }
 
-/* The transposed basis operand: one per-tensor scale that maps the largest
- * folded entry to 448, entries within e4m3's relative step of f_j B[j][i],
- * zero padding past the rank. */
+/* The transposed basis operand of the decoder: one per-tensor scale that
+ * maps the largest folded entry to 448, entries within half an e4m3 step of
+ * f_j B[j][i], zero padding past the rank. The encoder's (untransposed,
+ * unfolded) likewise. */
 static void test_basis_operand(const kvtc_basis *b) {
     const basis_stream *s = &b->k;
     uint32_t r = s->rank < 24 ? s->rank : 24, ld = r + 8;
@@ -94,6 +95,19 @@ static void test_basis_operand(const kvtc_basis *b) {
     CHECK(scale > 0 && n448 >= 1);
     CHECK_MSG(bad == 0, "%d operand entries beyond half an e4m3 step", bad);
     CHECK(pad == 0);
+    /* the encoder's operand: the rows themselves, one per-tensor scale */
+    uint8_t *b8 = malloc((size_t)r * s->p);
+    float sc8 = 0;
+    kvi_fp8_basis_rows(s, r, b8, &sc8);
+    int n448e = 0, bade = 0;
+    for (size_t i = 0; i < (size_t)r * s->p; i++) {
+        float want = s->basis[i] / sc8, got = kvi_e4m3_to_f32(b8[i]);
+        if (fabsf(got) == 448.0f) n448e++;
+        if (fabsf(got - want) > fmaxf(fabsf(want) * 0x1p-4f, 0x1p-10f)) bade++;
+    }
+    CHECK(sc8 > 0 && n448e >= 1);
+    CHECK_MSG(bade == 0, "%d row-operand entries beyond half an e4m3 step", bade);
+    free(b8);
     /* the fold is sqrt(eigenvalue), or 1 for a component without one */
     CHECK(fabsf(kvi_fp8_fold(s, 0) - sqrtf(s->eigenvalues[0])) <= 1e-6f * kvi_fp8_fold(s, 0));
     free(bt);
