@@ -41,6 +41,15 @@ cudaError_t dequantize_coefs(const kvtc_cuda_codec *c, int s, void *D, const Str
     return cudaSuccess;
 }
 
+// The alignment of p, as cuBLASLt's preferences take it: its algorithms
+// assume 256 bytes unless told less, and a decode's coefficient rows start
+// at a token offset (16-byte multiples only).
+static uint32_t align_of(const void *p) {
+    uint32_t al = 256;
+    while (al > 1 && (uintptr_t)p % al) al >>= 1;
+    return al;
+}
+
 // out (m x n, column-major, ld ldc, type ctype) = alpha * A^T B with e4m3
 // A (k x m, ld lda) and B (k x n, ld ldb): the "TN" layout cuBLASLt's FP8
 // kernels need, fp32 accumulation. Descriptors are made per call (host
@@ -64,6 +73,11 @@ static cublasStatus_t gemm_fp8_tn(const kvtc_cuda_codec *c, uint64_t m, uint64_t
     if (!r) r = cublasLtMatrixLayoutCreate(&lc, ctype, m, n, (int64_t)ldc);
     if (!r) r = cublasLtMatmulPreferenceCreate(&pref);
     if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof wsz);
+    uint32_t aa = align_of(A), ab = align_of(B), ac = align_of(out);
+    if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
+    if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
+    if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
+    if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
     if (!r) r = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
     if (!r && found < 1) r = CUBLAS_STATUS_NOT_SUPPORTED;
     if (!r) r = cublasLtMatmul(c->lt, op, &alpha, A, la, B, lb, &beta, out, lc, out, lc, &heur.algo, ws, ws_size, st);

@@ -15,7 +15,8 @@
  *  - FP8 vs bf16 on the GPU: a few percent rms of the coded signal (e4m3's
  *    half step is 2^-5..2^-4 relative), not zero, below 5%;
  *  - a layer-range decode (cuBLASLt on a column slice of the transposed
- *    basis) equals the full FP8 decode's layers up to that GEMM rounding;
+ *    basis) and a token-range decode (coefficient rows from a token offset)
+ *    equal the full FP8 decode's elements up to that GEMM's rounding;
  *  - plans whose rank is not a multiple of 16 (the GEMM's padded K);
  *  - its encoder is unchanged (same bytes as the default codec).
  * KVTC_CUDA_PROJ_FP8_ENCODE: a GPU-encoded stream (CPU-decoded) is as far
@@ -80,9 +81,25 @@ static kvtc_result cpu_decode(const kvtc_basis *b, kvi_proj_mode mode, const uin
     return r;
 }
 
-/* Layers [l0, l1) of stream s decoded on the GPU into a zeroed host-shaped cache. */
-static kvtc_result gpu_decode_layers(kvtc_cuda_codec *cc, const uint8_t *s, size_t n, uint32_t l0, uint32_t l1,
-                                     kvtc_cache *out) {
+/* Squared difference of b (all its tokens) and a's tokens [t0, t0 + b->n_tokens). */
+static double sq_tokens(const kvtc_cache *a, const kvtc_cache *b, uint64_t t0) {
+    const kvtc_geometry *g = &a->geometry;
+    double e = 0;
+    for (int s = 0; s < 2; s++)
+        for (uint32_t l = 0; l < g->n_layers; l++)
+            for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                for (uint64_t t = 0; t < b->n_tokens; t++)
+                    for (uint32_t j = 0; j < g->head_dim; j++) {
+                        double d = synth_elem(a, s, l, h, t0 + t, j) - synth_elem(b, s, l, h, t, j);
+                        e += d * d;
+                    }
+    return e;
+}
+
+/* Tokens [t0, t0 + out->n_tokens) and layers [l0, l1) of stream s decoded
+ * on the GPU into a zeroed host-shaped cache. */
+static kvtc_result gpu_decode_range(kvtc_cuda_codec *cc, const uint8_t *s, size_t n, uint64_t t0, uint32_t l0,
+                                    uint32_t l1, kvtc_cache *out) {
     uint64_t kb = kvtc_cache_tensor_bytes(&out->geometry, out->dtype, out->n_tokens);
     size_t ws = 0;
     kvtc_result r = kvtc_cuda_stream_workspace_size(cc, s, n, &ws);
@@ -105,6 +122,8 @@ static kvtc_result gpu_decode_layers(kvtc_cuda_codec *cc, const uint8_t *s, size
     kvtc_cache_layout_from_cache(&dc, &lay);
     kvtc_decode_range rg;
     kvtc_decode_range_init(&rg);
+    rg.token_begin = t0;
+    rg.token_end = t0 + out->n_tokens;
     rg.layer_begin = l0;
     rg.layer_end = l1;
     r = kvtc_cuda_decompress_layout(cc, s, n, d_s, n, &rg, &lay, d_ws, ws, d_status, 0);
@@ -212,11 +231,21 @@ static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio
     CHECK_MSG(e_gpu_emu < 0.05 * e_emu, "GPU fp8 vs emulation %.4g, emulation vs exact %.4g", e_gpu_emu, e_emu);
     CHECK(e_8_16 > 0 && e_8_16 < 0.05 * 0.05 * energy);
     /* a layer range: the GEMM on columns [1, 3) layers of the transposed basis */
-    kvtc_result rp = gpu_decode_layers(c8, s, n, 1, 3, &part);
+    kvtc_result rp = gpu_decode_range(c8, s, n, 0, 1, 3, &part);
     CHECK_MSG(rp == KVTC_OK, "fp8 layer-range decode: %s", kvtc_result_string(rp));
     double e_part = sq_layers(&part, &gpu8, 1, 3), e_part_ref = sq_layers(&emu8, &exact, 1, 3);
     printf("  layers [1, 3) alone vs the full fp8 decode: %.4g (fp8 vs exact there %.4g)\n", e_part, e_part_ref);
     CHECK(e_part <= 0.01 * e_part_ref);
+    /* a token range: the GEMM's coefficient rows start at a token offset
+     * (16-byte aligned, not 256: cuBLASLt is told so) */
+    kvtc_cache tr;
+    synth_alloc_like(g, sc->c.dtype, 300, 0, &tr);
+    rp = gpu_decode_range(c8, s, n, 103, 0, g->n_layers, &tr); /* coded row 99 */
+    CHECK_MSG(rp == KVTC_OK, "fp8 token-range decode: %s", kvtc_result_string(rp));
+    double e_tr = sq_tokens(&gpu8, &tr, 103);
+    printf("  tokens [103, 403) alone vs the full fp8 decode: %.4g\n", e_tr);
+    CHECK(e_tr <= 0.01 * e_emu);
+    synth_cache_free(&tr);
     free(s);
     synth_cache_free(&exact);
     synth_cache_free(&emu8);
