@@ -73,7 +73,6 @@ typedef enum kvtc_cuda_gemm {
  *  - ENCODE: D = X B^T. The gathered bf16 rows are cast to e4m3 with one
  *    scale per row (amax / 448, one extra pass over X), the basis with one
  *    per-tensor scale; D is fp32 and the quantizer applies the row scale.
- *    Plans whose rank is not a multiple of 4 project in bf16.
  * Memory: the codec keeps an e4m3 copy of the basis per flag (1 byte per
  * element) besides the bf16 one; ENCODE adds n_tokens * (p + 4) bytes to
  * kvtc_cuda_workspace_size. */

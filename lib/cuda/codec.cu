@@ -182,15 +182,16 @@ static kvtc_result upload_f32(kvtc_cuda_codec *c, float **dst, const float *src,
     return KVTC_OK;
 }
 
-// KVTC_CUDA_PROJ_FP8_ENCODE: the e4m3 basis rows of stream s [rmax][p].
+// KVTC_CUDA_PROJ_FP8_ENCODE: the e4m3 basis rows of stream s, [rmax][p]
+// then zero rows up to a multiple of 16 (the GEMM's M is the rank rounded up).
 static kvtc_result upload_fp8_rows(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
-    size_t n = (size_t)c->rmax[s] * c->p;
-    uint8_t *b8 = (uint8_t *)malloc(n ? n : 1);
+    size_t np = (size_t)((c->rmax[s] + 15) / 16 * 16) * c->p;
+    uint8_t *b8 = (uint8_t *)calloc(np ? np : 1, 1);
     if (!b8) return KVTC_ERR_OUT_OF_MEMORY;
     kvi_fp8_basis_rows(bs, c->rmax[s], b8, &c->scale8e[s]);
     kvtc_result res = KVTC_OK;
-    if (cudaMalloc(&c->d_basis8e[s], n ? n : 1) != cudaSuccess ||
-        (n && cudaMemcpy(c->d_basis8e[s], b8, n, cudaMemcpyHostToDevice) != cudaSuccess))
+    if (cudaMalloc(&c->d_basis8e[s], np ? np : 1) != cudaSuccess ||
+        (np && cudaMemcpy(c->d_basis8e[s], b8, np, cudaMemcpyHostToDevice) != cudaSuccess))
         res = KVTC_ERR_CUDA;
     free(b8);
     return res;
@@ -496,9 +497,10 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     // KVTC_CUDA_PROJ_FP8_ENCODE: the rows in e4m3 and their scales
     TAKE(X8, c->fp8_enc ? addc(mulc(n, c->p, &ov), 8, &ov) : 0);
     TAKE(rs, c->fp8_enc ? addc(mulc(n, 4, &ov), 8, &ov) : 0);
-    // fp32 coefficients (encode; decode in fp32/bf16), or e4m3 ones with a
-    // row length rounded up to 16 (KVTC_CUDA_PROJ_FP8 decode)
-    uint64_t d_row = (uint64_t)(rm ? rm : 1) * 4, d_row8 = c->fp8_dec ? (uint64_t)(c->ld8[0] > c->ld8[1] ? c->ld8[0] : c->ld8[1]) : 0;
+    // fp32 coefficients (encode, rows rounded up to 16 with FP8; decode in
+    // fp32/bf16), or e4m3 ones with rows rounded up to 16 (FP8 decode)
+    uint64_t d_row = (uint64_t)(c->fp8_enc ? (rm + 15) / 16 * 16 : (rm ? rm : 1)) * 4;
+    uint64_t d_row8 = c->fp8_dec ? (uint64_t)(c->ld8[0] > c->ld8[1] ? c->ld8[0] : c->ld8[1]) : 0;
     TAKE(D, addc(mulc(n, d_row > d_row8 ? d_row : d_row8, &ov), 8, &ov));
     TAKE(payload, mulc(C, L->max_payload, &ov));
     TAKE(pieces, mulc(mulc(C + 8, L->max_pieces, &ov), 4, &ov));

@@ -111,19 +111,24 @@ kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void
 }
 
 kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
-                          float *D, void *lt_ws, size_t lt_ws_size, cudaStream_t st, const float **row_scale) {
+                          float *D, uint32_t *ld, void *lt_ws, size_t lt_ws_size, cudaStream_t st,
+                          const float **row_scale) {
     *row_scale = NULL;
+    *ld = rk;
     if (!rk || !n) return KVTC_OK;
-    if (!c->fp8_enc || rk % 4) {  // fp32 D rows of 16-byte multiples for cuBLASLt
+    if (!c->fp8_enc) {
         CUBLAS_CHECK(c, project_rows(c, s, rk, n, X, D));
         return KVTC_OK;
     }
-    // D (fp32 [n][rk]) = scale8e * (B8 X8^T): A = the basis rows [rk][p]
-    // read as p x rk, B = X8 [n][p]; the quantizer multiplies row t by rs[t]
+    // D (fp32 [n][m]) = scale8e * (B8 X8^T), m = rk rounded up to 16 (the
+    // basis' zero rows give zero columns past rk): A = the basis rows [m][p]
+    // read as p x m, B = X8 [n][p]; the quantizer multiplies row t by rs[t]
+    uint32_t m = round16(rk);
     launch_cast_rows_e4m3(X, n, c->p, X8, rs, st);
     LAUNCH_CHECK(c, "cast rows to e4m3");
-    CUBLAS_CHECK(c, gemm_fp8_tn(c, rk, n, c->p, c->d_basis8e[s], c->p, X8, c->p, CUDA_R_32F, D, rk, c->scale8e[s], lt_ws,
+    CUBLAS_CHECK(c, gemm_fp8_tn(c, m, n, c->p, c->d_basis8e[s], c->p, X8, c->p, CUDA_R_32F, D, m, c->scale8e[s], lt_ws,
                                 lt_ws_size, st));
+    *ld = m;
     *row_scale = rs;
     return KVTC_OK;
 }

@@ -32,12 +32,14 @@ cudaError_t dequantize_coefs(const kvtc_cuda_codec *c, int s, void *D, const Str
 kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void *D, uint64_t row0, uint64_t n,
                               void *X, uint64_t col0, uint64_t ncols, void *lt_ws, size_t lt_ws_size, cudaStream_t st);
 
-// The encoder's projection in the codec's precision: D [n][rk] (fp32) =
-// rows X [n][p] (bf16/fp32) times basis s transposed. With
-// KVTC_CUDA_PROJ_FP8_ENCODE (and rk a multiple of 4) X is cast per row into
-// X8 ([n][p] e4m3) with scales rs ([n]) and *row_scale = rs, which the
-// quantizer must apply (launch_quantize); else *row_scale = NULL.
+// The encoder's projection in the codec's precision: D (fp32, row length
+// *ld) = rows X [n][p] (bf16/fp32) times basis s transposed, columns
+// [0, rk). With KVTC_CUDA_PROJ_FP8_ENCODE X is cast per row into X8 ([n][p]
+// e4m3) with scales rs ([n]), *row_scale = rs, which the quantizer must
+// apply (launch_quantize), and *ld is rk rounded up to 16 (cuBLASLt's FP8
+// kernels want 16-multiples); else *row_scale = NULL and *ld = rk.
 kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
-                          float *D, void *lt_ws, size_t lt_ws_size, cudaStream_t st, const float **row_scale);
+                          float *D, uint32_t *ld, void *lt_ws, size_t lt_ws_size, cudaStream_t st,
+                          const float **row_scale);
 
 #endif
