@@ -34,6 +34,8 @@
  *   CPU's, so quantization codes can differ where a value sits at a
  *   rounding boundary. The bitstream itself is the same format, and for the
  *   same payload bytes the GPU's rANS output is byte-identical to the CPU's.
+ *   kvtc_cuda_options.projection can run either GEMM with e4m3 operands
+ *   instead (KVTC_CUDA_PROJ_FP8*).
  */
 #ifndef KVTC_CUDA_H
 #define KVTC_CUDA_H
@@ -53,6 +55,33 @@ typedef enum kvtc_cuda_gemm {
     KVTC_CUDA_GEMM_TF32 = 1, /* fp32 storage, tensor-core tf32 products, fp32 accumulation */
     KVTC_CUDA_GEMM_FP32 = 2  /* fp32 throughout (CUBLAS_COMPUTE_32F): the CPU's arithmetic */
 } kvtc_cuda_gemm;
+
+/* The projection GEMMs in FP8: bit flags of kvtc_cuda_options.projection.
+ * e4m3 operands on FP8 tensor cores (cuBLASLt), fp32 accumulation. They
+ * need gemm = KVTC_CUDA_GEMM_BF16 (else KVTC_ERR_INVALID_ARGUMENT), a GPU of
+ * compute capability >= 8.9, p and head_dim multiples of 16 (else
+ * KVTC_ERR_UNSUPPORTED from kvtc_cuda_codec_alloc). Streams are the same
+ * format (docs/FORMAT.md is unchanged) and decode anywhere; only values
+ * differ, by e4m3's precision (half a step is 2^-5..2^-4 relative). On the
+ * bundled model (bench/RESULTS.md section 9, measured with the CPU
+ * emulation `kvtc eval --emulate-gpu`) KL rises by 2-4% at 16x and 32x, but
+ * by 20-37% at 8x: meant for 16x and above. Speed: kvtc_cuda_bench fp8.
+ *  - DECODE: X = D B. Coefficient j is divided by sqrt(eigenvalue_j) and
+ *    cast to e4m3 by the dequantization kernel (no scale pass); the basis,
+ *    its rows multiplied by the same factors and transposed, carries one
+ *    per-tensor scale; X is bf16.
+ *  - ENCODE: D = X B^T. The gathered bf16 rows are cast to e4m3 with one
+ *    scale per row (amax / 448, one extra pass over X), the basis with one
+ *    per-tensor scale; D is fp32 and the quantizer applies the row scale.
+ * Memory: the codec keeps an e4m3 copy of the basis per flag (1 byte per
+ * element) besides the bf16 one; ENCODE adds n_tokens * (p + 4) bytes to
+ * kvtc_cuda_workspace_size. */
+typedef enum kvtc_cuda_projection {
+    KVTC_CUDA_PROJ_DEFAULT = 0,    /* both GEMMs in the precision `gemm` selects (default) */
+    KVTC_CUDA_PROJ_FP8_DECODE = 1, /* the decoder's reconstruction in FP8 */
+    KVTC_CUDA_PROJ_FP8_ENCODE = 2, /* the encoder's projection in FP8 */
+    KVTC_CUDA_PROJ_FP8 = 3         /* both */
+} kvtc_cuda_projection;
 
 /* Recomputed layers on the GPU (bases with kvtc_basis_recomputed_layers()
  * = m > 0: layers [0, m) of the coded tokens are not stored, the engine
@@ -101,6 +130,11 @@ typedef struct kvtc_cuda_options {
     kvtc_cuda_recompute_fn recompute; /* needed to decode streams with recomputed layers
                             * (KVTC_ERR_NEEDS_MODEL otherwise); NULL by default */
     void *recompute_user;
+    /* Added in 0.3 (callers of 0.1 and 0.2 pass their struct_size, up to
+     * `profile` or up to `recompute_user`, and get the default): */
+    kvtc_cuda_projection projection; /* default KVTC_CUDA_PROJ_DEFAULT; other bits than
+                            * KVTC_CUDA_PROJ_FP8's, or FP8 with gemm != BF16:
+                            * KVTC_ERR_INVALID_ARGUMENT */
 } kvtc_cuda_options;
 
 KVTC_API void kvtc_cuda_options_init(kvtc_cuda_options *o);

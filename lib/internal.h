@@ -35,6 +35,12 @@
 /* Temporary output names (tools/cli_files.c): kvi_hash_update, kvi_hash_mix. */
 #include "util/hash.h"
 
+/* The GPU's projection arithmetic (bf16, FP8 operands) emulated in the CPU
+ * codec: kvi_decoder_emulate_projection / kvi_encoder_emulate_projection
+ * (kvtc eval --emulate-gpu, issue 15). The public codec computes in fp32
+ * only; what another precision costs on a model is an eval question. */
+#include "cpu/proj_emul.h"
+
 /* Strict, locale-independent option parsing: kvi_parse_decimal, kvi_parse_u64. */
 #include "util/number.h"
 

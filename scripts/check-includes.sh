@@ -30,7 +30,7 @@ declare -A ALLOWED=(
   [cpu]="alloc entropy format model quant transform util"
   [cuda]="alloc entropy format model quant transform util"
   [store]="util"
-  [internal]="io util"
+  [internal]="cpu io util"
 )
 PUBLIC_RE='^kvtc(_store|_cuda)?\.h$'
 bad=0

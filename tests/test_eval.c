@@ -1,6 +1,9 @@
 /* test_eval.c - kvtc eval on one short window of the bundled model: the
  * relations that must hold whatever the exact numbers are. Runs the CLI
- * (KVTC_CLI, set by CMake) and parses its --json output. */
+ * (KVTC_CLI, set by CMake) and parses its --json output. Also
+ * --emulate-gpu (issue 15): one variant per entry next to each KVTC method,
+ * the plain method unchanged by it, bf16 within a hair of exact, FP8 off
+ * exact by a few percent of KL, an unknown entry refused. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +78,36 @@ int main(void) {
         double kl = num(&ms->items[i], "kld"), t1 = num(&ms->items[i], "top1");
         CHECK(kl >= 0.0 && t1 >= 0.0 && t1 <= 1.0);
     }
+    double k8_kld = num(k8, "kld");
     json_free(root);
+
+    /* --emulate-gpu: the same window, kvtc@8 and its variants */
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8 --no-baselines "
+             "--emulate-gpu bf16,fp8 --basis %s/basis.safetensors --json >%s/emu.json 2>%s/emu.err",
+             cli, M, T, dir, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    snprintf(path, sizeof path, "%s/emu.json", dir);
+    f = fopen(path, "rb");
+    memset(buf, 0, 1 << 20);
+    n = f ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    if (f) fclose(f);
+    root = json_parse(buf, n, NULL);
+    ms = root ? json_get(root, "methods") : NULL;
+    CHECK(ms && ms->type == JSON_ARRAY && ms->n == 4);
+    const json_value *e0 = method(ms, "kvtc@8"), *eb = method(ms, "kvtc@8/bf16"), *e8 = method(ms, "kvtc@8/fp8");
+    CHECK(e0 && eb && e8);
+    double kl0 = num(e0, "kld"), klb = num(eb, "kld"), kl8 = num(e8, "kld");
+    printf("kvtc@8 KL: exact %.4e, bf16 %.4e, fp8 %.4e\n", kl0, klb, kl8);
+    CHECK(kl0 == k8_kld);                          /* the option adds methods, changes none */
+    CHECK(klb > 0.95 * kl0 && klb < 1.05 * kl0);   /* bf16 operands: 2^-9 relative */
+    CHECK(kl8 != kl0 && kl8 > 0.8 * kl0 && kl8 < 1.5 * kl0); /* e4m3: ~3% rms of the signal */
+    json_free(root);
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ratios 8 --emulate-gpu fp16 --basis %s/basis.safetensors "
+             ">/dev/null 2>%s/bad.err",
+             cli, M, T, dir, dir);
+    CHECK(system(cmd) != 0);
     free(buf);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

@@ -35,6 +35,7 @@ typedef struct eval_method {
     baseline_kind baseline;   /* when !is_kvtc && !identity */
     kvtc_basis *basis;        /* when is_kvtc */
     double ratio;             /* KVTC target ratio */
+    kvi_proj_mode enc_mode, dec_mode; /* --emulate-gpu: the GPU's projection arithmetic */
     /* accumulated */
     double nll, kld;
     uint64_t n_pred, n_top1;
@@ -117,6 +118,8 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     size_t size = 0;
     kvtc_stream_info info = {.struct_size = sizeof info};
     if ((r = kvtc_encoder_alloc(m->basis, &eo, &e)) || (r = kvtc_decoder_alloc(m->basis, &dopt, &d))) goto fail;
+    if ((r = kvi_encoder_emulate_projection(e, m->enc_mode)) || (r = kvi_decoder_emulate_projection(d, m->dec_mode)))
+        goto fail;
     size_t cap = kvtc_compress_bound(e, &cf.cache);
     if (!cap || !(buf = malloc(cap))) { r = cap ? KVTC_ERR_OUT_OF_MEMORY : KVTC_ERR_GEOMETRY_MISMATCH; goto fail; }
     double t0 = now_s();
@@ -183,6 +186,30 @@ static int parse_list(const char *v, double *out) {
     for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
         if (n == RETRIEVAL_MAX_POINTS || cli_parse_double(s, &out[n])) return -1;
         n++;
+    }
+    return n ? n : -1;
+}
+
+/* --emulate-gpu: one variant of every KVTC method per entry */
+#define EVAL_MAX_EMULATIONS 4
+typedef struct gpu_emulation {
+    const char *name;
+    kvi_proj_mode enc, dec;
+} gpu_emulation;
+
+static int parse_emulations(const char *v, gpu_emulation *out) {
+    static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16},
+                                                             {"fp8dec", KVI_PROJ_BF16, KVI_PROJ_FP8},
+                                                             {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16},
+                                                             {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8}};
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    int n = 0;
+    for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+        int k = 0;
+        while (k < EVAL_MAX_EMULATIONS && strcmp(s, known[k].name)) k++;
+        if (k == EVAL_MAX_EMULATIONS || n == EVAL_MAX_EMULATIONS) return -1;
+        out[n++] = known[k];
     }
     return n ? n : -1;
 }
@@ -300,6 +327,10 @@ static const char eval_help[] =
     "                       ctx-passage-sinks-1)\n"
     "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
     "  --passage N          copy: passage tokens (default 64)\n"
+    "  --emulate-gpu LIST   also run every KVTC method with the GPU's projection arithmetic\n"
+    "                       emulated: bf16 (encode and decode GEMMs in bf16, the CUDA default),\n"
+    "                       fp8dec (decode GEMM in e4m3, encode bf16), fp8enc (encode e4m3,\n"
+    "                       decode bf16), fp8 (both e4m3); comma separated\n"
     "  --threads N          threads (default 2)\n"
     "  --json               print one JSON object instead of the table\n"
     "  --plot OUT.png       write a KL-vs-ratio plot (gnuplot)\n";
@@ -307,7 +338,8 @@ static const char eval_help[] =
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
     const char *basis_specs[16];
-    int n_bases = 0, baselines = 1, force = 0;
+    int n_bases = 0, baselines = 1, force = 0, n_emul = 0;
+    gpu_emulation emul[EVAL_MAX_EMULATIONS];
     double ratios[16] = {8, 16, 32, 64};
     int n_ratios = 4;
     eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
@@ -316,7 +348,7 @@ int cmd_eval(int argc, char **argv) {
     ro.passage = 64;
     const char *task = "ppl";
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
-           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE };
+           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
         {"basis", required_argument, NULL, O_BASIS}, {"ratios", required_argument, NULL, O_RATIOS},
@@ -327,6 +359,7 @@ int cmd_eval(int argc, char **argv) {
         {"plot", required_argument, NULL, O_PLOT}, {"force", no_argument, NULL, O_FORCE},
         {"task", required_argument, NULL, O_TASK}, {"distances", required_argument, NULL, O_POINTS},
         {"depths", required_argument, NULL, O_POINTS}, {"passage", required_argument, NULL, O_PASSAGE},
+        {"emulate-gpu", required_argument, NULL, O_EMULATE},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
@@ -378,6 +411,10 @@ int cmd_eval(int argc, char **argv) {
         }
         case O_PASSAGE: if (cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2"); break;
         case O_FORCE: force = 1; break;
+        case O_EMULATE:
+            if ((n_emul = parse_emulations(v, emul)) < 0)
+                return cli_usage("eval", "--emulate-gpu takes bf16, fp8dec, fp8enc, fp8 (comma separated)");
+            break;
         case ':': return cli_usage("eval", "%s needs a value", argv[optind - 1]);
         default: return cli_usage("eval", "unknown option %s", argv[optind - 1]);
         }
@@ -453,11 +490,18 @@ int cmd_eval(int argc, char **argv) {
                 if (i == 0) kvtc_basis_free(basis);
                 goto done;
             }
-            ms[nm].is_kvtc = 1;
-            ms[nm].basis = basis;
-            ms[nm].ratio = ratios[i];
-            snprintf(ms[nm].name, sizeof ms[nm].name, "%s@%g", label, ratios[i]);
-            nm++;
+            for (int k = -1; k < n_emul && nm < EVAL_MAX_METHODS; k++) {
+                ms[nm].is_kvtc = 1;
+                ms[nm].basis = basis;
+                ms[nm].ratio = ratios[i];
+                snprintf(ms[nm].name, sizeof ms[nm].name, "%s@%g%s%s", label, ratios[i], k < 0 ? "" : "/",
+                         k < 0 ? "" : emul[k].name);
+                if (k >= 0) {
+                    ms[nm].enc_mode = emul[k].enc;
+                    ms[nm].dec_mode = emul[k].dec;
+                }
+                nm++;
+            }
         }
     }
 

@@ -18,6 +18,11 @@
 //                                  and its parts alone
 //   kvtc_cuda_bench crc            the decoder's chunk CRC check alone: GB/s
 //                                  over 1 GiB in 320 chunks, CRCs vs libdeflate
+//   kvtc_cuda_bench fp8 [m]        same geometry and basis, 8 x 8K: compress and
+//                                  decompress with the default (bf16) codec and
+//                                  with KVTC_CUDA_PROJ_FP8 (both GEMMs in e4m3,
+//                                  issue 15); errors of the bf16, FP8-decode-only
+//                                  and all-FP8 round trips; per-stage profiles
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -1316,6 +1321,192 @@ static void crc_bench(void) {
     cudaStreamDestroy(st);
 }
 
+// ---- FP8 reconstruction (issue 15) -----------------------------------------------
+
+static double rel_err(const DevCache &a, const DevCache &ref, int s, double *d_acc, cudaStream_t st) {
+    CU(cudaMemsetAsync(d_acc, 0, 16, st));
+    err_k<<<1024, 256, 0, st>>>((const __nv_bfloat16 *)(s ? a.c.v : a.c.k), (const __nv_bfloat16 *)(s ? ref.c.v : ref.c.k),
+                                ref.bytes / 2, d_acc);
+    double acc[2];
+    CU(cudaMemcpyAsync(acc, d_acc, 16, cudaMemcpyDeviceToHost, st));
+    CU(cudaStreamSynchronize(st));
+    return sqrt(acc[0] / acc[1]);
+}
+
+static void fp8_bench(uint32_t m) {
+    printf("== fp8: 40 x 8 x 128 bf16, basis rank m = %u, 8 x 8K: default (bf16) vs KVTC_CUDA_PROJ_FP8 ==\n", m);
+    kvtc_geometry g;
+    memset(&g, 0, sizeof g);
+    g.n_layers = 40;
+    g.n_kv_heads = 8;
+    g.head_dim = 128;
+    g.rope_type = KVTC_ROPE_NEOX;
+    g.rope_theta = 1e6f;
+    uint32_t p = 40960;
+    std::vector<float> lambda(m);
+    double sigma2 = 0;
+    kvtc_basis *b = bs_paper_basis(&g, m, 1.0, 0.5, 16.0, lambda.data(), &sigma2);
+    if (!b) { printf("FAIL: basis\n"); g_fail++; return; }
+    printf("plan 16x: rank K %u V %u\n", b->plans[0].k.rank_used, b->plans[0].v.rank_used);
+    cudaStream_t st;
+    CU(cudaStreamCreate(&st));
+    cublasHandle_t blas;
+    cublasCreate(&blas);
+    kvtc_cuda_codec *cc[2] = {NULL, NULL};  // 0 default, 1 FP8
+    kvtc_cuda_options o;
+    kvtc_cuda_options_init(&o);
+    o.ratio = 16.0;
+    KV(kvtc_cuda_codec_alloc(b, &o, &cc[0]));
+    o.projection = KVTC_CUDA_PROJ_FP8;
+    double t0 = now_s();
+    kvtc_result r8 = kvtc_cuda_codec_alloc(b, &o, &cc[1]);
+    if (r8) {
+        printf("FAIL: FP8 codec: %s\n", kvtc_result_string(r8));
+        g_fail++;
+        kvtc_cuda_codec_free(cc[0]);
+        kvtc_basis_free(b);
+        return;
+    }
+    printf("FP8 codec alloc (e4m3 basis built on the host and uploaded): %.2f s\n", now_s() - t0);
+    float *d_lambda, *d_mean[2];
+    __nv_bfloat16 *d_Q[2];
+    CU(cudaMalloc(&d_lambda, 4 * m));
+    CU(cudaMemcpy(d_lambda, lambda.data(), 4 * m, cudaMemcpyHostToDevice));
+    const basis_stream *bs[2] = {&b->k, &b->v};
+    for (int s = 0; s < 2; s++) {
+        std::vector<uint16_t> q((size_t)m * p);
+        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
+        CU(cudaMalloc(&d_Q[s], q.size() * 2));
+        CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+        CU(cudaMalloc(&d_mean[s], 4 * p));
+        CU(cudaMemcpy(d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
+    }
+    const int B = 8;
+    const uint64_t n = 8192;
+    std::vector<DevCache> in(B), out16(B), out8(B);
+    __nv_bfloat16 *Z, *X;
+    CU(cudaMalloc(&Z, n * m * 2));
+    CU(cudaMalloc(&X, n * p * 2));
+    for (int i = 0; i < B; i++) {
+        in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        out16[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        out8[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, in[i], 1000 + i, blas, Z, X,
+                   st);
+    }
+    CU(cudaStreamSynchronize(st));
+    cudaFree(Z);
+    cudaFree(X);
+    size_t wsz = std::max(kvtc_cuda_workspace_size(cc[0], n, 0), kvtc_cuda_workspace_size(cc[1], n, 0));
+    void *ws;
+    CU(cudaMalloc(&ws, wsz));
+    std::vector<void *> d_out(B);
+    std::vector<size_t> cap(B);
+    uint64_t *d_w;
+    uint32_t *d_status;
+    CU(cudaMalloc(&d_w, 8 * B));
+    CU(cudaMalloc(&d_status, 4 * B));
+    for (int i = 0; i < B; i++) {
+        cap[i] = kvtc_cuda_compress_bound(cc[0], &in[i].c);
+        CU(cudaMalloc(&d_out[i], cap[i]));
+    }
+    Timer t;
+    float mc[2], md[2];
+    std::vector<uint64_t> sizes(B);
+    std::vector<std::vector<uint8_t>> prefix(B, std::vector<uint8_t>(4096));
+    std::vector<DevCache> outd(B);  // the bf16 streams decoded by the FP8 decoder (decode-only FP8)
+    for (int i = 0; i < B; i++) outd[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+    auto decode_all = [&](kvtc_cuda_codec *c, std::vector<DevCache> &out, const char *what) {
+        for (int i = 0; i < B; i++)
+            KV(kvtc_cuda_decompress(c, prefix[i].data(), 4096, d_out[i], sizes[i], &out[i].c, ws, wsz, d_status + i, st));
+        std::vector<uint32_t> status(B);
+        CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+        for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "%s decode status %u", what, status[i]);
+    };
+    for (int k = 0; k < 2; k++) {  // k 0: the default codec, 1: KVTC_CUDA_PROJ_FP8
+        std::vector<float> vc, vd;
+        for (int rep = 0; rep < 12; rep++) {
+            t.start(st);
+            for (int i = 0; i < B; i++) KV(kvtc_cuda_compress(cc[k], &in[i].c, d_out[i], cap[i], d_w + i, ws, wsz, st));
+            float ms = t.stop(st);
+            if (rep >= 2) vc.push_back(ms);
+        }
+        CU(cudaMemcpy(sizes.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
+        for (int i = 0; i < B; i++) CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
+        std::vector<DevCache> &out = k ? out8 : out16;
+        for (int rep = 0; rep < 12; rep++) {
+            t.start(st);
+            for (int i = 0; i < B; i++)
+                KV(kvtc_cuda_decompress(cc[k], prefix[i].data(), 4096, d_out[i], sizes[i], &out[i].c, ws, wsz, d_status + i, st));
+            float ms = t.stop(st);
+            if (rep >= 2) vd.push_back(ms);
+        }
+        decode_all(cc[k], out, k ? "fp8" : "bf16");
+        if (k == 0) decode_all(cc[1], outd, "fp8 decode of bf16 streams");
+        mc[k] = median(vc);
+        md[k] = median(vd);
+        double tot = 0;
+        for (int i = 0; i < B; i++) tot += sizes[i];
+        printf("  %s codec: compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps); %.1f MB\n",
+               k ? "FP8 " : "bf16", *std::min_element(vc.begin(), vc.end()), mc[k], *std::max_element(vc.begin(), vc.end()),
+               *std::min_element(vd.begin(), vd.end()), md[k], *std::max_element(vd.begin(), vd.end()), tot / 1e6);
+    }
+    double *d_acc;
+    CU(cudaMalloc(&d_acc, 16));
+    double e16[2] = {0, 0}, e8[2] = {0, 0}, ed[2] = {0, 0}, ed16[2] = {0, 0};
+    for (int i = 0; i < B; i++)
+        for (int s = 0; s < 2; s++) {
+            e16[s] += rel_err(out16[i], in[i], s, d_acc, st) / B;
+            e8[s] += rel_err(out8[i], in[i], s, d_acc, st) / B;
+            ed[s] += rel_err(outd[i], in[i], s, d_acc, st) / B;
+            ed16[s] += rel_err(outd[i], out16[i], s, d_acc, st) / B;
+        }
+    cudaFree(d_acc);
+    for (int i = 0; i < B; i++) dev_free(outd[i]);
+    printf("RESULT fp8 rank %u batch %dx%llu: compress bf16 %.2f ms, FP8 %.2f ms (%.2fx); decompress bf16 %.2f ms, FP8 %.2f ms "
+           "(%.2fx); rel err K/V: bf16 %.4f/%.4f, FP8 decode only %.4f/%.4f (vs the bf16 decode %.4f/%.4f), FP8 both "
+           "%.4f/%.4f\n",
+           m, B, (unsigned long long)n, mc[0], mc[1], mc[0] / mc[1], md[0], md[1], md[0] / md[1], e16[0], e16[1], ed[0],
+           ed[1], ed16[0], ed16[1], e8[0], e8[1]);
+    // per-stage breakdown of one encode and decode with each precision
+    for (int k = 0; k < 2; k++) {
+        kvtc_cuda_options po;
+        kvtc_cuda_options_init(&po);
+        po.ratio = 16.0;
+        po.profile = 1;
+        po.projection = k ? KVTC_CUDA_PROJ_FP8 : KVTC_CUDA_PROJ_DEFAULT;
+        kvtc_cuda_codec *pc;
+        KV(kvtc_cuda_codec_alloc(b, &po, &pc));
+        for (int rep = 0; rep < 3; rep++) {
+            if (rep == 2) fprintf(stderr, "(%s encode and decode, cache 0)\n", k ? "FP8" : "bf16");
+            KV(kvtc_cuda_compress(pc, &in[0].c, d_out[0], cap[0], d_w, ws, wsz, st));
+            uint64_t sz = 0;
+            CU(cudaMemcpyAsync(&sz, d_w, 8, cudaMemcpyDeviceToHost, st));
+            CU(cudaMemcpyAsync(prefix[0].data(), d_out[0], 4096, cudaMemcpyDeviceToHost, st));
+            CU(cudaStreamSynchronize(st));
+            KV(kvtc_cuda_decompress(pc, prefix[0].data(), 4096, d_out[0], sz, &out8[0].c, ws, wsz, d_status, st));
+            CU(cudaStreamSynchronize(st));
+        }
+        kvtc_cuda_codec_free(pc);
+    }
+    for (int i = 0; i < B; i++) {
+        dev_free(in[i]);
+        dev_free(out16[i]);
+        dev_free(out8[i]);
+        cudaFree(d_out[i]);
+    }
+    cudaFree(ws);
+    cudaFree(d_w);
+    cudaFree(d_status);
+    for (int s = 0; s < 2; s++) { cudaFree(d_Q[s]); cudaFree(d_mean[s]); }
+    cudaFree(d_lambda);
+    kvtc_cuda_codec_free(cc[0]);
+    kvtc_cuda_codec_free(cc[1]);
+    cublasDestroy(blas);
+    cudaStreamDestroy(st);
+    kvtc_basis_free(b);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "check";
     cudaDeviceProp prop;
@@ -1325,6 +1516,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "bench") || !strcmp(mode, "all")) bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     if (!strcmp(mode, "paged") || !strcmp(mode, "all")) paged(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     if (!strcmp(mode, "crc") || !strcmp(mode, "all")) crc_bench();
+    if (!strcmp(mode, "fp8")) fp8_bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     printf("%s: %d failures\n", mode, g_fail);
     return g_fail ? 1 : 0;
 }

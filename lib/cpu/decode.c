@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu/codec_common.h"
+#include "cpu/proj_emul_ops.h"
 #include "entropy/rans.h"
 #include "format/container.h"
 #include "quant/group_quant.h"
@@ -32,6 +33,7 @@ struct kvtc_decoder {
     uint64_t held_plan;
     uint32_t held_c0, held_c1;
     float *held_dk, *held_dv;
+    proj_emul *emul; /* kvi_decoder_emulate_projection; NULL: fp32 */
 };
 
 void kvtc_decode_options_init(kvtc_decode_options *o) {
@@ -53,6 +55,7 @@ void kvtc_decoder_release(kvtc_decoder *d) {
 void kvtc_decoder_free(kvtc_decoder *d) {
     if (!d) return;
     kvtc_decoder_release(d);
+    proj_emul_set(&d->emul, NULL, KVI_PROJ_EXACT, 0);
     if (d->dec)
         for (uint32_t i = 0; i < d->opt.n_threads; i++) libdeflate_free_decompressor(d->dec[i]);
     free(d->dec);
@@ -145,10 +148,14 @@ typedef struct dchunk_ctx {
     int use_held;                /* the decoder's held coefficients belong to this stream and plan */
 } dchunk_ctx;
 
+/* dm: the chunk's coefficients, or with an emulated projection their
+ * operand copy, multiplied with that mode's basis operand */
 static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm, uint64_t ct0, uint32_t n_tok,
                                float *x) {
     const kvtc_basis *bs = b->d->basis;
     const basis_stream *s = is_key ? &bs->k : &bs->v;
+    const proj_emul *pe = b->d->emul;
+    const basis_stream *op = pe ? &pe->op[is_key ? 0 : 1] : s;
     uint32_t r = is_key ? b->plan->k.rank_used : b->plan->v.rank_used;
     uint32_t hd = b->h->geometry.n_kv_heads * b->h->geometry.head_dim, m = b->h->recompute_layers;
     uint64_t lo = b->c0 > ct0 ? b->c0 : ct0, hi = b->c1 < ct0 + n_tok ? b->c1 : ct0 + n_tok;
@@ -158,8 +165,9 @@ static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm,
      * layers, un-weighting and the store (RoPE angles once per token) */
     uint32_t w = (b->layer_end - b->layer_begin) * hd, col0 = (b->layer_begin - m) * hd;
     for (uint32_t l = b->layer_begin; l < b->layer_end; l++)
-        reconstruct_centered_cols(s, r, dm, r, n_tok, (l - m) * hd, hd, x + (uint64_t)(l - b->layer_begin) * hd, w);
+        reconstruct_centered_cols(op, r, dm, r, n_tok, (l - m) * hd, hd, x + (uint64_t)(l - b->layer_begin) * hd, w);
     float *rows = x + (lo - ct0) * w;
+    if (pe) proj_emul_output(pe, is_key ? 0 : 1, rows, w, hi - lo, w);
     uncenter_cols(s, col0, w, rows, hi - lo);
     kvi_layout_scatter_rows(b->view, is_key, b->layer_begin, b->layer_end, b->h->n_sink + lo - b->token_begin,
                              hi - lo, rope, rope != NULL, rows);
@@ -207,6 +215,23 @@ static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
         return r;
     }
     uint64_t ct0 = (uint64_t)ci * b->h->chunk_tokens;
+    if (d->emul) {
+        /* the operand copies (the held coefficients stay untouched) */
+        uint32_t rk = b->plan->k.rank_used, rv = b->plan->v.rank_used;
+        float *qk = malloc(sizeof(float) * ((uint64_t)n_tok * rk + 1)), *qv = malloc(sizeof(float) * ((uint64_t)n_tok * rv + 1));
+        if (!qk || !qv) {
+            free(qk);
+            free(qv);
+            return KVTC_ERR_OUT_OF_MEMORY;
+        }
+        proj_emul_coefs(d->emul, 0, rk, dk, rk, n_tok, qk);
+        proj_emul_coefs(d->emul, 1, rv, dv, rv, n_tok, qv);
+        reconstruct_layers(b, 1, qk, ct0, n_tok, b->x[worker]);
+        reconstruct_layers(b, 0, qv, ct0, n_tok, b->x[worker]);
+        free(qk);
+        free(qv);
+        return 0;
+    }
     reconstruct_layers(b, 1, dk, ct0, n_tok, b->x[worker]);
     reconstruct_layers(b, 0, dv, ct0, n_tok, b->x[worker]);
     return 0;
@@ -231,6 +256,11 @@ static void free_float_bufs(float **bufs, uint32_t n) {
 static void free_byte_bufs(uint8_t **bufs, uint32_t n) {
     for (uint32_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);
+}
+
+kvtc_result kvi_decoder_emulate_projection(kvtc_decoder *d, kvi_proj_mode mode) {
+    if (!d) return KVTC_ERR_INVALID_ARGUMENT;
+    return proj_emul_set(&d->emul, d->basis, mode, 1);
 }
 
 void kvtc_decode_range_init(kvtc_decode_range *r) {

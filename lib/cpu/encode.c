@@ -7,6 +7,7 @@
 
 #include "alloc/plan_solve.h"
 #include "cpu/codec_common.h"
+#include "cpu/proj_emul_ops.h"
 #include "cpu/encode_internal.h"
 #include "entropy/rans.h"
 #include "format/container.h"
@@ -27,6 +28,7 @@ struct kvtc_encoder {
     basis_plan solved;      /* the plan solved for opt.ratio when the basis stores none for it */
     rope_table rope;
     struct libdeflate_compressor **comp; /* one per worker */
+    proj_emul *emul; /* kvi_encoder_emulate_projection; NULL: fp32 */
 };
 
 void kvtc_encode_options_init(kvtc_encode_options *o) {
@@ -43,6 +45,7 @@ void kvtc_encode_options_init(kvtc_encode_options *o) {
 
 void kvtc_encoder_free(kvtc_encoder *e) {
     if (!e) return;
+    proj_emul_set(&e->emul, NULL, KVI_PROJ_EXACT, 0);
     if (e->comp)
         for (uint32_t i = 0; i < e->opt.n_threads; i++) libdeflate_free_compressor(e->comp[i]);
     free(e->comp);
@@ -50,6 +53,11 @@ void kvtc_encoder_free(kvtc_encoder *e) {
     plan_stream_free(&e->solved.v);
     rope_table_free(&e->rope);
     free(e);
+}
+
+kvtc_result kvi_encoder_emulate_projection(kvtc_encoder *e, kvi_proj_mode mode) {
+    if (!e) return KVTC_ERR_INVALID_ARGUMENT;
+    return proj_emul_set(&e->emul, e->basis, mode, 0);
 }
 
 kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *opts,
@@ -291,9 +299,13 @@ kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, u
         uint32_t th = e->opt.n_threads;
         r = codec_gather_centered(c, 1, bk, b->recompute_layers, first_tok, n, b->rope_removed ? &e->rope : NULL, th, x);
         if (r) goto done;
-        project_centered_split(bk, pl->k.rank_used, x, n, dk, th);
+        if (e->emul) r = proj_emul_project(e->emul, 0, pl->k.rank_used, x, n, dk);
+        else project_centered_split(bk, pl->k.rank_used, x, n, dk, th);
+        if (r) goto done;
         if ((r = codec_gather_centered(c, 0, bv, b->recompute_layers, first_tok, n, NULL, th, x))) goto done;
-        project_centered_split(bv, pl->v.rank_used, x, n, dv, th);
+        if (e->emul) r = proj_emul_project(e->emul, 1, pl->v.rank_used, x, n, dv);
+        else project_centered_split(bv, pl->v.rank_used, x, n, dv, th);
+        if (r) goto done;
         uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
         batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
         int rc = kvi_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);

@@ -19,6 +19,7 @@ extern "C" {
 #include "util/cache.h"
 #include "alloc/plan_solve.h"
 #include "util/half.h"
+#include "transform/fp8.h"
 }
 #include "util/bitexact.h"
 
@@ -120,7 +121,11 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
         cudaFree(c->d_basis[s]);
         cudaFree(c->d_mean[s]);
         cudaFree(c->d_weight[s]);
+        cudaFree(c->d_basis8[s]);
+        cudaFree(c->d_fold[s]);
+        cudaFree(c->d_basis8e[s]);
     }
+    if (c->lt) cublasLtDestroy(c->lt);
     cudaFree(c->d_inv_freq);
     cudaFree(c->d_crc_table);
     if (c->blas) cublasDestroy(c->blas);
@@ -178,6 +183,45 @@ static kvtc_result upload_f32(kvtc_cuda_codec *c, float **dst, const float *src,
     CUDA_CHECK(c, cudaMalloc(dst, sizeof(float) * (n ? n : 1)));
     if (n) CUDA_CHECK(c, cudaMemcpy(*dst, src, sizeof(float) * n, cudaMemcpyHostToDevice));
     return KVTC_OK;
+}
+
+// KVTC_CUDA_PROJ_FP8_ENCODE: the e4m3 basis rows of stream s, [rmax][p]
+// then zero rows up to a multiple of 16 (the GEMM's M is the rank rounded up).
+static kvtc_result upload_fp8_rows(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
+    size_t np = (size_t)((c->rmax[s] + 15) / 16 * 16) * c->p;
+    uint8_t *b8 = (uint8_t *)calloc(np ? np : 1, 1);
+    if (!b8) return KVTC_ERR_OUT_OF_MEMORY;
+    kvi_fp8_basis_rows(bs, c->rmax[s], b8, &c->scale8e[s]);
+    kvtc_result res = KVTC_OK;
+    if (cudaMalloc(&c->d_basis8e[s], np ? np : 1) != cudaSuccess ||
+        (np && cudaMemcpy(c->d_basis8e[s], b8, np, cudaMemcpyHostToDevice) != cudaSuccess))
+        res = KVTC_ERR_CUDA;
+    free(b8);
+    return res;
+}
+
+// KVTC_CUDA_PROJ_FP8_DECODE: the transposed e4m3 basis of stream s (all rmax
+// components, ld a multiple of 16) and the fold factors, built on the host
+// by the code the CPU emulation uses (transform/fp8.c).
+static kvtc_result upload_fp8_operands(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
+    uint32_t r = c->rmax[s], ld = (r + 15) / 16 * 16;
+    if (!ld) ld = 16;
+    c->ld8[s] = ld;
+    size_t n = (size_t)c->p * ld;
+    uint8_t *bt = (uint8_t *)malloc(n);
+    float *fold = (float *)malloc(sizeof(float) * (r ? r : 1));
+    kvtc_result res = bt && fold ? KVTC_OK : KVTC_ERR_OUT_OF_MEMORY;
+    if (!res) {
+        kvi_fp8_basis_t(bs, r, ld, bt, &c->scale8[s]);
+        for (uint32_t j = 0; j < r; j++) fold[j] = kvi_fp8_fold(bs, j);
+        if (cudaMalloc(&c->d_basis8[s], n) != cudaSuccess ||
+            cudaMemcpy(c->d_basis8[s], bt, n, cudaMemcpyHostToDevice) != cudaSuccess)
+            res = KVTC_ERR_CUDA;
+    }
+    free(bt);
+    if (!res) res = upload_f32(c, &c->d_fold[s], fold, r);
+    free(fold);
+    return res;
 }
 
 // Device tables of plan pl (groups of K and V) into pd.
@@ -249,20 +293,33 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     if (opts) {
-        // 0.1 callers end at `profile`; the fields after it keep their defaults
-        size_t v01 = offsetof(kvtc_cuda_options, model_fingerprint);
-        if (opts->struct_size != sizeof o && opts->struct_size != v01) return KVTC_ERR_INVALID_ARGUMENT;
+        // 0.1 callers end at `profile`, 0.2 callers at `recompute_user`; the
+        // fields after theirs keep their defaults
+        size_t v01 = offsetof(kvtc_cuda_options, model_fingerprint), v02 = offsetof(kvtc_cuda_options, projection);
+        if (opts->struct_size != sizeof o && opts->struct_size != v01 && opts->struct_size != v02)
+            return KVTC_ERR_INVALID_ARGUMENT;
         memcpy(&o, opts, opts->struct_size);
         o.struct_size = sizeof o;
     }
     if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) ||
-        (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32)
+        (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32 || (unsigned)o.projection > KVTC_CUDA_PROJ_FP8 ||
+        (o.projection != KVTC_CUDA_PROJ_DEFAULT && o.gemm != KVTC_CUDA_GEMM_BF16))
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers >= b->geometry.n_layers) return KVTC_ERR_UNSUPPORTED;
     if (b->geometry.head_dim % 2 || b->geometry.head_dim / 2 > 1024) return KVTC_ERR_UNSUPPORTED;
     if (o.device < 0 && cudaGetDevice(&o.device) != cudaSuccess) return KVTC_ERR_CUDA;
     DeviceGuard dg(o.device);  // the codec lives on o.device; the caller's device is restored
     if (!dg.ok) return KVTC_ERR_CUDA;
+    if (o.projection != KVTC_CUDA_PROJ_DEFAULT) {
+        // FP8 tensor cores (Ada, Hopper and later); cuBLASLt's FP8 kernels
+        // need 16-byte multiples: the GEMM's rows are p (all layers) or a
+        // range of layers (a multiple of head_dim)
+        int major = 0, minor = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, o.device) != cudaSuccess ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, o.device) != cudaSuccess)
+            return KVTC_ERR_CUDA;
+        if (major * 10 + minor < 89 || b->k.p % 16 || b->geometry.head_dim % 16) return KVTC_ERR_UNSUPPORTED;
+    }
     kvtc_cuda_codec *c = (kvtc_cuda_codec *)calloc(1, sizeof *c);
     if (!c) return KVTC_ERR_OUT_OF_MEMORY;
     c->basis = b;
@@ -341,6 +398,13 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         }
         if (!r) r = upload_f32(c, &c->d_mean[s], bs[s]->mean, c->p);
         if (!r) r = upload_f32(c, &c->d_weight[s], bs[s]->weight, c->p);
+        if (!r && (o.projection & KVTC_CUDA_PROJ_FP8_DECODE)) r = upload_fp8_operands(c, s, bs[s]);
+        if (!r && (o.projection & KVTC_CUDA_PROJ_FP8_ENCODE)) r = upload_fp8_rows(c, s, bs[s]);
+    }
+    if (!r && o.projection != KVTC_CUDA_PROJ_DEFAULT) {
+        c->fp8_dec = (o.projection & KVTC_CUDA_PROJ_FP8_DECODE) != 0;
+        c->fp8_enc = (o.projection & KVTC_CUDA_PROJ_FP8_ENCODE) != 0;
+        if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) r = KVTC_ERR_CUDA;
     }
     if (!r) {
         rope_table rt;
@@ -433,10 +497,17 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     uint64_t segs4 = mulc(C, (uint64_t)ENC_MAX_SEGS * 4, &ov);
     TAKE(cs, addc(mulc(mulc(n, np, &ov), sizeof(float2), &ov), 8, &ov));
     TAKE(X, addc(mulc(mulc(n, c->p, &ov), c->esize, &ov), 8, &ov));
-    // D: float coefficients while encoding; while decoding one stream's
-    // dequantized coefficients at a time, or both K's and V's (esize each)
-    // while kvtc_cuda_hold keeps them (hold_d_offset): n x rm x max(4, 2 esize)
-    TAKE(D, addc(mulc(n, (uint64_t)(rm ? rm : 1) * (c->esize > 2 ? 2 * c->esize : 4), &ov), 512, &ov));
+    // KVTC_CUDA_PROJ_FP8_ENCODE: the rows in e4m3 and their scales
+    TAKE(X8, c->fp8_enc ? addc(mulc(n, c->p, &ov), 8, &ov) : 0);
+    TAKE(rs, c->fp8_enc ? addc(mulc(n, 4, &ov), 8, &ov) : 0);
+    // D: fp32 coefficients while encoding (rows rounded up to 16 with FP8);
+    // while decoding one stream's dequantized coefficients at a time (esize
+    // each, or e4m3 rows rounded up to 16 with FP8), or both K's and V's
+    // while kvtc_cuda_hold keeps them (hold_d_offset, 256-aligned V)
+    uint64_t r1 = rm ? rm : 1;
+    uint64_t d_row = (uint64_t)(c->fp8_enc ? (r1 + 15) / 16 * 16 : r1) * 4;
+    uint64_t d_hold = c->fp8_dec ? 2 * (uint64_t)(c->ld8[0] > c->ld8[1] ? c->ld8[0] : c->ld8[1]) : 2 * r1 * c->esize;
+    TAKE(D, addc(mulc(n, d_row > d_hold ? d_row : d_hold, &ov), 512, &ov));
     TAKE(payload, mulc(C, L->max_payload, &ov));
     TAKE(pieces, mulc(mulc(C + 8, L->max_pieces, &ov), 4, &ov));
     TAKE(crc_out, mulc(C + 8, 4, &ov));

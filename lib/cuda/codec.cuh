@@ -4,6 +4,7 @@
 #ifndef KVTC_CUDA_CODEC_CUH
 #define KVTC_CUDA_CODEC_CUH
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
@@ -82,6 +83,22 @@ struct kvtc_cuda_codec {
     uint32_t *d_crc_table;  // 256 + 32 (x^2^k mod P)
     cublasHandle_t blas;
     int esize;  // bytes of an X/D/basis element
+    // KVTC_CUDA_PROJ_FP8_DECODE (fp8_dec): the decoder's operands
+    // (transform/fp8.h). The basis TRANSPOSED in e4m3, [p][ld8] (components
+    // fastest, zero past rmax), its per-tensor scale, and the fold factors
+    // f_j the dequantization divides coefficient j by; coefficients in e4m3
+    // are [n][round16(rank)].
+    // KVTC_CUDA_PROJ_FP8_ENCODE (fp8_enc): the basis rows in e4m3 [rmax][p]
+    // and their per-tensor scale; rows are cast per row (workspace X8, rs).
+    // lt: the cuBLASLt handle of the FP8 GEMMs.
+    int fp8_dec, fp8_enc;
+    uint8_t *d_basis8[2];
+    uint32_t ld8[2];
+    float scale8[2];
+    float *d_fold[2];
+    uint8_t *d_basis8e[2];
+    float scale8e[2];
+    cublasLtHandle_t lt;
     // the last CUDA/cuBLAS failure of an entry point: call, file, line
     // (kvtc_cuda_last_error); empty when the last call did not fail there
     char err[KVTC_CUDA_ERR_MSG];
@@ -131,7 +148,7 @@ void prof_report(kvtc_cuda_codec *c, const char *what);
 
 struct Layout {
     size_t total;
-    size_t cs, X, D, payload, pieces, crc_out, sec_crc, blas, blas_size;
+    size_t cs, X, X8, rs, D, payload, pieces, crc_out, sec_crc, blas, blas_size;
     size_t hist, freq, start, npres, lstate, lcount, lwoff, words, segb, segm, sego, csize, coff, dsize;
     size_t dseg, dnseg, dnblk, dcoff, dcsize, dccrc;
     size_t hpos, hids;  // positions and token ids handed to the recompute hook

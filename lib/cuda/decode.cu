@@ -70,11 +70,18 @@ static kvtc_result entropy_decode_chunks(kvtc_cuda_codec *c, const container_hea
     return KVTC_OK;
 }
 
-// Where stream s's dequantized coefficients ([coded][rank], esize bytes
-// each) start in the workspace's D area while kvtc_cuda_hold keeps both
-// streams: K first, V after it (layout_ws sizes D for both).
-static uint64_t hold_d_offset(const PlanDev &pd, uint64_t coded, int esize, int s) {
-    return s ? (coded * pd.s[0].rank * (uint64_t)esize + 255) & ~(uint64_t)255 : 0;
+// Bytes of one token's dequantized coefficients of a stream of rank rk:
+// esize each, or e4m3 rows padded to 16 for the FP8 decode GEMM
+// (dequantize_coefs / reconstruct_range).
+static uint64_t coef_row_bytes(const kvtc_cuda_codec *c, uint32_t rk) {
+    return c->fp8_dec ? (uint64_t)(rk + 15) / 16 * 16 : (uint64_t)rk * c->esize;
+}
+
+// Where stream s's dequantized coefficients ([coded] rows of
+// coef_row_bytes) start in the workspace's D area while kvtc_cuda_hold keeps
+// both streams: K first, V after it (layout_ws sizes D for both).
+static uint64_t hold_d_offset(const kvtc_cuda_codec *c, const PlanDev &pd, uint64_t coded, int s) {
+    return s ? (coded * coef_row_bytes(c, pd.s[0].rank) + 255) & ~(uint64_t)255 : 0;
 }
 
 // Whether kvtc_cuda_hold left this stream's coefficients in this workspace,
@@ -191,20 +198,20 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
             uint32_t rk = pd.s[s].rank;
             // rows of the written tokens only, columns of the layer range only:
             // X row t = coded token k0 + t
-            const uint8_t *Dk;
+            const uint8_t *Dbase;
+            uint64_t row0;
             if (held) {  // the hold's D holds coded tokens [0, coded) of both streams
-                Dk = ws + L.D + hold_d_offset(pd, coded, c->esize, s) + k0 * rk * c->esize;
+                Dbase = ws + L.D + hold_d_offset(c, pd, coded, s);
+                row0 = k0;
             } else {
                 QuantGeom q = quant_geom(L, pd, run_n, h.chunk_tokens, s);
-                launch_dequantize(c->esize, ws + L.D, pd.s[s], q, payload, stream);
+                CUDA_CHECK(c, dequantize_coefs(c, s, ws + L.D, pd.s[s], q, payload, stream));
                 LAUNCH_CHECK(c, "dequantize");
                 PROF(c, stream, s ? "V dequantize" : "K dequantize");
-                Dk = ws + L.D + (k0 - run0) * rk * c->esize;
+                Dbase = ws + L.D;
+                row0 = k0 - run0;
             }
-            if (rk)
-                CUBLAS_CHECK(c, reconstruct_cols(c, s, rk, n, Dk, ws + L.X, col0, ncols));
-            else
-                CUDA_CHECK(c, cudaMemsetAsync(ws + L.X, 0, n * c->p * c->esize, stream));
+            TRY(reconstruct_range(c, s, rk, Dbase, row0, n, ws + L.X, col0, ncols, ws + L.blas, L.blas_size, stream));
             PROF(c, stream, s ? "V gemm" : "K gemm");
             RowGeom rg = row_geom(&h, s == 0, rot);
             rg.lh0 = slh0;
@@ -314,8 +321,8 @@ extern "C" kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, 
         TRY(entropy_decode_chunks(c, h, *pd->host, L, in, ws, 0, h.n_chunks, d_status, stream));
         for (int s = 0; s < 2; s++) {
             QuantGeom q = quant_geom(L, *pd, coded, h.chunk_tokens, s);
-            launch_dequantize(c->esize, ws + L.D + hold_d_offset(*pd, coded, c->esize, s), pd->s[s], q,
-                              ws + L.payload, stream);
+            CUDA_CHECK(c, dequantize_coefs(c, s, ws + L.D + hold_d_offset(c, *pd, coded, s), pd->s[s], q,
+                                           ws + L.payload, stream));
             LAUNCH_CHECK(c, "dequantize");
             PROF(c, stream, s ? "V dequantize" : "K dequantize");
         }

@@ -86,10 +86,15 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
             LAUNCH_CHECK(c, "gather");
             PROF(c, stream, s ? "V gather" : "K gather");
             uint32_t rk = pd.s[s].rank;
-            if (rk) CUBLAS_CHECK(c, project_rows(c, s, rk, coded, ws + L.X, (float *)(ws + L.D)));
+            const float *row_scale = NULL;  // FP8: the rows' operand scales
+            uint32_t ld = rk;               // D's row length (FP8: rounded up to 16)
+            kvtc_result pr = project_coefs(c, s, rk, coded, ws + L.X, ws + L.X8, (float *)(ws + L.rs),
+                                           (float *)(ws + L.D), &ld, ws + L.blas, L.blas_size, stream, &row_scale);
+            if (pr) return pr;
             PROF(c, stream, s ? "V gemm" : "K gemm");
             QuantGeom q = quant_geom(L, pd, coded, h.chunk_tokens, s);
-            launch_quantize((const float *)(ws + L.D), pd.s[s], q, ws + L.payload, stream);
+            q.rank = ld;
+            launch_quantize((const float *)(ws + L.D), row_scale, pd.s[s], q, ws + L.payload, stream);
             LAUNCH_CHECK(c, "quantize");
             PROF(c, stream, s ? "V quantize" : "K quantize");
         }

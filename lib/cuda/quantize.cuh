@@ -22,10 +22,23 @@ struct QuantGeom {
 // Geometry of stream s (0 K, 1 V) of plan pd for n coded tokens.
 QuantGeom quant_geom(const Layout &L, const PlanDev &pd, uint64_t n, uint32_t chunk_tokens, int s);
 
-// D (fp32 [n][rank]) -> payload [C][max_payload] (quantized groups and raw coordinates of stream q.stream)
-void launch_quantize(const float *D, const StreamPlan &sp, const QuantGeom &q, uint8_t *payload, cudaStream_t st);
+// D (fp32 [n][rank]) -> payload [C][max_payload] (quantized groups and raw
+// coordinates of stream q.stream); row t of D is multiplied by row_scale[t]
+// first (device [n]; NULL: by 1, i.e. unchanged)
+void launch_quantize(const float *D, const float *row_scale, const StreamPlan &sp, const QuantGeom &q, uint8_t *payload,
+                     cudaStream_t st);
 // payload -> D ([n][rank], bf16 when esize is 2, else fp32); dropped groups are zeros
 void launch_dequantize(int esize, void *D, const StreamPlan &sp, const QuantGeom &q, const uint8_t *payload,
                        cudaStream_t st);
+// payload -> D as e4m3 ([n][ld], ld >= rank): coefficient j divided by
+// fold[j] (device, the codec's d_fold), saturating; columns [rank, ld) are
+// zeroed. Returns the error of the padding memset (launch errors: cudaGetLastError).
+cudaError_t launch_dequantize_e4m3(uint8_t *D, uint32_t ld, const float *fold, const StreamPlan &sp, const QuantGeom &q,
+                                   const uint8_t *payload, cudaStream_t st);
+
+// The FP8 encoder's row operand: X (bf16 [n][p], p % 8 == 0) -> X8 (e4m3
+// [n][p]) = X / row_scale, row_scale[t] = max |X[t]| / 448 (1 when that is
+// 0 or not finite), as cpu/proj_emul.c's encode (which rounds the fp32 row).
+void launch_cast_rows_e4m3(const void *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale, cudaStream_t st);
 
 #endif

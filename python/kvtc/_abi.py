@@ -130,8 +130,12 @@ class StreamInfo(C.Structure):
 # ---- kvtc_cuda.h -----------------------------------------------------------------
 
 class CudaOptions(C.Structure):
+    # the whole struct of include/kvtc_cuda.h (72 bytes): kvtc_cuda_options_init
+    # writes all of it, so a shorter mirror would be overrun
     _fields_ = [("struct_size", C.c_size_t), ("ratio", C.c_double), ("n_sink", C.c_uint32),
-                ("n_window", C.c_uint32), ("chunk_tokens", C.c_uint32), ("gemm", C.c_int), ("device", C.c_int)]
+                ("n_window", C.c_uint32), ("chunk_tokens", C.c_uint32), ("gemm", C.c_int), ("device", C.c_int),
+                ("profile", C.c_int), ("model_fingerprint", C.c_uint64), ("recompute", C.c_void_p),
+                ("recompute_user", C.c_void_p), ("projection", C.c_int)]
 
 
 class CudaCalibOptions(C.Structure):

@@ -3,11 +3,12 @@
  * - kvtc_cuda_last_error: NULL codec -> empty message, length 0; buf may be
  *   NULL with len 0; a too-small buffer is truncated and NUL-terminated;
  * - kvtc_cuda_options_init: the 0.2 fields default to none (no model
- *   fingerprint, no recompute hook);
- * - kvtc_cuda_codec_alloc: NULL arguments and a struct_size that is neither
- *   this header's nor 0.1's are KVTC_ERR_INVALID_ARGUMENT before any CUDA
- *   call; 0.1's struct_size is accepted (it then fails, without a GPU, on
- *   the device, not on the argument);
+ *   fingerprint, no recompute hook), the 0.3 projection to the default;
+ * - kvtc_cuda_codec_alloc: NULL arguments, a struct_size that is neither
+ *   this header's nor 0.1's nor 0.2's, an unknown projection and FP8 with a
+ *   gemm other than bf16 are KVTC_ERR_INVALID_ARGUMENT before any CUDA
+ *   call; 0.1's and 0.2's struct_size are accepted (they then fail, without
+ *   a GPU, on the device, not on the argument);
  * - the GPU entry points refuse NULL arguments. */
 #include <stddef.h>
 #include <string.h>
@@ -25,7 +26,7 @@ int main(void) {
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     CHECK(o.struct_size == sizeof o && o.ratio == 20.0 && o.model_fingerprint == 0 && o.recompute == NULL &&
-          o.recompute_user == NULL);
+          o.recompute_user == NULL && o.projection == KVTC_CUDA_PROJ_DEFAULT);
 
     kvtc_geometry g = synth_geometry(2, 2, 16, KVTC_ROPE_NONE, 0, 10000.0f);
     synth_params sp;
@@ -49,6 +50,21 @@ int main(void) {
         CHECK(kvtc_cuda_last_error(cc, msg, sizeof msg) == 0 && msg[0] == 0);
         kvtc_cuda_codec_free(cc);
     }
+    o.struct_size = offsetof(kvtc_cuda_options, projection); /* a 0.2 caller */
+    o.projection = (kvtc_cuda_projection)7;                  /* beyond its struct: never read */
+    cc = NULL;
+    r = kvtc_cuda_codec_alloc(b, &o, &cc);
+    CHECK_MSG(r != KVTC_ERR_INVALID_ARGUMENT, "0.2 options refused: %s", kvtc_result_string(r));
+    kvtc_cuda_codec_free(cc);
+    kvtc_cuda_options_init(&o);
+    o.projection = (kvtc_cuda_projection)4;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    o.projection = KVTC_CUDA_PROJ_FP8;
+    o.gemm = KVTC_CUDA_GEMM_TF32; /* FP8 operands replace bf16 ones only */
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    o.projection = KVTC_CUDA_PROJ_FP8_ENCODE;
+    o.gemm = KVTC_CUDA_GEMM_FP32;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
 
     /* NULL arguments everywhere, before anything touches a device */
     CHECK(kvtc_cuda_compress(NULL, NULL, NULL, 0, NULL, NULL, 0, 0) == KVTC_ERR_INVALID_ARGUMENT);

@@ -1,0 +1,312 @@
+/* test_cuda_fp8.c - the FP8 projection GEMMs (kvtc_cuda_options.projection,
+ * issue 15) against the default bf16 GPU codec and the CPU's emulation of
+ * the same arithmetic (cpu/proj_emul.h, what `kvtc eval --emulate-gpu`
+ * measured the model's KL with). KVTC_CUDA_PROJ_FP8_DECODE:
+ *  - the FP8 GPU decode of a CPU stream matches the FP8 emulation far more
+ *    closely than either matches the exact decode. Justification: both
+ *    build bit-identical e4m3 operands (transform/fp8.c's basis bytes; the
+ *    same fold, __fdiv_rn division and round-to-nearest-even saturating
+ *    cast of the coefficients); only the fp32 accumulation order differs,
+ *    which moves the bf16 rounding of an X element by one ulp (2^-8
+ *    relative) now and then, against e4m3's ~3% rms, and the GPU's RoPE and
+ *    un-weighting round like the CPU's but not always identically (the bf16
+ *    path vs the exact decode shows that noise too). So: squared
+ *    difference GPU vs emulation < 5% of emulation vs exact (20x closer);
+ *  - FP8 vs bf16 on the GPU: a few percent rms of the coded signal (e4m3's
+ *    half step is 2^-5..2^-4 relative), not zero, below 5%;
+ *  - a layer-range decode (cuBLASLt on a column slice of the transposed
+ *    basis) and a token-range decode (coefficient rows from a token offset)
+ *    equal the full FP8 decode's elements up to that GEMM's rounding;
+ *  - plans whose rank is not a multiple of 16 (the GEMM's padded K);
+ *  - its encoder is unchanged (same bytes as the default codec).
+ * KVTC_CUDA_PROJ_FP8_ENCODE: a GPU-encoded stream (CPU-decoded) is as far
+ * from the emulated FP8 encoder's as quantization-code flips make it (the
+ * coefficients differ by accumulation order, and by the emulation casting
+ * fp32-rounded-to-bf16 rows the GPU casts from bf16: the same values), far
+ * less than the FP8 encoder moves away from the exact one; its error stays
+ * within the codec's error plus e4m3's few percent.
+ * Without an FP8-capable GPU (compute capability < 8.9) the codec refuses
+ * the option with KVTC_ERR_UNSUPPORTED and the test is skipped (77); without
+ * a GPU, too. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/proj_emul.h"
+#include "gpu_test_util.h"
+#include "synth.h"
+#include "test.h"
+
+enum { N_TOK = 700 };
+
+static double sq_layers(const kvtc_cache *a, const kvtc_cache *b, uint32_t l0, uint32_t l1) {
+    const kvtc_geometry *g = &a->geometry;
+    double e = 0;
+    for (int s = 0; s < 2; s++)
+        for (uint32_t l = l0; l < l1; l++)
+            for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                for (uint64_t t = 0; t < a->n_tokens; t++)
+                    for (uint32_t j = 0; j < g->head_dim; j++) {
+                        double d = synth_elem(a, s, l, h, t, j) - synth_elem(b, s, l, h, t, j);
+                        e += d * d;
+                    }
+    return e;
+}
+
+static double centered_energy(const kvtc_cache *c) {
+    const kvtc_geometry *g = &c->geometry;
+    double e = 0;
+    for (int s = 0; s < 2; s++)
+        for (uint32_t l = 0; l < g->n_layers; l++)
+            for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                for (uint32_t j = 0; j < g->head_dim; j++) {
+                    double sum = 0, sum2 = 0;
+                    for (uint64_t t = 0; t < c->n_tokens; t++) {
+                        double x = synth_elem(c, s, l, h, t, j);
+                        sum += x;
+                        sum2 += x * x;
+                    }
+                    e += sum2 - sum * sum / (double)c->n_tokens;
+                }
+    return e;
+}
+
+static kvtc_result cpu_decode(const kvtc_basis *b, kvi_proj_mode mode, const uint8_t *s, size_t n, kvtc_cache *out) {
+    kvtc_decoder *d = NULL;
+    kvtc_result r = kvtc_decoder_alloc(b, NULL, &d);
+    if (!r) r = kvi_decoder_emulate_projection(d, mode);
+    if (!r) r = kvtc_decompress(d, s, n, out);
+    kvtc_decoder_free(d);
+    return r;
+}
+
+/* Squared difference of b (all its tokens) and a's tokens [t0, t0 + b->n_tokens). */
+static double sq_tokens(const kvtc_cache *a, const kvtc_cache *b, uint64_t t0) {
+    const kvtc_geometry *g = &a->geometry;
+    double e = 0;
+    for (int s = 0; s < 2; s++)
+        for (uint32_t l = 0; l < g->n_layers; l++)
+            for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                for (uint64_t t = 0; t < b->n_tokens; t++)
+                    for (uint32_t j = 0; j < g->head_dim; j++) {
+                        double d = synth_elem(a, s, l, h, t0 + t, j) - synth_elem(b, s, l, h, t, j);
+                        e += d * d;
+                    }
+    return e;
+}
+
+/* Tokens [t0, t0 + out->n_tokens) and layers [l0, l1) of stream s decoded
+ * on the GPU into a zeroed host-shaped cache. */
+static kvtc_result gpu_decode_range(kvtc_cuda_codec *cc, const uint8_t *s, size_t n, uint64_t t0, uint32_t l0,
+                                    uint32_t l1, kvtc_cache *out) {
+    uint64_t kb = kvtc_cache_tensor_bytes(&out->geometry, out->dtype, out->n_tokens);
+    size_t ws = 0;
+    kvtc_result r = kvtc_cuda_stream_workspace_size(cc, s, n, &ws);
+    if (r) return r;
+    void *d_k = NULL, *d_v = NULL, *d_ws = NULL, *d_s = NULL;
+    uint32_t *d_status = NULL, status = 1;
+    r = KVTC_ERR_CUDA;
+    if (cudaMalloc(&d_k, kb) || cudaMalloc(&d_v, kb) || cudaMalloc(&d_ws, ws) || cudaMalloc(&d_s, n) ||
+        cudaMalloc((void **)&d_status, 4))
+        goto done;
+    cudaMemset(d_k, 0, kb);
+    cudaMemset(d_v, 0, kb);
+    cudaMemcpy(d_s, s, n, cudaMemcpyHostToDevice);
+    kvtc_cache dc = *out;
+    dc.k = d_k;
+    dc.v = d_v;
+    dc.positions = NULL;
+    dc.token_ids = NULL;
+    kvtc_cache_layout lay;
+    kvtc_cache_layout_from_cache(&dc, &lay);
+    kvtc_decode_range rg;
+    kvtc_decode_range_init(&rg);
+    rg.token_begin = t0;
+    rg.token_end = t0 + out->n_tokens;
+    rg.layer_begin = l0;
+    rg.layer_end = l1;
+    r = kvtc_cuda_decompress_layout(cc, s, n, d_s, n, &rg, &lay, d_ws, ws, d_status, 0);
+    if (r) goto done;
+    if (cudaDeviceSynchronize() || cudaMemcpy(&status, d_status, 4, cudaMemcpyDeviceToHost) ||
+        cudaMemcpy(out->k, d_k, kb, cudaMemcpyDeviceToHost) || cudaMemcpy(out->v, d_v, kb, cudaMemcpyDeviceToHost)) {
+        r = KVTC_ERR_CUDA;
+        goto done;
+    }
+    r = (kvtc_result)status;
+done:
+    cudaFree(d_k); cudaFree(d_v); cudaFree(d_ws); cudaFree(d_s); cudaFree(d_status);
+    return r;
+}
+
+static kvtc_result cpu_encode(const kvtc_basis *b, kvi_proj_mode mode, const kvtc_encode_options *eo,
+                              const kvtc_cache *c, uint8_t **s, size_t *n) {
+    kvtc_encoder *e = NULL;
+    kvtc_result r = kvtc_encoder_alloc(b, eo, &e);
+    size_t cap = r ? 0 : kvtc_compress_bound(e, c);
+    *s = cap ? malloc(cap) : NULL;
+    if (!r) r = kvi_encoder_emulate_projection(e, mode);
+    if (!r) r = *s ? kvtc_compress(e, c, *s, cap, n) : KVTC_ERR_OUT_OF_MEMORY;
+    kvtc_encoder_free(e);
+    return r;
+}
+
+static void check_encode(const kvtc_basis *b, const synth_cache *sc, double ratio, kvtc_cuda_codec *c8e,
+                         double energy) {
+    const kvtc_geometry *g = &sc->c.geometry;
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.ratio = ratio;
+    eo.entropy_codec = KVTC_CODEC_RANS;
+    uint8_t *se = NULL, *s8 = NULL, *sg = NULL;
+    size_t ne = 0, n8 = 0, ng = 0;
+    kvtc_result rg;
+    CHECK(cpu_encode(b, KVI_PROJ_EXACT, &eo, &sc->c, &se, &ne) == KVTC_OK);
+    CHECK(cpu_encode(b, KVI_PROJ_FP8, &eo, &sc->c, &s8, &n8) == KVTC_OK);
+    sg = gpu_test_encode(c8e, &sc->c, &ng, &rg);
+    CHECK_MSG(rg == KVTC_OK && sg, "fp8 encode: %s", kvtc_result_string(rg));
+    char msg[256];
+    if (kvtc_cuda_last_error(c8e, msg, sizeof msg)) printf("fp8 encoder error: %s\n", msg);
+    kvtc_cache de, d8, dg;
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &de);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &d8);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &dg);
+    if (se && s8 && sg) {
+        CHECK(cpu_decode(b, KVI_PROJ_EXACT, se, ne, &de) == KVTC_OK);
+        CHECK(cpu_decode(b, KVI_PROJ_EXACT, s8, n8, &d8) == KVTC_OK);
+        CHECK(cpu_decode(b, KVI_PROJ_EXACT, sg, ng, &dg) == KVTC_OK);
+        uint32_t L = g->n_layers;
+        double codec = sq_layers(&de, &sc->c, 0, L), e8 = sq_layers(&d8, &sc->c, 0, L), eg = sq_layers(&dg, &sc->c, 0, L);
+        double g_vs_emu = sq_layers(&dg, &d8, 0, L), emu_vs_exact = sq_layers(&d8, &de, 0, L);
+        printf("encode at %g: error exact %.4g, emulated fp8 %.4g, GPU fp8 %.4g; GPU vs emulation %.4g, emulation vs "
+               "exact encoder %.4g\n", ratio, codec, e8, eg, g_vs_emu, emu_vs_exact);
+        CHECK(emu_vs_exact > 0);
+        CHECK_MSG(g_vs_emu < 0.5 * emu_vs_exact, "GPU fp8 encode vs emulation %.4g", g_vs_emu);
+        CHECK(eg < codec + 0.05 * 0.05 * energy);
+    }
+    free(se);
+    free(s8);
+    free(sg);
+    synth_cache_free(&de);
+    synth_cache_free(&d8);
+    synth_cache_free(&dg);
+}
+
+static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio, kvtc_cuda_codec *c16,
+                        kvtc_cuda_codec *c8, double energy) {
+    const kvtc_geometry *g = &sc->c.geometry;
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.ratio = ratio;
+    eo.entropy_codec = KVTC_CODEC_RANS;
+    eo.chunk_tokens = 128;
+    uint8_t *s = NULL;
+    size_t n = 0;
+    CHECK(synth_compress(b, &eo, &sc->c, &s, &n) == KVTC_OK);
+    if (!s) return;
+    kvtc_stream_info info = {.struct_size = sizeof info};
+    CHECK(kvtc_stream_get_info(s, n, &info) == KVTC_OK);
+    kvtc_cache exact, emu8, gpu16, gpu8, part;
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &exact);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &emu8);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &gpu16);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &gpu8);
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &part);
+    CHECK(cpu_decode(b, KVI_PROJ_EXACT, s, n, &exact) == KVTC_OK);
+    CHECK(cpu_decode(b, KVI_PROJ_FP8, s, n, &emu8) == KVTC_OK);
+    CHECK(gpu_test_decode(c16, s, n, n, &gpu16) == KVTC_OK);
+    kvtc_result r8 = gpu_test_decode(c8, s, n, n, &gpu8);
+    CHECK_MSG(r8 == KVTC_OK, "fp8 decode: %s", kvtc_result_string(r8));
+    char msg[256];
+    if (kvtc_cuda_last_error(c8, msg, sizeof msg)) printf("fp8 codec error: %s\n", msg);
+    uint32_t L = g->n_layers;
+    double e_emu = sq_layers(&emu8, &exact, 0, L), e_gpu_emu = sq_layers(&gpu8, &emu8, 0, L);
+    double e_8_16 = sq_layers(&gpu8, &gpu16, 0, L), e_16_exact = sq_layers(&gpu16, &exact, 0, L);
+    double codec = sq_layers(&exact, &sc->c, 0, L);
+    printf("ratio %g (%llu coded tokens): codec error %.4g; fp8 emulation vs exact %.4g; GPU fp8 vs "
+           "emulation %.4g; GPU fp8 vs GPU bf16 %.4g (rms %.2f%% of the centered signal); GPU bf16 vs exact %.4g\n",
+           ratio, (unsigned long long)info.n_coded_tokens, codec, e_emu, e_gpu_emu, e_8_16,
+           100 * sqrt(e_8_16 / energy), e_16_exact);
+    CHECK(e_emu > 0);
+    CHECK_MSG(e_gpu_emu < 0.05 * e_emu, "GPU fp8 vs emulation %.4g, emulation vs exact %.4g", e_gpu_emu, e_emu);
+    CHECK(e_8_16 > 0 && e_8_16 < 0.05 * 0.05 * energy);
+    /* a layer range: the GEMM on columns [1, 3) layers of the transposed basis */
+    kvtc_result rp = gpu_decode_range(c8, s, n, 0, 1, 3, &part);
+    CHECK_MSG(rp == KVTC_OK, "fp8 layer-range decode: %s", kvtc_result_string(rp));
+    double e_part = sq_layers(&part, &gpu8, 1, 3), e_part_ref = sq_layers(&emu8, &exact, 1, 3);
+    printf("  layers [1, 3) alone vs the full fp8 decode: %.4g (fp8 vs exact there %.4g)\n", e_part, e_part_ref);
+    CHECK(e_part <= 0.01 * e_part_ref);
+    /* a token range: the GEMM's coefficient rows start at a token offset
+     * (16-byte aligned, not 256: cuBLASLt is told so) */
+    kvtc_cache tr;
+    synth_alloc_like(g, sc->c.dtype, 300, 0, &tr);
+    rp = gpu_decode_range(c8, s, n, 103, 0, g->n_layers, &tr); /* coded row 99 */
+    CHECK_MSG(rp == KVTC_OK, "fp8 token-range decode: %s", kvtc_result_string(rp));
+    double e_tr = sq_tokens(&gpu8, &tr, 103);
+    printf("  tokens [103, 403) alone vs the full fp8 decode: %.4g\n", e_tr);
+    CHECK(e_tr <= 0.01 * e_emu);
+    synth_cache_free(&tr);
+    free(s);
+    synth_cache_free(&exact);
+    synth_cache_free(&emu8);
+    synth_cache_free(&gpu16);
+    synth_cache_free(&gpu8);
+    synth_cache_free(&part);
+}
+
+int main(void) {
+    gpu_test_require_device();
+    kvtc_geometry g = synth_geometry(4, 2, 32, KVTC_ROPE_NEOX, 0, 10000.0f);
+    synth_params sp;
+    synth_params_init(&sp, &g, KVTC_DTYPE_F16, N_TOK);
+    sp.rank = 40;
+    static const double ratios[] = {6, 12};
+    kvtc_basis *b = NULL;
+    synth_cache sc;
+    if (synth_calibrate(&sp, 3, 4, 128, ratios, 2, &b) || synth_make(&sp, &sc)) return 1;
+    kvtc_cuda_options o;
+    kvtc_cuda_options_init(&o);
+    CHECK(o.projection == KVTC_CUDA_PROJ_DEFAULT);
+    kvtc_cuda_codec *c16 = NULL, *c8 = NULL, *c8e = NULL;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &c16) == KVTC_OK);
+    o.projection = KVTC_CUDA_PROJ_FP8_DECODE;
+    kvtc_result r = kvtc_cuda_codec_alloc(b, &o, &c8);
+    if (r == KVTC_ERR_UNSUPPORTED) {
+        int dev = 0, major = 0, minor = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        CHECK(major * 10 + minor < 89); /* refused only where there are no FP8 tensor cores */
+        printf("compute capability %d.%d has no FP8 tensor cores: skipped\n", major, minor);
+        kvtc_cuda_codec_free(c16);
+        kvtc_basis_free(b);
+        synth_free(&sc);
+        return test_failed_ ? 1 : 77;
+    }
+    CHECK_MSG(r == KVTC_OK, "fp8 codec: %s", kvtc_result_string(r));
+    o.projection = KVTC_CUDA_PROJ_FP8_ENCODE;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &c8e) == KVTC_OK);
+    if (!c16 || !c8 || !c8e) return TEST_REPORT();
+    printf("ranks K/V of the plans:");
+    for (uint32_t i = 0; i < b->n_plans; i++) printf(" %u/%u", b->plans[i].k.rank_used, b->plans[i].v.rank_used);
+    printf(" (rank %% 16 != 0 exercises the padded K)\n");
+    double energy = centered_energy(&sc.c);
+    check_ratio(b, &sc, 6, c16, c8, energy);
+    check_ratio(b, &sc, 12, c16, c8, energy);
+    check_ratio(b, &sc, 9, c16, c8, energy); /* a solved plan the stream carries */
+    /* the decode-only codec's encoder is the default one: the same bytes */
+    size_t n16 = 0, n8 = 0;
+    kvtc_result e16, e8;
+    uint8_t *s16 = gpu_test_encode(c16, &sc.c, &n16, &e16), *s8 = gpu_test_encode(c8, &sc.c, &n8, &e8);
+    CHECK(e16 == KVTC_OK && e8 == KVTC_OK && s16 && s8 && n16 == n8 && memcmp(s16, s8, n16) == 0);
+    free(s16);
+    free(s8);
+    /* the FP8 encoder: codec ratio 20 (its default), a plan it solves */
+    check_encode(b, &sc, 20, c8e, energy);
+    kvtc_cuda_codec_free(c16);
+    kvtc_cuda_codec_free(c8);
+    kvtc_cuda_codec_free(c8e);
+    kvtc_basis_free(b);
+    synth_free(&sc);
+    return TEST_REPORT();
+}
