@@ -78,7 +78,7 @@ static int run_codec(const cfg *c, uint32_t codec, const kvtc_basis *basis, cons
 
     kvtc_cache out;
     if (synth_alloc_like(g, KVTC_DTYPE_F16, c->tokens, 0, &out)) return 1;
-    kvtc_store_layout lay = {sizeof lay, KVTC_STORE_LAYOUT_CONTIGUOUS, &out};
+    kvtc_store_layout lay = {.struct_size = sizeof lay, .kind = KVTC_STORE_LAYOUT_CONTIGUOUS, .cache = &out};
     double *lat = malloc(sizeof(double) * (size_t)c->restores), *look = malloc(sizeof(double) * (size_t)c->restores);
     int bad = 0;
     for (int i = -1; i < c->restores; i++) { /* i = -1: warm-up */
