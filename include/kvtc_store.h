@@ -229,6 +229,24 @@ typedef struct kvtc_store_stats {
  * uninitialized struct_size; nothing is written then). */
 KVTC_API kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out);
 
+/* What a store was opened with (kvtc 0.2), so that a caller can size and
+ * check a destination or a GPU codec against it. An output struct that may
+ * grow, as kvtc_store_stats (struct_size set by the caller). */
+typedef struct kvtc_store_info {
+    size_t struct_size;            /* set by the caller: sizeof(kvtc_store_info) */
+    kvtc_geometry geometry;
+    kvtc_dtype dtype;
+    uint32_t chunk_tokens;         /* C */
+    uint32_t codec;                /* KVTC_STORE_CODEC_KVTC or _RAW */
+    uint32_t entropy_codec;        /* KVTC codec: KVTC_CODEC_DEFLATE or KVTC_CODEC_RANS (the GPU decodes
+                                    * only RANS); 0 for RAW */
+    const kvtc_basis *basis;       /* the borrowed basis (NULL for RAW) */
+} kvtc_store_info;
+
+/* Errors: KVTC_ERR_INVALID_ARGUMENT (NULL, or a struct_size as for
+ * kvtc_store_stats_get). */
+KVTC_API kvtc_result kvtc_store_info_get(const kvtc_store *s, kvtc_store_info *out);
+
 /* Bytes the backend holds now (file: all values in DIR; redis: DBSIZE is not
  * bytes, so KVTC_ERR_UNSUPPORTED). */
 KVTC_API kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values);

@@ -44,6 +44,7 @@ struct kvtc_store {
     kvtc_geometry g;
     kvtc_dtype dtype;
     uint32_t C, codec;
+    uint32_t entropy_codec; /* KVTC codec's entropy coder, 0 for raw */
     size_t es;           /* bytes per element */
     size_t tok_bytes;    /* bytes of one token in one [L][H] row block: head_dim * es */
     uint64_t lh;         /* n_layers * n_kv_heads */
@@ -187,6 +188,7 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
     s->dtype = dtype;
     s->C = o.chunk_tokens;
     s->codec = o.codec;
+    if (o.codec == KVTC_STORE_CODEC_KVTC) s->entropy_codec = o.entropy_codec ? o.entropy_codec : KVTC_CODEC_DEFLATE;
     s->es = kvtc_dtype_size(dtype);
     s->tok_bytes = (size_t)geometry->head_dim * s->es;
     s->lh = (uint64_t)geometry->n_layers * geometry->n_kv_heads;
@@ -675,6 +677,20 @@ kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out) {
     kvtc_store_stats full = s->st;
     full.ratio = s->st.bytes_written ? (double)s->st.raw_bytes_written / (double)s->st.bytes_written : 0.0;
     return kvi_out_struct_fill(out, &full, sizeof full, KVI_STORE_STATS_MIN_SIZE);
+}
+
+kvtc_result kvtc_store_info_get(const kvtc_store *s, kvtc_store_info *out) {
+    if (!s || !out) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_store_info full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = sizeof full;
+    full.geometry = s->g;
+    full.dtype = s->dtype;
+    full.chunk_tokens = s->C;
+    full.codec = s->codec;
+    full.entropy_codec = s->entropy_codec;
+    full.basis = s->codec == KVTC_STORE_CODEC_KVTC ? s->basis : NULL;
+    return kvi_out_struct_fill(out, &full, sizeof full, sizeof full);
 }
 
 kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values) {
