@@ -3,7 +3,7 @@
  * on the file: backend and on Redis.
  *
  *   bench_store URI [--tokens N] [--caches M] [--restores R] [--ratio X] [--threads T] [--chunk C]
- *               [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--gpu]
+ *               [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--no-kvtc] [--gpu]
  *
  * Default caches are synthetic (tests/synth.h: a low-rank correlated model,
  * RoPE applied) at the bundled model's geometry (8 layers x 2 KV heads x
@@ -61,7 +61,7 @@ static double pct(const double *sorted, int n, double p) {
 typedef struct cfg {
     const char *uri;
     uint64_t tokens;
-    int caches, restores, threads, rans, no_raw, gpu;
+    int caches, restores, threads, rans, no_raw, no_kvtc, gpu;
     double ratio;
     uint32_t chunk;
 } cfg;
@@ -375,15 +375,16 @@ static int run_codec(const cfg *c, uint32_t codec, const kvtc_basis *basis, cons
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_store URI [--tokens N] [--caches M] [--restores R] [--ratio X] [--threads T] "
-                        "[--chunk C] [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--gpu]\n");
+                        "[--chunk C] [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--no-kvtc] [--gpu]\n");
         return 2;
     }
-    cfg c = {argv[1], 8192, 4, 20, 2, 0, 0, 0, 0.0, 256};
+    cfg c = {argv[1], 8192, 4, 20, 2, 0, 0, 0, 0, 0.0, 256};
     uint32_t L = 8, H = 2, D = 64, paper = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--rans")) { c.rans = 1; continue; }
         if (!strcmp(a, "--no-raw")) { c.no_raw = 1; continue; }
+        if (!strcmp(a, "--no-kvtc")) { c.no_kvtc = 1; continue; }
         if (!strcmp(a, "--gpu")) { c.gpu = 1; continue; }
         if (!v) { fprintf(stderr, "%s needs a value\n", a); return 2; }
         i++;
@@ -457,7 +458,7 @@ int main(int argc, char **argv) {
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     char label[64];
     snprintf(label, sizeof label, "kvtc @%g%s", c.ratio, c.rans ? " rANS" : "");
-    int fail = run_codec(&c, KVTC_STORE_CODEC_KVTC, basis, data, tokens, label);
+    int fail = c.no_kvtc ? 0 : run_codec(&c, KVTC_STORE_CODEC_KVTC, basis, data, tokens, label);
     if (!c.no_raw)
         fail |= run_codec(&c, KVTC_STORE_CODEC_RAW, NULL, data, tokens,
                           data[0].c.dtype == KVTC_DTYPE_BF16 ? "raw bf16" : "raw fp16");
