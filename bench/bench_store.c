@@ -17,7 +17,7 @@
  * cycle through them, into each destination:
  *   host contiguous  a kvtc_cache ([L][H][N][d]);
  *   host vLLM NHD    a paged pool, blocks of 16 in shuffled order
- *                    (KVTC_STORE_LAYOUT_ENGINE);
+ *                    (kvtc_store_get_layout);
  * and with --gpu (the kvtc_cuda_store_bench build only):
  *   GPU contiguous / GPU vLLM NHD   kvtc_cuda_store_get (KVTC codec);
  *   host + H2D                      raw codec: host get, then cudaMemcpy.
@@ -215,15 +215,9 @@ static int restore_once(run_ctx *x, int j, int kind, dest *d, dest *host, double
     *lookup_s = now_s() - a;
     if (r || hit != c->tokens) return -1;
     if (kind == DEST_HOST || kind == DEST_HOST_PAGED) {
-        kvtc_store_layout l = {.struct_size = sizeof l};
-        if (kind == DEST_HOST) {
-            l.kind = KVTC_STORE_LAYOUT_CONTIGUOUS;
-            l.cache = &d->cache;
-        } else {
-            l.kind = KVTC_STORE_LAYOUT_ENGINE;
-            l.engine = &d->lay;
-        }
-        r = kvtc_store_get(x->s, x->tokens[j], c->tokens, &l, &got);
+        kvtc_store_layout l = {.struct_size = sizeof l, .kind = KVTC_STORE_LAYOUT_CONTIGUOUS, .cache = &d->cache};
+        r = kind == DEST_HOST ? kvtc_store_get(x->s, x->tokens[j], c->tokens, &l, &got)
+                              : kvtc_store_get_layout(x->s, x->tokens[j], c->tokens, &d->lay, &got);
     }
 #ifdef BENCH_STORE_GPU
     else if (kind == DEST_HOST_H2D) {

@@ -105,42 +105,26 @@ KVTC_API kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64
  * still turn out corrupt on get, which then restores fewer tokens. */
 KVTC_API kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, uint64_t *n_hit);
 
-/* Where kvtc_store_get writes (host memory; GPU memory: kvtc_cuda_store.h).
- *  - CONTIGUOUS: `cache` is a kvtc_cache of the store's geometry and dtype
- *    whose n_tokens is the number of tokens requested and whose k/v hold
- *    kvtc_cache_tensor_bytes() each ([L][H][n][d]).
- *  - ENGINE (kvtc 0.2): `engine` is a kvtc_cache_layout (kvtc.h) of the
- *    store's geometry and dtype whose n_tokens is the number of tokens
- *    requested: a paged pool with a block table (vLLM NHD/HND, SGLang's
- *    token pool), per-layer strided tensors (HF, llama.cpp rows, llama.cpp's
- *    transposed V), or contiguous. Chunks are decoded in place into it; the
- *    same values, bit for bit, as a CONTIGUOUS get. Errors of the layout are
- *    the codec's: KVTC_ERR_GEOMETRY_MISMATCH (geometry or dtype),
- *    KVTC_ERR_INVALID_ARGUMENT (missing pointers, strides whose offsets
- *    overflow), KVTC_ERR_BAD_BLOCK_TABLE (an entry of the first
- *    ceil(n / block_size) outside [0, n_pool_blocks) or repeated), all
- *    before anything is fetched or written. A block size that divides the
- *    chunk size C (vLLM's 16 or 32, SGLang's 1, for C = 256) is decoded
- *    straight into the pool; any other goes through a chunk-sized copy.
- * In both, positions / token_ids (when non-NULL) receive 0.. and the ids of
- * the restored tokens. Set struct_size = sizeof(kvtc_store_layout); the
- * size of kvtc 0.1's struct (up to `cache`) is still accepted for
- * CONTIGUOUS. */
+/* Where kvtc_store_get writes. CONTIGUOUS: `cache` is a kvtc_cache of the
+ * store's geometry and dtype whose n_tokens is the number of tokens
+ * requested and whose k/v hold kvtc_cache_tensor_bytes() each
+ * (positions/token_ids filled when non-NULL). Engine layouts (paged,
+ * strided) are kvtc_store_get_layout below, GPU memory kvtc_cuda_store_get
+ * (kvtc_cuda.h): new functions rather than new kinds, because a field
+ * added here would break callers' positional initializers under
+ * -Wextra -Werror. Callers set struct_size. */
 typedef enum kvtc_store_layout_kind {
-    KVTC_STORE_LAYOUT_CONTIGUOUS = 0,
-    KVTC_STORE_LAYOUT_ENGINE = 1
+    KVTC_STORE_LAYOUT_CONTIGUOUS = 0
 } kvtc_store_layout_kind;
 
 typedef struct kvtc_store_layout {
     size_t struct_size;            /* sizeof(kvtc_store_layout) */
     kvtc_store_layout_kind kind;
     kvtc_cache *cache;             /* CONTIGUOUS: the destination */
-    /* Added in 0.2: */
-    kvtc_cache_layout *engine;     /* ENGINE: the destination (host pointers) */
 } kvtc_store_layout;
 
-/* Decode the first n tokens of the sequence tokens[0..n_tokens) from the
- * store into the layout, n = the layout's n_tokens. n need not be a
+/* Decode the first n = layout->cache->n_tokens tokens of the sequence
+ * tokens[0..n_tokens) from the store into the layout. n need not be a
  * multiple of C, but the chunks covering it must be whole in tokens
  * (ceil(n / C) * C <= n_tokens; KVTC_ERR_INVALID_ARGUMENT otherwise); only
  * those ceil(n / C) chunks are fetched and decoded, the last one only up to
@@ -150,11 +134,29 @@ typedef struct kvtc_store_layout {
  * tokens; the output past *n_restored is unspecified. All chunks are
  * fetched in one batch (one pipeline on Redis) and decoded in parallel.
  * Errors: KVTC_ERR_INVALID_ARGUMENT, KVTC_ERR_GEOMETRY_MISMATCH,
- * KVTC_ERR_BAD_BLOCK_TABLE, KVTC_ERR_UNSUPPORTED (an unknown layout kind or
- * struct_size), KVTC_ERR_NEEDS_MODEL, KVTC_ERR_IO (backend; *n_restored =
- * 0). */
+ * KVTC_ERR_UNSUPPORTED (an unknown kind or struct_size),
+ * KVTC_ERR_NEEDS_MODEL, KVTC_ERR_IO (backend; *n_restored = 0). */
 KVTC_API kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
                                     const kvtc_store_layout *layout, uint64_t *n_restored);
+
+/* kvtc_store_get into engine memory (kvtc 0.2): `out` is a kvtc_cache_layout
+ * (kvtc.h) in host memory of the store's geometry and dtype whose n_tokens
+ * is the number of tokens requested: a paged pool with a block table (vLLM
+ * NHD/HND, SGLang's token pool), per-layer strided tensors (HF, llama.cpp
+ * rows and its transposed V) or contiguous. Each chunk is decoded in place
+ * into it (through a view of its tokens), giving the same values, bit for
+ * bit, as kvtc_store_get; out->positions / token_ids (when non-NULL)
+ * receive 0.. and the ids of the restored tokens. A block size that
+ * divides the chunk size C (vLLM's 16 or 32, SGLang's 1, for C = 256) is
+ * decoded straight into the pool; any other goes through a chunk-sized
+ * copy. The layout is checked as the codec checks it, before anything is
+ * fetched or written: KVTC_ERR_GEOMETRY_MISMATCH (geometry or dtype),
+ * KVTC_ERR_INVALID_ARGUMENT (missing pointers, strides whose offsets
+ * overflow), KVTC_ERR_BAD_BLOCK_TABLE (one of the first ceil(n /
+ * block_size) entries outside [0, n_pool_blocks) or repeated). Otherwise
+ * as kvtc_store_get. */
+KVTC_API kvtc_result kvtc_store_get_layout(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                                           const kvtc_cache_layout *out, uint64_t *n_restored);
 
 /* Bring your own decoder (kvtc 0.2): the GPU get (kvtc_cuda_store.h) and
  * any engine with its own decode path use this. kvtc_store_get_chunks

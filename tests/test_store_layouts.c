@@ -1,4 +1,4 @@
-/* test_store_layouts.c - kvtc_store_get into engine layouts (issue 12):
+/* test_store_layouts.c - kvtc_store_get_layout into engine layouts (issue 12):
  * vLLM NHD and HND paged pools (a block size that divides the chunk, decoded
  * in place, and one that does not, copied), SGLang's token pool (block
  * size 1), llama.cpp rows with the transposed V, HF per-layer tensors with
@@ -190,8 +190,7 @@ static int all_guard(const dest *d) {
 }
 
 static kvtc_result get_engine(kvtc_store *s, const int32_t *tokens, dest *d, uint64_t *got) {
-    kvtc_store_layout l = {.struct_size = sizeof l, .kind = KVTC_STORE_LAYOUT_ENGINE, .engine = &d->lay};
-    return kvtc_store_get(s, tokens, N_PUT, &l, got);
+    return kvtc_store_get_layout(s, tokens, N_PUT, &d->lay, got);
 }
 
 /* Every layout kind against the contiguous get of the same store. */
@@ -254,14 +253,8 @@ static void check_hostile(kvtc_store *s, const int32_t *tokens, const kvtc_geome
         CHECK(r == want && got == 0 && all_guard(&d));
         dest_free(&d);
     }
-    /* NULL engine; ENGINE with kvtc 0.1's struct size (it had no `engine`) */
-    kvtc_store_layout l = {.struct_size = sizeof l, .kind = KVTC_STORE_LAYOUT_ENGINE, .engine = NULL};
     uint64_t got = 0;
-    CHECK(kvtc_store_get(s, tokens, N_PUT, &l, &got) == KVTC_ERR_INVALID_ARGUMENT);
-    l.struct_size = offsetof(kvtc_store_layout, engine);
-    CHECK(kvtc_store_get(s, tokens, N_PUT, &l, &got) == KVTC_ERR_UNSUPPORTED);
-    l.struct_size = sizeof l + 8;
-    CHECK(kvtc_store_get(s, tokens, N_PUT, &l, &got) == KVTC_ERR_UNSUPPORTED);
+    CHECK(kvtc_store_get_layout(s, tokens, N_PUT, NULL, &got) == KVTC_ERR_INVALID_ARGUMENT);
     CHECK(kvtc_store_stats_get(s, &after) == KVTC_OK);
     CHECK(after.bytes_read == before.bytes_read && after.hit_chunks == before.hit_chunks &&
           after.miss_chunks == before.miss_chunks && after.errors == before.errors);
@@ -371,9 +364,6 @@ static void run(const fixture *fx, uint32_t codec) {
     } else {
         CHECK(fixture_prefix_equal(&ref, &sc.c, N_GET));
     }
-    /* kvtc 0.1's struct size still works for CONTIGUOUS */
-    lay.struct_size = offsetof(kvtc_store_layout, engine);
-    CHECK(kvtc_store_get(s, tokens, N_PUT, &lay, &got) == KVTC_OK && got == N_GET);
 
     check_layouts(s, tokens, &ref, name);
     check_hostile(s, tokens, &ref.geometry);

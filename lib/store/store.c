@@ -609,39 +609,40 @@ static void cpu_decode(void *user, const kvtc_store_chunk *chunks, uint64_t n_ch
     kvi_parallel_for(j->s->n_workers, (uint32_t)n_chunks, decode_item, j);
 }
 
-/* The destination of a get as a layout, checked as the codec checks it. */
-static kvtc_result get_destination(const kvtc_store *s, const kvtc_store_layout *layout, kvtc_cache_layout *dst) {
-    size_t v01_size = offsetof(kvtc_store_layout, engine); /* kvtc 0.1's struct */
-    if (layout->struct_size != sizeof *layout && layout->struct_size != v01_size) return KVTC_ERR_UNSUPPORTED;
-    if (layout->kind == KVTC_STORE_LAYOUT_CONTIGUOUS) {
-        kvtc_result r = check_cache(s, layout->cache);
-        if (r) return r;
-        kvtc_cache_layout_from_cache(layout->cache, dst);
-        return KVTC_OK;
+/* Decode into a checked destination layout, then its positions and ids. */
+static kvtc_result get_into(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, const kvtc_cache_layout *dst,
+                            uint64_t *n_restored) {
+    decode_job j = {s, NULL, NULL, dst};
+    uint64_t done = 0;
+    kvtc_result r = kvtc_store_get_chunks(s, tokens, n_tokens, dst->n_tokens, cpu_decode, &j, &done);
+    for (uint64_t t = 0; t < done; t++) {
+        if (dst->positions) dst->positions[t] = (int64_t)t;
+        if (dst->token_ids) dst->token_ids[t] = tokens[t];
     }
-    if (layout->kind != KVTC_STORE_LAYOUT_ENGINE || layout->struct_size != sizeof *layout) return KVTC_ERR_UNSUPPORTED;
-    if (!layout->engine) return KVTC_ERR_INVALID_ARGUMENT;
-    *dst = *layout->engine;
-    if (!kvi_geometry_equal(&dst->geometry, &s->g) || dst->dtype != s->dtype) return KVTC_ERR_GEOMETRY_MISMATCH;
-    return kvi_layout_check(dst, 0, s->g.n_layers);
+    if (n_restored) *n_restored = done;
+    return r;
 }
 
 kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
                            const kvtc_store_layout *layout, uint64_t *n_restored) {
     if (n_restored) *n_restored = 0;
     if (!s || !layout || (!tokens && n_tokens)) return KVTC_ERR_INVALID_ARGUMENT;
-    kvtc_cache_layout dst;
-    kvtc_result r = get_destination(s, layout, &dst);
+    if (layout->struct_size != sizeof *layout || layout->kind != KVTC_STORE_LAYOUT_CONTIGUOUS) return KVTC_ERR_UNSUPPORTED;
+    kvtc_result r = check_cache(s, layout->cache);
     if (r) return r;
-    decode_job j = {s, NULL, NULL, &dst};
-    uint64_t done = 0;
-    r = kvtc_store_get_chunks(s, tokens, n_tokens, dst.n_tokens, cpu_decode, &j, &done);
-    for (uint64_t t = 0; t < done; t++) {
-        if (dst.positions) dst.positions[t] = (int64_t)t;
-        if (dst.token_ids) dst.token_ids[t] = tokens[t];
-    }
-    if (n_restored) *n_restored = done;
-    return r;
+    kvtc_cache_layout dst;
+    kvtc_cache_layout_from_cache(layout->cache, &dst);
+    return get_into(s, tokens, n_tokens, &dst, n_restored);
+}
+
+kvtc_result kvtc_store_get_layout(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                                  const kvtc_cache_layout *out, uint64_t *n_restored) {
+    if (n_restored) *n_restored = 0;
+    if (!s || !out || (!tokens && n_tokens)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!kvi_geometry_equal(&out->geometry, &s->g) || out->dtype != s->dtype) return KVTC_ERR_GEOMETRY_MISMATCH;
+    kvtc_result r = kvi_layout_check(out, 0, s->g.n_layers);
+    if (r) return r;
+    return get_into(s, tokens, n_tokens, out, n_restored);
 }
 
 kvtc_result kvtc_store_delete(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens) {
