@@ -66,17 +66,25 @@ void gpu_decode(void *user, const kvtc_store_chunk *ch, uint64_t n, kvtc_result 
         return;
     }
     uint32_t *d_status = (uint32_t *)(d_buf + st_off);
-    off = 0;
-    for (uint64_t i = 0; i < n_ok; i++) {
-        uint8_t *d_stream = d_buf + off;
-        off += align256(ch[i].payload_size);
-        // pageable source: the call returns once the bytes are staged, so
-        // the store may free its copy after this callback
-        e = cudaMemcpyAsync(d_stream, ch[i].payload, ch[i].payload_size, cudaMemcpyHostToDevice, g->stream);
+    // All copies first, then all decodes: a copy from pageable memory waits
+    // for the stream to drain, so interleaving them would serialize every
+    // chunk's copy behind the previous chunk's decode.
+    uint64_t n_copied = 0;
+    for (off = 0; n_copied < n_ok; n_copied++) {
+        // the call returns once the bytes are staged: the store may free
+        // its copy after this callback
+        e = cudaMemcpyAsync(d_buf + off, ch[n_copied].payload, ch[n_copied].payload_size, cudaMemcpyHostToDevice,
+                            g->stream);
         if (e != cudaSuccess) {
-            h_res[i] = g->err = cuda_fail_rt(c, e, "cudaMemcpyAsync(chunk stream)", __FILE__, __LINE__);
+            h_res[n_copied] = g->err = cuda_fail_rt(c, e, "cudaMemcpyAsync(chunk stream)", __FILE__, __LINE__);
             break;
         }
+        off += align256(ch[n_copied].payload_size);
+    }
+    off = 0;
+    for (uint64_t i = 0; i < n_copied; i++) {
+        uint8_t *d_stream = d_buf + off;
+        off += align256(ch[i].payload_size);
         kvtc_cache_layout view;
         kvtc_result r = kvi_layout_token_view(g->out, ch[i].token_begin, ch[i].n_tokens, g->k_layers, g->v_layers, &view);
         kvtc_decode_range range = {0, ch[i].n_tokens, 0, 0};
@@ -106,8 +114,9 @@ void gpu_decode(void *user, const kvtc_store_chunk *ch, uint64_t n, kvtc_result 
 }
 
 // The block table lives on the device; check it on a host copy, as the CPU
-// get does, before anything is fetched: one small copy instead of the
-// device's O(entries^2) duplicate scan per chunk.
+// get does, before anything is fetched. A block repeated in two chunks is
+// visible only to a check of the whole table (each chunk's decode checks
+// its own C / block_size entries on the device).
 kvtc_result check_block_table(kvtc_cuda_codec *c, const kvtc_cache_layout *out, cudaStream_t stream) {
     if (!out->block_size || !out->n_tokens) return KVTC_OK;
     uint64_t n = (out->n_tokens + out->block_size - 1) / out->block_size;
