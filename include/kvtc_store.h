@@ -158,7 +158,7 @@ KVTC_API kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64
 KVTC_API kvtc_result kvtc_store_get_layout(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
                                            const kvtc_cache_layout *out, uint64_t *n_restored);
 
-/* Bring your own decoder (kvtc 0.2): the GPU get (kvtc_cuda_store.h) and
+/* Bring your own decoder (kvtc 0.2): the GPU get (kvtc_cuda_store_get) and
  * any engine with its own decode path use this. kvtc_store_get_chunks
  * fetches the records of the first n tokens exactly as kvtc_store_get does
  * (one batch, the memory tier first) and checks each record (CRC,
@@ -168,13 +168,16 @@ KVTC_API kvtc_result kvtc_store_get_layout(kvtc_store *s, const int32_t *tokens,
  * chunk i could not be decoded. The restored prefix ends at the first
  * chunk that is not KVTC_OK (results after it are not read). A result that
  * blames the record (KVTC_ERR_CORRUPT, _TRUNCATED, _BAD_MAGIC,
- * _UNSUPPORTED_VERSION, _BASIS_MISMATCH, _GEOMETRY_MISMATCH, _TOO_LARGE,
- * _NUMERIC, _NO_PLAN, _OUT_OF_RANGE) makes the chunk a miss: counted in
- * stats.errors and deleted, as a record failing its checks. Any other
- * (KVTC_ERR_CUDA, _UNSUPPORTED, _OUT_OF_MEMORY, _NEEDS_MODEL, _CALLBACK,
- * _INVALID_ARGUMENT, _BUFFER_TOO_SMALL, _BAD_BLOCK_TABLE, _MODEL_MISMATCH,
- * _IO) is the decoder's problem, not the record's: the get returns it with
- * *n_restored = 0 and the record is kept. decode is not called when no
+ * _UNSUPPORTED_VERSION, _TOO_LARGE, _NUMERIC, _NO_PLAN, _OUT_OF_RANGE)
+ * makes the chunk a miss: counted in stats.errors and deleted, as a record
+ * failing its checks. Any other is the decoder's problem, not the
+ * record's: the get returns it with *n_restored = 0 and the record is kept.
+ * That includes KVTC_ERR_CUDA, _UNSUPPORTED, _OUT_OF_MEMORY, _NEEDS_MODEL,
+ * _CALLBACK, _INVALID_ARGUMENT, _BUFFER_TOO_SMALL, _BAD_BLOCK_TABLE, _IO
+ * and the mismatches _BASIS_MISMATCH, _GEOMETRY_MISMATCH, _MODEL_MISMATCH:
+ * the record passed its namespace check (which pins basis, geometry and
+ * model), so a mismatch says the decoder was set up for another store, and
+ * deleting good records for it would empty the store. decode is not called when no
  * chunk is available. On KVTC_OK *n_restored is as for kvtc_store_get
  * (a multiple of C, or n). */
 typedef struct kvtc_store_chunk {
@@ -240,8 +243,9 @@ typedef struct kvtc_store_info {
     kvtc_dtype dtype;
     uint32_t chunk_tokens;         /* C */
     uint32_t codec;                /* KVTC_STORE_CODEC_KVTC or _RAW */
-    uint32_t entropy_codec;        /* KVTC codec: KVTC_CODEC_DEFLATE or KVTC_CODEC_RANS (the GPU decodes
-                                    * only RANS); 0 for RAW */
+    uint32_t entropy_codec;        /* what this store's puts write (KVTC codec): KVTC_CODEC_DEFLATE or
+                                    * KVTC_CODEC_RANS (the GPU decodes only RANS); 0 for RAW. Records
+                                    * put by other writers may use the other one. */
     const kvtc_basis *basis;       /* the borrowed basis (NULL for RAW) */
 } kvtc_store_info;
 

@@ -7,7 +7,8 @@
  * codec the same way; only the chunks covering the first n tokens are
  * fetched; hostile layouts and block tables give the codec's errors before
  * anything is fetched or written; kvtc_store_get_chunks with a decoder of
- * our own: what it is handed, and which of its errors delete a record. */
+ * our own: what it is handed, and which of its errors delete a record;
+ * kvtc_store_info_get. */
 #define _XOPEN_SOURCE 700 /* nftw (store_fixture.h) */
 #include <stddef.h>
 #include <stdint.h>
@@ -300,12 +301,16 @@ static void check_get_chunks(kvtc_store *s, const int32_t *tokens) {
     m.bad = 2;
     CHECK(kvtc_store_get_chunks(s, tokens, N_PUT, N_GET, my_decode, &m, &got) == KVTC_ERR_CUDA && got == 0);
     CHECK(kvtc_store_lookup(s, tokens, N_PUT, &hit) == KVTC_OK && hit == N_PUT);
+    m.answer = KVTC_ERR_BASIS_MISMATCH; /* a decoder set up with another basis */
+    m.bad = 0;
+    CHECK(kvtc_store_get_chunks(s, tokens, N_PUT, N_GET, my_decode, &m, &got) == KVTC_ERR_BASIS_MISMATCH && got == 0);
+    CHECK(kvtc_store_lookup(s, tokens, N_PUT, &hit) == KVTC_OK && hit == N_PUT);
     CHECK(kvtc_store_stats_get(s, &st1) == KVTC_OK && st1.errors == st0.errors);
     /* only the chunks covering n are handed over */
     m.answer = KVTC_OK;
     CHECK(kvtc_store_get_chunks(s, tokens, N_PUT, 33, my_decode, &m, &got) == KVTC_OK && got == 33);
     CHECK(m.n_chunks == 2);
-    CHECK(kvtc_store_get_chunks(s, tokens, N_PUT, 0, my_decode, &m, &got) == KVTC_OK && got == 0 && m.calls == 3);
+    CHECK(kvtc_store_get_chunks(s, tokens, N_PUT, 0, my_decode, &m, &got) == KVTC_OK && got == 0 && m.calls == 4); /* n = 0: not called */
     CHECK(kvtc_store_get_chunks(s, tokens, N_PUT, N_GET, NULL, &m, &got) == KVTC_ERR_INVALID_ARGUMENT);
     CHECK(kvtc_store_get_chunks(s, tokens, 64, 65, my_decode, &m, &got) == KVTC_ERR_INVALID_ARGUMENT);
     /* a decoder that finds chunk 1 corrupt: a miss there, counted, deleted */
@@ -332,6 +337,19 @@ static void check_partial_fetch(kvtc_store *s, const int32_t *tokens, const kvtc
     dest_free(&d);
 }
 
+/* kvtc_store_info_get reports what the store was opened with. */
+static void check_info(const kvtc_store *s, const fixture *fx, uint32_t codec) {
+    kvtc_store_info info = {.struct_size = sizeof info};
+    CHECK(kvtc_store_info_get(s, &info) == KVTC_OK);
+    CHECK(info.geometry.n_layers == fx->sp.g.n_layers && info.geometry.head_dim == fx->sp.g.head_dim &&
+          info.dtype == KVTC_DTYPE_F16 && info.chunk_tokens == FX_C && info.codec == codec);
+    CHECK(codec == KVTC_STORE_CODEC_RAW ? info.basis == NULL && info.entropy_codec == 0
+                                        : info.basis == fx->basis && info.entropy_codec == KVTC_CODEC_DEFLATE);
+    kvtc_store_info bad = {.struct_size = sizeof bad + 8};
+    CHECK(kvtc_store_info_get(s, &bad) == KVTC_ERR_INVALID_ARGUMENT && bad.codec == 0);
+    CHECK(kvtc_store_info_get(NULL, &info) == KVTC_ERR_INVALID_ARGUMENT);
+}
+
 static void run(const fixture *fx, uint32_t codec) {
     const char *name = codec == KVTC_STORE_CODEC_RAW ? "raw" : "kvtc";
     char dir[64], uri[96];
@@ -349,6 +367,7 @@ static void run(const fixture *fx, uint32_t codec) {
     fixture_tokens(tokens, N_PUT, 11);
     uint64_t stored = 0;
     CHECK(kvtc_store_put(s, tokens, N_PUT, &sc.c, &stored) == KVTC_OK && stored == 4);
+    check_info(s, fx, codec);
 
     /* the reference: a CONTIGUOUS get, itself the codec's decode of each chunk */
     kvtc_cache ref;

@@ -444,8 +444,7 @@ static void reject(kvtc_store *s, const uint8_t *key) {
 static int blames_record(kvtc_result r) {
     switch (r) {
     case KVTC_ERR_CORRUPT: case KVTC_ERR_TRUNCATED: case KVTC_ERR_BAD_MAGIC: case KVTC_ERR_UNSUPPORTED_VERSION:
-    case KVTC_ERR_BASIS_MISMATCH: case KVTC_ERR_GEOMETRY_MISMATCH: case KVTC_ERR_TOO_LARGE:
-    case KVTC_ERR_NUMERIC: case KVTC_ERR_NO_PLAN: case KVTC_ERR_OUT_OF_RANGE:
+    case KVTC_ERR_TOO_LARGE: case KVTC_ERR_NUMERIC: case KVTC_ERR_NO_PLAN: case KVTC_ERR_OUT_OF_RANGE:
         return 1;
     default:
         return 0;
@@ -583,7 +582,9 @@ static int decode_item(void *ctx, uint32_t item, uint32_t worker) {
         kvtc_result v = r ? r : kvi_layout_token_view(j->dst, ch->token_begin, ch->n_tokens, w->k_layers, w->v_layers, &view);
         if (r == KVTC_OK && v == KVTC_OK) {
             kvtc_decode_range range = {0, ch->n_tokens, 0, 0};
-            j->res[item] = kvtc_decompress_layout(w->dec, ch->payload, ch->payload_size, &range, &view);
+            r = kvtc_decompress_layout(w->dec, ch->payload, ch->payload_size, &range, &view);
+            if (r == KVTC_ERR_BASIS_MISMATCH || r == KVTC_ERR_GEOMETRY_MISMATCH) r = KVTC_ERR_CORRUPT; /* as below */
+            j->res[item] = r;
             return 0;
         }
         /* a block size that does not divide C: decode the chunk, then copy */
@@ -598,6 +599,10 @@ static int decode_item(void *ctx, uint32_t item, uint32_t worker) {
         kvi_layout_copy_tokens(&src, 0, j->dst, ch->token_begin, ch->n_tokens, 1, 0, L);
         kvi_layout_copy_tokens(&src, 0, j->dst, ch->token_begin, ch->n_tokens, 0, 0, L);
     }
+    /* the store's own decoder has the namespace's basis and geometry: a
+     * mismatch is the record's (kvtc_store_get_chunks keeps records on
+     * mismatches, which from other decoders mean a misconfigured decoder) */
+    if (r == KVTC_ERR_BASIS_MISMATCH || r == KVTC_ERR_GEOMETRY_MISMATCH) r = KVTC_ERR_CORRUPT;
     j->res[item] = r;
     return 0;
 }
