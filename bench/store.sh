@@ -6,6 +6,7 @@
 # 2. a multi-turn workload on the bundled model (bench/store_turns.c), with a
 #    basis calibrated once into bench/out/store_basis.safetensors (~2 min).
 #   bench/store.sh [bench_store options...]   -> bench/out/store.txt
+# SKIP_TURNS=1 runs part 1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/blas-env.sh
@@ -15,7 +16,7 @@ mkdir -p $O
 [ -x $B/bench_store ] && [ -x $B/bench_store_turns ] || scripts/build.sh
 M=data/eval-llama-27m-q8_0.gguf
 T=data/persuasion.txt
-[ -f $O/store_basis.safetensors ] || $B/kvtc calibrate --model $M --text $T --windows 4 --recompute-layers 0 \
+[ -n "${SKIP_TURNS:-}" ] || [ -f $O/store_basis.safetensors ] || $B/kvtc calibrate --model $M --text $T --windows 4 --recompute-layers 0 \
     --ratio 20 -o $O/store_basis.safetensors 2>/dev/null
 tmp=$(mktemp -d /tmp/kvtc_bench_store.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -30,6 +31,7 @@ for i in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep
   mkdir -p "$tmp/files"
   $B/bench_store "file:$tmp/files" "$@"
   $B/bench_store "redis://127.0.0.1:$port/0" "$@" | tail -n +3
+  if [ -n "${SKIP_TURNS:-}" ]; then echo "# load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"; exit 0; fi
   echo
   echo "## multi-turn workload, file: store"
   mkdir -p "$tmp/turns"

@@ -174,7 +174,7 @@ int main(int argc, char **argv) {
             if (h >= n) h -= C; /* the last token is computed for its logits */
             if (h) {
                 kvtc_cache out = {*kvtc_basis_geometry(basis), KVTC_DTYPE_F32, h, k, v, NULL, NULL};
-                kvtc_store_layout lay = {sizeof lay, KVTC_STORE_LAYOUT_CONTIGUOUS, &out};
+                kvtc_store_layout lay = {.struct_size = sizeof lay, .kind = KVTC_STORE_LAYOUT_CONTIGUOUS, .cache = &out};
                 if (kvtc_store_get(s, prompt, n, &lay, &got) || got != h) bad++;
                 write_kv(fast, hp, (uint32_t)got, k, v);
                 eng_context_set_n_past(fast, (uint32_t)got);

@@ -45,6 +45,7 @@
 #include <stdint.h>
 
 #include "kvtc.h"
+#include "kvtc_store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -289,6 +290,40 @@ KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void 
 KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                            size_t size, void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream);
 KVTC_API void kvtc_cuda_release(kvtc_cuda_codec *c);
+
+/* ------------------------------------------------------------------------ */
+/* The prefix store on the GPU (kvtc_store.h)                                */
+/* ------------------------------------------------------------------------ */
+/* kvtc_store_get decoded on the GPU into a device layout: the first
+ * n = out->n_tokens tokens of the sequence tokens[0..n_tokens) (the same
+ * rules as kvtc_store_get: the chunks covering n must be whole in tokens;
+ * only those are fetched, in one batch, and checked on the host; the last
+ * one is decoded only up to token n). `out` follows the device-layout rules
+ * of kvtc_cuda_decompress_layout (device pointers, host `layers` arrays,
+ * device block table); positions / token_ids (device, when non-NULL)
+ * receive 0.. and the restored tokens' ids. Each chunk is decoded in place
+ * into a token view of `out` (no contiguous copy). *n_restored as
+ * kvtc_store_get: n when every chunk was there and good, else the whole
+ * chunks before the first missing or rejected one (a miss is KVTC_OK).
+ * Checked before anything is fetched: the layout (as
+ * kvtc_cuda_decompress_layout: KVTC_ERR_INVALID_ARGUMENT,
+ * _GEOMETRY_MISMATCH with the codec's basis or the store's dtype), the
+ * block table (copied to the host and checked there:
+ * KVTC_ERR_BAD_BLOCK_TABLE), a block size that does not divide the store's
+ * chunk size (KVTC_ERR_UNSUPPORTED), the store's codec (a RAW store:
+ * KVTC_ERR_UNSUPPORTED) and basis (another basis than the codec's:
+ * KVTC_ERR_BASIS_MISMATCH). Chunks coded with DEFLATE (the store's default
+ * entropy codec; open the writing store with entropy_codec =
+ * KVTC_CODEC_RANS for the GPU): KVTC_ERR_UNSUPPORTED, and the records are
+ * kept. Unlike the codec calls this one is not stream-ordered: it does host
+ * I/O, stages the chunks' streams in memory it takes from and returns to
+ * CUDA's stream-ordered pool (cudaMallocAsync on `stream`), and
+ * synchronizes `stream` before it returns (the store needs each chunk's
+ * device status to know what was restored). Not for graph capture. The
+ * store object and the codec are used by this thread only during the call.
+ * libkvtc and libkvtc_cuda must come from the same build. */
+KVTC_API kvtc_result kvtc_cuda_store_get(kvtc_cuda_codec *c, kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                                         const kvtc_cache_layout *out, cudaStream_t stream, uint64_t *n_restored);
 
 /* ------------------------------------------------------------------------ */
 /* GPU calibration                                                           */

@@ -186,7 +186,7 @@ int cmd_store(int argc, char **argv) {
         if (!want) { rc = cli_fail("store", "get: no stored prefix for these tokens"); goto done; }
         cache_file res;
         if ((r = cache_file_alloc(&res, &cf.cache.geometry, dtype, want, 1, 1))) { rc = cli_fail("store", "get: %s", kvtc_result_string(r)); goto done; }
-        kvtc_store_layout lay = {sizeof lay, KVTC_STORE_LAYOUT_CONTIGUOUS, &res.cache};
+        kvtc_store_layout lay = {.struct_size = sizeof lay, .kind = KVTC_STORE_LAYOUT_CONTIGUOUS, .cache = &res.cache};
         r = kvtc_store_get(s, tokens, n, &lay, &got);
         if (!r && got != want) r = KVTC_ERR_CORRUPT; /* a value disappeared or failed its checks after lookup */
         void *buf = NULL;

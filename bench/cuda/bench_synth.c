@@ -8,9 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "alloc/dp.h"
 #include "model/basis.h"
 #include "synth.h"
+#include "transform/rope.h"
+#include "util/cache.h"
+#include "util/half.h"
+#include "util/parallel.h"
 
 kvtc_basis *bs_calibrate_small(const kvtc_geometry *g, uint64_t n_tokens, uint32_t rank, double ratio) {
     synth_params sp;
@@ -193,4 +199,75 @@ void bs_plan_summary(const kvtc_basis *b, char *buf, size_t cap) {
         run++;
         size += sz;
     }
+}
+
+/* ---- host caches from the paper-geometry generator ---------------------------
+ * The CPU twin of bench_cuda.cu's fill_cache, for the store benchmark: x =
+ * mean + sum_{i < rank} z_i sqrt(lambda_i) q_i + e over the basis rows the
+ * basis stores (the plan's rank), e ~ N(0, sigma2) per coordinate, keys
+ * rotated by the library's own RoPE at positions 0..n-1, bf16 [L][H][n][d].
+ * Blocks of 256 tokens of one stream per work item, n_threads at a time. */
+#define PAPER_BLOCK 256u
+
+typedef struct paper_job {
+    const kvtc_basis *b;
+    const float *lambda;
+    double sigma2;
+    uint64_t n, seed;
+    rope_table rope;
+    kvtc_cache *out;
+    int failed;
+} paper_job;
+
+static int paper_item(void *ctx, uint32_t item, uint32_t worker) {
+    (void)worker;
+    paper_job *j = ctx;
+    const kvtc_geometry *g = &j->b->geometry;
+    int is_key = (int)(item & 1u);
+    const basis_stream *bs = is_key ? &j->b->k : &j->b->v;
+    uint64_t t0 = (uint64_t)(item >> 1) * PAPER_BLOCK, nb = j->n - t0 < PAPER_BLOCK ? j->n - t0 : PAPER_BLOCK;
+    uint32_t p = bs->p, r = bs->rank, d = g->head_dim;
+    float *z = malloc(sizeof(float) * nb * r), *x = malloc(sizeof(float) * nb * p);
+    if (!z || !x) { free(z); free(x); j->failed = 1; return 0; }
+    uint64_t rs = j->seed * 0x9e3779b97f4a7c15ull + item;
+    for (uint64_t t = 0; t < nb; t++)
+        for (uint32_t i = 0; i < r; i++) z[t * r + i] = (float)(rng_gauss(&rs) * sqrt((double)j->lambda[i]));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)p, (int)r, 1.0f, z, (int)r, bs->basis, (int)p,
+                0.0f, x, (int)p);
+    float sd = (float)sqrt(j->sigma2), cs[2 * KVTC_MAX_HEAD_DIM];
+    uint16_t *dst = is_key ? j->out->k : j->out->v;
+    for (uint64_t t = 0; t < nb; t++) {
+        float *row = x + t * p;
+        for (uint32_t c = 0; c < p; c++) row[c] += bs->mean[c] + sd * (float)rng_gauss(&rs);
+        if (is_key) rope_angles(&j->rope, (int64_t)(t0 + t), cs);
+        for (uint32_t lh = 0; lh < g->n_layers * g->n_kv_heads; lh++) {
+            float *hv = row + (uint64_t)lh * d;
+            if (is_key) rope_rotate(g, cs, +1, hv);
+            uint16_t *o = dst + ((uint64_t)lh * j->n + t0 + t) * d;
+            for (uint32_t c = 0; c < d; c++) o[c] = kvi_f32_to_bf16(hv[c]);
+        }
+    }
+    free(z);
+    free(x);
+    return 0;
+}
+
+int bs_paper_cache_host(const kvtc_basis *b, const float *lambda, double sigma2, uint64_t n, uint64_t seed,
+                        uint32_t n_threads, kvtc_cache *out) {
+    const kvtc_geometry *g = &b->geometry;
+    memset(out, 0, sizeof *out);
+    uint64_t bytes = kvtc_cache_tensor_bytes(g, KVTC_DTYPE_BF16, n);
+    out->geometry = *g;
+    out->dtype = KVTC_DTYPE_BF16;
+    out->n_tokens = n;
+    out->k = malloc(bytes ? bytes : 1);
+    out->v = malloc(bytes ? bytes : 1);
+    if (!bytes || !out->k || !out->v) { bs_free_cache(out); return -1; }
+    paper_job j = {b, lambda, sigma2, n, seed, {0, NULL}, out, 0};
+    if (rope_table_init(&j.rope, g)) { bs_free_cache(out); return -1; }
+    uint64_t items = 2 * ((n + PAPER_BLOCK - 1) / PAPER_BLOCK);
+    kvi_parallel_for(n_threads ? n_threads : 1, (uint32_t)items, paper_item, &j);
+    rope_table_free(&j.rope);
+    if (j.failed) { bs_free_cache(out); return -1; }
+    return 0;
 }

@@ -21,6 +21,11 @@ void bs_free_cache(kvtc_cache *c);
  * (see bench_synth.c); lambda receives the m latent variances. */
 kvtc_basis *bs_paper_basis(const kvtc_geometry *g, uint32_t m, double alpha, double noise_rel, double ratio,
                            float *lambda, double *sigma2_out);
+/* A host cache (bf16, n tokens, data seed `seed`) from the generator behind
+ * bs_paper_basis (lambda and sigma2 as it returned them), made with
+ * n_threads threads; free with bs_free_cache. 0 on success. */
+int bs_paper_cache_host(const kvtc_basis *b, const float *lambda, double sigma2, uint64_t n, uint64_t seed,
+                        uint32_t n_threads, kvtc_cache *out);
 void bs_plan_summary(const kvtc_basis *b, char *buf, size_t cap);
 
 #ifdef __cplusplus

@@ -16,6 +16,7 @@
 #include "store/memory_tier.h"
 #include "store/record.h"
 #include "util/cache.h"
+#include "util/layout.h"
 #include "util/out_struct.h"
 #include "util/parallel.h"
 
@@ -32,6 +33,7 @@ typedef struct store_worker {
     uint8_t *ck, *cv;                   /* the chunk's K and V, [L][H][C][d] */
     int64_t *pos;
     int32_t *ids;
+    void **k_layers, **v_layers;        /* [n_layers]: a chunk's view of per-layer destinations */
     uint8_t *rec;                       /* a record being built (rec_cap bytes) */
 } store_worker;
 
@@ -42,6 +44,7 @@ struct kvtc_store {
     kvtc_geometry g;
     kvtc_dtype dtype;
     uint32_t C, codec;
+    uint32_t entropy_codec; /* KVTC codec's entropy coder, 0 for raw */
     size_t es;           /* bytes per element */
     size_t tok_bytes;    /* bytes of one token in one [L][H] row block: head_dim * es */
     uint64_t lh;         /* n_layers * n_kv_heads */
@@ -71,6 +74,8 @@ static void worker_free(store_worker *w) {
     free(w->cv);
     free(w->pos);
     free(w->ids);
+    free(w->k_layers);
+    free(w->v_layers);
     free(w->rec);
 }
 
@@ -125,7 +130,9 @@ static kvtc_result worker_init(kvtc_store *s, store_worker *w, const kvtc_store_
     w->cv = malloc(chunk_bytes);
     w->pos = malloc(sizeof(int64_t) * s->C);
     w->ids = malloc(sizeof(int32_t) * s->C);
-    if (!w->ck || !w->cv || !w->pos || !w->ids) return KVTC_ERR_OUT_OF_MEMORY;
+    w->k_layers = malloc(sizeof(void *) * s->g.n_layers);
+    w->v_layers = malloc(sizeof(void *) * s->g.n_layers);
+    if (!w->ck || !w->cv || !w->pos || !w->ids || !w->k_layers || !w->v_layers) return KVTC_ERR_OUT_OF_MEMORY;
     if (s->codec == KVTC_STORE_CODEC_RAW) return KVTC_OK;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
@@ -181,6 +188,7 @@ kvtc_result kvtc_store_open(const char *uri, const kvtc_basis *basis, const kvtc
     s->dtype = dtype;
     s->C = o.chunk_tokens;
     s->codec = o.codec;
+    if (o.codec == KVTC_STORE_CODEC_KVTC) s->entropy_codec = o.entropy_codec ? o.entropy_codec : KVTC_CODEC_DEFLATE;
     s->es = kvtc_dtype_size(dtype);
     s->tok_bytes = (size_t)geometry->head_dim * s->es;
     s->lh = (uint64_t)geometry->n_layers * geometry->n_kv_heads;
@@ -398,55 +406,27 @@ kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_t
 
 /* ---- get ------------------------------------------------------------------ */
 
-typedef struct get_job {
+typedef struct check_job {
     kvtc_store *s;
     const int32_t *tokens;
     const uint8_t *keys;
     const uint8_t **recs;   /* the record of each chunk */
     const size_t *lens;
+    kvtc_store_chunk *chunks; /* out: the checked payload of each */
     kvtc_result *res;
-    kvtc_cache *out;
-} get_job;
+} check_job;
 
-/* Check one chunk's record, decode it and copy its tokens into the output
- * (a parallel item; chunks write disjoint token ranges). */
-static int decode_item(void *ctx, uint32_t item, uint32_t worker) {
-    get_job *j = ctx;
+/* Check one chunk's record against what was asked for (a parallel item). */
+static int check_item(void *ctx, uint32_t item, uint32_t worker) {
+    (void)worker;
+    check_job *j = ctx;
     kvtc_store *s = j->s;
-    store_worker *w = &s->w[worker];
-    uint64_t i = item;
-    store_record_expect e = {s->ns, j->keys + 32 * i, i, s->codec, j->tokens + i * s->C, s->C};
+    store_record_expect e = {s->ns, j->keys + 32 * (size_t)item, item, s->codec, j->tokens + (uint64_t)item * s->C, s->C};
     const uint8_t *p = NULL;
     size_t n = 0;
-    kvtc_result r = store_record_check(j->recs[i], j->lens[i], &e, &p, &n);
-    size_t half = (size_t)s->lh * s->C * s->tok_bytes;
-    if (r == KVTC_OK && s->codec == KVTC_STORE_CODEC_RAW) {
-        if (n != 2 * half) r = KVTC_ERR_CORRUPT;
-        else {
-            memcpy(w->ck, p, half);
-            memcpy(w->cv, p + half, half);
-        }
-    } else if (r == KVTC_OK) {
-        kvtc_stream_info info = {.struct_size = sizeof info};
-        r = kvtc_stream_get_info(p, n, &info);
-        if (r == KVTC_OK && (info.n_tokens != s->C || info.dtype != s->dtype)) r = KVTC_ERR_CORRUPT;
-        if (r == KVTC_OK) {
-            kvtc_cache c = chunk_cache(s, w, i);
-            c.positions = NULL; /* decoded from the stream; not needed back */
-            r = kvtc_decompress(w->dec, p, n, &c);
-        }
-    }
-    if (r == KVTC_OK) {
-        kvtc_cache *out = j->out;
-        uint64_t nt = out->n_tokens, m = nt - i * s->C < s->C ? nt - i * s->C : s->C;
-        size_t row = s->C * s->tok_bytes;
-        for (uint64_t lh = 0; lh < s->lh; lh++) {
-            size_t dst = (size_t)((lh * nt + i * s->C) * s->tok_bytes);
-            memcpy((uint8_t *)out->k + dst, w->ck + lh * row, (size_t)m * s->tok_bytes);
-            memcpy((uint8_t *)out->v + dst, w->cv + lh * row, (size_t)m * s->tok_bytes);
-        }
-    }
-    j->res[i] = r;
+    j->res[item] = store_record_check(j->recs[item], j->lens[item], &e, &p, &n);
+    j->chunks[item].payload = p;
+    j->chunks[item].payload_size = n;
     return 0;
 }
 
@@ -458,30 +438,42 @@ static void reject(kvtc_store *s, const uint8_t *key) {
     (void)s->be->ops->del(s->be, key);
 }
 
-kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
-                           const kvtc_store_layout *layout, uint64_t *n_restored) {
+/* 1 when a decoder's result says the record is bad (kvtc_store.h lists
+ * them); the others are the decoder's or the caller's problem and must not
+ * delete a good value (a GPU codec refusing DEFLATE streams, a CUDA error). */
+static int blames_record(kvtc_result r) {
+    switch (r) {
+    case KVTC_ERR_CORRUPT: case KVTC_ERR_TRUNCATED: case KVTC_ERR_BAD_MAGIC: case KVTC_ERR_UNSUPPORTED_VERSION:
+    case KVTC_ERR_TOO_LARGE: case KVTC_ERR_NUMERIC: case KVTC_ERR_NO_PLAN: case KVTC_ERR_OUT_OF_RANGE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+kvtc_result kvtc_store_get_chunks(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, uint64_t n,
+                                  kvtc_store_decode_fn decode, void *user, uint64_t *n_restored) {
     if (n_restored) *n_restored = 0;
-    if (!s || !layout || (!tokens && n_tokens)) return KVTC_ERR_INVALID_ARGUMENT;
-    if (layout->struct_size != sizeof *layout || layout->kind != KVTC_STORE_LAYOUT_CONTIGUOUS) return KVTC_ERR_UNSUPPORTED;
-    kvtc_cache *out = layout->cache;
-    kvtc_result r = check_cache(s, out);
-    if (r) return r;
-    uint64_t n = out->n_tokens;
-    uint64_t n_chunks = (n + s->C - 1) / s->C;
-    if (n_chunks * s->C > n_tokens) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!s || !decode || (!tokens && n_tokens)) return KVTC_ERR_INVALID_ARGUMENT;
+    uint64_t n_chunks = n / s->C + (n % s->C != 0);
+    if (n_chunks > n_tokens / s->C) return KVTC_ERR_INVALID_ARGUMENT;
     if (!n_chunks) return KVTC_OK;
+    if (n_chunks > UINT32_MAX || n_chunks > SIZE_MAX / 32) return KVTC_ERR_TOO_LARGE;
     size_t nc = (size_t)n_chunks;
+    kvtc_result r = KVTC_OK;
     uint8_t *keys = NULL, *ask = malloc(32 * nc), **fetched = calloc(nc, sizeof *fetched);
     const uint8_t **recs = calloc(nc, sizeof *recs);
     size_t *lens = calloc(nc, sizeof *lens), *flens = calloc(nc, sizeof *flens);
     uint64_t *where = malloc(sizeof(uint64_t) * nc);
-    kvtc_result *res = calloc(nc, sizeof *res);
+    kvtc_result *chk = calloc(nc, sizeof *chk), *res = calloc(nc, sizeof *res);
+    kvtc_store_chunk *chunks = calloc(nc, sizeof *chunks);
     uint8_t *from_memory = calloc(nc, 1);
-    if (!ask || !fetched || !recs || !lens || !flens || !where || !res || !from_memory) r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!ask || !fetched || !recs || !lens || !flens || !where || !chk || !res || !chunks || !from_memory)
+        r = KVTC_ERR_OUT_OF_MEMORY;
     if (r == KVTC_OK) r = chunk_keys(s, tokens, n_chunks, &keys);
 
     /* 1. the records: the memory tier's (borrowed until the tier changes,
-     *    which happens only in step 3), the rest in one backend batch */
+     *    which happens only in step 4), the rest in one backend batch */
     uint64_t n_ask = 0;
     for (uint64_t i = 0; r == KVTC_OK && i < n_chunks; i++) {
         recs[i] = s->mem ? memory_tier_get(s->mem, keys + 32 * i, &lens[i]) : NULL;
@@ -502,19 +494,30 @@ kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     uint64_t n_avail = 0;
     while (r == KVTC_OK && n_avail < n_chunks && recs[n_avail]) n_avail++;
 
-    /* 2. check and decode the available prefix in parallel */
+    /* 2. check the available prefix's records in parallel */
     if (r == KVTC_OK && n_avail) {
-        get_job j = {s, tokens, keys, recs, lens, res, out};
-        kvi_parallel_for(s->n_workers, (uint32_t)n_avail, decode_item, &j);
+        check_job j = {s, tokens, keys, recs, lens, chunks, chk};
+        kvi_parallel_for(s->n_workers, (uint32_t)n_avail, check_item, &j);
     }
+    uint64_t n_ok = 0;
+    while (r == KVTC_OK && n_ok < n_avail && chk[n_ok] == KVTC_OK) n_ok++;
 
-    /* 3. the first failure ends the restored prefix */
+    /* 3. decode the checked prefix */
+    for (uint64_t i = 0; i < n_ok; i++) {
+        chunks[i].index = i;
+        chunks[i].token_begin = i * s->C;
+        chunks[i].n_tokens = (uint32_t)(n - i * s->C < s->C ? n - i * s->C : s->C);
+        chunks[i].codec = s->codec;
+        res[i] = KVTC_ERR_INVALID_ARGUMENT; /* a decoder that writes nothing restores nothing */
+    }
+    if (r == KVTC_OK && n_ok) decode(user, chunks, n_ok, res);
+
+    /* 4. the first failure ends the restored prefix */
     uint64_t good = 0;
-    while (r == KVTC_OK && good < n_avail && res[good] == KVTC_OK) good++;
+    while (r == KVTC_OK && good < n_ok && res[good] == KVTC_OK) good++;
     if (r == KVTC_OK && good < n_chunks) {
-        kvtc_result e = good < n_avail ? res[good] : KVTC_OK;
-        if (e == KVTC_ERR_NEEDS_MODEL || e == KVTC_ERR_OUT_OF_MEMORY || e == KVTC_ERR_CALLBACK) {
-            r = e; /* not the record's fault */
+        if (good < n_ok && !blames_record(res[good])) {
+            r = res[good];
         } else {
             if (good < n_avail) reject(s, keys + 32 * good);
             s->st.miss_chunks++;
@@ -528,11 +531,6 @@ kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     if (s->mem && r == KVTC_OK)
         for (uint64_t k = 0; k < n_ask; k++)
             if (where[k] < good) (void)memory_tier_put(s->mem, keys + 32 * where[k], fetched[k], flens[k]);
-    uint64_t done = r == KVTC_OK ? (good * s->C < n ? good * s->C : n) : 0;
-    for (uint64_t t = 0; t < done; t++) {
-        if (out->positions) out->positions[t] = (int64_t)t;
-        if (out->token_ids) out->token_ids[t] = tokens[t];
-    }
     for (uint64_t k = 0; fetched && k < n_ask; k++) free(fetched[k]);
     free(keys);
     free(ask);
@@ -541,10 +539,115 @@ kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     free(lens);
     free(flens);
     free(where);
+    free(chk);
     free(res);
+    free(chunks);
     free(from_memory);
+    if (n_restored && r == KVTC_OK) *n_restored = good * s->C < n ? good * s->C : n;
+    return r;
+}
+
+/* The CPU decoder of kvtc_store_get: chunks go straight into the caller's
+ * layout (decoded in place through a view of their tokens), in parallel;
+ * they write disjoint tokens (the block table has no repeats). */
+typedef struct decode_job {
+    kvtc_store *s;
+    const kvtc_store_chunk *chunks;
+    kvtc_result *res;
+    const kvtc_cache_layout *dst;
+} decode_job;
+
+static int decode_item(void *ctx, uint32_t item, uint32_t worker) {
+    decode_job *j = ctx;
+    kvtc_store *s = j->s;
+    store_worker *w = &s->w[worker];
+    const kvtc_store_chunk *ch = &j->chunks[item];
+    uint32_t L = s->g.n_layers;
+    size_t half = (size_t)s->lh * s->C * s->tok_bytes;
+    kvtc_result r = KVTC_OK;
+    kvtc_cache c;
+    if (ch->codec == KVTC_STORE_CODEC_RAW) {
+        if (ch->payload_size != 2 * half) r = KVTC_ERR_CORRUPT;
+        else {
+            /* the payload as a read-only contiguous chunk */
+            c = chunk_cache(s, w, 0);
+            c.k = (void *)(uintptr_t)ch->payload;
+            c.v = (void *)((uintptr_t)ch->payload + half);
+        }
+    } else {
+        kvtc_stream_info info = {.struct_size = sizeof info};
+        r = kvtc_stream_get_info(ch->payload, ch->payload_size, &info);
+        if (r == KVTC_OK && (info.n_tokens != s->C || info.dtype != s->dtype)) r = KVTC_ERR_CORRUPT;
+        kvtc_cache_layout view;
+        kvtc_result v = r ? r : kvi_layout_token_view(j->dst, ch->token_begin, ch->n_tokens, w->k_layers, w->v_layers, &view);
+        if (r == KVTC_OK && v == KVTC_OK) {
+            kvtc_decode_range range = {0, ch->n_tokens, 0, 0};
+            r = kvtc_decompress_layout(w->dec, ch->payload, ch->payload_size, &range, &view);
+            if (r == KVTC_ERR_BASIS_MISMATCH || r == KVTC_ERR_GEOMETRY_MISMATCH) r = KVTC_ERR_CORRUPT; /* as below */
+            j->res[item] = r;
+            return 0;
+        }
+        /* a block size that does not divide C: decode the chunk, then copy */
+        if (r == KVTC_OK) {
+            c = chunk_cache(s, w, 0);
+            r = kvtc_decompress(w->dec, ch->payload, ch->payload_size, &c);
+        }
+    }
+    if (r == KVTC_OK) {
+        kvtc_cache_layout src;
+        kvtc_cache_layout_from_cache(&c, &src);
+        kvi_layout_copy_tokens(&src, 0, j->dst, ch->token_begin, ch->n_tokens, 1, 0, L);
+        kvi_layout_copy_tokens(&src, 0, j->dst, ch->token_begin, ch->n_tokens, 0, 0, L);
+    }
+    /* the store's own decoder has the namespace's basis and geometry: a
+     * mismatch is the record's (kvtc_store_get_chunks keeps records on
+     * mismatches, which from other decoders mean a misconfigured decoder) */
+    if (r == KVTC_ERR_BASIS_MISMATCH || r == KVTC_ERR_GEOMETRY_MISMATCH) r = KVTC_ERR_CORRUPT;
+    j->res[item] = r;
+    return 0;
+}
+
+static void cpu_decode(void *user, const kvtc_store_chunk *chunks, uint64_t n_chunks, kvtc_result *results) {
+    decode_job *j = user;
+    j->chunks = chunks;
+    j->res = results;
+    kvi_parallel_for(j->s->n_workers, (uint32_t)n_chunks, decode_item, j);
+}
+
+/* Decode into a checked destination layout, then its positions and ids. */
+static kvtc_result get_into(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens, const kvtc_cache_layout *dst,
+                            uint64_t *n_restored) {
+    decode_job j = {s, NULL, NULL, dst};
+    uint64_t done = 0;
+    kvtc_result r = kvtc_store_get_chunks(s, tokens, n_tokens, dst->n_tokens, cpu_decode, &j, &done);
+    for (uint64_t t = 0; t < done; t++) {
+        if (dst->positions) dst->positions[t] = (int64_t)t;
+        if (dst->token_ids) dst->token_ids[t] = tokens[t];
+    }
     if (n_restored) *n_restored = done;
     return r;
+}
+
+kvtc_result kvtc_store_get(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                           const kvtc_store_layout *layout, uint64_t *n_restored) {
+    if (n_restored) *n_restored = 0;
+    if (!s || !layout || (!tokens && n_tokens)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (layout->struct_size != sizeof *layout || layout->kind != KVTC_STORE_LAYOUT_CONTIGUOUS) return KVTC_ERR_UNSUPPORTED;
+    kvtc_result r = check_cache(s, layout->cache);
+    if (r) return r;
+    kvtc_cache_layout dst;
+    kvtc_cache_layout_from_cache(layout->cache, &dst);
+    return get_into(s, tokens, n_tokens, &dst, n_restored);
+}
+
+kvtc_result kvtc_store_get_layout(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens,
+                                  const kvtc_cache_layout *out, uint64_t *n_restored) {
+    if (n_restored) *n_restored = 0;
+    if (!s || !out || (!tokens && n_tokens)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!kvi_geometry_equal(&out->geometry, &s->g) || out->dtype != s->dtype) return KVTC_ERR_GEOMETRY_MISMATCH;
+    kvtc_result r = kvi_layout_check(out, 0, s->g.n_layers);
+    if (r) return r;
+    return get_into(s, tokens, n_tokens, out, n_restored);
 }
 
 kvtc_result kvtc_store_delete(kvtc_store *s, const int32_t *tokens, uint64_t n_tokens) {
@@ -580,6 +683,20 @@ kvtc_result kvtc_store_stats_get(const kvtc_store *s, kvtc_store_stats *out) {
     kvtc_store_stats full = s->st;
     full.ratio = s->st.bytes_written ? (double)s->st.raw_bytes_written / (double)s->st.bytes_written : 0.0;
     return kvi_out_struct_fill(out, &full, sizeof full, KVI_STORE_STATS_MIN_SIZE);
+}
+
+kvtc_result kvtc_store_info_get(const kvtc_store *s, kvtc_store_info *out) {
+    if (!s || !out) return KVTC_ERR_INVALID_ARGUMENT;
+    kvtc_store_info full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = sizeof full;
+    full.geometry = s->g;
+    full.dtype = s->dtype;
+    full.chunk_tokens = s->C;
+    full.codec = s->codec;
+    full.entropy_codec = s->entropy_codec;
+    full.basis = s->codec == KVTC_STORE_CODEC_KVTC ? s->basis : NULL;
+    return kvi_out_struct_fill(out, &full, sizeof full, sizeof full);
 }
 
 kvtc_result kvtc_store_backend_bytes(kvtc_store *s, uint64_t *bytes, uint64_t *n_values) {

@@ -176,25 +176,6 @@ void kvi_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t la
     }
 }
 
-void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
-                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end) {
-    const kvtc_geometry *g = &src->geometry;
-    size_t es = kvtc_dtype_size(src->dtype);
-    int64_t ss = (is_key ? &src->k : &src->v)->dim_stride, ds = (is_key ? &dst->k : &dst->v)->dim_stride;
-    for (uint32_t l = layer_begin; l < layer_end; l++)
-        for (uint32_t h = 0; h < g->n_kv_heads; h++)
-            for (uint64_t t = 0; t < n; t++) {
-                const char *a = layout_elem(src, is_key, l, src_t0 + t, h);
-                char *b = layout_elem(dst, is_key, l, dst_t0 + t, h);
-                if (ss == 1 && ds == 1) {
-                    memcpy(b, a, es * g->head_dim);
-                } else {
-                    for (uint32_t j = 0; j < g->head_dim; j++)
-                        memcpy(b + (int64_t)es * ds * j, a + (int64_t)es * ss * j, es);
-                }
-            }
-}
-
 void kvi_gather_rows(const kvtc_cache *c, int is_key, uint32_t first_layer, uint64_t t0,
                       uint64_t n, const rope_table *rope, int unrope, float *rows) {
     kvtc_cache_layout l;

@@ -9,6 +9,7 @@
 
 #include "kvtc.h"
 #include "transform/rope.h"
+#include "util/layout.h"
 
 /* Copy tokens [t0, t0+n) of k (is_key) or v, layers [first_layer, L), into
  * rows[n][row_width] as float; keys are un-rotated when unrope is set.
@@ -32,9 +33,6 @@ void kvi_layout_gather_rows(const kvtc_cache_layout *c, int is_key, uint32_t lay
 void kvi_layout_scatter_rows(const kvtc_cache_layout *c, int is_key, uint32_t layer_begin, uint32_t layer_end,
                               uint64_t t0, uint64_t n, const rope_table *rope, int rerope, const float *rows);
 int kvi_layout_tokens_finite(const kvtc_cache_layout *c, uint32_t layer_begin, uint64_t t0, uint64_t n);
-/* Bit-exact copy of tokens [src_t0, +n) of src to [dst_t0, +n) of dst (same
- * geometry and dtype), K (is_key) or V, layers [layer_begin, layer_end). */
-void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
-                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end);
+/* kvi_layout_copy_tokens (a bit-exact copy between layouts): util/layout.h. */
 
 #endif

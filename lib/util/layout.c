@@ -101,3 +101,50 @@ kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, u
     if (c->block_size) return check_block_table(c);
     return KVTC_OK;
 }
+
+void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
+                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end) {
+    const kvtc_geometry *g = &src->geometry;
+    size_t es = kvtc_dtype_size(src->dtype);
+    int64_t ss = (is_key ? &src->k : &src->v)->dim_stride, ds = (is_key ? &dst->k : &dst->v)->dim_stride;
+    for (uint32_t l = layer_begin; l < layer_end; l++)
+        for (uint32_t h = 0; h < g->n_kv_heads; h++)
+            for (uint64_t t = 0; t < n; t++) {
+                const char *a = layout_elem(src, is_key, l, src_t0 + t, h);
+                char *b = layout_elem(dst, is_key, l, dst_t0 + t, h);
+                if (ss == 1 && ds == 1) {
+                    memcpy(b, a, es * g->head_dim);
+                } else {
+                    for (uint32_t j = 0; j < g->head_dim; j++)
+                        memcpy(b + (int64_t)es * ds * j, a + (int64_t)es * ss * j, es);
+                }
+            }
+}
+
+/* One tensor's layout moved to token t0 (no block table). */
+static void shift_tensor(kvtc_tensor_layout *t, int64_t bytes, uint32_t n_layers, void **layers) {
+    if (t->layers) {
+        for (uint32_t l = 0; l < n_layers; l++) layers[l] = t->layers[l] ? (char *)t->layers[l] + bytes : NULL;
+        t->layers = layers;
+    } else {
+        t->base = (char *)t->base + bytes;
+    }
+}
+
+kvtc_result kvi_layout_token_view(const kvtc_cache_layout *c, uint64_t t0, uint64_t n, void **k_layers,
+                                  void **v_layers, kvtc_cache_layout *view) {
+    *view = *c;
+    view->n_tokens = n;
+    view->positions = NULL;
+    view->token_ids = NULL;
+    if (c->block_size) {
+        /* the table is the only thing that names blocks: start it at t0's block */
+        if (t0 % c->block_size) return KVTC_ERR_UNSUPPORTED;
+        view->block_table = c->block_table + t0 / c->block_size;
+        return KVTC_OK;
+    }
+    int64_t es = (int64_t)kvtc_dtype_size(c->dtype);
+    shift_tensor(&view->k, es * (int64_t)t0 * c->k.token_stride, c->geometry.n_layers, k_layers);
+    shift_tensor(&view->v, es * (int64_t)t0 * c->v.token_stride, c->geometry.n_layers, v_layers);
+    return KVTC_OK;
+}

@@ -48,4 +48,21 @@ int kvi_layout_offsets_fit(const kvtc_cache_layout *c, uint32_t layer_begin, uin
  * (KVTC_ERR_BAD_BLOCK_TABLE: an id out of [0, n_pool_blocks) or repeated). */
 kvtc_result kvi_layout_check(const kvtc_cache_layout *c, uint32_t layer_begin, uint32_t layer_end);
 
+/* Bit-exact copy of tokens [src_t0, +n) of src to [dst_t0, +n) of dst (same
+ * geometry and dtype), K (is_key) or V, layers [layer_begin, layer_end). */
+void kvi_layout_copy_tokens(const kvtc_cache_layout *src, uint64_t src_t0, const kvtc_cache_layout *dst,
+                             uint64_t dst_t0, uint64_t n, int is_key, uint32_t layer_begin, uint32_t layer_end);
+
+/* *view = tokens [t0, t0 + n) of c as a layout of its own (view token i is
+ * c's token t0 + i), addressing the same memory, so that a decoder can
+ * write a piece of a sequence in place. Only address arithmetic: the
+ * pointers may be device pointers. With per-layer pointers the shifted
+ * ones go into k_layers / v_layers ([n_layers] each, the caller's); NULL
+ * entries stay NULL. A paged layout is shifted by whole blocks, so t0 must
+ * be a multiple of block_size (KVTC_ERR_UNSUPPORTED otherwise). positions
+ * and token_ids of the view are NULL. c must have passed kvi_layout_check
+ * with t0 + n <= c->n_tokens. */
+kvtc_result kvi_layout_token_view(const kvtc_cache_layout *c, uint64_t t0, uint64_t n, void **k_layers,
+                                  void **v_layers, kvtc_cache_layout *view);
+
 #endif
