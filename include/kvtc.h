@@ -543,7 +543,13 @@ KVTC_API kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t si
  * of the layer range only, so the cost is proportional to the range.
  * The values are bit-identical to the same elements of a full decode.
  * Chunk i holds stream tokens [n_sink + i * chunk_tokens, ...) (see
- * kvtc_stream_info); a chunk range is the token range it covers. */
+ * kvtc_stream_info); a chunk range is the token range it covers.
+ * Empty ranges (token_begin == token_end, or layer_begin == layer_end with
+ * layer_end != 0, e.g. {.., n_layers, n_layers}) are valid: the decode
+ * checks the stream as any other, writes no K/V and calls no recompute
+ * callback (positions and ids of a non-empty token range are still
+ * written). The CUDA decoder (kvtc_cuda_decompress_layout) treats them
+ * the same way, so an engine's layer loop needs no special case. */
 typedef struct kvtc_decode_range {
     uint64_t token_begin, token_end;
     uint32_t layer_begin, layer_end;

@@ -226,7 +226,9 @@ KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_ca
  * so the last bit of an element can differ (seen on an H200: tokens
  * [0, 50) of a 700-token stream). The CPU decoder's partial decodes are
  * bit-identical (it runs the same per-chunk GEMMs). A range
- * outside the stream: KVTC_ERR_INVALID_ARGUMENT. */
+ * outside the stream: KVTC_ERR_INVALID_ARGUMENT. An empty range (e.g.
+ * layer_begin == layer_end) is valid and writes no K/V, as on the CPU
+ * (kvtc_decode_range); it used to be KVTC_ERR_INVALID_ARGUMENT here. */
 KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
                                         const void *d_stream, size_t size, const kvtc_decode_range *range,
                                         const kvtc_cache_layout *out, void *d_ws, size_t ws_size,

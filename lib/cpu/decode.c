@@ -405,7 +405,7 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     uint64_t c0, c1; /* coded tokens of the range, as coded-token indices */
     coded_span(&h, rg.token_begin, rg.token_end, &c0, &c1);
     uint32_t m = h.recompute_layers;
-    int need_model = m && c1 > c0 && rg.layer_begin < m;
+    int need_model = m && c1 > c0 && rg.layer_begin < m && rg.layer_begin < rg.layer_end;
     if (need_model && !d->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
     /* issue 9 item 3: the recomputed layers must come from the stream's model */
     if (need_model && (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && h.model_fingerprint != d->opt.model_fingerprint)
