@@ -75,7 +75,7 @@ static void set_entry(int32_t *table, int32_t *d_table, uint64_t i, int32_t id) 
 
 int main(void) {
     gpu_test_require_device();
-    kvtc_geometry g = synth_geometry(2, 1, 16, KVTC_ROPE_NEOX, 0, 10000.0f);
+    kvtc_geometry g = synth_geometry(2, 2, 32, KVTC_ROPE_NEOX, 0, 10000.0f);
     const uint32_t L = g.n_layers, H = g.n_kv_heads, d = g.head_dim;
     synth_params sp;
     synth_params_init(&sp, &g, KVTC_DTYPE_F16, 2048);
