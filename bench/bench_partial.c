@@ -7,10 +7,9 @@
  * to make a long stream (2048 x 4 = 8192 tokens from a captured window);
  * it is compressed with chunks of CHUNK tokens. Printed: full decode,
  * decode of the first N chunks (N = 1, 1/8, 1/4, 1/2, 3/4 of them), of one
- * layer (each layer in turn, without and after kvtc_decoder_hold), and append of 256 tokens (the last 256 of
- * the tiled cache appended to a stream of the rest) next to one chunk's
- * share of a full encode and the full re-encode. Times are medians of 5
- * runs, one codec thread (run with OPENBLAS_NUM_THREADS=1). */
+ * layer (each layer in turn, without and after kvtc_decoder_hold). The
+ * cost of kvtc_append is measured by bench_append.c. Times are medians of
+ * 5 runs, one codec thread (run with OPENBLAS_NUM_THREADS=1). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,32 +159,7 @@ int main(int argc, char **argv) {
     printf("%-28s %10.2f %10.3f\n", "hold (inflate all chunks)", 1e3 * th[REPS / 2], th[REPS / 2] / full);
     printf("%-28s %10.2f %10.3f %10.3f\n", "one layer after hold (mean)", 1e3 * sum_h / g->n_layers,
            sum_h / g->n_layers / full, 1.0 / g->n_layers);
-    /* append: the last 256 tokens onto a stream of the first n - 256 */
-    uint64_t m = 256, n0 = n - m;
-    kvtc_cache_layout head, tail;
-    kvtc_cache_layout_from_cache(&big, &head);
-    head.n_tokens = n0;
-    kvtc_cache_layout_from_cache(&big, &tail);
-    tail.k.base = (uint8_t *)big.k + n0 * row;
-    tail.v.base = (uint8_t *)big.v + n0 * row;
-    tail.n_tokens = m;
-    size_t hn = 0, an = 0;
-    uint8_t *hs = malloc(cap);
-    if (kvtc_compress_layout(e, &head, hs, cap, &hn)) return 1;
-    size_t acap = kvtc_append_bound(e, hs, hn, &tail);
-    uint8_t *as = malloc(acap);
-    double ta[REPS];
-    for (int i = 0; i < REPS; i++) {
-        double t0 = now_s();
-        if (kvtc_append(e, hs, hn, &tail, as, acap, &an)) { fprintf(stderr, "append failed\n"); return 1; }
-        ta[i] = now_s() - t0;
-    }
-    qsort(ta, REPS, sizeof ta[0], cmp_d);
-    printf("append %llu tokens to %llu: %.2f ms = %.2f chunk encodes (one chunk: %.2f ms of the full encode), "
-           "%.3f of re-encoding all\n",
-           (unsigned long long)m, (unsigned long long)n0, 1e3 * ta[REPS / 2], ta[REPS / 2] / (t_enc / nc),
-           1e3 * t_enc / nc, ta[REPS / 2] / t_enc);
-    free(s); free(hs); free(as);
+    free(s);
     free(big.k); free(big.v);
     kvtc_encoder_free(e);
     kvtc_decoder_free(d);

@@ -442,12 +442,15 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
  * KVTC_ERR_INVALID_ARGUMENT if they would pass INT64_MAX), writing a new
  * stream to out.
  * The stream's coded chunks that are full are copied byte for byte (the
- * decoder reads them exactly as before); its last chunk, when partial, is
- * decoded and re-encoded together with the tokens that leave the raw
- * window and the new tokens (a second quantization for at most
- * chunk_tokens - 1 tokens); the new last n_window tokens stay raw. The
- * cost is that of encoding about (chunk_tokens + n_window + new tokens),
- * not the whole stream. The encoder must use the stream's basis, plan,
+ * decoder reads them exactly as before); the tokens that leave the raw
+ * window are coded and complete its last chunk when that is partial (whose
+ * tokens keep their quantized codes: only its entropy coding is redone);
+ * the new last n_window tokens stay raw. The result is the stream that
+ * kvtc_compress of the concatenation gives (up to the rounding of the
+ * projection; docs/FORMAT.md "Append"), however many appends built it. The
+ * cost is that of coding the new tokens plus entropy-recoding one chunk
+ * and copying the stream, not re-encoding it. in and out must not overlap.
+ * The encoder must use the stream's basis, plan,
  * sink, window, chunk size and codec (KVTC_ERR_BASIS_MISMATCH /
  * KVTC_ERR_INVALID_ARGUMENT otherwise); bases that recompute layers need
  * more->token_ids. Appending no tokens (more->n_tokens 0) writes the
@@ -540,7 +543,13 @@ KVTC_API kvtc_result kvtc_decompress(kvtc_decoder *d, const void *buf, size_t si
  * of the layer range only, so the cost is proportional to the range.
  * The values are bit-identical to the same elements of a full decode.
  * Chunk i holds stream tokens [n_sink + i * chunk_tokens, ...) (see
- * kvtc_stream_info); a chunk range is the token range it covers. */
+ * kvtc_stream_info); a chunk range is the token range it covers.
+ * Empty ranges (token_begin == token_end, or layer_begin == layer_end with
+ * layer_end != 0, e.g. {.., n_layers, n_layers}) are valid: the decode
+ * checks the stream as any other, writes no K/V and calls no recompute
+ * callback (positions and ids of a non-empty token range are still
+ * written). The CUDA decoder (kvtc_cuda_decompress_layout) treats them
+ * the same way, so an engine's layer loop needs no special case. */
 typedef struct kvtc_decode_range {
     uint64_t token_begin, token_end;
     uint32_t layer_begin, layer_end;

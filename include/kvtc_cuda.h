@@ -233,8 +233,11 @@ KVTC_API kvtc_result kvtc_cuda_stream_workspace_size(kvtc_cuda_codec *c, const v
  *    outside [0, n_pool_blocks) or a block that appears twice sets
  *    *d_status to KVTC_ERR_BAD_BLOCK_TABLE (the output is then
  *    unspecified). Kernels never follow an out-of-range entry: the rows it
- *    names are skipped, so no access leaves the pool. The check costs
- *    O(entries^2) comparisons (512 entries for 8K tokens in blocks of 16);
+ *    names are skipped, so no access leaves the pool. The check marks a
+ *    bitmap of block ids in the workspace (4 MiB of it, 2^25 ids a pass):
+ *    O(entries) per pass, one pass for pools below 2^25 blocks, at most 64
+ *    whatever n_pool_blocks says (entries are int32). A 131072-entry table
+ *    (an SGLang pool of 128K tokens) takes one pass;
  *  - rows with dim stride 1, 8-byte aligned bases and token / head / block
  *    strides that are multiples of 4 elements take the vectorized kernels;
  *    others (e.g. llama.cpp's transposed V) take the element-wise ones;
@@ -261,7 +264,9 @@ KVTC_API kvtc_result kvtc_cuda_compress_layout(kvtc_cuda_codec *c, const kvtc_ca
  * so the last bit of an element can differ (seen on an H200: tokens
  * [0, 50) of a 700-token stream). The CPU decoder's partial decodes are
  * bit-identical (it runs the same per-chunk GEMMs). A range
- * outside the stream: KVTC_ERR_INVALID_ARGUMENT. */
+ * outside the stream: KVTC_ERR_INVALID_ARGUMENT. An empty range (e.g.
+ * layer_begin == layer_end) is valid and writes no K/V, as on the CPU
+ * (kvtc_decode_range); it used to be KVTC_ERR_INVALID_ARGUMENT here. */
 KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size,
                                         const void *d_stream, size_t size, const kvtc_decode_range *range,
                                         const kvtc_cache_layout *out, void *d_ws, size_t ws_size,

@@ -304,6 +304,8 @@ static void test_partial(void) {
         {0, 0, 0, 1},
         {0, 300, 2, 3},                     /* both */
         {123, 650, 1, 2},
+        {0, 0, 2, 2},                       /* an empty layer range: nothing but positions */
+        {100, 300, L, L},                   /* ... at the end (kvtc_cuda_decompress_layout agrees) */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         kvtc_decode_range rg;
@@ -437,6 +439,7 @@ static void test_partial_recompute(void) {
         {50, 120, 0, 1, 1, 120},  /* ... the prefix up to the range's end */
         {0, 0, 1, L, 0, 0},       /* stored layers only: no model needed */
         {0, SINK, 0, 1, 0, 0},    /* raw tokens only: no model needed */
+        {0, 150, 2, 2, 0, 0},     /* an empty layer range: nothing to recompute */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         kvtc_decode_range rg = {cases[i].b, cases[i].e, cases[i].la, cases[i].lb};

@@ -243,8 +243,49 @@ static plan_stream make_plan(const dp_group *g, uint32_t n) {
     return ps;
 }
 
+/* quant_payload_concat (kvtc_append's lead chunk): the payload of tokens
+ * [0, na) joined with that of [na, na + nb) is the payload of all of them
+ * quantized at once, byte for byte, for every split. */
+static void check_concat(const plan_stream *k, const plan_stream *v, uint64_t n, synth_rng *r, const char *what) {
+    uint32_t pk = plan_p(k), pv = plan_p(v);
+    float *dk = malloc(sizeof(float) * n * pk), *dv = malloc(sizeof(float) * n * pv);
+    fill_coords(r, dk, n, pk, k->rank_used, pk);
+    fill_coords(r, dv, n, pv, v->rank_used, pv);
+    size_t all = (size_t)quant_payload_size(k, v, n);
+    uint8_t *whole = malloc(all + 1), *a = malloc(all + 1), *b = malloc(all + 1), *joined = malloc(all + 1);
+    quant_encode(k, v, dk, pk, dv, pv, n, whole);
+    int same = 1;
+    for (uint64_t na = 0; na <= n; na++) {
+        quant_encode(k, v, dk, pk, dv, pv, na, a);
+        quant_encode(k, v, dk + na * pk, pk, dv + na * pv, pv, n - na, b);
+        memset(joined, 0xa5, all + 1);
+        quant_payload_concat(k, v, a, na, b, n - na, joined);
+        if (memcmp(joined, whole, all) || joined[all] != 0xa5) {
+            same = 0;
+            fprintf(stderr, "%s: concat of %llu + %llu tokens differs\n", what, (unsigned long long)na,
+                    (unsigned long long)(n - na));
+            break;
+        }
+    }
+    CHECK_MSG(same, "%s: joined payloads equal the payload of all tokens", what);
+    free(dk); free(dv); free(whole); free(a); free(b); free(joined);
+}
+
 int main(void) {
     synth_rng r = {2024};
+
+    /* 0. payload concatenation over random plans (odd bit widths, raw and
+     *    dropped groups) and every split of up to 37 tokens */
+    for (int it = 0; it < 20; it++) {
+        plan_stream k, v;
+        random_plan(&r, 6, it % 4 == 0, &k);
+        random_plan(&r, 6, it % 5 == 0, &v);
+        char what[64];
+        snprintf(what, sizeof what, "concat plan %d", it);
+        check_concat(&k, &v, 1 + synth_next(&r) % 37, &r, what);
+        plan_stream_free(&k);
+        plan_stream_free(&v);
+    }
 
     /* 1. random plans, random token counts (1 token, odd counts, chunks) */
     for (int it = 0; it < 60; it++) {

@@ -1,13 +1,21 @@
 /* append.c - kvtc_append: extend a stream with the tokens that follow it.
  *
- * The stream's full coded chunks stay as they are (copied byte for byte);
- * the "tail" - its last partial chunk (decoded), its raw window and the new
- * tokens - is gathered into one small contiguous cache and coded by the
- * ordinary encoder with no sinks. Because the tail starts on a chunk
- * boundary of the old stream, its chunks continue the old chunk sequence;
- * the new stream is spliced from the old prefix sections, the old chunks
- * and the tail's chunks and raw window. A stream with no coded tokens is
- * simply re-encoded from its (exact) raw tokens plus the new ones. */
+ * With n_sink S, n_window W and chunk size C, a stream of n tokens has
+ * coded tokens [S, n - W); m new tokens move the m tokens after them out
+ * of the raw window into the coded range. Those m tokens (the old window's,
+ * exact, then the new ones') and the new window are gathered into one small
+ * contiguous cache, "mid" = old window + new tokens. The old stream's full
+ * chunks are copied byte for byte. Its last chunk, when partial (rem < C
+ * tokens), is only entropy-decoded: its payload, whose tokens are already
+ * quantized, opens the first new chunk, which the first C - rem newly coded
+ * tokens complete (quant_payload_concat moves codes, re-quantizes nothing).
+ * So the chunks stay full and no token is quantized twice: the result is
+ * the stream that compressing the concatenation gives (up to the BLAS's
+ * rounding of the projection), whatever the number of appends. The work is
+ * the projection and quantization of the m tokens, the entropy coding of
+ * rem + m and the decoding of rem: about one chunk's encode for m = C.
+ * A stream with no coded tokens is re-encoded from its (exact) raw tokens
+ * plus the new ones. */
 #include <libdeflate.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,18 +23,19 @@
 #include "cpu/codec_common.h"
 #include "cpu/encode_internal.h"
 #include "format/container.h"
+#include "quant/group_quant.h"
 #include "transform/rows.h"
 #include "util/cache.h"
 #include "util/endian.h"
 #include "util/layout.h"
 
-typedef struct tail_cache {
+typedef struct mid_cache {
     kvtc_cache c;     /* owned: k, v, positions, token_ids */
-    uint64_t first;   /* stream token of tail token 0 */
+    uint64_t first;   /* stream token of mid token 0 */
     uint32_t full;    /* old chunks kept */
-} tail_cache;
+} mid_cache;
 
-static void tail_free(tail_cache *t) {
+static void mid_free(mid_cache *t) {
     free(t->c.k);
     free(t->c.v);
     free(t->c.positions);
@@ -72,32 +81,17 @@ static kvtc_result check_request(const kvtc_encoder *e, const uint8_t *in, size_
     return KVTC_OK;
 }
 
-/* Decode the old stream's last partial chunk into tail tokens [0, n). */
-static kvtc_result decode_partial_chunk(const kvtc_encoder *e, const uint8_t *in, size_t in_size,
-                                        const container_header *h, tail_cache *t, uint64_t n) {
-    const kvtc_basis *b = encoder_basis(e);
-    kvtc_decoder *d = NULL;
-    kvtc_result r = kvtc_decoder_alloc(b, NULL, &d);
-    if (r) return r;
-    kvtc_cache_layout view;
-    kvtc_cache_layout_from_cache(&t->c, &view);
-    view.n_tokens = n; /* strides stay those of the whole tail */
-    view.positions = NULL;
-    view.token_ids = NULL;
-    kvtc_decode_range rg = {t->first, t->first + n, b->recompute_layers, h->geometry.n_layers};
-    r = kvtc_decompress_layout(d, in, in_size, &rg, &view);
-    kvtc_decoder_free(d);
-    return r;
-}
-
-static kvtc_result build_tail(const kvtc_encoder *e, const uint8_t *in, size_t in_size, const container_header *h,
-                              const kvtc_cache_layout *more, tail_cache *t) {
+/* The old raw tokens from the first one the append codes (the window's
+ * first, or token 0 of an all-raw stream) on, then the new tokens, with
+ * their positions and ids. */
+static kvtc_result build_mid(const uint8_t *in, const container_header *h, const kvtc_cache_layout *more,
+                             mid_cache *t) {
     memset(t, 0, sizeof *t);
     uint64_t coded = container_coded_tokens(h), n = h->n_tokens, m = more->n_tokens;
     uint32_t L = h->geometry.n_layers;
     if (coded) {
         t->full = (uint32_t)(coded / h->chunk_tokens);
-        t->first = h->n_sink + (uint64_t)t->full * h->chunk_tokens;
+        t->first = h->n_sink + coded;
     }
     kvtc_cache *c = &t->c;
     c->geometry = h->geometry;
@@ -138,8 +132,6 @@ static kvtc_result build_tail(const kvtc_encoder *e, const uint8_t *in, size_t i
     codec_raw_to_cache(h, in + h->sections[SEC_RAW_V].offset, 0, t->first, n, 0, L, &tl);
     kvi_layout_copy_tokens(more, 0, &tl, n - t->first, m, 1, 0, L);
     kvi_layout_copy_tokens(more, 0, &tl, n - t->first, m, 0, 0, L);
-    uint64_t rem = coded ? coded - (uint64_t)t->full * h->chunk_tokens : 0;
-    if (rem) return decode_partial_chunk(e, in, in_size, h, t, rem);
     return KVTC_OK;
 }
 
@@ -161,7 +153,7 @@ static kvtc_result kept_chunk_bytes(const uint8_t *in, const container_header *h
 }
 
 /* The new header: the old stream's parameters for n + m tokens. */
-static kvtc_result new_header(const kvtc_encoder *e, const container_header *h, const tail_cache *t,
+static kvtc_result new_header(const kvtc_encoder *e, const container_header *h, const mid_cache *t,
                               container_header *nh) {
     uint64_t n_new = h->n_tokens + (t->c.n_tokens - (h->n_tokens - t->first));
     int has_pos = (h->flags & CONTAINER_FLAG_POSITIONS) != 0;
@@ -188,52 +180,90 @@ static kvtc_result new_header(const kvtc_encoder *e, const container_header *h, 
     return KVTC_OK;
 }
 
-/* Splice old stream + coded tail (tail stream ts, no sinks) into out. */
-static kvtc_result splice(const kvtc_encoder *e, const uint8_t *in, const container_header *h, const tail_cache *t,
-                          uint64_t kept, const uint8_t *ts, const container_header *th, uint8_t *out, size_t cap,
-                          size_t *written) {
-    container_header nh;
-    kvtc_result r = new_header(e, h, t, &nh);
-    if (r) return r;
-    if ((r = container_layout(&nh, kept + th->sections[SEC_CHUNK_DATA].size))) return r;
-    if (nh.total_size > cap) return KVTC_ERR_BUFFER_TOO_SMALL;
-    memset(out, 0, (size_t)nh.total_size);
-    uint64_t n = h->n_tokens;
-    if (nh.flags & CONTAINER_FLAG_POSITIONS)
-        for (uint64_t s = 0; s < nh.n_tokens; s++) {
+/* Positions and token ids of the new stream: the old stream's up to the
+ * first mid token, then mid's. */
+static void write_token_sections(const uint8_t *in, const container_header *h, const mid_cache *t,
+                                 const container_header *nh, uint8_t *out) {
+    if (nh->flags & CONTAINER_FLAG_POSITIONS)
+        for (uint64_t s = 0; s < nh->n_tokens; s++) {
             int64_t p = s >= t->first ? t->c.positions[s - t->first]
                         : (h->flags & CONTAINER_FLAG_POSITIONS)
                             ? (int64_t)kvi_load_u64(in + h->sections[SEC_POSITIONS].offset + 8 * s)
                             : (int64_t)s;
-            kvi_store_u64(out + nh.sections[SEC_POSITIONS].offset + 8 * s, (uint64_t)p);
+            kvi_store_u64(out + nh->sections[SEC_POSITIONS].offset + 8 * s, (uint64_t)p);
         }
-    if (nh.flags & CONTAINER_FLAG_TOKEN_IDS) {
-        memcpy(out + nh.sections[SEC_TOKEN_IDS].offset, in + h->sections[SEC_TOKEN_IDS].offset, 4 * n);
-        for (uint64_t s = n; s < nh.n_tokens; s++)
-            kvi_store_u32(out + nh.sections[SEC_TOKEN_IDS].offset + 4 * s, (uint32_t)t->c.token_ids[s - t->first]);
+    if (nh->flags & CONTAINER_FLAG_TOKEN_IDS) {
+        memcpy(out + nh->sections[SEC_TOKEN_IDS].offset, in + h->sections[SEC_TOKEN_IDS].offset,
+               4 * (size_t)t->first);
+        for (uint64_t s = t->first; s < nh->n_tokens; s++)
+            kvi_store_u32(out + nh->sections[SEC_TOKEN_IDS].offset + 4 * s, (uint32_t)t->c.token_ids[s - t->first]);
     }
-    /* raw sections: per (layer, head) the old sinks, then the tail's window */
+}
+
+/* Raw sections: per (layer, head) the old sinks, then mid's last n_window
+ * tokens (mid is contiguous [L][H][tokens][d]). */
+static void write_raw_sections(const uint8_t *in, const container_header *h, const mid_cache *t,
+                               const container_header *nh, uint8_t *out) {
     size_t tok = (size_t)h->geometry.head_dim * kvtc_dtype_size(h->dtype);
-    uint64_t lhs = (uint64_t)h->geometry.n_layers * h->geometry.n_kv_heads;
-    for (int s = SEC_RAW_K; s <= SEC_RAW_V; s++)
+    uint64_t lhs = (uint64_t)h->geometry.n_layers * h->geometry.n_kv_heads, w0 = t->c.n_tokens - nh->n_window;
+    for (int s = SEC_RAW_K; s <= SEC_RAW_V; s++) {
+        const uint8_t *mid = s == SEC_RAW_K ? t->c.k : t->c.v;
         for (uint64_t lh = 0; lh < lhs; lh++) {
-            uint8_t *dst = out + nh.sections[s].offset + lh * container_raw_tokens(&nh) * tok;
+            uint8_t *dst = out + nh->sections[s].offset + lh * container_raw_tokens(nh) * tok;
             memcpy(dst, in + h->sections[s].offset + lh * container_raw_tokens(h) * tok, h->n_sink * tok);
-            memcpy(dst + h->n_sink * tok, ts + th->sections[s].offset + lh * th->n_window * tok, nh.n_window * tok);
+            memcpy(dst + h->n_sink * tok, mid + (lh * t->c.n_tokens + w0) * tok, nh->n_window * tok);
         }
-    /* chunk index and data: the kept chunks, then the tail's */
+    }
+}
+
+/* The old partial last chunk's payload (its rem tokens, quantized once):
+ * *lead malloc'd, NULL when the coded tokens end on a chunk boundary. */
+static kvtc_result partial_chunk_payload(const kvtc_encoder *e, const uint8_t *in, const container_header *h,
+                                         uint32_t full, uint8_t **lead, uint32_t *lead_tokens) {
+    *lead = NULL;
+    *lead_tokens = 0;
+    if (full == h->n_chunks) return KVTC_OK;
+    const basis_plan *pl = encoder_plan(e);
+    struct libdeflate_decompressor *dec = libdeflate_alloc_decompressor();
+    uint8_t *p = malloc((size_t)quant_payload_size(&pl->k, &pl->v, h->chunk_tokens) + 1);
+    kvtc_result r = !dec || !p ? KVTC_ERR_OUT_OF_MEMORY : codec_chunk_payload(in, h, full, pl, dec, p, lead_tokens);
+    libdeflate_free_decompressor(dec);
+    if (r) free(p);
+    else *lead = p;
+    return r;
+}
+
+/* Old prefix sections, kept chunks, then the m newly coded tokens (mid's
+ * first m) in chunks opened by the old partial chunk's payload. */
+static kvtc_result append_coded(kvtc_encoder *e, const uint8_t *in, const container_header *h, const mid_cache *t,
+                                uint64_t m, uint8_t *out, size_t cap, size_t *written) {
+    container_header nh;
+    uint64_t kept = 0;
+    kvtc_result r = new_header(e, h, t, &nh);
+    if (r) return r;
+    if ((r = kept_chunk_bytes(in, h, t->full, &kept))) return r;
+    if ((r = container_layout(&nh, 0))) return r;
+    uint64_t data_off = nh.sections[SEC_CHUNK_DATA].offset;
+    if (data_off > cap || kept > cap - data_off) return KVTC_ERR_BUFFER_TOO_SMALL;
+    kvtc_cache_layout ml;
+    kvtc_cache_layout_from_cache(&t->c, &ml);
+    if (!kvi_layout_tokens_finite(&ml, 0, 0, m)) return KVTC_ERR_NUMERIC;
+    uint8_t *lead = NULL;
+    uint32_t lead_tokens = 0;
+    if ((r = partial_chunk_payload(e, in, h, t->full, &lead, &lead_tokens))) return r;
+    memset(out, 0, (size_t)data_off);
+    write_token_sections(in, h, t, &nh, out);
+    write_raw_sections(in, h, t, &nh, out);
     memcpy(out + nh.sections[SEC_CHUNK_INDEX].offset, in + h->sections[SEC_CHUNK_INDEX].offset,
            (size_t)t->full * CONTAINER_CHUNK_ENTRY);
-    for (uint32_t i = 0; i < th->n_chunks; i++) {
-        container_chunk_entry ce;
-        if ((r = container_read_chunk_entry(ts, th, i, &ce))) return r;
-        ce.offset += kept;
-        container_write_chunk_entry(&ce, out + nh.sections[SEC_CHUNK_INDEX].offset +
-                                             (uint64_t)(t->full + i) * CONTAINER_CHUNK_ENTRY);
-    }
-    memcpy(out + nh.sections[SEC_CHUNK_DATA].offset, in + h->sections[SEC_CHUNK_DATA].offset, (size_t)kept);
-    memcpy(out + nh.sections[SEC_CHUNK_DATA].offset + kept, ts + th->sections[SEC_CHUNK_DATA].offset,
-           (size_t)th->sections[SEC_CHUNK_DATA].size);
+    memcpy(out + data_off, in + h->sections[SEC_CHUNK_DATA].offset, (size_t)kept);
+    chunk_sink sink = {out + data_off, cap - data_off, kept, out + nh.sections[SEC_CHUNK_INDEX].offset, t->full};
+    r = encoder_code_tokens(e, &ml, 0, m, lead, lead_tokens, &sink);
+    free(lead);
+    if (r) return r;
+    if (sink.chunks != nh.n_chunks) return KVTC_ERR_CORRUPT; /* cannot happen: the header counts them */
+    if ((r = container_layout(&nh, sink.size))) return r;
+    if (nh.total_size > cap) return KVTC_ERR_BUFFER_TOO_SMALL;
     if (nh.flags & CONTAINER_FLAG_PLAN) container_write_plan_section(encoder_plan(e), out + nh.sections[SEC_PLAN].offset);
     for (int s = 0; s < container_n_sections(&nh); s++)
         if (s != SEC_CHUNK_DATA)
@@ -243,21 +273,8 @@ static kvtc_result splice(const kvtc_encoder *e, const uint8_t *in, const contai
     return KVTC_OK;
 }
 
-/* The coded tail as a stream of its own (no sinks) in a malloc'd buffer. */
-static kvtc_result code_tail(kvtc_encoder *e, const tail_cache *t, uint8_t **ts, size_t *ts_size) {
-    kvtc_cache_layout tl;
-    kvtc_cache_layout_from_cache(&t->c, &tl);
-    size_t cap = encoder_bound_sink(e, &tl, 0);
-    if (!cap) return KVTC_ERR_TOO_LARGE;
-    *ts = malloc(cap);
-    if (!*ts) return KVTC_ERR_OUT_OF_MEMORY;
-    return encoder_compress_sink(e, &tl, 0, *ts, cap, ts_size);
-}
-
 /* No new tokens: the stream itself, checked as an append would check it
- * (every chunk's CRC, the model fingerprint). Re-coding its partial last
- * chunk would only add a second quantization, and with no raw window and
- * coded tokens ending on a chunk boundary there would be no tail at all. */
+ * (every chunk's CRC, the model fingerprint). */
 static kvtc_result append_nothing(const kvtc_encoder *e, const uint8_t *in, const container_header *h, uint8_t *out,
                                   size_t cap, size_t *written) {
     uint64_t mf = encoder_options(e)->model_fingerprint, chunk_bytes = 0;
@@ -273,29 +290,22 @@ static kvtc_result append_nothing(const kvtc_encoder *e, const uint8_t *in, cons
 
 static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_size, const kvtc_cache_layout *more,
                                uint8_t *out, size_t cap, size_t *written) {
-    container_header h, th;
+    container_header h;
     kvtc_result r = check_request(e, in, in_size, more, &h);
     if (r) return r;
     if (more->n_tokens == 0) return append_nothing(e, in, &h, out, cap, written);
-    tail_cache t;
-    uint8_t *ts = NULL;
-    size_t ts_size = 0;
-    uint64_t kept = 0;
-    if ((r = build_tail(e, in, in_size, &h, more, &t))) goto done;
+    mid_cache t;
+    if ((r = build_mid(in, &h, more, &t))) goto done;
     if (!container_coded_tokens(&h)) {
-        /* all raw: the tail is the whole concatenation, coded afresh */
-        kvtc_cache_layout tl;
-        kvtc_cache_layout_from_cache(&t.c, &tl);
-        r = kvtc_compress_layout(e, &tl, out, cap, written);
+        /* all raw: mid is the whole concatenation, coded afresh */
+        kvtc_cache_layout ml;
+        kvtc_cache_layout_from_cache(&t.c, &ml);
+        r = kvtc_compress_layout(e, &ml, out, cap, written);
         goto done;
     }
-    if ((r = kept_chunk_bytes(in, &h, t.full, &kept))) goto done;
-    if ((r = code_tail(e, &t, &ts, &ts_size))) goto done;
-    if ((r = container_read_prefix_only(ts, ts_size, &th))) goto done;
-    r = splice(e, in, &h, &t, kept, ts, &th, out, cap, written);
+    r = append_coded(e, in, &h, &t, more->n_tokens, out, cap, written);
 done:
-    free(ts);
-    tail_free(&t);
+    mid_free(&t);
     return r;
 }
 
@@ -303,9 +313,10 @@ size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, 
     if (!e || !in || !more) return 0;
     container_header h;
     if (check_request(e, in, in_size, more, &h)) return 0;
-    /* old stream + the bound of a tail of at most chunk + window + new
-     * tokens (a layout that is only measured, never read: any non-NULL
-     * bases do) + positions and ids of every token + the plan section */
+    /* old stream + the bound of a stream without sinks of chunk + window +
+     * new tokens (its chunks hold at least the rem + m tokens the append
+     * codes; a layout that is only measured, never read: any non-NULL bases
+     * do) + positions and ids of every token + the plan section */
     kvtc_cache_layout fake;
     memset(&fake, 0, sizeof fake);
     fake.geometry = h.geometry;

@@ -1,8 +1,11 @@
 /* codec_common.c - see codec_common.h. */
 #include "cpu/codec_common.h"
 
+#include <libdeflate.h>
 #include <string.h>
 
+#include "entropy/rans.h"
+#include "quant/group_quant.h"
 #include "transform/project.h"
 #include "transform/rows.h"
 #include "util/cache.h"
@@ -131,4 +134,24 @@ void codec_scatter_uncentered(const kvtc_cache_layout *c, int is_key, const basi
     uint32_t parts = parts_for(n_threads, n);
     rows_job j = {c, is_key, s, first_layer, layer_begin, layer_end, t0, n, rope, x, parts, 0};
     kvi_parallel_for(parts, parts, scatter_part, &j);
+}
+
+kvtc_result codec_chunk_payload(const uint8_t *buf, const container_header *h, uint32_t ci, const basis_plan *pl,
+                                struct libdeflate_decompressor *dec, uint8_t *payload, uint32_t *n_tok) {
+    container_chunk_entry ce;
+    kvtc_result r = container_read_chunk_entry(buf, h, ci, &ce);
+    if (r) return r;
+    uint64_t want = quant_payload_size(&pl->k, &pl->v, ce.n_tokens);
+    if (ce.payload_size != want) return KVTC_ERR_CORRUPT;
+    const uint8_t *z = buf + h->sections[SEC_CHUNK_DATA].offset + ce.offset;
+    if (libdeflate_crc32(0, z, ce.size) != ce.crc32) return KVTC_ERR_CORRUPT;
+    if (h->codec == CONTAINER_CODEC_RANS) {
+        if ((r = rans_decode(z, ce.size, payload, (size_t)want))) return r;
+    } else {
+        size_t got = 0;
+        enum libdeflate_result lr = libdeflate_deflate_decompress(dec, z, ce.size, payload, (size_t)want, &got);
+        if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
+    }
+    *n_tok = ce.n_tokens;
+    return KVTC_OK;
 }

@@ -24,6 +24,15 @@ static inline uint32_t codec_batch_chunks(uint32_t chunk_tokens) {
  * dtype, described as a contiguous cache layout (K and V alike). */
 void codec_raw_section_layout(const container_header *h, const uint8_t *section, kvtc_cache_layout *out);
 
+/* Entropy-decode chunk ci of a stream whose prefix is validated (header
+ * h) under plan pl into payload (room for the payload of chunk_tokens
+ * tokens): the chunk's CRC is checked before it is decoded, and the decoded
+ * size must be the plan's for the entry's token count (*n_tok), else
+ * KVTC_ERR_CORRUPT. dec decodes codec 1 (DEFLATE). */
+struct libdeflate_decompressor;
+kvtc_result codec_chunk_payload(const uint8_t *buf, const container_header *h, uint32_t ci, const basis_plan *pl,
+                                struct libdeflate_decompressor *dec, uint8_t *payload, uint32_t *n_tok);
+
 /* Sink and window tokens of one cache tensor -> its raw section. */
 void codec_cache_to_raw(const container_header *h, const kvtc_cache_layout *c, int is_key, uint8_t *section);
 

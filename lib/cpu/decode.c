@@ -176,25 +176,10 @@ static void reconstruct_layers(const dchunk_ctx *b, int is_key, const float *dm,
 /* Entropy-decode and dequantize chunk ci into dk [n][rank_k], dv [n][rank_v]. */
 static kvtc_result inflate_chunk(const dchunk_ctx *b, uint32_t ci, uint32_t worker, float *dk, float *dv,
                                  uint32_t *n_tok) {
-    container_chunk_entry ce;
-    kvtc_result r = container_read_chunk_entry(b->buf, b->h, ci, &ce);
+    kvtc_result r = codec_chunk_payload(b->buf, b->h, ci, b->plan, b->d->dec[worker], b->payload[worker], n_tok);
     if (r) return r;
     const plan_stream *pk = &b->plan->k, *pv = &b->plan->v;
-    uint64_t want = quant_payload_size(pk, pv, ce.n_tokens);
-    if (ce.payload_size != want) return KVTC_ERR_CORRUPT;
-    const uint8_t *z = b->buf + b->h->sections[SEC_CHUNK_DATA].offset + ce.offset;
-    if (libdeflate_crc32(0, z, ce.size) != ce.crc32) return KVTC_ERR_CORRUPT;
-    if (b->h->codec == CONTAINER_CODEC_RANS) {
-        r = rans_decode(z, ce.size, b->payload[worker], (size_t)want);
-        if (r) return r;
-    } else {
-        size_t got = 0;
-        enum libdeflate_result lr = libdeflate_deflate_decompress(b->d->dec[worker], z, ce.size,
-                                                                  b->payload[worker], (size_t)want, &got);
-        if (lr != LIBDEFLATE_SUCCESS || got != want) return KVTC_ERR_CORRUPT;
-    }
-    *n_tok = ce.n_tokens;
-    return quant_decode(pk, pv, b->payload[worker], ce.n_tokens, dk, pk->rank_used, dv, pv->rank_used);
+    return quant_decode(pk, pv, b->payload[worker], *n_tok, dk, pk->rank_used, dv, pv->rank_used);
 }
 
 static int decode_chunk(void *p, uint32_t item, uint32_t worker) {
@@ -451,7 +436,7 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     uint64_t c0, c1; /* coded tokens of the range, as coded-token indices */
     coded_span(&h, rg.token_begin, rg.token_end, &c0, &c1);
     uint32_t m = h.recompute_layers;
-    int need_model = m && c1 > c0 && rg.layer_begin < m;
+    int need_model = m && c1 > c0 && rg.layer_begin < m && rg.layer_begin < rg.layer_end;
     if (need_model && !d->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
     /* issue 9 item 3: the recomputed layers must come from the stream's model */
     if (need_model && (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && h.model_fingerprint != d->opt.model_fingerprint)

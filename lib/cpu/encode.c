@@ -180,7 +180,10 @@ typedef struct batch_ctx {
     uint64_t n_tokens;      /* tokens in this batch */
     uint32_t chunk_tokens;
     const float *dk, *dv;   /* [n_tokens][rank_used] */
+    const uint8_t *lead;    /* payload of lead_tokens tokens that open chunk 0 (append), or NULL */
+    uint32_t lead_tokens;
     uint8_t **payload;      /* per worker scratch */
+    uint8_t **fresh;        /* per worker scratch for the batch's own tokens of a chunk with a lead */
     uint8_t **zbuf;         /* per chunk of the batch */
     size_t zcap;
     size_t *zsize;
@@ -188,17 +191,31 @@ typedef struct batch_ctx {
     uint32_t *payload_size;
 } batch_ctx;
 
+/* Batch tokens of chunk `item`: [*t0, *t0 + *n). With a lead, chunk 0
+ * takes only chunk_tokens - lead_tokens of them and the others follow it. */
+static void chunk_span(const batch_ctx *b, uint32_t item, uint64_t *t0, uint64_t *n) {
+    uint64_t C = b->chunk_tokens, lead = b->lead ? b->lead_tokens : 0;
+    *t0 = item ? (uint64_t)item * C - lead : 0;
+    uint64_t cap = item ? C : C - lead;
+    *n = b->n_tokens - *t0 < cap ? b->n_tokens - *t0 : cap;
+}
+
 static int encode_chunk(void *p, uint32_t item, uint32_t worker) {
     batch_ctx *b = p;
-    uint64_t t0 = (uint64_t)item * b->chunk_tokens;
-    uint64_t n = b->n_tokens - t0 < b->chunk_tokens ? b->n_tokens - t0 : b->chunk_tokens;
+    uint64_t t0, n;
+    chunk_span(b, item, &t0, &n);
     const plan_stream *pk = &b->plan->k, *pv = &b->plan->v;
-    uint64_t psize = quant_payload_size(pk, pv, n);
     kvtc_result rr = quant_check_range(pk, pv, b->dk + t0 * pk->rank_used, pk->rank_used,
                                        b->dv + t0 * pv->rank_used, pv->rank_used, n);
     if (rr) return rr;
+    uint64_t lead = item == 0 && b->lead ? b->lead_tokens : 0;
+    uint8_t *q = lead ? b->fresh[worker] : b->payload[worker];
     quant_encode(pk, pv, b->dk + t0 * pk->rank_used, pk->rank_used, b->dv + t0 * pv->rank_used,
-                 pv->rank_used, n, b->payload[worker]);
+                 pv->rank_used, n, q);
+    /* the lead's tokens come first, their codes unchanged */
+    if (lead) quant_payload_concat(pk, pv, b->lead, lead, q, n, b->payload[worker]);
+    n += lead;
+    uint64_t psize = quant_payload_size(pk, pv, n);
     size_t z = 0;
     if (b->e->opt.entropy_codec == KVTC_CODEC_RANS) {
         uint32_t cap = 2 * (pk->n_groups + pv->n_groups);
@@ -219,6 +236,116 @@ static int encode_chunk(void *p, uint32_t item, uint32_t worker) {
     return 0;
 }
 
+/* Scratch of encoder_code_tokens, sized for batches of `batch` tokens. */
+typedef struct code_scratch {
+    uint32_t n_workers, per_batch;
+    float *x, *dk, *dv;
+    uint8_t **payload, **fresh, **zbuf;
+    size_t zcap, *zsize;
+    uint32_t *zcrc, *psz;
+} code_scratch;
+
+static void scratch_free(code_scratch *s) {
+    for (uint32_t i = 0; s->payload && i < s->n_workers; i++) free(s->payload[i]);
+    for (uint32_t i = 0; s->fresh && i < s->n_workers; i++) free(s->fresh[i]);
+    for (uint32_t i = 0; s->zbuf && i < s->per_batch; i++) free(s->zbuf[i]);
+    free(s->payload); free(s->fresh); free(s->zbuf); free(s->zsize); free(s->zcrc); free(s->psz);
+    free(s->x); free(s->dk); free(s->dv);
+}
+
+static kvtc_result scratch_alloc(const kvtc_encoder *e, uint64_t batch, int with_lead, code_scratch *s) {
+    memset(s, 0, sizeof *s);
+    const basis_plan *pl = e->pl;
+    uint32_t C = e->opt.chunk_tokens;
+    uint64_t max_payload64 = quant_payload_size(&pl->k, &pl->v, C);
+    if (max_payload64 > UINT32_MAX) return KVTC_ERR_TOO_LARGE; /* chunk index sizes are u32 */
+    size_t max_payload = (size_t)max_payload64;
+    s->n_workers = e->opt.n_threads;
+    s->per_batch = codec_batch_chunks(C);
+    s->zcap = chunk_bound(e, max_payload);
+    s->x = malloc(sizeof(float) * (batch ? batch : 1) * e->basis->k.p);
+    s->dk = malloc(sizeof(float) * (batch * pl->k.rank_used + 1));
+    s->dv = malloc(sizeof(float) * (batch * pl->v.rank_used + 1));
+    s->payload = calloc(s->n_workers, sizeof(uint8_t *));
+    s->fresh = calloc(s->n_workers, sizeof(uint8_t *));
+    s->zbuf = calloc(s->per_batch, sizeof(uint8_t *));
+    s->zsize = calloc(s->per_batch, sizeof(size_t));
+    s->zcrc = calloc(s->per_batch, sizeof(uint32_t));
+    s->psz = calloc(s->per_batch, sizeof(uint32_t));
+    if (!s->x || !s->dk || !s->dv || !s->payload || !s->fresh || !s->zbuf || !s->zsize || !s->zcrc || !s->psz)
+        return KVTC_ERR_OUT_OF_MEMORY;
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        if (!(s->payload[i] = malloc(max_payload + 1))) return KVTC_ERR_OUT_OF_MEMORY;
+        if (with_lead && !(s->fresh[i] = malloc(max_payload + 1))) return KVTC_ERR_OUT_OF_MEMORY;
+    }
+    for (uint32_t i = 0; i < s->per_batch; i++)
+        if (!(s->zbuf[i] = malloc(s->zcap))) return KVTC_ERR_OUT_OF_MEMORY;
+    return KVTC_OK;
+}
+
+/* One batch: tokens [t0, t0 + n) of c projected with one GEMM per stream,
+ * then quantized and entropy-coded chunk by chunk on the workers (chunk 0
+ * opened by the lead, if any: chunk_span) and appended to *out. */
+static kvtc_result code_batch(const kvtc_encoder *e, const kvtc_cache_layout *c, uint64_t t0, uint64_t n,
+                              const uint8_t *lead, uint32_t lead_tokens, code_scratch *s, chunk_sink *out) {
+    const kvtc_basis *b = e->basis;
+    const basis_plan *pl = e->pl;
+    uint32_t th = e->opt.n_threads, C = e->opt.chunk_tokens;
+    kvtc_result r = codec_gather_centered(c, 1, &b->k, b->recompute_layers, t0, n,
+                                          b->rope_removed ? &e->rope : NULL, th, s->x);
+    if (r) return r;
+    if (e->emul) r = proj_emul_project(e->emul, 0, pl->k.rank_used, s->x, n, s->dk);
+    else project_centered_split(&b->k, pl->k.rank_used, s->x, n, s->dk, th);
+    if (r) return r;
+    if ((r = codec_gather_centered(c, 0, &b->v, b->recompute_layers, t0, n, NULL, th, s->x))) return r;
+    if (e->emul) r = proj_emul_project(e->emul, 1, pl->v.rank_used, s->x, n, s->dv);
+    else project_centered_split(&b->v, pl->v.rank_used, s->x, n, s->dv, th);
+    if (r) return r;
+    uint64_t lead_n = lead ? lead_tokens : 0;
+    uint32_t n_chunks = (uint32_t)((n + lead_n + C - 1) / C);
+    batch_ctx bc = {e, pl, n, C, s->dk, s->dv, lead, lead_tokens, s->payload, s->fresh, s->zbuf, s->zcap,
+                    s->zsize, s->zcrc, s->psz};
+    int rc = kvi_parallel_for(th, n_chunks, encode_chunk, &bc);
+    if (rc) return (kvtc_result)rc;
+    for (uint32_t i = 0; i < n_chunks; i++) {
+        if (s->zsize[i] > out->cap || out->size > out->cap - s->zsize[i]) return KVTC_ERR_BUFFER_TOO_SMALL;
+        memcpy(out->data + out->size, s->zbuf[i], s->zsize[i]);
+        uint64_t t0c, own;
+        chunk_span(&bc, i, &t0c, &own);
+        container_chunk_entry ce = {out->size, (uint32_t)s->zsize[i], s->zcrc[i],
+                                    (uint32_t)(own + (i == 0 ? lead_n : 0)), s->psz[i]};
+        container_write_chunk_entry(&ce, out->index + (uint64_t)out->chunks * CONTAINER_CHUNK_ENTRY);
+        out->size += s->zsize[i];
+        out->chunks++;
+    }
+    return KVTC_OK;
+}
+
+kvtc_result encoder_code_tokens(kvtc_encoder *e, const kvtc_cache_layout *c, uint64_t t0, uint64_t n,
+                                const uint8_t *lead, uint32_t lead_tokens, chunk_sink *out) {
+    uint32_t C = e->opt.chunk_tokens;
+    if (!lead) lead_tokens = 0;
+    if (lead_tokens >= C || (lead_tokens && !n)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!n) return KVTC_OK;
+    uint64_t batch = (uint64_t)codec_batch_chunks(C) * C;
+    if (batch > n + lead_tokens) batch = n + lead_tokens;
+    code_scratch s;
+    kvtc_result r = scratch_alloc(e, batch, lead_tokens > 0, &s);
+    if (r) goto done;
+    /* with a lead the first batch holds lead_tokens fewer tokens of c,
+     * so that the chunks after the one it opens stay aligned */
+    uint64_t done_tokens = 0;
+    while (done_tokens < n) {
+        uint64_t room = done_tokens ? batch : batch - lead_tokens;
+        uint64_t k = n - done_tokens < room ? n - done_tokens : room;
+        if ((r = code_batch(e, c, t0 + done_tokens, k, done_tokens ? NULL : lead, lead_tokens, &s, out))) goto done;
+        done_tokens += k;
+    }
+done:
+    scratch_free(&s);
+    return r;
+}
+
 kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, size_t cap,
                           size_t *written) {
     if (!cache) return KVTC_ERR_INVALID_ARGUMENT;
@@ -230,24 +357,17 @@ kvtc_result kvtc_compress(kvtc_encoder *e, const kvtc_cache *cache, void *out, s
     return kvtc_compress_layout(e, &c, out, cap, written);
 }
 
-kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, void *out, size_t cap,
-                                 size_t *written) {
-    if (!e) return KVTC_ERR_INVALID_ARGUMENT;
-    return encoder_compress_sink(e, c, e->opt.n_sink, out, cap, written);
-}
-
 const basis_plan *encoder_plan(const kvtc_encoder *e) { return e->pl; }
 const kvtc_encode_options *encoder_options(const kvtc_encoder *e) { return &e->opt; }
 const kvtc_basis *encoder_basis(const kvtc_encoder *e) { return e->basis; }
 
-kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, uint32_t n_sink, void *out,
-                                  size_t cap, size_t *written) {
+kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layout *c, void *out, size_t cap,
+                                 size_t *written) {
     if (!e || !c || !out || !written) return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_result r = encoder_check_cache(e, c);
     if (r) return r;
     container_header h;
-    if ((r = encoder_header(e, c, n_sink, &h))) return r;
-    const kvtc_basis *b = e->basis;
+    if ((r = encoder_header(e, c, e->opt.n_sink, &h))) return r;
     const basis_plan *pl = e->pl;
     uint64_t coded = container_coded_tokens(&h);
     if (!kvi_layout_tokens_finite(c, 0, h.n_sink, coded)) return KVTC_ERR_NUMERIC;
@@ -267,77 +387,16 @@ kvtc_result encoder_compress_sink(kvtc_encoder *e, const kvtc_cache_layout *c, u
     codec_cache_to_raw(&h, c, 0, o + h.sections[SEC_RAW_V].offset);
 
     /* coded tokens, batch by batch */
-    uint32_t per_batch = codec_batch_chunks(h.chunk_tokens);
-    uint64_t batch_tokens = (uint64_t)per_batch * h.chunk_tokens;
-    if (batch_tokens > coded) batch_tokens = coded;
-    const basis_stream *bk = &b->k, *bv = &b->v;
-    uint32_t p = bk->p;
-    uint64_t max_payload64 = quant_payload_size(&pl->k, &pl->v, h.chunk_tokens);
-    if (max_payload64 > UINT32_MAX) return KVTC_ERR_TOO_LARGE; /* chunk index sizes are u32 */
-    size_t max_payload = (size_t)max_payload64;
-    size_t zcap = chunk_bound(e, max_payload);
-    float *x = malloc(sizeof(float) * (batch_tokens ? batch_tokens : 1) * p);
-    float *dk = malloc(sizeof(float) * (batch_tokens * pl->k.rank_used + 1));
-    float *dv = malloc(sizeof(float) * (batch_tokens * pl->v.rank_used + 1));
-    uint8_t **payload = calloc(e->opt.n_threads, sizeof(uint8_t *));
-    uint8_t **zbuf = calloc(per_batch, sizeof(uint8_t *));
-    size_t *zsize = calloc(per_batch, sizeof(size_t));
-    uint32_t *zcrc = calloc(per_batch, sizeof(uint32_t));
-    uint32_t *psz = calloc(per_batch, sizeof(uint32_t));
-    r = KVTC_ERR_OUT_OF_MEMORY;
-    if (!x || !dk || !dv || !payload || !zbuf || !zsize || !zcrc || !psz) goto done;
-    for (uint32_t i = 0; i < e->opt.n_threads; i++)
-        if (!(payload[i] = malloc(max_payload + 1))) goto done;
-    for (uint32_t i = 0; i < per_batch; i++)
-        if (!(zbuf[i] = malloc(zcap))) goto done;
-
-    uint64_t zoff = 0;
-    uint32_t chunk = 0;
-    for (uint64_t t0 = 0; t0 < coded; t0 += batch_tokens) {
-        uint64_t n = coded - t0 < batch_tokens ? coded - t0 : batch_tokens;
-        uint64_t first_tok = h.n_sink + t0;
-        uint32_t th = e->opt.n_threads;
-        r = codec_gather_centered(c, 1, bk, b->recompute_layers, first_tok, n, b->rope_removed ? &e->rope : NULL, th, x);
-        if (r) goto done;
-        if (e->emul) r = proj_emul_project(e->emul, 0, pl->k.rank_used, x, n, dk);
-        else project_centered_split(bk, pl->k.rank_used, x, n, dk, th);
-        if (r) goto done;
-        if ((r = codec_gather_centered(c, 0, bv, b->recompute_layers, first_tok, n, NULL, th, x))) goto done;
-        if (e->emul) r = proj_emul_project(e->emul, 1, pl->v.rank_used, x, n, dv);
-        else project_centered_split(bv, pl->v.rank_used, x, n, dv, th);
-        if (r) goto done;
-        uint32_t n_chunks = (uint32_t)((n + h.chunk_tokens - 1) / h.chunk_tokens);
-        batch_ctx bc = {e, pl, n, h.chunk_tokens, dk, dv, payload, zbuf, zcap, zsize, zcrc, psz};
-        int rc = kvi_parallel_for(e->opt.n_threads, n_chunks, encode_chunk, &bc);
-        if (rc) { r = (kvtc_result)rc; goto done; }
-        for (uint32_t i = 0; i < n_chunks; i++, chunk++) {
-            if (zsize[i] > cap - data_off - zoff || data_off + zoff > cap) { r = KVTC_ERR_BUFFER_TOO_SMALL; goto done; }
-            memcpy(o + data_off + zoff, zbuf[i], zsize[i]);
-            container_chunk_entry ce = {zoff, (uint32_t)zsize[i], zcrc[i],
-                                        (uint32_t)(n - (uint64_t)i * h.chunk_tokens < h.chunk_tokens
-                                                       ? n - (uint64_t)i * h.chunk_tokens
-                                                       : h.chunk_tokens),
-                                        psz[i]};
-            container_write_chunk_entry(&ce, o + h.sections[SEC_CHUNK_INDEX].offset +
-                                                 (uint64_t)chunk * CONTAINER_CHUNK_ENTRY);
-            zoff += zsize[i];
-        }
-    }
-    if ((r = container_layout(&h, zoff))) goto done;
-    if (h.total_size > cap) { r = KVTC_ERR_BUFFER_TOO_SMALL; goto done; }
+    chunk_sink sink = {o + data_off, cap - data_off, 0, o + h.sections[SEC_CHUNK_INDEX].offset, 0};
+    if ((r = encoder_code_tokens(e, c, h.n_sink, coded, NULL, 0, &sink))) return r;
+    uint64_t zoff = sink.size;
+    if ((r = container_layout(&h, zoff))) return r;
+    if (h.total_size > cap) return KVTC_ERR_BUFFER_TOO_SMALL;
     if (h.flags & CONTAINER_FLAG_PLAN) container_write_plan_section(pl, o + h.sections[SEC_PLAN].offset);
     for (int s = 0; s < container_n_sections(&h); s++)
         if (s != SEC_CHUNK_DATA)
             h.sections[s].crc32 = libdeflate_crc32(0, o + h.sections[s].offset, (size_t)h.sections[s].size);
     container_write_prefix(&h, o);
     *written = (size_t)h.total_size;
-    r = KVTC_OK;
-done:
-    if (payload)
-        for (uint32_t i = 0; i < e->opt.n_threads; i++) free(payload[i]);
-    if (zbuf)
-        for (uint32_t i = 0; i < per_batch; i++) free(zbuf[i]);
-    free(payload); free(zbuf); free(zsize); free(zcrc); free(psz);
-    free(x); free(dk); free(dv);
-    return r;
+    return KVTC_OK;
 }

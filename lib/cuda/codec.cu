@@ -514,6 +514,7 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     TAKE(sec_crc, 64);
     L->blas_size = 32u << 20;
     TAKE(blas, L->blas_size);
+    TAKE(block_check, KVTC_CUDA_BLOCK_CHECK_BYTES);  // launch_check_block_table's bitmap
     L->hist_bytes = mulc(segs4, 256 * 4, &ov);
     TAKE(hist, L->hist_bytes);
     TAKE(freq, mulc(segs4, 256 * 2, &ov));

@@ -122,7 +122,9 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint64_t te = range && range->token_end ? range->token_end : h.n_tokens;
     uint32_t lb = range ? range->layer_begin : 0;
     uint32_t le = range && range->layer_end ? range->layer_end : h.geometry.n_layers;
-    if (tb > te || te > h.n_tokens || lb >= le || le > h.geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
+    // empty ranges (tb == te, lb == le) are valid, as on the CPU: they write
+    // only the range's positions and ids, after the same checks
+    if (tb > te || te > h.n_tokens || lb > le || le > h.geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
     if (out->dtype != h.dtype || out->n_tokens != te - tb) return KVTC_ERR_GEOMETRY_MISMATCH;
     if (size < h.total_size) return KVTC_ERR_TRUNCATED;
     // a plan of the codec, or the one the stream carries (read from the prefix)
@@ -153,7 +155,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     uint64_t run0 = (uint64_t)ch0 * h.chunk_tokens;  // coded index of the run's first token
     uint64_t run_end = (uint64_t)ch1 * h.chunk_tokens < coded ? (uint64_t)ch1 * h.chunk_tokens : coded;
     // recomputed layers of coded tokens in the range: the engine's hook, from the stream's model
-    int need_model = m && k1 > k0 && lb < m;
+    int need_model = m && k1 > k0 && lb < m && lb < le;
     if (need_model && !c->opt.recompute) return KVTC_ERR_NEEDS_MODEL;
     if (need_model && (h.flags & CONTAINER_FLAG_MODEL_FINGERPRINT) && h.model_fingerprint != c->opt.model_fingerprint)
         return KVTC_ERR_MODEL_MISMATCH;
@@ -165,7 +167,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         CUDA_CHECK(c, cudaMemcpyAsync(d_status, ws + L.hstat, 4, cudaMemcpyDeviceToDevice, stream));
     else
         CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
-    launch_check_block_table(out, d_status, stream);
+    CUDA_CHECK(c, launch_check_block_table(out, ws + L.block_check, d_status, stream));
     LAUNCH_CHECK(c, "block table check");
     DevTensor tk, tv;  // K and V through their layouts (by value into the kernels)
     dev_tensor(out, 1, &tk);
@@ -243,7 +245,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
         TRY(check_section_crcs(c, h, L, in, pieces, d_status, stream));
         PROF(c, stream, "section CRCs");
     }
-    if (container_raw_tokens(&h) && te > tb) {
+    if (container_raw_tokens(&h) && te > tb && nLH) {
         RawRange rr = {tb, te, lh0, nLH};
         launch_raw_copy(tk, (uint8_t *)in + h.sections[SEC_RAW_K].offset, H, g->head_dim, h.n_tokens, h.n_sink,
                         h.n_window, 1, rr, stream);

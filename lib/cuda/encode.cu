@@ -39,7 +39,7 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
     c->held.valid = 0;  // the payload area is about to be overwritten
     if (d_status) {
         CUDA_CHECK(c, cudaMemsetAsync(d_status, 0, 4, stream));
-        launch_check_block_table(cache, d_status, stream);
+        CUDA_CHECK(c, launch_check_block_table(cache, ws + L.block_check, d_status, stream));
         LAUNCH_CHECK(c, "block table check");
     }
     // K and V through their layouts (the per-layer bases travel by value); ~2 KB each

@@ -42,7 +42,7 @@ kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t l
     if (l->n_tokens > KVTC_MAX_TOKENS) return KVTC_ERR_TOO_LARGE;
     if (l->geometry.n_layers > KVTC_CUDA_MAX_LAYERS) return KVTC_ERR_UNSUPPORTED;
     if (le == 0) le = l->geometry.n_layers;
-    if (lb >= le || le > l->geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;
+    if (lb > le || le > l->geometry.n_layers) return KVTC_ERR_INVALID_ARGUMENT;  // lb == le: an empty range
     if (l->n_tokens == 0) return KVTC_OK;
     for (int s = 0; s < 2; s++) {
         const kvtc_tensor_layout *t = s ? &l->v : &l->k;
@@ -60,23 +60,42 @@ kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t l
     return KVTC_OK;
 }
 
-__global__ void check_block_table_k(const int32_t *table, uint64_t n, uint64_t n_pool, uint32_t *status) {
-    uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    int32_t b = table[i];
-    if (b < 0 || (uint64_t)b >= n_pool) {
-        set_status(status, KVTC_ERR_BAD_BLOCK_TABLE);
-        return;
-    }
-    for (uint64_t j = 0; j < i; j++)
-        if (table[j] == b) {
+// One window of the duplicate check: ids [lo, lo + n_ids) as bits of
+// `bits` (zeroed by the caller); an entry whose bit is already set repeats
+// an earlier one (whichever of the two threads comes second reports it).
+// Ids outside [0, n_pool) are reported in every window (harmless: the
+// status keeps the first code).
+__global__ void check_block_table_k(const int32_t *table, uint64_t n, uint64_t n_pool, uint32_t lo, uint32_t n_ids,
+                                    uint32_t *bits, uint32_t *status) {
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        int32_t b = table[i];
+        if (b < 0 || (uint64_t)b >= n_pool) {
             set_status(status, KVTC_ERR_BAD_BLOCK_TABLE);
-            return;
+            continue;
         }
+        uint32_t off = (uint32_t)b - lo;
+        if ((uint32_t)b < lo || off >= n_ids) continue;
+        uint32_t m = 1u << (off & 31);
+        if (atomicOr(bits + (off >> 5), m) & m) set_status(status, KVTC_ERR_BAD_BLOCK_TABLE);
+    }
 }
 
-void launch_check_block_table(const kvtc_cache_layout *l, uint32_t *status, cudaStream_t st) {
-    if (!l->block_size || !l->n_tokens) return;
+cudaError_t launch_check_block_table(const kvtc_cache_layout *l, void *scratch, uint32_t *status, cudaStream_t st) {
+    if (!l->block_size || !l->n_tokens) return cudaSuccess;
     uint64_t n = (l->n_tokens + l->block_size - 1) / l->block_size;
-    check_block_table_k<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(l->block_table, n, l->n_pool_blocks, status);
+    uint64_t blocks = (n + 255) / 256;
+    unsigned grid = (unsigned)(blocks < 4096 ? blocks : 4096);  // grid-stride beyond
+    // valid ids are [0, min(n_pool, 2^31)) (entries are int32), checked
+    // KVTC_CUDA_BLOCK_CHECK_BYTES * 8 ids at a time: one window for any
+    // pool below 2^25 blocks, at most 64 for a hostile n_pool
+    uint64_t ids = l->n_pool_blocks < (1ull << 31) ? l->n_pool_blocks : (1ull << 31);
+    const uint64_t window = (uint64_t)KVTC_CUDA_BLOCK_CHECK_BYTES * 8;
+    for (uint64_t lo = 0; lo < ids; lo += window) {
+        uint64_t w = ids - lo < window ? ids - lo : window;
+        cudaError_t e = cudaMemsetAsync(scratch, 0, (size_t)((w + 31) / 32 * 4), st);
+        if (e != cudaSuccess) return e;
+        check_block_table_k<<<grid, 256, 0, st>>>(l->block_table, n, l->n_pool_blocks, (uint32_t)lo, (uint32_t)w,
+                                                  (uint32_t *)scratch, status);
+    }
+    return cudaSuccess;  // launch errors: cudaGetLastError (LAUNCH_CHECK)
 }

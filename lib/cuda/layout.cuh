@@ -33,7 +33,7 @@ void dev_tensor(const kvtc_cache_layout *l, int is_key, DevTensor *t);
 // table is validated on the device, launch_check_block_table): geometry,
 // dtype, token count, pointers present, at most KVTC_CUDA_MAX_LAYERS
 // layers (else KVTC_ERR_UNSUPPORTED). Only layers [lb, le) (le 0: all) need
-// pointers.
+// pointers; lb == le (an empty range, as on the CPU) is valid.
 kvtc_result dev_layout_check(const kvtc_cache_layout *l, uint32_t lb, uint32_t le);
 
 // Start of row (layer l, token tok, head h) in bytes, or NULL when the
@@ -51,9 +51,18 @@ static __device__ __forceinline__ char *tensor_row(const DevTensor &t, uint32_t 
     return (char *)t.layer[l] + (int64_t)t.es * (slot + (int64_t)h * t.head_stride);
 }
 
+// Device scratch of the block-table check: a bitmap of 2^25 block ids.
+#define KVTC_CUDA_BLOCK_CHECK_BYTES (4u << 20)
+
 // KVTC_ERR_BAD_BLOCK_TABLE into *status when one of the ceil(n_tokens /
-// block_size) entries is outside [0, n_pool) or repeats an earlier one
-// (one thread per entry; O(entries^2) comparisons in all).
-void launch_check_block_table(const kvtc_cache_layout *l, uint32_t *status, cudaStream_t st);
+// block_size) entries is outside [0, n_pool) or repeats an earlier one.
+// O(entries) work per window of 2^25 ids: a bitmap over the ids in
+// `scratch` (KVTC_CUDA_BLOCK_CHECK_BYTES of device memory that nothing else
+// in flight uses; stream-ordered, graph-capturable: a memset and a kernel
+// per window). A pool of up to 2^25 blocks takes one window; a larger one
+// (entries are int32, so at most 2^31 ids) up to 64, whatever n_pool says.
+// It used to compare every pair of entries: 128K entries stalled.
+// Returns a memset's error; launch errors are left to cudaGetLastError.
+cudaError_t launch_check_block_table(const kvtc_cache_layout *l, void *scratch, uint32_t *status, cudaStream_t st);
 
 #endif

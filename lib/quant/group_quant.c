@@ -240,3 +240,50 @@ kvtc_result quant_decode_path(const plan_stream *k, const plan_stream *v, const 
     kvtc_result r = decode_stream(k, &pp, &br, n, dk, ldk, simd);
     return r ? r : decode_stream(v, &pp, &br, n, dv, ldv, simd);
 }
+
+/* ---- payload concatenation (kvtc_append) ----------------------------- */
+
+/* Copy n bits from src at bit *src_bit to the writer, advancing *src_bit. */
+static void copy_bits(const uint8_t *src, uint64_t *src_bit, uint64_t n, bit_writer *w) {
+    bit_reader r = {src + *src_bit / 8, 0, 0};
+    unsigned skip = (unsigned)(*src_bit % 8);
+    if (skip) br_get(&r, skip);
+    *src_bit += n;
+    for (; n >= 24; n -= 24) bw_put(w, br_get(&r, 24), 24);
+    if (n) bw_put(w, br_get(&r, (unsigned)n), (unsigned)n);
+}
+
+/* One stream's part of quant_payload_concat: each group's parameters of a
+ * then of b, and each quantized group's codes of a then of b. */
+static void concat_stream(const plan_stream *s, const uint8_t **pa, uint64_t na, const uint8_t **pb, uint64_t nb,
+                          uint8_t **po, const uint8_t *ca, uint64_t *ca_bit, const uint8_t *cb, uint64_t *cb_bit,
+                          bit_writer *w) {
+    for (uint32_t gi = 0; gi < s->n_groups; gi++) {
+        const dp_group *g = &s->groups[gi];
+        uint64_t per_token = 0; /* parameter bytes */
+        if (g->bits >= 1 && g->bits <= DP_MAX_BITS) per_token = 4;
+        else if (g->bits == DP_RAW_BITS) per_token = 2ull * g->size;
+        memcpy(*po, *pa, (size_t)(per_token * na));
+        memcpy(*po + per_token * na, *pb, (size_t)(per_token * nb));
+        *po += per_token * (na + nb);
+        *pa += per_token * na;
+        *pb += per_token * nb;
+        if (g->bits >= 1 && g->bits <= DP_MAX_BITS) {
+            uint64_t bits = (uint64_t)g->size * g->bits;
+            copy_bits(ca, ca_bit, bits * na, w);
+            copy_bits(cb, cb_bit, bits * nb, w);
+        }
+    }
+}
+
+void quant_payload_concat(const plan_stream *k, const plan_stream *v, const uint8_t *a, uint64_t na,
+                          const uint8_t *b, uint64_t nb, uint8_t *out) {
+    uint64_t per_token = stream_param_bytes(k) + stream_param_bytes(v);
+    const uint8_t *pa = a, *pb = b, *ca = a + per_token * na, *cb = b + per_token * nb;
+    uint8_t *po = out;
+    uint64_t ca_bit = 0, cb_bit = 0;
+    bit_writer w = {out + per_token * (na + nb), 0, 0};
+    concat_stream(k, &pa, na, &pb, nb, &po, ca, &ca_bit, cb, &cb_bit, &w);
+    concat_stream(v, &pa, na, &pb, nb, &po, ca, &ca_bit, cb, &cb_bit, &w);
+    bw_flush(&w);
+}

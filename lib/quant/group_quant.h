@@ -36,4 +36,13 @@ void quant_encode(const plan_stream *k, const plan_stream *v, const float *dk, u
 kvtc_result quant_decode(const plan_stream *k, const plan_stream *v, const uint8_t *in, uint64_t n,
                   float *dk, uint64_t ldk, float *dv, uint64_t ldv);
 
+/* The payload of tokens a then b from a's payload (na tokens) and b's (nb
+ * tokens) under the same plans: out receives quant_payload_size(na + nb)
+ * bytes. Exact (codes and parameters are moved, nothing is re-quantized),
+ * so kvtc_append can complete a stream's partial last chunk with new
+ * tokens without a second quantization of the old ones. out must not
+ * overlap a or b. */
+void quant_payload_concat(const plan_stream *k, const plan_stream *v, const uint8_t *a, uint64_t na,
+                          const uint8_t *b, uint64_t nb, uint8_t *out);
+
 #endif

@@ -3,7 +3,8 @@
  * a middle range, sink-only, window-only, a layer range, one layer, both)
  * writes the matching slice of a full GPU decode (bit for bit for these ranges on an H200; kvtc_cuda.h promises equality up to GEMM rounding), and
  * nothing else (layers outside the range keep their guard values and may
- * have NULL pointers); ranges outside the stream are
+ * have NULL pointers); empty token and layer ranges are accepted and write
+ * nothing (as on the CPU); ranges outside the stream are
  * KVTC_ERR_INVALID_ARGUMENT; after kvtc_cuda_hold, one call per layer (the
  * entropy decoding skipped) gives the same slices. The stream is a CPU stream with a solved plan
  * and small chunks (many chunks). Exits 77 (skipped) without a GPU. */
@@ -64,8 +65,10 @@ int main(void) {
     cudaMemcpy(fv, d_v, kb, cudaMemcpyDeviceToHost);
 
     /* ranges: tokens [tb, te) (te 0 = all), layers [lb, le) (le 0 = all) */
-    static const uint64_t tr[][2] = {{0, 1}, {0, 4}, {0, 200}, {0, 0}, {100, 400}, {650, 700}, {2, 6}, {3, 571}};
-    static const uint32_t lr[][2] = {{0, 0}, {1, 3}, {3, 4}};
+    /* empty ranges ({5, 5} tokens, {2, 2} / {4, 4} layers) are valid and
+     * write nothing, as on the CPU (they were KVTC_ERR_INVALID_ARGUMENT) */
+    static const uint64_t tr[][2] = {{0, 1}, {0, 4}, {0, 200}, {0, 0}, {100, 400}, {650, 700}, {2, 6}, {3, 571}, {5, 5}};
+    static const uint32_t lr[][2] = {{0, 0}, {1, 3}, {3, 4}, {2, 2}, {4, 4}};
     for (size_t ti = 0; ti < sizeof tr / sizeof *tr; ti++)
         for (size_t li = 0; li < sizeof lr / sizeof *lr; li++) {
             kvtc_decode_range r;

@@ -6,8 +6,13 @@
  * fuzzed), and once more with every CRC (header, section table, sections,
  * chunks) recomputed, so that mutations reach the field checks, the chunk
  * index, the entropy decoders and dequantization behind the checksums.
+ * A stream that decodes is also extended by kvtc_append with a few of its
+ * own decoded tokens (an encoder with the stream's parameters), so that the
+ * append's reading of the old stream (kept chunks, the partial last
+ * chunk's payload) is fuzzed too.
  * Invariants: no crash or sanitizer report; get_info and decompress agree on
- * whether the prefix is valid; a successful decode wrote every byte. */
+ * whether the prefix is valid; a successful decode wrote every byte; an
+ * append that succeeds writes a stream that decodes. */
 #include <libdeflate.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -71,6 +76,33 @@ static void fix_crcs(uint8_t *b, size_t n) {
     st32(b + 124, (uint32_t)libdeflate_crc32(0, b, 124));
 }
 
+/* kvtc_append of the first min(3, n) tokens of c (the stream's own decode)
+ * to the stream, with an encoder of its parameters; a result must decode. */
+static void append_some(const uint8_t *data, size_t size, const kvtc_stream_info *info, const kvtc_cache *c) {
+    kvtc_encode_options eo;
+    kvtc_encode_options_init(&eo);
+    eo.ratio = info->plan_ratio;
+    eo.n_sink = info->n_sink;
+    eo.n_window = info->n_window;
+    eo.chunk_tokens = info->chunk_tokens;
+    eo.entropy_codec = info->entropy_codec;
+    kvtc_encoder *e = NULL;
+    if (kvtc_encoder_alloc(g_basis, &eo, &e)) return;
+    kvtc_cache_layout more;
+    kvtc_cache_layout_from_cache(c, &more);
+    more.n_tokens = c->n_tokens < 3 ? c->n_tokens : 3; /* strides of the whole cache */
+    more.positions = NULL;
+    more.token_ids = NULL;
+    size_t cap = kvtc_append_bound(e, data, size, &more), n = 0;
+    uint8_t *out = cap && cap <= (8u << 20) ? malloc(cap) : NULL;
+    if (out && kvtc_append(e, data, size, &more, out, cap, &n) == KVTC_OK) {
+        kvtc_stream_info ai = {.struct_size = sizeof ai};
+        if (kvtc_stream_get_info(out, n, &ai) != KVTC_OK || ai.n_tokens != info->n_tokens + more.n_tokens) abort();
+    }
+    free(out);
+    kvtc_encoder_free(e);
+}
+
 static void decode_one(const uint8_t *data, size_t size, int threads) {
     kvtc_stream_info info = {.struct_size = sizeof info};
     kvtc_result ri = kvtc_stream_get_info(data, size, &info);
@@ -102,6 +134,7 @@ static void decode_one(const uint8_t *data, size_t size, int threads) {
             volatile uint8_t acc = 0;
             for (size_t i = 0; i < kb; i++) acc ^= ((uint8_t *)c.k)[i] ^ ((uint8_t *)c.v)[i];
             (void)acc;
+            append_some(data, size, &info, &c);
         }
         /* a partial decode (issue 11) into the same buffers: token and
          * layer range from the input's last bytes; must not read or write
