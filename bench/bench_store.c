@@ -3,7 +3,7 @@
  * on the file: backend and on Redis.
  *
  *   bench_store URI [--tokens N] [--caches M] [--restores R] [--ratio X] [--threads T] [--chunk C]
- *               [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--no-kvtc] [--gpu]
+ *               [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--no-kvtc] [--gpu] [--no-host]
  *
  * Default caches are synthetic (tests/synth.h: a low-rank correlated model,
  * RoPE applied) at the bundled model's geometry (8 layers x 2 KV heads x
@@ -18,7 +18,9 @@
  *   host contiguous  a kvtc_cache ([L][H][N][d]);
  *   host vLLM NHD    a paged pool, blocks of 16 in shuffled order
  *                    (kvtc_store_get_layout);
- * and with --gpu (the kvtc_cuda_store_bench build only):
+ * (--no-host skips these two: a CPU decode at the 12B geometry takes
+ * tens of seconds per restore) and with --gpu (the kvtc_cuda_store_bench
+ * build only):
  *   GPU contiguous / GPU vLLM NHD   kvtc_cuda_store_get (KVTC codec);
  *   host + H2D                      raw codec: host get, then cudaMemcpy.
  * Each codec uses a fresh namespace (the model name carries the process id
@@ -64,6 +66,7 @@ typedef struct cfg {
     int caches, restores, threads, rans, no_raw, no_kvtc, gpu;
     double ratio;
     uint32_t chunk;
+    int no_host;
 } cfg;
 
 /* ---- destinations ---------------------------------------------------------- */
@@ -337,8 +340,11 @@ static int run_codec(const cfg *c, uint32_t codec, const kvtc_basis *basis, cons
     x.raw_bytes = 2 * kvtc_cache_tensor_bytes(g, dt, c->tokens);
     double bytes_per_token = (double)st.bytes_written / (double)(c->tokens * (uint64_t)c->caches);
     double put_mbs = (double)x.raw_bytes * c->caches / put_s / 1e6;
-    int fail = run_dest(&x, DEST_HOST, label, bytes_per_token, put_mbs, data);
-    fail |= run_dest(&x, DEST_HOST_PAGED, label, bytes_per_token, put_mbs, data);
+    int fail = 0;
+    if (!c->no_host) {
+        fail |= run_dest(&x, DEST_HOST, label, bytes_per_token, put_mbs, data);
+        fail |= run_dest(&x, DEST_HOST_PAGED, label, bytes_per_token, put_mbs, data);
+    }
 #ifdef BENCH_STORE_GPU
     if (c->gpu) {
         cudaStreamCreate(&x.stream);
@@ -369,10 +375,10 @@ static int run_codec(const cfg *c, uint32_t codec, const kvtc_basis *basis, cons
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_store URI [--tokens N] [--caches M] [--restores R] [--ratio X] [--threads T] "
-                        "[--chunk C] [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--no-kvtc] [--gpu]\n");
+                        "[--chunk C] [--layers L --heads H --head-dim D] [--paper RANK] [--rans] [--no-raw] [--no-kvtc] [--gpu] [--no-host]\n");
         return 2;
     }
-    cfg c = {argv[1], 8192, 4, 20, 2, 0, 0, 0, 0, 0.0, 256};
+    cfg c = {argv[1], 8192, 4, 20, 2, 0, 0, 0, 0, 0.0, 256, 0};
     uint32_t L = 8, H = 2, D = 64, paper = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -380,6 +386,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--no-raw")) { c.no_raw = 1; continue; }
         if (!strcmp(a, "--no-kvtc")) { c.no_kvtc = 1; continue; }
         if (!strcmp(a, "--gpu")) { c.gpu = 1; continue; }
+        if (!strcmp(a, "--no-host")) { c.no_host = 1; continue; }
         if (!v) { fprintf(stderr, "%s needs a value\n", a); return 2; }
         i++;
         if (!strcmp(a, "--tokens")) c.tokens = strtoull(v, NULL, 10);
