@@ -172,7 +172,8 @@ def main():
                    "kvtc_bytes": os.path.getsize(z), "ratio": os.path.getsize(orig) / os.path.getsize(z),
                    "compress_s": tc, "expand_s": td, "greedy_same": same, "first_difference": first,
                    "steps": a.steps, "top1": top1, "kl_mean": sum(kls) / len(kls), "n_probs": a.n_probs,
-                   "ref_teacher_forced_top1_equals_greedy": tf_consistent, "save_ms": saved["timings"]["save_ms"]}
+                   "ref_teacher_forced_top1_equals_greedy": tf_consistent, "save_ms": saved["timings"]["save_ms"],
+                   "ref_tokens": ref, "tokens_out": got}
             print(json.dumps(row), flush=True)
             s = summary[cname]
             s["same"] += same
@@ -190,11 +191,11 @@ def main():
     for cname, s in summary.items():
         if not s["n"]:
             continue
-        print("%s %s: greedy %d/%d (%.1f%%), first differences %s, top-1 %.2f%%, KL %.3e, ratio %.2fx, "
-              "compress %.2f-%.2f s, expand %.2f-%.2f s" %
-              (a.label, cname, s["same"], s["n"], 100.0 * s["same"] / s["n"], s["first"], 100.0 * s["top1"] / s["n"],
-               s["kl"] / s["n"], s["orig"] / s["kvtc"], min(s["tc"]), max(s["tc"]), min(s["td"]), max(s["td"])),
-              file=sys.stderr)
+        # a markdown table row: cache | config | ratio | greedy | first differences | top-1 | KL | times
+        print("| %s | %s | %.2fx | %d/%d (%.1f%%) | %s | %.2f%% | %.2e | %.2f-%.2f s | %.2f-%.2f s |" %
+              (a.label, cname, s["orig"] / s["kvtc"], s["same"], s["n"], 100.0 * s["same"] / s["n"],
+               ",".join(map(str, s["first"])), 100.0 * s["top1"] / s["n"], s["kl"] / s["n"], min(s["tc"]), max(s["tc"]),
+               min(s["td"]), max(s["td"])), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 # Env: PROMPTS (default 6), STEPS (32), PORT (18093), KVTC (build/kvtc),
 #   CONFIGS: newline-separated NAME|BASIS|kvtc compress options; default:
 #   the two bases of bench/llama_slots.sh at the default ratio.
-# Writes bench/out/llama_server/CACHE.jsonl (one line per prompt and config).
+# Writes bench/out/llama_server/CACHE.jsonl (one line per prompt and config)
+# and CACHE.md (one table row per config, as in bench/RESULTS.md section 6).
 # About 2 minutes per cache type and config on the 2-core dev machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,6 @@ for cache in ${@:-f16 q8_0}; do
   args=()
   while IFS= read -r c; do [ -n "$c" ] && args+=(--config "$c"); done <<< "$CONFIGS"
   python3 bench/llama_server_e2e.py --url "http://127.0.0.1:$PORT" --slot-dir "$SLOTS" --kvtc "$K" --model $M \
-    --text $T --label "$cache" --prompts "${PROMPTS:-6}" --steps "${STEPS:-32}" "${args[@]}" > "$O/$cache.jsonl"
+    --text $T --label "$cache" --prompts "${PROMPTS:-6}" --steps "${STEPS:-32}" "${args[@]}" > "$O/$cache.jsonl" 2> >(tee "$O/$cache.md" >&2)
   stop
 done
