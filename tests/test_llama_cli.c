@@ -288,6 +288,30 @@ int main(void) {
     CHECK(kvtc("slots frobnicate x") == 2);
     CHECK(no_temporaries("") && no_temporaries("slots"));
 
+    /* slots with a basis that recomputes layer 0: compress needs the model
+     * (it decodes every slot before removing the original), and an expanded
+     * copy is recognised, not compressed again (which would add error) */
+    snprintf(p2, sizeof p2, "%s/slots_r", g_dir);
+    mkdir(p2, 0755);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots_r/c.bin", 0);
+    snprintf(a, sizeof a, "slots compress --basis %s/r.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && exists("slots_r/c.bin") &&
+          !exists("slots_r/c.bin.kvtc"));
+    snprintf(a, sizeof a, "slots compress --basis %s/r.basis --model data/stories260K.gguf %s", g_dir, p2);
+    CHECK(kvtc(a) == 0 && !exists("slots_r/c.bin") && output_has("out.txt", "original removed"));
+    {
+        char *z1 = out_of("slots_r/c.bin.kvtc", &n1);
+        snprintf(a, sizeof a, "slots expand --basis %s/r.basis --model data/stories260K.gguf %s c.bin", g_dir, p2);
+        CHECK(kvtc(a) == 0 && exists("slots_r/c.bin"));
+        snprintf(a, sizeof a, "slots compress --basis %s/r.basis --model data/stories260K.gguf %s", g_dir, p2);
+        CHECK(kvtc(a) == 0 && output_has("out.txt", "already compressed") && !exists("slots_r/c.bin"));
+        char *z2 = out_of("slots_r/c.bin.kvtc", &n2);
+        CHECK(z1 && z2 && n1 == n2 && !memcmp(z1, z2, n1));
+        free(z1);
+        free(z2);
+    }
+    CHECK(no_temporaries("slots_r"));
+
     /* slots compress never removes an original that its NAME.kvtc does not
      * restore: a damaged NAME.kvtc whose skeleton is intact, and a slot saved
      * again with the same cells but other K/V, are compressed again */
