@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,7 +46,7 @@ def slot(url, action, filename):
 
 def complete(url, ids, n_predict, n_probs=0):
     body = {"prompt": ids, "n_predict": n_predict, "temperature": 0, "seed": 0, "cache_prompt": True,
-            "n_probs": n_probs}
+            "n_probs": n_probs, "return_tokens": True}
     return post(url, "/completion", body)
 
 
@@ -134,7 +135,8 @@ def main():
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--n-probs", type=int, default=4096, help="top-n of each distribution (4096 = the whole vocabulary)")
     ap.add_argument("--config", action="append", default=[],
-                    help="NAME|BASIS|kvtc compress options (repeatable)")
+                    help="NAME|BASIS|kvtc compress options (repeatable); BASIS copy: the uncompressed "
+                         "slot restored under another name (the control)")
     a = ap.parse_args()
     offsets = [int(x) for x in a.offsets.split(",")]
     if a.prompts > len(offsets):
@@ -159,8 +161,13 @@ def main():
             z = os.path.join(a.slot_dir, "e2e-p%d.%s.kvtc" % (p, cname))
             back_name = "e2e-p%d.%s.bin" % (p, cname)
             back = os.path.join(a.slot_dir, back_name)
-            tc = run([a.kvtc, "compress", "--basis", basis] + opts.split() + [orig, "-o", z])
-            td = run([a.kvtc, "decompress", "--basis", basis, "--model", a.model, z, "-o", back])
+            if basis == "copy":  # the control: the original under another name, no kvtc
+                shutil.copyfile(orig, z)
+                shutil.copyfile(orig, back)
+                tc = td = 0.0
+            else:
+                tc = run([a.kvtc, "compress", "--basis", basis] + opts.split() + [orig, "-o", z])
+                td = run([a.kvtc, "decompress", "--basis", basis, "--model", a.model, z, "-o", back])
             got = greedy(a.url, back_name, ids, a.steps)
             same = sum(x == y for x, y in zip(got, ref))
             first = next((i for i, (x, y) in enumerate(zip(got, ref)) if x != y), a.steps)
