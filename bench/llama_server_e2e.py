@@ -26,7 +26,9 @@ import argparse
 import json
 import math
 import os
+import random
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -98,6 +100,57 @@ def forced(url, name, ids, ref, n_probs):
     return out
 
 
+def ulp_copy(src, dst, n_sink, n_window, seed):
+    """The control for the server's own sensitivity: src with every f16 K/V
+    value of the tokens a kvtc stream codes (all but n_sink first and
+    n_window last cells) moved by one unit in the last place, up or down at
+    random: the smallest change any lossy store of an f16 cache can make.
+    Reads the kv-C slot files of one stream that llama-server writes
+    (tests/fixtures/llama.cpp/README.md); f16 K and V only."""
+    d = bytearray(open(src, "rb").read())
+    rnd = random.Random(seed)
+    o = 8
+    n_tok = struct.unpack_from("<I", d, o)[0]
+    o += 4 + 4 * n_tok
+    n_stream, cells = struct.unpack_from("<II", d, o)
+    if n_stream != 1:
+        raise SystemExit("ulp control: one stream expected")
+    o += 8
+    for _ in range(cells):
+        o += 8 + 4 * struct.unpack_from("<I", d, o + 4)[0]
+    v_trans, n_layer = struct.unpack_from("<II", d, o)
+    o += 8
+    coded = range(n_sink, cells - n_window)
+
+    def nudge(off):
+        h = struct.unpack_from("<H", d, off)[0]
+        if h & 0x7C00 not in (0, 0x7C00):  # normal numbers only: no change of class
+            struct.pack_into("<H", d, off, h + rnd.choice((-1, 1)))
+
+    for kv in range(2):
+        for _ in range(n_layer):
+            typ = struct.unpack_from("<i", d, o)[0]
+            if typ != 1:
+                raise SystemExit("ulp control: f16 caches only")
+            if kv == 1 and v_trans:
+                el, n_embd = struct.unpack_from("<II", d, o + 4)
+                o += 12
+                for j in range(n_embd):
+                    for c in coded:
+                        nudge(o + (j * cells + c) * 2)
+                o += n_embd * cells * el
+            else:
+                row = struct.unpack_from("<Q", d, o + 4)[0]
+                o += 12
+                for c in coded:
+                    for j in range(0, row, 2):
+                        nudge(o + c * row + j)
+                o += cells * row
+    if o != len(d):
+        raise SystemExit("ulp control: %s is not a one-stream kv-C slot file" % src)
+    open(dst, "wb").write(d)
+
+
 def run(cmd):
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -136,7 +189,8 @@ def main():
     ap.add_argument("--n-probs", type=int, default=4096, help="top-n of each distribution (4096 = the whole vocabulary)")
     ap.add_argument("--config", action="append", default=[],
                     help="NAME|BASIS|kvtc compress options (repeatable); BASIS copy: the uncompressed "
-                         "slot restored under another name (the control)")
+                         "slot restored under another name; BASIS ulp: the slot with every coded f16 value "
+                         "moved by one unit in the last place (the controls)")
     a = ap.parse_args()
     offsets = [int(x) for x in a.offsets.split(",")]
     if a.prompts > len(offsets):
@@ -161,9 +215,12 @@ def main():
             z = os.path.join(a.slot_dir, "e2e-p%d.%s.kvtc" % (p, cname))
             back_name = "e2e-p%d.%s.bin" % (p, cname)
             back = os.path.join(a.slot_dir, back_name)
-            if basis == "copy":  # the control: the original under another name, no kvtc
+            if basis in ("copy", "ulp"):  # controls: no kvtc
                 shutil.copyfile(orig, z)
-                shutil.copyfile(orig, back)
+                if basis == "copy":
+                    shutil.copyfile(orig, back)
+                else:
+                    ulp_copy(orig, back, 4, 128, p)
                 tc = td = 0.0
             else:
                 tc = run([a.kvtc, "compress", "--basis", basis] + opts.split() + [orig, "-o", z])
