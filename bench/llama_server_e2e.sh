@@ -9,8 +9,11 @@
 #   CACHE: f16 (flash attention on, V rows), f16-vtrans (flash attention off,
 #   V transposed), q8_0; default "f16 q8_0".
 # Env: PROMPTS (default 6), STEPS (32), PORT (18093), KVTC (build/kvtc),
-#   CONFIGS: newline-separated NAME|BASIS|kvtc compress options; default:
-#   the two bases of bench/llama_slots.sh at the default ratio.
+#   CONFIGS: newline-separated NAME|BASIS|kvtc compress options; BASIS copy
+#   or ulp: the controls (the original restored under another name; the
+#   original with every coded f16 value moved by one unit in the last place,
+#   f16 caches only). Default: the two bases of bench/llama_slots.sh at the
+#   default ratio, plus the ulp control on f16 caches.
 # Writes bench/out/llama_server/CACHE.jsonl (one line per prompt and config)
 # and CACHE.md (one table row per config, as in bench/RESULTS.md section 6).
 # About 2 minutes per cache type and config on the 2-core dev machine.
@@ -33,8 +36,8 @@ mkdir -p $O $B
 tail -c 200000 $T > $B/heldout.txt
 [ -f $B/heldout.basis ] || $K calibrate -o $B/heldout.basis --model $M --text $B/heldout.txt --windows 4 --plain --recompute-layers 0
 [ -f $B/heldout_default.basis ] || $K calibrate -o $B/heldout_default.basis --model $M --text $B/heldout.txt --windows 4
-CONFIGS=${CONFIGS:-"plain|$B/heldout.basis|
-default|$B/heldout_default.basis|"}
+DEFAULT_CONFIGS="plain|$B/heldout.basis|
+default|$B/heldout_default.basis|"
 
 SLOTS=$(mktemp -d /tmp/kvtc-e2e-XXXXXX)
 PID=
@@ -62,8 +65,12 @@ for cache in ${@:-f16 q8_0}; do
     kill -0 "$PID" 2>/dev/null || { echo "llama_server_e2e: llama-server exited, see $O/server-$cache.log" >&2; exit 1; }
     sleep 0.5
   done
+  curl -sf "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 || { echo "llama_server_e2e: llama-server not ready after 300 s" >&2; exit 1; }
+  configs=${CONFIGS:-$DEFAULT_CONFIGS}
+  [ -n "${CONFIGS:-}" ] || [ "$cache" = q8_0 ] || configs="ulp|ulp|
+$configs"
   args=()
-  while IFS= read -r c; do [ -n "$c" ] && args+=(--config "$c"); done <<< "$CONFIGS"
+  while IFS= read -r c; do [ -n "$c" ] && args+=(--config "$c"); done <<< "$configs"
   python3 bench/llama_server_e2e.py --url "http://127.0.0.1:$PORT" --slot-dir "$SLOTS" --kvtc "$K" --model $M \
     --text $T --label "$cache" --prompts "${PROMPTS:-6}" --steps "${STEPS:-32}" "${args[@]}" > "$O/$cache.jsonl" 2> >(tee "$O/$cache.md" >&2)
   stop
