@@ -223,7 +223,7 @@ def main():
                     ulp_copy(orig, back, 4, 128, p)
                 tc = td = 0.0
             else:
-                tc = run([a.kvtc, "compress", "--basis", basis] + opts.split() + [orig, "-o", z])
+                tc = run([a.kvtc, "compress", "--basis", basis, "--model", a.model] + opts.split() + [orig, "-o", z])
                 td = run([a.kvtc, "decompress", "--basis", basis, "--model", a.model, z, "-o", back])
             got = greedy(a.url, back_name, ids, a.steps)
             same = sum(x == y for x, y in zip(got, ref))

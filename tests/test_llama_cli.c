@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "io/lcpp_state.h"
 #include "io/lcpp_wrap.h"
 #include "test.h"
@@ -142,6 +143,19 @@ static int damage_stream(uint8_t *b, size_t n) {
     return 0;
 }
 
+/* Another model of the same geometry: one flipped bit in layer 0's K
+ * weights (which a recomputed layer 0 depends on). */
+static int other_model(uint8_t *b, size_t n) {
+    eng_gguf_file *gf = NULL;
+    if (eng_gguf_open_memory(b, n, &gf, NULL, 0) != ENG_GGUF_OK) return -1;
+    const eng_gguf_tensor *t = eng_gguf_find_tensor(gf, "blk.0.attn_k.weight");
+    size_t at = t ? (size_t)(t->data - gf->buf) + 7 : 0;
+    eng_gguf_close(gf);
+    if (!t) return -1;
+    b[at] ^= 0x80;
+    return 0;
+}
+
 static int no_temporaries(const char *sub) {
     char p[256];
     snprintf(p, sizeof p, "%s/%s", g_dir, sub);
@@ -247,9 +261,18 @@ int main(void) {
              "--recompute-layers 1 --windows 2 --ctx 384 --ratio 20", g_dir);
     CHECK(kvtc(a) == 0);
     snprintf(a, sizeof a, "compress --basis %s/r.basis " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/r.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && !exists("r.kvtc"));
+    snprintf(a, sizeof a, "compress --basis %s/r.basis --model data/stories260K.gguf " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/r.kvtc", g_dir, g_dir);
     CHECK(kvtc(a) == 0);
     snprintf(a, sizeof a, "decompress --basis %s/r.basis %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && !exists("r.ggsq"));
+    /* the file records the model: expanding with another one fails */
+    copy_to("data/stories260K.gguf", "other.gguf", 0);
+    CHECK(edit_file("other.gguf", other_model));
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis --model %s/other.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "different model") && !exists("r.ggsq"));
+    snprintf(a, sizeof a, "info %s/r.kvtc", g_dir);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "model fingerprint"));
     snprintf(a, sizeof a, "decompress --basis %s/r.basis --model data/stories260K.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 0);
     snprintf(p1, sizeof p1, "%s/r.ggsq", g_dir);

@@ -259,6 +259,7 @@ static int slots_compress(int argc, char **argv) {
     model_text mt;
     kvtc_decode_options dopt;
     if (lcpp_cli_decode_options("slots", b, model_path, eo.n_threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
+    eo.model_fingerprint = dopt.model_fingerprint; /* recorded, checked at expand */
     size_t n;
     char **names = list_dir(dir, &n);
     if (!names) {
