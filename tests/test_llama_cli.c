@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "io/lcpp_state.h"
 #include "io/lcpp_wrap.h"
 #include "test.h"
@@ -142,6 +143,19 @@ static int damage_stream(uint8_t *b, size_t n) {
     return 0;
 }
 
+/* Another model of the same geometry: one flipped bit in layer 0's K
+ * weights (which a recomputed layer 0 depends on). */
+static int other_model(uint8_t *b, size_t n) {
+    eng_gguf_file *gf = NULL;
+    if (eng_gguf_open_memory(b, n, &gf, NULL, 0) != ENG_GGUF_OK) return -1;
+    const eng_gguf_tensor *t = eng_gguf_find_tensor(gf, "blk.0.attn_k.weight");
+    size_t at = t ? (size_t)(t->data - gf->buf) + 7 : 0;
+    eng_gguf_close(gf);
+    if (!t) return -1;
+    b[at] ^= 0x80;
+    return 0;
+}
+
 static int no_temporaries(const char *sub) {
     char p[256];
     snprintf(p, sizeof p, "%s/%s", g_dir, sub);
@@ -247,9 +261,18 @@ int main(void) {
              "--recompute-layers 1 --windows 2 --ctx 384 --ratio 20", g_dir);
     CHECK(kvtc(a) == 0);
     snprintf(a, sizeof a, "compress --basis %s/r.basis " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/r.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && !exists("r.kvtc"));
+    snprintf(a, sizeof a, "compress --basis %s/r.basis --model data/stories260K.gguf " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/r.kvtc", g_dir, g_dir);
     CHECK(kvtc(a) == 0);
     snprintf(a, sizeof a, "decompress --basis %s/r.basis %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && !exists("r.ggsq"));
+    /* the file records the model: expanding with another one fails */
+    copy_to("data/stories260K.gguf", "other.gguf", 0);
+    CHECK(edit_file("other.gguf", other_model));
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis --model %s/other.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "different model") && !exists("r.ggsq"));
+    snprintf(a, sizeof a, "info %s/r.kvtc", g_dir);
+    CHECK(kvtc(a) == 0 && output_has("out.txt", "model fingerprint"));
     snprintf(a, sizeof a, "decompress --basis %s/r.basis --model data/stories260K.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 0);
     snprintf(p1, sizeof p1, "%s/r.ggsq", g_dir);
@@ -287,6 +310,30 @@ int main(void) {
     CHECK(kvtc(a) == 1 && one_line_error());
     CHECK(kvtc("slots frobnicate x") == 2);
     CHECK(no_temporaries("") && no_temporaries("slots"));
+
+    /* slots with a basis that recomputes layer 0: compress needs the model
+     * (it decodes every slot before removing the original), and an expanded
+     * copy is recognised, not compressed again (which would add error) */
+    snprintf(p2, sizeof p2, "%s/slots_r", g_dir);
+    mkdir(p2, 0755);
+    copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots_r/c.bin", 0);
+    snprintf(a, sizeof a, "slots compress --basis %s/r.basis %s", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && exists("slots_r/c.bin") &&
+          !exists("slots_r/c.bin.kvtc"));
+    snprintf(a, sizeof a, "slots compress --basis %s/r.basis --model data/stories260K.gguf %s", g_dir, p2);
+    CHECK(kvtc(a) == 0 && !exists("slots_r/c.bin") && output_has("out.txt", "original removed"));
+    {
+        char *z1 = out_of("slots_r/c.bin.kvtc", &n1);
+        snprintf(a, sizeof a, "slots expand --basis %s/r.basis --model data/stories260K.gguf %s c.bin", g_dir, p2);
+        CHECK(kvtc(a) == 0 && exists("slots_r/c.bin"));
+        snprintf(a, sizeof a, "slots compress --basis %s/r.basis --model data/stories260K.gguf %s", g_dir, p2);
+        CHECK(kvtc(a) == 0 && output_has("out.txt", "already compressed") && !exists("slots_r/c.bin"));
+        char *z2 = out_of("slots_r/c.bin.kvtc", &n2);
+        CHECK(z1 && z2 && n1 == n2 && !memcmp(z1, z2, n1));
+        free(z1);
+        free(z2);
+    }
+    CHECK(no_temporaries("slots_r"));
 
     /* slots compress never removes an original that its NAME.kvtc does not
      * restore: a damaged NAME.kvtc whose skeleton is intact, and a slot saved

@@ -16,6 +16,7 @@
 #include "cmd_llama_common.h"
 #include "internal.h"
 #include "kv_geometry.h"
+#include "model_fingerprint.h"
 #include "model_kv.h"
 
 /* ---- shared with cmd_slots.c (cmd_llama_common.h) ------------------------ */
@@ -97,6 +98,9 @@ kvtc_result lcpp_cli_decode_options(const char *cmd, const kvtc_basis *b, const 
         cli_fail(cmd, "the basis recomputes its first %u layer(s): pass --model M.gguf", kvtc_basis_recomputed_layers(b));
         return KVTC_ERR_NEEDS_MODEL;
     }
+    /* streams that record the model they were written with are decoded
+     * only with that model (KVTC_ERR_MODEL_MISMATCH otherwise) */
+    if (model_fingerprint_file(cmd, model_path, kvtc_basis_recomputed_layers(b), &o->model_fingerprint)) return KVTC_ERR_IO;
     if (model_text_load(mt, model_path, NULL)) return KVTC_ERR_IO;
     o->recompute = model_recompute;
     o->recompute_user = mt->model;
@@ -106,23 +110,26 @@ kvtc_result lcpp_cli_decode_options(const char *cmd, const kvtc_basis *b, const 
 /* ---- compress ------------------------------------------------------------- */
 
 static const char compress_help[] =
-    "usage: kvtc compress --basis BASIS [options] STATE -o OUT.kvtc\n"
+    "usage: kvtc compress --basis BASIS [--model M.gguf] [options] STATE -o OUT.kvtc\n"
     "  STATE: a llama.cpp state file (a llama-server slot save, or a sequence or session file\n"
     "  saved through the llama.cpp C API). Every byte that is not K/V is kept exactly; K/V are coded\n"
     "  with the basis (its layers and KV heads x head_dim must match the file's).\n"
+    "  --model M.gguf   required with a basis that recomputes layers: its fingerprint goes into\n"
+    "                   the file, so that expanding with another model fails\n"
     "  --ratio R, --sink N, --window N, --chunk N, --threads N, --level L, --codec C  as for caches\n"
     "  --kv-rotation auto|none|hadamard|k|v   Hadamard rotation llama.cpp applied to the\n"
     "                   K/V (builds from 2026-04 rotate quantized caches; default auto: detected)\n";
 
 int lcpp_cmd_compress(int argc, char **argv) {
-    const char *basis_path = NULL, *in = NULL, *out = NULL;
+    const char *basis_path = NULL, *in = NULL, *out = NULL, *model_path = NULL;
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
     o.n_threads = 2;
     uint32_t rot = LCPP_ROT_AUTO;
-    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE };
+    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE, OPT_MODEL };
     static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
                                               {"basis", required_argument, NULL, OPT_BASIS},
+                                              {"model", required_argument, NULL, OPT_MODEL},
                                               {"output", required_argument, NULL, 'o'},
                                               {"help", no_argument, NULL, 'h'},
                                               {NULL, 0, NULL, 0}};
@@ -137,6 +144,7 @@ int lcpp_cmd_compress(int argc, char **argv) {
         case 'h': fputs(compress_help, stdout); return 0;
         case 'o': out = optarg; break;
         case OPT_BASIS: basis_path = optarg; break;
+        case OPT_MODEL: model_path = optarg; break;
         case ':': return cli_usage("compress", "%s needs a value", argv[optind - 1]);
         default: return cli_usage("compress", "unknown option %s (see --help)", argv[optind - 1]);
         }
@@ -155,6 +163,12 @@ int lcpp_cmd_compress(int argc, char **argv) {
     void *buf = NULL, *z = NULL;
     size_t size, zn;
     int rc = 1;
+    uint32_t m = kvtc_basis_recomputed_layers(b);
+    if (m && !model_path) {
+        cli_fail("compress", "the basis recomputes %u layer(s) from the model: pass --model M.gguf (its fingerprint goes into the file)", m);
+        goto done;
+    }
+    if (m && model_fingerprint_file("compress", model_path, m, &o.model_fingerprint)) goto done;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
@@ -290,7 +304,10 @@ int lcpp_cmd_info(const char *path, const void *buf, size_t size) {
                w.set_stream[i], si.version_major, si.version_minor, w.set_size[i], si.n_tokens, si.n_sink, si.n_window,
                si.plan_ratio, si.basis_fingerprint, w.set_rotation[i] ? ", Hadamard-rotated" : "",
                w.set_rotation[i] & LCPP_ROT_K ? " K" : "", w.set_rotation[i] & LCPP_ROT_V ? " V" : "");
-        if (si.recompute_layers) printf("    needs the model: the first %u layer(s) are recomputed\n", si.recompute_layers);
+        if (si.recompute_layers)
+            printf("    needs the model: the first %u layer(s) are recomputed%s\n", si.recompute_layers,
+                   si.has_model_fingerprint ? "" : " (no model fingerprint recorded: any model is accepted)");
+        if (si.has_model_fingerprint) printf("    model fingerprint: %016" PRIx64 "\n", si.model_fingerprint);
     }
     printf("as a llama.cpp file:\n  ");
     print_state(&w.state);

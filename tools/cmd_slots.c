@@ -27,7 +27,7 @@
 #include "internal.h"
 
 static const char slots_help[] =
-    "usage: kvtc slots compress --basis BASIS [--keep] [--ratio R ...] DIR\n"
+    "usage: kvtc slots compress --basis BASIS [--model M.gguf] [--keep] [--ratio R ...] DIR\n"
     "       kvtc slots expand --basis BASIS [--model M.gguf] DIR NAME...\n"
     "       kvtc slots list DIR\n"
     "       kvtc slots check --basis BASIS --model M.gguf [--tokens N] SLOT\n"
@@ -38,7 +38,8 @@ static const char slots_help[] =
     "  newer save) is kept, never replaced. list: what DIR holds.\n"
     "  check: how SLOT continues after compression, in kvtc's engine (see --help of check).\n"
     "  compress takes the options of kvtc compress (--ratio, --sink, --window, --chunk,\n"
-    "  --threads, --level, --codec, --kv-rotation).\n";
+    "  --threads, --level, --codec, --kv-rotation). A basis that recomputes layers needs\n"
+    "  --model for compress too: every compressed slot is decoded before its original goes.\n";
 
 static int cmp_names(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -100,17 +101,13 @@ static int exists_not_regular(const char *path) {
  * does not decode. An equal skeleton alone is not enough to remove buf: a
  * wrapper whose K/V stream is damaged, or a slot saved again with the same
  * tokens and cells but other K/V (another model with the same geometry),
- * would cost the original. Bases that recompute layers need the model to
- * decode, which compress does not take: -1. */
-static int decodes_to(const kvtc_basis *b, uint32_t n_threads, const void *z, size_t zn, const void *buf,
-                      size_t size) {
-    if (kvtc_basis_recomputed_layers(b)) return -1;
-    kvtc_decode_options dopt;
-    kvtc_decode_options_init(&dopt);
-    dopt.n_threads = n_threads;
+ * would cost the original. dopt carries the model when the basis
+ * recomputes layers. */
+static int decodes_to(const kvtc_basis *b, const kvtc_decode_options *dopt, const void *z, size_t zn,
+                      const void *buf, size_t size) {
     void *back = NULL;
     size_t bn = 0;
-    int st = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn) == KVTC_OK && bn == size ? !memcmp(back, buf, size) : -1;
+    int st = lcpp_wrap_decompress(b, dopt, z, zn, &back, &bn) == KVTC_OK && bn == size ? !memcmp(back, buf, size) : -1;
     free(back);
     return st;
 }
@@ -142,7 +139,7 @@ static int same_skeleton(const lcpp_state *s, const uint8_t *buf, const void *z,
 
 /* Compress one slot; returns 0 done, 1 skipped (not a complete state file), -1 error. */
 static int compress_one(const char *dir, const char *name, const kvtc_basis *b, const kvtc_encode_options *eo,
-                        uint32_t rot, int keep, size_t *before, size_t *after) {
+                        const kvtc_decode_options *dopt, uint32_t rot, int keep, size_t *before, size_t *after) {
     char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
     char err[512];
     void *buf = NULL, *z = NULL, *back = NULL;
@@ -169,7 +166,7 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     }
     int old_state = -1;
     if (is_regular(zpath) && cli_read_file(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
-        old_state = same_skeleton(&s, buf, old, old_n) ? decodes_to(b, eo->n_threads, old, old_n, buf, size) : -1;
+        old_state = same_skeleton(&s, buf, old, old_n) ? decodes_to(b, dopt, old, old_n, buf, size) : -1;
         up_to_date = old_state == 1;
         if (up_to_date) zn = old_n;
     }
@@ -182,19 +179,14 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     free(old);
     if (!up_to_date) {
         /* verify before the original can go: it decodes, to the same non-K/V bytes */
-        kvtc_decode_options dopt;
-        kvtc_decode_options_init(&dopt);
-        dopt.n_threads = eo->n_threads;
-        if (!kvtc_basis_recomputed_layers(b)) {
-            if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &back, &bn)) || bn != size) {
-                cli_fail("slots", "%s: the compressed slot does not decode (%s); original kept", name, kvtc_result_string(r));
-                goto done;
-            }
-            lcpp_state s2;
-            int ok = lcpp_state_parse(back, bn, &s2) == KVTC_OK && same_skeleton(&s2, back, z, zn);
-            lcpp_state_free(&s2);
-            if (!ok) { cli_fail("slots", "%s: the decoded slot differs outside K/V; original kept", name); goto done; }
+        if ((r = lcpp_wrap_decompress(b, dopt, z, zn, &back, &bn)) || bn != size) {
+            cli_fail("slots", "%s: the compressed slot does not decode (%s); original kept", name, kvtc_result_string(r));
+            goto done;
         }
+        lcpp_state s2;
+        int ok = lcpp_state_parse(back, bn, &s2) == KVTC_OK && same_skeleton(&s2, back, z, zn);
+        lcpp_state_free(&s2);
+        if (!ok) { cli_fail("slots", "%s: the decoded slot differs outside K/V; original kept", name); goto done; }
         if (cli_write_file(zpath, z, zn, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     }
     if (!keep && changed_since(path, &seen)) {
@@ -221,16 +213,17 @@ done:
 }
 
 static int slots_compress(int argc, char **argv) {
-    const char *basis_path = NULL, *dir = NULL;
+    const char *basis_path = NULL, *dir = NULL, *model_path = NULL;
     int keep = 0;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.n_threads = 2;
     uint32_t rot = LCPP_ROT_AUTO;
-    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE, OPT_KEEP };
+    enum { OPT_BASIS = LCPP_OPT_FIRST_FREE, OPT_KEEP, OPT_MODEL };
     static const struct option longopts[] = {LCPP_ENCODE_LONGOPTS,
                                               {"basis", required_argument, NULL, OPT_BASIS},
                                               {"keep", no_argument, NULL, OPT_KEEP},
+                                              {"model", required_argument, NULL, OPT_MODEL},
                                               {"help", no_argument, NULL, 'h'},
                                               {NULL, 0, NULL, 0}};
     /* argv[1] ("compress") plays getopt's program name */
@@ -247,6 +240,7 @@ static int slots_compress(int argc, char **argv) {
         case 'h': fputs(slots_help, stdout); return 0;
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_KEEP: keep = 1; break;
+        case OPT_MODEL: model_path = optarg; break;
         case ':': return cli_usage("slots", "%s needs a value", sub_argv[optind - 1]);
         default: return cli_usage("slots", "unknown option %s", sub_argv[optind - 1]);
         }
@@ -259,9 +253,20 @@ static int slots_compress(int argc, char **argv) {
     cli_codec_threads_setup();
     kvtc_basis *b = NULL;
     if (cli_load_basis("slots", basis_path, &b)) return 1;
+    /* the model, for a basis that recomputes layers: without it no
+     * compressed slot could be verified, and an expanded copy could not be
+     * told from an original (it would be compressed again, losing more) */
+    model_text mt;
+    kvtc_decode_options dopt;
+    if (lcpp_cli_decode_options("slots", b, model_path, eo.n_threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
+    eo.model_fingerprint = dopt.model_fingerprint; /* recorded, checked at expand */
     size_t n;
     char **names = list_dir(dir, &n);
-    if (!names) { kvtc_basis_free(b); return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(errno)); }
+    if (!names) {
+        model_text_free(&mt);
+        kvtc_basis_free(b);
+        return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(errno));
+    }
     int rc = 0;
     size_t before = 0, after = 0, done = 0;
     for (size_t i = 0; i < n; i++) {
@@ -273,12 +278,13 @@ static int slots_compress(int argc, char **argv) {
         if (f) fclose(f);
         free(path);
         if (!state) continue;
-        int r = compress_one(dir, names[i], b, &eo, rot, keep, &before, &after);
+        int r = compress_one(dir, names[i], b, &eo, &dopt, rot, keep, &before, &after);
         if (r < 0) rc = 1;
         if (r == 0) done++;
     }
     if (done) printf("%zu slot(s): %zu -> %zu bytes (%.2fx)\n", done, before, after, (double)before / (double)after);
     free_list(names, n);
+    model_text_free(&mt);
     kvtc_basis_free(b);
     return rc;
 }
