@@ -347,10 +347,51 @@ static void test_hostile(const kvtc_basis *basis, const kvtc_basis *other) {
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
     lcpp_wrap w;
     CHECK(lcpp_wrap_parse(z, zn, &w) == KVTC_OK);
-    size_t skel = (size_t)(w.skeleton - z), set0 = (size_t)(w.set_data[0] - z);
+    /* the skeleton is stored DEFLATE'd (wrapper 1.1, flag bit 0) */
+    size_t skel = LCPP_WRAP_HEADER_SIZE + 16 * (size_t)w.n_sets, set0 = (size_t)(w.set_data[0] - z);
+    size_t skel_stored = w.skeleton_stored, skel_raw = w.skeleton_size;
+    CHECK(kvi_load_u32(z + 16) == LCPP_WRAP_FLAG_SKELETON_DEFLATE && w.skeleton_owned && skel_stored < skel_raw);
+    /* the same wrapper as 1.0 wrote it (flags 0, the skeleton as is) reads
+     * and restores the same file */
+    size_t on0 = zn - skel_stored + skel_raw;
+    uint8_t *z0 = malloc(on0);
+    if (z0) {
+        memcpy(z0, z, skel);
+        memcpy(z0 + skel, w.skeleton, skel_raw);
+        memcpy(z0 + skel + skel_raw, z + skel + skel_stored, zn - skel - skel_stored);
+        kvi_store_u16(z0 + 10, 0);
+        kvi_store_u32(z0 + 16, 0);
+        kvi_store_u64(z0 + 32, skel_raw);
+        kvi_store_u64(z0 + 40, on0);
+        kvi_store_u32(z0 + 48, (uint32_t)libdeflate_crc32(0, z0 + skel, skel_raw));
+        kvi_store_u32(z0 + 60, (uint32_t)libdeflate_crc32(0, z0, 60));
+        void *r1 = NULL, *r0 = NULL;
+        size_t n1 = 0, n0 = 0;
+        CHECK(lcpp_wrap_decompress(basis, NULL, z, zn, &r1, &n1) == KVTC_OK);
+        CHECK(lcpp_wrap_decompress(basis, NULL, z0, on0, &r0, &n0) == KVTC_OK);
+        CHECK(r1 && r0 && n1 == n0 && !memcmp(r1, r0, n0));
+        free(r1);
+        free(r0);
+        free(z0);
+    } else
+        CHECK(0);
     lcpp_wrap_free(&w);
     memcpy(c, z, zn);
     c[skel + 20] ^= 1; /* skeleton CRC */
+    CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
+    /* a sound CRC over a DEFLATE skeleton that claims another raw size, or
+     * more than the restored file */
+    for (int k = 0; k < 2; k++) {
+        memcpy(c, z, zn);
+        kvi_store_u64(c + skel, k ? (uint64_t)n + 1 : skel_raw - 1);
+        kvi_store_u32(c + 48, (uint32_t)libdeflate_crc32(0, c + skel, skel_stored));
+        kvi_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
+        CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
+    }
+    /* unknown flag bits */
+    memcpy(c, z, zn);
+    kvi_store_u32(c + 16, 3);
+    kvi_store_u32(c + 60, (uint32_t)libdeflate_crc32(0, c, 60));
     CHECK(decomp(basis, c, zn) == KVTC_ERR_CORRUPT);
     memcpy(c, z, zn);
     c[zn - 5] ^= 0x40; /* inside the embedded stream's last chunk */

@@ -294,7 +294,10 @@ int lcpp_cmd_info(const char *path, const void *buf, size_t size) {
     if (r) return cli_fail("info", "%s: compressed llama.cpp state: %s", path, kvtc_result_string(r));
     printf("compressed llama.cpp state, wrapper format %u.%u: %zu bytes, restores %" PRIu64 " bytes (%.2fx)\n",
            w.version_major, w.version_minor, size, w.full_size, (double)w.full_size / (double)size);
-    printf("  skeleton (all non-K/V bytes): %zu bytes\n", w.skeleton_size);
+    if (w.skeleton_owned)
+        printf("  skeleton (all non-K/V bytes): %zu bytes, stored DEFLATE'd in %zu\n", w.skeleton_size, w.skeleton_stored);
+    else
+        printf("  skeleton (all non-K/V bytes): %zu bytes\n", w.skeleton_size);
     for (uint32_t i = 0; i < w.n_sets; i++) {
         kvtc_stream_info si = {.struct_size = sizeof si};
         r = kvtc_stream_get_info(w.set_data[i], w.set_size[i], &si);

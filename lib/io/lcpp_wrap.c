@@ -24,6 +24,7 @@ int lcpp_wrap_is_wrap(const void *buf, size_t size) {
 void lcpp_wrap_free(lcpp_wrap *w) {
     if (!w) return;
     lcpp_state_free(&w->state);
+    free(w->skeleton_owned);
     free(w->set_data);
     free(w->set_size);
     free(w->set_stream);
@@ -32,6 +33,31 @@ void lcpp_wrap_free(lcpp_wrap *w) {
 }
 
 static uint32_t crc32_of(const uint8_t *p, size_t n) { return (uint32_t)libdeflate_crc32(0, p, n); }
+
+/* A DEFLATE-stored skeleton (u64 raw size, raw DEFLATE) into
+ * w->skeleton_owned. The raw size is bounded by the restored file's size,
+ * itself bounded against the wrapper's before this runs; the stream must
+ * fill it exactly. */
+static kvtc_result inflate_skeleton(lcpp_wrap *w) {
+    if (w->skeleton_stored < 8) return KVTC_ERR_CORRUPT;
+    uint64_t raw = kvi_load_u64(w->skeleton);
+    if (raw > w->full_size || raw > SIZE_MAX - 1) return KVTC_ERR_CORRUPT;
+    uint8_t *o = malloc((size_t)raw + 1);
+    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+    kvtc_result r = o && d ? KVTC_OK : KVTC_ERR_OUT_OF_MEMORY;
+    if (!r && libdeflate_deflate_decompress(d, w->skeleton + 8, w->skeleton_stored - 8, o, (size_t)raw, NULL) !=
+                  LIBDEFLATE_SUCCESS)
+        r = KVTC_ERR_CORRUPT;
+    libdeflate_free_decompressor(d);
+    if (r) {
+        free(o);
+        return r;
+    }
+    w->skeleton_owned = o;
+    w->skeleton = o;
+    w->skeleton_size = (size_t)raw;
+    return KVTC_OK;
+}
 
 kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     memset(w, 0, sizeof *w);
@@ -49,7 +75,7 @@ kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     w->full_size = kvi_load_u64(b + 24);
     uint64_t skel = kvi_load_u64(b + 32);
     w->total_size = kvi_load_u64(b + 40);
-    if (header_size < LCPP_WRAP_HEADER_SIZE || flags) return KVTC_ERR_CORRUPT;
+    if (header_size < LCPP_WRAP_HEADER_SIZE || (flags & ~LCPP_WRAP_FLAG_SKELETON_DEFLATE)) return KVTC_ERR_CORRUPT;
     if (w->total_size > size) return KVTC_ERR_TRUNCATED;
     if (w->total_size < size) return KVTC_ERR_CORRUPT;
     if (w->full_size / WRAP_MAX_EXPANSION > size) return KVTC_ERR_TOO_LARGE;
@@ -58,9 +84,10 @@ kvtc_result lcpp_wrap_parse(const void *buf, size_t size, lcpp_wrap *w) {
     if (table_end > size || skel > size - table_end) return KVTC_ERR_TRUNCATED;
     if (crc32_of(b + header_size, (size_t)(table_end - header_size)) != kvi_load_u32(b + 52)) return KVTC_ERR_CORRUPT;
     w->skeleton = b + table_end;
-    w->skeleton_size = (size_t)skel;
+    w->skeleton_size = w->skeleton_stored = (size_t)skel;
     if (crc32_of(w->skeleton, w->skeleton_size) != kvi_load_u32(b + 48)) return KVTC_ERR_CORRUPT;
     kvtc_result r;
+    if ((flags & LCPP_WRAP_FLAG_SKELETON_DEFLATE) && (r = inflate_skeleton(w))) goto fail;
     w->set_data = calloc((size_t)w->n_sets + 1, sizeof *w->set_data);
     w->set_size = calloc((size_t)w->n_sets + 1, sizeof *w->set_size);
     w->set_stream = calloc((size_t)w->n_sets + 1, sizeof *w->set_stream);
@@ -236,6 +263,24 @@ kvtc_result lcpp_wrap_stream_cache(const lcpp_state *s, const uint8_t *buf, uint
     return KVTC_OK;
 }
 
+/* The skeleton as u64 raw size + raw DEFLATE (level 12), malloc'd, with its
+ * size in *stored; NULL when that is not smaller than the raw skeleton (or
+ * out of memory: the caller stores the skeleton as is, which is valid). */
+static uint8_t *deflate_skeleton(const uint8_t *raw, size_t n, size_t *stored) {
+    struct libdeflate_compressor *c = libdeflate_alloc_compressor(12);
+    size_t cap = c ? libdeflate_deflate_compress_bound(c, n) : 0;
+    uint8_t *z = c ? malloc(cap + 8) : NULL;
+    size_t zn = z ? libdeflate_deflate_compress(c, raw, n, z + 8, cap) : 0;
+    libdeflate_free_compressor(c);
+    if (!zn || zn + 8 >= n) {
+        free(z);
+        return NULL;
+    }
+    kvi_store_u64(z, n);
+    *stored = zn + 8;
+    return z;
+}
+
 kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *eo, uint32_t rotation,
                                 const void *state, size_t size, void **out, size_t *out_size) {
     *out = NULL;
@@ -255,7 +300,7 @@ kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *e
     uint32_t *set_stream = calloc((size_t)n_sets + 1, sizeof *set_stream);
     uint32_t *set_rot = calloc((size_t)n_sets + 1, sizeof *set_rot);
     kvtc_encoder *enc = NULL;
-    uint8_t *o = NULL;
+    uint8_t *o = NULL, *hollow = NULL, *zskel = NULL;
     if (!sets || !set_size || !set_stream || !set_rot) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
     if ((r = kvtc_encoder_alloc(b, eo, &enc))) goto done;
     uint32_t k = 0;
@@ -273,12 +318,20 @@ kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *e
         if (r) goto done;
         set_stream[k++] = i;
     }
-    size_t skel = lcpp_state_hollow_size(&s);
+    /* the skeleton, DEFLATE-stored when that is smaller (token records
+     * and cell positions compress several-fold) */
+    size_t raw_skel = lcpp_state_hollow_size(&s);
+    if (!(hollow = malloc(raw_skel + 1))) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
+    lcpp_state_make_hollow(&s, state, hollow);
+    uint32_t flags = 0;
+    size_t skel = raw_skel;
+    if ((zskel = deflate_skeleton(hollow, raw_skel, &skel))) flags = LCPP_WRAP_FLAG_SKELETON_DEFLATE;
+    else skel = raw_skel;
     size_t total = LCPP_WRAP_HEADER_SIZE + (size_t)SET_ENTRY * n_sets + skel;
     for (uint32_t i = 0; i < n_sets; i++) total += set_size[i];
     if (!(o = calloc(1, total))) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
     uint8_t *table = o + LCPP_WRAP_HEADER_SIZE, *sk = table + (size_t)SET_ENTRY * n_sets, *p = sk + skel;
-    lcpp_state_make_hollow(&s, state, sk);
+    memcpy(sk, zskel ? zskel : hollow, skel);
     for (uint32_t i = 0; i < n_sets; i++) {
         kvi_store_u32(table + SET_ENTRY * i, set_stream[i]);
         kvi_store_u32(table + SET_ENTRY * i + 4, set_rot[i]);
@@ -290,6 +343,7 @@ kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *e
     kvi_store_u16(o + 8, LCPP_WRAP_VERSION_MAJOR);
     kvi_store_u16(o + 10, LCPP_WRAP_VERSION_MINOR);
     kvi_store_u32(o + 12, LCPP_WRAP_HEADER_SIZE);
+    kvi_store_u32(o + 16, flags);
     kvi_store_u32(o + 20, n_sets);
     kvi_store_u64(o + 24, s.full_size);
     kvi_store_u64(o + 32, skel);
@@ -303,6 +357,8 @@ kvtc_result lcpp_wrap_compress(const kvtc_basis *b, const kvtc_encode_options *e
     o = NULL;
 done:
     free(o);
+    free(hollow);
+    free(zskel);
     for (uint32_t i = 0; sets && i < n_sets; i++) free(sets[i]);
     free(sets);
     free(set_size);

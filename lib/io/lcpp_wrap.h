@@ -15,8 +15,12 @@
 #include "kvtc.h"
 
 #define LCPP_WRAP_VERSION_MAJOR 1u
-#define LCPP_WRAP_VERSION_MINOR 0u
+#define LCPP_WRAP_VERSION_MINOR 1u
 #define LCPP_WRAP_HEADER_SIZE 64u
+/* header flag (wrapper 1.1): the skeleton is stored as u64 raw size + raw
+ * DEFLATE (its token record and cells shrink several-fold; a 1.0 wrapper,
+ * flags 0, stores it as is and still reads) */
+#define LCPP_WRAP_FLAG_SKELETON_DEFLATE 1u
 
 /* Hadamard rotation of the file's K / V (lcpp_hadamard_rows): undone
  * before coding so the basis sees plain post-RoPE keys, redone on restore.
@@ -28,13 +32,16 @@
 #define LCPP_ROT_V 2u
 #define LCPP_ROT_AUTO 0x80000000u
 
-/* A parsed wrapper: offsets into the caller's buffer (borrowed). */
+/* A parsed wrapper: offsets into the caller's buffer (borrowed), except a
+ * DEFLATE-stored skeleton, inflated into skeleton_owned. */
 typedef struct lcpp_wrap {
     uint32_t version_major, version_minor;
     uint64_t full_size;         /* bytes of the restored llama.cpp file */
     uint64_t total_size;        /* bytes of the wrapper */
     const uint8_t *skeleton;    /* the hollow state file */
     size_t skeleton_size;
+    size_t skeleton_stored;     /* its bytes in the wrapper (compressed or not) */
+    uint8_t *skeleton_owned;    /* the inflated skeleton (owned), or NULL */
     lcpp_state state;          /* the skeleton, parsed (owned) */
     uint32_t n_sets;            /* embedded kvtc streams */
     const uint8_t **set_data;   /* [n_sets] (owned array, borrowed bytes) */
