@@ -9,7 +9,9 @@
  * decode on the CPU (raw sink and window tokens exact, the error of the
  * coded tokens at most 10% above a direct CPU encode of the concatenation:
  * the old chunks were projected by the GPU's bf16 GEMM, so a few codes
- * differ from the CPU's) and on the GPU. A chain of appends equals the CPU
+ * differ from the CPU's) and on the GPU (its error at most 5% above the
+ * CPU decode's: the bf16 reconstruction GEMM). Appending no tokens returns
+ * the stream unchanged. A chain of appends equals the CPU
  * chain. Hostile inputs give kvtc_append's error, and the specific one:
  * another ratio (BASIS_MISMATCH), another chunk size or a DEFLATE stream
  * (INVALID_ARGUMENT), another dtype (GEOMETRY_MISMATCH), a corrupt kept
@@ -369,6 +371,15 @@ static void check_hostile(kvtc_cuda_codec *cc, kvtc_encoder *e, const uint8_t *s
         kvtc_result cr = kvtc_append(e, s300, 100, &hl, out, 1u << 24, &cw);
         CHECK_MSG(gr != KVTC_OK && gr == cr, "truncated: GPU %s, CPU %s", kvtc_result_string(gr),
                   kvtc_result_string(cr));
+        free(out);
+    }
+    /* no new tokens: the stream unchanged (after kvtc_append's checks) */
+    {
+        kvtc_cache_layout none = t.l;
+        none.n_tokens = 0;
+        uint8_t *out = NULL;
+        size_t gw = 0;
+        CHECK(gpu_append(cc, s300, n300, &none, &out, &gw) == KVTC_OK && gw == n300 && memcmp(out, s300, n300) == 0);
         free(out);
     }
     /* a buffer one byte short of the result */
