@@ -317,7 +317,10 @@ KVTC_API void kvtc_cuda_release(kvtc_cuda_codec *c);
  * same tokens: old chunks carried over, the old partial chunk's payload
  * carried without re-quantization, the tokens that leave the raw window
  * projected in fp32 on the host (whatever `gemm` / `projection` say), the
- * new window stored raw. Not stream-ordered: it SYNCHRONIZES `stream` (the
+ * new window stored raw. Cost: the gather and copy of the new tokens, then
+ * the CPU append's (the projection of the tokens that leave the window is a
+ * host GEMM of m x p x rank, which at large geometries such as p = 40960
+ * is the bulk of it; a GPU projection is not implemented). Not stream-ordered: it SYNCHRONIZES `stream` (the
  * host needs the tokens) and allocates; not for graph capture. `in` and
  * `out` must not overlap. The codec is used by this thread only during the
  * call. Errors: those of kvtc_append (KVTC_ERR_BASIS_MISMATCH for a stream
