@@ -203,7 +203,7 @@ KVTC_API kvtc_result kvtc_cuda_compress(kvtc_cuda_codec *c, const kvtc_cache *ca
  * kvtc_cuda_workspace_size(n_tokens) (stored plans and the encoder's) or,
  * for a stream carrying another plan, kvtc_cuda_stream_workspace_size():
  * else KVTC_ERR_BUFFER_TOO_SMALL. Engine layouts and decode ranges:
- * kvtc_cuda_decompress_layout below; append is CPU-only so far. */
+ * kvtc_cuda_decompress_layout below; append: kvtc_cuda_append. */
 KVTC_API kvtc_result kvtc_cuda_decompress(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                                  size_t size, kvtc_cache *out, void *d_ws, size_t ws_size, uint32_t *d_status,
                                  cudaStream_t stream);
@@ -295,6 +295,55 @@ KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void 
 KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
                            size_t size, void *d_ws, size_t ws_size, uint32_t *d_status, cudaStream_t stream);
 KVTC_API void kvtc_cuda_release(kvtc_cuda_codec *c);
+
+/* ------------------------------------------------------------------------ */
+/* Append on the GPU                                                         */
+/* ------------------------------------------------------------------------ */
+/* kvtc_append (include/kvtc.h) for a stream in HOST memory, in[0..in_size)
+ * (where offloaded streams live), and new tokens in a DEVICE layout `more`
+ * (the rules of kvtc_cuda_compress_layout: device k/v bases or layer
+ * pointers, device block_table, device positions and token_ids, each
+ * optional as in kvtc_append; host `layers` arrays). The result goes to the
+ * caller's HOST buffer out[0..cap); *written receives its size.
+ * How: the GPU gathers the new tokens out of the layout (paged, strided,
+ * transposed V) into a contiguous staging buffer it takes from and returns
+ * to CUDA's stream-ordered pool (cudaMallocAsync on `stream`, K and V one
+ * after the other: kvtc_cache_tensor_bytes of the new tokens), they are
+ * copied to host memory (also host memory of that size per tensor), and
+ * the CPU append codes them with a CPU encoder of the codec's parameters
+ * (ratio, so the same plan; sink, window, chunk size, model fingerprint;
+ * rANS), made at the first append or bound call and kept by the codec. So
+ * the stream is byte for byte kvtc_append's with such an encoder and the
+ * same tokens: old chunks carried over, the old partial chunk's payload
+ * carried without re-quantization, the tokens that leave the raw window
+ * projected in fp32 on the host (whatever `gemm` / `projection` say), the
+ * new window stored raw. Cost: the gather and copy of the new tokens, then
+ * the CPU append's (the projection of the tokens that leave the window is a
+ * host GEMM of m x p x rank, which at large geometries such as p = 40960
+ * is the bulk of it; a GPU projection is not implemented). Not stream-ordered: it SYNCHRONIZES `stream` (the
+ * host needs the tokens) and allocates; not for graph capture. `in` and
+ * `out` must not overlap. The codec is used by this thread only during the
+ * call. Errors: those of kvtc_append (KVTC_ERR_BASIS_MISMATCH for a stream
+ * of another basis or plan, i.e. another ratio; KVTC_ERR_GEOMETRY_MISMATCH;
+ * KVTC_ERR_INVALID_ARGUMENT for a stream with other sink / window / chunk
+ * size or a DEFLATE stream with coded tokens, or no positions when the
+ * continuing ones would pass INT64_MAX; KVTC_ERR_MODEL_MISMATCH; KVTC_ERR_NUMERIC for NaN/Inf
+ * in tokens that get coded; KVTC_ERR_BUFFER_TOO_SMALL; the stream's
+ * KVTC_ERR_CORRUPT / _TRUNCATED / _BAD_MAGIC ...), plus the device layout's
+ * (as kvtc_cuda_compress_layout: KVTC_ERR_INVALID_ARGUMENT,
+ * _GEOMETRY_MISMATCH with the codec's basis, _UNSUPPORTED beyond 256
+ * layers), KVTC_ERR_BAD_BLOCK_TABLE (the table is copied to the host and
+ * checked there before anything is gathered), KVTC_ERR_TOO_LARGE for more
+ * than 2^32 - 1 new tokens in one call, KVTC_ERR_CUDA (kvtc_cuda_last_error
+ * says which call). On error *written and the contents of out are
+ * unspecified. */
+KVTC_API kvtc_result kvtc_cuda_append(kvtc_cuda_codec *c, const void *in, size_t in_size, const kvtc_cache_layout *more,
+                                      void *out, size_t cap, size_t *written, cudaStream_t stream);
+/* A cap sufficient for kvtc_cuda_append of `more` to in[0..in_size); 0 on
+ * error (the same checks, except the block table and positions, which
+ * stay in device memory and are not read). Reads no device memory. */
+KVTC_API size_t kvtc_cuda_append_bound(kvtc_cuda_codec *c, const void *in, size_t in_size,
+                                       const kvtc_cache_layout *more);
 
 /* ------------------------------------------------------------------------ */
 /* The prefix store on the GPU (kvtc_store.h)                                */

@@ -129,6 +129,7 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
     cudaFree(c->d_inv_freq);
     cudaFree(c->d_crc_table);
     if (c->blas) cublasDestroy(c->blas);
+    kvtc_encoder_free(c->host_enc);
     if (c->profile)
         for (int i = 0; i < KVTC_CUDA_PROF_EVENTS; i++) cudaEventDestroy(c->ev[i]);
     free(c);

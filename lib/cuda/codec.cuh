@@ -99,6 +99,10 @@ struct kvtc_cuda_codec {
     uint8_t *d_basis8e[2];
     float scale8e[2];
     cublasLtHandle_t lt;
+    // kvtc_cuda_append: the CPU encoder (same basis, plan, sink, window,
+    // chunk size, rANS) that codes the appended tokens and splices the
+    // container; made at the first append, freed with the codec
+    kvtc_encoder *host_enc;
     // the last CUDA/cuBLAS failure of an entry point: call, file, line
     // (kvtc_cuda_last_error); empty when the last call did not fail there
     char err[KVTC_CUDA_ERR_MSG];
@@ -119,6 +123,12 @@ kvtc_result cuda_fail_blas(kvtc_cuda_codec *c, cublasStatus_t s, const char *cal
 static inline void cuda_clear_error(kvtc_cuda_codec *c) {
     if (c) c->err[0] = 0;
 }
+
+// A device layout's block table copied to the host and checked there
+// (kvi_layout_check: KVTC_ERR_BAD_BLOCK_TABLE for an entry outside the pool
+// or a repeated block); synchronizes `stream`. KVTC_OK without a table.
+// Used where the host must know before it goes on (store_get.cu, append.cu).
+kvtc_result cuda_host_check_block_table(kvtc_cuda_codec *c, const kvtc_cache_layout *l, cudaStream_t stream);
 
 #define CUDA_CHECK(c, x)                                                                         \
     do {                                                                                         \

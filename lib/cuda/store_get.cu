@@ -113,28 +113,6 @@ void gpu_decode(void *user, const kvtc_store_chunk *ch, uint64_t n, kvtc_result 
     free(h_res);
 }
 
-// The block table lives on the device; check it on a host copy, as the CPU
-// get does, before anything is fetched. A block repeated in two chunks is
-// visible only to a check of the whole table (each chunk's decode checks
-// its own C / block_size entries on the device).
-kvtc_result check_block_table(kvtc_cuda_codec *c, const kvtc_cache_layout *out, cudaStream_t stream) {
-    if (!out->block_size || !out->n_tokens) return KVTC_OK;
-    uint64_t n = (out->n_tokens + out->block_size - 1) / out->block_size;
-    int32_t *h = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
-    if (!h) return KVTC_ERR_OUT_OF_MEMORY;
-    cudaError_t e = cudaMemcpyAsync(h, out->block_table, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-    kvtc_result r = KVTC_OK;
-    if (e != cudaSuccess) {
-        r = cuda_fail_rt(c, e, "cudaMemcpyAsync(block table to host)", __FILE__, __LINE__);
-    } else {
-        kvtc_cache_layout mirror = *out;  // addresses are only compared, never followed, by the check
-        mirror.block_table = h;
-        r = kvi_layout_check(&mirror, 0, out->geometry.n_layers);
-    }
-    free(h);
-    return r;
-}
 
 // positions 0.. and the token ids of the restored tokens, to the device
 kvtc_result write_ids(kvtc_cuda_codec *c, const kvtc_cache_layout *out, const int32_t *tokens, uint64_t done,
@@ -153,6 +131,29 @@ kvtc_result write_ids(kvtc_cuda_codec *c, const kvtc_cache_layout *out, const in
 }
 
 }  // namespace
+
+// The block table lives on the device; check it on a host copy, as the CPU
+// get does, before anything is fetched. A block repeated in two chunks is
+// visible only to a check of the whole table (each chunk's decode checks
+// its own C / block_size entries on the device).
+kvtc_result cuda_host_check_block_table(kvtc_cuda_codec *c, const kvtc_cache_layout *out, cudaStream_t stream) {
+    if (!out->block_size || !out->n_tokens) return KVTC_OK;
+    uint64_t n = (out->n_tokens + out->block_size - 1) / out->block_size;
+    int32_t *h = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
+    if (!h) return KVTC_ERR_OUT_OF_MEMORY;
+    cudaError_t e = cudaMemcpyAsync(h, out->block_table, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    kvtc_result r = KVTC_OK;
+    if (e != cudaSuccess) {
+        r = cuda_fail_rt(c, e, "cudaMemcpyAsync(block table to host)", __FILE__, __LINE__);
+    } else {
+        kvtc_cache_layout mirror = *out;  // addresses are only compared, never followed, by the check
+        mirror.block_table = h;
+        r = kvi_layout_check(&mirror, 0, out->geometry.n_layers);
+    }
+    free(h);
+    return r;
+}
 
 extern "C" kvtc_result kvtc_cuda_store_get(kvtc_cuda_codec *c, kvtc_store *s, const int32_t *tokens,
                                            uint64_t n_tokens, const kvtc_cache_layout *out, cudaStream_t stream,
@@ -175,7 +176,7 @@ extern "C" kvtc_result kvtc_cuda_store_get(kvtc_cuda_codec *c, kvtc_store *s, co
     if (out->dtype != si.dtype) return KVTC_ERR_GEOMETRY_MISMATCH;
     // chunk views shift a paged layout by whole blocks
     if (out->block_size && si.chunk_tokens % out->block_size) return KVTC_ERR_UNSUPPORTED;
-    if ((r = check_block_table(c, out, stream))) return r;
+    if ((r = cuda_host_check_block_table(c, out, stream))) return r;
     uint32_t L = out->geometry.n_layers;
     void **layers = (void **)malloc(sizeof(void *) * 2 * (L ? L : 1));
     if (!layers) return KVTC_ERR_OUT_OF_MEMORY;
