@@ -221,6 +221,11 @@ int main(void) {
         snprintf(p, sizeof p, "%s/bad.safetensors", g_dir);
         CHECK(access(p, F_OK) != 0);
         CHECK(run("store get " STORE_ARGS " cache.safetensors -n 0 -o zero.safetensors") == 2);
+        /* chunk sizes the library refuses get a reason, not "invalid argument" */
+        CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 3 cache.safetensors") == 2 &&
+              err_has("attention-sink tokens"));
+        CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 4294967295 cache.safetensors") == 2 &&
+              err_has("over the limit"));
         /* a dead server is named for every operation, not "file input/output error" */
         CHECK(run("store lookup --store redis://127.0.0.1:1/0 --basis basis.kvtcb --chunk 32 --ratio 8 --timeout-ms 200 cache.safetensors") == 1);
         snprintf(p, sizeof p, "%s/err.txt", g_dir);

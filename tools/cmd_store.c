@@ -163,6 +163,12 @@ int cmd_store(int argc, char **argv) {
     if (!strcmp(op, "get") && !out) return cli_usage("store", "get needs -o");
     if (!strcmp(op, "evict") && !have_max) return cli_usage("store", "evict needs --max-bytes");
     if (strcmp(op, "evict")) o.max_bytes = max_bytes; /* for evict it is the target, not a cap */
+    /* kvtc_store_open's bounds, said here: the library can only answer
+     * "invalid argument" */
+    if (o.chunk_tokens > (1u << 20)) return cli_usage("store", "--chunk %u is over the limit of %u tokens", o.chunk_tokens, 1u << 20);
+    if (o.codec == KVTC_STORE_CODEC_KVTC && o.chunk_tokens < o.n_sink)
+        return cli_usage("store", "--chunk %u is shorter than the %u attention-sink tokens chunk 0 keeps raw (use --chunk >= %u, or --raw)",
+                         o.chunk_tokens, o.n_sink, o.n_sink);
     cli_codec_threads_setup();
 
     kvtc_basis *basis = NULL;
