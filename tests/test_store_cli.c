@@ -221,6 +221,16 @@ int main(void) {
         snprintf(p, sizeof p, "%s/bad.safetensors", g_dir);
         CHECK(access(p, F_OK) != 0);
         CHECK(run("store get " STORE_ARGS " cache.safetensors -n 0 -o zero.safetensors") == 2);
+        /* a cache that does not start at position 0 is named as such */
+        int64_t shifted[N];
+        for (int i = 0; i < N; i++) shifted[i] = i + 10;
+        int64_t *own_positions = sc.c.positions;
+        sc.c.positions = shifted;
+        sc.c.token_ids = tokens;
+        CHECK(write_cache("shifted.safetensors", &sc.c) == 0);
+        sc.c.positions = own_positions;
+        sc.c.token_ids = NULL;
+        CHECK(run("store put " STORE_ARGS " shifted.safetensors") == 1 && err_has("token 0 is at position 10, not 0"));
         /* chunk sizes the library refuses get a reason, not "invalid argument" */
         CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 3 cache.safetensors") == 2 &&
               err_has("attention-sink tokens"));

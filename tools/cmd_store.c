@@ -188,6 +188,14 @@ int cmd_store(int argc, char **argv) {
 
     if (!strcmp(op, "put")) {
         uint64_t stored = 0;
+        /* kvtc_store_put's KVTC_ERR_INVALID_ARGUMENT for this says nothing */
+        for (uint64_t i = 0; cf.cache.positions && i < n; i++)
+            if (cf.cache.positions[i] != (int64_t)i) {
+                rc = cli_fail("store", "put: %s: token %" PRIu64 " is at position %" PRId64 ", not %" PRIu64
+                              " (the store holds prompt prefixes, which start at position 0)",
+                              in, i, cf.cache.positions[i], i);
+                goto done;
+            }
         r = kvtc_store_put(s, tokens, n, &cf.cache, &stored);
         if (r == KVTC_ERR_IO) { rc = fail_backend(uri, "put", r); goto done; }
         if (r) { rc = cli_fail("store", "put: %s (%" PRIu64 " chunks stored before)", kvtc_result_string(r), stored); goto done; }
