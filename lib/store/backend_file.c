@@ -353,7 +353,7 @@ static kvtc_result file_evict_locked(file_backend *f, uint64_t target, int wait,
     uint64_t total = 0, removed = 0;
     kvtc_result r = scan_values(f, &v, &n, &total);
     if (r == KVTC_OK) {
-        qsort(v, n, sizeof *v, by_mtime);
+        if (n) qsort(v, n, sizeof *v, by_mtime); /* v is NULL for an empty store */
         for (size_t i = 0; i < n && total > target; i++) {
             if (unlink(v[i].path) == 0) {
                 total -= v[i].size;
