@@ -231,6 +231,8 @@ int main(void) {
         sc.c.positions = own_positions;
         sc.c.token_ids = NULL;
         CHECK(run("store put " STORE_ARGS " shifted.safetensors") == 1 && err_has("token 0 is at position 10, not 0"));
+        /* the basis given as the cache: named, not "input corrupt" */
+        CHECK(run("store put " STORE_ARGS " basis.kvtcb") == 1 && err_has("basis.kvtcb is a kvtc basis, not a KV cache"));
         /* chunk sizes the library refuses get a reason, not "invalid argument" */
         CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 3 cache.safetensors") == 2 &&
               err_has("attention-sink tokens"));

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cmd_store.h"
+#include "file_kind.h"
 #include "internal.h"
 #include "kvtc_store.h"
 
@@ -63,6 +64,7 @@ static int load_file_cache(const char *path, cache_file *out) {
     size_t size = 0;
     char err[512];
     if (cli_read_file(path, &buf, &size, err, sizeof err)) return cli_fail("store", "%s", err);
+    if (file_kind_expect("store", path, buf, size, FILE_KIND_CACHE)) { free(buf); return 1; } /* a basis, a stream... */
     kvtc_result r = cache_file_parse(buf, size, out);
     free(buf);
     if (r) return cli_fail("store", "%s: %s", path, kvtc_result_string(r));
