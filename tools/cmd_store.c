@@ -184,6 +184,8 @@ int cmd_store(int argc, char **argv) {
     kvtc_store *s = NULL;
     int rc = 0;
     r = kvtc_store_open(uri, basis, kvtc_basis_geometry(basis), dtype, &o, &s);
+    /* the options were checked above: what open refuses is the URI */
+    if (r == KVTC_ERR_INVALID_ARGUMENT) { rc = cli_usage("store", "--store %s: not a store URI (file:DIR or redis://HOST:PORT[/DB])", uri); goto done; }
     if (r) { rc = fail_backend(uri, NULL, r); goto done; }
     const int32_t *tokens = cf.cache.token_ids;
     uint64_t n = cf.cache.n_tokens;
