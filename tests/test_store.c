@@ -573,6 +573,22 @@ static void test_eviction_and_memory(void) {
         CHECK(kvtc_store_get(s, ta, N, &lay, &got) == KVTC_OK && got == N && fixture_prefix_equal(&out, &ref, N));
     }
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.memory_hits == 6 && st.hit_chunks == 6);
+    /* the backend lost the values (another process evicted them; for Redis,
+     * a restart without persistence) while this object's memory tier still
+     * holds them: put writes them again for the others, instead of taking
+     * the tier's copy for stored */
+    {
+        kvtc_store_options o2 = o;
+        o2.memory_bytes = 0;
+        kvtc_store *other = NULL;
+        CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o2, &other) == KVTC_OK);
+        CHECK(kvtc_store_delete(other, ta, N) == KVTC_OK); /* "another process" */
+        CHECK(kvtc_store_lookup(other, ta, N, &hit) == KVTC_OK && hit == 0);
+        uint64_t stored = 0;
+        CHECK(kvtc_store_put(s, ta, N, &a.c, &stored) == KVTC_OK && stored == 2);
+        CHECK(kvtc_store_lookup(other, ta, N, &hit) == KVTC_OK && hit == N);
+        kvtc_store_close(other);
+    }
     CHECK(kvtc_store_backend_bytes(s, &bytes, &nv) == KVTC_OK);
     CHECK(kvtc_store_evict(s, 0, &ev) == KVTC_OK && ev == 2 + nv); /* 2 in memory, all on disk */
     CHECK(kvtc_store_get(s, ta, N, &lay, &got) == KVTC_OK && got == 0);
