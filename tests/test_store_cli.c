@@ -235,7 +235,7 @@ int main(void) {
         CHECK(run("store put " STORE_ARGS " basis.kvtcb") == 1 && err_has("basis.kvtcb is a kvtc basis, not a KV cache"));
         /* a malformed URI is a usage error that says what a URI is */
         CHECK(run("store lookup --store redis://127.0.0.1 --basis basis.kvtcb cache.safetensors") == 2 &&
-              err_has("not a store URI (file:DIR or redis://HOST:PORT[/DB])"));
+              err_has("not a store URI (file:DIR, DIR up to 3800 bytes, or redis://HOST:PORT[/DB])"));
         CHECK(run("store lookup --store file: --basis basis.kvtcb cache.safetensors") == 2 && err_has("not a store URI"));
         /* chunk sizes the library refuses get a reason, not "invalid argument" */
         CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 3 cache.safetensors") == 2 &&

@@ -185,7 +185,7 @@ int cmd_store(int argc, char **argv) {
     int rc = 0;
     r = kvtc_store_open(uri, basis, kvtc_basis_geometry(basis), dtype, &o, &s);
     /* the options were checked above: what open refuses is the URI */
-    if (r == KVTC_ERR_INVALID_ARGUMENT) { rc = cli_usage("store", "--store %s: not a store URI (file:DIR or redis://HOST:PORT[/DB])", uri); goto done; }
+    if (r == KVTC_ERR_INVALID_ARGUMENT) { rc = cli_usage("store", "--store %s: not a store URI (file:DIR, DIR up to 3800 bytes, or redis://HOST:PORT[/DB])", uri); goto done; }
     if (r) { rc = fail_backend(uri, NULL, r); goto done; }
     const int32_t *tokens = cf.cache.token_ids;
     uint64_t n = cf.cache.n_tokens;
