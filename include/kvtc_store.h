@@ -45,7 +45,8 @@ typedef struct kvtc_store kvtc_store;
 
 typedef struct kvtc_store_options {
     size_t struct_size;            /* sizeof(kvtc_store_options) */
-    uint32_t chunk_tokens;         /* C, tokens per chunk and key (default 256) */
+    uint32_t chunk_tokens;         /* C, tokens per chunk and key (default 256; 1..2^20,
+                                    * and at least n_sink with the KVTC codec) */
     uint32_t codec;                /* KVTC_STORE_CODEC_KVTC (default) or _RAW */
     /* Model identity pinned into the namespace: model_fingerprint, or when it
      * is 0 and model_name is non-NULL, a hash of model_name (read only during
@@ -80,7 +81,8 @@ KVTC_API void kvtc_store_options_init(kvtc_store_options *o);
  * geometry) and may be NULL for RAW; it is borrowed and must outlive the
  * store. geometry and dtype describe the caches put and got (dtype is pinned
  * into the namespace). opts may be NULL for defaults.
- * Errors: KVTC_ERR_INVALID_ARGUMENT (bad URI, options, missing basis),
+ * Errors: KVTC_ERR_INVALID_ARGUMENT (bad URI, options: chunk_tokens 0 or
+ * over 2^20, n_sink > chunk_tokens with the KVTC codec, ...; missing basis),
  * KVTC_ERR_GEOMETRY_MISMATCH, KVTC_ERR_NO_PLAN, KVTC_ERR_UNSUPPORTED (a
  * backend this build lacks), KVTC_ERR_IO (directory not usable; server not
  * reachable is NOT an error here: the store connects lazily). */

@@ -42,6 +42,14 @@ static int list_values(const char *dir, char paths[][512], int max) {
     return n;
 }
 
+/* An empty file DIR/NAME: 0 on success. */
+static int write_file_in(const char *dir, const char *name) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    return f && fclose(f) == 0 ? 0 : -1;
+}
+
 /* The value path in `after` that is not in `before`. */
 static const char *new_value(char before[][512], int nb, char after[][512], int na) {
     for (int i = 0; i < na; i++) {
@@ -451,22 +459,50 @@ static void test_not_a_file(void) {
     struct stat vst0;
     CHECK(stat(victim, &vst0) == 0);
     alarm(30); /* a hang fails the test instead of stalling the suite */
-    for (int kind = 0; kind < 3; kind++) {
-        char paths[4][512];
+    char paths[4][512];
+    /* kinds: FIFO, symlink, empty directory, directory with a file in it
+     * (which unlink and rename cannot replace: it used to block its key for
+     * good) */
+    for (int kind = 0; kind < 4; kind++) {
         CHECK(kvtc_store_put(s, tokens, 32, &sc.c, NULL) == KVTC_OK);
         CHECK(list_values(dir, paths, 4) == 1);
         CHECK(unlink(paths[0]) == 0);
         if (kind == 0) CHECK(mkfifo(paths[0], 0600) == 0);
         if (kind == 1) CHECK(symlink(victim, paths[0]) == 0);
-        if (kind == 2) CHECK(mkdir(paths[0], 0700) == 0);
-        uint64_t got = 9;
+        if (kind >= 2) CHECK(mkdir(paths[0], 0700) == 0);
+        if (kind == 3) CHECK(write_file_in(paths[0], "junk") == 0);
+        uint64_t hit = 9, got = 9;
+        CHECK(kvtc_store_lookup(s, tokens, 32, &hit) == KVTC_OK && hit == 0); /* not a value: not stored */
         kvtc_store_stats st = {.struct_size = sizeof st};
         CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 0);
         CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.errors == (uint64_t)kind + 1 && st.backend_errors == 0);
         struct stat lst;
-        if (kind < 2) CHECK_MSG(lstat(paths[0], &lst) != 0, "kind %d: the bad value was not removed", kind);
-        else CHECK(rmdir(paths[0]) == 0);
+        CHECK_MSG(lstat(paths[0], &lst) != 0, "kind %d: the bad value was not removed", kind);
     }
+    /* put replaces whatever is in a value's place without a get first */
+    for (int kind = 0; kind < 4; kind++) {
+        if (kind == 0) CHECK(mkfifo(paths[0], 0600) == 0);
+        if (kind == 1) CHECK(symlink(victim, paths[0]) == 0);
+        if (kind >= 2) CHECK(mkdir(paths[0], 0700) == 0);
+        if (kind == 3) CHECK(write_file_in(paths[0], "junk") == 0);
+        uint64_t stored = 0, got = 0;
+        CHECK(kvtc_store_put(s, tokens, 32, &sc.c, &stored) == KVTC_OK);
+        CHECK_MSG(stored == 1, "kind %d: put did not replace the bad value", kind);
+        CHECK(kvtc_store_get(s, tokens, 32, &lay, &got) == KVTC_OK && got == 32);
+        CHECK(unlink(paths[0]) == 0);
+    }
+    /* a directory among the values does not stop eviction (unlink failed on
+     * it, and every pass ended in KVTC_ERR_IO with nothing evicted) */
+    CHECK(mkdir(paths[0], 0700) == 0 && write_file_in(paths[0], "junk") == 0);
+    int32_t other[32];
+    fixture_tokens(other, 32, 30);
+    CHECK(kvtc_store_put(s, other, 32, &sc.c, NULL) == KVTC_OK);
+    uint64_t evicted = 0, hit = 9;
+    CHECK(kvtc_store_evict(s, 0, &evicted) == KVTC_OK && evicted == 1);
+    CHECK(kvtc_store_lookup(s, other, 32, &hit) == KVTC_OK && hit == 0);
+    /* no values left: an eviction pass over nothing (qsort of a NULL array
+     * before, undefined behaviour that UBSan reports) */
+    CHECK(kvtc_store_evict(s, 0, &evicted) == KVTC_OK && evicted == 0);
     alarm(0);
     struct stat vst;
     CHECK(stat(victim, &vst) == 0 && vst.st_mtim.tv_sec == vst0.st_mtim.tv_sec &&
@@ -537,6 +573,22 @@ static void test_eviction_and_memory(void) {
         CHECK(kvtc_store_get(s, ta, N, &lay, &got) == KVTC_OK && got == N && fixture_prefix_equal(&out, &ref, N));
     }
     CHECK(kvtc_store_stats_get(s, &st) == KVTC_OK && st.memory_hits == 6 && st.hit_chunks == 6);
+    /* the backend lost the values (another process evicted them; for Redis,
+     * a restart without persistence) while this object's memory tier still
+     * holds them: put writes them again for the others, instead of taking
+     * the tier's copy for stored */
+    {
+        kvtc_store_options o2 = o;
+        o2.memory_bytes = 0;
+        kvtc_store *other = NULL;
+        CHECK(kvtc_store_open(uri, fx.basis, &fx.sp.g, KVTC_DTYPE_F16, &o2, &other) == KVTC_OK);
+        CHECK(kvtc_store_delete(other, ta, N) == KVTC_OK); /* "another process" */
+        CHECK(kvtc_store_lookup(other, ta, N, &hit) == KVTC_OK && hit == 0);
+        uint64_t stored = 0;
+        CHECK(kvtc_store_put(s, ta, N, &a.c, &stored) == KVTC_OK && stored == 2);
+        CHECK(kvtc_store_lookup(other, ta, N, &hit) == KVTC_OK && hit == N);
+        kvtc_store_close(other);
+    }
     CHECK(kvtc_store_backend_bytes(s, &bytes, &nv) == KVTC_OK);
     CHECK(kvtc_store_evict(s, 0, &ev) == KVTC_OK && ev == 2 + nv); /* 2 in memory, all on disk */
     CHECK(kvtc_store_get(s, ta, N, &lay, &got) == KVTC_OK && got == 0);

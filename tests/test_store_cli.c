@@ -176,6 +176,81 @@ int main(void) {
     snprintf(p, sizeof p, "%s/st/tmp", g_dir);
     CHECK_MSG(count_entries(p) == 0, "a partial record was left in %s", p);
 
+    /* review of issue 12 (revstore): a stored chunk that fails its checks
+     * is a miss. get without -n used to fail with "input corrupt" and write
+     * nothing; it writes the prefix before the bad chunk (the longest
+     * prefix it can restore); with -n it says why it cannot. Chunks 0-1
+     * come from a 64-token cache put first; every chunk after them is
+     * damaged in place. */
+    {
+        synth_cache head;
+        CHECK(fixture_cache(&fx, 64, 7, &head) == 0);
+        size_t es = kvtc_dtype_size(sc.c.dtype), row = (size_t)sc.c.geometry.head_dim * es;
+        uint64_t rows = (uint64_t)sc.c.geometry.n_layers * sc.c.geometry.n_kv_heads;
+        for (uint64_t i = 0; i < rows; i++) { /* head = the first 64 tokens of sc, [L][H][n][d] */
+            memcpy((char *)head.c.k + i * 64 * row, (const char *)sc.c.k + i * N * row, 64 * row);
+            memcpy((char *)head.c.v + i * 64 * row, (const char *)sc.c.v + i * N * row, 64 * row);
+        }
+        head.c.token_ids = tokens;
+        CHECK(write_cache("head.safetensors", &head.c) == 0);
+        head.c.token_ids = NULL;
+        synth_free(&head);
+        CHECK(run("store evict " STORE_ARGS " --max-bytes 0") == 0);
+        CHECK(run("store put " STORE_ARGS " head.safetensors") == 0 && out_has("stored 2 new chunks"));
+        snprintf(cmd, sizeof cmd,
+                 "cd '%s' && find st -mindepth 2 -type f ! -path 'st/tmp/*' | sort >before.txt && "
+                 "'%s' store put " STORE_ARGS " cache.safetensors >out.txt 2>err.txt && "
+                 "find st -mindepth 2 -type f ! -path 'st/tmp/*' | sort | comm -13 before.txt - | "
+                 "while read f; do printf 'XXXX' | dd of=\"$f\" bs=1 seek=300 conv=notrunc 2>/dev/null; done",
+                 g_dir, g_cli);
+        CHECK(system(cmd) == 0 && out_has("stored 4 new chunks"));
+        CHECK(run("store get " STORE_ARGS " cache.safetensors -o short.safetensors") == 0 &&
+              out_has("restored 64 of 200 tokens") && out_has("failed their checks"));
+        if (read_cache("short.safetensors", &got) == 0) {
+            CHECK(got.cache.n_tokens == 64 && got.cache.token_ids && got.cache.token_ids[63] == tokens[63]);
+            CHECK_MSG(got.cache.n_tokens == 64 && fixture_prefix_equal(&got.cache, &ref, 64),
+                      "the restored prefix differs from the codec's decode");
+            cache_file_free(&got);
+        } else {
+            CHECK(0);
+        }
+        /* the rejected chunk 2 was removed, put stores it again; chunk 3 is still damaged */
+        CHECK(run("store put " STORE_ARGS " cache.safetensors") == 0 && out_has("stored 1 new chunks"));
+        CHECK(run("store get " STORE_ARGS " cache.safetensors -n 192 -o bad.safetensors") == 1 &&
+              err_has("only 96 of the 192 tokens stored could be restored"));
+        snprintf(p, sizeof p, "%s/bad.safetensors", g_dir);
+        CHECK(access(p, F_OK) != 0);
+        CHECK(run("store get " STORE_ARGS " cache.safetensors -n 0 -o zero.safetensors") == 2);
+        /* a cache that does not start at position 0 is named as such */
+        int64_t shifted[N];
+        for (int i = 0; i < N; i++) shifted[i] = i + 10;
+        int64_t *own_positions = sc.c.positions;
+        sc.c.positions = shifted;
+        sc.c.token_ids = tokens;
+        CHECK(write_cache("shifted.safetensors", &sc.c) == 0);
+        sc.c.positions = own_positions;
+        sc.c.token_ids = NULL;
+        CHECK(run("store put " STORE_ARGS " shifted.safetensors") == 1 && err_has("token 0 is at position 10, not 0"));
+        /* the basis given as the cache: named, not "input corrupt" */
+        CHECK(run("store put " STORE_ARGS " basis.kvtcb") == 1 && err_has("basis.kvtcb is a kvtc basis, not a KV cache"));
+        /* a malformed URI is a usage error that says what a URI is */
+        CHECK(run("store lookup --store redis://127.0.0.1 --basis basis.kvtcb cache.safetensors") == 2 &&
+              err_has("not a store URI (file:DIR, DIR up to 3800 bytes, or redis://HOST:PORT[/DB])"));
+        CHECK(run("store lookup --store file: --basis basis.kvtcb cache.safetensors") == 2 && err_has("not a store URI"));
+        /* chunk sizes the library refuses get a reason, not "invalid argument" */
+        CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 3 cache.safetensors") == 2 &&
+              err_has("attention-sink tokens"));
+        CHECK(run("store put --store file:st --basis basis.kvtcb --chunk 4294967295 cache.safetensors") == 2 &&
+              err_has("over the limit"));
+        /* a dead server is named for every operation, not "file input/output error" */
+        CHECK(run("store lookup --store redis://127.0.0.1:1/0 --basis basis.kvtcb --chunk 32 --ratio 8 --timeout-ms 200 cache.safetensors") == 1);
+        snprintf(p, sizeof p, "%s/err.txt", g_dir);
+        size_t en2 = 0;
+        char *eb = test_read_file(p, &en2);
+        if (!(eb && strstr(eb, "not supported by this build"))) CHECK(err_has("cannot reach or use the Redis server"));
+        free(eb);
+    }
+
     synth_cache_free(&ref);
     synth_free(&sc);
     fixture_free(&fx);

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cmd_store.h"
+#include "file_kind.h"
 #include "internal.h"
 #include "kvtc_store.h"
 
@@ -26,7 +27,9 @@ static const char store_help[] =
     "  CACHE            a cache file with token_ids (put stores its whole chunks;\n"
     "                   lookup and get use only its token ids)\n"
     "  get              restores the longest stored prefix (or its first N tokens)\n"
-    "                   into OUT with k, v, positions and token_ids\n"
+    "                   into OUT with k, v, positions and token_ids; a stored chunk\n"
+    "                   failing its checks ends that prefix (it is removed; with -n\n"
+    "                   the restore then fails instead of writing fewer tokens)\n"
     "  --model NAME     model identity pinned into the namespace (default: none)\n"
     "  --chunk C        tokens per chunk and key (default 256)\n"
     "  --ratio R        basis plan closest to R (default 20)\n"
@@ -61,6 +64,7 @@ static int load_file_cache(const char *path, cache_file *out) {
     size_t size = 0;
     char err[512];
     if (cli_read_file(path, &buf, &size, err, sizeof err)) return cli_fail("store", "%s", err);
+    if (file_kind_expect("store", path, buf, size, FILE_KIND_CACHE)) { free(buf); return 1; } /* a basis, a stream... */
     kvtc_result r = cache_file_parse(buf, size, out);
     free(buf);
     if (r) return cli_fail("store", "%s: %s", path, kvtc_result_string(r));
@@ -69,6 +73,20 @@ static int load_file_cache(const char *path, cache_file *out) {
         return cli_fail("store", "%s: no token_ids tensor (the store is addressed by token ids)", path);
     }
     return 0;
+}
+
+/* Shrink a contiguous cache ([L][H][n][d] per tensor) of `have` tokens to
+ * its first `keep` in place: each (layer, head) row moves down, never over
+ * a row not yet moved. positions and token_ids are prefixes already. */
+static void cache_keep_prefix(kvtc_cache *c, uint64_t keep) {
+    const kvtc_geometry *g = &c->geometry;
+    size_t row = (size_t)g->head_dim * kvtc_dtype_size(c->dtype);
+    uint64_t rows = (uint64_t)g->n_layers * g->n_kv_heads;
+    for (uint64_t i = 0; i < rows && keep < c->n_tokens; i++) {
+        memmove((char *)c->k + i * keep * row, (char *)c->k + i * c->n_tokens * row, keep * row);
+        memmove((char *)c->v + i * keep * row, (char *)c->v + i * c->n_tokens * row, keep * row);
+    }
+    if (keep < c->n_tokens) c->n_tokens = keep;
 }
 
 static void print_stats(const kvtc_store *s) {
@@ -125,7 +143,7 @@ int cmd_store(int argc, char **argv) {
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_MODEL: o.model_name = optarg; break;
         case OPT_RAW: o.codec = KVTC_STORE_CODEC_RAW; break;
-        case 'n': if (cli_parse_u64(optarg, &n_get)) return cli_usage("store", "-n needs a count, not '%s'", optarg); have_n = 1; break;
+        case 'n': if (cli_parse_u64(optarg, &n_get) || !n_get) return cli_usage("store", "-n needs a count > 0, not '%s'", optarg); have_n = 1; break;
         case OPT_CHUNK: if (cli_parse_u32(optarg, &o.chunk_tokens) || !o.chunk_tokens) return cli_usage("store", "--chunk needs a count > 0, not '%s'", optarg); break;
         case OPT_RATIO: if (cli_parse_double(optarg, &o.ratio) || o.ratio <= 1) return cli_usage("store", "--ratio needs a number > 1, not '%s'", optarg); break;
         case OPT_TTL: if (cli_parse_u32(optarg, &o.ttl_seconds)) return cli_usage("store", "--ttl needs seconds, not '%s'", optarg); break;
@@ -147,6 +165,12 @@ int cmd_store(int argc, char **argv) {
     if (!strcmp(op, "get") && !out) return cli_usage("store", "get needs -o");
     if (!strcmp(op, "evict") && !have_max) return cli_usage("store", "evict needs --max-bytes");
     if (strcmp(op, "evict")) o.max_bytes = max_bytes; /* for evict it is the target, not a cap */
+    /* kvtc_store_open's bounds, said here: the library can only answer
+     * "invalid argument" */
+    if (o.chunk_tokens > (1u << 20)) return cli_usage("store", "--chunk %u is over the limit of %u tokens", o.chunk_tokens, 1u << 20);
+    if (o.codec == KVTC_STORE_CODEC_KVTC && o.chunk_tokens < o.n_sink)
+        return cli_usage("store", "--chunk %u is shorter than the %u attention-sink tokens chunk 0 keeps raw (use --chunk >= %u, or --raw)",
+                         o.chunk_tokens, o.n_sink, o.n_sink);
     cli_codec_threads_setup();
 
     kvtc_basis *basis = NULL;
@@ -160,12 +184,22 @@ int cmd_store(int argc, char **argv) {
     kvtc_store *s = NULL;
     int rc = 0;
     r = kvtc_store_open(uri, basis, kvtc_basis_geometry(basis), dtype, &o, &s);
+    /* the options were checked above: what open refuses is the URI */
+    if (r == KVTC_ERR_INVALID_ARGUMENT) { rc = cli_usage("store", "--store %s: not a store URI (file:DIR, DIR up to 3800 bytes, or redis://HOST:PORT[/DB])", uri); goto done; }
     if (r) { rc = fail_backend(uri, NULL, r); goto done; }
     const int32_t *tokens = cf.cache.token_ids;
     uint64_t n = cf.cache.n_tokens;
 
     if (!strcmp(op, "put")) {
         uint64_t stored = 0;
+        /* kvtc_store_put's KVTC_ERR_INVALID_ARGUMENT for this says nothing */
+        for (uint64_t i = 0; cf.cache.positions && i < n; i++)
+            if (cf.cache.positions[i] != (int64_t)i) {
+                rc = cli_fail("store", "put: %s: token %" PRIu64 " is at position %" PRId64 ", not %" PRIu64
+                              " (the store holds prompt prefixes, which start at position 0)",
+                              in, i, cf.cache.positions[i], i);
+                goto done;
+            }
         r = kvtc_store_put(s, tokens, n, &cf.cache, &stored);
         if (r == KVTC_ERR_IO) { rc = fail_backend(uri, "put", r); goto done; }
         if (r) { rc = cli_fail("store", "put: %s (%" PRIu64 " chunks stored before)", kvtc_result_string(r), stored); goto done; }
@@ -174,11 +208,11 @@ int cmd_store(int argc, char **argv) {
         print_stats(s);
     } else if (!strcmp(op, "lookup")) {
         uint64_t hit = 0;
-        if ((r = kvtc_store_lookup(s, tokens, n, &hit))) { rc = cli_fail("store", "lookup: %s", kvtc_result_string(r)); goto done; }
+        if ((r = kvtc_store_lookup(s, tokens, n, &hit))) { rc = fail_backend(uri, "lookup", r); goto done; }
         printf("%" PRIu64 " of %" PRIu64 " tokens stored\n", hit, n);
     } else if (!strcmp(op, "get")) {
         uint64_t want = 0, got = 0;
-        if ((r = kvtc_store_lookup(s, tokens, n, &want))) { rc = cli_fail("store", "lookup: %s", kvtc_result_string(r)); goto done; }
+        if ((r = kvtc_store_lookup(s, tokens, n, &want))) { rc = fail_backend(uri, "get", r); goto done; }
         if (have_n) {
             if (n_get > want) { rc = cli_fail("store", "get: only %" PRIu64 " tokens stored, -n %" PRIu64 " asked", want, n_get); goto done; }
             want = n_get;
@@ -188,12 +222,29 @@ int cmd_store(int argc, char **argv) {
         if ((r = cache_file_alloc(&res, &cf.cache.geometry, dtype, want, 1, 1))) { rc = cli_fail("store", "get: %s", kvtc_result_string(r)); goto done; }
         kvtc_store_layout lay = {.struct_size = sizeof lay, .kind = KVTC_STORE_LAYOUT_CONTIGUOUS, .cache = &res.cache};
         r = kvtc_store_get(s, tokens, n, &lay, &got);
-        if (!r && got != want) r = KVTC_ERR_CORRUPT; /* a value disappeared or failed its checks after lookup */
+        /* Fewer than lookup promised: a stored chunk failed its checks (and
+         * was removed) or disappeared meanwhile. That is a miss, not an
+         * error of the input: without -n the longest prefix restored is
+         * still what was asked for; with -n it is too short. */
+        kvtc_store_stats st = {.struct_size = sizeof st};
+        uint64_t rejected = kvtc_store_stats_get(s, &st) == KVTC_OK ? st.errors : 0;
+        if (r == KVTC_ERR_IO) { rc = fail_backend(uri, "get", r); cache_file_free(&res); goto done; }
+        if (!r && got < want && (have_n || !got)) {
+            rc = cli_fail("store", "get: only %" PRIu64 " of the %" PRIu64 " tokens stored could be restored (%" PRIu64
+                          " stored chunks failed their checks and were removed, or were evicted meanwhile)",
+                          got, want, rejected);
+            cache_file_free(&res);
+            goto done;
+        }
+        if (!r) cache_keep_prefix(&res.cache, got);
         void *buf = NULL;
         size_t size = 0;
         if (!r) r = cache_file_serialize(&res.cache, &buf, &size);
         if (r) rc = cli_fail("store", "get: %s (%" PRIu64 " of %" PRIu64 " tokens restored)", kvtc_result_string(r), got, want);
         else if (cli_write_file(out, buf, size, err, sizeof err)) rc = cli_fail("store", "%s", err);
+        else if (got < want)
+            printf("restored %" PRIu64 " of %" PRIu64 " tokens into %s (%" PRIu64 " stored chunks failed their checks "
+                   "and were removed, or were evicted meanwhile)\n", got, n, out, rejected);
         else printf("restored %" PRIu64 " of %" PRIu64 " tokens into %s\n", got, n, out);
         free(buf);
         cache_file_free(&res);
@@ -201,13 +252,13 @@ int cmd_store(int argc, char **argv) {
         uint64_t bytes = 0, values = 0;
         r = kvtc_store_backend_bytes(s, &bytes, &values);
         if (r == KVTC_ERR_UNSUPPORTED) printf("%s: the server keeps its own statistics (redis-cli INFO memory)\n", uri);
-        else if (r) rc = cli_fail("store", "stats: %s", kvtc_result_string(r));
+        else if (r) rc = fail_backend(uri, "stats", r);
         else printf("%" PRIu64 " values, %" PRIu64 " bytes\n", values, bytes);
     } else {
         uint64_t evicted = 0;
         r = kvtc_store_evict(s, max_bytes, &evicted);
         if (r == KVTC_ERR_UNSUPPORTED) printf("%s: the server evicts by itself (maxmemory-policy allkeys-lru)\n", uri);
-        else if (r) rc = cli_fail("store", "evict: %s", kvtc_result_string(r));
+        else if (r) rc = fail_backend(uri, "evict", r);
         else printf("evicted %" PRIu64 " values\n", evicted);
     }
 done:

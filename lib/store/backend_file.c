@@ -141,6 +141,23 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
 
 static kvtc_result file_evict_locked(file_backend *f, uint64_t target, int wait, uint64_t *n_evicted);
 
+/* A directory where a value belongs (planted, or left by a broken tool)
+ * cannot be unlinked, and rename() cannot replace it unless it is empty: it
+ * would block its key for good (put skipping it, every get rejecting it).
+ * Move it into DIR/tmp/ under a unique name instead and remove it there if
+ * it is empty; a non-empty one is left in tmp/, off every key's path, for an
+ * operator to look at (its contents are not ours to delete). */
+static int move_dir_aside(file_backend *f, const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return -1;
+    char aside[4096 + 128];
+    snprintf(aside, sizeof aside, "%s/tmp/bad-dir.%ld.%llu", f->dir, (long)getpid(),
+             (unsigned long long)f->tmp_counter++);
+    if (rename(path, aside) != 0) return -1;
+    (void)rmdir(aside);
+    return 0;
+}
+
 /* DIR and DIR/tmp again, for a write that found them gone: removed under a
  * running process (an operator's rm -rf, a tmp cleaner), the store heals on
  * its next put instead of failing until it is reopened. */
@@ -171,7 +188,10 @@ static kvtc_result file_put_one(store_backend *b, const uint8_t *key, const uint
     if (write_all(fd, val, len) != 0 || fsync(fd) != 0) goto fail_tmp;
     if (close(fd) != 0) { fd = -1; goto fail_tmp; }
     fd = -1;
-    if (rename(tmp, path) != 0) goto fail_tmp;
+    if (rename(tmp, path) != 0 &&
+        (!(errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) || move_dir_aside(f, path) != 0 ||
+         rename(tmp, path) != 0))
+        goto fail_tmp;
     if (fsync_dir(dir) != 0) goto done;
     r = KVTC_OK;
     f->est_bytes += len;
@@ -208,11 +228,13 @@ static kvtc_result file_exists(store_backend *b, const uint8_t *keys, size_t n, 
         char *path = key_path(f, keys + 32 * i, 0);
         if (!path) return KVTC_ERR_OUT_OF_MEMORY;
         struct stat st;
-        int r = stat(path, &st);
+        int r = lstat(path, &st);
         int e = errno;
         free(path);
         if (r != 0 && e != ENOENT && e != ENOTDIR) return KVTC_ERR_IO;
-        present[i] = r == 0;
+        /* only a regular file can be a value: anything else in its place is
+         * not stored (put then replaces it) */
+        present[i] = r == 0 && S_ISREG(st.st_mode);
     }
     return KVTC_OK;
 }
@@ -223,6 +245,7 @@ static kvtc_result file_del(store_backend *b, const uint8_t *key) {
     if (!path) return KVTC_ERR_OUT_OF_MEMORY;
     int r = unlink(path);
     int e = errno;
+    if (r != 0 && (e == EISDIR || e == EPERM) && move_dir_aside(f, path) == 0) r = 0;
     free(path);
     return r == 0 || e == ENOENT || e == ENOTDIR ? KVTC_OK : KVTC_ERR_IO;
 }
@@ -268,8 +291,11 @@ static kvtc_result scan_values(file_backend *f, value_entry **out, size_t *n_out
             char *p = malloc(plen);
             if (!p) { r = KVTC_ERR_OUT_OF_MEMORY; break; }
             snprintf(p, plen, "%s/%s/%s", f->dir, de->d_name, fe->d_name);
+            /* lstat: a planted symlink counts as itself, not as its target; a
+             * directory is no value (unlink would fail and stop every
+             * eviction pass; put and get move it aside) */
             struct stat st;
-            if (stat(p, &st) != 0) { free(p); continue; }
+            if (lstat(p, &st) != 0 || S_ISDIR(st.st_mode)) { free(p); continue; }
             if (n == cap) {
                 size_t nc = cap ? 2 * cap : 256;
                 value_entry *nv = realloc(v, nc * sizeof *v);
@@ -327,7 +353,7 @@ static kvtc_result file_evict_locked(file_backend *f, uint64_t target, int wait,
     uint64_t total = 0, removed = 0;
     kvtc_result r = scan_values(f, &v, &n, &total);
     if (r == KVTC_OK) {
-        qsort(v, n, sizeof *v, by_mtime);
+        if (n) qsort(v, n, sizeof *v, by_mtime); /* v is NULL for an empty store */
         for (size_t i = 0; i < n && total > target; i++) {
             if (unlink(v[i].path) == 0) {
                 total -= v[i].size;

@@ -237,15 +237,19 @@ static kvtc_result chunk_keys(const kvtc_store *s, const int32_t *tokens, uint64
     return KVTC_OK;
 }
 
-/* present[i] for every key: the memory tier first, the rest in one backend batch. */
-static kvtc_result keys_present(kvtc_store *s, const uint8_t *keys, uint64_t n, uint8_t *present) {
+/* present[i] for every key, in one backend batch; with memory_first, what
+ * the memory tier holds counts as present without asking the backend (a
+ * lookup); put asks the backend alone, since the tier may hold chunks the
+ * shared backend lost (a restarted Redis, another process's eviction) and
+ * must write them again for other processes and machines. */
+static kvtc_result keys_present(kvtc_store *s, const uint8_t *keys, uint64_t n, int memory_first, uint8_t *present) {
     uint8_t *ask = malloc(32 * (size_t)(n ? n : 1));
     uint8_t *ans = malloc((size_t)(n ? n : 1));
     uint64_t *where = malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
     if (!ask || !ans || !where) { free(ask); free(ans); free(where); return KVTC_ERR_OUT_OF_MEMORY; }
     uint64_t m = 0;
     for (uint64_t i = 0; i < n; i++) {
-        present[i] = s->mem && memory_tier_has(s->mem, keys + 32 * i);
+        present[i] = memory_first && s->mem && memory_tier_has(s->mem, keys + 32 * i);
         if (!present[i]) {
             memcpy(ask + 32 * m, keys + 32 * i, 32);
             where[m++] = i;
@@ -343,7 +347,7 @@ kvtc_result kvtc_store_put(kvtc_store *s, const int32_t *tokens, uint64_t n_toke
     kvtc_result *res = calloc(batch, sizeof *res);
     if (!present || !missing || !recs || !bkeys || !sizes || !res) r = KVTC_ERR_OUT_OF_MEMORY;
     if (r == KVTC_OK) r = chunk_keys(s, tokens, n_chunks, &keys);
-    if (r == KVTC_OK) r = keys_present(s, keys, n_chunks, present);
+    if (r == KVTC_OK) r = keys_present(s, keys, n_chunks, 0, present);
     uint64_t n_missing = 0;
     for (uint64_t i = 0; r == KVTC_OK && i < n_chunks; i++) {
         if (present[i]) s->st.chunks_already++;
@@ -393,7 +397,7 @@ kvtc_result kvtc_store_lookup(kvtc_store *s, const int32_t *tokens, uint64_t n_t
     uint8_t *keys = NULL, *present = malloc((size_t)n_chunks);
     if (!present) return KVTC_ERR_OUT_OF_MEMORY;
     kvtc_result r = chunk_keys(s, tokens, n_chunks, &keys);
-    if (r == KVTC_OK) r = keys_present(s, keys, n_chunks, present);
+    if (r == KVTC_OK) r = keys_present(s, keys, n_chunks, 1, present);
     if (r == KVTC_OK) {
         uint64_t i = 0;
         while (i < n_chunks && present[i]) i++;
