@@ -100,7 +100,7 @@ kvtc_result lcpp_cli_decode_options(const char *cmd, const kvtc_basis *b, const 
     }
     /* streams that record the model they were written with are decoded
      * only with that model (KVTC_ERR_MODEL_MISMATCH otherwise) */
-    if (model_fingerprint_file(cmd, model_path, kvtc_basis_recomputed_layers(b), &o->model_fingerprint)) return KVTC_ERR_IO;
+    if (model_fingerprint_file(cmd, model_path, kvtc_basis_recomputed_layers(b), kvtc_basis_geometry(b), &o->model_fingerprint)) return KVTC_ERR_IO;
     if (model_text_load(mt, model_path, NULL)) return KVTC_ERR_IO;
     o->recompute = model_recompute;
     o->recompute_user = mt->model;
@@ -168,7 +168,7 @@ int lcpp_cmd_compress(int argc, char **argv) {
         cli_fail("compress", "the basis recomputes %u layer(s) from the model: pass --model M.gguf (its fingerprint goes into the file)", m);
         goto done;
     }
-    if (m && model_fingerprint_file("compress", model_path, m, &o.model_fingerprint)) goto done;
+    if (m && model_fingerprint_file("compress", model_path, m, kvtc_basis_geometry(b), &o.model_fingerprint)) goto done;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
