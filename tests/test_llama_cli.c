@@ -6,10 +6,12 @@
  * --keep; `kvtc slots check` in the engine; failures exit 1 with one line. Uses the stories260K fixtures
  * (small) and $KVTC_CLI (set by CMake). */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -163,7 +165,7 @@ static int no_temporaries(const char *sub) {
     if (!d) return 0;
     struct dirent *e;
     int ok = 1;
-    while ((e = readdir(d))) ok &= strstr(e->d_name, ".tmp.") == NULL;
+    while ((e = readdir(d))) ok &= strncmp(e->d_name, ".kvtc-tmp-", 10) != 0; /* cli_write_file's temporaries */
     closedir(d);
     return ok;
 }
@@ -410,6 +412,46 @@ int main(void) {
         free(orig);
     }
     free(v);
+    /* a FIFO or a symlink as NAME.kvtc: expand refuses it at once (it waited
+     * forever for a writer on the FIFO); list and compress pass FIFOs by */
+    snprintf(p1, sizeof p1, "%s/slots2/fifo.bin.kvtc", g_dir);
+    CHECK(mkfifo(p1, 0644) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/fifo2.bin", g_dir);
+    CHECK(mkfifo(p1, 0644) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/lnk.bin.kvtc", g_dir);
+    CHECK(symlink(victim, p1) == 0);
+    {
+        const char *cli = getenv("KVTC_CLI");
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "timeout 20 '%s' slots expand --basis %s/s.basis %s fifo.bin >'%s/out.txt' 2>'%s/err.txt'",
+                 cli ? cli : "build/kvtc", g_dir, p2, g_dir, g_dir);
+        int st = system(cmd);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1 && one_line_error() && output_has("err.txt", "not a regular file"));
+        snprintf(cmd, sizeof cmd, "timeout 20 '%s' slots list %s >'%s/out.txt' 2>'%s/err.txt'", cli ? cli : "build/kvtc", p2,
+                 g_dir, g_dir);
+        st = system(cmd);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && output_has("out.txt", "dmg.bin.kvtc"));
+    }
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s lnk.bin", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "symbolic link") && !exists("slots2/lnk.bin"));
+    CHECK(unlink(p1) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/fifo.bin.kvtc", g_dir);
+    CHECK(unlink(p1) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/fifo2.bin", g_dir);
+    CHECK(unlink(p1) == 0);
+    /* one compress run per directory: while another holds it, a run does
+     * nothing and says why (two runs could write an older NAME.kvtc over
+     * the one of a newer save) */
+    {
+        copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/later.bin", 0);
+        int lock = open(p2, O_RDONLY | O_DIRECTORY);
+        CHECK(lock >= 0 && flock(lock, LOCK_EX) == 0);
+        snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+        CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "another kvtc slots compress is running") &&
+              exists("slots2/later.bin") && !exists("slots2/later.bin.kvtc"));
+        if (lock >= 0) close(lock);
+        CHECK(kvtc(a) == 0 && !exists("slots2/later.bin") && exists("slots2/later.bin.kvtc"));
+    }
     /* getopt_long: --opt=value forms, and a missing value is a usage error */
     snprintf(a, sizeof a, "slots expand --basis=%s/s.basis --threads=1 %s dmg.bin", g_dir, p2);
     CHECK(kvtc(a) == 0);

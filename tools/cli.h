@@ -30,6 +30,13 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
  * KVTC_ERR_IO with errno-based text in err. */
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen);
 
+/* Read a whole regular file (malloc'd), never waiting: a symlink, FIFO,
+ * device or directory at path is refused with KVTC_ERR_IO ("... is not a
+ * regular file") instead of followed or read (a FIFO would block until a
+ * writer comes). For files found in a directory (kvtc slots), where only
+ * what llama-server saved there belongs. */
+kvtc_result cli_read_regular(const char *path, void **buf, size_t *size, char *err, size_t errlen);
+
 /* Copy up to n first bytes of an input into head; returns how many (0 when
  * it cannot be read: the later cli_read_file reports why). A regular file
  * is opened and read again later; standard input ("-"), a FIFO or a

@@ -143,6 +143,35 @@ kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err,
     return read_input(path, buf, size, err, errlen);
 }
 
+kvtc_result cli_read_regular(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
+    *buf = NULL;
+    *size = 0;
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        struct stat st;
+        if (e == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+            snprintf(err, errlen, "%s is a symbolic link, not a regular file", path);
+        else
+            snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+        return KVTC_ERR_IO;
+    }
+    struct stat st;
+    kvtc_result r;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        r = KVTC_ERR_IO;
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        r = KVTC_ERR_IO;
+    } else {
+        r = read_stream(fd, path, buf, size, err, errlen);
+    }
+    close(fd);
+    return r;
+}
+
 static kvtc_result read_input(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
     *buf = NULL;
     *size = 0;
