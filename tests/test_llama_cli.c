@@ -320,6 +320,11 @@ int main(void) {
     CHECK(kvtc(a) == 0 && output_has("out.txt", "chat-2.bin.kvtc") && output_has("out.txt", "compressed"));
     snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s missing.bin", g_dir, p2);
     CHECK(kvtc(a) == 1 && one_line_error());
+    /* the compressed file's name instead of the slot's: said so (it was "not
+     * a complete llama.cpp state file (still being written?)") */
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s chat-2.bin.kvtc", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "give the slot's name, chat-2.bin") &&
+          !exists("slots/chat-2.bin"));
     CHECK(kvtc("slots frobnicate x") == 2);
     CHECK(no_temporaries("") && no_temporaries("slots"));
 

@@ -383,6 +383,16 @@ static int slots_expand(int argc, char **argv) {
         char err[512];
         if (strchr(name, '/')) { rc = cli_fail("slots", "%s: a slot name, not a path", name); continue; }
         char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
+        size_t nl = strlen(name);
+        struct stat zst;
+        if (zpath && nl > 5 && !strcmp(name + nl - 5, ".kvtc") && lstat(zpath, &zst) != 0) {
+            /* the compressed file's name given for the slot's: without this
+             * the message was "exists and is not a complete state file" */
+            rc = cli_fail("slots", "%s is the compressed file: give the slot's name, %.*s", name, (int)(nl - 5), name);
+            free(path);
+            free(zpath);
+            continue;
+        }
         if (path && exists_not_regular(path)) {
             rc = cli_fail("slots", "%s exists and is not a regular file (a symlink?); not written through", path);
             free(path);
@@ -431,7 +441,7 @@ static int slots_list(int argc, char **argv) {
 
 int cmd_slots(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        if (argc < 2) return cli_usage("slots", "needs compress, expand or list");
+        if (argc < 2) return cli_usage("slots", "needs compress, expand, list or check");
         fputs(slots_help, stdout);
         return 0;
     }
