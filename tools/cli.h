@@ -63,6 +63,14 @@ size_t cli_peek_file(const char *path, void *head, size_t n);
  * On any failure `path` is untouched and no temporary remains. */
 kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char *err, size_t errlen);
 
+/* Create path as cli_write_file creates a new regular file (temporary,
+ * fsync), but never replace anything: when path exists at the last moment
+ * (a symlink included), nothing is written, *existed is 1 and the result
+ * KVTC_ERR_IO. For `kvtc slots expand`, which must not overwrite a save
+ * llama-server makes while it decodes. */
+kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,
+                               size_t errlen);
+
 /* Parse a temporary name of cli_write_file: 0 and its output-name hash and
  * pid, or -1 when name is not one. */
 int cli_tmp_name_owner(const char *name, uint64_t *hash, long *pid);

@@ -350,8 +350,10 @@ static kvtc_result write_direct(int fd, const char *name, const void *buf, size_
     return KVTC_OK;
 }
 
-static kvtc_result replace_regular(const char *path, const struct stat *old, const void *buf, size_t size,
-                                   char *err, size_t errlen) {
+/* no_replace: link() the temporary to path instead of rename(): fails with
+ * EEXIST, atomically, when path exists (cli_write_new_file). */
+static kvtc_result replace_regular(const char *path, const struct stat *old, int no_replace, const void *buf,
+                                   size_t size, char *err, size_t errlen) {
     char dir[PATH_MAX];
     const char *base;
     if (split_path(path, dir, sizeof dir, &base) != 0) {
@@ -389,12 +391,13 @@ static kvtc_result replace_regular(const char *path, const struct stat *old, con
     if (ok && fchmod(fd, mode) != 0) { ok = 0; saved_errno = errno; }
     if (ok && fsync(fd) != 0) { ok = 0; saved_errno = errno; }
     if (close(fd) != 0 && ok) { ok = 0; saved_errno = errno; }
-    if (ok && rename(g_tmp_path, path) != 0) { ok = 0; saved_errno = errno; }
-    if (!ok) unlink(g_tmp_path);
+    if (ok && (no_replace ? link(g_tmp_path, path) : rename(g_tmp_path, path)) != 0) { ok = 0; saved_errno = errno; }
+    if (!ok || no_replace) unlink(g_tmp_path);
     g_tmp_path[0] = 0;
     cleanup_handlers(0, saved);
     if (!ok) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(saved_errno));
+        errno = saved_errno; /* cli_write_new_file tells EEXIST apart */
         return KVTC_ERR_IO;
     }
     fsync_dir(dir);
@@ -439,5 +442,16 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
         close(fd);
         return r;
     }
-    return replace_regular(path, exists ? &st : NULL, buf, size, err, errlen);
+    return replace_regular(path, exists ? &st : NULL, 0, buf, size, err, errlen);
+}
+
+kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,
+                               size_t errlen) {
+    *existed = 0;
+    kvtc_result r = replace_regular(path, NULL, 1, buf, size, err, errlen);
+    if (r == KVTC_ERR_IO && errno == EEXIST) {
+        *existed = 1;
+        snprintf(err, errlen, "%s exists", path);
+    }
+    return r;
 }

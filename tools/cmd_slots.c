@@ -401,6 +401,7 @@ static int slots_expand(int argc, char **argv) {
         }
         void *z = NULL, *o = NULL;
         size_t zn, on;
+        int existed = 0;
         kvtc_result r;
         int present = path ? existing_slot(path) : 0;
         if (present > 0) printf("%s: kept, already there (expanded before, or saved again after %s.kvtc)\n", name, name);
@@ -408,8 +409,12 @@ static int slots_expand(int argc, char **argv) {
         else if (!path || !zpath) rc = cli_fail("slots", "out of memory");
         else if (cli_read_regular(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
         else if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
-        else if (cli_write_file(path, o, on, err, sizeof err)) rc = cli_fail("slots", "%s", err);
-        else printf("%s: %zu -> %zu bytes, ready to restore\n", name, zn, on);
+        else if (cli_write_new_file(path, o, on, &existed, err, sizeof err)) {
+            /* NAME appeared while NAME.kvtc was decoded: a save llama-server
+             * made meanwhile, newer than NAME.kvtc; never replaced */
+            if (existed) printf("%s: kept, saved again while %s.kvtc was expanded\n", name, name);
+            else rc = cli_fail("slots", "%s", err);
+        } else printf("%s: %zu -> %zu bytes, ready to restore\n", name, zn, on);
         free(z);
         free(o);
         free(path);
