@@ -197,6 +197,14 @@ int main(void) {
     /* compress / info / decompress */
     snprintf(a, sizeof a, "compress --basis %s/s.basis " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/s.kvtc", g_dir, g_dir);
     CHECK(kvtc(a) == 0);
+    /* the wrong one of the two kinds is named as what it is (it was "not a
+     * kvtc stream, basis or safetensors file (bad magic)") */
+    snprintf(a, sizeof a, "compress --basis %s/s.basis %s/s.kvtc -o %s/y.kvtc", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a compressed llama.cpp state file") && !exists("y.kvtc"));
+    snprintf(a, sizeof a, "decompress --basis %s/s.basis " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/y.ggsq", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a llama.cpp state file, not a kvtc stream") && !exists("y.ggsq"));
+    snprintf(a, sizeof a, "calibrate -o %s/y.basis --model data/stories260K.gguf %s/s.kvtc " FIX "/3f545be/stories260k-f16-vtrans1.ggsq", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a compressed llama.cpp state file") && !exists("y.basis"));
     snprintf(a, sizeof a, "info %s/s.kvtc", g_dir);
     CHECK(kvtc(a) == 0 && output_has("out.txt", "compressed llama.cpp state") && output_has("out.txt", "398 cells"));
     snprintf(a, sizeof a, "decompress --basis %s/s.basis %s/s.kvtc -o %s/s.ggsq", g_dir, g_dir, g_dir);

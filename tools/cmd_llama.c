@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cmd_llama_common.h"
 #include "internal.h"
+#include "file_kind.h"
 #include "kv_geometry.h"
 #include "model_fingerprint.h"
 #include "model_kv.h"
@@ -426,6 +427,7 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
         size_t size;
         lcpp_state s;
         if (cli_read_file(inputs[i], &buf, &size, err, sizeof err)) { cli_fail("calibrate", "%s", err); goto done; }
+        if (file_kind_expect("calibrate", inputs[i], buf, size, FILE_KIND_LCPP_STATE)) { free(buf); goto done; }
         if ((r = lcpp_state_parse(buf, size, &s))) { free(buf); cli_fail("calibrate", "%s: %s", inputs[i], kvtc_result_string(r)); goto done; }
         for (uint32_t si = 0; si < s.n_stream; si++) {
             const lcpp_stream *st = &s.streams[si];
