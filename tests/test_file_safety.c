@@ -197,6 +197,10 @@ int main(void) {
     CHECK(cli_tmp_name_owner(strrchr(stale, '/') + 1, &hh, &pp) == 0 && pp == (long)dead);
     CHECK(cli_write_file(path, old, sizeof old, err, sizeof err) == KVTC_OK);
     CHECK(access(stale, F_OK) != 0 && access(live, F_OK) == 0 && access(other, F_OK) == 0);
+    /* cli_remove_stale_tmps (kvtc slots compress): a dead process's
+     * temporaries of any output go, a live one's stay */
+    cli_remove_stale_tmps(DIR_);
+    CHECK(access(other, F_OK) != 0 && access(live, F_OK) == 0);
     unlink(live);
     unlink(other);
 

@@ -71,6 +71,12 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
 kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,
                                size_t errlen);
 
+/* Remove every temporary of cli_write_file in dir whose process is gone
+ * (ours, regular files), whatever output it was for: `kvtc slots compress`
+ * cleans up after a killed `slots expand` of a slot that is never expanded
+ * again. */
+void cli_remove_stale_tmps(const char *dir);
+
 /* Parse a temporary name of cli_write_file: 0 and its output-name hash and
  * pid, or -1 when name is not one. */
 int cli_tmp_name_owner(const char *name, uint64_t *hash, long *pid);

@@ -317,14 +317,14 @@ int cli_tmp_name_owner(const char *name, uint64_t *hash, long *pid) {
 
 /* Remove our stale temporaries for this output name: same name hash, owned
  * by us, and the process that made them is gone. */
-static void remove_stale_tmps(const char *dir, uint64_t hash) {
+static void remove_stale_tmps(const char *dir, uint64_t hash, int any_name) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
         uint64_t h;
         long pid;
-        if (cli_tmp_name_owner(e->d_name, &h, &pid) || h != hash) continue;
+        if (cli_tmp_name_owner(e->d_name, &h, &pid) || (!any_name && h != hash)) continue;
         if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
         char p[PATH_MAX];
         if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= sizeof p) continue;
@@ -361,7 +361,7 @@ static kvtc_result replace_regular(const char *path, const struct stat *old, int
         return KVTC_ERR_IO;
     }
     uint64_t hash = name_hash(base);
-    remove_stale_tmps(dir, hash);
+    remove_stale_tmps(dir, hash, 0);
     if ((size_t)snprintf(g_tmp_path, sizeof g_tmp_path, "%s/" TMP_PREFIX "%016" PRIx64 "-%ld-XXXXXX", dir, hash,
                          (long)getpid()) >= sizeof g_tmp_path) {
         g_tmp_path[0] = 0;
@@ -444,6 +444,8 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
     }
     return replace_regular(path, exists ? &st : NULL, 0, buf, size, err, errlen);
 }
+
+void cli_remove_stale_tmps(const char *dir) { remove_stale_tmps(dir, 0, 1); }
 
 kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,
                                size_t errlen) {

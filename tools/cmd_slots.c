@@ -296,6 +296,7 @@ static int slots_compress(int argc, char **argv) {
             return cli_fail("slots", "another kvtc slots compress is running on %s; nothing done (run again later)", dir);
         return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(e));
     }
+    cli_remove_stale_tmps(dir); /* of runs killed midway (expand's too) */
     size_t n;
     char **names = list_dir(dir, &n);
     if (!names) {
