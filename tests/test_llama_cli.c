@@ -205,6 +205,9 @@ int main(void) {
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a llama.cpp state file, not a kvtc stream") && !exists("y.ggsq"));
     snprintf(a, sizeof a, "calibrate -o %s/y.basis --model data/stories260K.gguf %s/s.kvtc " FIX "/3f545be/stories260k-f16-vtrans1.ggsq", g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a compressed llama.cpp state file") && !exists("y.basis"));
+    /* options of caches that state files do not take: said once, plainly */
+    CHECK(kvtc("compress --basis x --max-error 0.1 " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o /dev/null") == 2 &&
+          one_line_error() && output_has("err.txt", "unknown option --max-error for llama.cpp state files (see kvtc compress --help)"));
     snprintf(a, sizeof a, "info %s/s.kvtc", g_dir);
     CHECK(kvtc(a) == 0 && output_has("out.txt", "compressed llama.cpp state") && output_has("out.txt", "398 cells"));
     snprintf(a, sizeof a, "decompress --basis %s/s.basis %s/s.kvtc -o %s/s.ggsq", g_dir, g_dir, g_dir);

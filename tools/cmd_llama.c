@@ -147,7 +147,7 @@ int lcpp_cmd_compress(int argc, char **argv) {
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_MODEL: model_path = optarg; break;
         case ':': return cli_usage("compress", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage("compress", "unknown option %s (see --help)", argv[optind - 1]);
+        default: return cli_usage("compress", "unknown option %s for llama.cpp state files", argv[optind - 1]);
         }
     }
     for (; optind < argc; optind++) {
@@ -222,7 +222,7 @@ int lcpp_cmd_decompress(int argc, char **argv) {
             if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("decompress", "--threads needs 1..256, not '%s'", optarg);
             break;
         case ':': return cli_usage("decompress", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage("decompress", "unknown option %s (see --help)", argv[optind - 1]);
+        default: return cli_usage("decompress", "unknown option %s for llama.cpp state files", argv[optind - 1]);
         }
     }
     for (; optind < argc; optind++) {
@@ -396,7 +396,7 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
             if (lcpp_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v, not '%s'", v); goto done_args; }
             break;
         case ':': rc = cli_usage("calibrate", "%s needs a value", argv[optind - 1]); goto done_args;
-        default: rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files (see --help)", argv[optind - 1]); goto done_args;
+        default: rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files", argv[optind - 1]); goto done_args;
         }
     }
     for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
