@@ -143,6 +143,32 @@ kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err,
     return read_input(path, buf, size, err, errlen);
 }
 
+/* A regular file's st_size bytes in one allocation (not grown by doubling:
+ * a slot file can be gigabytes). */
+static kvtc_result read_sized(int fd, const char *path, const struct stat *st, void **buf, size_t *size, char *err,
+                              size_t errlen) {
+    size_t n = (size_t)st->st_size;
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b) {
+        snprintf(err, errlen, "out of memory reading %s (%zu bytes)", path, n);
+        return KVTC_ERR_OUT_OF_MEMORY;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, b + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, k < 0 ? strerror(errno) : "file shrank");
+            free(b);
+            return KVTC_ERR_IO;
+        }
+        got += (size_t)k;
+    }
+    *buf = b;
+    *size = n;
+    return KVTC_OK;
+}
+
 kvtc_result cli_read_regular(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
     *buf = NULL;
     *size = 0;
@@ -166,7 +192,7 @@ kvtc_result cli_read_regular(const char *path, void **buf, size_t *size, char *e
         snprintf(err, errlen, "%s is not a regular file", path);
         r = KVTC_ERR_IO;
     } else {
-        r = read_stream(fd, path, buf, size, err, errlen);
+        r = read_sized(fd, path, &st, buf, size, err, errlen);
     }
     close(fd);
     return r;
@@ -197,29 +223,9 @@ static kvtc_result read_input(const char *path, void **buf, size_t *size, char *
         close(fd);
         return r;
     }
-    size_t n = (size_t)st.st_size;
-    uint8_t *b = malloc(n ? n : 1);
-    if (!b) {
-        close(fd);
-        snprintf(err, errlen, "out of memory reading %s (%zu bytes)", path, n);
-        return KVTC_ERR_OUT_OF_MEMORY;
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = read(fd, b + got, n - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            snprintf(err, errlen, "cannot read %s: %s", path, k < 0 ? strerror(errno) : "file shrank");
-            free(b);
-            close(fd);
-            return KVTC_ERR_IO;
-        }
-        got += (size_t)k;
-    }
+    kvtc_result r = read_sized(fd, path, &st, buf, size, err, errlen);
     close(fd);
-    *buf = b;
-    *size = n;
-    return KVTC_OK;
+    return r;
 }
 
 /* ---- writing ------------------------------------------------------------ */
