@@ -308,8 +308,13 @@ int main(void) {
     copy_to(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", "slots/chat-2.bin", 0);
     copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "slots/saving.bin", 150000); /* being written */
     copy_to("data/persuasion.txt", "slots/notes.txt", 1000);
+    copy_to(FIX "/3f545be/eval27m-f16-vtrans1-capi.ggsq", "slots/other-model.bin", 0);
     snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
-    CHECK(kvtc(a) == 0);
+    /* a slot of another model: said so, kept; the others are compressed */
+    CHECK(kvtc(a) == 1 && output_has("err.txt", "other-model.bin: cache geometry does not match (the basis is for another model") &&
+          exists("slots/other-model.bin") && !exists("slots/other-model.bin.kvtc"));
+    snprintf(p1, sizeof p1, "%s/slots/other-model.bin", g_dir);
+    CHECK(unlink(p1) == 0);
     CHECK(!exists("slots/chat-1.bin") && exists("slots/chat-1.bin.kvtc") && exists("slots/chat-2.bin.kvtc"));
     CHECK(exists("slots/saving.bin") && !exists("slots/saving.bin.kvtc") && exists("slots/notes.txt"));
     CHECK(output_has("err.txt", "saving.bin: skipped"));

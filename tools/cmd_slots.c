@@ -190,7 +190,11 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
         if (up_to_date) zn = old_n;
     }
     if (!up_to_date) {
-        if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
+        if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) {
+            cli_fail("slots", "%s: %s%s; kept", name, kvtc_result_string(r),
+                     r == KVTC_ERR_GEOMETRY_MISMATCH ? " (the basis is for another model: layers or KV heads x head_dim differ)" : "");
+            goto done;
+        }
         /* an original kept with --keep: the encoder is deterministic, so
          * NAME.kvtc holds these very bytes, and it just decoded */
         up_to_date = old_state == 0 && zn == old_n && !memcmp(z, old, zn);
