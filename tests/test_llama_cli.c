@@ -460,6 +460,17 @@ int main(void) {
     CHECK(unlink(p1) == 0);
     snprintf(p1, sizeof p1, "%s/slots2/fifo2.bin", g_dir);
     CHECK(unlink(p1) == 0);
+    /* a directory that cannot be written: one line, nothing coded (root may
+     * write anyway: checked only for other users) */
+    if (geteuid() != 0) {
+        copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/ro.bin", 0);
+        CHECK(chmod(p2, 0555) == 0);
+        snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+        CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "cannot write in") && exists("slots2/ro.bin"));
+        CHECK(chmod(p2, 0755) == 0);
+        snprintf(p1, sizeof p1, "%s/slots2/ro.bin", g_dir);
+        CHECK(unlink(p1) == 0);
+    }
     /* one compress run per directory: while another holds it, a run does
      * nothing and says why (two runs could write an older NAME.kvtc over
      * the one of a newer save) */

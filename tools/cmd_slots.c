@@ -300,6 +300,15 @@ static int slots_compress(int argc, char **argv) {
             return cli_fail("slots", "another kvtc slots compress is running on %s; nothing done (run again later)", dir);
         return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(e));
     }
+    /* a directory we cannot write: say so once, before coding every slot
+     * only to fail at each write */
+    if (access(dir, W_OK) != 0) {
+        int e = errno;
+        close(lock);
+        model_text_free(&mt);
+        kvtc_basis_free(b);
+        return cli_fail("slots", "cannot write in %s: %s; nothing done", dir, strerror(e));
+    }
     cli_remove_stale_tmps(dir); /* of runs killed midway (expand's too) */
     size_t n;
     char **names = list_dir(dir, &n);
