@@ -197,8 +197,44 @@ int main(void) {
     CHECK(cli_tmp_name_owner(strrchr(stale, '/') + 1, &hh, &pp) == 0 && pp == (long)dead);
     CHECK(cli_write_file(path, old, sizeof old, err, sizeof err) == KVTC_OK);
     CHECK(access(stale, F_OK) != 0 && access(live, F_OK) == 0 && access(other, F_OK) == 0);
+    /* cli_remove_stale_tmps (kvtc slots compress): a dead process's
+     * temporaries of any output go, a live one's stay */
+    cli_remove_stale_tmps(DIR_);
+    CHECK(access(other, F_OK) != 0 && access(live, F_OK) == 0);
     unlink(live);
     unlink(other);
+
+    /* cli_write_new_file (kvtc slots expand): creates a new file; never
+     * replaces one, a symlink included (a save llama-server made while the
+     * slot was decoded is newer); no temporary either way */
+    {
+        char np[320], lp[320];
+        int existed = -1;
+        snprintf(np, sizeof np, "%s/new.bin", DIR_);
+        CHECK(cli_write_new_file(np, old, sizeof old, &existed, err, sizeof err) == KVTC_OK && existed == 0);
+        CHECK(file_equals(np, old, sizeof old));
+        CHECK(cli_write_new_file(np, big, 100, &existed, err, sizeof err) == KVTC_ERR_IO && existed == 1);
+        CHECK(file_equals(np, old, sizeof old) && count_temporaries(DIR_) == 0);
+        snprintf(lp, sizeof lp, "%s/dangling.bin", DIR_);
+        CHECK(symlink("/nonexistent/kvtc", lp) == 0);
+        CHECK(cli_write_new_file(lp, big, 100, &existed, err, sizeof err) == KVTC_ERR_IO && existed == 1);
+        CHECK(access("/nonexistent/kvtc", F_OK) != 0 && count_temporaries(DIR_) == 0);
+        /* cli_read_regular: a regular file is read; a symlink, a FIFO (which
+         * would block until a writer came) and a directory are refused */
+        void *b = NULL;
+        size_t bn = 0;
+        CHECK(cli_read_regular(np, &b, &bn, err, sizeof err) == KVTC_OK && bn == sizeof old && !memcmp(b, old, bn));
+        free(b);
+        CHECK(cli_read_regular(lp, &b, &bn, err, sizeof err) == KVTC_ERR_IO && strstr(err, "symbolic link") && !b);
+        char fp[320];
+        snprintf(fp, sizeof fp, "%s/fifo", DIR_);
+        CHECK(mkfifo(fp, 0644) == 0);
+        CHECK(cli_read_regular(fp, &b, &bn, err, sizeof err) == KVTC_ERR_IO && strstr(err, "not a regular file"));
+        CHECK(cli_read_regular(DIR_, &b, &bn, err, sizeof err) == KVTC_ERR_IO && strstr(err, "not a regular file"));
+        unlink(fp);
+        unlink(lp);
+        unlink(np);
+    }
 
     unlink(inner);
     rmdir(dpath);

@@ -6,10 +6,12 @@
  * --keep; `kvtc slots check` in the engine; failures exit 1 with one line. Uses the stories260K fixtures
  * (small) and $KVTC_CLI (set by CMake). */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -163,7 +165,7 @@ static int no_temporaries(const char *sub) {
     if (!d) return 0;
     struct dirent *e;
     int ok = 1;
-    while ((e = readdir(d))) ok &= strstr(e->d_name, ".tmp.") == NULL;
+    while ((e = readdir(d))) ok &= strncmp(e->d_name, ".kvtc-tmp-", 10) != 0; /* cli_write_file's temporaries */
     closedir(d);
     return ok;
 }
@@ -195,6 +197,17 @@ int main(void) {
     /* compress / info / decompress */
     snprintf(a, sizeof a, "compress --basis %s/s.basis " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/s.kvtc", g_dir, g_dir);
     CHECK(kvtc(a) == 0);
+    /* the wrong one of the two kinds is named as what it is (it was "not a
+     * kvtc stream, basis or safetensors file (bad magic)") */
+    snprintf(a, sizeof a, "compress --basis %s/s.basis %s/s.kvtc -o %s/y.kvtc", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a compressed llama.cpp state file") && !exists("y.kvtc"));
+    snprintf(a, sizeof a, "decompress --basis %s/s.basis " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o %s/y.ggsq", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a llama.cpp state file, not a kvtc stream") && !exists("y.ggsq"));
+    snprintf(a, sizeof a, "calibrate -o %s/y.basis --model data/stories260K.gguf %s/s.kvtc " FIX "/3f545be/stories260k-f16-vtrans1.ggsq", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "is a compressed llama.cpp state file") && !exists("y.basis"));
+    /* options of caches that state files do not take: said once, plainly */
+    CHECK(kvtc("compress --basis x --max-error 0.1 " FIX "/3f545be/stories260k-f16-vtrans1.ggsq -o /dev/null") == 2 &&
+          one_line_error() && output_has("err.txt", "unknown option --max-error for llama.cpp state files (see kvtc compress --help)"));
     snprintf(a, sizeof a, "info %s/s.kvtc", g_dir);
     CHECK(kvtc(a) == 0 && output_has("out.txt", "compressed llama.cpp state") && output_has("out.txt", "398 cells"));
     snprintf(a, sizeof a, "decompress --basis %s/s.basis %s/s.kvtc -o %s/s.ggsq", g_dir, g_dir, g_dir);
@@ -271,6 +284,16 @@ int main(void) {
     CHECK(edit_file("other.gguf", other_model));
     snprintf(a, sizeof a, "decompress --basis %s/r.basis --model %s/other.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir, g_dir);
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "different model") && !exists("r.ggsq"));
+    /* a model of another shape for a basis that recomputes layers is
+     * refused by name: its recompute wrote past the decoder's buffers (heap
+     * corruption, abort) and compress recorded its fingerprint, so the file
+     * then restored only with that wrong model */
+    snprintf(a, sizeof a, "compress --basis %s/r.basis --model data/eval-llama-27m-q8_0.gguf " FIX "/3f545be/stories260k-f16-vtrans0.ggsq -o %s/wm.kvtc", g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not the basis's model") && !exists("wm.kvtc"));
+    snprintf(a, sizeof a, "decompress --basis %s/r.basis --model data/eval-llama-27m-q8_0.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not the basis's model") && !exists("r.ggsq"));
+    snprintf(a, sizeof a, "slots check --basis %s/r.basis --model data/eval-llama-27m-q8_0.gguf --tokens 4 " FIX "/3f545be/stories260k-f16-vtrans0.ggsq", g_dir);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not the basis's model"));
     snprintf(a, sizeof a, "info %s/r.kvtc", g_dir);
     CHECK(kvtc(a) == 0 && output_has("out.txt", "model fingerprint"));
     snprintf(a, sizeof a, "decompress --basis %s/r.basis --model data/stories260K.gguf %s/r.kvtc -o %s/r.ggsq", g_dir, g_dir, g_dir);
@@ -285,8 +308,13 @@ int main(void) {
     copy_to(FIX "/3f545be/stories260k-bf16-vtrans0.ggsq", "slots/chat-2.bin", 0);
     copy_to(FIX "/3f545be/stories260k-f16-vtrans1.ggsq", "slots/saving.bin", 150000); /* being written */
     copy_to("data/persuasion.txt", "slots/notes.txt", 1000);
+    copy_to(FIX "/3f545be/eval27m-f16-vtrans1-capi.ggsq", "slots/other-model.bin", 0);
     snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
-    CHECK(kvtc(a) == 0);
+    /* a slot of another model: said so, kept; the others are compressed */
+    CHECK(kvtc(a) == 1 && output_has("err.txt", "other-model.bin: cache geometry does not match (the basis is for another model") &&
+          exists("slots/other-model.bin") && !exists("slots/other-model.bin.kvtc"));
+    snprintf(p1, sizeof p1, "%s/slots/other-model.bin", g_dir);
+    CHECK(unlink(p1) == 0);
     CHECK(!exists("slots/chat-1.bin") && exists("slots/chat-1.bin.kvtc") && exists("slots/chat-2.bin.kvtc"));
     CHECK(exists("slots/saving.bin") && !exists("slots/saving.bin.kvtc") && exists("slots/notes.txt"));
     CHECK(output_has("err.txt", "saving.bin: skipped"));
@@ -308,6 +336,11 @@ int main(void) {
     CHECK(kvtc(a) == 0 && output_has("out.txt", "chat-2.bin.kvtc") && output_has("out.txt", "compressed"));
     snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s missing.bin", g_dir, p2);
     CHECK(kvtc(a) == 1 && one_line_error());
+    /* the compressed file's name instead of the slot's: said so (it was "not
+     * a complete llama.cpp state file (still being written?)") */
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s chat-2.bin.kvtc", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "give the slot's name, chat-2.bin") &&
+          !exists("slots/chat-2.bin"));
     CHECK(kvtc("slots frobnicate x") == 2);
     CHECK(no_temporaries("") && no_temporaries("slots"));
 
@@ -319,6 +352,9 @@ int main(void) {
     copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots_r/c.bin", 0);
     snprintf(a, sizeof a, "slots compress --basis %s/r.basis %s", g_dir, p2);
     CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "--model") && exists("slots_r/c.bin") &&
+          !exists("slots_r/c.bin.kvtc"));
+    snprintf(a, sizeof a, "slots compress --basis %s/r.basis --model data/eval-llama-27m-q8_0.gguf %s", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "not the basis's model") && exists("slots_r/c.bin") &&
           !exists("slots_r/c.bin.kvtc"));
     snprintf(a, sizeof a, "slots compress --basis %s/r.basis --model data/stories260K.gguf %s", g_dir, p2);
     CHECK(kvtc(a) == 0 && !exists("slots_r/c.bin") && output_has("out.txt", "original removed"));
@@ -397,6 +433,57 @@ int main(void) {
         free(orig);
     }
     free(v);
+    /* a FIFO or a symlink as NAME.kvtc: expand refuses it at once (it waited
+     * forever for a writer on the FIFO); list and compress pass FIFOs by */
+    snprintf(p1, sizeof p1, "%s/slots2/fifo.bin.kvtc", g_dir);
+    CHECK(mkfifo(p1, 0644) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/fifo2.bin", g_dir);
+    CHECK(mkfifo(p1, 0644) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/lnk.bin.kvtc", g_dir);
+    CHECK(symlink(victim, p1) == 0);
+    {
+        const char *cli = getenv("KVTC_CLI");
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "timeout 20 '%s' slots expand --basis %s/s.basis %s fifo.bin >'%s/out.txt' 2>'%s/err.txt'",
+                 cli ? cli : "build/kvtc", g_dir, p2, g_dir, g_dir);
+        int st = system(cmd);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1 && one_line_error() && output_has("err.txt", "not a regular file"));
+        snprintf(cmd, sizeof cmd, "timeout 20 '%s' slots list %s >'%s/out.txt' 2>'%s/err.txt'", cli ? cli : "build/kvtc", p2,
+                 g_dir, g_dir);
+        st = system(cmd);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && output_has("out.txt", "dmg.bin.kvtc"));
+    }
+    snprintf(a, sizeof a, "slots expand --basis %s/s.basis %s lnk.bin", g_dir, p2);
+    CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "symbolic link") && !exists("slots2/lnk.bin"));
+    CHECK(unlink(p1) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/fifo.bin.kvtc", g_dir);
+    CHECK(unlink(p1) == 0);
+    snprintf(p1, sizeof p1, "%s/slots2/fifo2.bin", g_dir);
+    CHECK(unlink(p1) == 0);
+    /* a directory that cannot be written: one line, nothing coded (root may
+     * write anyway: checked only for other users) */
+    if (geteuid() != 0) {
+        copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/ro.bin", 0);
+        CHECK(chmod(p2, 0555) == 0);
+        snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+        CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "cannot write in") && exists("slots2/ro.bin"));
+        CHECK(chmod(p2, 0755) == 0);
+        snprintf(p1, sizeof p1, "%s/slots2/ro.bin", g_dir);
+        CHECK(unlink(p1) == 0);
+    }
+    /* one compress run per directory: while another holds it, a run does
+     * nothing and says why (two runs could write an older NAME.kvtc over
+     * the one of a newer save) */
+    {
+        copy_to(FIX "/3f545be/stories260k-f16-vtrans0.ggsq", "slots2/later.bin", 0);
+        int lock = open(p2, O_RDONLY | O_DIRECTORY);
+        CHECK(lock >= 0 && flock(lock, LOCK_EX) == 0);
+        snprintf(a, sizeof a, "slots compress --basis %s/s.basis %s", g_dir, p2);
+        CHECK(kvtc(a) == 1 && one_line_error() && output_has("err.txt", "another kvtc slots compress is running") &&
+              exists("slots2/later.bin") && !exists("slots2/later.bin.kvtc"));
+        if (lock >= 0) close(lock);
+        CHECK(kvtc(a) == 0 && !exists("slots2/later.bin") && exists("slots2/later.bin.kvtc"));
+    }
     /* getopt_long: --opt=value forms, and a missing value is a usage error */
     snprintf(a, sizeof a, "slots expand --basis=%s/s.basis --threads=1 %s dmg.bin", g_dir, p2);
     CHECK(kvtc(a) == 0);

@@ -30,6 +30,13 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
  * KVTC_ERR_IO with errno-based text in err. */
 kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err, size_t errlen);
 
+/* Read a whole regular file (malloc'd), never waiting: a symlink, FIFO,
+ * device or directory at path is refused with KVTC_ERR_IO ("... is not a
+ * regular file") instead of followed or read (a FIFO would block until a
+ * writer comes). For files found in a directory (kvtc slots), where only
+ * what llama-server saved there belongs. */
+kvtc_result cli_read_regular(const char *path, void **buf, size_t *size, char *err, size_t errlen);
+
 /* Copy up to n first bytes of an input into head; returns how many (0 when
  * it cannot be read: the later cli_read_file reports why). A regular file
  * is opened and read again later; standard input ("-"), a FIFO or a
@@ -55,6 +62,20 @@ size_t cli_peek_file(const char *path, void *head, size_t n);
  *   write of that output.
  * On any failure `path` is untouched and no temporary remains. */
 kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char *err, size_t errlen);
+
+/* Create path as cli_write_file creates a new regular file (temporary,
+ * fsync), but never replace anything: when path exists at the last moment
+ * (a symlink included), nothing is written, *existed is 1 and the result
+ * KVTC_ERR_IO. For `kvtc slots expand`, which must not overwrite a save
+ * llama-server makes while it decodes. */
+kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,
+                               size_t errlen);
+
+/* Remove every temporary of cli_write_file in dir whose process is gone
+ * (ours, regular files), whatever output it was for: `kvtc slots compress`
+ * cleans up after a killed `slots expand` of a slot that is never expanded
+ * again. */
+void cli_remove_stale_tmps(const char *dir);
 
 /* Parse a temporary name of cli_write_file: 0 and its output-name hash and
  * pid, or -1 when name is not one. */

@@ -143,6 +143,61 @@ kvtc_result cli_read_file(const char *path, void **buf, size_t *size, char *err,
     return read_input(path, buf, size, err, errlen);
 }
 
+/* A regular file's st_size bytes in one allocation (not grown by doubling:
+ * a slot file can be gigabytes). */
+static kvtc_result read_sized(int fd, const char *path, const struct stat *st, void **buf, size_t *size, char *err,
+                              size_t errlen) {
+    size_t n = (size_t)st->st_size;
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b) {
+        snprintf(err, errlen, "out of memory reading %s (%zu bytes)", path, n);
+        return KVTC_ERR_OUT_OF_MEMORY;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, b + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, k < 0 ? strerror(errno) : "file shrank");
+            free(b);
+            return KVTC_ERR_IO;
+        }
+        got += (size_t)k;
+    }
+    *buf = b;
+    *size = n;
+    return KVTC_OK;
+}
+
+kvtc_result cli_read_regular(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
+    *buf = NULL;
+    *size = 0;
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        struct stat st;
+        if (e == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+            snprintf(err, errlen, "%s is a symbolic link, not a regular file", path);
+        else
+            snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+        return KVTC_ERR_IO;
+    }
+    struct stat st;
+    kvtc_result r;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        r = KVTC_ERR_IO;
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        r = KVTC_ERR_IO;
+    } else {
+        r = read_sized(fd, path, &st, buf, size, err, errlen);
+    }
+    close(fd);
+    return r;
+}
+
 static kvtc_result read_input(const char *path, void **buf, size_t *size, char *err, size_t errlen) {
     *buf = NULL;
     *size = 0;
@@ -168,29 +223,9 @@ static kvtc_result read_input(const char *path, void **buf, size_t *size, char *
         close(fd);
         return r;
     }
-    size_t n = (size_t)st.st_size;
-    uint8_t *b = malloc(n ? n : 1);
-    if (!b) {
-        close(fd);
-        snprintf(err, errlen, "out of memory reading %s (%zu bytes)", path, n);
-        return KVTC_ERR_OUT_OF_MEMORY;
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = read(fd, b + got, n - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            snprintf(err, errlen, "cannot read %s: %s", path, k < 0 ? strerror(errno) : "file shrank");
-            free(b);
-            close(fd);
-            return KVTC_ERR_IO;
-        }
-        got += (size_t)k;
-    }
+    kvtc_result r = read_sized(fd, path, &st, buf, size, err, errlen);
     close(fd);
-    *buf = b;
-    *size = n;
-    return KVTC_OK;
+    return r;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -288,14 +323,14 @@ int cli_tmp_name_owner(const char *name, uint64_t *hash, long *pid) {
 
 /* Remove our stale temporaries for this output name: same name hash, owned
  * by us, and the process that made them is gone. */
-static void remove_stale_tmps(const char *dir, uint64_t hash) {
+static void remove_stale_tmps(const char *dir, uint64_t hash, int any_name) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
         uint64_t h;
         long pid;
-        if (cli_tmp_name_owner(e->d_name, &h, &pid) || h != hash) continue;
+        if (cli_tmp_name_owner(e->d_name, &h, &pid) || (!any_name && h != hash)) continue;
         if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
         char p[PATH_MAX];
         if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= sizeof p) continue;
@@ -321,8 +356,10 @@ static kvtc_result write_direct(int fd, const char *name, const void *buf, size_
     return KVTC_OK;
 }
 
-static kvtc_result replace_regular(const char *path, const struct stat *old, const void *buf, size_t size,
-                                   char *err, size_t errlen) {
+/* no_replace: link() the temporary to path instead of rename(): fails with
+ * EEXIST, atomically, when path exists (cli_write_new_file). */
+static kvtc_result replace_regular(const char *path, const struct stat *old, int no_replace, const void *buf,
+                                   size_t size, char *err, size_t errlen) {
     char dir[PATH_MAX];
     const char *base;
     if (split_path(path, dir, sizeof dir, &base) != 0) {
@@ -330,7 +367,7 @@ static kvtc_result replace_regular(const char *path, const struct stat *old, con
         return KVTC_ERR_IO;
     }
     uint64_t hash = name_hash(base);
-    remove_stale_tmps(dir, hash);
+    remove_stale_tmps(dir, hash, 0);
     if ((size_t)snprintf(g_tmp_path, sizeof g_tmp_path, "%s/" TMP_PREFIX "%016" PRIx64 "-%ld-XXXXXX", dir, hash,
                          (long)getpid()) >= sizeof g_tmp_path) {
         g_tmp_path[0] = 0;
@@ -360,12 +397,13 @@ static kvtc_result replace_regular(const char *path, const struct stat *old, con
     if (ok && fchmod(fd, mode) != 0) { ok = 0; saved_errno = errno; }
     if (ok && fsync(fd) != 0) { ok = 0; saved_errno = errno; }
     if (close(fd) != 0 && ok) { ok = 0; saved_errno = errno; }
-    if (ok && rename(g_tmp_path, path) != 0) { ok = 0; saved_errno = errno; }
-    if (!ok) unlink(g_tmp_path);
+    if (ok && (no_replace ? link(g_tmp_path, path) : rename(g_tmp_path, path)) != 0) { ok = 0; saved_errno = errno; }
+    if (!ok || no_replace) unlink(g_tmp_path);
     g_tmp_path[0] = 0;
     cleanup_handlers(0, saved);
     if (!ok) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(saved_errno));
+        errno = saved_errno; /* cli_write_new_file tells EEXIST apart */
         return KVTC_ERR_IO;
     }
     fsync_dir(dir);
@@ -410,5 +448,18 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
         close(fd);
         return r;
     }
-    return replace_regular(path, exists ? &st : NULL, buf, size, err, errlen);
+    return replace_regular(path, exists ? &st : NULL, 0, buf, size, err, errlen);
+}
+
+void cli_remove_stale_tmps(const char *dir) { remove_stale_tmps(dir, 0, 1); }
+
+kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,
+                               size_t errlen) {
+    *existed = 0;
+    kvtc_result r = replace_regular(path, NULL, 1, buf, size, err, errlen);
+    if (r == KVTC_ERR_IO && errno == EEXIST) {
+        *existed = 1;
+        snprintf(err, errlen, "%s exists", path);
+    }
+    return r;
 }

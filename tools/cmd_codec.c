@@ -182,7 +182,7 @@ int cmd_compress(int argc, char **argv) {
         goto done;
     }
     if (m) {
-        if (model_fingerprint_file("compress", model_path, m, &o.model_fingerprint)) goto done;
+        if (model_fingerprint_file("compress", model_path, m, kvtc_basis_geometry(b), &o.model_fingerprint)) goto done;
         if (model_text_load(&mt, model_path, NULL)) goto done;
     }
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
@@ -297,7 +297,7 @@ int cmd_decompress(int argc, char **argv) {
     int range_has_coded = rg.token_begin < coded_end && rg.token_end > info.n_sink && info.n_coded_tokens;
     if (info.recompute_layers && rg.layer_begin < info.recompute_layers && range_has_coded) {
         if (!model_path) { cli_fail("decompress", "%s recomputes its first %u layer(s): pass --model M.gguf", in, info.recompute_layers); goto done; }
-        if (model_fingerprint_file("decompress", model_path, info.recompute_layers, &o.model_fingerprint)) goto done;
+        if (model_fingerprint_file("decompress", model_path, info.recompute_layers, kvtc_basis_geometry(b), &o.model_fingerprint)) goto done;
         if (info.has_model_fingerprint && info.model_fingerprint != o.model_fingerprint) {
             cli_fail("decompress", "%s was written with another model than %s (model fingerprint %016" PRIx64 ", this model %016" PRIx64 ")",
                      in, model_path, info.model_fingerprint, o.model_fingerprint);

@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cmd_llama_common.h"
 #include "internal.h"
+#include "file_kind.h"
 #include "kv_geometry.h"
 #include "model_fingerprint.h"
 #include "model_kv.h"
@@ -100,7 +101,7 @@ kvtc_result lcpp_cli_decode_options(const char *cmd, const kvtc_basis *b, const 
     }
     /* streams that record the model they were written with are decoded
      * only with that model (KVTC_ERR_MODEL_MISMATCH otherwise) */
-    if (model_fingerprint_file(cmd, model_path, kvtc_basis_recomputed_layers(b), &o->model_fingerprint)) return KVTC_ERR_IO;
+    if (model_fingerprint_file(cmd, model_path, kvtc_basis_recomputed_layers(b), kvtc_basis_geometry(b), &o->model_fingerprint)) return KVTC_ERR_IO;
     if (model_text_load(mt, model_path, NULL)) return KVTC_ERR_IO;
     o->recompute = model_recompute;
     o->recompute_user = mt->model;
@@ -146,7 +147,7 @@ int lcpp_cmd_compress(int argc, char **argv) {
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_MODEL: model_path = optarg; break;
         case ':': return cli_usage("compress", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage("compress", "unknown option %s (see --help)", argv[optind - 1]);
+        default: return cli_usage("compress", "unknown option %s for llama.cpp state files", argv[optind - 1]);
         }
     }
     for (; optind < argc; optind++) {
@@ -168,7 +169,7 @@ int lcpp_cmd_compress(int argc, char **argv) {
         cli_fail("compress", "the basis recomputes %u layer(s) from the model: pass --model M.gguf (its fingerprint goes into the file)", m);
         goto done;
     }
-    if (m && model_fingerprint_file("compress", model_path, m, &o.model_fingerprint)) goto done;
+    if (m && model_fingerprint_file("compress", model_path, m, kvtc_basis_geometry(b), &o.model_fingerprint)) goto done;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
@@ -221,7 +222,7 @@ int lcpp_cmd_decompress(int argc, char **argv) {
             if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("decompress", "--threads needs 1..256, not '%s'", optarg);
             break;
         case ':': return cli_usage("decompress", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage("decompress", "unknown option %s (see --help)", argv[optind - 1]);
+        default: return cli_usage("decompress", "unknown option %s for llama.cpp state files", argv[optind - 1]);
         }
     }
     for (; optind < argc; optind++) {
@@ -398,7 +399,7 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
             if (lcpp_cli_parse_rotation(v, &rot)) { rc = cli_usage("calibrate", "--kv-rotation takes auto, none, hadamard, k or v, not '%s'", v); goto done_args; }
             break;
         case ':': rc = cli_usage("calibrate", "%s needs a value", argv[optind - 1]); goto done_args;
-        default: rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files (see --help)", argv[optind - 1]); goto done_args;
+        default: rc = cli_usage("calibrate", "unknown option %s for llama.cpp state files", argv[optind - 1]); goto done_args;
         }
     }
     for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
@@ -429,6 +430,7 @@ int lcpp_cmd_calibrate(int argc, char **argv) {
         size_t size;
         lcpp_state s;
         if (cli_read_file(inputs[i], &buf, &size, err, sizeof err)) { cli_fail("calibrate", "%s", err); goto done; }
+        if (file_kind_expect("calibrate", inputs[i], buf, size, FILE_KIND_LCPP_STATE)) { free(buf); goto done; }
         if ((r = lcpp_state_parse(buf, size, &s))) { free(buf); cli_fail("calibrate", "%s: %s", inputs[i], kvtc_result_string(r)); goto done; }
         for (uint32_t si = 0; si < s.n_stream; si++) {
             const lcpp_stream *st = &s.streams[si];

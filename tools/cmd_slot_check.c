@@ -20,6 +20,7 @@
 #include "cmd_llama_common.h"
 #include "eval/metrics.h"
 #include "internal.h"
+#include "model_fingerprint.h"
 #include "model_kv.h"
 
 static const char check_help[] =
@@ -128,6 +129,10 @@ int cmd_slot_check(int argc, char **argv) {
     if (model_text_load(&mt, model_path, NULL)) goto done;
     const eng_hparams *hp = eng_model_hparams(mt.model);
     kvtc_geometry g = model_geometry(mt.model);
+    /* the model recomputes the basis's first layers (if any) and scores
+     * both continuations: another shape would write past the decoder's
+     * buffers */
+    if (model_check_geometry("slots", model_path, &g, kvtc_basis_geometry(b))) goto done;
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     if ((r = lcpp_state_parse(buf, size, &s0))) { cli_fail("slots", "%s: %s", in, kvtc_result_string(r)); goto done; }
     uint32_t rot0 = rot, rot1 = rot;

@@ -14,10 +14,12 @@
  * complete) and is left alone until the next run. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,7 +41,9 @@ static const char slots_help[] =
     "  check: how SLOT continues after compression, in kvtc's engine (see --help of check).\n"
     "  compress takes the options of kvtc compress (--ratio, --sink, --window, --chunk,\n"
     "  --threads, --level, --codec, --kv-rotation). A basis that recomputes layers needs\n"
-    "  --model for compress too: every compressed slot is decoded before its original goes.\n";
+    "  --model for compress too: every compressed slot is decoded before its original goes.\n"
+    "  One compress runs per DIR at a time (another one exits 1); symlinks, FIFOs and other\n"
+    "  non-regular files in DIR are never read nor written through.\n";
 
 static int cmp_names(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -87,6 +91,17 @@ static char *join(const char *dir, const char *name, const char *suffix) {
 static int is_regular(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Up to n first bytes of path into head, 0 when it is not a regular file
+ * (never follows a symlink nor waits on a FIFO swapped in after a lstat). */
+static size_t read_head(const char *path, uint8_t *head, size_t n) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return 0;
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, head, n) : 0;
+    close(fd);
+    return got > 0 ? (size_t)got : 0;
 }
 
 static int exists_not_regular(const char *path) {
@@ -149,8 +164,12 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     memset(&s, 0, sizeof s);
     if (!path || !zpath) { cli_fail("slots", "out of memory"); goto done; }
     struct stat seen;
-    if (lstat(path, &seen) != 0) { cli_fail("slots", "%s: %s", path, strerror(errno)); goto done; }
-    if (cli_read_file(path, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
+    if (lstat(path, &seen) != 0) {
+        if (errno == ENOENT) { rc = 1; goto done; } /* removed since the listing: nothing to do */
+        cli_fail("slots", "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (cli_read_regular(path, &buf, &size, err, sizeof err)) { cli_fail("slots", "%s", err); goto done; }
     kvtc_result r = lcpp_state_parse(buf, size, &s);
     if (r) {
         fprintf(stderr, "kvtc: slots: %s: skipped (%s; still being written?)\n", name, kvtc_result_string(r));
@@ -165,13 +184,17 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
         goto done;
     }
     int old_state = -1;
-    if (is_regular(zpath) && cli_read_file(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
+    if (is_regular(zpath) && cli_read_regular(zpath, &old, &old_n, err, sizeof err) == KVTC_OK) {
         old_state = same_skeleton(&s, buf, old, old_n) ? decodes_to(b, dopt, old, old_n, buf, size) : -1;
         up_to_date = old_state == 1;
         if (up_to_date) zn = old_n;
     }
     if (!up_to_date) {
-        if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) { cli_fail("slots", "%s: %s", name, kvtc_result_string(r)); goto done; }
+        if ((r = lcpp_wrap_compress(b, eo, rot, buf, size, &z, &zn))) {
+            cli_fail("slots", "%s: %s%s; kept", name, kvtc_result_string(r),
+                     r == KVTC_ERR_GEOMETRY_MISMATCH ? " (the basis is for another model: layers or KV heads x head_dim differ)" : "");
+            goto done;
+        }
         /* an original kept with --keep: the encoder is deterministic, so
          * NAME.kvtc holds these very bytes, and it just decoded */
         up_to_date = old_state == 0 && zn == old_n && !memcmp(z, old, zn);
@@ -192,7 +215,10 @@ static int compress_one(const char *dir, const char *name, const kvtc_basis *b, 
     if (!keep && changed_since(path, &seen)) {
         /* llama-server saved NAME again while it was compressed: that save is
          * newer than NAME.kvtc. Keep it; the next run compresses it. */
-        fprintf(stderr, "kvtc: slots: %s: changed while it was compressed (saved again?); kept\n", name);
+        if (access(path, F_OK) != 0)
+            fprintf(stderr, "kvtc: slots: %s: removed while it was compressed; %s.kvtc written\n", name, name);
+        else
+            fprintf(stderr, "kvtc: slots: %s: changed while it was compressed (saved again?); kept\n", name);
         rc = 1;
         goto done;
     }
@@ -260,9 +286,34 @@ static int slots_compress(int argc, char **argv) {
     kvtc_decode_options dopt;
     if (lcpp_cli_decode_options("slots", b, model_path, eo.n_threads, &dopt, &mt)) { kvtc_basis_free(b); return 1; }
     eo.model_fingerprint = dopt.model_fingerprint; /* recorded, checked at expand */
+    /* one compress run per directory at a time: a second run that read a
+     * slot before the first removed it could write its older NAME.kvtc over
+     * the one of a newer save (an flock on the directory itself: no lock
+     * file, works in a read-only directory, released when the process dies) */
+    int lock = open(dir, O_RDONLY | O_DIRECTORY);
+    if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (lock >= 0) close(lock);
+        model_text_free(&mt);
+        kvtc_basis_free(b);
+        if (lock >= 0 && e == EWOULDBLOCK)
+            return cli_fail("slots", "another kvtc slots compress is running on %s; nothing done (run again later)", dir);
+        return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(e));
+    }
+    /* a directory we cannot write: say so once, before coding every slot
+     * only to fail at each write */
+    if (access(dir, W_OK) != 0) {
+        int e = errno;
+        close(lock);
+        model_text_free(&mt);
+        kvtc_basis_free(b);
+        return cli_fail("slots", "cannot write in %s: %s; nothing done", dir, strerror(e));
+    }
+    cli_remove_stale_tmps(dir); /* of runs killed midway (expand's too) */
     size_t n;
     char **names = list_dir(dir, &n);
     if (!names) {
+        close(lock);
         model_text_free(&mt);
         kvtc_basis_free(b);
         return cli_fail("slots", "cannot read directory %s: %s", dir, strerror(errno));
@@ -271,11 +322,8 @@ static int slots_compress(int argc, char **argv) {
     size_t before = 0, after = 0, done = 0;
     for (size_t i = 0; i < n; i++) {
         char *path = join(dir, names[i], "");
-        int state = path && is_regular(path);
         uint8_t head[4];
-        FILE *f = state ? fopen(path, "rb") : NULL;
-        state = f && fread(head, 1, 4, f) == 4 && lcpp_state_is_state_file(head, 4);
-        if (f) fclose(f);
+        int state = path && read_head(path, head, 4) == 4 && lcpp_state_is_state_file(head, 4);
         free(path);
         if (!state) continue;
         int r = compress_one(dir, names[i], b, &eo, &dopt, rot, keep, &before, &after);
@@ -283,6 +331,7 @@ static int slots_compress(int argc, char **argv) {
         if (r == 0) done++;
     }
     if (done) printf("%zu slot(s): %zu -> %zu bytes (%.2fx)\n", done, before, after, (double)before / (double)after);
+    close(lock);
     free_list(names, n);
     model_text_free(&mt);
     kvtc_basis_free(b);
@@ -299,7 +348,7 @@ static int existing_slot(const char *path) {
     size_t size = 0;
     char err[512];
     lcpp_state s;
-    if (cli_read_file(path, &buf, &size, err, sizeof err)) return -1;
+    if (cli_read_regular(path, &buf, &size, err, sizeof err)) return -1;
     int ok = lcpp_state_parse(buf, size, &s) == KVTC_OK;
     if (ok) lcpp_state_free(&s);
     free(buf);
@@ -348,6 +397,16 @@ static int slots_expand(int argc, char **argv) {
         char err[512];
         if (strchr(name, '/')) { rc = cli_fail("slots", "%s: a slot name, not a path", name); continue; }
         char *path = join(dir, name, ""), *zpath = join(dir, name, ".kvtc");
+        size_t nl = strlen(name);
+        struct stat zst;
+        if (zpath && nl > 5 && !strcmp(name + nl - 5, ".kvtc") && lstat(zpath, &zst) != 0) {
+            /* the compressed file's name given for the slot's: without this
+             * the message was "exists and is not a complete state file" */
+            rc = cli_fail("slots", "%s is the compressed file: give the slot's name, %.*s", name, (int)(nl - 5), name);
+            free(path);
+            free(zpath);
+            continue;
+        }
         if (path && exists_not_regular(path)) {
             rc = cli_fail("slots", "%s exists and is not a regular file (a symlink?); not written through", path);
             free(path);
@@ -356,15 +415,20 @@ static int slots_expand(int argc, char **argv) {
         }
         void *z = NULL, *o = NULL;
         size_t zn, on;
+        int existed = 0;
         kvtc_result r;
         int present = path ? existing_slot(path) : 0;
         if (present > 0) printf("%s: kept, already there (expanded before, or saved again after %s.kvtc)\n", name, name);
         else if (present < 0) rc = cli_fail("slots", "%s exists and is not a complete llama.cpp state file (still being written?); not overwritten", path);
         else if (!path || !zpath) rc = cli_fail("slots", "out of memory");
-        else if (cli_read_file(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
+        else if (cli_read_regular(zpath, &z, &zn, err, sizeof err)) rc = cli_fail("slots", "%s", err);
         else if ((r = lcpp_wrap_decompress(b, &dopt, z, zn, &o, &on))) rc = cli_fail("slots", "%s: %s", zpath, kvtc_result_string(r));
-        else if (cli_write_file(path, o, on, err, sizeof err)) rc = cli_fail("slots", "%s", err);
-        else printf("%s: %zu -> %zu bytes, ready to restore\n", name, zn, on);
+        else if (cli_write_new_file(path, o, on, &existed, err, sizeof err)) {
+            /* NAME appeared while NAME.kvtc was decoded: a save llama-server
+             * made meanwhile, newer than NAME.kvtc; never replaced */
+            if (existed) printf("%s: kept, saved again while %s.kvtc was expanded\n", name, name);
+            else rc = cli_fail("slots", "%s", err);
+        } else printf("%s: %zu -> %zu bytes, ready to restore\n", name, zn, on);
         free(z);
         free(o);
         free(path);
@@ -383,11 +447,9 @@ static int slots_list(int argc, char **argv) {
     for (size_t i = 0; i < n; i++) {
         char *path = join(argv[2], names[i], "");
         uint8_t head[8] = {0};
-        FILE *f = path && is_regular(path) ? fopen(path, "rb") : NULL;
-        size_t got = f ? fread(head, 1, sizeof head, f) : 0;
+        size_t got = path ? read_head(path, head, sizeof head) : 0;
         struct stat st;
-        long long size = path && stat(path, &st) == 0 ? (long long)st.st_size : -1;
-        if (f) fclose(f);
+        long long size = path && lstat(path, &st) == 0 ? (long long)st.st_size : -1;
         if (lcpp_state_is_state_file(head, got)) printf("%-40s llama.cpp state, %lld bytes\n", names[i], size);
         else if (lcpp_wrap_is_wrap(head, got)) printf("%-40s compressed, %lld bytes\n", names[i], size);
         free(path);
@@ -398,7 +460,7 @@ static int slots_list(int argc, char **argv) {
 
 int cmd_slots(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        if (argc < 2) return cli_usage("slots", "needs compress, expand or list");
+        if (argc < 2) return cli_usage("slots", "needs compress, expand, list or check");
         fputs(slots_help, stdout);
         return 0;
     }

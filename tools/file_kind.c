@@ -27,6 +27,9 @@ file_kind file_kind_of(const void *buf, size_t size) {
     /* a stream cut inside its magic is still a (truncated) stream */
     if (size && !memcmp(b, stream_magic, size < 8 ? size : 8)) return FILE_KIND_STREAM;
     if (size >= 4 && !memcmp(b, "GGUF", 4)) return FILE_KIND_GGUF;
+    /* before text: a sequence file starts "qsgg" */
+    if (lcpp_state_is_state_file(b, size)) return FILE_KIND_LCPP_STATE;
+    if (lcpp_wrap_is_wrap(b, size)) return FILE_KIND_LCPP_WRAP;
     if (size == 0) return FILE_KIND_EMPTY;
     if (size >= 10 && b[8] == '{') {
         uint64_t hl = 0;
@@ -50,6 +53,8 @@ const char *file_kind_name(file_kind k) {
     case FILE_KIND_BASIS: return "a kvtc basis";
     case FILE_KIND_CACHE: return "a KV cache (safetensors)";
     case FILE_KIND_GGUF: return "a GGUF model";
+    case FILE_KIND_LCPP_STATE: return "a llama.cpp state file";
+    case FILE_KIND_LCPP_WRAP: return "a compressed llama.cpp state file";
     case FILE_KIND_TEXT: return "a text file";
     case FILE_KIND_EMPTY: return "an empty file";
     case FILE_KIND_UNKNOWN: break;

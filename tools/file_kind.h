@@ -12,6 +12,8 @@ typedef enum file_kind {
     FILE_KIND_BASIS,       /* safetensors whose metadata says "kvtc-basis" */
     FILE_KIND_CACHE,       /* any other safetensors file (a KV cache, we hope) */
     FILE_KIND_GGUF,        /* "GGUF" */
+    FILE_KIND_LCPP_STATE,  /* llama.cpp state file: "ggsq" / "ggsn" magic */
+    FILE_KIND_LCPP_WRAP,   /* compressed llama.cpp state file (lcpp_wrap) */
     FILE_KIND_TEXT,        /* printable UTF-8/ASCII text */
     FILE_KIND_EMPTY        /* 0 bytes (/dev/null, a file truncated to nothing) */
 } file_kind;
@@ -19,7 +21,8 @@ typedef enum file_kind {
 file_kind file_kind_of(const void *buf, size_t size);
 
 /* "a kvtc stream", "a kvtc basis", "a KV cache (safetensors)", "a GGUF
- * model", "a text file", "an empty file", "not a kvtc file". */
+ * model", "a llama.cpp state file", "a compressed llama.cpp state file",
+ * "a text file", "an empty file", "not a kvtc file". */
 const char *file_kind_name(file_kind k);
 
 /* If buf is not of kind `want`, print "kvtc: <cmd>: <path> is <kind>, not

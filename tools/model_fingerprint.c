@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "gguf.h"
+#include "kv_geometry.h"
 
 static void put_u32(XXH3_state_t *st, uint32_t v) {
     uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
@@ -76,10 +77,27 @@ static int layer_tensor(const char *name, uint32_t m) {
     return end != name + 4 && *end == '.' && l < m;
 }
 
-int model_fingerprint_file(const char *cmd, const char *path, uint32_t m, uint64_t *out) {
+int model_check_geometry(const char *cmd, const char *path, const kvtc_geometry *model, const kvtc_geometry *basis) {
+    if (model->n_layers == basis->n_layers && model->n_kv_heads == basis->n_kv_heads && model->head_dim == basis->head_dim)
+        return 0;
+    return cli_fail(cmd, "model %s is not the basis's model: %u layers x %u kv heads x %u dims, the basis %u x %u x %u", path,
+                    model->n_layers, model->n_kv_heads, model->head_dim, basis->n_layers, basis->n_kv_heads,
+                    basis->head_dim);
+}
+
+int model_fingerprint_file(const char *cmd, const char *path, uint32_t m, const kvtc_geometry *basis, uint64_t *out) {
     char err[256] = "";
     eng_gguf_file *gf = NULL;
     if (eng_gguf_open(path, &gf, err, sizeof err) != ENG_GGUF_OK) return cli_fail(cmd, "model %s: %s", path, err);
+    if (basis) {
+        kvtc_geometry g;
+        int bad = eng_gguf_kv_geometry(gf, &g, err, sizeof err) ? cli_fail(cmd, "model %s: %s", path, err)
+                                                              : model_check_geometry(cmd, path, &g, basis);
+        if (bad) {
+            eng_gguf_close(gf);
+            return 1;
+        }
+    }
     XXH3_state_t *st = XXH3_createState();
     if (!st) {
         eng_gguf_close(gf);
