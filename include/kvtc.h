@@ -452,7 +452,10 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
  * and copying the stream, not re-encoding it. in and out must not overlap.
  * The encoder must use the stream's basis, plan,
  * sink, window, chunk size and codec (KVTC_ERR_BASIS_MISMATCH /
- * KVTC_ERR_INVALID_ARGUMENT otherwise); bases that recompute layers need
+ * KVTC_ERR_INVALID_ARGUMENT otherwise). A stream without coded tokens
+ * records sink and window cut to its length (kvtc_stream_info), so it is
+ * coded afresh with the encoder's own sink and window: use those the
+ * stream was compressed with, not the info's; bases that recompute layers need
  * more->token_ids. Appending no tokens (more->n_tokens 0) writes the
  * stream unchanged, after the same checks (chunk CRCs included).
  * kvtc_append_bound gives a sufficient cap (0 on error). */

@@ -38,6 +38,46 @@ static void *read_in_dir(const char *name, size_t *n) {
     return test_read_file(p, n);
 }
 
+/* Tokens [t0, t0 + n) of c as their own cache (positions left to the
+ * default, which the append continues). */
+static int slice_tokens(const kvtc_cache *c, uint64_t t0, uint64_t n, kvtc_cache *out) {
+    if (synth_alloc_like(&c->geometry, c->dtype, n, 0, out)) return -1;
+    size_t row = (size_t)c->geometry.head_dim * kvtc_dtype_size(c->dtype);
+    uint64_t lh = (uint64_t)c->geometry.n_layers * c->geometry.n_kv_heads;
+    for (uint64_t i = 0; i < lh; i++) {
+        memcpy((uint8_t *)out->k + i * n * row, (const uint8_t *)c->k + (i * c->n_tokens + t0) * row, n * row);
+        memcpy((uint8_t *)out->v + i * n * row, (const uint8_t *)c->v + (i * c->n_tokens + t0) * row, n * row);
+    }
+    return 0;
+}
+
+/* A stream shorter than sink + window records both cut to its length
+ * (10 tokens of window 32: sink 4, window 6). kvtc append took those, so
+ * the appended stream kept 6 raw tokens instead of 32 and coded the rest:
+ * smaller, lossier, and not what compress gives. With --window it is the
+ * stream compress makes of the concatenation, byte for byte. */
+static void test_append_to_all_raw_stream(const char *cli, const kvtc_cache *all) {
+    kvtc_cache head, tail;
+    void *hb = NULL, *tb = NULL;
+    size_t hn = 0, tn = 0;
+    CHECK(slice_tokens(all, 0, 10, &head) == 0 && slice_tokens(all, 10, all->n_tokens - 10, &tail) == 0);
+    CHECK(cache_file_serialize(&head, &hb, &hn) == KVTC_OK && cache_file_serialize(&tail, &tb, &tn) == KVTC_OK);
+    CHECK(write_in_dir("head.safetensors", hb, hn) == 0 && write_in_dir("tail.safetensors", tb, tn) == 0);
+    CHECK(run(cli, "compress --basis basis.safetensors --ratio 12 --chunk 64 --window 32 head.safetensors -o h.kvtc") == 0);
+    CHECK(run(cli, "append --basis basis.safetensors --window 32 h.kvtc tail.safetensors -o ht.kvtc") == 0);
+    size_t sn = 0, an = 0;
+    uint8_t *sb = read_in_dir("s.kvtc", &sn), *ab = read_in_dir("ht.kvtc", &an);
+    CHECK_MSG(sb && ab && sn == an && !memcmp(sb, ab, sn), "append to a 10-token stream: %zu bytes, compress: %zu", an, sn);
+    /* a stream with coded tokens keeps its own window: a different one is refused */
+    CHECK(run(cli, "append --basis basis.safetensors --window 8 s.kvtc tail.safetensors -o bad.kvtc") == 1);
+    size_t en = 0;
+    char *err = read_in_dir("err.txt", &en);
+    CHECK_MSG(err && strstr(err, "window 32"), "%s", err ? err : "(no stderr)");
+    free(err); free(sb); free(ab); free(hb); free(tb);
+    synth_cache_free(&head);
+    synth_cache_free(&tail);
+}
+
 int main(void) {
     const char *cli = getenv("KVTC_CLI");
     if (!cli || !*cli) {
@@ -97,6 +137,7 @@ int main(void) {
         CHECK_MSG(err && strstr(err, wrong[i].says), "%s: %s", wrong[i].args, err ? err : "(no stderr)");
         free(err);
     }
+    test_append_to_all_raw_stream(abs_cli, &sc.c);
     uint8_t *ab = read_in_dir("a.kvtc", &an);
     kvtc_stream_info ai = {.struct_size = sizeof ai};
     CHECK(ab && kvtc_stream_get_info(ab, an, &ai) == KVTC_OK && ai.n_tokens == 600 && ai.plan_ratio == 12.0);

@@ -14,16 +14,21 @@
 static const char append_help[] =
     "usage: kvtc append --basis BASIS [options] IN.kvtc MORE.safetensors -o OUT.kvtc\n"
     "  MORE holds the tokens that follow IN (k, v, and positions unless they continue IN's)\n"
-    "  --threads N      worker threads (default 2)\n";
+    "  --threads N      worker threads (default 2)\n"
+    "  --sink N, --window N  raw leading / trailing tokens when IN has no coded tokens\n"
+    "                   (such a stream records them cut to its length; default 4 and 128\n"
+    "                   as compress); a stream with coded tokens keeps its own\n";
 
 int cmd_append(int argc, char **argv) {
-    enum { OPT_BASIS = 256, OPT_THREADS };
+    enum { OPT_BASIS = 256, OPT_THREADS, OPT_SINK, OPT_WINDOW };
     static const struct option longopts[] = {
         {"basis", required_argument, NULL, OPT_BASIS}, {"threads", required_argument, NULL, OPT_THREADS},
         {"output", required_argument, NULL, 'o'},      {"help", no_argument, NULL, 'h'},
+        {"sink", required_argument, NULL, OPT_SINK},   {"window", required_argument, NULL, OPT_WINDOW},
         {NULL, 0, NULL, 0}};
     const char *basis_path = NULL, *in = NULL, *more_path = NULL, *out = NULL;
-    uint32_t threads = 2;
+    uint32_t threads = 2, sink = 0, window = 0;
+    int sink_given = 0, window_given = 0;
     opterr = 0;
     optind = 0;
     int c;
@@ -34,6 +39,14 @@ int cmd_append(int argc, char **argv) {
         case OPT_BASIS: basis_path = optarg; break;
         case OPT_THREADS:
             if (cli_parse_u32(optarg, &threads) || !threads || threads > 256) return cli_usage("append", "--threads needs 1..256, not '%s'", optarg);
+            break;
+        case OPT_SINK:
+            if (cli_parse_u32(optarg, &sink)) return cli_usage("append", "--sink needs a count, not '%s'", optarg);
+            sink_given = 1;
+            break;
+        case OPT_WINDOW:
+            if (cli_parse_u32(optarg, &window)) return cli_usage("append", "--window needs a count, not '%s'", optarg);
+            window_given = 1;
             break;
         case ':': return cli_usage("append", "%s needs a value", argv[optind - 1]);
         default: return cli_usage("append", "unknown option %s", argv[optind - 1]); /* cli_usage adds the --help hint */
@@ -66,8 +79,22 @@ int cmd_append(int argc, char **argv) {
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
     o.ratio = info.plan_ratio;
-    o.n_sink = info.n_sink;
-    o.n_window = info.n_window;
+    if (info.n_coded_tokens) {
+        /* a stream with coded tokens records its sink and window exactly */
+        if ((sink_given && sink != info.n_sink) || (window_given && window != info.n_window)) {
+            cli_fail("append", "%s has sink %u and window %u; --sink/--window apply only to streams without coded tokens",
+                     in, info.n_sink, info.n_window);
+            goto done;
+        }
+        o.n_sink = info.n_sink;
+        o.n_window = info.n_window;
+    } else {
+        /* an all-raw stream records sink and window cut to its length (a
+         * 5-token stream of window 128 says window 1): taking those would
+         * code the new tokens that compress keeps raw */
+        if (sink_given) o.n_sink = sink;
+        if (window_given) o.n_window = window;
+    }
     o.chunk_tokens = info.chunk_tokens;
     o.entropy_codec = info.entropy_codec;
     o.n_threads = threads;
