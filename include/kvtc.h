@@ -581,8 +581,10 @@ KVTC_API kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, si
  * dequantizes the chunks of stream tokens [token_begin, token_end)
  * (token_end 0 = all) once and keeps the coefficients in the decoder
  * (about tokens x (rank_k + rank_v) floats); later kvtc_decompress_layout
- * calls on the same buffer (same address and stream) skip that stage for
- * those chunks, with bit-identical results. The caller must not change the
+ * calls on the same buffer (same address and stream: size and chunk index
+ * checksum are compared, so another stream later placed at that address
+ * is decoded from its own chunks) skip that stage for those chunks, with
+ * bit-identical results. The caller must not change the
  * buffer while held. A new hold replaces the previous one;
  * kvtc_decoder_release (or kvtc_decoder_free) frees it. Errors as
  * kvtc_decompress (nothing is held on failure). */
