@@ -456,7 +456,9 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
  * records sink and window cut to its length (kvtc_stream_info), so it is
  * coded afresh with the encoder's own sink and window: use those the
  * stream was compressed with, not the info's; bases that recompute layers need
- * more->token_ids. Appending no tokens (more->n_tokens 0) writes the
+ * more->token_ids. Token ids are kept only when every token has one: a
+ * stream that stores ids, appended without more->token_ids, yields a
+ * stream without any (kvtc append refuses that). Appending no tokens (more->n_tokens 0) writes the
  * stream unchanged, after the same checks (chunk CRCs included).
  * kvtc_append_bound gives a sufficient cap (0 on error). */
 KVTC_API size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more);

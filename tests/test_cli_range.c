@@ -73,7 +73,22 @@ static void test_append_to_all_raw_stream(const char *cli, const kvtc_cache *all
     size_t en = 0;
     char *err = read_in_dir("err.txt", &en);
     CHECK_MSG(err && strstr(err, "window 32"), "%s", err ? err : "(no stderr)");
-    free(err); free(sb); free(ab); free(hb); free(tb);
+    free(err);
+    /* a stream with token ids, extended by tokens without: kvtc_append
+     * drops every id (ids are kept only when all tokens have one); the CLI
+     * refuses instead of losing them silently */
+    int32_t ids[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    head.token_ids = ids;
+    void *ib = NULL;
+    size_t in_ = 0;
+    CHECK(cache_file_serialize(&head, &ib, &in_) == KVTC_OK && write_in_dir("headid.safetensors", ib, in_) == 0);
+    head.token_ids = NULL;
+    CHECK(run(cli, "compress --basis basis.safetensors --ratio 12 headid.safetensors -o hid.kvtc") == 0);
+    CHECK(run(cli, "append --basis basis.safetensors hid.kvtc tail.safetensors -o bad.kvtc") == 1);
+    err = read_in_dir("err.txt", &en);
+    CHECK_MSG(err && strstr(err, "stores token ids and tail.safetensors has none"), "%s", err ? err : "(no stderr)");
+    free(err); free(ib);
+    free(sb); free(ab); free(hb); free(tb);
     synth_cache_free(&head);
     synth_cache_free(&tail);
 }

@@ -76,6 +76,21 @@ int cmd_append(int argc, char **argv) {
     if (cli_read_file(more_path, &mbuf, &msize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
     if (file_kind_expect("append", more_path, mbuf, msize, FILE_KIND_CACHE)) goto done;
     if ((r = cache_file_parse(mbuf, msize, &more))) { cli_fail("append", "%s: %s", more_path, kvtc_result_string(r)); goto done; }
+    if (more.cache.n_tokens && !more.cache.token_ids) {
+        /* kvtc_append keeps ids only when every token has one: it would drop
+         * IN's (or, for a basis that recomputes layers, refuse with a bare
+         * "invalid argument") */
+        if (kvtc_basis_recomputed_layers(b)) {
+            cli_fail("append", "%s has no token_ids: the basis recomputes %u layer(s) from token ids", more_path,
+                     kvtc_basis_recomputed_layers(b));
+            goto done;
+        }
+        if (info.has_token_ids) {
+            cli_fail("append", "%s stores token ids and %s has none (token_ids tensor): the result would lose them", in,
+                     more_path);
+            goto done;
+        }
+    }
     kvtc_encode_options o;
     kvtc_encode_options_init(&o);
     o.ratio = info.plan_ratio;
