@@ -120,6 +120,13 @@ int main(void) {
     CHECK(write_in_dir("basis.safetensors", bb, bn) == 0 && write_in_dir("cache.safetensors", cb, cn) == 0);
 
     CHECK(run(abs_cli, "compress --basis basis.safetensors --ratio 12 --chunk 64 --window 32 cache.safetensors -o s.kvtc") == 0);
+    /* below the smallest calibrated ratio: say which ratios work, not only
+     * "basis has no plan for the requested ratio" */
+    CHECK(run(abs_cli, "compress --basis basis.safetensors --ratio 4 cache.safetensors -o low.kvtc") == 1);
+    size_t ln = 0;
+    char *low = read_in_dir("err.txt", &ln);
+    CHECK_MSG(low && strstr(low, "--ratio 4 is below the basis' smallest calibrated ratio 8"), "%s", low ? low : "(no stderr)");
+    free(low);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 300 --layers 1:3 s.kvtc -o part.safetensors") == 0);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --layers 3:1 s.kvtc -o bad.safetensors") == 2);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 501 s.kvtc -o bad.safetensors") == 2);

@@ -80,5 +80,8 @@ int cli_progress_enabled(void);
  * wrong kind of file as what it is). */
 void cli_codec_threads_setup(void);
 int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out);
+/* kvtc_encoder_alloc; on failure prints the reason (for KVTC_ERR_NO_PLAN
+ * the basis' smallest calibrated ratio) and returns 1. */
+int cli_encoder_alloc(const char *cmd, const kvtc_basis *b, const kvtc_encode_options *o, kvtc_encoder **out);
 
 #endif

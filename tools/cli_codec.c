@@ -28,3 +28,18 @@ int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
     if (r) return cli_fail(cmd, "basis %s: %s", path, kvtc_result_string(r));
     return 0;
 }
+
+int cli_encoder_alloc(const char *cmd, const kvtc_basis *b, const kvtc_encode_options *o, kvtc_encoder **out) {
+    kvtc_result r = kvtc_encoder_alloc(b, o, out);
+    if (!r) return 0;
+    if (r != KVTC_ERR_NO_PLAN) return cli_fail(cmd, "%s", kvtc_result_string(r));
+    /* "no plan for the requested ratio" alone does not say which ratios work */
+    double lo = 0;
+    for (uint32_t i = 0; i < kvtc_basis_plan_count(b); i++) {
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
+        if (kvtc_basis_plan_info(b, i, &pi) == KVTC_OK && (lo == 0 || pi.target_ratio < lo)) lo = pi.target_ratio;
+    }
+    if (lo == 0) return cli_fail(cmd, "%s (the basis has no plans)", kvtc_result_string(r));
+    return cli_fail(cmd, "--ratio %g is below the basis' smallest calibrated ratio %g (it lacks the components a "
+                    "plan would need: calibrate with --ratio %g)", o->ratio, lo, o->ratio);
+}

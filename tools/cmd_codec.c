@@ -188,7 +188,7 @@ int cmd_compress(int argc, char **argv) {
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
     if (file_kind_expect("compress", in, buf, size, FILE_KIND_CACHE)) goto done;
     if ((r = cache_file_parse(buf, size, &cf))) { cli_fail("compress", "%s: %s", in, kvtc_result_string(r)); goto done; }
-    if ((r = kvtc_encoder_alloc(b, &o, &e))) { cli_fail("compress", "%s", kvtc_result_string(r)); goto done; }
+    if (cli_encoder_alloc("compress", b, &o, &e)) goto done;
     size_t cap = kvtc_compress_bound(e, &cf.cache);
     if (!cap) {
         char why[256];
