@@ -289,7 +289,9 @@ KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void 
  * the same range without the hold (and the full decode's up to GEMM
  * rounding). The hold ends with kvtc_cuda_release, kvtc_cuda_hold of
  * another stream, any compress call on the codec, or a decode on the codec
- * of another stream or into another workspace. Same prefix rules and errors as
+ * of another stream or into another workspace (another stream later placed
+ * at d_stream with the same size is told apart by its chunk index CRC in
+ * the host prefix). Same prefix rules and errors as
  * kvtc_cuda_decompress. The caller keeps d_stream and d_ws unchanged while
  * it holds them. */
 KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,
