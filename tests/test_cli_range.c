@@ -160,6 +160,22 @@ int main(void) {
         free(err);
     }
     test_append_to_all_raw_stream(abs_cli, &sc.c);
+    /* tokens of another geometry: the CLI names both shapes (the library
+     * says only "cache geometry does not match") */
+    kvtc_geometry g3 = synth_geometry(3, 2, 16, KVTC_ROPE_NORM, 0, 10000.0f);
+    synth_params p3;
+    synth_params_init(&p3, &g3, KVTC_DTYPE_F16, 20);
+    synth_cache c3;
+    void *b3 = NULL;
+    size_t n3 = 0;
+    CHECK(synth_make(&p3, &c3) == 0 && cache_file_serialize(&c3.c, &b3, &n3) == KVTC_OK);
+    CHECK(write_in_dir("more3.safetensors", b3, n3) == 0);
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more3.safetensors -o a3.kvtc") == 1);
+    char *e3 = read_in_dir("err.txt", &n3);
+    CHECK_MSG(e3 && strstr(e3, "more3.safetensors is 3 layers x 2 kv heads x 16 dims f16; s.kvtc is 4 x 2 x 16 f16"), "%s",
+              e3 ? e3 : "(no stderr)");
+    free(e3); free(b3);
+    synth_free(&c3);
     uint8_t *ab = read_in_dir("a.kvtc", &an);
     kvtc_stream_info ai = {.struct_size = sizeof ai};
     CHECK(ab && kvtc_stream_get_info(ab, an, &ai) == KVTC_OK && ai.n_tokens == 600 && ai.plan_ratio == 12.0);

@@ -65,6 +65,9 @@ int cli_parse_u32(const char *s, uint32_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 
+/* "f32", "f16" or "bf16". */
+const char *cli_dtype_name(kvtc_dtype t);
+
 /* A window of ctx tokens on a model trained for n_ctx_train: beyond it the
  * model's output means little and a run can take minutes (issue 9 item 11),
  * so refuse unless `force` ("... exceeds the model's trained context ...;

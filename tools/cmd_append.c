@@ -76,6 +76,15 @@ int cmd_append(int argc, char **argv) {
     if (cli_read_file(more_path, &mbuf, &msize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
     if (file_kind_expect("append", more_path, mbuf, msize, FILE_KIND_CACHE)) goto done;
     if ((r = cache_file_parse(mbuf, msize, &more))) { cli_fail("append", "%s: %s", more_path, kvtc_result_string(r)); goto done; }
+    const kvtc_geometry *sg = &info.geometry, *mg = &more.cache.geometry;
+    if (more.cache.dtype != info.dtype || mg->n_layers != sg->n_layers || mg->n_kv_heads != sg->n_kv_heads ||
+        mg->head_dim != sg->head_dim) {
+        /* the library's "cache geometry does not match" does not say which */
+        cli_fail("append", "%s is %u layers x %u kv heads x %u dims %s; %s is %u x %u x %u %s", more_path, mg->n_layers,
+                 mg->n_kv_heads, mg->head_dim, cli_dtype_name(more.cache.dtype), in, sg->n_layers, sg->n_kv_heads,
+                 sg->head_dim, cli_dtype_name(info.dtype));
+        goto done;
+    }
     if (more.cache.n_tokens && !more.cache.token_ids) {
         /* kvtc_append keeps ids only when every token has one: it would drop
          * IN's (or, for a basis that recomputes layers, refuse with a bare

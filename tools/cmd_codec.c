@@ -14,10 +14,6 @@
 #include "model_fingerprint.h"
 #include "model_kv.h"
 
-static const char *dtype_name(kvtc_dtype t) {
-    return t == KVTC_DTYPE_F32 ? "f32" : t == KVTC_DTYPE_F16 ? "f16" : "bf16";
-}
-
 static const char *rope_name(kvtc_rope_type t) {
     return t == KVTC_ROPE_NORM ? "norm" : t == KVTC_ROPE_NEOX ? "neox" : "none";
 }
@@ -371,7 +367,7 @@ int cmd_info(int argc, char **argv) {
         double fp16_coded = fp16_total * (double)si.n_coded_tokens / (double)(si.n_tokens ? si.n_tokens : 1);
         printf("kvtc stream, format %u.%u\n", si.version_major, si.version_minor);
         printf("  geometry: %u layers x %u kv heads x %u dims, %s, rope %s (dim %u, theta %g)\n", g->n_layers,
-               g->n_kv_heads, g->head_dim, dtype_name(si.dtype), rope_name(g->rope_type), g->rope_dim,
+               g->n_kv_heads, g->head_dim, cli_dtype_name(si.dtype), rope_name(g->rope_type), g->rope_dim,
                (double)g->rope_theta);
         printf("  tokens: %" PRIu64 " (%u sink + %u window raw, %" PRIu64 " coded in %u chunks of %u)%s\n",
                si.n_tokens, si.n_sink, si.n_window, si.n_coded_tokens, si.n_chunks, si.chunk_tokens,
@@ -400,7 +396,7 @@ int cmd_info(int argc, char **argv) {
         if ((r = cache_file_parse(buf, size, &cf))) { rc = cli_fail("info", "%s: KV cache: %s", argv[1], kvtc_result_string(r)); goto done; }
         const kvtc_geometry *g = &cf.cache.geometry;
         printf("KV cache: %u layers x %u kv heads x %" PRIu64 " tokens x %u dims, %s, rope %s (dim %u, theta %g)%s%s\n",
-               g->n_layers, g->n_kv_heads, cf.cache.n_tokens, g->head_dim, dtype_name(cf.cache.dtype),
+               g->n_layers, g->n_kv_heads, cf.cache.n_tokens, g->head_dim, cli_dtype_name(cf.cache.dtype),
                rope_name(g->rope_type), g->rope_dim, (double)g->rope_theta,
                cf.cache.positions ? ", positions" : "", cf.cache.token_ids ? ", token ids" : "");
         cache_file_free(&cf);
