@@ -13,7 +13,8 @@
 
 static const char append_help[] =
     "usage: kvtc append --basis BASIS [options] IN.kvtc MORE.safetensors -o OUT.kvtc\n"
-    "  MORE holds the tokens that follow IN (k, v, and positions unless they continue IN's)\n"
+    "  MORE holds the tokens that follow IN (k, v; token_ids when IN stores them or the basis\n"
+    "  recomputes layers; positions unless they continue IN's)\n"
     "  --threads N      worker threads (default 2)\n"
     "  --sink N, --window N  raw leading / trailing tokens when IN has no coded tokens\n"
     "                   (such a stream records them cut to its length; default 4 and 128\n"
