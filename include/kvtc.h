@@ -371,7 +371,8 @@ typedef struct kvtc_encode_options {
     double ratio;                /* target ratio (default 20): the basis plan made for exactly
                                   * this ratio, else a plan solved from the basis' eigenvalues
                                   * at kvtc_encoder_alloc (the stream then carries it; format
-                                  * 1.1). KVTC_ERR_NO_PLAN below the smallest calibrated ratio. */
+                                  * 1.1). KVTC_ERR_NO_PLAN below the smallest calibrated ratio;
+                                  * KVTC_ERR_INVALID_ARGUMENT unless finite and > 0. */
     uint32_t n_sink;             /* leading tokens stored raw (default 4) */
     uint32_t n_window;           /* trailing tokens stored raw (default 128) */
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */

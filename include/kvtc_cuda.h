@@ -110,7 +110,8 @@ typedef struct kvtc_cuda_options {
                             * 20): the basis' plan made for exactly this ratio, else a
                             * plan solved at codec creation (the CPU's DP), which every
                             * stream then carries (container 1.1, flag bit 2).
-                            * KVTC_ERR_NO_PLAN below the basis' smallest ratio. */
+                            * KVTC_ERR_NO_PLAN below the basis' smallest ratio;
+                            * KVTC_ERR_INVALID_ARGUMENT unless finite and > 0. */
     uint32_t n_sink;       /* default 4 */
     uint32_t n_window;     /* default 128 */
     uint32_t chunk_tokens; /* default 256 */
