@@ -459,7 +459,9 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
  * stream was compressed with, not the info's; bases that recompute layers need
  * more->token_ids. Token ids are kept only when every token has one: a
  * stream that stores ids, appended without more->token_ids, yields a
- * stream without any (kvtc append refuses that). Appending no tokens (more->n_tokens 0) writes the
+ * stream without any (kvtc append refuses that). The stream's model
+ * fingerprint is kept (an encoder without one keeps it; with another one:
+ * KVTC_ERR_MODEL_MISMATCH). Appending no tokens (more->n_tokens 0) writes the
  * stream unchanged, after the same checks (chunk CRCs included).
  * kvtc_append_bound gives a sufficient cap (0 on error). */
 KVTC_API size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more);

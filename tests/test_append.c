@@ -254,6 +254,39 @@ static void test_small_and_mismatch(void) {
     kvtc_encoder_free(e);
 }
 
+/* An all-raw stream (no more tokens than sink + window) is coded afresh
+ * on append, by the encoder given. An encoder without a model fingerprint
+ * (kvtc append never sets one) dropped the stream's: the appended stream
+ * then decoded with any model's recomputed layers unchecked. It now keeps
+ * it, as appends to streams with coded chunks do, and is the stream the
+ * fingerprinting encoder gives for the concatenation. */
+static void test_all_raw_keeps_model_fingerprint(void) {
+    kvtc_encode_options o;
+    opts(&o, 16);
+    kvtc_encoder *plain = NULL, *fp = NULL, *other = NULL;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &plain) == KVTC_OK);
+    o.model_fingerprint = 0x1234abcdull;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &fp) == KVTC_OK);
+    o.model_fingerprint = 0x99ull;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &other) == KVTC_OK);
+    uint8_t *s = NULL, *a = NULL, *d = NULL, *x = NULL;
+    size_t ns = 0, na = 0, nd = 0, nx = 0;
+    CHECK(encode_range(fp, SINK + 3, &s, &ns) == KVTC_OK);
+    CHECK(append_range(plain, s, ns, SINK + 3, 300, &a, &na) == KVTC_OK);
+    kvtc_stream_info ai = {.struct_size = sizeof ai};
+    CHECK(kvtc_stream_get_info(a, na, &ai) == KVTC_OK && ai.n_coded_tokens > 0);
+    CHECK_MSG(ai.has_model_fingerprint && ai.model_fingerprint == 0x1234abcdull,
+              "append to an all-raw stream kept model fingerprint %d %llx", ai.has_model_fingerprint,
+              (unsigned long long)ai.model_fingerprint);
+    CHECK(encode_range(fp, SINK + 3 + 300, &d, &nd) == KVTC_OK);
+    CHECK(na == nd && !memcmp(a, d, na));
+    CHECK(append_range(other, s, ns, SINK + 3, 300, &x, &nx) == KVTC_ERR_MODEL_MISMATCH);
+    free(s); free(a); free(d); free(x);
+    kvtc_encoder_free(plain);
+    kvtc_encoder_free(fp);
+    kvtc_encoder_free(other);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(3, 2, 32, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -267,6 +300,7 @@ int main(void) {
     test_append(16);
     test_append(12); /* a solved plan: the appended stream carries it too */
     test_small_and_mismatch();
+    test_all_raw_keeps_model_fingerprint();
     g_codec = KVTC_CODEC_RANS; /* the partial chunk is rANS-decoded */
     test_append(16);
     test_small_and_mismatch();

@@ -288,6 +288,24 @@ static kvtc_result append_nothing(const kvtc_encoder *e, const uint8_t *in, cons
     return KVTC_OK;
 }
 
+/* The stream coded afresh from an all-raw one got the encoder's model
+ * fingerprint; as in new_header, the old stream's stays (an encoder without
+ * one must not drop it: decoding with another model would then go
+ * unnoticed). */
+static kvtc_result keep_model_fingerprint(const kvtc_encoder *e, const container_header *h, uint8_t *out,
+                                          size_t size) {
+    uint64_t mf = encoder_options(e)->model_fingerprint;
+    if (!(h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT)) return KVTC_OK;
+    if (mf) return mf == h->model_fingerprint ? KVTC_OK : KVTC_ERR_MODEL_MISMATCH;
+    container_header nh;
+    kvtc_result r = container_read_prefix(out, size, &nh);
+    if (r) return r;
+    nh.flags |= CONTAINER_FLAG_MODEL_FINGERPRINT;
+    nh.model_fingerprint = h->model_fingerprint;
+    container_write_prefix(&nh, out);
+    return KVTC_OK;
+}
+
 static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_size, const kvtc_cache_layout *more,
                                uint8_t *out, size_t cap, size_t *written) {
     container_header h;
@@ -301,6 +319,7 @@ static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_siz
         kvtc_cache_layout ml;
         kvtc_cache_layout_from_cache(&t.c, &ml);
         r = kvtc_compress_layout(e, &ml, out, cap, written);
+        if (!r) r = keep_model_fingerprint(e, &h, out, *written);
         goto done;
     }
     r = append_coded(e, in, &h, &t, more->n_tokens, out, cap, written);
