@@ -287,7 +287,8 @@ typedef struct kvtc_plan_info {
 KVTC_API kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
 
 /* Index of the plan whose target ratio is closest to `ratio` (relative
- * distance); KVTC_ERR_NO_PLAN if the basis has none. */
+ * distance); KVTC_ERR_NO_PLAN if the basis has none,
+ * KVTC_ERR_INVALID_ARGUMENT unless ratio is finite and > 0. */
 KVTC_API kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
 
 /* ------------------------------------------------------------------------ */
