@@ -145,6 +145,22 @@ int main(void) {
     CHECK(write_in_dir("more.safetensors", mb, mn) == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
+    /* ids only in MORE: a stream keeps ids only when every token has one,
+     * so they are dropped; said, not silent */
+    int32_t more_ids[100];
+    for (int i = 0; i < 100; i++) more_ids[i] = i;
+    more.c.token_ids = more_ids;
+    void *mib = NULL;
+    size_t min_ = 0;
+    CHECK(cache_file_serialize(&more.c, &mib, &min_) == KVTC_OK && write_in_dir("moreid.safetensors", mib, min_) == 0);
+    more.c.token_ids = NULL;
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc moreid.safetensors -o aid.kvtc") == 0);
+    size_t wn = 0;
+    char *warn = read_in_dir("err.txt", &wn);
+    CHECK_MSG(warn && strstr(warn, "warning: s.kvtc stores no token ids, so moreid.safetensors's are not stored"), "%s",
+              warn ? warn : "(no stderr)");
+    free(warn);
+    free(mib);
     /* swapped or wrong files are named as what they are (the library's
      * "not a kvtc stream, basis or safetensors file" named a kvtc stream) */
     static const struct { const char *args, *says; } wrong[] = {

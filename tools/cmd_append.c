@@ -136,6 +136,9 @@ int cmd_append(int argc, char **argv) {
     if (!(obuf = malloc(cap))) { cli_fail("append", "out of memory"); goto done; }
     if ((r = kvtc_append(e, sbuf, ssize, &ml, obuf, cap, &written))) { cli_fail("append", "%s + %s: %s", in, more_path, kvtc_result_string(r)); goto done; }
     if (cli_write_file(out, obuf, written, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
+    if (info.n_tokens && !info.has_token_ids && more.cache.n_tokens && more.cache.token_ids)
+        fprintf(stderr, "kvtc: append: warning: %s stores no token ids, so %s's are not stored either\n", in,
+                more_path);
     fprintf(stderr, "kvtc: %s + %s -> %s: %llu + %llu tokens, %zu bytes\n", in, more_path, out,
             (unsigned long long)info.n_tokens, (unsigned long long)more.cache.n_tokens, written);
     rc = 0;
