@@ -145,6 +145,7 @@ int main(void) {
     CHECK(write_in_dir("more.safetensors", mb, mn) == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
+    CHECK(run(abs_cli, "append --basis basis.safetensors - - -o a2.kvtc <s.kvtc") == 2);
     /* ids only in MORE: a stream keeps ids only when every token has one,
      * so they are dropped; said, not silent */
     int32_t more_ids[100];

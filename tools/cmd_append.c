@@ -59,6 +59,8 @@ int cmd_append(int argc, char **argv) {
         else return cli_usage("append", "more than two inputs given");
     }
     if (!basis_path || !in || !more_path || !out) return cli_usage("append", "needs --basis, IN.kvtc, MORE.safetensors and -o");
+    /* the second read of standard input would find it empty ("- is an empty file") */
+    if (!strcmp(in, "-") && !strcmp(more_path, "-")) return cli_usage("append", "IN and MORE cannot both be - (standard input)");
     cli_codec_threads_setup();
     char err[512];
     void *sbuf = NULL, *mbuf = NULL, *obuf = NULL;
