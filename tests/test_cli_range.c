@@ -146,6 +146,22 @@ int main(void) {
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
     CHECK(run(abs_cli, "append --basis basis.safetensors - - -o a2.kvtc <s.kvtc") == 2);
+    /* a file with bytes after the stream (two streams concatenated) decoded
+     * or extended its first stream without a word */
+    {
+        char cat[256];
+        snprintf(cat, sizeof cat, "cd '%s' && cat s.kvtc s.kvtc > two.kvtc", g_dir);
+        CHECK(system(cat) == 0);
+    }
+    static const char *const two[] = {"append --basis basis.safetensors two.kvtc more.safetensors -o a2.kvtc",
+                                      "decompress --basis basis.safetensors two.kvtc -o two.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        CHECK(run(abs_cli, two[i]) == 1);
+        size_t tn = 0;
+        char *te = read_in_dir("err.txt", &tn);
+        CHECK_MSG(te && strstr(te, "bytes after the end of the stream"), "%s: %s", two[i], te ? te : "(no stderr)");
+        free(te);
+    }
     /* ids only in MORE: a stream keeps ids only when every token has one,
      * so they are dropped; said, not silent */
     int32_t more_ids[100];

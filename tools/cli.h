@@ -86,5 +86,8 @@ int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out);
 /* kvtc_encoder_alloc; on failure prints the reason (for KVTC_ERR_NO_PLAN
  * the basis' smallest calibrated ratio) and returns 1. */
 int cli_encoder_alloc(const char *cmd, const kvtc_basis *b, const kvtc_encode_options *o, kvtc_encoder **out);
+/* kvtc_stream_get_info of a whole file: also fails (message printed,
+ * returns 1) when the file holds bytes after the stream's end. */
+int cli_stream_info(const char *cmd, const char *path, const void *buf, size_t size, kvtc_stream_info *info);
 
 #endif

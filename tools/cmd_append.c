@@ -75,7 +75,7 @@ int cmd_append(int argc, char **argv) {
     if (cli_read_file(in, &sbuf, &ssize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
     if (file_kind_expect("append", in, sbuf, ssize, FILE_KIND_STREAM)) goto done;
     kvtc_stream_info info = {.struct_size = sizeof info};
-    if ((r = kvtc_stream_get_info(sbuf, ssize, &info))) { cli_fail("append", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    if (cli_stream_info("append", in, sbuf, ssize, &info)) goto done;
     if (cli_read_file(more_path, &mbuf, &msize, err, sizeof err)) { cli_fail("append", "%s", err); goto done; }
     if (file_kind_expect("append", more_path, mbuf, msize, FILE_KIND_CACHE)) goto done;
     if ((r = cache_file_parse(mbuf, msize, &more))) { cli_fail("append", "%s: %s", more_path, kvtc_result_string(r)); goto done; }

@@ -284,7 +284,7 @@ int cmd_decompress(int argc, char **argv) {
     kvtc_stream_info info = {.struct_size = sizeof info};
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     if (file_kind_expect("decompress", in, buf, size, FILE_KIND_STREAM)) goto done;
-    if ((r = kvtc_stream_get_info(buf, size, &info))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    if (cli_stream_info("decompress", in, buf, size, &info)) goto done;
     kvtc_decode_range rg;
     if (decode_range_parse(tokens_arg, layers_arg, &info, &rg, err, sizeof err)) { rc = cli_usage("decompress", "%s", err); goto done; }
     /* the model is needed only when the range has recomputed layers of coded
