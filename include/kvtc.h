@@ -287,7 +287,8 @@ typedef struct kvtc_plan_info {
 KVTC_API kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_info *out);
 
 /* Index of the plan whose target ratio is closest to `ratio` (relative
- * distance); KVTC_ERR_NO_PLAN if the basis has none. */
+ * distance); KVTC_ERR_NO_PLAN if the basis has none,
+ * KVTC_ERR_INVALID_ARGUMENT unless ratio is finite and > 0. */
 KVTC_API kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index);
 
 /* ------------------------------------------------------------------------ */
@@ -371,7 +372,8 @@ typedef struct kvtc_encode_options {
     double ratio;                /* target ratio (default 20): the basis plan made for exactly
                                   * this ratio, else a plan solved from the basis' eigenvalues
                                   * at kvtc_encoder_alloc (the stream then carries it; format
-                                  * 1.1). KVTC_ERR_NO_PLAN below the smallest calibrated ratio. */
+                                  * 1.1). KVTC_ERR_NO_PLAN below the smallest calibrated ratio;
+                                  * KVTC_ERR_INVALID_ARGUMENT unless finite and > 0. */
     uint32_t n_sink;             /* leading tokens stored raw (default 4) */
     uint32_t n_window;           /* trailing tokens stored raw (default 128) */
     uint32_t chunk_tokens;       /* tokens per independently decodable chunk (default 256) */
@@ -452,8 +454,15 @@ KVTC_API kvtc_result kvtc_compress_layout(kvtc_encoder *e, const kvtc_cache_layo
  * and copying the stream, not re-encoding it. in and out must not overlap.
  * The encoder must use the stream's basis, plan,
  * sink, window, chunk size and codec (KVTC_ERR_BASIS_MISMATCH /
- * KVTC_ERR_INVALID_ARGUMENT otherwise); bases that recompute layers need
- * more->token_ids. Appending no tokens (more->n_tokens 0) writes the
+ * KVTC_ERR_INVALID_ARGUMENT otherwise). A stream without coded tokens
+ * records sink and window cut to its length (kvtc_stream_info), so it is
+ * coded afresh with the encoder's own sink and window: use those the
+ * stream was compressed with, not the info's; bases that recompute layers need
+ * more->token_ids. Token ids are kept only when every token has one: a
+ * stream that stores ids, appended without more->token_ids, yields a
+ * stream without any (kvtc append refuses that). The stream's model
+ * fingerprint is kept (an encoder without one keeps it; with another one:
+ * KVTC_ERR_MODEL_MISMATCH). Appending no tokens (more->n_tokens 0) writes the
  * stream unchanged, after the same checks (chunk CRCs included).
  * kvtc_append_bound gives a sufficient cap (0 on error). */
 KVTC_API size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, const kvtc_cache_layout *more);
@@ -578,8 +587,10 @@ KVTC_API kvtc_result kvtc_decompress_layout(kvtc_decoder *d, const void *buf, si
  * dequantizes the chunks of stream tokens [token_begin, token_end)
  * (token_end 0 = all) once and keeps the coefficients in the decoder
  * (about tokens x (rank_k + rank_v) floats); later kvtc_decompress_layout
- * calls on the same buffer (same address and stream) skip that stage for
- * those chunks, with bit-identical results. The caller must not change the
+ * calls on the same buffer (same address and stream: size and chunk index
+ * checksum are compared, so another stream later placed at that address
+ * is decoded from its own chunks) skip that stage for those chunks, with
+ * bit-identical results. The caller must not change the
  * buffer while held. A new hold replaces the previous one;
  * kvtc_decoder_release (or kvtc_decoder_free) frees it. Errors as
  * kvtc_decompress (nothing is held on failure). */

@@ -110,7 +110,8 @@ typedef struct kvtc_cuda_options {
                             * 20): the basis' plan made for exactly this ratio, else a
                             * plan solved at codec creation (the CPU's DP), which every
                             * stream then carries (container 1.1, flag bit 2).
-                            * KVTC_ERR_NO_PLAN below the basis' smallest ratio. */
+                            * KVTC_ERR_NO_PLAN below the basis' smallest ratio;
+                            * KVTC_ERR_INVALID_ARGUMENT unless finite and > 0. */
     uint32_t n_sink;       /* default 4 */
     uint32_t n_window;     /* default 128 */
     uint32_t chunk_tokens; /* default 256 */
@@ -289,7 +290,9 @@ KVTC_API kvtc_result kvtc_cuda_decompress_layout(kvtc_cuda_codec *c, const void 
  * the same range without the hold (and the full decode's up to GEMM
  * rounding). The hold ends with kvtc_cuda_release, kvtc_cuda_hold of
  * another stream, any compress call on the codec, or a decode on the codec
- * of another stream or into another workspace. Same prefix rules and errors as
+ * of another stream or into another workspace (another stream later placed
+ * at d_stream with the same size is told apart by its chunk index CRC in
+ * the host prefix). Same prefix rules and errors as
  * kvtc_cuda_decompress. The caller keeps d_stream and d_ws unchanged while
  * it holds them. */
 KVTC_API kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, size_t prefix_size, const void *d_stream,

@@ -5,6 +5,7 @@
  * decode, and hostile plan sections are rejected without a crash. */
 #include <libdeflate.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,6 +158,13 @@ static void test_limits(void) {
     CHECK(kvtc_encoder_alloc(g_basis, &eo, &e) == KVTC_ERR_NO_PLAN && !e);
     eo.ratio = 1.0;
     CHECK(kvtc_encoder_alloc(g_basis, &eo, &e) == KVTC_ERR_NO_PLAN && !e);
+    /* not a ratio: an infinite one matched every stored plan (|r - inf| <=
+     * 1e-9 * inf) and silently coded at the first plan's ratio */
+    static const double not_ratios[] = {INFINITY, -INFINITY, NAN, 0, -8};
+    for (size_t i = 0; i < sizeof not_ratios / sizeof not_ratios[0]; i++) {
+        eo.ratio = not_ratios[i];
+        CHECK_MSG(kvtc_encoder_alloc(g_basis, &eo, &e) == KVTC_ERR_INVALID_ARGUMENT && !e, "ratio %g", not_ratios[i]);
+    }
     eo.ratio = 1000; /* anything above works: few or no components */
     CHECK(kvtc_encoder_alloc(g_basis, &eo, &e) == KVTC_OK);
     kvtc_encoder_free(e);

@@ -254,6 +254,91 @@ static void test_small_and_mismatch(void) {
     kvtc_encoder_free(e);
 }
 
+/* An all-raw stream (no more tokens than sink + window) is coded afresh
+ * on append, by the encoder given. An encoder without a model fingerprint
+ * (kvtc append never sets one) dropped the stream's: the appended stream
+ * then decoded with any model's recomputed layers unchecked. It now keeps
+ * it, as appends to streams with coded chunks do, and is the stream the
+ * fingerprinting encoder gives for the concatenation. */
+static void test_all_raw_keeps_model_fingerprint(void) {
+    kvtc_encode_options o;
+    opts(&o, 16);
+    kvtc_encoder *plain = NULL, *fp = NULL, *other = NULL;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &plain) == KVTC_OK);
+    o.model_fingerprint = 0x1234abcdull;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &fp) == KVTC_OK);
+    o.model_fingerprint = 0x99ull;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &other) == KVTC_OK);
+    uint8_t *s = NULL, *a = NULL, *d = NULL, *x = NULL;
+    size_t ns = 0, na = 0, nd = 0, nx = 0;
+    CHECK(encode_range(fp, SINK + 3, &s, &ns) == KVTC_OK);
+    CHECK(append_range(plain, s, ns, SINK + 3, 300, &a, &na) == KVTC_OK);
+    kvtc_stream_info ai = {.struct_size = sizeof ai};
+    CHECK(kvtc_stream_get_info(a, na, &ai) == KVTC_OK && ai.n_coded_tokens > 0);
+    CHECK_MSG(ai.has_model_fingerprint && ai.model_fingerprint == 0x1234abcdull,
+              "append to an all-raw stream kept model fingerprint %d %llx", ai.has_model_fingerprint,
+              (unsigned long long)ai.model_fingerprint);
+    CHECK(encode_range(fp, SINK + 3 + 300, &d, &nd) == KVTC_OK);
+    CHECK(na == nd && !memcmp(a, d, na));
+    CHECK(append_range(other, s, ns, SINK + 3, 300, &x, &nx) == KVTC_ERR_MODEL_MISMATCH);
+    free(s); free(a); free(d); free(x);
+    kvtc_encoder_free(plain);
+    kvtc_encoder_free(fp);
+    kvtc_encoder_free(other);
+}
+
+/* Streams of fewer tokens than n_sink (0 tokens, say) are coded afresh on
+ * append with new sinks that the old stream's size does not cover:
+ * kvtc_append_bound was too small (BUFFER_TOO_SMALL from kvtc append).
+ * And an empty stream has no ids to lack: the new tokens' are kept. */
+static void test_append_to_tiny_streams(void) {
+    kvtc_encode_options o;
+    opts(&o, 16);
+    kvtc_encoder *e = NULL;
+    CHECK(kvtc_encoder_alloc(g_basis, &o, &e) == KVTC_OK);
+    static const uint64_t olds[] = {0, 2, SINK};
+    for (size_t i = 0; i < sizeof olds / sizeof olds[0]; i++) {
+        uint64_t n0 = olds[i];
+        uint8_t *s = NULL, *a = NULL, *d = NULL;
+        size_t ns = 0, na = 0, nd = 0;
+        CHECK(encode_range(e, n0, &s, &ns) == KVTC_OK);
+        kvtc_result r = append_range(e, s, ns, n0, 300, &a, &na);
+        CHECK_MSG(r == KVTC_OK, "append of 300 tokens to %llu: %s", (unsigned long long)n0, kvtc_result_string(r));
+        CHECK(encode_range(e, n0 + 300, &d, &nd) == KVTC_OK);
+        CHECK_MSG(r || (na == nd && !memcmp(a, d, na)), "append to %llu tokens != direct encode", (unsigned long long)n0);
+        free(s); free(a); free(d);
+    }
+    /* with explicit positions and ids, whose bytes the bound's slack no
+     * longer hides: the new sinks' raw bytes must be counted */
+    static int64_t pos[SINK + 300];
+    static int32_t ids[SINK + 300];
+    for (int i = 0; i < SINK + 300; i++) {
+        pos[i] = 5000 + 2 * i;
+        ids[i] = 1000 + i;
+    }
+    for (uint64_t n0 = 0; n0 <= 2; n0 += 2) {
+        kvtc_cache_layout old = source_tokens(0, n0), more = source_tokens(n0, 300), all = source_tokens(0, n0 + 300);
+        old.positions = pos;
+        old.token_ids = ids;
+        more.positions = pos + n0;
+        more.token_ids = ids + n0;
+        all.positions = pos;
+        all.token_ids = ids;
+        size_t cs = kvtc_compress_layout_bound(e, &old), cd = kvtc_compress_layout_bound(e, &all), ns = 0, na = 0, nd = 0;
+        uint8_t *s = malloc(cs), *d = malloc(cd);
+        CHECK(kvtc_compress_layout(e, &old, s, cs, &ns) == KVTC_OK && kvtc_compress_layout(e, &all, d, cd, &nd) == KVTC_OK);
+        size_t cap = kvtc_append_bound(e, s, ns, &more);
+        uint8_t *a = malloc(cap ? cap : 1);
+        kvtc_result r = kvtc_append(e, s, ns, &more, a, cap, &na);
+        CHECK_MSG(r == KVTC_OK, "append with ids to %llu tokens: %s", (unsigned long long)n0, kvtc_result_string(r));
+        kvtc_stream_info ai = {.struct_size = sizeof ai};
+        CHECK(r || (kvtc_stream_get_info(a, na, &ai) == KVTC_OK && ai.has_token_ids && ai.has_positions));
+        CHECK(r || (na == nd && !memcmp(a, d, na)));
+        free(s); free(a); free(d);
+    }
+    kvtc_encoder_free(e);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(3, 2, 32, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -267,6 +352,8 @@ int main(void) {
     test_append(16);
     test_append(12); /* a solved plan: the appended stream carries it too */
     test_small_and_mismatch();
+    test_all_raw_keeps_model_fingerprint();
+    test_append_to_tiny_streams();
     g_codec = KVTC_CODEC_RANS; /* the partial chunk is rANS-decoded */
     test_append(16);
     test_small_and_mismatch();

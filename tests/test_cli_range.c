@@ -38,6 +38,61 @@ static void *read_in_dir(const char *name, size_t *n) {
     return test_read_file(p, n);
 }
 
+/* Tokens [t0, t0 + n) of c as their own cache (positions left to the
+ * default, which the append continues). */
+static int slice_tokens(const kvtc_cache *c, uint64_t t0, uint64_t n, kvtc_cache *out) {
+    if (synth_alloc_like(&c->geometry, c->dtype, n, 0, out)) return -1;
+    size_t row = (size_t)c->geometry.head_dim * kvtc_dtype_size(c->dtype);
+    uint64_t lh = (uint64_t)c->geometry.n_layers * c->geometry.n_kv_heads;
+    for (uint64_t i = 0; i < lh; i++) {
+        memcpy((uint8_t *)out->k + i * n * row, (const uint8_t *)c->k + (i * c->n_tokens + t0) * row, n * row);
+        memcpy((uint8_t *)out->v + i * n * row, (const uint8_t *)c->v + (i * c->n_tokens + t0) * row, n * row);
+    }
+    return 0;
+}
+
+/* A stream shorter than sink + window records both cut to its length
+ * (10 tokens of window 32: sink 4, window 6). kvtc append took those, so
+ * the appended stream kept 6 raw tokens instead of 32 and coded the rest:
+ * smaller, lossier, and not what compress gives. With --window it is the
+ * stream compress makes of the concatenation, byte for byte. */
+static void test_append_to_all_raw_stream(const char *cli, const kvtc_cache *all) {
+    kvtc_cache head, tail;
+    void *hb = NULL, *tb = NULL;
+    size_t hn = 0, tn = 0;
+    CHECK(slice_tokens(all, 0, 10, &head) == 0 && slice_tokens(all, 10, all->n_tokens - 10, &tail) == 0);
+    CHECK(cache_file_serialize(&head, &hb, &hn) == KVTC_OK && cache_file_serialize(&tail, &tb, &tn) == KVTC_OK);
+    CHECK(write_in_dir("head.safetensors", hb, hn) == 0 && write_in_dir("tail.safetensors", tb, tn) == 0);
+    CHECK(run(cli, "compress --basis basis.safetensors --ratio 12 --chunk 64 --window 32 head.safetensors -o h.kvtc") == 0);
+    CHECK(run(cli, "append --basis basis.safetensors --window 32 h.kvtc tail.safetensors -o ht.kvtc") == 0);
+    size_t sn = 0, an = 0;
+    uint8_t *sb = read_in_dir("s.kvtc", &sn), *ab = read_in_dir("ht.kvtc", &an);
+    CHECK_MSG(sb && ab && sn == an && !memcmp(sb, ab, sn), "append to a 10-token stream: %zu bytes, compress: %zu", an, sn);
+    /* a stream with coded tokens keeps its own window: a different one is refused */
+    CHECK(run(cli, "append --basis basis.safetensors --window 8 s.kvtc tail.safetensors -o bad.kvtc") == 1);
+    size_t en = 0;
+    char *err = read_in_dir("err.txt", &en);
+    CHECK_MSG(err && strstr(err, "window 32"), "%s", err ? err : "(no stderr)");
+    free(err);
+    /* a stream with token ids, extended by tokens without: kvtc_append
+     * drops every id (ids are kept only when all tokens have one); the CLI
+     * refuses instead of losing them silently */
+    int32_t ids[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    head.token_ids = ids;
+    void *ib = NULL;
+    size_t in_ = 0;
+    CHECK(cache_file_serialize(&head, &ib, &in_) == KVTC_OK && write_in_dir("headid.safetensors", ib, in_) == 0);
+    head.token_ids = NULL;
+    CHECK(run(cli, "compress --basis basis.safetensors --ratio 12 headid.safetensors -o hid.kvtc") == 0);
+    CHECK(run(cli, "append --basis basis.safetensors hid.kvtc tail.safetensors -o bad.kvtc") == 1);
+    err = read_in_dir("err.txt", &en);
+    CHECK_MSG(err && strstr(err, "stores token ids and tail.safetensors has none"), "%s", err ? err : "(no stderr)");
+    free(err); free(ib);
+    free(sb); free(ab); free(hb); free(tb);
+    synth_cache_free(&head);
+    synth_cache_free(&tail);
+}
+
 int main(void) {
     const char *cli = getenv("KVTC_CLI");
     if (!cli || !*cli) {
@@ -65,6 +120,13 @@ int main(void) {
     CHECK(write_in_dir("basis.safetensors", bb, bn) == 0 && write_in_dir("cache.safetensors", cb, cn) == 0);
 
     CHECK(run(abs_cli, "compress --basis basis.safetensors --ratio 12 --chunk 64 --window 32 cache.safetensors -o s.kvtc") == 0);
+    /* below the smallest calibrated ratio: say which ratios work, not only
+     * "basis has no plan for the requested ratio" */
+    CHECK(run(abs_cli, "compress --basis basis.safetensors --ratio 4 cache.safetensors -o low.kvtc") == 1);
+    size_t ln = 0;
+    char *low = read_in_dir("err.txt", &ln);
+    CHECK_MSG(low && strstr(low, "--ratio 4 is below the basis' smallest calibrated ratio 8"), "%s", low ? low : "(no stderr)");
+    free(low);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 300 --layers 1:3 s.kvtc -o part.safetensors") == 0);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --layers 3:1 s.kvtc -o bad.safetensors") == 2);
     CHECK(run(abs_cli, "decompress --basis basis.safetensors --tokens 501 s.kvtc -o bad.safetensors") == 2);
@@ -83,6 +145,39 @@ int main(void) {
     CHECK(write_in_dir("more.safetensors", mb, mn) == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more.safetensors -o a.kvtc") == 0);
     CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc -o a2.kvtc") == 2);
+    CHECK(run(abs_cli, "append --basis basis.safetensors - - -o a2.kvtc <s.kvtc") == 2);
+    /* a file with bytes after the stream (two streams concatenated) decoded
+     * or extended its first stream without a word */
+    {
+        char cat[256];
+        snprintf(cat, sizeof cat, "cd '%s' && cat s.kvtc s.kvtc > two.kvtc", g_dir);
+        CHECK(system(cat) == 0);
+    }
+    static const char *const two[] = {"append --basis basis.safetensors two.kvtc more.safetensors -o a2.kvtc",
+                                      "decompress --basis basis.safetensors two.kvtc -o two.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        CHECK(run(abs_cli, two[i]) == 1);
+        size_t tn = 0;
+        char *te = read_in_dir("err.txt", &tn);
+        CHECK_MSG(te && strstr(te, "bytes after the end of the stream"), "%s: %s", two[i], te ? te : "(no stderr)");
+        free(te);
+    }
+    /* ids only in MORE: a stream keeps ids only when every token has one,
+     * so they are dropped; said, not silent */
+    int32_t more_ids[100];
+    for (int i = 0; i < 100; i++) more_ids[i] = i;
+    more.c.token_ids = more_ids;
+    void *mib = NULL;
+    size_t min_ = 0;
+    CHECK(cache_file_serialize(&more.c, &mib, &min_) == KVTC_OK && write_in_dir("moreid.safetensors", mib, min_) == 0);
+    more.c.token_ids = NULL;
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc moreid.safetensors -o aid.kvtc") == 0);
+    size_t wn = 0;
+    char *warn = read_in_dir("err.txt", &wn);
+    CHECK_MSG(warn && strstr(warn, "warning: s.kvtc stores no token ids, so moreid.safetensors's are not stored"), "%s",
+              warn ? warn : "(no stderr)");
+    free(warn);
+    free(mib);
     /* swapped or wrong files are named as what they are (the library's
      * "not a kvtc stream, basis or safetensors file" named a kvtc stream) */
     static const struct { const char *args, *says; } wrong[] = {
@@ -97,6 +192,23 @@ int main(void) {
         CHECK_MSG(err && strstr(err, wrong[i].says), "%s: %s", wrong[i].args, err ? err : "(no stderr)");
         free(err);
     }
+    test_append_to_all_raw_stream(abs_cli, &sc.c);
+    /* tokens of another geometry: the CLI names both shapes (the library
+     * says only "cache geometry does not match") */
+    kvtc_geometry g3 = synth_geometry(3, 2, 16, KVTC_ROPE_NORM, 0, 10000.0f);
+    synth_params p3;
+    synth_params_init(&p3, &g3, KVTC_DTYPE_F16, 20);
+    synth_cache c3;
+    void *b3 = NULL;
+    size_t n3 = 0;
+    CHECK(synth_make(&p3, &c3) == 0 && cache_file_serialize(&c3.c, &b3, &n3) == KVTC_OK);
+    CHECK(write_in_dir("more3.safetensors", b3, n3) == 0);
+    CHECK(run(abs_cli, "append --basis basis.safetensors s.kvtc more3.safetensors -o a3.kvtc") == 1);
+    char *e3 = read_in_dir("err.txt", &n3);
+    CHECK_MSG(e3 && strstr(e3, "more3.safetensors is 3 layers x 2 kv heads x 16 dims f16; s.kvtc is 4 x 2 x 16 f16"), "%s",
+              e3 ? e3 : "(no stderr)");
+    free(e3); free(b3);
+    synth_free(&c3);
     uint8_t *ab = read_in_dir("a.kvtc", &an);
     kvtc_stream_info ai = {.struct_size = sizeof ai};
     CHECK(ab && kvtc_stream_get_info(ab, an, &ai) == KVTC_OK && ai.n_tokens == 600 && ai.plan_ratio == 12.0);

@@ -144,6 +144,11 @@ static kvtc_basis *calibrate_and_reload(const synth_params *sp, const char *name
     CHECK(kvtc_basis_find_plan(b1, 2.0, &idx) == KVTC_OK && idx == 0);
     CHECK(kvtc_basis_find_plan(b1, 1000.0, &idx) == KVTC_OK && idx == 2);
     CHECK(kvtc_basis_find_plan(b1, 0.0, &idx) == KVTC_ERR_INVALID_ARGUMENT);
+    /* infinity made every distance infinite: KVTC_OK with idx unwritten */
+    CHECK(kvtc_basis_find_plan(b1, INFINITY, &idx) == KVTC_ERR_INVALID_ARGUMENT);
+    CHECK(kvtc_basis_find_plan(b1, NAN, &idx) == KVTC_ERR_INVALID_ARGUMENT);
+    idx = 77;
+    CHECK(kvtc_basis_find_plan(b1, 1e-320, &idx) == KVTC_OK && idx == 0); /* denormal: the smallest plan */
     /* serialization is canonical: reload -> serialize gives the same bytes */
     size_t n0 = 0, n1 = 0;
     void *s0 = synth_basis_bytes(b0, &n0), *s1 = synth_basis_bytes(b1, &n1);

@@ -513,6 +513,52 @@ static void test_hold(void) {
     kvtc_decoder_free(d);
 }
 
+/* A decoder that holds a stream must not serve its coefficients for another
+ * stream the engine later places in the same buffer. With DEFLATE level 0
+ * (stored blocks) two caches of one geometry give streams of the same size,
+ * so address and size alone matched and the decode returned the first
+ * cache's values. */
+static void test_hold_reused_buffer(void) {
+    kvtc_encode_options eo;
+    encode_opts(&eo);
+    eo.deflate_level = 0;
+    synth_params sp;
+    synth_params_init(&sp, &g_src.c.geometry, g_src.c.dtype, N_TOK);
+    sp.data_seed = 99;
+    synth_cache other;
+    uint8_t *s1 = NULL, *s2 = NULL;
+    size_t n1 = 0, n2 = 0;
+    CHECK(synth_make(&sp, &other) == 0);
+    CHECK(synth_compress(g_basis, &eo, &g_src.c, &s1, &n1) == KVTC_OK);
+    CHECK(synth_compress(g_basis, &eo, &other.c, &s2, &n2) == KVTC_OK);
+    CHECK_MSG(n1 == n2, "level-0 streams of %zu and %zu bytes", n1, n2);
+    kvtc_decoder *d = NULL, *fresh = NULL;
+    CHECK(kvtc_decoder_alloc(g_basis, NULL, &d) == KVTC_OK && kvtc_decoder_alloc(g_basis, NULL, &fresh) == KVTC_OK);
+    if (n1 == n2 && d && fresh) {
+        uint8_t *buf = malloc(n1);
+        memcpy(buf, s1, n1);
+        CHECK(kvtc_decoder_hold(d, buf, n1, 0, 0) == KVTC_OK);
+        memcpy(buf, s2, n2); /* the next conversation, same buffer */
+        kvtc_cache got, want;
+        kvtc_cache_layout lg, lw;
+        alloc_out(N_TOK, &got, &lg);
+        alloc_out(N_TOK, &want, &lw);
+        CHECK(kvtc_decompress_layout(d, buf, n2, NULL, &lg) == KVTC_OK);
+        CHECK(kvtc_decompress_layout(fresh, s2, n2, NULL, &lw) == KVTC_OK);
+        uint64_t bytes = kvtc_cache_tensor_bytes(&want.geometry, want.dtype, N_TOK);
+        CHECK_MSG(!memcmp(got.k, want.k, bytes) && !memcmp(got.v, want.v, bytes),
+                  "a held decoder decoded the buffer's new stream with the old stream's coefficients");
+        synth_cache_free(&got);
+        synth_cache_free(&want);
+        free(buf);
+    }
+    kvtc_decoder_free(d);
+    kvtc_decoder_free(fresh);
+    free(s1);
+    free(s2);
+    synth_free(&other);
+}
+
 int main(void) {
     kvtc_geometry g = synth_geometry(L, H, D, KVTC_ROPE_NORM, 0, 10000.0f);
     synth_params sp;
@@ -534,6 +580,7 @@ int main(void) {
     test_partial();
     test_partial_recompute();
     test_hold();
+    test_hold_reused_buffer();
 
     synth_cache_free(&g_full);
     free(g_stream);

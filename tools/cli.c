@@ -42,6 +42,10 @@ int cli_parse_u32(const char *s, uint32_t *out) {
     return 0;
 }
 
+const char *cli_dtype_name(kvtc_dtype t) {
+    return t == KVTC_DTYPE_F32 ? "f32" : t == KVTC_DTYPE_F16 ? "f16" : "bf16";
+}
+
 int cli_parse_double(const char *s, double *out) {
     return kvi_parse_decimal(s, out);
 }

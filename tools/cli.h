@@ -86,6 +86,9 @@ int cli_parse_u32(const char *s, uint32_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 
+/* "f32", "f16" or "bf16". */
+const char *cli_dtype_name(kvtc_dtype t);
+
 /* A window of ctx tokens on a model trained for n_ctx_train: beyond it the
  * model's output means little and a run can take minutes (issue 9 item 11),
  * so refuse unless `force` ("... exceeds the model's trained context ...;
@@ -101,5 +104,11 @@ int cli_progress_enabled(void);
  * wrong kind of file as what it is). */
 void cli_codec_threads_setup(void);
 int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out);
+/* kvtc_encoder_alloc; on failure prints the reason (for KVTC_ERR_NO_PLAN
+ * the basis' smallest calibrated ratio) and returns 1. */
+int cli_encoder_alloc(const char *cmd, const kvtc_basis *b, const kvtc_encode_options *o, kvtc_encoder **out);
+/* kvtc_stream_get_info of a whole file: also fails (message printed,
+ * returns 1) when the file holds bytes after the stream's end. */
+int cli_stream_info(const char *cmd, const char *path, const void *buf, size_t size, kvtc_stream_info *info);
 
 #endif

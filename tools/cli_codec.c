@@ -28,3 +28,31 @@ int cli_load_basis(const char *cmd, const char *path, kvtc_basis **out) {
     if (r) return cli_fail(cmd, "basis %s: %s", path, kvtc_result_string(r));
     return 0;
 }
+
+int cli_encoder_alloc(const char *cmd, const kvtc_basis *b, const kvtc_encode_options *o, kvtc_encoder **out) {
+    kvtc_result r = kvtc_encoder_alloc(b, o, out);
+    if (!r) return 0;
+    if (r != KVTC_ERR_NO_PLAN) return cli_fail(cmd, "%s", kvtc_result_string(r));
+    /* "no plan for the requested ratio" alone does not say which ratios work */
+    double lo = 0;
+    for (uint32_t i = 0; i < kvtc_basis_plan_count(b); i++) {
+        kvtc_plan_info pi = {.struct_size = sizeof pi};
+        if (kvtc_basis_plan_info(b, i, &pi) == KVTC_OK && (lo == 0 || pi.target_ratio < lo)) lo = pi.target_ratio;
+    }
+    if (lo == 0) return cli_fail(cmd, "%s (the basis has no plans)", kvtc_result_string(r));
+    return cli_fail(cmd, "--ratio %g is below the basis' smallest calibrated ratio %g (it lacks the components a "
+                    "plan would need: calibrate with --ratio %g)", o->ratio, lo, o->ratio);
+}
+
+int cli_stream_info(const char *cmd, const char *path, const void *buf, size_t size, kvtc_stream_info *info) {
+    info->struct_size = sizeof *info;
+    kvtc_result r = kvtc_stream_get_info(buf, size, info);
+    if (r) return cli_fail(cmd, "%s: %s", path, kvtc_result_string(r));
+    /* the library reads a stream at the start of a larger buffer; a file
+     * with bytes after it (two streams concatenated, say) would otherwise
+     * decode as its first stream without a word */
+    if (info->stream_bytes != size)
+        return cli_fail(cmd, "%s: %llu bytes after the end of the stream (%llu bytes): not one kvtc stream", path,
+                        (unsigned long long)(size - info->stream_bytes), (unsigned long long)info->stream_bytes);
+    return 0;
+}

@@ -14,10 +14,6 @@
 #include "model_fingerprint.h"
 #include "model_kv.h"
 
-static const char *dtype_name(kvtc_dtype t) {
-    return t == KVTC_DTYPE_F32 ? "f32" : t == KVTC_DTYPE_F16 ? "f16" : "bf16";
-}
-
 static const char *rope_name(kvtc_rope_type t) {
     return t == KVTC_ROPE_NORM ? "norm" : t == KVTC_ROPE_NEOX ? "neox" : "none";
 }
@@ -188,7 +184,7 @@ int cmd_compress(int argc, char **argv) {
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("compress", "%s", err); goto done; }
     if (file_kind_expect("compress", in, buf, size, FILE_KIND_CACHE)) goto done;
     if ((r = cache_file_parse(buf, size, &cf))) { cli_fail("compress", "%s: %s", in, kvtc_result_string(r)); goto done; }
-    if ((r = kvtc_encoder_alloc(b, &o, &e))) { cli_fail("compress", "%s", kvtc_result_string(r)); goto done; }
+    if (cli_encoder_alloc("compress", b, &o, &e)) goto done;
     size_t cap = kvtc_compress_bound(e, &cf.cache);
     if (!cap) {
         char why[256];
@@ -288,7 +284,7 @@ int cmd_decompress(int argc, char **argv) {
     kvtc_stream_info info = {.struct_size = sizeof info};
     if (cli_read_file(in, &buf, &size, err, sizeof err)) { cli_fail("decompress", "%s", err); goto done; }
     if (file_kind_expect("decompress", in, buf, size, FILE_KIND_STREAM)) goto done;
-    if ((r = kvtc_stream_get_info(buf, size, &info))) { cli_fail("decompress", "%s: %s", in, kvtc_result_string(r)); goto done; }
+    if (cli_stream_info("decompress", in, buf, size, &info)) goto done;
     kvtc_decode_range rg;
     if (decode_range_parse(tokens_arg, layers_arg, &info, &rg, err, sizeof err)) { rc = cli_usage("decompress", "%s", err); goto done; }
     /* the model is needed only when the range has recomputed layers of coded
@@ -371,7 +367,7 @@ int cmd_info(int argc, char **argv) {
         double fp16_coded = fp16_total * (double)si.n_coded_tokens / (double)(si.n_tokens ? si.n_tokens : 1);
         printf("kvtc stream, format %u.%u\n", si.version_major, si.version_minor);
         printf("  geometry: %u layers x %u kv heads x %u dims, %s, rope %s (dim %u, theta %g)\n", g->n_layers,
-               g->n_kv_heads, g->head_dim, dtype_name(si.dtype), rope_name(g->rope_type), g->rope_dim,
+               g->n_kv_heads, g->head_dim, cli_dtype_name(si.dtype), rope_name(g->rope_type), g->rope_dim,
                (double)g->rope_theta);
         printf("  tokens: %" PRIu64 " (%u sink + %u window raw, %" PRIu64 " coded in %u chunks of %u)%s\n",
                si.n_tokens, si.n_sink, si.n_window, si.n_coded_tokens, si.n_chunks, si.chunk_tokens,
@@ -400,7 +396,7 @@ int cmd_info(int argc, char **argv) {
         if ((r = cache_file_parse(buf, size, &cf))) { rc = cli_fail("info", "%s: KV cache: %s", argv[1], kvtc_result_string(r)); goto done; }
         const kvtc_geometry *g = &cf.cache.geometry;
         printf("KV cache: %u layers x %u kv heads x %" PRIu64 " tokens x %u dims, %s, rope %s (dim %u, theta %g)%s%s\n",
-               g->n_layers, g->n_kv_heads, cf.cache.n_tokens, g->head_dim, dtype_name(cf.cache.dtype),
+               g->n_layers, g->n_kv_heads, cf.cache.n_tokens, g->head_dim, cli_dtype_name(cf.cache.dtype),
                rope_name(g->rope_type), g->rope_dim, (double)g->rope_theta,
                cf.cache.positions ? ", positions" : "", cf.cache.token_ids ? ", token ids" : "");
         cache_file_free(&cf);

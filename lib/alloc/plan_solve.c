@@ -14,6 +14,8 @@
 static const double gauss_range2[DP_N_SIZES] = {13.00, 22.44, 32.27, 42.54};
 
 int basis_find_exact_plan(const kvtc_basis *b, double ratio) {
+    /* inf would match every plan: |r - inf| <= 1e-9 * inf */
+    if (!isfinite(ratio)) return -1;
     for (uint32_t i = 0; i < b->n_plans; i++)
         if (fabs(b->plans[i].target_ratio - ratio) <= 1e-9 * ratio) return (int)i;
     return -1;

@@ -120,8 +120,9 @@ static kvtc_result build_mid(const uint8_t *in, const container_header *h, const
         if (more->token_ids) c->token_ids[n - t->first + i] = more->token_ids[i];
     }
     /* ids are kept only when every token has one: the old stream's and the
-     * new tokens' (a stream never gets made-up ids) */
-    if (!(h->flags & CONTAINER_FLAG_TOKEN_IDS) || (m && !more->token_ids)) {
+     * new tokens' (a stream never gets made-up ids; an empty one has none
+     * to lack) */
+    if ((!(h->flags & CONTAINER_FLAG_TOKEN_IDS) && n) || (m && !more->token_ids)) {
         free(c->token_ids);
         c->token_ids = NULL;
     }
@@ -288,6 +289,24 @@ static kvtc_result append_nothing(const kvtc_encoder *e, const uint8_t *in, cons
     return KVTC_OK;
 }
 
+/* The stream coded afresh from an all-raw one got the encoder's model
+ * fingerprint; as in new_header, the old stream's stays (an encoder without
+ * one must not drop it: decoding with another model would then go
+ * unnoticed). */
+static kvtc_result keep_model_fingerprint(const kvtc_encoder *e, const container_header *h, uint8_t *out,
+                                          size_t size) {
+    uint64_t mf = encoder_options(e)->model_fingerprint;
+    if (!(h->flags & CONTAINER_FLAG_MODEL_FINGERPRINT)) return KVTC_OK;
+    if (mf) return mf == h->model_fingerprint ? KVTC_OK : KVTC_ERR_MODEL_MISMATCH;
+    container_header nh;
+    kvtc_result r = container_read_prefix(out, size, &nh);
+    if (r) return r;
+    nh.flags |= CONTAINER_FLAG_MODEL_FINGERPRINT;
+    nh.model_fingerprint = h->model_fingerprint;
+    container_write_prefix(&nh, out);
+    return KVTC_OK;
+}
+
 static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_size, const kvtc_cache_layout *more,
                                uint8_t *out, size_t cap, size_t *written) {
     container_header h;
@@ -301,6 +320,7 @@ static kvtc_result append_impl(kvtc_encoder *e, const uint8_t *in, size_t in_siz
         kvtc_cache_layout ml;
         kvtc_cache_layout_from_cache(&t.c, &ml);
         r = kvtc_compress_layout(e, &ml, out, cap, written);
+        if (!r) r = keep_model_fingerprint(e, &h, out, *written);
         goto done;
     }
     r = append_coded(e, in, &h, &t, more->n_tokens, out, cap, written);
@@ -325,7 +345,11 @@ size_t kvtc_append_bound(const kvtc_encoder *e, const void *in, size_t in_size, 
     fake.k.base = fake.v.base = (void *)in;
     fake.token_ids = (int32_t *)more->token_ids;
     if (!fake.token_ids && encoder_basis(e)->recompute_layers) return 0;
-    size_t tail = encoder_bound_sink(e, &fake, 0);
+    /* an all-raw stream is coded afresh, sinks included: a stream of fewer
+     * tokens than n_sink (0 tokens, say) does not hold the new sinks' raw
+     * bytes that in_size covers otherwise */
+    int all_raw = !container_coded_tokens(&h);
+    size_t tail = encoder_bound_sink(e, &fake, all_raw ? encoder_options(e)->n_sink : 0);
     const basis_plan *pl = encoder_plan(e);
     uint64_t extra = 12 * fake.n_tokens + container_plan_section_size(pl->k.n_groups, pl->v.n_groups);
     if (!tail || tail > SIZE_MAX - in_size - extra) return 0;

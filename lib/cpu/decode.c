@@ -31,6 +31,11 @@ struct kvtc_decoder {
     const void *held_buf;
     size_t held_size;
     uint64_t held_plan;
+    /* CRC of the held stream's chunk index (it holds every chunk's CRC): an
+     * engine that reuses one buffer for the next stream of the same size
+     * (fixed-size chunks, DEFLATE level 0) must not get the old stream's
+     * coefficients */
+    uint32_t held_index_crc;
     uint32_t held_c0, held_c1;
     float *held_dk, *held_dv;
     proj_emul *emul; /* kvi_decoder_emulate_projection; NULL: fp32 */
@@ -49,6 +54,7 @@ void kvtc_decoder_release(kvtc_decoder *d) {
     d->held_dk = d->held_dv = NULL;
     d->held_buf = NULL;
     d->held_size = 0;
+    d->held_index_crc = 0;
     d->held_c0 = d->held_c1 = 0;
 }
 
@@ -397,6 +403,7 @@ kvtc_result kvtc_decoder_hold(kvtc_decoder *d, const void *buf, size_t size, uin
         d->held_buf = buf;
         d->held_size = (size_t)h.total_size;
         d->held_plan = pl->fingerprint;
+        d->held_index_crc = h.sections[SEC_CHUNK_INDEX].crc32;
         d->held_c0 = cb;
         d->held_c1 = ce;
     }
@@ -486,7 +493,8 @@ static kvtc_result decode_with_plan(kvtc_decoder *d, const uint8_t *buf, const c
     if (coded_work) {
         uint32_t chunk_begin = (uint32_t)(c0 / h.chunk_tokens);
         uint32_t chunk_end = (uint32_t)((c1 + h.chunk_tokens - 1) / h.chunk_tokens);
-        int held = d->held_buf == (const void *)buf && d->held_size == h.total_size && d->held_plan == pl->fingerprint;
+        int held = d->held_buf == (const void *)buf && d->held_size == h.total_size &&
+                   d->held_plan == pl->fingerprint && d->held_index_crc == h.sections[SEC_CHUNK_INDEX].crc32;
         dchunk_ctx bc = {d, pl, &h, in, chunk_begin, c0, c1, rg.token_begin, sl0, sl1, &view, payload, dk, dv, x,
                          held};
         int rc = kvi_parallel_for(nt, chunk_end - chunk_begin, decode_chunk, &bc);

@@ -2,6 +2,7 @@
  * coded tokens: gather rows (RoPE removed from keys), project with one GEMM
  * per stream, then quantize + DEFLATE each chunk on the worker threads. */
 #include <libdeflate.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,7 +73,7 @@ kvtc_result kvtc_encoder_alloc(const kvtc_basis *b, const kvtc_encode_options *o
     }
     if (o.n_threads == 0) o.n_threads = 1;
     if (o.n_threads > 256 || o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS ||
-        o.deflate_level < 0 || o.deflate_level > 12 || !(o.ratio > 0) ||
+        o.deflate_level < 0 || o.deflate_level > 12 || !(o.ratio > 0) || !isfinite(o.ratio) ||
         (o.entropy_codec != KVTC_CODEC_DEFLATE && o.entropy_codec != KVTC_CODEC_RANS))
         return KVTC_ERR_INVALID_ARGUMENT;
     kvtc_encoder *e = calloc(1, sizeof *e);

@@ -302,7 +302,7 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         memcpy(&o, opts, opts->struct_size);
         o.struct_size = sizeof o;
     }
-    if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) ||
+    if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) || !isfinite(o.ratio) ||
         (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32 || (unsigned)o.projection > KVTC_CUDA_PROJ_FP8 ||
         (o.projection != KVTC_CUDA_PROJ_DEFAULT && o.gemm != KVTC_CUDA_GEMM_BF16))
         return KVTC_ERR_INVALID_ARGUMENT;

@@ -75,6 +75,8 @@ struct kvtc_cuda_codec {
         const void *d_stream, *ws;
         size_t size, d_off, hstat_off;
         uint64_t plan, coded;
+        uint32_t index_crc;  // the chunk index's CRC (host prefix): another stream later
+                             // placed at d_stream with the same size is not the held one
     } held;
     uint32_t p;
     void *d_basis[2];  // [rmax][p] bf16 or float

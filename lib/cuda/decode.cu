@@ -86,11 +86,11 @@ static uint64_t hold_d_offset(const kvtc_cuda_codec *c, const PlanDev &pd, uint6
 
 // Whether kvtc_cuda_hold left this stream's coefficients in this workspace,
 // at the offsets this layout gives (a plan uploaded since can move them).
-static int hold_matches(const kvtc_cuda_codec *c, const void *d_stream, size_t size, const void *d_ws,
-                        const PlanDev &pd, const Layout &L, uint64_t coded) {
+static int hold_matches(const kvtc_cuda_codec *c, const container_header &h, const void *d_stream, size_t size,
+                        const void *d_ws, const PlanDev &pd, const Layout &L, uint64_t coded) {
     return c->held.valid && c->held.d_stream == d_stream && c->held.size == size && c->held.ws == d_ws &&
            c->held.plan == pd.fingerprint && c->held.d_off == L.D && c->held.hstat_off == L.hstat &&
-           c->held.coded == coded;
+           c->held.coded == coded && c->held.index_crc == h.sections[SEC_CHUNK_INDEX].crc32;
 }
 
 // The CRCs of the five checksummed sections, on the device.
@@ -162,7 +162,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
     if (!snLH) Cn = 0;  // no stored layer in the range: no chunk to decode
     // held: the hold checked every CRC and dequantized every chunk; its
     // status becomes this call's initial status
-    int held = hold_matches(c, d_stream, size, d_ws, pd, L, coded);
+    int held = hold_matches(c, h, d_stream, size, d_ws, pd, L, coded);
     if (held)
         CUDA_CHECK(c, cudaMemcpyAsync(d_status, ws + L.hstat, 4, cudaMemcpyDeviceToDevice, stream));
     else
@@ -349,6 +349,7 @@ extern "C" kvtc_result kvtc_cuda_hold(kvtc_cuda_codec *c, const void *h_prefix, 
     c->held.hstat_off = L.hstat;
     c->held.plan = pd->fingerprint;
     c->held.coded = coded;
+    c->held.index_crc = h.sections[SEC_CHUNK_INDEX].crc32;
     prof_report(c, "hold");
     return KVTC_OK;
 }

@@ -126,8 +126,11 @@ kvtc_result kvtc_basis_plan_info(const kvtc_basis *b, uint32_t index, kvtc_plan_
 }
 
 kvtc_result kvtc_basis_find_plan(const kvtc_basis *b, double ratio, uint32_t *index) {
-    if (!b || !index || !(ratio > 0)) return KVTC_ERR_INVALID_ARGUMENT;
+    if (!b || !index || !(ratio > 0) || !isfinite(ratio)) return KVTC_ERR_INVALID_ARGUMENT;
     if (b->n_plans == 0) return KVTC_ERR_NO_PLAN;
+    /* plan 0 unless one is closer: a denormal ratio makes every distance
+     * infinite, which left *index unwritten under KVTC_OK */
+    *index = 0;
     double best = INFINITY;
     for (uint32_t i = 0; i < b->n_plans; i++) {
         double d = fabs(log(b->plans[i].target_ratio / ratio));
