@@ -288,13 +288,14 @@ void retrieval_print(const retrieval_opts *o, const retrieval_result *res,
     if (json)
         fprintf(f, "{\"task\": \"%s\", \"ctx\": %u, \"trials\": %u, \"passage\": %u, \"n_sink\": %u, "
                    "\"n_window\": %u, \"rows\": [",
-                random ? "copy-random" : copy ? "copy" : "recall", o->ctx, o->trials, copy ? o->passage : 0, o->n_sink, o->n_window);
+                random ? "copy-random" : copy ? "copy" : "recall", o->ctx, o->trials, copy ? o->passage : 0,
+                o->n_sink, o->n_window);
     else if (copy)
         fprintf(f, "%s: passage of %u %s tokens repeated at each distance, %u trial(s), context %u (sinks %u, "
                    "window %u raw for KVTC and kivi2); accuracy and NLL of the second copy, +- standard error "
                    "over trials\n%-26s %7s %8s %16s %16s\n",
-                random ? "copy-random" : "copy", o->passage, random ? "random" : "text", o->trials, o->ctx, o->n_sink, o->n_window, "method", "ratio", "distance",
-                "copy accuracy", "NLL");
+                random ? "copy-random" : "copy", o->passage, random ? "random" : "text", o->trials, o->ctx,
+                o->n_sink, o->n_window, "method", "ratio", "distance", "copy accuracy", "NLL");
     else
         fprintf(f, "recall: needle line at each depth, question at the end, %u trial(s), context %u (sinks %u, "
                    "window %u raw for KVTC and kivi2); exact match of the 5-digit answer, +- binomial standard "
