@@ -1,10 +1,10 @@
-"""Markdown tables of `kvtc eval --task copy|recall --json` outputs (bench/retrieval.sh)."""
+"""Markdown tables of `kvtc eval --task copy|copy-random|recall --json` outputs (bench/retrieval.sh)."""
 import json
 import sys
 
 for path in sys.argv[1:]:
     r = json.load(open(path))
-    rows, copy = r["rows"], r["task"] == "copy"
+    rows, copy = r["rows"], r["task"] in ("copy", "copy-random")
     pts = sorted({x["point"] for x in rows})
     dist = {x["point"]: x["distance"] for x in rows}
     names = list(dict.fromkeys(x["name"] for x in rows))

@@ -2,7 +2,9 @@
  * head_dim 8, 4 KV heads) and the retrieval tasks (--task copy|recall):
  * every method runs (no baseline fails on narrow heads), the tables have the
  * rows they promise, standard errors are reported, the harness restores an
- * untouched cache exactly, and bad task options are usage errors. Runs the CLI (KVTC_CLI) with --json. */
+ * untouched cache exactly, copy-random scores a passage of random tokens
+ * (deterministically, harder to guess than text), and bad task options are
+ * usage errors. Runs the CLI (KVTC_CLI) with --json. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +89,47 @@ static void test_copy_rows(void) {
     json_free(r);
 }
 
+/* The NLL of the row named name at distance point; NAN when absent. */
+static double row_nll(const json_value *r, const char *name, double point) {
+    const json_value *rows = r ? json_get(r, "rows") : NULL;
+    for (size_t i = 0; rows && rows->type == JSON_ARRAY && i < rows->n; i++)
+        if (!strcmp(str(&rows->items[i], "name"), name) && num(&rows->items[i], "point") == point)
+            return num(&rows->items[i], "nll");
+    return NAN;
+}
+
+/* copy-random: the copy layout with a random-token passage. Its rows are the
+ * copy rows; the same seeds give the same numbers twice; without the first
+ * copy (hidden) random tokens are far harder to predict than the text that
+ * the natural copy task scores (a random draw from the text's tokens has no
+ * left context to go by), which shows the passage really is random tokens. */
+static void test_copy_random(void) {
+    const char *args = "--task copy-random --ctx 512 --windows 2 --window 32 --passage 24 --distances 100,400 "
+                       "--no-baselines";
+    json_value *r = run_eval(args), *again = run_eval(args);
+    json_value *natural = run_eval("--task copy --ctx 512 --windows 2 --window 32 --passage 24 --distances 100,400 "
+                                   "--no-baselines");
+    const json_value *rows = r ? json_get(r, "rows") : NULL;
+    CHECK(r && !strcmp(str(r, "task"), "copy-random"));
+    CHECK(rows && rows->type == JSON_ARRAY && rows->n == 2 * 2);
+    for (size_t i = 0; rows && i < rows->n; i++) {
+        const json_value *x = &rows->items[i];
+        CHECK(num(x, "accuracy") >= 0 && num(x, "accuracy") <= 1 && num(x, "trials") == 2);
+        CHECK(num(x, "distance") == num(x, "point"));
+    }
+    for (double d = 100; d <= 400; d += 300) {
+        const char *names[] = {"uncompressed", "hidden (passage replaced)"};
+        for (int k = 0; k < 2; k++)
+            CHECK_MSG(row_nll(r, names[k], d) == row_nll(again, names[k], d), "%s at %g: not deterministic",
+                      names[k], d);
+        double hr = row_nll(r, names[1], d), hn = row_nll(natural, names[1], d);
+        CHECK_MSG(hr > hn + 1.0, "distance %g: hidden NLL %.3f (random) vs %.3f (text)", d, hr, hn);
+    }
+    json_free(r);
+    json_free(again);
+    json_free(natural);
+}
+
 /* recall: exact match and answer-token scores in [0, 1], distance reported. */
 static void test_recall_rows(void) {
     json_value *r = run_eval("--task recall --ctx 512 --windows 2 --window 32 --depths 0.2,0.8 --no-baselines");
@@ -106,7 +149,8 @@ static void test_recall_rows(void) {
 static void test_usage_errors(void) {
     const char *bad[] = {"--task summarize", "--task copy --ctx 512 --distances 20",
                          "--task copy --ctx 512 --distances 600", "--task recall --depths 1.5",
-                         "--task copy --passage 1"};
+                         "--task copy --passage 1", "--task copy-random --passage 1",
+                         "--task copy-random --ctx 512 --distances 600"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s %s >/dev/null 2>&1", cli, MODEL, TEXT, bad[i]);
@@ -121,6 +165,7 @@ int main(void) {
     CHECK(mkdtemp(dir) != NULL);
     test_narrow_model_ppl();
     test_copy_rows();
+    test_copy_random();
     test_recall_rows();
     test_usage_errors();
     char cmd[600];

@@ -320,13 +320,15 @@ static const char eval_help[] =
     "  --prefix F           fraction of each window prefilled and compressed (default 0.75)\n"
     "  --sink N / --window N  raw tokens at the start / end of the prefix (default 4 / 128)\n"
     "  --no-baselines       skip f16, fp8_e4m3, q8_0, q4_0, kivi2\n"
-    "  --task ppl|copy|recall  ppl (default): perplexity, KL and top-1 of a continuation;\n"
-    "                       copy: a passage repeated after a gap; recall: a key-value needle\n"
+    "  --task ppl|copy|copy-random|recall  ppl (default): perplexity, KL and top-1 of a\n"
+    "                       continuation; copy: a text passage repeated after a gap;\n"
+    "                       copy-random: a passage of random tokens of the text repeated\n"
+    "                       (only a lookup predicts it); recall: a key-value needle\n"
     "                       answered at the end (--windows = trials per distance / depth)\n"
-    "  --distances LIST     copy: token distances between the two copies (default ctx/8,ctx/2,\n"
-    "                       ctx-passage-sinks-1)\n"
+    "  --distances LIST     copy, copy-random: token distances between the two copies\n"
+    "                       (default ctx/8,ctx/2,ctx-passage-sinks-1)\n"
     "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
-    "  --passage N          copy: passage tokens (default 64)\n"
+    "  --passage N          copy, copy-random: passage tokens (default 64)\n"
     "  --emulate-gpu LIST   also run every KVTC method with the GPU's projection arithmetic\n"
     "                       emulated: bf16 (encode and decode GEMMs in bf16, the CUDA default),\n"
     "                       fp8dec (decode GEMM in e4m3, encode bf16), fp8enc (encode e4m3,\n"
@@ -398,8 +400,8 @@ int cmd_eval(int argc, char **argv) {
         case O_PLOT: o.plot = v; break;
         case O_TASK:
             task = v;
-            if (strcmp(task, "ppl") && strcmp(task, "copy") && strcmp(task, "recall"))
-                return cli_usage("eval", "--task is ppl, copy or recall");
+            if (strcmp(task, "ppl") && strcmp(task, "copy") && strcmp(task, "copy-random") && strcmp(task, "recall"))
+                return cli_usage("eval", "--task is ppl, copy, copy-random or recall");
             break;
         case O_POINTS: {
             int n;
@@ -506,13 +508,15 @@ int cmd_eval(int argc, char **argv) {
     }
 
     if (strcmp(task, "ppl")) {
-        ro.task = !strcmp(task, "copy") ? RETRIEVAL_COPY : RETRIEVAL_RECALL;
+        ro.task = !strcmp(task, "copy")          ? RETRIEVAL_COPY
+                  : !strcmp(task, "copy-random") ? RETRIEVAL_COPY_RANDOM
+                                                 : RETRIEVAL_RECALL;
         ro.ctx = o.ctx;
         ro.trials = o.windows;
         ro.n_sink = o.n_sink;
         ro.n_window = o.n_window;
         ro.threads = o.threads;
-        if (!ro.n_points && ro.task == RETRIEVAL_COPY) {
+        if (!ro.n_points && ro.task != RETRIEVAL_RECALL) {
             uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
             double d[3] = {o.ctx / 8, o.ctx / 2, far};
             for (int i = 0; i < 3; i++)

@@ -52,18 +52,31 @@ static int tokenize_inner(const eng_model *m, const char *s, int32_t *out, int c
     return n - skip;
 }
 
-/* copy: [<s>] text[a] P text[gap] P, P = the text that follows the gap (so the
- * second copy reads on naturally); hidden: the first copy replaced by the
- * window's last P tokens, which appear nowhere else. */
-static int build_copy(const retrieval_opts *o, const int32_t *w, uint32_t dist, int hidden,
-                      task_seq *q) {
+/* copy: [<s>] text[a] P text[gap] P. Natural (copy): P = the text that
+ * follows the gap, so the second copy reads on naturally; hidden: the first
+ * copy replaced by the window's last P tokens, which appear nowhere else.
+ * Random (copy-random): P = tokens drawn uniformly from the whole text, which
+ * only the first copy can predict (what a model without induction heads
+ * cannot do: the natural passage is partly predictable from its own left
+ * context, so a weak model copies it no better than its hidden control);
+ * hidden: the first copy is another random draw. */
+static int build_copy(const retrieval_opts *o, const model_text *mt, const int32_t *w, uint32_t dist,
+                      uint64_t seed, int hidden, int32_t *pass_buf, task_seq *q) {
     uint32_t P = o->passage, gap = dist - P, a = o->ctx - 1 - 2 * P - gap;
     int32_t *t = q->tok;
     uint32_t n = 0;
+    const int32_t *pass = w + 1 + a + gap, *first = hidden ? w + o->ctx - P : pass;
+    if (o->task == RETRIEVAL_COPY_RANDOM) {
+        /* the same seed for both runs of a trial: the scored passage is the
+         * same, only the hidden run's first copy differs */
+        uint64_t s = seed;
+        for (uint32_t i = 0; i < 2 * P; i++) pass_buf[i] = mt->ids[rng_next(&s) % mt->n_ids];
+        pass = pass_buf;
+        first = hidden ? pass_buf + P : pass_buf;
+    }
     t[n++] = w[0];
     memcpy(t + n, w + 1, sizeof(int32_t) * a);
     n += a;
-    const int32_t *pass = w + 1 + a + gap, *first = hidden ? w + o->ctx - P : pass;
     memcpy(t + n, first, sizeof(int32_t) * P);
     n += P;
     memcpy(t + n, w + 1 + a, sizeof(int32_t) * gap);
@@ -157,7 +170,7 @@ void retrieval_result_free(retrieval_result *res) {
 static void score_seq(const retrieval_opts *o, const task_seq *q, const float *lg, uint32_t vocab, uint32_t na,
                       double *lp, retrieval_stat *st) {
     const int32_t *cont = q->tok + q->n_pre;
-    if (o->task == RETRIEVAL_COPY) {
+    if (o->task != RETRIEVAL_RECALL) {
         double acc = 0, nll = 0;
         uint32_t n = q->n_cont - 1;
         for (uint32_t i = 0; i < n; i++) {
@@ -197,12 +210,13 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
     int32_t *w = malloc(sizeof(int32_t) * o->ctx), *tok = malloc(sizeof(int32_t) * o->ctx);
     float *k0 = malloc(sizeof(float) * per), *v0 = malloc(sizeof(float) * per);
     float *k = malloc(sizeof(float) * per), *v = malloc(sizeof(float) * per);
-    uint32_t max_cont = o->task == RETRIEVAL_COPY ? o->passage : 64;
+    uint32_t max_cont = o->task != RETRIEVAL_RECALL ? o->passage : 64;
+    int32_t *pass_buf = malloc(sizeof(int32_t) * 2 * (size_t)o->passage);
     float *lg = malloc(sizeof(float) * (size_t)max_cont * vocab);
     double *lp = malloc(sizeof(double) * vocab);
     eng_context *ctx = eng_context_alloc(m, o->ctx, o->threads);
     int rc = 1, progress = cli_progress_enabled();
-    if (!res->stat || !w || !tok || !k0 || !v0 || !k || !v || !lg || !lp || !ctx) {
+    if (!res->stat || !w || !tok || !k0 || !v0 || !k || !v || !lg || !lp || !ctx || !pass_buf) {
         cli_fail("eval", "out of memory");
         goto done;
     }
@@ -214,8 +228,8 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
             uint32_t na = 0;
             for (int hidden = 0; hidden < 2; hidden++) {
                 task_seq q = {tok, 0, 0, 0};
-                int bad = o->task == RETRIEVAL_COPY
-                              ? build_copy(o, w, (uint32_t)o->points[p], hidden, &q)
+                int bad = o->task != RETRIEVAL_RECALL
+                              ? build_copy(o, mt, w, (uint32_t)o->points[p], seed, hidden, pass_buf, &q)
                               : build_recall(o, m, w, o->points[p], seed, hidden, &q, &na);
                 if (bad || q.n_cont > max_cont) {
                     if (q.n_cont > max_cont) cli_fail("eval", "recall: answer too long");
@@ -256,7 +270,7 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
     rc = 0;
 done:
     eng_context_free(ctx);
-    free(w); free(tok); free(k0); free(v0); free(k); free(v); free(lg); free(lp);
+    free(w); free(tok); free(k0); free(v0); free(k); free(v); free(lg); free(lp); free(pass_buf);
     if (rc) retrieval_result_free(res);
     return rc;
 }
@@ -270,17 +284,18 @@ static void mean_se(double sum, double sum2, uint32_t n, double *mean, double *s
 
 void retrieval_print(const retrieval_opts *o, const retrieval_result *res,
                      const char *const *names, const double *ratios, int json, FILE *f) {
-    int copy = o->task == RETRIEVAL_COPY;
+    int copy = o->task != RETRIEVAL_RECALL, random = o->task == RETRIEVAL_COPY_RANDOM;
     if (json)
         fprintf(f, "{\"task\": \"%s\", \"ctx\": %u, \"trials\": %u, \"passage\": %u, \"n_sink\": %u, "
                    "\"n_window\": %u, \"rows\": [",
-                copy ? "copy" : "recall", o->ctx, o->trials, copy ? o->passage : 0, o->n_sink, o->n_window);
+                random ? "copy-random" : copy ? "copy" : "recall", o->ctx, o->trials, copy ? o->passage : 0,
+                o->n_sink, o->n_window);
     else if (copy)
-        fprintf(f, "copy: passage of %u tokens repeated at each distance, %u trial(s), context %u (sinks %u, "
+        fprintf(f, "%s: passage of %u %s tokens repeated at each distance, %u trial(s), context %u (sinks %u, "
                    "window %u raw for KVTC and kivi2); accuracy and NLL of the second copy, +- standard error "
                    "over trials\n%-26s %7s %8s %16s %16s\n",
-                o->passage, o->trials, o->ctx, o->n_sink, o->n_window, "method", "ratio", "distance",
-                "copy accuracy", "NLL");
+                random ? "copy-random" : "copy", o->passage, random ? "random" : "text", o->trials, o->ctx,
+                o->n_sink, o->n_window, "method", "ratio", "distance", "copy accuracy", "NLL");
     else
         fprintf(f, "recall: needle line at each depth, question at the end, %u trial(s), context %u (sinks %u, "
                    "window %u raw for KVTC and kivi2); exact match of the 5-digit answer, +- binomial standard "

@@ -8,6 +8,11 @@
  *   the second copy is scored teacher-forced: top-1 accuracy and mean NLL of
  *   its P-1 tokens predicted from inside the copy. "distance" is the token
  *   distance between the starts of the two copies.
+ * copy-random: the same layout, but the passage is P tokens drawn uniformly
+ *   (with a per-trial seed) from the whole text: a random-token string that
+ *   nothing but the first copy predicts, so only a model that looks back
+ *   (induction) scores above the hidden control; the hidden control's first
+ *   copy is another random draw.
  * recall: a needle line "The secret code of NAME is DDDDD." at a chosen depth
  *   (fraction of the context before the needle) of the text, then at the end
  *   "Question: what is the secret code of NAME?\nAnswer: the secret code of
@@ -32,7 +37,7 @@
 
 #include "../model_kv.h"
 
-typedef enum retrieval_task { RETRIEVAL_COPY = 1, RETRIEVAL_RECALL = 2 } retrieval_task;
+typedef enum retrieval_task { RETRIEVAL_COPY = 1, RETRIEVAL_RECALL = 2, RETRIEVAL_COPY_RANDOM = 3 } retrieval_task;
 
 #define RETRIEVAL_MAX_POINTS 16
 
