@@ -79,6 +79,11 @@ static void test_copy_rows(void) {
         double acc = num(x, "accuracy"), se = num(x, "accuracy_se");
         CHECK(acc >= 0 && acc <= 1 && se >= 0 && num(x, "nll") > 0 && num(x, "trials") == 2);
         CHECK(num(x, "distance") == num(x, "point"));
+        /* the per-trial scores (for paired differences) average to the row's accuracy */
+        const json_value *pt = json_get(x, "per_trial");
+        CHECK(pt && pt->type == JSON_ARRAY && pt->n == 2);
+        if (pt && pt->type == JSON_ARRAY && pt->n == 2)
+            CHECK_MSG(fabs((pt->items[0].number + pt->items[1].number) / 2 - acc) < 1e-5, "per_trial vs %.6f", acc);
         if (num(x, "point") != 400) continue;
         if (!strcmp(str(x, "name"), "uncompressed")) acc_none = acc;
         if (!strcmp(str(x, "name"), "f16")) acc_f16 = acc;
@@ -130,6 +135,38 @@ static void test_copy_random(void) {
     json_free(natural);
 }
 
+/* The per_trial scores of the row named name at distance point (NULL if absent). */
+static const json_value *row_trials(const json_value *r, const char *name, double point) {
+    const json_value *rows = r ? json_get(r, "rows") : NULL;
+    for (size_t i = 0; rows && rows->type == JSON_ARRAY && i < rows->n; i++)
+        if (!strcmp(str(&rows->items[i], "name"), name) && num(&rows->items[i], "point") == point)
+            return json_get(&rows->items[i], "per_trial");
+    return NULL;
+}
+
+/* --trials beyond --windows: trial t reuses window t mod windows with its own
+ * random passage, so 3 trials over 1 window give 3 scores whose first is the
+ * first trial of a plain 2-window run (same window, same seed). */
+static void test_trials_beyond_windows(void) {
+    const char *tail = "--task copy-random --ctx 512 --window 32 --passage 24 --distances 100 --no-baselines";
+    char args[256];
+    snprintf(args, sizeof args, "--windows 1 --trials 3 %s", tail);
+    json_value *r = run_eval(args);
+    snprintf(args, sizeof args, "--windows 2 %s", tail);
+    json_value *plain = run_eval(args);
+    const char *names[] = {"uncompressed", "hidden (passage replaced)"};
+    for (int k = 0; k < 2; k++) {
+        const json_value *a = row_trials(r, names[k], 100), *b = row_trials(plain, names[k], 100);
+        CHECK_MSG(a && a->type == JSON_ARRAY && a->n == 3, "%s: 3 trials over 1 window", names[k]);
+        CHECK(b && b->type == JSON_ARRAY && b->n == 2);
+        if (a && b && a->n == 3 && b->n == 2)
+            CHECK_MSG(a->items[0].number == b->items[0].number, "%s: trial 0 %.6f vs %.6f", names[k],
+                      a->items[0].number, b->items[0].number);
+    }
+    json_free(r);
+    json_free(plain);
+}
+
 /* recall: exact match and answer-token scores in [0, 1], distance reported. */
 static void test_recall_rows(void) {
     json_value *r = run_eval("--task recall --ctx 512 --windows 2 --window 32 --depths 0.2,0.8 --no-baselines");
@@ -150,7 +187,7 @@ static void test_usage_errors(void) {
     const char *bad[] = {"--task summarize", "--task copy --ctx 512 --distances 20",
                          "--task copy --ctx 512 --distances 600", "--task recall --depths 1.5",
                          "--task copy --passage 1", "--task copy-random --passage 1",
-                         "--task copy-random --ctx 512 --distances 600"};
+                         "--task copy-random --ctx 512 --distances 600", "--task copy-random --trials 0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s %s >/dev/null 2>&1", cli, MODEL, TEXT, bad[i]);
@@ -166,6 +203,7 @@ int main(void) {
     test_narrow_model_ppl();
     test_copy_rows();
     test_copy_random();
+    test_trials_beyond_windows();
     test_recall_rows();
     test_usage_errors();
     char cmd[600];

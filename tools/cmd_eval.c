@@ -329,6 +329,9 @@ static const char eval_help[] =
     "                       (default ctx/8,ctx/2,ctx-passage-sinks-1)\n"
     "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
     "  --passage N          copy, copy-random: passage tokens (default 64)\n"
+    "  --trials N           copy, copy-random, recall: trials per distance / depth (default:\n"
+    "                       the windows); beyond the text's windows a trial reuses window\n"
+    "                       t mod windows with its own random passage / needle\n"
     "  --emulate-gpu LIST   also run every KVTC method with the GPU's projection arithmetic\n"
     "                       emulated: bf16 (encode and decode GEMMs in bf16, the CUDA default),\n"
     "                       fp8dec (decode GEMM in e4m3, encode bf16), fp8enc (encode e4m3,\n"
@@ -350,7 +353,7 @@ int cmd_eval(int argc, char **argv) {
     ro.passage = 64;
     const char *task = "ppl";
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
-           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE };
+           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE, O_TRIALS };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
         {"basis", required_argument, NULL, O_BASIS}, {"ratios", required_argument, NULL, O_RATIOS},
@@ -361,7 +364,7 @@ int cmd_eval(int argc, char **argv) {
         {"plot", required_argument, NULL, O_PLOT}, {"force", no_argument, NULL, O_FORCE},
         {"task", required_argument, NULL, O_TASK}, {"distances", required_argument, NULL, O_POINTS},
         {"depths", required_argument, NULL, O_POINTS}, {"passage", required_argument, NULL, O_PASSAGE},
-        {"emulate-gpu", required_argument, NULL, O_EMULATE},
+        {"emulate-gpu", required_argument, NULL, O_EMULATE}, {"trials", required_argument, NULL, O_TRIALS},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
@@ -388,6 +391,7 @@ int cmd_eval(int argc, char **argv) {
             break;
         }
         case O_CTX: if (cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); break;
+        case O_TRIALS: if (cli_parse_u32(v, &ro.trials) || !ro.trials) return cli_usage("eval", "--trials needs a count > 0"); break;
         case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
         case O_PREFIX:
             if (cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)");
@@ -512,7 +516,8 @@ int cmd_eval(int argc, char **argv) {
                   : !strcmp(task, "copy-random") ? RETRIEVAL_COPY_RANDOM
                                                  : RETRIEVAL_RECALL;
         ro.ctx = o.ctx;
-        ro.trials = o.windows;
+        ro.windows = o.windows;
+        if (!ro.trials) ro.trials = o.windows;
         ro.n_sink = o.n_sink;
         ro.n_window = o.n_window;
         ro.threads = o.threads;

@@ -142,9 +142,9 @@ static int build_recall(const retrieval_opts *o, const eng_model *m, const int32
 int retrieval_check(const retrieval_opts *o, const model_text *mt) {
     if (o->n_points == 0 || o->n_points > RETRIEVAL_MAX_POINTS)
         return cli_usage("eval", "1 to %d distances / depths", RETRIEVAL_MAX_POINTS);
-    if (model_text_windows(mt, o->ctx) < o->trials)
+    if (!o->windows || !o->trials || model_text_windows(mt, o->ctx) < o->windows)
         return cli_fail("eval", "the text holds %llu windows of %u tokens, fewer than --windows %u",
-                        (unsigned long long)model_text_windows(mt, o->ctx), o->ctx, o->trials);
+                        (unsigned long long)model_text_windows(mt, o->ctx), o->ctx, o->windows);
     for (uint32_t i = 0; i < o->n_points; i++) {
         double p = o->points[i];
         if (o->task == RETRIEVAL_RECALL) {
@@ -163,11 +163,14 @@ int retrieval_check(const retrieval_opts *o, const model_text *mt) {
 
 void retrieval_result_free(retrieval_result *res) {
     free(res->stat);
+    free(res->per_trial);
     res->stat = NULL;
+    res->per_trial = NULL;
 }
 
-/* Score one continuation: copy -> accuracy and NLL; recall -> exact match. */
-static void score_seq(const retrieval_opts *o, const task_seq *q, const float *lg, uint32_t vocab, uint32_t na,
+/* Score one continuation: copy -> accuracy and NLL; recall -> exact match.
+ * Returns the trial's accuracy (recall: answer tokens right). */
+static double score_seq(const retrieval_opts *o, const task_seq *q, const float *lg, uint32_t vocab, uint32_t na,
                       double *lp, retrieval_stat *st) {
     const int32_t *cont = q->tok + q->n_pre;
     if (o->task != RETRIEVAL_RECALL) {
@@ -185,6 +188,8 @@ static void score_seq(const retrieval_opts *o, const task_seq *q, const float *l
         st->acc2 += acc * acc;
         st->nll += nll;
         st->nll2 += nll * nll;
+        st->n++;
+        return acc;
     } else {
         uint32_t right = 0;
         for (uint32_t i = 0; i < na; i++)
@@ -193,8 +198,9 @@ static void score_seq(const retrieval_opts *o, const task_seq *q, const float *l
         st->em += right == na;
         st->acc += acc; /* answer tokens right: partial credit, for weak models */
         st->acc2 += acc * acc;
+        st->n++;
+        return acc;
     }
-    st->n++;
 }
 
 int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_methods,
@@ -205,7 +211,9 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
     memset(res, 0, sizeof *res);
     res->n_methods = n_methods;
     res->n_points = o->n_points;
+    res->trials = o->trials;
     res->stat = calloc((size_t)(n_methods + 1) * o->n_points, sizeof *res->stat);
+    res->per_trial = calloc((size_t)(n_methods + 1) * o->n_points * o->trials, sizeof *res->per_trial);
     size_t per = (size_t)g.n_layers * g.n_kv_heads * o->ctx * g.head_dim;
     int32_t *w = malloc(sizeof(int32_t) * o->ctx), *tok = malloc(sizeof(int32_t) * o->ctx);
     float *k0 = malloc(sizeof(float) * per), *v0 = malloc(sizeof(float) * per);
@@ -216,14 +224,16 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
     double *lp = malloc(sizeof(double) * vocab);
     eng_context *ctx = eng_context_alloc(m, o->ctx, o->threads);
     int rc = 1, progress = cli_progress_enabled();
-    if (!res->stat || !w || !tok || !k0 || !v0 || !k || !v || !lg || !lp || !ctx || !pass_buf) {
+    if (!res->stat || !res->per_trial || !w || !tok || !k0 || !v0 || !k || !v || !lg || !lp || !ctx || !pass_buf) {
         cli_fail("eval", "out of memory");
         goto done;
     }
     for (uint32_t p = 0; p < o->n_points; p++) {
         double dist_sum = 0;
         for (uint32_t t = 0; t < o->trials; t++) {
-            model_text_window(mt, o->ctx, t, 1, w);
+            /* more trials than windows reuse a window's text with another
+             * random passage / needle (the seed depends on t) */
+            model_text_window(mt, o->ctx, t % o->windows, 1, w);
             uint64_t seed = 0x5EED0000ull + 1000003ull * p + t;
             uint32_t na = 0;
             for (int hidden = 0; hidden < 2; hidden++) {
@@ -257,7 +267,8 @@ int retrieval_run(const retrieval_opts *o, const model_text *mt, uint32_t n_meth
                         cli_fail("eval", "decode: %s", eng_context_error(ctx));
                         goto done;
                     }
-                    score_seq(o, &q, lg, vocab, na, lp, &res->stat[(size_t)mi * o->n_points + p]);
+                    size_t cell = (size_t)mi * o->n_points + p;
+                    res->per_trial[cell * o->trials + t] = score_seq(o, &q, lg, vocab, na, lp, &res->stat[cell]);
                     if (progress)
                         fprintf(stderr, "\rkvtc eval: point %u/%u, trial %u/%u, method %u/%u   ", p + 1,
                                 o->n_points, t + 1, o->trials, mi + 1, n_methods + 1);
@@ -317,6 +328,10 @@ void retrieval_print(const retrieval_opts *o, const retrieval_result *res,
                 fprintf(f, "%s\n  {\"name\": \"%s\", \"compression_ratio\": %.4f, \"point\": %g, \"distance\": %.1f, "
                            "\"trials\": %u",
                         first ? "" : ",", name, ratio, o->points[p], res->actual[p], s->n);
+                const double *pt = res->per_trial + ((size_t)mi * res->n_points + p) * res->trials;
+                fprintf(f, ", \"per_trial\": [");
+                for (uint32_t t = 0; t < s->n; t++) fprintf(f, "%s%.6f", t ? ", " : "", pt[t]);
+                fputc(']', f);
                 if (copy)
                     fprintf(f, ", \"accuracy\": %.6f, \"accuracy_se\": %.6f, \"nll\": %.6f, \"nll_se\": %.6f}", acc,
                             acc_se, nll, nll_se);

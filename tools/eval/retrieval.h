@@ -45,6 +45,8 @@ typedef struct retrieval_opts {
     retrieval_task task;
     uint32_t ctx;                           /* sequence length */
     uint32_t trials;                        /* per point */
+    uint32_t windows;                       /* text windows (from the end); trial t uses window
+                                               t % windows with its own random draw */
     uint32_t passage;                       /* copy: passage tokens */
     uint32_t n_points;                      /* distances (copy) or depths (recall) */
     double points[RETRIEVAL_MAX_POINTS];    /* copy: distances in tokens; recall: depths in (0, 1) */
@@ -69,6 +71,11 @@ typedef struct retrieval_result {
     uint32_t n_methods;             /* + 1 control row at index n_methods */
     uint32_t n_points;
     retrieval_stat *stat;           /* [(n_methods + 1) * n_points] */
+    uint32_t trials;
+    /* per trial, for paired differences between methods (the same sequences
+     * go through every method): copy accuracy or recall answer tokens right,
+     * [((n_methods + 1) * n_points + p) * trials + t] with method-major rows */
+    double *per_trial;
     double actual[RETRIEVAL_MAX_POINTS]; /* mean distance needle->question (recall) or copy distance */
 } retrieval_result;
 
