@@ -223,6 +223,46 @@ SYNTH_API double synth_token_sqerr(const kvtc_cache *a, const kvtc_cache *b, int
     return e;
 }
 
+/* Sum of (a - b)^2 over keys and values of layers [l0, l1), every token. */
+SYNTH_API double synth_sqerr_layers(const kvtc_cache *a, const kvtc_cache *b, uint32_t l0, uint32_t l1) {
+    const kvtc_geometry *g = &a->geometry;
+    double e = 0;
+    for (int s = 0; s < 2; s++)
+        for (uint32_t l = l0; l < l1; l++)
+            for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                for (uint64_t t = 0; t < a->n_tokens; t++)
+                    for (uint32_t j = 0; j < g->head_dim; j++) {
+                        double d = synth_elem(a, s, l, h, t, j) - synth_elem(b, s, l, h, t, j);
+                        e += d * d;
+                    }
+    return e;
+}
+
+/* Sum of (a - b)^2 over every key and value. */
+SYNTH_API double synth_sqerr(const kvtc_cache *a, const kvtc_cache *b) {
+    return synth_sqerr_layers(a, b, 0, a->geometry.n_layers);
+}
+
+/* Squared deviation of every element from its coordinate's mean over the
+ * tokens (keys and values): the energy of what the PCA codes. */
+SYNTH_API double synth_centered_energy(const kvtc_cache *c) {
+    const kvtc_geometry *g = &c->geometry;
+    double e = 0;
+    for (int s = 0; s < 2; s++)
+        for (uint32_t l = 0; l < g->n_layers; l++)
+            for (uint32_t h = 0; h < g->n_kv_heads; h++)
+                for (uint32_t j = 0; j < g->head_dim; j++) {
+                    double sum = 0, sum2 = 0;
+                    for (uint64_t t = 0; t < c->n_tokens; t++) {
+                        double x = synth_elem(c, s, l, h, t, j);
+                        sum += x;
+                        sum2 += x * x;
+                    }
+                    e += sum2 - sum * sum / (double)c->n_tokens;
+                }
+    return e;
+}
+
 /* 1 if token t of k and v is bit-identical in the two caches (same dtype). */
 SYNTH_API int synth_token_equal(const kvtc_cache *a, const kvtc_cache *b, uint64_t t) {
     const kvtc_geometry *g = &a->geometry;

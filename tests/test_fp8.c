@@ -125,32 +125,6 @@ static kvtc_result decode_mode(const kvtc_basis *b, kvi_proj_mode mode, const ui
     return r;
 }
 
-/* Squared deviation of every element from its coordinate's mean over the
- * tokens: the energy of what the PCA codes. */
-static double centered_energy(const kvtc_cache *c) {
-    const kvtc_geometry *g = &c->geometry;
-    double e = 0;
-    for (int s = 0; s < 2; s++)
-        for (uint32_t l = 0; l < g->n_layers; l++)
-            for (uint32_t h = 0; h < g->n_kv_heads; h++)
-                for (uint32_t j = 0; j < g->head_dim; j++) {
-                    double sum = 0, sum2 = 0;
-                    for (uint64_t t = 0; t < c->n_tokens; t++) {
-                        double x = synth_elem(c, s, l, h, t, j);
-                        sum += x;
-                        sum2 += x * x;
-                    }
-                    e += sum2 - sum * sum / (double)c->n_tokens;
-                }
-    return e;
-}
-
-static double sq_diff(const kvtc_cache *a, const kvtc_cache *b) {
-    double e = 0;
-    for (uint64_t t = 0; t < a->n_tokens; t++) e += synth_token_sqerr(a, b, 1, t) + synth_token_sqerr(a, b, 0, t);
-    return e;
-}
-
 /* The emulated decoder changes the values by about the operand precision:
  * bf16 less than e4m3, e4m3 by a few percent (rms) of what the PCA codes
  * (half an e4m3 step is 2^-5..2^-4 relative, about 3.6% rms per operand at
@@ -181,11 +155,11 @@ static void test_emulated_codec(const kvtc_basis *b, const synth_cache *src) {
     CHECK(kvtc_decompress(d, s, n, &back) == KVTC_OK);
     kvtc_decoder_free(d);
     CHECK(kvi_decoder_emulate_projection(NULL, KVI_PROJ_FP8) == KVTC_ERR_INVALID_ARGUMENT);
-    double codec = sq_diff(&src->c, &exact), e_bf = sq_diff(&exact, &bf), e_f8 = sq_diff(&exact, &f8);
-    double energy = centered_energy(&src->c);
+    double codec = synth_sqerr(&src->c, &exact), e_bf = synth_sqerr(&exact, &bf), e_f8 = synth_sqerr(&exact, &f8);
+    double energy = synth_centered_energy(&src->c);
     printf("decode squared error: centered energy %.4g, codec %.4g, bf16 vs exact %.4g, fp8 vs exact %.4g (rms %.2f%%)\n",
            energy, codec, e_bf, e_f8, 100 * sqrt(e_f8 / energy));
-    CHECK(sq_diff(&exact, &back) == 0.0);
+    CHECK(synth_sqerr(&exact, &back) == 0.0);
     CHECK(e_bf > 0 && e_f8 > e_bf);
     CHECK(e_f8 > 1e-5 * energy && e_f8 < 0.05 * 0.05 * energy);
     /* the encoder: another stream, same format, decodable, close */
@@ -197,7 +171,7 @@ static void test_emulated_codec(const kvtc_basis *b, const synth_cache *src) {
     CHECK(kvtc_compress(e, &src->c, s8, cap, &w) == KVTC_OK);
     kvtc_encoder_free(e);
     CHECK(decode_mode(b, KVI_PROJ_EXACT, s8, w, &back) == KVTC_OK);
-    double e_enc = sq_diff(&src->c, &back);
+    double e_enc = synth_sqerr(&src->c, &back);
     printf("encode squared error: exact %.4g, fp8 %.4g\n", codec, e_enc);
     CHECK(e_enc != codec && e_enc < codec + 0.05 * 0.05 * energy);
     free(s8);

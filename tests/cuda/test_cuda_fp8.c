@@ -40,38 +40,6 @@
 
 enum { N_TOK = 700 };
 
-static double sq_layers(const kvtc_cache *a, const kvtc_cache *b, uint32_t l0, uint32_t l1) {
-    const kvtc_geometry *g = &a->geometry;
-    double e = 0;
-    for (int s = 0; s < 2; s++)
-        for (uint32_t l = l0; l < l1; l++)
-            for (uint32_t h = 0; h < g->n_kv_heads; h++)
-                for (uint64_t t = 0; t < a->n_tokens; t++)
-                    for (uint32_t j = 0; j < g->head_dim; j++) {
-                        double d = synth_elem(a, s, l, h, t, j) - synth_elem(b, s, l, h, t, j);
-                        e += d * d;
-                    }
-    return e;
-}
-
-static double centered_energy(const kvtc_cache *c) {
-    const kvtc_geometry *g = &c->geometry;
-    double e = 0;
-    for (int s = 0; s < 2; s++)
-        for (uint32_t l = 0; l < g->n_layers; l++)
-            for (uint32_t h = 0; h < g->n_kv_heads; h++)
-                for (uint32_t j = 0; j < g->head_dim; j++) {
-                    double sum = 0, sum2 = 0;
-                    for (uint64_t t = 0; t < c->n_tokens; t++) {
-                        double x = synth_elem(c, s, l, h, t, j);
-                        sum += x;
-                        sum2 += x * x;
-                    }
-                    e += sum2 - sum * sum / (double)c->n_tokens;
-                }
-    return e;
-}
-
 static kvtc_result cpu_decode(const kvtc_basis *b, kvi_proj_mode mode, const uint8_t *s, size_t n, kvtc_cache *out) {
     kvtc_decoder *d = NULL;
     kvtc_result r = kvtc_decoder_alloc(b, NULL, &d);
@@ -176,8 +144,8 @@ static void check_encode(const kvtc_basis *b, const synth_cache *sc, double rati
         CHECK(cpu_decode(b, KVI_PROJ_EXACT, s8, n8, &d8) == KVTC_OK);
         CHECK(cpu_decode(b, KVI_PROJ_EXACT, sg, ng, &dg) == KVTC_OK);
         uint32_t L = g->n_layers;
-        double codec = sq_layers(&de, &sc->c, 0, L), e8 = sq_layers(&d8, &sc->c, 0, L), eg = sq_layers(&dg, &sc->c, 0, L);
-        double g_vs_emu = sq_layers(&dg, &d8, 0, L), emu_vs_exact = sq_layers(&d8, &de, 0, L);
+        double codec = synth_sqerr_layers(&de, &sc->c, 0, L), e8 = synth_sqerr_layers(&d8, &sc->c, 0, L), eg = synth_sqerr_layers(&dg, &sc->c, 0, L);
+        double g_vs_emu = synth_sqerr_layers(&dg, &d8, 0, L), emu_vs_exact = synth_sqerr_layers(&d8, &de, 0, L);
         printf("encode at %g: error exact %.4g, emulated fp8 %.4g, GPU fp8 %.4g; GPU vs emulation %.4g, emulation vs "
                "exact encoder %.4g\n", ratio, codec, e8, eg, g_vs_emu, emu_vs_exact);
         CHECK(emu_vs_exact > 0);
@@ -220,9 +188,9 @@ static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio
     char msg[256];
     if (kvtc_cuda_last_error(c8, msg, sizeof msg)) printf("fp8 codec error: %s\n", msg);
     uint32_t L = g->n_layers;
-    double e_emu = sq_layers(&emu8, &exact, 0, L), e_gpu_emu = sq_layers(&gpu8, &emu8, 0, L);
-    double e_8_16 = sq_layers(&gpu8, &gpu16, 0, L), e_16_exact = sq_layers(&gpu16, &exact, 0, L);
-    double codec = sq_layers(&exact, &sc->c, 0, L);
+    double e_emu = synth_sqerr_layers(&emu8, &exact, 0, L), e_gpu_emu = synth_sqerr_layers(&gpu8, &emu8, 0, L);
+    double e_8_16 = synth_sqerr_layers(&gpu8, &gpu16, 0, L), e_16_exact = synth_sqerr_layers(&gpu16, &exact, 0, L);
+    double codec = synth_sqerr_layers(&exact, &sc->c, 0, L);
     printf("ratio %g (%llu coded tokens): codec error %.4g; fp8 emulation vs exact %.4g; GPU fp8 vs "
            "emulation %.4g; GPU fp8 vs GPU bf16 %.4g (rms %.2f%% of the centered signal); GPU bf16 vs exact %.4g\n",
            ratio, (unsigned long long)info.n_coded_tokens, codec, e_emu, e_gpu_emu, e_8_16,
@@ -233,7 +201,7 @@ static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio
     /* a layer range: the GEMM on columns [1, 3) layers of the transposed basis */
     kvtc_result rp = gpu_decode_range(c8, s, n, 0, 1, 3, &part);
     CHECK_MSG(rp == KVTC_OK, "fp8 layer-range decode: %s", kvtc_result_string(rp));
-    double e_part = sq_layers(&part, &gpu8, 1, 3), e_part_ref = sq_layers(&emu8, &exact, 1, 3);
+    double e_part = synth_sqerr_layers(&part, &gpu8, 1, 3), e_part_ref = synth_sqerr_layers(&emu8, &exact, 1, 3);
     printf("  layers [1, 3) alone vs the full fp8 decode: %.4g (fp8 vs exact there %.4g)\n", e_part, e_part_ref);
     CHECK(e_part <= 0.01 * e_part_ref);
     /* a token range: the GEMM's coefficient rows start at a token offset
@@ -290,7 +258,7 @@ int main(void) {
     printf("ranks K/V of the plans:");
     for (uint32_t i = 0; i < b->n_plans; i++) printf(" %u/%u", b->plans[i].k.rank_used, b->plans[i].v.rank_used);
     printf(" (rank %% 16 != 0 exercises the padded K)\n");
-    double energy = centered_energy(&sc.c);
+    double energy = synth_centered_energy(&sc.c);
     check_ratio(b, &sc, 6, c16, c8, energy);
     check_ratio(b, &sc, 12, c16, c8, energy);
     check_ratio(b, &sc, 9, c16, c8, energy); /* a solved plan the stream carries */
