@@ -14,8 +14,10 @@ install_missing() { # apt-get options then "--" then packages: installs those no
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${opts[@]}" "${missing[@]}"
 }
 
+# python3-torch: python/test_kvtc.py checks the tensor layouts (vLLM/HF/
+# SGLang shapes) with torch CPU tensors; without it those checks skip.
 install_missing -- build-essential cmake pkg-config libdeflate-dev libxxhash-dev libopenblas-dev liblapacke-dev \
-  gnuplot-nox clang libclang-rt-14-dev valgrind python3 python3-numpy locales libhiredis-dev redis-server
+  gnuplot-nox clang libclang-rt-14-dev valgrind python3 python3-numpy python3-torch locales libhiredis-dev redis-server
 
 # A locale whose decimal point is a comma, for tests/test_locale.c (numbers
 # in files must not depend on the locale).
