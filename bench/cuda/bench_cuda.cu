@@ -476,21 +476,54 @@ struct Timer {
     }
 };
 
-static void fill_cache(const kvtc_basis *b, const float *d_lambda, uint32_t m, double sigma2, const __nv_bfloat16 *d_Q[2],
-                       const float *d_mean[2], DevCache &dc, uint64_t seed, cublasHandle_t blas, __nv_bfloat16 *Z,
+// The synthetic generator's inputs on the device (bench_synth.h's model:
+// latents of variance lambda through the basis' rank-m rows Q, plus the
+// mean and noise of variance sigma2), shared by every mode that makes caches.
+struct Gen {
+    const kvtc_basis *b;
+    uint32_t m;
+    double sigma2;
+    float *d_lambda, *d_mean[2];
+    __nv_bfloat16 *d_Q[2];
+};
+
+static Gen gen_upload(const kvtc_basis *b, const float *lambda, uint32_t m, double sigma2) {
+    Gen gn = {b, m, sigma2, NULL, {NULL, NULL}, {NULL, NULL}};
+    uint64_t p = b->k.p;
+    CU(cudaMalloc(&gn.d_lambda, 4 * m));
+    CU(cudaMemcpy(gn.d_lambda, lambda, 4 * m, cudaMemcpyHostToDevice));
+    const basis_stream *bs[2] = {&b->k, &b->v};
+    for (int s = 0; s < 2; s++) {
+        std::vector<uint16_t> q((size_t)m * p);
+        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
+        CU(cudaMalloc(&gn.d_Q[s], q.size() * 2));
+        CU(cudaMemcpy(gn.d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+        CU(cudaMalloc(&gn.d_mean[s], 4 * p));
+        CU(cudaMemcpy(gn.d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
+    }
+    return gn;
+}
+
+static void gen_free(Gen &gn) {
+    for (int s = 0; s < 2; s++) { cudaFree(gn.d_Q[s]); cudaFree(gn.d_mean[s]); }
+    cudaFree(gn.d_lambda);
+}
+
+static void fill_cache(const Gen &gn, DevCache &dc, uint64_t seed, cublasHandle_t blas, __nv_bfloat16 *Z,
                        __nv_bfloat16 *X, cudaStream_t st) {
-    const kvtc_geometry &g = b->geometry;
-    uint64_t n = dc.c.n_tokens, p = b->k.p;
+    const kvtc_geometry &g = gn.b->geometry;
+    uint64_t n = dc.c.n_tokens, p = gn.b->k.p;
+    uint32_t m = gn.m;
     const float one = 1, zero = 0;
     for (int s = 0; s < 2; s++) {
-        latent_k<<<(unsigned)((n * m + 255) / 256), 256, 0, st>>>(Z, d_lambda, n, m, seed * 2 + s);
+        latent_k<<<(unsigned)((n * m + 255) / 256), 256, 0, st>>>(Z, gn.d_lambda, n, m, seed * 2 + s);
         // X[n][p] = Z[n][m] Q[m][p]
         cublasSetStream(blas, st);
-        cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)p, (int)n, (int)m, &one, d_Q[s], CUDA_R_16BF, (int)p, Z,
+        cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)p, (int)n, (int)m, &one, gn.d_Q[s], CUDA_R_16BF, (int)p, Z,
                      CUDA_R_16BF, (int)m, &zero, X, CUDA_R_16BF, (int)p, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         dim3 blk(g.head_dim / 2, 4), grd((unsigned)((n + 3) / 4), g.n_layers * g.n_kv_heads);
-        emit_k<<<grd, blk, 0, st>>>(X, d_mean[s], (float)sqrt(sigma2), s == 0, g.rope_theta, g.n_kv_heads, g.head_dim, n,
-                                    seed * 7 + s, (__nv_bfloat16 *)(s ? dc.c.v : dc.c.k));
+        emit_k<<<grd, blk, 0, st>>>(X, gn.d_mean[s], (float)sqrt(gn.sigma2), s == 0, g.rope_theta, g.n_kv_heads,
+                                    g.head_dim, n, seed * 7 + s, (__nv_bfloat16 *)(s ? dc.c.v : dc.c.k));
     }
     CU(cudaGetLastError());
 }
@@ -528,20 +561,7 @@ static void bench(uint32_t m) {
     bo.ratio = 16.0;  // the basis' plan (the default 20 would solve a new plan)
     KV(kvtc_cuda_codec_alloc(b, &bo, &cc));
     printf("codec alloc (basis upload, bf16): %.2f s\n", now_s() - t0);
-    // generator inputs on the device
-    float *d_lambda, *d_mean[2];
-    __nv_bfloat16 *d_Q[2];
-    CU(cudaMalloc(&d_lambda, 4 * m));
-    CU(cudaMemcpy(d_lambda, lambda.data(), 4 * m, cudaMemcpyHostToDevice));
-    const basis_stream *bs[2] = {&b->k, &b->v};
-    for (int s = 0; s < 2; s++) {
-        std::vector<uint16_t> q((size_t)m * p);
-        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
-        CU(cudaMalloc(&d_Q[s], q.size() * 2));
-        CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
-        CU(cudaMalloc(&d_mean[s], 4 * p));
-        CU(cudaMemcpy(d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
-    }
+    Gen gn = gen_upload(b, lambda.data(), m, sigma2);  // generator inputs on the device
     // floors: HBM copy and the GEMM rate at the decoder's shape
     {
         size_t nb = 4ull << 30;
@@ -567,8 +587,8 @@ static void bench(uint32_t m) {
         CU(cudaMalloc(&A, nn * rk * 2));
         CU(cudaMalloc(&B2, (size_t)rk * p * 2));
         CU(cudaMalloc(&Cm, nn * p * 2));
-        latent_k<<<(unsigned)((nn * rk + 255) / 256), 256, 0, st>>>(A, d_lambda, nn, rk, 5);
-        latent_k<<<(unsigned)(((uint64_t)rk * p + 255) / 256), 256, 0, st>>>(B2, d_lambda, p, rk, 6);
+        latent_k<<<(unsigned)((nn * rk + 255) / 256), 256, 0, st>>>(A, gn.d_lambda, nn, rk, 5);
+        latent_k<<<(unsigned)(((uint64_t)rk * p + 255) / 256), 256, 0, st>>>(B2, gn.d_lambda, p, rk, 6);
         const float one = 1, zero = 0;
         cublasSetStream(blas, st);
         v.clear();
@@ -599,7 +619,7 @@ static void bench(uint32_t m) {
         for (int i = 0; i < B; i++) {
             in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
             out[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
-            fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, in[i], 1000 + i, blas, Z, X,
+            fill_cache(gn, in[i], 1000 + i, blas, Z, X,
                        st);
         }
         CU(cudaStreamSynchronize(st));
@@ -773,7 +793,7 @@ static void bench(uint32_t m) {
             __nv_bfloat16 *Z2, *X2;
             CU(cudaMalloc(&Z2, 1200ull * m * 2));
             CU(cudaMalloc(&X2, 1200ull * p * 2));
-            fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, small, 77, blas, Z2, X2, st);
+            fill_cache(gn, small, 77, blas, Z2, X2, st);
             CU(cudaStreamSynchronize(st));
             cudaFree(Z2);
             cudaFree(X2);
@@ -813,8 +833,7 @@ static void bench(uint32_t m) {
     }
     kvtc_cuda_codec_free(cc);
     cublasDestroy(blas);
-    for (int s = 0; s < 2; s++) { cudaFree(d_Q[s]); cudaFree(d_mean[s]); }
-    cudaFree(d_lambda);
+    gen_free(gn);
     kvtc_basis_free(b);
 }
 
@@ -867,19 +886,7 @@ static void paged(uint32_t m) {
     bo.ratio = 16.0;
     kvtc_cuda_codec *cc;
     KV(kvtc_cuda_codec_alloc(b, &bo, &cc));
-    float *d_lambda, *d_mean[2];
-    __nv_bfloat16 *d_Q[2];
-    CU(cudaMalloc(&d_lambda, 4 * m));
-    CU(cudaMemcpy(d_lambda, lambda.data(), 4 * m, cudaMemcpyHostToDevice));
-    const basis_stream *bs[2] = {&b->k, &b->v};
-    for (int s = 0; s < 2; s++) {
-        std::vector<uint16_t> q((size_t)m * p);
-        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
-        CU(cudaMalloc(&d_Q[s], q.size() * 2));
-        CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
-        CU(cudaMalloc(&d_mean[s], 4 * p));
-        CU(cudaMemcpy(d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
-    }
+    Gen gn = gen_upload(b, lambda.data(), m, sigma2);  // generator inputs on the device
     // one pool of B caches' blocks (plus spares), each cache with its own shuffled table
     const uint64_t nb = n / S, n_pool = B * nb + 64;
     std::vector<int32_t> perm(n_pool);
@@ -905,7 +912,7 @@ static void paged(uint32_t m) {
     for (int i = 0; i < B; i++) {
         in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         out[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
-        fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, in[i], 1000 + i, blas, Z, X,
+        fill_cache(gn, in[i], 1000 + i, blas, Z, X,
                    st);
         for (int s = 0; s < 2; s++)
             to_paged_k<<<4096, 256, 0, st>>>((const uint16_t *)(s ? in[i].c.v : in[i].c.k), pool[s],
@@ -1228,8 +1235,7 @@ static void paged(uint32_t m) {
     cudaFree(pool[0]); cudaFree(pool[1]);
     kvtc_cuda_codec_free(cc);
     cublasDestroy(blas);
-    for (int s = 0; s < 2; s++) { cudaFree(d_Q[s]); cudaFree(d_mean[s]); }
-    cudaFree(d_lambda);
+    gen_free(gn);
     kvtc_basis_free(b);
 }
 
@@ -1368,19 +1374,7 @@ static void fp8_bench(uint32_t m) {
         return;
     }
     printf("FP8 codec alloc (e4m3 basis built on the host and uploaded): %.2f s\n", now_s() - t0);
-    float *d_lambda, *d_mean[2];
-    __nv_bfloat16 *d_Q[2];
-    CU(cudaMalloc(&d_lambda, 4 * m));
-    CU(cudaMemcpy(d_lambda, lambda.data(), 4 * m, cudaMemcpyHostToDevice));
-    const basis_stream *bs[2] = {&b->k, &b->v};
-    for (int s = 0; s < 2; s++) {
-        std::vector<uint16_t> q((size_t)m * p);
-        for (size_t i = 0; i < q.size(); i++) q[i] = kvi_f32_to_bf16(bs[s]->basis[i]);
-        CU(cudaMalloc(&d_Q[s], q.size() * 2));
-        CU(cudaMemcpy(d_Q[s], q.data(), q.size() * 2, cudaMemcpyHostToDevice));
-        CU(cudaMalloc(&d_mean[s], 4 * p));
-        CU(cudaMemcpy(d_mean[s], bs[s]->mean, 4 * p, cudaMemcpyHostToDevice));
-    }
+    Gen gn = gen_upload(b, lambda.data(), m, sigma2);  // generator inputs on the device
     const int B = 8;
     const uint64_t n = 8192;
     std::vector<DevCache> in(B), out16(B), out8(B);
@@ -1391,7 +1385,7 @@ static void fp8_bench(uint32_t m) {
         in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         out16[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         out8[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
-        fill_cache(b, d_lambda, m, sigma2, (const __nv_bfloat16 **)d_Q, (const float **)d_mean, in[i], 1000 + i, blas, Z, X,
+        fill_cache(gn, in[i], 1000 + i, blas, Z, X,
                    st);
     }
     CU(cudaStreamSynchronize(st));
@@ -1498,8 +1492,7 @@ static void fp8_bench(uint32_t m) {
     cudaFree(ws);
     cudaFree(d_w);
     cudaFree(d_status);
-    for (int s = 0; s < 2; s++) { cudaFree(d_Q[s]); cudaFree(d_mean[s]); }
-    cudaFree(d_lambda);
+    gen_free(gn);
     kvtc_cuda_codec_free(cc[0]);
     kvtc_cuda_codec_free(cc[1]);
     cublasDestroy(blas);
