@@ -6,10 +6,7 @@
  * Skipped (exit 77) when redis-server is not installed or hiredis was not
  * found at build time. */
 #define _XOPEN_SOURCE 700 /* nftw */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,51 +20,15 @@ int main(void) {
 }
 #else
 
-#include <hiredis/hiredis.h>
+#include "redis_fixture.h"
+
+/* The test server, for the test's own commands. */
+static int port;
+static redisContext *admin(void) { return rf_connect(port, 1); }
 
 static fixture fx;
-static int port;
 static char dir[256];
 static pid_t server = -1;
-
-static int find_in_path(const char *name) {
-    const char *path = getenv("PATH");
-    if (!path) path = "/usr/bin:/bin";
-    char buf[1024];
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        snprintf(buf, sizeof buf, "%.*s/%s", (int)n, path, name);
-        if (access(buf, X_OK) == 0) return 1;
-        path += n + (path[n] == ':');
-    }
-    return 0;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int p = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        p = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return p;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
-static redisContext *admin(void) {
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (c && c->err) { redisFree(c); c = NULL; }
-    return c;
-}
 
 /* Start redis-server (persist: append-only file, fsync always) and wait
  * until it answers PING with PONG (it refuses commands while loading). */
@@ -82,18 +43,7 @@ static int start_server(int persist) {
                "--logfile", "redis.log", "--daemonize", "no", (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 250; i++) {
-        redisContext *c = admin();
-        if (c) {
-            redisReply *r = redisCommand(c, "PING");
-            int up = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            if (up) return 0;
-        }
-        sleep_ms(20);
-    }
-    return -1;
+    return rf_wait_ready(port);
 }
 
 static void stop_server(int sig) {
@@ -409,10 +359,10 @@ static void putter_child(const char *uri) {
         kvtc_result r = kvtc_store_put(s, t, K_TOKENS, &k_cache.c, NULL);
         if (r == KVTC_ERR_IO) {
             if (first_error < 0) first_error = i;
-            sleep_ms(20);
+            rf_sleep_ms(20);
         } else if (r == KVTC_OK) {
             if (first_error >= 0) ok_after++;
-            sleep_ms(1); /* a steady rate: the kill lands in the middle */
+            rf_sleep_ms(1); /* a steady rate: the kill lands in the middle */
         } else {
             other_errors++;
         }
@@ -439,9 +389,9 @@ static void test_killed(int persist) {
         putter_child(uri);
         _exit(test_failed_ ? 1 : 0);
     }
-    sleep_ms(300);
+    rf_sleep_ms(300);
     stop_server(SIGKILL);
-    sleep_ms(200);
+    rf_sleep_ms(200);
     CHECK(start_server(persist) == 0);
     int status = 0;
     CHECK(child > 0 && waitpid(child, &status, 0) == child);
@@ -494,12 +444,12 @@ static void test_killed(int persist) {
 }
 
 int main(void) {
-    if (!find_in_path("redis-server")) {
+    if (!rf_find_in_path("redis-server")) {
         printf("test_store_redis: SKIP (redis-server not installed)\n");
         return 77;
     }
     double t0 = test_now();
-    port = free_port();
+    if (rf_free_ports(&port, 1, 65536)) port = -1;
     if (port <= 0 || fixture_tmpdir(dir, sizeof dir, "redis") != 0 || start_server(0) != 0) {
         fprintf(stderr, "test_store_redis: could not start redis-server on port %d\n", port);
         stop_server(SIGKILL);

@@ -10,11 +10,8 @@
  *  - a node killed: KVTC_ERR_IO, no crash, no record rejected.
  * Skipped (exit 77) without redis-server / redis-cli or hiredis. */
 #define _XOPEN_SOURCE 700 /* nftw */
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -27,7 +24,7 @@ int main(void) {
 }
 #else
 
-#include <hiredis/hiredis.h>
+#include "redis_fixture.h"
 
 #include "store/redis_slot.h"
 
@@ -39,55 +36,7 @@ static int ports[N_NODES];
 static pid_t pids[N_NODES] = {-1, -1, -1};
 static char dir[256];
 
-static int find_in_path(const char *name) {
-    const char *path = getenv("PATH");
-    if (!path) path = "/usr/bin:/bin";
-    char buf[1024];
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        snprintf(buf, sizeof buf, "%.*s/%s", (int)n, path, name);
-        if (access(buf, X_OK) == 0) return 1;
-        path += n + (path[n] == ':');
-    }
-    return 0;
-}
-
-/* Distinct free loopback ports: the sockets stay bound until all are
- * chosen. Cluster nodes also listen on port + 10000 (the bus): < 55536. */
-static int free_ports(int *out, int n) {
-    int fds[N_NODES];
-    int got = 0;
-    for (int tries = 0; got < n && tries < 100; tries++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (fd < 0) return -1;
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0 &&
-            ntohs(a.sin_port) < 55536) {
-            fds[got] = fd;
-            out[got++] = ntohs(a.sin_port);
-        } else {
-            close(fd);
-        }
-    }
-    for (int i = 0; i < got; i++) close(fds[i]);
-    return got == n ? 0 : -1;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
-
-static redisContext *admin(int node) {
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", ports[node], tv);
-    if (c && c->err) { redisFree(c); c = NULL; }
-    return c;
-}
+static redisContext *admin(int node) { return rf_connect(ports[node], 2); }
 
 /* A reply's integer, or a negative code. */
 static long long admin_int(int node, const char *fmt, const char *arg) {
@@ -113,18 +62,7 @@ static int start_node(int i) {
                "--dir", dir, "--logfile", log, "--daemonize", "no", (char *)NULL);
         _exit(127);
     }
-    for (int t = 0; t < 250; t++) {
-        redisContext *c = admin(i);
-        if (c) {
-            redisReply *r = redisCommand(c, "PING");
-            int up = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            if (up) return 0;
-        }
-        sleep_ms(20);
-    }
-    return -1;
+    return rf_wait_ready(ports[i]);
 }
 
 static void stop_node(int i) {
@@ -159,7 +97,7 @@ static int create_cluster(void) {
             if (c) redisFree(c);
         }
         if (ok == N_NODES) return 0;
-        sleep_ms(20);
+        rf_sleep_ms(20);
     }
     return -1;
 }
@@ -278,7 +216,7 @@ static void test_cluster(const fixture *fx) {
 }
 
 int main(void) {
-    if (!find_in_path("redis-server") || !find_in_path("redis-cli")) {
+    if (!rf_find_in_path("redis-server") || !rf_find_in_path("redis-cli")) {
         printf("test_store_redis_cluster: SKIP (redis-server / redis-cli not installed)\n");
         return 77;
     }
@@ -286,7 +224,7 @@ int main(void) {
     fixture fx;
     CHECK(fixture_init(&fx) == 0);
     CHECK(fixture_tmpdir(dir, sizeof dir, "store_cluster") == 0);
-    CHECK(free_ports(ports, N_NODES) == 0);
+    CHECK(rf_free_ports(ports, N_NODES, 55536) == 0); /* below 55536: the cluster bus is port + 10000 */
     int up = 1;
     for (int i = 0; i < N_NODES; i++) up = up && start_node(i) == 0;
     CHECK(up);
