@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_tile.h"
 #include "io/cache_file.h"
 #include "kvtc.h"
 #include "util/half.h"
@@ -207,22 +208,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint32_t tiles = (uint32_t)atoi(argv[4]);
-    const kvtc_geometry *g = &cf.cache.geometry;
-    uint64_t n1 = cf.cache.n_tokens, n = n1 * tiles, lh = (uint64_t)g->n_layers * g->n_kv_heads;
-    size_t row = (size_t)g->head_dim * kvtc_dtype_size(cf.cache.dtype);
-    kvtc_cache big = cf.cache;
-    big.n_tokens = n;
-    big.positions = malloc(sizeof(int64_t) * n);
-    for (uint64_t t = 0; t < n; t++)
-        big.positions[t] = cf.cache.positions ? cf.cache.positions[t % n1] : (int64_t)(t % n1);
-    big.token_ids = NULL;
-    big.k = malloc(kvtc_cache_tensor_bytes(g, big.dtype, n));
-    big.v = malloc(kvtc_cache_tensor_bytes(g, big.dtype, n));
-    for (uint64_t i = 0; i < lh; i++)
-        for (uint32_t tl = 0; tl < tiles; tl++) {
-            memcpy((uint8_t *)big.k + (i * n + tl * n1) * row, (uint8_t *)cf.cache.k + i * n1 * row, n1 * row);
-            memcpy((uint8_t *)big.v + (i * n + tl * n1) * row, (uint8_t *)cf.cache.v + i * n1 * row, n1 * row);
-        }
+    kvtc_cache big;
+    if (bench_tile_cache(&cf.cache, tiles, 1, &big)) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    uint64_t n = big.n_tokens;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.ratio = atof(argv[3]);
@@ -235,7 +226,7 @@ int main(int argc, char **argv) {
     uint8_t *direct = compress_tokens(e, &big, n, &sn);
     double direct_err = rel_error(b, direct, sn, &big);
     printf("%llu tokens, %u layers, chunks of %u, %s, ratio %g: direct encode %zu bytes, rel. error %.5g\n",
-           (unsigned long long)n, g->n_layers, eo.chunk_tokens, argc == 7 ? argv[6] : "deflate", eo.ratio, sn,
+           (unsigned long long)n, big.geometry.n_layers, eo.chunk_tokens, argc == 7 ? argv[6] : "deflate", eo.ratio, sn,
            direct_err);
     const uint64_t ms[] = {1, eo.chunk_tokens, 4ull * eo.chunk_tokens};
     for (int i = 0; i < 3; i++) bench_cost(e, &big, ms[i]);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_tile.h"
 #include "io/cache_file.h"
 #include "kvtc.h"
 
@@ -82,20 +83,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint32_t tiles = (uint32_t)atoi(argv[4]);
-    const kvtc_geometry *g = &cf.cache.geometry;
-    uint64_t n1 = cf.cache.n_tokens, n = n1 * tiles, lh = (uint64_t)g->n_layers * g->n_kv_heads;
-    size_t es = kvtc_dtype_size(cf.cache.dtype), row = (size_t)g->head_dim * es;
-    kvtc_cache big = cf.cache;
-    big.n_tokens = n;
-    big.positions = NULL; /* 0..n-1 */
-    big.token_ids = NULL;
-    big.k = malloc(kvtc_cache_tensor_bytes(g, big.dtype, n));
-    big.v = malloc(kvtc_cache_tensor_bytes(g, big.dtype, n));
-    for (uint64_t i = 0; i < lh; i++)
-        for (uint32_t tl = 0; tl < tiles; tl++) {
-            memcpy((uint8_t *)big.k + (i * n + tl * n1) * row, (uint8_t *)cf.cache.k + i * n1 * row, n1 * row);
-            memcpy((uint8_t *)big.v + (i * n + tl * n1) * row, (uint8_t *)cf.cache.v + i * n1 * row, n1 * row);
-        }
+    kvtc_cache big;
+    if (bench_tile_cache(&cf.cache, tiles, 0, &big)) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    const kvtc_geometry *g = &big.geometry;
+    uint64_t n = big.n_tokens;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
     eo.ratio = atof(argv[3]);
