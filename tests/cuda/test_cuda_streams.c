@@ -33,12 +33,6 @@ static uint8_t *cpu_encode_at(const kvtc_basis *b, const kvtc_cache *c, double r
     return synth_compress(b, &eo, c, &s, n) == KVTC_OK ? s : NULL;
 }
 
-/* squared difference of two caches over all tokens, both streams */
-static double sqdiff(const kvtc_cache *a, const kvtc_cache *b) {
-    double e = 0;
-    for (uint64_t t = 0; t < a->n_tokens; t++) e += synth_token_sqerr(a, b, 1, t) + synth_token_sqerr(a, b, 0, t);
-    return e;
-}
 
 static uint64_t plan_fp(const uint8_t *s, size_t n) {
     container_header h;
@@ -85,7 +79,7 @@ int main(void) {
         CHECK(kvtc_decompress(d, streams[i], sizes[i], &cpu) == KVTC_OK);
         kvtc_result r = gpu_test_decode(cc, streams[i], sizes[i], sizes[i], &gpu);
         CHECK_MSG(r == KVTC_OK, "stream %d: %s", i, kvtc_result_string(r));
-        double err = sqdiff(&cpu, &gpu), energy = sqdiff(&sc.c, &cpu);
+        double err = synth_sqerr(&cpu, &gpu), energy = synth_sqerr(&sc.c, &cpu);
         printf("%s plan: GPU vs CPU decode: squared difference %.4g (CPU decode error %.4g)\n", i ? "solved" : "stored",
                err, energy);
         CHECK(err <= 0.05 * energy + 1e-6);
@@ -94,7 +88,7 @@ int main(void) {
     memset(gpu.k, 0, kvtc_cache_tensor_bytes(&g, KVTC_DTYPE_F16, N_TOK));
     CHECK(gpu_test_decode(cc, solved, n_solved, 296, &gpu) == KVTC_OK);
     CHECK(kvtc_decompress(d, solved, n_solved, &cpu) == KVTC_OK);
-    CHECK(sqdiff(&cpu, &gpu) <= 0.05 * sqdiff(&sc.c, &cpu) + 1e-6);
+    CHECK(synth_sqerr(&cpu, &gpu) <= 0.05 * synth_sqerr(&sc.c, &cpu) + 1e-6);
     kvtc_cuda_codec_free(cc);
 
     /* GPU encoder at a stored ratio and at a solved one; CPU decode */
@@ -113,7 +107,7 @@ int main(void) {
             CHECK(plan_fp(gs, n) == plan_fp(streams[i], sizes[i]));
             CHECK(kvtc_decompress(d, gs, n, &gpu) == KVTC_OK);
             CHECK(kvtc_decompress(d, streams[i], sizes[i], &cpu) == KVTC_OK);
-            double eg = sqdiff(&sc.c, &gpu), ec = sqdiff(&sc.c, &cpu);
+            double eg = synth_sqerr(&sc.c, &gpu), ec = synth_sqerr(&sc.c, &cpu);
             printf("GPU encode at %gx: %zu bytes (CPU %zu); CPU-decoded error %.4g (CPU stream %.4g)\n",
                    gpu_ratios[i], n, sizes[i], eg, ec);
             CHECK(eg <= 1.05 * ec + 1e-6);
