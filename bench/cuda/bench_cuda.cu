@@ -559,8 +559,13 @@ static void bench(uint32_t m) {
     kvtc_cuda_options bo;
     kvtc_cuda_options_init(&bo);
     bo.ratio = 16.0;  // the basis' plan (the default 20 would solve a new plan)
+    // KVTC_BENCH_FP8=1: the whole mode (batch, restore from pinned host,
+    // stages) with FP8 projections (KVTC_CUDA_PROJ_FP8)
+    const char *fp8_env = getenv("KVTC_BENCH_FP8");
+    int bench_fp8 = fp8_env && atoi(fp8_env) == 1;
+    if (bench_fp8) bo.projection = KVTC_CUDA_PROJ_FP8;
     KV(kvtc_cuda_codec_alloc(b, &bo, &cc));
-    printf("codec alloc (basis upload, bf16): %.2f s\n", now_s() - t0);
+    printf("codec alloc (basis upload, %s): %.2f s\n", bench_fp8 ? "FP8 projections" : "bf16", now_s() - t0);
     Gen gn = gen_upload(b, lambda.data(), m, sigma2);  // generator inputs on the device
     // floors: HBM copy and the GEMM rate at the decoder's shape
     {
@@ -690,9 +695,9 @@ static void bench(uint32_t m) {
         for (int i = 0; i < B; i++) tot += sizes[i];
         double coded_fp16 = 2.0 * 2.0 * info.n_coded_tokens * p;
         float mc = median(vc), md = median(vd);
-        printf("RESULT batch %dx%llu: compress %.2f ms (%.0f GB/s of raw KV), decompress %.2f ms (%.0f GB/s); raw %.2f GB -> "
+        printf("RESULT%s batch %dx%llu: compress %.2f ms (%.0f GB/s of raw KV), decompress %.2f ms (%.0f GB/s); raw %.2f GB -> "
                "%.1f MB (%.2fx overall, %.2fx over coded tokens); rel err K %.4f V %.4f; status %s\n",
-               B, (unsigned long long)n, mc, raw_bytes / mc / 1e6, md, raw_bytes / md / 1e6, raw_bytes / 1e9, tot / 1e6,
+               bench_fp8 ? " FP8" : "", B, (unsigned long long)n, mc, raw_bytes / mc / 1e6, md, raw_bytes / md / 1e6, raw_bytes / 1e9, tot / 1e6,
                raw_bytes / tot, coded_fp16 / info.coded_bytes, ek, ev, st_ok ? "ok" : "FAIL");
         printf("  compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps after 2 warm-ups)\n",
                *std::min_element(vc.begin(), vc.end()), mc, *std::max_element(vc.begin(), vc.end()),
@@ -736,9 +741,9 @@ static void bench(uint32_t m) {
             CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
             int ok2 = 1;
             for (int i = 0; i < B; i++) ok2 &= status[i] == 0;
-            printf("RESULT restore batch %dx%llu from pinned host memory: %.2f ms (H2D of %.1f MB alone %.2f ms = %.1f GB/s; "
+            printf("RESULT%s restore batch %dx%llu from pinned host memory: %.2f ms (H2D of %.1f MB alone %.2f ms = %.1f GB/s; "
                    "decode %.2f ms), status %s\n",
-                   B, (unsigned long long)n, median(vr), tot / 1e6, median(vh), tot / median(vh) / 1e6, md,
+                   bench_fp8 ? " FP8" : "", B, (unsigned long long)n, median(vr), tot / 1e6, median(vh), tot / median(vh) / 1e6, md,
                    ok2 ? "ok" : "FAIL");
             for (int i = 0; i < B; i++) { cudaFreeHost(h_pin[i]); cudaFree(d_in[i]); cudaEventDestroy(ev_copy[i]); }
         }
@@ -747,6 +752,7 @@ static void bench(uint32_t m) {
             kvtc_cuda_options po;
             kvtc_cuda_options_init(&po);
             po.ratio = 16.0;  // the plan the rest of this benchmark measures
+            po.projection = bo.projection;
             po.profile = 1;
             kvtc_cuda_codec *pc;
             KV(kvtc_cuda_codec_alloc(b, &po, &pc));
@@ -1444,6 +1450,60 @@ static void fp8_bench(uint32_t m) {
         printf("  %s codec: compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps); %.1f MB\n",
                k ? "FP8 " : "bf16", *std::min_element(vc.begin(), vc.end()), mc[k], *std::max_element(vc.begin(), vc.end()),
                *std::min_element(vd.begin(), vd.end()), md[k], *std::max_element(vd.begin(), vd.end()), tot / 1e6);
+    }
+    // The same batch over two CUDA streams of one codec, each with its own
+    // workspace (caches alternate): the rANS, dequantize and scatter kernels
+    // of one cache leave the GPU part idle, the other stream's GEMMs fill it.
+    {
+        cudaStream_t st2;
+        CU(cudaStreamCreate(&st2));
+        void *ws2;
+        CU(cudaMalloc(&ws2, wsz));
+        cudaEvent_t fork, join;
+        CU(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+        CU(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+        std::vector<uint64_t> sizes2(B);
+        for (int k = 0; k < 2; k++) {
+            std::vector<float> vc, vd;
+            for (int rep = 0; rep < 12; rep++) {
+                t.start(st);
+                CU(cudaEventRecord(fork, st));
+                CU(cudaStreamWaitEvent(st2, fork, 0));
+                for (int i = 0; i < B; i++)
+                    KV(kvtc_cuda_compress(cc[k], &in[i].c, d_out[i], cap[i], d_w + i, i & 1 ? ws2 : ws, wsz,
+                                          i & 1 ? st2 : st));
+                CU(cudaEventRecord(join, st2));
+                CU(cudaStreamWaitEvent(st, join, 0));
+                float ms = t.stop(st);
+                if (rep >= 2) vc.push_back(ms);
+            }
+            CU(cudaMemcpy(sizes2.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
+            for (int i = 0; i < B; i++) CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
+            std::vector<DevCache> &out = k ? out8 : out16;
+            CU(cudaMemset(d_status, 0, 4 * B));
+            for (int rep = 0; rep < 12; rep++) {
+                t.start(st);
+                CU(cudaEventRecord(fork, st));
+                CU(cudaStreamWaitEvent(st2, fork, 0));
+                for (int i = 0; i < B; i++)
+                    KV(kvtc_cuda_decompress(cc[k], prefix[i].data(), 4096, d_out[i], sizes2[i], &out[i].c,
+                                            i & 1 ? ws2 : ws, wsz, d_status + i, i & 1 ? st2 : st));
+                CU(cudaEventRecord(join, st2));
+                CU(cudaStreamWaitEvent(st, join, 0));
+                float ms = t.stop(st);
+                if (rep >= 2) vd.push_back(ms);
+            }
+            std::vector<uint32_t> status(B);
+            CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
+            for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "2-stream decode status %u", status[i]);
+            printf("RESULT fp8 rank %u batch %dx%llu, 2 streams: %s compress %.2f ms (one stream %.2f), decompress %.2f "
+                   "ms (one stream %.2f)\n",
+                   m, B, (unsigned long long)n, k ? "FP8" : "bf16", median(vc), mc[k], median(vd), md[k]);
+        }
+        cudaEventDestroy(fork);
+        cudaEventDestroy(join);
+        cudaFree(ws2);
+        cudaStreamDestroy(st2);
     }
     double *d_acc;
     CU(cudaMalloc(&d_acc, 16));

@@ -9,6 +9,7 @@
 #include "cuda/common.cuh"
 #include "cuda/crc.cuh"
 #include "cuda/device_guard.h"
+#include "cuda/fp8_basis.h"
 #include "cuda/layout.cuh"
 #include "cuda/rans_decode.cuh"
 
@@ -93,6 +94,7 @@ static void free_plan_dev(PlanDev *pd) {
     for (int s = 0; s < 2; s++) {
         cudaFree(pd->s[s].d_groups);
         cudaFree(pd->s[s].d_raw);
+        cudaFree(pd->s[s].d_item0);
     }
     memset(pd, 0, sizeof *pd);
 }
@@ -147,7 +149,9 @@ static kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
         const dp_group *dg = &ps->groups[i];
         GroupDesc d = {col, dg->size, dg->bits, pb, cb};
         if (dg->bits >= 1 && dg->bits <= DP_MAX_BITS) {
-            if (dg->size % 8 || dg->size > 1024) r = KVTC_ERR_UNSUPPORTED;
+            // sizes 16, 64, 256, 1024 (basis validation): group_threads
+            // needs a power of two >= 16
+            if (dg->size < 16 || dg->size > 1024 || (dg->size & (dg->size - 1))) r = KVTC_ERR_UNSUPPORTED;
             pb += 4;
             cb += dg->size * dg->bits;
             g[n++] = d;
@@ -168,13 +172,23 @@ static kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
     sp->n_raw = nr;
     sp->param_bytes = pb;
     sp->code_bits = cb;
+    uint32_t *item0 = r ? NULL : (uint32_t *)malloc(sizeof(uint32_t) * (n + 1));
+    if (!r && !item0) r = KVTC_ERR_OUT_OF_MEMORY;
+    if (!r) {
+        item0[0] = 0;
+        for (uint32_t i = 0; i < n; i++) item0[i + 1] = item0[i] + group_threads(g[i].size, g[i].bits);
+        sp->items = item0[n];
+    }
     if (!r) {
         cudaError_t e = cudaMalloc(&sp->d_groups, sizeof(GroupDesc) * (n ? n : 1));
         if (e == cudaSuccess && n) e = cudaMemcpy(sp->d_groups, g, sizeof(GroupDesc) * n, cudaMemcpyHostToDevice);
         if (e == cudaSuccess) e = cudaMalloc(&sp->d_raw, sizeof(RawDesc) * (nr ? nr : 1));
         if (e == cudaSuccess && nr) e = cudaMemcpy(sp->d_raw, rw, sizeof(RawDesc) * nr, cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMalloc(&sp->d_item0, sizeof(uint32_t) * (n + 1));
+        if (e == cudaSuccess) e = cudaMemcpy(sp->d_item0, item0, sizeof(uint32_t) * (n + 1), cudaMemcpyHostToDevice);
         if (e != cudaSuccess) r = KVTC_ERR_CUDA;
     }
+    free(item0);
     free(g);
     free(rw);
     return r;
@@ -187,40 +201,35 @@ static kvtc_result upload_f32(kvtc_cuda_codec *c, float **dst, const float *src,
 }
 
 // KVTC_CUDA_PROJ_FP8_ENCODE: the e4m3 basis rows of stream s, [rmax][p]
-// then zero rows up to a multiple of 16 (the GEMM's M is the rank rounded up).
+// then zero rows up to a multiple of 16 (the GEMM's M is the rank rounded
+// up), converted on the device (fp8_basis.h: transform/fp8.c's bytes).
 static kvtc_result upload_fp8_rows(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
     size_t np = (size_t)((c->rmax[s] + 15) / 16 * 16) * c->p;
-    uint8_t *b8 = (uint8_t *)calloc(np ? np : 1, 1);
-    if (!b8) return KVTC_ERR_OUT_OF_MEMORY;
-    kvi_fp8_basis_rows(bs, c->rmax[s], b8, &c->scale8e[s]);
-    kvtc_result res = KVTC_OK;
-    if (cudaMalloc(&c->d_basis8e[s], np ? np : 1) != cudaSuccess ||
-        (np && cudaMemcpy(c->d_basis8e[s], b8, np, cudaMemcpyHostToDevice) != cudaSuccess))
-        res = KVTC_ERR_CUDA;
-    free(b8);
+    CUDA_CHECK(c, cudaMalloc(&c->d_basis8e[s], np ? np : 1));
+    if (np) CUDA_CHECK(c, cudaMemset(c->d_basis8e[s], 0, np));
+    kvtc_result res = kvi_cuda_fp8_basis_rows(bs, c->rmax[s], (uint8_t *)c->d_basis8e[s], &c->scale8e[s]);
+    if (res == KVTC_ERR_CUDA)
+        return cuda_fail_rt(c, cudaGetLastError(), "kvi_cuda_fp8_basis_rows (e4m3 basis rows)", __FILE__, __LINE__);
     return res;
 }
 
 // KVTC_CUDA_PROJ_FP8_DECODE: the transposed e4m3 basis of stream s (all rmax
-// components, ld a multiple of 16) and the fold factors, built on the host
-// by the code the CPU emulation uses (transform/fp8.c).
+// components, ld a multiple of 16) and the fold factors, the bytes the CPU
+// emulation uses (transform/fp8.c), converted on the device.
 static kvtc_result upload_fp8_operands(kvtc_cuda_codec *c, int s, const basis_stream *bs) {
     uint32_t r = c->rmax[s], ld = (r + 15) / 16 * 16;
     if (!ld) ld = 16;
     c->ld8[s] = ld;
     size_t n = (size_t)c->p * ld;
-    uint8_t *bt = (uint8_t *)malloc(n);
+    CUDA_CHECK(c, cudaMalloc(&c->d_basis8[s], n ? n : 1));
+    kvtc_result res = kvi_cuda_fp8_basis_t(bs, r, ld, (uint8_t *)c->d_basis8[s], &c->scale8[s]);
+    if (res == KVTC_ERR_CUDA)
+        return cuda_fail_rt(c, cudaGetLastError(), "kvi_cuda_fp8_basis_t (transposed e4m3 basis)", __FILE__, __LINE__);
+    if (res) return res;
     float *fold = (float *)malloc(sizeof(float) * (r ? r : 1));
-    kvtc_result res = bt && fold ? KVTC_OK : KVTC_ERR_OUT_OF_MEMORY;
-    if (!res) {
-        kvi_fp8_basis_t(bs, r, ld, bt, &c->scale8[s]);
-        for (uint32_t j = 0; j < r; j++) fold[j] = kvi_fp8_fold(bs, j);
-        if (cudaMalloc(&c->d_basis8[s], n) != cudaSuccess ||
-            cudaMemcpy(c->d_basis8[s], bt, n, cudaMemcpyHostToDevice) != cudaSuccess)
-            res = KVTC_ERR_CUDA;
-    }
-    free(bt);
-    if (!res) res = upload_f32(c, &c->d_fold[s], fold, r);
+    if (!fold) return KVTC_ERR_OUT_OF_MEMORY;
+    for (uint32_t j = 0; j < r; j++) fold[j] = kvi_fp8_fold(bs, j);
+    res = upload_f32(c, &c->d_fold[s], fold, r);
     free(fold);
     return res;
 }

@@ -25,6 +25,14 @@ struct GroupDesc {
     uint32_t code_off;   // code bits per token before this group (within its stream)
 };
 
+// Threads the (de)quantizers give each token of a group: one per 8 codes of
+// a quantized group (16..1024 codes), at most 32 (a warp; powers of two, so
+// a token's threads never straddle a warp and shuffles reduce within them);
+// 32 for a dropped group (zeros written element by element).
+static __host__ __device__ __forceinline__ uint32_t group_threads(uint32_t size, uint32_t bits) {
+    return bits == 0 || size / 8 >= 32 ? 32u : size / 8;
+}
+
 struct RawDesc {  // one coordinate of a raw fp16 group
     uint32_t col, param_off, size, j;
 };
@@ -36,6 +44,10 @@ struct StreamPlan {
     uint32_t param_bytes;      // per token
     uint32_t code_bits;        // per token (a multiple of 8)
     GroupDesc *d_groups;       // device
+    // the (de)quantizers' thread map (quantize.cu): group g owns threads
+    // [item0[g], item0[g + 1]) of each token, group_threads(g) of them
+    uint32_t *d_item0;         // device, n_groups + 1 entries
+    uint32_t items;            // item0[n_groups]: threads per token
 };
 
 struct PlanDev {

@@ -62,7 +62,8 @@ static kvtc_result entropy_decode_chunks(kvtc_cuda_codec *c, const container_hea
     crc_chunks_check(in + a.data_off, w.chunk_off, w.chunk_size, Cn, (uint32_t)L.max_pieces, c->d_crc_table,
                      (uint32_t *)(ws + L.pieces), w.chunk_crc, d_status, stream);
     PROF(c, stream, "chunk CRCs");
-    launch_decode_lanes(a, w, d_status, stream);
+    launch_decode_lanes(a, w, rans_lane_blocks_hint(&pl.k, &pl.v, h.chunk_tokens < coded ? h.chunk_tokens : coded),
+                        d_status, stream);
     PROF(c, stream, "rANS lanes");
     launch_decode_stored(a, w, stream);
     PROF(c, stream, "stored segments");

@@ -21,47 +21,95 @@ static __device__ __forceinline__ QuantAddr quant_addr(const QuantGeom &q, const
     return a;
 }
 
-static __device__ __forceinline__ float warp_min(float v) {
-    for (int o = 16; o; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 #define F16_MAX_D 65504.0f
 static __device__ __forceinline__ float clamp16(float x) { return x > F16_MAX_D ? F16_MAX_D : (x < -F16_MAX_D ? -F16_MAX_D : x); }
 
-// warp per (token, group); block 256 = 8 warps; grid (ceil(groups/8), min(n, 65535)).
+// The thread map of quant_k and dequant_k. Tokens are padded to a multiple
+// of 16 (npad) and group g owns threads [npad * item0[g], npad * item0[g+1]):
+// group_threads(g) consecutive threads per token, tokens in order. Every
+// group's range then starts at a multiple of 32, so a warp lies in one group
+// and a token's threads in one warp (shuffles reduce over them). Consecutive
+// threads of a group read consecutive code bytes (a group's codes are
+// token-major in the payload) and write consecutive coefficients.
+struct ItemMap {
+    uint32_t g;    // group
+    uint64_t t;    // token (>= n: padding)
+    uint32_t li;   // thread within the token's threads
+    uint32_t tpg;  // threads per token of the group
+};
+
+static __device__ __forceinline__ void item_map(uint64_t warp_item0, const uint32_t *item0, uint32_t n_groups,
+                                                uint64_t npad, ItemMap &m) {
+    uint32_t lane = threadIdx.x & 31;
+    uint32_t g = 0;
+    if (lane == 0) {  // the last group whose range starts at or before this warp
+        uint64_t per_tok = warp_item0 / npad;
+        uint32_t lo = 0, hi = n_groups;  // item0[lo] <= per_tok < item0[hi]
+        while (hi - lo > 1) {
+            uint32_t mid = (lo + hi) / 2;
+            if (item0[mid] <= per_tok) lo = mid;
+            else hi = mid;
+        }
+        g = lo;
+    }
+    g = __shfl_sync(0xffffffffu, g, 0);
+    uint32_t i0 = item0[g], tpg = item0[g + 1] - i0;
+    uint64_t local = warp_item0 + lane - npad * i0;
+    m.g = g;
+    m.tpg = tpg;
+    m.t = local / tpg;
+    m.li = (uint32_t)(local % tpg);
+}
+
+// Up to 8 code bytes of a sub-block, from any alignment.
+static __device__ __forceinline__ uint64_t load_codes(const uint8_t *o, uint32_t bits) {
+    uint64_t acc = 0;
+    for (uint32_t k = 0; k < bits; k++) acc |= (uint64_t)o[k] << (8 * k);
+    return acc;
+}
+static __device__ __forceinline__ void store_codes(uint8_t *o, uint32_t bits, uint64_t acc) {
+    if (bits == 8 && ((uintptr_t)o & 7) == 0) { *(uint64_t *)o = acc; return; }
+    if (bits == 4 && ((uintptr_t)o & 3) == 0) { *(uint32_t *)o = (uint32_t)acc; return; }
+    if (bits == 2 && ((uintptr_t)o & 1) == 0) { *(uint16_t *)o = (uint16_t)acc; return; }
+    for (uint32_t k = 0; k < bits; k++) o[k] = (uint8_t)(acc >> (8 * k));
+}
+
+// Sub-blocks of 8 codes per thread at most: a 1024-group over 32 threads.
+#define QUANT_MAX_SB 4
+
+// One thread per 8 coefficients of a (token, group); grid-stride over warps.
 // row_scale (NULL: 1): token t's coefficients are D[t] * row_scale[t] (the
-// FP8 encoder's per-row operand scale; x * 1.0f is x, bit for bit).
-__global__ void quant_k(const float *D, const float *row_scale, const GroupDesc *groups, QuantGeom q, uint8_t *payload) {
-    uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    uint32_t gi = blockIdx.x * 8 + w;
-    if (gi >= q.n_groups) return;
-    GroupDesc gd = groups[gi];
-    if (gd.bits == 0) return;
-    for (uint64_t t = blockIdx.y; t < q.n; t += gridDim.y) {
+// FP8 encoder's per-row operand scale; x * 1.0f is x, bit for bit). Same
+// arithmetic, value by value, as the CPU's quant_encode.
+__global__ void quant_k(const float *D, const float *row_scale, const GroupDesc *groups, const uint32_t *item0,
+                        uint64_t npad, uint64_t n_warps, QuantGeom q, uint8_t *payload) {
+    for (uint64_t w = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; w < n_warps;
+         w += (uint64_t)gridDim.x * blockDim.x / 32) {
+        ItemMap im;
+        item_map(w * 32, item0, q.n_groups, npad, im);
+        GroupDesc gd = groups[im.g];
+        if (gd.bits == 0) continue;  // the whole warp: one group
+        bool live = im.t < q.n;
+        uint64_t t = live ? im.t : q.n - 1;  // padding threads shadow the last token (shuffles need all lanes)
         const float *x = D + t * q.rank + gd.col;
         const float rs = row_scale ? row_scale[t] : 1.0f;
-        QuantAddr a = quant_addr(q, gd, t, payload);
-        if (gd.bits == 16) {
-            for (uint32_t j = lane; j < gd.size; j += 32) {
-                uint16_t h = d_f32_to_f16(clamp16(__fmul_rn(x[j], rs)));
-                a.param[2 * j] = (uint8_t)h;
-                a.param[2 * j + 1] = (uint8_t)(h >> 8);
-            }
-            continue;
-        }
+        uint32_t spt = gd.size / 8, nsb = spt / im.tpg;
+        float v[QUANT_MAX_SB][8];
         float mn = INFINITY, mx = -INFINITY;
-        for (uint32_t j = lane; j < gd.size; j += 32) {
-            float v = __fmul_rn(x[j], rs);
-            mn = fminf(mn, v);
-            mx = fmaxf(mx, v);
+        for (uint32_t k = 0; k < nsb; k++) {
+            uint32_t sb = im.li + k * im.tpg;
+            for (int e = 0; e < 8; e++) {
+                float y = __fmul_rn(x[sb * 8 + e], rs);
+                v[k][e] = y;
+                mn = fminf(mn, y);
+                mx = fmaxf(mx, y);
+            }
         }
-        mn = warp_min(mn);
-        mx = warp_max(mx);
+        for (uint32_t o = im.tpg / 2; o; o >>= 1) {
+            mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        }
+        if (!live) continue;
         uint32_t levels = (1u << gd.bits) - 1u;
         uint16_t hs = d_f32_to_f16(clamp16(mn));
         float shift = d_f16_to_f32(hs);
@@ -74,68 +122,93 @@ __global__ void quant_k(const float *D, const float *row_scale, const GroupDesc 
         if (d_f16_to_f32(hc) < want && hc < 0x7bffu) hc++;
         float scale = d_f16_to_f32(hc);
         float inv = scale > 0.0f ? __fdiv_rn(1.0f, scale) : 0.0f;
-        if (lane == 0) {
+        QuantAddr a = quant_addr(q, gd, t, payload);
+        if (im.li == 0) {
             a.param[0] = (uint8_t)hs; a.param[1] = (uint8_t)(hs >> 8);
             a.param[2] = (uint8_t)hc; a.param[3] = (uint8_t)(hc >> 8);
         }
         // 8 codes -> `bits` bytes, byte aligned
-        for (uint32_t sb = lane; sb < gd.size / 8; sb += 32) {
+        for (uint32_t k = 0; k < nsb; k++) {
+            uint32_t sb = im.li + k * im.tpg;
             uint64_t acc = 0;
-            for (int k = 0; k < 8; k++) {
-                float v = __fadd_rn(__fmul_rn(__fsub_rn(__fmul_rn(x[sb * 8 + k], rs), shift), inv), 0.5f);
-                uint32_t c = v <= 0.0f ? 0u : (v >= (float)levels ? levels : (uint32_t)v);
-                acc |= (uint64_t)c << (k * gd.bits);
+            for (int e = 0; e < 8; e++) {
+                float y = __fadd_rn(__fmul_rn(__fsub_rn(v[k][e], shift), inv), 0.5f);
+                uint32_t c = y <= 0.0f ? 0u : (y >= (float)levels ? levels : (uint32_t)y);
+                acc |= (uint64_t)c << (e * gd.bits);
             }
-            uint8_t *o = a.code + sb * gd.bits;
-            for (uint32_t k = 0; k < gd.bits; k++) o[k] = (uint8_t)(acc >> (8 * k));
+            store_codes(a.code + sb * gd.bits, gd.bits, acc);
         }
     }
 }
 
-// Where dequantized coefficients go: element (t, col) of D with row length
-// ld, in the GEMM's input type. E4m3 divides coefficient col by its fold
-// factor first (transform/fp8.h: __fdiv_rn and RNE saturating conversion,
-// the same arithmetic as the CPU emulation's).
+// Where dequantized coefficients go: elements (t, col + [0, 8)) of D with
+// row length ld, in the GEMM's input type, one 16- or 8-byte store when
+// aligned. E4m3 divides coefficient col by its fold factor first
+// (transform/fp8.h: __fdiv_rn and RNE saturating conversion, the same
+// arithmetic as the CPU emulation's).
 template <typename T> struct StoreCoef {
     T *D;
     uint32_t ld;
     __device__ __forceinline__ void operator()(uint64_t t, uint32_t col, float v) const { D[t * ld + col] = from_f<T>(v); }
+    __device__ __forceinline__ void eight(uint64_t t, uint32_t col, const float *v) const {
+        T *o = D + t * ld + col;
+        if (sizeof(T) == 2 && ((uintptr_t)o & 15) == 0) {
+            uint32_t w[4];
+            for (int k = 0; k < 4; k++)
+                w[k] = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v[2 * k])) |
+                       ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v[2 * k + 1])) << 16);
+            *(uint4 *)o = make_uint4(w[0], w[1], w[2], w[3]);
+            return;
+        }
+        for (int k = 0; k < 8; k++) o[k] = from_f<T>(v[k]);
+    }
 };
 struct StoreE4m3 {
     __nv_fp8_storage_t *D;
     uint32_t ld;
     const float *fold;
-    __device__ __forceinline__ void operator()(uint64_t t, uint32_t col, float v) const {
-        D[t * ld + col] = __nv_cvt_float_to_fp8(__fdiv_rn(v, fold[col]), __NV_SATFINITE, __NV_E4M3);
+    __device__ __forceinline__ uint8_t cvt(uint32_t col, float v) const {
+        return __nv_cvt_float_to_fp8(__fdiv_rn(v, fold[col]), __NV_SATFINITE, __NV_E4M3);
+    }
+    __device__ __forceinline__ void operator()(uint64_t t, uint32_t col, float v) const { D[t * ld + col] = cvt(col, v); }
+    __device__ __forceinline__ void eight(uint64_t t, uint32_t col, const float *v) const {
+        __nv_fp8_storage_t *o = D + t * ld + col;
+        if (((uintptr_t)o & 7) == 0) {
+            uint64_t w = 0;
+            for (int k = 0; k < 8; k++) w |= (uint64_t)cvt(col + k, v[k]) << (8 * k);
+            *(uint64_t *)o = w;
+            return;
+        }
+        for (int k = 0; k < 8; k++) o[k] = cvt(col + k, v[k]);
     }
 };
 
+// One thread per 8 coefficients of a (token, group) (quant_k's map);
+// dropped groups write zeros, element by element.
 template <typename Store>
-__global__ void dequant_k(Store out, const GroupDesc *groups, QuantGeom q, const uint8_t *payload) {
-    uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    uint32_t gi = blockIdx.x * 8 + w;
-    if (gi >= q.n_groups) return;
-    GroupDesc gd = groups[gi];
-    for (uint64_t t = blockIdx.y; t < q.n; t += gridDim.y) {
+__global__ void dequant_k(Store out, const GroupDesc *groups, const uint32_t *item0, uint64_t npad, uint64_t n_warps,
+                          QuantGeom q, const uint8_t *payload) {
+    for (uint64_t w = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; w < n_warps;
+         w += (uint64_t)gridDim.x * blockDim.x / 32) {
+        ItemMap im;
+        item_map(w * 32, item0, q.n_groups, npad, im);
+        if (im.t >= q.n) continue;
+        GroupDesc gd = groups[im.g];
         if (gd.bits == 0) {
-            for (uint32_t j = lane; j < gd.size; j += 32) out(t, gd.col + j, 0.0f);
+            for (uint32_t j = im.li; j < gd.size; j += im.tpg) out(im.t, gd.col + j, 0.0f);
             continue;
         }
-        QuantAddr a = quant_addr(q, gd, t, (uint8_t *)payload);
-        if (gd.bits == 16) {
-            for (uint32_t j = lane; j < gd.size; j += 32) out(t, gd.col + j, d_f16_to_f32(ld_u16(a.param + 2 * j)));
-            continue;
-        }
+        QuantAddr a = quant_addr(q, gd, im.t, (uint8_t *)payload);
         float shift = d_f16_to_f32(ld_u16(a.param)), scale = d_f16_to_f32(ld_u16(a.param + 2));
         uint32_t mask = (1u << gd.bits) - 1u;
-        for (uint32_t sb = lane; sb < gd.size / 8; sb += 32) {
-            uint64_t acc = 0;
-            const uint8_t *o = a.code + sb * gd.bits;
-            for (uint32_t k = 0; k < gd.bits; k++) acc |= (uint64_t)o[k] << (8 * k);
+        for (uint32_t sb = im.li; sb < gd.size / 8; sb += im.tpg) {
+            uint64_t acc = load_codes(a.code + sb * gd.bits, gd.bits);
+            float v[8];
             for (int k = 0; k < 8; k++) {
                 uint32_t c = (uint32_t)(acc >> (k * gd.bits)) & mask;
-                out(t, gd.col + sb * 8 + k, __fadd_rn(shift, __fmul_rn((float)c, scale)));
+                v[k] = __fadd_rn(shift, __fmul_rn((float)c, scale));
             }
+            out.eight(im.t, gd.col + sb * 8, v);
         }
     }
 }
@@ -183,11 +256,18 @@ QuantGeom quant_geom(const Layout &L, const PlanDev &pd, uint64_t n, uint32_t ch
     return q;
 }
 
+// Blocks of 256 threads (8 warps) for nw warps of items: all of them up to a
+// cap (a few waves of the largest GPUs), grid-stride beyond it.
+static unsigned item_blocks(uint64_t nw) {
+    uint64_t b = (nw + 7) / 8;
+    return (unsigned)(b < 65536 ? (b ? b : 1) : 65536);
+}
+
 void launch_quantize(const float *D, const float *row_scale, const StreamPlan &sp, const QuantGeom &q, uint8_t *payload,
                      cudaStream_t st) {
-    if (q.n_groups) {
-        dim3 qg((q.n_groups + 7) / 8, (unsigned)(q.n < 256 ? q.n : 256));
-        quant_k<<<qg, 256, 0, st>>>(D, row_scale, sp.d_groups, q, payload);
+    if (q.n_groups && q.n) {
+        uint64_t npad = (q.n + 15) / 16 * 16, nw = npad * sp.items / 32;
+        quant_k<<<item_blocks(nw), 256, 0, st>>>(D, row_scale, sp.d_groups, sp.d_item0, npad, nw, q, payload);
     }
     if (sp.n_raw) {
         uint64_t tot = (uint64_t)sp.n_raw * q.n;
@@ -197,9 +277,9 @@ void launch_quantize(const float *D, const float *row_scale, const StreamPlan &s
 
 template <typename Store>
 static void launch_dequant(Store out, const StreamPlan &sp, const QuantGeom &q, const uint8_t *payload, cudaStream_t st) {
-    if (q.n_groups) {
-        dim3 qg((q.n_groups + 7) / 8, (unsigned)(q.n < 256 ? q.n : 256));
-        dequant_k<Store><<<qg, 256, 0, st>>>(out, sp.d_groups, q, payload);
+    if (q.n_groups && q.n) {
+        uint64_t npad = (q.n + 15) / 16 * 16, nw = npad * sp.items / 32;
+        dequant_k<Store><<<item_blocks(nw), 256, 0, st>>>(out, sp.d_groups, sp.d_item0, npad, nw, q, payload);
     }
     if (sp.n_raw) {
         uint64_t tot = (uint64_t)sp.n_raw * q.n;

@@ -40,8 +40,13 @@ struct DecArgs {
 
 // Parse the index entries and segment headers of the w.C chunks into w.
 void launch_parse_chunks(const DecArgs &a, const DecWs &w, uint32_t *status, cudaStream_t st);
-// Decode the rANS segments of every chunk into w.payload.
-void launch_decode_lanes(const DecArgs &a, const DecWs &w, uint32_t *status, cudaStream_t st);
+// Decode the rANS segments of every chunk into w.payload, with
+// blocks_hint (rans_lane_blocks_hint; 0 = unknown) blocks per chunk.
+void launch_decode_lanes(const DecArgs &a, const DecWs &w, uint32_t blocks_hint, uint32_t *status, cudaStream_t st);
+// Lane blocks of a chunk of n_tokens tokens as this library's encoders cut
+// it (segments, merges, lanes per segment: entropy/rans.h); 0 on failure.
+struct plan_stream;
+uint32_t rans_lane_blocks_hint(const plan_stream *k, const plan_stream *v, uint64_t n_tokens);
 // Copy the stored segments of every chunk into w.payload.
 void launch_decode_stored(const DecArgs &a, const DecWs &w, cudaStream_t st);
 

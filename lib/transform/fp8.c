@@ -46,7 +46,12 @@ float kvi_fp8_fold(const basis_stream *s, uint32_t j) {
     return isnormal(f) && f > 0.0f ? f : 1.0f;
 }
 
-void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t *bt, float *scale) {
+static float scale_of(float amax) {
+    float sc = amax / KVI_E4M3_MAX;
+    return (sc > 0.0f && isfinite(sc)) ? sc : 1.0f;
+}
+
+float kvi_fp8_basis_t_scale(const basis_stream *s, uint32_t rank) {
     float amax = 0.0f;
     for (uint32_t j = 0; j < rank; j++) {
         float f = kvi_fp8_fold(s, j);
@@ -56,8 +61,18 @@ void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t 
             if (v > amax) amax = v;
         }
     }
-    float sc = amax / KVI_E4M3_MAX;
-    if (!(sc > 0.0f) || !isfinite(sc)) sc = 1.0f;
+    return scale_of(amax);
+}
+
+float kvi_fp8_basis_rows_scale(const basis_stream *s, uint32_t rank) {
+    uint64_t n = (uint64_t)rank * s->p;
+    float amax = 0.0f;
+    for (uint64_t i = 0; i < n; i++) amax = fabsf(s->basis[i]) > amax ? fabsf(s->basis[i]) : amax;
+    return scale_of(amax);
+}
+
+void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t *bt, float *scale) {
+    float sc = kvi_fp8_basis_t_scale(s, rank);
     *scale = sc;
     /* transposed in blocks of 64 coordinates: rows of B are read in runs
      * of 64 floats, not one float per 4p bytes (p * rank is 4e8 at 12B) */
@@ -75,10 +90,7 @@ void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t 
 
 void kvi_fp8_basis_rows(const basis_stream *s, uint32_t rank, uint8_t *b8, float *scale) {
     uint64_t n = (uint64_t)rank * s->p;
-    float amax = 0.0f;
-    for (uint64_t i = 0; i < n; i++) amax = fabsf(s->basis[i]) > amax ? fabsf(s->basis[i]) : amax;
-    float sc = amax / KVI_E4M3_MAX;
-    if (!(sc > 0.0f) || !isfinite(sc)) sc = 1.0f;
+    float sc = kvi_fp8_basis_rows_scale(s, rank);
     *scale = sc;
     for (uint64_t i = 0; i < n; i++) b8[i] = kvi_f32_to_e4m3(s->basis[i] / sc);
 }

@@ -46,6 +46,11 @@ float kvi_fp8_fold(const basis_stream *s, uint32_t j);
  * that is 0 or not finite). bt has s->p * ld bytes, ld >= rank. */
 void kvi_fp8_basis_t(const basis_stream *s, uint32_t rank, uint32_t ld, uint8_t *bt, float *scale);
 
+/* The per-tensor scales kvi_fp8_basis_t and kvi_fp8_basis_rows use (the
+ * CUDA backend converts the basis on the device with them: cuda/fp8_basis.h). */
+float kvi_fp8_basis_t_scale(const basis_stream *s, uint32_t rank);
+float kvi_fp8_basis_rows_scale(const basis_stream *s, uint32_t rank);
+
 /* The basis operand of the FP8 projection (encode, D = X B^T: cuBLASLt's
  * A is B itself, [rank][p] row-major): b8[j * p + i] = e4m3(B[j][i] /
  * *scale), *scale = max |B[j][i]| / 448 (1 when 0 or not finite). The row

@@ -34,6 +34,8 @@
 #include <string.h>
 
 #include "cpu/proj_emul.h"
+#include "cuda/fp8_basis.h"
+#include "transform/fp8.h"
 #include "gpu_test_util.h"
 #include "synth.h"
 #include "test.h"
@@ -222,6 +224,64 @@ static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio
     synth_cache_free(&part);
 }
 
+/* The device conversion of the basis (what the codecs upload) is byte for
+ * byte transform/fp8.c's, which the CPU emulation uses: on the test basis'
+ * streams, and on a hand-made stream of 1100 rows (three staging rounds of
+ * 512) whose values span e4m3's subnormals, normals and saturation, with
+ * eigenvalues that give the fold its fallback of 1 (0, negative, NaN). */
+static void check_basis_bytes(const basis_stream *bs, uint32_t rank) {
+    uint32_t ld = (rank + 15) / 16 * 16 + 16;
+    size_t nt = (size_t)bs->p * ld, nr = (size_t)rank * bs->p;
+    uint8_t *h = malloc(nt + nr), *g = malloc(nt + nr), *d = NULL;
+    if (!h || !g || cudaMalloc((void **)&d, nt + nr) != cudaSuccess) {
+        CHECK(0);
+        free(h);
+        free(g);
+        return;
+    }
+    float sh = 0, sg = 0, rh = 0, rg = 0;
+    kvi_fp8_basis_t(bs, rank, ld, h, &sh);
+    kvi_fp8_basis_rows(bs, rank, h + nt, &rh);
+    CHECK(kvi_cuda_fp8_basis_t(bs, rank, ld, d, &sg) == KVTC_OK);
+    CHECK(kvi_cuda_fp8_basis_rows(bs, rank, d + nt, &rg) == KVTC_OK);
+    CHECK(cudaMemcpy(g, d, nt + nr, cudaMemcpyDeviceToHost) == cudaSuccess);
+    size_t diff = 0;
+    for (size_t i = 0; i < nt + nr; i++) diff += h[i] != g[i];
+    CHECK_MSG(diff == 0 && sh == sg && rh == rg, "e4m3 basis on the device: %zu of %zu bytes differ (p %u rank %u)",
+              diff, nt + nr, bs->p, rank);
+    CHECK(kvi_cuda_fp8_basis_t(bs, bs->rank + 1, ld + 32, d, &sg) == KVTC_ERR_INVALID_ARGUMENT);
+    cudaFree(d);
+    free(h);
+    free(g);
+}
+
+static void check_basis_conversion(const kvtc_basis *b) {
+    check_basis_bytes(&b->k, b->k.rank);
+    check_basis_bytes(&b->v, b->v.rank);
+    basis_stream bs;
+    memset(&bs, 0, sizeof bs);
+    bs.p = 96;
+    bs.rank = 1100;
+    bs.basis = malloc(sizeof(float) * bs.p * bs.rank);
+    bs.eigenvalues = malloc(sizeof(float) * bs.rank);
+    if (!bs.basis || !bs.eigenvalues) { CHECK(0); free(bs.basis); free(bs.eigenvalues); return; }
+    uint64_t st = 7;
+    for (uint32_t j = 0; j < bs.rank; j++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        float e = (float)ldexp((double)(st >> 40) / 16777216.0, (int)(st % 40) - 30);
+        bs.eigenvalues[j] = j % 97 == 0 ? 0.0f : j % 89 == 0 ? -1.0f : j % 83 == 0 ? NAN : e;
+        for (uint32_t i = 0; i < bs.p; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            double m = (double)(st >> 40) / 16777216.0 - 0.5;
+            bs.basis[(uint64_t)j * bs.p + i] = (float)ldexp(m, (int)((st >> 8) % 24) - 20);
+        }
+    }
+    check_basis_bytes(&bs, bs.rank);
+    check_basis_bytes(&bs, 700);
+    free(bs.basis);
+    free(bs.eigenvalues);
+}
+
 int main(void) {
     gpu_test_require_device();
     kvtc_geometry g = synth_geometry(4, 2, 32, KVTC_ROPE_NEOX, 0, 10000.0f);
@@ -255,6 +315,7 @@ int main(void) {
     o.projection = KVTC_CUDA_PROJ_FP8_ENCODE;
     CHECK(kvtc_cuda_codec_alloc(b, &o, &c8e) == KVTC_OK);
     if (!c16 || !c8 || !c8e) return TEST_REPORT();
+    check_basis_conversion(b);
     printf("ranks K/V of the plans:");
     for (uint32_t i = 0; i < b->n_plans; i++) printf(" %u/%u", b->plans[i].k.rank_used, b->plans[i].v.rank_used);
     printf(" (rank %% 16 != 0 exercises the padded K)\n");
