@@ -143,6 +143,7 @@ __global__ void __launch_bounds__(PARSE_THREADS) parse_k(DecArgs a, DecWs w, uin
 __global__ void __launch_bounds__(LANE_BLOCK) dec_lanes_k(DecArgs a, DecWs w, uint32_t *status) {
     __shared__ uint8_t sym[4][RANS_PROB_SCALE];
     __shared__ uint16_t fr[4][256], stt[4][256];
+    __shared__ uint32_t fs[4][256];  // fr | stt << 16: one load per decoded symbol instead of two
     __shared__ uint32_t scan[LANE_BLOCK];
     __shared__ int s_seg, s_bad;
     __shared__ uint32_t s_base;
@@ -206,6 +207,8 @@ __global__ void __launch_bounds__(LANE_BLOCK) dec_lanes_k(DecArgs a, DecWs w, ui
                 }
                 sym[t][slot] = (uint8_t)lo;
             }
+        for (uint32_t t = 0; t < d.P; t++)
+            for (uint32_t s = tid; s < 256; s += LANE_BLOCK) fs[t][s] = (uint32_t)fr[t][s] | ((uint32_t)stt[t][s] << 16);
         // word offsets: lanes before this block, then a scan inside it
         uint32_t j0 = (b - d.blk_base) * LANE_BLOCK, j = j0 + tid;
         const uint8_t *st = sp + d.st_off, *cnt = st + 4ull * d.N, *words = st + 8ull * d.N;
@@ -229,8 +232,8 @@ __global__ void __launch_bounds__(LANE_BLOCK) dec_lanes_k(DecArgs a, DecWs w, ui
             bool ok = x >= RANS_STATE_L;
             for (uint32_t k = 0; k < m && ok; k++) {
                 uint32_t slot = x & (RANS_PROB_SCALE - 1);
-                uint32_t s = sym[t][slot];
-                x = fr[t][s] * (x >> RANS_PROB_BITS) + slot - stt[t][s];
+                uint32_t s = sym[t][slot], e = fs[t][s];
+                x = (e & 0xffffu) * (x >> RANS_PROB_BITS) + slot - (e >> 16);
                 if (x < RANS_STATE_L) {
                     if (wp == wend) { ok = false; break; }
                     x = (x << 16) | ld_u16(words + wp);

@@ -275,16 +275,23 @@ void rans_encode_chunks(const SegList &full, const SegList &last, const EncWs &w
     uint32_t maxseg = 0, maxlanes = full.total_lanes > last.total_lanes ? full.total_lanes : last.total_lanes;
     for (uint32_t i = 0; i < full.n; i++) maxseg = full.size[i] > maxseg ? full.size[i] : maxseg;
     for (uint32_t i = 0; i < last.n; i++) maxseg = last.size[i] > maxseg ? last.size[i] : maxseg;
-    hist_k<<<dim3(maxseg / 65536 + 1, ENC_MAX_SEGS, C), 256, 0, st>>>(full, last, w);
+    // grids over the segments the chunks have (not ENC_MAX_SEGS): blocks
+    // past a chunk's segments exit at once, but tens of thousands of them
+    // still cost a tenth of a millisecond
+    uint32_t maxn = full.n > last.n ? full.n : last.n, maxp = 1;
+    for (uint32_t i = 0; i < full.n; i++) maxp = full.period[i] > maxp ? full.period[i] : maxp;
+    for (uint32_t i = 0; i < last.n; i++) maxp = last.period[i] > maxp ? last.period[i] : maxp;
+    if (!maxn) maxn = 1;
+    hist_k<<<dim3(maxseg / 65536 + 1, maxn, C), 256, 0, st>>>(full, last, w);
     mark(mark_arg, "histograms");
-    norm_k<<<dim3(4, ENC_MAX_SEGS, C), 256, 0, st>>>(full, last, w);
+    norm_k<<<dim3(maxp, maxn, C), 256, 0, st>>>(full, last, w);
     mark(mark_arg, "normalize");
     enc_lanes_k<<<dim3((maxlanes + 127) / 128, C), 128, 0, st>>>(full, last, w);
     mark(mark_arg, "rANS lanes");
-    segsize_k<<<dim3(ENC_MAX_SEGS, C), 256, 0, st>>>(full, last, w);
+    segsize_k<<<dim3(maxn, C), 256, 0, st>>>(full, last, w);
     chunkscan_k<<<1, 256, 0, st>>>(full, last, w);
     mark(mark_arg, "sizes");
-    asm_hdr_k<<<dim3(ENC_MAX_SEGS, C), 256, 0, st>>>(full, last, w, data);
+    asm_hdr_k<<<dim3(maxn, C), 256, 0, st>>>(full, last, w, data);
     mark(mark_arg, "assemble headers");
     asm_words_k<<<dim3((maxlanes + 7) / 8, C), 256, 0, st>>>(full, last, w, data);
     mark(mark_arg, "assemble words");
