@@ -230,14 +230,21 @@ __global__ void __launch_bounds__(LANE_BLOCK) dec_lanes_k(DecArgs a, DecWs w, ui
             uint32_t m = j < d.n ? (d.n - 1 - j) / d.N + 1 : 0;
             uint8_t *out = w.payload + (uint64_t)c * w.max_payload + d.pay_off + j;
             bool ok = x >= RANS_STATE_L;
+            const uint8_t *symt = sym[t];
+            const uint32_t *fst = fs[t];
+            // the next renormalization word, loaded one renormalization
+            // ahead: its latency overlaps the symbols decoded meanwhile
+            // instead of sitting in the state's dependency chain
+            uint32_t nxt = wp < wend ? ld_u16(words + wp) : 0;
             for (uint32_t k = 0; k < m && ok; k++) {
                 uint32_t slot = x & (RANS_PROB_SCALE - 1);
-                uint32_t s = sym[t][slot], e = fs[t][s];
+                uint32_t s = symt[slot], e = fst[s];
                 x = (e & 0xffffu) * (x >> RANS_PROB_BITS) + slot - (e >> 16);
                 if (x < RANS_STATE_L) {
                     if (wp == wend) { ok = false; break; }
-                    x = (x << 16) | ld_u16(words + wp);
+                    x = (x << 16) | nxt;
                     wp += 2;
+                    nxt = wp < wend ? ld_u16(words + wp) : 0;
                 }
                 out[(uint64_t)k * d.N] = (uint8_t)s;
             }

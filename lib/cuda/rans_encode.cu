@@ -26,7 +26,16 @@ __global__ void hist_k(SegList full, SegList last, EncWs w) {
     __syncthreads();
     uint32_t P = L.period[s], wp = threadIdx.x >> 5;
     const uint8_t *p = w.payload + (uint64_t)c * w.max_payload + L.off[s];
-    for (uint64_t i = a + threadIdx.x; i < e; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
+    // lanes holding the same (table, byte) add once, their count (peaked
+    // payload bytes, e.g. the exponents of raw fp16 values, put most of a
+    // warp on one counter: 32 serialized atomics per step before)
+    uint32_t lane = threadIdx.x & 31;
+    for (uint64_t i0 = a + (threadIdx.x & ~31u); i0 < e; i0 += blockDim.x) {
+        uint64_t i = i0 + lane;
+        uint32_t key = i < e ? (uint32_t)((i % P) * 256 + p[i]) : 0xffffffffu;
+        uint32_t peers = __match_any_sync(0xffffffffu, key);
+        if (key != 0xffffffffu && lane == (uint32_t)__ffs(peers) - 1) atomicAdd(&h[wp][key], (uint32_t)__popc(peers));
+    }
     __syncthreads();
     for (int i = threadIdx.x; i < 256 * (int)P; i += blockDim.x) {
         uint32_t v = 0;
@@ -62,20 +71,39 @@ __global__ void norm_k(SegList full, SegList last, EncWs w) {
     uint32_t deficit = RANS_PROB_SCALE - sum_s;
     uint32_t f = fr[sym] + (uint32_t)kvi_rans_gets_deficit(cnt, rem, sym, deficit);
     __syncthreads();
+    // kvi_rans_fix_zeros with the block: present symbols that rounded to 0
+    // get 1, then each unit of that excess is taken from the currently
+    // largest frequency, the first such symbol on ties (an argmax per unit
+    // over 256 threads, where one thread scanning 256 per unit took 0.2 ms)
+    uint32_t zero = cnt[sym] && f == 0;
+    if (zero) f = 1;
     fr[sym] = f;
-    __syncthreads();
-    if (sym == 0) {
-        uint32_t present = 0;
-        for (int u = 0; u < 256; u++) present += cnt[u] != 0;
-        kvi_rans_fix_zeros(cnt, fr);
-        uint32_t acc = 0;
-        for (int u = 0; u < 256; u++) {
-            w.freq[base + u] = (uint16_t)fr[u];
-            w.start[base + u] = (uint16_t)acc;
-            acc += fr[u];
+    uint32_t excess = (uint32_t)__syncthreads_count(zero);
+    uint32_t present = (uint32_t)__syncthreads_count(cnt[sym] != 0);
+    __shared__ unsigned long long best_w[8];
+    for (; excess; excess--) {
+        unsigned long long key = ((unsigned long long)fr[sym] << 8) | (255u - sym);  // max: largest, then first
+        for (int o = 16; o; o >>= 1) {
+            unsigned long long k2 = __shfl_xor_sync(0xffffffffu, key, o);
+            key = k2 > key ? k2 : key;
         }
+        if ((sym & 31) == 0) best_w[sym >> 5] = key;
+        __syncthreads();
+        if (sym == 0) {
+            unsigned long long b = best_w[0];
+            for (int k = 1; k < 8; k++) b = best_w[k] > b ? best_w[k] : b;
+            fr[255u - (uint32_t)(b & 0xffu)]--;
+        }
+        __syncthreads();
+    }
+    if (sym == 0) {  // starts: the prefix of the final frequencies
+        uint32_t acc = 0;
+        for (int u = 0; u < 256; u++) { uint32_t v = fr[u]; rem[u] = acc; acc += v; }
         w.npres[((uint64_t)c * ENC_MAX_SEGS + s) * 4 + t] = present;
     }
+    __syncthreads();
+    w.freq[base + sym] = (uint16_t)fr[sym];
+    w.start[base + sym] = (uint16_t)rem[sym];
 }
 
 static __device__ __forceinline__ int find_seg(const SegList &L, uint32_t g) {
@@ -101,15 +129,28 @@ __global__ void enc_lanes_k(SegList full, SegList last, EncWs w) {
     bool empty = false;
     for (uint32_t t = 0; t < P; t++) empty |= w.npres[((uint64_t)c * ENC_MAX_SEGS + s) * 4 + t] == 0xffffffffu;
     if (!empty) {
-        for (uint32_t k = m; k-- > 0;) {
-            uint32_t sym = p[j + (uint64_t)k * N];
-            uint32_t f = w.freq[tb + sym], st = w.start[tb + sym];
-            uint64_t x_max = ((uint64_t)(RANS_STATE_L >> RANS_PROB_BITS) << 16) * f;
-            if (x >= x_max) {
-                dst[--pos] = (uint16_t)x;
-                x >>= 16;
+        // symbols k-1 .. k-8 loaded together, then coded: each step's byte is
+        // a fresh L2 read (a warp reads 32 bytes per step, N apart), so
+        // loading one per step left the state chain waiting on every one
+        uint32_t k = m;
+        while (k) {
+            uint32_t u8 = k < 8 ? k : 8;
+            uint32_t sy[8];
+#pragma unroll
+            for (uint32_t u = 0; u < 8; u++)
+                if (u < u8) sy[u] = p[j + (uint64_t)(k - 1 - u) * N];
+#pragma unroll
+            for (uint32_t u = 0; u < 8; u++) {
+                if (u >= u8) break;
+                uint32_t f = w.freq[tb + sy[u]], st = w.start[tb + sy[u]];
+                uint64_t x_max = ((uint64_t)(RANS_STATE_L >> RANS_PROB_BITS) << 16) * f;
+                if (x >= x_max) {
+                    dst[--pos] = (uint16_t)x;
+                    x >>= 16;
+                }
+                x = ((x / f) << RANS_PROB_BITS) + (x % f) + st;
             }
-            x = ((x / f) << RANS_PROB_BITS) + (x % f) + st;
+            k -= u8;
         }
     }
     uint64_t li = (uint64_t)c * w.Lmax + g;

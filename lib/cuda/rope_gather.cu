@@ -130,9 +130,8 @@ static __device__ __forceinline__ void ld_f4(const float *p, float *o) {
     o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
 }
 template <int ROPE>
-static __device__ __forceinline__ void load_params(const RowGeom &g, uint64_t t, uint32_t q, uint64_t col,
-                                                   const float2 *cs, const float *mean, const float *weight,
-                                                   VecParams &v) {
+static __device__ __forceinline__ void load_cols(const RowGeom &g, uint32_t q, uint64_t col, const float *mean,
+                                                 const float *weight, VecParams &v) {
     if (ROPE == 2) {  // lo: 4q + k, hi: 4q + k + d/2
         ld_f4(mean + col + 4 * q, v.ml);
         ld_f4(mean + col + 4 * q + g.d / 2, v.mh);
@@ -149,6 +148,10 @@ static __device__ __forceinline__ void load_params(const RowGeom &g, uint64_t t,
             v.wl[k] = w8[2 * k]; v.wh[k] = w8[2 * k + 1];
         }
     }
+}
+template <int ROPE>
+static __device__ __forceinline__ void load_angles(const RowGeom &g, uint64_t t, uint32_t q, const float2 *cs,
+                                                   VecParams &v) {
     if (ROPE) {
         const float4 *c4 = (const float4 *)(cs + t * (g.rd / 2) + 4 * q);
         float4 a = c4[0], b = c4[1];
@@ -157,54 +160,61 @@ static __device__ __forceinline__ void load_params(const RowGeom &g, uint64_t t,
     }
 }
 
+// Tokens per thread of the vectorized kernels: a (layer, head)'s mean and
+// weight are loaded once for all of them, and blocks do 4x the work.
+#define VEC_TOKENS 4u
+
 template <int ROPE>
 __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
                              const float *weight, uint16_t *X) {
     uint32_t q = threadIdx.x;
-    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
-    if (t >= g.n) return;
     uint32_t lh = g.lh0 + blockIdx.y;
-    const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
-    if (!src) return;
     const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
-    float lo[4], hi[4];
-    if (ROPE == 2) {
-        ld4(src + 4 * q, dtype, lo);
-        ld4(src + 4 * q + g.d / 2, dtype, hi);
-    } else {
-        float x[8];
-        ld4(src + 8 * q, dtype, x);
-        ld4(src + 8 * q + 4, dtype, x + 4);
-        for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
-    }
     VecParams vp;
-    load_params<ROPE>(g, t, q, col, cs, mean, weight, vp);
-    float ol[4], oh[4];
-    for (int k = 0; k < 4; k++) {
-        float x0 = lo[k], x1 = hi[k];
-        if (ROPE) {
-            float2 c = vp.c[k];
-            float sn = -c.y;
-            float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, sn));
-            float y1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c.x));
-            x0 = y0;
-            x1 = y1;
+    load_cols<ROPE>(g, q, col, mean, weight, vp);
+    for (uint32_t r = 0; r < VEC_TOKENS; r++) {
+        uint64_t t = ((uint64_t)blockIdx.x * VEC_TOKENS + r) * blockDim.y + threadIdx.y;
+        if (t >= g.n) break;
+        const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
+        if (!src) continue;
+        float lo[4], hi[4];
+        if (ROPE == 2) {
+            ld4(src + 4 * q, dtype, lo);
+            ld4(src + 4 * q + g.d / 2, dtype, hi);
+        } else {
+            float x[8];
+            ld4(src + 8 * q, dtype, x);
+            ld4(src + 8 * q + 4, dtype, x + 4);
+            for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
         }
-        ol[k] = __fmul_rn(__fsub_rn(x0, vp.ml[k]), vp.wl[k]);
-        oh[k] = __fmul_rn(__fsub_rn(x1, vp.mh[k]), vp.wh[k]);
-    }
-    uint16_t *row = X + t * g.p + col;
-    if (ROPE == 2) {
-        uint2 a, b;
-        a.x = BF16_BITS(ol[0]) | (BF16_BITS(ol[1]) << 16); a.y = BF16_BITS(ol[2]) | (BF16_BITS(ol[3]) << 16);
-        b.x = BF16_BITS(oh[0]) | (BF16_BITS(oh[1]) << 16); b.y = BF16_BITS(oh[2]) | (BF16_BITS(oh[3]) << 16);
-        *(uint2 *)(row + 4 * q) = a;
-        *(uint2 *)(row + 4 * q + g.d / 2) = b;
-    } else {
-        uint4 a;
-        a.x = BF16_BITS(ol[0]) | (BF16_BITS(oh[0]) << 16); a.y = BF16_BITS(ol[1]) | (BF16_BITS(oh[1]) << 16);
-        a.z = BF16_BITS(ol[2]) | (BF16_BITS(oh[2]) << 16); a.w = BF16_BITS(ol[3]) | (BF16_BITS(oh[3]) << 16);
-        *(uint4 *)(row + 8 * q) = a;
+        load_angles<ROPE>(g, t, q, cs, vp);
+        float ol[4], oh[4];
+        for (int k = 0; k < 4; k++) {
+            float x0 = lo[k], x1 = hi[k];
+            if (ROPE) {
+                float2 c = vp.c[k];
+                float sn = -c.y;
+                float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, sn));
+                float y1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c.x));
+                x0 = y0;
+                x1 = y1;
+            }
+            ol[k] = __fmul_rn(__fsub_rn(x0, vp.ml[k]), vp.wl[k]);
+            oh[k] = __fmul_rn(__fsub_rn(x1, vp.mh[k]), vp.wh[k]);
+        }
+        uint16_t *row = X + t * g.p + col;
+        if (ROPE == 2) {
+            uint2 a, b;
+            a.x = BF16_BITS(ol[0]) | (BF16_BITS(ol[1]) << 16); a.y = BF16_BITS(ol[2]) | (BF16_BITS(ol[3]) << 16);
+            b.x = BF16_BITS(oh[0]) | (BF16_BITS(oh[1]) << 16); b.y = BF16_BITS(oh[2]) | (BF16_BITS(oh[3]) << 16);
+            *(uint2 *)(row + 4 * q) = a;
+            *(uint2 *)(row + 4 * q + g.d / 2) = b;
+        } else {
+            uint4 a;
+            a.x = BF16_BITS(ol[0]) | (BF16_BITS(oh[0]) << 16); a.y = BF16_BITS(ol[1]) | (BF16_BITS(oh[1]) << 16);
+            a.z = BF16_BITS(ol[2]) | (BF16_BITS(oh[2]) << 16); a.w = BF16_BITS(ol[3]) | (BF16_BITS(oh[3]) << 16);
+            *(uint4 *)(row + 8 * q) = a;
+        }
     }
 }
 
@@ -212,45 +222,48 @@ template <int ROPE>
 __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2 *cs, const float *mean,
                               const float *weight, const uint16_t *X) {
     uint32_t q = threadIdx.x;
-    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
-    if (t >= g.n) return;
     uint32_t lh = g.lh0 + blockIdx.y;
-    uint16_t *dst = (uint16_t *)tensor_row(tdst, lh / g.H, g.t0 + t, lh % g.H);
-    if (!dst) return;
     const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
-    const uint16_t *row = X + t * g.p + col;
-    float lo[4], hi[4];
-    if (ROPE == 2) {
-        ld4(row + 4 * q, KVTC_DTYPE_BF16, lo);
-        ld4(row + 4 * q + g.d / 2, KVTC_DTYPE_BF16, hi);
-    } else {
-        float x[8];
-        ld4(row + 8 * q, KVTC_DTYPE_BF16, x);
-        ld4(row + 8 * q + 4, KVTC_DTYPE_BF16, x + 4);
-        for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
-    }
     VecParams vp;
-    load_params<ROPE>(g, t, q, col, cs, mean, weight, vp);
-    for (int k = 0; k < 4; k++) {
-        float x0 = __fadd_rn(__fdiv_rn(lo[k], vp.wl[k]), vp.ml[k]);
-        float x1 = __fadd_rn(__fdiv_rn(hi[k], vp.wh[k]), vp.mh[k]);
-        if (ROPE) {
-            float2 c = vp.c[k];
-            float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
-            float y1 = __fadd_rn(__fmul_rn(x0, c.y), __fmul_rn(x1, c.x));
-            x0 = y0;
-            x1 = y1;
+    load_cols<ROPE>(g, q, col, mean, weight, vp);
+    for (uint32_t r = 0; r < VEC_TOKENS; r++) {
+        uint64_t t = ((uint64_t)blockIdx.x * VEC_TOKENS + r) * blockDim.y + threadIdx.y;
+        if (t >= g.n) break;
+        uint16_t *dst = (uint16_t *)tensor_row(tdst, lh / g.H, g.t0 + t, lh % g.H);
+        if (!dst) continue;
+        const uint16_t *row = X + t * g.p + col;
+        float lo[4], hi[4];
+        if (ROPE == 2) {
+            ld4(row + 4 * q, KVTC_DTYPE_BF16, lo);
+            ld4(row + 4 * q + g.d / 2, KVTC_DTYPE_BF16, hi);
+        } else {
+            float x[8];
+            ld4(row + 8 * q, KVTC_DTYPE_BF16, x);
+            ld4(row + 8 * q + 4, KVTC_DTYPE_BF16, x + 4);
+            for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
         }
-        lo[k] = x0;
-        hi[k] = x1;
-    }
-    if (ROPE == 2) {
-        st4(dst + 4 * q, dtype, lo);
-        st4(dst + 4 * q + g.d / 2, dtype, hi);
-    } else {
-        float x[8] = {lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3]};
-        st4(dst + 8 * q, dtype, x);
-        st4(dst + 8 * q + 4, dtype, x + 4);
+        load_angles<ROPE>(g, t, q, cs, vp);
+        for (int k = 0; k < 4; k++) {
+            float x0 = __fadd_rn(__fdiv_rn(lo[k], vp.wl[k]), vp.ml[k]);
+            float x1 = __fadd_rn(__fdiv_rn(hi[k], vp.wh[k]), vp.mh[k]);
+            if (ROPE) {
+                float2 c = vp.c[k];
+                float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
+                float y1 = __fadd_rn(__fmul_rn(x0, c.y), __fmul_rn(x1, c.x));
+                x0 = y0;
+                x1 = y1;
+            }
+            lo[k] = x0;
+            hi[k] = x1;
+        }
+        if (ROPE == 2) {
+            st4(dst + 4 * q, dtype, lo);
+            st4(dst + 4 * q + g.d / 2, dtype, hi);
+        } else {
+            float x[8] = {lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3]};
+            st4(dst + 8 * q, dtype, x);
+            st4(dst + 8 * q + 4, dtype, x + 4);
+        }
     }
 }
 
@@ -262,14 +275,14 @@ static bool vec_ok(int esize, kvtc_dtype dt, const RowGeom &g, const DevTensor &
 // launch helpers (template on the RoPE kind)
 static void launch_gather_vec(const RowGeom &g, uint32_t LH, const DevTensor &src, int dtype, const float2 *cs, const float *m,
                               const float *w, void *X, cudaStream_t st) {
-    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
+    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y * VEC_TOKENS - 1) / (blk.y * VEC_TOKENS)), LH);
     if (g.rope == 2) gather_vec_k<2><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
     else if (g.rope == 1) gather_vec_k<1><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
     else gather_vec_k<0><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
 }
 static void launch_scatter_vec(const RowGeom &g, uint32_t LH, const DevTensor &dst, int dtype, const float2 *cs, const float *m,
                                const float *w, const void *X, cudaStream_t st) {
-    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
+    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y * VEC_TOKENS - 1) / (blk.y * VEC_TOKENS)), LH);
     if (g.rope == 2) scatter_vec_k<2><<<grd, blk, 0, st>>>(dst, dtype, g, cs, m, w, (const uint16_t *)X);
     else if (g.rope == 1) scatter_vec_k<1><<<grd, blk, 0, st>>>(dst, dtype, g, cs, m, w, (const uint16_t *)X);
     else scatter_vec_k<0><<<grd, blk, 0, st>>>(dst, dtype, g, cs, m, w, (const uint16_t *)X);
