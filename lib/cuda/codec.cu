@@ -123,6 +123,7 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
         cudaFree(c->d_basis[s]);
         cudaFree(c->d_mean[s]);
         cudaFree(c->d_weight[s]);
+        cudaFree(c->d_inv_weight[s]);
         cudaFree(c->d_basis8[s]);
         cudaFree(c->d_fold[s]);
         cudaFree(c->d_basis8e[s]);
@@ -408,6 +409,13 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         }
         if (!r) r = upload_f32(c, &c->d_mean[s], bs[s]->mean, c->p);
         if (!r) r = upload_f32(c, &c->d_weight[s], bs[s]->weight, c->p);
+        if (!r) {
+            float *inv = (float *)malloc(sizeof(float) * (c->p ? c->p : 1));
+            if (!inv) r = KVTC_ERR_OUT_OF_MEMORY;
+            for (uint32_t i = 0; !r && i < c->p; i++) inv[i] = 1.0f / bs[s]->weight[i];
+            if (!r) r = upload_f32(c, &c->d_inv_weight[s], inv, c->p);
+            free(inv);
+        }
         if (!r && (o.projection & KVTC_CUDA_PROJ_FP8_DECODE)) r = upload_fp8_operands(c, s, bs[s]);
         if (!r && (o.projection & KVTC_CUDA_PROJ_FP8_ENCODE)) r = upload_fp8_rows(c, s, bs[s]);
     }

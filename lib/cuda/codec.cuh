@@ -93,6 +93,7 @@ struct kvtc_cuda_codec {
     uint32_t p;
     void *d_basis[2];  // [rmax][p] bf16 or float
     float *d_mean[2], *d_weight[2];
+    float *d_inv_weight[2];  // 1 / weight, the scatter's un-weighting
     double *d_inv_freq;
     uint32_t *d_crc_table;  // 256 + 32 (x^2^k mod P)
     cublasHandle_t blas;

@@ -220,7 +220,7 @@ static kvtc_result decompress_impl(kvtc_cuda_codec *c, const void *h_prefix, siz
             rg.lh0 = slh0;
             rg.t0 = h.n_sink + k0 - tb;  // the output token of X row 0
             rg.n = n;
-            launch_scatter(c->esize, h.dtype, rg, snLH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s], ws + L.X,
+            launch_scatter(c->esize, h.dtype, rg, snLH, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_inv_weight[s], ws + L.X,
                            stream);
             LAUNCH_CHECK(c, "scatter");
             PROF(c, stream, s ? "V scatter" : "K scatter");

@@ -26,16 +26,7 @@ __global__ void hist_k(SegList full, SegList last, EncWs w) {
     __syncthreads();
     uint32_t P = L.period[s], wp = threadIdx.x >> 5;
     const uint8_t *p = w.payload + (uint64_t)c * w.max_payload + L.off[s];
-    // lanes holding the same (table, byte) add once, their count (peaked
-    // payload bytes, e.g. the exponents of raw fp16 values, put most of a
-    // warp on one counter: 32 serialized atomics per step before)
-    uint32_t lane = threadIdx.x & 31;
-    for (uint64_t i0 = a + (threadIdx.x & ~31u); i0 < e; i0 += blockDim.x) {
-        uint64_t i = i0 + lane;
-        uint32_t key = i < e ? (uint32_t)((i % P) * 256 + p[i]) : 0xffffffffu;
-        uint32_t peers = __match_any_sync(0xffffffffu, key);
-        if (key != 0xffffffffu && lane == (uint32_t)__ffs(peers) - 1) atomicAdd(&h[wp][key], (uint32_t)__popc(peers));
-    }
+    for (uint64_t i = a + threadIdx.x; i < e; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
     __syncthreads();
     for (int i = threadIdx.x; i < 256 * (int)P; i += blockDim.x) {
         uint32_t v = 0;

@@ -68,7 +68,7 @@ __global__ void gather_k(DevTensor src, int dtype, RowGeom g, const float2 *cs, 
 }
 
 template <typename T>
-__global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs, const float *mean, const float *weight,
+__global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs, const float *mean, const float *inv_weight,
                           const T *X) {
     uint32_t i = threadIdx.x;
     uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
@@ -78,8 +78,8 @@ __global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs,
     bool rot;
     pair_dims(g, i, a, b, rot);
     uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
-    float x0 = __fadd_rn(__fdiv_rn(to_f(X[t * g.p + col + a]), weight[col + a]), mean[col + a]);
-    float x1 = __fadd_rn(__fdiv_rn(to_f(X[t * g.p + col + b]), weight[col + b]), mean[col + b]);
+    float x0 = __fadd_rn(__fmul_rn(to_f(X[t * g.p + col + a]), inv_weight[col + a]), mean[col + a]);
+    float x1 = __fadd_rn(__fmul_rn(to_f(X[t * g.p + col + b]), inv_weight[col + b]), mean[col + b]);
     if (rot) {
         float2 c = cs[t * (g.rd / 2) + i];
         float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
@@ -160,9 +160,10 @@ static __device__ __forceinline__ void load_angles(const RowGeom &g, uint64_t t,
     }
 }
 
-// Tokens per thread of the vectorized kernels: a (layer, head)'s mean and
-// weight are loaded once for all of them, and blocks do 4x the work.
-#define VEC_TOKENS 4u
+// Tokens per thread of the vectorized kernels (a (layer, head)'s mean and
+// weight loaded once for all of them). 4 measured slower on the H200 for
+// the RoPE'd keys (more registers, lower occupancy): 1.
+#define VEC_TOKENS 1u
 
 template <int ROPE>
 __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
@@ -220,12 +221,12 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
 
 template <int ROPE>
 __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2 *cs, const float *mean,
-                              const float *weight, const uint16_t *X) {
+                              const float *inv_weight, const uint16_t *X) {
     uint32_t q = threadIdx.x;
     uint32_t lh = g.lh0 + blockIdx.y;
     const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
     VecParams vp;
-    load_cols<ROPE>(g, q, col, mean, weight, vp);
+    load_cols<ROPE>(g, q, col, mean, inv_weight, vp);
     for (uint32_t r = 0; r < VEC_TOKENS; r++) {
         uint64_t t = ((uint64_t)blockIdx.x * VEC_TOKENS + r) * blockDim.y + threadIdx.y;
         if (t >= g.n) break;
@@ -244,8 +245,8 @@ __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2
         }
         load_angles<ROPE>(g, t, q, cs, vp);
         for (int k = 0; k < 4; k++) {
-            float x0 = __fadd_rn(__fdiv_rn(lo[k], vp.wl[k]), vp.ml[k]);
-            float x1 = __fadd_rn(__fdiv_rn(hi[k], vp.wh[k]), vp.mh[k]);
+            float x0 = __fadd_rn(__fmul_rn(lo[k], vp.wl[k]), vp.ml[k]);  // wl, wh: inverse weights here
+            float x1 = __fadd_rn(__fmul_rn(hi[k], vp.wh[k]), vp.mh[k]);
             if (ROPE) {
                 float2 c = vp.c[k];
                 float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
@@ -312,15 +313,15 @@ void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const De
 }
 
 void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,
-                    const float *mean, const float *weight, const void *X, cudaStream_t st) {
+                    const float *mean, const float *inv_weight, const void *X, cudaStream_t st) {
     dim3 blk = pair_block(g.d);
     dim3 grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
     if (vec_ok(esize, (kvtc_dtype)dtype, g, dst))
-        launch_scatter_vec(g, LH, dst, dtype, cs, mean, weight, X, st);
+        launch_scatter_vec(g, LH, dst, dtype, cs, mean, inv_weight, X, st);
     else if (esize == 2)
-        scatter_k<__nv_bfloat16><<<grd, blk, 0, st>>>(dst, dtype, g, cs, mean, weight, (const __nv_bfloat16 *)X);
+        scatter_k<__nv_bfloat16><<<grd, blk, 0, st>>>(dst, dtype, g, cs, mean, inv_weight, (const __nv_bfloat16 *)X);
     else
-        scatter_k<float><<<grd, blk, 0, st>>>(dst, dtype, g, cs, mean, weight, (const float *)X);
+        scatter_k<float><<<grd, blk, 0, st>>>(dst, dtype, g, cs, mean, inv_weight, (const float *)X);
 }
 
 // raw sink/window tokens, element by element through the layout: dir 0

@@ -29,9 +29,12 @@ void launch_rope_table(const double *inv_freq, uint32_t n_pairs, const int64_t *
 // the pool are skipped
 void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
                    const float *mean, const float *weight, void *X, cudaStream_t st);
-// the inverse: rows X written into the cache through the layout dst
+// the inverse: rows X written into the cache through the layout dst;
+// x * inv_weight + mean, inv_weight = 1 / weight (the codec's d_inv_weight:
+// a multiply where a division made the vectorized kernel compute-bound; it
+// can differ from x / weight by one fp32 ulp, far below the output's bf16/f16)
 void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,
-                    const float *mean, const float *weight, const void *X, cudaStream_t st);
+                    const float *mean, const float *inv_weight, const void *X, cudaStream_t st);
 
 // Which raw tokens a copy moves: stream tokens [tb, te) (cache token
 // t - tb), rows (layer * H + head) [lh0, lh0 + LH).
