@@ -518,9 +518,6 @@ int layout_ws(const kvtc_cuda_codec *c, uint64_t n, uint32_t chunk_tokens, const
     // KVTC_CUDA_PROJ_FP8_ENCODE: the rows in e4m3 and their scales
     TAKE(X8, c->fp8_enc ? addc(mulc(n, c->p, &ov), 8, &ov) : 0);
     TAKE(rs, c->fp8_enc ? addc(mulc(n, 4, &ov), 8, &ov) : 0);
-    // and the gather's per-(row, head) amax (launch_gather_amax)
-    uint32_t hd = c->basis->geometry.head_dim ? c->basis->geometry.head_dim : 1;
-    TAKE(hamax, c->fp8_enc ? addc(mulc(mulc(n, c->p / hd + 1, &ov), 4, &ov), 8, &ov) : 0);
     // D: fp32 coefficients while encoding (rows rounded up to 16 with FP8);
     // while decoding one stream's dequantized coefficients at a time (esize
     // each, or e4m3 rows rounded up to 16 with FP8), or both K's and V's

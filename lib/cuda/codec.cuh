@@ -173,7 +173,7 @@ void prof_report(kvtc_cuda_codec *c, const char *what);
 
 struct Layout {
     size_t total;
-    size_t cs, X, X8, rs, hamax, D, payload, pieces, crc_out, sec_crc, blas, blas_size, block_check;
+    size_t cs, X, X8, rs, D, payload, pieces, crc_out, sec_crc, blas, blas_size, block_check;
     size_t hist, freq, start, npres, lstate, lcount, lwoff, words, segb, segm, sego, csize, coff, dsize;
     size_t dseg, dnseg, dnblk, dcoff, dcsize, dccrc;
     size_t hpos, hids;  // positions and token ids handed to the recompute hook

@@ -81,23 +81,15 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
         PROF(c, stream, "rope table");
         for (int s = 0; s < 2; s++) {
             RowGeom rg = row_geom(&h, s == 0, rot);
-            // FP8 encoder: the per-head amax comes out of the gather (one
-            // pass less over X in the e4m3 cast) where the layout allows
-            float *hamax = c->fp8_enc ? (float *)(ws + L.hamax) : NULL;
-            if (!hamax || !launch_gather_amax(h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s],
-                                              c->d_weight[s], ws + L.X, hamax, stream)) {
-                hamax = NULL;
-                launch_gather(c->esize, h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s],
-                              ws + L.X, stream);
-            }
+            launch_gather(c->esize, h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s],
+                          ws + L.X, stream);
             LAUNCH_CHECK(c, "gather");
             PROF(c, stream, s ? "V gather" : "K gather");
             uint32_t rk = pd.s[s].rank;
             const float *row_scale = NULL;  // FP8: the rows' operand scales
             uint32_t ld = rk;               // D's row length (FP8: rounded up to 16)
-            kvtc_result pr = project_coefs(c, s, rk, coded, ws + L.X, ws + L.X8, (float *)(ws + L.rs), hamax,
-                                           (uint32_t)(rg.p / rg.d), (float *)(ws + L.D), &ld, ws + L.blas, L.blas_size,
-                                           stream, &row_scale);
+            kvtc_result pr = project_coefs(c, s, rk, coded, ws + L.X, ws + L.X8, (float *)(ws + L.rs),
+                                           (float *)(ws + L.D), &ld, ws + L.blas, L.blas_size, stream, &row_scale);
             if (pr) return pr;
             PROF(c, stream, s ? "V gemm" : "K gemm");
             QuantGeom q = quant_geom(L, pd, coded, h.chunk_tokens, s);

@@ -38,10 +38,8 @@ kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void
 // e4m3) with scales rs ([n]), *row_scale = rs, which the quantizer must
 // apply (launch_quantize), and *ld is rk rounded up to 16 (cuBLASLt's FP8
 // kernels want 16-multiples); else *row_scale = NULL and *ld = rk.
-// head_amax (FP8 only, may be NULL): the gather's per-(row, head) maxima of
-// |X| (launch_gather_amax, nh heads per row), which spare the cast a pass.
 kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
-                          const float *head_amax, uint32_t nh, float *D, uint32_t *ld, void *lt_ws, size_t lt_ws_size,
-                          cudaStream_t st, const float **row_scale);
+                          float *D, uint32_t *ld, void *lt_ws, size_t lt_ws_size, cudaStream_t st,
+                          const float **row_scale);
 
 #endif

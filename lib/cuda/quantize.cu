@@ -309,25 +309,17 @@ cudaError_t launch_dequantize_e4m3(uint8_t *D, uint32_t ld, const float *fold, c
 // One block per row of X (bf16 [n][p], p a multiple of 8): amax, the row's
 // scale amax / 448 (1 when 0 or not finite), then x / scale in e4m3
 // (round to nearest even, saturating), 8 elements per 16-byte load.
-// head_amax (NULL: none): the gather's max per (row, head) of the same
-// values (launch_gather_amax, nh per row), reduced here instead of reading
-// the row twice; fmaxf in any order gives the same max.
-__global__ void cast_rows_e4m3_k(const __nv_bfloat16 *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale,
-                                 const float *head_amax, uint32_t nh) {
+__global__ void cast_rows_e4m3_k(const __nv_bfloat16 *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale) {
     __shared__ float red[32];
     uint64_t t = blockIdx.x;
     if (t >= n) return;
     const uint4 *row = (const uint4 *)(X + t * p);
     uint32_t nv = p / 8;
     float amax = 0.0f;
-    if (head_amax) {
-        for (uint32_t h = threadIdx.x; h < nh; h += blockDim.x) amax = fmaxf(amax, head_amax[t * nh + h]);
-    } else {
-        for (uint32_t v = threadIdx.x; v < nv; v += blockDim.x) {
-            uint4 u = row[v];
-            const __nv_bfloat16 *h = (const __nv_bfloat16 *)&u;
-            for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(__bfloat162float(h[k])));
-        }
+    for (uint32_t v = threadIdx.x; v < nv; v += blockDim.x) {
+        uint4 u = row[v];
+        const __nv_bfloat16 *h = (const __nv_bfloat16 *)&u;
+        for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(__bfloat162float(h[k])));
     }
     for (int o = 16; o; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = amax;
@@ -357,8 +349,6 @@ __global__ void cast_rows_e4m3_k(const __nv_bfloat16 *X, uint64_t n, uint32_t p,
     }
 }
 
-void launch_cast_rows_e4m3(const void *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale, const float *head_amax,
-                           uint32_t nh, cudaStream_t st) {
-    if (n)
-        cast_rows_e4m3_k<<<(unsigned)n, 256, 0, st>>>((const __nv_bfloat16 *)X, n, p, X8, row_scale, head_amax, nh);
+void launch_cast_rows_e4m3(const void *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale, cudaStream_t st) {
+    if (n) cast_rows_e4m3_k<<<(unsigned)n, 256, 0, st>>>((const __nv_bfloat16 *)X, n, p, X8, row_scale);
 }

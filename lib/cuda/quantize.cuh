@@ -39,9 +39,6 @@ cudaError_t launch_dequantize_e4m3(uint8_t *D, uint32_t ld, const float *fold, c
 // The FP8 encoder's row operand: X (bf16 [n][p], p % 8 == 0) -> X8 (e4m3
 // [n][p]) = X / row_scale, row_scale[t] = max |X[t]| / 448 (1 when that is
 // 0 or not finite), as cpu/proj_emul.c's encode (which rounds the fp32 row).
-// head_amax (may be NULL): [n][nh] maxima of |X| per row and head, from
-// launch_gather_amax; the row's amax is then their max (one pass over X).
-void launch_cast_rows_e4m3(const void *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale, const float *head_amax,
-                           uint32_t nh, cudaStream_t st);
+void launch_cast_rows_e4m3(const void *X, uint64_t n, uint32_t p, uint8_t *X8, float *row_scale, cudaStream_t st);
 
 #endif

@@ -160,16 +160,6 @@ static __device__ __forceinline__ void load_angles(const RowGeom &g, uint64_t t,
     }
 }
 
-// The lanes of this thread's row group (blockDim.x lanes, a power of two
-// <= 32, so groups are aligned in the warp): the shuffle mask of the
-// FP8 encoder's per-head amax (only full groups reach it: a group's lanes
-// share t, so they break or continue together).
-static __device__ __forceinline__ uint32_t row_mask() {
-    uint32_t lane = threadIdx.x + threadIdx.y * blockDim.x;
-    uint32_t w = blockDim.x >= 32 ? 0xffffffffu : ((1u << blockDim.x) - 1u);
-    return blockDim.x >= 32 ? w : w << ((lane & 31) & ~(blockDim.x - 1));
-}
-
 // Tokens per thread of the vectorized kernels (a (layer, head)'s mean and
 // weight loaded once for all of them). 4 measured slower on the H200 for
 // the RoPE'd keys (more registers, lower occupancy): 1.
@@ -177,7 +167,7 @@ static __device__ __forceinline__ uint32_t row_mask() {
 
 template <int ROPE>
 __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
-                             const float *weight, uint16_t *X, float *head_amax) {
+                             const float *weight, uint16_t *X) {
     uint32_t q = threadIdx.x;
     uint32_t lh = g.lh0 + blockIdx.y;
     const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
@@ -212,15 +202,6 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
             }
             ol[k] = __fmul_rn(__fsub_rn(x0, vp.ml[k]), vp.wl[k]);
             oh[k] = __fmul_rn(__fsub_rn(x1, vp.mh[k]), vp.wh[k]);
-        }
-        if (head_amax) {  // the row group's (d / 8 lanes, aligned in the warp) max of the bf16 values
-            float am = 0.0f;
-            for (int k = 0; k < 4; k++) {
-                am = fmaxf(am, fabsf(__uint_as_float(BF16_BITS(ol[k]) << 16)));
-                am = fmaxf(am, fabsf(__uint_as_float(BF16_BITS(oh[k]) << 16)));
-            }
-            for (uint32_t o = blockDim.x / 2; o; o >>= 1) am = fmaxf(am, __shfl_xor_sync(row_mask(), am, o));
-            if (q == 0) head_amax[t * (g.p / g.d) + (lh - g.col_lh0)] = am;
         }
         uint16_t *row = X + t * g.p + col;
         if (ROPE == 2) {
@@ -294,11 +275,11 @@ static bool vec_ok(int esize, kvtc_dtype dt, const RowGeom &g, const DevTensor &
 
 // launch helpers (template on the RoPE kind)
 static void launch_gather_vec(const RowGeom &g, uint32_t LH, const DevTensor &src, int dtype, const float2 *cs, const float *m,
-                              const float *w, void *X, cudaStream_t st, float *amax = NULL) {
+                              const float *w, void *X, cudaStream_t st) {
     dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y * VEC_TOKENS - 1) / (blk.y * VEC_TOKENS)), LH);
-    if (g.rope == 2) gather_vec_k<2><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X, amax);
-    else if (g.rope == 1) gather_vec_k<1><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X, amax);
-    else gather_vec_k<0><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X, amax);
+    if (g.rope == 2) gather_vec_k<2><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
+    else if (g.rope == 1) gather_vec_k<1><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
+    else gather_vec_k<0><<<grd, blk, 0, st>>>(src, dtype, g, cs, m, w, (uint16_t *)X);
 }
 static void launch_scatter_vec(const RowGeom &g, uint32_t LH, const DevTensor &dst, int dtype, const float2 *cs, const float *m,
                                const float *w, const void *X, cudaStream_t st) {
@@ -329,14 +310,6 @@ void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const De
         gather_k<__nv_bfloat16><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, (__nv_bfloat16 *)X);
     else
         gather_k<float><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, (float *)X);
-}
-
-int launch_gather_amax(int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
-                       const float *mean, const float *weight, void *X, float *head_amax, cudaStream_t st) {
-    uint32_t gl = g.d / 8;  // lanes per row group: a power of two <= 32 (aligned in the warp)
-    if (!vec_ok(2, (kvtc_dtype)dtype, g, src) || gl > 32 || (gl & (gl - 1))) return 0;
-    launch_gather_vec(g, LH, src, dtype, cs, mean, weight, X, st, head_amax);
-    return 1;
 }
 
 void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,

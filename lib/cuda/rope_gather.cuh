@@ -29,13 +29,6 @@ void launch_rope_table(const double *inv_freq, uint32_t n_pairs, const int64_t *
 // the pool are skipped
 void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
                    const float *mean, const float *weight, void *X, cudaStream_t st);
-// launch_gather for the FP8 encoder: also head_amax[t][h] = max |bf16 X[t]|
-// over head h's columns (h = column / d, g.p / d heads per row), which the
-// e4m3 cast then reduces per row instead of re-reading X. Returns 0 (and
-// does nothing) when the layout takes the scalar path: the caller gathers
-// with launch_gather and casts in two passes.
-int launch_gather_amax(int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
-                       const float *mean, const float *weight, void *X, float *head_amax, cudaStream_t st);
 // the inverse: rows X written into the cache through the layout dst;
 // x * inv_weight + mean, inv_weight = 1 / weight (the codec's d_inv_weight:
 // a multiply where a division made the vectorized kernel compute-bound; it
