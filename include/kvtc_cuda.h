@@ -28,7 +28,10 @@
  *   0 = OK, else a kvtc_result such as KVTC_ERR_CORRUPT; the decoded cache
  *   is then unspecified).
  * - One codec object is used by one host thread at a time (it owns a
- *   cuBLAS handle); any number of codecs may share a kvtc_basis.
+ *   cuBLAS handle); any number of codecs may share a kvtc_basis. Its calls
+ *   may go to different CUDA streams as long as each stream has its own
+ *   workspace (a batch alternating between two streams overlaps one
+ *   cache's entropy coding with another's GEMMs: kvtc_cuda_bench fp8).
  * - Floats: the GPU projects with bf16 operands and fp32 accumulation by
  *   default (KVTC_CUDA_GEMM_BF16); coefficients may differ slightly from the
  *   CPU's, so quantization codes can differ where a value sits at a
