@@ -90,12 +90,15 @@ extern "C" void kvtc_cuda_options_init(kvtc_cuda_options *o) {
     o->device = -1;
 }
 
+void free_stream_plan(StreamPlan *sp) {
+    cudaFree(sp->d_groups);
+    cudaFree(sp->d_raw);
+    cudaFree(sp->d_item0);
+    memset(sp, 0, sizeof *sp);
+}
+
 static void free_plan_dev(PlanDev *pd) {
-    for (int s = 0; s < 2; s++) {
-        cudaFree(pd->s[s].d_groups);
-        cudaFree(pd->s[s].d_raw);
-        cudaFree(pd->s[s].d_item0);
-    }
+    for (int s = 0; s < 2; s++) free_stream_plan(&pd->s[s]);
     memset(pd, 0, sizeof *pd);
 }
 
@@ -138,7 +141,7 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
     free(c);
 }
 
-static kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
+kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
     memset(sp, 0, sizeof *sp);
     sp->rank = ps->rank_used;
     GroupDesc *g = (GroupDesc *)malloc(sizeof(GroupDesc) * (ps->n_groups + 1));
