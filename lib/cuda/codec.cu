@@ -415,7 +415,12 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         if (!r) {
             float *inv = (float *)malloc(sizeof(float) * (c->p ? c->p : 1));
             if (!inv) r = KVTC_ERR_OUT_OF_MEMORY;
-            for (uint32_t i = 0; !r && i < c->p; i++) inv[i] = 1.0f / bs[s]->weight[i];
+            // a weight below ~2^-128 (the loader takes any finite w > 0) has
+            // no fp32 reciprocal: x * inf is not the CPU's x / w, so refuse
+            for (uint32_t i = 0; !r && i < c->p; i++) {
+                inv[i] = 1.0f / bs[s]->weight[i];
+                if (!isfinite(inv[i])) r = KVTC_ERR_UNSUPPORTED;
+            }
             if (!r) r = upload_f32(c, &c->d_inv_weight[s], inv, c->p);
             free(inv);
         }
