@@ -160,7 +160,10 @@ typedef struct kvtc_cuda_codec kvtc_cuda_codec;
 KVTC_API size_t kvtc_cuda_last_error(const kvtc_cuda_codec *c, char *buf, size_t len);
 
 /* Upload mean, weights, basis rows (all plans' ranks) and plan tables to
- * the device and create a cuBLAS handle. b must outlive the codec. */
+ * the device and create a cuBLAS handle. b must outlive the codec.
+ * KVTC_ERR_UNSUPPORTED (besides the cases above) when a basis weight has no
+ * finite fp32 reciprocal (below about 2^-128): the decoder un-weights by
+ * multiplying with 1 / weight. */
 KVTC_API kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cuda_options *opts, kvtc_cuda_codec **out);
 KVTC_API void kvtc_cuda_codec_free(kvtc_cuda_codec *c);
 

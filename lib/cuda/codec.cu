@@ -90,12 +90,15 @@ extern "C" void kvtc_cuda_options_init(kvtc_cuda_options *o) {
     o->device = -1;
 }
 
+void free_stream_plan(StreamPlan *sp) {
+    cudaFree(sp->d_groups);
+    cudaFree(sp->d_raw);
+    cudaFree(sp->d_item0);
+    memset(sp, 0, sizeof *sp);
+}
+
 static void free_plan_dev(PlanDev *pd) {
-    for (int s = 0; s < 2; s++) {
-        cudaFree(pd->s[s].d_groups);
-        cudaFree(pd->s[s].d_raw);
-        cudaFree(pd->s[s].d_item0);
-    }
+    for (int s = 0; s < 2; s++) free_stream_plan(&pd->s[s]);
     memset(pd, 0, sizeof *pd);
 }
 
@@ -138,7 +141,7 @@ extern "C" void kvtc_cuda_codec_free(kvtc_cuda_codec *c) {
     free(c);
 }
 
-static kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
+kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp) {
     memset(sp, 0, sizeof *sp);
     sp->rank = ps->rank_used;
     GroupDesc *g = (GroupDesc *)malloc(sizeof(GroupDesc) * (ps->n_groups + 1));
@@ -412,7 +415,12 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         if (!r) {
             float *inv = (float *)malloc(sizeof(float) * (c->p ? c->p : 1));
             if (!inv) r = KVTC_ERR_OUT_OF_MEMORY;
-            for (uint32_t i = 0; !r && i < c->p; i++) inv[i] = 1.0f / bs[s]->weight[i];
+            // a weight below ~2^-128 (the loader takes any finite w > 0) has
+            // no fp32 reciprocal: x * inf is not the CPU's x / w, so refuse
+            for (uint32_t i = 0; !r && i < c->p; i++) {
+                inv[i] = 1.0f / bs[s]->weight[i];
+                if (!isfinite(inv[i])) r = KVTC_ERR_UNSUPPORTED;
+            }
             if (!r) r = upload_f32(c, &c->d_inv_weight[s], inv, c->p);
             free(inv);
         }

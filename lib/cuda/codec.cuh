@@ -56,6 +56,13 @@ struct PlanDev {
     const basis_plan *host;
 };
 
+// The device plan of one stream (groups up to rank_used, raw coordinates,
+// the (de)quantizers' item map): KVTC_ERR_UNSUPPORTED for a group the
+// kernels do not take, KVTC_ERR_OUT_OF_MEMORY, KVTC_ERR_CUDA. Whatever the
+// result, free_stream_plan releases it (and zeroes *sp).
+kvtc_result build_stream_plan(const plan_stream *ps, StreamPlan *sp);
+void free_stream_plan(StreamPlan *sp);
+
 #define KVTC_CUDA_ERR_MSG 320
 // Plans decoded streams carry (container 1.1 flag bit 2) that the codec
 // keeps on the device, most recent first out when full.

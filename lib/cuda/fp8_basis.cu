@@ -66,7 +66,7 @@ extern "C" kvtc_result kvi_cuda_fp8_basis_t(const basis_stream *s, uint32_t rank
         if (e != cudaSuccess) break;
         dim3 grd((s->p + TILE - 1) / TILE, (nr + TILE - 1) / TILE);
         basis_t_k<<<grd, dim3(TILE, 8)>>>(d_rows, d_fold + j0, nr, s->p, j0, ld, sc, d_bt);
-        e = cudaGetLastError();
+        e = cudaPeekAtLastError();  // left set: the codec's message reads it (codec.cu upload_fp8_operands)
     }
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     cudaFree(d_rows);
@@ -88,7 +88,7 @@ extern "C" kvtc_result kvi_cuda_fp8_basis_rows(const basis_stream *s, uint32_t r
         uint64_t n = (uint64_t)nr * s->p;
         basis_rows_k<<<(unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536), 256>>>(
             d_rows, n, sc, d_b8 + (uint64_t)j0 * s->p);
-        e = cudaGetLastError();
+        e = cudaPeekAtLastError();  // left set for the codec's message, as above
     }
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     cudaFree(d_rows);

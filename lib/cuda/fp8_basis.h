@@ -4,7 +4,8 @@
  * pass; each element by __fmul_rn, __fdiv_rn and CUDA's round-to-nearest-
  * even saturating e4m3 conversion, the host's arithmetic), in a fraction of
  * the host's time (a 4096 x 40960 basis: seconds on the host). Synchronous:
- * for codec creation. C-callable (the GPU tests compare the bytes). */
+ * for codec creation. C-callable (the GPU tests compare the bytes).
+ * KVTC_ERR_CUDA leaves the failing call's error for cudaGetLastError. */
 #ifndef KVTC_CUDA_FP8_BASIS_H
 #define KVTC_CUDA_FP8_BASIS_H
 

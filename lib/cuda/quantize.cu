@@ -109,6 +109,25 @@ __global__ void quant_k(const float *D, const float *row_scale, const GroupDesc 
             mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         }
+        // A zero min or max takes the sign of the group's first zero, as the
+        // CPU's strict-compare scan keeps it (quant_scan_minmax; its AVX2
+        // path rescans for the same reason): the fminf/fmaxf tree returns
+        // either sign, and hs = 0x8000 or hc = 0x8000 would then differ
+        // from the CPU's bytes. The branch is warp-uniform (its shuffles
+        // need every lane) and rare: only tokens with an exact 0 extreme.
+        if (__any_sync(0xffffffffu, mn == 0.0f || mx == 0.0f)) {
+            uint32_t key = 0xffffffffu;  // (index of the first zero among mine) << 1 | its sign
+            for (uint32_t k = 0; k < nsb && key == 0xffffffffu; k++)
+                for (int e = 0; e < 8; e++)
+                    if (v[k][e] == 0.0f) {
+                        key = (((im.li + k * im.tpg) * 8 + (uint32_t)e) << 1) | (__float_as_uint(v[k][e]) >> 31);
+                        break;
+                    }
+            for (uint32_t o = im.tpg / 2; o; o >>= 1) key = min(key, __shfl_xor_sync(0xffffffffu, key, o));
+            float z = (key & 1u) ? -0.0f : 0.0f;
+            if (mn == 0.0f) mn = z;
+            if (mx == 0.0f) mx = z;
+        }
         if (!live) continue;
         uint32_t levels = (1u << gd.bits) - 1u;
         uint16_t hs = d_f32_to_f16(clamp16(mn));

@@ -1,5 +1,5 @@
 // rans_decode.cuh - the GPU rANS decoder: parse and validate the chunk
-// index and segment headers (one thread per chunk), decode the lanes (one
+// index and segment headers (one block per chunk), decode the lanes (one
 // thread per lane, tables in shared memory) and copy stored segments into
 // the chunk payloads. Every bound is checked against the stream; a
 // failure sets the device status.

@@ -22,6 +22,7 @@
 
 #include "kvtc.h"
 #include "kvtc_cuda.h"
+#include "model/basis.h"
 #include "synth.h"
 #include "test.h"
 
@@ -109,6 +110,19 @@ int main(int argc, char **argv) {
     kvtc_basis *b = NULL;
     CHECK(synth_calibrate(&sp, 2, 4, 16, ratios, 2, &b) == KVTC_OK);
     if (!b) return TEST_REPORT();
+
+    /* a weight with no fp32 reciprocal (the loader takes any finite w > 0;
+     * the decoder multiplies by 1 / w): refused, not decoded to inf/NaN */
+    for (int s = 0; s < 2; s++) {
+        basis_stream *bs = s ? &b->v : &b->k;
+        float keep = bs->weight[3];
+        bs->weight[3] = 1e-39f;
+        kvtc_cuda_codec *tiny = NULL;
+        kvtc_result tr = kvtc_cuda_codec_alloc(b, &o, &tiny);
+        CHECK_MSG(tr == KVTC_ERR_UNSUPPORTED && !tiny, "stream %d: weight 1e-39 gave %d", s, (int)tr);
+        kvtc_cuda_codec_free(tiny);
+        bs->weight[3] = keep;
+    }
 
     /* the caller's device survives every entry point */
     int want_dev = n_dev - 1, caller = 0, now = -1;

@@ -226,9 +226,11 @@ static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio
 
 /* The device conversion of the basis (what the codecs upload) is byte for
  * byte transform/fp8.c's, which the CPU emulation uses: on the test basis'
- * streams, and on a hand-made stream of 1100 rows (three staging rounds of
+ * streams, and on hand-made streams of 1100 rows (three staging rounds of
  * 512) whose values span e4m3's subnormals, normals and saturation, with
- * eigenvalues that give the fold its fallback of 1 (0, negative, NaN). */
+ * eigenvalues that give the fold its fallback of 1 (0, negative, NaN); p of
+ * 96 and of 100 (the transpose's 32 x 32 tiles then end part-way in both
+ * directions). */
 static void check_basis_bytes(const basis_stream *bs, uint32_t rank) {
     uint32_t ld = (rank + 15) / 16 * 16 + 16;
     size_t nt = (size_t)bs->p * ld, nr = (size_t)rank * bs->p;
@@ -255,12 +257,19 @@ static void check_basis_bytes(const basis_stream *bs, uint32_t rank) {
     free(g);
 }
 
+static void check_handmade_basis(uint32_t p);
+
 static void check_basis_conversion(const kvtc_basis *b) {
     check_basis_bytes(&b->k, b->k.rank);
     check_basis_bytes(&b->v, b->v.rank);
+    check_handmade_basis(96);
+    check_handmade_basis(100);
+}
+
+static void check_handmade_basis(uint32_t p) {
     basis_stream bs;
     memset(&bs, 0, sizeof bs);
-    bs.p = 96;
+    bs.p = p;
     bs.rank = 1100;
     bs.basis = malloc(sizeof(float) * bs.p * bs.rank);
     bs.eigenvalues = malloc(sizeof(float) * bs.rank);
