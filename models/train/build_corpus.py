@@ -47,6 +47,13 @@ def austen():
     return docs
 
 
+def novel_train_val(text):
+    """A book's training part and its validation part, the last 5% cut at a
+    paragraph (make_calibration_text.py reads the latter too)."""
+    cut = text.rfind("\n\n", 0, int(len(text) * 0.95))
+    return text[:cut], text[cut:]
+
+
 def gcide():
     """GCIDE articles as plain prose: pronunciations (\\...\\) and source tags
     ([1913 Webster]) dropped; one document per 200 articles."""
@@ -202,9 +209,8 @@ def main():
     # Novels' validation: the last 5% of each book (cut at a paragraph).
     for k, (dom, text) in enumerate(split["train"]):
         if dom == "novels":
-            cut = text.rfind("\n\n", 0, int(len(text) * 0.95))
-            split["train"][k] = (dom, text[:cut])
-            split["val"].append((dom, text[cut:]))
+            split["train"][k] = (dom, novel_train_val(text)[0])
+            split["val"].append((dom, novel_train_val(text)[1]))
     manifest["val"].append("novels: the last 5% of each of the five books")
     for dom in sources:
         with open(os.path.join(held, "eval_%s.txt" % dom), "w", encoding="utf-8") as f:

@@ -1,0 +1,160 @@
+"""make_calibration_text.py - the mixed-domain calibration text shipped as
+data/calibration-mixed.txt (the default calibration text of scripts/demo.sh
+and the README's recipes), and single-domain calibration texts for
+bench/cross_domain_qwen2.sh; from Debian packages only, the same sources as
+build_corpus.py (installed by models/train/prepare_data.sh).
+
+  python3 make_calibration_text.py [-o data/calibration-mixed.txt]
+  python3 make_calibration_text.py --domain code --chars 150000 -o OUT
+
+Every part is text that the bundled qwen2 model was neither trained on nor
+is scored on by `kvtc eval` on the held-out texts (build_corpus.py's split,
+read back from models/train/heldout/manifest.json):
+  novels      the last 5% of each of Jane Austen's five books other than
+              Persuasion (r-cran-janeaustenr): build_corpus.py's validation part
+  dictionary  WordNet 3.0 glosses (wordnet-base) of validation or unused
+              documents (GCIDE, GPL-2+, is left out of the shipped text)
+  manpages    the validation pages of sections 2 and 3 (manpages-dev)
+  code        contextlib.py (the validation module) and modules of packages
+              of the standard library that build_corpus.py never reads
+              (it reads only /usr/lib/python3.11/*.py)
+  jargon      the first 20% of the held-out Jargon File text (eval_jargon.txt,
+              3 windows of 8K tokens: `kvtc eval` at 8K or 2K scores only its
+              end; this prefix is ~11% of its tokens, checked in
+              bench/RESULTS.md section 8) and the validation paragraphs
+The parts are cut at line ends into pieces of ~1500 characters and
+interleaved round-robin, so that any leading windows that `kvtc calibrate`
+reads (it reads windows from the start) hold every domain. Never reads
+r-cran-tokenizers (held out for independent checks).
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import build_corpus  # noqa: E402  (the same extraction and cleaning as the training corpus)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELD = os.path.join(HERE, "heldout")
+PIECE = 1500          # characters per interleaved piece
+DOC_CAP = 8000        # characters per source document, so no one document dominates a domain
+# standard-library packages whose modules are code never trained on nor scored
+CODE_PACKAGES = ("json", "http", "html", "wsgiref", "xmlrpc", "concurrent/futures", "sqlite3", "dbm",
+                 "importlib", "urllib", "email", "logging", "collections", "asyncio")
+
+
+def untrained(manifest, dom, docs):
+    """The documents of `dom` that build_corpus.py put in neither the
+    training nor the evaluation split (validation and unused ones)."""
+    keep = set(manifest["val"]) | set(manifest.get("unused", []))
+    return [(t, x) for t, x in docs if "%s: %s" % (dom, t) in keep]
+
+
+def novels_val():
+    """The last 5% of each book (build_corpus.py's validation part)."""
+    return [(title, build_corpus.novel_train_val(text)[1].lstrip("\n")) for title, text in build_corpus.austen()]
+
+
+def code_untrained(manifest):
+    docs = untrained(manifest, "code", build_corpus.python_source())
+    for pkg in CODE_PACKAGES:
+        for p in sorted(glob.glob("/usr/lib/python3.11/%s/*.py" % pkg)):
+            t = open(p, encoding="utf-8", errors="replace").read()
+            if len(t) > 500:
+                docs.append(("python3.11 " + pkg + "/" + os.path.basename(p), t))
+    return docs
+
+
+def jargon_untrained(manifest):
+    with open(os.path.join(HELD, "eval_jargon.txt"), encoding="utf-8") as f:
+        held = f.read()
+    head = held[:held.rfind("\n", 0, len(held) // 5) + 1]
+    return pieces(head, DOC_CAP) + untrained(manifest, "jargon", build_corpus.jargon())
+
+
+def domain_docs(manifest, dom):
+    if dom == "novels":
+        return novels_val()
+    if dom == "dictionary":
+        return untrained(manifest, "dictionary", build_corpus.wordnet())
+    if dom == "manpages":
+        return untrained(manifest, "manpages",
+                         build_corpus.manpages(1500, os.path.join(HELD, "manpages.cache.json.gz")))
+    if dom == "code":
+        return code_untrained(manifest)
+    if dom == "jargon":
+        return jargon_untrained(manifest)
+    raise SystemExit("unknown domain " + dom)
+
+
+def cut_lines(text, n):
+    """The longest prefix of text of at most n characters that ends at a line
+    end (or the first line, when that alone is longer)."""
+    if len(text) <= n:
+        return text
+    end = text.rfind("\n", 0, n)
+    return text[:end + 1] if end > 0 else text[:text.find("\n") + 1 or len(text)]
+
+
+def domain_text(manifest, dom, chars):
+    """Up to `chars` characters of the domain, at most DOC_CAP from each document."""
+    parts, total = [], 0
+    for text in domain_docs(manifest, dom):
+        text = text[1] if isinstance(text, tuple) else text
+        piece = cut_lines(text.strip("\n") + "\n", min(DOC_CAP, chars - total))
+        if not piece.strip():
+            break
+        parts.append(piece)
+        total += len(piece)
+        if total >= chars - 200:
+            break
+    return "\n".join(parts)
+
+
+def pieces(text, n=PIECE):
+    """text cut at line ends into pieces of at most ~n characters."""
+    out = []
+    while text:
+        p = cut_lines(text, n)
+        out.append(p)
+        text = text[len(p):]
+    return out
+
+
+def interleave(texts):
+    queues = [pieces(t) for t in texts]
+    out = []
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return "".join(p if p.endswith("\n") else p + "\n" for p in out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-o", "--out", default=os.path.normpath(os.path.join(HERE, "..", "..", "data", "calibration-mixed.txt")))
+    ap.add_argument("--domain", help="one domain's text instead of the mixed text")
+    ap.add_argument("--chars", type=int, default=44000, help="characters per domain (default 44000)")
+    a = ap.parse_args()
+    mpath = os.path.join(HELD, "manifest.json")
+    if not os.path.exists(mpath):
+        raise SystemExit("no %s: run models/train/prepare_data.sh first" % mpath)
+    with open(mpath) as f:
+        manifest = json.load(f)
+    if a.domain:
+        text = domain_text(manifest, a.domain, a.chars)
+    else:
+        text = interleave([domain_text(manifest, d, a.chars)
+                           for d in ("novels", "dictionary", "manpages", "code", "jargon")])
+    tmp = a.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, a.out)
+    print("%s: %d characters" % (a.out, len(text)))
+
+
+if __name__ == "__main__":
+    main()
