@@ -31,6 +31,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,14 +75,30 @@ def jargon_untrained(manifest):
     return pieces(head, DOC_CAP) + untrained(manifest, "jargon", build_corpus.jargon())
 
 
+def man_source(title):
+    """The installed page of a build_corpus.py man page title
+    ("manpages-dev NAME.S.gz[ = ALIAS...]")."""
+    name = title.split()[1]
+    return "/usr/share/man/man%s/%s" % (name.split(".")[-2], name)
+
+
+def man_license(title):
+    """The copyright / license comment lines at the top of a page's source
+    (GPL pages are left out of the shipped text)."""
+    import gzip
+    with gzip.open(man_source(title), "rt", encoding="utf-8", errors="replace") as f:
+        head = [l for _, l in zip(range(40), f) if l.startswith(('.\\"', "'\\\""))]
+    return " ".join(l[3:].strip() for l in head if re.search(r"(?i)copyright|license|licence|GPL", l))
+
+
 def domain_docs(manifest, dom):
     if dom == "novels":
         return novels_val()
     if dom == "dictionary":
         return untrained(manifest, "dictionary", build_corpus.wordnet())
     if dom == "manpages":
-        return untrained(manifest, "manpages",
-                         build_corpus.manpages(1500, os.path.join(HELD, "manpages.cache.json.gz")))
+        return [(t, x) for t, x in untrained(manifest, "manpages", build_corpus.manpages(
+            1500, os.path.join(HELD, "manpages.cache.json.gz"))) if "GPL" not in man_license(t)]
     if dom == "code":
         return code_untrained(manifest)
     if dom == "jargon":
