@@ -32,6 +32,7 @@ import glob
 import json
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +73,8 @@ def jargon_untrained(manifest):
     with open(os.path.join(HELD, "eval_jargon.txt"), encoding="utf-8") as f:
         held = f.read()
     head = held[:held.rfind("\n", 0, len(held) // 5) + 1]
-    return pieces(head, DOC_CAP) + untrained(manifest, "jargon", build_corpus.jargon())
+    return [("eval_jargon.txt, its unscored start, part %d" % (i + 1), p) for i, p in enumerate(pieces(head, DOC_CAP))] \
+        + untrained(manifest, "jargon", build_corpus.jargon())
 
 
 def man_source(title):
@@ -116,18 +118,55 @@ def cut_lines(text, n):
 
 
 def domain_text(manifest, dom, chars):
-    """Up to `chars` characters of the domain, at most DOC_CAP from each document."""
-    parts, total = [], 0
-    for text in domain_docs(manifest, dom):
-        text = text[1] if isinstance(text, tuple) else text
+    """Up to `chars` characters of the domain, at most DOC_CAP from each
+    document; and the titles of the documents used."""
+    parts, titles, total = [], [], 0
+    for title, text in domain_docs(manifest, dom):
         piece = cut_lines(text.strip("\n") + "\n", min(DOC_CAP, chars - total))
         if not piece.strip():
             break
         parts.append(piece)
+        titles.append(title)
         total += len(piece)
         if total >= chars - 200:
             break
-    return "\n".join(parts)
+    return "\n".join(parts), titles
+
+
+def package_of(dom, title):
+    """The Debian package (with version) a document comes from."""
+    if dom in ("manpages", "code"):
+        path = man_source(title) if dom == "manpages" else "/usr/lib/python3.11/" + title.split()[1]
+        pkg = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True).stdout.split(":")[0]
+    else:
+        pkg = {"novels": "r-cran-janeaustenr", "dictionary": "wordnet-base", "jargon": "jargon-text"}[dom]
+    ver = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True).stdout
+    return "%s %s" % (pkg, ver)
+
+
+LICENSES = {"novels": "public domain (Project Gutenberg texts; the R package itself is MIT)",
+            "dictionary": "WordNet 3.0 license (/usr/share/doc/wordnet-base/copyright; notice kept below)",
+            "code": "PSF-2.0 (/usr/share/doc/libpython3.11-stdlib/copyright)",
+            "jargon": "public domain (/usr/share/doc/jargon-text/copyright)"}
+
+
+def sources_listing(used):
+    """One line per document: domain, title, Debian package and version, license."""
+    lines = ["Sources of calibration-mixed.txt (written by models/train/make_calibration_text.py):",
+             "domain | document | Debian package version | license", ""]
+    for dom, titles in used:
+        for t in titles:
+            if dom == "manpages":  # the page's own notice, in full in its source
+                lic = "%s (in full: %s)" % (man_license(t) or "the package's copyright file", man_source(t))
+                name = t.split()[1]
+            else:
+                lic, name = LICENSES[dom], t
+            lines.append("%s | %s | %s | %s" % (dom, name, package_of(dom, t), lic))
+    wn = open("/usr/share/doc/wordnet-base/copyright", encoding="utf-8").read()
+    start = wn.find("License: WordNet3.0")
+    lines += ["", "WordNet's license, as its copyright file states it:", ""]
+    lines += [l[1:] if l.startswith(" ") else l for l in wn[start:].split("\n\n")[0].splitlines()[1:]]
+    return "\n".join(l if l != "." else "" for l in lines) + "\n"
 
 
 def pieces(text, n=PIECE):
@@ -150,6 +189,13 @@ def interleave(texts):
     return "".join(p if p.endswith("\n") else p + "\n" for p in out)
 
 
+def write(path, text):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    print("%s: %d characters" % (path, len(text)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--out", default=os.path.normpath(os.path.join(HERE, "..", "..", "data", "calibration-mixed.txt")))
@@ -162,15 +208,12 @@ def main():
     with open(mpath) as f:
         manifest = json.load(f)
     if a.domain:
-        text = domain_text(manifest, a.domain, a.chars)
-    else:
-        text = interleave([domain_text(manifest, d, a.chars)
-                           for d in ("novels", "dictionary", "manpages", "code", "jargon")])
-    tmp = a.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, a.out)
-    print("%s: %d characters" % (a.out, len(text)))
+        write(a.out, domain_text(manifest, a.domain, a.chars)[0])
+        return
+    doms = ("novels", "dictionary", "manpages", "code", "jargon")
+    made = [domain_text(manifest, d, a.chars) for d in doms]
+    write(a.out, interleave([t for t, _ in made]))
+    write(re.sub(r"(\.txt)?$", ".sources.txt", a.out, count=1), sources_listing(zip(doms, [u for _, u in made])))
 
 
 if __name__ == "__main__":
