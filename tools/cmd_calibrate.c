@@ -185,7 +185,8 @@ int cmd_calibrate(int argc, char **argv) {
             cli_fail("calibrate", "%s", tok ? kvtc_result_string(r) : "out of memory");
             goto done_args;
         }
-        for (uint32_t w = 0; w < windows; w++) {
+        uint32_t w = 0;
+        for (; w < windows; w++) {
             cache_file cf;
             model_text_window(&mt, ctx, w, 0, tok);
             if (model_capture(mt.model, tok, ctx, KVTC_DTYPE_F32, 2, &cf)) break;
@@ -197,7 +198,13 @@ int cmd_calibrate(int argc, char **argv) {
         if (progress) fputc('\n', stderr);
         free(tok);
         model_text_free(&mt);
-        if (kvtc_calibrator_rows(cal) == 0) goto done;
+        if (kvtc_calibrator_rows(cal) == 0) {
+            /* every window captured, yet nothing to calibrate on: it used to exit 1 without a word */
+            if (w == windows)
+                cli_fail("calibrate", "no calibration rows: a window of %u tokens keeps none outside its %u sink and "
+                         "%u window tokens (raise --ctx or lower --sink / --window)", ctx, o.n_sink, o.n_window);
+            goto done;
+        }
     } else {
         for (int i = 0; i < n_inputs; i++) {
             void *buf;

@@ -14,15 +14,17 @@ read back from models/train/heldout/manifest.json):
               Persuasion (r-cran-janeaustenr): build_corpus.py's validation part
   dictionary  WordNet 3.0 glosses (wordnet-base) of validation or unused
               documents (GCIDE, GPL-2+, is left out of the shipped text)
-  manpages    the validation pages of sections 2 and 3 (manpages-dev)
+  manpages    the validation pages of sections 2 and 3 (manpages-dev and the
+              -dev packages' pages), except pages under the GPL
   code        contextlib.py (the validation module) and modules of packages
               of the standard library that build_corpus.py never reads
               (it reads only /usr/lib/python3.11/*.py)
   jargon      the first 20% of the held-out Jargon File text (eval_jargon.txt,
               3 windows of 8K tokens: `kvtc eval` at 8K or 2K scores only its
-              end; this prefix is ~11% of its tokens, checked in
-              bench/RESULTS.md section 8) and the validation paragraphs
-The parts are cut at line ends into pieces of ~1500 characters and
+              last 2 windows, from token 10553 of 26937; this prefix is its
+              first 3799 tokens) and the validation paragraphs
+Writes OUT and OUT's .sources.txt (every document with its Debian package,
+version and license). The parts are cut at line ends into pieces of ~1500 characters and
 interleaved round-robin, so that any leading windows that `kvtc calibrate`
 reads (it reads windows from the start) hold every domain. Never reads
 r-cran-tokenizers (held out for independent checks).

@@ -1,8 +1,9 @@
-/* test_calibrate_default_text.c - `kvtc calibrate --model M` without --text
+/* test_calibrate_model_text.c - `kvtc calibrate --model M` without --text
  * calibrates on the shipped mixed-domain text and says so: from the build
  * tree on data/calibration-mixed.txt (the basis is byte-identical to one
  * calibrated with that --text), and from an installed layout (bin/kvtc next
- * to share/kvtc/) on the installed copy, which takes precedence. Uses
+ * to share/kvtc/) on the installed copy, which takes precedence. A window
+ * that leaves no calibration rows is a one-line error, not a silent exit. Uses
  * stories260K at a 384-token context ($KVTC_CLI, set by CMake). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,13 @@ int main(void) {
     CHECK(same_file(p, q));
     snprintf(q, sizeof q, "%s/default.basis", g_dir);
     CHECK(!same_file(p, q));
+
+    /* 128-token windows minus 4 sinks and 128 window tokens: no rows */
+    snprintf(a, sizeof a, "calibrate -o %s/none.basis --model data/stories260K.gguf --plain --windows 2 --ctx 128", g_dir);
+    CHECK(run(cli, a) == 1 && err_has("no calibration rows"));
+    snprintf(p, sizeof p, "%s/none.basis", g_dir);
+    struct stat st;
+    CHECK(stat(p, &st) != 0); /* not written */
 
     snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
     CHECK(system(a) == 0);
