@@ -111,23 +111,30 @@ def jargon():
             for i in range(0, len(paras), 60)]
 
 
+def man_pages_shuffled():
+    """Every installed page of sections 2 and 3, in the corpus' fixed random
+    order (manpages() renders the first `limit`)."""
+    pages = sorted(glob.glob("/usr/share/man/man2/*.2.gz") + glob.glob("/usr/share/man/man3/*.3.gz"))
+    random.Random(SEED).shuffle(pages)
+    return pages
+
+
+def render_man(p):
+    """(title, plain text) of one page rendered by man(1), or None."""
+    env = dict(os.environ, MANWIDTH="80", LANG="C.UTF-8", MAN_KEEP_FORMATTING="0")
+    r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env)
+    t = re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
+    return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
+
+
 def manpages(limit, cache):
     """Sections 2 and 3 of manpages-dev rendered to plain text by man(1)."""
     if os.path.exists(cache):
         with gzip.open(cache, "rt", encoding="utf-8") as f:
             return [tuple(d) for d in json.load(f)]
-    pages = sorted(glob.glob("/usr/share/man/man2/*.2.gz") + glob.glob("/usr/share/man/man3/*.3.gz"))
-    rnd = random.Random(SEED)
-    rnd.shuffle(pages)
-    env = dict(os.environ, MANWIDTH="80", LANG="C.UTF-8", MAN_KEEP_FORMATTING="0")
-
-    def render(p):
-        r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env)
-        t = re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
-        return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
-
+    pages = man_pages_shuffled()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        rendered = [d for d in ex.map(render, pages[:limit]) if d]
+        rendered = [d for d in ex.map(render_man, pages[:limit]) if d]
     # Pages that are .so aliases of one another (malloc.3, free.3, calloc.3)
     # render to the same text: keep one document per rendered text, so that
     # the split by document cannot put one alias in training and another in

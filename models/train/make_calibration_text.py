@@ -6,6 +6,7 @@ build_corpus.py (installed by models/train/prepare_data.sh).
 
   python3 make_calibration_text.py [-o data/calibration-mixed.txt]
   python3 make_calibration_text.py --domain code --chars 150000 -o OUT
+  python3 make_calibration_text.py --domain manpages-unseen --chars 60000 -o OUT
 
 Every part is text that the bundled qwen2 model was neither trained on nor
 is scored on by `kvtc eval` on the held-out texts (build_corpus.py's split,
@@ -23,6 +24,11 @@ read back from models/train/heldout/manifest.json):
               3 windows of 8K tokens: `kvtc eval` at 8K or 2K scores only its
               last 2 windows, from token 10553 of 26937; this prefix is its
               first 3799 tokens) and the validation paragraphs
+--domain manpages-unseen: man pages that neither training nor the held-out
+split contains (an evaluation text: 87% of the characters of the held-out
+eval_manpages.txt are pages whose identical text, an alias, is in the
+training split; the cached rendering the split was made from holds such
+aliases, so build_corpus.py's de-duplication did not apply).
 Writes OUT and OUT's .sources.txt (every document with its Debian package,
 version and license). The parts are cut at line ends into pieces of ~1500 characters and
 interleaved round-robin, so that any leading windows that `kvtc calibrate`
@@ -95,6 +101,19 @@ def man_license(title):
     return " ".join(l[3:].strip() for l in head if re.search(r"(?i)copyright|license|licence|GPL", l))
 
 
+def manpages_unseen():
+    """Pages the corpus never rendered (past its first 1500), each rendered
+    text unlike every page the corpus rendered (aliases render alike): man
+    pages the model never saw, for evaluation (bench/cross_domain_qwen2.sh;
+    eval_manpages.txt is mostly the text of trained alias pages)."""
+    seen = {x for _, x in build_corpus.manpages(1500, os.path.join(HELD, "manpages.cache.json.gz"))}
+    for p in build_corpus.man_pages_shuffled()[1500:]:
+        d = build_corpus.render_man(p)
+        if d and d[1] not in seen:
+            seen.add(d[1])
+            yield d
+
+
 def domain_docs(manifest, dom):
     if dom == "novels":
         return novels_val()
@@ -103,6 +122,8 @@ def domain_docs(manifest, dom):
     if dom == "manpages":
         return [(t, x) for t, x in untrained(manifest, "manpages", build_corpus.manpages(
             1500, os.path.join(HELD, "manpages.cache.json.gz"))) if "GPL" not in man_license(t)]
+    if dom == "manpages-unseen":
+        return manpages_unseen()
     if dom == "code":
         return code_untrained(manifest)
     if dom == "jargon":
