@@ -15,12 +15,19 @@
 
 static char g_dir[64];
 
-/* Runs "BIN ARGS" with stderr in g_dir/err.txt; the exit status, -1 for a crash. */
+/* Runs "BIN ARGS" with stderr in g_dir/err.txt; the exit status, -1 for a
+ * crash or a sanitizer report. */
 static int run(const char *bin, const char *args) {
-    char cmd[2048];
+    char cmd[2048], p[128];
     snprintf(cmd, sizeof cmd, "'%s' %s >/dev/null 2>'%s/err.txt'", bin, args, g_dir);
     int st = system(cmd);
-    return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    size_t n;
+    snprintf(p, sizeof p, "%s/err.txt", g_dir);
+    char *err = test_read_file(p, &n);
+    int san = err && (strstr(err, "Sanitizer") || strstr(err, "runtime error:"));
+    free(err);
+    return san ? -1 : WEXITSTATUS(st);
 }
 
 static int err_has(const char *needle) {
