@@ -8,6 +8,8 @@
 # models/train/heldout/eval_*.txt).
 #   [K=build/kvtc] [CTX=8192] [W=2] [RATIOS=20] bench/cross_domain_qwen2.sh
 #   CAL_ONLY=1 [BASES="novels mixed"] bench/cross_domain_qwen2.sh   # only (these) bases
+#   O=DIR MIXED=T.txt MIXED_NAME=NAME BASES=NAME bench/cross_domain_qwen2.sh   # another mix alone;
+#     bench/cross_domain_table.py bench/out/cross_domain_qwen2,DIR DOMAIN... puts both in one matrix
 # Writes bench/out/cross_domain_qwen2/{cal_*.safetensors,eval_*.json,matrix.md};
 # what exists is kept (delete it to redo).
 #
@@ -29,10 +31,11 @@ CTX=${CTX:-8192}
 W=${W:-2}
 RATIOS=${RATIOS:-20}
 MIXED=${MIXED:-data/calibration-mixed.txt}
+MIXED_NAME=${MIXED_NAME:-mixed}   # the mixed basis' name (another mix: another name)
 H=models/train/heldout
 O=${O:-bench/out/cross_domain_qwen2}
 DOMS=(novels dictionary code manpages jargon)
-read -r -a BASES <<< "${BASES:-${DOMS[*]} mixed}"
+read -r -a BASES <<< "${BASES:-${DOMS[*]} $MIXED_NAME}"
 # evaluated on each domain's held-out text, and on man pages that training
 # never saw: 87% of eval_manpages.txt's characters are pages whose identical
 # text (an alias) was trained on (make_calibration_text.py)
@@ -56,7 +59,7 @@ cal_source() {
     novels) echo "data/persuasion.txt 2" ;;
     code) echo "$O/code_cal.txt 2" ;;
     jargon) echo "$H/eval_jargon.txt 1" ;;
-    mixed) echo "$MIXED 2" ;;
+    "$MIXED_NAME") echo "$MIXED 2" ;;
     *) echo "$H/eval_$1.txt 2" ;;
   esac
 }

@@ -2,9 +2,10 @@
 """cross_domain_table.py - the cross-domain calibration matrix from the
 `kvtc eval --json` runs that bench/cross_domain.sh and
 bench/cross_domain_qwen2.sh write (OUT/eval_DOMAIN.json, one run per
-evaluated domain with one basis per calibration domain, named after it).
+evaluated domain with one basis per calibration domain, named after it;
+several OUT directories, comma-separated, are merged into one matrix).
 
-  bench/cross_domain_table.py OUT DOMAIN...
+  bench/cross_domain_table.py OUT[,OUT2...] DOMAIN...
 
 Prints Markdown: one table each for top-1 agreement, KL divergence and
 perplexity change, rows "basis @ratio", columns the evaluated domains and
@@ -15,17 +16,25 @@ import json
 import sys
 
 
-def load(out, doms):
+def load(outs, doms):
+    """Per domain, the first directory's run with the methods of the others
+    appended (those of a name already there are left out)."""
     runs = {}
     for d in doms:
-        with open("%s/eval_%s.json" % (out, d)) as f:
-            runs[d] = json.load(f)
+        for out in outs.split(","):
+            with open("%s/eval_%s.json" % (out, d)) as f:
+                r = json.load(f)
+            if d not in runs:
+                runs[d] = r
+                continue
+            have = {m["name"] for m in runs[d]["methods"]}
+            runs[d]["methods"] += [m for m in r["methods"] if m["name"] not in have]
     return runs
 
 
 def row_names(runs, doms):
     """Method names in the order of the first run, kept if every run has them."""
-    names = [m["name"] for m in runs[doms[0]]["methods"]]
+    names = [m["name"] for m in runs[doms[0]]["methods"] if m["name"] != "uncompressed"]
     have = [{m["name"] for m in runs[d]["methods"]} for d in doms]
     return [n for n in names if all(n in h for h in have)]
 

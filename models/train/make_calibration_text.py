@@ -140,12 +140,12 @@ def cut_lines(text, n):
     return text[:end + 1] if end > 0 else text[:text.find("\n") + 1 or len(text)]
 
 
-def domain_text(manifest, dom, chars):
-    """Up to `chars` characters of the domain, at most DOC_CAP from each
+def domain_text(manifest, dom, chars, doc_cap=DOC_CAP):
+    """Up to `chars` characters of the domain, at most doc_cap from each
     document; and the titles of the documents used."""
     parts, titles, total = [], [], 0
     for title, text in domain_docs(manifest, dom):
-        piece = cut_lines(text.strip("\n") + "\n", min(DOC_CAP, chars - total))
+        piece = cut_lines(text.strip("\n") + "\n", min(doc_cap, chars - total))
         if not piece.strip():
             break
         parts.append(piece)
@@ -202,13 +202,16 @@ def pieces(text, n=PIECE):
     return out
 
 
-def interleave(texts):
+def interleave(texts, weights=None):
+    """Round-robin over the texts' pieces, weights[i] pieces of text i per round."""
     queues = [pieces(t) for t in texts]
+    weights = weights or [1] * len(texts)
     out = []
     while any(queues):
-        for q in queues:
-            if q:
-                out.append(q.pop(0))
+        for q, w in zip(queues, weights):
+            for _ in range(w):
+                if q:
+                    out.append(q.pop(0))
     return "".join(p if p.endswith("\n") else p + "\n" for p in out)
 
 
@@ -224,6 +227,8 @@ def main():
     ap.add_argument("-o", "--out", default=os.path.normpath(os.path.join(HERE, "..", "..", "data", "calibration-mixed.txt")))
     ap.add_argument("--domain", help="one domain's text instead of the mixed text")
     ap.add_argument("--chars", type=int, default=44000, help="characters per domain (default 44000)")
+    ap.add_argument("--weight", action="append", default=[], metavar="DOMAIN=K",
+                    help="K times the characters of DOMAIN, K pieces per round (default 1 each)")
     a = ap.parse_args()
     mpath = os.path.join(HELD, "manifest.json")
     if not os.path.exists(mpath):
@@ -234,8 +239,14 @@ def main():
         write(a.out, domain_text(manifest, a.domain, a.chars)[0])
         return
     doms = ("novels", "dictionary", "manpages", "code", "jargon")
-    made = [domain_text(manifest, d, a.chars) for d in doms]
-    write(a.out, interleave([t for t, _ in made]))
+    weight = {d: 1 for d in doms}
+    for w in a.weight:
+        d, _, k = w.partition("=")
+        if d not in weight or not k.isdigit() or int(k) < 1:
+            raise SystemExit("--weight needs DOMAIN=K with a domain of %s and K >= 1" % ", ".join(doms))
+        weight[d] = int(k)
+    made = [domain_text(manifest, d, a.chars * weight[d], DOC_CAP * weight[d]) for d in doms]
+    write(a.out, interleave([t for t, _ in made], [weight[d] for d in doms]))
     write(re.sub(r"(\.txt)?$", ".sources.txt", a.out, count=1), sources_listing(zip(doms, [u for _, u in made])))
 
 
