@@ -3,9 +3,9 @@
 # bench/RESULTS.md section 8): a model-free `sens` basis (--sensitivity
 # --recompute-layers 0) calibrated on each domain, and one on the shipped
 # mixed-domain text (data/calibration-mixed.txt), each evaluated on every
-# domain's held-out text, and on man pages the model never saw. Needs
-# models/train/prepare_data.sh first (the held-out texts,
-# models/train/heldout/eval_*.txt).
+# domain's held-out text. Needs models/train/prepare_data.sh first (the
+# held-out texts, models/train/heldout/eval_*.txt, of the split the bundled
+# model was trained with).
 #   [K=build/kvtc] [CTX=8192] [W=2] [RATIOS=20] bench/cross_domain_qwen2.sh
 #   CAL_ONLY=1 [BASES="novels mixed"] bench/cross_domain_qwen2.sh   # only (these) bases
 #   O=DIR MIXED=T.txt MIXED_NAME=NAME BASES=NAME bench/cross_domain_qwen2.sh   # another mix alone;
@@ -17,11 +17,11 @@
 # windows of a text and `kvtc calibrate` (and its sensitivity pass) reads
 # the first ones, so a text of N windows may give up to N - W windows to
 # calibration. At 8K: persuasion.txt has 17 windows, eval_dictionary 39,
-# eval_manpages 11, eval_code and eval_jargon 3 each. Code is therefore
-# calibrated on other modules of the same package that neither training
-# nor evaluation used (make_calibration_text.py --domain code), jargon on
-# the first window of its held-out file only (nothing else of the Jargon
-# File is untrained), with --windows 1 --sens-windows 1.
+# eval_code 8, eval_manpages and eval_jargon 3 each. Man pages are therefore
+# calibrated on pages that the corpus never rendered, so neither trained on
+# nor scored (make_calibration_text.py --domain manpages-unseen), jargon on
+# the first window of its held-out file only (all other Jargon File text
+# was trained on), with --windows 1 --sens-windows 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/blas-env.sh
@@ -36,28 +36,17 @@ H=models/train/heldout
 O=${O:-bench/out/cross_domain_qwen2}
 DOMS=(novels dictionary code manpages jargon)
 read -r -a BASES <<< "${BASES:-${DOMS[*]} $MIXED_NAME}"
-# evaluated on each domain's held-out text, and on man pages that training
-# never saw: 87% of eval_manpages.txt's characters are pages whose identical
-# text (an alias) was trained on (make_calibration_text.py)
-EVALS=("${DOMS[@]}" manpages_unseen)
 [ -f $H/eval_code.txt ] || { echo "no $H/eval_code.txt: run models/train/prepare_data.sh first" >&2; exit 1; }
 mkdir -p $O
-[[ " ${BASES[*]} " != *" code "* || -f $O/code_cal.txt ]] || python3 models/train/make_calibration_text.py --domain code --chars 150000 -o $O/code_cal.txt
-[ -f $O/manpages_unseen.txt ] || python3 models/train/make_calibration_text.py --domain manpages-unseen --chars 60000 \
-  -o $O/manpages_unseen.txt
+[[ " ${BASES[*]} " != *" manpages "* || -f $O/manpages_cal.txt ]] ||
+  python3 models/train/make_calibration_text.py --domain manpages-unseen --chars 100000 -o $O/manpages_cal.txt
 
-eval_text() {
-  case $1 in
-    novels) echo data/persuasion.txt ;;
-    manpages_unseen) echo $O/manpages_unseen.txt ;;
-    *) echo $H/eval_$1.txt ;;
-  esac
-}
+eval_text() { if [ "$1" = novels ]; then echo data/persuasion.txt; else echo $H/eval_$1.txt; fi; }
 # calibration text and windows of each basis: "TEXT WINDOWS"
 cal_source() {
   case $1 in
     novels) echo "data/persuasion.txt 2" ;;
-    code) echo "$O/code_cal.txt 2" ;;
+    manpages) echo "$O/manpages_cal.txt 2" ;;
     jargon) echo "$H/eval_jargon.txt 1" ;;
     "$MIXED_NAME") echo "$MIXED 2" ;;
     *) echo "$H/eval_$1.txt 2" ;;
@@ -76,7 +65,7 @@ for c in "${BASES[@]}"; do
 done
 [ -z "${CAL_ONLY:-}" ] || exit 0
 
-for d in "${EVALS[@]}"; do
+for d in "${DOMS[@]}"; do
   # to a temporary and renamed: an interrupted run leaves no empty .json taken as done
   if [ ! -f $O/eval_$d.json ]; then
     echo "== evaluate every basis on $d"
@@ -85,4 +74,4 @@ for d in "${EVALS[@]}"; do
     mv $O/eval_$d.json.tmp $O/eval_$d.json
   fi
 done
-python3 bench/cross_domain_table.py $O "${EVALS[@]}" | tee $O/matrix.md
+python3 bench/cross_domain_table.py $O "${DOMS[@]}" | tee $O/matrix.md

@@ -5,8 +5,7 @@ bench/cross_domain_qwen2.sh; from Debian packages only, the same sources as
 build_corpus.py (installed by models/train/prepare_data.sh).
 
   python3 make_calibration_text.py [-o data/calibration-mixed.txt]
-  python3 make_calibration_text.py --domain code --chars 150000 -o OUT
-  python3 make_calibration_text.py --domain manpages-unseen --chars 60000 -o OUT
+  python3 make_calibration_text.py --domain manpages-unseen --chars 100000 -o OUT
 
 Every part is text that the bundled qwen2 model was neither trained on nor
 is scored on by `kvtc eval` on the held-out texts (build_corpus.py's split,
@@ -16,7 +15,8 @@ read back from models/train/heldout/manifest.json):
   dictionary  WordNet 3.0 glosses (wordnet-base) of validation or unused
               documents (GCIDE, GPL-2+, is left out of the shipped text)
   manpages    the validation pages of sections 2 and 3 (manpages-dev and the
-              -dev packages' pages), except pages under the GPL
+              -dev packages' pages), then pages the corpus never rendered,
+              except pages under the GPL
   code        contextlib.py (the validation module) and modules of packages
               of the standard library that build_corpus.py never reads
               (it reads only /usr/lib/python3.11/*.py)
@@ -24,11 +24,10 @@ read back from models/train/heldout/manifest.json):
               3 windows of 8K tokens: `kvtc eval` at 8K or 2K scores only its
               last 2 windows, from token 10553 of 26937; this prefix is its
               first 3799 tokens) and the validation paragraphs
---domain manpages-unseen: man pages that neither training nor the held-out
-split contains (an evaluation text: 87% of the characters of the held-out
-eval_manpages.txt are pages whose identical text, an alias, is in the
-training split; the cached rendering the split was made from holds such
-aliases, so build_corpus.py's de-duplication did not apply).
+--domain manpages-unseen: man pages that the corpus never rendered (past
+its first 1500) and whose text is unlike every page it rendered (aliases
+render alike), so neither trained on nor scored: the manpages basis'
+calibration text in bench/cross_domain_qwen2.sh.
 Writes OUT and OUT's .sources.txt (every document with its Debian package,
 version and license). The parts are cut at line ends into pieces of ~1500 characters and
 interleaved round-robin, two pieces of novels per round (88,000 characters
@@ -39,6 +38,7 @@ r-cran-tokenizers (held out for independent checks).
 """
 import argparse
 import glob
+import itertools
 import json
 import os
 import re
@@ -104,10 +104,7 @@ def man_license(title):
 
 
 def manpages_unseen():
-    """Pages the corpus never rendered (past its first 1500), each rendered
-    text unlike every page the corpus rendered (aliases render alike): man
-    pages the model never saw, for evaluation (bench/cross_domain_qwen2.sh;
-    eval_manpages.txt is mostly the text of trained alias pages)."""
+    """Pages the corpus never rendered, each unlike every page it rendered."""
     seen = {x for _, x in build_corpus.manpages(1500, os.path.join(HELD, "manpages.cache.json.gz"))}
     for p in build_corpus.man_pages_shuffled()[1500:]:
         d = build_corpus.render_man(p)
@@ -121,9 +118,10 @@ def domain_docs(manifest, dom):
         return novels_val()
     if dom == "dictionary":
         return untrained(manifest, "dictionary", build_corpus.wordnet())
-    if dom == "manpages":
-        return [(t, x) for t, x in untrained(manifest, "manpages", build_corpus.manpages(
-            1500, os.path.join(HELD, "manpages.cache.json.gz"))) if "GPL" not in man_license(t)]
+    if dom == "manpages":  # the validation pages, then pages the corpus never rendered
+        pages = itertools.chain(untrained(manifest, "manpages", build_corpus.manpages(
+            1500, os.path.join(HELD, "manpages.cache.json.gz"))), manpages_unseen())
+        return ((t, x) for t, x in pages if "GPL" not in man_license(t))
     if dom == "manpages-unseen":
         return manpages_unseen()
     if dom == "code":
