@@ -16,7 +16,7 @@ read back from models/train/heldout/manifest.json):
               documents (GCIDE, GPL-2+, is left out of the shipped text)
   manpages    the validation pages of sections 2 and 3 (manpages-dev and the
               -dev packages' pages), then pages the corpus never rendered,
-              except pages under the GPL
+              only pages whose source states a license, not the GPL
   code        contextlib.py (the validation module) and modules of packages
               of the standard library that build_corpus.py never reads
               (it reads only /usr/lib/python3.11/*.py)
@@ -113,6 +113,14 @@ def manpages_unseen():
             yield d
 
 
+def shippable_man(title):
+    """Pages whose source states a license that is not the GPL: pages with
+    no notice of their own fall under their package's (libidn2's man pages
+    under the GPL)."""
+    lic = man_license(title)
+    return bool(lic) and "GPL" not in lic
+
+
 def domain_docs(manifest, dom):
     if dom == "novels":
         return novels_val()
@@ -121,7 +129,7 @@ def domain_docs(manifest, dom):
     if dom == "manpages":  # the validation pages, then pages the corpus never rendered
         pages = itertools.chain(untrained(manifest, "manpages", build_corpus.manpages(
             1500, os.path.join(HELD, "manpages.cache.json.gz"))), manpages_unseen())
-        return ((t, x) for t, x in pages if "GPL" not in man_license(t))
+        return ((t, x) for t, x in pages if shippable_man(t))
     if dom == "manpages-unseen":
         return manpages_unseen()
     if dom == "code":
@@ -185,11 +193,21 @@ def sources_listing(used):
             else:
                 lic, name = LICENSES[dom], t
             lines.append("%s | %s | %s | %s" % (dom, name, package_of(dom, t), lic))
-    wn = open("/usr/share/doc/wordnet-base/copyright", encoding="utf-8").read()
-    start = wn.find("License: WordNet3.0")
-    lines += ["", "WordNet's license, as its copyright file states it:", ""]
-    lines += [l[1:] if l.startswith(" ") else l for l in wn[start:].split("\n\n")[0].splitlines()[1:]]
-    return "\n".join(l if l != "." else "" for l in lines) + "\n"
+    for what, path, name in (("WordNet", "/usr/share/doc/wordnet-base/copyright", "WordNet3.0"),
+                             ("The man pages'", "/usr/share/doc/manpages-dev/copyright", "Linux-man-pages-copyleft")):
+        lines += ["", "%s license, as %s states it:" % (what, path), ""] + license_text(path, name)
+    return "\n".join(lines) + "\n"
+
+
+def license_text(path, name):
+    """The text of a "License: NAME" field of a Debian machine-readable
+    copyright file: the first one that has a body (others only name it)."""
+    text = open(path, encoding="utf-8").read()
+    for part in text.split("\nLicense: %s\n" % name)[1:]:
+        body = part.split("\n\n")[0].splitlines()
+        if body and body[0].startswith(" "):
+            return ["" if l.strip() == "." else l[1:] for l in body]
+    raise SystemExit("no License: %s text in %s" % (name, path))
 
 
 def pieces(text, n=PIECE):
