@@ -103,10 +103,13 @@ def man_license(title):
     return " ".join(l[3:].strip() for l in head if re.search(r"(?i)copyright|license|licence|GPL", l))
 
 
-def manpages_unseen():
-    """Pages the corpus never rendered, each unlike every page it rendered."""
+def manpages_unseen(keep=lambda title: True):
+    """Pages the corpus never rendered, each unlike every page it rendered;
+    only those whose title `keep` accepts are rendered."""
     seen = {x for _, x in build_corpus.manpages(1500, os.path.join(HELD, "manpages.cache.json.gz"))}
     for p in build_corpus.man_pages_shuffled()[1500:]:
+        if not keep("manpages-dev " + os.path.basename(p)):
+            continue
         d = build_corpus.render_man(p)
         if d and d[1] not in seen:
             seen.add(d[1])
@@ -128,7 +131,7 @@ def domain_docs(manifest, dom):
         return untrained(manifest, "dictionary", build_corpus.wordnet())
     if dom == "manpages":  # the validation pages, then pages the corpus never rendered
         pages = itertools.chain(untrained(manifest, "manpages", build_corpus.manpages(
-            1500, os.path.join(HELD, "manpages.cache.json.gz"))), manpages_unseen())
+            1500, os.path.join(HELD, "manpages.cache.json.gz"))), manpages_unseen(shippable_man))
         return ((t, x) for t, x in pages if shippable_man(t))
     if dom == "manpages-unseen":
         return manpages_unseen()
@@ -164,15 +167,33 @@ def domain_text(manifest, dom, chars, doc_cap=DOC_CAP):
     return "\n".join(parts), titles
 
 
-def package_of(dom, title):
-    """The Debian package (with version) a document comes from."""
-    if dom in ("manpages", "code"):
-        path = man_source(title) if dom == "manpages" else "/usr/lib/python3.11/" + title.split()[1]
-        pkg = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True).stdout.split(":")[0]
-    else:
-        pkg = {"novels": "r-cran-janeaustenr", "dictionary": "wordnet-base", "jargon": "jargon-text"}[dom]
-    ver = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True).stdout
-    return "%s %s" % (pkg, ver)
+def source_path(dom, title):
+    """The installed file a man page or module document was read from."""
+    return man_source(title) if dom == "manpages" else "/usr/lib/python3.11/" + title.split()[1]
+
+
+def packages_of(paths):
+    """{path: "package version"} for installed files, in two dpkg calls
+    (one per file took seconds)."""
+    if not paths:
+        return {}
+    out = subprocess.run(["dpkg", "-S"] + sorted(set(paths)), capture_output=True, text=True).stdout
+    pkg = {}
+    for line in out.splitlines():
+        name, _, path = line.partition(": ")
+        pkg[path] = name.split(":")[0]
+    ver = versions(pkg.values())
+    return {p: "%s %s" % (k, ver.get(k, "?")) for p, k in pkg.items()}
+
+
+def versions(packages):
+    """{package: installed version}, in one dpkg-query call."""
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"] + sorted(set(packages)),
+                         capture_output=True, text=True).stdout
+    return dict(l.split("\t") for l in out.splitlines())
+
+
+PACKAGES = {"novels": "r-cran-janeaustenr", "dictionary": "wordnet-base", "jargon": "jargon-text"}
 
 
 LICENSES = {"novels": "public domain (Project Gutenberg texts; the R package itself is MIT)",
@@ -185,6 +206,10 @@ def sources_listing(used):
     """One line per document: domain, title, Debian package and version, license."""
     lines = ["Sources of calibration-mixed.txt (written by models/train/make_calibration_text.py):",
              "domain | document | Debian package version | license", ""]
+    used = list(used)
+    paths = [source_path(d, t) for d, ts in used if d in ("manpages", "code") for t in ts]
+    pkgs = packages_of(paths)
+    pkgs.update((d, "%s %s" % (name, versions([name])[name])) for d, name in PACKAGES.items())
     for dom, titles in used:
         for t in titles:
             if dom == "manpages":  # the page's own notice, in full in its source
@@ -192,7 +217,8 @@ def sources_listing(used):
                 name = t.split()[1]
             else:
                 lic, name = LICENSES[dom], t
-            lines.append("%s | %s | %s | %s" % (dom, name, package_of(dom, t), lic))
+            pkg = pkgs[source_path(dom, t)] if dom in ("manpages", "code") else pkgs[dom]
+            lines.append("%s | %s | %s | %s" % (dom, name, pkg, lic))
     for what, path, name in (("WordNet", "/usr/share/doc/wordnet-base/copyright", "WordNet3.0"),
                              ("The man pages'", "/usr/share/doc/manpages-dev/copyright", "Linux-man-pages-copyleft")):
         lines += ["", "%s license, as %s states it:" % (what, path), ""] + license_text(path, name)

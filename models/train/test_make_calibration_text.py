@@ -7,7 +7,7 @@ first pieces; the shipped file is UTF-8 and within the 250 KB the
 repository allows it.
 Where models/train/prepare_data.sh has run (models/train/heldout/ and the
 Debian text packages present; otherwise those checks are skipped and said
-so): the file is exactly what the script makes, and no run of 5 of its lines
+so): the file and its sources listing are exactly what the script makes, and no run of 5 of its lines
 (200+ characters) occurs in the text that `kvtc eval` scores in the cross-domain
 matrix (the held-out dictionary / manual / code texts, the last 2/3 of the
 Jargon File's and the last half of Persuasion)."""
@@ -88,6 +88,9 @@ def test_against_heldout(text):
         else:
             check(open(out, encoding="utf-8").read() == text,
                   "data/calibration-mixed.txt differs from what make_calibration_text.py makes")
+            check(open(os.path.join(d, "mixed.sources.txt"), encoding="utf-8").read() ==
+                  open(SHIPPED.replace(".txt", ".sources.txt"), encoding="utf-8").read(),
+                  "data/calibration-mixed.sources.txt differs from what make_calibration_text.py makes")
     # runs of 5 consecutive lines, not single lines: man pages share
     # boilerplate lines (attribute tables, feature-test macros) across pages
     scored = "\n".join(scored_texts())
