@@ -17,24 +17,25 @@ read back from models/train/heldout/manifest.json):
   manpages    the validation pages of sections 2 and 3 (manpages-dev and the
               -dev packages' pages), then pages the corpus never rendered,
               only pages whose source states a license, not the GPL
-  code        contextlib.py (the validation module) and modules of packages
-              of the standard library that build_corpus.py never reads
-              (it reads only /usr/lib/python3.11/*.py)
+  code        standard-library modules of the validation split or left
+              unused by its size cap (then modules of packages that
+              build_corpus.py never reads: it reads /usr/lib/python3.11/*.py)
   jargon      the first 20% of the held-out Jargon File text (eval_jargon.txt,
               3 windows of 8K tokens: `kvtc eval` at 8K or 2K scores only its
               last 2 windows, from token 10553 of 26937; this prefix is its
               first 3799 tokens) and the validation paragraphs
+Writes OUT and OUT's .sources.txt (every document with its Debian package,
+version and license). The parts are cut at line ends into pieces of ~1500
+characters and interleaved round-robin, two pieces of novels per round
+(88,000 characters of novels, 44,000 of each other domain: --weight), so
+that any leading windows that `kvtc calibrate` reads (it reads windows from
+the start) hold every domain. Never reads r-cran-tokenizers (held out for
+independent checks).
+
 --domain manpages-unseen: man pages that the corpus never rendered (past
 its first 1500) and whose text is unlike every page it rendered (aliases
 render alike), so neither trained on nor scored: the manpages basis'
 calibration text in bench/cross_domain_qwen2.sh.
-Writes OUT and OUT's .sources.txt (every document with its Debian package,
-version and license). The parts are cut at line ends into pieces of ~1500 characters and
-interleaved round-robin, two pieces of novels per round (88,000 characters
-of novels, 44,000 of each other domain: --weight), so that any leading
-windows that `kvtc calibrate` reads (it reads windows from the start) hold
-every domain. Never reads
-r-cran-tokenizers (held out for independent checks).
 """
 import argparse
 import glob

@@ -7,10 +7,11 @@ first pieces; the shipped file is UTF-8 and within the 250 KB the
 repository allows it.
 Where models/train/prepare_data.sh has run (models/train/heldout/ and the
 Debian text packages present; otherwise those checks are skipped and said
-so): the file and its sources listing are exactly what the script makes, and no run of 5 of its lines
-(200+ characters) occurs in the text that `kvtc eval` scores in the cross-domain
-matrix (the held-out dictionary / manual / code texts, the last 2/3 of the
-Jargon File's and the last half of Persuasion)."""
+so): the file and its sources listing are exactly what the script makes,
+and no run of 5 of its lines (200+ characters) occurs in the text that
+`kvtc eval` scores in the cross-domain matrix (the held-out dictionary /
+manual / code texts, the last 2/3 of the Jargon File's and the last half of
+Persuasion)."""
 import os
 import subprocess
 import sys
