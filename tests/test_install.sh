@@ -7,7 +7,8 @@
 #     installed copy with `pkg-config --cflags --libs kvtc`, statically with
 #     `pkg-config --static`, and in a CMake project with find_package(kvtc);
 #  3. each build runs on a real cache: captured from the bundled model with
-#     the installed kvtc CLI, calibrated and compressed.
+#     the installed kvtc CLI, calibrated and compressed; the installed CLI
+#     calibrates on the installed mixed-domain text when --text is left out.
 set -euo pipefail
 build=$(cd "$1" && pwd); cc=$2; cmake=$3
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -125,6 +126,12 @@ text=$src/data/persuasion.txt
 "$kvtc" capture --model "$model" --text "$text" --ctx 512 --window-index 0 -o "$tmp/calib.safetensors"
 "$kvtc" capture --model "$model" --text "$text" --ctx 512 --window-index 1 -o "$tmp/kv.safetensors"
 "$kvtc" calibrate -o "$tmp/basis.kvtcb" --ratio 8 "$tmp/calib.safetensors" 2>/dev/null
+# without --text, the installed tool calibrates on the installed mixed-domain text
+mixed=$(realpath "$p")/share/kvtc/calibration-mixed.txt
+cmp -s "$mixed" "$src/data/calibration-mixed.txt" || fail "share/kvtc/calibration-mixed.txt is not installed"
+"$kvtc" calibrate -o "$tmp/mixed.kvtcb" --model "$src/data/stories260K.gguf" --plain --windows 1 --ctx 384 \
+  --ratio 20 2>"$tmp/mixed.err" || fail "calibrate without --text: $(cat "$tmp/mixed.err")"
+grep -qF "on the mixed-domain text $mixed" "$tmp/mixed.err" || fail "calibrate without --text did not read $mixed: $(cat "$tmp/mixed.err")"
 "$kvtc" compress --basis "$tmp/basis.kvtcb" "$tmp/kv.safetensors" -o "$tmp/kv.kvtc" 2>/dev/null
 # what the example must report, from the CLI's own view of the stream
 info=$("$kvtc" info "$tmp/kv.kvtc")

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "calibration_text.h"
 #include "cli.h"
 #include "cmd_llama.h"
 #include "internal.h"
@@ -13,9 +14,12 @@
 
 static const char calibrate_help[] =
     "usage: kvtc calibrate -o BASIS [options] CACHE.safetensors...\n"
-    "       kvtc calibrate -o BASIS [options] --model M.gguf --text T.txt\n"
+    "       kvtc calibrate -o BASIS [options] --model M.gguf [--text T.txt]\n"
     "  --ratio R            a target ratio to plan for; repeatable (default 8 16 20 32 64)\n"
-    "  --model M --text T   capture calibration caches from the model over the text\n"
+    "  --model M --text T   capture calibration caches from the model over the text; without\n"
+    "                       --text: the project's mixed-domain text (novels, dictionary, manual\n"
+    "                       pages, code, jargon; data/" CALIBRATION_TEXT_NAME ", installed in\n"
+    "                       share/kvtc/), the most robust across domains (bench/RESULTS.md section 8)\n"
     "  --ctx N              window length for --model (default: the model's context; beyond it needs --force)\n"
     "  --force              allow --ctx beyond the model's trained context\n"
     "  --windows N          windows of the text to use, from its start (default 16)\n"
@@ -118,15 +122,26 @@ int cmd_calibrate(int argc, char **argv) {
         }
     }
     for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
-    if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model and --text"); goto done_args; }
+    if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model"); goto done_args; }
     if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
     /* With a model, default to the best measured configuration (bench/RESULTS.md):
      * sensitivity weighting and layer 0 recomputed. */
     if (sensitivity < 0) sensitivity = model_path && !plain;
     if (!recompute_set && model_path && !plain) o.recompute_layers = 1;
-    if (!out || (!n_inputs && !model_path) || (model_path && !text_path) || (n_inputs && model_path)) {
-        rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model with --text");
+    if (!out || (!n_inputs && !model_path) || (n_inputs && model_path)) {
+        rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model");
         goto done_args;
+    }
+    /* the default text is said, never silently taken */
+    char default_text[4096];
+    if (model_path && !text_path) {
+        if (calibration_text_default(default_text, sizeof default_text)) {
+            rc = cli_fail("calibrate", "no --text given and the default calibration text is missing (neither %s): "
+                          "pass --text", default_text);
+            goto done_args;
+        }
+        text_path = default_text;
+        fprintf(stderr, "kvtc: calibrate: no --text: calibrating on the mixed-domain text %s\n", text_path);
     }
     if (!n_ratios) {
         static const double dflt[] = {8, 16, 20, 32, 64};
@@ -170,7 +185,8 @@ int cmd_calibrate(int argc, char **argv) {
             cli_fail("calibrate", "%s", tok ? kvtc_result_string(r) : "out of memory");
             goto done_args;
         }
-        for (uint32_t w = 0; w < windows; w++) {
+        uint32_t w = 0;
+        for (; w < windows; w++) {
             cache_file cf;
             model_text_window(&mt, ctx, w, 0, tok);
             if (model_capture(mt.model, tok, ctx, KVTC_DTYPE_F32, 2, &cf)) break;
@@ -182,7 +198,13 @@ int cmd_calibrate(int argc, char **argv) {
         if (progress) fputc('\n', stderr);
         free(tok);
         model_text_free(&mt);
-        if (kvtc_calibrator_rows(cal) == 0) goto done;
+        if (kvtc_calibrator_rows(cal) == 0) {
+            /* every window captured, yet nothing to calibrate on: it used to exit 1 without a word */
+            if (w == windows)
+                cli_fail("calibrate", "no calibration rows: a window of %u tokens keeps none outside its %u sink and "
+                         "%u window tokens (raise --ctx or lower --sink / --window)", ctx, o.n_sink, o.n_window);
+            goto done;
+        }
     } else {
         for (int i = 0; i < n_inputs; i++) {
             void *buf;

@@ -47,6 +47,13 @@ def austen():
     return docs
 
 
+def novel_train_val(text):
+    """A book's training part and its validation part, the last 5% cut at a
+    paragraph (make_calibration_text.py reads the latter too)."""
+    cut = text.rfind("\n\n", 0, int(len(text) * 0.95))
+    return text[:cut], text[cut:]
+
+
 def gcide():
     """GCIDE articles as plain prose: pronunciations (\\...\\) and source tags
     ([1913 Webster]) dropped; one document per 200 articles."""
@@ -104,23 +111,30 @@ def jargon():
             for i in range(0, len(paras), 60)]
 
 
+def man_pages_shuffled():
+    """Every installed page of sections 2 and 3, in the corpus' fixed random
+    order (manpages() renders the first `limit`)."""
+    pages = sorted(glob.glob("/usr/share/man/man2/*.2.gz") + glob.glob("/usr/share/man/man3/*.3.gz"))
+    random.Random(SEED).shuffle(pages)
+    return pages
+
+
+def render_man(p):
+    """(title, plain text) of one page rendered by man(1), or None."""
+    env = dict(os.environ, MANWIDTH="80", LANG="C.UTF-8", MAN_KEEP_FORMATTING="0")
+    r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env)
+    t = re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
+    return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
+
+
 def manpages(limit, cache):
     """Sections 2 and 3 of manpages-dev rendered to plain text by man(1)."""
     if os.path.exists(cache):
         with gzip.open(cache, "rt", encoding="utf-8") as f:
             return [tuple(d) for d in json.load(f)]
-    pages = sorted(glob.glob("/usr/share/man/man2/*.2.gz") + glob.glob("/usr/share/man/man3/*.3.gz"))
-    rnd = random.Random(SEED)
-    rnd.shuffle(pages)
-    env = dict(os.environ, MANWIDTH="80", LANG="C.UTF-8", MAN_KEEP_FORMATTING="0")
-
-    def render(p):
-        r = subprocess.run(["man", "-P", "cat", "-l", p], capture_output=True, env=env)
-        t = re.sub(r".\x08", "", r.stdout.decode("utf-8", "replace"))
-        return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
-
+    pages = man_pages_shuffled()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        rendered = [d for d in ex.map(render, pages[:limit]) if d]
+        rendered = [d for d in ex.map(render_man, pages[:limit]) if d]
     # Pages that are .so aliases of one another (malloc.3, free.3, calloc.3)
     # render to the same text: keep one document per rendered text, so that
     # the split by document cannot put one alias in training and another in
@@ -202,9 +216,8 @@ def main():
     # Novels' validation: the last 5% of each book (cut at a paragraph).
     for k, (dom, text) in enumerate(split["train"]):
         if dom == "novels":
-            cut = text.rfind("\n\n", 0, int(len(text) * 0.95))
-            split["train"][k] = (dom, text[:cut])
-            split["val"].append((dom, text[cut:]))
+            split["train"][k] = (dom, novel_train_val(text)[0])
+            split["val"].append((dom, novel_train_val(text)[1]))
     manifest["val"].append("novels: the last 5% of each of the five books")
     for dom in sources:
         with open(os.path.join(held, "eval_%s.txt" % dom), "w", encoding="utf-8") as f:
