@@ -42,8 +42,8 @@ static const char calibrate_help[] =
     "                       --sens-copy-frac 0 / 1\n"
     "  --sens-copy-frac F   mix: (1-F) * ppl weights + F * copy-random weights, each scaled to\n"
     "                       a mean of 1 (0 <= F <= 1; default 0)\n"
-    "  --sens-copy-windows N  copy-random probes (default: --sens-windows); probe i uses\n"
-    "                       window i mod (windows in the text) with its own random passage\n"
+    "  --sens-copy-windows N  copy-random probes (default 16: each scores only 63 tokens); probe i\n"
+    "                       uses window i mod (windows in the text) with its own random passage\n"
     "  --sens-copy-distance D  tokens between the starts of the two 64-token copies\n"
     "                       (default ctx/8, kvtc eval's first default distance)\n";
 
@@ -195,7 +195,7 @@ int cmd_calibrate(int argc, char **argv) {
         if (sensitivity) {
             size_t p = (size_t)g.n_layers * g.n_kv_heads * g.head_dim;
             sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2,
-                                   sens_copy_frac, sens_copy_windows, 64, sens_copy_distance ? sens_copy_distance : ctx / 8};
+                                   sens_copy_frac, sens_copy_windows ? sens_copy_windows : 16, 64, sens_copy_distance ? sens_copy_distance : ctx / 8};
             const char *bad = sensitivity_opts_check(&so);
             if (bad) {
                 cli_usage("calibrate", "sensitivity at --ctx %u: %s", ctx, bad);

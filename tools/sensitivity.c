@@ -123,6 +123,7 @@ const char *sensitivity_opts_check(const sensitivity_opts *o) {
     if (!(o->copy_frac >= 0.0 && o->copy_frac <= 1.0)) return "the copy share must be in [0, 1]";
     if (o->ctx <= o->continuation + o->n_sink + o->n_window + 1) return "window too short";
     if (o->copy_frac > 0) {
+        if (!o->copy_windows) return "copy probes: needs a count > 0";
         copy_layout l = {o->ctx, o->copy_passage, o->copy_distance, COPY_PASSAGE_RANDOM};
         if (copy_layout_invalid(&l, o->n_sink, o->n_window))
             return "copy probe: needs passage >= 2 and passage + window <= distance <= ctx - passage - sinks - 1";
@@ -139,7 +140,7 @@ int sensitivity_measure(const model_text *mt, const sensitivity_opts *o, float *
     if (!avail) return cli_fail("sensitivity", "text shorter than one window");
     /* ppl probes are distinct windows; copy probes may reuse a window */
     uint32_t ppl_probes = o->windows < avail ? o->windows : (uint32_t)avail;
-    uint32_t copy_probes = o->copy_windows ? o->copy_windows : o->windows;
+    uint32_t copy_probes = o->copy_windows;
     uint32_t nb = o->bands ? o->bands : 1;
     if (nb > d / 2) nb = d / 2;
     size_t n_blocks = (size_t)2 * L * H * nb;

@@ -38,8 +38,8 @@ typedef struct sensitivity_opts {
     uint32_t bands;       /* frequency bands per head (RoPE pairs grouped by index), >= 1 */
     uint32_t threads;
     double copy_frac;       /* share of copy-random probes in the weights, [0, 1]; 0 = perplexity only */
-    uint32_t copy_windows;  /* copy-random probes (0: as many as windows); probe i uses window i mod
-                               (windows in the text) with its own random passage */
+    uint32_t copy_windows;  /* copy-random probes (> 0); probe i uses window i mod (windows in
+                               the text) with its own random passage */
     uint32_t copy_passage;  /* tokens per copy (>= 2) */
     uint32_t copy_distance; /* start of copy 1 -> start of copy 2, tokens */
 } sensitivity_opts;
