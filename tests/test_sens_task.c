@@ -74,7 +74,8 @@ static void test_usage_errors(void) {
         "--sens-copy-frac 1.5", "--sens-copy-frac -0.1", "--sens-copy-frac x",
         "--sens-task copy-random --sens-copy-frac 0.5", /* both */
         "--plain --sens-task copy-random",              /* no sensitivity to measure */
-        "--sens-copy-windows 0", "--sens-copy-distance 0",
+        "--sens-task copy-random --sens-copy-windows 0", "--sens-task copy-random --sens-copy-distance 0",
+        "--sens-copy-windows 4", "--sens-task ppl --sens-copy-distance 128", /* copy options without copy probes */
         /* the first copy must lie in the compressed region: passage 64 + window 32 <= distance <= 256-64-4-1 */
         "--sens-task copy-random --sens-copy-distance 90", "--sens-task copy-random --sens-copy-distance 188",
         /* ctx/8 = 32 by default, too short at this context */

@@ -162,6 +162,10 @@ int cmd_calibrate(int argc, char **argv) {
         rc = cli_usage("calibrate", "--sens-task, --sens-copy-* need --model and --text (and not --plain)");
         goto done_args;
     }
+    if ((sens_copy_windows || sens_copy_distance) && !(sens_copy_frac > 0)) {
+        rc = cli_usage("calibrate", "--sens-copy-windows / --sens-copy-distance need --sens-task copy-random or --sens-copy-frac > 0");
+        goto done_args;
+    }
     /* With a model, default to the best measured configuration (bench/RESULTS.md):
      * sensitivity weighting and layer 0 recomputed. */
     if (sensitivity < 0) sensitivity = model_path && !plain;
