@@ -38,7 +38,18 @@ static const char calibrate_help[] =
     "                       layer, head and K/V, stored in the basis (default with --model)\n"
     "  --plain              the paper's objective: plain squared error, no recomputed layer\n"
     "  --sens-windows N     windows used to measure sensitivity (default 2)\n"
-    "  --sens-bands N       RoPE frequency bands per head measured separately (default 1)\n";
+    "  --sens-bands N       RoPE frequency bands per head measured separately (default 1)\n"
+    "  --sens-task ppl|copy-random  what the sensitivity KL is scored on: the continuation of\n"
+    "                       perplexity windows (default), or the second copy of a random-token\n"
+    "                       passage of the text repeated after a gap, as kvtc eval --task\n"
+    "                       copy-random (weights what far lookups need); same as\n"
+    "                       --sens-copy-frac 0 / 1\n"
+    "  --sens-copy-frac F   mix: (1-F) * ppl weights + F * copy-random weights, each scaled to\n"
+    "                       a mean of 1 (0 <= F <= 1; default 0)\n"
+    "  --sens-copy-windows N  copy-random probes (default 16: each scores only 63 tokens); probe i\n"
+    "                       uses window i mod (windows in the text) with its own random passage\n"
+    "  --sens-copy-distance D  tokens between the starts of the two 64-token copies\n"
+    "                       (default ctx/8, kvtc eval's first default distance)\n";
 
 static double now_s(void) {
     struct timespec ts;
@@ -52,7 +63,10 @@ int cmd_calibrate(int argc, char **argv) {
     const char **inputs = calloc((size_t)argc, sizeof(char *));
     int n_inputs = 0;
     double ratios[64];
-    uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1;
+    uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1, sens_copy_windows = 0,
+             sens_copy_distance = 0;
+    double sens_copy_frac = 0;
+    int sens_task_set = 0;
     int sensitivity = -1, recompute_set = 0, plain = 0, force = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
@@ -61,7 +75,7 @@ int cmd_calibrate(int argc, char **argv) {
     if (!inputs) return cli_fail("calibrate", "out of memory");
     enum { O_MODEL = 256, O_TEXT, O_RATIO, O_CTX, O_FORCE, O_WINDOWS, O_SINK, O_WINDOW, O_RECOMPUTE, O_MAX_TOKENS,
            O_RANK, O_SEED, O_PCA, O_NO_ROPE, O_SENS, O_PLAIN, O_SENS_BANDS, O_SENS_WINDOWS, O_SEPARATE_KV,
-           O_PER_LAYER, O_UNIFORM };
+           O_PER_LAYER, O_UNIFORM, O_SENS_TASK, O_SENS_COPY_FRAC, O_SENS_COPY_WINDOWS, O_SENS_COPY_DISTANCE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
         {"ratio", required_argument, NULL, O_RATIO}, {"ctx", required_argument, NULL, O_CTX},
@@ -74,6 +88,9 @@ int cmd_calibrate(int argc, char **argv) {
         {"plain", no_argument, NULL, O_PLAIN}, {"sens-bands", required_argument, NULL, O_SENS_BANDS},
         {"sens-windows", required_argument, NULL, O_SENS_WINDOWS}, {"separate-kv", no_argument, NULL, O_SEPARATE_KV},
         {"per-layer-pca", no_argument, NULL, O_PER_LAYER}, {"uniform-bits", no_argument, NULL, O_UNIFORM},
+        {"sens-task", required_argument, NULL, O_SENS_TASK}, {"sens-copy-frac", required_argument, NULL, O_SENS_COPY_FRAC},
+        {"sens-copy-windows", required_argument, NULL, O_SENS_COPY_WINDOWS},
+        {"sens-copy-distance", required_argument, NULL, O_SENS_COPY_DISTANCE},
         {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
@@ -114,6 +131,27 @@ int cmd_calibrate(int argc, char **argv) {
         case O_PLAIN: plain = 1; break;
         case O_SENS_BANDS: if (cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } break;
         case O_SENS_WINDOWS: if (cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } break;
+        case O_SENS_TASK:
+            if (sens_task_set) { rc = cli_usage("calibrate", "give --sens-task or --sens-copy-frac once"); goto done_args; }
+            if (!strcmp(v, "ppl")) sens_copy_frac = 0;
+            else if (!strcmp(v, "copy-random")) sens_copy_frac = 1;
+            else { rc = cli_usage("calibrate", "--sens-task takes ppl or copy-random, not '%s'", v); goto done_args; }
+            sens_task_set = 1;
+            break;
+        case O_SENS_COPY_FRAC:
+            if (sens_task_set) { rc = cli_usage("calibrate", "give --sens-task or --sens-copy-frac once"); goto done_args; }
+            if (cli_parse_double(v, &sens_copy_frac) || !(sens_copy_frac >= 0 && sens_copy_frac <= 1)) {
+                rc = cli_usage("calibrate", "--sens-copy-frac needs a number in [0, 1], not '%s'", v);
+                goto done_args;
+            }
+            sens_task_set = 1;
+            break;
+        case O_SENS_COPY_WINDOWS:
+            if (cli_parse_u32(v, &sens_copy_windows) || !sens_copy_windows) { rc = cli_usage("calibrate", "--sens-copy-windows needs a count > 0"); goto done_args; }
+            break;
+        case O_SENS_COPY_DISTANCE:
+            if (cli_parse_u32(v, &sens_copy_distance) || !sens_copy_distance) { rc = cli_usage("calibrate", "--sens-copy-distance needs a count > 0"); goto done_args; }
+            break;
         case O_SEPARATE_KV: o.joint_kv_budget = 0; break;
         case O_PER_LAYER: o.pca_per_layer = 1; break;
         case O_UNIFORM: o.uniform_allocation = 1; break;
@@ -124,6 +162,14 @@ int cmd_calibrate(int argc, char **argv) {
     for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
     if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model"); goto done_args; }
     if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
+    if ((sens_task_set || sens_copy_windows || sens_copy_distance) && (!model_path || plain)) {
+        rc = cli_usage("calibrate", "--sens-task, --sens-copy-* need --model and --text (and not --plain)");
+        goto done_args;
+    }
+    if ((sens_copy_windows || sens_copy_distance) && !(sens_copy_frac > 0)) {
+        rc = cli_usage("calibrate", "--sens-copy-windows / --sens-copy-distance need --sens-task copy-random or --sens-copy-frac > 0");
+        goto done_args;
+    }
     /* With a model, default to the best measured configuration (bench/RESULTS.md):
      * sensitivity weighting and layer 0 recomputed. */
     if (sensitivity < 0) sensitivity = model_path && !plain;
@@ -167,7 +213,15 @@ int cmd_calibrate(int argc, char **argv) {
         }
         if (sensitivity) {
             size_t p = (size_t)g.n_layers * g.n_kv_heads * g.head_dim;
-            sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2};
+            sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2,
+                                   sens_copy_frac, sens_copy_windows ? sens_copy_windows : 16, 64, sens_copy_distance ? sens_copy_distance : ctx / 8};
+            const char *bad = sensitivity_opts_check(&so);
+            if (bad) {
+                cli_usage("calibrate", "sensitivity at --ctx %u: %s", ctx, bad);
+                model_text_free(&mt);
+                rc = 2;
+                goto done_args;
+            }
             wk = malloc(sizeof(float) * p);
             wv = malloc(sizeof(float) * p);
             if (!wk || !wv || sensitivity_measure(&mt, &so, wk, wv, progress)) {

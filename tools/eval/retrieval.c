@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "copy_task.h"
+#include "internal.h"
 #include "metrics.h"
 
 /* One task instance: the token sequence, where its prefix ends, and the
@@ -18,22 +20,14 @@ typedef struct task_seq {
     uint32_t distance; /* copy: start of copy 1 -> start of copy 2; recall: needle -> end of question */
 } task_seq;
 
-/* splitmix64: a deterministic stream per (point, trial). */
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* A made-up name of 2-4 consonant-vowel syllables, capitalized, as the
  * training kit's recall documents use (models/train/build_corpus.py). */
-static void make_name(uint64_t *s, char *out) {
+static void make_name(kvi_rng *s, char *out) {
     static const char cons[] = "bdfgklmnprstvz", vow[] = "aeiou";
-    int n = 2 + (int)(rng_next(s) % 3), j = 0;
+    int n = 2 + (int)(kvi_rng_next(s) % 3), j = 0;
     for (int i = 0; i < n; i++) {
-        out[j++] = cons[rng_next(s) % (sizeof cons - 1)];
-        out[j++] = vow[rng_next(s) % (sizeof vow - 1)];
+        out[j++] = cons[kvi_rng_next(s) % (sizeof cons - 1)];
+        out[j++] = vow[kvi_rng_next(s) % (sizeof vow - 1)];
     }
     out[0] = (char)(out[0] - 'a' + 'A');
     out[j] = '\0';
@@ -52,41 +46,16 @@ static int tokenize_inner(const eng_model *m, const char *s, int32_t *out, int c
     return n - skip;
 }
 
-/* copy: [<s>] text[a] P text[gap] P. Natural (copy): P = the text that
- * follows the gap, so the second copy reads on naturally; hidden: the first
- * copy replaced by the window's last P tokens, which appear nowhere else.
- * Random (copy-random): P = tokens drawn uniformly from the whole text, which
- * only the first copy can predict (what a model without induction heads
- * cannot do: the natural passage is partly predictable from its own left
- * context, so a weak model copies it no better than its hidden control);
- * hidden: the first copy is another random draw. */
+/* copy and copy-random: the layout of copy_task.h, random passages drawn
+ * from the whole text. */
 static int build_copy(const retrieval_opts *o, const model_text *mt, const int32_t *w, uint32_t dist,
                       uint64_t seed, int hidden, int32_t *pass_buf, task_seq *q) {
-    uint32_t P = o->passage, gap = dist - P, a = o->ctx - 1 - 2 * P - gap;
-    int32_t *t = q->tok;
-    uint32_t n = 0;
-    const int32_t *pass = w + 1 + a + gap, *first = hidden ? w + o->ctx - P : pass;
-    if (o->task == RETRIEVAL_COPY_RANDOM) {
-        /* the same seed for both runs of a trial: the scored passage is the
-         * same, only the hidden run's first copy differs */
-        uint64_t s = seed;
-        for (uint32_t i = 0; i < 2 * P; i++) pass_buf[i] = mt->ids[rng_next(&s) % mt->n_ids];
-        pass = pass_buf;
-        first = hidden ? pass_buf + P : pass_buf;
-    }
-    t[n++] = w[0];
-    memcpy(t + n, w + 1, sizeof(int32_t) * a);
-    n += a;
-    memcpy(t + n, first, sizeof(int32_t) * P);
-    n += P;
-    memcpy(t + n, w + 1 + a, sizeof(int32_t) * gap);
-    n += gap;
-    q->n_pre = n;
-    memcpy(t + n, pass, sizeof(int32_t) * P);
-    n += P;
-    q->n_cont = P;
+    copy_layout l = {o->ctx, o->passage, dist,
+                     o->task == RETRIEVAL_COPY_RANDOM ? COPY_PASSAGE_RANDOM : COPY_PASSAGE_TEXT};
+    q->n_pre = copy_build(&l, w, mt->ids, mt->n_ids, seed, hidden, pass_buf, q->tok);
+    q->n_cont = o->passage;
     q->distance = dist;
-    return n == o->ctx ? 0 : -1;
+    return q->n_pre ? 0 : -1;
 }
 
 /* recall: [<s>] text[a] needle text[b] question | answer; hidden: the needle
@@ -94,10 +63,10 @@ static int build_copy(const retrieval_opts *o, const model_text *mt, const int32
  * the first answer token's prediction is among the continuation's logits. */
 static int build_recall(const retrieval_opts *o, const eng_model *m, const int32_t *w,
                         double depth, uint64_t seed, int hidden, task_seq *q, uint32_t *n_answer) {
-    uint64_t s = seed;
+    kvi_rng s = {seed};
     char name[16], needle[128], question[256], full[320];
     make_name(&s, name);
-    unsigned code = (unsigned)(rng_next(&s) % 100000), other = (code + 1 + (unsigned)(rng_next(&s) % 99999)) % 100000;
+    unsigned code = (unsigned)(kvi_rng_next(&s) % 100000), other = (code + 1 + (unsigned)(kvi_rng_next(&s) % 99999)) % 100000;
     snprintf(needle, sizeof needle, "\nThe secret code of %s is %05u.\n", name, hidden ? other : code);
     snprintf(question, sizeof question,
              "\nQuestion: what is the secret code of %s?\nAnswer: the secret code of %s is", name, name);
@@ -153,7 +122,8 @@ int retrieval_check(const retrieval_opts *o, const model_text *mt) {
         }
         /* the first copy must lie after the sinks and before the raw window */
         uint32_t P = o->passage;
-        if (P < 2 || p < (double)P + o->n_window || p + P + 1 + o->n_sink > o->ctx || p != floor(p))
+        copy_layout l = {o->ctx, P, p >= 0 && p <= o->ctx ? (uint32_t)p : 0, COPY_PASSAGE_TEXT};
+        if (p != floor(p) || copy_layout_invalid(&l, o->n_sink, o->n_window))
             return cli_usage("eval",
                              "copy distance %g: needs passage + window (%u) <= distance <= ctx - passage - "
                              "sinks - 1 (%u)", p, P + o->n_window, o->ctx - P - o->n_sink - 1);
