@@ -127,18 +127,13 @@ def render_man(p):
     return ("manpages-dev " + os.path.basename(p), t) if r.returncode == 0 and len(t) > 200 else None
 
 
-def manpages(limit, cache):
-    """Sections 2 and 3 of manpages-dev rendered to plain text by man(1)."""
-    if os.path.exists(cache):
-        with gzip.open(cache, "rt", encoding="utf-8") as f:
-            return [tuple(d) for d in json.load(f)]
-    pages = man_pages_shuffled()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        rendered = [d for d in ex.map(render_man, pages[:limit]) if d]
-    # Pages that are .so aliases of one another (malloc.3, free.3, calloc.3)
-    # render to the same text: keep one document per rendered text, so that
-    # the split by document cannot put one alias in training and another in
-    # the held-out text (the first model's held-out man pages had ppl 1.03).
+def dedup_pages(rendered):
+    """Pages that are .so aliases of one another (malloc.3, free.3, calloc.3)
+    render to the same text: keep one document per rendered text, so that
+    the split by document cannot put one alias in training and another in
+    the held-out text (the first model's held-out man pages had ppl 1.03).
+    Idempotent, so it also repairs a cache written before it existed (such a
+    cache silently gave another split: bench/RESULTS.md section 8)."""
     docs, seen = [], {}
     for title, text in rendered:
         if text in seen:
@@ -146,6 +141,18 @@ def manpages(limit, cache):
         else:
             seen[text] = len(docs)
             docs.append((title, text))
+    return docs
+
+
+def manpages(limit, cache):
+    """Sections 2 and 3 of manpages-dev rendered to plain text by man(1)."""
+    if os.path.exists(cache):
+        with gzip.open(cache, "rt", encoding="utf-8") as f:
+            return dedup_pages([tuple(d) for d in json.load(f)])
+    pages = man_pages_shuffled()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
+        rendered = [d for d in ex.map(render_man, pages[:limit]) if d]
+    docs = dedup_pages(rendered)
     with gzip.open(cache, "wt", encoding="utf-8") as f:
         json.dump(docs, f)
     return docs

@@ -20,6 +20,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+import build_corpus  # noqa: E402
 import make_calibration_text as mct  # noqa: E402
 
 SHIPPED = os.path.join(ROOT, "data", "calibration-mixed.txt")
@@ -104,7 +105,21 @@ def test_against_heldout(text):
     print("%d runs of 5 lines (200+ characters) checked against the scored held-out text" % len(runs))
 
 
+def test_dedup_pages():
+    """build_corpus.dedup_pages keeps one document per rendered text and is
+    idempotent, so a man-page cache written before deduplication (aliases
+    with identical text) gives the same documents, hence the same corpus
+    split, as a fresh render (a stale cache once shifted the held-out code
+    and man pages: bench/RESULTS.md section 8)."""
+    raw = [("p malloc.3", "A"), ("p free.3", "A"), ("p open.2", "B"), ("p calloc.3", "A"), ("p read.2", "C")]
+    once = build_corpus.dedup_pages(raw)
+    check(once == [("p malloc.3 = free.3 = calloc.3", "A"), ("p open.2", "B"), ("p read.2", "C")],
+          "dedup_pages merges aliases in order: %r" % (once,))
+    check(build_corpus.dedup_pages(once) == once, "dedup_pages is idempotent")
+
+
 def main():
+    test_dedup_pages()
     test_cutting()
     test_interleave()
     text = test_shipped_file()
