@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 static int test_passed_, test_failed_;
@@ -56,6 +58,19 @@ static inline char *test_read_file(const char *path, size_t *len) {
         *len = (size_t)n;
     }
     return b;
+}
+
+/* system(cmd), whose stderr goes to err_path: the exit status, or -1 for a
+ * crash (no normal exit) or a sanitizer report in err_path (KVTC_SANITIZE
+ * builds print those and may still exit 0). */
+static inline int test_system_checked(const char *cmd, const char *err_path) {
+    int st = system(cmd);
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    size_t n;
+    char *err = test_read_file(err_path, &n);
+    int san = err && (strstr(err, "Sanitizer") || strstr(err, "runtime error:"));
+    free(err);
+    return san ? -1 : WEXITSTATUS(st);
 }
 
 #define TEST_REPORT()                                                                  \

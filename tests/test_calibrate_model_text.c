@@ -20,14 +20,8 @@ static char g_dir[64];
 static int run(const char *bin, const char *args) {
     char cmd[2048], p[128];
     snprintf(cmd, sizeof cmd, "'%s' %s >/dev/null 2>'%s/err.txt'", bin, args, g_dir);
-    int st = system(cmd);
-    if (st == -1 || !WIFEXITED(st)) return -1;
-    size_t n;
     snprintf(p, sizeof p, "%s/err.txt", g_dir);
-    char *err = test_read_file(p, &n);
-    int san = err && (strstr(err, "Sanitizer") || strstr(err, "runtime error:"));
-    free(err);
-    return san ? -1 : WEXITSTATUS(st);
+    return test_system_checked(cmd, p);
 }
 
 static int err_has(const char *needle) {

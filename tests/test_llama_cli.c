@@ -31,15 +31,9 @@ static int kvtc(const char *args) {
     const char *cli = getenv("KVTC_CLI");
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "'%s' %s >'%s/out.txt' 2>'%s/err.txt'", cli ? cli : "build/kvtc", args, g_dir, g_dir);
-    int st = system(cmd);
-    if (st == -1 || !WIFEXITED(st)) return -1;
     char p[128];
-    size_t n;
     snprintf(p, sizeof p, "%s/err.txt", g_dir);
-    char *err = test_read_file(p, &n);
-    int san = err && (strstr(err, "Sanitizer") || strstr(err, "runtime error:"));
-    free(err);
-    return san ? -1 : WEXITSTATUS(st);
+    return test_system_checked(cmd, p);
 }
 
 /* g_dir/NAME's content (NUL-terminated, malloc'd) */

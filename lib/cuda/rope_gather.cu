@@ -160,6 +160,23 @@ static __device__ __forceinline__ void load_angles(const RowGeom &g, uint64_t t,
     }
 }
 
+// A thread's 4 RoPE pairs of one head's row p (16-bit elements of dtype):
+// lo[k], hi[k] are pair k's two elements (neox: 4q + k and that + d/2;
+// adjacent pairs and no RoPE: 8q + 2k and 8q + 2k + 1).
+template <int ROPE>
+static __device__ __forceinline__ void load_pairs(const uint16_t *p, int dtype, uint32_t q, uint32_t d, float *lo,
+                                                  float *hi) {
+    if (ROPE == 2) {
+        ld4(p + 4 * q, dtype, lo);
+        ld4(p + 4 * q + d / 2, dtype, hi);
+    } else {
+        float x[8];
+        ld4(p + 8 * q, dtype, x);
+        ld4(p + 8 * q + 4, dtype, x + 4);
+        for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
+    }
+}
+
 // Tokens per thread of the vectorized kernels (a (layer, head)'s mean and
 // weight loaded once for all of them). 4 measured slower on the H200 for
 // the RoPE'd keys (more registers, lower occupancy): 1.
@@ -179,15 +196,7 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
         const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
         if (!src) continue;
         float lo[4], hi[4];
-        if (ROPE == 2) {
-            ld4(src + 4 * q, dtype, lo);
-            ld4(src + 4 * q + g.d / 2, dtype, hi);
-        } else {
-            float x[8];
-            ld4(src + 8 * q, dtype, x);
-            ld4(src + 8 * q + 4, dtype, x + 4);
-            for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
-        }
+        load_pairs<ROPE>(src, dtype, q, g.d, lo, hi);
         load_angles<ROPE>(g, t, q, cs, vp);
         float ol[4], oh[4];
         for (int k = 0; k < 4; k++) {
@@ -234,15 +243,7 @@ __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2
         if (!dst) continue;
         const uint16_t *row = X + t * g.p + col;
         float lo[4], hi[4];
-        if (ROPE == 2) {
-            ld4(row + 4 * q, KVTC_DTYPE_BF16, lo);
-            ld4(row + 4 * q + g.d / 2, KVTC_DTYPE_BF16, hi);
-        } else {
-            float x[8];
-            ld4(row + 8 * q, KVTC_DTYPE_BF16, x);
-            ld4(row + 8 * q + 4, KVTC_DTYPE_BF16, x + 4);
-            for (int k = 0; k < 4; k++) { lo[k] = x[2 * k]; hi[k] = x[2 * k + 1]; }
-        }
+        load_pairs<ROPE>(row, KVTC_DTYPE_BF16, q, g.d, lo, hi);
         load_angles<ROPE>(g, t, q, cs, vp);
         for (int k = 0; k < 4; k++) {
             float x0 = __fadd_rn(__fmul_rn(lo[k], vp.wl[k]), vp.ml[k]);  // wl, wh: inverse weights here
