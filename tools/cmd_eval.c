@@ -178,10 +178,11 @@ static int apply_method(void *user, uint32_t mi, float *k, float *v, uint32_t n,
     return m->is_kvtc ? kvtc_roundtrip(m, a->o, &a->g, a->model, k, v, n, ids) : baseline_apply(m, a->o, &a->g, k, v, n);
 }
 
-/* Up to RETRIEVAL_MAX_POINTS comma-separated numbers; the count, or -1. */
+/* Up to RETRIEVAL_MAX_POINTS comma-separated numbers; the count, or -1 (a
+ * list too long for the buffer is refused, not cut). */
 static int parse_list(const char *v, double *out) {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s", v);
+    if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
     for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
         if (n == RETRIEVAL_MAX_POINTS || cli_parse_double(s, &out[n])) return -1;
@@ -196,6 +197,18 @@ typedef struct gpu_emulation {
     const char *name;
     kvi_proj_mode enc, dec;
 } gpu_emulation;
+
+/* A --basis NAME= label: it names table rows and JSON strings, so it is kept
+ * to characters that need no quoting anywhere (and is never cut short). */
+static int label_ok(const char *s, size_t n) {
+    if (n == 0 || n > 31) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("._+:-", c)))
+            return 0;
+    }
+    return 1;
+}
 
 static int parse_emulations(const char *v, gpu_emulation *out) {
     static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16},
@@ -368,8 +381,8 @@ int cmd_eval(int argc, char **argv) {
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
-    int opt;
-    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int opt, li = 0;
+    while ((opt = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
         const char *v = optarg;
         switch (opt) {
         case 'h': fputs(eval_help, stdout); return 0;
@@ -377,6 +390,9 @@ int cmd_eval(int argc, char **argv) {
         case O_TEXT: text_path = v; break;
         case O_BASIS:
             if (n_bases == 16) return cli_usage("eval", "at most 16 bases");
+            if (strchr(v, '=') && !label_ok(v, (size_t)(strchr(v, '=') - v)))
+                return cli_usage("eval", "--basis NAME=PATH: NAME must be 1-31 letters, digits or ._+:-, not '%.*s'",
+                                 (int)(strchr(v, '=') - v), v);
             basis_specs[n_bases++] = v;
             break;
         case O_RATIOS: {
@@ -391,7 +407,10 @@ int cmd_eval(int argc, char **argv) {
             break;
         }
         case O_CTX: if (cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); break;
-        case O_TRIALS: if (cli_parse_u32(v, &ro.trials) || !ro.trials) return cli_usage("eval", "--trials needs a count > 0"); break;
+        case O_TRIALS:
+            if (cli_parse_u32(v, &ro.trials) || !ro.trials || ro.trials > RETRIEVAL_MAX_TRIALS)
+                return cli_usage("eval", "--trials needs a count 1..%d, not '%s'", RETRIEVAL_MAX_TRIALS, v);
+            break;
         case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
         case O_PREFIX:
             if (cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)");
@@ -409,9 +428,10 @@ int cmd_eval(int argc, char **argv) {
             break;
         case O_POINTS: {
             int n;
+            /* named by longindex: argv[optind - 1] is the value when it came as a separate word */
             if ((n = parse_list(v, ro.points)) < 0)
-                return cli_usage("eval", "%s takes up to %d numbers, comma separated", argv[optind - 1],
-                                 RETRIEVAL_MAX_POINTS);
+                return cli_usage("eval", "--%s takes up to %d numbers, comma separated, not '%s'", longopts[li].name,
+                                 RETRIEVAL_MAX_POINTS, v);
             ro.n_points = (uint32_t)n;
             break;
         }
@@ -427,6 +447,10 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
     if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    if (o.plot) {
+        char err[512];
+        if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
+    }
 
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
@@ -468,7 +492,7 @@ int cmd_eval(int argc, char **argv) {
     for (int b = 0; b < n_bases; b++) {
         const char *spec = basis_specs[b], *eq = strchr(spec, '=');
         char label[32] = "kvtc";
-        if (eq) snprintf(label, sizeof label, "%.*s", (int)(eq - spec < 31 ? eq - spec : 31), spec);
+        if (eq) snprintf(label, sizeof label, "%.*s", (int)(eq - spec), spec); /* label_ok: <= 31 */
         const char *path = eq ? eq + 1 : spec;
         void *buf;
         size_t size;
