@@ -3,7 +3,8 @@
  * tree on data/calibration-mixed.txt (the basis is byte-identical to one
  * calibrated with that --text), and from an installed layout (bin/kvtc next
  * to share/kvtc/) on the installed copy, which takes precedence. A window
- * that leaves no calibration rows is a one-line error, not a silent exit. Uses
+ * that leaves no calibration rows is a one-line error, not a silent exit, and
+ * an -o that cannot be written fails before any work. Uses
  * stories260K at a 384-token context ($KVTC_CLI, set by CMake). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,17 @@ static int err_has(const char *needle) {
     char *b = test_read_file(p, &n);
     int ok = b && strstr(b, needle);
     if (!ok) fprintf(stderr, "stderr lacks \"%s\": %s\n", needle, b ? b : "(none)");
+    free(b);
+    return ok;
+}
+
+/* err_has without the complaint, for what must be absent */
+static int err_has_quiet(const char *needle) {
+    char p[128];
+    size_t n;
+    snprintf(p, sizeof p, "%s/err.txt", g_dir);
+    char *b = test_read_file(p, &n);
+    int ok = b && strstr(b, needle);
     free(b);
     return ok;
 }
@@ -106,6 +118,14 @@ int main(void) {
     snprintf(p, sizeof p, "%s/none.basis", g_dir);
     struct stat st;
     CHECK(stat(p, &st) != 0); /* not written */
+
+    /* an output that cannot be written is refused before the calibration
+     * (which can take minutes), with where and why */
+    snprintf(a, sizeof a, "calibrate -o %s/missing/x.basis %s", g_dir, opts);
+    CHECK(run(cli, a) == 1 && err_has("cannot write") && err_has("/missing does not exist"));
+    CHECK(!err_has_quiet("calibrating on"));
+    snprintf(a, sizeof a, "calibrate -o %s %s", g_dir, opts);
+    CHECK(run(cli, a) == 1 && err_has("is a directory"));
 
     snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
     CHECK(system(a) == 0);
