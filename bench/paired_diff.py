@@ -9,7 +9,10 @@ merged after checking that their uncompressed rows agree trial for trial
 (the controls are listed once)."""
 import json
 import math
+import signal
 import sys
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly
 
 
 def mean_se(xs):
