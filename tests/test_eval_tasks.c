@@ -209,6 +209,8 @@ static void test_hostile_options(void) {
         {"--task recall --ctx 512 --depths=0.5,x", "--depths takes up to 16 numbers, comma separated, not '0.5,x'"},
         {"--task copy --ctx 512 --basis 'a\"b=x.basis'", "NAME must be 1-31 letters"},
         {"--task copy --ctx 512 --basis =x.basis", "NAME must be 1-31 letters"},
+        /* ctx/8, ctx/2 and ctx-passage-sinks-1 all lie before passage + window: said, not "1 to 16 distances" */
+        {"--task copy --ctx 256", "no default copy distance fits a context of 256"},
         {"--task copy --ctx 512 --basis 0123456789012345678901234567890123=x.basis", "NAME must be 1-31 letters"},
     };
     char path[512];

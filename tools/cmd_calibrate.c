@@ -47,7 +47,7 @@ static const char calibrate_help[] =
     "                       --sens-copy-frac 0 / 1\n"
     "  --sens-copy-frac F   mix: (1-F) * ppl weights + F * copy-random weights, each scaled to\n"
     "                       a mean of 1 (0 <= F <= 1; default 0)\n"
-    "  --sens-copy-windows N  copy-random probes (default 16: each scores only 63 tokens); probe i\n"
+    "  --sens-copy-windows N  copy-random probes, 1..10000 (default 16: each scores only 63 tokens); probe i\n"
     "                       uses window i mod (windows in the text) with its own random passage\n"
     "  --sens-copy-distance D  tokens between the starts of the two 64-token copies\n"
     "                       (default ctx/8, kvtc eval's first default distance)\n";

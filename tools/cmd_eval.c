@@ -342,7 +342,7 @@ static const char eval_help[] =
     "                       (default ctx/8,ctx/2,ctx-passage-sinks-1)\n"
     "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
     "  --passage N          copy, copy-random: passage tokens (default 64)\n"
-    "  --trials N           copy, copy-random, recall: trials per distance / depth (default:\n"
+    "  --trials N           copy, copy-random, recall: trials per distance / depth, 1..10000 (default:\n"
     "                       the windows); beyond the text's windows a trial reuses window\n"
     "                       t mod windows with its own random passage / needle\n"
     "  --emulate-gpu LIST   also run every KVTC method with the GPU's projection arithmetic\n"
@@ -548,8 +548,21 @@ int cmd_eval(int argc, char **argv) {
         if (!ro.n_points && ro.task != RETRIEVAL_RECALL) {
             uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
             double d[3] = {o.ctx / 8, o.ctx / 2, far};
-            for (int i = 0; i < 3; i++)
-                if (d[i] >= ro.passage + o.n_window && d[i] <= far) ro.points[ro.n_points++] = d[i];
+            int fits[3];
+            for (int i = 0; i < 3; i++) {
+                fits[i] = d[i] >= ro.passage + o.n_window && d[i] <= far && o.ctx > ro.passage + o.n_sink + 1;
+                if (fits[i]) ro.points[ro.n_points++] = d[i];
+            }
+            if (!ro.n_points) {
+                rc = cli_usage("eval", "no default copy distance fits a context of %u with a passage of %u and a raw "
+                               "window of %u: raise --ctx, or lower --passage / --window", o.ctx, ro.passage, o.n_window);
+                goto done;
+            }
+            for (int i = 0; i < 3; i++) /* said, so that the table's distances are no surprise */
+                if (!fits[i])
+                    fprintf(stderr, "kvtc: eval: default distance %.0f left out: outside [passage + window, ctx - "
+                            "passage - sinks - 1] = [%lld, %lld]\n", d[i], (long long)ro.passage + o.n_window,
+                            (long long)o.ctx - ro.passage - o.n_sink - 1);
         } else if (!ro.n_points) {
             ro.points[0] = 0.1, ro.points[1] = 0.5, ro.points[2] = 0.9;
             ro.n_points = 3;
