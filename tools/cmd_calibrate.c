@@ -219,6 +219,8 @@ int cmd_calibrate(int argc, char **argv) {
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
+            fprintf(stderr, "kvtc: calibrate: %s holds %llu window(s) of %u tokens: calibrating on %llu, not %u\n",
+                    text_path, (unsigned long long)avail, ctx, (unsigned long long)avail, windows);
             windows = (uint32_t)avail;
         }
         if (sensitivity) {

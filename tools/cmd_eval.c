@@ -489,6 +489,12 @@ int cmd_eval(int argc, char **argv) {
             nm++;
         }
     }
+    /* every basis x ratio x emulation is a row: too many is refused, never cut short */
+    if (nm + (uint32_t)n_bases * (uint32_t)n_ratios * (uint32_t)(1 + n_emul) > EVAL_MAX_METHODS) {
+        rc = cli_usage("eval", "%d bases x %d ratios x %d variants + %u other rows exceed %d methods", n_bases,
+                       n_ratios, 1 + n_emul, nm, EVAL_MAX_METHODS);
+        goto done;
+    }
     for (int b = 0; b < n_bases; b++) {
         const char *spec = basis_specs[b], *eq = strchr(spec, '=');
         char label[32] = "kvtc";
