@@ -211,6 +211,9 @@ static void test_hostile_options(void) {
         {"--task copy --ctx 512 --basis =x.basis", "NAME must be 1-31 letters"},
         /* ctx/8, ctx/2 and ctx-passage-sinks-1 all lie before passage + window: said, not "1 to 16 distances" */
         {"--task copy --ctx 256", "no default copy distance fits a context of 256"},
+        /* a raw window as long as the prefix: nothing compressed, every row "lossless" at ratio 0 */
+        {"--ctx 256 --window 4000000000", "leave no token to compress in a prefix of 192"},
+        {"--ctx 256 --sink 100 --window 92", "leave no token to compress"},
         /* 6 rows of baselines + 16 ratios x 4 emulation variants: more rows than the table holds */
         {"--ctx 256 --basis data/none.basis --ratios 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17 --emulate-gpu bf16,fp8,fp8dec",
          "exceed 64 methods"},

@@ -463,6 +463,12 @@ int cmd_eval(int argc, char **argv) {
     if (o.windows > avail) o.windows = (uint32_t)avail;
     uint32_t prefix = (uint32_t)(o.ctx * o.prefix_frac), cont = o.ctx - prefix;
     if (prefix < 1 || cont < 2) { model_text_free(&mt); return cli_fail("eval", "window too short for prefix %g", o.prefix_frac); }
+    if (!strcmp(task, "ppl") && (uint64_t)o.n_sink + o.n_window >= prefix) {
+        /* nothing would be compressed: every method would show ratio 0 and no loss */
+        model_text_free(&mt);
+        return cli_usage("eval", "--sink %u + --window %u leave no token to compress in a prefix of %u (--ctx %u x "
+                         "--prefix %g)", o.n_sink, o.n_window, prefix, o.ctx, o.prefix_frac);
+    }
 
     eval_method *ms = calloc(EVAL_MAX_METHODS, sizeof *ms);
     uint32_t nm = 0;
