@@ -127,6 +127,19 @@ int main(void) {
     snprintf(a, sizeof a, "calibrate -o %s %s", g_dir, opts);
     CHECK(run(cli, a) == 1 && err_has("is a directory"));
 
+    /* -o naming an input (the model, the text, through another path) is refused, the input untouched */
+    snprintf(p, sizeof p, "%s/model.gguf", g_dir);
+    CHECK(copy_file("data/stories260K.gguf", p, 0, 0) == 0);
+    snprintf(q, sizeof q, "%s/text.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", q, 40000, 0) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s --model %s --text %s --plain --windows 1 --ctx 384", p, p, q);
+    CHECK(run(cli, a) == 2 && err_has("is the input"));
+    CHECK(same_file(p, "data/stories260K.gguf"));
+    snprintf(a, sizeof a, "calibrate -o %s/./text.txt --model %s --text %s --plain --windows 1 --ctx 384", g_dir, p, q);
+    CHECK(run(cli, a) == 2 && err_has("is the input"));
+    snprintf(p, sizeof p, "%s/ref.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", p, 40000, 0) == 0 && same_file(p, q));
+
     snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
     CHECK(system(a) == 0);
     return TEST_REPORT();

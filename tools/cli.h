@@ -71,6 +71,11 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
  * in -o costs nothing; cli_write_file still reports what changes meanwhile. */
 kvtc_result cli_check_output(const char *path, char *err, size_t errlen);
 
+/* 1 when a and b name the same existing file (after links), else 0: an
+ * output must never replace one of the command's own inputs ("-" is never
+ * the same). */
+int cli_same_file(const char *a, const char *b);
+
 /* Create path as cli_write_file creates a new regular file (temporary,
  * fsync), but never replace anything: when path exists at the last moment
  * (a symlink included), nothing is written, *existed is 1 and the result

@@ -451,6 +451,12 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
     return replace_regular(path, exists ? &st : NULL, 0, buf, size, err, errlen);
 }
 
+int cli_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b || !strcmp(a, "-") || !strcmp(b, "-")) return 0;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 kvtc_result cli_check_output(const char *path, char *err, size_t errlen) {
     if (!strcmp(path, "-")) return KVTC_OK;
     size_t len = strlen(path);

@@ -182,6 +182,14 @@ int cmd_calibrate(int argc, char **argv) {
         rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model");
         goto done_args;
     }
+    /* -o over the model, the text or a cache would replace an input with the basis */
+    const char *same = cli_same_file(out, model_path) ? model_path : cli_same_file(out, text_path) ? text_path : NULL;
+    for (int i = 0; !same && i < n_inputs; i++)
+        if (cli_same_file(out, inputs[i])) same = inputs[i];
+    if (same) {
+        rc = cli_usage("calibrate", "-o %s is the input %s: give another output name", out, same);
+        goto done_args;
+    }
     /* a bad -o is found before minutes of calibration, not after */
     char out_err[512];
     if (cli_check_output(out, out_err, sizeof out_err)) {

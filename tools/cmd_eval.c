@@ -450,6 +450,13 @@ int cmd_eval(int argc, char **argv) {
     if (o.plot) {
         char err[512];
         if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
+        if (cli_same_file(o.plot, model_path) || cli_same_file(o.plot, text_path))
+            return cli_usage("eval", "--plot %s is an input: give another output name", o.plot);
+        for (int b = 0; b < n_bases; b++) {
+            const char *eq = strchr(basis_specs[b], '=');
+            if (cli_same_file(o.plot, eq ? eq + 1 : basis_specs[b]))
+                return cli_usage("eval", "--plot %s is an input: give another output name", o.plot);
+        }
     }
 
     model_text mt;
