@@ -213,6 +213,7 @@ static void test_hostile_options(void) {
         {"--task copy --ctx 256", "no default copy distance fits a context of 256"},
         /* a raw window as long as the prefix: nothing compressed, every row "lossless" at ratio 0 */
         {"--ctx 256 --plot " TEXT, "is an input"}, /* the plot would replace the text */
+        {"--ctx 256 --ratios ,", "--ratios takes up to 16 numbers > 1"}, /* no ratio: a basis with no row */
         {"--ctx 256 --window 4000000000", "leave no token to compress in a prefix of 192"},
         {"--ctx 256 --sink 100 --window 92", "leave no token to compress"},
         /* 6 rows of baselines + 16 ratios x 4 emulation variants: more rows than the table holds */

@@ -216,7 +216,7 @@ static int parse_emulations(const char *v, gpu_emulation *out) {
                                                              {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16},
                                                              {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8}};
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s", v);
+    if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
     for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
         int k = 0;
@@ -397,13 +397,15 @@ int cmd_eval(int argc, char **argv) {
             break;
         case O_RATIOS: {
             char tmp[256];
-            snprintf(tmp, sizeof tmp, "%s", v);
+            int cut = snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp;
             n_ratios = 0;
-            for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+            for (char *s = strtok(tmp, ","); s && !cut; s = strtok(NULL, ",")) {
                 if (n_ratios == 16 || cli_parse_double(s, &ratios[n_ratios]) || ratios[n_ratios] <= 1)
-                    return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated");
+                    return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated, not '%s'", v);
                 n_ratios++;
             }
+            /* "," or "" would leave a basis with no row (and its memory unowned) */
+            if (!n_ratios) return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated, not '%s'", v);
             break;
         }
         case O_CTX: if (cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); break;
