@@ -9,7 +9,10 @@ merged after checking that their uncompressed rows agree trial for trial
 (the controls are listed once)."""
 import json
 import math
+import signal
 import sys
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly
 
 
 def mean_se(xs):
@@ -19,28 +22,71 @@ def mean_se(xs):
     return m, math.sqrt(var / n)
 
 
+def fail(msg):
+    """One line on stderr, exit 1: bad input is never a traceback."""
+    sys.exit("paired_diff: " + msg)
+
+
+def read_run(path):
+    """A `kvtc eval --task ... --json` object, checked for everything used below."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            r = json.load(f)
+    except OSError as e:
+        fail("%s: cannot read: %s" % (path, e.strerror or e))
+    except (ValueError, UnicodeDecodeError) as e:
+        fail("%s: not JSON (%s)" % (path, str(e).splitlines()[0]))
+    if not isinstance(r, dict) or r.get("task") not in ("copy", "copy-random", "recall"):
+        fail("%s: not the output of kvtc eval --task copy|copy-random|recall --json" % path)
+    rows = r.get("rows")
+    if not isinstance(rows, list) or not rows:
+        fail("%s: no rows" % path)
+    for i, x in enumerate(rows):
+        ok = isinstance(x, dict) and isinstance(x.get("name"), str)
+        ok = ok and all(isinstance(x.get(k), (int, float)) and math.isfinite(x[k])
+                        for k in ("point", "distance", "compression_ratio"))
+        pt = x.get("per_trial") if ok else None
+        if not ok or not isinstance(pt, list) or not pt or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in pt):
+            fail("%s: row %d lacks a name, point, distance, ratio or per_trial scores "
+                 "(a kvtc eval older than per_trial?)" % (path, i))
+    return r
+
+
 def load(paths):
-    runs = [json.load(open(p)) for p in paths]
+    runs = [read_run(p) for p in paths]
     r = runs[0]
     rows = list(r["rows"])
     controls = ("uncompressed", "hidden (passage replaced)", "hidden (code replaced)")
     for p, other in zip(paths[1:], runs[1:]):
         for key in ("task", "ctx", "trials", "passage", "n_sink", "n_window"):
             if other.get(key) != r.get(key):
-                sys.exit("%s: %s %r differs from %s's %r" % (p, key, other.get(key), paths[0], r.get(key)))
+                fail("%s: %s %r differs from %s's %r" % (p, key, other.get(key), paths[0], r.get(key)))
         for x in other["rows"]:
             same = [y for y in rows if y["name"] == x["name"] and y["point"] == x["point"]]
             if x["name"] in controls and same:
                 if same[0]["per_trial"] != x["per_trial"]:
-                    sys.exit("%s: the %s row differs from %s's: not the same sequences" % (p, x["name"], paths[0]))
+                    fail("%s: the %s row differs from %s's: not the same sequences" % (p, x["name"], paths[0]))
                 continue
             if same:
-                sys.exit("%s: method %s appears in two files" % (p, x["name"]))
+                fail("%s: method %s appears in two files" % (p, x["name"]))
             rows.append(x)
     return r, rows
 
 
+if len(sys.argv) < 2:
+    fail("usage: python3 bench/paired_diff.py EVAL.json [MORE.json...]")
 r, rows = load(sys.argv[1:])
+for p in sorted({x["point"] for x in rows}):
+    # every row of a point scores the same trials as its uncompressed row: a
+    # shorter list would be paired with the wrong trials by zip
+    base = [x for x in rows if x["point"] == p and x["name"] == "uncompressed"]
+    if len(base) != 1:
+        fail("point %g: %d uncompressed rows, need 1" % (p, len(base)))
+    for x in rows:
+        if x["point"] == p and len(x["per_trial"]) != len(base[0]["per_trial"]):
+            fail("point %g: %s has %d per-trial scores, uncompressed %d: not the same trials"
+                 % (p, x["name"], len(x["per_trial"]), len(base[0]["per_trial"])))
 score = "copy accuracy" if r["task"] != "recall" else "answer tokens right"
 for p in sorted({x["point"] for x in rows}):
     at = [x for x in rows if x["point"] == p]

@@ -3,7 +3,8 @@
  * tree on data/calibration-mixed.txt (the basis is byte-identical to one
  * calibrated with that --text), and from an installed layout (bin/kvtc next
  * to share/kvtc/) on the installed copy, which takes precedence. A window
- * that leaves no calibration rows is a one-line error, not a silent exit. Uses
+ * that leaves no calibration rows is a one-line error, not a silent exit, and
+ * an -o that cannot be written fails before any work. Uses
  * stories260K at a 384-token context ($KVTC_CLI, set by CMake). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,17 @@ static int err_has(const char *needle) {
     char *b = test_read_file(p, &n);
     int ok = b && strstr(b, needle);
     if (!ok) fprintf(stderr, "stderr lacks \"%s\": %s\n", needle, b ? b : "(none)");
+    free(b);
+    return ok;
+}
+
+/* err_has without the complaint, for what must be absent */
+static int err_has_quiet(const char *needle) {
+    char p[128];
+    size_t n;
+    snprintf(p, sizeof p, "%s/err.txt", g_dir);
+    char *b = test_read_file(p, &n);
+    int ok = b && strstr(b, needle);
     free(b);
     return ok;
 }
@@ -100,6 +112,27 @@ int main(void) {
     snprintf(p, sizeof p, "%s/none.basis", g_dir);
     struct stat st;
     CHECK(stat(p, &st) != 0); /* not written */
+
+    /* an output that cannot be written is refused before the calibration
+     * (which can take minutes), with where and why */
+    snprintf(a, sizeof a, "calibrate -o %s/missing/x.basis %s", g_dir, opts);
+    CHECK(run(cli, a) == 1 && err_has("cannot write") && err_has("/missing does not exist"));
+    CHECK(!err_has_quiet("calibrating on"));
+    snprintf(a, sizeof a, "calibrate -o %s %s", g_dir, opts);
+    CHECK(run(cli, a) == 1 && err_has("is a directory"));
+
+    /* -o naming an input (the model, the text, through another path) is refused, the input untouched */
+    snprintf(p, sizeof p, "%s/model.gguf", g_dir);
+    CHECK(copy_file("data/stories260K.gguf", p, 0, 0) == 0);
+    snprintf(q, sizeof q, "%s/text.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", q, 40000, 0) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s --model %s --text %s --plain --windows 1 --ctx 384", p, p, q);
+    CHECK(run(cli, a) == 2 && err_has("is the input"));
+    CHECK(same_file(p, "data/stories260K.gguf"));
+    snprintf(a, sizeof a, "calibrate -o %s/./text.txt --model %s --text %s --plain --windows 1 --ctx 384", g_dir, p, q);
+    CHECK(run(cli, a) == 2 && err_has("is the input"));
+    snprintf(p, sizeof p, "%s/ref.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", p, 40000, 0) == 0 && same_file(p, q));
 
     snprintf(a, sizeof a, "rm -rf '%s'", g_dir);
     CHECK(system(a) == 0);

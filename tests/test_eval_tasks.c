@@ -196,6 +196,59 @@ static void test_usage_errors(void) {
     }
 }
 
+/* Hostile numbers and names: exit 2 with one line that names the option, before
+ * any model work (each of these ran for hours, asked for terabytes, named the
+ * value instead of the option, or wrote a JSON string with a raw quote). */
+static void test_hostile_options(void) {
+    static const struct {
+        const char *args, *says;
+    } bad[] = {
+        {"--task copy-random --ctx 512 --distances 200 --trials 1000000000", "--trials needs a count 1..10000"},
+        {"--task copy-random --ctx 512 --distances 200 --trials 10001", "--trials needs a count 1..10000"},
+        {"--task copy-random --ctx 512 --distances nan", "--distances takes up to 16 numbers, comma separated, not 'nan'"},
+        {"--task recall --ctx 512 --depths=0.5,x", "--depths takes up to 16 numbers, comma separated, not '0.5,x'"},
+        {"--task copy --ctx 512 --basis 'a\"b=x.basis'", "NAME must be 1-31 letters"},
+        {"--task copy --ctx 512 --basis =x.basis", "NAME must be 1-31 letters"},
+        /* ctx/8, ctx/2 and ctx-passage-sinks-1 all lie before passage + window: said, not "1 to 16 distances" */
+        {"--task copy --ctx 256", "no default copy distance fits a context of 256"},
+        /* a raw window as long as the prefix: nothing compressed, every row "lossless" at ratio 0 */
+        {"--ctx 256 --plot " TEXT, "is an input"}, /* the plot would replace the text */
+        {"--ctx 256 --ratios ,", "--ratios takes up to 16 numbers > 1"}, /* no ratio: a basis with no row */
+        {"--ctx 256 --window 4000000000", "leave no token to compress in a prefix of 192"},
+        {"--ctx 256 --sink 100 --window 92", "leave no token to compress"},
+        /* 6 rows of baselines + 16 ratios x 4 emulation variants: more rows than the table holds */
+        {"--ctx 256 --basis data/none.basis --ratios 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17 --emulate-gpu bf16,fp8,fp8dec",
+         "exceed 64 methods"},
+        {"--task copy --ctx 512 --basis 0123456789012345678901234567890123=x.basis", "NAME must be 1-31 letters"},
+    };
+    char path[512];
+    snprintf(path, sizeof path, "%s/err", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s %s >/dev/null 2>%s", cli, MODEL, TEXT, bad[i].args,
+                 path);
+        int rc = system(cmd);
+        size_t n = 0;
+        char *err = test_read_file(path, &n);
+        size_t lines = 0;
+        for (size_t j = 0; err && j < n; j++) lines += err[j] == '\n';
+        CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 2 && lines == 1 && strstr(err, bad[i].says),
+                  "%s: exit %d, stderr: %s", bad[i].args, WEXITSTATUS(rc), err ? err : "(none)");
+        free(err);
+    }
+    /* a --plot that cannot be written fails before the evaluation, not after */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s --ctx 256 --windows 1 --plot %s/missing/p.png >/dev/null 2>%s",
+             cli, MODEL, TEXT, dir, path);
+    int rc = system(cmd);
+    size_t n = 0;
+    char *err = test_read_file(path, &n);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 1 && err && strstr(err, "--plot: cannot write") &&
+                  strstr(err, "does not exist") && !strstr(err, "window"),
+              "--plot into a missing directory: exit %d, %s", WEXITSTATUS(rc), err ? err : "(none)");
+    free(err);
+}
+
 int main(void) {
     cli = getenv("KVTC_CLI");
     if (!cli) cli = "build/kvtc";
@@ -206,6 +259,7 @@ int main(void) {
     test_trials_beyond_windows();
     test_recall_rows();
     test_usage_errors();
+    test_hostile_options();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

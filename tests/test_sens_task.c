@@ -80,6 +80,9 @@ static void test_usage_errors(void) {
         "--sens-task copy-random --sens-copy-distance 90", "--sens-task copy-random --sens-copy-distance 188",
         /* ctx/8 = 32 by default, too short at this context */
         "--sens-task copy-random",
+        /* a count that would run for days is refused, not started */
+        "--sens-task copy-random --sens-copy-distance 128 --sens-copy-windows 1000000000",
+        "--sens-task copy-random --sens-copy-distance 128 --sens-copy-windows 10001",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char args[512];
@@ -97,6 +100,15 @@ static void test_usage_errors(void) {
              cli, dir);
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    /* a layout that does not fit says where the distance must lie, in numbers:
+     * passage 64 + window 32 = 96 .. 256 - 64 - 4 - 1 = 187 */
+    CHECK(calibrate(BASE " --sens-task copy-random", "bad.safetensors", NULL) == 2);
+    snprintf(path, sizeof path, "%s/err", dir);
+    size_t n = 0;
+    char *err = test_read_file(path, &n);
+    CHECK_MSG(err && strstr(err, "the distance 32 must be in [96, 187]") && strstr(err, "--sens-copy-distance"),
+              "message: %s", err ? err : "(none)");
+    free(err);
     /* documented in --help */
     snprintf(cmd, sizeof cmd, "%s calibrate --help | grep -q -- --sens-copy-frac", cli);
     CHECK(system(cmd) == 0);

@@ -63,6 +63,19 @@ size_t cli_peek_file(const char *path, void *head, size_t n);
  * On any failure `path` is untouched and no temporary remains. */
 kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char *err, size_t errlen);
 
+/* Check, before a long computation, that cli_write_file(path) can succeed
+ * as far as the file system tells now: not a directory or a dangling
+ * symlink, and for a regular file or a new name, an existing directory we
+ * may create files in. KVTC_ERR_IO with the reason in err. A command that
+ * works for minutes (calibrate, eval --plot) calls it first so that a typo
+ * in -o costs nothing; cli_write_file still reports what changes meanwhile. */
+kvtc_result cli_check_output(const char *path, char *err, size_t errlen);
+
+/* 1 when a and b name the same existing file (after links), else 0: an
+ * output must never replace one of the command's own inputs ("-" is never
+ * the same). */
+int cli_same_file(const char *a, const char *b);
+
 /* Create path as cli_write_file creates a new regular file (temporary,
  * fsync), but never replace anything: when path exists at the last moment
  * (a symlink included), nothing is written, *existed is 1 and the result

@@ -451,6 +451,51 @@ kvtc_result cli_write_file(const char *path, const void *buf, size_t size, char 
     return replace_regular(path, exists ? &st : NULL, 0, buf, size, err, errlen);
 }
 
+int cli_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b || !strcmp(a, "-") || !strcmp(b, "-")) return 0;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+kvtc_result cli_check_output(const char *path, char *err, size_t errlen) {
+    if (!strcmp(path, "-")) return KVTC_OK;
+    size_t len = strlen(path);
+    if (len == 0) {
+        snprintf(err, errlen, "empty output file name");
+        return KVTC_ERR_IO;
+    }
+    struct stat st, lst;
+    int exists = stat(path, &st) == 0;
+    if ((exists && S_ISDIR(st.st_mode)) || path[len - 1] == '/') {
+        snprintf(err, errlen, "%s is a directory: give a file name for the output", path);
+        return KVTC_ERR_IO;
+    }
+    if (!exists && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        snprintf(err, errlen, "%s is a symbolic link to a missing file", path);
+        return KVTC_ERR_IO;
+    }
+    if (exists && !S_ISREG(st.st_mode)) return KVTC_OK; /* a device or FIFO: written into directly */
+    /* a regular file or a new name: the temporary goes into its directory */
+    char target[PATH_MAX], dir[PATH_MAX];
+    const char *base;
+    if (exists && realpath(path, target)) path = target;
+    if (split_path(path, dir, sizeof dir, &base)) {
+        snprintf(err, errlen, "output path too long: %s", path);
+        return KVTC_ERR_IO;
+    }
+    struct stat ds;
+    if (stat(dir, &ds) != 0 || !S_ISDIR(ds.st_mode)) {
+        snprintf(err, errlen, "cannot write %s: directory %s %s", path, dir,
+                 stat(dir, &ds) != 0 ? "does not exist" : "is not a directory");
+        return KVTC_ERR_IO;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "cannot write %s: directory %s: %s", path, dir, strerror(errno));
+        return KVTC_ERR_IO;
+    }
+    return KVTC_OK;
+}
+
 void cli_remove_stale_tmps(const char *dir) { remove_stale_tmps(dir, 0, 1); }
 
 kvtc_result cli_write_new_file(const char *path, const void *buf, size_t size, int *existed, char *err,

@@ -8,6 +8,7 @@
 #include "calibration_text.h"
 #include "cli.h"
 #include "cmd_llama.h"
+#include "eval/copy_task.h"
 #include "internal.h"
 #include "model_kv.h"
 #include "sensitivity.h"
@@ -46,7 +47,7 @@ static const char calibrate_help[] =
     "                       --sens-copy-frac 0 / 1\n"
     "  --sens-copy-frac F   mix: (1-F) * ppl weights + F * copy-random weights, each scaled to\n"
     "                       a mean of 1 (0 <= F <= 1; default 0)\n"
-    "  --sens-copy-windows N  copy-random probes (default 16: each scores only 63 tokens); probe i\n"
+    "  --sens-copy-windows N  copy-random probes, 1..10000 (default 16: each scores only 63 tokens); probe i\n"
     "                       uses window i mod (windows in the text) with its own random passage\n"
     "  --sens-copy-distance D  tokens between the starts of the two 64-token copies\n"
     "                       (default ctx/8, kvtc eval's first default distance)\n";
@@ -147,7 +148,10 @@ int cmd_calibrate(int argc, char **argv) {
             sens_task_set = 1;
             break;
         case O_SENS_COPY_WINDOWS:
-            if (cli_parse_u32(v, &sens_copy_windows) || !sens_copy_windows) { rc = cli_usage("calibrate", "--sens-copy-windows needs a count > 0"); goto done_args; }
+            if (cli_parse_u32(v, &sens_copy_windows) || !sens_copy_windows || sens_copy_windows > SENS_MAX_COPY_PROBES) {
+                rc = cli_usage("calibrate", "--sens-copy-windows needs a count 1..%d, not '%s'", SENS_MAX_COPY_PROBES, v);
+                goto done_args;
+            }
             break;
         case O_SENS_COPY_DISTANCE:
             if (cli_parse_u32(v, &sens_copy_distance) || !sens_copy_distance) { rc = cli_usage("calibrate", "--sens-copy-distance needs a count > 0"); goto done_args; }
@@ -163,7 +167,7 @@ int cmd_calibrate(int argc, char **argv) {
     if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model"); goto done_args; }
     if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
     if ((sens_task_set || sens_copy_windows || sens_copy_distance) && (!model_path || plain)) {
-        rc = cli_usage("calibrate", "--sens-task, --sens-copy-* need --model and --text (and not --plain)");
+        rc = cli_usage("calibrate", "--sens-task, --sens-copy-* need --model (and not --plain)");
         goto done_args;
     }
     if ((sens_copy_windows || sens_copy_distance) && !(sens_copy_frac > 0)) {
@@ -176,6 +180,20 @@ int cmd_calibrate(int argc, char **argv) {
     if (!recompute_set && model_path && !plain) o.recompute_layers = 1;
     if (!out || (!n_inputs && !model_path) || (n_inputs && model_path)) {
         rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model");
+        goto done_args;
+    }
+    /* -o over the model, the text or a cache would replace an input with the basis */
+    const char *same = cli_same_file(out, model_path) ? model_path : cli_same_file(out, text_path) ? text_path : NULL;
+    for (int i = 0; !same && i < n_inputs; i++)
+        if (cli_same_file(out, inputs[i])) same = inputs[i];
+    if (same) {
+        rc = cli_usage("calibrate", "-o %s is the input %s: give another output name", out, same);
+        goto done_args;
+    }
+    /* a bad -o is found before minutes of calibration, not after */
+    char out_err[512];
+    if (cli_check_output(out, out_err, sizeof out_err)) {
+        rc = cli_fail("calibrate", "%s", out_err);
         goto done_args;
     }
     /* the default text is said, never silently taken */
@@ -209,6 +227,8 @@ int cmd_calibrate(int argc, char **argv) {
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
+            fprintf(stderr, "kvtc: calibrate: %s holds %llu window(s) of %u tokens: calibrating on %llu, not %u\n",
+                    text_path, (unsigned long long)avail, ctx, (unsigned long long)avail, windows);
             windows = (uint32_t)avail;
         }
         if (sensitivity) {
@@ -216,6 +236,19 @@ int cmd_calibrate(int argc, char **argv) {
             sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2,
                                    sens_copy_frac, sens_copy_windows ? sens_copy_windows : 16, 64, sens_copy_distance ? sens_copy_distance : ctx / 8};
             const char *bad = sensitivity_opts_check(&so);
+            copy_layout probe = {ctx, so.copy_passage, so.copy_distance, COPY_PASSAGE_RANDOM};
+            if (bad && so.copy_frac > 0 && copy_layout_invalid(&probe, so.n_sink, so.n_window)) {
+                /* the layout's bounds in numbers, and what to change */
+                long lo = (long)so.copy_passage + so.n_window, hi = (long)ctx - so.copy_passage - so.n_sink - 1;
+                cli_usage("calibrate", "copy probes at --ctx %u: the distance %u must be in [%ld, %ld] (passage %u + "
+                          "window %u .. ctx - passage - sinks - 1)%s", ctx, so.copy_distance, lo, hi,
+                          so.copy_passage, so.n_window,
+                          lo > hi ? ": the context is too short, raise --ctx or lower --window"
+                                  : ": set --sens-copy-distance in that range");
+                model_text_free(&mt);
+                rc = 2;
+                goto done_args;
+            }
             if (bad) {
                 cli_usage("calibrate", "sensitivity at --ctx %u: %s", ctx, bad);
                 model_text_free(&mt);

@@ -178,10 +178,11 @@ static int apply_method(void *user, uint32_t mi, float *k, float *v, uint32_t n,
     return m->is_kvtc ? kvtc_roundtrip(m, a->o, &a->g, a->model, k, v, n, ids) : baseline_apply(m, a->o, &a->g, k, v, n);
 }
 
-/* Up to RETRIEVAL_MAX_POINTS comma-separated numbers; the count, or -1. */
+/* Up to RETRIEVAL_MAX_POINTS comma-separated numbers; the count, or -1 (a
+ * list too long for the buffer is refused, not cut). */
 static int parse_list(const char *v, double *out) {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s", v);
+    if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
     for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
         if (n == RETRIEVAL_MAX_POINTS || cli_parse_double(s, &out[n])) return -1;
@@ -197,13 +198,25 @@ typedef struct gpu_emulation {
     kvi_proj_mode enc, dec;
 } gpu_emulation;
 
+/* A --basis NAME= label: it names table rows and JSON strings, so it is kept
+ * to characters that need no quoting anywhere (and is never cut short). */
+static int label_ok(const char *s, size_t n) {
+    if (n == 0 || n > 31) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("._+:-", c)))
+            return 0;
+    }
+    return 1;
+}
+
 static int parse_emulations(const char *v, gpu_emulation *out) {
     static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16},
                                                              {"fp8dec", KVI_PROJ_BF16, KVI_PROJ_FP8},
                                                              {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16},
                                                              {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8}};
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s", v);
+    if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
     for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
         int k = 0;
@@ -329,7 +342,7 @@ static const char eval_help[] =
     "                       (default ctx/8,ctx/2,ctx-passage-sinks-1)\n"
     "  --depths LIST        recall: needle depths, fractions of the context (default 0.1,0.5,0.9)\n"
     "  --passage N          copy, copy-random: passage tokens (default 64)\n"
-    "  --trials N           copy, copy-random, recall: trials per distance / depth (default:\n"
+    "  --trials N           copy, copy-random, recall: trials per distance / depth, 1..10000 (default:\n"
     "                       the windows); beyond the text's windows a trial reuses window\n"
     "                       t mod windows with its own random passage / needle\n"
     "  --emulate-gpu LIST   also run every KVTC method with the GPU's projection arithmetic\n"
@@ -368,8 +381,8 @@ int cmd_eval(int argc, char **argv) {
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
-    int opt;
-    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    int opt, li = 0;
+    while ((opt = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
         const char *v = optarg;
         switch (opt) {
         case 'h': fputs(eval_help, stdout); return 0;
@@ -377,21 +390,29 @@ int cmd_eval(int argc, char **argv) {
         case O_TEXT: text_path = v; break;
         case O_BASIS:
             if (n_bases == 16) return cli_usage("eval", "at most 16 bases");
+            if (strchr(v, '=') && !label_ok(v, (size_t)(strchr(v, '=') - v)))
+                return cli_usage("eval", "--basis NAME=PATH: NAME must be 1-31 letters, digits or ._+:-, not '%.*s'",
+                                 (int)(strchr(v, '=') - v), v);
             basis_specs[n_bases++] = v;
             break;
         case O_RATIOS: {
             char tmp[256];
-            snprintf(tmp, sizeof tmp, "%s", v);
+            int cut = snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp;
             n_ratios = 0;
-            for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+            for (char *s = strtok(tmp, ","); s && !cut; s = strtok(NULL, ",")) {
                 if (n_ratios == 16 || cli_parse_double(s, &ratios[n_ratios]) || ratios[n_ratios] <= 1)
-                    return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated");
+                    return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated, not '%s'", v);
                 n_ratios++;
             }
+            /* "," or "" would leave a basis with no row (and its memory unowned) */
+            if (!n_ratios) return cli_usage("eval", "--ratios takes up to 16 numbers > 1, comma separated, not '%s'", v);
             break;
         }
         case O_CTX: if (cli_parse_u32(v, &o.ctx) || o.ctx < 8) return cli_usage("eval", "--ctx needs a count >= 8"); break;
-        case O_TRIALS: if (cli_parse_u32(v, &ro.trials) || !ro.trials) return cli_usage("eval", "--trials needs a count > 0"); break;
+        case O_TRIALS:
+            if (cli_parse_u32(v, &ro.trials) || !ro.trials || ro.trials > RETRIEVAL_MAX_TRIALS)
+                return cli_usage("eval", "--trials needs a count 1..%d, not '%s'", RETRIEVAL_MAX_TRIALS, v);
+            break;
         case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
         case O_PREFIX:
             if (cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)");
@@ -409,9 +430,10 @@ int cmd_eval(int argc, char **argv) {
             break;
         case O_POINTS: {
             int n;
+            /* named by longindex: argv[optind - 1] is the value when it came as a separate word */
             if ((n = parse_list(v, ro.points)) < 0)
-                return cli_usage("eval", "%s takes up to %d numbers, comma separated", argv[optind - 1],
-                                 RETRIEVAL_MAX_POINTS);
+                return cli_usage("eval", "--%s takes up to %d numbers, comma separated, not '%s'", longopts[li].name,
+                                 RETRIEVAL_MAX_POINTS, v);
             ro.n_points = (uint32_t)n;
             break;
         }
@@ -427,6 +449,17 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
     if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    if (o.plot) {
+        char err[512];
+        if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
+        if (cli_same_file(o.plot, model_path) || cli_same_file(o.plot, text_path))
+            return cli_usage("eval", "--plot %s is an input: give another output name", o.plot);
+        for (int b = 0; b < n_bases; b++) {
+            const char *eq = strchr(basis_specs[b], '=');
+            if (cli_same_file(o.plot, eq ? eq + 1 : basis_specs[b]))
+                return cli_usage("eval", "--plot %s is an input: give another output name", o.plot);
+        }
+    }
 
     model_text mt;
     if (model_text_load(&mt, model_path, text_path)) return 1;
@@ -439,6 +472,12 @@ int cmd_eval(int argc, char **argv) {
     if (o.windows > avail) o.windows = (uint32_t)avail;
     uint32_t prefix = (uint32_t)(o.ctx * o.prefix_frac), cont = o.ctx - prefix;
     if (prefix < 1 || cont < 2) { model_text_free(&mt); return cli_fail("eval", "window too short for prefix %g", o.prefix_frac); }
+    if (!strcmp(task, "ppl") && (uint64_t)o.n_sink + o.n_window >= prefix) {
+        /* nothing would be compressed: every method would show ratio 0 and no loss */
+        model_text_free(&mt);
+        return cli_usage("eval", "--sink %u + --window %u leave no token to compress in a prefix of %u (--ctx %u x "
+                         "--prefix %g)", o.n_sink, o.n_window, prefix, o.ctx, o.prefix_frac);
+    }
 
     eval_method *ms = calloc(EVAL_MAX_METHODS, sizeof *ms);
     uint32_t nm = 0;
@@ -465,10 +504,16 @@ int cmd_eval(int argc, char **argv) {
             nm++;
         }
     }
+    /* every basis x ratio x emulation is a row: too many is refused, never cut short */
+    if (nm + (uint32_t)n_bases * (uint32_t)n_ratios * (uint32_t)(1 + n_emul) > EVAL_MAX_METHODS) {
+        rc = cli_usage("eval", "%d bases x %d ratios x %d variants + %u other rows exceed %d methods", n_bases,
+                       n_ratios, 1 + n_emul, nm, EVAL_MAX_METHODS);
+        goto done;
+    }
     for (int b = 0; b < n_bases; b++) {
         const char *spec = basis_specs[b], *eq = strchr(spec, '=');
         char label[32] = "kvtc";
-        if (eq) snprintf(label, sizeof label, "%.*s", (int)(eq - spec < 31 ? eq - spec : 31), spec);
+        if (eq) snprintf(label, sizeof label, "%.*s", (int)(eq - spec), spec); /* label_ok: <= 31 */
         const char *path = eq ? eq + 1 : spec;
         void *buf;
         size_t size;
@@ -524,8 +569,21 @@ int cmd_eval(int argc, char **argv) {
         if (!ro.n_points && ro.task != RETRIEVAL_RECALL) {
             uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
             double d[3] = {o.ctx / 8, o.ctx / 2, far};
-            for (int i = 0; i < 3; i++)
-                if (d[i] >= ro.passage + o.n_window && d[i] <= far) ro.points[ro.n_points++] = d[i];
+            int fits[3];
+            for (int i = 0; i < 3; i++) {
+                fits[i] = d[i] >= ro.passage + o.n_window && d[i] <= far && o.ctx > ro.passage + o.n_sink + 1;
+                if (fits[i]) ro.points[ro.n_points++] = d[i];
+            }
+            if (!ro.n_points) {
+                rc = cli_usage("eval", "no default copy distance fits a context of %u with a passage of %u and a raw "
+                               "window of %u: raise --ctx, or lower --passage / --window", o.ctx, ro.passage, o.n_window);
+                goto done;
+            }
+            for (int i = 0; i < 3; i++) /* said, so that the table's distances are no surprise */
+                if (!fits[i])
+                    fprintf(stderr, "kvtc: eval: default distance %.0f left out: outside [passage + window, ctx - "
+                            "passage - sinks - 1] = [%lld, %lld]\n", d[i], (long long)ro.passage + o.n_window,
+                            (long long)o.ctx - ro.passage - o.n_sink - 1);
         } else if (!ro.n_points) {
             ro.points[0] = 0.1, ro.points[1] = 0.5, ro.points[2] = 0.9;
             ro.n_points = 3;

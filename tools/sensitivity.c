@@ -123,7 +123,7 @@ const char *sensitivity_opts_check(const sensitivity_opts *o) {
     if (!(o->copy_frac >= 0.0 && o->copy_frac <= 1.0)) return "the copy share must be in [0, 1]";
     if (o->ctx <= o->continuation + o->n_sink + o->n_window + 1) return "window too short";
     if (o->copy_frac > 0) {
-        if (!o->copy_windows) return "copy probes: needs a count > 0";
+        if (!o->copy_windows || o->copy_windows > SENS_MAX_COPY_PROBES) return "copy probes: needs a count 1..10000";
         copy_layout l = {o->ctx, o->copy_passage, o->copy_distance, COPY_PASSAGE_RANDOM};
         if (copy_layout_invalid(&l, o->n_sink, o->n_window))
             return "copy probe: needs passage >= 2 and passage + window <= distance <= ctx - passage - sinks - 1";

@@ -27,6 +27,11 @@
 
 #include "model_kv.h"
 
+/* At most this many copy-random probes: each one prefills a whole window and
+ * decodes it once per measured block, so more would run for days; the bound
+ * also turns a mistyped count into an error instead of an endless run. */
+#define SENS_MAX_COPY_PROBES 10000
+
 typedef enum sensitivity_task { SENS_TASK_PPL = 0, SENS_TASK_COPY_RANDOM = 1 } sensitivity_task;
 
 typedef struct sensitivity_opts {

@@ -125,8 +125,9 @@ int retrieval_check(const retrieval_opts *o, const model_text *mt) {
         copy_layout l = {o->ctx, P, p >= 0 && p <= o->ctx ? (uint32_t)p : 0, COPY_PASSAGE_TEXT};
         if (p != floor(p) || copy_layout_invalid(&l, o->n_sink, o->n_window))
             return cli_usage("eval",
-                             "copy distance %g: needs passage + window (%u) <= distance <= ctx - passage - "
-                             "sinks - 1 (%u)", p, P + o->n_window, o->ctx - P - o->n_sink - 1);
+                             "copy distance %g: needs passage + window (%lld) <= distance <= ctx - passage - "
+                             "sinks - 1 (%lld)", p, (long long)P + o->n_window,
+                             (long long)o->ctx - P - o->n_sink - 1);
     }
     return 0;
 }

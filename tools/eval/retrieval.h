@@ -40,6 +40,11 @@
 typedef enum retrieval_task { RETRIEVAL_COPY = 1, RETRIEVAL_RECALL = 2, RETRIEVAL_COPY_RANDOM = 3 } retrieval_task;
 
 #define RETRIEVAL_MAX_POINTS 16
+/* Trials per point at most: each prefills a whole context per method, and
+ * the per-trial scores are kept ((methods + 1) x points x trials doubles),
+ * so a mistyped count is an error rather than a huge allocation or a run of
+ * days. */
+#define RETRIEVAL_MAX_TRIALS 10000
 
 typedef struct retrieval_opts {
     retrieval_task task;
