@@ -25,27 +25,20 @@ static int run(const char *bin, const char *args) {
     return test_system_checked(cmd, p);
 }
 
-static int err_has(const char *needle) {
+/* whether the last run's stderr holds needle; loud: say so when it does not */
+static int err_contains(const char *needle, int loud) {
     char p[128];
     size_t n;
     snprintf(p, sizeof p, "%s/err.txt", g_dir);
     char *b = test_read_file(p, &n);
     int ok = b && strstr(b, needle);
-    if (!ok) fprintf(stderr, "stderr lacks \"%s\": %s\n", needle, b ? b : "(none)");
+    if (!ok && loud) fprintf(stderr, "stderr lacks \"%s\": %s\n", needle, b ? b : "(none)");
     free(b);
     return ok;
 }
-
+static int err_has(const char *needle) { return err_contains(needle, 1); }
 /* err_has without the complaint, for what must be absent */
-static int err_has_quiet(const char *needle) {
-    char p[128];
-    size_t n;
-    snprintf(p, sizeof p, "%s/err.txt", g_dir);
-    char *b = test_read_file(p, &n);
-    int ok = b && strstr(b, needle);
-    free(b);
-    return ok;
-}
+static int err_has_quiet(const char *needle) { return err_contains(needle, 0); }
 
 static int same_file(const char *a, const char *b) {
     size_t na, nb;
