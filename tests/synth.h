@@ -210,11 +210,12 @@ SYNTH_API double synth_elem(const kvtc_cache *c, int is_key, uint32_t l, uint32_
     return synth_load(is_key ? c->k : c->v, c->dtype, off);
 }
 
-/* Sum over all coordinates of token t of (a - b)^2 for keys or values. */
-SYNTH_API double synth_token_sqerr(const kvtc_cache *a, const kvtc_cache *b, int is_key, uint64_t t) {
+/* Sum of (a - b)^2 over layers [l0, l1) of token t, keys or values. */
+static inline double synth_token_sqerr_range(const kvtc_cache *a, const kvtc_cache *b, int is_key, uint32_t l0,
+                                             uint32_t l1, uint64_t t) {
     const kvtc_geometry *g = &a->geometry;
     double e = 0;
-    for (uint32_t l = 0; l < g->n_layers; l++)
+    for (uint32_t l = l0; l < l1; l++)
         for (uint32_t h = 0; h < g->n_kv_heads; h++)
             for (uint32_t j = 0; j < g->head_dim; j++) {
                 double dlt = synth_elem(a, is_key, l, h, t, j) - synth_elem(b, is_key, l, h, t, j);
@@ -223,18 +224,16 @@ SYNTH_API double synth_token_sqerr(const kvtc_cache *a, const kvtc_cache *b, int
     return e;
 }
 
+/* Sum over all coordinates of token t of (a - b)^2 for keys or values. */
+SYNTH_API double synth_token_sqerr(const kvtc_cache *a, const kvtc_cache *b, int is_key, uint64_t t) {
+    return synth_token_sqerr_range(a, b, is_key, 0, a->geometry.n_layers, t);
+}
+
 /* Sum of (a - b)^2 over keys and values of layers [l0, l1), every token. */
 SYNTH_API double synth_sqerr_layers(const kvtc_cache *a, const kvtc_cache *b, uint32_t l0, uint32_t l1) {
-    const kvtc_geometry *g = &a->geometry;
     double e = 0;
     for (int s = 0; s < 2; s++)
-        for (uint32_t l = l0; l < l1; l++)
-            for (uint32_t h = 0; h < g->n_kv_heads; h++)
-                for (uint64_t t = 0; t < a->n_tokens; t++)
-                    for (uint32_t j = 0; j < g->head_dim; j++) {
-                        double d = synth_elem(a, s, l, h, t, j) - synth_elem(b, s, l, h, t, j);
-                        e += d * d;
-                    }
+        for (uint64_t t = 0; t < a->n_tokens; t++) e += synth_token_sqerr_range(a, b, s, l0, l1, t);
     return e;
 }
 
