@@ -84,7 +84,16 @@ typedef enum kvtc_cuda_projection {
     KVTC_CUDA_PROJ_DEFAULT = 0,    /* both GEMMs in the precision `gemm` selects (default) */
     KVTC_CUDA_PROJ_FP8_DECODE = 1, /* the decoder's reconstruction in FP8 */
     KVTC_CUDA_PROJ_FP8_ENCODE = 2, /* the encoder's projection in FP8 */
-    KVTC_CUDA_PROJ_FP8 = 3         /* both */
+    KVTC_CUDA_PROJ_FP8 = 3,        /* both */
+    /* With DECODE and/or ENCODE: fast FP8 accumulation for those GEMMs
+     * (CUBLASLT_MATMUL_DESC_FAST_ACCUM: the tensor cores' partial sums are
+     * not promoted to fp32 every few products). Alone (no DECODE or ENCODE
+     * bit): KVTC_ERR_INVALID_ARGUMENT. At the 12B geometry on an H200 it
+     * makes a batch 4-7% faster and adds 1.8% (rank 4096) to 5.4% (rank
+     * 10240) to the squared reconstruction error; its KL on a model is not
+     * measured (the accumulation cannot be emulated on the CPU): off by
+     * default (bench/RESULTS_CUDA.md, kvtc_cuda_bench fp8 / gemm). */
+    KVTC_CUDA_PROJ_FP8_FAST_ACCUM = 4
 } kvtc_cuda_projection;
 
 /* Recomputed layers on the GPU (bases with kvtc_basis_recomputed_layers()
@@ -138,7 +147,8 @@ typedef struct kvtc_cuda_options {
     /* Added in 0.3 (callers of 0.1 and 0.2 pass their struct_size, up to
      * `profile` or up to `recompute_user`, and get the default): */
     kvtc_cuda_projection projection; /* default KVTC_CUDA_PROJ_DEFAULT; other bits than
-                            * KVTC_CUDA_PROJ_FP8's, or FP8 with gemm != BF16:
+                            * KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM,
+                            * FAST_ACCUM alone, or FP8 with gemm != BF16:
                             * KVTC_ERR_INVALID_ARGUMENT */
 } kvtc_cuda_options;
 

@@ -23,7 +23,9 @@
 //                                  with KVTC_CUDA_PROJ_FP8 (both GEMMs in e4m3,
 //                                  issue 15); errors of the bf16, FP8-decode-only
 //                                  and all-FP8 round trips; per-stage profiles
+#include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_fp8.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <libdeflate.h>
@@ -1346,7 +1348,9 @@ static double rel_err(const DevCache &a, const DevCache &ref, int s, double *d_a
 }
 
 static void fp8_bench(uint32_t m) {
-    printf("== fp8: 40 x 8 x 128 bf16, basis rank m = %u, 8 x 8K: default (bf16) vs KVTC_CUDA_PROJ_FP8 ==\n", m);
+    printf("== fp8: 40 x 8 x 128 bf16, basis rank m = %u, 8 x 8K: default (bf16) vs KVTC_CUDA_PROJ_FP8 vs FP8 with "
+           "KVTC_CUDA_PROJ_FP8_FAST_ACCUM ==\n",
+           m);
     kvtc_geometry g;
     memset(&g, 0, sizeof g);
     g.n_layers = 40;
@@ -1364,7 +1368,9 @@ static void fp8_bench(uint32_t m) {
     CU(cudaStreamCreate(&st));
     cublasHandle_t blas;
     cublasCreate(&blas);
-    kvtc_cuda_codec *cc[2] = {NULL, NULL};  // 0 default, 1 FP8
+    const int NC = 3;  // codecs: 0 default, 1 FP8, 2 FP8 with fast accumulation
+    kvtc_cuda_codec *cc[NC] = {NULL, NULL, NULL};
+    static const char *const cname[NC] = {"bf16", "FP8 ", "FP8 fast"};
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     o.ratio = 16.0;
@@ -1372,8 +1378,11 @@ static void fp8_bench(uint32_t m) {
     o.projection = KVTC_CUDA_PROJ_FP8;
     double t0 = now_s();
     kvtc_result r8 = kvtc_cuda_codec_alloc(b, &o, &cc[1]);
+    o.projection = (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM);
+    if (!r8) r8 = kvtc_cuda_codec_alloc(b, &o, &cc[2]);
     if (r8) {
         printf("FAIL: FP8 codec: %s\n", kvtc_result_string(r8));
+        kvtc_cuda_codec_free(cc[1]);
         g_fail++;
         kvtc_cuda_codec_free(cc[0]);
         kvtc_basis_free(b);
@@ -1383,7 +1392,7 @@ static void fp8_bench(uint32_t m) {
     Gen gn = gen_upload(b, lambda.data(), m, sigma2);  // generator inputs on the device
     const int B = 8;
     const uint64_t n = 8192;
-    std::vector<DevCache> in(B), out16(B), out8(B);
+    std::vector<DevCache> in(B), out16(B), out8(B), outf(B);
     __nv_bfloat16 *Z, *X;
     CU(cudaMalloc(&Z, n * m * 2));
     CU(cudaMalloc(&X, n * p * 2));
@@ -1391,6 +1400,7 @@ static void fp8_bench(uint32_t m) {
         in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         out16[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         out8[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        outf[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         fill_cache(gn, in[i], 1000 + i, blas, Z, X,
                    st);
     }
@@ -1411,7 +1421,7 @@ static void fp8_bench(uint32_t m) {
         CU(cudaMalloc(&d_out[i], cap[i]));
     }
     Timer t;
-    float mc[2], md[2];
+    float mc[NC], md[NC];
     std::vector<uint64_t> sizes(B);
     std::vector<std::vector<uint8_t>> prefix(B, std::vector<uint8_t>(4096));
     std::vector<DevCache> outd(B);  // the bf16 streams decoded by the FP8 decoder (decode-only FP8)
@@ -1423,33 +1433,39 @@ static void fp8_bench(uint32_t m) {
         CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
         for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "%s decode status %u", what, status[i]);
     };
-    for (int k = 0; k < 2; k++) {  // k 0: the default codec, 1: KVTC_CUDA_PROJ_FP8
-        std::vector<float> vc, vd;
+    for (int k = 0; k < NC; k++) {
+        std::vector<float> vc, vd, hc, hd;  // GPU time of the batch; host time of its enqueue
         for (int rep = 0; rep < 12; rep++) {
             t.start(st);
+            double h0 = now_s();
             for (int i = 0; i < B; i++) KV(kvtc_cuda_compress(cc[k], &in[i].c, d_out[i], cap[i], d_w + i, ws, wsz, st));
+            double h1 = now_s();
             float ms = t.stop(st);
-            if (rep >= 2) vc.push_back(ms);
+            if (rep >= 2) vc.push_back(ms), hc.push_back((float)((h1 - h0) * 1e3));
         }
         CU(cudaMemcpy(sizes.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
         for (int i = 0; i < B; i++) CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
-        std::vector<DevCache> &out = k ? out8 : out16;
+        std::vector<DevCache> &out = k == 2 ? outf : k ? out8 : out16;
         for (int rep = 0; rep < 12; rep++) {
             t.start(st);
+            double h0 = now_s();
             for (int i = 0; i < B; i++)
                 KV(kvtc_cuda_decompress(cc[k], prefix[i].data(), 4096, d_out[i], sizes[i], &out[i].c, ws, wsz, d_status + i, st));
+            double h1 = now_s();
             float ms = t.stop(st);
-            if (rep >= 2) vd.push_back(ms);
+            if (rep >= 2) vd.push_back(ms), hd.push_back((float)((h1 - h0) * 1e3));
         }
-        decode_all(cc[k], out, k ? "fp8" : "bf16");
+        decode_all(cc[k], out, cname[k]);
         if (k == 0) decode_all(cc[1], outd, "fp8 decode of bf16 streams");
         mc[k] = median(vc);
         md[k] = median(vd);
         double tot = 0;
         for (int i = 0; i < B; i++) tot += sizes[i];
         printf("  %s codec: compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps); %.1f MB\n",
-               k ? "FP8 " : "bf16", *std::min_element(vc.begin(), vc.end()), mc[k], *std::max_element(vc.begin(), vc.end()),
+               cname[k], *std::min_element(vc.begin(), vc.end()), mc[k], *std::max_element(vc.begin(), vc.end()),
                *std::min_element(vd.begin(), vd.end()), md[k], *std::max_element(vd.begin(), vd.end()), tot / 1e6);
+        printf("  %s codec: host time to enqueue the batch, median: compress %.2f ms, decompress %.2f ms\n", cname[k],
+               median(hc), median(hd));
     }
     // The same batch over two CUDA streams of one codec, each with its own
     // workspace (caches alternate): the rANS, dequantize and scatter kernels
@@ -1463,7 +1479,7 @@ static void fp8_bench(uint32_t m) {
         CU(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
         CU(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
         std::vector<uint64_t> sizes2(B);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < NC; k++) {
             std::vector<float> vc, vd;
             for (int rep = 0; rep < 12; rep++) {
                 t.start(st);
@@ -1479,7 +1495,7 @@ static void fp8_bench(uint32_t m) {
             }
             CU(cudaMemcpy(sizes2.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
             for (int i = 0; i < B; i++) CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
-            std::vector<DevCache> &out = k ? out8 : out16;
+            std::vector<DevCache> &out = k == 2 ? outf : k ? out8 : out16;
             CU(cudaMemset(d_status, 0, 4 * B));
             for (int rep = 0; rep < 12; rep++) {
                 t.start(st);
@@ -1498,7 +1514,7 @@ static void fp8_bench(uint32_t m) {
             for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "2-stream decode status %u", status[i]);
             printf("RESULT fp8 rank %u batch %dx%llu, 2 streams: %s compress %.2f ms (one stream %.2f), decompress %.2f "
                    "ms (one stream %.2f)\n",
-                   m, B, (unsigned long long)n, k ? "FP8" : "bf16", median(vc), mc[k], median(vd), md[k]);
+                   m, B, (unsigned long long)n, cname[k], median(vc), mc[k], median(vd), md[k]);
         }
         cudaEventDestroy(fork);
         cudaEventDestroy(join);
@@ -1507,13 +1523,15 @@ static void fp8_bench(uint32_t m) {
     }
     double *d_acc;
     CU(cudaMalloc(&d_acc, 16));
-    double e16[2] = {0, 0}, e8[2] = {0, 0}, ed[2] = {0, 0}, ed16[2] = {0, 0};
+    double e16[2] = {0, 0}, e8[2] = {0, 0}, ed[2] = {0, 0}, ed16[2] = {0, 0}, ef[2] = {0, 0}, ef8[2] = {0, 0};
     for (int i = 0; i < B; i++)
         for (int s = 0; s < 2; s++) {
             e16[s] += rel_err(out16[i], in[i], s, d_acc, st) / B;
             e8[s] += rel_err(out8[i], in[i], s, d_acc, st) / B;
             ed[s] += rel_err(outd[i], in[i], s, d_acc, st) / B;
             ed16[s] += rel_err(outd[i], out16[i], s, d_acc, st) / B;
+            ef[s] += rel_err(outf[i], in[i], s, d_acc, st) / B;
+            ef8[s] += rel_err(outf[i], out8[i], s, d_acc, st) / B;
         }
     cudaFree(d_acc);
     for (int i = 0; i < B; i++) dev_free(outd[i]);
@@ -1522,17 +1540,22 @@ static void fp8_bench(uint32_t m) {
            "%.4f/%.4f\n",
            m, B, (unsigned long long)n, mc[0], mc[1], mc[0] / mc[1], md[0], md[1], md[0] / md[1], e16[0], e16[1], ed[0],
            ed[1], ed16[0], ed16[1], e8[0], e8[1]);
+    printf("RESULT fp8 fast accumulation rank %u: compress %.2f ms, decompress %.2f ms; rel err K/V %.4f/%.4f (FP8 "
+           "%.4f/%.4f), its distance from the FP8 decode %.5f/%.5f\n",
+           m, mc[2], md[2], ef[0], ef[1], e8[0], e8[1], ef8[0], ef8[1]);
     // per-stage breakdown of one encode and decode with each precision
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < NC; k++) {
         kvtc_cuda_options po;
         kvtc_cuda_options_init(&po);
         po.ratio = 16.0;
         po.profile = 1;
-        po.projection = k ? KVTC_CUDA_PROJ_FP8 : KVTC_CUDA_PROJ_DEFAULT;
+        po.projection = k == 2   ? (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM)
+                        : k == 1 ? KVTC_CUDA_PROJ_FP8
+                                 : KVTC_CUDA_PROJ_DEFAULT;
         kvtc_cuda_codec *pc;
         KV(kvtc_cuda_codec_alloc(b, &po, &pc));
         for (int rep = 0; rep < 3; rep++) {
-            if (rep == 2) fprintf(stderr, "(%s encode and decode, cache 0)\n", k ? "FP8" : "bf16");
+            if (rep == 2) fprintf(stderr, "(%s encode and decode, cache 0)\n", cname[k]);
             KV(kvtc_cuda_compress(pc, &in[0].c, d_out[0], cap[0], d_w, ws, wsz, st));
             uint64_t sz = 0;
             CU(cudaMemcpyAsync(&sz, d_w, 8, cudaMemcpyDeviceToHost, st));
@@ -1547,6 +1570,7 @@ static void fp8_bench(uint32_t m) {
         dev_free(in[i]);
         dev_free(out16[i]);
         dev_free(out8[i]);
+        dev_free(outf[i]);
         cudaFree(d_out[i]);
     }
     cudaFree(ws);
@@ -1555,9 +1579,130 @@ static void fp8_bench(uint32_t m) {
     gen_free(gn);
     kvtc_cuda_codec_free(cc[0]);
     kvtc_cuda_codec_free(cc[1]);
+    kvtc_cuda_codec_free(cc[2]);
     cublasDestroy(blas);
     cudaStreamDestroy(st);
     kvtc_basis_free(b);
+}
+
+// ---- gemm: the FP8 projection GEMMs alone, every algorithm cuBLASLt's
+// heuristic offers (up to 8), with and without FAST_ACCUM: is the codec's
+// first-choice algorithm the fastest, and what does fast accumulation buy?
+// Operands are hashed values in [-1, 1) in e4m3; the distance is the RMS
+// of (out - reference) / RMS of the reference, reference = algorithm 0
+// without fast accumulation.
+__global__ static void fill_e4m3_k(__nv_fp8_e4m3 *x, uint64_t n, uint32_t seed) {
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        x[i] = __nv_fp8_e4m3((float)(h >> 8) / 8388608.0f - 1.0f);
+    }
+}
+
+template <typename T>
+__global__ static void dist_k(const T *a, const T *ref, uint64_t n, double *acc) {
+    double d = 0, r = 0;
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        double x = (double)(float)a[i], y = (double)(float)ref[i];
+        d += (x - y) * (x - y);
+        r += y * y;
+    }
+    atomicAdd(&acc[0], d);
+    atomicAdd(&acc[1], r);
+}
+
+static void gemm_sweep(void) {
+    printf("== gemm: cuBLASLt FP8 TN GEMMs of the 12B geometry (p 40960, 8192 tokens), up to 8 algorithms, FAST_ACCUM 0/1 ==\n");
+    struct Shape {
+        const char *what;
+        uint64_t m, n, k;
+        cudaDataType_t ct;
+    } shapes[] = {{"decode rank 4096", 40960, 8192, 4096, CUDA_R_16BF},
+                  {"decode rank 10240", 40960, 8192, 10240, CUDA_R_16BF},
+                  {"encode rank 4096", 4096, 8192, 40960, CUDA_R_32F},
+                  {"encode rank 10240", 10240, 8192, 40960, CUDA_R_32F}};
+    cublasLtHandle_t lt;
+    if (cublasLtCreate(&lt)) { printf("FAIL: cublasLtCreate\n"); g_fail++; return; }
+    cudaStream_t st;
+    CU(cudaStreamCreate(&st));
+    const size_t wsz = 32u << 20;
+    uint8_t *A, *Bm, *out, *ref;
+    void *ws;
+    double *acc;
+    CU(cudaMalloc(&A, 40960ull * 10240));
+    CU(cudaMalloc(&Bm, 40960ull * 8192));
+    CU(cudaMalloc(&out, 40960ull * 8192 * 2));
+    CU(cudaMalloc(&ref, 40960ull * 8192 * 2));
+    CU(cudaMalloc(&ws, wsz));
+    CU(cudaMalloc(&acc, 16));
+    fill_e4m3_k<<<4096, 256, 0, st>>>((__nv_fp8_e4m3 *)A, 40960ull * 10240, 17);
+    fill_e4m3_k<<<4096, 256, 0, st>>>((__nv_fp8_e4m3 *)Bm, 40960ull * 8192, 91);
+    Timer t;
+    for (const Shape &sh : shapes) {
+        size_t osz = sh.m * sh.n * (sh.ct == CUDA_R_16BF ? 2 : 4);
+        double flop = 2.0 * sh.m * sh.n * sh.k;
+        for (int fast = 0; fast < 2; fast++) {
+            cublasLtMatmulDesc_t op;
+            cublasLtMatrixLayout_t la, lb, lc;
+            cublasLtMatmulPreference_t pref;
+            cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+            int8_t fa = (int8_t)fast;
+            uint64_t w64 = wsz;
+            cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa);
+            cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, sh.k, sh.m, (int64_t)sh.k);
+            cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, sh.k, sh.n, (int64_t)sh.k);
+            cublasLtMatrixLayoutCreate(&lc, sh.ct, sh.m, sh.n, (int64_t)sh.m);
+            cublasLtMatmulPreferenceCreate(&pref);
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &w64, sizeof w64);
+            cublasLtMatmulHeuristicResult_t heur[8];
+            int found = 0;
+            cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 8, heur, &found);
+            const float alpha = 1.0f / 64, beta = 0.0f;
+            for (int a = 0; a < found; a++) {
+                std::vector<float> v;
+                cublasStatus_t r = CUBLAS_STATUS_SUCCESS;
+                for (int rep = 0; rep < 12 && !r; rep++) {
+                    t.start(st);
+                    r = cublasLtMatmul(lt, op, &alpha, A, la, Bm, lb, &beta, out, lc, out, lc, &heur[a].algo, ws, wsz, st);
+                    float ms = t.stop(st);
+                    if (rep >= 2) v.push_back(ms);
+                }
+                if (r) { printf("  %s fast %d algo %d: status %d\n", sh.what, fast, a, (int)r); continue; }
+                if (!fast && !a) CU(cudaMemcpyAsync(ref, out, osz, cudaMemcpyDeviceToDevice, st));
+                CU(cudaMemsetAsync(acc, 0, 16, st));
+                if (sh.ct == CUDA_R_16BF)
+                    dist_k<<<1024, 256, 0, st>>>((const __nv_bfloat16 *)out, (const __nv_bfloat16 *)ref, sh.m * sh.n, acc);
+                else
+                    dist_k<<<1024, 256, 0, st>>>((const float *)out, (const float *)ref, sh.m * sh.n, acc);
+                double h[2];
+                CU(cudaMemcpyAsync(h, acc, 16, cudaMemcpyDeviceToHost, st));
+                CU(cudaStreamSynchronize(st));
+                float med = median(v);
+                printf("RESULT gemm %s fast_accum %d algo %d (waves %.2f): median %.3f ms min %.3f ms, %.0f TFLOP/s, "
+                       "distance %.2e\n",
+                       sh.what, fast, a, heur[a].wavesCount, med, *std::min_element(v.begin(), v.end()), flop / med / 1e9,
+                       sqrt(h[0] / h[1]));
+            }
+            cublasLtMatmulPreferenceDestroy(pref);
+            cublasLtMatrixLayoutDestroy(la);
+            cublasLtMatrixLayoutDestroy(lb);
+            cublasLtMatrixLayoutDestroy(lc);
+            cublasLtMatmulDescDestroy(op);
+        }
+    }
+    cudaFree(A);
+    cudaFree(Bm);
+    cudaFree(out);
+    cudaFree(ref);
+    cudaFree(ws);
+    cudaFree(acc);
+    cudaStreamDestroy(st);
+    cublasLtDestroy(lt);
 }
 
 int main(int argc, char **argv) {
@@ -1570,6 +1715,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "paged") || !strcmp(mode, "all")) paged(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     if (!strcmp(mode, "crc") || !strcmp(mode, "all")) crc_bench();
     if (!strcmp(mode, "fp8")) fp8_bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
+    if (!strcmp(mode, "gemm")) gemm_sweep();
     printf("%s: %d failures\n", mode, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -113,7 +113,8 @@ struct kvtc_cuda_codec {
     // KVTC_CUDA_PROJ_FP8_ENCODE (fp8_enc): the basis rows in e4m3 [rmax][p]
     // and their per-tensor scale; rows are cast per row (workspace X8, rs).
     // lt: the cuBLASLt handle of the FP8 GEMMs.
-    int fp8_dec, fp8_enc;
+    // fp8_fast_accum: KVTC_CUDA_PROJ_FP8_FAST_ACCUM (cuBLASLt's FAST_ACCUM)
+    int fp8_dec, fp8_enc, fp8_fast_accum;
     uint8_t *d_basis8[2];
     uint32_t ld8[2];
     float scale8[2];

@@ -163,7 +163,7 @@ static void check_encode(const kvtc_basis *b, const synth_cache *sc, double rati
 }
 
 static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio, kvtc_cuda_codec *c16,
-                        kvtc_cuda_codec *c8, double energy) {
+                        kvtc_cuda_codec *c8, kvtc_cuda_codec *c8f, double energy) {
     const kvtc_geometry *g = &sc->c.geometry;
     kvtc_encode_options eo;
     kvtc_encode_options_init(&eo);
@@ -200,6 +200,17 @@ static void check_ratio(const kvtc_basis *b, const synth_cache *sc, double ratio
     CHECK(e_emu > 0);
     CHECK_MSG(e_gpu_emu < 0.05 * e_emu, "GPU fp8 vs emulation %.4g, emulation vs exact %.4g", e_gpu_emu, e_emu);
     CHECK(e_8_16 > 0 && e_8_16 < 0.05 * 0.05 * energy);
+    /* KVTC_CUDA_PROJ_FP8_FAST_ACCUM: the same e4m3 operands, partial sums
+     * kept at the tensor cores' precision: far closer to the FP8 decode
+     * than e4m3 is to the exact one */
+    kvtc_cache fast;
+    synth_alloc_like(g, sc->c.dtype, N_TOK, 0, &fast);
+    kvtc_result rf = gpu_test_decode(c8f, s, n, n, &fast);
+    CHECK_MSG(rf == KVTC_OK, "fp8 fast-accumulation decode: %s", kvtc_result_string(rf));
+    double e_fast = synth_sqerr_layers(&fast, &gpu8, 0, L);
+    printf("  fast accumulation vs fp32 accumulation %.4g\n", e_fast);
+    CHECK_MSG(e_fast < 0.05 * e_emu, "fast accumulation %.4g vs the e4m3 error %.4g", e_fast, e_emu);
+    synth_cache_free(&fast);
     /* a layer range: the GEMM on columns [1, 3) layers of the transposed basis */
     kvtc_result rp = gpu_decode_range(c8, s, n, 0, 1, 3, &part);
     CHECK_MSG(rp == KVTC_OK, "fp8 layer-range decode: %s", kvtc_result_string(rp));
@@ -304,7 +315,7 @@ int main(void) {
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     CHECK(o.projection == KVTC_CUDA_PROJ_DEFAULT);
-    kvtc_cuda_codec *c16 = NULL, *c8 = NULL, *c8e = NULL;
+    kvtc_cuda_codec *c16 = NULL, *c8 = NULL, *c8e = NULL, *c8f = NULL;
     CHECK(kvtc_cuda_codec_alloc(b, &o, &c16) == KVTC_OK);
     o.projection = KVTC_CUDA_PROJ_FP8_DECODE;
     kvtc_result r = kvtc_cuda_codec_alloc(b, &o, &c8);
@@ -323,15 +334,17 @@ int main(void) {
     CHECK_MSG(r == KVTC_OK, "fp8 codec: %s", kvtc_result_string(r));
     o.projection = KVTC_CUDA_PROJ_FP8_ENCODE;
     CHECK(kvtc_cuda_codec_alloc(b, &o, &c8e) == KVTC_OK);
-    if (!c16 || !c8 || !c8e) return TEST_REPORT();
+    o.projection = (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8_DECODE | KVTC_CUDA_PROJ_FP8_FAST_ACCUM);
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &c8f) == KVTC_OK);
+    if (!c16 || !c8 || !c8e || !c8f) return TEST_REPORT();
     check_basis_conversion(b);
     printf("ranks K/V of the plans:");
     for (uint32_t i = 0; i < b->n_plans; i++) printf(" %u/%u", b->plans[i].k.rank_used, b->plans[i].v.rank_used);
     printf(" (rank %% 16 != 0 exercises the padded K)\n");
     double energy = synth_centered_energy(&sc.c);
-    check_ratio(b, &sc, 6, c16, c8, energy);
-    check_ratio(b, &sc, 12, c16, c8, energy);
-    check_ratio(b, &sc, 9, c16, c8, energy); /* a solved plan the stream carries */
+    check_ratio(b, &sc, 6, c16, c8, c8f, energy);
+    check_ratio(b, &sc, 12, c16, c8, c8f, energy);
+    check_ratio(b, &sc, 9, c16, c8, c8f, energy); /* a solved plan the stream carries */
     /* the decode-only codec's encoder is the default one: the same bytes */
     size_t n16 = 0, n8 = 0;
     kvtc_result e16, e8;
@@ -344,6 +357,7 @@ int main(void) {
     kvtc_cuda_codec_free(c16);
     kvtc_cuda_codec_free(c8);
     kvtc_cuda_codec_free(c8e);
+    kvtc_cuda_codec_free(c8f);
     kvtc_basis_free(b);
     synth_free(&sc);
     return TEST_REPORT();

@@ -57,8 +57,15 @@ int main(void) {
     CHECK_MSG(r != KVTC_ERR_INVALID_ARGUMENT, "0.2 options refused: %s", kvtc_result_string(r));
     kvtc_cuda_codec_free(cc);
     kvtc_cuda_options_init(&o);
-    o.projection = (kvtc_cuda_projection)4;
+    o.projection = KVTC_CUDA_PROJ_FP8_FAST_ACCUM; /* fast accumulation of no FP8 GEMM */
     CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    o.projection = (kvtc_cuda_projection)8;
+    CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
+    o.projection = (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8_ENCODE | KVTC_CUDA_PROJ_FP8_FAST_ACCUM);
+    cc = NULL;
+    r = kvtc_cuda_codec_alloc(b, &o, &cc);
+    CHECK_MSG(r != KVTC_ERR_INVALID_ARGUMENT, "FP8 with fast accumulation refused");
+    kvtc_cuda_codec_free(cc);
     o.projection = KVTC_CUDA_PROJ_FP8;
     o.gemm = KVTC_CUDA_GEMM_TF32; /* FP8 operands replace bf16 ones only */
     CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);
