@@ -124,6 +124,48 @@ def expect_error(name, fn, what):
     expect(False, "%s: no error, want %s" % (what, name))
 
 
+def test_fp8(torch, basis, kg, vg):
+    """Codec(projection=...): the FP8 decode of a bf16 codec's stream stays
+    within e4m3's precision of the bf16 decode; fast accumulation within a
+    fraction of that; bad settings are refused before or by the library."""
+    for bad in (dict(projection="fp4"), dict(fp8_fast_accum=True)):
+        try:
+            kc.Codec(basis, ratio=8.0, **bad)
+            expect(False, "Codec(%r) accepted" % bad)
+        except ValueError:
+            pass
+    expect_error("KVTC_ERR_INVALID_ARGUMENT", lambda: kc.Codec(basis, ratio=8.0, gemm="fp32", projection="fp8"),
+                 "FP8 projection with gemm=fp32")
+    try:
+        c8 = kc.Codec(basis, ratio=8.0, projection="fp8")
+    except kvtc.KvtcError as e:
+        major, minor = torch.cuda.get_device_capability()
+        expect(e.name == "KVTC_ERR_UNSUPPORTED" and major * 10 + minor < 89, "FP8 codec refused: %s" % e)
+        print("FP8: no FP8 tensor cores (compute capability %d.%d): skipped" % (major, minor))
+        return
+    c16 = kc.Codec(basis, ratio=8.0)
+    cf = kc.Codec(basis, ratio=8.0, projection="fp8_decode", fp8_fast_accum=True)
+    kt, vt = kg.to(torch.bfloat16), vg.to(torch.bfloat16)
+    cs = c16.compress(kt, vt)
+    k16, v16 = c16.decompress(cs)
+    k8, v8 = c8.decompress(cs)
+    kf, vf = cf.decompress(cs)
+    c8.check()
+    cf.check()
+    cs8 = c8.compress(kt, vt)  # the FP8 encoder's stream: decodes anywhere
+    k88, _ = c16.decompress(cs8)
+    c16.check()
+    e16, e8, e88 = rel_err(kt, k16), rel_err(k8, k16), rel_err(kt, k88)
+    ef = max(rel_err(kf, k8), rel_err(vf, v8))
+    print("FP8: bf16 decode error K %.2e; FP8 decode vs bf16 decode %.2e (V %.2e); fast accumulation vs FP8 %.2e; "
+          "FP8-encoded stream error %.2e" % (e16, e8, rel_err(v8, v16), ef, e88))
+    expect(e8 < 0.05 and rel_err(v8, v16) < 0.05, "FP8 decode differs from bf16 by %g / %g" % (e8, rel_err(v8, v16)))
+    expect(ef < 0.5 * max(e8, 1e-3), "fast accumulation moves the decode by %g (FP8 vs bf16 %g)" % (ef, e8))
+    expect(e88 < e16 + 0.05, "FP8-encoded stream error %g vs bf16 %g" % (e88, e16))
+    for c in (c8, c16, cf):
+        c.close()
+
+
 def test_gpu(torch):
     dev = torch.device("cuda", torch.cuda.current_device())
     caches = [make_cache(torch, s) for s in (1, 2)]
@@ -152,6 +194,9 @@ def test_gpu(torch):
         expect(ek < 0.05 and ev < 0.05, "%s round-trip error K %g V %g" % (tdt, ek, ev))
         expect(dk < 1e-5, "%s: GPU and CPU decodes of one stream differ (%g)" % (tdt, dk))
         expect(ratio > 2.0, "%s ratio %.2f" % (tdt, ratio))
+
+    # ---- FP8 projections (projection=, fp8_fast_accum=) --------------------------------
+    test_fp8(torch, basis, kg, vg)
 
     # ---- the CPU's rANS stream decoded on the GPU --------------------------------------
     blob = kvtc.compress(basis, host_bytes(k), host_bytes(v), ratio=8.0, dtype="f32", n_tokens=T, codec=kvtc.CODEC_RANS)

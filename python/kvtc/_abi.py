@@ -43,6 +43,7 @@ CODEC_DEFLATE, CODEC_RANS = 1, 2              # KVTC_CODEC_*
 
 # ---- kvtc_cuda.h: enums ------------------------------------------------------
 GEMM_BF16, GEMM_TF32, GEMM_FP32 = 0, 1, 2     # kvtc_cuda_gemm
+PROJ_DEFAULT, PROJ_FP8_DECODE, PROJ_FP8_ENCODE, PROJ_FP8, PROJ_FP8_FAST_ACCUM = 0, 1, 2, 3, 4  # kvtc_cuda_projection
 
 # Bytes of a stream's header + section table, including the plan section's
 # entry of container 1.1 streams that carry a solved plan (272 + 24): what

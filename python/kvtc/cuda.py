@@ -62,6 +62,8 @@ KVTC_ERR_GEOMETRY_MISMATCH = 9
 KVTC_ERR_CUDA = 17
 
 GEMM = {"bf16": _abi.GEMM_BF16, "tf32": _abi.GEMM_TF32, "fp32": _abi.GEMM_FP32}
+PROJECTION = {"default": _abi.PROJ_DEFAULT, "fp8": _abi.PROJ_FP8, "fp8_decode": _abi.PROJ_FP8_DECODE,
+              "fp8_encode": _abi.PROJ_FP8_ENCODE}
 
 
 class CudaUnavailableError(RuntimeError):
@@ -261,6 +263,15 @@ class Codec:
     ratio: the plan used by compress() (the basis' closest target ratio);
         compress(ratio=...) picks another plan per call.
     gemm: "bf16" (default), "tf32" or "fp32": the projections' arithmetic.
+    projection: "default" (both GEMMs as `gemm` says), "fp8" (both with
+        e4m3 operands on FP8 tensor cores), "fp8_decode" or "fp8_encode"
+        (one of them): kvtc_cuda_options.projection, with gemm="bf16", a GPU
+        of compute capability >= 8.9 and p, head_dim multiples of 16
+        (KvtcError otherwise). Same streams, values differ by e4m3's
+        precision: meant for 16x and above (README, "FP8 projections").
+    fp8_fast_accum: with an FP8 projection, cuBLASLt's fast accumulation
+        (KVTC_CUDA_PROJ_FP8_FAST_ACCUM: 4-7% faster on an H200, more error,
+        its KL not measured; default False).
     n_sink, n_window, chunk_tokens: stream layout (defaults 4, 128, 256).
     max_tokens: reserve the workspace for caches of up to this many tokens
         now (otherwise it is allocated on first use and grown on demand).
@@ -268,7 +279,7 @@ class Codec:
     not (see the module documentation)."""
 
     def __init__(self, basis, device=None, ratio=16.0, gemm="bf16", n_sink=4, n_window=128, chunk_tokens=256,
-                 max_tokens=None):
+                 max_tokens=None, projection="default", fp8_fast_accum=False):
         torch, lib = _runtime()
         self._torch, self._lib = torch, lib
         if isinstance(basis, (bytes, bytearray, memoryview)):
@@ -279,6 +290,13 @@ class Codec:
             raise TypeError("basis must be a kvtc.Basis, basis file bytes or a path")
         if gemm not in GEMM:
             raise ValueError("gemm must be one of %s" % ", ".join(sorted(GEMM)))
+        if projection not in PROJECTION:
+            raise ValueError("projection must be one of %s" % ", ".join(sorted(PROJECTION)))
+        proj = PROJECTION[projection]
+        if fp8_fast_accum:
+            if proj == _abi.PROJ_DEFAULT:
+                raise ValueError("fp8_fast_accum needs an FP8 projection")
+            proj |= _abi.PROJ_FP8_FAST_ACCUM
         self.basis = basis
         self.geometry = basis.geometry
         if device is None:
@@ -288,7 +306,7 @@ class Codec:
             raise ValueError("device must be a CUDA device, not %s" % device)
         self.device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
         self.ratio = float(ratio)
-        self._settings = (n_sink, n_window, chunk_tokens, GEMM[gemm])
+        self._settings = (n_sink, n_window, chunk_tokens, GEMM[gemm], proj)
         self._handles = {}  # ratio -> kvtc_cuda_codec*; any of them decodes every plan
         self._ws = None
         self._ws_stream = None
@@ -308,7 +326,7 @@ class Codec:
             self._lib.kvtc_cuda_options_init(C.byref(o))
             _abi.init_struct(o)
             o.ratio = ratio
-            o.n_sink, o.n_window, o.chunk_tokens, o.gemm = self._settings
+            o.n_sink, o.n_window, o.chunk_tokens, o.gemm, o.projection = self._settings
             o.device = self.device.index
             out = C.c_void_p()
             with self._torch.cuda.device(self.device):
