@@ -2,8 +2,10 @@
 copy|copy-random|recall --json` (needs the rows' per_trial scores): every
 method scores the same sequences, so the standard error of a difference is
 that of the per-trial differences, far smaller than the rows' own errors.
-Usage: python3 bench/paired_diff.py EVAL.json [MORE.json...]  -> a markdown
-table per point. Several files are runs of the same task on the same
+Usage: python3 bench/paired_diff.py [--exact] EVAL.json [MORE.json...]  -> a
+markdown table per point. --exact (recall only): score each trial 1 when
+every answer token is right, else 0 (exact match), instead of the fraction
+of answer tokens right. Several files are runs of the same task on the same
 sequences with other bases (same model, text, ctx, trials): their rows are
 merged after checking that their uncompressed rows agree trial for trial
 (the controls are listed once)."""
@@ -74,9 +76,18 @@ def load(paths):
     return r, rows
 
 
-if len(sys.argv) < 2:
-    fail("usage: python3 bench/paired_diff.py EVAL.json [MORE.json...]")
-r, rows = load(sys.argv[1:])
+args = sys.argv[1:]
+exact = bool(args) and args[0] == "--exact"
+if exact:
+    args = args[1:]
+if not args or any(a.startswith("--") for a in args):
+    fail("usage: python3 bench/paired_diff.py [--exact] EVAL.json [MORE.json...]")
+r, rows = load(args)
+if exact:
+    if r["task"] != "recall":
+        fail("--exact scores recall runs only, not %s" % r["task"])
+    for x in rows:  # a recall trial's score is its fraction of answer tokens right
+        x["per_trial"] = [1.0 if v >= 1.0 else 0.0 for v in x["per_trial"]]
 for p in sorted({x["point"] for x in rows}):
     # every row of a point scores the same trials as its uncompressed row: a
     # shorter list would be paired with the wrong trials by zip
@@ -87,7 +98,7 @@ for p in sorted({x["point"] for x in rows}):
         if x["point"] == p and len(x["per_trial"]) != len(base[0]["per_trial"]):
             fail("point %g: %s has %d per-trial scores, uncompressed %d: not the same trials"
                  % (p, x["name"], len(x["per_trial"]), len(base[0]["per_trial"])))
-score = "copy accuracy" if r["task"] != "recall" else "answer tokens right"
+score = "copy accuracy" if r["task"] != "recall" else "exact match" if exact else "answer tokens right"
 for p in sorted({x["point"] for x in rows}):
     at = [x for x in rows if x["point"] == p]
     at.sort(key=lambda x: x["name"].startswith("hidden"))  # controls last

@@ -108,6 +108,22 @@ def main():
     expect_error([good, good], "appears in two files", "the same file twice")
     expect_error([good, mutated("seq.json", other_trials_same_count)], "not the same sequences",
                  "files of other sequences")
+    # --exact: recall only; a trial counts 1 only with every answer token right
+    expect_error(["--exact", good], "recall runs only", "--exact on a copy run")
+    expect_error(["--bogus", good], "usage", "an unknown option")
+    rec = mutated("recall.json", lambda o: o.update(task="recall"))
+    with open(rec) as f:
+        ro = json.load(f)
+    ro["rows"][0]["per_trial"] = [1.0, 1.0, 1.0]
+    ro["rows"][1]["per_trial"] = [1.0, 0.8, 1.0]
+    write(d, "recall.json", ro)
+    rc, out, err = paired("--exact", rec)
+    line = next((ln for ln in out.splitlines() if ln.startswith("| %s |" % ro["rows"][1]["name"])), "")
+    check(rc == 0 and "exact match" in out and "66.67% ± 33.33 | -33.33 ± 33.33" in line,
+          "--exact: exit %d, %s, line %r" % (rc, err, line))
+    rc, out, err = paired(rec)
+    line = next((ln for ln in out.splitlines() if ln.startswith("| %s |" % ro["rows"][1]["name"])), "")
+    check(rc == 0 and "93.33% ± 6.67 | -6.67 ± 6.67" in line, "answer tokens: exit %d, %s, line %r" % (rc, err, line))
     for name in os.listdir(d):
         os.remove(os.path.join(d, name))
     os.rmdir(d)
