@@ -198,7 +198,8 @@ static void test_usage_errors(void) {
 
 /* Hostile numbers and names: exit 2 with one line that names the option, before
  * any model work (each of these ran for hours, asked for terabytes, named the
- * value instead of the option, or wrote a JSON string with a raw quote). */
+ * value instead of the option, wrote a JSON string with a raw quote, or
+ * printed two rows of one name). */
 static void test_hostile_options(void) {
     static const struct {
         const char *args, *says;
@@ -220,6 +221,11 @@ static void test_hostile_options(void) {
         {"--ctx 256 --basis data/none.basis --ratios 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17 --emulate-gpu bf16,fp8,fp8dec",
          "exceed 64 methods"},
         {"--task copy --ctx 512 --basis 0123456789012345678901234567890123=x.basis", "NAME must be 1-31 letters"},
+        /* rows of one name cannot be told apart (two unnamed bases are both "kvtc") */
+        {"--ctx 256 --basis a.basis --basis b.basis", "two bases are named 'kvtc'"},
+        {"--task copy-random --ctx 512 --basis x=a.basis --basis x=b.basis", "two bases are named 'x'"},
+        {"--ctx 256 --basis a.basis --ratios 20,16,20.0", "--ratios lists 20 twice"},
+        {"--ctx 256 --basis a.basis --emulate-gpu fp8,bf16,fp8", "--emulate-gpu lists fp8 twice"},
     };
     char path[512];
     snprintf(path, sizeof path, "%s/err", dir);

@@ -227,6 +227,42 @@ static int parse_emulations(const char *v, gpu_emulation *out) {
     return n ? n : -1;
 }
 
+/* Rows are named LABEL@RATIO[/EMULATION]: two of one name could not be told
+ * apart in the table, the JSON or bench/paired_diff.py (two unnamed bases
+ * are both "kvtc"), so every label, ratio and emulation must be given once.
+ * A usage message, or NULL. */
+static const char *duplicate_rows(const char *const *specs, int n_bases, const double *ratios, int n_ratios,
+                                  const gpu_emulation *emul, int n_emul, char *msg, size_t cap) {
+    char a[32], b[32];
+    for (int i = 0; i < n_bases; i++)
+        for (int j = 0; j < i; j++) {
+            const char *ei = strchr(specs[i], '='), *ej = strchr(specs[j], '=');
+            snprintf(a, sizeof a, "%.*s", ei ? (int)(ei - specs[i]) : 4, ei ? specs[i] : "kvtc");
+            snprintf(b, sizeof b, "%.*s", ej ? (int)(ej - specs[j]) : 4, ej ? specs[j] : "kvtc");
+            if (!strcmp(a, b)) {
+                snprintf(msg, cap, "two bases are named '%s' (their rows would look alike): give each --basis its own "
+                         "NAME=PATH", a);
+                return msg;
+            }
+        }
+    for (int i = 0; i < n_ratios; i++)
+        for (int j = 0; j < i; j++) {
+            snprintf(a, sizeof a, "%g", ratios[i]);
+            snprintf(b, sizeof b, "%g", ratios[j]);
+            if (!strcmp(a, b)) {
+                snprintf(msg, cap, "--ratios lists %s twice", a);
+                return msg;
+            }
+        }
+    for (int i = 0; i < n_emul; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(emul[i].name, emul[j].name)) {
+                snprintf(msg, cap, "--emulate-gpu lists %s twice", emul[i].name);
+                return msg;
+            }
+    return NULL;
+}
+
 static void print_table(const eval_method *ms, uint32_t nm, double ref_ppl, FILE *f) {
     fprintf(f, "%-22s %10s %10s %10s %16s %21s %16s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
     for (uint32_t i = 0; i < nm; i++) {
@@ -449,6 +485,9 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
     if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    char dup[160];
+    if (duplicate_rows(basis_specs, n_bases, ratios, n_ratios, emul, n_emul, dup, sizeof dup))
+        return cli_usage("eval", "%s", dup);
     if (o.plot) {
         char err[512];
         if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
