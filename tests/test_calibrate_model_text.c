@@ -4,7 +4,8 @@
  * calibrated with that --text), and from an installed layout (bin/kvtc next
  * to share/kvtc/) on the installed copy, which takes precedence. A window
  * that leaves no calibration rows is a one-line error, not a silent exit, and
- * an -o that cannot be written fails before any work. Uses
+ * an -o that cannot be written, or that names an input (the default text
+ * too), fails before any work. Uses
  * stories260K at a 384-token context ($KVTC_CLI, set by CMake). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,12 @@ int main(void) {
     CHECK(copy_file("data/persuasion.txt", q, 40000, 0) == 0);
     snprintf(a, sizeof a, "calibrate -o %s/installed.basis %s", g_dir, opts);
     CHECK(run(p, a) == 0 && err_has(q));
+    /* -o naming the default text (no --text given) is refused like any
+     * input's: it used to replace the shipped text with the basis */
+    snprintf(a, sizeof a, "calibrate -o %s %s", q, opts);
+    CHECK(run(p, a) == 2 && err_has("is the input"));
+    snprintf(a, sizeof a, "%s/persuasion_head.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", a, 40000, 0) == 0 && same_file(a, q));
     snprintf(a, sizeof a, "calibrate -o %s/installed_explicit.basis %s --text %s", g_dir, opts, q);
     CHECK(run(cli, a) == 0);
     snprintf(p, sizeof p, "%s/installed.basis", g_dir);

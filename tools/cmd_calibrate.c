@@ -182,6 +182,17 @@ int cmd_calibrate(int argc, char **argv) {
         rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model");
         goto done_args;
     }
+    /* the default text is chosen before the -o checks, which must protect it
+     * as any other input (it is said below, once -o is known to be good) */
+    char default_text[4096];
+    if (model_path && !text_path) {
+        if (calibration_text_default(default_text, sizeof default_text)) {
+            rc = cli_fail("calibrate", "no --text given and the default calibration text is missing (neither %s): "
+                          "pass --text", default_text);
+            goto done_args;
+        }
+        text_path = default_text;
+    }
     /* -o over the model, the text or a cache would replace an input with the basis */
     const char *same = cli_same_file(out, model_path) ? model_path : cli_same_file(out, text_path) ? text_path : NULL;
     for (int i = 0; !same && i < n_inputs; i++)
@@ -197,16 +208,8 @@ int cmd_calibrate(int argc, char **argv) {
         goto done_args;
     }
     /* the default text is said, never silently taken */
-    char default_text[4096];
-    if (model_path && !text_path) {
-        if (calibration_text_default(default_text, sizeof default_text)) {
-            rc = cli_fail("calibrate", "no --text given and the default calibration text is missing (neither %s): "
-                          "pass --text", default_text);
-            goto done_args;
-        }
-        text_path = default_text;
+    if (text_path == default_text)
         fprintf(stderr, "kvtc: calibrate: no --text: calibrating on the mixed-domain text %s\n", text_path);
-    }
     if (!n_ratios) {
         static const double dflt[] = {8, 16, 20, 32, 64};
         for (n_ratios = 0; n_ratios < 5; n_ratios++) ratios[n_ratios] = dflt[n_ratios];
