@@ -106,6 +106,13 @@ int main(void) {
     snprintf(q, sizeof q, "%s/default.basis", g_dir);
     CHECK(!same_file(p, q));
 
+    /* more --sens-windows than the text holds: measured on what it holds, and said */
+    snprintf(p, sizeof p, "%s/short.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", p, 2000, 0) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s/sens.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--ratio 20 --sensitivity --recompute-layers 0 --sens-windows 1000", g_dir, p);
+    CHECK(run(cli, a) == 0 && err_has("measuring sensitivity on ") && err_has(", not --sens-windows 1000"));
+
     /* 128-token windows minus 4 sinks and 128 window tokens: no rows */
     snprintf(a, sizeof a, "calibrate -o %s/none.basis --model data/stories260K.gguf --plain --windows 2 --ctx 128", g_dir);
     CHECK(run(cli, a) == 1 && err_has("no calibration rows"));

@@ -234,6 +234,10 @@ int cmd_calibrate(int argc, char **argv) {
                     text_path, (unsigned long long)avail, ctx, (unsigned long long)avail, windows);
             windows = (uint32_t)avail;
         }
+        if (sensitivity && sens_copy_frac < 1 && avail < sens_windows) /* said as for --windows, never silently cut */
+            fprintf(stderr, "kvtc: calibrate: %s holds %llu window(s) of %u tokens: measuring sensitivity on %llu, "
+                    "not --sens-windows %u\n", text_path, (unsigned long long)avail, ctx, (unsigned long long)avail,
+                    sens_windows);
         if (sensitivity) {
             size_t p = (size_t)g.n_layers * g.n_kv_heads * g.head_dim;
             sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2,
