@@ -113,6 +113,22 @@ int main(void) {
              "--ratio 20 --sensitivity --recompute-layers 0 --sens-windows 1000", g_dir, p);
     CHECK(run(cli, a) == 0 && err_has("measuring sensitivity on ") && err_has(", not --sens-windows 1000"));
 
+    /* a ratio that leaves no bit per token (stories260K: 320 K and V values,
+     * 2 more units for the token id with a recomputed layer) is a usage error
+     * before the work, not "data without variance" after it; the bound works */
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--plain --ratio 321", g_dir, p);
+    CHECK(run(cli, a) == 2 && err_has("--ratio 321 leaves no bit to code a token") && err_has("at most 320"));
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--ratio 20 --ratio 1e308", g_dir, p);
+    CHECK(run(cli, a) == 2 && err_has("at most 106.666"));
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--plain --ratio 320", g_dir, p);
+    CHECK(run(cli, a) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--recompute-layers 1 --sens-windows 1 --ratio 106.666", g_dir, p);
+    CHECK(run(cli, a) == 0);
+
     /* 128-token windows minus 4 sinks and 128 window tokens: no rows */
     snprintf(a, sizeof a, "calibrate -o %s/none.basis --model data/stories260K.gguf --plain --windows 2 --ctx 128", g_dir);
     CHECK(run(cli, a) == 1 && err_has("no calibration rows"));

@@ -1,5 +1,6 @@
 /* cmd_calibrate.c - kvtc calibrate and kvtc capture. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,6 +228,19 @@ int cmd_calibrate(int argc, char **argv) {
         kvtc_geometry g = model_geometry(mt.model);
         if (!ctx) ctx = eng_model_hparams(mt.model)->n_ctx_train;
         if (cli_check_ctx("calibrate", ctx, eng_model_hparams(mt.model)->n_ctx_train, force)) { model_text_free(&mt); goto done_args; }
+        /* a ratio whose budget holds no bit for a token (the stored token id
+         * counts when layers are recomputed) fails only after the whole
+         * calibration, as "calibration data without variance": said now */
+        double units = 2.0 * g.n_layers * g.n_kv_heads * g.head_dim, id_units = o.recompute_layers ? 2.0 : 0.0;
+        for (uint32_t i = 0; i < n_ratios; i++)
+            if (floor(units / ratios[i]) - id_units < 1) {
+                cli_usage("calibrate", "--ratio %g leaves no bit to code a token of this model (%.0f K and V values%s): "
+                          "at most %g", ratios[i], units, id_units ? ", plus the token id of recomputed layers" : "",
+                          floor(units / (1 + id_units) * 1000) / 1000); /* rounded down: the printed value works */
+                model_text_free(&mt);
+                rc = 2;
+                goto done_args;
+            }
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
