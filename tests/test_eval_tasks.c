@@ -226,6 +226,8 @@ static void test_hostile_options(void) {
         {"--task copy-random --ctx 512 --basis x=a.basis --basis x=b.basis", "two bases are named 'x'"},
         {"--ctx 256 --basis a.basis --ratios 20,16,20.0", "--ratios lists 20 twice"},
         {"--ctx 256 --basis a.basis --emulate-gpu fp8,bf16,fp8", "--emulate-gpu lists fp8 twice"},
+        {"--task copy-random --ctx 512 --distances 200,250,200", "--distances lists 200 twice"},
+        {"--task recall --ctx 512 --depths 0.5,0.50", "--depths lists 0.5 twice"},
     };
     char path[512];
     snprintf(path, sizeof path, "%s/err", dir);
