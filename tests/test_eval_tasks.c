@@ -228,6 +228,12 @@ static void test_hostile_options(void) {
         {"--ctx 256 --basis a.basis --emulate-gpu fp8,bf16,fp8", "--emulate-gpu lists fp8 twice"},
         {"--task copy-random --ctx 512 --distances 200,250,200", "--distances lists 200 twice"},
         {"--task recall --ctx 512 --depths 0.5,0.50", "--depths lists 0.5 twice"},
+        /* options the task would ignore, or read as another option */
+        {"--task copy-random --ctx 512 --depths 200", "--depths is not an option of --task copy-random"},
+        {"--task recall --ctx 512 --distances 200", "--distances is not an option of --task recall"},
+        {"--ctx 256 --distances 200", "--distances is not an option of --task ppl"},
+        {"--ctx 256 --trials 24", "--trials is not an option of --task ppl"},
+        {"--task recall --ctx 512 --passage 32", "--passage is not an option of --task recall"},
     };
     char path[512];
     snprintf(path, sizeof path, "%s/err", dir);

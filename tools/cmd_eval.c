@@ -401,6 +401,9 @@ int cmd_eval(int argc, char **argv) {
     memset(&ro, 0, sizeof ro);
     ro.passage = 64;
     const char *task = "ppl";
+    /* task options given, to refuse those the task would ignore */
+    const char *points_opt = NULL;
+    int trials_set = 0, passage_set = 0;
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
            O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE, O_TRIALS };
     static const struct option longopts[] = {
@@ -448,6 +451,7 @@ int cmd_eval(int argc, char **argv) {
         case O_TRIALS:
             if (cli_parse_u32(v, &ro.trials) || !ro.trials || ro.trials > RETRIEVAL_MAX_TRIALS)
                 return cli_usage("eval", "--trials needs a count 1..%d, not '%s'", RETRIEVAL_MAX_TRIALS, v);
+            trials_set = 1;
             break;
         case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
         case O_PREFIX:
@@ -471,9 +475,13 @@ int cmd_eval(int argc, char **argv) {
                 return cli_usage("eval", "--%s takes up to %d numbers, comma separated, not '%s'", longopts[li].name,
                                  RETRIEVAL_MAX_POINTS, v);
             ro.n_points = (uint32_t)n;
+            points_opt = longopts[li].name;
             break;
         }
-        case O_PASSAGE: if (cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2"); break;
+        case O_PASSAGE:
+            if (cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2");
+            passage_set = 1;
+            break;
         case O_FORCE: force = 1; break;
         case O_EMULATE:
             if ((n_emul = parse_emulations(v, emul)) < 0)
@@ -485,6 +493,15 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
     if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    /* an option the task ignores is refused: "--task ppl --trials 24" or
+     * "--task copy-random --depths 1024" would run something else than asked */
+    int is_copy = !strcmp(task, "copy") || !strcmp(task, "copy-random"), is_recall = !strcmp(task, "recall");
+    if (points_opt && !(is_copy && !strcmp(points_opt, "distances")) && !(is_recall && !strcmp(points_opt, "depths")))
+        return cli_usage("eval", "--%s is not an option of --task %s (--distances: copy, copy-random; --depths: "
+                         "recall)", points_opt, task);
+    if ((trials_set && !is_copy && !is_recall) || (passage_set && !is_copy))
+        return cli_usage("eval", "--%s is not an option of --task %s (--trials: copy, copy-random, recall; "
+                         "--passage: copy, copy-random)", passage_set && !is_copy ? "passage" : "trials", task);
     char dup[160];
     if (duplicate_rows(basis_specs, n_bases, ratios, n_ratios, emul, n_emul, dup, sizeof dup))
         return cli_usage("eval", "%s", dup);
