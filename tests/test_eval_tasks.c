@@ -263,6 +263,27 @@ static void test_hostile_options(void) {
     free(err);
 }
 
+/* More --windows than the text holds: evaluated on what it holds, and said
+ * (the tables used to hold fewer samples than asked, silently). */
+static void test_windows_beyond_text(void) {
+    char text[512], cmd[2048], err[512];
+    snprintf(text, sizeof text, "%s/short.txt", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    size_t n = 0;
+    char *buf = test_read_file(TEXT, &n);
+    FILE *f = buf ? fopen(text, "wb") : NULL;
+    CHECK(f && fwrite(buf, 1, n < 6000 ? n : 6000, f) == (n < 6000 ? n : 6000));
+    if (f) fclose(f);
+    free(buf);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s --ctx 512 --windows 1000 --task recall --depths 0.5 "
+             "--no-baselines --json >/dev/null 2>%s", cli, MODEL, text, err);
+    CHECK(system(cmd) == 0);
+    char *e = test_read_file(err, &n);
+    CHECK_MSG(e && strstr(e, "window(s) of 512 tokens: evaluating ") && strstr(e, ", not --windows 1000"),
+              "stderr: %s", e ? e : "(none)");
+    free(e);
+}
+
 int main(void) {
     cli = getenv("KVTC_CLI");
     if (!cli) cli = "build/kvtc";
@@ -274,6 +295,7 @@ int main(void) {
     test_recall_rows();
     test_usage_errors();
     test_hostile_options();
+    test_windows_beyond_text();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

@@ -525,7 +525,11 @@ int cmd_eval(int argc, char **argv) {
     if (cli_check_ctx("eval", o.ctx, hp->n_ctx_train, force)) { model_text_free(&mt); return 1; }
     uint64_t avail = model_text_windows(&mt, o.ctx);
     if (!avail) { model_text_free(&mt); return cli_fail("eval", "%s is shorter than one window of %u tokens", text_path, o.ctx); }
-    if (o.windows > avail) o.windows = (uint32_t)avail;
+    if (o.windows > avail) { /* said, as kvtc calibrate does: the tables would hold fewer samples than asked */
+        fprintf(stderr, "kvtc: eval: %s holds %llu window(s) of %u tokens: evaluating %llu, not --windows %u\n",
+                text_path, (unsigned long long)avail, o.ctx, (unsigned long long)avail, o.windows);
+        o.windows = (uint32_t)avail;
+    }
     uint32_t prefix = (uint32_t)(o.ctx * o.prefix_frac), cont = o.ctx - prefix;
     if (prefix < 1 || cont < 2) { model_text_free(&mt); return cli_fail("eval", "window too short for prefix %g", o.prefix_frac); }
     if (!strcmp(task, "ppl") && (uint64_t)o.n_sink + o.n_window >= prefix) {
