@@ -284,6 +284,26 @@ static void test_windows_beyond_text(void) {
     free(e);
 }
 
+/* A binary --text (here the model itself) is refused by eval and calibrate,
+ * not tokenized into byte tokens and scored. */
+static void test_binary_text(void) {
+    char cmd[2048], err[512];
+    snprintf(err, sizeof err, "%s/err", dir);
+    const char *runs[] = {"eval --model " MODEL " --text " MODEL " --ctx 256 --windows 1",
+                          "calibrate --model " MODEL " --text " MODEL " --ctx 256 --windows 1 -o %s/b.basis"};
+    for (int i = 0; i < 2; i++) {
+        char args[512];
+        snprintf(args, sizeof args, runs[i], dir);
+        snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s", cli, args, err);
+        int rc = system(cmd);
+        size_t n = 0;
+        char *e = test_read_file(err, &n);
+        CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 1 && e && strstr(e, "is not a text file (a NUL byte at offset"),
+                  "%s: exit %d, stderr: %s", args, WEXITSTATUS(rc), e ? e : "(none)");
+        free(e);
+    }
+}
+
 int main(void) {
     cli = getenv("KVTC_CLI");
     if (!cli) cli = "build/kvtc";
@@ -296,6 +316,7 @@ int main(void) {
     test_usage_errors();
     test_hostile_options();
     test_windows_beyond_text();
+    test_binary_text();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
