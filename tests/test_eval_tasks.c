@@ -234,6 +234,8 @@ static void test_hostile_options(void) {
         {"--ctx 256 --distances 200", "--distances is not an option of --task ppl"},
         {"--ctx 256 --trials 24", "--trials is not an option of --task ppl"},
         {"--task recall --ctx 512 --passage 32", "--passage is not an option of --task recall"},
+        {"--task copy --ctx 512 --prefix 0.5", "--prefix is an option of --task ppl only"},
+        {"--task recall --ctx 512 --plot x.png", "--plot is an option of --task ppl only"},
     };
     char path[512];
     snprintf(path, sizeof path, "%s/err", dir);

@@ -403,7 +403,7 @@ int cmd_eval(int argc, char **argv) {
     const char *task = "ppl";
     /* task options given, to refuse those the task would ignore */
     const char *points_opt = NULL;
-    int trials_set = 0, passage_set = 0;
+    int trials_set = 0, passage_set = 0, prefix_set = 0;
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
            O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE, O_TRIALS };
     static const struct option longopts[] = {
@@ -456,6 +456,7 @@ int cmd_eval(int argc, char **argv) {
         case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
         case O_PREFIX:
             if (cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)");
+            prefix_set = 1;
             break;
         case O_SINK: if (cli_parse_u32(v, &o.n_sink)) return cli_usage("eval", "--sink needs a count"); break;
         case O_WINDOW: if (cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); break;
@@ -502,6 +503,8 @@ int cmd_eval(int argc, char **argv) {
     if ((trials_set && !is_copy && !is_recall) || (passage_set && !is_copy))
         return cli_usage("eval", "--%s is not an option of --task %s (--trials: copy, copy-random, recall; "
                          "--passage: copy, copy-random)", passage_set && !is_copy ? "passage" : "trials", task);
+    if ((prefix_set || o.plot) && strcmp(task, "ppl")) /* the retrieval tasks lay out their own prefix */
+        return cli_usage("eval", "--%s is an option of --task ppl only", prefix_set ? "prefix" : "plot");
     char dup[160];
     if (duplicate_rows(basis_specs, n_bases, ratios, n_ratios, emul, n_emul, dup, sizeof dup))
         return cli_usage("eval", "%s", dup);
