@@ -129,6 +129,12 @@ int main(void) {
              "--recompute-layers 1 --sens-windows 1 --ratio 106.666", g_dir, p);
     CHECK(run(cli, a) == 0);
 
+    /* sensitivity options without sensitivity (--plain) were ignored silently */
+    snprintf(a, sizeof a, "calibrate -o %s/pl.basis %s --sens-bands 4", g_dir, opts);
+    CHECK(run(cli, a) == 2 && err_has("need --model (and not --plain)"));
+    snprintf(a, sizeof a, "calibrate -o %s/pl.basis %s --sens-windows 3", g_dir, opts);
+    CHECK(run(cli, a) == 2 && err_has("need --model (and not --plain)"));
+
     /* 128-token windows minus 4 sinks and 128 window tokens: no rows */
     snprintf(a, sizeof a, "calibrate -o %s/none.basis --model data/stories260K.gguf --plain --windows 2 --ctx 128", g_dir);
     CHECK(run(cli, a) == 1 && err_has("no calibration rows"));

@@ -68,7 +68,7 @@ int cmd_calibrate(int argc, char **argv) {
     uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1, sens_copy_windows = 0,
              sens_copy_distance = 0;
     double sens_copy_frac = 0;
-    int sens_task_set = 0;
+    int sens_task_set = 0, sens_opt_set = 0; /* sens_opt_set: --sens-windows or --sens-bands given */
     int sensitivity = -1, recompute_set = 0, plain = 0, force = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
@@ -131,8 +131,8 @@ int cmd_calibrate(int argc, char **argv) {
         case O_NO_ROPE: o.remove_rope = 0; break;
         case O_SENS: sensitivity = 1; break;
         case O_PLAIN: plain = 1; break;
-        case O_SENS_BANDS: if (cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } break;
-        case O_SENS_WINDOWS: if (cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } break;
+        case O_SENS_BANDS: if (cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } sens_opt_set = 1; break;
+        case O_SENS_WINDOWS: if (cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } sens_opt_set = 1; break;
         case O_SENS_TASK:
             if (sens_task_set) { rc = cli_usage("calibrate", "give --sens-task or --sens-copy-frac once"); goto done_args; }
             if (!strcmp(v, "ppl")) sens_copy_frac = 0;
@@ -167,8 +167,9 @@ int cmd_calibrate(int argc, char **argv) {
     for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
     if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model"); goto done_args; }
     if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
-    if ((sens_task_set || sens_copy_windows || sens_copy_distance) && (!model_path || plain)) {
-        rc = cli_usage("calibrate", "--sens-task, --sens-copy-* need --model (and not --plain)");
+    if ((sens_task_set || sens_opt_set || sens_copy_windows || sens_copy_distance) && (!model_path || plain)) {
+        /* without sensitivity they would be ignored silently */
+        rc = cli_usage("calibrate", "--sens-task, --sens-windows, --sens-bands, --sens-copy-* need --model (and not --plain)");
         goto done_args;
     }
     if ((sens_copy_windows || sens_copy_distance) && !(sens_copy_frac > 0)) {
