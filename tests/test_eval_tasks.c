@@ -212,6 +212,10 @@ static void test_hostile_options(void) {
         {"--task copy --ctx 512 --basis =x.basis", "NAME must be 1-31 letters"},
         /* ctx/8, ctx/2 and ctx-passage-sinks-1 all lie before passage + window: said, not "1 to 16 distances" */
         {"--task copy --ctx 256", "no default copy distance fits a context of 256"},
+        /* hostile sizes wrapped in 32 bits: a default was let through, then refused as if given */
+        {"--task copy-random --ctx 512 --passage 4294967295", "no default copy distance fits a context of 512"},
+        {"--task copy-random --ctx 512 --sink 4294967295", "no default copy distance fits a context of 512"},
+        {"--task copy-random --ctx 512 --window 4294967295", "no default copy distance fits a context of 512"},
         /* a raw window as long as the prefix: nothing compressed, every row "lossless" at ratio 0 */
         {"--ctx 256 --plot " TEXT, "is an input"}, /* the plot would replace the text */
         {"--ctx 256 --ratios ,", "--ratios takes up to 16 numbers > 1"}, /* no ratio: a basis with no row */

@@ -630,16 +630,19 @@ int cmd_eval(int argc, char **argv) {
         ro.n_window = o.n_window;
         ro.threads = o.threads;
         if (!ro.n_points && ro.task != RETRIEVAL_RECALL) {
-            uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
-            double d[3] = {o.ctx / 8, o.ctx / 2, far};
+            /* in 64 bits: hostile --passage / --sink / --window wrapped in 32 and let a
+             * default through, which was then refused as if the user had given it */
+            int64_t far = (int64_t)o.ctx - ro.passage - o.n_sink - 1;
+            double d[3] = {o.ctx / 8, o.ctx / 2, (double)far};
             int fits[3];
             for (int i = 0; i < 3; i++) {
-                fits[i] = d[i] >= ro.passage + o.n_window && d[i] <= far && o.ctx > ro.passage + o.n_sink + 1;
+                fits[i] = far > 0 && d[i] >= (double)ro.passage + o.n_window && d[i] <= (double)far;
                 if (fits[i]) ro.points[ro.n_points++] = d[i];
             }
             if (!ro.n_points) {
-                rc = cli_usage("eval", "no default copy distance fits a context of %u with a passage of %u and a raw "
-                               "window of %u: raise --ctx, or lower --passage / --window", o.ctx, ro.passage, o.n_window);
+                rc = cli_usage("eval", "no default copy distance fits a context of %u with a passage of %u, %u sinks "
+                               "and a raw window of %u: raise --ctx, or lower --passage / --sink / --window", o.ctx,
+                               ro.passage, o.n_sink, o.n_window);
                 goto done;
             }
             for (int i = 0; i < 3; i++) /* said, so that the table's distances are no surprise */
