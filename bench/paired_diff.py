@@ -52,6 +52,13 @@ def read_run(path):
                 isinstance(v, (int, float)) and math.isfinite(v) for v in pt):
             fail("%s: row %d lacks a name, point, distance, ratio or per_trial scores "
                  "(a kvtc eval older than per_trial?)" % (path, i))
+    # two rows of one name and point (two unnamed bases were both "kvtc" before
+    # kvtc eval refused it) cannot be told apart in the table
+    seen = set()
+    for x in rows:
+        if (x["name"], x["point"]) in seen:
+            fail("%s: two rows named %s at point %g: which basis is which?" % (path, x["name"], x["point"]))
+        seen.add((x["name"], x["point"]))
     return r
 
 

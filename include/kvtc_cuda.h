@@ -89,8 +89,9 @@ typedef enum kvtc_cuda_projection {
      * (CUBLASLT_MATMUL_DESC_FAST_ACCUM: the tensor cores' partial sums are
      * not promoted to fp32 every few products). Alone (no DECODE or ENCODE
      * bit): KVTC_ERR_INVALID_ARGUMENT. At the 12B geometry on an H200 it
-     * makes a batch 4-7% faster and adds 1.8% (rank 4096) to 5.4% (rank
-     * 10240) to the squared reconstruction error; its KL on a model is not
+     * makes a batch 4-7% faster and adds 1.4-1.8% (rank 4096) to 4.0-5.4%
+     * (rank 10240) to the squared reconstruction error of V / K, about four
+     * times what the e4m3 operands themselves add; its KL on a model is not
      * measured (the accumulation cannot be emulated on the CPU): off by
      * default (bench/RESULTS_CUDA.md, kvtc_cuda_bench fp8 / gemm). */
     KVTC_CUDA_PROJ_FP8_FAST_ACCUM = 4

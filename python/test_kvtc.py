@@ -173,6 +173,19 @@ def test_cuda_module_without_gpu():
     except kvtc.cuda.CudaUnavailableError as e:
         expect("torch" in str(e) or "kvtc_cuda" in str(e), "unclear message: %s" % e)
         print("kvtc.cuda without a GPU ->", e)
+    # wrong settings are named as such, before the missing runtime
+    for bad, exc, says in ((dict(projection="fp4"), ValueError, "projection must be one of"),
+                           (dict(gemm="fp16"), ValueError, "gemm must be one of"),
+                           (dict(fp8_fast_accum=True), ValueError, "needs an FP8 projection"),
+                           (dict(projection="fp8", fp8_fast_accum="no"), TypeError, "True or False"),
+                           (dict(projection="fp8", fp8_fast_accum=1), TypeError, "True or False")):
+        try:
+            kvtc.cuda.Codec(None, **bad)
+            expect(False, "kvtc.cuda.Codec(%r) accepted" % bad)
+        except exc as e:
+            expect(says in str(e), "Codec(%r): unclear message: %s" % (bad, e))
+        except Exception as e:  # noqa: BLE001 (the wrong kind is the failure)
+            expect(False, "Codec(%r) raised %r, not %s" % (bad, e, exc.__name__))
 
 
 def _cpu_layout_call(fn_name, basis, *args):

@@ -4,7 +4,8 @@
  * calibrated with that --text), and from an installed layout (bin/kvtc next
  * to share/kvtc/) on the installed copy, which takes precedence. A window
  * that leaves no calibration rows is a one-line error, not a silent exit, and
- * an -o that cannot be written fails before any work. Uses
+ * an -o that cannot be written, or that names an input (the default text
+ * too), fails before any work. Uses
  * stories260K at a 384-token context ($KVTC_CLI, set by CMake). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,12 @@ int main(void) {
     CHECK(copy_file("data/persuasion.txt", q, 40000, 0) == 0);
     snprintf(a, sizeof a, "calibrate -o %s/installed.basis %s", g_dir, opts);
     CHECK(run(p, a) == 0 && err_has(q));
+    /* -o naming the default text (no --text given) is refused like any
+     * input's: it used to replace the shipped text with the basis */
+    snprintf(a, sizeof a, "calibrate -o %s %s", q, opts);
+    CHECK(run(p, a) == 2 && err_has("is the input"));
+    snprintf(a, sizeof a, "%s/persuasion_head.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", a, 40000, 0) == 0 && same_file(a, q));
     snprintf(a, sizeof a, "calibrate -o %s/installed_explicit.basis %s --text %s", g_dir, opts, q);
     CHECK(run(cli, a) == 0);
     snprintf(p, sizeof p, "%s/installed.basis", g_dir);
@@ -98,6 +105,35 @@ int main(void) {
     CHECK(same_file(p, q));
     snprintf(q, sizeof q, "%s/default.basis", g_dir);
     CHECK(!same_file(p, q));
+
+    /* more --sens-windows than the text holds: measured on what it holds, and said */
+    snprintf(p, sizeof p, "%s/short.txt", g_dir);
+    CHECK(copy_file("data/persuasion.txt", p, 2000, 0) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s/sens.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--ratio 20 --sensitivity --recompute-layers 0 --sens-windows 1000", g_dir, p);
+    CHECK(run(cli, a) == 0 && err_has("measuring sensitivity on ") && err_has(", not --sens-windows 1000"));
+
+    /* a ratio that leaves no bit per token (stories260K: 320 K and V values,
+     * 2 more units for the token id with a recomputed layer) is a usage error
+     * before the work, not "data without variance" after it; the bound works */
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--plain --ratio 321", g_dir, p);
+    CHECK(run(cli, a) == 2 && err_has("--ratio 321 leaves no bit to code a token") && err_has("at most 320"));
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--ratio 20 --ratio 1e308", g_dir, p);
+    CHECK(run(cli, a) == 2 && err_has("at most 106.666"));
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--plain --ratio 320", g_dir, p);
+    CHECK(run(cli, a) == 0);
+    snprintf(a, sizeof a, "calibrate -o %s/r.basis --model data/stories260K.gguf --text %s --windows 1 --ctx 384 "
+             "--recompute-layers 1 --sens-windows 1 --ratio 106.666", g_dir, p);
+    CHECK(run(cli, a) == 0);
+
+    /* sensitivity options without sensitivity (--plain) were ignored silently */
+    snprintf(a, sizeof a, "calibrate -o %s/pl.basis %s --sens-bands 4", g_dir, opts);
+    CHECK(run(cli, a) == 2 && err_has("need --model (and not --plain)"));
+    snprintf(a, sizeof a, "calibrate -o %s/pl.basis %s --sens-windows 3", g_dir, opts);
+    CHECK(run(cli, a) == 2 && err_has("need --model (and not --plain)"));
 
     /* 128-token windows minus 4 sinks and 128 window tokens: no rows */
     snprintf(a, sizeof a, "calibrate -o %s/none.basis --model data/stories260K.gguf --plain --windows 2 --ctx 128", g_dir);

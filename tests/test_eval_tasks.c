@@ -198,7 +198,8 @@ static void test_usage_errors(void) {
 
 /* Hostile numbers and names: exit 2 with one line that names the option, before
  * any model work (each of these ran for hours, asked for terabytes, named the
- * value instead of the option, or wrote a JSON string with a raw quote). */
+ * value instead of the option, wrote a JSON string with a raw quote, or
+ * printed two rows of one name). */
 static void test_hostile_options(void) {
     static const struct {
         const char *args, *says;
@@ -211,6 +212,10 @@ static void test_hostile_options(void) {
         {"--task copy --ctx 512 --basis =x.basis", "NAME must be 1-31 letters"},
         /* ctx/8, ctx/2 and ctx-passage-sinks-1 all lie before passage + window: said, not "1 to 16 distances" */
         {"--task copy --ctx 256", "no default copy distance fits a context of 256"},
+        /* hostile sizes wrapped in 32 bits: a default was let through, then refused as if given */
+        {"--task copy-random --ctx 512 --passage 4294967295", "no default copy distance fits a context of 512"},
+        {"--task copy-random --ctx 512 --sink 4294967295", "no default copy distance fits a context of 512"},
+        {"--task copy-random --ctx 512 --window 4294967295", "no default copy distance fits a context of 512"},
         /* a raw window as long as the prefix: nothing compressed, every row "lossless" at ratio 0 */
         {"--ctx 256 --plot " TEXT, "is an input"}, /* the plot would replace the text */
         {"--ctx 256 --ratios ,", "--ratios takes up to 16 numbers > 1"}, /* no ratio: a basis with no row */
@@ -220,6 +225,21 @@ static void test_hostile_options(void) {
         {"--ctx 256 --basis data/none.basis --ratios 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17 --emulate-gpu bf16,fp8,fp8dec",
          "exceed 64 methods"},
         {"--task copy --ctx 512 --basis 0123456789012345678901234567890123=x.basis", "NAME must be 1-31 letters"},
+        /* rows of one name cannot be told apart (two unnamed bases are both "kvtc") */
+        {"--ctx 256 --basis a.basis --basis b.basis", "two bases are named 'kvtc'"},
+        {"--task copy-random --ctx 512 --basis x=a.basis --basis x=b.basis", "two bases are named 'x'"},
+        {"--ctx 256 --basis a.basis --ratios 20,16,20.0", "--ratios lists 20 twice"},
+        {"--ctx 256 --basis a.basis --emulate-gpu fp8,bf16,fp8", "--emulate-gpu lists fp8 twice"},
+        {"--task copy-random --ctx 512 --distances 200,250,200", "--distances lists 200 twice"},
+        {"--task recall --ctx 512 --depths 0.5,0.50", "--depths lists 0.5 twice"},
+        /* options the task would ignore, or read as another option */
+        {"--task copy-random --ctx 512 --depths 200", "--depths is not an option of --task copy-random"},
+        {"--task recall --ctx 512 --distances 200", "--distances is not an option of --task recall"},
+        {"--ctx 256 --distances 200", "--distances is not an option of --task ppl"},
+        {"--ctx 256 --trials 24", "--trials is not an option of --task ppl"},
+        {"--task recall --ctx 512 --passage 32", "--passage is not an option of --task recall"},
+        {"--task copy --ctx 512 --prefix 0.5", "--prefix is an option of --task ppl only"},
+        {"--task recall --ctx 512 --plot x.png", "--plot is an option of --task ppl only"},
     };
     char path[512];
     snprintf(path, sizeof path, "%s/err", dir);
@@ -249,6 +269,47 @@ static void test_hostile_options(void) {
     free(err);
 }
 
+/* More --windows than the text holds: evaluated on what it holds, and said
+ * (the tables used to hold fewer samples than asked, silently). */
+static void test_windows_beyond_text(void) {
+    char text[512], cmd[2048], err[512];
+    snprintf(text, sizeof text, "%s/short.txt", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    size_t n = 0;
+    char *buf = test_read_file(TEXT, &n);
+    FILE *f = buf ? fopen(text, "wb") : NULL;
+    CHECK(f && fwrite(buf, 1, n < 6000 ? n : 6000, f) == (n < 6000 ? n : 6000));
+    if (f) fclose(f);
+    free(buf);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s --ctx 512 --windows 1000 --task recall --depths 0.5 "
+             "--no-baselines --json >/dev/null 2>%s", cli, MODEL, text, err);
+    CHECK(system(cmd) == 0);
+    char *e = test_read_file(err, &n);
+    CHECK_MSG(e && strstr(e, "window(s) of 512 tokens: evaluating ") && strstr(e, ", not --windows 1000"),
+              "stderr: %s", e ? e : "(none)");
+    free(e);
+}
+
+/* A binary --text (here the model itself) is refused by eval and calibrate,
+ * not tokenized into byte tokens and scored. */
+static void test_binary_text(void) {
+    char cmd[2048], err[512];
+    snprintf(err, sizeof err, "%s/err", dir);
+    const char *runs[] = {"eval --model " MODEL " --text " MODEL " --ctx 256 --windows 1",
+                          "calibrate --model " MODEL " --text " MODEL " --ctx 256 --windows 1 -o %s/b.basis"};
+    for (int i = 0; i < 2; i++) {
+        char args[512];
+        snprintf(args, sizeof args, runs[i], dir);
+        snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s", cli, args, err);
+        int rc = system(cmd);
+        size_t n = 0;
+        char *e = test_read_file(err, &n);
+        CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 1 && e && strstr(e, "is not a text file (a NUL byte at offset"),
+                  "%s: exit %d, stderr: %s", args, WEXITSTATUS(rc), e ? e : "(none)");
+        free(e);
+    }
+}
+
 int main(void) {
     cli = getenv("KVTC_CLI");
     if (!cli) cli = "build/kvtc";
@@ -260,6 +321,8 @@ int main(void) {
     test_recall_rows();
     test_usage_errors();
     test_hostile_options();
+    test_windows_beyond_text();
+    test_binary_text();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

@@ -106,6 +106,8 @@ def main():
     expect_error([mutated("nounc.json", lambda o: o["rows"].pop(0))], "0 uncompressed rows", "no uncompressed row")
     expect_error([good, mutated("ctx.json", other_ctx)], "ctx 256 differs", "files of other contexts")
     expect_error([good, good], "appears in two files", "the same file twice")
+    expect_error([mutated("dup.json", lambda o: o["rows"].insert(2, dict(o["rows"][1])))],
+                 "two rows named %s at point 200" % r["rows"][1]["name"], "two rows of one name in a file")
     expect_error([good, mutated("seq.json", other_trials_same_count)], "not the same sequences",
                  "files of other sequences")
     # --exact: recall only; a trial counts 1 only with every answer token right

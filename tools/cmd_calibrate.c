@@ -1,5 +1,6 @@
 /* cmd_calibrate.c - kvtc calibrate and kvtc capture. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,7 @@ int cmd_calibrate(int argc, char **argv) {
     uint32_t n_ratios = 0, ctx = 0, windows = 16, sens_windows = 2, sens_bands = 1, sens_copy_windows = 0,
              sens_copy_distance = 0;
     double sens_copy_frac = 0;
-    int sens_task_set = 0;
+    int sens_task_set = 0, sens_opt_set = 0; /* sens_opt_set: --sens-windows or --sens-bands given */
     int sensitivity = -1, recompute_set = 0, plain = 0, force = 0;
     float *wk = NULL, *wv = NULL;
     kvtc_calibrate_options o;
@@ -130,8 +131,8 @@ int cmd_calibrate(int argc, char **argv) {
         case O_NO_ROPE: o.remove_rope = 0; break;
         case O_SENS: sensitivity = 1; break;
         case O_PLAIN: plain = 1; break;
-        case O_SENS_BANDS: if (cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } break;
-        case O_SENS_WINDOWS: if (cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } break;
+        case O_SENS_BANDS: if (cli_parse_u32(v, &sens_bands) || !sens_bands || sens_bands > 64) { rc = cli_usage("calibrate", "--sens-bands needs 1..64"); goto done_args; } sens_opt_set = 1; break;
+        case O_SENS_WINDOWS: if (cli_parse_u32(v, &sens_windows) || !sens_windows) { rc = cli_usage("calibrate", "--sens-windows needs a count > 0"); goto done_args; } sens_opt_set = 1; break;
         case O_SENS_TASK:
             if (sens_task_set) { rc = cli_usage("calibrate", "give --sens-task or --sens-copy-frac once"); goto done_args; }
             if (!strcmp(v, "ppl")) sens_copy_frac = 0;
@@ -166,8 +167,9 @@ int cmd_calibrate(int argc, char **argv) {
     for (; optind < argc; optind++) inputs[n_inputs++] = argv[optind];
     if (sensitivity == 1 && !model_path) { rc = cli_usage("calibrate", "--sensitivity needs --model"); goto done_args; }
     if (plain && sensitivity == 1) { rc = cli_usage("calibrate", "--plain and --sensitivity exclude each other"); goto done_args; }
-    if ((sens_task_set || sens_copy_windows || sens_copy_distance) && (!model_path || plain)) {
-        rc = cli_usage("calibrate", "--sens-task, --sens-copy-* need --model (and not --plain)");
+    if ((sens_task_set || sens_opt_set || sens_copy_windows || sens_copy_distance) && (!model_path || plain)) {
+        /* without sensitivity they would be ignored silently */
+        rc = cli_usage("calibrate", "--sens-task, --sens-windows, --sens-bands, --sens-copy-* need --model (and not --plain)");
         goto done_args;
     }
     if ((sens_copy_windows || sens_copy_distance) && !(sens_copy_frac > 0)) {
@@ -181,6 +183,17 @@ int cmd_calibrate(int argc, char **argv) {
     if (!out || (!n_inputs && !model_path) || (n_inputs && model_path)) {
         rc = cli_usage("calibrate", "needs -o BASIS and either caches or --model");
         goto done_args;
+    }
+    /* the default text is chosen before the -o checks, which must protect it
+     * as any other input (it is said below, once -o is known to be good) */
+    char default_text[4096];
+    if (model_path && !text_path) {
+        if (calibration_text_default(default_text, sizeof default_text)) {
+            rc = cli_fail("calibrate", "no --text given and the default calibration text is missing (neither %s): "
+                          "pass --text", default_text);
+            goto done_args;
+        }
+        text_path = default_text;
     }
     /* -o over the model, the text or a cache would replace an input with the basis */
     const char *same = cli_same_file(out, model_path) ? model_path : cli_same_file(out, text_path) ? text_path : NULL;
@@ -197,16 +210,8 @@ int cmd_calibrate(int argc, char **argv) {
         goto done_args;
     }
     /* the default text is said, never silently taken */
-    char default_text[4096];
-    if (model_path && !text_path) {
-        if (calibration_text_default(default_text, sizeof default_text)) {
-            rc = cli_fail("calibrate", "no --text given and the default calibration text is missing (neither %s): "
-                          "pass --text", default_text);
-            goto done_args;
-        }
-        text_path = default_text;
+    if (text_path == default_text)
         fprintf(stderr, "kvtc: calibrate: no --text: calibrating on the mixed-domain text %s\n", text_path);
-    }
     if (!n_ratios) {
         static const double dflt[] = {8, 16, 20, 32, 64};
         for (n_ratios = 0; n_ratios < 5; n_ratios++) ratios[n_ratios] = dflt[n_ratios];
@@ -224,6 +229,19 @@ int cmd_calibrate(int argc, char **argv) {
         kvtc_geometry g = model_geometry(mt.model);
         if (!ctx) ctx = eng_model_hparams(mt.model)->n_ctx_train;
         if (cli_check_ctx("calibrate", ctx, eng_model_hparams(mt.model)->n_ctx_train, force)) { model_text_free(&mt); goto done_args; }
+        /* a ratio whose budget holds no bit for a token (the stored token id
+         * counts when layers are recomputed) fails only after the whole
+         * calibration, as "calibration data without variance": said now */
+        double units = 2.0 * g.n_layers * g.n_kv_heads * g.head_dim, id_units = o.recompute_layers ? 2.0 : 0.0;
+        for (uint32_t i = 0; i < n_ratios; i++)
+            if (floor(units / ratios[i]) - id_units < 1) {
+                cli_usage("calibrate", "--ratio %g leaves no bit to code a token of this model (%.0f K and V values%s): "
+                          "at most %g", ratios[i], units, id_units ? ", plus the token id of recomputed layers" : "",
+                          floor(units / (1 + id_units) * 1000) / 1000); /* rounded down: the printed value works */
+                model_text_free(&mt);
+                rc = 2;
+                goto done_args;
+            }
         uint64_t avail = model_text_windows(&mt, ctx);
         if (avail < windows) {
             if (!avail) { cli_fail("calibrate", "%s is shorter than one window of %u tokens", text_path, ctx); model_text_free(&mt); goto done_args; }
@@ -231,6 +249,10 @@ int cmd_calibrate(int argc, char **argv) {
                     text_path, (unsigned long long)avail, ctx, (unsigned long long)avail, windows);
             windows = (uint32_t)avail;
         }
+        if (sensitivity && sens_copy_frac < 1 && avail < sens_windows) /* said as for --windows, never silently cut */
+            fprintf(stderr, "kvtc: calibrate: %s holds %llu window(s) of %u tokens: measuring sensitivity on %llu, "
+                    "not --sens-windows %u\n", text_path, (unsigned long long)avail, ctx, (unsigned long long)avail,
+                    sens_windows);
         if (sensitivity) {
             size_t p = (size_t)g.n_layers * g.n_kv_heads * g.head_dim;
             sensitivity_opts so = {ctx, sens_windows, ctx / 16, o.n_sink, o.n_window, 0.1, sens_bands, 2,

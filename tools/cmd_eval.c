@@ -227,6 +227,42 @@ static int parse_emulations(const char *v, gpu_emulation *out) {
     return n ? n : -1;
 }
 
+/* Rows are named LABEL@RATIO[/EMULATION]: two of one name could not be told
+ * apart in the table, the JSON or bench/paired_diff.py (two unnamed bases
+ * are both "kvtc"), so every label, ratio and emulation must be given once.
+ * A usage message, or NULL. */
+static const char *duplicate_rows(const char *const *specs, int n_bases, const double *ratios, int n_ratios,
+                                  const gpu_emulation *emul, int n_emul, char *msg, size_t cap) {
+    char a[32], b[32];
+    for (int i = 0; i < n_bases; i++)
+        for (int j = 0; j < i; j++) {
+            const char *ei = strchr(specs[i], '='), *ej = strchr(specs[j], '=');
+            snprintf(a, sizeof a, "%.*s", ei ? (int)(ei - specs[i]) : 4, ei ? specs[i] : "kvtc");
+            snprintf(b, sizeof b, "%.*s", ej ? (int)(ej - specs[j]) : 4, ej ? specs[j] : "kvtc");
+            if (!strcmp(a, b)) {
+                snprintf(msg, cap, "two bases are named '%s' (their rows would look alike): give each --basis its own "
+                         "NAME=PATH", a);
+                return msg;
+            }
+        }
+    for (int i = 0; i < n_ratios; i++)
+        for (int j = 0; j < i; j++) {
+            snprintf(a, sizeof a, "%g", ratios[i]);
+            snprintf(b, sizeof b, "%g", ratios[j]);
+            if (!strcmp(a, b)) {
+                snprintf(msg, cap, "--ratios lists %s twice", a);
+                return msg;
+            }
+        }
+    for (int i = 0; i < n_emul; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(emul[i].name, emul[j].name)) {
+                snprintf(msg, cap, "--emulate-gpu lists %s twice", emul[i].name);
+                return msg;
+            }
+    return NULL;
+}
+
 static void print_table(const eval_method *ms, uint32_t nm, double ref_ppl, FILE *f) {
     fprintf(f, "%-22s %10s %10s %10s %16s %21s %16s\n", "method", "ratio", "ratio_tot", "ppl", "d_ppl", "KL", "top1");
     for (uint32_t i = 0; i < nm; i++) {
@@ -365,6 +401,9 @@ int cmd_eval(int argc, char **argv) {
     memset(&ro, 0, sizeof ro);
     ro.passage = 64;
     const char *task = "ppl";
+    /* task options given, to refuse those the task would ignore */
+    const char *points_opt = NULL;
+    int trials_set = 0, passage_set = 0, prefix_set = 0;
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
            O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE, O_TRIALS };
     static const struct option longopts[] = {
@@ -412,10 +451,12 @@ int cmd_eval(int argc, char **argv) {
         case O_TRIALS:
             if (cli_parse_u32(v, &ro.trials) || !ro.trials || ro.trials > RETRIEVAL_MAX_TRIALS)
                 return cli_usage("eval", "--trials needs a count 1..%d, not '%s'", RETRIEVAL_MAX_TRIALS, v);
+            trials_set = 1;
             break;
         case O_WINDOWS: if (cli_parse_u32(v, &o.windows) || !o.windows) return cli_usage("eval", "--windows needs a count > 0"); break;
         case O_PREFIX:
             if (cli_parse_double(v, &o.prefix_frac) || o.prefix_frac <= 0 || o.prefix_frac >= 1) return cli_usage("eval", "--prefix needs a fraction in (0, 1)");
+            prefix_set = 1;
             break;
         case O_SINK: if (cli_parse_u32(v, &o.n_sink)) return cli_usage("eval", "--sink needs a count"); break;
         case O_WINDOW: if (cli_parse_u32(v, &o.n_window)) return cli_usage("eval", "--window needs a count"); break;
@@ -435,9 +476,13 @@ int cmd_eval(int argc, char **argv) {
                 return cli_usage("eval", "--%s takes up to %d numbers, comma separated, not '%s'", longopts[li].name,
                                  RETRIEVAL_MAX_POINTS, v);
             ro.n_points = (uint32_t)n;
+            points_opt = longopts[li].name;
             break;
         }
-        case O_PASSAGE: if (cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2"); break;
+        case O_PASSAGE:
+            if (cli_parse_u32(v, &ro.passage) || ro.passage < 2) return cli_usage("eval", "--passage needs a count >= 2");
+            passage_set = 1;
+            break;
         case O_FORCE: force = 1; break;
         case O_EMULATE:
             if ((n_emul = parse_emulations(v, emul)) < 0)
@@ -449,6 +494,20 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s (see --help)", argv[optind]);
     if (!model_path || !text_path || (!n_bases && !baselines && !strcmp(task, "ppl"))) return cli_usage("eval", "needs --model, --text and a --basis (or baselines)");
+    /* an option the task ignores is refused: "--task ppl --trials 24" or
+     * "--task copy-random --depths 1024" would run something else than asked */
+    int is_copy = !strcmp(task, "copy") || !strcmp(task, "copy-random"), is_recall = !strcmp(task, "recall");
+    if (points_opt && !(is_copy && !strcmp(points_opt, "distances")) && !(is_recall && !strcmp(points_opt, "depths")))
+        return cli_usage("eval", "--%s is not an option of --task %s (--distances: copy, copy-random; --depths: "
+                         "recall)", points_opt, task);
+    if ((trials_set && !is_copy && !is_recall) || (passage_set && !is_copy))
+        return cli_usage("eval", "--%s is not an option of --task %s (--trials: copy, copy-random, recall; "
+                         "--passage: copy, copy-random)", passage_set && !is_copy ? "passage" : "trials", task);
+    if ((prefix_set || o.plot) && strcmp(task, "ppl")) /* the retrieval tasks lay out their own prefix */
+        return cli_usage("eval", "--%s is an option of --task ppl only", prefix_set ? "prefix" : "plot");
+    char dup[160];
+    if (duplicate_rows(basis_specs, n_bases, ratios, n_ratios, emul, n_emul, dup, sizeof dup))
+        return cli_usage("eval", "%s", dup);
     if (o.plot) {
         char err[512];
         if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
@@ -469,7 +528,11 @@ int cmd_eval(int argc, char **argv) {
     if (cli_check_ctx("eval", o.ctx, hp->n_ctx_train, force)) { model_text_free(&mt); return 1; }
     uint64_t avail = model_text_windows(&mt, o.ctx);
     if (!avail) { model_text_free(&mt); return cli_fail("eval", "%s is shorter than one window of %u tokens", text_path, o.ctx); }
-    if (o.windows > avail) o.windows = (uint32_t)avail;
+    if (o.windows > avail) { /* said, as kvtc calibrate does: the tables would hold fewer samples than asked */
+        fprintf(stderr, "kvtc: eval: %s holds %llu window(s) of %u tokens: evaluating %llu, not --windows %u\n",
+                text_path, (unsigned long long)avail, o.ctx, (unsigned long long)avail, o.windows);
+        o.windows = (uint32_t)avail;
+    }
     uint32_t prefix = (uint32_t)(o.ctx * o.prefix_frac), cont = o.ctx - prefix;
     if (prefix < 1 || cont < 2) { model_text_free(&mt); return cli_fail("eval", "window too short for prefix %g", o.prefix_frac); }
     if (!strcmp(task, "ppl") && (uint64_t)o.n_sink + o.n_window >= prefix) {
@@ -567,16 +630,19 @@ int cmd_eval(int argc, char **argv) {
         ro.n_window = o.n_window;
         ro.threads = o.threads;
         if (!ro.n_points && ro.task != RETRIEVAL_RECALL) {
-            uint32_t far = o.ctx - ro.passage - o.n_sink - 1;
-            double d[3] = {o.ctx / 8, o.ctx / 2, far};
+            /* in 64 bits: hostile --passage / --sink / --window wrapped in 32 and let a
+             * default through, which was then refused as if the user had given it */
+            int64_t far = (int64_t)o.ctx - ro.passage - o.n_sink - 1;
+            double d[3] = {o.ctx / 8, o.ctx / 2, (double)far};
             int fits[3];
             for (int i = 0; i < 3; i++) {
-                fits[i] = d[i] >= ro.passage + o.n_window && d[i] <= far && o.ctx > ro.passage + o.n_sink + 1;
+                fits[i] = far > 0 && d[i] >= (double)ro.passage + o.n_window && d[i] <= (double)far;
                 if (fits[i]) ro.points[ro.n_points++] = d[i];
             }
             if (!ro.n_points) {
-                rc = cli_usage("eval", "no default copy distance fits a context of %u with a passage of %u and a raw "
-                               "window of %u: raise --ctx, or lower --passage / --window", o.ctx, ro.passage, o.n_window);
+                rc = cli_usage("eval", "no default copy distance fits a context of %u with a passage of %u, %u sinks "
+                               "and a raw window of %u: raise --ctx, or lower --passage / --sink / --window", o.ctx,
+                               ro.passage, o.n_sink, o.n_window);
                 goto done;
             }
             for (int i = 0; i < 3; i++) /* said, so that the table's distances are no surprise */

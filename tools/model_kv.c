@@ -20,6 +20,16 @@ int model_text_load(model_text *mt, const char *model_path, const char *text_pat
         model_text_free(mt);
         return cli_fail("text", "%s", err);
     }
+    /* text never holds a NUL byte: a binary file (a model, a basis, a cache
+     * given as --text) would tokenize into byte tokens and calibrate or score
+     * garbage without a word */
+    const char *nul = memchr(buf, 0, size);
+    if (nul) {
+        size_t at = (size_t)(nul - (const char *)buf);
+        free(buf);
+        model_text_free(mt);
+        return cli_fail("text", "%s is not a text file (a NUL byte at offset %zu)", text_path, at);
+    }
     int n = eng_tokenize(mt->model, buf, size, 0, NULL, 0);
     if (n < 0) {
         free(buf);

@@ -269,9 +269,12 @@ class Codec:
         of compute capability >= 8.9 and p, head_dim multiples of 16
         (KvtcError otherwise). Same streams, values differ by e4m3's
         precision: meant for 16x and above (README, "FP8 projections").
-    fp8_fast_accum: with an FP8 projection, cuBLASLt's fast accumulation
-        (KVTC_CUDA_PROJ_FP8_FAST_ACCUM: 4-7% faster on an H200, more error,
-        its KL not measured; default False).
+    fp8_fast_accum: True or False (TypeError otherwise); True needs an FP8
+        projection (ValueError otherwise): cuBLASLt's fast accumulation
+        (KVTC_CUDA_PROJ_FP8_FAST_ACCUM: 4-7% faster on an H200, about four
+        times the e4m3 operands' added error, its KL not measured; default
+        False). gemm, projection and fp8_fast_accum are checked before
+        anything else, on any machine.
     n_sink, n_window, chunk_tokens: stream layout (defaults 4, 128, 256).
     max_tokens: reserve the workspace for caches of up to this many tokens
         now (otherwise it is allocated on first use and grown on demand).
@@ -280,6 +283,19 @@ class Codec:
 
     def __init__(self, basis, device=None, ratio=16.0, gemm="bf16", n_sink=4, n_window=128, chunk_tokens=256,
                  max_tokens=None, projection="default", fp8_fast_accum=False):
+        # the settings are checked before the runtime, so that a wrong one is
+        # named as such on any machine (test_kvtc.py checks them without a GPU)
+        if gemm not in GEMM:
+            raise ValueError("gemm must be one of %s" % ", ".join(sorted(GEMM)))
+        if projection not in PROJECTION:
+            raise ValueError("projection must be one of %s" % ", ".join(sorted(PROJECTION)))
+        if not isinstance(fp8_fast_accum, bool):  # "no" or 0.0 must not mean anything
+            raise TypeError("fp8_fast_accum must be True or False, not %r" % (fp8_fast_accum,))
+        proj = PROJECTION[projection]
+        if fp8_fast_accum:
+            if proj == _abi.PROJ_DEFAULT:
+                raise ValueError("fp8_fast_accum needs an FP8 projection")
+            proj |= _abi.PROJ_FP8_FAST_ACCUM
         torch, lib = _runtime()
         self._torch, self._lib = torch, lib
         if isinstance(basis, (bytes, bytearray, memoryview)):
@@ -288,15 +304,6 @@ class Codec:
             basis = Basis.load(basis)
         if not isinstance(basis, Basis):
             raise TypeError("basis must be a kvtc.Basis, basis file bytes or a path")
-        if gemm not in GEMM:
-            raise ValueError("gemm must be one of %s" % ", ".join(sorted(GEMM)))
-        if projection not in PROJECTION:
-            raise ValueError("projection must be one of %s" % ", ".join(sorted(PROJECTION)))
-        proj = PROJECTION[projection]
-        if fp8_fast_accum:
-            if proj == _abi.PROJ_DEFAULT:
-                raise ValueError("fp8_fast_accum needs an FP8 projection")
-            proj |= _abi.PROJ_FP8_FAST_ACCUM
         self.basis = basis
         self.geometry = basis.geometry
         if device is None:

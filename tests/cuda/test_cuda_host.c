@@ -66,6 +66,24 @@ int main(void) {
     r = kvtc_cuda_codec_alloc(b, &o, &cc);
     CHECK_MSG(r != KVTC_ERR_INVALID_ARGUMENT, "FP8 with fast accumulation refused");
     kvtc_cuda_codec_free(cc);
+    /* every bit combination x every gemm: valid iff only DECODE / ENCODE /
+     * FAST_ACCUM bits, FAST_ACCUM with DECODE or ENCODE, and any FP8 bit only
+     * with gemm BF16 (the header's rule); a valid one may still fail later
+     * (no GPU, no FP8 tensor cores), never as an invalid argument */
+    for (int gm = KVTC_CUDA_GEMM_BF16; gm <= KVTC_CUDA_GEMM_FP32; gm++)
+        for (int pr = -1; pr < 16; pr++) {
+            kvtc_cuda_options_init(&o);
+            o.gemm = (kvtc_cuda_gemm)gm;
+            o.projection = (kvtc_cuda_projection)pr;
+            int valid = pr >= 0 && pr <= 7 && pr != KVTC_CUDA_PROJ_FP8_FAST_ACCUM &&
+                        (pr == KVTC_CUDA_PROJ_DEFAULT || gm == KVTC_CUDA_GEMM_BF16);
+            cc = NULL;
+            r = kvtc_cuda_codec_alloc(b, &o, &cc);
+            CHECK_MSG(valid ? r != KVTC_ERR_INVALID_ARGUMENT : r == KVTC_ERR_INVALID_ARGUMENT && cc == NULL,
+                      "gemm %d, projection %d: %s", gm, pr, kvtc_result_string(r));
+            kvtc_cuda_codec_free(cc);
+        }
+    kvtc_cuda_options_init(&o);
     o.projection = KVTC_CUDA_PROJ_FP8;
     o.gemm = KVTC_CUDA_GEMM_TF32; /* FP8 operands replace bf16 ones only */
     CHECK(kvtc_cuda_codec_alloc(b, &o, &cc) == KVTC_ERR_INVALID_ARGUMENT);

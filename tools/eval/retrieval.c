@@ -116,6 +116,10 @@ int retrieval_check(const retrieval_opts *o, const model_text *mt) {
                         (unsigned long long)model_text_windows(mt, o->ctx), o->ctx, o->windows);
     for (uint32_t i = 0; i < o->n_points; i++) {
         double p = o->points[i];
+        /* a point twice would print two rows of one name and point */
+        for (uint32_t j = 0; j < i; j++)
+            if (o->points[j] == p)
+                return cli_usage("eval", "--%s lists %g twice", o->task == RETRIEVAL_RECALL ? "depths" : "distances", p);
         if (o->task == RETRIEVAL_RECALL) {
             if (!(p >= 0.0 && p <= 1.0)) return cli_usage("eval", "--depths are fractions in [0, 1]");
             continue;
