@@ -316,8 +316,9 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         o.struct_size = sizeof o;
     }
     if (o.chunk_tokens == 0 || o.chunk_tokens > CONTAINER_MAX_CHUNK_TOKENS || !(o.ratio > 0) || !isfinite(o.ratio) ||
-        (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32 || ((unsigned)o.projection & ~7u) ||
-        (o.projection == KVTC_CUDA_PROJ_FP8_FAST_ACCUM) ||
+        (unsigned)o.gemm > KVTC_CUDA_GEMM_FP32 ||
+        ((unsigned)o.projection & ~(unsigned)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM)) ||
+        o.projection == KVTC_CUDA_PROJ_FP8_FAST_ACCUM ||
         (o.projection != KVTC_CUDA_PROJ_DEFAULT && o.gemm != KVTC_CUDA_GEMM_BF16))
         return KVTC_ERR_INVALID_ARGUMENT;
     if (b->recompute_layers >= b->geometry.n_layers) return KVTC_ERR_UNSUPPORTED;
