@@ -41,6 +41,7 @@
 #include "bench_synth.h"
 #include "cuda/common.cuh"
 #include "cuda/crc.cuh"
+#include "cuda/fused_cast.h"
 #include "kvtc_cuda.h"
 
 extern "C" {
@@ -1368,12 +1369,15 @@ static void fp8_bench(uint32_t m) {
     CU(cudaStreamCreate(&st));
     cublasHandle_t blas;
     cublasCreate(&blas);
-    const int NC = 3;  // codecs: 0 default, 1 FP8, 2 FP8 with fast accumulation
-    kvtc_cuda_codec *cc[NC] = {NULL, NULL, NULL};
-    static const char *const cname[NC] = {"bf16", "FP8 ", "FP8 fast"};
+    // codecs: 0 default, 1 FP8, 2 FP8 with fast accumulation, 3 FP8 with the
+    // encoder's fused gather off (bf16 rows, then the row cast: as before
+    // this session)
+    const int NC = 4;
+    kvtc_cuda_codec *cc[NC] = {NULL, NULL, NULL, NULL};
+    static const char *const cname[NC] = {"bf16", "FP8 ", "FP8 fast", "FP8 unfused"};
     static const kvtc_cuda_projection proj[NC] = {
         KVTC_CUDA_PROJ_DEFAULT, KVTC_CUDA_PROJ_FP8,
-        (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM)};
+        (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM), KVTC_CUDA_PROJ_FP8};
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     o.ratio = 16.0;
@@ -1384,6 +1388,7 @@ static void fp8_bench(uint32_t m) {
         r8 = kvtc_cuda_codec_alloc(b, &o, &cc[k]);
         if (k == 1 && !r8)
             printf("FP8 codec alloc (e4m3 basis converted on the device): %.2f s\n", now_s() - t0);
+        if (k == 3 && !r8) kvi_cuda_set_fused_cast(cc[k], 0);
     }
     if (r8) {
         printf("FAIL: codec: %s\n", kvtc_result_string(r8));
@@ -1395,8 +1400,8 @@ static void fp8_bench(uint32_t m) {
     Gen gn = gen_upload(b, lambda.data(), m, sigma2);  // generator inputs on the device
     const int B = 8;
     const uint64_t n = 8192;
-    std::vector<DevCache> in(B), out16(B), out8(B), outf(B);
-    std::vector<DevCache> *outs[NC] = {&out16, &out8, &outf};  // each codec's decodes
+    std::vector<DevCache> in(B), out16(B), out8(B), outf(B), outp(B);
+    std::vector<DevCache> *outs[NC] = {&out16, &out8, &outf, &outp};  // each codec's decodes
     __nv_bfloat16 *Z, *X;
     CU(cudaMalloc(&Z, n * m * 2));
     CU(cudaMalloc(&X, n * p * 2));
@@ -1405,6 +1410,7 @@ static void fp8_bench(uint32_t m) {
         out16[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         out8[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         outf[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
+        outp[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
         fill_cache(gn, in[i], 1000 + i, blas, Z, X,
                    st);
     }
@@ -1426,6 +1432,7 @@ static void fp8_bench(uint32_t m) {
     }
     Timer t;
     float mc[NC], md[NC];
+    double tot_size[NC];
     std::vector<uint64_t> sizes(B);
     std::vector<std::vector<uint8_t>> prefix(B, std::vector<uint8_t>(4096));
     std::vector<DevCache> outd(B);  // the bf16 streams decoded by the FP8 decoder (decode-only FP8)
@@ -1465,6 +1472,7 @@ static void fp8_bench(uint32_t m) {
         md[k] = median(vd);
         double tot = 0;
         for (int i = 0; i < B; i++) tot += sizes[i];
+        tot_size[k] = tot;
         printf("  %s codec: compress min/median/max %.2f/%.2f/%.2f ms; decompress %.2f/%.2f/%.2f ms (10 reps); %.1f MB\n",
                cname[k], *std::min_element(vc.begin(), vc.end()), mc[k], *std::max_element(vc.begin(), vc.end()),
                *std::min_element(vd.begin(), vd.end()), md[k], *std::max_element(vd.begin(), vd.end()), tot / 1e6);
@@ -1528,6 +1536,7 @@ static void fp8_bench(uint32_t m) {
     double *d_acc;
     CU(cudaMalloc(&d_acc, 16));
     double e16[2] = {0, 0}, e8[2] = {0, 0}, ed[2] = {0, 0}, ed16[2] = {0, 0}, ef[2] = {0, 0}, ef8[2] = {0, 0};
+    double ep[2] = {0, 0};
     for (int i = 0; i < B; i++)
         for (int s = 0; s < 2; s++) {
             e16[s] += rel_err(out16[i], in[i], s, d_acc, st) / B;
@@ -1536,6 +1545,7 @@ static void fp8_bench(uint32_t m) {
             ed16[s] += rel_err(outd[i], out16[i], s, d_acc, st) / B;
             ef[s] += rel_err(outf[i], in[i], s, d_acc, st) / B;
             ef8[s] += rel_err(outf[i], out8[i], s, d_acc, st) / B;
+            ep[s] += rel_err(outp[i], in[i], s, d_acc, st) / B;
         }
     cudaFree(d_acc);
     for (int i = 0; i < B; i++) dev_free(outd[i]);
@@ -1547,6 +1557,16 @@ static void fp8_bench(uint32_t m) {
     printf("RESULT fp8 fast accumulation rank %u: compress %.2f ms, decompress %.2f ms; rel err K/V %.4f/%.4f (FP8 "
            "%.4f/%.4f), its distance from the FP8 decode %.5f/%.5f\n",
            m, mc[2], md[2], ef[0], ef[1], e8[0], e8[1], ef8[0], ef8[1]);
+    // the FP8 encoder's fused gather (lib/cuda/rope_gather.cuh) against the
+    // same codec with it off: the same streams (sizes compared here, bytes
+    // in test_cuda_fp8), the time it saves
+    unsigned long long n_fused = (unsigned long long)kvi_cuda_fused_casts(cc[1]);
+    EXPECT(n_fused > 0 && kvi_cuda_fused_casts(cc[3]) == 0, "fused gathers %llu (FP8), %llu (unfused)", n_fused,
+           (unsigned long long)kvi_cuda_fused_casts(cc[3]));
+    EXPECT(tot_size[1] == tot_size[3], "stream bytes: fused %.0f, unfused %.0f", tot_size[1], tot_size[3]);
+    printf("RESULT fp8 fused gather rank %u: compress %.2f ms (streams through it: %llu) vs unfused %.2f ms (%.2fx); "
+           "decompress %.2f / %.2f ms; stream bytes %.0f / %.0f; rel err K/V fused %.4f/%.4f, unfused %.4f/%.4f\n",
+           m, mc[1], n_fused, mc[3], mc[3] / mc[1], md[1], md[3], tot_size[1], tot_size[3], e8[0], e8[1], ep[0], ep[1]);
     // per-stage breakdown of one encode and decode with each precision
     for (int k = 0; k < NC; k++) {
         kvtc_cuda_options po;
@@ -1556,6 +1576,7 @@ static void fp8_bench(uint32_t m) {
         po.projection = proj[k];
         kvtc_cuda_codec *pc;
         KV(kvtc_cuda_codec_alloc(b, &po, &pc));
+        if (k == 3) kvi_cuda_set_fused_cast(pc, 0);
         for (int rep = 0; rep < 3; rep++) {
             if (rep == 2) fprintf(stderr, "(%s encode and decode, cache 0)\n", cname[k]);
             KV(kvtc_cuda_compress(pc, &in[0].c, d_out[0], cap[0], d_w, ws, wsz, st));
@@ -1573,6 +1594,7 @@ static void fp8_bench(uint32_t m) {
         dev_free(out16[i]);
         dev_free(out8[i]);
         dev_free(outf[i]);
+        dev_free(outp[i]);
         cudaFree(d_out[i]);
     }
     cudaFree(ws);
@@ -1582,6 +1604,7 @@ static void fp8_bench(uint32_t m) {
     kvtc_cuda_codec_free(cc[0]);
     kvtc_cuda_codec_free(cc[1]);
     kvtc_cuda_codec_free(cc[2]);
+    kvtc_cuda_codec_free(cc[3]);
     cublasDestroy(blas);
     cudaStreamDestroy(st);
     kvtc_basis_free(b);
@@ -1729,6 +1752,125 @@ static void gemm_sweep(void) {
     cublasLtDestroy(lt);
 }
 
+// ---- epilogue: which cuBLASLt FP8 features the direct decode can use ------
+// The decode GEMM at rank 4096 (m = 40960 coordinates, n = 8192 tokens),
+// either as one matrix or as 320 strided batches of one head (m = 128, the
+// [L][H][T][d] cache), with a per-coordinate alpha (device vector, or A's
+// outer-vector scale), a bias epilogue (bf16 or fp32) and B shared (batch
+// stride 0) or not: cuBLASLt's heuristic answer for each, timed when it has one.
+static void epilogue_probe() {
+    printf("== epilogue: cuBLASLt FP8 decode GEMM variants, rank 4096 (40960 x 8192 x 4096) ==\n");
+    cublasLtHandle_t lt;
+    cublasLtCreate(&lt);
+    cudaStream_t st;
+    CU(cudaStreamCreate(&st));
+    const uint64_t M = 40960, N = 8192, K = 4096, d = 128, nbat = M / d;
+    void *A, *Bm, *out, *ws, *vec, *bias;
+    size_t wsz = 64u << 20;
+    CU(cudaMalloc(&A, M * K));
+    CU(cudaMalloc(&Bm, N * K * nbat));  // "B per batch": its own rows for every batch
+    CU(cudaMalloc(&out, M * N * 2));
+    CU(cudaMalloc(&ws, wsz));
+    CU(cudaMalloc(&vec, M * 4 + N * 4));
+    CU(cudaMalloc(&bias, M * 4));
+    CU(cudaMemset(vec, 0, M * 4 + N * 4));
+    CU(cudaMemset(bias, 0, M * 4));
+    fill_e4m3_k<<<4096, 256, 0, st>>>((__nv_fp8_e4m3 *)A, M * K, 17);
+    fill_e4m3_k<<<4096, 256, 0, st>>>((__nv_fp8_e4m3 *)Bm, N * K * nbat, 91);
+    static const char *const alpha_name[] = {"alpha scalar", "alpha device vector + batch stride",
+                                             "alpha device vector, beta zero", "A/B outer-vector scales"};
+    static const char *const bias_name[] = {"no bias", "bias bf16", "bias fp32"};
+    for (int batched = 0; batched < 2; batched++)
+        for (int bshared = 0; bshared < 1 + batched; bshared++)
+            for (int am = 0; am < 4; am++)
+                for (int bm = 0; bm < 3; bm++) {
+                    cublasLtMatmulDesc_t op = NULL;
+                    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+                    cublasLtMatmulPreference_t pref = NULL;
+                    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+                    uint64_t m = batched ? d : M;
+                    int32_t nb = batched ? (int32_t)nbat : 1;
+                    int64_t sa = (int64_t)(d * K), sb = bshared ? 0 : (int64_t)(N * K), sc = (int64_t)(N * d), vs = (int64_t)d;
+                    cublasStatus_t r = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+                    if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+                    if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+                    const void *vp = vec, *vpb = (char *)vec + M * 4;
+                    if (!r && (am == 1 || am == 2)) {
+                        int32_t pm = am == 1 ? CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST
+                                             : CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO;
+                        r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm);
+                        if (!r && am == 1 && batched)
+                            r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_ALPHA_VECTOR_BATCH_STRIDE, &vs, sizeof vs);
+                    }
+                    if (!r && am == 3) {
+                        int32_t smode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+                        r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &smode, sizeof smode);
+                        if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &smode, sizeof smode);
+                        if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &vp, sizeof vp);
+                        if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &vpb, sizeof vpb);
+                    }
+                    if (!r && bm) {
+                        uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+                        int32_t bt = bm == 1 ? CUDA_R_16BF : CUDA_R_32F;
+                        r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+                        if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+                        if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
+                        if (!r && batched)
+                            r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &vs, sizeof vs);
+                    }
+                    if (!r) r = cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, K, m, K);
+                    if (!r) r = cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, K, N, K);
+                    if (!r) r = cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, m, N, m);
+                    if (!r && batched) {
+                        r = cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &nb, sizeof nb);
+                        if (!r) r = cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa);
+                        if (!r) r = cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &nb, sizeof nb);
+                        if (!r) r = cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb);
+                        if (!r) r = cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &nb, sizeof nb);
+                        if (!r) r = cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc);
+                    }
+                    if (!r) r = cublasLtMatmulPreferenceCreate(&pref);
+                    uint64_t w64 = wsz;
+                    if (!r) r = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &w64, sizeof w64);
+                    cublasLtMatmulHeuristicResult_t heur;
+                    int found = 0;
+                    cublasStatus_t hr = r ? r : cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
+                    char line[256];
+                    snprintf(line, sizeof line, "%s%s, %s, %s", batched ? "320 batches of one head" : "one matrix",
+                             batched ? (bshared ? " (B shared)" : " (B per batch)") : "", alpha_name[am], bias_name[bm]);
+                    if (r || hr || found < 1) {
+                        printf("RESULT epilogue %s: setup %d heuristic %d found %d\n", line, (int)r, (int)hr, found);
+                    } else {
+                        std::vector<float> v;
+                        Timer t;
+                        float one = 1.0f, zero = 0.0f;
+                        const void *alpha = (am == 1 || am == 2) ? vp : (const void *)&one;
+                        for (int rep = 0; rep < 8; rep++) {
+                            t.start(st);
+                            cublasStatus_t e = cublasLtMatmul(lt, op, alpha, A, la, Bm, lb, &zero, out, lc, out, lc,
+                                                              &heur.algo, ws, wsz, st);
+                            float ms = t.stop(st);
+                            if (e) { printf("  matmul status %d\n", (int)e); break; }
+                            if (rep >= 3) v.push_back(ms);
+                        }
+                        printf("RESULT epilogue %s: %.3f ms\n", line, v.empty() ? -1.0 : median(v));
+                    }
+                    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+                    if (lc) cublasLtMatrixLayoutDestroy(lc);
+                    if (lb) cublasLtMatrixLayoutDestroy(lb);
+                    if (la) cublasLtMatrixLayoutDestroy(la);
+                    if (op) cublasLtMatmulDescDestroy(op);
+                }
+    cudaFree(A);
+    cudaFree(Bm);
+    cudaFree(out);
+    cudaFree(ws);
+    cudaFree(vec);
+    cudaFree(bias);
+    cudaStreamDestroy(st);
+    cublasLtDestroy(lt);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "check";
     cudaDeviceProp prop;
@@ -1740,6 +1882,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "crc") || !strcmp(mode, "all")) crc_bench();
     if (!strcmp(mode, "fp8")) fp8_bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     if (!strcmp(mode, "gemm")) gemm_sweep();
+    if (!strcmp(mode, "epilogue")) epilogue_probe();
     printf("%s: %d failures\n", mode, g_fail);
     return g_fail ? 1 : 0;
 }
