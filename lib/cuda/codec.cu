@@ -10,7 +10,6 @@
 #include "cuda/crc.cuh"
 #include "cuda/device_guard.h"
 #include "cuda/fp8_basis.h"
-#include "cuda/fused_cast.h"
 #include "cuda/layout.cuh"
 #include "cuda/rans_decode.cuh"
 
@@ -434,7 +433,6 @@ extern "C" kvtc_result kvtc_cuda_codec_alloc(const kvtc_basis *b, const kvtc_cud
         c->fp8_dec = (o.projection & KVTC_CUDA_PROJ_FP8_DECODE) != 0;
         c->fp8_enc = (o.projection & KVTC_CUDA_PROJ_FP8_ENCODE) != 0;
         c->fp8_fast_accum = (o.projection & KVTC_CUDA_PROJ_FP8_FAST_ACCUM) != 0;
-        c->fused_cast = c->fp8_enc;
         if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) r = KVTC_ERR_CUDA;
     }
     if (!r) {
@@ -639,8 +637,3 @@ extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_
     kvtc_cache_layout_from_cache(cache, &l);
     return kvtc_cuda_compress_layout_bound(c, &l);
 }
-
-// ---- internal switches (fused_cast.h) ----------------------------------------
-
-extern "C" void kvi_cuda_set_fused_cast(kvtc_cuda_codec *c, int on) { c->fused_cast = on && c->fp8_enc; }
-extern "C" uint64_t kvi_cuda_fused_casts(const kvtc_cuda_codec *c) { return c->fused_calls; }

@@ -122,11 +122,6 @@ struct kvtc_cuda_codec {
     uint8_t *d_basis8e[2];
     float scale8e[2];
     cublasLtHandle_t lt;
-    // fused_cast: the FP8 encoder gathers straight into e4m3 rows
-    // (launch_gather_e4m3) where it applies; 1 unless kvi_cuda_set_fused_cast
-    // turned it off. fused_calls: streams encoded that way so far.
-    int fused_cast;
-    uint64_t fused_calls;
     // kvtc_cuda_append: the CPU encoder (same basis, plan, sink, window,
     // chunk size, rANS) that codes the appended tokens and splices the
     // container; made at the first append, freed with the codec

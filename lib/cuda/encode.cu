@@ -81,24 +81,14 @@ static kvtc_result compress_impl(kvtc_cuda_codec *c, const kvtc_cache_layout *ca
         PROF(c, stream, "rope table");
         for (int s = 0; s < 2; s++) {
             RowGeom rg = row_geom(&h, s == 0, rot);
-            uint32_t rk = pd.s[s].rank;
-            // FP8 encoder: the e4m3 rows straight from the cache where the
-            // fused gather applies (same bytes as gather + row cast)
-            int fused = c->fp8_enc && c->fused_cast && rk && gather_e4m3_ok(h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv);
-            if (fused) {
-                // the row amax words in the X area, which this path leaves unused
-                launch_gather_e4m3(h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s],
-                                   (uint32_t *)(ws + L.X), ws + L.X8, (float *)(ws + L.rs), stream);
-                c->fused_calls++;
-            } else {
-                launch_gather(c->esize, h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s],
-                              ws + L.X, stream);
-            }
+            launch_gather(c->esize, h.dtype, rg, LH - rg.lh0, s == 0 ? tk : tv, cs, c->d_mean[s], c->d_weight[s],
+                          ws + L.X, stream);
             LAUNCH_CHECK(c, "gather");
-            PROF(c, stream, s ? (fused ? "V gather to e4m3" : "V gather") : (fused ? "K gather to e4m3" : "K gather"));
+            PROF(c, stream, s ? "V gather" : "K gather");
+            uint32_t rk = pd.s[s].rank;
             const float *row_scale = NULL;  // FP8: the rows' operand scales
             uint32_t ld = rk;               // D's row length (FP8: rounded up to 16)
-            kvtc_result pr = project_coefs(c, s, rk, coded, ws + L.X, fused, ws + L.X8, (float *)(ws + L.rs),
+            kvtc_result pr = project_coefs(c, s, rk, coded, ws + L.X, ws + L.X8, (float *)(ws + L.rs),
                                            (float *)(ws + L.D), &ld, ws + L.blas, L.blas_size, stream, &row_scale);
             if (pr) return pr;
             PROF(c, stream, s ? "V gemm" : "K gemm");

@@ -112,7 +112,7 @@ kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void
     return KVTC_OK;
 }
 
-kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, int x8_ready, uint8_t *X8, float *rs,
+kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
                           float *D, uint32_t *ld, void *lt_ws, size_t lt_ws_size, cudaStream_t st,
                           const float **row_scale) {
     *row_scale = NULL;
@@ -126,10 +126,8 @@ kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, co
     // basis' zero rows give zero columns past rk): A = the basis rows [m][p]
     // read as p x m, B = X8 [n][p]; the quantizer multiplies row t by rs[t]
     uint32_t m = round16(rk);
-    if (!x8_ready) {
-        launch_cast_rows_e4m3(X, n, c->p, X8, rs, st);
-        LAUNCH_CHECK(c, "cast rows to e4m3");
-    }
+    launch_cast_rows_e4m3(X, n, c->p, X8, rs, st);
+    LAUNCH_CHECK(c, "cast rows to e4m3");
     CUBLAS_CHECK(c, gemm_fp8_tn(c, m, n, c->p, c->d_basis8e[s], c->p, X8, c->p, CUDA_R_32F, D, m, c->scale8e[s], lt_ws,
                                 lt_ws_size, st));
     *ld = m;

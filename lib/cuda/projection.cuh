@@ -38,8 +38,7 @@ kvtc_result reconstruct_range(kvtc_cuda_codec *c, int s, uint32_t rk, const void
 // e4m3) with scales rs ([n]), *row_scale = rs, which the quantizer must
 // apply (launch_quantize), and *ld is rk rounded up to 16 (cuBLASLt's FP8
 // kernels want 16-multiples); else *row_scale = NULL and *ld = rk.
-// x8_ready: X8 and rs already hold the cast rows (launch_gather_e4m3; X unused).
-kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, int x8_ready, uint8_t *X8, float *rs,
+kvtc_result project_coefs(kvtc_cuda_codec *c, int s, uint32_t rk, uint64_t n, const void *X, uint8_t *X8, float *rs,
                           float *D, uint32_t *ld, void *lt_ws, size_t lt_ws_size, cudaStream_t st,
                           const float **row_scale);
 

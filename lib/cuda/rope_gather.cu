@@ -1,7 +1,5 @@
 // rope_gather.cu - RoPE angles, gather/scatter between the cache and the
 // projection rows, raw tokens and positions (rope_gather.cuh).
-#include <cuda_fp8.h>
-
 #include "cuda/common.cuh"
 #include "cuda/rope_gather.cuh"
 
@@ -40,15 +38,6 @@ static __device__ __forceinline__ void pair_dims(const RowGeom &g, uint32_t i, u
         a = (g.rope ? g.rd : 0) + 2 * (i - (g.rope ? h : 0));
         b = a + 1;
     }
-}
-
-// (x0, x1) rotated by the pair's angle (cos, sin): the decoder's direction
-// (RoPE applied); the gather rotates by -sin
-static __device__ __forceinline__ void rotate_pair(float &x0, float &x1, float2 c) {
-    float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
-    float y1 = __fadd_rn(__fmul_rn(x0, c.y), __fmul_rn(x1, c.x));
-    x0 = y0;
-    x1 = y1;
 }
 
 // block: (d/2, TT); grid: (ceil(n / TT), L*H)
@@ -91,7 +80,13 @@ __global__ void scatter_k(DevTensor dst, int dtype, RowGeom g, const float2 *cs,
     uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
     float x0 = __fadd_rn(__fmul_rn(to_f(X[t * g.p + col + a]), inv_weight[col + a]), mean[col + a]);
     float x1 = __fadd_rn(__fmul_rn(to_f(X[t * g.p + col + b]), inv_weight[col + b]), mean[col + b]);
-    if (rot) rotate_pair(x0, x1, cs[t * (g.rd / 2) + i]);
+    if (rot) {
+        float2 c = cs[t * (g.rd / 2) + i];
+        float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
+        float y1 = __fadd_rn(__fmul_rn(x0, c.y), __fmul_rn(x1, c.x));
+        x0 = y0;
+        x1 = y1;
+    }
     char *row = tensor_row(dst, lh / g.H, g.t0 + t, lh % g.H);
     if (!row) return;
     store_at(row, dtype, (int64_t)a * dst.dim_stride, x0);
@@ -182,54 +177,10 @@ static __device__ __forceinline__ void load_pairs(const uint16_t *p, int dtype, 
     }
 }
 
-// The inverse of load_pairs.
-template <int ROPE>
-static __device__ __forceinline__ void store_pairs(uint16_t *p, int dtype, uint32_t q, uint32_t d, const float *lo,
-                                                   const float *hi) {
-    if (ROPE == 2) {
-        st4(p + 4 * q, dtype, lo);
-        st4(p + 4 * q + d / 2, dtype, hi);
-    } else {
-        float x[8] = {lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3]};
-        st4(p + 8 * q, dtype, x);
-        st4(p + 8 * q + 4, dtype, x + 4);
-    }
-}
-
 // Tokens per thread of the vectorized kernels (a (layer, head)'s mean and
 // weight loaded once for all of them). 4 measured slower on the H200 for
 // the RoPE'd keys (more registers, lower occupancy): 1.
 #define VEC_TOKENS 1u
-
-// The gather's arithmetic for one thread's 4 pairs of row (lh, token t):
-// RoPE removed, (x - mean) * weight, in fp32 (the caller rounds): ol[k],
-// oh[k] are pair k's two coordinates (load_pairs' order). vp: the unit's
-// mean and weight (load_cols). False when the row's block is outside the
-// pool (the outputs are then zeros).
-template <int ROPE>
-static __device__ __forceinline__ bool gather_unit(const DevTensor &tsrc, int dtype, const RowGeom &g, const float2 *cs,
-                                                   VecParams &vp, uint32_t lh, uint32_t q, uint64_t t, float *ol,
-                                                   float *oh) {
-    const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
-    if (!src) {
-        for (int k = 0; k < 4; k++) ol[k] = oh[k] = 0.0f;
-        return false;
-    }
-    float lo[4], hi[4];
-    load_pairs<ROPE>(src, dtype, q, g.d, lo, hi);
-    load_angles<ROPE>(g, t, q, cs, vp);
-    for (int k = 0; k < 4; k++) {
-        float x0 = lo[k], x1 = hi[k];
-        if (ROPE) {
-            float2 c = vp.c[k];
-            c.y = -c.y;
-            rotate_pair(x0, x1, c);
-        }
-        ol[k] = __fmul_rn(__fsub_rn(x0, vp.ml[k]), vp.wl[k]);
-        oh[k] = __fmul_rn(__fsub_rn(x1, vp.mh[k]), vp.wh[k]);
-    }
-    return true;
-}
 
 template <int ROPE>
 __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
@@ -242,8 +193,25 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
     for (uint32_t r = 0; r < VEC_TOKENS; r++) {
         uint64_t t = ((uint64_t)blockIdx.x * VEC_TOKENS + r) * blockDim.y + threadIdx.y;
         if (t >= g.n) break;
+        const uint16_t *src = (const uint16_t *)tensor_row(tsrc, lh / g.H, g.t0 + t, lh % g.H);
+        if (!src) continue;
+        float lo[4], hi[4];
+        load_pairs<ROPE>(src, dtype, q, g.d, lo, hi);
+        load_angles<ROPE>(g, t, q, cs, vp);
         float ol[4], oh[4];
-        if (!gather_unit<ROPE>(tsrc, dtype, g, cs, vp, lh, q, t, ol, oh)) continue;
+        for (int k = 0; k < 4; k++) {
+            float x0 = lo[k], x1 = hi[k];
+            if (ROPE) {
+                float2 c = vp.c[k];
+                float sn = -c.y;
+                float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, sn));
+                float y1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c.x));
+                x0 = y0;
+                x1 = y1;
+            }
+            ol[k] = __fmul_rn(__fsub_rn(x0, vp.ml[k]), vp.wl[k]);
+            oh[k] = __fmul_rn(__fsub_rn(x1, vp.mh[k]), vp.wh[k]);
+        }
         uint16_t *row = X + t * g.p + col;
         if (ROPE == 2) {
             uint2 a, b;
@@ -257,74 +225,6 @@ __global__ void gather_vec_k(DevTensor tsrc, int dtype, RowGeom g, const float2 
             a.z = BF16_BITS(ol[2]) | (BF16_BITS(oh[2]) << 16); a.w = BF16_BITS(ol[3]) | (BF16_BITS(oh[3]) << 16);
             *(uint4 *)(row + 8 * q) = a;
         }
-    }
-}
-
-// The FP8 encoder's rows straight from the cache (launch_gather_e4m3), in
-// two passes with gather_vec_k's thread map: the row's amax (each thread's
-// 8 gathered values rounded to bf16, reduced over the head's threads, one
-// atomicMax per (token, head) on the float's bits: |x| >= 0 orders as its
-// bits, and fmaxf drops NaNs as the cast's scan does), then the same values
-// divided by amax / 448 and cast to e4m3. The bytes and scales of the bf16
-// rows cast by cast_rows_e4m3_k, without writing and re-reading the rows. A
-// single pass (one token per block, its row in registers) measured slower:
-// each token then re-reads every coordinate's mean and weight (4x the row).
-static __device__ __forceinline__ float bf16_round(float x) { return __uint_as_float(BF16_BITS(x) << 16); }
-
-template <int ROPE>
-__global__ void gather_amax_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
-                              const float *weight, uint32_t *amax_bits) {
-    uint32_t q = threadIdx.x;
-    uint32_t lh = g.lh0 + blockIdx.y;
-    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
-    float amax = 0.0f;
-    if (t < g.n) {
-        VecParams vp;
-        load_cols<ROPE>(g, q, (uint64_t)(lh - g.col_lh0) * g.d, mean, weight, vp);
-        float ol[4], oh[4];
-        gather_unit<ROPE>(tsrc, dtype, g, cs, vp, lh, q, t, ol, oh);
-        for (int k = 0; k < 4; k++) amax = fmaxf(fmaxf(amax, fabsf(bf16_round(ol[k]))), fabsf(bf16_round(oh[k])));
-    }
-    // the head's d/8 threads are consecutive lanes (d/8 divides 32 or is a multiple of it)
-    for (uint32_t o = blockDim.x < 32 ? blockDim.x / 2 : 16; o; o >>= 1)
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if (t < g.n && (q & 31) == 0) atomicMax(amax_bits + t, __float_as_uint(amax));
-}
-
-static __device__ __forceinline__ uint8_t e4m3_of(float x, float sc) {
-    return (uint8_t)__nv_cvt_float_to_fp8(__fdiv_rn(x, sc), __NV_SATFINITE, __NV_E4M3);
-}
-
-template <int ROPE>
-__global__ void gather_cast_k(DevTensor tsrc, int dtype, RowGeom g, const float2 *cs, const float *mean,
-                              const float *weight, const uint32_t *amax_bits, uint8_t *X8, float *row_scale) {
-    uint32_t q = threadIdx.x;
-    uint32_t lh = g.lh0 + blockIdx.y;
-    uint64_t t = (uint64_t)blockIdx.x * blockDim.y + threadIdx.y;
-    if (t >= g.n) return;
-    float sc = __fdiv_rn(__uint_as_float(amax_bits[t]), 448.0f);  // cast_rows_e4m3_k's scale
-    if (!(sc > 0.0f && isfinite(sc))) sc = 1.0f;
-    if (lh == g.lh0 && q == 0) row_scale[t] = sc;
-    const uint64_t col = (uint64_t)(lh - g.col_lh0) * g.d;
-    VecParams vp;
-    load_cols<ROPE>(g, q, col, mean, weight, vp);
-    float ol[4], oh[4];
-    gather_unit<ROPE>(tsrc, dtype, g, cs, vp, lh, q, t, ol, oh);
-    uint8_t *head = X8 + t * g.p + col;
-    if (ROPE == 2) {
-        uint32_t a = 0, b = 0;
-        for (int k = 0; k < 4; k++) {
-            a |= (uint32_t)e4m3_of(bf16_round(ol[k]), sc) << (8 * k);
-            b |= (uint32_t)e4m3_of(bf16_round(oh[k]), sc) << (8 * k);
-        }
-        *(uint32_t *)(head + 4 * q) = a;
-        *(uint32_t *)(head + 4 * q + g.d / 2) = b;
-    } else {
-        uint32_t w[2] = {0, 0};
-        for (int k = 0; k < 4; k++)
-            w[k / 2] |= ((uint32_t)e4m3_of(bf16_round(ol[k]), sc) | ((uint32_t)e4m3_of(bf16_round(oh[k]), sc) << 8))
-                        << (16 * (k % 2));
-        *(uint2 *)(head + 8 * q) = make_uint2(w[0], w[1]);
     }
 }
 
@@ -348,11 +248,24 @@ __global__ void scatter_vec_k(DevTensor tdst, int dtype, RowGeom g, const float2
         for (int k = 0; k < 4; k++) {
             float x0 = __fadd_rn(__fmul_rn(lo[k], vp.wl[k]), vp.ml[k]);  // wl, wh: inverse weights here
             float x1 = __fadd_rn(__fmul_rn(hi[k], vp.wh[k]), vp.mh[k]);
-            if (ROPE) rotate_pair(x0, x1, vp.c[k]);
+            if (ROPE) {
+                float2 c = vp.c[k];
+                float y0 = __fsub_rn(__fmul_rn(x0, c.x), __fmul_rn(x1, c.y));
+                float y1 = __fadd_rn(__fmul_rn(x0, c.y), __fmul_rn(x1, c.x));
+                x0 = y0;
+                x1 = y1;
+            }
             lo[k] = x0;
             hi[k] = x1;
         }
-        store_pairs<ROPE>(dst, dtype, q, g.d, lo, hi);
+        if (ROPE == 2) {
+            st4(dst + 4 * q, dtype, lo);
+            st4(dst + 4 * q + g.d / 2, dtype, hi);
+        } else {
+            float x[8] = {lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3]};
+            st4(dst + 8 * q, dtype, x);
+            st4(dst + 8 * q + 4, dtype, x + 4);
+        }
     }
 }
 
@@ -398,28 +311,6 @@ void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const De
         gather_k<__nv_bfloat16><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, (__nv_bfloat16 *)X);
     else
         gather_k<float><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, (float *)X);
-}
-
-bool gather_e4m3_ok(int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src) {
-    return vec_ok(2, (kvtc_dtype)dtype, g, src) && (uint64_t)LH * g.d == g.p && (32 % (g.d / 8) == 0 || g.d % 256 == 0);
-}
-
-void launch_gather_e4m3(int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
-                        const float *mean, const float *weight, uint32_t *amax_bits, uint8_t *X8, float *row_scale,
-                        cudaStream_t st) {
-    if (!g.n || !LH) return;
-    cudaMemsetAsync(amax_bits, 0, 4 * g.n, st);
-    dim3 blk(g.d / 8, 256 / (g.d / 8)), grd((unsigned)((g.n + blk.y - 1) / blk.y), LH);
-    if (g.rope == 2) {
-        gather_amax_k<2><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, amax_bits);
-        gather_cast_k<2><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, amax_bits, X8, row_scale);
-    } else if (g.rope == 1) {
-        gather_amax_k<1><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, amax_bits);
-        gather_cast_k<1><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, amax_bits, X8, row_scale);
-    } else {
-        gather_amax_k<0><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, amax_bits);
-        gather_cast_k<0><<<grd, blk, 0, st>>>(src, dtype, g, cs, mean, weight, amax_bits, X8, row_scale);
-    }
 }
 
 void launch_scatter(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &dst, const float2 *cs,

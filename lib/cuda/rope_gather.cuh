@@ -29,17 +29,6 @@ void launch_rope_table(const double *inv_freq, uint32_t n_pairs, const int64_t *
 // the pool are skipped
 void launch_gather(int esize, int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
                    const float *mean, const float *weight, void *X, cudaStream_t st);
-// The FP8 encoder's rows without the bf16 round trip: launch_gather's rows
-// cast to e4m3 per row (launch_cast_rows_e4m3's bytes and row scales, into
-// X8 [n][p] and row_scale [n]), X never written; amax_bits: [n] words of
-// scratch. Only where gather_e4m3_ok: the vectorized gather applies, the
-// LH heads from g.lh0 are all p columns, and a head's d/8 threads are
-// whole lane groups of a warp. Returns nothing; launch errors are left to
-// cudaGetLastError.
-bool gather_e4m3_ok(int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src);
-void launch_gather_e4m3(int dtype, const RowGeom &g, uint32_t LH, const DevTensor &src, const float2 *cs,
-                        const float *mean, const float *weight, uint32_t *amax_bits, uint8_t *X8, float *row_scale,
-                        cudaStream_t st);
 // the inverse: rows X written into the cache through the layout dst;
 // x * inv_weight + mean, inv_weight = 1 / weight (the codec's d_inv_weight:
 // a multiply where a division made the vectorized kernel compute-bound; it
