@@ -16,7 +16,7 @@ S=$(mktemp -d)
 trap 'rm -rf "$S"' EXIT
 D="$S/kvtc-gpu"
 mkdir -p "$D/bin" "$D/lib"
-for p in kvtc test_cuda_contracts kvtc_cuda_bench kvtc_cuda_calib_bench kvtc_cuda_store_bench $(cd "$B" && ls test_cuda_* 2>/dev/null || true); do
+for p in kvtc kvtc-gpu test_cuda_contracts kvtc_cuda_bench kvtc_cuda_calib_bench kvtc_cuda_store_bench $(cd "$B" && ls test_cuda_* 2>/dev/null || true); do
   [ -f "$B/$p" ] && cp "$B/$p" "$D/bin/"
 done
 cp -L "$B/libkvtc.so.0" "$B/libkvtc_cuda.so.0" "$D/lib/"

@@ -3,10 +3,12 @@
  * (KVTC_CLI, set by CMake) and parses its --json output. Also
  * --emulate-gpu (issue 15): one variant per entry next to each KVTC method,
  * the plain method unchanged by it, bf16 within a hair of exact, FP8 off
- * exact by a few percent of KL, an unknown entry refused. */
+ * exact by a few percent of KL, an unknown entry refused; --gpu refused by
+ * this CPU-only build (tests/cuda/test_cuda_eval.c runs it in kvtc-gpu). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "io/json.h"
@@ -108,6 +110,24 @@ int main(void) {
              ">/dev/null 2>%s/bad.err",
              cli, M, T, dir, dir);
     CHECK(system(cmd) != 0);
+    /* --gpu: this (CPU-only) kvtc refuses it as a usage error naming kvtc-gpu,
+     * before any work; an unknown projection likewise */
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ratios 8 --gpu fp8 --basis %s/basis.safetensors >/dev/null 2>%s/gpu.err",
+             cli, M, T, dir, dir);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    snprintf(path, sizeof path, "%s/gpu.err", dir);
+    f = fopen(path, "rb");
+    memset(buf, 0, 1 << 20);
+    n = f ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    if (f) fclose(f);
+    CHECK_MSG(strstr(buf, "kvtc-gpu") != NULL, "--gpu refusal: %s", buf);
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ratios 8 --gpu fp16 --basis %s/basis.safetensors >/dev/null 2>/dev/null",
+             cli, M, T, dir);
+    st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
     free(buf);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

@@ -25,6 +25,7 @@
 #include "eval/retrieval.h"
 #include "internal.h"
 #include "model_kv.h"
+#include "gpu/eval_gpu.h"
 
 #define EVAL_MAX_METHODS 64
 
@@ -36,6 +37,7 @@ typedef struct eval_method {
     kvtc_basis *basis;        /* when is_kvtc */
     double ratio;             /* KVTC target ratio */
     kvi_proj_mode enc_mode, dec_mode; /* --emulate-gpu: the GPU's projection arithmetic */
+    eval_gpu *gpu;                    /* --gpu: encoded and decoded by the CUDA codec */
     /* accumulated */
     double nll, kld;
     uint64_t n_pred, n_top1;
@@ -117,6 +119,13 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     int rc = 1;
     size_t size = 0;
     kvtc_stream_info info = {.struct_size = sizeof info};
+    if (m->gpu) { /* --gpu: the CUDA codec's round trip, in place */
+        double es = 0, ds = 0;
+        if ((r = eval_gpu_roundtrip(m->gpu, &cf.cache, &size, &info, &es, &ds))) goto fail;
+        m->encode_s += es;
+        m->decode_s += ds;
+        goto decoded;
+    }
     if ((r = kvtc_encoder_alloc(m->basis, &eo, &e)) || (r = kvtc_decoder_alloc(m->basis, &dopt, &d))) goto fail;
     if ((r = kvi_encoder_emulate_projection(e, m->enc_mode)) || (r = kvi_decoder_emulate_projection(d, m->dec_mode)))
         goto fail;
@@ -131,6 +140,7 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     m->encode_s += t1 - t0;
     m->decode_s += now_s() - t1;
     if ((r = kvtc_stream_get_info(buf, size, &info))) goto fail;
+decoded:
     for (uint64_t i = 0; i < elems; i++) {
         k[i] = kvi_load_elem(cf.cache.k, KVTC_DTYPE_F16, i);
         v[i] = kvi_load_elem(cf.cache.v, KVTC_DTYPE_F16, i);
@@ -191,11 +201,15 @@ static int parse_list(const char *v, double *out) {
     return n ? n : -1;
 }
 
-/* --emulate-gpu: one variant of every KVTC method per entry */
+/* --emulate-gpu and --gpu: one variant of every KVTC method per entry
+ * (gpu: the --gpu projection, the row run on the CUDA codec; NULL for an
+ * emulation on the CPU) */
 #define EVAL_MAX_EMULATIONS 4
+#define EVAL_MAX_GPU 3
 typedef struct gpu_emulation {
     const char *name;
     kvi_proj_mode enc, dec;
+    const char *gpu;
 } gpu_emulation;
 
 /* A --basis NAME= label: it names table rows and JSON strings, so it is kept
@@ -211,10 +225,10 @@ static int label_ok(const char *s, size_t n) {
 }
 
 static int parse_emulations(const char *v, gpu_emulation *out) {
-    static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16},
-                                                             {"fp8dec", KVI_PROJ_BF16, KVI_PROJ_FP8},
-                                                             {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16},
-                                                             {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8}};
+    static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16, NULL},
+                                                             {"fp8dec", KVI_PROJ_BF16, KVI_PROJ_FP8, NULL},
+                                                             {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16, NULL},
+                                                             {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8, NULL}};
     char tmp[256];
     if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
@@ -222,6 +236,23 @@ static int parse_emulations(const char *v, gpu_emulation *out) {
         int k = 0;
         while (k < EVAL_MAX_EMULATIONS && strcmp(s, known[k].name)) k++;
         if (k == EVAL_MAX_EMULATIONS || n == EVAL_MAX_EMULATIONS) return -1;
+        out[n++] = known[k];
+    }
+    return n ? n : -1;
+}
+
+/* --gpu LIST: rows out[0..n) named gpu-NAME; the count, or -1. */
+static int parse_gpu(const char *v, gpu_emulation *out) {
+    static const gpu_emulation known[EVAL_MAX_GPU] = {{"gpu-bf16", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "bf16"},
+                                                      {"gpu-fp8", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "fp8"},
+                                                      {"gpu-fp8fast", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "fp8fast"}};
+    char tmp[256];
+    if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
+    int n = 0;
+    for (char *s = strtok(tmp, ","); s; s = strtok(NULL, ",")) {
+        int k = 0;
+        while (k < EVAL_MAX_GPU && strcmp(s, known[k].gpu)) k++;
+        if (k == EVAL_MAX_GPU || n == EVAL_MAX_GPU) return -1;
         out[n++] = known[k];
     }
     return n ? n : -1;
@@ -257,7 +288,8 @@ static const char *duplicate_rows(const char *const *specs, int n_bases, const d
     for (int i = 0; i < n_emul; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(emul[i].name, emul[j].name)) {
-                snprintf(msg, cap, "--emulate-gpu lists %s twice", emul[i].name);
+                snprintf(msg, cap, "%s lists %s twice", emul[i].gpu ? "--gpu" : "--emulate-gpu",
+                         emul[i].gpu ? emul[i].gpu : emul[i].name);
                 return msg;
             }
     return NULL;
@@ -385,6 +417,11 @@ static const char eval_help[] =
     "                       emulated: bf16 (encode and decode GEMMs in bf16, the CUDA default),\n"
     "                       fp8dec (decode GEMM in e4m3, encode bf16), fp8enc (encode e4m3,\n"
     "                       decode bf16), fp8 (both e4m3); comma separated\n"
+    "  --gpu LIST           also run every KVTC method through the CUDA codec on the GPU\n"
+    "                       (encode and decode; rows LABEL@RATIO/gpu-NAME): bf16 (the CUDA\n"
+    "                       default), fp8 (KVTC_CUDA_PROJ_FP8), fp8fast (FP8 with fast\n"
+    "                       accumulation); comma separated. Needs kvtc-gpu (the tool built\n"
+    "                       with the CUDA backend), a GPU and a basis without recomputed layers\n"
     "  --threads N          threads (default 2)\n"
     "  --json               print one JSON object instead of the table\n"
     "  --plot OUT.png       write a KL-vs-ratio plot (gnuplot)\n";
@@ -392,8 +429,8 @@ static const char eval_help[] =
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
     const char *basis_specs[16];
-    int n_bases = 0, baselines = 1, force = 0, n_emul = 0;
-    gpu_emulation emul[EVAL_MAX_EMULATIONS];
+    int n_bases = 0, baselines = 1, force = 0, n_emul = 0, n_gpu = 0;
+    gpu_emulation emul[EVAL_MAX_EMULATIONS + EVAL_MAX_GPU], gpus[EVAL_MAX_GPU];
     double ratios[16] = {8, 16, 32, 64};
     int n_ratios = 4;
     eval_opts o = {0, 4, 4, 128, 2, 0.75, 0, NULL};
@@ -405,7 +442,7 @@ int cmd_eval(int argc, char **argv) {
     const char *points_opt = NULL;
     int trials_set = 0, passage_set = 0, prefix_set = 0;
     enum { O_MODEL = 256, O_TEXT, O_BASIS, O_RATIOS, O_CTX, O_WINDOWS, O_PREFIX, O_SINK, O_WINDOW, O_THREADS,
-           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE, O_TRIALS };
+           O_NO_BASELINES, O_JSON, O_PLOT, O_FORCE, O_TASK, O_POINTS, O_PASSAGE, O_EMULATE, O_TRIALS, O_GPU };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL}, {"text", required_argument, NULL, O_TEXT},
         {"basis", required_argument, NULL, O_BASIS}, {"ratios", required_argument, NULL, O_RATIOS},
@@ -417,6 +454,7 @@ int cmd_eval(int argc, char **argv) {
         {"task", required_argument, NULL, O_TASK}, {"distances", required_argument, NULL, O_POINTS},
         {"depths", required_argument, NULL, O_POINTS}, {"passage", required_argument, NULL, O_PASSAGE},
         {"emulate-gpu", required_argument, NULL, O_EMULATE}, {"trials", required_argument, NULL, O_TRIALS},
+        {"gpu", required_argument, NULL, O_GPU},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     opterr = 0;
     optind = 0;
@@ -488,6 +526,10 @@ int cmd_eval(int argc, char **argv) {
             if ((n_emul = parse_emulations(v, emul)) < 0)
                 return cli_usage("eval", "--emulate-gpu takes bf16, fp8dec, fp8enc, fp8 (comma separated)");
             break;
+        case O_GPU:
+            if ((n_gpu = parse_gpu(v, gpus)) < 0)
+                return cli_usage("eval", "--gpu takes bf16, fp8, fp8fast (comma separated)");
+            break;
         case ':': return cli_usage("eval", "%s needs a value", argv[optind - 1]);
         default: return cli_usage("eval", "unknown option %s", argv[optind - 1]);
         }
@@ -505,6 +547,10 @@ int cmd_eval(int argc, char **argv) {
                          "--passage: copy, copy-random)", passage_set && !is_copy ? "passage" : "trials", task);
     if ((prefix_set || o.plot) && strcmp(task, "ppl")) /* the retrieval tasks lay out their own prefix */
         return cli_usage("eval", "--%s is an option of --task ppl only", prefix_set ? "prefix" : "plot");
+    if (n_gpu && !eval_gpu_built())
+        return cli_usage("eval", "--gpu needs the CUDA backend: this kvtc was built without it (run kvtc-gpu, built "
+                         "with -DKVTC_CUDA=ON)");
+    for (int i = 0; i < n_gpu; i++) emul[n_emul++] = gpus[i]; /* GPU rows after the emulated ones */
     char dup[160];
     if (duplicate_rows(basis_specs, n_bases, ratios, n_ratios, emul, n_emul, dup, sizeof dup))
         return cli_usage("eval", "%s", dup);
@@ -613,6 +659,19 @@ int cmd_eval(int argc, char **argv) {
                 if (k >= 0) {
                     ms[nm].enc_mode = emul[k].enc;
                     ms[nm].dec_mode = emul[k].dec;
+                }
+                if (k >= 0 && emul[k].gpu) {
+                    char cmsg[256];
+                    kvtc_result gr = eval_gpu_open(basis, emul[k].gpu, ratios[i], o.n_sink, o.n_window, &ms[nm].gpu,
+                                                   cmsg, sizeof cmsg);
+                    if (gr) {
+                        memset(&ms[nm], 0, sizeof ms[nm]); /* the basis stays with the row before (k = -1) */
+                        cli_fail("eval", "%s@%g/%s: the CUDA codec: %s%s%s%s", label, ratios[i], emul[k].name,
+                                 kvtc_result_string(gr), cmsg[0] ? " (" : "", cmsg, cmsg[0] ? ")" : "");
+                        if (gr == KVTC_ERR_UNSUPPORTED && kvtc_basis_recomputed_layers(basis))
+                            fprintf(stderr, "kvtc: eval: --gpu rows need a basis without recomputed layers\n");
+                        goto done;
+                    }
                 }
                 nm++;
             }
@@ -741,6 +800,7 @@ done_bufs:
     eng_context_free(ctx);
     free(tok); free(k0); free(v0); free(k); free(v); free(ref); free(got); free(lp1); free(lp2);
 done:
+    for (uint32_t i = 0; i < nm; i++) eval_gpu_close(ms[i].gpu);
     for (uint32_t i = 0; i < nm; i++)
         if (ms[i].is_kvtc && (i + 1 == nm || ms[i + 1].basis != ms[i].basis)) kvtc_basis_free(ms[i].basis);
     free(ms);

@@ -9,3 +9,4 @@ rm -rf /tmp/kvtc-gpu && tar xJf .devbin/bundle.tar.xz -C /tmp
 export KVTC_GPU_BIN=/tmp/kvtc-gpu/bin
 export LD_LIBRARY_PATH=/tmp/kvtc-gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export KVTC_LIB=/tmp/kvtc-gpu/lib/libkvtc.so.0 KVTC_CUDA_LIB=/tmp/kvtc-gpu/lib/libkvtc_cuda.so.0
+export KVTC_GPU_CLI=/tmp/kvtc-gpu/bin/kvtc-gpu  # tests/cuda/test_cuda_eval.c

@@ -26,7 +26,20 @@ __global__ void hist_k(SegList full, SegList last, EncWs w) {
     __syncthreads();
     uint32_t P = L.period[s], wp = threadIdx.x >> 5;
     const uint8_t *p = w.payload + (uint64_t)c * w.max_payload + L.off[s];
-    for (uint64_t i = a + threadIdx.x; i < e; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
+    // 16 bytes per load where the run is 16-byte aligned (a is a multiple of
+    // 65536; the segment's start may not be): byte i + k uses table (i + k) % P
+    uint64_t head = (16 - ((uintptr_t)(p + a) & 15)) & 15;
+    if (head > e - a) head = e - a;
+    for (uint64_t i = a + threadIdx.x; i < a + head; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
+    uint64_t a16 = a + head, n16 = (e - a16) / 16;
+    const uint4 *p16 = (const uint4 *)(p + a16);
+    for (uint64_t v = threadIdx.x; v < n16; v += blockDim.x) {
+        uint4 u = p16[v];
+        const uint8_t *b = (const uint8_t *)&u;
+        uint64_t i0 = a16 + 16 * v;
+        for (int k = 0; k < 16; k++) atomicAdd(&h[wp][((i0 + k) % P) * 256 + b[k]], 1u);
+    }
+    for (uint64_t i = a16 + 16 * n16 + threadIdx.x; i < e; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
     __syncthreads();
     for (int i = threadIdx.x; i < 256 * (int)P; i += blockDim.x) {
         uint32_t v = 0;

@@ -1,0 +1,101 @@
+/* test_cuda_eval.c - `kvtc-gpu eval --gpu` (tools/gpu/eval_gpu.h): rows
+ * encoded and decoded by the CUDA codec and scored by the bundled model.
+ * On one short window:
+ *  - gpu-bf16 scores as the CPU's emulation of the bf16 GEMMs
+ *    (--emulate-gpu bf16: bf16 operands, fp32 accumulation, bf16 X; the
+ *    same plan, so only the GEMMs' summation order differs): KL within 2%;
+ *  - gpu-fp8 as the emulation of the FP8 operands (--emulate-gpu fp8),
+ *    within 5%; gpu-fp8fast (fast accumulation) within 10% of gpu-fp8;
+ *  - every GPU row reaches the ratio and has a KL > 0;
+ *  - a basis with recomputed layers is refused before the evaluation
+ *    (the eval has no GPU recompute hook).
+ * The CLI is KVTC_GPU_CLI (CMake sets it; bench/cuda/gpu_env.sh too), run
+ * from the source tree (data/). Without a GPU: skipped (77). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gpu_test_util.h"
+#include "io/json.h"
+#include "test.h"
+
+static const json_value *method(const json_value *ms, const char *name) {
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        const json_value *n = json_get(&ms->items[i], "name");
+        if (n && n->type == JSON_STRING && !strcmp(n->string, name)) return &ms->items[i];
+    }
+    return NULL;
+}
+
+static double num(const json_value *m, const char *key) {
+    const json_value *v = m ? json_get(m, key) : NULL;
+    return v && v->type == JSON_NUMBER ? v->number : -1.0;
+}
+
+static size_t slurp(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    memset(buf, 0, cap);
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    if (f) fclose(f);
+    return n;
+}
+
+int main(void) {
+    gpu_test_require_device();
+    const char *cli = getenv("KVTC_GPU_CLI");
+    if (!cli) cli = "build/kvtc-gpu";
+    char dir[] = "/tmp/kvtc-test-cuda-eval-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char cmd[4096], path[512];
+    const char *M = "data/eval-llama-27m-q8_0.gguf", *T = "data/persuasion.txt";
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 -o %s/basis.safetensors "
+             "2>%s/cal.err && %s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 "
+             "--recompute-layers 1 -o %s/r1.safetensors 2>>%s/cal.err",
+             cli, M, T, dir, dir, cli, M, T, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8 --no-baselines "
+             "--emulate-gpu bf16,fp8 --gpu bf16,fp8,fp8fast --basis %s/basis.safetensors --json >%s/out.json "
+             "2>%s/eval.err",
+             cli, M, T, dir, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    char *buf = malloc(1 << 20);
+    snprintf(path, sizeof path, "%s/out.json", dir);
+    size_t n = slurp(path, buf, 1 << 20);
+    json_value *root = json_parse(buf, n, NULL);
+    CHECK_MSG(root != NULL, "eval --json output does not parse: %.300s", buf);
+    const json_value *ms = root ? json_get(root, "methods") : NULL;
+    const json_value *e16 = method(ms, "kvtc@8/bf16"), *e8 = method(ms, "kvtc@8/fp8");
+    const json_value *g16 = method(ms, "kvtc@8/gpu-bf16"), *g8 = method(ms, "kvtc@8/gpu-fp8");
+    const json_value *gf = method(ms, "kvtc@8/gpu-fp8fast");
+    CHECK(e16 && e8 && g16 && g8 && gf);
+    double k16 = num(e16, "kld"), k8 = num(e8, "kld"), kg16 = num(g16, "kld"), kg8 = num(g8, "kld"), kgf = num(gf, "kld");
+    printf("KL: emulated bf16 %.5g, GPU bf16 %.5g; emulated fp8 %.5g, GPU fp8 %.5g, GPU fp8 fast %.5g\n", k16, kg16, k8,
+           kg8, kgf);
+    CHECK(k16 > 0 && kg16 > 0 && kg8 > 0 && kgf > 0);
+    CHECK_MSG(kg16 > 0.98 * k16 && kg16 < 1.02 * k16, "GPU bf16 %.5g vs emulated %.5g", kg16, k16);
+    CHECK_MSG(kg8 > 0.95 * k8 && kg8 < 1.05 * k8, "GPU fp8 %.5g vs emulated %.5g", kg8, k8);
+    CHECK_MSG(kgf > 0.9 * kg8 && kgf < 1.1 * kg8, "GPU fp8 fast %.5g vs fp8 %.5g", kgf, kg8);
+    const json_value *gpu_rows[3] = {g16, g8, gf};
+    for (int i = 0; i < 3; i++)
+        CHECK_MSG(num(gpu_rows[i], "compression_ratio") >= 7.0, "GPU row %d ratio %.2f", i,
+                  num(gpu_rows[i], "compression_ratio"));
+    json_free(root);
+    /* recomputed layers: refused up front (exit 1), the reason on stderr */
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8 --no-baselines --gpu bf16 "
+             "--basis %s/r1.safetensors >/dev/null 2>%s/r1.err",
+             cli, M, T, dir, dir);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    snprintf(path, sizeof path, "%s/r1.err", dir);
+    slurp(path, buf, 1 << 20);
+    CHECK_MSG(strstr(buf, "recomputed layers") != NULL, "recompute refusal: %s", buf);
+    free(buf);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    return TEST_REPORT();
+}
