@@ -48,7 +48,6 @@
 #include "bench_synth.h"
 #include "cuda/common.cuh"
 #include "cuda/crc.cuh"
-#include "cuda/gemm_sm.h"
 #include "kvtc_cuda.h"
 
 extern "C" {
@@ -1856,127 +1855,6 @@ static void epilogue_probe() {
     cublasLtDestroy(lt);
 }
 
-// ---- overlap: GEMMs on fewer SMs, two streams -------------------------------
-// The FP8 codec, 8 x 8K at the 12B geometry, decoded and encoded with caches
-// alternating between two streams, while cuBLASLt's heuristics target fewer
-// SMs (kvi_cuda_set_gemm_sm_count): if its kernels then hold only that many
-// SMs, the other stream's rANS, dequantize and scatter kernels run on the
-// rest instead of waiting, and the power-capped GEMMs lose little.
-static void overlap_bench(uint32_t m) {
-    printf("== overlap: FP8 codec, rank %u, 8 x 8K, one and two streams, GEMM SM count targets ==\n", m);
-    kvtc_geometry g;
-    memset(&g, 0, sizeof g);
-    g.n_layers = 40;
-    g.n_kv_heads = 8;
-    g.head_dim = 128;
-    g.rope_type = KVTC_ROPE_NEOX;
-    g.rope_theta = 1e6f;
-    uint32_t p = 40960;
-    std::vector<float> lambda(m);
-    double sigma2 = 0;
-    kvtc_basis *b = bs_paper_basis(&g, m, 1.0, 0.5, 16.0, lambda.data(), &sigma2);
-    if (!b) { printf("FAIL: basis\n"); g_fail++; return; }
-    kvtc_cuda_options o;
-    kvtc_cuda_options_init(&o);
-    o.ratio = 16.0;
-    o.projection = KVTC_CUDA_PROJ_FP8;
-    kvtc_cuda_codec *cc = NULL;
-    KV(kvtc_cuda_codec_alloc(b, &o, &cc));
-    if (!cc) { kvtc_basis_free(b); return; }
-    cudaStream_t st[2];
-    CU(cudaStreamCreate(&st[0]));
-    CU(cudaStreamCreate(&st[1]));
-    cublasHandle_t blas;
-    cublasCreate(&blas);
-    Gen gn = gen_upload(b, lambda.data(), m, sigma2);
-    const int B = 8;
-    const uint64_t n = 8192;
-    std::vector<DevCache> in(B), out(B);
-    __nv_bfloat16 *Z, *X;
-    CU(cudaMalloc(&Z, n * m * 2));
-    CU(cudaMalloc(&X, n * p * 2));
-    for (int i = 0; i < B; i++) {
-        in[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
-        out[i] = dev_alloc_like(g, KVTC_DTYPE_BF16, n);
-        fill_cache(gn, in[i], 1000 + i, blas, Z, X, st[0]);
-    }
-    CU(cudaStreamSynchronize(st[0]));
-    cudaFree(Z);
-    cudaFree(X);
-    size_t wsz = kvtc_cuda_workspace_size(cc, n, 0);
-    void *ws[2];
-    CU(cudaMalloc(&ws[0], wsz));
-    CU(cudaMalloc(&ws[1], wsz));
-    std::vector<void *> d_out(B);
-    std::vector<size_t> cap(B);
-    std::vector<uint64_t> sizes(B);
-    std::vector<std::vector<uint8_t>> prefix(B, std::vector<uint8_t>(4096));
-    uint64_t *d_w;
-    uint32_t *d_status;
-    CU(cudaMalloc(&d_w, 8 * B));
-    CU(cudaMalloc(&d_status, 4 * B));
-    for (int i = 0; i < B; i++) {
-        cap[i] = kvtc_cuda_compress_bound(cc, &in[i].c);
-        CU(cudaMalloc(&d_out[i], cap[i]));
-    }
-    cudaEvent_t fork, join;
-    CU(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
-    CU(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
-    Timer t;
-    static const int targets[] = {0, 124, 116, 108, 100, 88};
-    for (int ti = 0; ti < (int)(sizeof targets / sizeof *targets); ti++) {
-        EXPECT(kvi_cuda_set_gemm_sm_count(cc, targets[ti]) == 0, "SM count target %d refused", targets[ti]);
-        for (int ns = 1; ns <= 2; ns++) {
-            std::vector<float> vc, vd;
-            for (int pass = 0; pass < 2; pass++)
-                for (int rep = 0; rep < 12; rep++) {
-                    t.start(st[0]);
-                    CU(cudaEventRecord(fork, st[0]));
-                    CU(cudaStreamWaitEvent(st[1], fork, 0));
-                    for (int i = 0; i < B; i++) {
-                        int k = ns == 2 ? i & 1 : 0;
-                        if (pass == 0)
-                            KV(kvtc_cuda_compress(cc, &in[i].c, d_out[i], cap[i], d_w + i, ws[k], wsz, st[k]));
-                        else
-                            KV(kvtc_cuda_decompress(cc, prefix[i].data(), 4096, d_out[i], sizes[i], &out[i].c, ws[k],
-                                                    wsz, d_status + i, st[k]));
-                    }
-                    CU(cudaEventRecord(join, st[1]));
-                    CU(cudaStreamWaitEvent(st[0], join, 0));
-                    float ms = t.stop(st[0]);
-                    if (rep >= 2) (pass ? vd : vc).push_back(ms);
-                    if (pass == 0 && rep == 11) {
-                        CU(cudaMemcpy(sizes.data(), d_w, 8 * B, cudaMemcpyDeviceToHost));
-                        for (int i = 0; i < B; i++)
-                            CU(cudaMemcpy(prefix[i].data(), d_out[i], 4096, cudaMemcpyDeviceToHost));
-                    }
-                }
-            std::vector<uint32_t> status(B);
-            CU(cudaMemcpy(status.data(), d_status, 4 * B, cudaMemcpyDeviceToHost));
-            for (int i = 0; i < B; i++) EXPECT(status[i] == 0, "decode status %u", status[i]);
-            printf("RESULT overlap rank %u SM target %d, %d stream%s: compress %.2f ms, decompress %.2f ms\n", m,
-                   targets[ti], ns, ns > 1 ? "s" : "", median(vc), median(vd));
-        }
-    }
-    cudaEventDestroy(fork);
-    cudaEventDestroy(join);
-    for (int i = 0; i < B; i++) {
-        dev_free(in[i]);
-        dev_free(out[i]);
-        cudaFree(d_out[i]);
-    }
-    cudaFree(ws[0]);
-    cudaFree(ws[1]);
-    cudaFree(d_w);
-    cudaFree(d_status);
-    gen_free(gn);
-    kvtc_cuda_codec_free(cc);
-    cublasDestroy(blas);
-    cudaStreamDestroy(st[0]);
-    cudaStreamDestroy(st[1]);
-    kvtc_basis_free(b);
-}
-
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "check";
     cudaDeviceProp prop;
@@ -1989,7 +1867,6 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "fp8")) fp8_bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     if (!strcmp(mode, "gemm")) gemm_sweep();
     if (!strcmp(mode, "epilogue")) epilogue_probe();
-    if (!strcmp(mode, "overlap")) overlap_bench(argc > 2 ? (uint32_t)atoi(argv[2]) : 4096);
     printf("%s: %d failures\n", mode, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -10,7 +10,6 @@
 #include "cuda/crc.cuh"
 #include "cuda/device_guard.h"
 #include "cuda/fp8_basis.h"
-#include "cuda/gemm_sm.h"
 #include "cuda/layout.cuh"
 #include "cuda/rans_decode.cuh"
 
@@ -637,12 +636,4 @@ extern "C" size_t kvtc_cuda_compress_bound(const kvtc_cuda_codec *c, const kvtc_
     kvtc_cache_layout l;
     kvtc_cache_layout_from_cache(cache, &l);
     return kvtc_cuda_compress_layout_bound(c, &l);
-}
-
-// ---- internal switches (gemm_sm.h) --------------------------------------------
-
-extern "C" int kvi_cuda_set_gemm_sm_count(kvtc_cuda_codec *c, int n) {
-    if (n < 0) return -1;
-    c->gemm_sm_count = n;
-    return cublasSetSmCountTarget(c->blas, n) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
 }

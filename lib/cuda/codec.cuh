@@ -122,10 +122,6 @@ struct kvtc_cuda_codec {
     uint8_t *d_basis8e[2];
     float scale8e[2];
     cublasLtHandle_t lt;
-    // gemm_sm_count: cuBLAS(Lt)'s SM count target for the projections (0: the
-    // device's; kvi_cuda_set_gemm_sm_count, gemm_sm.h): leaves SMs to the
-    // kernels of caches decoded on other streams
-    int gemm_sm_count;
     // kvtc_cuda_append: the CPU encoder (same basis, plan, sink, window,
     // chunk size, rANS) that codes the appended tokens and splices the
     // container; made at the first append, freed with the codec

@@ -70,8 +70,6 @@ static cublasStatus_t gemm_fp8_tn(const kvtc_cuda_codec *c, uint64_t m, uint64_t
     if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     const int8_t fast = (int8_t)c->fp8_fast_accum;
     if (!r) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast);
-    const int32_t sms = c->gemm_sm_count;
-    if (!r && sms) r = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof sms);
     if (!r) r = cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, m, (int64_t)lda);
     if (!r) r = cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, n, (int64_t)ldb);
     if (!r) r = cublasLtMatrixLayoutCreate(&lc, ctype, m, n, (int64_t)ldc);
