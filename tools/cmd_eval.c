@@ -661,15 +661,20 @@ int cmd_eval(int argc, char **argv) {
                     ms[nm].dec_mode = emul[k].dec;
                 }
                 if (k >= 0 && emul[k].gpu) {
-                    char cmsg[256];
-                    kvtc_result gr = eval_gpu_open(basis, emul[k].gpu, ratios[i], o.n_sink, o.n_window, &ms[nm].gpu,
-                                                   cmsg, sizeof cmsg);
+                    char cmsg[256] = "";
+                    uint32_t rl = kvtc_basis_recomputed_layers(basis);
+                    kvtc_result gr = rl ? KVTC_ERR_UNSUPPORTED
+                                        : eval_gpu_open(basis, emul[k].gpu, ratios[i], o.n_sink, o.n_window,
+                                                        &ms[nm].gpu, cmsg, sizeof cmsg);
                     if (gr) {
                         memset(&ms[nm], 0, sizeof ms[nm]); /* the basis stays with the row before (k = -1) */
-                        cli_fail("eval", "%s@%g/%s: the CUDA codec: %s%s%s%s", label, ratios[i], emul[k].name,
-                                 kvtc_result_string(gr), cmsg[0] ? " (" : "", cmsg, cmsg[0] ? ")" : "");
-                        if (gr == KVTC_ERR_UNSUPPORTED && kvtc_basis_recomputed_layers(basis))
-                            fprintf(stderr, "kvtc: eval: --gpu rows need a basis without recomputed layers\n");
+                        if (rl)
+                            cli_fail("eval", "%s@%g/%s: --gpu rows need a basis without recomputed layers (%s "
+                                     "recomputes %u; the eval has no GPU recompute hook)", label, ratios[i],
+                                     emul[k].name, path, rl);
+                        else
+                            cli_fail("eval", "%s@%g/%s: the CUDA codec: %s%s%s%s", label, ratios[i], emul[k].name,
+                                     kvtc_result_string(gr), cmsg[0] ? " (" : "", cmsg, cmsg[0] ? ")" : "");
                         goto done;
                     }
                 }

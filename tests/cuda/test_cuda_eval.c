@@ -51,7 +51,8 @@ int main(void) {
     char cmd[4096], path[512];
     const char *M = "data/eval-llama-27m-q8_0.gguf", *T = "data/persuasion.txt";
     snprintf(cmd, sizeof cmd,
-             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 -o %s/basis.safetensors "
+             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 --recompute-layers 0 "
+             "-o %s/basis.safetensors "
              "2>%s/cal.err && %s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 "
              "--recompute-layers 1 -o %s/r1.safetensors 2>>%s/cal.err",
              cli, M, T, dir, dir, cli, M, T, dir, dir);
