@@ -35,10 +35,11 @@ kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ra
         o.projection = (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM);
     eval_gpu *g = calloc(1, sizeof *g);
     if (!g) return KVTC_ERR_OUT_OF_MEMORY;
+    cudaGetLastError(); /* a stale error of an earlier call is not this one's reason */
     kvtc_result r = kvtc_cuda_codec_alloc(b, &o, &g->cc);
     if (r) {
         cudaError_t e = cudaGetLastError();
-        if (msg && msg_cap && e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
+        if (r == KVTC_ERR_CUDA && msg && msg_cap && e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
         free(g);
         return r;
     }
@@ -63,7 +64,9 @@ static void dev_free(dev_bufs *d) {
 }
 
 kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_stream_info *info, double *enc_s,
-                               double *dec_s) {
+                               double *dec_s, char *msg, size_t msg_cap) {
+    if (msg && msg_cap) msg[0] = 0;
+    cudaGetLastError(); /* clear a stale error: the one reported below is this call's */
     uint64_t kb = kvtc_cache_tensor_bytes(&c->geometry, c->dtype, c->n_tokens);
     dev_bufs d;
     memset(&d, 0, sizeof d);
@@ -106,6 +109,11 @@ kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_st
     *size = (size_t)w;
     r = kvtc_stream_get_info(host, w, info);
 done:
+    if (r == KVTC_ERR_CUDA && msg && msg_cap && !kvtc_cuda_last_error(g->cc, msg, msg_cap)) {
+        /* not the codec's call: one of the copies or allocations here */
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
+    }
     free(host);
     dev_free(&d);
     return r;
