@@ -90,7 +90,13 @@ kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_st
     if (!cap || cudaMalloc(&d.stream, cap)) goto done;
     if ((r = kvtc_cuda_compress(g->cc, &dc, d.stream, cap, d.written, d.ws, ws, 0))) goto done;
     r = KVTC_ERR_CUDA;
-    if (cudaDeviceSynchronize() || cudaMemcpy(&w, d.written, 8, cudaMemcpyDeviceToHost) || w > cap) goto done;
+    if (cudaDeviceSynchronize() || cudaMemcpy(&w, d.written, 8, cudaMemcpyDeviceToHost)) goto done;
+    if (w > cap) { /* never copy past the buffer: the device's size is not trusted */
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "the encoder reported %llu stream bytes, over its bound of %zu",
+                     (unsigned long long)w, cap);
+        goto done;
+    }
     if (!(host = malloc(w ? w : 1))) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
     if (cudaMemcpy(host, d.stream, w, cudaMemcpyDeviceToHost)) goto done;
     double t1 = now_s();
@@ -109,7 +115,7 @@ kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_st
     *size = (size_t)w;
     r = kvtc_stream_get_info(host, w, info);
 done:
-    if (r == KVTC_ERR_CUDA && msg && msg_cap && !kvtc_cuda_last_error(g->cc, msg, msg_cap)) {
+    if (r == KVTC_ERR_CUDA && msg && msg_cap && !msg[0] && !kvtc_cuda_last_error(g->cc, msg, msg_cap)) {
         /* not the codec's call: one of the copies or allocations here */
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
