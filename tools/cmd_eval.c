@@ -557,6 +557,9 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage("eval", "%s", dup);
     if (o.plot) {
         char err[512];
+        if (!strcmp(o.plot, "-")) /* the PNG would land after the table or JSON on the same stream */
+            return cli_usage("eval", "--plot - would write the PNG into standard output, after the %s: give a file "
+                             "name", o.json ? "JSON" : "table");
         if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
         if (cli_same_file(o.plot, model_path) || cli_same_file(o.plot, text_path))
             return cli_usage("eval", "--plot %s is an input: give another output name", o.plot);
