@@ -295,6 +295,13 @@ static void issue9_cli(const uint8_t *stream, size_t sn, const kvtc_cache *test_
     rc = run_cli(args);
     CHECK_MSG(rc == 1 && file_contains("stderr.txt", "exceeds the model's trained context of 512 tokens"),
               "eval --ctx 100000: exit %d", rc);
+    /* review (revlate): --plot - appended the PNG to the table or JSON on
+     * standard output (a --json reader got binary after the object) */
+    snprintf(args, sizeof args, "eval --model %s --text %s --ctx 512 --windows 1 --no-baselines --basis R.safetensors "
+             "--json --plot -", model, text);
+    rc = run_cli(args);
+    CHECK_MSG(rc == 2 && file_contains("stderr.txt", "--plot - would write the PNG into standard output"),
+              "eval --plot -: exit %d", rc);
     /* review of issue 9 (rev1): the --plot name went into a shell command
      * ("$(...)" in it ran); now gnuplot runs without a shell on our own
      * temporary names and the PNG is written by the CLI's file writer */

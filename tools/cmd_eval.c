@@ -119,9 +119,10 @@ static int kvtc_roundtrip(eval_method *m, const eval_opts *o, const kvtc_geometr
     int rc = 1;
     size_t size = 0;
     kvtc_stream_info info = {.struct_size = sizeof info};
+    char gmsg[256] = "";
     if (m->gpu) { /* --gpu: the CUDA codec's round trip, in place */
         double es = 0, ds = 0;
-        if ((r = eval_gpu_roundtrip(m->gpu, &cf.cache, &size, &info, &es, &ds))) goto fail;
+        if ((r = eval_gpu_roundtrip(m->gpu, &cf.cache, &size, &info, &es, &ds, gmsg, sizeof gmsg))) goto fail;
         m->encode_s += es;
         m->decode_s += ds;
         goto decoded;
@@ -152,7 +153,7 @@ decoded:
     m->fp16_total += per_tok16 * n;
     rc = 0;
 fail:
-    if (rc) cli_fail("eval", "%s: %s", m->name, kvtc_result_string(r));
+    if (rc) cli_fail("eval", "%s: %s%s%s%s", m->name, kvtc_result_string(r), gmsg[0] ? " (" : "", gmsg, gmsg[0] ? ")" : "");
     free(buf);
     kvtc_encoder_free(e);
     kvtc_decoder_free(d);
@@ -556,6 +557,9 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage("eval", "%s", dup);
     if (o.plot) {
         char err[512];
+        if (!strcmp(o.plot, "-")) /* the PNG would land after the table or JSON on the same stream */
+            return cli_usage("eval", "--plot - would write the PNG into standard output, after the %s: give a file "
+                             "name", o.json ? "JSON" : "table");
         if (cli_check_output(o.plot, err, sizeof err)) return cli_fail("eval", "--plot: %s", err);
         if (cli_same_file(o.plot, model_path) || cli_same_file(o.plot, text_path))
             return cli_usage("eval", "--plot %s is an input: give another output name", o.plot);
@@ -672,6 +676,10 @@ int cmd_eval(int argc, char **argv) {
                             cli_fail("eval", "%s@%g/%s: --gpu rows need a basis without recomputed layers (%s "
                                      "recomputes %u; the eval has no GPU recompute hook)", label, ratios[i],
                                      emul[k].name, path, rl);
+                        else if (gr == KVTC_ERR_UNSUPPORTED && strcmp(emul[k].gpu, "bf16"))
+                            cli_fail("eval", "%s@%g/%s: the CUDA codec: %s (FP8 needs a GPU of compute capability "
+                                     "8.9 or later, and head_dim and layers x heads x head_dim multiples of 16)",
+                                     label, ratios[i], emul[k].name, kvtc_result_string(gr));
                         else
                             cli_fail("eval", "%s@%g/%s: the CUDA codec: %s%s%s%s", label, ratios[i], emul[k].name,
                                      kvtc_result_string(gr), cmsg[0] ? " (" : "", cmsg, cmsg[0] ? ")" : "");

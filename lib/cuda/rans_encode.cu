@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/hist_runs.h"
 #include "cuda/rans_encode.cuh"
 #include "util/bitexact.h"
 
@@ -27,11 +28,11 @@ __global__ void hist_k(SegList full, SegList last, EncWs w) {
     uint32_t P = L.period[s], wp = threadIdx.x >> 5;
     const uint8_t *p = w.payload + (uint64_t)c * w.max_payload + L.off[s];
     // 16 bytes per load where the run is 16-byte aligned (a is a multiple of
-    // 65536; the segment's start may not be): byte i + k uses table (i + k) % P
-    uint64_t head = (16 - ((uintptr_t)(p + a) & 15)) & 15;
-    if (head > e - a) head = e - a;
-    for (uint64_t i = a + threadIdx.x; i < a + head; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
-    uint64_t a16 = a + head, n16 = (e - a16) / 16;
+    // 65536; the segment's start may not be; cuda/hist_runs.h): byte i + k
+    // uses table (i + k) % P
+    uint64_t a16, n16;
+    kvi_hist_runs((uintptr_t)(p + a), a, e, &a16, &n16);
+    for (uint64_t i = a + threadIdx.x; i < a16; i += blockDim.x) atomicAdd(&h[wp][(i % P) * 256 + p[i]], 1u);
     const uint4 *p16 = (const uint4 *)(p + a16);
     for (uint64_t v = threadIdx.x; v < n16; v += blockDim.x) {
         uint4 u = p16[v];

@@ -10,7 +10,9 @@
  *  - a basis with recomputed layers is refused before the evaluation
  *    (the eval has no GPU recompute hook).
  * The CLI is KVTC_GPU_CLI (CMake sets it; bench/cuda/gpu_env.sh too), run
- * from the source tree (data/). Without a GPU: skipped (77). */
+ * from the source tree (data/). Without a GPU: only the refusal is checked
+ * (exit 1, one line on stderr naming the CUDA codec, nothing on stdout),
+ * then skipped (77). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +44,42 @@ static size_t slurp(const char *path, char *buf, size_t cap) {
     return n;
 }
 
+/* No usable GPU: `kvtc-gpu eval --gpu` must fail before it evaluates
+ * anything, in one line and exit 1 (not a crash, not a usage error). */
+static int no_gpu_refusal(const char *cli, const char *M, const char *T) {
+    char dir[] = "/tmp/kvtc-test-cuda-eval-XXXXXX", cmd[4096], path[512], buf[4096];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 --recompute-layers 0 "
+             "-o %s/basis.safetensors 2>%s/cal.err",
+             cli, M, T, dir, dir);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8 --no-baselines --threads 1 "
+             "--gpu bf16,fp8 --basis %s/basis.safetensors >%s/out.txt 2>%s/eval.err",
+             cli, M, T, dir, dir, dir);
+    int st = system(cmd);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "no GPU: exit status %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    CHECK_MSG(slurp(path, buf, sizeof buf) == 0, "no GPU: stdout: %s", buf);
+    snprintf(path, sizeof path, "%s/eval.err", dir);
+    size_t n = slurp(path, buf, sizeof buf);
+    CHECK_MSG(n > 0 && strchr(buf, '\n') == buf + n - 1, "no GPU: not one line: %s", buf);
+    CHECK_MSG(strstr(buf, "kvtc@8/gpu-bf16: the CUDA codec: CUDA error") != NULL, "no GPU: %s", buf);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    if (test_failed_) return TEST_REPORT();
+    printf("no CUDA device: kvtc-gpu's refusal checked (%d checks); skipped\n", test_passed_);
+    return 77;
+}
+
 int main(void) {
-    gpu_test_require_device();
     const char *cli = getenv("KVTC_GPU_CLI");
     if (!cli) cli = "build/kvtc-gpu";
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0)
+        return no_gpu_refusal(cli, "data/eval-llama-27m-q8_0.gguf", "data/persuasion.txt");
+    gpu_test_require_device();
     char dir[] = "/tmp/kvtc-test-cuda-eval-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char cmd[4096], path[512];

@@ -28,16 +28,19 @@ static inline int eval_gpu_known(const char *projection) {
  * (KVTC_ERR_UNSUPPORTED: the eval has no GPU recompute hook); a machine
  * without a usable GPU gives the codec's error (KVTC_ERR_CUDA, or
  * KVTC_ERR_UNSUPPORTED for FP8 below compute capability 8.9). msg (may be
- * NULL) receives the CUDA error text, if any. */
+ * NULL) receives the CUDA error text on KVTC_ERR_CUDA, else it is left
+ * empty. */
 kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ratio, uint32_t n_sink,
                           uint32_t n_window, eval_gpu **out, char *msg, size_t msg_cap);
 
 /* Encode host cache c (contiguous) on the GPU and decode the stream back
  * into c on the GPU. *size: the stream's bytes; *info its stream info
  * (struct_size set by the caller); *enc_s, *dec_s: the calls' wall time
- * including the copies. */
+ * including the copies. On KVTC_ERR_CUDA, msg (may be NULL) receives which
+ * CUDA call failed and why (kvtc_cuda_last_error, else the runtime's last
+ * error); else it is left empty. */
 kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_stream_info *info, double *enc_s,
-                               double *dec_s);
+                               double *dec_s, char *msg, size_t msg_cap);
 
 void eval_gpu_close(eval_gpu *g);
 

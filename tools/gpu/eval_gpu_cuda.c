@@ -35,10 +35,11 @@ kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ra
         o.projection = (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM);
     eval_gpu *g = calloc(1, sizeof *g);
     if (!g) return KVTC_ERR_OUT_OF_MEMORY;
+    cudaGetLastError(); /* a stale error of an earlier call is not this one's reason */
     kvtc_result r = kvtc_cuda_codec_alloc(b, &o, &g->cc);
     if (r) {
         cudaError_t e = cudaGetLastError();
-        if (msg && msg_cap && e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
+        if (r == KVTC_ERR_CUDA && msg && msg_cap && e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
         free(g);
         return r;
     }
@@ -63,7 +64,9 @@ static void dev_free(dev_bufs *d) {
 }
 
 kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_stream_info *info, double *enc_s,
-                               double *dec_s) {
+                               double *dec_s, char *msg, size_t msg_cap) {
+    if (msg && msg_cap) msg[0] = 0;
+    cudaGetLastError(); /* clear a stale error: the one reported below is this call's */
     uint64_t kb = kvtc_cache_tensor_bytes(&c->geometry, c->dtype, c->n_tokens);
     dev_bufs d;
     memset(&d, 0, sizeof d);
@@ -87,7 +90,13 @@ kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_st
     if (!cap || cudaMalloc(&d.stream, cap)) goto done;
     if ((r = kvtc_cuda_compress(g->cc, &dc, d.stream, cap, d.written, d.ws, ws, 0))) goto done;
     r = KVTC_ERR_CUDA;
-    if (cudaDeviceSynchronize() || cudaMemcpy(&w, d.written, 8, cudaMemcpyDeviceToHost) || w > cap) goto done;
+    if (cudaDeviceSynchronize() || cudaMemcpy(&w, d.written, 8, cudaMemcpyDeviceToHost)) goto done;
+    if (w > cap) { /* never copy past the buffer: the device's size is not trusted */
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "the encoder reported %llu stream bytes, over its bound of %zu",
+                     (unsigned long long)w, cap);
+        goto done;
+    }
     if (!(host = malloc(w ? w : 1))) { r = KVTC_ERR_OUT_OF_MEMORY; goto done; }
     if (cudaMemcpy(host, d.stream, w, cudaMemcpyDeviceToHost)) goto done;
     double t1 = now_s();
@@ -106,6 +115,11 @@ kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_st
     *size = (size_t)w;
     r = kvtc_stream_get_info(host, w, info);
 done:
+    if (r == KVTC_ERR_CUDA && msg && msg_cap && !msg[0] && !kvtc_cuda_last_error(g->cc, msg, msg_cap)) {
+        /* not the codec's call: one of the copies or allocations here */
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) snprintf(msg, msg_cap, "%s", cudaGetErrorString(e));
+    }
     free(host);
     dev_free(&d);
     return r;

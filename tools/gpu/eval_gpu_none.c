@@ -13,8 +13,9 @@ kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ra
 }
 
 kvtc_result eval_gpu_roundtrip(eval_gpu *g, kvtc_cache *c, size_t *size, kvtc_stream_info *info, double *enc_s,
-                               double *dec_s) {
+                               double *dec_s, char *msg, size_t msg_cap) {
     (void)g, (void)c, (void)size, (void)info, (void)enc_s, (void)dec_s;
+    if (msg && msg_cap) msg[0] = 0;
     return KVTC_ERR_UNSUPPORTED;
 }
 
