@@ -11,21 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "io/json.h"
+#include "eval_json.h"
 #include "test.h"
-
-static const json_value *method(const json_value *ms, const char *name) {
-    for (size_t i = 0; ms && i < ms->n; i++) {
-        const json_value *n = json_get(&ms->items[i], "name");
-        if (n && n->type == JSON_STRING && !strcmp(n->string, name)) return &ms->items[i];
-    }
-    return NULL;
-}
-
-static double num(const json_value *m, const char *key) {
-    const json_value *v = m ? json_get(m, key) : NULL;
-    return v && v->type == JSON_NUMBER ? v->number : -1.0;
-}
 
 int main(void) {
     const char *cli = getenv("KVTC_CLI");
@@ -47,40 +34,38 @@ int main(void) {
 
     char path[512];
     snprintf(path, sizeof path, "%s/out.json", dir);
-    FILE *f = fopen(path, "rb");
     char *buf = calloc(1, 1 << 20);
-    size_t n = f ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    if (f) fclose(f);
+    size_t n = eval_slurp(path, buf, 1 << 20);
     json_value *root = json_parse(buf, n, NULL);
     CHECK_MSG(root != NULL, "eval --json output does not parse: %.200s", buf);
     const json_value *ms = root ? json_get(root, "methods") : NULL;
     CHECK(ms && ms->type == JSON_ARRAY && ms->n == 8);
 
-    const json_value *none = method(ms, "uncompressed"), *f16 = method(ms, "f16");
-    const json_value *q8 = method(ms, "q8_0"), *q4 = method(ms, "q4_0"), *kivi = method(ms, "kivi2");
-    const json_value *k8 = method(ms, "kvtc@8"), *k64 = method(ms, "kvtc@64");
+    const json_value *none = eval_row(ms, "uncompressed"), *f16 = eval_row(ms, "f16");
+    const json_value *q8 = eval_row(ms, "q8_0"), *q4 = eval_row(ms, "q4_0"), *kivi = eval_row(ms, "kivi2");
+    const json_value *k8 = eval_row(ms, "kvtc@8"), *k64 = eval_row(ms, "kvtc@64");
     CHECK(none && f16 && q8 && q4 && kivi && k8 && k64);
     /* the harness restores an untouched cache exactly */
-    CHECK(num(none, "kld") == 0.0);
-    CHECK(num(none, "top1") == 1.0);
-    CHECK(num(none, "ppl") == num(root, "reference_ppl"));
+    CHECK(eval_num(none, "kld") == 0.0);
+    CHECK(eval_num(none, "top1") == 1.0);
+    CHECK(eval_num(none, "ppl") == eval_num(root, "reference_ppl"));
     /* more bits, less damage */
-    CHECK(num(f16, "kld") < 1e-6);
-    CHECK(num(f16, "kld") < num(q8, "kld"));
-    CHECK(num(q8, "kld") < num(q4, "kld"));
-    CHECK(num(k8, "kld") < num(k64, "kld"));
+    CHECK(eval_num(f16, "kld") < 1e-6);
+    CHECK(eval_num(f16, "kld") < eval_num(q8, "kld"));
+    CHECK(eval_num(q8, "kld") < eval_num(q4, "kld"));
+    CHECK(eval_num(k8, "kld") < eval_num(k64, "kld"));
     /* ratios: the block formats are exact; KVTC reaches its targets */
-    CHECK(num(q8, "compression_ratio") > 1.88 && num(q8, "compression_ratio") < 1.89);
-    CHECK(num(q4, "compression_ratio") > 3.55 && num(q4, "compression_ratio") < 3.56);
-    CHECK(num(kivi, "compression_ratio") > 5.33 && num(kivi, "compression_ratio") < 5.34);
-    CHECK_MSG(num(k8, "compression_ratio") >= 7.6, "kvtc@8 ratio %.2f", num(k8, "compression_ratio"));
-    CHECK_MSG(num(k64, "compression_ratio") >= 55, "kvtc@64 ratio %.2f", num(k64, "compression_ratio"));
-    CHECK(num(k8, "compression_ratio_total") < num(k8, "compression_ratio"));
+    CHECK(eval_num(q8, "compression_ratio") > 1.88 && eval_num(q8, "compression_ratio") < 1.89);
+    CHECK(eval_num(q4, "compression_ratio") > 3.55 && eval_num(q4, "compression_ratio") < 3.56);
+    CHECK(eval_num(kivi, "compression_ratio") > 5.33 && eval_num(kivi, "compression_ratio") < 5.34);
+    CHECK_MSG(eval_num(k8, "compression_ratio") >= 7.6, "kvtc@8 ratio %.2f", eval_num(k8, "compression_ratio"));
+    CHECK_MSG(eval_num(k64, "compression_ratio") >= 55, "kvtc@64 ratio %.2f", eval_num(k64, "compression_ratio"));
+    CHECK(eval_num(k8, "compression_ratio_total") < eval_num(k8, "compression_ratio"));
     for (size_t i = 0; ms && i < ms->n; i++) {
-        double kl = num(&ms->items[i], "kld"), t1 = num(&ms->items[i], "top1");
+        double kl = eval_num(&ms->items[i], "kld"), t1 = eval_num(&ms->items[i], "top1");
         CHECK(kl >= 0.0 && t1 >= 0.0 && t1 <= 1.0);
     }
-    double k8_kld = num(k8, "kld");
+    double k8_kld = eval_num(k8, "kld");
     json_free(root);
 
     /* --emulate-gpu: the same window, kvtc@8 and its variants */
@@ -90,16 +75,13 @@ int main(void) {
              cli, M, T, dir, dir, dir);
     CHECK_MSG(system(cmd) == 0, "%s", cmd);
     snprintf(path, sizeof path, "%s/emu.json", dir);
-    f = fopen(path, "rb");
-    memset(buf, 0, 1 << 20);
-    n = f ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    if (f) fclose(f);
+    n = eval_slurp(path, buf, 1 << 20);
     root = json_parse(buf, n, NULL);
     ms = root ? json_get(root, "methods") : NULL;
     CHECK(ms && ms->type == JSON_ARRAY && ms->n == 4);
-    const json_value *e0 = method(ms, "kvtc@8"), *eb = method(ms, "kvtc@8/bf16"), *e8 = method(ms, "kvtc@8/fp8");
+    const json_value *e0 = eval_row(ms, "kvtc@8"), *eb = eval_row(ms, "kvtc@8/bf16"), *e8 = eval_row(ms, "kvtc@8/fp8");
     CHECK(e0 && eb && e8);
-    double kl0 = num(e0, "kld"), klb = num(eb, "kld"), kl8 = num(e8, "kld");
+    double kl0 = eval_num(e0, "kld"), klb = eval_num(eb, "kld"), kl8 = eval_num(e8, "kld");
     printf("kvtc@8 KL: exact %.4e, bf16 %.4e, fp8 %.4e\n", kl0, klb, kl8);
     CHECK(kl0 == k8_kld);                          /* the option adds methods, changes none */
     CHECK(klb > 0.95 * kl0 && klb < 1.05 * kl0);   /* bf16 operands: 2^-9 relative */
@@ -118,10 +100,7 @@ int main(void) {
     int st = system(cmd);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
     snprintf(path, sizeof path, "%s/gpu.err", dir);
-    f = fopen(path, "rb");
-    memset(buf, 0, 1 << 20);
-    n = f ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    if (f) fclose(f);
+    n = eval_slurp(path, buf, 1 << 20);
     CHECK_MSG(strstr(buf, "kvtc-gpu") != NULL, "--gpu refusal: %s", buf);
     snprintf(cmd, sizeof cmd,
              "%s eval --model %s --text %s --ratios 8 --gpu fp16 --basis %s/basis.safetensors >/dev/null 2>/dev/null",

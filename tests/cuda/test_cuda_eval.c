@@ -20,29 +20,8 @@
 #include <unistd.h>
 
 #include "gpu_test_util.h"
-#include "io/json.h"
+#include "eval_json.h"
 #include "test.h"
-
-static const json_value *method(const json_value *ms, const char *name) {
-    for (size_t i = 0; ms && i < ms->n; i++) {
-        const json_value *n = json_get(&ms->items[i], "name");
-        if (n && n->type == JSON_STRING && !strcmp(n->string, name)) return &ms->items[i];
-    }
-    return NULL;
-}
-
-static double num(const json_value *m, const char *key) {
-    const json_value *v = m ? json_get(m, key) : NULL;
-    return v && v->type == JSON_NUMBER ? v->number : -1.0;
-}
-
-static size_t slurp(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    memset(buf, 0, cap);
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    if (f) fclose(f);
-    return n;
-}
 
 /* No usable GPU: `kvtc-gpu eval --gpu` must fail before it evaluates
  * anything, in one line and exit 1 (not a crash, not a usage error). */
@@ -61,9 +40,9 @@ static int no_gpu_refusal(const char *cli, const char *M, const char *T) {
     int st = system(cmd);
     CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "no GPU: exit status %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     snprintf(path, sizeof path, "%s/out.txt", dir);
-    CHECK_MSG(slurp(path, buf, sizeof buf) == 0, "no GPU: stdout: %s", buf);
+    CHECK_MSG(eval_slurp(path, buf, sizeof buf) == 0, "no GPU: stdout: %s", buf);
     snprintf(path, sizeof path, "%s/eval.err", dir);
-    size_t n = slurp(path, buf, sizeof buf);
+    size_t n = eval_slurp(path, buf, sizeof buf);
     CHECK_MSG(n > 0 && strchr(buf, '\n') == buf + n - 1, "no GPU: not one line: %s", buf);
     CHECK_MSG(strstr(buf, "kvtc@8/gpu-bf16: the CUDA codec: CUDA error") != NULL, "no GPU: %s", buf);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -99,15 +78,15 @@ int main(void) {
     CHECK_MSG(system(cmd) == 0, "%s", cmd);
     char *buf = malloc(1 << 20);
     snprintf(path, sizeof path, "%s/out.json", dir);
-    size_t n = slurp(path, buf, 1 << 20);
+    size_t n = eval_slurp(path, buf, 1 << 20);
     json_value *root = json_parse(buf, n, NULL);
     CHECK_MSG(root != NULL, "eval --json output does not parse: %.300s", buf);
     const json_value *ms = root ? json_get(root, "methods") : NULL;
-    const json_value *e16 = method(ms, "kvtc@8/bf16"), *e8 = method(ms, "kvtc@8/fp8");
-    const json_value *g16 = method(ms, "kvtc@8/gpu-bf16"), *g8 = method(ms, "kvtc@8/gpu-fp8");
-    const json_value *gf = method(ms, "kvtc@8/gpu-fp8fast");
+    const json_value *e16 = eval_row(ms, "kvtc@8/bf16"), *e8 = eval_row(ms, "kvtc@8/fp8");
+    const json_value *g16 = eval_row(ms, "kvtc@8/gpu-bf16"), *g8 = eval_row(ms, "kvtc@8/gpu-fp8");
+    const json_value *gf = eval_row(ms, "kvtc@8/gpu-fp8fast");
     CHECK(e16 && e8 && g16 && g8 && gf);
-    double k16 = num(e16, "kld"), k8 = num(e8, "kld"), kg16 = num(g16, "kld"), kg8 = num(g8, "kld"), kgf = num(gf, "kld");
+    double k16 = eval_num(e16, "kld"), k8 = eval_num(e8, "kld"), kg16 = eval_num(g16, "kld"), kg8 = eval_num(g8, "kld"), kgf = eval_num(gf, "kld");
     printf("KL: emulated bf16 %.5g, GPU bf16 %.5g; emulated fp8 %.5g, GPU fp8 %.5g, GPU fp8 fast %.5g\n", k16, kg16, k8,
            kg8, kgf);
     CHECK(k16 > 0 && kg16 > 0 && kg8 > 0 && kgf > 0);
@@ -116,8 +95,8 @@ int main(void) {
     CHECK_MSG(kgf > 0.9 * kg8 && kgf < 1.1 * kg8, "GPU fp8 fast %.5g vs fp8 %.5g", kgf, kg8);
     const json_value *gpu_rows[3] = {g16, g8, gf};
     for (int i = 0; i < 3; i++)
-        CHECK_MSG(num(gpu_rows[i], "compression_ratio") >= 7.0, "GPU row %d ratio %.2f", i,
-                  num(gpu_rows[i], "compression_ratio"));
+        CHECK_MSG(eval_num(gpu_rows[i], "compression_ratio") >= 7.0, "GPU row %d ratio %.2f", i,
+                  eval_num(gpu_rows[i], "compression_ratio"));
     json_free(root);
     /* recomputed layers: refused up front (exit 1), the reason on stderr */
     snprintf(cmd, sizeof cmd,
@@ -127,7 +106,7 @@ int main(void) {
     int st = system(cmd);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
     snprintf(path, sizeof path, "%s/r1.err", dir);
-    slurp(path, buf, 1 << 20);
+    eval_slurp(path, buf, 1 << 20);
     CHECK_MSG(strstr(buf, "recomputed layers") != NULL, "recompute refusal: %s", buf);
     free(buf);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
