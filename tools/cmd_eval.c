@@ -203,14 +203,15 @@ static int parse_list(const char *v, double *out) {
 }
 
 /* --emulate-gpu and --gpu: one variant of every KVTC method per entry
- * (gpu: the --gpu projection, the row run on the CUDA codec; NULL for an
- * emulation on the CPU) */
+ * (gpu: the --gpu entry's name, the row run on the CUDA codec with
+ * projection gpu_proj; NULL for an emulation on the CPU) */
 #define EVAL_MAX_EMULATIONS 4
 #define EVAL_MAX_GPU 3
 typedef struct gpu_emulation {
     const char *name;
     kvi_proj_mode enc, dec;
     const char *gpu;
+    eval_gpu_projection gpu_proj;
 } gpu_emulation;
 
 /* A --basis NAME= label: it names table rows and JSON strings, so it is kept
@@ -226,10 +227,10 @@ static int label_ok(const char *s, size_t n) {
 }
 
 static int parse_emulations(const char *v, gpu_emulation *out) {
-    static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16, NULL},
-                                                             {"fp8dec", KVI_PROJ_BF16, KVI_PROJ_FP8, NULL},
-                                                             {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16, NULL},
-                                                             {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8, NULL}};
+    static const gpu_emulation known[EVAL_MAX_EMULATIONS] = {{"bf16", KVI_PROJ_BF16, KVI_PROJ_BF16, NULL, 0},
+                                                             {"fp8dec", KVI_PROJ_BF16, KVI_PROJ_FP8, NULL, 0},
+                                                             {"fp8enc", KVI_PROJ_FP8, KVI_PROJ_BF16, NULL, 0},
+                                                             {"fp8", KVI_PROJ_FP8, KVI_PROJ_FP8, NULL, 0}};
     char tmp[256];
     if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
@@ -244,9 +245,10 @@ static int parse_emulations(const char *v, gpu_emulation *out) {
 
 /* --gpu LIST: rows out[0..n) named gpu-NAME; the count, or -1. */
 static int parse_gpu(const char *v, gpu_emulation *out) {
-    static const gpu_emulation known[EVAL_MAX_GPU] = {{"gpu-bf16", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "bf16"},
-                                                      {"gpu-fp8", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "fp8"},
-                                                      {"gpu-fp8fast", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "fp8fast"}};
+    static const gpu_emulation known[EVAL_MAX_GPU] = {
+        {"gpu-bf16", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "bf16", EVAL_GPU_BF16},
+        {"gpu-fp8", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "fp8", EVAL_GPU_FP8},
+        {"gpu-fp8fast", KVI_PROJ_EXACT, KVI_PROJ_EXACT, "fp8fast", EVAL_GPU_FP8_FAST}};
     char tmp[256];
     if (snprintf(tmp, sizeof tmp, "%s", v) >= (int)sizeof tmp) return -1;
     int n = 0;
@@ -666,17 +668,16 @@ int cmd_eval(int argc, char **argv) {
                 }
                 if (k >= 0 && emul[k].gpu) {
                     char cmsg[256] = "";
-                    uint32_t rl = kvtc_basis_recomputed_layers(basis);
-                    kvtc_result gr = rl ? KVTC_ERR_UNSUPPORTED
-                                        : eval_gpu_open(basis, emul[k].gpu, ratios[i], o.n_sink, o.n_window,
-                                                        &ms[nm].gpu, cmsg, sizeof cmsg);
+                    kvtc_result gr = eval_gpu_open(basis, emul[k].gpu_proj, ratios[i], o.n_sink, o.n_window,
+                                                   &ms[nm].gpu, cmsg, sizeof cmsg);
                     if (gr) {
+                        uint32_t rl = kvtc_basis_recomputed_layers(basis);
                         memset(&ms[nm], 0, sizeof ms[nm]); /* the basis stays with the row before (k = -1) */
-                        if (rl)
+                        if (gr == KVTC_ERR_UNSUPPORTED && rl)
                             cli_fail("eval", "%s@%g/%s: --gpu rows need a basis without recomputed layers (%s "
                                      "recomputes %u; the eval has no GPU recompute hook)", label, ratios[i],
                                      emul[k].name, path, rl);
-                        else if (gr == KVTC_ERR_UNSUPPORTED && strcmp(emul[k].gpu, "bf16"))
+                        else if (gr == KVTC_ERR_UNSUPPORTED && emul[k].gpu_proj != EVAL_GPU_BF16)
                             cli_fail("eval", "%s@%g/%s: the CUDA codec: %s (FP8 needs a GPU of compute capability "
                                      "8.9 or later, and head_dim and layers x heads x head_dim multiples of 16)",
                                      label, ratios[i], emul[k].name, kvtc_result_string(gr));

@@ -23,16 +23,25 @@
 #include "eval_json.h"
 #include "test.h"
 
+static const char *const M = "data/eval-llama-27m-q8_0.gguf", *const T = "data/persuasion.txt";
+
+/* A small basis of the bundled model into dir/name (recompute: its
+ * --recompute-layers); 0 on success. */
+static int calibrate(const char *cli, const char *dir, const char *name, int recompute) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 --recompute-layers %d "
+             "-o %s/%s 2>>%s/cal.err",
+             cli, M, T, recompute, dir, name, dir);
+    return system(cmd);
+}
+
 /* No usable GPU: `kvtc-gpu eval --gpu` must fail before it evaluates
  * anything, in one line and exit 1 (not a crash, not a usage error). */
-static int no_gpu_refusal(const char *cli, const char *M, const char *T) {
+static int no_gpu_refusal(const char *cli) {
     char dir[] = "/tmp/kvtc-test-cuda-eval-XXXXXX", cmd[4096], path[512], buf[4096];
     CHECK(mkdtemp(dir) != NULL);
-    snprintf(cmd, sizeof cmd,
-             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 --recompute-layers 0 "
-             "-o %s/basis.safetensors 2>%s/cal.err",
-             cli, M, T, dir, dir);
-    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    CHECK(calibrate(cli, dir, "basis.safetensors", 0) == 0);
     snprintf(cmd, sizeof cmd,
              "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8 --no-baselines --threads 1 "
              "--gpu bf16,fp8 --basis %s/basis.safetensors >%s/out.txt 2>%s/eval.err",
@@ -57,19 +66,12 @@ int main(void) {
     if (!cli) cli = "build/kvtc-gpu";
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0)
-        return no_gpu_refusal(cli, "data/eval-llama-27m-q8_0.gguf", "data/persuasion.txt");
+        return no_gpu_refusal(cli);
     gpu_test_require_device();
     char dir[] = "/tmp/kvtc-test-cuda-eval-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char cmd[4096], path[512];
-    const char *M = "data/eval-llama-27m-q8_0.gguf", *T = "data/persuasion.txt";
-    snprintf(cmd, sizeof cmd,
-             "%s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 --recompute-layers 0 "
-             "-o %s/basis.safetensors "
-             "2>%s/cal.err && %s calibrate --model %s --text %s --ctx 256 --windows 2 --window 32 --ratio 8 "
-             "--recompute-layers 1 -o %s/r1.safetensors 2>>%s/cal.err",
-             cli, M, T, dir, dir, cli, M, T, dir, dir);
-    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    CHECK(calibrate(cli, dir, "basis.safetensors", 0) == 0 && calibrate(cli, dir, "r1.safetensors", 1) == 0);
     snprintf(cmd, sizeof cmd,
              "%s eval --model %s --text %s --ctx 256 --windows 1 --window 32 --ratios 8 --no-baselines "
              "--emulate-gpu bf16,fp8 --gpu bf16,fp8,fp8fast --basis %s/basis.safetensors --json >%s/out.json "

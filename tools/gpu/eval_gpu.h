@@ -7,7 +7,6 @@
 #define KVTC_TOOLS_EVAL_GPU_H
 
 #include <stddef.h>
-#include <string.h>
 
 #include "kvtc.h"
 
@@ -16,12 +15,12 @@ typedef struct eval_gpu eval_gpu;
 /* 1 when this binary has the CUDA backend. */
 int eval_gpu_built(void);
 
-/* The projections --gpu takes: "bf16" (the CUDA default), "fp8"
- * (KVTC_CUDA_PROJ_FP8), "fp8fast" (FP8 with fast accumulation). Returns 1
- * for a known name. */
-static inline int eval_gpu_known(const char *projection) {
-    return !strcmp(projection, "bf16") || !strcmp(projection, "fp8") || !strcmp(projection, "fp8fast");
-}
+/* The projections --gpu takes (cmd_eval.c names them bf16, fp8, fp8fast). */
+typedef enum eval_gpu_projection {
+    EVAL_GPU_BF16,     /* the CUDA default */
+    EVAL_GPU_FP8,      /* KVTC_CUDA_PROJ_FP8 */
+    EVAL_GPU_FP8_FAST  /* KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM */
+} eval_gpu_projection;
 
 /* A CUDA codec of basis b for one eval row: target ratio, sink and window as
  * the CPU rows. Bases with recomputed layers are refused
@@ -30,7 +29,7 @@ static inline int eval_gpu_known(const char *projection) {
  * KVTC_ERR_UNSUPPORTED for FP8 below compute capability 8.9). msg (may be
  * NULL) receives the CUDA error text on KVTC_ERR_CUDA, else it is left
  * empty. */
-kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ratio, uint32_t n_sink,
+kvtc_result eval_gpu_open(const kvtc_basis *b, eval_gpu_projection projection, double ratio, uint32_t n_sink,
                           uint32_t n_window, eval_gpu **out, char *msg, size_t msg_cap);
 
 /* Encode host cache c (contiguous) on the GPU and decode the stream back

@@ -19,20 +19,21 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ratio, uint32_t n_sink,
+kvtc_result eval_gpu_open(const kvtc_basis *b, eval_gpu_projection projection, double ratio, uint32_t n_sink,
                           uint32_t n_window, eval_gpu **out, char *msg, size_t msg_cap) {
     *out = NULL;
     if (msg && msg_cap) msg[0] = 0;
-    if (!eval_gpu_known(projection)) return KVTC_ERR_INVALID_ARGUMENT;
+    if ((unsigned)projection > EVAL_GPU_FP8_FAST) return KVTC_ERR_INVALID_ARGUMENT;
     if (kvtc_basis_recomputed_layers(b)) return KVTC_ERR_UNSUPPORTED;
     kvtc_cuda_options o;
     kvtc_cuda_options_init(&o);
     o.ratio = ratio;
     o.n_sink = n_sink;
     o.n_window = n_window;
-    if (!strcmp(projection, "fp8")) o.projection = KVTC_CUDA_PROJ_FP8;
-    if (!strcmp(projection, "fp8fast"))
-        o.projection = (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM);
+    static const kvtc_cuda_projection proj[] = {
+        KVTC_CUDA_PROJ_DEFAULT, KVTC_CUDA_PROJ_FP8,
+        (kvtc_cuda_projection)(KVTC_CUDA_PROJ_FP8 | KVTC_CUDA_PROJ_FP8_FAST_ACCUM)};
+    o.projection = proj[projection];
     eval_gpu *g = calloc(1, sizeof *g);
     if (!g) return KVTC_ERR_OUT_OF_MEMORY;
     cudaGetLastError(); /* a stale error of an earlier call is not this one's reason */

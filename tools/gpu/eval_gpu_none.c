@@ -4,7 +4,7 @@
 
 int eval_gpu_built(void) { return 0; }
 
-kvtc_result eval_gpu_open(const kvtc_basis *b, const char *projection, double ratio, uint32_t n_sink,
+kvtc_result eval_gpu_open(const kvtc_basis *b, eval_gpu_projection projection, double ratio, uint32_t n_sink,
                           uint32_t n_window, eval_gpu **out, char *msg, size_t msg_cap) {
     (void)b, (void)projection, (void)ratio, (void)n_sink, (void)n_window;
     *out = NULL;
